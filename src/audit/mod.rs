@@ -1,0 +1,187 @@
+//! `ckptkit audit`: everything a vLLM bring-up needs to know about a checkpoint, from headers alone.
+
+pub mod names;
+pub mod structure;
+pub mod tree;
+
+use crate::arch::audit_rules;
+use crate::checkpoint::{Checkpoint, ModelConfig};
+use crate::findings::{Finding, Tally};
+use crate::quant::{pair_fp8, Pairing, QuantScheme};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The version of the `--json` schema. Bump on any incompatible change.
+pub const SCHEMA: &str = "ckptkit.audit/1";
+/// The vLLM release whose loading rules ckptkit reproduces.
+pub const VLLM_REFERENCE: &str = "0.33.0";
+
+#[derive(Debug, Serialize)]
+pub struct ToolInfo {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub vllm_reference: &'static str,
+}
+
+impl ToolInfo {
+    pub fn current() -> Self {
+        ToolInfo { name: "ckptkit", version: env!("CARGO_PKG_VERSION"), vllm_reference: VLLM_REFERENCE }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceInfo {
+    pub input: String,
+    pub root: String,
+    pub hf_repo: Option<String>,
+    pub single_file: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShardSummary {
+    pub file: String,
+    pub tensors: usize,
+    /// Tensor data bytes.
+    pub bytes: u64,
+    pub file_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelSummary {
+    pub architecture: Option<String>,
+    pub architecture_source: Option<&'static str>,
+    pub model_type: Option<String>,
+    pub num_layers: Option<u64>,
+    pub layers_present: usize,
+    pub num_heads: Option<u64>,
+    pub num_kv_heads: Option<u64>,
+    pub head_dim: Option<u64>,
+    pub head_dim_derived: bool,
+    pub hidden_size: Option<u64>,
+    pub intermediate_size: Option<u64>,
+    pub vocab_size: Option<u64>,
+    pub tie_word_embeddings: Option<bool>,
+    pub tie_source: Option<String>,
+    /// Routed experts; null when dense.
+    pub num_experts: Option<u64>,
+    pub moe: Option<crate::checkpoint::config::MoeConfig>,
+    pub expert_layout: Option<&'static str>,
+    pub moe_layers_present: usize,
+    pub mla: Option<crate::checkpoint::config::MlaConfig>,
+    pub mtp: structure::MtpStatus,
+    pub vision: bool,
+    pub audio: bool,
+    pub qk_norm: Option<String>,
+    pub main_stack: Option<String>,
+    pub other_stacks: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QuantSummary {
+    /// `quant_method`, or null when the checkpoint declares none.
+    pub method: Option<String>,
+    pub scheme: Option<QuantScheme>,
+    #[serde(flatten)]
+    pub pairing: Pairing,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditReport {
+    pub schema: &'static str,
+    pub tool: ToolInfo,
+    pub source: SourceInfo,
+    pub tensors: usize,
+    pub tensor_bytes: u64,
+    pub dtypes: BTreeMap<String, usize>,
+    pub shards: Vec<ShardSummary>,
+    pub model: ModelSummary,
+    pub quantization: QuantSummary,
+    pub tree: Vec<tree::TreeRow>,
+    pub findings: Vec<Finding>,
+    pub summary: Tally,
+}
+
+impl AuditReport {
+    pub fn has_errors(&self) -> bool {
+        self.summary.errors > 0
+    }
+}
+
+/// Run every check over an opened checkpoint. `open_findings` are those the reader produced.
+pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> AuditReport {
+    let rules = audit_rules();
+    let mut findings = open_findings;
+    let cfg: Option<&ModelConfig> = ck.config.as_ref();
+    let st = structure::check(ck, cfg, rules, &mut findings);
+    let scheme = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
+    if let Some(s) = &scheme {
+        findings.push(crate::findings::Finding::new(
+            crate::findings::Code::QuantScheme,
+            format!(
+                "{} (from {}){}{}",
+                s.method,
+                s.source,
+                s.fp8_scale.map(|l| format!(", fp8 scales {l} as `{}`", s.scale_suffix.unwrap_or("?"))).unwrap_or_default(),
+                if s.not_converted.is_empty() { String::new() } else { format!(", {} modules not converted", s.not_converted.len()) }
+            ),
+        ));
+    }
+    let pairing = pair_fp8(ck, scheme.as_ref(), rules, &mut findings);
+
+    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    for t in ck.tensors() {
+        *dtypes.entry(t.entry.dtype.as_str().to_string()).or_default() += 1;
+    }
+    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    let summary = Tally::of(&findings);
+    let c = cfg.cloned().unwrap_or_default();
+    AuditReport {
+        schema: SCHEMA,
+        tool: ToolInfo::current(),
+        source: SourceInfo {
+            input: input.to_string(),
+            root: ck.source.root.display().to_string(),
+            hf_repo: ck.source.hf_repo.clone(),
+            single_file: ck.source.single_file.clone(),
+        },
+        tensors: ck.tensor_count(),
+        tensor_bytes: ck.tensor_bytes(),
+        dtypes,
+        shards: ck
+            .shards
+            .iter()
+            .map(|s| ShardSummary { file: s.name.clone(), tensors: s.tensors().len(), bytes: s.tensor_bytes(), file_bytes: s.file_len })
+            .collect(),
+        model: ModelSummary {
+            architecture: c.architecture.clone(),
+            architecture_source: c.architecture_source,
+            model_type: c.model_type.clone(),
+            num_layers: c.num_layers,
+            layers_present: st.layers_present,
+            num_heads: c.num_heads,
+            num_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            head_dim_derived: c.head_dim_derived,
+            hidden_size: c.hidden_size,
+            intermediate_size: c.intermediate_size,
+            vocab_size: c.vocab_size,
+            tie_word_embeddings: st.tie_word_embeddings,
+            tie_source: st.tie_source.clone(),
+            num_experts: c.moe.as_ref().map(|m| m.num_experts),
+            moe: c.moe.clone(),
+            expert_layout: st.expert_layout,
+            moe_layers_present: st.moe_layers_present,
+            mla: c.mla.clone(),
+            mtp: st.mtp.clone(),
+            vision: c.has_vision || st.other_stacks.keys().any(|k| k.contains("visual") || k.contains("vision")),
+            audio: c.has_audio,
+            qk_norm: st.qk_norm.clone(),
+            main_stack: st.main_stack.clone(),
+            other_stacks: st.other_stacks.clone(),
+        },
+        quantization: QuantSummary { method: scheme.as_ref().map(|s| s.method.clone()), scheme, pairing },
+        tree: tree::fold(ck),
+        findings,
+        summary,
+    }
+}

@@ -1,0 +1,111 @@
+//! Reading structure out of tensor names: which layer stack and layer a tensor is in, and which
+//! expert. Driven by the segment names in `arch/audit.json`, not by architecture.
+
+use crate::arch::AuditRules;
+
+/// `model.layers.3.mlp.experts.7.down_proj.weight` →
+/// stack `model.layers`, layer 3, rest `mlp.experts.7.down_proj.weight`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerName<'a> {
+    pub stack: &'a str,
+    pub layer: u64,
+    pub rest: &'a str,
+}
+
+pub fn split_layer<'a>(name: &'a str, rules: &AuditRules) -> Option<LayerName<'a>> {
+    let mut pos = 0;
+    let segs: Vec<&str> = name.split('.').collect();
+    for i in 0..segs.len().saturating_sub(1) {
+        let seg = segs[i];
+        if rules.stack_segments.iter().any(|s| s == seg) {
+            if let Ok(layer) = segs[i + 1].parse::<u64>() {
+                let stack_end = pos + seg.len();
+                let rest_start = stack_end + 1 + segs[i + 1].len() + 1;
+                let rest = if rest_start <= name.len() { &name[rest_start..] } else { "" };
+                return Some(LayerName { stack: &name[..stack_end], layer, rest });
+            }
+        }
+        pos += seg.len() + 1;
+    }
+    None
+}
+
+/// Expert placement inside a layer's remainder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpertName<'a> {
+    /// `mlp.experts.7.down_proj.weight`: module `mlp.experts`, expert 7, projection `down_proj.weight`.
+    PerExpert { module: &'a str, expert: u64, proj: &'a str },
+    /// `mlp.experts.gate_up_proj` (3-D, all experts in one tensor).
+    Fused { module: &'a str, proj: &'a str },
+}
+
+pub fn split_expert<'a>(rest: &'a str, rules: &AuditRules) -> Option<ExpertName<'a>> {
+    let segs: Vec<&str> = rest.split('.').collect();
+    let mut pos = 0;
+    for i in 0..segs.len() {
+        let seg = segs[i];
+        if rules.expert_segments.iter().any(|s| s == seg) && i + 1 < segs.len() {
+            let module = &rest[..pos + seg.len()];
+            let after = &rest[pos + seg.len() + 1..];
+            if let Ok(expert) = segs[i + 1].parse::<u64>() {
+                let proj_start = pos + seg.len() + 1 + segs[i + 1].len() + 1;
+                let proj = if proj_start <= rest.len() { &rest[proj_start..] } else { "" };
+                return Some(ExpertName::PerExpert { module, expert, proj });
+            }
+            return Some(ExpertName::Fused { module, proj: after });
+        }
+        pos += seg.len() + 1;
+    }
+    None
+}
+
+/// Compact ranges: [0,1,2,5,7,8] → "0..2,5,7..8".
+pub fn ranges(sorted: &[u64]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if j > i {
+            out.push_str(&format!("{start}..{}", sorted[j]));
+        } else {
+            out.push_str(&start.to_string());
+        }
+        i = j + 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::audit_rules;
+
+    #[test]
+    fn layer_and_expert() {
+        let r = audit_rules();
+        let l = split_layer("model.layers.3.mlp.experts.7.down_proj.weight", r).unwrap();
+        assert_eq!((l.stack, l.layer, l.rest), ("model.layers", 3, "mlp.experts.7.down_proj.weight"));
+        assert_eq!(
+            split_expert(l.rest, r),
+            Some(ExpertName::PerExpert { module: "mlp.experts", expert: 7, proj: "down_proj.weight" })
+        );
+        assert_eq!(split_expert("mlp.experts.gate_up_proj", r), Some(ExpertName::Fused { module: "mlp.experts", proj: "gate_up_proj" }));
+        assert!(split_layer("model.embed_tokens.weight", r).is_none());
+        let v = split_layer("model.visual.blocks.0.attn.qkv.weight", r).unwrap();
+        assert_eq!(v.stack, "model.visual.blocks");
+    }
+
+    #[test]
+    fn range_folding() {
+        assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), "0..2,5,7..8");
+        assert_eq!(ranges(&[4]), "4");
+        assert_eq!(ranges(&[]), "");
+    }
+}

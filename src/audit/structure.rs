@@ -1,0 +1,463 @@
+//! Structural cross-checks of the tensor set against the config: layers, experts, MTP, tied
+//! embeddings, embedding rows, QK-norm shape.
+
+use super::names::{ranges, split_expert, split_layer, ExpertName};
+use crate::arch::AuditRules;
+use crate::checkpoint::{Checkpoint, ModelConfig};
+use crate::findings::{Code, Finding, Severity};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Structure {
+    /// The decoder stack holding the language model's layers, e.g. `model.layers`.
+    pub main_stack: Option<String>,
+    pub layers_present: usize,
+    pub mtp: MtpStatus,
+    pub tie_word_embeddings: Option<bool>,
+    /// How the tie value was decided: `config`, or a sentence when the key is absent.
+    pub tie_source: Option<String>,
+    pub lm_head: Option<String>,
+    pub embedding: Option<String>,
+    /// `per-expert` (one tensor per expert and projection) or `fused` (3-D tensors), when MoE.
+    pub expert_layout: Option<&'static str>,
+    pub moe_layers_present: usize,
+    pub qk_norm: Option<String>,
+    /// Other layer stacks (vision towers, MTP blocks) with their layer counts.
+    pub other_stacks: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct MtpStatus {
+    pub declared: u64,
+    pub present: u64,
+    /// `layers` (DeepSeek/GLM: layers after num_hidden_layers) or a prefix such as `mtp.`.
+    pub location: Option<String>,
+}
+
+struct LayerInfo {
+    suffixes: BTreeSet<String>,
+    experts: BTreeMap<u64, BTreeSet<String>>,
+    expert_module: Option<String>,
+    fused_experts: Vec<(String, Vec<u64>)>,
+    tensors: usize,
+}
+
+pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out: &mut Vec<Finding>) -> Structure {
+    let mut st = Structure::default();
+
+    // Group layer tensors by stack.
+    let mut stacks: BTreeMap<&str, BTreeMap<u64, LayerInfo>> = BTreeMap::new();
+    let mut prefix_mtp: BTreeSet<String> = BTreeSet::new();
+    for t in ck.tensors() {
+        let name = t.entry.name.as_str();
+        if let Some(p) = rules.mtp_prefixes.iter().find(|p| name.starts_with(p.as_str())) {
+            prefix_mtp.insert(p.clone());
+        }
+        let Some(l) = split_layer(name, rules) else { continue };
+        let info = stacks.entry(l.stack).or_default().entry(l.layer).or_insert_with(|| LayerInfo {
+            suffixes: BTreeSet::new(),
+            experts: BTreeMap::new(),
+            expert_module: None,
+            fused_experts: Vec::new(),
+            tensors: 0,
+        });
+        info.tensors += 1;
+        match split_expert(l.rest, rules) {
+            Some(ExpertName::PerExpert { module, expert, proj }) => {
+                info.expert_module.get_or_insert_with(|| module.to_string());
+                info.experts.entry(expert).or_default().insert(proj.to_string());
+            }
+            Some(ExpertName::Fused { module, proj }) => {
+                info.expert_module.get_or_insert_with(|| module.to_string());
+                info.fused_experts.push((proj.to_string(), t.entry.shape.clone()));
+            }
+            None => {
+                info.suffixes.insert(l.rest.to_string());
+            }
+        }
+    }
+    let is_text = |stack: &str| {
+        let s = format!("{stack}.");
+        !rules.non_text_prefixes.iter().any(|p| s.starts_with(p.as_str()))
+    };
+    let main = stacks
+        .iter()
+        .filter(|(k, _)| is_text(k) && k.rsplit('.').next() == Some("layers"))
+        .max_by_key(|(_, v)| v.values().map(|l| l.tensors).sum::<usize>())
+        .or_else(|| stacks.iter().filter(|(k, _)| is_text(k)).max_by_key(|(_, v)| v.len()))
+        .map(|(k, _)| *k);
+    for (k, v) in &stacks {
+        if Some(*k) != main {
+            st.other_stacks.insert(k.to_string(), v.len());
+        }
+    }
+    st.main_stack = main.map(str::to_string);
+    let layers = main.and_then(|m| stacks.get(m));
+
+    let declared_layers = cfg.and_then(|c| c.num_layers);
+    let mtp_declared = cfg.map(|c| c.mtp_layers).unwrap_or(0);
+    st.mtp.declared = mtp_declared;
+
+    if let (Some(layers), Some(n)) = (layers, declared_layers) {
+        let stack = main.unwrap_or_default();
+        st.layers_present = layers.keys().filter(|&&i| i < n).count();
+        let missing: Vec<u64> = (0..n).filter(|i| !layers.contains_key(i)).collect();
+        if !missing.is_empty() {
+            out.push(Finding::new(
+                Code::LayerMissing,
+                format!(
+                    "num_hidden_layers is {n} but {stack}.{{{}}} have no tensors ({} of {n} layers missing)",
+                    ranges(&missing),
+                    missing.len()
+                ),
+            ));
+        }
+        // Layers past num_hidden_layers: declared MTP, undeclared MTP, or plain extras.
+        let beyond: Vec<u64> = layers.keys().copied().filter(|&i| i >= n).collect();
+        let (mtp_range, extra): (Vec<u64>, Vec<u64>) = beyond.iter().partition(|&&i| i < n + mtp_declared);
+        if mtp_declared > 0 && prefix_mtp.is_empty() {
+            st.mtp.present = mtp_range.len() as u64;
+            st.mtp.location = Some(format!("{stack}.{{{n}..{}}}", n + mtp_declared - 1));
+        }
+        if !extra.is_empty() {
+            let looks_mtp = extra.iter().any(|i| {
+                layers[i].suffixes.iter().any(|s| rules.mtp_markers.iter().any(|m| s.starts_with(m.as_str())))
+            });
+            if looks_mtp && mtp_declared == 0 {
+                out.push(Finding::new(
+                    Code::MtpUndeclared,
+                    format!(
+                        "{stack}.{{{}}} hold MTP weights ({}) but the config declares no MTP layers (num_nextn_predict_layers is absent or 0)",
+                        ranges(&extra),
+                        rules.mtp_markers.join("/")
+                    ),
+                ));
+                st.mtp.present = extra.len() as u64;
+                st.mtp.location = Some(format!("{stack}.{{{}}}", ranges(&extra)));
+            } else {
+                out.push(Finding::new(
+                    Code::LayerExtra,
+                    format!(
+                        "{stack}.{{{}}} exist but num_hidden_layers is {n}{}",
+                        ranges(&extra),
+                        if mtp_declared > 0 { format!(" and MTP covers only {n}..{}", n + mtp_declared - 1) } else { String::new() }
+                    ),
+                ));
+            }
+        }
+        incomplete_layers(stack, layers, n, cfg, out);
+    } else if let Some(layers) = layers {
+        st.layers_present = layers.len();
+    }
+
+    // Prefix-style MTP (Qwen3-Next `mtp.*`).
+    if !prefix_mtp.is_empty() {
+        let p = prefix_mtp.iter().next().cloned().unwrap_or_default();
+        let mtp_stack_layers = stacks.iter().filter(|(k, _)| k.starts_with(p.as_str())).map(|(_, v)| v.len() as u64).max();
+        st.mtp.present = mtp_stack_layers.unwrap_or(1).max(1);
+        st.mtp.location = Some(format!("{p}*"));
+        if mtp_declared == 0 {
+            out.push(Finding::new(
+                Code::MtpUndeclared,
+                format!("tensors under `{p}` are MTP weights but the config declares no MTP layers"),
+            ));
+        }
+    }
+    if mtp_declared > 0 && st.mtp.present < mtp_declared {
+        let where_ = match (declared_layers, main) {
+            (Some(n), Some(m)) if prefix_mtp.is_empty() => format!("{m}.{{{n}..{}}}", n + mtp_declared - 1),
+            _ => rules.mtp_prefixes.join(" / "),
+        };
+        out.push(Finding::new(
+            Code::MtpMissing,
+            format!(
+                "the config declares {mtp_declared} MTP layer(s) but {} found; expected at {where_}",
+                if st.mtp.present == 0 { "none are".to_string() } else { format!("only {} are", st.mtp.present) }
+            ),
+        ));
+    }
+
+    // Experts.
+    if let Some(layers) = layers {
+        experts(main.unwrap_or_default(), layers, declared_layers, cfg, &mut st, out);
+    }
+
+    tie_and_embeddings(ck, cfg, rules, &mut st, out);
+    qk_norm(ck, cfg, rules, main, &mut st, out);
+    if let Some(c) = cfg {
+        if c.architecture_source == Some("text_config.architectures") {
+            out.push(
+                Finding::new(
+                    Code::ConfigField,
+                    "`architectures` is only inside text_config; vLLM reads the top level and may build the wrong class (an embedding model that silently drops lm_head.weight)",
+                )
+                .file("config.json")
+                .hint("Copy `architectures` to the top level of config.json."),
+            );
+        }
+    }
+    st
+}
+
+/// A suffix present in at least 90% of the layers (of the same MoE/dense kind) but missing from a few.
+fn incomplete_layers(stack: &str, layers: &BTreeMap<u64, LayerInfo>, n: u64, cfg: Option<&ModelConfig>, out: &mut Vec<Finding>) {
+    let moe = cfg.and_then(|c| c.moe.as_ref());
+    for kind in [false, true] {
+        let group: Vec<(&u64, &LayerInfo)> =
+            layers.iter().filter(|(i, _)| **i < n && moe.map(|m| m.is_moe_layer(**i)).unwrap_or(false) == kind).collect();
+        if group.len() < 4 {
+            continue;
+        }
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for (_, l) in &group {
+            for s in &l.suffixes {
+                *counts.entry(s.as_str()).or_default() += 1;
+            }
+        }
+        for (suffix, c) in counts {
+            if c * 10 >= group.len() * 9 && c < group.len() {
+                let missing: Vec<u64> = group.iter().filter(|(_, l)| !l.suffixes.contains(suffix)).map(|(i, _)| **i).collect();
+                out.push(
+                    Finding::new(
+                        Code::LayerMissing,
+                        format!(
+                            "{stack}.{{{}}}.{suffix} is missing ({c} of {} such layers have it)",
+                            ranges(&missing),
+                            group.len()
+                        ),
+                    )
+                    .tensor(format!("{stack}.{}.{suffix}", missing[0])),
+                );
+            }
+        }
+    }
+}
+
+fn experts(
+    stack: &str,
+    layers: &BTreeMap<u64, LayerInfo>,
+    n: Option<u64>,
+    cfg: Option<&ModelConfig>,
+    st: &mut Structure,
+    out: &mut Vec<Finding>,
+) {
+    let moe = cfg.and_then(|c| c.moe.as_ref());
+    let with_experts: Vec<u64> =
+        layers.iter().filter(|(_, l)| !l.experts.is_empty() || !l.fused_experts.is_empty()).map(|(i, _)| *i).collect();
+    st.moe_layers_present = with_experts.len();
+    if with_experts.is_empty() {
+        if let (Some(m), Some(n)) = (moe, n) {
+            let expected: Vec<u64> = (0..n).filter(|&i| m.is_moe_layer(i)).collect();
+            if !expected.is_empty() && layers.keys().any(|i| *i < n) {
+                out.push(Finding::new(
+                    Code::ExpertMissing,
+                    format!(
+                        "the config declares {} experts ({}) but no layer of {stack} has expert tensors",
+                        m.num_experts, m.experts_key
+                    ),
+                ));
+            }
+        }
+        return;
+    }
+    let fused = layers.values().any(|l| !l.fused_experts.is_empty());
+    st.expert_layout = Some(if fused { "fused" } else { "per-expert" });
+    // Projections every expert must have: the union of `.weight` projections over all experts.
+    let mut required: BTreeSet<&str> = BTreeSet::new();
+    for l in layers.values() {
+        for projs in l.experts.values() {
+            required.extend(projs.iter().map(String::as_str).filter(|p| p.ends_with("weight")));
+        }
+    }
+    let num_experts = moe.map(|m| m.num_experts);
+    for (&i, l) in layers {
+        let is_mtp = n.is_some_and(|n| i >= n);
+        if let (Some(m), Some(nl)) = (moe, n) {
+            if !is_mtp {
+                let expected = m.is_moe_layer(i);
+                let has = !l.experts.is_empty() || !l.fused_experts.is_empty();
+                if expected != has && i < nl {
+                    out.push(Finding::new(
+                        Code::MoeLayerMismatch,
+                        format!(
+                            "{stack}.{i} {} experts but the config's placement (first_k_dense_replace={:?}, moe_layer_freq={:?}, decoder_sparse_step={:?}, mlp_only_layers={:?}) says it is {}",
+                            if has { "has" } else { "has no" },
+                            m.first_k_dense_replace,
+                            m.moe_layer_freq,
+                            m.decoder_sparse_step,
+                            m.mlp_only_layers,
+                            if expected { "an MoE layer" } else { "dense" }
+                        ),
+                    ));
+                }
+            }
+        }
+        if l.experts.is_empty() {
+            for (proj, shape) in &l.fused_experts {
+                if let (Some(e), Some(first)) = (num_experts, shape.first()) {
+                    if shape.len() >= 2 && *first != e && proj.ends_with("proj") {
+                        out.push(Finding::new(
+                            Code::ExpertMissing,
+                            format!("{stack}.{i}.{}.{proj} stacks {first} experts but the config declares {e}", l.expert_module.as_deref().unwrap_or("experts")),
+                        ));
+                    }
+                }
+            }
+            continue;
+        }
+        let module = l.expert_module.as_deref().unwrap_or("experts");
+        if let Some(e) = num_experts {
+            let missing: Vec<u64> = (0..e).filter(|x| !l.experts.contains_key(x)).collect();
+            if !missing.is_empty() {
+                out.push(
+                    Finding::new(
+                        Code::ExpertMissing,
+                        format!(
+                            "{stack}.{i}.{module}.{{{}}} are missing ({} of {e} experts)",
+                            ranges(&missing),
+                            missing.len()
+                        ),
+                    )
+                    .tensor(format!("{stack}.{i}.{module}.{}", missing[0])),
+                );
+            }
+            let extra: Vec<u64> = l.experts.keys().copied().filter(|&x| x >= e).collect();
+            if !extra.is_empty() {
+                out.push(
+                    Finding::new(
+                        Code::ExpertMissing,
+                        format!("{stack}.{i}.{module}.{{{}}} exist but the config declares {e} experts", ranges(&extra)),
+                    )
+                    .severity(Severity::Warning)
+                    .hint("Experts past the declared count are never loaded; check n_routed_experts / num_experts."),
+                );
+            }
+        }
+        for proj in &required {
+            let lacking: Vec<u64> = l.experts.iter().filter(|(_, p)| !p.contains(*proj)).map(|(x, _)| *x).collect();
+            if !lacking.is_empty() {
+                out.push(
+                    Finding::new(
+                        Code::ExpertProjectionMissing,
+                        format!("{stack}.{i}.{module}.{{{}}}.{proj} is missing", ranges(&lacking)),
+                    )
+                    .tensor(format!("{stack}.{i}.{module}.{}.{proj}", lacking[0])),
+                );
+            }
+        }
+    }
+}
+
+fn tie_and_embeddings(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, st: &mut Structure, out: &mut Vec<Finding>) {
+    let top_level = |name: &str| {
+        split_layer(name, rules).is_none() && !rules.non_text_prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    };
+    let lm_head = ck
+        .tensors()
+        .find(|t| top_level(&t.entry.name) && rules.lm_head_suffixes.iter().any(|s| t.entry.name.ends_with(s.as_str())));
+    let embed = ck
+        .tensors()
+        .find(|t| top_level(&t.entry.name) && rules.embedding_suffixes.iter().any(|s| t.entry.name.ends_with(s.as_str())));
+    st.lm_head = lm_head.map(|t| t.entry.name.clone());
+    st.embedding = embed.map(|t| t.entry.name.clone());
+    let Some(cfg) = cfg else { return };
+
+    let (tie, source) = match cfg.tie_word_embeddings {
+        Some(b) => (b, "config".to_string()),
+        None => {
+            let (default, whose) = [cfg.text_model_type.as_deref(), cfg.model_type.as_deref()]
+                .into_iter()
+                .flatten()
+                .find_map(|mt| rules.tie_defaults.get(mt).map(|d| (*d, format!("transformers' default for model_type {mt}"))))
+                .unwrap_or((rules.pretrained_tie_default, "PretrainedConfig's default (model_type unknown to ckptkit)".to_string()));
+            let how = format!(
+                "absent from config.json; {whose} is {default}; the checkpoint {} lm_head.weight",
+                if lm_head.is_some() { "has" } else { "has no" }
+            );
+            out.push(Finding::new(Code::TieResolved, format!("tie_word_embeddings {how} → resolved {default}")).file("config.json"));
+            (default, how)
+        }
+    };
+    st.tie_word_embeddings = Some(tie);
+    st.tie_source = Some(source);
+    match (tie, lm_head) {
+        (true, Some(h)) => {
+            let same = embed.is_some_and(|e| e.entry.shape == h.entry.shape);
+            out.push(
+                Finding::new(
+                    Code::LmHeadIgnoredTied,
+                    format!(
+                        "embeddings are tied, so vLLM skips {} ({}); {}",
+                        h.entry.name,
+                        h.shard.name,
+                        if same { "it must equal the embedding" } else { "its shape differs from the embedding" }
+                    ),
+                )
+                .file(h.shard.name.clone())
+                .tensor(h.entry.name.clone()),
+            );
+        }
+        (false, None) if embed.is_some() => {
+            out.push(Finding::new(
+                Code::LmHeadMissing,
+                "tie_word_embeddings is false but no shard holds lm_head.weight".to_string(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(vocab) = cfg.vocab_size {
+        for t in [embed, if tie { None } else { lm_head }].into_iter().flatten() {
+            if let Some(&rows) = t.entry.shape.first() {
+                if rows != vocab {
+                    out.push(
+                        Finding::new(
+                            Code::EmbeddingRowsMismatch,
+                            format!("{} has {rows} rows but vocab_size is {vocab}", t.entry.name),
+                        )
+                        .file(t.shard.name.clone())
+                        .tensor(t.entry.name.clone()),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn qk_norm(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, main: Option<&str>, st: &mut Structure, out: &mut Vec<Finding>) {
+    let (Some(cfg), Some(main)) = (cfg, main) else { return };
+    let Some(hd) = cfg.head_dim else { return };
+    let find = |suffixes: &[String]| {
+        suffixes.iter().find_map(|s| ck.get(&format!("{main}.0.{s}")))
+    };
+    let (Some(q), Some(k)) = (find(&rules.q_norm_suffixes), find(&rules.k_norm_suffixes)) else { return };
+    let (qs, ks) = (q.entry.shape.first().copied(), k.entry.shape.first().copied());
+    let heads = cfg.num_heads.unwrap_or(0);
+    let kv = cfg.num_kv_heads.unwrap_or(heads);
+    let desc = match (qs, ks) {
+        (Some(a), Some(b)) if a == hd && b == hd => format!("per-head: q_norm and k_norm are [{hd}] (head_dim); they need no TP sharding"),
+        (Some(a), Some(b)) if a == heads * hd && b == kv * hd => format!(
+            "full-width: q_norm [{a}] = {heads} heads x {hd}, k_norm [{b}] = {kv} KV heads x {hd}; they shard with the heads under TP (check `ckptkit plan`)"
+        ),
+        _ => {
+            out.push(
+                Finding::new(
+                    Code::QkNormShape,
+                    format!(
+                        "q_norm {:?} / k_norm {:?} match neither head_dim {hd} nor heads x head_dim ({}/{})",
+                        q.entry.shape,
+                        k.entry.shape,
+                        heads * hd,
+                        kv * hd
+                    ),
+                )
+                .severity(Severity::Warning)
+                .tensor(q.entry.name.clone()),
+            );
+            st.qk_norm = Some("unrecognised".into());
+            return;
+        }
+    };
+    out.push(Finding::new(Code::QkNormShape, desc.clone()).tensor(q.entry.name.clone()));
+    st.qk_norm = Some(if desc.starts_with("per-head") { "per-head".into() } else { "full-width".into() });
+}

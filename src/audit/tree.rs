@@ -1,0 +1,152 @@
+//! The key-prefix tree: tensor names with layer and expert indices folded into ranges, e.g.
+//! `model.layers.{3..60}.mlp.experts.{0..255}.down_proj.weight`, with counts and bytes.
+
+use super::names::ranges;
+use crate::checkpoint::Checkpoint;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TreeRow {
+    pub pattern: String,
+    pub count: usize,
+    pub bytes: u64,
+    pub dtypes: Vec<String>,
+}
+
+#[derive(Default)]
+struct Acc {
+    count: usize,
+    bytes: u64,
+    dtypes: BTreeSet<&'static str>,
+    indices: Vec<BTreeSet<u64>>,
+}
+
+pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
+    let mut groups: BTreeMap<String, Acc> = BTreeMap::new();
+    for t in ck.tensors() {
+        let mut key = String::with_capacity(t.entry.name.len());
+        let mut idx = Vec::new();
+        for (i, seg) in t.entry.name.split('.').enumerate() {
+            if i > 0 {
+                key.push('.');
+            }
+            match seg.parse::<u64>() {
+                Ok(n) if !seg.is_empty() && (seg == "0" || !seg.starts_with('0')) => {
+                    key.push_str("{}");
+                    idx.push(n);
+                }
+                _ => key.push_str(seg),
+            }
+        }
+        let acc = groups.entry(key).or_default();
+        acc.count += 1;
+        acc.bytes += t.entry.nbytes();
+        acc.dtypes.insert(t.entry.dtype.as_str());
+        if acc.indices.len() < idx.len() {
+            acc.indices.resize_with(idx.len(), BTreeSet::new);
+        }
+        for (slot, n) in acc.indices.iter_mut().zip(idx) {
+            slot.insert(n);
+        }
+    }
+    let mut rows: Vec<TreeRow> = groups
+        .into_iter()
+        .map(|(key, acc)| {
+            let mut pattern = String::with_capacity(key.len() + 16);
+            let mut slots = acc.indices.iter();
+            let mut rest = key.as_str();
+            while let Some(p) = rest.find("{}") {
+                pattern.push_str(&rest[..p]);
+                let set: Vec<u64> = slots.next().map(|s| s.iter().copied().collect()).unwrap_or_default();
+                if set.len() == 1 {
+                    pattern.push_str(&set[0].to_string());
+                } else {
+                    pattern.push('{');
+                    pattern.push_str(&ranges(&set));
+                    pattern.push('}');
+                }
+                rest = &rest[p + 2..];
+            }
+            pattern.push_str(rest);
+            TreeRow { pattern, count: acc.count, bytes: acc.bytes, dtypes: acc.dtypes.into_iter().map(str::to_string).collect() }
+        })
+        .collect();
+    rows.sort_by(|a, b| crate::checkpoint::natural_cmp(&a.pattern, &b.pattern));
+    rows
+}
+
+/// A human tree over the folded rows: shared prefixes become parents with summed counts and
+/// bytes; single-child chains are joined so the tree stays short.
+pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
+    #[derive(Default)]
+    struct Node {
+        count: usize,
+        bytes: u64,
+        dtypes: BTreeSet<String>,
+        children: Vec<(String, Node)>,
+    }
+    fn insert(node: &mut Node, segs: &[&str], row: &TreeRow) {
+        node.count += row.count;
+        node.bytes += row.bytes;
+        node.dtypes.extend(row.dtypes.iter().cloned());
+        if let Some((first, rest)) = segs.split_first() {
+            let pos = node.children.iter().position(|(k, _)| k == first);
+            let i = pos.unwrap_or_else(|| {
+                node.children.push((first.to_string(), Node::default()));
+                node.children.len() - 1
+            });
+            insert(&mut node.children[i].1, rest, row);
+        }
+    }
+    fn walk(label: String, node: &Node, depth: usize, out: &mut String, fb: &dyn Fn(u64) -> String) {
+        let (mut label, mut node) = (label, node);
+        while node.children.len() == 1 {
+            let (k, c) = &node.children[0];
+            label = format!("{label}.{k}");
+            node = c;
+        }
+        let dt = if node.dtypes.len() <= 3 { node.dtypes.iter().cloned().collect::<Vec<_>>().join(",") } else { "mixed".into() };
+        out.push_str(&format!("{:indent$}{label}  [{} tensors, {}, {dt}]\n", "", node.count, fb(node.bytes), indent = depth * 2));
+        for (k, c) in &node.children {
+            walk(k.clone(), c, depth + 1, out, fb);
+        }
+    }
+    let mut root = Node::default();
+    for r in rows {
+        let segs = split_outside_braces(&r.pattern);
+        insert(&mut root, &segs, r);
+    }
+    let mut out = String::new();
+    for (k, c) in &root.children {
+        walk(k.clone(), c, 0, &mut out, &fmt_bytes);
+    }
+    out
+}
+
+/// Split on `.` except inside `{…}` (ranges such as `{0..2,4..60}` contain dots).
+fn split_outside_braces(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in s.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            '.' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn braces_keep_their_dots() {
+        assert_eq!(super::split_outside_braces("a.{0..2,4}.b"), vec!["a", "{0..2,4}", "b"]);
+    }
+}

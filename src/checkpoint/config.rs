@@ -1,0 +1,221 @@
+//! A typed view of `config.json`: what the checks and the plan need, wherever the config keeps it.
+//!
+//! Vision-language configs keep the language model's numbers in `text_config` (and some keep
+//! `architectures` only there); the text fields are read from `text_config` first, then the top
+//! level. Every field is optional: a config that lacks one simply skips the checks that need it.
+
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModelConfig {
+    pub architecture: Option<String>,
+    /// Where `architecture` was found: "architectures" or "text_config.architectures".
+    pub architecture_source: Option<&'static str>,
+    pub model_type: Option<String>,
+    pub text_model_type: Option<String>,
+    pub num_layers: Option<u64>,
+    pub num_heads: Option<u64>,
+    pub num_kv_heads: Option<u64>,
+    pub head_dim: Option<u64>,
+    /// True when head_dim was not written and was derived as hidden_size / num_heads.
+    pub head_dim_derived: bool,
+    pub hidden_size: Option<u64>,
+    pub intermediate_size: Option<u64>,
+    pub vocab_size: Option<u64>,
+    /// As written; `None` when absent (see [`crate::audit`] for how it is resolved).
+    pub tie_word_embeddings: Option<bool>,
+    pub moe: Option<MoeConfig>,
+    pub mla: Option<MlaConfig>,
+    /// Declared MTP (next-token-prediction) layers: `num_nextn_predict_layers` or `mtp_num_hidden_layers`.
+    pub mtp_layers: u64,
+    pub has_vision: bool,
+    pub has_audio: bool,
+    pub sliding_window: Option<u64>,
+    pub layer_types: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MoeConfig {
+    pub num_experts: u64,
+    /// The config key the count came from.
+    pub experts_key: &'static str,
+    pub experts_per_tok: Option<u64>,
+    pub moe_intermediate_size: Option<u64>,
+    pub shared_experts: Option<u64>,
+    pub shared_expert_intermediate_size: Option<u64>,
+    pub first_k_dense_replace: Option<u64>,
+    pub moe_layer_freq: Option<u64>,
+    pub decoder_sparse_step: Option<u64>,
+    pub mlp_only_layers: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MlaConfig {
+    pub q_lora_rank: Option<u64>,
+    pub kv_lora_rank: u64,
+    pub qk_rope_head_dim: Option<u64>,
+    pub qk_nope_head_dim: Option<u64>,
+    pub v_head_dim: Option<u64>,
+}
+
+impl MoeConfig {
+    /// Whether layer `i` holds routed experts, following the placement keys transformers and vLLM
+    /// use (DeepSeek: first_k_dense_replace + moe_layer_freq; Qwen-MoE: decoder_sparse_step +
+    /// mlp_only_layers).
+    pub fn is_moe_layer(&self, i: u64) -> bool {
+        if self.mlp_only_layers.contains(&i) {
+            return false;
+        }
+        if let Some(k) = self.first_k_dense_replace {
+            if i < k {
+                return false;
+            }
+        }
+        if let Some(f) = self.moe_layer_freq.filter(|&f| f > 0) {
+            if i % f != 0 {
+                return false;
+            }
+        }
+        if let Some(s) = self.decoder_sparse_step.filter(|&s| s > 0) {
+            if (i + 1) % s != 0 {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A lookup over `text_config` then the top level.
+struct View<'a> {
+    text: Option<&'a Value>,
+    top: &'a Value,
+}
+
+impl<'a> View<'a> {
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.text.and_then(|t| t.get(key)).filter(|v| !v.is_null()).or_else(|| self.top.get(key).filter(|v| !v.is_null()))
+    }
+    fn u64(&self, keys: &[&str]) -> Option<u64> {
+        keys.iter().find_map(|k| self.get(k).and_then(as_count))
+    }
+    fn u64_key(&self, keys: &[&'static str]) -> Option<(u64, &'static str)> {
+        keys.iter().find_map(|k| self.get(k).and_then(as_count).map(|v| (v, *k)))
+    }
+}
+
+fn as_count(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
+}
+
+impl ModelConfig {
+    pub fn from_value(v: &Value) -> ModelConfig {
+        let text = v.get("text_config").filter(|t| t.is_object());
+        let view = View { text, top: v };
+        let first_arch = |x: Option<&Value>| {
+            x.and_then(|a| a.get("architectures")).and_then(|a| a.as_array()).and_then(|a| a.first()).and_then(|s| s.as_str()).map(str::to_string)
+        };
+        let (architecture, architecture_source) = match first_arch(Some(v)) {
+            Some(a) => (Some(a), Some("architectures")),
+            None => match first_arch(text) {
+                Some(a) => (Some(a), Some("text_config.architectures")),
+                None => (None, None),
+            },
+        };
+        let num_heads = view.u64(&["num_attention_heads", "n_head", "n_heads"]);
+        let hidden_size = view.u64(&["hidden_size", "n_embd", "d_model"]);
+        let explicit_head_dim = view.u64(&["head_dim"]);
+        let derived = match (explicit_head_dim, hidden_size, num_heads) {
+            (Some(_), _, _) => None,
+            (None, Some(h), Some(n)) if n > 0 && h % n == 0 => Some(h / n),
+            _ => None,
+        };
+        let moe = view
+            .u64_key(&["n_routed_experts", "num_experts", "num_local_experts", "moe_num_experts", "n_experts"])
+            .filter(|(n, _)| *n > 0)
+            .map(|(num_experts, experts_key)| MoeConfig {
+                num_experts,
+                experts_key,
+                experts_per_tok: view.u64(&["num_experts_per_tok", "moe_topk", "top_k"]),
+                moe_intermediate_size: view.u64(&["moe_intermediate_size"]),
+                shared_experts: view.u64(&["n_shared_experts", "num_shared_experts"]),
+                shared_expert_intermediate_size: view.u64(&["shared_expert_intermediate_size"]),
+                first_k_dense_replace: view.u64(&["first_k_dense_replace"]),
+                moe_layer_freq: view.u64(&["moe_layer_freq"]),
+                decoder_sparse_step: view.u64(&["decoder_sparse_step"]),
+                mlp_only_layers: view
+                    .get("mlp_only_layers")
+                    .and_then(|a| a.as_array())
+                    .map(|a| a.iter().filter_map(as_count).collect())
+                    .unwrap_or_default(),
+            });
+        let mla = view.u64(&["kv_lora_rank"]).map(|kv_lora_rank| MlaConfig {
+            q_lora_rank: view.u64(&["q_lora_rank"]),
+            kv_lora_rank,
+            qk_rope_head_dim: view.u64(&["qk_rope_head_dim"]),
+            qk_nope_head_dim: view.u64(&["qk_nope_head_dim"]),
+            v_head_dim: view.u64(&["v_head_dim"]),
+        });
+        let tie = v
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .or_else(|| text.and_then(|t| t.get("tie_word_embeddings")).and_then(Value::as_bool));
+        ModelConfig {
+            architecture,
+            architecture_source,
+            model_type: v.get("model_type").and_then(Value::as_str).map(str::to_string),
+            text_model_type: text.and_then(|t| t.get("model_type")).and_then(Value::as_str).map(str::to_string),
+            num_layers: view.u64(&["num_hidden_layers", "n_layer", "num_layers", "n_layers"]),
+            num_kv_heads: view.u64(&["num_key_value_heads", "multi_query_group_num", "n_kv_heads"]).or(num_heads),
+            num_heads,
+            head_dim: explicit_head_dim.or(derived),
+            head_dim_derived: derived.is_some(),
+            hidden_size,
+            intermediate_size: view.u64(&["intermediate_size", "ffn_dim", "n_inner"]),
+            vocab_size: view.u64(&["vocab_size", "padded_vocab_size"]),
+            tie_word_embeddings: tie,
+            moe,
+            mla,
+            mtp_layers: view.u64(&["num_nextn_predict_layers", "mtp_num_hidden_layers"]).unwrap_or(0),
+            has_vision: v.get("vision_config").is_some_and(|x| x.is_object()),
+            has_audio: v.get("audio_config").is_some_and(|x| x.is_object()),
+            sliding_window: view.u64(&["sliding_window"]),
+            layer_types: view
+                .get("layer_types")
+                .and_then(|a| a.as_array())
+                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn text_config_and_derived_head_dim() {
+        let v = json!({"model_type": "x_vl", "vision_config": {},
+            "text_config": {"architectures": ["XForCausalLM"], "hidden_size": 64, "num_attention_heads": 4,
+                             "num_hidden_layers": 2, "vocab_size": 10}});
+        let c = ModelConfig::from_value(&v);
+        assert_eq!(c.architecture.as_deref(), Some("XForCausalLM"));
+        assert_eq!(c.architecture_source, Some("text_config.architectures"));
+        assert_eq!(c.head_dim, Some(16));
+        assert!(c.head_dim_derived);
+        assert_eq!(c.num_kv_heads, Some(4));
+        assert!(c.has_vision);
+        assert_eq!(c.tie_word_embeddings, None);
+    }
+
+    #[test]
+    fn moe_placement() {
+        let ds = MoeConfig { num_experts: 8, first_k_dense_replace: Some(3), moe_layer_freq: Some(1), ..Default::default() };
+        assert!(!ds.is_moe_layer(2));
+        assert!(ds.is_moe_layer(3));
+        let qw = MoeConfig { num_experts: 8, decoder_sparse_step: Some(2), mlp_only_layers: vec![3], ..Default::default() };
+        assert!(!qw.is_moe_layer(0));
+        assert!(qw.is_moe_layer(1));
+        assert!(!qw.is_moe_layer(3));
+    }
+}

@@ -1,0 +1,566 @@
+//! safetensors header validation: the one place that decides whether a header can be trusted.
+//!
+//! Unlike the reference parser, which stops at the first problem (and reports a duplicate name as
+//! an offset error), this reports every problem it can see, each as a [`Finding`] naming the file,
+//! the tensor and the byte offsets. Nothing here allocates from an unchecked header field: the
+//! header length is checked against the cap and the file length before the header is looked at,
+//! and every size is computed with checked arithmetic.
+
+use super::dtype::Dtype;
+use crate::findings::{Code, Finding};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// The header cap every mainstream loader enforces (safetensors `MAX_HEADER_SIZE`).
+pub const MAX_HEADER_LEN: u64 = 100_000_000;
+
+/// One tensor entry that passed validation. Offsets are relative to the data section.
+#[derive(Debug, Clone)]
+pub struct TensorEntry {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<u64>,
+    pub begin: u64,
+    pub end: u64,
+}
+
+impl TensorEntry {
+    pub fn nbytes(&self) -> u64 {
+        self.end - self.begin
+    }
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+/// What a header yielded. `tensors` holds the entries a loader would see (for a duplicated
+/// name, the last occurrence, as serde-based loaders keep), in header order.
+#[derive(Debug, Default)]
+pub struct Header {
+    pub header_len: u64,
+    /// Absolute file offset of the data section (8 + header_len).
+    pub data_start: u64,
+    pub tensors: Vec<TensorEntry>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// False when the header could not be parsed at all (then `tensors` is empty).
+    pub parsed: bool,
+}
+
+/// JSON object entries in document order, duplicates kept (serde_json's own map keeps only the last).
+struct Entries(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Entries, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0).min(4096));
+                while let Some((k, val)) = m.next_entry::<String, serde_json::Value>()? {
+                    v.push((k, val));
+                }
+                Ok(Entries(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Parse a JSON object keeping duplicate keys. Public for the index reader.
+pub(crate) fn parse_object_entries(
+    text: &str,
+) -> Result<Vec<(String, serde_json::Value)>, serde_json::Error> {
+    serde_json::from_str::<Entries>(text).map(|e| e.0)
+}
+
+/// Byte offset (0-based) in `text` of a serde_json error's line/column.
+pub(crate) fn error_offset(text: &str, e: &serde_json::Error) -> usize {
+    let (line, col) = (e.line(), e.column());
+    if line == 0 {
+        return 0;
+    }
+    let mut off = 0usize;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            return off + col.saturating_sub(1).min(l.len());
+        }
+        off += l.len();
+    }
+    text.len()
+}
+
+const LFS_MAGIC: &[u8] = b"version https://git-lfs";
+
+/// Validate the whole file image `buf` (usually a memory map). `file` names it in findings.
+pub fn validate(buf: &[u8], file: &str, out: &mut Vec<Finding>) -> Header {
+    let mut h = Header::default();
+    let len = buf.len() as u64;
+    if len == 0 {
+        out.push(Finding::new(Code::FileEmpty, format!("{file} is empty (0 bytes)")).file(file));
+        return h;
+    }
+    if buf.starts_with(LFS_MAGIC) {
+        let oid = std::str::from_utf8(&buf[..buf.len().min(512)])
+            .ok()
+            .and_then(|t| t.lines().find(|l| l.starts_with("oid ")).map(|l| l[4..].to_string()))
+            .unwrap_or_default();
+        out.push(
+            Finding::new(
+                Code::LfsPointer,
+                format!(
+                    "{file} is a Git LFS pointer file ({len} bytes{}), not safetensors data: the download is incomplete",
+                    if oid.is_empty() { String::new() } else { format!(", {oid}") }
+                ),
+            )
+            .file(file),
+        );
+        return h;
+    }
+    if len < 8 {
+        out.push(
+            Finding::new(Code::HeaderTooSmall, format!("{file} has {len} bytes; at least 8 are needed for the header length"))
+                .file(file),
+        );
+        return h;
+    }
+    let n = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
+    if n > MAX_HEADER_LEN {
+        out.push(
+            Finding::new(
+                Code::HeaderTooLarge,
+                format!("header length at byte 0 is {n}, above the cap of {MAX_HEADER_LEN} (file is {len} bytes)"),
+            )
+            .file(file),
+        );
+        return h;
+    }
+    if 8 + n > len {
+        out.push(
+            Finding::new(
+                Code::HeaderPastEof,
+                format!("header length at byte 0 is {n}, so the header ends at byte {}, past the end of the {len}-byte file", 8 + n),
+            )
+            .file(file),
+        );
+        return h;
+    }
+    h.header_len = n;
+    h.data_start = 8 + n;
+    let raw = &buf[8..(8 + n) as usize];
+    let text = match std::str::from_utf8(raw) {
+        Ok(t) => t,
+        Err(e) => {
+            out.push(
+                Finding::new(
+                    Code::HeaderNotUtf8,
+                    format!("header byte {} (file offset {}) is not valid UTF-8", e.valid_up_to(), 8 + e.valid_up_to()),
+                )
+                .file(file),
+            );
+            return h;
+        }
+    };
+    let entries = match parse_object_entries(text) {
+        Ok(e) => e,
+        Err(e) => {
+            let off = error_offset(text, &e);
+            let code = if e.classify() == serde_json::error::Category::Data {
+                Code::HeaderNotObject
+            } else {
+                Code::HeaderNotJson
+            };
+            out.push(
+                Finding::new(code, format!("header at byte {off} (file offset {}): {e}", 8 + off)).file(file),
+            );
+            return h;
+        }
+    };
+    h.parsed = true;
+
+    // Duplicates: name both occurrences.
+    let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+    let mut dup_of: Vec<Option<usize>> = vec![None; entries.len()];
+    for (i, (k, _)) in entries.iter().enumerate() {
+        if let Some(&j) = first_seen.get(k.as_str()) {
+            dup_of[i] = Some(j);
+        } else {
+            first_seen.insert(k, i);
+        }
+    }
+
+    // Every entry that describes a byte range, duplicates included, takes part in the layout walk.
+    let mut ranged: Vec<TensorEntry> = Vec::with_capacity(entries.len());
+    let mut last_index: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+    for (i, (name, value)) in entries.iter().enumerate() {
+        if name == "__metadata__" {
+            h.metadata = check_metadata(value, file, out);
+            continue;
+        }
+        if let Some(j) = dup_of[i] {
+            out.push(
+                Finding::new(
+                    Code::DuplicateTensor,
+                    format!(
+                        "tensor {name:?} appears twice in the header: entry #{j} {} and entry #{i} {}; loaders keep only the last",
+                        brief(&entries[j].1),
+                        brief(value)
+                    ),
+                )
+                .file(file)
+                .tensor(name.clone()),
+            );
+        }
+        if let Some(t) = check_entry(name, value, file, out) {
+            last_index.insert(name, ranged.len());
+            ranged.push(t);
+        }
+    }
+    check_layout(&ranged, len - h.data_start, h.data_start, file, out);
+
+    // What a loader sees: the last occurrence of each name, in header order.
+    h.tensors = ranged
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| last_index.get(t.name.as_str()) == Some(i))
+        .map(|(_, t)| t.clone())
+        .collect();
+    h
+}
+
+fn brief(v: &serde_json::Value) -> String {
+    let o = v.as_object();
+    let get = |k: &str| o.and_then(|o| o.get(k)).map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+    format!("(dtype {}, shape {}, data_offsets {})", get("dtype"), get("shape"), get("data_offsets"))
+}
+
+fn check_metadata(v: &serde_json::Value, file: &str, out: &mut Vec<Finding>) -> Option<BTreeMap<String, String>> {
+    let Some(obj) = v.as_object() else {
+        out.push(
+            Finding::new(Code::MetadataInvalid, format!("`__metadata__` is {}, not an object", kind(v))).file(file),
+        );
+        return None;
+    };
+    let mut m = BTreeMap::new();
+    for (k, val) in obj {
+        match val.as_str() {
+            Some(s) => {
+                m.insert(k.clone(), s.to_string());
+            }
+            None => out.push(
+                Finding::new(
+                    Code::MetadataInvalid,
+                    format!("`__metadata__` key {k:?} holds {}, not a string", kind(val)),
+                )
+                .file(file),
+            ),
+        }
+    }
+    Some(m)
+}
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Read a non-negative integer that fits in u64.
+fn as_u64(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64()
+}
+
+fn check_entry(name: &str, v: &serde_json::Value, file: &str, out: &mut Vec<Finding>) -> Option<TensorEntry> {
+    let f = |code: Code, msg: String| Finding::new(code, msg).file(file).tensor(name);
+    let Some(obj) = v.as_object() else {
+        out.push(f(Code::TensorEntryInvalid, format!("entry for {name:?} is {}, not an object", kind(v))));
+        return None;
+    };
+    let mut ok = true;
+    for key in obj.keys() {
+        if !matches!(key.as_str(), "dtype" | "shape" | "data_offsets") {
+            out.push(f(Code::TensorFieldUnknown, format!("entry for {name:?} has an unknown field {key:?}")));
+        }
+    }
+    for key in ["dtype", "shape", "data_offsets"] {
+        if !obj.contains_key(key) {
+            out.push(f(Code::TensorFieldMissing, format!("entry for {name:?} has no `{key}` field")));
+            ok = false;
+        }
+    }
+    let dtype = match obj.get("dtype") {
+        None => None,
+        Some(serde_json::Value::String(s)) => match Dtype::parse(s) {
+            Some(d) => Some(d),
+            None => {
+                out.push(f(
+                    Code::DtypeUnknown,
+                    format!("{name:?} has unknown dtype {s:?}; known: {}", Dtype::known_list()),
+                ));
+                None
+            }
+        },
+        Some(other) => {
+            out.push(f(Code::TensorFieldType, format!("{name:?}: `dtype` is {}, not a string", kind(other))));
+            None
+        }
+    };
+    let shape: Option<Vec<u64>> = match obj.get("shape") {
+        None => None,
+        Some(serde_json::Value::Array(dims)) => {
+            let mut s = Vec::with_capacity(dims.len());
+            let mut good = true;
+            for (i, d) in dims.iter().enumerate() {
+                match as_u64(d) {
+                    Some(x) => s.push(x),
+                    None => {
+                        let why = if d.as_i64().is_some_and(|x| x < 0) {
+                            "negative".to_string()
+                        } else if d.is_number() {
+                            format!("not an integer that fits in 64 bits ({d})")
+                        } else {
+                            format!("{} ({d})", kind(d))
+                        };
+                        out.push(f(Code::ShapeInvalid, format!("{name:?}: shape dimension {i} is {why}")));
+                        good = false;
+                    }
+                }
+            }
+            good.then_some(s)
+        }
+        Some(other) => {
+            out.push(f(Code::TensorFieldType, format!("{name:?}: `shape` is {}, not an array", kind(other))));
+            None
+        }
+    };
+    let offsets: Option<(u64, u64)> = match obj.get("data_offsets") {
+        None => None,
+        Some(serde_json::Value::Array(a)) if a.len() != 2 => {
+            out.push(f(
+                Code::DataOffsetsArity,
+                format!("{name:?}: `data_offsets` has {} elements, not 2", a.len()),
+            ));
+            None
+        }
+        Some(serde_json::Value::Array(a)) => match (as_u64(&a[0]), as_u64(&a[1])) {
+            (Some(b), Some(e)) => Some((b, e)),
+            _ => {
+                out.push(f(
+                    Code::TensorFieldType,
+                    format!("{name:?}: `data_offsets` {} are not two non-negative 64-bit integers", v["data_offsets"]),
+                ));
+                None
+            }
+        },
+        Some(other) => {
+            out.push(f(Code::TensorFieldType, format!("{name:?}: `data_offsets` is {}, not an array", kind(other))));
+            None
+        }
+    };
+    let (dtype, shape, (begin, end)) = match (dtype, shape, offsets) {
+        (Some(d), Some(s), Some(o)) if ok => (d, s, o),
+        _ => return None,
+    };
+    if end < begin {
+        out.push(f(
+            Code::OffsetsReversed,
+            format!("{name:?}: data_offsets end {end} is before begin {begin}"),
+        ));
+        return None;
+    }
+    let numel = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+    let bits = numel.and_then(|n| n.checked_mul(dtype.bits()));
+    let Some(bits) = bits else {
+        out.push(f(
+            Code::SizeOverflow,
+            format!("{name:?}: shape {shape:?} x {dtype} overflows 64 bits"),
+        ));
+        return None;
+    };
+    if bits % 8 != 0 {
+        out.push(f(
+            Code::SubByteMisaligned,
+            format!("{name:?}: shape {shape:?} of {dtype} is {bits} bits, not a whole number of bytes"),
+        ));
+        return None;
+    }
+    let expected = bits / 8;
+    if end - begin != expected {
+        out.push(f(
+            Code::SizeMismatch,
+            format!(
+                "{name:?}: data_offsets [{begin}, {end}) hold {} bytes but shape {shape:?} x {dtype} needs {expected}",
+                end - begin
+            ),
+        ));
+        // Keep the range: it still takes part in overlap and hole detection.
+    }
+    Some(TensorEntry { name: name.to_string(), dtype, shape, begin, end })
+}
+
+/// One walk over the ranges sorted by offset proves contiguity: no overlap, no hole, full coverage.
+fn check_layout(ranged: &[TensorEntry], data_len: u64, data_start: u64, file: &str, out: &mut Vec<Finding>) {
+    let mut order: Vec<usize> = (0..ranged.len()).collect();
+    order.sort_by_key(|&i| (ranged[i].begin, ranged[i].end));
+    let mut cursor = 0u64;
+    let mut cursor_owner: Option<usize> = None;
+    for &i in &order {
+        let t = &ranged[i];
+        if t.begin == t.end {
+            // Empty tensors occupy no bytes; they may sit at any offset inside the buffer.
+            continue;
+        }
+        if t.begin > cursor {
+            out.push(
+                Finding::new(
+                    Code::DataHole,
+                    format!(
+                        "data bytes [{cursor}, {}) (file offsets [{}, {})) belong to no tensor (before {:?})",
+                        t.begin,
+                        data_start + cursor,
+                        data_start + t.begin,
+                        t.name
+                    ),
+                )
+                .file(file)
+                .tensor(t.name.clone()),
+            );
+        } else if t.begin < cursor {
+            let other = cursor_owner.map(|o| ranged[o].name.as_str()).unwrap_or("?");
+            out.push(
+                Finding::new(
+                    Code::TensorOverlap,
+                    format!(
+                        "{:?} [{}, {}) overlaps {other:?} which ends at {cursor}",
+                        t.name, t.begin, t.end
+                    ),
+                )
+                .file(file)
+                .tensor(t.name.clone()),
+            );
+        }
+        if t.end > cursor {
+            cursor = t.end;
+            cursor_owner = Some(i);
+        }
+    }
+    if cursor > data_len {
+        let first_past = order.iter().map(|&i| &ranged[i]).find(|t| t.end > data_len);
+        out.push(
+            Finding::new(
+                Code::FileTruncated,
+                format!(
+                    "file is truncated by {} bytes: tensors need data up to file offset {}, the file ends at {}{}",
+                    cursor - data_len,
+                    data_start + cursor,
+                    data_start + data_len,
+                    first_past.map(|t| format!("; first tensor past the end: {:?}", t.name)).unwrap_or_default()
+                ),
+            )
+            .file(file),
+        );
+    } else if cursor < data_len {
+        out.push(
+            Finding::new(
+                Code::TrailingBytes,
+                format!(
+                    "{} trailing bytes after the last tensor: file offsets [{}, {})",
+                    data_len - cursor,
+                    data_start + cursor,
+                    data_start + data_len
+                ),
+            )
+            .file(file),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(header: &str, data_len: usize) -> Vec<u8> {
+        let mut v = (header.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(header.as_bytes());
+        v.extend(std::iter::repeat(0u8).take(data_len));
+        v
+    }
+
+    fn codes(buf: &[u8]) -> Vec<&'static str> {
+        let mut out = vec![];
+        validate(buf, "f", &mut out);
+        out.iter().map(|f| f.code.as_str()).collect()
+    }
+
+    #[test]
+    fn valid_file_has_no_findings() {
+        let b = file_with(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[],"data_offsets":[8,10]}}"#, 10);
+        let mut out = vec![];
+        let h = validate(&b, "f", &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(h.tensors.len(), 2);
+        assert_eq!(h.tensors[1].shape, Vec::<u64>::new());
+    }
+
+    #[test]
+    fn duplicate_names_are_named_not_misreported() {
+        let b = file_with(r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#, 4);
+        assert_eq!(codes(&b), vec!["duplicate-tensor"]);
+    }
+
+    #[test]
+    fn many_problems_reported_together() {
+        let b = file_with(
+            r#"{"a":{"dtype":"X9","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[-1],"data_offsets":[2,4]},"c":{"dtype":"U8","shape":[3],"data_offsets":[4,6]},"d":{"dtype":"U8","shape":[2],"data_offsets":[9,7]}}"#,
+            6,
+        );
+        let c = codes(&b);
+        for want in ["dtype-unknown", "shape-invalid", "size-mismatch", "offsets-reversed"] {
+            assert!(c.contains(&want), "{want} missing from {c:?}");
+        }
+    }
+
+    #[test]
+    fn shape_overflow_is_caught() {
+        let b = file_with(r#"{"a":{"dtype":"F32","shape":[4194305,4194305,211106198978564],"data_offsets":[0,16]}}"#, 16);
+        assert!(codes(&b).contains(&"size-overflow"));
+    }
+
+    #[test]
+    fn sub_byte_must_be_whole_bytes() {
+        let b = file_with(r#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#, 2);
+        assert_eq!(codes(&b), vec!["sub-byte-misaligned", "trailing-bytes"]);
+    }
+
+    #[test]
+    fn header_length_guards() {
+        assert_eq!(codes(&[]), vec!["file-empty"]);
+        assert_eq!(codes(&[1, 2, 3]), vec!["header-too-small"]);
+        let mut huge = (u64::MAX).to_le_bytes().to_vec();
+        huge.extend_from_slice(b"{}");
+        assert_eq!(codes(&huge), vec!["header-too-large"]);
+        let mut past = 1000u64.to_le_bytes().to_vec();
+        past.extend_from_slice(b"{}");
+        assert_eq!(codes(&past), vec!["header-past-eof"]);
+    }
+
+    #[test]
+    fn metadata_must_be_strings() {
+        let b = file_with(r#"{"__metadata__":{"format":"pt","n":3}}"#, 0);
+        assert_eq!(codes(&b), vec!["metadata-invalid"]);
+    }
+
+    #[test]
+    fn header_padding_with_spaces_is_accepted() {
+        let b = file_with("{}      ", 0);
+        assert!(codes(&b).is_empty());
+    }
+}

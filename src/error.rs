@@ -1,0 +1,26 @@
+//! Errors of the checkpoint layer: the input itself cannot be found or read. Problems *inside* a
+//! checkpoint are findings, not errors.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: no such file or directory, and not a Hugging Face repo id (org/name[@revision])")]
+    NotFound { path: String },
+    #[error(
+        "{repo}{}: not in the local Hugging Face cache at {} (offline lookup; download it first with `hf download {repo}`)",
+        revision.as_deref().map(|r| format!("@{r}")).unwrap_or_default(),
+        cache.display()
+    )]
+    NotCached { repo: String, revision: Option<String>, cache: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: not a .safetensors file or a checkpoint directory", path.display())]
+    NotACheckpoint { path: PathBuf },
+}
+
+impl CheckpointError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CheckpointError::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,18 @@
+//! ckptkit: pre-flight checks and conversions for Hugging Face safetensors checkpoints headed for
+//! vLLM and vLLM-Ascend (rules of vLLM 0.33.0).
+//!
+//! The pipeline: [`checkpoint`] (resolve, map, validate) → [`audit`] (findings) → [`render`].
+
+pub mod arch;
+pub mod audit;
+pub mod checkpoint;
+pub mod error;
+pub mod findings;
+pub mod manifest;
+pub mod quant;
+pub mod render;
+
+pub use audit::{audit, AuditReport};
+pub use checkpoint::Checkpoint;
+pub use error::CheckpointError;
+pub use findings::{Code, Finding, Severity};

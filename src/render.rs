@@ -1,0 +1,208 @@
+//! Human renderings of the reports. The JSON form is the reports themselves (serde); these are
+//! views of the same data.
+
+use crate::audit::AuditReport;
+use crate::findings::Finding;
+use crate::manifest::{FileCheck, Verification};
+use std::fmt::Write;
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map(|x| x.to_string()).unwrap_or_else(|| "?".into())
+}
+
+/// At most this many findings of one code and file are listed; the rest are counted.
+const FOLD_AFTER: usize = 6;
+
+pub fn audit(r: &AuditReport) -> String {
+    let mut s = String::new();
+    let m = &r.model;
+    let _ = writeln!(s, "ckptkit {} audit (vLLM {} rules)", r.tool.version, r.tool.vllm_reference);
+    let _ = writeln!(
+        s,
+        "checkpoint  {}{}  ({} shard{}, {} tensors, {})",
+        r.source.root,
+        r.source.hf_repo.as_ref().map(|h| format!(" [{h}]")).unwrap_or_default(),
+        r.shards.len(),
+        if r.shards.len() == 1 { "" } else { "s" },
+        r.tensors,
+        bytes(r.tensor_bytes)
+    );
+    let _ = writeln!(
+        s,
+        "model       {} ({}){}",
+        opt(&m.architecture),
+        opt(&m.model_type),
+        if m.architecture_source == Some("text_config.architectures") { " [architectures from text_config]" } else { "" }
+    );
+    let _ = writeln!(
+        s,
+        "            layers {} ({} present), heads {}, kv heads {}, head_dim {}{}, hidden {}, intermediate {}, vocab {}",
+        opt(&m.num_layers),
+        m.layers_present,
+        opt(&m.num_heads),
+        opt(&m.num_kv_heads),
+        opt(&m.head_dim),
+        if m.head_dim_derived { " (derived)" } else { "" },
+        opt(&m.hidden_size),
+        opt(&m.intermediate_size),
+        opt(&m.vocab_size)
+    );
+    let _ = writeln!(
+        s,
+        "            tie_word_embeddings {}{}",
+        opt(&m.tie_word_embeddings),
+        m.tie_source.as_ref().map(|t| format!(" ({t})")).unwrap_or_default()
+    );
+    if let Some(moe) = &m.moe {
+        let _ = writeln!(
+            s,
+            "            MoE: {} experts ({}), top-{}, moe_intermediate {}, shared {}, layout {}, {} MoE layers present{}",
+            moe.num_experts,
+            moe.experts_key,
+            opt(&moe.experts_per_tok),
+            opt(&moe.moe_intermediate_size),
+            moe.shared_experts.map(|x| x.to_string()).or(moe.shared_expert_intermediate_size.map(|x| format!("intermediate {x}"))).unwrap_or_else(|| "none".into()),
+            m.expert_layout.unwrap_or("none found"),
+            m.moe_layers_present,
+            [
+                moe.first_k_dense_replace.map(|k| format!(", first_k_dense_replace {k}")),
+                moe.decoder_sparse_step.map(|k| format!(", decoder_sparse_step {k}")),
+                (!moe.mlp_only_layers.is_empty()).then(|| format!(", mlp_only_layers {:?}", moe.mlp_only_layers)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<String>()
+        );
+    } else {
+        let _ = writeln!(s, "            MoE: no (dense)");
+    }
+    if let Some(mla) = &m.mla {
+        let _ = writeln!(
+            s,
+            "            MLA: q_lora_rank {}, kv_lora_rank {}, qk_rope_head_dim {}, qk_nope_head_dim {}, v_head_dim {}",
+            opt(&mla.q_lora_rank),
+            mla.kv_lora_rank,
+            opt(&mla.qk_rope_head_dim),
+            opt(&mla.qk_nope_head_dim),
+            opt(&mla.v_head_dim)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "            MTP: declared {}, present {}{}; vision {}; audio {}{}",
+        m.mtp.declared,
+        m.mtp.present,
+        m.mtp.location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default(),
+        if m.vision { "yes" } else { "no" },
+        if m.audio { "yes" } else { "no" },
+        m.qk_norm.as_ref().map(|q| format!("; q/k norm {q}")).unwrap_or_default()
+    );
+    if !m.other_stacks.is_empty() {
+        let _ = writeln!(
+            s,
+            "            other stacks: {}",
+            m.other_stacks.iter().map(|(k, v)| format!("{k} ({v})")).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let q = &r.quantization;
+    match &q.scheme {
+        Some(sc) => {
+            let _ = writeln!(
+                s,
+                "quant       {} (from {}){}{}; {} fp8 weights, {} paired with scales",
+                sc.method,
+                sc.source,
+                sc.fp8_scale.map(|l| format!(", scales {l} `{}`", sc.scale_suffix.unwrap_or("?"))).unwrap_or_default(),
+                sc.scale_fmt.as_ref().map(|f| format!(", scale_fmt {f}")).unwrap_or_default(),
+                q.pairing.fp8_weights,
+                q.pairing.paired
+            );
+        }
+        None => {
+            let _ = writeln!(s, "quant       none declared; {} fp8 tensors", q.pairing.fp8_weights);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "dtypes      {}",
+        r.dtypes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    );
+    let _ = writeln!(s, "\nshards");
+    for sh in &r.shards {
+        let _ = writeln!(s, "  {:<44} {:>7} tensors  {:>10}", sh.file, sh.tensors, bytes(sh.bytes));
+    }
+    let _ = writeln!(s, "\ntensors");
+    for line in crate::audit::tree::render(&r.tree, bytes).lines() {
+        let _ = writeln!(s, "  {line}");
+    }
+    let t = &r.summary;
+    let _ = writeln!(s, "\nfindings    {} error(s), {} warning(s), {} info", t.errors, t.warnings, t.infos);
+    s.push_str(&findings(&r.findings));
+    s
+}
+
+pub fn findings(list: &[Finding]) -> String {
+    let mut s = String::new();
+    let mut i = 0;
+    while i < list.len() {
+        let f = &list[i];
+        let mut j = i;
+        while j < list.len() && list[j].code == f.code && list[j].file == f.file {
+            j += 1;
+        }
+        for g in &list[i..j.min(i + FOLD_AFTER)] {
+            let _ = writeln!(
+                s,
+                "  {:<7} {:<26} {}{}",
+                g.severity.as_str(),
+                g.code.as_str(),
+                g.file.as_ref().map(|f| format!("{f}: ")).unwrap_or_default(),
+                g.message
+            );
+        }
+        if j - i > FOLD_AFTER {
+            let _ = writeln!(s, "  {:<7} {:<26} … and {} more like these (all are in --json)", "", "", j - i - FOLD_AFTER);
+        }
+        if f.severity != crate::findings::Severity::Info {
+            let _ = writeln!(s, "  {:<7} {:<26} hint: {}", "", "", f.hint);
+        }
+        i = j;
+    }
+    s
+}
+
+pub fn verification(v: &Verification) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "ckptkit verify {}", v.root);
+    for c in &v.files {
+        let line = match c {
+            FileCheck::Ok { file } => format!("  ok        {file}"),
+            FileCheck::Changed { file, expected, actual } => {
+                format!("  CHANGED   {file}: blake3 {}… expected {}…", &actual[..16], &expected[..16])
+            }
+            FileCheck::Resized { file, expected_bytes, actual_bytes } => {
+                format!("  RESIZED   {file}: {actual_bytes} bytes, expected {expected_bytes}")
+            }
+            FileCheck::Missing { file } => format!("  MISSING   {file}"),
+            FileCheck::New { file } => format!("  NEW       {file} (not in the manifest)"),
+        };
+        let _ = writeln!(s, "{line}");
+    }
+    let _ = writeln!(s, "{}", if v.ok { "all files match" } else { "the checkpoint differs from the manifest" });
+    s
+}
