@@ -118,7 +118,7 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
         let (mtp_range, extra): (Vec<u64>, Vec<u64>) = beyond.iter().partition(|&&i| i < n + mtp_declared);
         if mtp_declared > 0 && prefix_mtp.is_empty() {
             st.mtp.present = mtp_range.len() as u64;
-            st.mtp.location = Some(format!("{stack}.{{{n}..{}}}", n + mtp_declared - 1));
+            st.mtp.location = Some(if mtp_declared == 1 { format!("{stack}.{n}") } else { format!("{stack}.{{{n}..{}}}", n + mtp_declared - 1) });
         }
         if !extra.is_empty() {
             let looks_mtp = extra.iter().any(|i| {
@@ -245,7 +245,7 @@ fn experts(
     let moe = cfg.and_then(|c| c.moe.as_ref());
     let with_experts: Vec<u64> =
         layers.iter().filter(|(_, l)| !l.experts.is_empty() || !l.fused_experts.is_empty()).map(|(i, _)| *i).collect();
-    st.moe_layers_present = with_experts.len();
+    st.moe_layers_present = with_experts.iter().filter(|&&i| n.map_or(true, |n| i < n)).count();
     if with_experts.is_empty() {
         if let (Some(m), Some(n)) = (moe, n) {
             let expected: Vec<u64> = (0..n).filter(|&i| m.is_moe_layer(i)).collect();

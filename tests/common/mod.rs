@@ -1,0 +1,193 @@
+//! Test helpers: copy a real fixture into a temporary directory and break it in one precise way.
+#![allow(dead_code)]
+
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// A temporary copy of fixture `name`; the directory is `tmp.path().join(name)`.
+pub struct Copy {
+    pub tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+}
+
+pub fn copy_fixture(name: &str) -> Copy {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(fixture(name)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    Copy { tmp, dir }
+}
+
+/// A safetensors file split into its header object and its data section.
+pub struct St {
+    pub header: Map<String, Value>,
+    pub data: Vec<u8>,
+}
+
+pub fn read_st(path: &Path) -> St {
+    let b = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    let header: Map<String, Value> = serde_json::from_slice(&b[8..8 + n]).unwrap();
+    St { header, data: b[8 + n..].to_vec() }
+}
+
+pub fn write_raw(path: &Path, header: &str, data: &[u8]) {
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header.as_bytes());
+    v.extend_from_slice(data);
+    std::fs::write(path, v).unwrap();
+}
+
+pub fn write_st(path: &Path, st: &St) {
+    write_raw(path, &serde_json::to_string(&st.header).unwrap(), &st.data);
+}
+
+/// Rewrite a shard's header with `f` (data untouched).
+pub fn edit_header(path: &Path, f: impl FnOnce(&mut Map<String, Value>)) {
+    let mut st = read_st(path);
+    f(&mut st.header);
+    write_st(path, &st);
+}
+
+/// Rewrite the header text itself (for things serde_json cannot express, such as duplicate keys).
+pub fn edit_header_text(path: &Path, f: impl FnOnce(String) -> String) {
+    let st = read_st(path);
+    let text = f(serde_json::to_string(&st.header).unwrap());
+    write_raw(path, &text, &st.data);
+}
+
+pub fn edit_json(path: &Path, f: impl FnOnce(&mut Value)) {
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+pub fn index(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("model.safetensors.index.json")).unwrap()).unwrap()
+}
+
+/// The shard holding `tensor`, per the index.
+pub fn shard_of(dir: &Path, tensor: &str) -> PathBuf {
+    dir.join(index(dir)["weight_map"][tensor].as_str().unwrap_or_else(|| panic!("{tensor} not in index")))
+}
+
+/// Remove every tensor whose name matches `pred` from the shards and the index, keeping each shard
+/// a valid, contiguous safetensors file.
+pub fn drop_tensors(dir: &Path, pred: impl Fn(&str) -> bool) -> usize {
+    let idx = index(dir);
+    let shards: std::collections::BTreeSet<String> =
+        idx["weight_map"].as_object().unwrap().values().map(|v| v.as_str().unwrap().to_string()).collect();
+    let mut dropped = 0;
+    for s in shards {
+        let p = dir.join(&s);
+        let st = read_st(&p);
+        let mut entries: Vec<(String, Value)> =
+            st.header.iter().filter(|(k, _)| k.as_str() != "__metadata__").map(|(k, v)| (k.clone(), v.clone())).collect();
+        entries.sort_by_key(|(_, v)| v["data_offsets"][0].as_u64().unwrap());
+        let mut header = Map::new();
+        if let Some(m) = st.header.get("__metadata__") {
+            header.insert("__metadata__".into(), m.clone());
+        }
+        let mut data = Vec::new();
+        for (k, mut v) in entries {
+            if pred(&k) {
+                dropped += 1;
+                continue;
+            }
+            let (b, e) = (v["data_offsets"][0].as_u64().unwrap() as usize, v["data_offsets"][1].as_u64().unwrap() as usize);
+            let start = data.len();
+            data.extend_from_slice(&st.data[b..e]);
+            v["data_offsets"] = json!([start, data.len()]);
+            header.insert(k, v);
+        }
+        write_st(&p, &St { header, data });
+    }
+    edit_json(&dir.join("model.safetensors.index.json"), |v| {
+        v["weight_map"].as_object_mut().unwrap().retain(|k, _| !pred(k));
+    });
+    fix_total_size(dir);
+    dropped
+}
+
+/// Set the index's total_size to the tensor bytes actually stored.
+pub fn fix_total_size(dir: &Path) {
+    let idx = index(dir);
+    let shards: std::collections::BTreeSet<String> =
+        idx["weight_map"].as_object().unwrap().values().map(|v| v.as_str().unwrap().to_string()).collect();
+    let mut total = 0u64;
+    for s in shards {
+        if let Ok(_) = std::fs::metadata(dir.join(&s)) {
+            let st = read_st(&dir.join(&s));
+            for (k, v) in &st.header {
+                if k != "__metadata__" {
+                    total += v["data_offsets"][1].as_u64().unwrap() - v["data_offsets"][0].as_u64().unwrap();
+                }
+            }
+        }
+    }
+    edit_json(&dir.join("model.safetensors.index.json"), |v| v["metadata"]["total_size"] = json!(total));
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ckptkit")
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(args: &[&str]) -> Run {
+    run_env(args, &[])
+}
+
+pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(bin());
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    Run {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// `ckptkit audit --json PATH` → (exit code, report).
+pub fn audit_json(path: &Path) -> (i32, Value) {
+    let r = run(&["audit", "--json", path.to_str().unwrap()]);
+    assert!(r.stderr.is_empty() || r.code != 0, "stderr: {}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}\n{}", r.stdout, r.stderr));
+    (r.code, v)
+}
+
+pub fn codes(report: &Value) -> Vec<String> {
+    report["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap().to_string()).collect()
+}
+
+pub fn findings_with<'a>(report: &'a Value, code: &str) -> Vec<&'a Value> {
+    report["findings"].as_array().unwrap().iter().filter(|f| f["code"] == code).collect()
+}
+
+/// Assert the report has a finding `code` with `severity`, and return the first.
+pub fn expect<'a>(report: &'a Value, code: &str, severity: &str) -> &'a Value {
+    let f = findings_with(report, code);
+    assert!(!f.is_empty(), "no {code} finding; got {:?}", codes(report));
+    assert_eq!(f[0]["severity"], severity, "{code}: {}", f[0]);
+    f[0]
+}
+
+pub fn errors(report: &Value) -> u64 {
+    report["summary"]["errors"].as_u64().unwrap()
+}
