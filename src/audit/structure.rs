@@ -166,7 +166,10 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
     }
     if mtp_declared > 0 && st.mtp.present < mtp_declared {
         let where_ = match (declared_layers, main) {
-            (Some(n), Some(m)) if prefix_mtp.is_empty() => format!("{m}.{{{n}..{}}}", n + mtp_declared - 1),
+            (Some(n), Some(m)) if prefix_mtp.is_empty() => {
+                let idx: Vec<u64> = (n..n + mtp_declared).collect();
+                if idx.len() == 1 { format!("{m}.{n}") } else { format!("{m}.{{{}}}", ranges(&idx)) }
+            }
             _ => rules.mtp_prefixes.join(" / "),
         };
         out.push(Finding::new(
@@ -200,32 +203,42 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
     st
 }
 
-/// A suffix present in at least 90% of the layers (of the same MoE/dense kind) but missing from a few.
+/// A suffix that most layers of the same kind have but a minority lacks. Layers are grouped by
+/// what the config says makes them differ (MoE vs dense, `layer_types`, `full_attention_interval`),
+/// so architectural variety is not mistaken for damage.
 fn incomplete_layers(stack: &str, layers: &BTreeMap<u64, LayerInfo>, n: u64, cfg: Option<&ModelConfig>, out: &mut Vec<Finding>) {
     let moe = cfg.and_then(|c| c.moe.as_ref());
-    for kind in [false, true] {
-        let group: Vec<(&u64, &LayerInfo)> =
-            layers.iter().filter(|(i, _)| **i < n && moe.map(|m| m.is_moe_layer(**i)).unwrap_or(false) == kind).collect();
-        if group.len() < 4 {
+    let kind = |i: u64| -> (bool, String) {
+        let is_moe = moe.map(|m| m.is_moe_layer(i)).unwrap_or(false);
+        let lt = cfg
+            .and_then(|c| c.layer_types.as_ref())
+            .and_then(|t| t.get(i as usize).cloned())
+            .or_else(|| cfg.and_then(|c| c.full_attention_interval).map(|k| if (i + 1) % k.max(1) == 0 { "full".into() } else { "linear".into() }))
+            .unwrap_or_default();
+        (is_moe, lt)
+    };
+    let mut groups: BTreeMap<(bool, String), Vec<(&u64, &LayerInfo)>> = BTreeMap::new();
+    for (i, l) in layers.iter().filter(|(i, _)| **i < n) {
+        groups.entry(kind(*i)).or_default().push((i, l));
+    }
+    for group in groups.values() {
+        if group.len() < 3 {
             continue;
         }
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-        for (_, l) in &group {
+        for (_, l) in group {
             for s in &l.suffixes {
                 *counts.entry(s.as_str()).or_default() += 1;
             }
         }
         for (suffix, c) in counts {
-            if c * 10 >= group.len() * 9 && c < group.len() {
+            let lacking = group.len() - c;
+            if lacking > 0 && lacking * 2 < group.len() {
                 let missing: Vec<u64> = group.iter().filter(|(_, l)| !l.suffixes.contains(suffix)).map(|(i, _)| **i).collect();
                 out.push(
                     Finding::new(
                         Code::LayerMissing,
-                        format!(
-                            "{stack}.{{{}}}.{suffix} is missing ({c} of {} such layers have it)",
-                            ranges(&missing),
-                            group.len()
-                        ),
+                        format!("{stack}.{{{}}}.{suffix} is missing ({c} of {} such layers have it)", ranges(&missing), group.len()),
                     )
                     .tensor(format!("{stack}.{}.{suffix}", missing[0])),
                 );

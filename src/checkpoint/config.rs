@@ -33,6 +33,8 @@ pub struct ModelConfig {
     pub has_audio: bool,
     pub sliding_window: Option<u64>,
     pub layer_types: Option<Vec<String>>,
+    /// Hybrid models (Qwen3-Next): every k-th layer is full attention, the others linear.
+    pub full_attention_interval: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -184,6 +186,7 @@ impl ModelConfig {
                 .get("layer_types")
                 .and_then(|a| a.as_array())
                 .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()),
+            full_attention_interval: view.u64(&["full_attention_interval"]),
         }
     }
 }
