@@ -112,8 +112,24 @@ pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> Audit
     let rules = audit_rules();
     let mut findings = open_findings;
     let cfg: Option<&ModelConfig> = ck.config.as_ref();
-    let st = structure::check(ck, cfg, rules, &mut findings);
     let scheme = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
+    // The three passes read the checkpoint independently: run them side by side.
+    let ((st, st_findings), ((pairing, q_findings), tree)) = rayon::join(
+        || {
+            let mut f = Vec::new();
+            (structure::check(ck, cfg, rules, &mut f), f)
+        },
+        || {
+            rayon::join(
+                || {
+                    let mut f = Vec::new();
+                    (pair_fp8(ck, scheme.as_ref(), rules, &mut f), f)
+                },
+                || tree::fold(ck),
+            )
+        },
+    );
+    findings.extend(st_findings);
     if let Some(s) = &scheme {
         findings.push(crate::findings::Finding::new(
             crate::findings::Code::QuantScheme,
@@ -126,7 +142,7 @@ pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> Audit
             ),
         ));
     }
-    let pairing = pair_fp8(ck, scheme.as_ref(), rules, &mut findings);
+    findings.extend(q_findings);
 
     let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
     for t in ck.tensors() {
@@ -180,7 +196,7 @@ pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> Audit
             other_stacks: st.other_stacks.clone(),
         },
         quantization: QuantSummary { method: scheme.as_ref().map(|s| s.method.clone()), scheme, pairing },
-        tree: tree::fold(ck),
+        tree,
         findings,
         summary,
     }

@@ -13,19 +13,23 @@ pub struct LayerName<'a> {
 }
 
 pub fn split_layer<'a>(name: &'a str, rules: &AuditRules) -> Option<LayerName<'a>> {
-    let mut pos = 0;
-    let segs: Vec<&str> = name.split('.').collect();
-    for i in 0..segs.len().saturating_sub(1) {
-        let seg = segs[i];
-        if rules.stack_segments.iter().any(|s| s == seg) {
-            if let Ok(layer) = segs[i + 1].parse::<u64>() {
-                let stack_end = pos + seg.len();
-                let rest_start = stack_end + 1 + segs[i + 1].len() + 1;
-                let rest = if rest_start <= name.len() { &name[rest_start..] } else { "" };
-                return Some(LayerName { stack: &name[..stack_end], layer, rest });
+    let mut start = 0;
+    let mut prev: Option<(usize, usize)> = None; // (start, end) of the previous segment
+    for (i, c) in name.char_indices().chain(std::iter::once((name.len(), '.'))) {
+        if c != '.' {
+            continue;
+        }
+        let seg = &name[start..i];
+        if let Some((ps, pe)) = prev {
+            if rules.stack_segments.iter().any(|s| s == &name[ps..pe]) {
+                if let Ok(layer) = seg.parse::<u64>() {
+                    let rest = if i < name.len() { &name[i + 1..] } else { "" };
+                    return Some(LayerName { stack: &name[..pe], layer, rest });
+                }
             }
         }
-        pos += seg.len() + 1;
+        prev = Some((start, i));
+        start = i + 1;
     }
     None
 }

@@ -35,11 +35,11 @@ pub struct MtpStatus {
     pub location: Option<String>,
 }
 
-struct LayerInfo {
-    suffixes: BTreeSet<String>,
-    experts: BTreeMap<u64, BTreeSet<String>>,
-    expert_module: Option<String>,
-    fused_experts: Vec<(String, Vec<u64>)>,
+struct LayerInfo<'a> {
+    suffixes: BTreeSet<&'a str>,
+    experts: BTreeMap<u64, BTreeSet<&'a str>>,
+    expert_module: Option<&'a str>,
+    fused_experts: Vec<(&'a str, &'a [u64])>,
     tensors: usize,
 }
 
@@ -47,7 +47,7 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
     let mut st = Structure::default();
 
     // Group layer tensors by stack.
-    let mut stacks: BTreeMap<&str, BTreeMap<u64, LayerInfo>> = BTreeMap::new();
+    let mut stacks: BTreeMap<&str, BTreeMap<u64, LayerInfo<'_>>> = BTreeMap::new();
     let mut prefix_mtp: BTreeSet<String> = BTreeSet::new();
     for t in ck.tensors() {
         let name = t.entry.name.as_str();
@@ -65,15 +65,15 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
         info.tensors += 1;
         match split_expert(l.rest, rules) {
             Some(ExpertName::PerExpert { module, expert, proj }) => {
-                info.expert_module.get_or_insert_with(|| module.to_string());
-                info.experts.entry(expert).or_default().insert(proj.to_string());
+                info.expert_module.get_or_insert(module);
+                info.experts.entry(expert).or_default().insert(proj);
             }
             Some(ExpertName::Fused { module, proj }) => {
-                info.expert_module.get_or_insert_with(|| module.to_string());
-                info.fused_experts.push((proj.to_string(), t.entry.shape.clone()));
+                info.expert_module.get_or_insert(module);
+                info.fused_experts.push((proj, &t.entry.shape));
             }
             None => {
-                info.suffixes.insert(l.rest.to_string());
+                info.suffixes.insert(l.rest);
             }
         }
     }
@@ -206,7 +206,7 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
 /// A suffix that most layers of the same kind have but a minority lacks. Layers are grouped by
 /// what the config says makes them differ (MoE vs dense, `layer_types`, `full_attention_interval`),
 /// so architectural variety is not mistaken for damage.
-fn incomplete_layers(stack: &str, layers: &BTreeMap<u64, LayerInfo>, n: u64, cfg: Option<&ModelConfig>, out: &mut Vec<Finding>) {
+fn incomplete_layers(stack: &str, layers: &BTreeMap<u64, LayerInfo<'_>>, n: u64, cfg: Option<&ModelConfig>, out: &mut Vec<Finding>) {
     let moe = cfg.and_then(|c| c.moe.as_ref());
     let kind = |i: u64| -> (bool, String) {
         let is_moe = moe.map(|m| m.is_moe_layer(i)).unwrap_or(false);
@@ -217,7 +217,7 @@ fn incomplete_layers(stack: &str, layers: &BTreeMap<u64, LayerInfo>, n: u64, cfg
             .unwrap_or_default();
         (is_moe, lt)
     };
-    let mut groups: BTreeMap<(bool, String), Vec<(&u64, &LayerInfo)>> = BTreeMap::new();
+    let mut groups: BTreeMap<(bool, String), Vec<(&u64, &LayerInfo<'_>)>> = BTreeMap::new();
     for (i, l) in layers.iter().filter(|(i, _)| **i < n) {
         groups.entry(kind(*i)).or_default().push((i, l));
     }
@@ -228,7 +228,7 @@ fn incomplete_layers(stack: &str, layers: &BTreeMap<u64, LayerInfo>, n: u64, cfg
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for (_, l) in group {
             for s in &l.suffixes {
-                *counts.entry(s.as_str()).or_default() += 1;
+                *counts.entry(s).or_default() += 1;
             }
         }
         for (suffix, c) in counts {
@@ -249,7 +249,7 @@ fn incomplete_layers(stack: &str, layers: &BTreeMap<u64, LayerInfo>, n: u64, cfg
 
 fn experts(
     stack: &str,
-    layers: &BTreeMap<u64, LayerInfo>,
+    layers: &BTreeMap<u64, LayerInfo<'_>>,
     n: Option<u64>,
     cfg: Option<&ModelConfig>,
     st: &mut Structure,
@@ -280,7 +280,7 @@ fn experts(
     let mut required: BTreeSet<&str> = BTreeSet::new();
     for l in layers.values() {
         for projs in l.experts.values() {
-            required.extend(projs.iter().map(String::as_str).filter(|p| p.ends_with("weight")));
+            required.extend(projs.iter().copied().filter(|p| p.ends_with("weight")));
         }
     }
     let num_experts = moe.map(|m| m.num_experts);
@@ -312,14 +312,14 @@ fn experts(
                     if shape.len() >= 2 && *first != e && proj.ends_with("proj") {
                         out.push(Finding::new(
                             Code::ExpertMissing,
-                            format!("{stack}.{i}.{}.{proj} stacks {first} experts but the config declares {e}", l.expert_module.as_deref().unwrap_or("experts")),
+                            format!("{stack}.{i}.{}.{proj} stacks {first} experts but the config declares {e}", l.expert_module.unwrap_or("experts")),
                         ));
                     }
                 }
             }
             continue;
         }
-        let module = l.expert_module.as_deref().unwrap_or("experts");
+        let module = l.expert_module.unwrap_or("experts");
         if let Some(e) = num_experts {
             let missing: Vec<u64> = (0..e).filter(|x| !l.experts.contains_key(x)).collect();
             if !missing.is_empty() {
@@ -348,7 +348,7 @@ fn experts(
             }
         }
         for proj in &required {
-            let lacking: Vec<u64> = l.experts.iter().filter(|(_, p)| !p.contains(*proj)).map(|(x, _)| *x).collect();
+            let lacking: Vec<u64> = l.experts.iter().filter(|(_, p)| !p.contains(proj)).map(|(x, _)| *x).collect();
             if !lacking.is_empty() {
                 out.push(
                     Finding::new(

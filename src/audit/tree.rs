@@ -4,7 +4,8 @@
 use super::names::ranges;
 use crate::checkpoint::Checkpoint;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TreeRow {
@@ -23,31 +24,36 @@ struct Acc {
 }
 
 pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
-    let mut groups: BTreeMap<String, Acc> = BTreeMap::new();
+    let mut groups: FxHashMap<String, Acc> = FxHashMap::default();
+    let mut key = String::new();
+    let mut idx: Vec<u64> = Vec::new();
     for t in ck.tensors() {
-        let mut key = String::with_capacity(t.entry.name.len());
-        let mut idx = Vec::new();
+        key.clear();
+        idx.clear();
         for (i, seg) in t.entry.name.split('.').enumerate() {
             if i > 0 {
                 key.push('.');
             }
             match seg.parse::<u64>() {
-                Ok(n) if !seg.is_empty() && (seg == "0" || !seg.starts_with('0')) => {
+                Ok(n) if !seg.is_empty() && (seg == "0" || !seg.starts_with('0')) && !seg.starts_with('+') => {
                     key.push_str("{}");
                     idx.push(n);
                 }
                 _ => key.push_str(seg),
             }
         }
-        let acc = groups.entry(key).or_default();
+        let acc = match groups.get_mut(key.as_str()) {
+            Some(a) => a,
+            None => groups.entry(key.clone()).or_default(),
+        };
         acc.count += 1;
         acc.bytes += t.entry.nbytes();
         acc.dtypes.insert(t.entry.dtype.as_str());
         if acc.indices.len() < idx.len() {
             acc.indices.resize_with(idx.len(), BTreeSet::new);
         }
-        for (slot, n) in acc.indices.iter_mut().zip(idx) {
-            slot.insert(n);
+        for (slot, n) in acc.indices.iter_mut().zip(idx.iter()) {
+            slot.insert(*n);
         }
     }
     let mut rows: Vec<TreeRow> = groups

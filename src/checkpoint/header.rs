@@ -9,7 +9,11 @@
 use super::dtype::Dtype;
 use crate::findings::{Code, Finding};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use std::collections::{BTreeMap, HashMap};
+use serde::Deserialize as DeriveDeserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The header cap every mainstream loader enforces (safetensors `MAX_HEADER_SIZE`).
@@ -47,34 +51,46 @@ pub struct Header {
     pub parsed: bool,
 }
 
-/// JSON object entries in document order, duplicates kept (serde_json's own map keeps only the last).
-struct Entries(Vec<(String, serde_json::Value)>);
+/// JSON object entries in document order, duplicates kept (serde_json's own map keeps only the
+/// last). Values stay raw JSON text borrowed from the header: nothing is built for them until a
+/// check needs it.
+struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
-impl<'de> Deserialize<'de> for Entries {
+impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Entries;
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Entries<'a>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Entries, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Entries<'a>, A::Error> {
                 let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0).min(4096));
-                while let Some((k, val)) = m.next_entry::<String, serde_json::Value>()? {
+                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                    let val: &'de RawValue = m.next_value()?;
                     v.push((k, val));
                 }
                 Ok(Entries(v))
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_map(V(std::marker::PhantomData))
     }
 }
 
-/// Parse a JSON object keeping duplicate keys. Public for the index reader.
-pub(crate) fn parse_object_entries(
-    text: &str,
-) -> Result<Vec<(String, serde_json::Value)>, serde_json::Error> {
+/// Parse a JSON object keeping duplicate keys, values as borrowed raw JSON.
+pub(crate) fn parse_object_entries(text: &str) -> Result<Vec<(Cow<'_, str>, &RawValue)>, serde_json::Error> {
     serde_json::from_str::<Entries>(text).map(|e| e.0)
+}
+
+/// The shape of a well-formed entry: parsed directly, with no intermediate JSON tree. Anything it
+/// rejects goes through [`check_entry`], which says exactly what is wrong.
+#[derive(DeriveDeserialize)]
+#[serde(deny_unknown_fields)]
+struct FastEntry<'a> {
+    #[serde(borrow)]
+    dtype: Cow<'a, str>,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
 }
 
 /// Byte offset (0-based) in `text` of a serde_json error's line/column.
@@ -182,22 +198,25 @@ pub fn validate(buf: &[u8], file: &str, out: &mut Vec<Finding>) -> Header {
     h.parsed = true;
 
     // Duplicates: name both occurrences.
-    let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
+    let mut first_seen: FxHashMap<&str, usize> = FxHashMap::default();
+    first_seen.reserve(entries.len());
     let mut dup_of: Vec<Option<usize>> = vec![None; entries.len()];
     for (i, (k, _)) in entries.iter().enumerate() {
-        if let Some(&j) = first_seen.get(k.as_str()) {
+        if let Some(&j) = first_seen.get(k.as_ref()) {
             dup_of[i] = Some(j);
         } else {
-            first_seen.insert(k, i);
+            first_seen.insert(k.as_ref(), i);
         }
     }
 
     // Every entry that describes a byte range, duplicates included, takes part in the layout walk.
     let mut ranged: Vec<TensorEntry> = Vec::with_capacity(entries.len());
-    let mut last_index: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
-    for (i, (name, value)) in entries.iter().enumerate() {
+    let any_dup = dup_of.iter().any(Option::is_some);
+    let mut last_index: FxHashMap<&str, usize> = FxHashMap::default();
+    for (i, (name, raw)) in entries.iter().enumerate() {
+        let name: &str = name.as_ref();
         if name == "__metadata__" {
-            h.metadata = check_metadata(value, file, out);
+            h.metadata = check_metadata(&to_value(raw), file, out);
             continue;
         }
         if let Some(j) = dup_of[i] {
@@ -206,29 +225,46 @@ pub fn validate(buf: &[u8], file: &str, out: &mut Vec<Finding>) -> Header {
                     Code::DuplicateTensor,
                     format!(
                         "tensor {name:?} appears twice in the header: entry #{j} {} and entry #{i} {}; loaders keep only the last",
-                        brief(&entries[j].1),
-                        brief(value)
+                        brief(&to_value(entries[j].1)),
+                        brief(&to_value(raw))
                     ),
                 )
                 .file(file)
-                .tensor(name.clone()),
+                .tensor(name),
             );
         }
-        if let Some(t) = check_entry(name, value, file, out) {
-            last_index.insert(name, ranged.len());
+        let entry = match serde_json::from_str::<FastEntry>(raw.get()) {
+            Ok(e) => match Dtype::parse(&e.dtype) {
+                Some(dtype) => check_sizes(name, dtype, e.shape, e.data_offsets, file, out),
+                None => check_entry(name, &to_value(raw), file, out),
+            },
+            Err(_) => check_entry(name, &to_value(raw), file, out),
+        };
+        if let Some(t) = entry {
+            if any_dup {
+                last_index.insert(name, ranged.len());
+            }
             ranged.push(t);
         }
     }
     check_layout(&ranged, len - h.data_start, h.data_start, file, out);
 
     // What a loader sees: the last occurrence of each name, in header order.
-    h.tensors = ranged
-        .iter()
-        .enumerate()
-        .filter(|(i, t)| last_index.get(t.name.as_str()) == Some(i))
-        .map(|(_, t)| t.clone())
-        .collect();
+    h.tensors = if any_dup {
+        ranged
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| last_index.get(t.name.as_str()) == Some(i))
+            .map(|(_, t)| t.clone())
+            .collect()
+    } else {
+        ranged
+    };
     h
+}
+
+fn to_value(raw: &RawValue) -> serde_json::Value {
+    serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null)
 }
 
 fn brief(v: &serde_json::Value) -> String {
@@ -365,10 +401,22 @@ fn check_entry(name: &str, v: &serde_json::Value, file: &str, out: &mut Vec<Find
             None
         }
     };
-    let (dtype, shape, (begin, end)) = match (dtype, shape, offsets) {
-        (Some(d), Some(s), Some(o)) if ok => (d, s, o),
-        _ => return None,
-    };
+    match (dtype, shape, offsets) {
+        (Some(d), Some(s), Some(o)) if ok => check_sizes(name, d, s, o, file, out),
+        _ => None,
+    }
+}
+
+/// The arithmetic half of entry validation: offsets order, overflow, sub-byte alignment, size.
+fn check_sizes(
+    name: &str,
+    dtype: Dtype,
+    shape: Vec<u64>,
+    (begin, end): (u64, u64),
+    file: &str,
+    out: &mut Vec<Finding>,
+) -> Option<TensorEntry> {
+    let f = |code: Code, msg: String| Finding::new(code, msg).file(file).tensor(name);
     if end < begin {
         out.push(f(
             Code::OffsetsReversed,

@@ -1,99 +1,164 @@
 //! `model.safetensors.index.json`: which tensor lives in which shard.
 
-use super::header::{error_offset, parse_object_entries};
+use super::header::error_offset;
+use std::borrow::Cow;
 use crate::findings::{Code, Finding};
-use std::collections::BTreeMap;
+use serde_json::Value;
+use rustc_hash::FxHashMap;
 use std::path::{Component, Path};
 
 pub const INDEX_NAME: &str = "model.safetensors.index.json";
 
 #[derive(Debug, Default)]
 pub struct Index {
-    /// tensor name → shard file name, as written.
-    pub weight_map: BTreeMap<String, String>,
     pub total_size: Option<u64>,
     /// Shard file names in first-mention order, each once, path-safe ones only.
     pub shards: Vec<String>,
+    /// How many tensors the index places in each of `shards`.
+    pub tensors_per_shard: Vec<usize>,
+    /// Number of distinct tensor names in `weight_map`.
+    pub tensors: usize,
+}
+
+/// `weight_map` as parsed: (tensor name, position of its shard in [`Index::shards`]), names
+/// borrowed from the index text where JSON allows. Transient: it lives for the cross-check.
+pub type Entries<'a> = Vec<(Cow<'a, str>, u32)>;
+
+/// The top level of an index: only `metadata` and `weight_map` matter; values stay raw.
+#[derive(serde::Deserialize)]
+struct RawIndex<'a> {
+    #[serde(borrow, default)]
+    metadata: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    weight_map: Option<&'a serde_json::value::RawValue>,
+}
+
+/// One `weight_map` entry as streamed: the name, and the shard name when it is a string.
+type MapEntry<'a> = (Cow<'a, str>, Result<Cow<'a, str>, String>);
+
+/// Streams `weight_map` entries in document order (duplicates kept), borrowing where JSON allows.
+struct WeightMap<'a>(Vec<MapEntry<'a>>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for WeightMap<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = WeightMap<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object mapping tensor names to shard file names")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<WeightMap<'a>, A::Error> {
+                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                    let raw: &'de serde_json::value::RawValue = m.next_value()?;
+                    let file = serde_json::from_str::<&'de str>(raw.get())
+                        .map(Cow::Borrowed)
+                        .or_else(|_| serde_json::from_str::<String>(raw.get()).map(Cow::Owned))
+                        .map_err(|_| raw.get().to_string());
+                    v.push((k, file));
+                }
+                Ok(WeightMap(v))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 /// Parse the index text. Problems become findings; what could be read is returned.
-pub fn parse(text: &str, out: &mut Vec<Finding>) -> Option<Index> {
-    let entries = match parse_object_entries(text) {
-        Ok(e) => e,
+pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entries<'a>)> {
+    let raw: RawIndex = match serde_json::from_str(text) {
+        Ok(r) => r,
         Err(e) => {
-            out.push(
-                Finding::new(Code::IndexNotJson, format!("byte {}: {e}", error_offset(text, &e))).file(INDEX_NAME),
-            );
+            let code = if e.classify() == serde_json::error::Category::Data { Code::IndexInvalid } else { Code::IndexNotJson };
+            out.push(Finding::new(code, format!("byte {}: {e}", error_offset(text, &e))).file(INDEX_NAME));
             return None;
         }
     };
     let mut idx = Index::default();
-    let mut have_map = false;
-    for (k, v) in &entries {
-        match k.as_str() {
-            "metadata" => {
-                if let Some(ts) = v.get("total_size") {
-                    match ts.as_u64().or_else(|| ts.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)) {
-                        Some(n) => idx.total_size = Some(n),
-                        None => out.push(
-                            Finding::new(Code::IndexInvalid, format!("`metadata.total_size` is {ts}, not a byte count"))
-                                .file(INDEX_NAME)
-                                .severity(crate::findings::Severity::Warning),
-                        ),
-                    }
-                }
+    if let Some(meta) = raw.metadata {
+        let meta: Value = serde_json::from_str(meta.get()).unwrap_or(Value::Null);
+        if let Some(ts) = meta.get("total_size") {
+            match ts.as_u64().or_else(|| ts.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)) {
+                Some(n) => idx.total_size = Some(n),
+                None => out.push(
+                    Finding::new(Code::IndexInvalid, format!("`metadata.total_size` is {ts}, not a byte count"))
+                        .file(INDEX_NAME)
+                        .severity(crate::findings::Severity::Warning),
+                ),
             }
-            "weight_map" => {
-                have_map = true;
-                let raw = serde_json::to_string(v).unwrap_or_default();
-                let wm = match parse_object_entries(&raw) {
-                    Ok(wm) => wm,
-                    Err(_) => {
-                        out.push(Finding::new(Code::IndexInvalid, format!("`weight_map` is {v:.60}, not an object")).file(INDEX_NAME));
-                        continue;
-                    }
-                };
-                for (name, file) in wm {
-                    let Some(file) = file.as_str() else {
-                        out.push(
-                            Finding::new(Code::IndexInvalid, format!("`weight_map[{name:?}]` is {file}, not a file name"))
-                                .file(INDEX_NAME)
-                                .tensor(name),
-                        );
-                        continue;
-                    };
-                    if !is_safe_relative(file) {
-                        out.push(
-                            Finding::new(Code::IndexPathEscape, format!("shard path {file:?} for {name:?} escapes the checkpoint directory"))
-                                .file(INDEX_NAME)
-                                .tensor(name),
-                        );
-                        continue;
-                    }
-                    if !idx.shards.iter().any(|s| s == file) {
-                        idx.shards.push(file.to_string());
-                    }
-                    if let Some(prev) = idx.weight_map.insert(name.clone(), file.to_string()) {
-                        if prev != file {
-                            out.push(
-                                Finding::new(
-                                    Code::TensorInTwoShards,
-                                    format!("the index lists {name:?} twice: in {prev} and in {file}"),
-                                )
-                                .file(INDEX_NAME)
-                                .tensor(name),
-                            );
-                        }
-                    }
-                }
-            }
-            _ => {}
         }
     }
-    if !have_map {
+    let Some(wm_raw) = raw.weight_map else {
         out.push(Finding::new(Code::IndexInvalid, "the index has no `weight_map`").file(INDEX_NAME));
+        return Some((idx, Vec::new()));
+    };
+    let wm = match serde_json::from_str::<WeightMap>(wm_raw.get()) {
+        Ok(wm) => wm.0,
+        Err(_) => {
+            out.push(Finding::new(Code::IndexInvalid, format!("`weight_map` is {:.60}, not an object", wm_raw.get())).file(INDEX_NAME));
+            return Some((idx, Vec::new()));
+        }
+    };
+    let mut shard_ids: FxHashMap<Cow<str>, u32> = FxHashMap::default();
+    let mut entries: Entries<'a> = Vec::with_capacity(wm.len());
+    let mut first: FxHashMap<&str, u32> = FxHashMap::default();
+    first.reserve(wm.len());
+    for (name, file) in &wm {
+        let file = match file {
+            Ok(f) => f,
+            Err(v) => {
+                out.push(
+                    Finding::new(Code::IndexInvalid, format!("`weight_map[{name:?}]` is {v}, not a file name"))
+                        .file(INDEX_NAME)
+                        .tensor(name.to_string()),
+                );
+                continue;
+            }
+        };
+        let id = match shard_ids.get(file) {
+            Some(&id) => id,
+            None => {
+                if !is_safe_relative(file) {
+                    out.push(
+                        Finding::new(Code::IndexPathEscape, format!("shard path {file:?} for {name:?} escapes the checkpoint directory"))
+                            .file(INDEX_NAME)
+                            .tensor(name.to_string()),
+                    );
+                    continue;
+                }
+                let id = idx.shards.len() as u32;
+                idx.shards.push(file.to_string());
+                idx.tensors_per_shard.push(0);
+                shard_ids.insert(file.clone(), id);
+                id
+            }
+        };
+        match first.get(name.as_ref()) {
+            Some(&prev) if prev != id => out.push(
+                Finding::new(
+                    Code::TensorInTwoShards,
+                    format!("the index lists {name:?} twice: in {} and in {}", idx.shards[prev as usize], idx.shards[id as usize]),
+                )
+                .file(INDEX_NAME)
+                .tensor(name.to_string()),
+            ),
+            Some(_) => {}
+            None => {
+                first.insert(name.as_ref(), id);
+                idx.tensors_per_shard[id as usize] += 1;
+            }
+        }
     }
-    Some(idx)
+    idx.tensors = first.len();
+    drop(first);
+    for (name, file) in wm {
+        if let Ok(f) = file {
+            if let Some(&id) = shard_ids.get(&f) {
+                entries.push((name, id));
+            }
+        }
+    }
+    Some((idx, entries))
 }
 
 /// A relative path with no `..`, root or prefix component.

@@ -19,7 +19,9 @@ use crate::error::CheckpointError;
 use crate::findings::{Code, Finding};
 use rayon::prelude::*;
 use serde_json::Value;
-use std::collections::HashMap;
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
+use std::hash::BuildHasher;
 use std::path::Path;
 
 /// A checkpoint with every shard mapped and every header validated.
@@ -32,11 +34,11 @@ pub struct Checkpoint {
     pub config: Option<ModelConfig>,
     /// `hf_quant_config.json` (older ModelOpt exports), when present.
     pub hf_quant_config: Option<Value>,
-    /// Every tensor a loader would see: name → (shard index, entry index). When a name is in two
-    /// shards (itself a finding), the later shard in load order wins, as in vLLM.
-    by_name: HashMap<String, (usize, usize)>,
-    /// Tensor names in load order (shards in natural order, header order within a shard).
-    order: Vec<(usize, usize)>,
+    /// Every tensor a loader would see, by name: (shard, entry) positions, so no name is copied.
+    /// When a name is in two shards (itself a finding), the later shard in load order wins, as in vLLM.
+    by_name: HashTable<(u32, u32)>,
+    /// Tensors in load order (shards in natural order, header order within a shard).
+    order: Vec<(u32, u32)>,
 }
 
 /// A tensor and the shard it is in.
@@ -44,6 +46,45 @@ pub struct Checkpoint {
 pub struct TensorRef<'a> {
     pub shard: &'a Shard,
     pub entry: &'a TensorEntry,
+}
+
+fn name_hash(name: &str) -> u64 {
+    FxBuildHasher.hash_one(name)
+}
+
+/// What is in a checkpoint directory, sorted as vLLM sorts it.
+#[derive(Default)]
+struct Listing {
+    safetensors: Vec<String>,
+    consolidated: Vec<String>,
+    pickles: Vec<String>,
+}
+
+fn list_dir(root: &Path) -> Result<Listing, CheckpointError> {
+    let mut l = Listing::default();
+    let rd = std::fs::read_dir(root).map_err(|e| CheckpointError::io(root, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| CheckpointError::io(root, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.path().is_file() {
+            continue;
+        }
+        if name.ends_with(".safetensors") {
+            if name.starts_with("consolidated") {
+                l.consolidated.push(name);
+            } else {
+                l.safetensors.push(name);
+            }
+        } else if (name.ends_with(".bin") || name.ends_with(".pt") || name.ends_with(".pth"))
+            && !matches!(name.as_str(), "training_args.bin" | "optimizer.bin" | "optimizer.pt" | "scheduler.pt" | "scaler.pt")
+        {
+            l.pickles.push(name);
+        }
+    }
+    l.safetensors.sort_by(|a, b| natural_cmp(a, b));
+    l.consolidated.sort();
+    l.pickles.sort();
+    Ok(l)
 }
 
 impl Checkpoint {
@@ -62,55 +103,113 @@ impl Checkpoint {
             .ok()
             .and_then(|t| serde_json::from_str::<Value>(&t).ok());
 
-        let mut index = None;
-        let shard_names: Vec<String> = match &source.single_file {
-            Some(f) => vec![f.clone()],
-            None => select_files(&root, &mut index, &mut findings)?,
+        let listing = match &source.single_file {
+            Some(f) => Listing { safetensors: vec![f.clone()], ..Listing::default() },
+            None => list_dir(&root)?,
         };
-
-        let opened: Vec<(Shard, Vec<Finding>)> =
-            shard_names.par_iter().map(|name| Shard::open(&root.join(name), name.clone())).collect();
-        let mut shards = Vec::with_capacity(opened.len());
-        for (s, f) in opened {
-            findings.extend(f);
-            shards.push(s);
-        }
-
-        let mut by_name: HashMap<String, (usize, usize)> = HashMap::new();
-        let mut order = Vec::new();
-        let mut first_shard: HashMap<&str, usize> = HashMap::new();
-        for (si, s) in shards.iter().enumerate() {
-            for (ti, t) in s.tensors().iter().enumerate() {
-                if let Some(&prev) = first_shard.get(t.name.as_str()) {
-                    findings.push(
-                        Finding::new(
-                            Code::TensorInTwoShards,
-                            format!("{:?} is stored in {} and again in {}", t.name, shards[prev].name, s.name),
-                        )
-                        .file(s.name.clone())
-                        .tensor(t.name.clone()),
-                    );
-                } else {
-                    first_shard.insert(&t.name, si);
+        let index_path = root.join(index::INDEX_NAME);
+        let index_text = match &source.single_file {
+            None if index_path.is_file() => {
+                Some(std::fs::read_to_string(&index_path).map_err(|e| CheckpointError::io(&index_path, e))?)
+            }
+            _ => None,
+        };
+        // Parse the index while the shard headers are parsed: every listed shard is opened on
+        // speculation; the index then decides which of them vLLM would read.
+        let (parsed_index, opened) = rayon::join(
+            || {
+                index_text.as_deref().map(|t| {
+                    let mut f = Vec::new();
+                    (index::parse(t, &mut f), f)
+                })
+            },
+            || {
+                listing
+                    .safetensors
+                    .par_iter()
+                    .map(|name| Shard::open(&root.join(name), name.clone()))
+                    .collect::<Vec<(Shard, Vec<Finding>)>>()
+            },
+        );
+        let (index, entries) = match parsed_index {
+            Some((parsed, f)) => {
+                findings.extend(f);
+                match parsed {
+                    Some((i, e)) => (Some(i), e),
+                    None => (None, Vec::new()),
                 }
-                by_name.insert(t.name.clone(), (si, ti));
-                order.push((si, ti));
+            }
+            None => (None, Vec::new()),
+        };
+        let selected = select(&root, &listing, index.as_ref(), index_text.is_some(), &mut findings);
+
+        let mut by_file: std::collections::HashMap<String, (Shard, Vec<Finding>)> =
+            opened.into_iter().map(|(s, f)| (s.name.clone(), (s, f))).collect();
+        let late: Vec<(Shard, Vec<Finding>)> = selected
+            .par_iter()
+            .filter(|n| !by_file.contains_key(n.as_str()))
+            .map(|n| Shard::open(&root.join(n), n.clone()))
+            .collect();
+        for (s, f) in late {
+            by_file.insert(s.name.clone(), (s, f));
+        }
+        let mut shards = Vec::with_capacity(selected.len());
+        for n in &selected {
+            if let Some((s, f)) = by_file.remove(n) {
+                findings.extend(f);
+                shards.push(s);
             }
         }
-        if let Some(idx) = &index {
-            cross_check_index(idx, &shards, &by_name, &mut findings);
+
+        let count: usize = shards.iter().map(|s| s.tensors().len()).sum();
+        let mut by_name: HashTable<(u32, u32)> = HashTable::with_capacity(count);
+        let mut order = Vec::with_capacity(count);
+        for (si, s) in shards.iter().enumerate() {
+            for (ti, t) in s.tensors().iter().enumerate() {
+                let h = name_hash(&t.name);
+                let slot = (si as u32, ti as u32);
+                match by_name.find_mut(h, |&(a, b)| shards[a as usize].tensors()[b as usize].name == t.name) {
+                    Some(prev) => {
+                        findings.push(
+                            Finding::new(
+                                Code::TensorInTwoShards,
+                                format!("{:?} is stored in {} and again in {}", t.name, shards[prev.0 as usize].name, s.name),
+                            )
+                            .file(s.name.clone())
+                            .tensor(t.name.clone()),
+                        );
+                        *prev = slot;
+                    }
+                    None => {
+                        by_name.insert_unique(h, slot, |&(a, b)| name_hash(&shards[a as usize].tensors()[b as usize].name));
+                    }
+                }
+                order.push(slot);
+            }
         }
-        let ck = Checkpoint { source, shards, index, config_json, config, hf_quant_config, by_name, order };
+        let mut ck = Checkpoint { source, shards, index: None, config_json, config, hf_quant_config, by_name, order };
+        if let Some(idx) = &index {
+            ck.cross_check_index(idx, &entries, &mut findings);
+        }
+        drop(entries);
+        ck.index = index;
         Ok((ck, findings))
     }
 
     pub fn get(&self, name: &str) -> Option<TensorRef<'_>> {
-        self.by_name.get(name).map(|&(s, t)| TensorRef { shard: &self.shards[s], entry: &self.shards[s].tensors()[t] })
+        self.by_name
+            .find(name_hash(name), |&(s, t)| self.shards[s as usize].tensors()[t as usize].name == name)
+            .map(|&(s, t)| self.at(s, t))
+    }
+
+    fn at(&self, s: u32, t: u32) -> TensorRef<'_> {
+        let shard = &self.shards[s as usize];
+        TensorRef { shard, entry: &shard.tensors()[t as usize] }
     }
 
     /// Every tensor in load order.
     pub fn tensors(&self) -> impl Iterator<Item = TensorRef<'_>> + '_ {
-        self.order.iter().map(|&(s, t)| TensorRef { shard: &self.shards[s], entry: &self.shards[s].tensors()[t] })
+        self.order.iter().map(|&(s, t)| self.at(s, t))
     }
 
     pub fn tensor_count(&self) -> usize {
@@ -119,6 +218,73 @@ impl Checkpoint {
 
     pub fn tensor_bytes(&self) -> u64 {
         self.tensors().map(|t| t.entry.nbytes()).sum()
+    }
+
+    /// The index against the headers, both ways.
+    fn cross_check_index(&self, idx: &Index, entries: &index::Entries<'_>, out: &mut Vec<Finding>) {
+        let shards = &self.shards;
+        // Index shard id → opened shard position.
+        let pos: Vec<Option<usize>> = idx.shards.iter().map(|f| shards.iter().position(|s| &s.name == f)).collect();
+        let mut base = Vec::with_capacity(shards.len());
+        let mut n = 0usize;
+        for s in shards {
+            base.push(n);
+            n += s.tensors().len();
+        }
+        let mut indexed = vec![false; n];
+        for (name, id) in entries {
+            let Some(si) = pos[*id as usize] else { continue }; // missing shard: reported once
+            let s = &shards[si];
+            if !s.header.parsed {
+                continue; // the header itself is broken: reported by the header checks
+            }
+            let here = match self.by_name.find(name_hash(name), |&(a, b)| shards[a as usize].tensors()[b as usize].name == name.as_ref()) {
+                Some(&(a, b)) if a as usize == si => Some(b as usize),
+                // Stored in two shards: the copy in the one the index names.
+                _ => s.tensors().iter().position(|t| t.name == name.as_ref()),
+            };
+            match here {
+                Some(ti) => indexed[base[si] + ti] = true,
+                None => {
+                    let elsewhere = self.get(name).map(|t| format!(" (it is in {})", t.shard.name)).unwrap_or_default();
+                    out.push(
+                        Finding::new(
+                            Code::IndexKeyNotInShard,
+                            format!("the index puts {name:?} in {}, whose header does not have it{elsewhere}", s.name),
+                        )
+                        .file(s.name.clone())
+                        .tensor(name.to_string()),
+                    );
+                }
+            }
+        }
+        for (si, s) in shards.iter().enumerate() {
+            for (ti, t) in s.tensors().iter().enumerate() {
+                if !indexed[base[si] + ti] {
+                    out.push(
+                        Finding::new(Code::TensorNotInIndex, format!("{:?} is in {} but not in the index", t.name, s.name))
+                            .file(s.name.clone())
+                            .tensor(t.name.clone()),
+                    );
+                }
+            }
+        }
+        if let Some(total) = idx.total_size {
+            let all_parsed = shards.iter().all(|s| s.header.parsed) && shards.len() == idx.shards.len();
+            let sum: u64 = shards.iter().map(Shard::tensor_bytes).sum();
+            if all_parsed && sum != total {
+                out.push(
+                    Finding::new(
+                        Code::TotalSizeMismatch,
+                        format!(
+                            "metadata.total_size is {total} but the shards hold {sum} bytes of tensor data (difference {})",
+                            sum as i128 - total as i128
+                        ),
+                    )
+                    .file(index::INDEX_NAME),
+                );
+            }
+        }
     }
 }
 
@@ -156,140 +322,60 @@ fn read_config(root: &Path, out: &mut Vec<Finding>) -> (Option<Value>, Option<Mo
 
 /// vLLM's `_prepare_weights` for a directory: the shards named by the index when there is one,
 /// otherwise every `*.safetensors`; stray and ignored files become findings.
-fn select_files(root: &Path, index: &mut Option<Index>, out: &mut Vec<Finding>) -> Result<Vec<String>, CheckpointError> {
-    let mut safetensors = Vec::new();
-    let mut consolidated = Vec::new();
-    let mut pickles = Vec::new();
-    let rd = std::fs::read_dir(root).map_err(|e| CheckpointError::io(root, e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| CheckpointError::io(root, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !entry.path().is_file() {
-            continue;
-        }
-        if name.ends_with(".safetensors") {
-            if name.starts_with("consolidated") {
-                consolidated.push(name);
-            } else {
-                safetensors.push(name);
-            }
-        } else if (name.ends_with(".bin") || name.ends_with(".pt") || name.ends_with(".pth"))
-            && !matches!(name.as_str(), "training_args.bin" | "optimizer.bin" | "optimizer.pt" | "scheduler.pt" | "scaler.pt")
-        {
-            pickles.push(name);
-        }
-    }
-    safetensors.sort_by(|a, b| natural_cmp(a, b));
-    consolidated.sort();
-    pickles.sort();
-
-    let index_path = root.join(index::INDEX_NAME);
-    let selected: Vec<String> = if index_path.is_file() {
-        let text = std::fs::read_to_string(&index_path).map_err(|e| CheckpointError::io(&index_path, e))?;
-        *index = index::parse(&text, out);
-        let named = index.as_ref().map(|i| i.shards.clone()).unwrap_or_default();
-        let mut present = Vec::new();
-        for f in &named {
-            if root.join(f).is_file() {
-                present.push(f.clone());
-            } else {
-                let n = index.as_ref().map(|i| i.weight_map.values().filter(|v| *v == f).count()).unwrap_or(0);
-                out.push(
-                    Finding::new(
-                        Code::IndexShardMissing,
-                        format!("the index names {f} ({n} tensors) but it is not in {}", root.display()),
-                    )
-                    .file(f.clone()),
-                );
-            }
-        }
-        for f in &safetensors {
-            if !named.contains(f) {
-                out.push(
-                    Finding::new(Code::UnindexedSafetensors, format!("{f} is not named by {}; vLLM will not read it", index::INDEX_NAME))
+fn select(root: &Path, l: &Listing, index: Option<&Index>, had_index_file: bool, out: &mut Vec<Finding>) -> Vec<String> {
+    let selected: Vec<String> = match index {
+        Some(idx) => {
+            let mut present = Vec::new();
+            for (i, f) in idx.shards.iter().enumerate() {
+                if root.join(f).is_file() {
+                    present.push(f.clone());
+                } else {
+                    out.push(
+                        Finding::new(
+                            Code::IndexShardMissing,
+                            format!("the index names {f} ({} tensors) but it is not in {}", idx.tensors_per_shard[i], root.display()),
+                        )
                         .file(f.clone()),
-                );
+                    );
+                }
             }
-        }
-        if index.is_none() {
-            // An unreadable index: audit what is on disk so the header checks still run.
-            safetensors.clone()
-        } else {
+            for f in &l.safetensors {
+                if !idx.shards.contains(f) {
+                    out.push(
+                        Finding::new(Code::UnindexedSafetensors, format!("{f} is not named by {}; vLLM will not read it", index::INDEX_NAME))
+                            .file(f.clone()),
+                    );
+                }
+            }
             present.sort_by(|a, b| natural_cmp(a, b));
             present
         }
-    } else {
-        safetensors.clone()
+        // No index, or one that cannot be read: audit what is on disk so the header checks still run.
+        None => l.safetensors.clone(),
     };
-    if !consolidated.is_empty() {
-        if safetensors.is_empty() && index.is_none() {
+    if !l.consolidated.is_empty() {
+        if l.safetensors.is_empty() && !had_index_file {
             // A Mistral-format checkpoint only: audit it as it is.
-            return Ok(consolidated);
+            return l.consolidated.clone();
         }
         out.push(
-            Finding::new(
-                Code::StrayConsolidated,
-                format!("{} beside the Hugging Face shards", consolidated.join(", ")),
-            )
-            .file(consolidated[0].clone()),
+            Finding::new(Code::StrayConsolidated, format!("{} beside the Hugging Face shards", l.consolidated.join(", ")))
+                .file(l.consolidated[0].clone()),
         );
     }
-    if !pickles.is_empty() {
-        if selected.is_empty() && index.is_none() {
+    if !l.pickles.is_empty() {
+        if selected.is_empty() && !had_index_file {
             out.push(Finding::new(
                 Code::NoWeights,
-                format!("no *.safetensors, only {} (pickle weights are not audited; convert them to safetensors)", pickles.join(", ")),
+                format!("no *.safetensors, only {} (pickle weights are not audited; convert them to safetensors)", l.pickles.join(", ")),
             ));
         } else {
-            out.push(Finding::new(Code::BinIgnored, format!("ignored by vLLM: {}", pickles.join(", "))).file(pickles[0].clone()));
+            out.push(Finding::new(Code::BinIgnored, format!("ignored by vLLM: {}", l.pickles.join(", "))).file(l.pickles[0].clone()));
         }
-    } else if selected.is_empty() && index.is_none() {
+    } else if selected.is_empty() && !had_index_file {
         out.push(Finding::new(Code::NoWeights, format!("no *.safetensors in {}", root.display())));
     }
-    Ok(selected)
-}
-
-fn cross_check_index(idx: &Index, shards: &[Shard], by_name: &HashMap<String, (usize, usize)>, out: &mut Vec<Finding>) {
-    let shard_pos: HashMap<&str, usize> = shards.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
-    for (name, file) in &idx.weight_map {
-        let Some(&si) = shard_pos.get(file.as_str()) else { continue }; // missing shard: reported once
-        let s = &shards[si];
-        if !s.header.parsed {
-            continue; // the header itself is broken: reported by the header checks
-        }
-        if s.find(name).is_none() {
-            let elsewhere = by_name.get(name).map(|&(o, _)| format!(" (it is in {})", shards[o].name)).unwrap_or_default();
-            out.push(
-                Finding::new(Code::IndexKeyNotInShard, format!("the index puts {name:?} in {file}, whose header does not have it{elsewhere}"))
-                    .file(file.clone())
-                    .tensor(name.clone()),
-            );
-        }
-    }
-    for s in shards {
-        for t in s.tensors() {
-            if !idx.weight_map.contains_key(&t.name) {
-                out.push(
-                    Finding::new(Code::TensorNotInIndex, format!("{:?} is in {} but not in the index", t.name, s.name))
-                        .file(s.name.clone())
-                        .tensor(t.name.clone()),
-                );
-            }
-        }
-    }
-    if let Some(total) = idx.total_size {
-        let all_parsed = shards.iter().all(|s| s.header.parsed) && shards.len() == idx.shards.len();
-        let sum: u64 = shards.iter().map(Shard::tensor_bytes).sum();
-        if all_parsed && sum != total {
-            out.push(
-                Finding::new(
-                    Code::TotalSizeMismatch,
-                    format!("metadata.total_size is {total} but the shards hold {sum} bytes of tensor data (difference {})", sum as i128 - total as i128),
-                )
-                .file(index::INDEX_NAME),
-            );
-        }
-    }
+    selected
 }
 
 /// Natural order ("model-2" before "model-10"), as vLLM's `_natural_sort_key`.

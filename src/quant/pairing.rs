@@ -8,7 +8,7 @@ use crate::arch::AuditRules;
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::findings::{Code, Finding, Severity};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 /// One fp8 weight and its scale tensor.
 #[derive(Debug, Clone)]
@@ -91,7 +91,7 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
         );
     }
 
-    let mut used_scales: HashSet<String> = HashSet::new();
+    let mut cand = String::new();
     if let (Some(layout), Some(scheme)) = (layout, scheme) {
         let want = scheme.scale_suffix.unwrap_or("weight_scale_inv");
         for t in &fp8 {
@@ -107,20 +107,30 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
                     .tensor(name.clone()),
                 );
             }
-            let cands = scale_candidates(name);
-            let found = cands.iter().find_map(|c| ck.get(c).map(|s| (c, s)));
-            let Some((scale_name, s)) = found else {
+            // Try `<weight>_scale_inv`, then `<weight>_scale`, in one reused buffer.
+            let mut found = None;
+            for sfx in ["_scale_inv", "_scale"] {
+                cand.clear();
+                cand.push_str(name);
+                cand.push_str(sfx);
+                if let Some(s) = ck.get(&cand) {
+                    found = Some(s);
+                    break;
+                }
+            }
+            let Some(s) = found else {
+                let [inv, plain] = scale_candidates(name);
                 out.push(
                     Finding::new(
                         Code::Fp8ScaleMissing,
-                        format!("{name} {:?} is {} with no {}", t.entry.shape, t.entry.dtype, cands.iter().find(|c| c.ends_with(want)).unwrap_or(&cands[0])),
+                        format!("{name} {:?} is {} with no {}", t.entry.shape, t.entry.dtype, if want == "weight_scale_inv" { inv } else { plain }),
                     )
                     .file(t.shard.name.clone())
                     .tensor(name.clone()),
                 );
                 continue;
             };
-            used_scales.insert(scale_name.clone());
+            let scale_name = &s.entry.name;
             if !scale_name.ends_with(want) {
                 out.push(
                     Finding::new(
@@ -171,9 +181,6 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
             continue;
         }
         p.scale_tensors += 1;
-        if used_scales.contains(name) {
-            continue;
-        }
         match ck.get(w) {
             None => out.push(
                 Finding::new(Code::Fp8ScaleOrphan, format!("{name} ({}) has no weight {w}", t.shard.name))
@@ -198,6 +205,9 @@ fn kv_scales(ck: &Checkpoint, rules: &AuditRules, p: &mut Pairing, out: &mut Vec
     let mut per_module: BTreeMap<String, (bool, bool)> = BTreeMap::new();
     for t in ck.tensors() {
         let name = &t.entry.name;
+        if !name.ends_with("scale") {
+            continue; // every KV-scale suffix ends so; skip the rest cheaply
+        }
         let Some(sfx) = rules.kv_scale_suffixes.iter().find(|s| name.ends_with(s.as_str())) else { continue };
         *p.kv_scales.entry(sfx.trim_start_matches('.').to_string()).or_default() += 1;
         // Group k/v by attention module: strip the suffix and any k_proj / v_proj / qkv_proj leaf.

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Whole-process timing of `ckptkit audit --json` against the Python safetensors audit on the same
+layout, interleaved (A B A B …) after one warm-up each, warm page cache. Prints medians and the ratio.
+
+  python3 benches/audit_compare.py DIR [--runs 7] [--no-python]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def timed(cmd):
+    t = time.perf_counter()
+    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    dt = time.perf_counter() - t
+    if r.returncode not in (0, 1):
+        sys.exit(f"{cmd} failed: {r.stderr.decode()[:500]}")
+    return dt
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--no-python", action="store_true")
+    a = ap.parse_args()
+    ck = [os.path.join(ROOT, "target", "release", "ckptkit"), "audit", "--json", a.dir]
+    py = [sys.executable, os.path.join(ROOT, "benches", "audit_py.py"), a.dir]
+    cmds = {"ckptkit": ck} if a.no_python else {"ckptkit": ck, "python-safetensors": py}
+    times = {k: [] for k in cmds}
+    for k, c in cmds.items():
+        timed(c)  # warm-up
+    for _ in range(a.runs):
+        for k, c in cmds.items():
+            times[k].append(timed(c))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k, v in times.items():
+        print(f"{k:20s} median {med[k] * 1000:8.1f} ms  (runs: {', '.join(f'{x * 1000:.0f}' for x in v)})")
+    if not a.no_python:
+        print(f"ckptkit / python = {med['ckptkit'] / med['python-safetensors']:.3f}  (target <= 0.100)")
+
+
+if __name__ == "__main__":
+    main()
