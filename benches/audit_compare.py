@@ -2,7 +2,7 @@
 """Whole-process timing of `ckptkit audit --json` against the Python safetensors audit on the same
 layout, interleaved (A B A B …) after one warm-up each, warm page cache. Prints medians and the ratio.
 
-  python3 benches/audit_compare.py DIR [--runs 7] [--no-python]
+  python3 benches/audit_compare.py DIR [--runs 7] [--no-python] [--python /path/to/venv/bin/python]
 """
 import argparse
 import os
@@ -28,9 +28,12 @@ def main():
     ap.add_argument("dir")
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--no-python", action="store_true")
+    ap.add_argument("--python", default=sys.executable, help="interpreter with the safetensors package to compare against")
     a = ap.parse_args()
     ck = [os.path.join(ROOT, "target", "release", "ckptkit"), "audit", "--json", a.dir]
-    py = [sys.executable, os.path.join(ROOT, "benches", "audit_py.py"), a.dir]
+    py = [a.python, os.path.join(ROOT, "benches", "audit_py.py"), a.dir]
+    ver = subprocess.run([a.python, "-c", "import safetensors; print(safetensors.__version__)"], capture_output=True, text=True).stdout.strip()
+    print(f"baseline: Python safetensors {ver}")
     cmds = {"ckptkit": ck} if a.no_python else {"ckptkit": ck, "python-safetensors": py}
     times = {k: [] for k in cmds}
     for k, c in cmds.items():

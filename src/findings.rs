@@ -84,6 +84,7 @@ codes! {
     IndexInvalid = "index-invalid", Error, "The index needs a `weight_map` object mapping tensor names to shard file names.";
     IndexShardMissing = "index-shard-missing", Error, "The index names a shard that is not on disk: the download is incomplete. vLLM would fail late or load garbage.";
     IndexPathEscape = "index-path-escape", Error, "A shard path in the index leaves the checkpoint directory; refuse it.";
+    IndexDuplicateKey = "index-duplicate-key", Warning, "The index's weight_map names this tensor more than once; JSON loaders keep the last. Regenerate the index.";
     IndexKeyNotInShard = "index-key-not-in-shard", Error, "The index says this tensor is in a shard whose header does not have it: a stale index or a wrong shard.";
     TensorNotInIndex = "tensor-not-in-index", Warning, "This shard tensor is not listed in the index; regenerate the index so every tensor is named.";
     TensorInTwoShards = "tensor-in-two-shards", Error, "The same tensor name is stored in two shards; vLLM would load both and the last wins. Remove one.";

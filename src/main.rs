@@ -110,3 +110,8 @@ fn run_verify(path: &std::path::Path, model: Option<PathBuf>, json: bool) -> Exi
         ExitCode::from(EXIT_FINDINGS)
     }
 }
+
+// The audit builds many small strings and tables and drops them at once; mimalloc reuses freed
+// pages instead of faulting fresh ones in (measured in the commit that added it).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

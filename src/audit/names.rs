@@ -44,21 +44,21 @@ pub enum ExpertName<'a> {
 }
 
 pub fn split_expert<'a>(rest: &'a str, rules: &AuditRules) -> Option<ExpertName<'a>> {
-    let segs: Vec<&str> = rest.split('.').collect();
-    let mut pos = 0;
-    for i in 0..segs.len() {
-        let seg = segs[i];
-        if rules.expert_segments.iter().any(|s| s == seg) && i + 1 < segs.len() {
-            let module = &rest[..pos + seg.len()];
-            let after = &rest[pos + seg.len() + 1..];
-            if let Ok(expert) = segs[i + 1].parse::<u64>() {
-                let proj_start = pos + seg.len() + 1 + segs[i + 1].len() + 1;
-                let proj = if proj_start <= rest.len() { &rest[proj_start..] } else { "" };
+    let mut start = 0;
+    while start < rest.len() {
+        let end = rest[start..].find('.').map_or(rest.len(), |i| start + i);
+        let seg = &rest[start..end];
+        if end < rest.len() && rules.expert_segments.iter().any(|s| s == seg) {
+            let module = &rest[..end];
+            let after = &rest[end + 1..];
+            let id_end = after.find('.').unwrap_or(after.len());
+            if let Ok(expert) = after[..id_end].parse::<u64>() {
+                let proj = if id_end < after.len() { &after[id_end + 1..] } else { "" };
                 return Some(ExpertName::PerExpert { module, expert, proj });
             }
             return Some(ExpertName::Fused { module, proj: after });
         }
-        pos += seg.len() + 1;
+        start = end + 1;
     }
     None
 }

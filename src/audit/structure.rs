@@ -3,7 +3,7 @@
 
 use super::names::{ranges, split_expert, split_layer, ExpertName};
 use crate::arch::AuditRules;
-use crate::checkpoint::{Checkpoint, ModelConfig};
+use crate::checkpoint::{Checkpoint, ModelConfig, TensorRef};
 use crate::findings::{Code, Finding, Severity};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,7 +37,8 @@ pub struct MtpStatus {
 
 struct LayerInfo<'a> {
     suffixes: BTreeSet<&'a str>,
-    experts: BTreeMap<u64, BTreeSet<&'a str>>,
+    /// Expert id → its projections, sorted.
+    experts: BTreeMap<u64, Vec<&'a str>>,
     expert_module: Option<&'a str>,
     fused_experts: Vec<(&'a str, &'a [u64])>,
     tensors: usize,
@@ -46,36 +47,82 @@ struct LayerInfo<'a> {
 pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out: &mut Vec<Finding>) -> Structure {
     let mut st = Structure::default();
 
-    // Group layer tensors by stack.
-    let mut stacks: BTreeMap<&str, BTreeMap<u64, LayerInfo<'_>>> = BTreeMap::new();
+    // Group layer tensors by stack and layer. Flat vectors first (tensors of one layer are mostly
+    // consecutive, so a one-entry cache skips most lookups), ordered sets built once at the end.
+    #[derive(Default)]
+    struct Acc<'a> {
+        suffixes: Vec<&'a str>,
+        experts: Vec<(u64, &'a str)>,
+        expert_module: Option<&'a str>,
+        fused: Vec<(&'a str, &'a [u64])>,
+        tensors: usize,
+    }
+    let mut slots: rustc_hash::FxHashMap<(&str, u64), usize> = Default::default();
+    let mut accs: Vec<((&str, u64), Acc<'_>)> = Vec::new();
+    let mut last: Option<((&str, u64), usize)> = None;
     let mut prefix_mtp: BTreeSet<String> = BTreeSet::new();
+    let mut lm_head = None;
+    let mut embed = None;
     for t in ck.tensors() {
         let name = t.entry.name.as_str();
         if let Some(p) = rules.mtp_prefixes.iter().find(|p| name.starts_with(p.as_str())) {
             prefix_mtp.insert(p.clone());
         }
-        let Some(l) = split_layer(name, rules) else { continue };
-        let info = stacks.entry(l.stack).or_default().entry(l.layer).or_insert_with(|| LayerInfo {
-            suffixes: BTreeSet::new(),
-            experts: BTreeMap::new(),
-            expert_module: None,
-            fused_experts: Vec::new(),
-            tensors: 0,
-        });
-        info.tensors += 1;
+        let Some(l) = split_layer(name, rules) else {
+            // Outside any layer stack: the embedding and the output head live here.
+            if !rules.non_text_prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+                if lm_head.is_none() && rules.lm_head_suffixes.iter().any(|s| name.ends_with(s.as_str())) {
+                    lm_head = Some(t);
+                } else if embed.is_none() && rules.embedding_suffixes.iter().any(|s| name.ends_with(s.as_str())) {
+                    embed = Some(t);
+                }
+            }
+            continue;
+        };
+        let key = (l.stack, l.layer);
+        let slot = match last {
+            Some((k, i)) if k == key => i,
+            _ => {
+                let i = *slots.entry(key).or_insert_with(|| {
+                    accs.push((key, Acc::default()));
+                    accs.len() - 1
+                });
+                last = Some((key, i));
+                i
+            }
+        };
+        let acc = &mut accs[slot].1;
+        acc.tensors += 1;
         match split_expert(l.rest, rules) {
             Some(ExpertName::PerExpert { module, expert, proj }) => {
-                info.expert_module.get_or_insert(module);
-                info.experts.entry(expert).or_default().insert(proj);
+                acc.expert_module.get_or_insert(module);
+                acc.experts.push((expert, proj));
             }
             Some(ExpertName::Fused { module, proj }) => {
-                info.expert_module.get_or_insert(module);
-                info.fused_experts.push((proj, &t.entry.shape));
+                acc.expert_module.get_or_insert(module);
+                acc.fused.push((proj, &t.entry.shape));
             }
-            None => {
-                info.suffixes.insert(l.rest);
-            }
+            None => acc.suffixes.push(l.rest),
         }
+    }
+    let mut stacks: BTreeMap<&str, BTreeMap<u64, LayerInfo<'_>>> = BTreeMap::new();
+    for ((stack, layer), mut a) in accs {
+        a.experts.sort_unstable();
+        a.experts.dedup();
+        let mut experts: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+        for (e, p) in a.experts {
+            experts.entry(e).or_default().push(p);
+        }
+        stacks.entry(stack).or_default().insert(
+            layer,
+            LayerInfo {
+                suffixes: a.suffixes.into_iter().collect(),
+                experts,
+                expert_module: a.expert_module,
+                fused_experts: a.fused,
+                tensors: a.tensors,
+            },
+        );
     }
     let is_text = |stack: &str| {
         let s = format!("{stack}.");
@@ -186,7 +233,7 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
         experts(main.unwrap_or_default(), layers, declared_layers, cfg, &mut st, out);
     }
 
-    tie_and_embeddings(ck, cfg, rules, &mut st, out);
+    tie_and_embeddings(lm_head, embed, cfg, rules, &mut st, out);
     qk_norm(ck, cfg, rules, main, &mut st, out);
     if let Some(c) = cfg {
         if c.architecture_source == Some("text_config.architectures") {
@@ -348,7 +395,7 @@ fn experts(
             }
         }
         for proj in &required {
-            let lacking: Vec<u64> = l.experts.iter().filter(|(_, p)| !p.contains(proj)).map(|(x, _)| *x).collect();
+            let lacking: Vec<u64> = l.experts.iter().filter(|(_, p)| p.binary_search(proj).is_err()).map(|(x, _)| *x).collect();
             if !lacking.is_empty() {
                 out.push(
                     Finding::new(
@@ -362,16 +409,14 @@ fn experts(
     }
 }
 
-fn tie_and_embeddings(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, st: &mut Structure, out: &mut Vec<Finding>) {
-    let top_level = |name: &str| {
-        split_layer(name, rules).is_none() && !rules.non_text_prefixes.iter().any(|p| name.starts_with(p.as_str()))
-    };
-    let lm_head = ck
-        .tensors()
-        .find(|t| top_level(&t.entry.name) && rules.lm_head_suffixes.iter().any(|s| t.entry.name.ends_with(s.as_str())));
-    let embed = ck
-        .tensors()
-        .find(|t| top_level(&t.entry.name) && rules.embedding_suffixes.iter().any(|s| t.entry.name.ends_with(s.as_str())));
+fn tie_and_embeddings(
+    lm_head: Option<TensorRef<'_>>,
+    embed: Option<TensorRef<'_>>,
+    cfg: Option<&ModelConfig>,
+    rules: &AuditRules,
+    st: &mut Structure,
+    out: &mut Vec<Finding>,
+) {
     st.lm_head = lm_head.map(|t| t.entry.name.clone());
     st.embedding = embed.map(|t| t.entry.name.clone());
     let Some(cfg) = cfg else { return };

@@ -93,6 +93,42 @@ struct FastEntry<'a> {
     data_offsets: (u64, u64),
 }
 
+/// One scan over a well-formed header, building the entries directly: typed values, known dtypes,
+/// a string→string `__metadata__`. Any deviation (including an unknown dtype) fails the whole
+/// parse, and [`validate`] falls back to the diagnostic path, which says exactly what is wrong.
+struct Fast {
+    entries: Vec<TensorEntry>,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+impl<'de> Deserialize<'de> for Fast {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fast;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a safetensors header")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Fast, A::Error> {
+                let mut entries = Vec::with_capacity(m.size_hint().unwrap_or(0).min(4096));
+                let mut metadata = None;
+                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                    if k == "__metadata__" {
+                        metadata = Some(m.next_value::<BTreeMap<String, String>>()?);
+                        continue;
+                    }
+                    let e: FastEntry<'de> = m.next_value()?;
+                    let dtype = Dtype::parse(&e.dtype).ok_or_else(|| serde::de::Error::custom("unknown dtype"))?;
+                    let (begin, end) = e.data_offsets;
+                    entries.push(TensorEntry { name: k.into_owned(), dtype, shape: e.shape, begin, end });
+                }
+                Ok(Fast { entries, metadata })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// Byte offset (0-based) in `text` of a serde_json error's line/column.
 pub(crate) fn error_offset(text: &str, e: &serde_json::Error) -> usize {
     let (line, col) = (e.line(), e.column());
@@ -180,6 +216,11 @@ pub fn validate(buf: &[u8], file: &str, out: &mut Vec<Finding>) -> Header {
             return h;
         }
     };
+    if let Ok(Fast { entries, metadata }) = serde_json::from_str::<Fast>(text) {
+        if let Some(h2) = validate_fast(entries, metadata, &h, len, file, out) {
+            return h2;
+        }
+    }
     let entries = match parse_object_entries(text) {
         Ok(e) => e,
         Err(e) => {
@@ -235,7 +276,13 @@ pub fn validate(buf: &[u8], file: &str, out: &mut Vec<Finding>) -> Header {
         }
         let entry = match serde_json::from_str::<FastEntry>(raw.get()) {
             Ok(e) => match Dtype::parse(&e.dtype) {
-                Some(dtype) => check_sizes(name, dtype, e.shape, e.data_offsets, file, out),
+                Some(dtype) => check_sizes(name, dtype, &e.shape, e.data_offsets, file, out).then(|| TensorEntry {
+                    name: name.to_string(),
+                    dtype,
+                    shape: e.shape,
+                    begin: e.data_offsets.0,
+                    end: e.data_offsets.1,
+                }),
                 None => check_entry(name, &to_value(raw), file, out),
             },
             Err(_) => check_entry(name, &to_value(raw), file, out),
@@ -261,6 +308,32 @@ pub fn validate(buf: &[u8], file: &str, out: &mut Vec<Finding>) -> Header {
         ranged
     };
     h
+}
+
+/// The common case: a header that parsed in one typed scan. Returns None (nothing reported) when
+/// a name repeats, so the diagnostic path can describe the duplicate in full.
+fn validate_fast(
+    entries: Vec<TensorEntry>,
+    metadata: Option<BTreeMap<String, String>>,
+    h0: &Header,
+    len: u64,
+    file: &str,
+    out: &mut Vec<Finding>,
+) -> Option<Header> {
+    let mut seen: FxHashMap<&str, ()> = FxHashMap::default();
+    seen.reserve(entries.len());
+    for t in &entries {
+        if seen.insert(t.name.as_str(), ()).is_some() {
+            return None;
+        }
+    }
+    drop(seen);
+    let mut found = Vec::new();
+    let mut ranged = entries;
+    ranged.retain(|t| check_sizes(&t.name, t.dtype, &t.shape, (t.begin, t.end), file, &mut found));
+    check_layout(&ranged, len - h0.data_start, h0.data_start, file, &mut found);
+    out.extend(found);
+    Some(Header { header_len: h0.header_len, data_start: h0.data_start, tensors: ranged, metadata, parsed: true })
 }
 
 fn to_value(raw: &RawValue) -> serde_json::Value {
@@ -402,27 +475,22 @@ fn check_entry(name: &str, v: &serde_json::Value, file: &str, out: &mut Vec<Find
         }
     };
     match (dtype, shape, offsets) {
-        (Some(d), Some(s), Some(o)) if ok => check_sizes(name, d, s, o, file, out),
+        (Some(d), Some(s), Some(o)) if ok => check_sizes(name, d, &s, o, file, out)
+            .then(|| TensorEntry { name: name.to_string(), dtype: d, shape: s, begin: o.0, end: o.1 }),
         _ => None,
     }
 }
 
 /// The arithmetic half of entry validation: offsets order, overflow, sub-byte alignment, size.
-fn check_sizes(
-    name: &str,
-    dtype: Dtype,
-    shape: Vec<u64>,
-    (begin, end): (u64, u64),
-    file: &str,
-    out: &mut Vec<Finding>,
-) -> Option<TensorEntry> {
+/// False when the entry cannot take part in the layout (its range is unusable).
+fn check_sizes(name: &str, dtype: Dtype, shape: &[u64], (begin, end): (u64, u64), file: &str, out: &mut Vec<Finding>) -> bool {
     let f = |code: Code, msg: String| Finding::new(code, msg).file(file).tensor(name);
     if end < begin {
         out.push(f(
             Code::OffsetsReversed,
             format!("{name:?}: data_offsets end {end} is before begin {begin}"),
         ));
-        return None;
+        return false;
     }
     let numel = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
     let bits = numel.and_then(|n| n.checked_mul(dtype.bits()));
@@ -431,14 +499,14 @@ fn check_sizes(
             Code::SizeOverflow,
             format!("{name:?}: shape {shape:?} x {dtype} overflows 64 bits"),
         ));
-        return None;
+        return false;
     };
     if bits % 8 != 0 {
         out.push(f(
             Code::SubByteMisaligned,
             format!("{name:?}: shape {shape:?} of {dtype} is {bits} bits, not a whole number of bytes"),
         ));
-        return None;
+        return false;
     }
     let expected = bits / 8;
     if end - begin != expected {
@@ -451,7 +519,7 @@ fn check_sizes(
         ));
         // Keep the range: it still takes part in overlap and hole detection.
     }
-    Some(TensorEntry { name: name.to_string(), dtype, shape, begin, end })
+    true
 }
 
 /// One walk over the ranges sorted by offset proves contiguity: no overlap, no hole, full coverage.

@@ -16,7 +16,7 @@ pub struct Index {
     pub shards: Vec<String>,
     /// How many tensors the index places in each of `shards`.
     pub tensors_per_shard: Vec<usize>,
-    /// Number of distinct tensor names in `weight_map`.
+    /// Number of entries in `weight_map`.
     pub tensors: usize,
 }
 
@@ -37,30 +37,55 @@ struct RawIndex<'a> {
 type MapEntry<'a> = (Cow<'a, str>, Result<Cow<'a, str>, String>);
 
 /// Streams `weight_map` entries in document order (duplicates kept), borrowing where JSON allows.
-struct WeightMap<'a>(Vec<MapEntry<'a>>);
+/// `strict` expects every value to be a string (one scan); otherwise values go through RawValue
+/// so a non-string can be reported instead of failing the parse.
+struct WeightMap<'a, const STRICT: bool>(Vec<MapEntry<'a>>);
 
-impl<'de: 'a, 'a> serde::Deserialize<'de> for WeightMap<'a> {
+impl<'de: 'a, 'a, const STRICT: bool> serde::Deserialize<'de> for WeightMap<'a, STRICT> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = WeightMap<'a>;
+        struct V<'a, const S: bool>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a, const S: bool> serde::de::Visitor<'de> for V<'a, S> {
+            type Value = WeightMap<'a, S>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an object mapping tensor names to shard file names")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<WeightMap<'a>, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<WeightMap<'a, S>, A::Error> {
                 let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0).min(1 << 20));
                 while let Some(k) = m.next_key::<Cow<'de, str>>()? {
-                    let raw: &'de serde_json::value::RawValue = m.next_value()?;
-                    let file = serde_json::from_str::<&'de str>(raw.get())
-                        .map(Cow::Borrowed)
-                        .or_else(|_| serde_json::from_str::<String>(raw.get()).map(Cow::Owned))
-                        .map_err(|_| raw.get().to_string());
+                    let file = if S {
+                        Ok(m.next_value::<BorrowedStr<'de>>()?.0)
+                    } else {
+                        let raw: &'de serde_json::value::RawValue = m.next_value()?;
+                        serde_json::from_str::<BorrowedStr<'de>>(raw.get()).map(|b| b.0).map_err(|_| raw.get().to_string())
+                    };
                     v.push((k, file));
                 }
                 Ok(WeightMap(v))
             }
         }
-        d.deserialize_map(V(std::marker::PhantomData))
+        d.deserialize_map(V::<STRICT>(std::marker::PhantomData))
+    }
+}
+
+/// A JSON string, borrowed from the input unless it has escapes.
+struct BorrowedStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for BorrowedStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = BorrowedStr<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<BorrowedStr<'a>, E> {
+                Ok(BorrowedStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<BorrowedStr<'a>, E> {
+                Ok(BorrowedStr(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
     }
 }
 
@@ -92,8 +117,11 @@ pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entrie
         out.push(Finding::new(Code::IndexInvalid, "the index has no `weight_map`").file(INDEX_NAME));
         return Some((idx, Vec::new()));
     };
-    let wm = match serde_json::from_str::<WeightMap>(wm_raw.get()) {
-        Ok(wm) => wm.0,
+    let wm = match serde_json::from_str::<WeightMap<true>>(wm_raw.get())
+        .map(|w| w.0)
+        .or_else(|_| serde_json::from_str::<WeightMap<false>>(wm_raw.get()).map(|w| w.0))
+    {
+        Ok(wm) => wm,
         Err(_) => {
             out.push(Finding::new(Code::IndexInvalid, format!("`weight_map` is {:.60}, not an object", wm_raw.get())).file(INDEX_NAME));
             return Some((idx, Vec::new()));
@@ -101,63 +129,50 @@ pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entrie
     };
     let mut shard_ids: FxHashMap<Cow<str>, u32> = FxHashMap::default();
     let mut entries: Entries<'a> = Vec::with_capacity(wm.len());
-    let mut first: FxHashMap<&str, u32> = FxHashMap::default();
-    first.reserve(wm.len());
-    for (name, file) in &wm {
+    // Shard names repeat in runs: compare with the previous one before hashing.
+    let mut last: Option<(Cow<'a, str>, u32)> = None;
+    for (name, file) in wm {
         let file = match file {
             Ok(f) => f,
             Err(v) => {
                 out.push(
                     Finding::new(Code::IndexInvalid, format!("`weight_map[{name:?}]` is {v}, not a file name"))
                         .file(INDEX_NAME)
-                        .tensor(name.to_string()),
+                        .tensor(name.into_owned()),
                 );
                 continue;
             }
         };
-        let id = match shard_ids.get(file) {
-            Some(&id) => id,
-            None => {
-                if !is_safe_relative(file) {
-                    out.push(
-                        Finding::new(Code::IndexPathEscape, format!("shard path {file:?} for {name:?} escapes the checkpoint directory"))
-                            .file(INDEX_NAME)
-                            .tensor(name.to_string()),
-                    );
-                    continue;
-                }
-                let id = idx.shards.len() as u32;
-                idx.shards.push(file.to_string());
-                idx.tensors_per_shard.push(0);
-                shard_ids.insert(file.clone(), id);
+        let id = match &last {
+            Some((f, id)) if *f == file => *id,
+            _ => {
+                let id = match shard_ids.get(&file) {
+                    Some(&id) => id,
+                    None => {
+                        if !is_safe_relative(&file) {
+                            out.push(
+                                Finding::new(Code::IndexPathEscape, format!("shard path {file:?} for {name:?} escapes the checkpoint directory"))
+                                    .file(INDEX_NAME)
+                                    .tensor(name.into_owned()),
+                            );
+                            continue;
+                        }
+                        let id = idx.shards.len() as u32;
+                        idx.shards.push(file.to_string());
+                        idx.tensors_per_shard.push(0);
+                        shard_ids.insert(file.clone(), id);
+                        id
+                    }
+                };
+                last = Some((file, id));
                 id
             }
         };
-        match first.get(name.as_ref()) {
-            Some(&prev) if prev != id => out.push(
-                Finding::new(
-                    Code::TensorInTwoShards,
-                    format!("the index lists {name:?} twice: in {} and in {}", idx.shards[prev as usize], idx.shards[id as usize]),
-                )
-                .file(INDEX_NAME)
-                .tensor(name.to_string()),
-            ),
-            Some(_) => {}
-            None => {
-                first.insert(name.as_ref(), id);
-                idx.tensors_per_shard[id as usize] += 1;
-            }
-        }
+        idx.tensors_per_shard[id as usize] += 1;
+        entries.push((name, id));
     }
-    idx.tensors = first.len();
-    drop(first);
-    for (name, file) in wm {
-        if let Ok(f) = file {
-            if let Some(&id) = shard_ids.get(&f) {
-                entries.push((name, id));
-            }
-        }
-    }
+    // Duplicate names are found by the cross-check, which visits every entry anyway.
+    idx.tensors = entries.len();
     Some((idx, entries))
 }
 

@@ -15,6 +15,7 @@ pub use index::Index;
 pub use resolve::Source;
 pub use shard::Shard;
 
+
 use crate::error::CheckpointError;
 use crate::findings::{Code, Finding};
 use rayon::prelude::*;
@@ -108,17 +109,28 @@ impl Checkpoint {
             None => list_dir(&root)?,
         };
         let index_path = root.join(index::INDEX_NAME);
-        let index_text = match &source.single_file {
-            None if index_path.is_file() => {
-                Some(std::fs::read_to_string(&index_path).map_err(|e| CheckpointError::io(&index_path, e))?)
-            }
+        // The index is mapped, not copied: DeepSeek-size indexes are several megabytes.
+        let index_map = match &source.single_file {
+            None if index_path.is_file() => Some(map_file(&index_path)?),
             _ => None,
+        };
+        let index_text: Option<&str> = match &index_map {
+            Some(m) => match std::str::from_utf8(m) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    findings.push(
+                        Finding::new(Code::IndexNotJson, format!("byte {} is not valid UTF-8", e.valid_up_to())).file(index::INDEX_NAME),
+                    );
+                    None
+                }
+            },
+            None => None,
         };
         // Parse the index while the shard headers are parsed: every listed shard is opened on
         // speculation; the index then decides which of them vLLM would read.
         let (parsed_index, opened) = rayon::join(
             || {
-                index_text.as_deref().map(|t| {
+                index_text.map(|t| {
                     let mut f = Vec::new();
                     (index::parse(t, &mut f), f)
                 })
@@ -141,7 +153,7 @@ impl Checkpoint {
             }
             None => (None, Vec::new()),
         };
-        let selected = select(&root, &listing, index.as_ref(), index_text.is_some(), &mut findings);
+        let selected = select(&root, &listing, index.as_ref(), index_map.is_some(), &mut findings);
 
         let mut by_file: std::collections::HashMap<String, (Shard, Vec<Finding>)> =
             opened.into_iter().map(|(s, f)| (s.name.clone(), (s, f))).collect();
@@ -244,6 +256,11 @@ impl Checkpoint {
                 _ => s.tensors().iter().position(|t| t.name == name.as_ref()),
             };
             match here {
+                Some(ti) if indexed[base[si] + ti] => out.push(
+                    Finding::new(Code::IndexDuplicateKey, format!("the index lists {name:?} more than once"))
+                        .file(index::INDEX_NAME)
+                        .tensor(name.to_string()),
+                ),
                 Some(ti) => indexed[base[si] + ti] = true,
                 None => {
                     let elsewhere = self.get(name).map(|t| format!(" (it is in {})", t.shard.name)).unwrap_or_default();
@@ -285,6 +302,27 @@ impl Checkpoint {
                 );
             }
         }
+    }
+}
+
+/// A read-only map of a whole file (an empty file maps to an empty slice).
+fn map_file(path: &Path) -> Result<MapOrEmpty, CheckpointError> {
+    let f = std::fs::File::open(path).map_err(|e| CheckpointError::io(path, e))?;
+    let len = f.metadata().map_err(|e| CheckpointError::io(path, e))?.len();
+    if len == 0 {
+        return Ok(MapOrEmpty(None));
+    }
+    // SAFETY: read-only map of a file we only read; see `Shard::open`.
+    let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| CheckpointError::io(path, e))?;
+    Ok(MapOrEmpty(Some(m)))
+}
+
+struct MapOrEmpty(Option<memmap2::Mmap>);
+
+impl std::ops::Deref for MapOrEmpty {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or(&[])
     }
 }
 

@@ -40,6 +40,21 @@ fn weight_of_scale(name: &str) -> Option<&str> {
         .or_else(|| name.strip_suffix("_scale").filter(|w| w.ends_with("weight") || w.ends_with("proj")))
 }
 
+/// The scale shapes a weight of shape `w` accepts under `layout` (a leading expert dimension, when
+/// present, carries over). Returns whether `got` is one of them; `want` describes them for a message.
+fn scale_shape_ok(layout: ScaleLayout, w: &[u64], got: &[u64]) -> bool {
+    if w.len() < 2 {
+        return false;
+    }
+    let (lead, n, k) = (&w[..w.len() - 2], w[w.len() - 2], w[w.len() - 1]);
+    let tail_is = |tail: &[u64]| got.len() == lead.len() + tail.len() && got[..lead.len()] == *lead && got[lead.len()..] == *tail;
+    match layout {
+        ScaleLayout::Block { n: bn, k: bk } => tail_is(&[ceil_div(n, bn), ceil_div(k, bk)]),
+        ScaleLayout::Channel => tail_is(&[n, 1]) || tail_is(&[n]),
+        ScaleLayout::Tensor => tail_is(&[]) || tail_is(&[1]) || tail_is(&[1, 1]) || (lead.is_empty() && got.is_empty()),
+    }
+}
+
 fn expected_scale_shape(layout: ScaleLayout, w: &[u64]) -> Vec<Vec<u64>> {
     let (lead, nk) = match w.len() {
         0 | 1 => return vec![],
@@ -143,8 +158,8 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
                 );
                 continue;
             }
-            let shapes = expected_scale_shape(layout, &t.entry.shape);
-            if !shapes.iter().any(|e| *e == s.entry.shape) {
+            if !scale_shape_ok(layout, &t.entry.shape, &s.entry.shape) {
+                let shapes = expected_scale_shape(layout, &t.entry.shape);
                 out.push(
                     Finding::new(
                         Code::Fp8ScaleShape,
@@ -283,6 +298,12 @@ mod tests {
         let s = expected_scale_shape(ScaleLayout::Block { n: 128, k: 128 }, &[8, 129, 200]);
         assert_eq!(s, vec![vec![8, 2, 2]]);
         assert_eq!(expected_scale_shape(ScaleLayout::Channel, &[10, 4]), vec![vec![10, 1], vec![10]]);
+        for (layout, w) in [(ScaleLayout::Block { n: 128, k: 128 }, vec![8u64, 129, 200]), (ScaleLayout::Channel, vec![10, 4]), (ScaleLayout::Tensor, vec![3, 4])] {
+            for e in expected_scale_shape(layout, &w) {
+                assert!(scale_shape_ok(layout, &w, &e), "{layout} {w:?} {e:?}");
+            }
+            assert!(!scale_shape_ok(layout, &w, &[7, 7, 7, 7]));
+        }
     }
 
     #[test]
