@@ -347,3 +347,15 @@ fn every_problem_is_reported_not_the_first() {
         expect(&r, c, "error");
     }
 }
+
+#[test]
+fn duplicate_key_in_the_index() {
+    let c = copy_fixture("qwen3-dense");
+    let p = c.dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let line = format!("    \"{T}\": \"{SHARD}\",\n");
+    assert!(text.contains(&line));
+    std::fs::write(&p, text.replacen(&line, &format!("{line}{line}"), 1)).unwrap();
+    let (_, r) = audit_json(&c.dir);
+    assert_eq!(expect(&r, "index-duplicate-key", "warning")["tensor"], T);
+}

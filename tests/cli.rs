@@ -102,3 +102,15 @@ fn checksum_manifest_then_verify_names_what_changed() {
     assert_eq!(status("new.safetensors").as_deref(), Some("new"));
     assert_eq!(status("config.json").as_deref(), Some("ok"));
 }
+
+#[test]
+fn readme_documents_every_finding_code_and_starts_with_the_two_commands() {
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for c in ckptkit::findings::CODES {
+        assert!(readme.contains(&format!("| `{}` |", c.code)), "README lacks finding code {}", c.code);
+    }
+    let first_block: Vec<&str> = readme.split("```").nth(1).unwrap().lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(first_block, ["cargo run --release -- audit fixtures/deepseek-fp8", "cargo test"]);
+    let ci = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run")).unwrap();
+    assert!(ci.contains("cargo test"), "CI runs the README's test command");
+}
