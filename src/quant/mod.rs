@@ -1,6 +1,7 @@
 //! Quantization: scheme detection, weight ↔ scale pairing across the whole checkpoint, and the fp8
 //! kernels.
 
+pub mod fp8;
 pub mod pairing;
 pub mod scheme;
 

@@ -1,0 +1,553 @@
+//! fp8 (e4m3fn, e5m2) → bf16 / f16 / f32 with block, per-channel or per-tensor scales, bit-exact
+//! with PyTorch: decode exactly to f32, one f32 multiply by the scale, one round-to-nearest-even to
+//! the output type. Subnormals are kept; NaN stays NaN; e4m3fn has no infinity, e5m2 has.
+//!
+//! The inner loops are plain, branch-free Rust that LLVM vectorizes. They are compiled three times
+//! (x86-64 baseline, AVX2+F16C+FMA, AVX-512) and the best version is picked at run time, so one
+//! portable binary runs at the speed of the machine it lands on. Threading lives around the
+//! kernels (rayon over bands of rows), never inside them.
+
+use super::ScaleLayout;
+use crate::checkpoint::Dtype;
+use rayon::prelude::*;
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fp8Format {
+    /// OCP e4m3fn: bias 7, no infinity, NaN at 0x7F/0xFF.
+    E4M3,
+    /// e5m2: the top byte of an IEEE f16 (bias 15, ±inf, NaNs).
+    E5M2,
+}
+
+impl Fp8Format {
+    pub fn of(d: Dtype) -> Option<Fp8Format> {
+        match d {
+            Dtype::F8_E4M3 => Some(Fp8Format::E4M3),
+            Dtype::F8_E5M2 => Some(Fp8Format::E5M2),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutDtype {
+    BF16,
+    F16,
+    F32,
+}
+
+impl OutDtype {
+    pub fn bytes(self) -> usize {
+        match self {
+            OutDtype::BF16 | OutDtype::F16 => 2,
+            OutDtype::F32 => 4,
+        }
+    }
+    pub fn dtype(self) -> Dtype {
+        match self {
+            OutDtype::BF16 => Dtype::BF16,
+            OutDtype::F16 => Dtype::F16,
+            OutDtype::F32 => Dtype::F32,
+        }
+    }
+    pub fn parse(s: &str) -> Option<OutDtype> {
+        match s.to_ascii_lowercase().as_str() {
+            "bf16" | "bfloat16" => Some(OutDtype::BF16),
+            "f16" | "fp16" | "float16" => Some(OutDtype::F16),
+            "f32" | "fp32" | "float32" => Some(OutDtype::F32),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum KernelError {
+    #[error("weight has {got} bytes but shape {shape:?} needs {want}")]
+    WeightSize { shape: Vec<u64>, got: usize, want: usize },
+    #[error("output has room for {got} elements, the weight has {want}")]
+    OutputSize { got: usize, want: usize },
+    #[error("weight shape {shape:?}: fp8 dequantization needs 2 or more dimensions")]
+    Rank { shape: Vec<u64> },
+    #[error("scale has {got} values but {layout} scales for weight {shape:?} need {want}")]
+    ScaleSize { layout: String, shape: Vec<u64>, got: usize, want: usize },
+    #[error("scale dtype {0} is not supported (F32, BF16, F16 or F8_E8M0)")]
+    ScaleDtype(Dtype),
+    #[error("scale data has {got} bytes, {want} expected")]
+    ScaleBytes { got: usize, want: usize },
+}
+
+/// Scale values as f32 from their stored bytes (little-endian).
+pub fn scales_to_f32(bytes: &[u8], dtype: Dtype) -> Result<Vec<f32>, KernelError> {
+    let width = match dtype {
+        Dtype::F32 => 4,
+        Dtype::BF16 | Dtype::F16 => 2,
+        Dtype::F8_E8M0 => 1,
+        d => return Err(KernelError::ScaleDtype(d)),
+    };
+    if bytes.len() % width != 0 {
+        return Err(KernelError::ScaleBytes { got: bytes.len(), want: bytes.len() / width * width });
+    }
+    Ok(match dtype {
+        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
+        // ue8m0: 2^(code - 127); 0xFF is NaN. 2^-127 is an f32 subnormal, still exact.
+        _ => bytes.iter().map(|&c| if c == 0xFF { f32::NAN } else { e8m0(c) }).collect(),
+    })
+}
+
+fn e8m0(c: u8) -> f32 {
+    if c == 0 {
+        f32::from_bits(0x0040_0000)
+    } else {
+        f32::from_bits((c as u32) << 23)
+    }
+}
+
+// --- the element conversions (branch-free; `if` on values compiles to selects) --------------------
+
+const E4M3: u8 = 0;
+const E5M2: u8 = 1;
+
+/// Exact decode of one fp8 code to f32.
+#[inline(always)]
+fn decode<const F: u8>(b: u8) -> f32 {
+    let b = b as u32;
+    let sign = (b & 0x80) << 24;
+    let em = b & 0x7F;
+    let mag = if F == E4M3 {
+        // Normal: rebias the 4-bit exponent 7 → 127. Subnormal (exponent 0): m · 2^-9, exact.
+        let normal = (em << 20).wrapping_add(120 << 23);
+        let sub = ((em as f32) * (1.0 / 512.0)).to_bits();
+        let v = if em < 8 { sub } else { normal };
+        if em == 0x7F {
+            0x7FC0_0000
+        } else {
+            v
+        }
+    } else {
+        // Normal: rebias 15 → 127. Subnormal: m · 2^-16. Exponent 31: inf (m = 0) or a quiet NaN.
+        let normal = (em << 21).wrapping_add(112 << 23);
+        let sub = ((em as f32) * (1.0 / 65536.0)).to_bits();
+        let m = em & 3;
+        let special = 0x7F80_0000 | (m << 21) | if m != 0 { 0x0040_0000 } else { 0 };
+        let v = if em < 4 { sub } else { normal };
+        if em >= 0x7C {
+            special
+        } else {
+            v
+        }
+    };
+    f32::from_bits(mag | sign)
+}
+
+/// f32 → bf16, round to nearest even on the bits (what PyTorch does); NaN stays a quiet NaN.
+#[inline(always)]
+pub fn f32_to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16;
+    if (b & 0x7FFF_FFFF) > 0x7F80_0000 {
+        ((b >> 16) | 0x40) as u16
+    } else {
+        rounded as u16
+    }
+}
+
+/// f32 → f16, IEEE round to nearest even (what PyTorch does), subnormals kept, overflow to inf.
+#[inline(always)]
+pub fn f32_to_f16(x: f32) -> u16 {
+    let b = x.to_bits();
+    let sign = (b >> 16) & 0x8000;
+    let a = b & 0x7FFF_FFFF;
+    // Normal f16 range: rebias 127 → 15 and round at mantissa bit 13.
+    let r = a.wrapping_sub(112 << 23);
+    let normal = r.wrapping_add(0xFFF + ((r >> 13) & 1)) >> 13;
+    // Below 2^-14: let an f32 add do the rounding at 2^-24 (0.5 has that ulp).
+    let sub = (f32::from_bits(a) + 0.5).to_bits().wrapping_sub(0x3F00_0000);
+    let v = if a < 0x3880_0000 { sub } else { normal };
+    let v = if a >= 0x477F_F000 { 0x7C00 } else { v };
+    let v = if a > 0x7F80_0000 { 0x7E00 | ((a >> 13) & 0x1FF) } else { v };
+    (sign | v) as u16
+}
+
+// --- segment kernels: one run of codes sharing one scale ----------------------------------------
+
+#[inline(always)]
+fn seg_bf16<const F: u8>(c: &[u8], s: f32, o: &mut [u16]) {
+    for (o, &c) in o.iter_mut().zip(c) {
+        *o = f32_to_bf16(decode::<F>(c) * s);
+    }
+}
+
+#[inline(always)]
+fn seg_f16<const F: u8>(c: &[u8], s: f32, o: &mut [u16]) {
+    for (o, &c) in o.iter_mut().zip(c) {
+        *o = f32_to_f16(decode::<F>(c) * s);
+    }
+}
+
+#[inline(always)]
+fn seg_f32<const F: u8>(c: &[u8], s: f32, o: &mut [f32]) {
+    for (o, &c) in o.iter_mut().zip(c) {
+        *o = decode::<F>(c) * s;
+    }
+}
+
+/// The widen ceiling: u8 → u16 with ordinary stores, the memory traffic of fp8 → bf16.
+#[inline(always)]
+fn widen_body(c: &[u8], o: &mut [u16]) {
+    for (o, &c) in o.iter_mut().zip(c) {
+        *o = c as u16;
+    }
+}
+
+type Seg16 = unsafe fn(&[u8], f32, &mut [u16]);
+type Seg32 = unsafe fn(&[u8], f32, &mut [f32]);
+type Widen = unsafe fn(&[u8], &mut [u16]);
+
+/// One instruction-set version of every kernel.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub isa: &'static str,
+    bf16: [Seg16; 2],
+    f16: [Seg16; 2],
+    f32: [Seg32; 2],
+    widen: Widen,
+}
+
+macro_rules! version {
+    ($modname:ident, $isa:literal $(, $feat:literal)?) => {
+        mod $modname {
+            use super::*;
+            $(#[target_feature(enable = $feat)])? pub unsafe fn bf16_e4m3(c: &[u8], s: f32, o: &mut [u16]) { seg_bf16::<E4M3>(c, s, o) }
+            $(#[target_feature(enable = $feat)])? pub unsafe fn bf16_e5m2(c: &[u8], s: f32, o: &mut [u16]) { seg_bf16::<E5M2>(c, s, o) }
+            $(#[target_feature(enable = $feat)])? pub unsafe fn f16_e4m3(c: &[u8], s: f32, o: &mut [u16]) { seg_f16::<E4M3>(c, s, o) }
+            $(#[target_feature(enable = $feat)])? pub unsafe fn f16_e5m2(c: &[u8], s: f32, o: &mut [u16]) { seg_f16::<E5M2>(c, s, o) }
+            $(#[target_feature(enable = $feat)])? pub unsafe fn f32_e4m3(c: &[u8], s: f32, o: &mut [f32]) { seg_f32::<E4M3>(c, s, o) }
+            $(#[target_feature(enable = $feat)])? pub unsafe fn f32_e5m2(c: &[u8], s: f32, o: &mut [f32]) { seg_f32::<E5M2>(c, s, o) }
+            $(#[target_feature(enable = $feat)])? pub unsafe fn widen(c: &[u8], o: &mut [u16]) { widen_body(c, o) }
+            pub const KERNELS: Kernels = Kernels {
+                isa: $isa,
+                bf16: [bf16_e4m3, bf16_e5m2],
+                f16: [f16_e4m3, f16_e5m2],
+                f32: [f32_e4m3, f32_e5m2],
+                widen,
+            };
+        }
+    };
+}
+
+version!(portable, "portable");
+#[cfg(target_arch = "x86_64")]
+version!(avx2, "avx2", "avx2,fma,f16c,bmi2");
+#[cfg(target_arch = "x86_64")]
+version!(avx512, "avx512", "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,bmi2");
+
+impl Kernels {
+    /// The best version this CPU runs, chosen once. `CKPTKIT_ISA=portable|avx2|avx512` lowers it
+    /// (for benchmarks and tests of the other paths); it never raises it past what the CPU has.
+    pub fn best() -> &'static Kernels {
+        static K: OnceLock<Kernels> = OnceLock::new();
+        K.get_or_init(|| {
+            let want = std::env::var("CKPTKIT_ISA").unwrap_or_default();
+            Kernels::available().into_iter().rev().find(|k| want.is_empty() || k.isa == want).unwrap_or(portable::KERNELS)
+        })
+    }
+
+    /// Every version this CPU can run, slowest first.
+    pub fn available() -> Vec<Kernels> {
+        let mut v = vec![portable::KERNELS];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let x = |f: &str| match f {
+                "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+                "fma" => std::arch::is_x86_feature_detected!("fma"),
+                "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+                "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
+                "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+                "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
+                "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
+                "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
+                _ => false,
+            };
+            if ["avx2", "fma", "f16c", "bmi2"].iter().all(|f| x(f)) {
+                v.push(avx2::KERNELS);
+                if ["avx512f", "avx512bw", "avx512vl", "avx512dq"].iter().all(|f| x(f)) {
+                    v.push(avx512::KERNELS);
+                }
+            }
+        }
+        v
+    }
+
+    fn seg(&self, fmt: Fp8Format, c: &[u8], s: f32, out: OutRow<'_>) {
+        let f = fmt as usize;
+        // SAFETY: `self` came from `available()`, which only lists versions whose target features
+        // this CPU reports; the kernels themselves are safe code.
+        unsafe {
+            match out {
+                OutRow::BF16(o) => (self.bf16[f])(c, s, o),
+                OutRow::F16(o) => (self.f16[f])(c, s, o),
+                OutRow::F32(o) => (self.f32[f])(c, s, o),
+            }
+        }
+    }
+
+    /// The widen ceiling kernel, compiled for the same instruction set.
+    pub fn widen(&self, c: &[u8], o: &mut [u16]) {
+        // SAFETY: as in `seg`.
+        unsafe { (self.widen)(c, o) }
+    }
+}
+
+/// A typed output buffer.
+pub enum Output<'a> {
+    BF16(&'a mut [u16]),
+    F16(&'a mut [u16]),
+    F32(&'a mut [f32]),
+}
+
+enum OutRow<'a> {
+    BF16(&'a mut [u16]),
+    F16(&'a mut [u16]),
+    F32(&'a mut [f32]),
+}
+
+impl Output<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Output::BF16(o) | Output::F16(o) => o.len(),
+            Output::F32(o) => o.len(),
+        }
+    }
+}
+
+/// Scales resolved to f32 with their layout.
+#[derive(Debug, Clone, Copy)]
+pub struct Scales<'a> {
+    pub values: &'a [f32],
+    pub layout: ScaleLayout,
+}
+
+/// How many scale values a weight of `shape` needs under `layout` (leading dims multiply).
+pub fn scale_count(layout: ScaleLayout, shape: &[u64]) -> Option<usize> {
+    if shape.len() < 2 {
+        return None;
+    }
+    let (lead, n, k) = (&shape[..shape.len() - 2], shape[shape.len() - 2], shape[shape.len() - 1]);
+    let l: u64 = lead.iter().product();
+    let per = match layout {
+        ScaleLayout::Block { n: bn, k: bk } => n.div_ceil(bn) * k.div_ceil(bk),
+        ScaleLayout::Channel => n,
+        ScaleLayout::Tensor => 1,
+    };
+    usize::try_from(l.checked_mul(per)?).ok()
+}
+
+/// Dequantize a whole fp8 tensor of `shape` (`[..., N, K]`, leading dims are stacked matrices,
+/// e.g. fused experts) into `out`, using the current rayon pool for bands of rows.
+/// A per-tensor layout with one value per leading matrix is accepted too.
+pub fn dequantize(codes: &[u8], shape: &[u64], fmt: Fp8Format, scales: Scales<'_>, out: Output<'_>) -> Result<(), KernelError> {
+    dequantize_with(Kernels::best(), codes, shape, fmt, scales, out)
+}
+
+pub fn dequantize_with(
+    k: &Kernels,
+    codes: &[u8],
+    shape: &[u64],
+    fmt: Fp8Format,
+    scales: Scales<'_>,
+    out: Output<'_>,
+) -> Result<(), KernelError> {
+    if shape.len() < 2 {
+        return Err(KernelError::Rank { shape: shape.to_vec() });
+    }
+    let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(usize::try_from(d).ok()?));
+    let numel = numel.ok_or_else(|| KernelError::WeightSize { shape: shape.to_vec(), got: codes.len(), want: usize::MAX })?;
+    if codes.len() != numel {
+        return Err(KernelError::WeightSize { shape: shape.to_vec(), got: codes.len(), want: numel });
+    }
+    if out.len() != numel {
+        return Err(KernelError::OutputSize { got: out.len(), want: numel });
+    }
+    let n = shape[shape.len() - 2] as usize;
+    let kcols = shape[shape.len() - 1] as usize;
+    let mats = if n * kcols == 0 { 0 } else { numel / (n * kcols) };
+    let want = scale_count(scales.layout, shape).unwrap_or(usize::MAX);
+    // Per-tensor scales may also be one per stacked matrix ([E] or [E,1]); a single value serves all.
+    let per_tensor_single = matches!(scales.layout, ScaleLayout::Tensor) && scales.values.len() == 1;
+    if scales.values.len() != want && !per_tensor_single {
+        return Err(KernelError::ScaleSize { layout: scales.layout.to_string(), shape: shape.to_vec(), got: scales.values.len(), want });
+    }
+    if numel == 0 {
+        return Ok(());
+    }
+    let is_bf16 = matches!(out, Output::BF16(_));
+    // Bands of rows: one block row for block scales (the scale row is shared), else ~1 MiB of codes.
+    let band = match scales.layout {
+        ScaleLayout::Block { n: bn, .. } => (bn as usize).max(1),
+        _ => ((1 << 20) / kcols.max(1)).clamp(1, 4096),
+    };
+    let s = scales.values;
+    let row_work = |r: usize, c: &[u8], o: OutRow<'_>| {
+        let (m, rn) = (r / n, r % n);
+        match scales.layout {
+            ScaleLayout::Block { n: bn, k: bk } => {
+                let (bn, bk) = (bn as usize, bk as usize);
+                let gk = kcols.div_ceil(bk);
+                let base = m * n.div_ceil(bn) * gk + (rn / bn) * gk;
+                split_row(k, fmt, c, o, bk, |j| s[base + j]);
+            }
+            ScaleLayout::Channel => k.seg(fmt, c, s[m * n + rn], o),
+            ScaleLayout::Tensor => k.seg(fmt, c, if per_tensor_single { s[0] } else { s[m] }, o),
+        }
+    };
+    // Bands never straddle two stacked matrices, so block rows stay aligned to each matrix.
+    let band_rows = band.min(n.max(1));
+    let bands_per_mat = n.div_ceil(band_rows);
+    let work = |b: usize, c: &[u8], mut o: OutRow<'_>| {
+        let (m, bi) = (b / bands_per_mat, b % bands_per_mat);
+        let r0 = m * n + bi * band_rows;
+        let nrows = band_rows.min(n - bi * band_rows);
+        for i in 0..nrows {
+            let (cs, ce) = (i * kcols, (i + 1) * kcols);
+            let row = match &mut o {
+                OutRow::BF16(x) => OutRow::BF16(&mut x[cs..ce]),
+                OutRow::F16(x) => OutRow::F16(&mut x[cs..ce]),
+                OutRow::F32(x) => OutRow::F32(&mut x[cs..ce]),
+            };
+            row_work(r0 + i, &c[cs..ce], row);
+        }
+    };
+    let band_spans: Vec<(usize, usize)> = (0..mats * bands_per_mat)
+        .map(|b| {
+            let (m, bi) = (b / bands_per_mat, b % bands_per_mat);
+            let r0 = m * n + bi * band_rows;
+            let nrows = band_rows.min(n - bi * band_rows);
+            (r0 * kcols, (r0 + nrows) * kcols)
+        })
+        .collect();
+    match out {
+        Output::BF16(o) | Output::F16(o) => {
+            let wrap: fn(&mut [u16]) -> OutRow<'_> = if is_bf16 { |p| OutRow::BF16(p) } else { |p| OutRow::F16(p) };
+            split_spans(o, &band_spans).into_par_iter().enumerate().for_each(|(b, piece)| {
+                let (cs, ce) = band_spans[b];
+                work(b, &codes[cs..ce], wrap(piece));
+            });
+        }
+        Output::F32(o) => {
+            split_spans(o, &band_spans).into_par_iter().enumerate().for_each(|(b, piece)| {
+                let (cs, ce) = band_spans[b];
+                work(b, &codes[cs..ce], OutRow::F32(piece));
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Cut `buf` into the consecutive spans (which tile it from 0).
+fn split_spans<'a, T>(mut buf: &'a mut [T], spans: &[(usize, usize)]) -> Vec<&'a mut [T]> {
+    let mut v = Vec::with_capacity(spans.len());
+    for &(s, e) in spans {
+        let (head, tail) = std::mem::take(&mut buf).split_at_mut(e - s);
+        v.push(head);
+        buf = tail;
+    }
+    v
+}
+
+/// One row, cut at every `bk` columns, each piece with its own scale.
+#[inline]
+fn split_row(k: &Kernels, fmt: Fp8Format, c: &[u8], o: OutRow<'_>, bk: usize, scale: impl Fn(usize) -> f32) {
+    match o {
+        OutRow::BF16(o) => {
+            for (j, (c, o)) in c.chunks(bk).zip(o.chunks_mut(bk)).enumerate() {
+                k.seg(fmt, c, scale(j), OutRow::BF16(o));
+            }
+        }
+        OutRow::F16(o) => {
+            for (j, (c, o)) in c.chunks(bk).zip(o.chunks_mut(bk)).enumerate() {
+                k.seg(fmt, c, scale(j), OutRow::F16(o));
+            }
+        }
+        OutRow::F32(o) => {
+            for (j, (c, o)) in c.chunks(bk).zip(o.chunks_mut(bk)).enumerate() {
+                k.seg(fmt, c, scale(j), OutRow::F32(o));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_known_values() {
+        assert_eq!(decode::<E4M3>(0x7E), 448.0);
+        assert_eq!(decode::<E4M3>(0xFE), -448.0);
+        assert_eq!(decode::<E4M3>(0x01), 2f32.powi(-9));
+        assert_eq!(decode::<E4M3>(0x08), 2f32.powi(-6));
+        assert!(decode::<E4M3>(0x7F).is_nan() && decode::<E4M3>(0xFF).is_nan());
+        assert_eq!(decode::<E4M3>(0x80).to_bits(), 0x8000_0000);
+        assert_eq!(decode::<E5M2>(0x7B), 57344.0);
+        assert_eq!(decode::<E5M2>(0x7C), f32::INFINITY);
+        assert_eq!(decode::<E5M2>(0xFC), f32::NEG_INFINITY);
+        assert!(decode::<E5M2>(0x7D).is_nan());
+        assert_eq!(decode::<E5M2>(0x01), 2f32.powi(-16));
+    }
+
+    #[test]
+    fn rounding_ties_and_subnormals() {
+        assert_eq!(f32_to_bf16(1.0 + 2f32.powi(-8)), 0x3F80);
+        assert_eq!(f32_to_bf16(1.0 + 3.0 * 2f32.powi(-8)), 0x3F82);
+        assert_eq!(f32_to_bf16(1e-40), 0x0001);
+        assert_eq!(f32_to_bf16(f32::MAX), 0x7F80);
+        for x in [1.0f32, 65504.0, 65520.0, 1e-5, 6e-8, 3e-8, 2.9e-8, -0.0, 1e-40, f32::INFINITY, 0.1, 1234.567] {
+            assert_eq!(f32_to_f16(x), half::f16::from_f32(x).to_bits(), "{x}");
+        }
+    }
+
+    #[test]
+    fn f16_matches_half_on_many_values() {
+        let mut x = 0x0000_0001u32;
+        while x < 0x7F80_0000 {
+            let f = f32::from_bits(x);
+            assert_eq!(f32_to_f16(f), half::f16::from_f32(f).to_bits(), "{x:#x}");
+            x = x.wrapping_mul(3).wrapping_add(0x1234_567) & 0x7FFF_FFFF;
+            if x % 7 == 0 {
+                x = (x >> 3) | 1;
+            }
+            if x == 1 {
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn every_version_agrees_on_every_code() {
+        let codes: Vec<u8> = (0..=255u8).collect();
+        let shape = [1u64, 256];
+        for fmt in [Fp8Format::E4M3, Fp8Format::E5M2] {
+            let mut reference: Option<Vec<u16>> = None;
+            for k in Kernels::available() {
+                let mut o = vec![0u16; 256];
+                dequantize_with(&k, &codes, &shape, fmt, Scales { values: &[0.37], layout: ScaleLayout::Tensor }, Output::BF16(&mut o)).unwrap();
+                match &reference {
+                    None => reference = Some(o),
+                    Some(r) => assert_eq!(r, &o, "{} differs", k.isa),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shape_errors_are_reported() {
+        let mut o = vec![0u16; 4];
+        let e = dequantize(&[0; 3], &[2, 2], Fp8Format::E4M3, Scales { values: &[1.0], layout: ScaleLayout::Tensor }, Output::BF16(&mut o));
+        assert!(matches!(e, Err(KernelError::WeightSize { .. })));
+        let e = dequantize(&[0; 4], &[2, 2], Fp8Format::E4M3, Scales { values: &[1.0, 2.0], layout: ScaleLayout::Block { n: 1, k: 1 } }, Output::BF16(&mut o));
+        assert!(matches!(e, Err(KernelError::ScaleSize { .. })));
+    }
+}
