@@ -5,6 +5,7 @@
 
 pub mod arch;
 pub mod audit;
+pub mod bench;
 pub mod checkpoint;
 pub mod error;
 pub mod findings;

@@ -27,6 +27,11 @@ enum Cmd {
         #[arg(long, value_name = "MANIFEST")]
         checksum: Option<PathBuf>,
     },
+    /// Benchmarks measured against this machine's own ceilings in the same run.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
     /// Check a checkpoint against a manifest written by `audit --checksum`.
     Verify {
         manifest: PathBuf,
@@ -38,6 +43,29 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// fp8 -> bf16/f16/f32 throughput against the widen (u8->u16) ceiling and memcpy.
+    Dequant {
+        /// A synthetic e4m3 tensor of this shape with 128x128 block scales.
+        #[arg(long, value_name = "N,K", conflicts_with = "tensor")]
+        shape: Option<String>,
+        /// A real fp8 tensor: MODEL:TENSOR_NAME.
+        #[arg(long, value_name = "MODEL:NAME")]
+        tensor: Option<String>,
+        /// Thread counts to measure, e.g. 1,2,16 (default: 1 and all cores).
+        #[arg(long, value_delimiter = ',')]
+        threads: Vec<usize>,
+        #[arg(long, default_value_t = 9)]
+        reps: usize,
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const EXIT_USAGE: u8 = 2;
 const EXIT_FINDINGS: u8 = 1;
 const EXIT_INPUT: u8 = 3;
 
@@ -46,7 +74,54 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Audit { model, json, checksum } => run_audit(&model, json, checksum),
         Cmd::Verify { manifest, model, json } => run_verify(&manifest, model, json),
+        Cmd::Bench { what: BenchCmd::Dequant { shape, tensor, threads, reps, dtype, json } } => {
+            run_bench(shape, tensor, threads, reps, &dtype, json)
+        }
     }
+}
+
+fn run_bench(shape: Option<String>, tensor: Option<String>, threads: Vec<usize>, reps: usize, dtype: &str, json: bool) -> ExitCode {
+    let Some(out) = ckptkit::quant::fp8::OutDtype::parse(dtype) else {
+        eprintln!("error: --dtype {dtype}: use bf16, f16 or f32");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let input = match (shape, tensor) {
+        (_, Some(t)) => match t.rsplit_once(':') {
+            Some((model, name)) => ckptkit::bench::Input::from_checkpoint(model, name),
+            None => Err(format!("--tensor {t}: expected MODEL:TENSOR_NAME")),
+        },
+        (s, None) => {
+            let s = s.unwrap_or_else(|| "18432,7168".into());
+            match s.split_once(',').and_then(|(a, b)| Some((a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?))) {
+                Some((n, k)) if n > 0 && k > 0 && n.checked_mul(k).is_some_and(|x| x <= 1 << 34) => Ok(ckptkit::bench::Input::synthetic(n, k)),
+                _ => Err(format!("--shape {s}: expected N,K (positive, at most 2^34 elements)")),
+            }
+        }
+    };
+    let input = match input {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INPUT);
+        }
+    };
+    let threads = if threads.is_empty() {
+        let all = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        if all > 1 { vec![1, all] } else { vec![1] }
+    } else {
+        threads
+    };
+    if threads.contains(&0) || reps == 0 {
+        eprintln!("error: --threads and --reps must be positive");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let r = ckptkit::bench::dequant(&input, out, &threads, reps);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("bench report serializes"));
+    } else {
+        print!("{}", ckptkit::bench::render(&r));
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_audit(model: &str, json: bool, checksum: Option<PathBuf>) -> ExitCode {

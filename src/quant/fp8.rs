@@ -171,27 +171,199 @@ pub fn f32_to_f16(x: f32) -> u16 {
     (sign | v) as u16
 }
 
-// --- segment kernels: one run of codes sharing one scale ----------------------------------------
+// --- the fast path: exponent rebias folded into the scale ---------------------------------------
+//
+// Reading the code's exponent+mantissa bits straight into f32 position (e4m3: bits 20..26,
+// e5m2: bits 21..27) gives x = x_true · 2^-120 (e4m3) or · 2^-112 (e5m2) exactly, normal or (for
+// subnormal codes) an f32 denormal. With S = s · 2^120 (exact: a power-of-two scaling), x · S is
+// the same real number as x_true · s, so its one rounding is the same: bit-identical results with a
+// sign-extend, a shift, a mask and one multiply. Valid while S is finite; `fast_ok` says when.
+
+const E4M3_PRE: f32 = 1.329_228e36; // 2^120
+const E5M2_PRE: f32 = 5.192_297e33; // 2^112
 
 #[inline(always)]
-fn seg_bf16<const F: u8>(c: &[u8], s: f32, o: &mut [u16]) {
-    for (o, &c) in o.iter_mut().zip(c) {
-        *o = f32_to_bf16(decode::<F>(c) * s);
+fn fast_ok<const F: u8>(s: f32) -> bool {
+    // False for NaN scales too: those take the exact path, whose rounding handles any NaN payload.
+    s.abs() < if F == E4M3 { 128.0 } else { 32768.0 }
+}
+
+#[inline(always)]
+fn prescale<const F: u8>(s: f32) -> f32 {
+    s * if F == E4M3 { E4M3_PRE } else { E5M2_PRE }
+}
+
+/// Whether a run of codes holds only codes the fast path decodes exactly and fast: no NaN or
+/// infinity codes, no subnormal codes (those would be f32 denormals, slow on some CPUs). Zero is
+/// fine. Real weights almost never hold either, so nearly every segment takes the fast path.
+#[inline(always)]
+fn plain_codes<const F: u8>(c: &[u8]) -> bool {
+    let mut bad = 0u8;
+    for &b in c {
+        let em = b & 0x7F;
+        let odd = if F == E4M3 {
+            (em == 0x7F) | ((em < 8) & (em != 0))
+        } else {
+            (em >= 0x7C) | ((em < 4) & (em != 0))
+        };
+        bad |= odd as u8;
+    }
+    bad == 0
+}
+
+/// x_true · 2^-120 (e4m3) or · 2^-112 (e5m2), exactly, for plain codes (see [`plain_codes`]).
+#[inline(always)]
+fn decode_raw<const F: u8>(b: u8) -> f32 {
+    let w = (b as i8) as i32;
+    if F == E4M3 {
+        f32::from_bits(((w << 20) as u32) & 0x87F0_0000)
+    } else {
+        f32::from_bits(((w << 21) as u32) & 0x8FE0_0000)
+    }
+}
+
+/// f32 → bf16 RNE for values produced by a multiply: any NaN is quiet and (here) canonical, so
+/// adding the rounding bias cannot carry a NaN into the sign.
+#[inline(always)]
+fn bf16_rne_arith(x: f32) -> u16 {
+    let b = x.to_bits();
+    (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+}
+
+// --- row kernels: one row, one scale per `bk` columns ----------------------------------------------
+//
+// Every segment is walked in fixed chunks of 128 codes (the block size of every fp8 checkpoint in
+// the wild): a `[u8; 128]` chunk compiles to straight-line vector code with no tail handling, and a
+// rare odd code (NaN, subnormal) sends only its own chunk to the exact general path.
+
+const CHUNK: usize = 128;
+
+/// One output element type: how to store a product computed on the fast or the general path.
+trait Sink: Copy + Default {
+    fn fast(x: f32) -> Self;
+    fn exact(x: f32) -> Self;
+}
+
+#[derive(Clone, Copy, Default)]
+#[repr(transparent)]
+struct Bf16(u16);
+#[derive(Clone, Copy, Default)]
+#[repr(transparent)]
+struct F16(u16);
+
+impl Sink for Bf16 {
+    #[inline(always)]
+    fn fast(x: f32) -> Self {
+        Bf16(bf16_rne_arith(x))
+    }
+    #[inline(always)]
+    fn exact(x: f32) -> Self {
+        Bf16(f32_to_bf16(x))
+    }
+}
+
+impl Sink for F16 {
+    #[inline(always)]
+    fn fast(x: f32) -> Self {
+        F16(f32_to_f16(x))
+    }
+    #[inline(always)]
+    fn exact(x: f32) -> Self {
+        F16(f32_to_f16(x))
+    }
+}
+
+impl Sink for f32 {
+    #[inline(always)]
+    fn fast(x: f32) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn exact(x: f32) -> Self {
+        x
     }
 }
 
 #[inline(always)]
-fn seg_f16<const F: u8>(c: &[u8], s: f32, o: &mut [u16]) {
-    for (o, &c) in o.iter_mut().zip(c) {
-        *o = f32_to_f16(decode::<F>(c) * s);
+fn chunk_fast<const F: u8, T: Sink>(c: &[u8; CHUNK], big: f32, o: &mut [T; CHUNK]) {
+    for i in 0..CHUNK {
+        o[i] = T::fast(decode_raw::<F>(c[i]) * big);
     }
 }
 
 #[inline(always)]
-fn seg_f32<const F: u8>(c: &[u8], s: f32, o: &mut [f32]) {
+fn run_exact<const F: u8, T: Sink>(c: &[u8], s: f32, o: &mut [T]) {
     for (o, &c) in o.iter_mut().zip(c) {
-        *o = decode::<F>(c) * s;
+        *o = T::exact(decode::<F>(c) * s);
     }
+}
+
+#[inline(always)]
+fn run_fast<const F: u8, T: Sink>(c: &[u8], big: f32, o: &mut [T]) {
+    for (o, &c) in o.iter_mut().zip(c) {
+        *o = T::fast(decode_raw::<F>(c) * big);
+    }
+}
+
+/// One run of codes sharing scale `s`.
+#[inline(always)]
+fn segment<const F: u8, T: Sink>(c: &[u8], s: f32, o: &mut [T]) {
+    if !fast_ok::<F>(s) {
+        return run_exact::<F, T>(c, s, o);
+    }
+    let big = prescale::<F>(s);
+    let mut cc = c.chunks_exact(CHUNK);
+    let mut oc = o.chunks_exact_mut(CHUNK);
+    for (c, o) in (&mut cc).zip(&mut oc) {
+        let c: &[u8; CHUNK] = c.try_into().expect("exact chunk");
+        let o: &mut [T; CHUNK] = o.try_into().expect("exact chunk");
+        if plain_codes::<F>(c) {
+            chunk_fast::<F, T>(c, big, o);
+        } else {
+            run_exact::<F, T>(c, s, o);
+        }
+    }
+    let (c, o) = (cc.remainder(), oc.into_remainder());
+    if plain_codes::<F>(c) {
+        run_fast::<F, T>(c, big, o);
+    } else {
+        run_exact::<F, T>(c, s, o);
+    }
+}
+
+#[inline(always)]
+fn row<const F: u8, T: Sink>(c: &[u8], scales: &[f32], bk: usize, o: &mut [T]) {
+    for ((c, o), &s) in c.chunks(bk).zip(o.chunks_mut(bk)).zip(scales) {
+        segment::<F, T>(c, s, o);
+    }
+}
+
+// The element types are plain u16 / f32 on the outside; these views are layout-identical.
+#[inline(always)]
+fn as_bf16(o: &mut [u16]) -> &mut [Bf16] {
+    // SAFETY: Bf16 is #[repr(transparent)] over u16: same size, alignment and validity.
+    unsafe { std::slice::from_raw_parts_mut(o.as_mut_ptr().cast(), o.len()) }
+}
+
+#[inline(always)]
+fn as_f16(o: &mut [u16]) -> &mut [F16] {
+    // SAFETY: as for `as_bf16`.
+    unsafe { std::slice::from_raw_parts_mut(o.as_mut_ptr().cast(), o.len()) }
+}
+
+#[inline(always)]
+fn row_bf16<const F: u8>(c: &[u8], scales: &[f32], bk: usize, o: &mut [u16]) {
+    row::<F, Bf16>(c, scales, bk, as_bf16(o))
+}
+
+#[inline(always)]
+fn row_f16<const F: u8>(c: &[u8], scales: &[f32], bk: usize, o: &mut [u16]) {
+    row::<F, F16>(c, scales, bk, as_f16(o))
+}
+
+#[inline(always)]
+fn row_f32<const F: u8>(c: &[u8], scales: &[f32], bk: usize, o: &mut [f32]) {
+    row::<F, f32>(c, scales, bk, o)
 }
 
 /// The widen ceiling: u8 → u16 with ordinary stores, the memory traffic of fp8 → bf16.
@@ -202,8 +374,8 @@ fn widen_body(c: &[u8], o: &mut [u16]) {
     }
 }
 
-type Seg16 = unsafe fn(&[u8], f32, &mut [u16]);
-type Seg32 = unsafe fn(&[u8], f32, &mut [f32]);
+type Seg16 = unsafe fn(&[u8], &[f32], usize, &mut [u16]);
+type Seg32 = unsafe fn(&[u8], &[f32], usize, &mut [f32]);
 type Widen = unsafe fn(&[u8], &mut [u16]);
 
 /// One instruction-set version of every kernel.
@@ -220,12 +392,12 @@ macro_rules! version {
     ($modname:ident, $isa:literal $(, $feat:literal)?) => {
         mod $modname {
             use super::*;
-            $(#[target_feature(enable = $feat)])? pub unsafe fn bf16_e4m3(c: &[u8], s: f32, o: &mut [u16]) { seg_bf16::<E4M3>(c, s, o) }
-            $(#[target_feature(enable = $feat)])? pub unsafe fn bf16_e5m2(c: &[u8], s: f32, o: &mut [u16]) { seg_bf16::<E5M2>(c, s, o) }
-            $(#[target_feature(enable = $feat)])? pub unsafe fn f16_e4m3(c: &[u8], s: f32, o: &mut [u16]) { seg_f16::<E4M3>(c, s, o) }
-            $(#[target_feature(enable = $feat)])? pub unsafe fn f16_e5m2(c: &[u8], s: f32, o: &mut [u16]) { seg_f16::<E5M2>(c, s, o) }
-            $(#[target_feature(enable = $feat)])? pub unsafe fn f32_e4m3(c: &[u8], s: f32, o: &mut [f32]) { seg_f32::<E4M3>(c, s, o) }
-            $(#[target_feature(enable = $feat)])? pub unsafe fn f32_e5m2(c: &[u8], s: f32, o: &mut [f32]) { seg_f32::<E5M2>(c, s, o) }
+            $(#[target_feature(enable = $feat)])? pub unsafe fn bf16_e4m3(c: &[u8], s: &[f32], bk: usize, o: &mut [u16]) { row_bf16::<E4M3>(c, s, bk, o) }
+            $(#[target_feature(enable = $feat)])? pub unsafe fn bf16_e5m2(c: &[u8], s: &[f32], bk: usize, o: &mut [u16]) { row_bf16::<E5M2>(c, s, bk, o) }
+            $(#[target_feature(enable = $feat)])? pub unsafe fn f16_e4m3(c: &[u8], s: &[f32], bk: usize, o: &mut [u16]) { row_f16::<E4M3>(c, s, bk, o) }
+            $(#[target_feature(enable = $feat)])? pub unsafe fn f16_e5m2(c: &[u8], s: &[f32], bk: usize, o: &mut [u16]) { row_f16::<E5M2>(c, s, bk, o) }
+            $(#[target_feature(enable = $feat)])? pub unsafe fn f32_e4m3(c: &[u8], s: &[f32], bk: usize, o: &mut [f32]) { row_f32::<E4M3>(c, s, bk, o) }
+            $(#[target_feature(enable = $feat)])? pub unsafe fn f32_e5m2(c: &[u8], s: &[f32], bk: usize, o: &mut [f32]) { row_f32::<E5M2>(c, s, bk, o) }
             $(#[target_feature(enable = $feat)])? pub unsafe fn widen(c: &[u8], o: &mut [u16]) { widen_body(c, o) }
             pub const KERNELS: Kernels = Kernels {
                 isa: $isa,
@@ -281,15 +453,17 @@ impl Kernels {
         v
     }
 
-    fn seg(&self, fmt: Fp8Format, c: &[u8], s: f32, out: OutRow<'_>) {
+    /// One row: `scales[j]` applies to columns `j*bk .. (j+1)*bk`.
+    fn row(&self, fmt: Fp8Format, c: &[u8], scales: &[f32], bk: usize, out: OutRow<'_>) {
         let f = fmt as usize;
+        debug_assert!(scales.len() >= c.len().div_ceil(bk.max(1)));
         // SAFETY: `self` came from `available()`, which only lists versions whose target features
         // this CPU reports; the kernels themselves are safe code.
         unsafe {
             match out {
-                OutRow::BF16(o) => (self.bf16[f])(c, s, o),
-                OutRow::F16(o) => (self.f16[f])(c, s, o),
-                OutRow::F32(o) => (self.f32[f])(c, s, o),
+                OutRow::BF16(o) => (self.bf16[f])(c, scales, bk, o),
+                OutRow::F16(o) => (self.f16[f])(c, scales, bk, o),
+                OutRow::F32(o) => (self.f32[f])(c, scales, bk, o),
             }
         }
     }
@@ -397,10 +571,10 @@ pub fn dequantize_with(
                 let (bn, bk) = (bn as usize, bk as usize);
                 let gk = kcols.div_ceil(bk);
                 let base = m * n.div_ceil(bn) * gk + (rn / bn) * gk;
-                split_row(k, fmt, c, o, bk, |j| s[base + j]);
+                k.row(fmt, c, &s[base..base + gk], bk, o);
             }
-            ScaleLayout::Channel => k.seg(fmt, c, s[m * n + rn], o),
-            ScaleLayout::Tensor => k.seg(fmt, c, if per_tensor_single { s[0] } else { s[m] }, o),
+            ScaleLayout::Channel => k.row(fmt, c, &s[m * n + rn..][..1], kcols, o),
+            ScaleLayout::Tensor => k.row(fmt, c, if per_tensor_single { &s[..1] } else { &s[m..m + 1] }, kcols, o),
         }
     };
     // Bands never straddle two stacked matrices, so block rows stay aligned to each matrix.
@@ -455,28 +629,6 @@ fn split_spans<'a, T>(mut buf: &'a mut [T], spans: &[(usize, usize)]) -> Vec<&'a
         buf = tail;
     }
     v
-}
-
-/// One row, cut at every `bk` columns, each piece with its own scale.
-#[inline]
-fn split_row(k: &Kernels, fmt: Fp8Format, c: &[u8], o: OutRow<'_>, bk: usize, scale: impl Fn(usize) -> f32) {
-    match o {
-        OutRow::BF16(o) => {
-            for (j, (c, o)) in c.chunks(bk).zip(o.chunks_mut(bk)).enumerate() {
-                k.seg(fmt, c, scale(j), OutRow::BF16(o));
-            }
-        }
-        OutRow::F16(o) => {
-            for (j, (c, o)) in c.chunks(bk).zip(o.chunks_mut(bk)).enumerate() {
-                k.seg(fmt, c, scale(j), OutRow::F16(o));
-            }
-        }
-        OutRow::F32(o) => {
-            for (j, (c, o)) in c.chunks(bk).zip(o.chunks_mut(bk)).enumerate() {
-                k.seg(fmt, c, scale(j), OutRow::F32(o));
-            }
-        }
-    }
 }
 
 #[cfg(test)]
