@@ -27,6 +27,34 @@ enum Cmd {
         #[arg(long, value_name = "MANIFEST")]
         checksum: Option<PathBuf>,
     },
+    /// Convert an fp8 checkpoint to bf16 (f16, f32): every fp8 weight dequantized with its scale,
+    /// scales dropped, everything else copied bit for bit; streaming, resumable, splittable.
+    Dequant {
+        model: String,
+        /// Output directory (created; must not be the input).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        /// Worker threads for the kernels (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Re-read every written shard and compare it with a fresh dequantization of the input.
+        #[arg(long)]
+        verify: bool,
+        /// Convert only part K of N of the shards (for N jobs of a scheduler); then run --finalize.
+        #[arg(long, value_name = "K/N", conflicts_with = "finalize")]
+        part: Option<String>,
+        /// Check that all parts are done, then write the index, config.json and the other files.
+        #[arg(long)]
+        finalize: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Benchmarks measured against this machine's own ceilings in the same run.
     Bench {
         #[command(subcommand)]
@@ -74,8 +102,88 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Audit { model, json, checksum } => run_audit(&model, json, checksum),
         Cmd::Verify { manifest, model, json } => run_verify(&manifest, model, json),
+        Cmd::Dequant { model, out, dtype, threads, verify, part, finalize, json, quiet } => {
+            run_dequant(&model, out, &dtype, threads, verify, part, finalize, json, quiet)
+        }
         Cmd::Bench { what: BenchCmd::Dequant { shape, tensor, threads, reps, dtype, json } } => {
             run_bench(shape, tensor, threads, reps, &dtype, json)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_dequant(
+    model: &str,
+    out: PathBuf,
+    dtype: &str,
+    threads: Option<usize>,
+    verify: bool,
+    part: Option<String>,
+    finalize: bool,
+    json: bool,
+    quiet: bool,
+) -> ExitCode {
+    use ckptkit::convert::{self, ConvertError};
+    let Some(dtype) = ckptkit::quant::fp8::OutDtype::parse(dtype) else {
+        eprintln!("error: --dtype {dtype}: use bf16, f16 or f32");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let part = match part.as_deref().map(|p| p.split_once('/').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))) {
+        None => None,
+        Some(Some(kn)) => Some(kn),
+        Some(None) => {
+            eprintln!("error: --part expects K/N, e.g. 3/8");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Some(t) = threads {
+        if t == 0 || rayon::ThreadPoolBuilder::new().num_threads(t).build_global().is_err() {
+            eprintln!("error: --threads {t}: cannot start that many workers");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    let (ck, findings) = match Checkpoint::open(model) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INPUT);
+        }
+    };
+    let opts = convert::Options { out, dtype, part, finalize_only: finalize, verify, progress: !quiet && !json };
+    match convert::run(&ck, &findings, &opts) {
+        Ok(s) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).expect("summary serializes"));
+            } else {
+                println!(
+                    "ckptkit dequant -> {} ({}){}: {} shard(s) written, {} kept, {} tensors dequantized, {} copied, {} scale/companion tensors dropped",
+                    s.out,
+                    s.out_dtype,
+                    s.part.as_ref().map(|p| format!(", part {p}")).unwrap_or_default(),
+                    s.shards_written,
+                    s.shards_kept,
+                    s.tensors_dequantized,
+                    s.tensors_copied,
+                    s.tensors_dropped
+                );
+                println!(
+                    "  {:.2} GB read, {:.2} GB written in {:.2} s{}{}",
+                    s.bytes_read as f64 / 1e9,
+                    s.bytes_written as f64 / 1e9,
+                    s.seconds,
+                    if s.verified { "; verified against the input" } else { "" },
+                    if s.finalized { "; index, config.json and other files written" } else { "; run --finalize when every part is done" }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(match e {
+                ConvertError::BadPart { .. } => EXIT_USAGE,
+                ConvertError::Io { .. } => EXIT_INPUT,
+                _ => EXIT_FINDINGS,
+            })
         }
     }
 }

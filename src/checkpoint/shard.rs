@@ -69,6 +69,17 @@ impl Shard {
         m.get(usize::try_from(b).ok()?..usize::try_from(e).ok()?)
     }
 
+    /// Drop this process's mapping of the shard's pages (the page cache keeps them): streaming
+    /// conversions call it after each shard so resident memory stays bounded by one shard's work,
+    /// not the checkpoint. Later reads fault the pages back in from the file.
+    pub fn release(&self) {
+        if let Some(m) = &self.mmap {
+            // SAFETY: the map is read-only and file-backed, so DONTNEED only discards this process's
+            // page-table entries; the contents stay those of the file.
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
     pub fn find(&self, name: &str) -> Option<&TensorEntry> {
         self.header.tensors.iter().find(|t| t.name == name)
     }

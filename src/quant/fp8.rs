@@ -695,6 +695,23 @@ mod tests {
     }
 
     #[test]
+    fn stacked_matrices_use_their_own_scales() {
+        // Fused experts: [E=2, N=130, K=3] with block scales [2, 2, 1]; each matrix must equal its
+        // own 2-D dequantization.
+        let codes: Vec<u8> = (0..2 * 130 * 3).map(|i| (i * 37 % 251) as u8 & 0x7E).collect();
+        let scales = [0.5f32, 2.0, 0.25, 4.0];
+        let mut all = vec![0u16; codes.len()];
+        let lay = ScaleLayout::Block { n: 128, k: 128 };
+        dequantize(&codes, &[2, 130, 3], Fp8Format::E4M3, Scales { values: &scales, layout: lay }, Output::BF16(&mut all)).unwrap();
+        for m in 0..2 {
+            let mut one = vec![0u16; 390];
+            let c = &codes[m * 390..(m + 1) * 390];
+            dequantize(c, &[130, 3], Fp8Format::E4M3, Scales { values: &scales[m * 2..m * 2 + 2], layout: lay }, Output::BF16(&mut one)).unwrap();
+            assert_eq!(&all[m * 390..(m + 1) * 390], &one[..]);
+        }
+    }
+
+    #[test]
     fn shape_errors_are_reported() {
         let mut o = vec![0u16; 4];
         let e = dequantize(&[0; 3], &[2, 2], Fp8Format::E4M3, Scales { values: &[1.0], layout: ScaleLayout::Tensor }, Output::BF16(&mut o));
