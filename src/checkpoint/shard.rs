@@ -80,6 +80,18 @@ impl Shard {
         }
     }
 
+    /// As [`Shard::release`], for the whole pages inside one tensor's bytes.
+    pub fn release_tensor(&self, t: &TensorEntry) {
+        let Some(m) = &self.mmap else { return };
+        const PAGE: u64 = 4096;
+        let b = (self.header.data_start + t.begin).div_ceil(PAGE) * PAGE;
+        let e = ((self.header.data_start + t.end) / PAGE * PAGE).min(m.len() as u64);
+        if e > b {
+            // SAFETY: as in `release`: a read-only, file-backed map.
+            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, b as usize, (e - b) as usize) };
+        }
+    }
+
     pub fn find(&self, name: &str) -> Option<&TensorEntry> {
         self.header.tensors.iter().find(|t| t.name == name)
     }

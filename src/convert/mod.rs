@@ -464,13 +464,15 @@ fn write_shard(sp: &ShardPlan<'_>, dst: &Path, buf: &mut BandBuf, fault: bool) -
                     detail: format!("{}: data outside the file", t.entry.name),
                 })?;
                 w.write_all(d).map_err(io(&tmp))?;
+                t.shard.release_tensor(t.entry);
             }
-            Item::Dequant { .. } => {
+            Item::Dequant { weight, .. } => {
                 let scales = scales_of(it)?;
                 for (m, r0, nr) in bands(it, buf.dtype.bytes()) {
                     let bytes = buf.band(it, &scales, m, r0, nr)?;
                     w.write_all(bytes).map_err(io(&tmp))?;
                 }
+                weight.shard.release_tensor(weight.entry);
             }
         }
     }
