@@ -51,6 +51,7 @@ fn each_config(f: impl Fn(&Kernels, &str) + Send + Sync) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check(e: &Edge, k: &Kernels, cfg: &str, codes: &[u8], shape: &[u64], fmt: Fp8Format, scales: Scales<'_>, base: &str, out_kinds: &[&str]) {
     for kind in out_kinds {
         let refname = format!("{base}{kind}");
@@ -134,7 +135,8 @@ fn block_scaled_odd_shapes_with_partial_blocks() {
 fn e5m2_blocks_ue8m0_channel_and_tensor_scales() {
     let e = Edge::open();
     each_config(|k, cfg| {
-        let cases: [(&str, Fp8Format, fn(&[u64]) -> ScaleLayout, &str); 4] = [
+        type Case = (&'static str, Fp8Format, fn(&[u64]) -> ScaleLayout, &'static str);
+        let cases: [Case; 4] = [
             ("e5m2block.130x260", Fp8Format::E5M2, |_| ScaleLayout::Block { n: 128, k: 128 }, "weight_scale_inv"),
             ("ue8m0.200x300", Fp8Format::E4M3, |_| ScaleLayout::Block { n: 128, k: 128 }, "weight_scale_inv"),
             ("channel.129x70", Fp8Format::E4M3, |_| ScaleLayout::Channel, "weight_scale"),

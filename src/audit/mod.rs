@@ -148,7 +148,7 @@ pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> Audit
     for t in ck.tensors() {
         *dtypes.entry(t.entry.dtype.as_str().to_string()).or_default() += 1;
     }
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let summary = Tally::of(&findings);
     let c = cfg.cloned().unwrap_or_default();
     AuditReport {

@@ -58,7 +58,7 @@ fn scale_shape_ok(layout: ScaleLayout, w: &[u64], got: &[u64]) -> bool {
 fn expected_scale_shape(layout: ScaleLayout, w: &[u64]) -> Vec<Vec<u64>> {
     let (lead, nk) = match w.len() {
         0 | 1 => return vec![],
-        2 => (&w[..0], &w[..]),
+        2 => (&w[..0], w),
         _ => (&w[..w.len() - 2], &w[w.len() - 2..]),
     };
     let (n, k) = (nk[0], nk[1]);

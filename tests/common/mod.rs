@@ -124,7 +124,7 @@ pub fn fix_total_size(dir: &Path) {
         idx["weight_map"].as_object().unwrap().values().map(|v| v.as_str().unwrap().to_string()).collect();
     let mut total = 0u64;
     for s in shards {
-        if let Ok(_) = std::fs::metadata(dir.join(&s)) {
+        if std::fs::metadata(dir.join(&s)).is_ok() {
             let st = read_st(&dir.join(&s));
             for (k, v) in &st.header {
                 if k != "__metadata__" {
