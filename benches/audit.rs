@@ -13,9 +13,15 @@ fn synthetic_shard() -> Vec<u8> {
     for e in 0..96 {
         for p in ["gate_proj", "up_proj", "down_proj"] {
             let name = format!("model.layers.7.mlp.experts.{e}.{p}");
-            h.push_str(&format!(",\"{name}.weight\":{{\"dtype\":\"F8_E4M3\",\"shape\":[16,16],\"data_offsets\":[{off},{}]}}", off + 256));
+            h.push_str(&format!(
+                ",\"{name}.weight\":{{\"dtype\":\"F8_E4M3\",\"shape\":[16,16],\"data_offsets\":[{off},{}]}}",
+                off + 256
+            ));
             off += 256;
-            h.push_str(&format!(",\"{name}.weight_scale_inv\":{{\"dtype\":\"F32\",\"shape\":[1,1],\"data_offsets\":[{off},{}]}}", off + 4));
+            h.push_str(&format!(
+                ",\"{name}.weight_scale_inv\":{{\"dtype\":\"F32\",\"shape\":[1,1],\"data_offsets\":[{off},{}]}}",
+                off + 4
+            ));
             off += 4;
         }
     }

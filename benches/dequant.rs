@@ -25,7 +25,8 @@ fn bench(c: &mut Criterion) {
     // Same output, checked once: the peer and ckptkit agree bit for bit on this input.
     let mut mine = vec![0u16; n];
     dequantize(&inp.codes, &shape, inp.fmt, scales, Output::BF16(&mut mine)).unwrap();
-    let theirs = anamnesis::dequantize_fp8_to_bf16(&inp.codes, &scale_bytes, rows, cols, anamnesis::Dtype::F32).unwrap();
+    let theirs =
+        anamnesis::dequantize_fp8_to_bf16(&inp.codes, &scale_bytes, rows, cols, anamnesis::Dtype::F32).unwrap();
     let mine_bytes: Vec<u8> = mine.iter().flat_map(|x| x.to_le_bytes()).collect();
     assert!(mine_bytes == theirs, "anamnesis and ckptkit disagree");
 
@@ -48,7 +49,11 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("anamnesis", |b| {
-        b.iter(|| black_box(anamnesis::dequantize_fp8_to_bf16(&inp.codes, &scale_bytes, rows, cols, anamnesis::Dtype::F32).unwrap()))
+        b.iter(|| {
+            black_box(
+                anamnesis::dequantize_fp8_to_bf16(&inp.codes, &scale_bytes, rows, cols, anamnesis::Dtype::F32).unwrap(),
+            )
+        })
     });
     g.finish();
 }

@@ -68,12 +68,14 @@ impl Input {
     pub fn from_checkpoint(model: &str, tensor: &str) -> Result<Input, String> {
         let (ck, _) = crate::Checkpoint::open(model).map_err(|e| e.to_string())?;
         let t = ck.get(tensor).ok_or_else(|| format!("{model}: no tensor {tensor:?}"))?;
-        let fmt = Fp8Format::of(t.entry.dtype).ok_or_else(|| format!("{tensor} is {}, not an fp8 format this benchmark converts", t.entry.dtype))?;
+        let fmt = Fp8Format::of(t.entry.dtype)
+            .ok_or_else(|| format!("{tensor} is {}, not an fp8 format this benchmark converts", t.entry.dtype))?;
         if t.entry.shape.len() != 2 {
             return Err(format!("{tensor} has shape {:?}; the benchmark takes 2-D weights", t.entry.shape));
         }
         let scheme = crate::quant::QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
-        let layout = scheme.as_ref().and_then(|s| s.fp8_scale).ok_or_else(|| format!("{model} declares no fp8 scale layout"))?;
+        let layout =
+            scheme.as_ref().and_then(|s| s.fp8_scale).ok_or_else(|| format!("{model} declares no fp8 scale layout"))?;
         let s = [format!("{tensor}_scale_inv"), format!("{tensor}_scale")]
             .iter()
             .find_map(|n| ck.get(n))
@@ -98,12 +100,28 @@ pub fn render(r: &BenchReport) -> String {
     let mut s = format!(
         "ckptkit bench dequant: {} -> {}, kernels {}, median of {} interleaved repetitions\n\
          {:>7}  {:>10}  {:>11}  {:>12}  {:>8}  {:>9}  {:>12}\n",
-        r.tensor, r.out_dtype, r.isa, r.reps, "threads", "widen GB/s", "memcpy GB/s", "dequant GB/s", "vs widen", "vs memcpy", "fresh buf GB/s"
+        r.tensor,
+        r.out_dtype,
+        r.isa,
+        r.reps,
+        "threads",
+        "widen GB/s",
+        "memcpy GB/s",
+        "dequant GB/s",
+        "vs widen",
+        "vs memcpy",
+        "fresh buf GB/s"
     );
     for t in &r.results {
         s.push_str(&format!(
             "{:>7}  {:>10.2}  {:>11.2}  {:>12.2}  {:>7.2}x  {:>8.2}x  {:>12.2}\n",
-            t.threads, t.widen_gbps, t.memcpy_gbps, t.gbps_fp8_in, t.ratio_to_widen, t.ratio_to_memcpy, t.fresh_buffer_gbps
+            t.threads,
+            t.widen_gbps,
+            t.memcpy_gbps,
+            t.gbps_fp8_in,
+            t.ratio_to_widen,
+            t.ratio_to_memcpy,
+            t.fresh_buffer_gbps
         ));
     }
     s.push_str("GB/s = 1e9 bytes of fp8 input per second; widen = u8->u16 with ordinary stores (the memory traffic of fp8->bf16).\n");

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ckptkit", version, about = "Pre-flight checks for Hugging Face checkpoints headed for vLLM / vLLM-Ascend (vLLM 0.33.0 rules)")]
+#[command(
+    name = "ckptkit",
+    version,
+    about = "Pre-flight checks for Hugging Face checkpoints headed for vLLM / vLLM-Ascend (vLLM 0.33.0 rules)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -128,7 +132,10 @@ fn run_dequant(
         eprintln!("error: --dtype {dtype}: use bf16, f16 or f32");
         return ExitCode::from(EXIT_USAGE);
     };
-    let part = match part.as_deref().map(|p| p.split_once('/').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))) {
+    let part = match part
+        .as_deref()
+        .map(|p| p.split_once('/').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?))))
+    {
         None => None,
         Some(Some(kn)) => Some(kn),
         Some(None) => {
@@ -172,7 +179,11 @@ fn run_dequant(
                     s.bytes_written as f64 / 1e9,
                     s.seconds,
                     if s.verified { "; verified against the input" } else { "" },
-                    if s.finalized { "; index, config.json and other files written" } else { "; run --finalize when every part is done" }
+                    if s.finalized {
+                        "; index, config.json and other files written"
+                    } else {
+                        "; run --finalize when every part is done"
+                    }
                 );
             }
             ExitCode::SUCCESS
@@ -188,7 +199,14 @@ fn run_dequant(
     }
 }
 
-fn run_bench(shape: Option<String>, tensor: Option<String>, threads: Vec<usize>, reps: usize, dtype: &str, json: bool) -> ExitCode {
+fn run_bench(
+    shape: Option<String>,
+    tensor: Option<String>,
+    threads: Vec<usize>,
+    reps: usize,
+    dtype: &str,
+    json: bool,
+) -> ExitCode {
     let Some(out) = ckptkit::quant::fp8::OutDtype::parse(dtype) else {
         eprintln!("error: --dtype {dtype}: use bf16, f16 or f32");
         return ExitCode::from(EXIT_USAGE);
@@ -200,8 +218,13 @@ fn run_bench(shape: Option<String>, tensor: Option<String>, threads: Vec<usize>,
         },
         (s, None) => {
             let s = s.unwrap_or_else(|| "18432,7168".into());
-            match s.split_once(',').and_then(|(a, b)| Some((a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?))) {
-                Some((n, k)) if n > 0 && k > 0 && n.checked_mul(k).is_some_and(|x| x <= 1 << 34) => Ok(ckptkit::bench::Input::synthetic(n, k)),
+            match s
+                .split_once(',')
+                .and_then(|(a, b)| Some((a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?)))
+            {
+                Some((n, k)) if n > 0 && k > 0 && n.checked_mul(k).is_some_and(|x| x <= 1 << 34) => {
+                    Ok(ckptkit::bench::Input::synthetic(n, k))
+                }
                 _ => Err(format!("--shape {s}: expected N,K (positive, at most 2^34 elements)")),
             }
         }
@@ -215,7 +238,11 @@ fn run_bench(shape: Option<String>, tensor: Option<String>, threads: Vec<usize>,
     };
     let threads = if threads.is_empty() {
         let all = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        if all > 1 { vec![1, all] } else { vec![1] }
+        if all > 1 {
+            vec![1, all]
+        } else {
+            vec![1]
+        }
     } else {
         threads
     };

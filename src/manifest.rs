@@ -76,10 +76,15 @@ pub fn write(m: &Manifest, path: &Path) -> Result<(), ManifestError> {
 }
 
 pub fn read(path: &Path) -> Result<Manifest, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })?;
-    let m: Manifest = serde_json::from_str(&text).map_err(|e| ManifestError::Invalid { path: path.to_path_buf(), reason: e.to_string() })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })?;
+    let m: Manifest = serde_json::from_str(&text)
+        .map_err(|e| ManifestError::Invalid { path: path.to_path_buf(), reason: e.to_string() })?;
     if m.schema != MANIFEST_SCHEMA {
-        return Err(ManifestError::Invalid { path: path.to_path_buf(), reason: format!("schema {:?}, expected {MANIFEST_SCHEMA:?}", m.schema) });
+        return Err(ManifestError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("schema {:?}, expected {MANIFEST_SCHEMA:?}", m.schema),
+        });
     }
     Ok(m)
 }
@@ -87,12 +92,26 @@ pub fn read(path: &Path) -> Result<Manifest, ManifestError> {
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum FileCheck {
-    Ok { file: String },
-    Changed { file: String, expected: String, actual: String },
-    Resized { file: String, expected_bytes: u64, actual_bytes: u64 },
-    Missing { file: String },
+    Ok {
+        file: String,
+    },
+    Changed {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+    Resized {
+        file: String,
+        expected_bytes: u64,
+        actual_bytes: u64,
+    },
+    Missing {
+        file: String,
+    },
     /// On disk (a shard vLLM would read) but not in the manifest.
-    New { file: String },
+    New {
+        file: String,
+    },
 }
 
 #[derive(Debug, Serialize)]

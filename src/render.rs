@@ -47,7 +47,11 @@ pub fn audit(r: &AuditReport) -> String {
         "model       {} ({}){}",
         opt(&m.architecture),
         opt(&m.model_type),
-        if m.architecture_source == Some("text_config.architectures") { " [architectures from text_config]" } else { "" }
+        if m.architecture_source == Some("text_config.architectures") {
+            " [architectures from text_config]"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         s,
@@ -137,11 +141,8 @@ pub fn audit(r: &AuditReport) -> String {
             let _ = writeln!(s, "quant       none declared; {} fp8 tensors", q.pairing.fp8_weights);
         }
     }
-    let _ = writeln!(
-        s,
-        "dtypes      {}",
-        r.dtypes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
-    );
+    let _ =
+        writeln!(s, "dtypes      {}", r.dtypes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
     let _ = writeln!(s, "\nshards");
     for sh in &r.shards {
         let _ = writeln!(s, "  {:<44} {:>7} tensors  {:>10}", sh.file, sh.tensors, bytes(sh.bytes));
@@ -176,7 +177,8 @@ pub fn findings(list: &[Finding]) -> String {
             );
         }
         if j - i > FOLD_AFTER {
-            let _ = writeln!(s, "  {:<7} {:<26} … and {} more like these (all are in --json)", "", "", j - i - FOLD_AFTER);
+            let _ =
+                writeln!(s, "  {:<7} {:<26} … and {} more like these (all are in --json)", "", "", j - i - FOLD_AFTER);
         }
         if f.severity != crate::findings::Severity::Info {
             let _ = writeln!(s, "  {:<7} {:<26} hint: {}", "", "", f.hint);

@@ -11,7 +11,12 @@ fn census(dir: &std::path::Path) -> (usize, u64, BTreeMap<String, u64>) {
     let mut n = 0;
     let mut bytes = 0;
     let mut dtypes = BTreeMap::new();
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "safetensors")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
     files.sort();
     for f in files {
         for (k, v) in read_st(&f).header {
@@ -40,7 +45,8 @@ fn check_counts(name: &str) -> Value {
     let (n, bytes, dtypes) = census(&dir);
     assert_eq!(r["tensors"].as_u64().unwrap() as usize, n, "{name}");
     assert_eq!(r["tensor_bytes"].as_u64().unwrap(), bytes, "{name}");
-    let got: BTreeMap<String, u64> = r["dtypes"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect();
+    let got: BTreeMap<String, u64> =
+        r["dtypes"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect();
     assert_eq!(got, dtypes, "{name}");
     let shard_sum: u64 = r["shards"].as_array().unwrap().iter().map(|s| s["tensors"].as_u64().unwrap()).sum();
     assert_eq!(shard_sum as usize, n);
@@ -84,7 +90,12 @@ fn per_expert_moe() {
     assert_eq!(m["moe"]["experts_key"], "num_experts");
     let patterns: Vec<&str> = r["tree"].as_array().unwrap().iter().map(|t| t["pattern"].as_str().unwrap()).collect();
     assert!(patterns.contains(&"model.layers.{0..2}.mlp.experts.{0..7}.down_proj.weight"), "{patterns:?}");
-    let row = r["tree"].as_array().unwrap().iter().find(|t| t["pattern"] == "model.layers.{0..2}.mlp.experts.{0..7}.down_proj.weight").unwrap();
+    let row = r["tree"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["pattern"] == "model.layers.{0..2}.mlp.experts.{0..7}.down_proj.weight")
+        .unwrap();
     assert_eq!(row["count"], 24);
 }
 
@@ -136,7 +147,8 @@ fn deepseek_fp8_block_pairs_every_weight() {
     // Pairs straddle shards in this fixture: at least one weight's scale lives in another file.
     let idx = index(&fixture("deepseek-fp8"));
     let wm = idx["weight_map"].as_object().unwrap();
-    let straddle = wm.iter().filter(|(k, _)| k.ends_with("_scale_inv")).any(|(k, v)| wm[k.trim_end_matches("_scale_inv")] != *v);
+    let straddle =
+        wm.iter().filter(|(k, _)| k.ends_with("_scale_inv")).any(|(k, v)| wm[k.trim_end_matches("_scale_inv")] != *v);
     assert!(straddle, "fixture should have a weight/scale pair across shards");
 }
 
@@ -156,7 +168,9 @@ fn compressed_tensors_fp8_schemes() {
 fn human_report_has_the_sections() {
     let r = run(&["audit", fixture("qwen3-moe").to_str().unwrap()]);
     assert_eq!(r.code, 0);
-    for needle in ["vLLM 0.33.0", "Qwen3MoeForCausalLM", "MoE: 8 experts", "shards", "tensors", "findings", "experts.{0..7}"] {
+    for needle in
+        ["vLLM 0.33.0", "Qwen3MoeForCausalLM", "MoE: 8 experts", "shards", "tensors", "findings", "experts.{0..7}"]
+    {
         assert!(r.stdout.contains(needle), "missing {needle:?} in\n{}", r.stdout);
     }
 }

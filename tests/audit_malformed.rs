@@ -41,7 +41,8 @@ fn shorter_than_eight_bytes() {
 #[test]
 fn git_lfs_pointer() {
     let r = broken(|d| {
-        std::fs::write(shard(d), "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 81920\n").unwrap()
+        std::fs::write(shard(d), "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 81920\n")
+            .unwrap()
     });
     let f = expect(&r, "lfs-pointer", "error");
     assert!(msg(f).contains("download is incomplete"), "{f}");
@@ -108,7 +109,11 @@ fn duplicate_tensor_name_names_both_entries() {
     assert_eq!(f["tensor"], "model.layers.1.self_attn.k_proj.weight");
     assert!(msg(f).contains("appears twice"), "{f}");
     // Both occurrences keep their byte ranges: no spurious hole or overlap is reported.
-    assert!(findings_with(&r, "data-hole").is_empty() && findings_with(&r, "tensor-overlap").is_empty(), "{:?}", codes(&r));
+    assert!(
+        findings_with(&r, "data-hole").is_empty() && findings_with(&r, "tensor-overlap").is_empty(),
+        "{:?}",
+        codes(&r)
+    );
 }
 
 #[test]
@@ -257,7 +262,9 @@ fn index_names_a_missing_shard() {
 #[test]
 fn index_key_absent_from_its_shard() {
     let r = broken(|d| {
-        edit_json(&d.join("model.safetensors.index.json"), |v| v["weight_map"]["model.layers.9.mlp.gate_proj.weight"] = json!(SHARD))
+        edit_json(&d.join("model.safetensors.index.json"), |v| {
+            v["weight_map"]["model.layers.9.mlp.gate_proj.weight"] = json!(SHARD)
+        })
     });
     let f = expect(&r, "index-key-not-in-shard", "error");
     assert_eq!(f["tensor"], "model.layers.9.mlp.gate_proj.weight");
@@ -291,7 +298,9 @@ fn one_tensor_in_two_shards() {
 
 #[test]
 fn shard_path_escaping_the_directory() {
-    let r = broken(|d| edit_json(&d.join("model.safetensors.index.json"), |v| v["weight_map"][T] = json!("../evil.safetensors")));
+    let r = broken(|d| {
+        edit_json(&d.join("model.safetensors.index.json"), |v| v["weight_map"][T] = json!("../evil.safetensors"))
+    });
     let f = expect(&r, "index-path-escape", "error");
     assert!(msg(f).contains("../evil.safetensors"));
 }

@@ -49,7 +49,9 @@ fn layers_beyond_num_hidden_layers() {
 #[test]
 fn missing_expert_and_missing_expert_projection() {
     let (code, r) = audit_copy("qwen3-moe", |d| {
-        drop_tensors(d, |n| n.starts_with("model.layers.1.mlp.experts.5.") || n == "model.layers.2.mlp.experts.3.up_proj.weight");
+        drop_tensors(d, |n| {
+            n.starts_with("model.layers.1.mlp.experts.5.") || n == "model.layers.2.mlp.experts.3.up_proj.weight"
+        });
     });
     assert_eq!(code, 1);
     let e = expect(&r, "expert-missing", "error");
@@ -183,7 +185,8 @@ fn wrong_scale_suffix_for_the_scheme() {
     // compressed-tensors scales are `weight_scale`; declaring native fp8 makes them the wrong name.
     let (code, r) = audit_copy("ct-fp8-block", |d| {
         edit_json(&config(d), |c| {
-            c["quantization_config"] = json!({"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128]})
+            c["quantization_config"] =
+                json!({"quant_method": "fp8", "activation_scheme": "dynamic", "weight_block_size": [128, 128]})
         })
     });
     assert_eq!(code, 1);
@@ -205,7 +208,9 @@ fn fp8_tensors_without_quantization_config() {
 #[test]
 fn module_listed_as_not_converted_holds_fp8() {
     let (code, r) = audit_copy("deepseek-fp8", |d| {
-        edit_json(&config(d), |c| c["quantization_config"]["modules_to_not_convert"] = json!(["lm_head", "model.layers.0.mlp.down_proj"]))
+        edit_json(&config(d), |c| {
+            c["quantization_config"]["modules_to_not_convert"] = json!(["lm_head", "model.layers.0.mlp.down_proj"])
+        })
     });
     assert_eq!(code, 1);
     assert_eq!(expect(&r, "ignored-module-quantized", "error")["tensor"], W);
@@ -214,16 +219,7 @@ fn module_listed_as_not_converted_holds_fp8() {
 #[test]
 fn kv_cache_scales_recognised_and_incomplete_pairs_flagged() {
     let (_, r) = audit_copy("qwen3-dense", |d| {
-        let p = d.join("model-00004-of-00004.safetensors");
-        let mut st = read_st(&p);
-        let at = st.data.len() as u64;
-        st.data.extend_from_slice(&1.0f32.to_le_bytes());
-        st.header.insert("model.layers.3.self_attn.k_scale".into(), json!({"dtype": "F32", "shape": [], "data_offsets": [at, at + 4]}));
-        write_st(&p, &st);
-        edit_json(&d.join("model.safetensors.index.json"), |v| {
-            v["weight_map"]["model.layers.3.self_attn.k_scale"] = json!("model-00004-of-00004.safetensors")
-        });
-        fix_total_size(d);
+        add_f32_tensor(d, "model-00004-of-00004.safetensors", "model.layers.3.self_attn.k_scale", &[]);
     });
     assert!(msg(expect(&r, "kv-scales", "info")).contains("1 x k_scale"));
     assert!(msg(expect(&r, "kv-scale-incomplete", "warning")).contains("has k_scale but not v_scale"));
@@ -232,16 +228,7 @@ fn kv_cache_scales_recognised_and_incomplete_pairs_flagged() {
 #[test]
 fn scale_beside_an_unquantized_weight() {
     let (_, r) = audit_copy("qwen3-dense", |d| {
-        let p = d.join("model-00004-of-00004.safetensors");
-        let mut st = read_st(&p);
-        let at = st.data.len() as u64;
-        st.data.extend_from_slice(&1.0f32.to_le_bytes());
-        st.header.insert("model.layers.3.mlp.down_proj.weight_scale".into(), json!({"dtype": "F32", "shape": [1], "data_offsets": [at, at + 4]}));
-        write_st(&p, &st);
-        edit_json(&d.join("model.safetensors.index.json"), |v| {
-            v["weight_map"]["model.layers.3.mlp.down_proj.weight_scale"] = json!("model-00004-of-00004.safetensors")
-        });
-        fix_total_size(d);
+        add_f32_tensor(d, "model-00004-of-00004.safetensors", "model.layers.3.mlp.down_proj.weight_scale", &[1]);
     });
     assert!(msg(expect(&r, "scale-on-unquantized", "warning")).contains("BF16"));
 }

@@ -56,7 +56,10 @@ fn hf_repo_id_resolves_from_the_local_cache_offline() {
     // HF_HOME/hub is the fallback when HF_HUB_CACHE is unset.
     let home = tempfile::tempdir().unwrap();
     fake_hf_cache(&home.path().join("hub"), "tiny-org/qwen3-dense", commit);
-    let r = run_env(&["audit", "tiny-org/qwen3-dense"], &[("HF_HOME", home.path().to_str().unwrap()), ("HF_HUB_CACHE", "")]);
+    let r = run_env(
+        &["audit", "tiny-org/qwen3-dense"],
+        &[("HF_HOME", home.path().to_str().unwrap()), ("HF_HUB_CACHE", "")],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
@@ -65,7 +68,11 @@ fn hf_repo_id_not_cached_exits_3() {
     let tmp = tempfile::tempdir().unwrap();
     let r = run_env(&["audit", "nobody/nothing@v2"], &[("HF_HUB_CACHE", tmp.path().to_str().unwrap())]);
     assert_eq!(r.code, 3);
-    assert!(r.stderr.contains("nobody/nothing@v2") && r.stderr.contains("not in the local Hugging Face cache"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("nobody/nothing@v2") && r.stderr.contains("not in the local Hugging Face cache"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -96,7 +103,14 @@ fn checksum_manifest_then_verify_names_what_changed() {
     let bad = run(&["verify", "--json", manifest.to_str().unwrap()]);
     assert_eq!(bad.code, 1);
     let v: serde_json::Value = serde_json::from_str(&bad.stdout).unwrap();
-    let status = |file: &str| v["files"].as_array().unwrap().iter().find(|f| f["file"] == file).map(|f| f["status"].as_str().unwrap().to_string());
+    let status = |file: &str| {
+        v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["file"] == file)
+            .map(|f| f["status"].as_str().unwrap().to_string())
+    };
     assert_eq!(status("model-00001-of-00004.safetensors").as_deref(), Some("changed"));
     assert_eq!(status("model-00004-of-00004.safetensors").as_deref(), Some("missing"));
     assert_eq!(status("new.safetensors").as_deref(), Some("new"));

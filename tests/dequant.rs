@@ -19,12 +19,21 @@ fn tensors(dir: &Path) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
     let (ck, f) = Checkpoint::open(dir.to_str().unwrap()).unwrap();
     assert!(f.iter().all(|f| f.severity != ckptkit::Severity::Error), "{f:?}");
     ck.tensors()
-        .map(|t| (t.entry.name.clone(), (t.entry.dtype.to_string(), t.entry.shape.clone(), t.shard.data(t.entry).unwrap().to_vec())))
+        .map(|t| {
+            (
+                t.entry.name.clone(),
+                (t.entry.dtype.to_string(), t.entry.shape.clone(), t.shard.data(t.entry).unwrap().to_vec()),
+            )
+        })
         .collect()
 }
 
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir).unwrap().flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())).collect()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .collect()
 }
 
 fn bf16_nan_class_eq(a: &[u8], b: &[u8]) -> bool {
@@ -180,7 +189,8 @@ fn survives_a_kill_mid_conversion() {
     c.env("CKPTKIT_FAULT_ABORT_AFTER_SHARDS", "1");
     let st = c.output().unwrap().status;
     assert!(!st.success(), "the fault hook must kill the run");
-    let left: Vec<String> = std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let left: Vec<String> =
+        std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert!(left.iter().any(|f| f.ends_with(".tmp-ckptkit")), "a partial shard stays a temporary file: {left:?}");
     assert!(!left.iter().any(|f| f == "model.safetensors.index.json"));
 
@@ -227,7 +237,10 @@ fn parts_are_disjoint_and_cover_every_shard() {
     seen.dedup();
     assert_eq!(seen.len(), n, "a shard was converted by two parts");
     assert_eq!(n, 4);
-    assert_eq!(run(&["dequant", fixture("deepseek-fp8").to_str().unwrap(), "--out", "/tmp/x", "--part", "4/3"]).code, 2);
+    assert_eq!(
+        run(&["dequant", fixture("deepseek-fp8").to_str().unwrap(), "--out", "/tmp/x", "--part", "4/3"]).code,
+        2
+    );
 }
 
 #[test]

@@ -16,7 +16,8 @@ struct Edge {
 
 impl Edge {
     fn open() -> Edge {
-        let (ck, findings) = Checkpoint::open(fixture("fp8-edge").join("fp8_edge.safetensors").to_str().unwrap()).unwrap();
+        let (ck, findings) =
+            Checkpoint::open(fixture("fp8-edge").join("fp8_edge.safetensors").to_str().unwrap()).unwrap();
         assert!(findings.iter().all(|f| f.severity != ckptkit::Severity::Error), "{findings:?}");
         Edge { ck }
     }
@@ -37,6 +38,18 @@ fn same16(a: u16, b: u16, nan_above: u16) -> bool {
     a == b || ((a & 0x7FFF) > nan_above && (b & 0x7FFF) > nan_above)
 }
 
+/// Fail with the first mismatch, printed by `show`.
+fn assert_all(cfg: &str, refname: &str, n: usize, same: impl Fn(usize) -> bool, show: impl Fn(usize) -> String) {
+    let bad: Vec<usize> = (0..n).filter(|&i| !same(i)).collect();
+    assert!(
+        bad.is_empty(),
+        "{cfg} {refname}: {} mismatches, first at {}: {}",
+        bad.len(),
+        bad.first().copied().unwrap_or(0),
+        show(bad[0])
+    );
+}
+
 fn same32(a: f32, b: f32) -> bool {
     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
 }
@@ -52,7 +65,17 @@ fn each_config(f: impl Fn(&Kernels, &str) + Send + Sync) {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn check(e: &Edge, k: &Kernels, cfg: &str, codes: &[u8], shape: &[u64], fmt: Fp8Format, scales: Scales<'_>, base: &str, out_kinds: &[&str]) {
+fn check(
+    e: &Edge,
+    k: &Kernels,
+    cfg: &str,
+    codes: &[u8],
+    shape: &[u64],
+    fmt: Fp8Format,
+    scales: Scales<'_>,
+    base: &str,
+    out_kinds: &[&str],
+) {
     for kind in out_kinds {
         let refname = format!("{base}{kind}");
         if e.ck.get(&refname).is_none() {
@@ -64,22 +87,31 @@ fn check(e: &Edge, k: &Kernels, cfg: &str, codes: &[u8], shape: &[u64], fmt: Fp8
                 let mut o = vec![0u16; n];
                 dequantize_with(k, codes, shape, fmt, scales, Output::BF16(&mut o)).unwrap();
                 let r = e.u16s(&refname);
-                let bad: Vec<usize> = (0..n).filter(|&i| !same16(o[i], r[i], 0x7F80)).collect();
-                assert!(bad.is_empty(), "{cfg} {refname}: {} mismatches, first at {} ({:#06x} vs torch {:#06x})", bad.len(), bad[0], o[bad[0]], r[bad[0]]);
+                assert_all(
+                    cfg,
+                    &refname,
+                    n,
+                    |i| same16(o[i], r[i], 0x7F80),
+                    |i| format!("{:#06x} vs torch {:#06x}", o[i], r[i]),
+                );
             }
             "f16" | "ref_f16" => {
                 let mut o = vec![0u16; n];
                 dequantize_with(k, codes, shape, fmt, scales, Output::F16(&mut o)).unwrap();
                 let r = e.u16s(&refname);
-                let bad: Vec<usize> = (0..n).filter(|&i| !same16(o[i], r[i], 0x7C00)).collect();
-                assert!(bad.is_empty(), "{cfg} {refname}: {} mismatches, first at {} ({:#06x} vs torch {:#06x})", bad.len(), bad[0], o[bad[0]], r[bad[0]]);
+                assert_all(
+                    cfg,
+                    &refname,
+                    n,
+                    |i| same16(o[i], r[i], 0x7C00),
+                    |i| format!("{:#06x} vs torch {:#06x}", o[i], r[i]),
+                );
             }
             _ => {
                 let mut o = vec![0f32; n];
                 dequantize_with(k, codes, shape, fmt, scales, Output::F32(&mut o)).unwrap();
                 let r = e.f32s(&refname);
-                let bad: Vec<usize> = (0..n).filter(|&i| !same32(o[i], r[i])).collect();
-                assert!(bad.is_empty(), "{cfg} {refname}: {} mismatches, first at {} ({} vs torch {})", bad.len(), bad[0], o[bad[0]], r[bad[0]]);
+                assert_all(cfg, &refname, n, |i| same32(o[i], r[i]), |i| format!("{} vs torch {}", o[i], r[i]));
             }
         }
     }
@@ -126,7 +158,17 @@ fn block_scaled_odd_shapes_with_partial_blocks() {
             let (codes, _, shape) = e.raw(&format!("{base}.weight"));
             let sv = e.f32s(&format!("{base}.weight_scale_inv"));
             let sc = Scales { values: &sv, layout: ScaleLayout::Block { n: 128, k: 128 } };
-            check(&e, k, cfg, codes, &shape, Fp8Format::E4M3, sc, &format!("{base}."), &["ref_bf16", "ref_f16", "ref_f32"]);
+            check(
+                &e,
+                k,
+                cfg,
+                codes,
+                &shape,
+                Fp8Format::E4M3,
+                sc,
+                &format!("{base}."),
+                &["ref_bf16", "ref_f16", "ref_f32"],
+            );
         }
     });
 }

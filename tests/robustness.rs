@@ -27,7 +27,11 @@ fn mutated_headers_never_panic() {
         let mut b = real.clone();
         for _ in 0..(1 + rng.next() % 4) {
             let pos = (rng.next() as usize) % (8 + hlen);
-            b[pos] = if rng.next() % 2 == 0 { interesting[(rng.next() as usize) % interesting.len()] } else { rng.next() as u8 };
+            b[pos] = if rng.next() % 2 == 0 {
+                interesting[(rng.next() as usize) % interesting.len()]
+            } else {
+                rng.next() as u8
+            };
         }
         if i % 10 == 0 {
             let cut = (rng.next() as usize) % b.len();

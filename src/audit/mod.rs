@@ -137,8 +137,14 @@ pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> Audit
                 "{} (from {}){}{}",
                 s.method,
                 s.source,
-                s.fp8_scale.map(|l| format!(", fp8 scales {l} as `{}`", s.scale_suffix.unwrap_or("?"))).unwrap_or_default(),
-                if s.not_converted.is_empty() { String::new() } else { format!(", {} modules not converted", s.not_converted.len()) }
+                s.fp8_scale
+                    .map(|l| format!(", fp8 scales {l} as `{}`", s.scale_suffix.unwrap_or("?")))
+                    .unwrap_or_default(),
+                if s.not_converted.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} modules not converted", s.not_converted.len())
+                }
             ),
         ));
     }
@@ -166,7 +172,12 @@ pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> Audit
         shards: ck
             .shards
             .iter()
-            .map(|s| ShardSummary { file: s.name.clone(), tensors: s.tensors().len(), bytes: s.tensor_bytes(), file_bytes: s.file_len })
+            .map(|s| ShardSummary {
+                file: s.name.clone(),
+                tensors: s.tensors().len(),
+                bytes: s.tensor_bytes(),
+                file_bytes: s.file_len,
+            })
             .collect(),
         model: ModelSummary {
             architecture: c.architecture.clone(),

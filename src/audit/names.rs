@@ -100,7 +100,10 @@ mod tests {
             split_expert(l.rest, r),
             Some(ExpertName::PerExpert { module: "mlp.experts", expert: 7, proj: "down_proj.weight" })
         );
-        assert_eq!(split_expert("mlp.experts.gate_up_proj", r), Some(ExpertName::Fused { module: "mlp.experts", proj: "gate_up_proj" }));
+        assert_eq!(
+            split_expert("mlp.experts.gate_up_proj", r),
+            Some(ExpertName::Fused { module: "mlp.experts", proj: "gate_up_proj" })
+        );
         assert!(split_layer("model.embed_tokens.weight", r).is_none());
         let v = split_layer("model.visual.blocks.0.attn.qkv.weight", r).unwrap();
         assert_eq!(v.stack, "model.visual.blocks");

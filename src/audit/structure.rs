@@ -165,7 +165,11 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
         let (mtp_range, extra): (Vec<u64>, Vec<u64>) = beyond.iter().partition(|&&i| i < n + mtp_declared);
         if mtp_declared > 0 && prefix_mtp.is_empty() {
             st.mtp.present = mtp_range.len() as u64;
-            st.mtp.location = Some(if mtp_declared == 1 { format!("{stack}.{n}") } else { format!("{stack}.{{{n}..{}}}", n + mtp_declared - 1) });
+            st.mtp.location = Some(if mtp_declared == 1 {
+                format!("{stack}.{n}")
+            } else {
+                format!("{stack}.{{{n}..{}}}", n + mtp_declared - 1)
+            });
         }
         if !extra.is_empty() {
             let looks_mtp = extra.iter().any(|i| {
@@ -188,7 +192,11 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
                     format!(
                         "{stack}.{{{}}} exist but num_hidden_layers is {n}{}",
                         ranges(&extra),
-                        if mtp_declared > 0 { format!(" and MTP covers only {n}..{}", n + mtp_declared - 1) } else { String::new() }
+                        if mtp_declared > 0 {
+                            format!(" and MTP covers only {n}..{}", n + mtp_declared - 1)
+                        } else {
+                            String::new()
+                        }
                     ),
                 ));
             }
@@ -201,7 +209,8 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
     // Prefix-style MTP (Qwen3-Next `mtp.*`).
     if !prefix_mtp.is_empty() {
         let p = prefix_mtp.iter().next().cloned().unwrap_or_default();
-        let mtp_stack_layers = stacks.iter().filter(|(k, _)| k.starts_with(p.as_str())).map(|(_, v)| v.len() as u64).max();
+        let mtp_stack_layers =
+            stacks.iter().filter(|(k, _)| k.starts_with(p.as_str())).map(|(_, v)| v.len() as u64).max();
         st.mtp.present = mtp_stack_layers.unwrap_or(1).max(1);
         st.mtp.location = Some(format!("{p}*"));
         if mtp_declared == 0 {
@@ -215,7 +224,11 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
         let where_ = match (declared_layers, main) {
             (Some(n), Some(m)) if prefix_mtp.is_empty() => {
                 let idx: Vec<u64> = (n..n + mtp_declared).collect();
-                if idx.len() == 1 { format!("{m}.{n}") } else { format!("{m}.{{{}}}", ranges(&idx)) }
+                if idx.len() == 1 {
+                    format!("{m}.{n}")
+                } else {
+                    format!("{m}.{{{}}}", ranges(&idx))
+                }
             }
             _ => rules.mtp_prefixes.join(" / "),
         };
@@ -253,14 +266,28 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
 /// A suffix that most layers of the same kind have but a minority lacks. Layers are grouped by
 /// what the config says makes them differ (MoE vs dense, `layer_types`, `full_attention_interval`),
 /// so architectural variety is not mistaken for damage.
-fn incomplete_layers(stack: &str, layers: &BTreeMap<u64, LayerInfo<'_>>, n: u64, cfg: Option<&ModelConfig>, out: &mut Vec<Finding>) {
+fn incomplete_layers(
+    stack: &str,
+    layers: &BTreeMap<u64, LayerInfo<'_>>,
+    n: u64,
+    cfg: Option<&ModelConfig>,
+    out: &mut Vec<Finding>,
+) {
     let moe = cfg.and_then(|c| c.moe.as_ref());
     let kind = |i: u64| -> (bool, String) {
         let is_moe = moe.map(|m| m.is_moe_layer(i)).unwrap_or(false);
         let lt = cfg
             .and_then(|c| c.layer_types.as_ref())
             .and_then(|t| t.get(i as usize).cloned())
-            .or_else(|| cfg.and_then(|c| c.full_attention_interval).map(|k| if (i + 1) % k.max(1) == 0 { "full".into() } else { "linear".into() }))
+            .or_else(|| {
+                cfg.and_then(|c| c.full_attention_interval).map(|k| {
+                    if (i + 1) % k.max(1) == 0 {
+                        "full".into()
+                    } else {
+                        "linear".into()
+                    }
+                })
+            })
             .unwrap_or_default();
         (is_moe, lt)
     };
@@ -281,11 +308,16 @@ fn incomplete_layers(stack: &str, layers: &BTreeMap<u64, LayerInfo<'_>>, n: u64,
         for (suffix, c) in counts {
             let lacking = group.len() - c;
             if lacking > 0 && lacking * 2 < group.len() {
-                let missing: Vec<u64> = group.iter().filter(|(_, l)| !l.suffixes.contains(suffix)).map(|(i, _)| **i).collect();
+                let missing: Vec<u64> =
+                    group.iter().filter(|(_, l)| !l.suffixes.contains(suffix)).map(|(i, _)| **i).collect();
                 out.push(
                     Finding::new(
                         Code::LayerMissing,
-                        format!("{stack}.{{{}}}.{suffix} is missing ({c} of {} such layers have it)", ranges(&missing), group.len()),
+                        format!(
+                            "{stack}.{{{}}}.{suffix} is missing ({c} of {} such layers have it)",
+                            ranges(&missing),
+                            group.len()
+                        ),
                     )
                     .tensor(format!("{stack}.{}.{suffix}", missing[0])),
                 );
@@ -359,7 +391,10 @@ fn experts(
                     if shape.len() >= 2 && *first != e && proj.ends_with("proj") {
                         out.push(Finding::new(
                             Code::ExpertMissing,
-                            format!("{stack}.{i}.{}.{proj} stacks {first} experts but the config declares {e}", l.expert_module.unwrap_or("experts")),
+                            format!(
+                                "{stack}.{i}.{}.{proj} stacks {first} experts but the config declares {e}",
+                                l.expert_module.unwrap_or("experts")
+                            ),
                         ));
                     }
                 }
@@ -387,7 +422,10 @@ fn experts(
                 out.push(
                     Finding::new(
                         Code::ExpertMissing,
-                        format!("{stack}.{i}.{module}.{{{}}} exist but the config declares {e} experts", ranges(&extra)),
+                        format!(
+                            "{stack}.{i}.{module}.{{{}}} exist but the config declares {e} experts",
+                            ranges(&extra)
+                        ),
                     )
                     .severity(Severity::Warning)
                     .hint("Experts past the declared count are never loaded; check n_routed_experts / num_experts."),
@@ -395,7 +433,8 @@ fn experts(
             }
         }
         for proj in &required {
-            let lacking: Vec<u64> = l.experts.iter().filter(|(_, p)| p.binary_search(proj).is_err()).map(|(x, _)| *x).collect();
+            let lacking: Vec<u64> =
+                l.experts.iter().filter(|(_, p)| p.binary_search(proj).is_err()).map(|(x, _)| *x).collect();
             if !lacking.is_empty() {
                 out.push(
                     Finding::new(
@@ -427,13 +466,21 @@ fn tie_and_embeddings(
             let (default, whose) = [cfg.text_model_type.as_deref(), cfg.model_type.as_deref()]
                 .into_iter()
                 .flatten()
-                .find_map(|mt| rules.tie_defaults.get(mt).map(|d| (*d, format!("transformers' default for model_type {mt}"))))
-                .unwrap_or((rules.pretrained_tie_default, "PretrainedConfig's default (model_type unknown to ckptkit)".to_string()));
+                .find_map(|mt| {
+                    rules.tie_defaults.get(mt).map(|d| (*d, format!("transformers' default for model_type {mt}")))
+                })
+                .unwrap_or((
+                    rules.pretrained_tie_default,
+                    "PretrainedConfig's default (model_type unknown to ckptkit)".to_string(),
+                ));
             let how = format!(
                 "absent from config.json; {whose} is {default}; the checkpoint {} lm_head.weight",
                 if lm_head.is_some() { "has" } else { "has no" }
             );
-            out.push(Finding::new(Code::TieResolved, format!("tie_word_embeddings {how} → resolved {default}")).file("config.json"));
+            out.push(
+                Finding::new(Code::TieResolved, format!("tie_word_embeddings {how} → resolved {default}"))
+                    .file("config.json"),
+            );
             (default, how)
         }
     };
@@ -482,12 +529,17 @@ fn tie_and_embeddings(
     }
 }
 
-fn qk_norm(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, main: Option<&str>, st: &mut Structure, out: &mut Vec<Finding>) {
+fn qk_norm(
+    ck: &Checkpoint,
+    cfg: Option<&ModelConfig>,
+    rules: &AuditRules,
+    main: Option<&str>,
+    st: &mut Structure,
+    out: &mut Vec<Finding>,
+) {
     let (Some(cfg), Some(main)) = (cfg, main) else { return };
     let Some(hd) = cfg.head_dim else { return };
-    let find = |suffixes: &[String]| {
-        suffixes.iter().find_map(|s| ck.get(&format!("{main}.0.{s}")))
-    };
+    let find = |suffixes: &[String]| suffixes.iter().find_map(|s| ck.get(&format!("{main}.0.{s}")));
     let (Some(q), Some(k)) = (find(&rules.q_norm_suffixes), find(&rules.k_norm_suffixes)) else { return };
     let (qs, ks) = (q.entry.shape.first().copied(), k.entry.shape.first().copied());
     let heads = cfg.num_heads.unwrap_or(0);

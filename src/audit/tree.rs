@@ -3,8 +3,8 @@
 
 use super::names::ranges;
 use crate::checkpoint::Checkpoint;
-use serde::Serialize;
 use rustc_hash::FxHashMap;
+use serde::Serialize;
 use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,7 +75,12 @@ pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
                 rest = &rest[p + 2..];
             }
             pattern.push_str(rest);
-            TreeRow { pattern, count: acc.count, bytes: acc.bytes, dtypes: acc.dtypes.into_iter().map(str::to_string).collect() }
+            TreeRow {
+                pattern,
+                count: acc.count,
+                bytes: acc.bytes,
+                dtypes: acc.dtypes.into_iter().map(str::to_string).collect(),
+            }
         })
         .collect();
     rows.sort_by(|a, b| crate::checkpoint::natural_cmp(&a.pattern, &b.pattern));
@@ -112,8 +117,18 @@ pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
             label = format!("{label}.{k}");
             node = c;
         }
-        let dt = if node.dtypes.len() <= 3 { node.dtypes.iter().cloned().collect::<Vec<_>>().join(",") } else { "mixed".into() };
-        out.push_str(&format!("{:indent$}{label}  [{} tensors, {}, {dt}]\n", "", node.count, fb(node.bytes), indent = depth * 2));
+        let dt = if node.dtypes.len() <= 3 {
+            node.dtypes.iter().cloned().collect::<Vec<_>>().join(",")
+        } else {
+            "mixed".into()
+        };
+        out.push_str(&format!(
+            "{:indent$}{label}  [{} tensors, {}, {dt}]\n",
+            "",
+            node.count,
+            fb(node.bytes),
+            indent = depth * 2
+        ));
         for (k, c) in &node.children {
             walk(k.clone(), c, depth + 1, out, fb);
         }

@@ -96,7 +96,10 @@ struct View<'a> {
 
 impl<'a> View<'a> {
     fn get(&self, key: &str) -> Option<&'a Value> {
-        self.text.and_then(|t| t.get(key)).filter(|v| !v.is_null()).or_else(|| self.top.get(key).filter(|v| !v.is_null()))
+        self.text
+            .and_then(|t| t.get(key))
+            .filter(|v| !v.is_null())
+            .or_else(|| self.top.get(key).filter(|v| !v.is_null()))
     }
     fn u64(&self, keys: &[&str]) -> Option<u64> {
         keys.iter().find_map(|k| self.get(k).and_then(as_count))
@@ -115,7 +118,11 @@ impl ModelConfig {
         let text = v.get("text_config").filter(|t| t.is_object());
         let view = View { text, top: v };
         let first_arch = |x: Option<&Value>| {
-            x.and_then(|a| a.get("architectures")).and_then(|a| a.as_array()).and_then(|a| a.first()).and_then(|s| s.as_str()).map(str::to_string)
+            x.and_then(|a| a.get("architectures"))
+                .and_then(|a| a.as_array())
+                .and_then(|a| a.first())
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
         };
         let (architecture, architecture_source) = match first_arch(Some(v)) {
             Some(a) => (Some(a), Some("architectures")),
@@ -213,10 +220,12 @@ mod tests {
 
     #[test]
     fn moe_placement() {
-        let ds = MoeConfig { num_experts: 8, first_k_dense_replace: Some(3), moe_layer_freq: Some(1), ..Default::default() };
+        let ds =
+            MoeConfig { num_experts: 8, first_k_dense_replace: Some(3), moe_layer_freq: Some(1), ..Default::default() };
         assert!(!ds.is_moe_layer(2));
         assert!(ds.is_moe_layer(3));
-        let qw = MoeConfig { num_experts: 8, decoder_sparse_step: Some(2), mlp_only_layers: vec![3], ..Default::default() };
+        let qw =
+            MoeConfig { num_experts: 8, decoder_sparse_step: Some(2), mlp_only_layers: vec![3], ..Default::default() };
         assert!(!qw.is_moe_layer(0));
         assert!(qw.is_moe_layer(1));
         assert!(!qw.is_moe_layer(3));

@@ -107,10 +107,7 @@ impl Dtype {
 
     /// The 8-bit float formats that carry quantized weights (not the E8M0 scale format).
     pub fn is_fp8_weight(self) -> bool {
-        matches!(
-            self,
-            Dtype::F8_E4M3 | Dtype::F8_E5M2 | Dtype::F8_E4M3FNUZ | Dtype::F8_E5M2FNUZ
-        )
+        matches!(self, Dtype::F8_E4M3 | Dtype::F8_E5M2 | Dtype::F8_E4M3FNUZ | Dtype::F8_E5M2FNUZ)
     }
 
     pub fn known_list() -> String {

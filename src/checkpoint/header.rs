@@ -8,11 +8,11 @@
 
 use super::dtype::Dtype;
 use crate::findings::{Code, Finding};
+use rustc_hash::FxHashMap;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::Deserialize as DeriveDeserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -174,8 +174,11 @@ pub fn validate(buf: &[u8], file: &str, out: &mut Vec<Finding>) -> Header {
     }
     if len < 8 {
         out.push(
-            Finding::new(Code::HeaderTooSmall, format!("{file} has {len} bytes; at least 8 are needed for the header length"))
-                .file(file),
+            Finding::new(
+                Code::HeaderTooSmall,
+                format!("{file} has {len} bytes; at least 8 are needed for the header length"),
+            )
+            .file(file),
         );
         return h;
     }
@@ -230,9 +233,7 @@ pub fn validate(buf: &[u8], file: &str, out: &mut Vec<Finding>) -> Header {
             } else {
                 Code::HeaderNotJson
             };
-            out.push(
-                Finding::new(code, format!("header at byte {off} (file offset {}): {e}", 8 + off)).file(file),
-            );
+            out.push(Finding::new(code, format!("header at byte {off} (file offset {}): {e}", 8 + off)).file(file));
             return h;
         }
     };
@@ -453,10 +454,7 @@ fn check_entry(name: &str, v: &serde_json::Value, file: &str, out: &mut Vec<Find
     let offsets: Option<(u64, u64)> = match obj.get("data_offsets") {
         None => None,
         Some(serde_json::Value::Array(a)) if a.len() != 2 => {
-            out.push(f(
-                Code::DataOffsetsArity,
-                format!("{name:?}: `data_offsets` has {} elements, not 2", a.len()),
-            ));
+            out.push(f(Code::DataOffsetsArity, format!("{name:?}: `data_offsets` has {} elements, not 2", a.len())));
             None
         }
         Some(serde_json::Value::Array(a)) => match (as_u64(&a[0]), as_u64(&a[1])) {
@@ -475,30 +473,36 @@ fn check_entry(name: &str, v: &serde_json::Value, file: &str, out: &mut Vec<Find
         }
     };
     match (dtype, shape, offsets) {
-        (Some(d), Some(s), Some(o)) if ok => check_sizes(name, d, &s, o, file, out)
-            .then(|| TensorEntry { name: name.to_string(), dtype: d, shape: s, begin: o.0, end: o.1 }),
+        (Some(d), Some(s), Some(o)) if ok => check_sizes(name, d, &s, o, file, out).then(|| TensorEntry {
+            name: name.to_string(),
+            dtype: d,
+            shape: s,
+            begin: o.0,
+            end: o.1,
+        }),
         _ => None,
     }
 }
 
 /// The arithmetic half of entry validation: offsets order, overflow, sub-byte alignment, size.
 /// False when the entry cannot take part in the layout (its range is unusable).
-fn check_sizes(name: &str, dtype: Dtype, shape: &[u64], (begin, end): (u64, u64), file: &str, out: &mut Vec<Finding>) -> bool {
+fn check_sizes(
+    name: &str,
+    dtype: Dtype,
+    shape: &[u64],
+    (begin, end): (u64, u64),
+    file: &str,
+    out: &mut Vec<Finding>,
+) -> bool {
     let f = |code: Code, msg: String| Finding::new(code, msg).file(file).tensor(name);
     if end < begin {
-        out.push(f(
-            Code::OffsetsReversed,
-            format!("{name:?}: data_offsets end {end} is before begin {begin}"),
-        ));
+        out.push(f(Code::OffsetsReversed, format!("{name:?}: data_offsets end {end} is before begin {begin}")));
         return false;
     }
     let numel = shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
     let bits = numel.and_then(|n| n.checked_mul(dtype.bits()));
     let Some(bits) = bits else {
-        out.push(f(
-            Code::SizeOverflow,
-            format!("{name:?}: shape {shape:?} x {dtype} overflows 64 bits"),
-        ));
+        out.push(f(Code::SizeOverflow, format!("{name:?}: shape {shape:?} x {dtype} overflows 64 bits")));
         return false;
     };
     if bits % 8 != 0 {
@@ -554,10 +558,7 @@ fn check_layout(ranged: &[TensorEntry], data_len: u64, data_start: u64, file: &s
             out.push(
                 Finding::new(
                     Code::TensorOverlap,
-                    format!(
-                        "{:?} [{}, {}) overlaps {other:?} which ends at {cursor}",
-                        t.name, t.begin, t.end
-                    ),
+                    format!("{:?} [{}, {}) overlaps {other:?} which ends at {cursor}", t.name, t.begin, t.end),
                 )
                 .file(file)
                 .tensor(t.name.clone()),
@@ -618,7 +619,10 @@ mod tests {
 
     #[test]
     fn valid_file_has_no_findings() {
-        let b = file_with(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[],"data_offsets":[8,10]}}"#, 10);
+        let b = file_with(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"BF16","shape":[],"data_offsets":[8,10]}}"#,
+            10,
+        );
         let mut out = vec![];
         let h = validate(&b, "f", &mut out);
         assert!(out.is_empty(), "{out:?}");
@@ -628,7 +632,10 @@ mod tests {
 
     #[test]
     fn duplicate_names_are_named_not_misreported() {
-        let b = file_with(r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#, 4);
+        let b = file_with(
+            r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#,
+            4,
+        );
         assert_eq!(codes(&b), vec!["duplicate-tensor"]);
     }
 
@@ -646,7 +653,8 @@ mod tests {
 
     #[test]
     fn shape_overflow_is_caught() {
-        let b = file_with(r#"{"a":{"dtype":"F32","shape":[4194305,4194305,211106198978564],"data_offsets":[0,16]}}"#, 16);
+        let b =
+            file_with(r#"{"a":{"dtype":"F32","shape":[4194305,4194305,211106198978564],"data_offsets":[0,16]}}"#, 16);
         assert!(codes(&b).contains(&"size-overflow"));
     }
 

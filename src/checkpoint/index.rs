@@ -1,10 +1,10 @@
 //! `model.safetensors.index.json`: which tensor lives in which shard.
 
 use super::header::error_offset;
-use std::borrow::Cow;
 use crate::findings::{Code, Finding};
-use serde_json::Value;
 use rustc_hash::FxHashMap;
+use serde_json::Value;
+use std::borrow::Cow;
 use std::path::{Component, Path};
 
 pub const INDEX_NAME: &str = "model.safetensors.index.json";
@@ -56,7 +56,9 @@ impl<'de: 'a, 'a, const STRICT: bool> serde::Deserialize<'de> for WeightMap<'a, 
                         Ok(m.next_value::<BorrowedStr<'de>>()?.0)
                     } else {
                         let raw: &'de serde_json::value::RawValue = m.next_value()?;
-                        serde_json::from_str::<BorrowedStr<'de>>(raw.get()).map(|b| b.0).map_err(|_| raw.get().to_string())
+                        serde_json::from_str::<BorrowedStr<'de>>(raw.get())
+                            .map(|b| b.0)
+                            .map_err(|_| raw.get().to_string())
                     };
                     v.push((k, file));
                 }
@@ -94,7 +96,8 @@ pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entrie
     let raw: RawIndex = match serde_json::from_str(text) {
         Ok(r) => r,
         Err(e) => {
-            let code = if e.classify() == serde_json::error::Category::Data { Code::IndexInvalid } else { Code::IndexNotJson };
+            let code =
+                if e.classify() == serde_json::error::Category::Data { Code::IndexInvalid } else { Code::IndexNotJson };
             out.push(Finding::new(code, format!("byte {}: {e}", error_offset(text, &e))).file(INDEX_NAME));
             return None;
         }
@@ -123,7 +126,10 @@ pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entrie
     {
         Ok(wm) => wm,
         Err(_) => {
-            out.push(Finding::new(Code::IndexInvalid, format!("`weight_map` is {:.60}, not an object", wm_raw.get())).file(INDEX_NAME));
+            out.push(
+                Finding::new(Code::IndexInvalid, format!("`weight_map` is {:.60}, not an object", wm_raw.get()))
+                    .file(INDEX_NAME),
+            );
             return Some((idx, Vec::new()));
         }
     };
@@ -151,9 +157,12 @@ pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entrie
                     None => {
                         if !is_safe_relative(&file) {
                             out.push(
-                                Finding::new(Code::IndexPathEscape, format!("shard path {file:?} for {name:?} escapes the checkpoint directory"))
-                                    .file(INDEX_NAME)
-                                    .tensor(name.into_owned()),
+                                Finding::new(
+                                    Code::IndexPathEscape,
+                                    format!("shard path {file:?} for {name:?} escapes the checkpoint directory"),
+                                )
+                                .file(INDEX_NAME)
+                                .tensor(name.into_owned()),
                             );
                             continue;
                         }

@@ -15,13 +15,12 @@ pub use index::Index;
 pub use resolve::Source;
 pub use shard::Shard;
 
-
 use crate::error::CheckpointError;
 use crate::findings::{Code, Finding};
-use rayon::prelude::*;
-use serde_json::Value;
 use hashbrown::HashTable;
+use rayon::prelude::*;
 use rustc_hash::FxBuildHasher;
+use serde_json::Value;
 use std::hash::BuildHasher;
 use std::path::Path;
 
@@ -77,7 +76,10 @@ fn list_dir(root: &Path) -> Result<Listing, CheckpointError> {
                 l.safetensors.push(name);
             }
         } else if (name.ends_with(".bin") || name.ends_with(".pt") || name.ends_with(".pth"))
-            && !matches!(name.as_str(), "training_args.bin" | "optimizer.bin" | "optimizer.pt" | "scheduler.pt" | "scaler.pt")
+            && !matches!(
+                name.as_str(),
+                "training_args.bin" | "optimizer.bin" | "optimizer.pt" | "scheduler.pt" | "scaler.pt"
+            )
         {
             l.pickles.push(name);
         }
@@ -119,7 +121,8 @@ impl Checkpoint {
                 Ok(t) => Some(t),
                 Err(e) => {
                     findings.push(
-                        Finding::new(Code::IndexNotJson, format!("byte {} is not valid UTF-8", e.valid_up_to())).file(index::INDEX_NAME),
+                        Finding::new(Code::IndexNotJson, format!("byte {} is not valid UTF-8", e.valid_up_to()))
+                            .file(index::INDEX_NAME),
                     );
                     None
                 }
@@ -136,11 +139,11 @@ impl Checkpoint {
                 })
             },
             || {
-                listing
-                    .safetensors
-                    .par_iter()
-                    .map(|name| Shard::open(&root.join(name), name.clone()))
-                    .collect::<Vec<(Shard, Vec<Finding>)>>()
+                listing.safetensors.par_iter().map(|name| Shard::open(&root.join(name), name.clone())).collect::<Vec<(
+                    Shard,
+                    Vec<Finding>,
+                )>>(
+                )
             },
         );
         let (index, entries) = match parsed_index {
@@ -185,7 +188,10 @@ impl Checkpoint {
                         findings.push(
                             Finding::new(
                                 Code::TensorInTwoShards,
-                                format!("{:?} is stored in {} and again in {}", t.name, shards[prev.0 as usize].name, s.name),
+                                format!(
+                                    "{:?} is stored in {} and again in {}",
+                                    t.name, shards[prev.0 as usize].name, s.name
+                                ),
                             )
                             .file(s.name.clone())
                             .tensor(t.name.clone()),
@@ -193,7 +199,9 @@ impl Checkpoint {
                         *prev = slot;
                     }
                     None => {
-                        by_name.insert_unique(h, slot, |&(a, b)| name_hash(&shards[a as usize].tensors()[b as usize].name));
+                        by_name.insert_unique(h, slot, |&(a, b)| {
+                            name_hash(&shards[a as usize].tensors()[b as usize].name)
+                        });
                     }
                 }
                 order.push(slot);
@@ -250,7 +258,10 @@ impl Checkpoint {
             if !s.header.parsed {
                 continue; // the header itself is broken: reported by the header checks
             }
-            let here = match self.by_name.find(name_hash(name), |&(a, b)| shards[a as usize].tensors()[b as usize].name == name.as_ref()) {
+            let here = match self
+                .by_name
+                .find(name_hash(name), |&(a, b)| shards[a as usize].tensors()[b as usize].name == name.as_ref())
+            {
                 Some(&(a, b)) if a as usize == si => Some(b as usize),
                 // Stored in two shards: the copy in the one the index names.
                 _ => s.tensors().iter().position(|t| t.name == name.as_ref()),
@@ -279,9 +290,12 @@ impl Checkpoint {
             for (ti, t) in s.tensors().iter().enumerate() {
                 if !indexed[base[si] + ti] {
                     out.push(
-                        Finding::new(Code::TensorNotInIndex, format!("{:?} is in {} but not in the index", t.name, s.name))
-                            .file(s.name.clone())
-                            .tensor(t.name.clone()),
+                        Finding::new(
+                            Code::TensorNotInIndex,
+                            format!("{:?} is in {} but not in the index", t.name, s.name),
+                        )
+                        .file(s.name.clone())
+                        .tensor(t.name.clone()),
                     );
                 }
             }
@@ -331,7 +345,9 @@ fn read_config(root: &Path, out: &mut Vec<Finding>) -> (Option<Value>, Option<Mo
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            out.push(Finding::new(Code::ConfigMissing, format!("no config.json in {}", root.display())).file("config.json"));
+            out.push(
+                Finding::new(Code::ConfigMissing, format!("no config.json in {}", root.display())).file("config.json"),
+            );
             return (None, None);
         }
         Err(e) => {
@@ -360,7 +376,13 @@ fn read_config(root: &Path, out: &mut Vec<Finding>) -> (Option<Value>, Option<Mo
 
 /// vLLM's `_prepare_weights` for a directory: the shards named by the index when there is one,
 /// otherwise every `*.safetensors`; stray and ignored files become findings.
-fn select(root: &Path, l: &Listing, index: Option<&Index>, had_index_file: bool, out: &mut Vec<Finding>) -> Vec<String> {
+fn select(
+    root: &Path,
+    l: &Listing,
+    index: Option<&Index>,
+    had_index_file: bool,
+    out: &mut Vec<Finding>,
+) -> Vec<String> {
     let selected: Vec<String> = match index {
         Some(idx) => {
             let mut present = Vec::new();
@@ -371,7 +393,11 @@ fn select(root: &Path, l: &Listing, index: Option<&Index>, had_index_file: bool,
                     out.push(
                         Finding::new(
                             Code::IndexShardMissing,
-                            format!("the index names {f} ({} tensors) but it is not in {}", idx.tensors_per_shard[i], root.display()),
+                            format!(
+                                "the index names {f} ({} tensors) but it is not in {}",
+                                idx.tensors_per_shard[i],
+                                root.display()
+                            ),
                         )
                         .file(f.clone()),
                     );
@@ -380,8 +406,11 @@ fn select(root: &Path, l: &Listing, index: Option<&Index>, had_index_file: bool,
             for f in &l.safetensors {
                 if !idx.shards.contains(f) {
                     out.push(
-                        Finding::new(Code::UnindexedSafetensors, format!("{f} is not named by {}; vLLM will not read it", index::INDEX_NAME))
-                            .file(f.clone()),
+                        Finding::new(
+                            Code::UnindexedSafetensors,
+                            format!("{f} is not named by {}; vLLM will not read it", index::INDEX_NAME),
+                        )
+                        .file(f.clone()),
                     );
                 }
             }
@@ -397,18 +426,27 @@ fn select(root: &Path, l: &Listing, index: Option<&Index>, had_index_file: bool,
             return l.consolidated.clone();
         }
         out.push(
-            Finding::new(Code::StrayConsolidated, format!("{} beside the Hugging Face shards", l.consolidated.join(", ")))
-                .file(l.consolidated[0].clone()),
+            Finding::new(
+                Code::StrayConsolidated,
+                format!("{} beside the Hugging Face shards", l.consolidated.join(", ")),
+            )
+            .file(l.consolidated[0].clone()),
         );
     }
     if !l.pickles.is_empty() {
         if selected.is_empty() && !had_index_file {
             out.push(Finding::new(
                 Code::NoWeights,
-                format!("no *.safetensors, only {} (pickle weights are not audited; convert them to safetensors)", l.pickles.join(", ")),
+                format!(
+                    "no *.safetensors, only {} (pickle weights are not audited; convert them to safetensors)",
+                    l.pickles.join(", ")
+                ),
             ));
         } else {
-            out.push(Finding::new(Code::BinIgnored, format!("ignored by vLLM: {}", l.pickles.join(", "))).file(l.pickles[0].clone()));
+            out.push(
+                Finding::new(Code::BinIgnored, format!("ignored by vLLM: {}", l.pickles.join(", ")))
+                    .file(l.pickles[0].clone()),
+            );
         }
     } else if selected.is_empty() && !had_index_file {
         out.push(Finding::new(Code::NoWeights, format!("no *.safetensors in {}", root.display())));

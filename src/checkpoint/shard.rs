@@ -24,14 +24,20 @@ impl Shard {
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) => {
-                out.push(Finding::new(Code::ShardUnreadable, format!("cannot open {}: {e}", path.display())).file(&shard.name));
+                out.push(
+                    Finding::new(Code::ShardUnreadable, format!("cannot open {}: {e}", path.display()))
+                        .file(&shard.name),
+                );
                 return (shard, out);
             }
         };
         shard.file_len = match file.metadata() {
             Ok(m) => m.len(),
             Err(e) => {
-                out.push(Finding::new(Code::ShardUnreadable, format!("cannot stat {}: {e}", path.display())).file(&shard.name));
+                out.push(
+                    Finding::new(Code::ShardUnreadable, format!("cannot stat {}: {e}", path.display()))
+                        .file(&shard.name),
+                );
                 return (shard, out);
             }
         };
@@ -44,7 +50,10 @@ impl Shard {
         let mmap = match unsafe { Mmap::map(&file) } {
             Ok(m) => m,
             Err(e) => {
-                out.push(Finding::new(Code::ShardUnreadable, format!("cannot map {}: {e}", path.display())).file(&shard.name));
+                out.push(
+                    Finding::new(Code::ShardUnreadable, format!("cannot map {}: {e}", path.display()))
+                        .file(&shard.name),
+                );
                 return (shard, out);
             }
         };
@@ -88,7 +97,8 @@ impl Shard {
         let e = ((self.header.data_start + t.end) / PAGE * PAGE).min(m.len() as u64);
         if e > b {
             // SAFETY: as in `release`: a read-only, file-backed map.
-            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, b as usize, (e - b) as usize) };
+            let _ =
+                unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, b as usize, (e - b) as usize) };
         }
     }
 

@@ -115,7 +115,14 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], dtype: OutDtype) -> R
     let mut reasons: Vec<String> = open_findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
-        .map(|f| format!("{} {}{}", f.code.as_str(), f.file.as_ref().map(|x| format!("{x}: ")).unwrap_or_default(), f.message))
+        .map(|f| {
+            format!(
+                "{} {}{}",
+                f.code.as_str(),
+                f.file.as_ref().map(|x| format!("{x}: ")).unwrap_or_default(),
+                f.message
+            )
+        })
         .collect();
     let scheme = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
     let fp8_count = ck.tensors().filter(|t| t.entry.dtype.is_fp8_weight()).count();
@@ -128,13 +135,16 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], dtype: OutDtype) -> R
             )))
         }
         None if fp8_count == 0 => {
-            reasons.push("the checkpoint has no fp8 weights and no quantization_config: there is nothing to dequantize".into());
+            reasons.push(
+                "the checkpoint has no fp8 weights and no quantization_config: there is nothing to dequantize".into(),
+            );
         }
         _ => {}
     }
     for t in ck.tensors().filter(|t| t.entry.dtype.is_fp8_weight()) {
         if Fp8Format::of(t.entry.dtype).is_none() {
-            reasons.push(format!("{}: dtype {} is not supported (F8_E4M3 and F8_E5M2 are)", t.entry.name, t.entry.dtype));
+            reasons
+                .push(format!("{}: dtype {} is not supported (F8_E4M3 and F8_E5M2 are)", t.entry.name, t.entry.dtype));
         }
     }
     let mut pf = Vec::new();
@@ -174,11 +184,21 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], dtype: OutDtype) -> R
                     let scale = ck.get(scale).expect("paired scale exists");
                     let fmt = Fp8Format::of(e.dtype).expect("checked above");
                     let n = e.numel() * dtype.bytes() as u64;
-                    out.push(OutTensor { name: e.name.clone(), dtype: dtype.dtype(), shape: e.shape.clone(), nbytes: n });
+                    out.push(OutTensor {
+                        name: e.name.clone(),
+                        dtype: dtype.dtype(),
+                        shape: e.shape.clone(),
+                        nbytes: n,
+                    });
                     items.push(Item::Dequant { weight: t, scale, layout, fmt });
                 }
                 None => {
-                    out.push(OutTensor { name: e.name.clone(), dtype: e.dtype, shape: e.shape.clone(), nbytes: e.nbytes() });
+                    out.push(OutTensor {
+                        name: e.name.clone(),
+                        dtype: e.dtype,
+                        shape: e.shape.clone(),
+                        nbytes: e.nbytes(),
+                    });
                     items.push(Item::Copy(t));
                 }
             }
@@ -250,7 +270,8 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
         let total: u64 = mine.iter().map(|&i| plan.shards[i].in_bytes).sum();
         let bar = progress_bar(opts.progress, total);
         let mut buf = BandBuf::new(opts.dtype);
-        let abort_after: Option<usize> = std::env::var("CKPTKIT_FAULT_ABORT_AFTER_SHARDS").ok().and_then(|v| v.parse().ok());
+        let abort_after: Option<usize> =
+            std::env::var("CKPTKIT_FAULT_ABORT_AFTER_SHARDS").ok().and_then(|v| v.parse().ok());
         let mut written = 0usize;
         for &i in &mine {
             let sp = &plan.shards[i];
@@ -339,7 +360,14 @@ impl BandBuf {
     }
 
     /// Dequantize rows `[r0, r0+nrows)` of matrix `m` into the buffer; returns its bytes.
-    fn band(&mut self, item: &Item<'_>, scales: &[f32], m: usize, r0: usize, nrows: usize) -> Result<&[u8], ConvertError> {
+    fn band(
+        &mut self,
+        item: &Item<'_>,
+        scales: &[f32],
+        m: usize,
+        r0: usize,
+        nrows: usize,
+    ) -> Result<&[u8], ConvertError> {
         let Item::Dequant { weight, layout, fmt, .. } = *item else { unreachable!("only dequant items have bands") };
         let shape = &weight.entry.shape;
         let (n, k) = (shape[shape.len() - 2] as usize, shape[shape.len() - 1] as usize);
@@ -425,7 +453,8 @@ fn scales_of(item: &Item<'_>) -> Result<Vec<f32>, ConvertError> {
         file: scale.shard.name.clone(),
         detail: format!("{}: data outside the file", scale.entry.name),
     })?;
-    scales_to_f32(bytes, scale.entry.dtype).map_err(|source| ConvertError::Kernel { tensor: scale.entry.name.clone(), source })
+    scales_to_f32(bytes, scale.entry.dtype)
+        .map_err(|source| ConvertError::Kernel { tensor: scale.entry.name.clone(), source })
 }
 
 /// Release the pages of every input shard this output shard read from.
@@ -488,17 +517,25 @@ fn verify_shard(sp: &ShardPlan<'_>, path: &Path, buf: &mut BandBuf) -> Result<()
         return Err(ConvertError::Verify { file: name, detail: format!("{}: {}", f.code.as_str(), f.message) });
     }
     if out.tensors().len() != sp.out.len() {
-        return Err(ConvertError::Verify { file: name, detail: format!("{} tensors, {} planned", out.tensors().len(), sp.out.len()) });
+        return Err(ConvertError::Verify {
+            file: name,
+            detail: format!("{} tensors, {} planned", out.tensors().len(), sp.out.len()),
+        });
     }
     for ((e, plan), it) in out.tensors().iter().zip(&sp.out).zip(&sp.items) {
         if e.name != plan.name || e.dtype != plan.dtype || e.shape != plan.shape {
             return Err(ConvertError::Verify { file: name, detail: format!("{} differs from the plan", e.name) });
         }
-        let got = out.data(e).ok_or_else(|| ConvertError::Verify { file: name.clone(), detail: format!("{}: truncated", e.name) })?;
+        let got = out
+            .data(e)
+            .ok_or_else(|| ConvertError::Verify { file: name.clone(), detail: format!("{}: truncated", e.name) })?;
         match it {
             Item::Copy(t) => {
                 if t.shard.data(t.entry) != Some(got) {
-                    return Err(ConvertError::Verify { file: name, detail: format!("{} is not a bit-for-bit copy", e.name) });
+                    return Err(ConvertError::Verify {
+                        file: name,
+                        detail: format!("{} is not a bit-for-bit copy", e.name),
+                    });
                 }
             }
             Item::Dequant { .. } => {
@@ -507,7 +544,10 @@ fn verify_shard(sp: &ShardPlan<'_>, path: &Path, buf: &mut BandBuf) -> Result<()
                 for (m, r0, nr) in bands(it, buf.dtype.bytes()) {
                     let want = buf.band(it, &scales, m, r0, nr)?;
                     if &got[off..off + want.len()] != want {
-                        return Err(ConvertError::Verify { file: name, detail: format!("{} differs from its dequantization", e.name) });
+                        return Err(ConvertError::Verify {
+                            file: name,
+                            detail: format!("{} differs from its dequantization", e.name),
+                        });
                     }
                     off += want.len();
                 }
@@ -557,7 +597,10 @@ fn finalize(ck: &Checkpoint, plan: &Plan<'_>, opts: &Options) -> Result<(), Conv
                 }
             }
         }
-        write_atomic(&opts.out.join("config.json"), (serde_json::to_string_pretty(&cfg).expect("config serializes") + "\n").as_bytes())?;
+        write_atomic(
+            &opts.out.join("config.json"),
+            (serde_json::to_string_pretty(&cfg).expect("config serializes") + "\n").as_bytes(),
+        )?;
     }
     let root = &ck.source.root;
     let skip = |n: &str| {

@@ -90,8 +90,12 @@ pub fn scales_to_f32(bytes: &[u8], dtype: Dtype) -> Result<Vec<f32>, KernelError
     }
     Ok(match dtype {
         Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::BF16 => bytes.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
-        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect(),
+        Dtype::BF16 => {
+            bytes.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect()
+        }
+        Dtype::F16 => {
+            bytes.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect()
+        }
         // ue8m0: 2^(code - 127); 0xFF is NaN. 2^-127 is an f32 subnormal, still exact.
         _ => bytes.iter().map(|&c| if c == 0xFF { f32::NAN } else { e8m0(c) }).collect(),
     })
@@ -201,11 +205,7 @@ fn plain_codes<const F: u8>(c: &[u8]) -> bool {
     let mut bad = 0u8;
     for &b in c {
         let em = b & 0x7F;
-        let odd = if F == E4M3 {
-            (em == 0x7F) | ((em < 8) & (em != 0))
-        } else {
-            (em >= 0x7C) | ((em < 4) & (em != 0))
-        };
+        let odd = if F == E4M3 { (em == 0x7F) | ((em < 8) & (em != 0)) } else { (em >= 0x7C) | ((em < 4) & (em != 0)) };
         bad |= odd as u8;
     }
     bad == 0
@@ -240,8 +240,13 @@ const CHUNK: usize = 128;
 
 /// One output element type: how to store a product computed on the fast or the general path.
 trait Sink: Copy + Default {
+    /// A product from the fast path (any NaN is quiet and canonical).
     fn fast(x: f32) -> Self;
-    fn exact(x: f32) -> Self;
+    /// A product from the exact path (any NaN at all).
+    #[inline(always)]
+    fn exact(x: f32) -> Self {
+        Self::fast(x)
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -267,19 +272,11 @@ impl Sink for F16 {
     fn fast(x: f32) -> Self {
         F16(f32_to_f16(x))
     }
-    #[inline(always)]
-    fn exact(x: f32) -> Self {
-        F16(f32_to_f16(x))
-    }
 }
 
 impl Sink for f32 {
     #[inline(always)]
     fn fast(x: f32) -> Self {
-        x
-    }
-    #[inline(always)]
-    fn exact(x: f32) -> Self {
         x
     }
 }
@@ -480,7 +477,11 @@ impl Kernels {
         static K: OnceLock<Kernels> = OnceLock::new();
         K.get_or_init(|| {
             let want = std::env::var("CKPTKIT_ISA").unwrap_or_default();
-            let mut k = Kernels::available().into_iter().rev().find(|k| want.is_empty() || k.isa == want).unwrap_or(portable::KERNELS);
+            let mut k = Kernels::available()
+                .into_iter()
+                .rev()
+                .find(|k| want.is_empty() || k.isa == want)
+                .unwrap_or(portable::KERNELS);
             if std::env::var("CKPTKIT_NT").as_deref() == Ok("0") {
                 k.stream = false;
             }
@@ -583,7 +584,13 @@ pub fn scale_count(layout: ScaleLayout, shape: &[u64]) -> Option<usize> {
 /// Dequantize a whole fp8 tensor of `shape` (`[..., N, K]`, leading dims are stacked matrices,
 /// e.g. fused experts) into `out`, using the current rayon pool for bands of rows.
 /// A per-tensor layout with one value per leading matrix is accepted too.
-pub fn dequantize(codes: &[u8], shape: &[u64], fmt: Fp8Format, scales: Scales<'_>, out: Output<'_>) -> Result<(), KernelError> {
+pub fn dequantize(
+    codes: &[u8],
+    shape: &[u64],
+    fmt: Fp8Format,
+    scales: Scales<'_>,
+    out: Output<'_>,
+) -> Result<(), KernelError> {
     dequantize_with(Kernels::best(), codes, shape, fmt, scales, out)
 }
 
@@ -599,7 +606,8 @@ pub fn dequantize_with(
         return Err(KernelError::Rank { shape: shape.to_vec() });
     }
     let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(usize::try_from(d).ok()?));
-    let numel = numel.ok_or_else(|| KernelError::WeightSize { shape: shape.to_vec(), got: codes.len(), want: usize::MAX })?;
+    let numel =
+        numel.ok_or_else(|| KernelError::WeightSize { shape: shape.to_vec(), got: codes.len(), want: usize::MAX })?;
     if codes.len() != numel {
         return Err(KernelError::WeightSize { shape: shape.to_vec(), got: codes.len(), want: numel });
     }
@@ -613,7 +621,12 @@ pub fn dequantize_with(
     // Per-tensor scales may also be one per stacked matrix ([E] or [E,1]); a single value serves all.
     let per_tensor_single = matches!(scales.layout, ScaleLayout::Tensor) && scales.values.len() == 1;
     if scales.values.len() != want && !per_tensor_single {
-        return Err(KernelError::ScaleSize { layout: scales.layout.to_string(), shape: shape.to_vec(), got: scales.values.len(), want });
+        return Err(KernelError::ScaleSize {
+            layout: scales.layout.to_string(),
+            shape: shape.to_vec(),
+            got: scales.values.len(),
+            want,
+        });
     }
     if numel == 0 {
         return Ok(());
@@ -752,7 +765,15 @@ mod tests {
             let mut reference: Option<Vec<u16>> = None;
             for k in Kernels::available() {
                 let mut o = vec![0u16; 256];
-                dequantize_with(&k, &codes, &shape, fmt, Scales { values: &[0.37], layout: ScaleLayout::Tensor }, Output::BF16(&mut o)).unwrap();
+                dequantize_with(
+                    &k,
+                    &codes,
+                    &shape,
+                    fmt,
+                    Scales { values: &[0.37], layout: ScaleLayout::Tensor },
+                    Output::BF16(&mut o),
+                )
+                .unwrap();
                 match &reference {
                     None => reference = Some(o),
                     Some(r) => assert_eq!(r, &o, "{} differs", k.isa),
@@ -769,11 +790,25 @@ mod tests {
         let scales = [0.5f32, 2.0, 0.25, 4.0];
         let mut all = vec![0u16; codes.len()];
         let lay = ScaleLayout::Block { n: 128, k: 128 };
-        dequantize(&codes, &[2, 130, 3], Fp8Format::E4M3, Scales { values: &scales, layout: lay }, Output::BF16(&mut all)).unwrap();
+        dequantize(
+            &codes,
+            &[2, 130, 3],
+            Fp8Format::E4M3,
+            Scales { values: &scales, layout: lay },
+            Output::BF16(&mut all),
+        )
+        .unwrap();
         for m in 0..2 {
             let mut one = vec![0u16; 390];
             let c = &codes[m * 390..(m + 1) * 390];
-            dequantize(c, &[130, 3], Fp8Format::E4M3, Scales { values: &scales[m * 2..m * 2 + 2], layout: lay }, Output::BF16(&mut one)).unwrap();
+            dequantize(
+                c,
+                &[130, 3],
+                Fp8Format::E4M3,
+                Scales { values: &scales[m * 2..m * 2 + 2], layout: lay },
+                Output::BF16(&mut one),
+            )
+            .unwrap();
             assert_eq!(&all[m * 390..(m + 1) * 390], &one[..]);
         }
     }
@@ -781,9 +816,21 @@ mod tests {
     #[test]
     fn shape_errors_are_reported() {
         let mut o = vec![0u16; 4];
-        let e = dequantize(&[0; 3], &[2, 2], Fp8Format::E4M3, Scales { values: &[1.0], layout: ScaleLayout::Tensor }, Output::BF16(&mut o));
+        let e = dequantize(
+            &[0; 3],
+            &[2, 2],
+            Fp8Format::E4M3,
+            Scales { values: &[1.0], layout: ScaleLayout::Tensor },
+            Output::BF16(&mut o),
+        );
         assert!(matches!(e, Err(KernelError::WeightSize { .. })));
-        let e = dequantize(&[0; 4], &[2, 2], Fp8Format::E4M3, Scales { values: &[1.0, 2.0], layout: ScaleLayout::Block { n: 1, k: 1 } }, Output::BF16(&mut o));
+        let e = dequantize(
+            &[0; 4],
+            &[2, 2],
+            Fp8Format::E4M3,
+            Scales { values: &[1.0, 2.0], layout: ScaleLayout::Block { n: 1, k: 1 } },
+            Output::BF16(&mut o),
+        );
         assert!(matches!(e, Err(KernelError::ScaleSize { .. })));
     }
 }

@@ -2,8 +2,8 @@
 //! shape and dtype each scheme requires. The converter uses the same pairing, so what the audit
 //! accepts is exactly what `dequant` converts.
 
-use super::scheme::{QuantScheme, ScaleLayout};
 use super::ceil_div;
+use super::scheme::{QuantScheme, ScaleLayout};
 use crate::arch::AuditRules;
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::findings::{Code, Finding, Severity};
@@ -47,7 +47,8 @@ fn scale_shape_ok(layout: ScaleLayout, w: &[u64], got: &[u64]) -> bool {
         return false;
     }
     let (lead, n, k) = (&w[..w.len() - 2], w[w.len() - 2], w[w.len() - 1]);
-    let tail_is = |tail: &[u64]| got.len() == lead.len() + tail.len() && got[..lead.len()] == *lead && got[lead.len()..] == *tail;
+    let tail_is =
+        |tail: &[u64]| got.len() == lead.len() + tail.len() && got[..lead.len()] == *lead && got[lead.len()..] == *tail;
     match layout {
         ScaleLayout::Block { n: bn, k: bk } => tail_is(&[ceil_div(n, bn), ceil_div(k, bk)]),
         ScaleLayout::Channel => tail_is(&[n, 1]) || tail_is(&[n]),
@@ -116,7 +117,11 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
                 out.push(
                     Finding::new(
                         Code::IgnoredModuleQuantized,
-                        format!("{name} is {} but {module} is listed in {}", t.entry.dtype, scheme.not_converted_key.unwrap_or("the ignore list")),
+                        format!(
+                            "{name} is {} but {module} is listed in {}",
+                            t.entry.dtype,
+                            scheme.not_converted_key.unwrap_or("the ignore list")
+                        ),
                     )
                     .file(t.shard.name.clone())
                     .tensor(name.clone()),
@@ -138,7 +143,12 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
                 out.push(
                     Finding::new(
                         Code::Fp8ScaleMissing,
-                        format!("{name} {:?} is {} with no {}", t.entry.shape, t.entry.dtype, if want == "weight_scale_inv" { inv } else { plain }),
+                        format!(
+                            "{name} {:?} is {} with no {}",
+                            t.entry.shape,
+                            t.entry.dtype,
+                            if want == "weight_scale_inv" { inv } else { plain }
+                        ),
                     )
                     .file(t.shard.name.clone())
                     .tensor(name.clone()),
@@ -177,10 +187,17 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
             }
             if !scale_dtype_ok(scheme, s.entry.dtype) {
                 out.push(
-                    Finding::new(Code::Fp8ScaleDtype, format!("{scale_name} is {}; {} scales are F32{}", s.entry.dtype, scheme.method,
-                        if scheme.method == "compressed-tensors" { ", BF16 or F16" } else { " (or F8_E8M0)" }))
-                        .file(s.shard.name.clone())
-                        .tensor(scale_name.clone()),
+                    Finding::new(
+                        Code::Fp8ScaleDtype,
+                        format!(
+                            "{scale_name} is {}; {} scales are F32{}",
+                            s.entry.dtype,
+                            scheme.method,
+                            if scheme.method == "compressed-tensors" { ", BF16 or F16" } else { " (or F8_E8M0)" }
+                        ),
+                    )
+                    .file(s.shard.name.clone())
+                    .tensor(scale_name.clone()),
                 );
             }
             p.paired += 1;
@@ -203,9 +220,12 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
                     .tensor(name.clone()),
             ),
             Some(wt) if matches!(wt.entry.dtype, Dtype::BF16 | Dtype::F16 | Dtype::F32) => out.push(
-                Finding::new(Code::ScaleOnUnquantized, format!("{name} accompanies {w}, which is {} (not fp8)", wt.entry.dtype))
-                    .file(t.shard.name.clone())
-                    .tensor(name.clone()),
+                Finding::new(
+                    Code::ScaleOnUnquantized,
+                    format!("{name} accompanies {w}, which is {} (not fp8)", wt.entry.dtype),
+                )
+                .file(t.shard.name.clone())
+                .tensor(name.clone()),
             ),
             Some(_) => {}
         }
@@ -227,7 +247,8 @@ fn kv_scales(ck: &Checkpoint, rules: &AuditRules, p: &mut Pairing, out: &mut Vec
         *p.kv_scales.entry(sfx.trim_start_matches('.').to_string()).or_default() += 1;
         // Group k/v by attention module: strip the suffix and any k_proj / v_proj / qkv_proj leaf.
         let base = &name[..name.len() - sfx.len()];
-        let module = base.trim_end_matches(".k_proj").trim_end_matches(".v_proj").trim_end_matches(".qkv_proj").to_string();
+        let module =
+            base.trim_end_matches(".k_proj").trim_end_matches(".v_proj").trim_end_matches(".qkv_proj").to_string();
         let e = per_module.entry(module).or_default();
         let leaf = sfx.trim_start_matches('.');
         let (is_k, is_v) = match leaf {
@@ -252,8 +273,15 @@ fn kv_scales(ck: &Checkpoint, rules: &AuditRules, p: &mut Pairing, out: &mut Vec
     for (m, (k, v)) in per_module {
         if k != v {
             out.push(
-                Finding::new(Code::KvScaleIncomplete, format!("{m} has {} but not {}", if k { "k_scale" } else { "v_scale" }, if k { "v_scale" } else { "k_scale" }))
-                    .tensor(m),
+                Finding::new(
+                    Code::KvScaleIncomplete,
+                    format!(
+                        "{m} has {} but not {}",
+                        if k { "k_scale" } else { "v_scale" },
+                        if k { "v_scale" } else { "k_scale" }
+                    ),
+                )
+                .tensor(m),
             );
         }
     }
@@ -269,7 +297,10 @@ fn companions(ck: &Checkpoint, scheme: Option<&QuantScheme>, out: &mut Vec<Findi
         other => {
             out.push(Finding::new(
                 Code::QuantUnsupported,
-                format!("quant_method {other:?}{}: its companion tensors are not checked", s.format.as_deref().map(|f| format!(" ({f})")).unwrap_or_default()),
+                format!(
+                    "quant_method {other:?}{}: its companion tensors are not checked",
+                    s.format.as_deref().map(|f| format!(" ({f})")).unwrap_or_default()
+                ),
             ));
             return;
         }
@@ -279,9 +310,15 @@ fn companions(ck: &Checkpoint, scheme: Option<&QuantScheme>, out: &mut Vec<Findi
         let missing: Vec<&str> = required.iter().copied().filter(|c| ck.get(&format!("{m}.{c}")).is_none()).collect();
         if !missing.is_empty() {
             out.push(
-                Finding::new(Code::QuantCompanionMissing, format!("{m}.qweight has no {}", missing.iter().map(|c| format!("{m}.{c}")).collect::<Vec<_>>().join(", ")))
-                    .file(t.shard.name.clone())
-                    .tensor(t.entry.name.clone()),
+                Finding::new(
+                    Code::QuantCompanionMissing,
+                    format!(
+                        "{m}.qweight has no {}",
+                        missing.iter().map(|c| format!("{m}.{c}")).collect::<Vec<_>>().join(", ")
+                    ),
+                )
+                .file(t.shard.name.clone())
+                .tensor(t.entry.name.clone()),
             );
         }
     }
@@ -298,7 +335,11 @@ mod tests {
         let s = expected_scale_shape(ScaleLayout::Block { n: 128, k: 128 }, &[8, 129, 200]);
         assert_eq!(s, vec![vec![8, 2, 2]]);
         assert_eq!(expected_scale_shape(ScaleLayout::Channel, &[10, 4]), vec![vec![10, 1], vec![10]]);
-        for (layout, w) in [(ScaleLayout::Block { n: 128, k: 128 }, vec![8u64, 129, 200]), (ScaleLayout::Channel, vec![10, 4]), (ScaleLayout::Tensor, vec![3, 4])] {
+        for (layout, w) in [
+            (ScaleLayout::Block { n: 128, k: 128 }, vec![8u64, 129, 200]),
+            (ScaleLayout::Channel, vec![10, 4]),
+            (ScaleLayout::Tensor, vec![3, 4]),
+        ] {
             for e in expected_scale_shape(layout, &w) {
                 assert!(scale_shape_ok(layout, &w, &e), "{layout} {w:?} {e:?}");
             }

@@ -65,7 +65,9 @@ impl QuantScheme {
                             .filter(|q| q.is_object())
                             .map(|q| (q, "text_config.quantization_config"))
                     })
-                    .or_else(|| c.get("compression_config").filter(|q| q.is_object()).map(|q| (q, "compression_config")))
+                    .or_else(|| {
+                        c.get("compression_config").filter(|q| q.is_object()).map(|q| (q, "compression_config"))
+                    })
             })
             .or_else(|| hf_quant_config.filter(|q| q.is_object()).map(|q| (q, "hf_quant_config.json")))?;
         let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
@@ -123,16 +125,19 @@ impl QuantScheme {
                 let groups = q.get("config_groups").and_then(Value::as_object);
                 if let Some(w) = groups.and_then(|g| {
                     g.values().filter_map(|grp| grp.get("weights")).find(|w| {
-                        w.get("type").and_then(Value::as_str) == Some("float") && w.get("num_bits").and_then(Value::as_u64) == Some(8)
+                        w.get("type").and_then(Value::as_str) == Some("float")
+                            && w.get("num_bits").and_then(Value::as_u64) == Some(8)
                     })
                 }) {
                     let strategy = w.get("strategy").and_then(Value::as_str).unwrap_or("tensor");
                     scheme.fp8_scale = match strategy {
                         "channel" => Some(ScaleLayout::Channel),
-                        "block" => w.get("block_structure").and_then(Value::as_array).and_then(|a| match a.as_slice() {
-                            [n, k] => Some(ScaleLayout::Block { n: n.as_u64()?, k: k.as_u64()? }),
-                            _ => None,
-                        }),
+                        "block" => {
+                            w.get("block_structure").and_then(Value::as_array).and_then(|a| match a.as_slice() {
+                                [n, k] => Some(ScaleLayout::Block { n: n.as_u64()?, k: k.as_u64()? }),
+                                _ => None,
+                            })
+                        }
                         _ => Some(ScaleLayout::Tensor),
                     };
                     scheme.scale_suffix = Some("weight_scale");

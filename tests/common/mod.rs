@@ -89,8 +89,12 @@ pub fn drop_tensors(dir: &Path, pred: impl Fn(&str) -> bool) -> usize {
     for s in shards {
         let p = dir.join(&s);
         let st = read_st(&p);
-        let mut entries: Vec<(String, Value)> =
-            st.header.iter().filter(|(k, _)| k.as_str() != "__metadata__").map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut entries: Vec<(String, Value)> = st
+            .header
+            .iter()
+            .filter(|(k, _)| k.as_str() != "__metadata__")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         entries.sort_by_key(|(_, v)| v["data_offsets"][0].as_u64().unwrap());
         let mut header = Map::new();
         if let Some(m) = st.header.get("__metadata__") {
@@ -102,7 +106,8 @@ pub fn drop_tensors(dir: &Path, pred: impl Fn(&str) -> bool) -> usize {
                 dropped += 1;
                 continue;
             }
-            let (b, e) = (v["data_offsets"][0].as_u64().unwrap() as usize, v["data_offsets"][1].as_u64().unwrap() as usize);
+            let (b, e) =
+                (v["data_offsets"][0].as_u64().unwrap() as usize, v["data_offsets"][1].as_u64().unwrap() as usize);
             let start = data.len();
             data.extend_from_slice(&st.data[b..e]);
             v["data_offsets"] = json!([start, data.len()]);
@@ -115,6 +120,18 @@ pub fn drop_tensors(dir: &Path, pred: impl Fn(&str) -> bool) -> usize {
     });
     fix_total_size(dir);
     dropped
+}
+
+/// Append a one-value F32 tensor `name` of `shape` ([] or [1]) to `shard`, and list it in the index.
+pub fn add_f32_tensor(dir: &Path, shard: &str, name: &str, shape: &[u64]) {
+    let p = dir.join(shard);
+    let mut st = read_st(&p);
+    let at = st.data.len() as u64;
+    st.data.extend_from_slice(&1.0f32.to_le_bytes());
+    st.header.insert(name.into(), json!({"dtype": "F32", "shape": shape, "data_offsets": [at, at + 4]}));
+    write_st(&p, &st);
+    edit_json(&dir.join("model.safetensors.index.json"), |v| v["weight_map"][name] = json!(shard));
+    fix_total_size(dir);
 }
 
 /// Set the index's total_size to the tensor bytes actually stored.
@@ -168,7 +185,8 @@ pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Run {
 pub fn audit_json(path: &Path) -> (i32, Value) {
     let r = run(&["audit", "--json", path.to_str().unwrap()]);
     assert!(r.stderr.is_empty() || r.code != 0, "stderr: {}", r.stderr);
-    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}\n{}", r.stdout, r.stderr));
+    let v: Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}\n{}", r.stdout, r.stderr));
     (r.code, v)
 }
 
