@@ -87,6 +87,16 @@ fn deepseek_fp8_block_with_partial_blocks_equals_pytorch() {
 }
 
 #[test]
+fn dense_fp8_block_equals_pytorch() {
+    check_against_reference("qwen3-dense-fp8");
+}
+
+#[test]
+fn per_expert_moe_fp8_block_equals_pytorch() {
+    check_against_reference("qwen3-moe-fp8");
+}
+
+#[test]
 fn compressed_tensors_per_channel_equals_pytorch() {
     check_against_reference("ct-fp8-channel");
 }
