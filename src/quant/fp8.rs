@@ -349,16 +349,30 @@ fn run_fast<const F: u8, T: Sink>(c: &[u8], big: f32, o: &mut [T]) {
 /// One run of codes sharing scale `s`; `nt` asks for streaming stores.
 #[inline(always)]
 fn segment<const F: u8, T: Sink>(c: &[u8], s: f32, o: &mut [T], nt: bool) {
-    if !fast_ok::<F>(s) {
-        return run_exact::<F, T>(c, s, o);
-    }
+    segment_with::<F, T>(c, s, o, nt, |_, _| false)
+}
+
+/// As [`segment`], offering each full chunk to `special` first (it returns whether it wrote it);
+/// the table path plugs in here.
+#[inline(always)]
+fn segment_with<const F: u8, T: Sink>(
+    c: &[u8],
+    s: f32,
+    o: &mut [T],
+    nt: bool,
+    mut special: impl FnMut(&[u8; CHUNK], &mut [T; CHUNK]) -> bool,
+) {
+    let fast = fast_ok::<F>(s);
     let big = prescale::<F>(s);
     let mut cc = c.chunks_exact(CHUNK);
     let mut oc = o.chunks_exact_mut(CHUNK);
     for (c, o) in (&mut cc).zip(&mut oc) {
         let c: &[u8; CHUNK] = c.try_into().expect("exact chunk");
         let o: &mut [T; CHUNK] = o.try_into().expect("exact chunk");
-        if plain_codes::<F>(c) {
+        if special(c, o) {
+            continue;
+        }
+        if fast && plain_codes::<F>(c) {
             if nt {
                 chunk_fast_nt::<F, T>(c, big, o);
             } else {
@@ -369,7 +383,7 @@ fn segment<const F: u8, T: Sink>(c: &[u8], s: f32, o: &mut [T], nt: bool) {
         }
     }
     let (c, o) = (cc.remainder(), oc.into_remainder());
-    if plain_codes::<F>(c) {
+    if fast && plain_codes::<F>(c) {
         run_fast::<F, T>(c, big, o);
     } else {
         run_exact::<F, T>(c, s, o);
@@ -512,26 +526,17 @@ mod lut {
         let o = as_bf16(o);
         for (c, o) in c.chunks(cols).zip(o.chunks_mut(cols)) {
             for (((c, o), &s), t) in c.chunks(bk).zip(o.chunks_mut(bk)).zip(scales).zip(&tables) {
-                let Some(t) = t else {
-                    segment::<E4M3, Bf16>(c, s, o, nt);
-                    continue;
-                };
-                let big = prescale::<E4M3>(s);
-                let mut cc = c.chunks_exact(CHUNK);
-                let mut oc = o.chunks_exact_mut(CHUNK);
-                for (c, o) in (&mut cc).zip(&mut oc) {
-                    let c: &[u8; CHUNK] = c.try_into().expect("exact chunk");
-                    let o: &mut [Bf16; CHUNK] = o.try_into().expect("exact chunk");
-                    if table_codes(c) {
-                        // SAFETY: Bf16 is #[repr(transparent)] over u16.
-                        chunk(c, t, &mut *(o as *mut [Bf16; CHUNK]).cast::<[u16; CHUNK]>(), nt);
-                    } else if fast_ok::<E4M3>(s) && plain_codes::<E4M3>(c) {
-                        chunk_fast::<E4M3, Bf16>(c, big, o);
-                    } else {
-                        run_exact::<E4M3, Bf16>(c, s, o);
-                    }
+                match t {
+                    None => segment::<E4M3, Bf16>(c, s, o, nt),
+                    Some(t) => segment_with::<E4M3, Bf16>(c, s, o, nt, |c, o| {
+                        table_codes(c) && {
+                            // SAFETY: AVX2 is enabled for this function (the only caller checks the
+                            // CPU); Bf16 is #[repr(transparent)] over u16.
+                            unsafe { chunk(c, t, &mut *(o as *mut [Bf16; CHUNK]).cast::<[u16; CHUNK]>(), nt) };
+                            true
+                        }
+                    }),
                 }
-                segment::<E4M3, Bf16>(cc.remainder(), s, oc.into_remainder(), false);
             }
         }
         if nt {
