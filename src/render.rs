@@ -25,6 +25,9 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref().map(|x| x.to_string()).unwrap_or_else(|| "?".into())
 }
 
+/// Longer shard lists are folded in the human report.
+const SHARDS_SHOWN: usize = 8;
+
 /// At most this many findings of one code and file are listed; the rest are counted.
 const FOLD_AFTER: usize = 6;
 
@@ -144,8 +147,16 @@ pub fn audit(r: &AuditReport) -> String {
     let _ =
         writeln!(s, "dtypes      {}", r.dtypes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
     let _ = writeln!(s, "\nshards");
-    for sh in &r.shards {
-        let _ = writeln!(s, "  {:<44} {:>7} tensors  {:>10}", sh.file, sh.tensors, bytes(sh.bytes));
+    let line = |sh: &crate::audit::ShardSummary| {
+        format!("  {:<44} {:>7} tensors  {:>10}\n", sh.file, sh.tensors, bytes(sh.bytes))
+    };
+    if r.shards.len() <= SHARDS_SHOWN + 2 {
+        r.shards.iter().for_each(|sh| s.push_str(&line(sh)));
+    } else {
+        // Long lists: the first and last few; every shard is in --json.
+        r.shards[..SHARDS_SHOWN - 2].iter().for_each(|sh| s.push_str(&line(sh)));
+        let _ = writeln!(s, "  … {} more shards (all in --json)", r.shards.len() - SHARDS_SHOWN);
+        r.shards[r.shards.len() - 2..].iter().for_each(|sh| s.push_str(&line(sh)));
     }
     let _ = writeln!(s, "\ntensors");
     for line in crate::audit::tree::render(&r.tree, bytes).lines() {

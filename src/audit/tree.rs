@@ -117,6 +117,12 @@ pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
             label = format!("{label}.{k}");
             node = c;
         }
+        // Children that are all leaves (weight, weight_scale_inv, bias, …) print on this line.
+        let inline = node.children.len() > 1 && node.children.iter().all(|(_, c)| c.children.is_empty());
+        if inline {
+            let names: Vec<&str> = node.children.iter().map(|(k, _)| k.as_str()).collect();
+            label = format!("{label}.{{{}}}", names.join(", "));
+        }
         let dt = if node.dtypes.len() <= 3 {
             node.dtypes.iter().cloned().collect::<Vec<_>>().join(",")
         } else {
@@ -129,6 +135,9 @@ pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
             fb(node.bytes),
             indent = depth * 2
         ));
+        if inline {
+            return;
+        }
         for (k, c) in &node.children {
             walk(k.clone(), c, depth + 1, out, fb);
         }
