@@ -160,12 +160,12 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], dtype: OutDtype) -> R
     for p in &pairing.pairs {
         pairs.insert(p.weight.as_str(), (p.scale.as_str(), p.layout));
     }
-    let mut drop: HashSet<String> = pairing.pairs.iter().map(|p| p.scale.clone()).collect();
+    let mut to_drop: HashSet<String> = pairing.pairs.iter().map(|p| p.scale.clone()).collect();
     for p in &pairing.pairs {
         let module = p.weight.strip_suffix(".weight").unwrap_or(&p.weight);
         let input_scale = format!("{module}.input_scale");
         if ck.get(&input_scale).is_some() {
-            drop.insert(input_scale);
+            to_drop.insert(input_scale);
         }
     }
     let mut shards = Vec::with_capacity(ck.shards.len());
@@ -175,7 +175,7 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], dtype: OutDtype) -> R
         let mut out = Vec::new();
         for e in s.tensors() {
             let t = TensorRef { shard: s, entry: e };
-            if drop.contains(&e.name) {
+            if to_drop.contains(&e.name) {
                 dropped += 1;
                 continue;
             }
