@@ -128,3 +128,23 @@ fn readme_documents_every_finding_code_and_starts_with_the_two_commands() {
     let ci = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/run")).unwrap();
     assert!(ci.contains("cargo test"), "CI runs the README's test command");
 }
+
+#[test]
+fn bench_dequant_reports_ratios_as_json() {
+    let r = run(&["bench", "dequant", "--shape", "256,384", "--reps", "2", "--threads", "1", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["schema"], "ckptkit.bench.dequant/1");
+    for k in ["ratio_to_widen", "gbps_fp8_in"] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {}", v[k]);
+    }
+    assert_eq!(v["results"][0]["threads"], 1);
+    // A real tensor of a fixture, with its scale found as the audit pairs it.
+    let t = format!("{}:model.layers.0.mlp.down_proj.weight", fixture("deepseek-fp8").display());
+    let r = run(&["bench", "dequant", "--tensor", &t, "--reps", "1", "--threads", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("down_proj.weight") && r.stdout.contains("vs widen"), "{}", r.stdout);
+    let r = run(&["bench", "dequant", "--tensor", &format!("{}:model.norm.weight", fixture("deepseek-fp8").display())]);
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("not an fp8 format"), "{}", r.stderr);
+}
