@@ -92,18 +92,52 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for BorrowedStr<'a> {
 }
 
 /// Parse the index text. Problems become findings; what could be read is returned.
-pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entries<'a>)> {
-    let raw: RawIndex = match serde_json::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            let code =
-                if e.classify() == serde_json::error::Category::Data { Code::IndexInvalid } else { Code::IndexNotJson };
-            out.push(Finding::new(code, format!("byte {}: {e}", error_offset(text, &e))).file(INDEX_NAME));
-            return None;
+/// The common case in one scan: `weight_map` parsed while the top level is read.
+#[derive(serde::Deserialize)]
+struct FastIndex<'a> {
+    #[serde(borrow, default)]
+    metadata: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    weight_map: Option<WeightMap<'a, true>>,
+}
+
+/// `weight_map` entries, or None (with a finding) when it cannot be read as an object.
+fn weight_map_of<'a>(raw: &'a serde_json::value::RawValue, out: &mut Vec<Finding>) -> Option<Vec<MapEntry<'a>>> {
+    match serde_json::from_str::<WeightMap<true>>(raw.get())
+        .map(|w| w.0)
+        .or_else(|_| serde_json::from_str::<WeightMap<false>>(raw.get()).map(|w| w.0))
+    {
+        Ok(wm) => Some(wm),
+        Err(_) => {
+            out.push(
+                Finding::new(Code::IndexInvalid, format!("`weight_map` is {:.60}, not an object", raw.get()))
+                    .file(INDEX_NAME),
+            );
+            None
         }
+    }
+}
+
+pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entries<'a>)> {
+    // One scan when every weight_map value is a string; otherwise a second, raw reading of the
+    // top level, so the problem can be named exactly.
+    let (metadata, wm) = match serde_json::from_str::<FastIndex>(text) {
+        Ok(f) => (f.metadata, f.weight_map.map(|w| Some(w.0))),
+        Err(_) => match serde_json::from_str::<RawIndex>(text) {
+            Ok(r) => (r.metadata, r.weight_map.map(|raw| weight_map_of(raw, out))),
+            Err(e) => {
+                let code = if e.classify() == serde_json::error::Category::Data {
+                    Code::IndexInvalid
+                } else {
+                    Code::IndexNotJson
+                };
+                out.push(Finding::new(code, format!("byte {}: {e}", error_offset(text, &e))).file(INDEX_NAME));
+                return None;
+            }
+        },
     };
     let mut idx = Index::default();
-    if let Some(meta) = raw.metadata {
+    if let Some(meta) = metadata {
         let meta: Value = serde_json::from_str(meta.get()).unwrap_or(Value::Null);
         if let Some(ts) = meta.get("total_size") {
             match ts.as_u64().or_else(|| ts.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)) {
@@ -116,22 +150,13 @@ pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entrie
             }
         }
     }
-    let Some(wm_raw) = raw.weight_map else {
-        out.push(Finding::new(Code::IndexInvalid, "the index has no `weight_map`").file(INDEX_NAME));
-        return Some((idx, Vec::new()));
-    };
-    let wm = match serde_json::from_str::<WeightMap<true>>(wm_raw.get())
-        .map(|w| w.0)
-        .or_else(|_| serde_json::from_str::<WeightMap<false>>(wm_raw.get()).map(|w| w.0))
-    {
-        Ok(wm) => wm,
-        Err(_) => {
-            out.push(
-                Finding::new(Code::IndexInvalid, format!("`weight_map` is {:.60}, not an object", wm_raw.get()))
-                    .file(INDEX_NAME),
-            );
+    let wm = match wm {
+        None => {
+            out.push(Finding::new(Code::IndexInvalid, "the index has no `weight_map`").file(INDEX_NAME));
             return Some((idx, Vec::new()));
         }
+        Some(None) => return Some((idx, Vec::new())),
+        Some(Some(wm)) => wm,
     };
     let mut shard_ids: FxHashMap<Cow<str>, u32> = FxHashMap::default();
     let mut entries: Entries<'a> = Vec::with_capacity(wm.len());
