@@ -11,6 +11,7 @@ pub mod convert;
 pub mod error;
 pub mod findings;
 pub mod manifest;
+pub mod plan;
 pub mod quant;
 pub mod render;
 

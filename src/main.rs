@@ -64,6 +64,47 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
+    /// Which TP / EP / DP / PP configurations vLLM will accept, per-rank memory and KV-cache capacity.
+    ///
+    /// Exit status 0 when at least one configuration is feasible, 1 when none is.
+    Plan {
+        /// A checkpoint (directory, .safetensors file, cached repo id) or a lone config.json.
+        model: String,
+        /// Tensor-parallel sizes to plan.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+        tp: Vec<u64>,
+        /// Expert parallelism (--enable-expert-parallel): `--ep` alone means on; `both` plans each TP with and without.
+        #[arg(long, num_args = 0..=1, default_missing_value = "on", default_value = "off", value_parser = ["on", "off", "both"])]
+        ep: String,
+        /// Data-parallel size (the MoE layers' TP is TP×DP without EP).
+        #[arg(long, default_value_t = 1)]
+        dp: u64,
+        /// Pipeline-parallel size.
+        #[arg(long, default_value_t = 1)]
+        pp: u64,
+        #[arg(long, default_value = "vllm", value_parser = ["vllm", "vllm-ascend"])]
+        target: String,
+        /// A device preset (h100, h200, a100, h20, ascend-a2, ascend-a2-32g, ascend-a3). Default: h100 for vllm, ascend-a2 for vllm-ascend.
+        #[arg(long, conflicts_with = "device_memory")]
+        device: Option<String>,
+        /// Device memory instead of a preset, e.g. 64GiB.
+        #[arg(long)]
+        device_memory: Option<String>,
+        #[arg(long, default_value_t = 0.9)]
+        gpu_memory_utilization: f64,
+        /// Context length for the capacity check (default 131072, capped at the model's own limit).
+        #[arg(long)]
+        max_model_len: Option<u64>,
+        #[arg(long, default_value_t = 16)]
+        max_num_seqs: u64,
+        #[arg(long, default_value = "auto", value_parser = ["auto", "fp8", "fp8_e4m3", "fp8_e5m2"])]
+        kv_cache_dtype: String,
+        /// Memory kept for activations, CUDA/ACL graphs and the runtime, per device.
+        #[arg(long, default_value = "4GiB")]
+        activation_reserve: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a checkpoint against a manifest written by `audit --checksum`.
     Verify {
         manifest: PathBuf,
@@ -106,6 +147,63 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Audit { model, json, checksum } => run_audit(&model, json, checksum),
         Cmd::Verify { manifest, model, json } => run_verify(&manifest, model, json),
+        Cmd::Plan {
+            model,
+            tp,
+            ep,
+            dp,
+            pp,
+            target,
+            device,
+            device_memory,
+            gpu_memory_utilization,
+            max_model_len,
+            max_num_seqs,
+            kv_cache_dtype,
+            activation_reserve,
+            json,
+        } => {
+            use ckptkit::plan::{device::parse_size, device::Device, PlanOptions, Target};
+            let target = if target == "vllm-ascend" { Target::VllmAscend } else { Target::Vllm };
+            let device = match (device, device_memory) {
+                (Some(d), _) => match Device::preset(&d) {
+                    Some(d) => Some(d),
+                    None => return usage(&format!("--device {d}: unknown preset (known: {})", Device::preset_names())),
+                },
+                (None, Some(m)) => match parse_size(&m) {
+                    Some(b) if b > 0 => Some(Device::custom(b, target == Target::Vllm)),
+                    _ => return usage(&format!("--device-memory {m}: expected a size such as 64GiB or 80GB")),
+                },
+                (None, None) => None,
+            };
+            let Some(reserve) = parse_size(&activation_reserve) else {
+                return usage(&format!("--activation-reserve {activation_reserve}: expected a size such as 4GiB"));
+            };
+            if tp.contains(&0) || dp == 0 || pp == 0 {
+                return usage("--tp, --dp and --pp must be at least 1");
+            }
+            if !(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0) {
+                return usage("--gpu-memory-utilization must be in (0, 1]");
+            }
+            let opts = PlanOptions {
+                tp,
+                ep: match ep.as_str() {
+                    "on" => vec![true],
+                    "both" => vec![false, true],
+                    _ => vec![false],
+                },
+                dp,
+                pp,
+                target,
+                device,
+                gpu_memory_utilization,
+                max_model_len,
+                max_num_seqs,
+                kv_cache_dtype,
+                activation_reserve_bytes: reserve,
+            };
+            run_plan(&model, &opts, json)
+        }
         Cmd::Dequant { model, out, dtype, threads, verify, part, finalize, json, quiet } => {
             run_dequant(&model, out, &dtype, threads, verify, part, finalize, json, quiet)
         }
@@ -257,6 +355,32 @@ fn run_bench(
         print!("{}", ckptkit::bench::render(&r));
     }
     ExitCode::SUCCESS
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+fn run_plan(model: &str, opts: &ckptkit::plan::PlanOptions, json: bool) -> ExitCode {
+    let input = match ckptkit::plan::PlanInput::open(model) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INPUT);
+        }
+    };
+    let report = ckptkit::plan::plan(&input, opts);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("plan serializes"));
+    } else {
+        print!("{}", render::plan(&report));
+    }
+    if report.configs.iter().any(|c| c.feasible) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FINDINGS)
+    }
 }
 
 fn run_audit(model: &str, json: bool, checksum: Option<PathBuf>) -> ExitCode {

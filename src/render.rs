@@ -219,3 +219,149 @@ pub fn verification(v: &Verification) -> String {
     let _ = writeln!(s, "{}", if v.ok { "all files match" } else { "the checkpoint differs from the manifest" });
     s
 }
+
+/// The plan as a matrix: one row per configuration, one column per rule (✔ pass, ! caveat, ✘ fail,
+/// · not applicable) with the numbers, then memory, then each distinct failure with its fix.
+pub fn plan(r: &crate::plan::PlanReport) -> String {
+    use crate::plan::{Status, Verdict};
+    let mut o = String::new();
+    let _ = writeln!(o, "ckptkit plan (rules of vLLM {})", r.vllm_reference);
+    let _ = writeln!(
+        o,
+        "model    {}  ({}, {}; shapes from {})",
+        r.model,
+        opt(&r.architecture),
+        opt(&r.model_type),
+        if r.source == "weights" { "the tensors" } else { "config.json" }
+    );
+    let _ = writeln!(o, "quant    {}", r.quantization.as_deref().unwrap_or("none"));
+    let _ = writeln!(o, "target   {} on {}: {}", r.target.as_str(), r.device.name, r.device.description);
+    let _ = writeln!(
+        o,
+        "serving  max-model-len {} × {} seqs, gpu-memory-utilization {}, kv-cache-dtype {}, activation reserve {}",
+        r.max_model_len,
+        r.max_num_seqs,
+        r.gpu_memory_utilization,
+        r.kv_cache_dtype,
+        bytes(r.activation_reserve_bytes)
+    );
+    let _ = writeln!(o);
+    let mark = |st: Status| match st {
+        Status::Pass => "✔",
+        Status::Caveat => "!",
+        Status::Fail => "✘",
+        Status::NotApplicable => "·",
+    };
+    let cell = |c: &crate::plan::ConfigPlan, rule: &str| {
+        c.checks.iter().find(|k| k.rule == rule).map_or("·".to_string(), |k| {
+            if k.status == Status::NotApplicable {
+                "·".to_string()
+            } else {
+                format!("{} {}", mark(k.status), k.short)
+            }
+        })
+    };
+    // Rule columns: those that apply somewhere and differ between configurations; the rest are
+    // stated once above the matrix. weights and kv-cache are shown with the memory columns.
+    let mut columns: Vec<&str> = Vec::new();
+    let mut same: Vec<String> = Vec::new();
+    for rule in r.rules.iter().copied().filter(|r| !matches!(*r, "weights" | "kv-cache")) {
+        let cells: Vec<String> = r.configs.iter().map(|c| cell(c, rule)).collect();
+        if cells.iter().all(|c| c == "·") {
+            continue;
+        }
+        if r.configs.len() > 1 && cells.iter().all(|c| *c == cells[0]) {
+            same.push(format!("{rule} {}", cells[0]));
+        } else {
+            columns.push(rule);
+        }
+    }
+    if !same.is_empty() {
+        let _ = writeln!(o, "every configuration: {}", same.join(", "));
+    }
+    let mut header: Vec<String> = vec!["config".into(), "verdict".into()];
+    header.extend(columns.iter().map(|s| s.to_string()));
+    header.extend(["weights/rank".into(), "kv/token".into(), format!("seqs@{}", r.max_model_len)]);
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for c in &r.configs {
+        let mut name = format!("tp={}", c.tp);
+        if c.ep {
+            name.push_str(&format!(" ep={}", c.ep_size));
+        }
+        if c.dp > 1 {
+            name.push_str(&format!(" dp={}", c.dp));
+        }
+        if c.pp > 1 {
+            name.push_str(&format!(" pp={}", c.pp));
+        }
+        let verdict = match c.verdict {
+            Verdict::Feasible => "✔ ok",
+            Verdict::FeasibleWithCaveats => "! caveats",
+            Verdict::Infeasible => "✘ NO",
+        };
+        let mut row = vec![name, verdict.to_string()];
+        row.extend(columns.iter().map(|rule| cell(c, rule)));
+        let status_of =
+            |rule: &str| c.checks.iter().find(|k| k.rule == rule).map_or(Status::NotApplicable, |k| k.status);
+        row.push(format!("{} {}", mark(status_of("weights")), bytes(c.per_rank_weight_bytes)));
+        row.push(bytes(c.kv_bytes_per_token));
+        row.push(match status_of("kv-cache") {
+            Status::NotApplicable => "·".to_string(),
+            st => format!("{} {}", mark(st), c.max_seqs_at_max_model_len),
+        });
+        rows.push(row);
+    }
+    let width = |i: usize| {
+        std::iter::once(&header[i]).chain(rows.iter().map(|r| &r[i])).map(|s| s.chars().count()).max().unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..header.len()).map(width).collect();
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            s.push_str(c);
+            if i + 1 < cells.len() {
+                s.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let _ = writeln!(o, "{}", line(&header));
+    for row in &rows {
+        let _ = writeln!(o, "{}", line(row));
+    }
+    let _ = writeln!(
+        o,
+        "\n✔ pass  ! caveat  ✘ fail  · not applicable. Numbers are per rank (heads, KV heads, MLP width, MoE intermediate I or experts, vocab rows); weights/rank: the most loaded rank, as the target holds them"
+    );
+    // Each distinct failure or caveat once, with the configurations it hits.
+    let mut seen: Vec<(String, String, Option<String>, Vec<String>)> = Vec::new();
+    for c in &r.configs {
+        let name = if c.ep { format!("tp={} ep", c.tp) } else { format!("tp={}", c.tp) };
+        for k in c.checks.iter().filter(|k| matches!(k.status, Status::Fail | Status::Caveat)) {
+            let tag = if k.status == Status::Fail { format!("✘ {}", k.rule) } else { format!("! {}", k.rule) };
+            match seen.iter_mut().find(|(t, m, _, _)| *t == tag && *m == k.message) {
+                Some(e) => e.3.push(name.clone()),
+                None => seen.push((tag, k.message.clone(), k.fix.clone(), vec![name.clone()])),
+            }
+        }
+    }
+    if !seen.is_empty() {
+        let _ = writeln!(o, "\nWhat vLLM would say");
+        for (tag, msg, fix, configs) in &seen {
+            let _ = writeln!(o, "  {tag} [{}]", configs.join(", "));
+            for l in msg.lines() {
+                let _ = writeln!(o, "      {l}");
+            }
+            if let Some(f) = fix {
+                let _ = writeln!(o, "      fix: {f}");
+            }
+        }
+    }
+    if !r.notes.is_empty() {
+        let _ = writeln!(o, "\nNotes");
+        for n in &r.notes {
+            let _ = writeln!(o, "  - {n}");
+        }
+    }
+    o
+}

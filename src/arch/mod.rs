@@ -26,8 +26,109 @@ pub fn audit_rules() -> &'static AuditRules {
     RULES.get_or_init(|| serde_json::from_str(include_str!("audit.json")).expect("embedded arch/audit.json is valid"))
 }
 
+/// How vLLM splits a module across tensor-parallel ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Partition {
+    /// `ColumnParallelLinear` with one output: rows split by TP.
+    Column,
+    /// `RowParallelLinear`: columns (the input) split by TP.
+    Row,
+    /// `MergedColumnParallelLinear` (gate_up): several outputs, each split by TP.
+    Merged,
+    /// The q part of `QKVParallelLinear`: split by TP.
+    QkvQ,
+    /// The k or v part of `QKVParallelLinear`: split by min(TP, kv heads), replicated beyond.
+    QkvKv,
+    /// A fused qkv tensor in the checkpoint.
+    Qkv,
+    /// Every rank holds all of it.
+    Replicated,
+    /// `VocabParallelEmbedding` / `ParallelLMHead`: vocab padded to 64, then split by TP.
+    Vocab,
+    /// Routed experts (`FusedMoE`): split by TP×DP without EP, whole experts per rank with EP.
+    Expert,
+}
+
+/// How a family's q/k norm weights behave under TP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QkNorm {
+    PerHead,
+    FullGather,
+    FullSharded,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FamilyParallel {
+    pub qk_norm: Option<QkNorm>,
+    #[serde(default = "yes")]
+    pub kv_replication: bool,
+    #[serde(default)]
+    pub tp_le_experts: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for FamilyParallel {
+    fn default() -> Self {
+        FamilyParallel { qk_norm: None, kv_replication: true, tp_le_experts: false }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ParallelRules {
+    pub families: BTreeMap<String, FamilyParallel>,
+    pub modules: BTreeMap<String, Partition>,
+}
+
+impl ParallelRules {
+    /// The family entry for a model_type, or the generic decoder's.
+    pub fn family(&self, model_type: Option<&str>) -> FamilyParallel {
+        model_type.and_then(|m| self.families.get(m)).cloned().unwrap_or_default()
+    }
+
+    /// The partition of a tensor, from its leaf module (the segment before `.weight`, `.bias`,
+    /// `.weight_scale_inv`, …); routed experts (an `experts` segment not under a shared expert)
+    /// are [`Partition::Expert`]. Unknown modules (norms, biases of unknown layers) are replicated.
+    pub fn partition_of(&self, name: &str) -> Partition {
+        let mut segs: Vec<&str> = name.split('.').collect();
+        if segs.contains(&"experts") && !segs.iter().any(|s| s.starts_with("shared_expert")) {
+            return Partition::Expert;
+        }
+        segs.pop();
+        segs.iter().rev().find_map(|s| self.modules.get(*s).copied()).unwrap_or(Partition::Replicated)
+    }
+}
+
+pub fn parallel_rules() -> &'static ParallelRules {
+    static RULES: OnceLock<ParallelRules> = OnceLock::new();
+    RULES.get_or_init(|| {
+        serde_json::from_str(include_str!("parallel.json")).expect("embedded arch/parallel.json is valid")
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_by_leaf_module() {
+        let r = parallel_rules();
+        assert_eq!(r.partition_of("model.layers.0.self_attn.k_proj.weight"), Partition::QkvKv);
+        assert_eq!(r.partition_of("model.layers.0.mlp.down_proj.weight_scale_inv"), Partition::Row);
+        assert_eq!(r.partition_of("model.layers.3.mlp.experts.7.gate_proj.weight"), Partition::Expert);
+        assert_eq!(r.partition_of("model.layers.3.mlp.shared_experts.gate_proj.weight"), Partition::Merged);
+        assert_eq!(r.partition_of("model.layers.3.mlp.gate.weight"), Partition::Replicated);
+        assert_eq!(r.partition_of("model.norm.weight"), Partition::Replicated);
+        assert_eq!(r.partition_of("lm_head.weight"), Partition::Vocab);
+        assert_eq!(r.family(Some("minimax_m2")).qk_norm, Some(QkNorm::FullSharded));
+        assert!(!r.family(Some("gpt_oss")).kv_replication);
+        assert!(r.family(Some("unknown")).kv_replication);
+    }
+
     #[test]
     fn embedded_rules_parse() {
         let r = super::audit_rules();

@@ -35,6 +35,30 @@ pub struct ModelConfig {
     pub layer_types: Option<Vec<String>>,
     /// Hybrid models (Qwen3-Next): every k-th layer is full attention, the others linear.
     pub full_attention_interval: Option<u64>,
+    /// `max_position_embeddings`.
+    pub max_position_embeddings: Option<u64>,
+    /// The longest context vLLM derives from the config, and the key it came from (see [`derived_max_len`]).
+    pub derived_max_model_len: Option<(u64, &'static str)>,
+    /// `torch_dtype` (or `dtype`, newer transformers).
+    pub torch_dtype: Option<String>,
+    /// `use_sliding_window`, where the config has the key (Qwen2 family: `false` disables `sliding_window`).
+    pub use_sliding_window: Option<bool>,
+    /// The MLP width of dense layers when it differs from the experts' (`intermediate_size_mlp`, Llama 4).
+    pub dense_intermediate_size: Option<u64>,
+    /// Linear-attention (Gated DeltaNet) dimensions, when the config declares them.
+    pub linear_attention: Option<LinearAttentionConfig>,
+    /// DeepSeek sparse attention (`index_topk`): an indexer cache beside the latent cache.
+    pub index_topk: Option<u64>,
+}
+
+/// Linear-attention dimensions (Qwen3-Next `linear_*` keys): a constant state per sequence.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinearAttentionConfig {
+    pub num_key_heads: u64,
+    pub num_value_heads: u64,
+    pub key_head_dim: u64,
+    pub value_head_dim: u64,
+    pub conv_kernel_dim: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -109,6 +133,52 @@ impl<'a> View<'a> {
     }
 }
 
+/// The keys vLLM takes a context limit from (the smallest present wins), in its order.
+pub const MAX_LEN_KEYS: &[&str] = &[
+    "max_position_embeddings",
+    "n_positions",
+    "max_seq_len",
+    "seq_length",
+    "model_max_length",
+    "max_target_positions",
+    "max_sequence_length",
+    "max_seq_length",
+    "seq_len",
+];
+
+/// vLLM 0.33.0's derived max_model_len (`derive_max_model_len_and_key`, `_get_and_verify_max_len`):
+/// the smallest of [`MAX_LEN_KEYS`] (`model_max_length` overrides), times the rope scaling factor
+/// except for rope types that already encode it (su, longrope, llama3, yarn, deepseek_yarn,
+/// deepseek_llama_scaling) and for Gemma 3. Returns the length and the key it came from.
+fn derived_max_len(view: &View<'_>, model_type: Option<&str>) -> Option<(u64, &'static str)> {
+    let mut best: Option<(u64, &'static str)> = None;
+    for k in MAX_LEN_KEYS {
+        if let Some(v) = view.get(k).and_then(as_count) {
+            if best.map_or(true, |(b, _)| v < b) {
+                best = Some((v, k));
+            }
+        }
+    }
+    if let Some(v) = view.get("model_max_length").and_then(as_count).filter(|&v| v > 0) {
+        best = Some((v, "model_max_length"));
+    }
+    let (base, key) = best?;
+    if model_type.is_some_and(|m| m.contains("gemma3")) {
+        return Some((base, key));
+    }
+    let Some(rs) = view.get("rope_scaling").or_else(|| view.get("rope_parameters")).filter(|r| r.is_object()) else {
+        return Some((base, key));
+    };
+    let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(Value::as_str).unwrap_or("default");
+    if matches!(kind, "su" | "longrope" | "llama3" | "yarn" | "deepseek_yarn" | "deepseek_llama_scaling") {
+        return Some((base, key));
+    }
+    match rs.get("factor").and_then(Value::as_f64).filter(|f| f.is_finite() && *f > 0.0) {
+        Some(f) => Some(((base as f64 * f) as u64, key)),
+        None => Some((base, key)),
+    }
+}
+
 fn as_count(v: &Value) -> Option<u64> {
     v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
 }
@@ -151,7 +221,7 @@ impl ModelConfig {
                 shared_expert_intermediate_size: view.u64(&["shared_expert_intermediate_size"]),
                 first_k_dense_replace: view.u64(&["first_k_dense_replace"]),
                 moe_layer_freq: view.u64(&["moe_layer_freq"]),
-                decoder_sparse_step: view.u64(&["decoder_sparse_step"]),
+                decoder_sparse_step: view.u64(&["decoder_sparse_step", "interleave_moe_layer_step"]),
                 mlp_only_layers: view
                     .get("mlp_only_layers")
                     .and_then(|a| a.as_array())
@@ -194,6 +264,23 @@ impl ModelConfig {
                 .and_then(|a| a.as_array())
                 .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()),
             full_attention_interval: view.u64(&["full_attention_interval"]),
+            max_position_embeddings: view.u64(&["max_position_embeddings", "n_positions", "max_seq_len"]),
+            derived_max_model_len: derived_max_len(&view, v.get("model_type").and_then(Value::as_str)),
+            torch_dtype: view
+                .get("torch_dtype")
+                .or_else(|| view.get("dtype"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            use_sliding_window: view.get("use_sliding_window").and_then(Value::as_bool),
+            dense_intermediate_size: view.u64(&["intermediate_size_mlp"]),
+            linear_attention: view.u64(&["linear_num_value_heads"]).map(|num_value_heads| LinearAttentionConfig {
+                num_key_heads: view.u64(&["linear_num_key_heads"]).unwrap_or(num_value_heads),
+                num_value_heads,
+                key_head_dim: view.u64(&["linear_key_head_dim"]).unwrap_or(0),
+                value_head_dim: view.u64(&["linear_value_head_dim"]).unwrap_or(0),
+                conv_kernel_dim: view.u64(&["linear_conv_kernel_dim"]).unwrap_or(4),
+            }),
+            index_topk: view.u64(&["index_topk"]),
         }
     }
 }

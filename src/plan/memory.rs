@@ -1,0 +1,199 @@
+//! Per-rank weight bytes and KV-cache bytes, as vLLM lays them out at a parallel configuration.
+
+use super::shape::{ModelShape, Role};
+use super::Parallel;
+use crate::arch::{FamilyParallel, Partition};
+use crate::checkpoint::config::ModelConfig;
+use serde::Serialize;
+
+/// vLLM's `DEFAULT_VOCAB_PADDING_SIZE`.
+pub const VOCAB_PADDING: u64 = 64;
+
+pub fn padded_vocab(v: u64) -> u64 {
+    v.div_ceil(VOCAB_PADDING) * VOCAB_PADDING
+}
+
+/// vLLM's `get_pp_indices`: `layers // pp` each, the remainder given one by one to the stages
+/// before the last (the last stage also holds the lm_head).
+pub fn pp_partition(layers: u64, pp: u64) -> Vec<u64> {
+    let pp = pp.max(1);
+    let mut parts = vec![layers / pp; pp as usize];
+    let rem = (layers % pp) as usize;
+    for i in 2..rem + 2 {
+        let at = parts.len() - i;
+        parts[at] += 1;
+    }
+    parts
+}
+
+fn stage_of(layer: u64, parts: &[u64]) -> usize {
+    let mut end = 0;
+    for (s, n) in parts.iter().enumerate() {
+        end += n;
+        if layer < end {
+            return s;
+        }
+    }
+    parts.len() - 1
+}
+
+/// The weight bytes on the most loaded rank.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RankWeights {
+    /// As stored in the checkpoint (fp8 with scales where it is fp8).
+    pub stored: u64,
+    /// With fp8 weights as bf16 and scales dropped.
+    pub bf16: u64,
+}
+
+pub fn per_rank_weights(shape: &ModelShape, cfg: &ModelConfig, fam: &FamilyParallel, par: &Parallel) -> RankWeights {
+    let tp = par.tp.max(1);
+    let nkv = cfg.num_kv_heads.or(cfg.num_heads).unwrap_or(1).max(1);
+    let kv_split = if fam.kv_replication { tp.min(nkv) } else { tp };
+    let vocab = cfg.vocab_size.unwrap_or(0);
+    let experts = cfg.moe.as_ref().map_or(1, |m| m.num_experts.max(1));
+    let parts = pp_partition(cfg.num_layers.unwrap_or(0), par.pp);
+    let stages = parts.len();
+    let mut per_stage = vec![RankWeights::default(); stages];
+    let share = |bytes: u64, p: Partition, rows: u64| -> u64 {
+        let (num, den) = match p {
+            Partition::Column | Partition::Row | Partition::Merged | Partition::QkvQ | Partition::Qkv => (1, tp),
+            Partition::QkvKv => (1, kv_split),
+            Partition::Replicated => (1, 1),
+            Partition::Vocab if vocab > 0 && rows == vocab => (padded_vocab(vocab).div_ceil(tp), vocab),
+            Partition::Vocab => (1, tp),
+            Partition::Expert if par.ep => (experts.div_ceil(par.ep_size()), experts),
+            Partition::Expert => (1, par.moe_tp()),
+        };
+        ((bytes as u128 * num as u128).div_ceil(den.max(1) as u128)) as u64
+    };
+    for p in &shape.params {
+        let stage = match p.role {
+            Role::Layer(l) => stage_of(l, &parts),
+            Role::Embed | Role::Tower => 0,
+            Role::Head => stages - 1,
+            Role::Mtp => continue,
+        };
+        per_stage[stage].stored += share(p.bytes, p.partition, p.out);
+        per_stage[stage].bf16 += share(p.bf16_bytes, p.partition, p.out);
+    }
+    // With PP and tied embeddings the last stage builds its own embedding-sized lm_head.
+    if stages > 1 && cfg.tie_word_embeddings == Some(true) {
+        for p in shape.params.iter().filter(|p| p.role == Role::Embed) {
+            per_stage[stages - 1].stored += share(p.bytes, p.partition, p.out);
+            per_stage[stages - 1].bf16 += share(p.bf16_bytes, p.partition, p.out);
+        }
+    }
+    per_stage.into_iter().max_by_key(|w| w.stored).unwrap_or_default()
+}
+
+/// What one rank's KV cache holds per token and per sequence.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct KvCache {
+    /// Bytes per token over every attention layer, as if each kept the whole context (an upper bound
+    /// for sliding-window layers).
+    pub bytes_per_token: u64,
+    /// Bytes one sequence of `max_model_len` tokens needs: sliding-window layers capped at their
+    /// window, linear-attention layers as their constant state.
+    pub bytes_per_seq: u64,
+    pub full_layers: u64,
+    pub sliding_layers: u64,
+    pub linear_layers: u64,
+    /// Latent (MLA) cache: one vector of kv_lora_rank + qk_rope_head_dim per token and layer, on every rank.
+    pub mla: bool,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum LayerKind {
+    Full,
+    Sliding(u64),
+    Linear,
+}
+
+fn layer_kinds(cfg: &ModelConfig) -> Vec<LayerKind> {
+    let n = cfg.num_layers.unwrap_or(0) as usize;
+    let window = cfg.sliding_window.filter(|&w| w > 0);
+    if let Some(types) = &cfg.layer_types {
+        return (0..n)
+            .map(|i| match types.get(i).map(String::as_str) {
+                Some(t) if t.contains("linear") => LayerKind::Linear,
+                Some(t) if t.contains("sliding") => window.map_or(LayerKind::Full, LayerKind::Sliding),
+                _ => LayerKind::Full,
+            })
+            .collect();
+    }
+    if let Some(k) = cfg.full_attention_interval.filter(|&k| k > 0) {
+        if cfg.linear_attention.is_some() {
+            return (0..n as u64).map(|i| if (i + 1) % k == 0 { LayerKind::Full } else { LayerKind::Linear }).collect();
+        }
+    }
+    match window {
+        Some(w) if cfg.use_sliding_window != Some(false) => vec![LayerKind::Sliding(w); n],
+        _ => vec![LayerKind::Full; n],
+    }
+}
+
+pub fn kv_cache(cfg: &ModelConfig, fam: &FamilyParallel, par: &Parallel, elem: u64, max_model_len: u64) -> KvCache {
+    let tp = par.tp.max(1);
+    let kinds = layer_kinds(cfg);
+    let per_layer_token = if let Some(mla) = &cfg.mla {
+        let mut b = (mla.kv_lora_rank + mla.qk_rope_head_dim.unwrap_or(0)) * elem;
+        if cfg.index_topk.is_some() {
+            // DeepSeek sparse attention's indexer keys: 128 fp8 values and one f32 scale per token.
+            b += 128 + 4;
+        }
+        b
+    } else {
+        let nkv = cfg.num_kv_heads.or(cfg.num_heads).unwrap_or(0);
+        let per_rank = if fam.kv_replication && tp >= nkv { 1.min(nkv) } else { nkv / tp };
+        2 * per_rank * cfg.head_dim.unwrap_or(0) * elem
+    };
+    let linear_state = cfg.linear_attention.as_ref().map_or(0, |la| {
+        let ssm = (la.num_value_heads / tp) * la.key_head_dim * la.value_head_dim;
+        let conv = la.conv_kernel_dim.saturating_sub(1)
+            * (2 * la.num_key_heads * la.key_head_dim + la.num_value_heads * la.value_head_dim)
+            / tp;
+        (ssm + conv) * elem
+    });
+    let mut kv = KvCache { mla: cfg.mla.is_some(), ..Default::default() };
+    for k in kinds {
+        match k {
+            LayerKind::Full => {
+                kv.full_layers += 1;
+                kv.bytes_per_token += per_layer_token;
+                kv.bytes_per_seq += per_layer_token * max_model_len;
+            }
+            LayerKind::Sliding(w) => {
+                kv.sliding_layers += 1;
+                kv.bytes_per_token += per_layer_token;
+                kv.bytes_per_seq += per_layer_token * max_model_len.min(w);
+            }
+            LayerKind::Linear => {
+                kv.linear_layers += 1;
+                kv.bytes_per_seq += linear_state;
+            }
+        }
+    }
+    kv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pp_partition_matches_vllm() {
+        // get_pp_indices(61, ·, 4): 15 each, remainder 1 to the stage before the last.
+        assert_eq!(pp_partition(61, 4), vec![15, 15, 16, 15]);
+        assert_eq!(pp_partition(62, 4), vec![15, 16, 16, 15]);
+        assert_eq!(pp_partition(8, 1), vec![8]);
+        assert_eq!(stage_of(30, &[15, 15, 16, 15]), 2);
+    }
+
+    #[test]
+    fn padded_vocab_is_multiple_of_64() {
+        assert_eq!(padded_vocab(129_280), 129_280);
+        assert_eq!(padded_vocab(151_936), 151_936);
+        assert_eq!(padded_vocab(32_001), 32_064);
+    }
+}

@@ -1,0 +1,740 @@
+//! `ckptkit plan`: which tensor / expert / pipeline-parallel configurations vLLM 0.33.0 (or
+//! vLLM-Ascend) will accept for a checkpoint, what each rank holds, and how much KV cache is left.
+//!
+//! Everything is predicted from config.json and, when weights are present, from the real tensor
+//! shapes and dtypes ([`shape::ModelShape`]). The rules are in [`rules`], memory in [`memory`].
+
+pub mod device;
+pub mod memory;
+pub mod rules;
+pub mod shape;
+
+use crate::arch::parallel_rules;
+use crate::checkpoint::config::ModelConfig;
+use crate::checkpoint::Checkpoint;
+use crate::error::CheckpointError;
+use crate::quant::scheme::QuantScheme;
+use device::Device;
+use memory::{KvCache, RankWeights};
+use serde::Serialize;
+use serde_json::Value;
+use shape::ModelShape;
+use std::path::Path;
+use std::path::PathBuf;
+
+pub const SCHEMA: &str = "ckptkit.plan/1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    Vllm,
+    VllmAscend,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Vllm => "vllm",
+            Target::VllmAscend => "vllm-ascend",
+        }
+    }
+}
+
+/// One parallel configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Parallel {
+    pub tp: u64,
+    /// `--enable-expert-parallel`.
+    pub ep: bool,
+    pub dp: u64,
+    pub pp: u64,
+}
+
+impl Parallel {
+    /// The MoE layers' TP: flattened TP×DP without EP, 1 with EP (FusedMoEParallelConfig.make).
+    pub fn moe_tp(&self) -> u64 {
+        if self.ep {
+            1
+        } else {
+            self.tp * self.dp
+        }
+    }
+    /// The expert-parallel size: TP×DP with EP, 1 without.
+    pub fn ep_size(&self) -> u64 {
+        if self.ep {
+            self.tp * self.dp
+        } else {
+            1
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Pass,
+    Caveat,
+    Fail,
+    NotApplicable,
+}
+
+/// One rule's outcome at one configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub rule: &'static str,
+    pub status: Status,
+    /// The matrix cell: a few characters with the numbers.
+    pub short: String,
+    /// For failures: the error vLLM raises (exact text where vLLM has one); for caveats: the why.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Feasible,
+    FeasibleWithCaveats,
+    Infeasible,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub rule: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// The plan for one configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigPlan {
+    pub tp: u64,
+    pub ep: bool,
+    pub ep_size: u64,
+    pub dp: u64,
+    pub pp: u64,
+    /// Devices this configuration occupies: TP × DP × PP.
+    pub devices: u64,
+    pub verdict: Verdict,
+    pub feasible: bool,
+    pub failures: Vec<Failure>,
+    pub checks: Vec<Check>,
+    /// Weight bytes on the most loaded rank, in the form the target serves (bf16 where it lacks fp8).
+    pub per_rank_weight_bytes: u64,
+    pub per_rank_weights: RankWeights,
+    pub kv_bytes_per_token: u64,
+    pub kv_bytes_per_seq: u64,
+    /// Device memory × utilisation − weights − activation reserve (0 when negative).
+    pub kv_cache_bytes_available: u64,
+    pub max_seqs_at_max_model_len: u64,
+    /// Whether `max_num_seqs` sequences of `max_model_len` fit (the adaptation workflow's baseline).
+    pub baseline_fits: bool,
+}
+
+/// What the user asked.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub tp: Vec<u64>,
+    /// Each entry one EP setting to plan (false, true or both).
+    pub ep: Vec<bool>,
+    pub dp: u64,
+    pub pp: u64,
+    pub target: Target,
+    /// None: the target's default preset.
+    pub device: Option<Device>,
+    pub gpu_memory_utilization: f64,
+    /// None: 131072, capped at the model's own limit.
+    pub max_model_len: Option<u64>,
+    pub max_num_seqs: u64,
+    /// `auto` (the model dtype) or `fp8`.
+    pub kv_cache_dtype: String,
+    pub activation_reserve_bytes: u64,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            tp: vec![1, 2, 4, 8, 16],
+            ep: vec![false],
+            dp: 1,
+            pp: 1,
+            target: Target::Vllm,
+            device: None,
+            gpu_memory_utilization: 0.9,
+            max_model_len: None,
+            max_num_seqs: 16,
+            kv_cache_dtype: "auto".into(),
+            activation_reserve_bytes: 4 << 30,
+        }
+    }
+}
+
+/// The adaptation workflow's capacity baseline: 128k context.
+pub const BASELINE_MAX_MODEL_LEN: u64 = 131_072;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    pub schema: &'static str,
+    pub vllm_reference: &'static str,
+    pub model: String,
+    pub architecture: Option<String>,
+    pub model_type: Option<String>,
+    /// `weights` (real tensor shapes and dtypes) or `config` (derived from config.json).
+    pub source: &'static str,
+    pub quantization: Option<String>,
+    pub target: Target,
+    pub device: Device,
+    pub gpu_memory_utilization: f64,
+    pub max_model_len: u64,
+    pub max_model_len_check: Check,
+    pub max_num_seqs: u64,
+    pub kv_cache_dtype: String,
+    pub activation_reserve_bytes: u64,
+    pub rules: Vec<&'static str>,
+    pub notes: Vec<String>,
+    pub configs: Vec<ConfigPlan>,
+}
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{}:{line}:{column}: not valid JSON: {message}", path.display())]
+    ConfigJson { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{}: no readable config.json beside the weights; plan needs the model's config", path.display())]
+    NoConfig { path: PathBuf },
+}
+
+/// What `plan` reads: a checkpoint directory / file / cache id, or a lone config.json.
+pub struct PlanInput {
+    pub model: String,
+    pub config: ModelConfig,
+    pub config_json: Value,
+    pub quant: Option<QuantScheme>,
+    pub shape: ModelShape,
+}
+
+impl PlanInput {
+    /// A path to a `config.json` (or a directory holding one and no safetensors) plans from the config
+    /// alone; anything else is opened as a checkpoint and planned from its real tensors.
+    pub fn open(input: &str) -> Result<PlanInput, PlanError> {
+        let p = Path::new(input);
+        let lone_config = if p.is_file() && input.ends_with(".json") {
+            Some(p.to_path_buf())
+        } else if p.is_dir() && p.join("config.json").is_file() && !has_safetensors(p) {
+            Some(p.join("config.json"))
+        } else {
+            None
+        };
+        if let Some(cfg_path) = lone_config {
+            let text = std::fs::read_to_string(&cfg_path).map_err(|e| CheckpointError::io(&cfg_path, e))?;
+            let v: Value = serde_json::from_str(&text).map_err(|e| PlanError::ConfigJson {
+                path: cfg_path.clone(),
+                line: e.line(),
+                column: e.column(),
+                message: e.to_string(),
+            })?;
+            let hf_quant = cfg_path
+                .parent()
+                .map(|d| d.join("hf_quant_config.json"))
+                .and_then(|q| std::fs::read_to_string(q).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok()));
+            let config = ModelConfig::from_value(&v);
+            let quant = QuantScheme::detect(Some(&v), hf_quant.as_ref());
+            let shape = ModelShape::from_config(&config, quant.as_ref());
+            return Ok(PlanInput { model: input.to_string(), config, config_json: v, quant, shape });
+        }
+        let (ck, _findings) = Checkpoint::open(input)?;
+        let Some(config) = ck.config.clone() else {
+            return Err(PlanError::NoConfig { path: p.to_path_buf() });
+        };
+        let config_json = ck.config_json.clone().unwrap_or(Value::Null);
+        let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
+        let shape = ModelShape::from_checkpoint(&ck, &config);
+        Ok(PlanInput { model: input.to_string(), config, config_json, quant, shape })
+    }
+}
+
+fn has_safetensors(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".safetensors")))
+        .unwrap_or(false)
+}
+
+fn max_len_check(cfg: &ModelConfig, requested: Option<u64>) -> (u64, Check) {
+    let derived = cfg.derived_max_model_len;
+    let mut check =
+        Check { rule: "max-len", status: Status::Pass, short: String::new(), message: String::new(), fix: None };
+    let len = match (requested, derived) {
+        (Some(r), Some((d, key))) if r > d => {
+            check.status = Status::Fail;
+            check.short = format!("{r} > {d}");
+            check.message = format!(
+                "ValueError: User-specified max_model_len ({r}) is greater than the derived max_model_len ({key}={d}.0 or model_max_length=None in model's config.json). To allow overriding this maximum, set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1."
+            );
+            check.fix = Some(format!("--max-model-len {d}, or extend the context with rope scaling (e.g. --hf-overrides with YaRN) where the model supports it"));
+            r
+        }
+        (Some(r), _) => r,
+        (None, Some((d, _))) if d < BASELINE_MAX_MODEL_LEN => {
+            check.status = Status::Caveat;
+            check.short = format!("capped {d}");
+            check.message = format!("the model's context limit is {d} (vLLM's derived max_model_len): capacity is computed at {d}, not the 128k baseline; serving 131072 needs --hf-overrides raising max_position_embeddings with a rope_scaling the model supports (YaRN), or VLLM_ALLOW_LONG_MAX_MODEL_LEN=1");
+            d
+        }
+        _ => BASELINE_MAX_MODEL_LEN,
+    };
+    if check.short.is_empty() {
+        check.short = len.to_string();
+    }
+    (len, check)
+}
+
+pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
+    let cfg = &input.config;
+    let fam = parallel_rules().family(cfg.text_model_type.as_deref().or(cfg.model_type.as_deref()));
+    let device = opts.device.clone().unwrap_or_else(|| match opts.target {
+        Target::Vllm => Device::preset("h100").expect("preset"),
+        Target::VllmAscend => Device::preset("ascend-a2").expect("preset"),
+    });
+    let ctx = rules::Ctx {
+        cfg,
+        fam: &fam,
+        shape: &input.shape,
+        quant: input.quant.as_ref(),
+        target: opts.target,
+        fp8_device: device.fp8,
+    };
+    let (max_model_len, len_check) = max_len_check(cfg, opts.max_model_len);
+    let kv_elem =
+        if opts.kv_cache_dtype.starts_with("fp8") { 1 } else { shape::dtype_bytes(cfg.torch_dtype.as_deref()) };
+    // Targets without fp8 hold bf16 weights (after `ckptkit dequant`).
+    let serves_bf16 = !device.fp8 && opts.target == Target::VllmAscend;
+    let budget = (device.memory_bytes as f64 * opts.gpu_memory_utilization) as u64;
+    let mut configs = Vec::new();
+    for &tp in &opts.tp {
+        for &ep in &opts.ep {
+            let par = Parallel { tp: tp.max(1), ep, dp: opts.dp.max(1), pp: opts.pp.max(1) };
+            let mut checks = rules::evaluate(&ctx, &par);
+            checks.push(len_check.clone());
+            let w = memory::per_rank_weights(&input.shape, cfg, &fam, &par);
+            let weights = if serves_bf16 { w.bf16 } else { w.stored };
+            let kv: KvCache = memory::kv_cache(cfg, &fam, &par, kv_elem, max_model_len);
+            let available = budget.saturating_sub(weights).saturating_sub(opts.activation_reserve_bytes);
+            let max_seqs = available.checked_div(kv.bytes_per_seq).unwrap_or(0);
+            checks.push(weights_check(weights, budget, opts, &device));
+            checks.push(kv_check(&kv, weights, budget, available, max_seqs, max_model_len, opts));
+            let failures: Vec<Failure> = checks
+                .iter()
+                .filter(|c| c.status == Status::Fail)
+                .map(|c| Failure { rule: c.rule, message: c.message.clone(), fix: c.fix.clone() })
+                .collect();
+            let verdict = if !failures.is_empty() {
+                Verdict::Infeasible
+            } else if checks.iter().any(|c| c.status == Status::Caveat) {
+                Verdict::FeasibleWithCaveats
+            } else {
+                Verdict::Feasible
+            };
+            configs.push(ConfigPlan {
+                tp: par.tp,
+                ep: par.ep,
+                ep_size: par.ep_size(),
+                dp: par.dp,
+                pp: par.pp,
+                devices: par.tp * par.dp * par.pp,
+                verdict,
+                feasible: verdict != Verdict::Infeasible,
+                failures,
+                checks,
+                per_rank_weight_bytes: weights,
+                per_rank_weights: w,
+                kv_bytes_per_token: kv.bytes_per_token,
+                kv_bytes_per_seq: kv.bytes_per_seq,
+                kv_cache_bytes_available: available,
+                max_seqs_at_max_model_len: max_seqs,
+                baseline_fits: max_seqs >= opts.max_num_seqs,
+            });
+        }
+    }
+    let mut notes = input.shape.notes.clone();
+    if input.shape.params.iter().any(|p| p.role == shape::Role::Mtp) {
+        notes.push("MTP / speculative layers are not counted in the main model's weights (vLLM loads them only with --speculative-config)".into());
+    }
+    if cfg.mla.is_some() {
+        notes.push("MLA: the KV cache holds one latent vector (kv_lora_rank + qk_rope_head_dim) per token and layer on every rank, not split by TP".into());
+    }
+    if serves_bf16 && input.quant.as_ref().is_some_and(|q| q.fp8_scale.is_some()) {
+        notes.push(format!(
+            "{} has no fp8: per-rank weights are counted as bf16 (after `ckptkit dequant`)",
+            device.name
+        ));
+    }
+    if opts.target == Target::VllmAscend {
+        notes.push("vllm-ascend can give the lm_head, embedding, o_proj and MLP their own TP sizes (additional_config.finegrained_tp_config: lmhead_tensor_parallel_size, embedding_tensor_parallel_size, oproj_tensor_parallel_size, mlp_tensor_parallel_size); the shapes of those layers then follow that size, not --tensor-parallel-size".into());
+    }
+    if cfg.index_topk.is_some() {
+        notes.push("sparse attention (index_topk): the KV figure adds the indexer's fp8 keys (128 + 4 bytes per token and layer)".into());
+    }
+    let mut rule_ids: Vec<&'static str> = rules::RULES.to_vec();
+    rule_ids.extend(["max-len", "weights", "kv-cache"]);
+    PlanReport {
+        schema: SCHEMA,
+        vllm_reference: crate::audit::VLLM_REFERENCE,
+        model: input.model.clone(),
+        architecture: cfg.architecture.clone(),
+        model_type: cfg.text_model_type.clone().or_else(|| cfg.model_type.clone()),
+        source: input.shape.source,
+        quantization: input.quant.as_ref().map(|q| match q.fp8_scale {
+            Some(l) => format!("{} ({l})", q.method),
+            None => q.method.clone(),
+        }),
+        target: opts.target,
+        device,
+        gpu_memory_utilization: opts.gpu_memory_utilization,
+        max_model_len,
+        max_model_len_check: len_check,
+        max_num_seqs: opts.max_num_seqs,
+        kv_cache_dtype: opts.kv_cache_dtype.clone(),
+        activation_reserve_bytes: opts.activation_reserve_bytes,
+        rules: rule_ids,
+        notes,
+        configs,
+    }
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+fn weights_check(weights: u64, budget: u64, opts: &PlanOptions, device: &Device) -> Check {
+    let short = gib(weights);
+    if weights > budget {
+        return Check {
+            rule: "weights",
+            status: Status::Fail,
+            short: format!("{short} > {}", gib(budget)),
+            message: format!(
+                "torch.OutOfMemoryError while loading: the most loaded rank holds {} of weights, more than {} × {} = {}",
+                gib(weights),
+                gib(device.memory_bytes),
+                opts.gpu_memory_utilization,
+                gib(budget)
+            ),
+            fix: Some("more TP / PP / EP ranks, a device with more memory, or a smaller weight format".into()),
+        };
+    }
+    Check { rule: "weights", status: Status::Pass, short, message: String::new(), fix: None }
+}
+
+fn kv_check(
+    kv: &KvCache,
+    weights: u64,
+    budget: u64,
+    available: u64,
+    max_seqs: u64,
+    len: u64,
+    opts: &PlanOptions,
+) -> Check {
+    if weights > budget {
+        return Check {
+            rule: "kv-cache",
+            status: Status::NotApplicable,
+            short: "-".into(),
+            message: "weights do not fit".into(),
+            fix: None,
+        };
+    }
+    if available == 0 {
+        return Check {
+            rule: "kv-cache",
+            status: Status::Fail,
+            short: "no room".into(),
+            message: "ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine (this flag also controls CPU memory reservation on the CPU backend, despite its name).".into(),
+            fix: Some("more ranks (TP/PP/EP) or a higher --gpu-memory-utilization".into()),
+        };
+    }
+    if max_seqs == 0 {
+        let est = available.checked_div(kv.bytes_per_token).unwrap_or(0);
+        return Check {
+            rule: "kv-cache",
+            status: Status::Fail,
+            short: "0 seqs".into(),
+            message: format!(
+                "ValueError: To serve at least one request with the model's max seq len ({len}), ({:.2} GiB KV cache is needed, which is larger than the available KV cache memory ({:.2} GiB). Based on the available memory, the estimated maximum model length is {est}. Try increasing `gpu_memory_utilization` (which also controls CPU memory on the CPU backend) or decreasing `max_model_len` when initializing the engine.",
+                kv.bytes_per_seq as f64 / (1u64 << 30) as f64,
+                available as f64 / (1u64 << 30) as f64
+            ),
+            fix: Some(format!("--max-model-len {est} or fewer, more ranks, or --kv-cache-dtype fp8")),
+        };
+    }
+    if max_seqs < opts.max_num_seqs {
+        return Check {
+            rule: "kv-cache",
+            status: Status::Caveat,
+            short: format!("{max_seqs} seqs"),
+            message: format!(
+                "only {max_seqs} sequences of {len} tokens fit in the KV cache; the baseline asks for {}",
+                opts.max_num_seqs
+            ),
+            fix: None,
+        };
+    }
+    Check {
+        rule: "kv-cache",
+        status: Status::Pass,
+        short: format!("{max_seqs} seqs"),
+        message: String::new(),
+        fix: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn input(v: Value) -> PlanInput {
+        let config = ModelConfig::from_value(&v);
+        let quant = QuantScheme::detect(Some(&v), None);
+        let shape = ModelShape::from_config(&config, quant.as_ref());
+        PlanInput { model: "test".into(), config, config_json: v, quant, shape }
+    }
+
+    fn one(v: Value, tp: u64, ep: bool) -> ConfigPlan {
+        let opts = PlanOptions { tp: vec![tp], ep: vec![ep], ..Default::default() };
+        plan(&input(v), &opts).configs.remove(0)
+    }
+
+    fn check<'a>(c: &'a ConfigPlan, rule: &str) -> &'a Check {
+        c.checks.iter().find(|k| k.rule == rule).unwrap()
+    }
+
+    fn dense(heads: u64, kv: u64) -> Value {
+        json!({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": heads * 128,
+               "num_attention_heads": heads, "num_key_value_heads": kv, "head_dim": 128,
+               "intermediate_size": 1024, "num_hidden_layers": 2, "vocab_size": 1000,
+               "max_position_embeddings": 131072, "torch_dtype": "bfloat16"})
+    }
+
+    #[test]
+    fn heads_must_divide_tp() {
+        let c = one(dense(12, 12), 8, false);
+        assert_eq!(check(&c, "heads").status, Status::Fail);
+        assert_eq!(
+            check(&c, "heads").message,
+            "ValueError: Total number of attention heads (12) must be divisible by tensor parallel size (8)."
+        );
+        assert_eq!(check(&one(dense(12, 12), 4, false), "heads").status, Status::Pass);
+    }
+
+    #[test]
+    fn kv_heads_replicate_or_divide() {
+        // TP ≥ kv: replicate when TP % kv == 0.
+        let c = one(dense(16, 4), 8, false);
+        assert_eq!(check(&c, "kv-heads").status, Status::Pass);
+        assert_eq!(check(&c, "kv-heads").short, "1 ×2");
+        let c = one(dense(24, 8), 12, false);
+        assert_eq!(check(&c, "kv-heads").status, Status::Fail);
+        assert!(check(&c, "kv-heads").message.contains("12 is not divisible by 8"));
+        // TP < kv: kv % TP.
+        let c = one(dense(12, 6), 4, false);
+        assert!(check(&c, "kv-heads").message.contains("6 is not divisible by 4"));
+        // KV cache per rank follows the replicated head: 2 × 1 × 128 × 2 bytes × 2 layers.
+        assert_eq!(one(dense(16, 4), 8, false).kv_bytes_per_token, 2 * 128 * 2 * 2);
+        assert_eq!(one(dense(16, 4), 2, false).kv_bytes_per_token, 2 * 2 * 128 * 2 * 2);
+    }
+
+    #[test]
+    fn no_kv_replication_family_fails_beyond_kv_heads() {
+        let mut v = dense(16, 4);
+        v["model_type"] = json!("gpt_oss");
+        let c = one(v, 8, false);
+        assert_eq!(check(&c, "kv-heads").status, Status::Fail);
+        assert!(check(&c, "kv-heads").message.starts_with("ZeroDivisionError"));
+    }
+
+    #[test]
+    fn qk_norm_by_family() {
+        let mut v = dense(16, 4);
+        v["model_type"] = json!("qwen3");
+        assert_eq!(check(&one(v.clone(), 8, false), "qk-norm").short, "per-head");
+        v["model_type"] = json!("olmo2");
+        assert_eq!(check(&one(v.clone(), 8, false), "qk-norm").short, "full, gathered");
+        v["model_type"] = json!("minimax_m2");
+        let c = one(v.clone(), 8, false);
+        assert_eq!(check(&c, "qk-norm").short, "k_norm per replica");
+        assert_eq!(check(&one(v, 2, false), "qk-norm").short, "full, /2");
+        // No q/k norm in a llama: not applicable.
+        assert_eq!(check(&one(dense(16, 4), 8, false), "qk-norm").status, Status::NotApplicable);
+    }
+
+    #[test]
+    fn dense_mlp_intermediate_divides() {
+        let mut v = dense(16, 16);
+        v["intermediate_size"] = json!(1000);
+        let c = one(v, 16, false);
+        assert_eq!(check(&c, "mlp").status, Status::Fail);
+        assert!(check(&c, "mlp").message.starts_with("AssertionError: 1000 is not divisible by 16"));
+    }
+
+    fn moe(inter: u64, experts: u64, model_type: &str) -> Value {
+        json!({"architectures": ["Qwen3MoeForCausalLM"], "model_type": model_type, "hidden_size": 2048,
+               "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128,
+               "intermediate_size": 6144, "moe_intermediate_size": inter, "num_experts": experts,
+               "num_hidden_layers": 2, "vocab_size": 151936, "max_position_embeddings": 40960,
+               "torch_dtype": "bfloat16"})
+    }
+
+    #[test]
+    fn moe_without_and_with_ep() {
+        let c = one(moe(768, 128, "qwen3_moe"), 4, false);
+        assert_eq!(check(&c, "moe").short, "I 192");
+        // Flattened TP × DP.
+        let opts = PlanOptions { tp: vec![4], dp: 2, ..Default::default() };
+        let c = plan(&input(moe(100, 128, "qwen3_moe")), &opts).configs.remove(0);
+        assert!(check(&c, "moe").message.contains("100 is not divisible by 8"));
+        // EP: whole experts, uneven allowed with a caveat.
+        assert_eq!(check(&one(moe(768, 128, "qwen3_moe"), 8, true), "moe").short, "16 exp");
+        let c = one(moe(768, 60, "qwen2_moe"), 8, true);
+        assert_eq!(check(&c, "moe").status, Status::Caveat);
+        assert_eq!(check(&c, "moe").short, "8-7 exp");
+        // TP > experts raises in the Qwen MoE block.
+        let c = one(moe(768, 4, "qwen3_moe"), 8, false);
+        assert_eq!(
+            check(&c, "moe").message,
+            "ValueError: Tensor parallel size 8 is greater than the number of experts 4."
+        );
+        // EP on a dense model.
+        let c = one(dense(16, 16), 2, true);
+        assert!(check(&c, "moe").message.contains("Number of experts in the model must be greater than 0"));
+    }
+
+    fn fp8(mut v: Value) -> Value {
+        v["quantization_config"] =
+            json!({"quant_method": "fp8", "weight_block_size": [128, 128], "activation_scheme": "dynamic"});
+        v
+    }
+
+    #[test]
+    fn fp8_block_row_column_and_exemptions() {
+        // Dense down_proj (row): 18432 / 32 = 576, not a multiple of 128.
+        let mut v = fp8(dense(32, 32));
+        v["intermediate_size"] = json!(18432);
+        let c = one(v.clone(), 32, false);
+        assert_eq!(check(&c, "fp8-block").status, Status::Fail);
+        assert!(check(&c, "fp8-block").message.starts_with(
+            "ValueError: Weight input_size_per_partition = 576 is not divisible by weight quantization block_k = 128."
+        ));
+        // gate_up (merged) is exempt even though 576 % 128 != 0 on the output side; TP 16 passes.
+        assert_eq!(check(&one(v, 16, false), "fp8-block").status, Status::Pass);
+        // A single-output column layer (MLA q_b_proj) is checked on its output.
+        let mla = fp8(json!({"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+            "hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 16, "intermediate_size": 2048,
+            "q_lora_rank": 256, "kv_lora_rank": 128, "qk_rope_head_dim": 32, "qk_nope_head_dim": 40, "v_head_dim": 64,
+            "num_hidden_layers": 1, "vocab_size": 1024, "max_position_embeddings": 4096}));
+        // q_b_proj out 16 × 72 = 1152; / 4 = 288 (not a multiple of 128).
+        let c = one(mla, 4, false);
+        assert!(
+            check(&c, "fp8-block").message.contains("Weight output_partition_size = 288"),
+            "{:?}",
+            check(&c, "fp8-block")
+        );
+    }
+
+    #[test]
+    fn fp8_moe_refines_or_fails() {
+        // 768 / 8 = 96: scales refined to gcd(128, 128, 96, 2048) = 32 — loads (Triton only).
+        let c = one(fp8(moe(768, 128, "qwen3_moe")), 8, false);
+        assert_eq!(check(&c, "fp8-block").status, Status::Caveat);
+        assert_eq!(check(&c, "fp8-block").short, "MoE scales→32x32");
+        // 160 / 2 = 80: gcd 16 < 32, so vLLM's validation raises.
+        let c = one(fp8(moe(160, 128, "qwen3_moe")), 2, false);
+        assert_eq!(
+            check(&c, "fp8-block").message,
+            "ValueError: The output_size of gate's and up's weight = 80 is not divisible by weight quantization block_n = 128."
+        );
+        // With EP the experts are whole (160): not a multiple of 128 either, but gcd 32 refines.
+        assert_eq!(check(&one(fp8(moe(160, 128, "qwen3_moe")), 2, true), "fp8-block").short, "MoE scales→32x32");
+        assert_eq!(check(&one(fp8(moe(768, 128, "qwen3_moe")), 8, true), "fp8-block").status, Status::Pass);
+    }
+
+    #[test]
+    fn vocab_padding_and_pp() {
+        let mut v = dense(12, 12);
+        v["vocab_size"] = json!(1000); // padded to 1024
+        let c = one(v.clone(), 3, false);
+        assert!(check(&c, "vocab").message.starts_with("AssertionError: 1024 is not divisible by 3"));
+        v["num_hidden_layers"] = json!(61);
+        let opts = PlanOptions { tp: vec![4], pp: 4, ..Default::default() };
+        let c = plan(&input(v.clone()), &opts).configs.remove(0);
+        assert_eq!(check(&c, "pp").short, "15-16 layers");
+        let opts = PlanOptions { tp: vec![4], pp: 64, ..Default::default() };
+        assert_eq!(check(&plan(&input(v), &opts).configs[0], "pp").status, Status::Fail);
+    }
+
+    #[test]
+    fn ascend_refuses_native_fp8_and_counts_bf16() {
+        let v = fp8(dense(16, 16));
+        let opts = PlanOptions { tp: vec![1], target: Target::VllmAscend, ..Default::default() };
+        let r = plan(&input(v.clone()), &opts);
+        let c = &r.configs[0];
+        assert_eq!(check(c, "target").status, Status::Fail);
+        assert!(check(c, "target").message.starts_with("NotImplementedError"));
+        assert_eq!(r.device.name, "ascend-a2");
+        assert_eq!(c.per_rank_weight_bytes, c.per_rank_weights.bf16);
+        assert!(c.per_rank_weights.bf16 > c.per_rank_weights.stored);
+        let vllm = plan(&input(v), &PlanOptions { tp: vec![1], ..Default::default() });
+        assert_eq!(vllm.configs[0].per_rank_weight_bytes, vllm.configs[0].per_rank_weights.stored);
+        assert_eq!(check(&vllm.configs[0], "target").status, Status::Pass);
+    }
+
+    #[test]
+    fn max_len_capped_or_refused() {
+        let v = moe(768, 128, "qwen3_moe"); // max_position_embeddings 40960
+        let r = plan(&input(v.clone()), &PlanOptions { tp: vec![4], ..Default::default() });
+        assert_eq!(r.max_model_len, 40960);
+        assert_eq!(r.max_model_len_check.status, Status::Caveat);
+        let r = plan(&input(v), &PlanOptions { tp: vec![4], max_model_len: Some(131072), ..Default::default() });
+        assert_eq!(r.configs[0].verdict, Verdict::Infeasible);
+        assert!(r.max_model_len_check.message.starts_with(
+            "ValueError: User-specified max_model_len (131072) is greater than the derived max_model_len (max_position_embeddings=40960.0"
+        ));
+    }
+
+    #[test]
+    fn kv_capacity_and_mla_latent() {
+        let mla = json!({"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+            "hidden_size": 1024, "num_attention_heads": 16, "num_key_value_heads": 16, "intermediate_size": 2048,
+            "kv_lora_rank": 512, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
+            "num_hidden_layers": 10, "vocab_size": 1024, "max_position_embeddings": 163840, "torch_dtype": "bfloat16"});
+        for tp in [1, 8] {
+            let c = one(mla.clone(), tp, false);
+            assert_eq!(c.kv_bytes_per_token, (512 + 64) * 2 * 10, "latent cache is not split by TP");
+        }
+        let c = one(mla, 1, false);
+        let budget = (81_559u64 << 20) as f64 * 0.9;
+        let expect = (budget as u64 - c.per_rank_weight_bytes - (4 << 30)) / c.kv_bytes_per_seq;
+        assert_eq!(c.max_seqs_at_max_model_len, expect);
+        assert_eq!(c.kv_bytes_per_seq, c.kv_bytes_per_token * 131072);
+        // fp8 KV halves it.
+        let opts = PlanOptions { tp: vec![1], kv_cache_dtype: "fp8".into(), ..Default::default() };
+        let v = dense(16, 4);
+        let r = plan(&input(v.clone()), &opts);
+        assert_eq!(r.configs[0].kv_bytes_per_token * 2, one(v, 1, false).kv_bytes_per_token);
+    }
+
+    #[test]
+    fn sliding_window_layers_cap_their_cache() {
+        let mut v = dense(16, 4);
+        v["sliding_window"] = json!(1024);
+        v["layer_types"] = json!(["sliding_attention", "full_attention"]);
+        let c = one(v, 1, false);
+        let per_layer = 2 * 4 * 128 * 2;
+        assert_eq!(c.kv_bytes_per_token, 2 * per_layer);
+        assert_eq!(c.kv_bytes_per_seq, per_layer * 131072 + per_layer * 1024);
+    }
+}

@@ -1,0 +1,447 @@
+//! The feasibility rules: each takes the model and one parallel configuration and says pass, caveat,
+//! fail or not applicable, with the numbers, the error vLLM 0.33.0 would raise and the fix.
+
+use super::shape::{ModelShape, Param};
+use super::{Check, Parallel, Status, Target};
+use crate::arch::{FamilyParallel, Partition, QkNorm};
+use crate::checkpoint::config::ModelConfig;
+use crate::quant::scheme::{QuantScheme, ScaleLayout};
+
+/// What every rule sees.
+pub struct Ctx<'a> {
+    pub cfg: &'a ModelConfig,
+    pub fam: &'a FamilyParallel,
+    pub shape: &'a ModelShape,
+    pub quant: Option<&'a QuantScheme>,
+    pub target: Target,
+    pub fp8_device: bool,
+}
+
+/// Rule ids, in matrix column order (memory rules are added by the planner).
+pub const RULES: &[&str] = &["heads", "kv-heads", "qk-norm", "mlp", "moe", "fp8-block", "vocab", "pp", "target"];
+
+fn pass(rule: &'static str, short: impl Into<String>) -> Check {
+    Check { rule, status: Status::Pass, short: short.into(), message: String::new(), fix: None }
+}
+fn na(rule: &'static str, why: impl Into<String>) -> Check {
+    Check { rule, status: Status::NotApplicable, short: "-".into(), message: why.into(), fix: None }
+}
+fn fail(rule: &'static str, short: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check { rule, status: Status::Fail, short: short.into(), message: message.into(), fix: Some(fix.into()) }
+}
+fn caveat(rule: &'static str, short: impl Into<String>, message: impl Into<String>) -> Check {
+    Check { rule, status: Status::Caveat, short: short.into(), message: message.into(), fix: None }
+}
+
+/// The TP sizes up to 64 at which `pred` holds, for fix suggestions.
+fn good_tps(pred: impl Fn(u64) -> bool) -> String {
+    let v: Vec<String> = [1u64, 2, 4, 8, 16, 32, 64].iter().filter(|&&t| pred(t)).map(|t| t.to_string()).collect();
+    if v.is_empty() {
+        "none up to 64".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+pub fn evaluate(ctx: &Ctx<'_>, par: &Parallel) -> Vec<Check> {
+    vec![
+        heads(ctx, par),
+        kv_heads(ctx, par),
+        qk_norm(ctx, par),
+        mlp(ctx, par),
+        moe(ctx, par),
+        fp8_block(ctx, par),
+        vocab(ctx, par),
+        pp(ctx, par),
+        target(ctx, par),
+    ]
+}
+
+fn heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
+    let Some(n) = ctx.cfg.num_heads.filter(|&n| n > 0) else { return na("heads", "config has no num_attention_heads") };
+    let tp = par.tp;
+    if n % tp != 0 {
+        let why = if tp > n { format!("TP {tp} > {n} heads") } else { format!("{n}%{tp}") };
+        return fail(
+            "heads",
+            why,
+            format!(
+                "ValueError: Total number of attention heads ({n}) must be divisible by tensor parallel size ({tp})."
+            ),
+            format!("use a TP that divides {n}: {}", good_tps(|t| n % t == 0)),
+        );
+    }
+    pass("heads", (n / tp).to_string())
+}
+
+fn kv_heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
+    if ctx.cfg.mla.is_some() {
+        return pass("kv-heads", "latent");
+    }
+    let Some(kv) = ctx.cfg.num_kv_heads.filter(|&n| n > 0) else { return na("kv-heads", "config has no KV heads") };
+    let tp = par.tp;
+    if tp > kv && !ctx.fam.kv_replication {
+        return fail(
+            "kv-heads",
+            format!("{kv} kv < TP {tp}"),
+            format!("ZeroDivisionError: integer division or modulo by zero (this family's attention has no KV-head replication: {kv} KV heads // TP {tp} = 0)"),
+            format!("use TP ≤ {kv}: {}", good_tps(|t| t <= kv && kv % t == 0)),
+        );
+    }
+    if tp >= kv {
+        if tp % kv != 0 {
+            return fail(
+                "kv-heads",
+                format!("TP {tp}%{kv} kv"),
+                format!("AssertionError: {tp} is not divisible by {kv} (QKVParallelLinear: TP ≥ KV heads needs TP % KV heads == 0 to replicate them)"),
+                format!("use a TP that divides or is a multiple of {kv}: {}", good_tps(|t| if t >= kv { t % kv == 0 } else { kv % t == 0 })),
+            );
+        }
+        if tp > kv {
+            return pass("kv-heads", format!("1 ×{}", tp / kv));
+        }
+        return pass("kv-heads", "1");
+    }
+    if kv % tp != 0 {
+        return fail(
+            "kv-heads",
+            format!("{kv}%{tp}"),
+            format!("AssertionError: {kv} is not divisible by {tp}"),
+            format!(
+                "use a TP that divides or is a multiple of {kv}: {}",
+                good_tps(|t| if t >= kv { t % kv == 0 } else { kv % t == 0 })
+            ),
+        );
+    }
+    pass("kv-heads", (kv / tp).to_string())
+}
+
+/// The first q/k norm weight of the real checkpoint (or the config-derived one).
+fn norm_len(shape: &ModelShape, which: &str) -> Option<u64> {
+    shape.params.iter().find(|p| p.module.ends_with(which)).map(|p| p.out)
+}
+
+fn qk_norm(ctx: &Ctx<'_>, par: &Parallel) -> Check {
+    let (Some(hd), Some(nh)) = (ctx.cfg.head_dim, ctx.cfg.num_heads) else { return na("qk-norm", "no head_dim") };
+    let nkv = ctx.cfg.num_kv_heads.unwrap_or(nh);
+    let Some(k_len) = norm_len(ctx.shape, "self_attn.k_norm").or_else(|| norm_len(ctx.shape, "attention.k_norm"))
+    else {
+        return na("qk-norm", "no q/k norm weights");
+    };
+    let tp = par.tp;
+    let in_ckpt = if k_len == hd {
+        QkNorm::PerHead
+    } else if k_len == nkv * hd {
+        ctx.fam.qk_norm.filter(|k| *k != QkNorm::PerHead).unwrap_or(QkNorm::FullGather)
+    } else {
+        return fail(
+            "qk-norm",
+            format!("k_norm [{k_len}]?"),
+            format!("k_norm weight has {k_len} elements: neither head_dim {hd} nor kv_heads×head_dim {}; AssertionError at load (parameter shape)", nkv * hd),
+            "check head_dim and num_key_value_heads in config.json against the checkpoint",
+        );
+    };
+    match (ctx.fam.qk_norm, in_ckpt) {
+        (Some(QkNorm::PerHead), QkNorm::PerHead) | (None, QkNorm::PerHead) => pass("qk-norm", "per-head"),
+        (Some(QkNorm::PerHead), _) => fail(
+            "qk-norm",
+            format!("[{k_len}] vs [{hd}]"),
+            format!("the vLLM model builds RMSNorm(head_dim={hd}) but the checkpoint's k_norm is full width [{k_len}]: AssertionError at load"),
+            "use a model class with full-width QK-norm (Olmo2-style gather or MiniMax-style sharded norm)",
+        ),
+        (Some(QkNorm::FullGather), _) => pass("qk-norm", "full, gathered"),
+        (Some(QkNorm::FullSharded), _) => {
+            if nkv % tp != 0 && tp % nkv != 0 {
+                fail(
+                    "qk-norm",
+                    format!("k_norm {nkv} heads/{tp}"),
+                    format!("k_norm [{k_len}] is sharded by KV head; {nkv} KV heads cannot be split or replicated across TP {tp}"),
+                    "choose a TP that divides or is a multiple of the KV heads",
+                )
+            } else if tp > nkv {
+                let msg = format!("k_norm [{k_len}] is sharded by KV replica: rank r holds KV head r // {} (weight_shard_world_size = {nkv}); q_norm [{}] is split {tp} ways", tp / nkv, nh * hd);
+                if ctx.target == Target::VllmAscend {
+                    caveat("qk-norm", "k_norm per replica", format!("{msg}. vllm-ascend replaces this attention with the fused split_qkv_tp_rmsnorm_rope op, reported to fail with shape mismatches (`128 vs 64`) when TP > KV heads"))
+                } else {
+                    pass("qk-norm", "k_norm per replica")
+                }
+            } else {
+                pass("qk-norm", format!("full, /{tp}"))
+            }
+        }
+        (None, _) => caveat(
+            "qk-norm",
+            "full width, unknown",
+            format!("k_norm is full width [{k_len}] and this family's TP handling is not in the rule table: vLLM's Olmo2 gathers q/k before the norm, MiniMax shards the weight; a plain per-rank norm over a shard normalises over the wrong width with no error"),
+        ),
+    }
+}
+
+fn is_attention(p: &Param) -> bool {
+    p.module.contains("attn") || p.module.contains("attention")
+}
+
+fn mlp(ctx: &Ctx<'_>, par: &Parallel) -> Check {
+    let tp = par.tp;
+    let mut widths: Vec<(String, u64)> = Vec::new();
+    for p in ctx.shape.params.iter().filter(|p| p.is_weight && !is_attention(p)) {
+        let split = match p.partition {
+            Partition::Column | Partition::Merged => p.out,
+            Partition::Row => p.inp,
+            _ => continue,
+        };
+        if !widths.iter().any(|(_, w)| *w == split) {
+            widths.push((p.module.clone(), split));
+        }
+    }
+    if widths.is_empty() {
+        return na("mlp", "no dense MLP");
+    }
+    if let Some((m, w)) = widths.iter().find(|(_, w)| w % tp != 0) {
+        return fail(
+            "mlp",
+            format!("{w}%{tp}"),
+            format!("AssertionError: {w} is not divisible by {tp} ({m})"),
+            format!("use a TP that divides {w}: {}", good_tps(|t| widths.iter().all(|(_, w)| w % t == 0))),
+        );
+    }
+    let w = widths.iter().map(|(_, w)| *w).max().unwrap_or(0);
+    pass("mlp", (w / tp).to_string())
+}
+
+fn moe(ctx: &Ctx<'_>, par: &Parallel) -> Check {
+    let Some(m) = &ctx.cfg.moe else {
+        if par.ep {
+            return fail(
+                "moe",
+                "EP on dense",
+                "ValueError: Number of experts in the model must be greater than 0 when expert parallelism is enabled.",
+                "drop --enable-expert-parallel",
+            );
+        }
+        return na("moe", "dense model");
+    };
+    let e = m.num_experts;
+    let tp = par.tp;
+    if ctx.fam.tp_le_experts && tp > e {
+        return fail(
+            "moe",
+            format!("TP {tp} > {e} experts"),
+            format!("ValueError: Tensor parallel size {tp} is greater than the number of experts {e}."),
+            format!("use TP ≤ {e}"),
+        );
+    }
+    let im = m.moe_intermediate_size.or(ctx.cfg.intermediate_size).unwrap_or(0);
+    if par.ep {
+        let ep = par.ep_size();
+        if e < ep {
+            return fail(
+                "moe",
+                format!("{e} experts < EP {ep}"),
+                format!("{e} experts cannot be placed on {ep} expert-parallel ranks (determine_expert_map gives some ranks none)"),
+                format!("use TP×DP ≤ {e} with EP"),
+            );
+        }
+        if e % ep != 0 {
+            let base = e / ep;
+            return caveat(
+                "moe",
+                format!("{}-{base} exp", base + 1),
+                format!("{e} experts over {ep} EP ranks: the first {} ranks hold {} experts, the rest {base}; allowed, but not with EPLB (\"EPLB currently only supports even distribution of experts across ranks.\")", e % ep, base + 1),
+            );
+        }
+        return pass("moe", format!("{} exp", e / ep));
+    }
+    let moe_tp = par.moe_tp();
+    if im % moe_tp != 0 {
+        return fail(
+            "moe",
+            format!("I {im}%{moe_tp}"),
+            format!("AssertionError: {im} is not divisible by {moe_tp} (FusedMoE: moe_intermediate_size % (TP×DP))"),
+            "enable expert parallelism (--enable-expert-parallel), or a TP×DP that divides moe_intermediate_size",
+        );
+    }
+    pass("moe", format!("I {}", im / moe_tp))
+}
+
+fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
+    let Some(ScaleLayout::Block { n: bn, k: bk }) = ctx.quant.and_then(|q| q.fp8_scale) else {
+        return na("fp8-block", "not block-quantized fp8");
+    };
+    if ctx.target == Target::VllmAscend && !ctx.fp8_device {
+        return na("fp8-block", "fp8 not served natively on this target (see target)");
+    }
+    let tp = par.tp;
+    let moe_tp = par.moe_tp();
+    let mut failures: Vec<(String, String)> = Vec::new();
+    let mut refined: Vec<(u64, u64)> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for p in ctx.shape.params.iter().filter(|p| p.fp8_block && p.is_weight) {
+        let key = format!("{}:{}x{}", p.module, p.out, p.inp);
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let leaf = p.module.rsplit('.').next().unwrap_or("");
+        match p.partition {
+            Partition::Column if tp > 1 && p.out % tp == 0 => {
+                let n = p.out / tp;
+                if n % bn != 0 {
+                    failures.push((
+                        format!("{leaf} {n}%{bn}"),
+                        format!("ValueError: Weight output_partition_size = {n} is not divisible by weight quantization block_n = {bn}. ({})", p.module),
+                    ));
+                }
+            }
+            Partition::Row if tp > 1 && p.inp % tp == 0 => {
+                let k = p.inp / tp;
+                if k % bk != 0 {
+                    failures.push((
+                        format!("{leaf} {k}%{bk}"),
+                        format!("ValueError: Weight input_size_per_partition = {k} is not divisible by weight quantization block_k = {bk}. ({})", p.module),
+                    ));
+                }
+            }
+            Partition::Expert => {
+                let down = matches!(leaf, "down_proj" | "w2");
+                let i_full = if down { p.inp } else { p.out };
+                let hidden = if down { p.out } else { p.inp };
+                if !par.ep && i_full % moe_tp != 0 {
+                    continue; // the moe rule reports it
+                }
+                let i = if par.ep { i_full } else { i_full / moe_tp };
+                // vLLM 0.33.0 (fused_moe/oracle/fp8.py :: refine_fp8_moe_block_shape): a shard that
+                // does not fill whole blocks gets its scales refined to gcd(bn, bk, I_pp, hidden)
+                // when that is at least 32; only then does validate_fp8_block_shape_moe run.
+                let aligned = i % bn == 0 && (moe_tp == 1 || i % bk == 0);
+                if aligned {
+                    continue;
+                }
+                let refine = gcd(gcd(bn, bk), gcd(i, hidden));
+                if refine >= 32 {
+                    if !refined.iter().any(|(r, _)| *r == refine) {
+                        refined.push((refine, i));
+                    }
+                    continue;
+                }
+                if i % bn != 0 {
+                    failures.push((
+                        format!("experts gate/up {i}%{bn}"),
+                        format!("ValueError: The output_size of gate's and up's weight = {i} is not divisible by weight quantization block_n = {bn}."),
+                    ));
+                } else if tp > 1 && i % bk != 0 {
+                    failures.push((
+                        format!("experts down {i}%{bk}"),
+                        format!("ValueError: The input_size of down's weight = {i} is not divisible by weight quantization block_k = {bk}."),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    failures.dedup_by(|a, b| a.0 == b.0);
+    if let Some((short, msg)) = failures.first() {
+        let all = failures.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("\n");
+        let fix = if ctx.cfg.moe.is_some() && !par.ep {
+            "a smaller TP, --enable-expert-parallel for the routed experts, or bf16 weights (`ckptkit dequant`)"
+        } else {
+            "a smaller TP, or bf16 weights (`ckptkit dequant`)"
+        };
+        let _ = msg;
+        return fail("fp8-block", short.clone(), all, fix);
+    }
+    if let Some((r, i)) = refined.first() {
+        return caveat(
+            "fp8-block",
+            format!("MoE scales→{r}x{r}"),
+            format!("the experts' intermediate per rank ({i}) does not fill whole {bn}x{bk} blocks: vLLM refines their scales to {r}x{r} blocks at load (refine_fp8_moe_block_shape), which only the Triton fused-MoE kernels accept (DeepGEMM / CUTLASS need {bn}x{bk}); --enable-expert-parallel keeps whole blocks"),
+        );
+    }
+    pass("fp8-block", "ok")
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+fn vocab(ctx: &Ctx<'_>, par: &Parallel) -> Check {
+    let Some(v) = ctx.cfg.vocab_size.filter(|&v| v > 0) else { return na("vocab", "no vocab_size") };
+    let padded = super::memory::padded_vocab(v);
+    if padded % par.tp != 0 {
+        return fail(
+            "vocab",
+            format!("{padded}%{}", par.tp),
+            format!("AssertionError: {padded} is not divisible by {} (vocab {v} padded to a multiple of 64)", par.tp),
+            "use a power-of-two TP",
+        );
+    }
+    pass("vocab", (padded / par.tp).to_string())
+}
+
+fn pp(ctx: &Ctx<'_>, par: &Parallel) -> Check {
+    if par.pp <= 1 {
+        return pass("pp", "-");
+    }
+    let layers = ctx.cfg.num_layers.unwrap_or(0);
+    if par.pp > layers {
+        return fail(
+            "pp",
+            format!("PP {} > {layers} layers", par.pp),
+            format!(
+                "{layers} decoder layers cannot fill {} pipeline stages (get_pp_indices gives some stages none)",
+                par.pp
+            ),
+            format!("use PP ≤ {layers}"),
+        );
+    }
+    let parts = super::memory::pp_partition(layers, par.pp);
+    let (lo, hi) = (parts.iter().min().copied().unwrap_or(0), parts.iter().max().copied().unwrap_or(0));
+    pass("pp", if lo == hi { format!("{lo} layers") } else { format!("{lo}-{hi} layers") })
+}
+
+fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
+    let Some(q) = ctx.quant else { return pass("target", "bf16") };
+    let method = q.method.as_str();
+    match ctx.target {
+        Target::VllmAscend => {
+            let fp8 = q.fp8_scale.is_some();
+            if method == "fp8" && !ctx.fp8_device {
+                return fail(
+                    "target",
+                    "fp8 unsupported",
+                    "NotImplementedError (vllm_ascend/quantization/fp8_config.py :: AscendFp8Config.get_quant_method): native fp8 checkpoints cannot be served on Ascend A2/A3, which have no fp8 units",
+                    "convert to bf16 with `ckptkit dequant MODEL --out DIR` (memory below is counted as bf16), or use a ModelSlim W8A8 checkpoint with --quantization ascend",
+                );
+            }
+            if fp8 && !ctx.fp8_device {
+                return fail(
+                    "target",
+                    "fp8 unsupported",
+                    format!("{method} fp8 weights need fp8 units, which Ascend A2/A3 do not have"),
+                    "convert to bf16 with `ckptkit dequant`, or use a ModelSlim W8A8 checkpoint",
+                );
+            }
+            const SUPPORTED: &[&str] =
+                &["ascend", "compressed-tensors", "fp8", "deepseek_v4_fp8", "modelopt_mxfp8", "mxfp8"];
+            if !SUPPORTED.contains(&method) {
+                return fail(
+                    "target",
+                    format!("{method} unsupported"),
+                    format!("ValueError: {method} quantization is currently not supported in npu."),
+                    "use a bf16 or ModelSlim (W8A8) checkpoint",
+                );
+            }
+            pass("target", method.to_string())
+        }
+        Target::Vllm => {
+            if q.fp8_scale.is_some() && !ctx.fp8_device {
+                return caveat("target", "fp8 weight-only", "this device has no fp8 units: vLLM runs fp8 weights through the weight-only Marlin path (slower, same memory)");
+            }
+            pass("target", method.to_string())
+        }
+    }
+}
