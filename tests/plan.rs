@@ -107,10 +107,9 @@ fn eight_kv_heads_replicate_at_16_and_fail_at_12() {
     let c12 = config(&v, 12, false);
     assert_eq!(c12["feasible"], false);
     assert!(failed_rules(c12).contains(&"kv-heads"));
-    assert_eq!(
-        failure(c12, "kv-heads").lines().next().unwrap().split(" (").next().unwrap(),
-        "AssertionError: 12 is not divisible by 8"
-    );
+    // vLLM 0.33.0 raises the attention's bare assert first (checked with the oracle on a 3-KV-head model at TP 2).
+    assert!(failure(c12, "kv-heads").starts_with("AssertionError (bare"));
+    assert!(failure(c12, "kv-heads").contains("12 is not divisible by 8"));
 }
 
 #[test]

@@ -93,7 +93,7 @@ fn kv_heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             return fail(
                 "kv-heads",
                 format!("TP {tp}%{kv} kv"),
-                format!("AssertionError: {tp} is not divisible by {kv} (QKVParallelLinear: TP ≥ KV heads needs TP % KV heads == 0 to replicate them)"),
+                format!("AssertionError (bare: the attention's `tp_size % total_num_kv_heads == 0` assert; QKVParallelLinear's own check reads \"{tp} is not divisible by {kv}\"): TP ≥ KV heads must be a multiple of them to replicate each"),
                 format!("use a TP that divides or is a multiple of {kv}: {}", good_tps(|t| if t >= kv { t % kv == 0 } else { kv % t == 0 })),
             );
         }
@@ -106,7 +106,7 @@ fn kv_heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         return fail(
             "kv-heads",
             format!("{kv}%{tp}"),
-            format!("AssertionError: {kv} is not divisible by {tp}"),
+            format!("AssertionError (bare: the attention's `total_num_kv_heads % tp_size == 0` assert; QKVParallelLinear's own check reads \"{kv} is not divisible by {tp}\")"),
             format!(
                 "use a TP that divides or is a multiple of {kv}: {}",
                 good_tps(|t| if t >= kv { t % kv == 0 } else { kv % t == 0 })
