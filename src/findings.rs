@@ -124,6 +124,13 @@ codes! {
     KvScaleIncomplete = "kv-scale-incomplete", Warning, "A layer has only one of k_scale / v_scale; vLLM asserts k_scale > 0 (vllm#46264) or falls back to 1.0.";
     QuantUnsupported = "quant-unsupported", Info, "This scheme's companion tensors are not checked by ckptkit yet.";
     // --- remap (reverse check) ---------------------------------------------------------------
+    RemapFamily = "remap-family", Info, "The vLLM family whose loading rules the remap and its checks follow (see `ckptkit remap`).";
+    RemapFamilyInferred = "remap-family-inferred", Warning, "The architecture has no built-in rules; the closest family was inferred from the tensor names. Check the table and complete a rule file (`ckptkit remap --emit-rules`).";
+    RemapUnmapped = "remap-unmapped", Error, "A checkpoint tensor reaches no vLLM parameter: the loader raises (KeyError / `There is no module or parameter named …`) or, in some families, drops it silently. Rename it (WeightsMapper) or remove it.";
+    RemapUnmappedDropped = "remap-unmapped-dropped", Warning, "A checkpoint tensor reaches no vLLM parameter and this family's loader skips it without a word: the weight is not used.";
+    RemapUnfilled = "remap-unfilled", Error, "A vLLM parameter no checkpoint tensor fills: vLLM 0.33.0 does not report missing linear / embedding / expert weights and serves uninitialised memory.";
+    RemapDuplicate = "remap-duplicate", Error, "Two checkpoint tensors fill the same parameter slot (param, shard, expert): the later one wins silently.";
+    RemapShape = "remap-shape", Error, "A checkpoint tensor's shape differs from the parameter shape the config implies: vLLM asserts (`param_data.shape == loaded_weight.shape`) or loads a wrong slice.";
     ChecksumWritten = "checksum-written", Info, "A blake3 manifest of every file was written; check it later with `ckptkit verify`.";
 }
 

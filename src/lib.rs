@@ -13,6 +13,7 @@ pub mod findings;
 pub mod manifest;
 pub mod plan;
 pub mod quant;
+pub mod remap;
 pub mod render;
 
 pub use audit::{audit, AuditReport};

@@ -105,6 +105,31 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Every checkpoint tensor to its vLLM parameter (shard id, expert id, TP slice), and the reverse check.
+    Remap {
+        model: String,
+        /// The TP size whose per-rank slices to show.
+        #[arg(long, default_value_t = 1)]
+        tp: u64,
+        /// Expert parallelism: each expert's tensors go whole to the rank that owns the expert.
+        #[arg(long)]
+        ep: bool,
+        /// vllm-ascend: fp8 weights are dequantized at load (their scales consumed).
+        #[arg(long, default_value = "vllm", value_parser = ["vllm", "vllm-ascend"])]
+        target: String,
+        /// An extra rule file (a family added or replaced); may be repeated.
+        #[arg(long = "rules", value_name = "FILE")]
+        rules: Vec<PathBuf>,
+        #[arg(long, conflicts_with_all = ["csv", "md"])]
+        json: bool,
+        #[arg(long, conflicts_with = "md")]
+        csv: bool,
+        #[arg(long)]
+        md: bool,
+        /// Write the matched (or inferred) family's rule file here, for completing an unknown architecture.
+        #[arg(long, value_name = "FILE")]
+        emit_rules: Option<PathBuf>,
+    },
     /// Check a checkpoint against a manifest written by `audit --checksum`.
     Verify {
         manifest: PathBuf,
@@ -147,6 +172,23 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Audit { model, json, checksum } => run_audit(&model, json, checksum),
         Cmd::Verify { manifest, model, json } => run_verify(&manifest, model, json),
+        Cmd::Remap { model, tp, ep, target, rules, json, csv, md, emit_rules } => {
+            if tp == 0 {
+                return usage("--tp must be at least 1");
+            }
+            let target =
+                if target == "vllm-ascend" { ckptkit::plan::Target::VllmAscend } else { ckptkit::plan::Target::Vllm };
+            let format = if json {
+                render::TableFormat::Json
+            } else if csv {
+                render::TableFormat::Csv
+            } else if md {
+                render::TableFormat::Markdown
+            } else {
+                render::TableFormat::Human
+            };
+            run_remap(&model, ckptkit::remap::RemapOptions { tp, ep, target }, &rules, format, emit_rules)
+        }
         Cmd::Plan {
             model,
             tp,
@@ -360,6 +402,46 @@ fn run_bench(
 fn usage(msg: &str) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(EXIT_USAGE)
+}
+
+fn run_remap(
+    model: &str,
+    opts: ckptkit::remap::RemapOptions,
+    rule_files: &[PathBuf],
+    format: render::TableFormat,
+    emit: Option<PathBuf>,
+) -> ExitCode {
+    let paths: Vec<&std::path::Path> = rule_files.iter().map(PathBuf::as_path).collect();
+    let rules = match ckptkit::remap::rules::RuleSet::load(&paths) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INPUT);
+        }
+    };
+    let (ck, _) = match Checkpoint::open(model) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INPUT);
+        }
+    };
+    let report = ckptkit::remap::remap(&ck, model, &rules, &opts);
+    if let Some(path) = emit {
+        let text = ckptkit::remap::emit_rules(&report, &rules, ck.config.as_ref());
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(EXIT_INPUT);
+        }
+        eprintln!("wrote {}", path.display());
+    }
+    print!("{}", render::remap(&report, format));
+    let errors = report.findings.iter().any(|f| f.severity == ckptkit::Severity::Error);
+    if errors {
+        ExitCode::from(EXIT_FINDINGS)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn run_plan(model: &str, opts: &ckptkit::plan::PlanOptions, json: bool) -> ExitCode {

@@ -365,3 +365,198 @@ pub fn plan(r: &crate::plan::PlanReport) -> String {
     }
     o
 }
+
+/// How `remap` prints its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    Human,
+    Json,
+    Csv,
+    Markdown,
+}
+
+fn tp_cell(t: &crate::remap::TpSplit) -> String {
+    use crate::remap::TpSplit;
+    match t {
+        TpSplit::Replicated => "all".into(),
+        TpSplit::None => "-".into(),
+        TpSplit::ByLoader => "by loader".into(),
+        TpSplit::ExpertOwner { rank } => format!("rank {rank}"),
+        TpSplit::Split { slices } => {
+            let dim = slices.first().map_or(0, |s| s.dim);
+            let parts: Vec<String> = slices.iter().map(|s| format!("{}:{}", s.start, s.end)).collect();
+            format!("dim{dim} {}", parts.join(" "))
+        }
+    }
+}
+
+fn action_str(a: crate::remap::Action) -> &'static str {
+    use crate::remap::Action;
+    match a {
+        Action::Load => "load",
+        Action::Stack => "stack",
+        Action::Expert => "expert",
+        Action::DequantizeThenLoad => "dequantize-then-load",
+        Action::Skip => "skip",
+        Action::Unmapped => "unmapped",
+    }
+}
+
+fn shard_str(v: &Option<serde_json::Value>) -> String {
+    match v {
+        None => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(x) => x.to_string(),
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The remap table: every row for json / csv / md; folded by name pattern for humans.
+pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
+    let mut o = String::new();
+    let cells = |row: &crate::remap::Row| -> Vec<String> {
+        vec![
+            row.checkpoint_name.clone(),
+            row.shard_file.clone(),
+            row.dtype.clone(),
+            format!("{:?}", row.shape),
+            row.param.clone().unwrap_or_default(),
+            shard_str(&row.shard_id),
+            row.expert_id.map(|e| e.to_string()).unwrap_or_default(),
+            row.partition
+                .map(|p| serde_json::to_value(p).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
+                .unwrap_or_default(),
+            tp_cell(&row.tp),
+            match &row.reason {
+                Some(why) => format!("{}: {why}", action_str(row.action)),
+                None => action_str(row.action).to_string(),
+            },
+        ]
+    };
+    const HEAD: [&str; 10] = [
+        "checkpoint_name",
+        "shard_file",
+        "dtype",
+        "shape",
+        "param",
+        "shard_id",
+        "expert_id",
+        "partition",
+        "tp_slice",
+        "action",
+    ];
+    match format {
+        TableFormat::Json => {
+            let _ = writeln!(o, "{}", serde_json::to_string_pretty(r).expect("remap serializes"));
+        }
+        TableFormat::Csv => {
+            let _ = writeln!(o, "{}", HEAD.join(","));
+            for row in &r.rows {
+                let _ = writeln!(o, "{}", cells(row).iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
+            }
+        }
+        TableFormat::Markdown => {
+            let _ = writeln!(o, "| {} |", HEAD.join(" | "));
+            let _ = writeln!(o, "|{}|", vec!["---"; HEAD.len()].join("|"));
+            for row in &r.rows {
+                let _ = writeln!(
+                    o,
+                    "| {} |",
+                    cells(row).iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>().join(" | ")
+                );
+            }
+        }
+        TableFormat::Human => {
+            let _ = writeln!(
+                o,
+                "ckptkit remap (rules of vLLM {}) at TP {}{}",
+                r.vllm_reference,
+                r.tp,
+                if r.ep { " with EP" } else { "" }
+            );
+            let _ = writeln!(o, "model    {}  ({})", r.model, opt(&r.architecture));
+            if let Some(f) = &r.family {
+                let _ = writeln!(
+                    o,
+                    "family   {}{}: {}",
+                    f.family,
+                    f.confidence.map(|c| format!(" (inferred, {:.0}% of tensors map)", c * 100.0)).unwrap_or_default(),
+                    f.vllm_source
+                );
+            }
+            // Fold rows whose names differ only in layer / expert numbers.
+            let pat = |s: &str| -> String {
+                s.split('.')
+                    .map(|x| if !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()) { "*" } else { x })
+                    .collect::<Vec<_>>()
+                    .join(".")
+            };
+            let mut groups: Vec<(String, String, String, String, String, String, usize)> = Vec::new();
+            for row in &r.rows {
+                let key = (
+                    pat(&row.checkpoint_name),
+                    row.param.as_deref().map(pat).unwrap_or_default(),
+                    shard_str(&row.shard_id),
+                    row.expert_id.map(|_| "*".to_string()).unwrap_or_default(),
+                    match &row.reason {
+                        Some(why) => format!("{}: {why}", action_str(row.action)),
+                        None => action_str(row.action).to_string(),
+                    },
+                    if row.expert_id.is_some() && r.ep { "by expert owner".to_string() } else { tp_cell(&row.tp) },
+                );
+                match groups.iter_mut().find(|g| {
+                    (g.0.as_str(), g.1.as_str(), g.2.as_str(), g.3.as_str(), g.4.as_str(), g.5.as_str())
+                        == (
+                            key.0.as_str(),
+                            key.1.as_str(),
+                            key.2.as_str(),
+                            key.3.as_str(),
+                            key.4.as_str(),
+                            key.5.as_str(),
+                        )
+                }) {
+                    Some(g) => g.6 += 1,
+                    None => groups.push((key.0, key.1, key.2, key.3, key.4, key.5, 1)),
+                }
+            }
+            let head = ["n", "checkpoint", "→ vLLM parameter", "shard", "expert", "tp slice", "action"];
+            let rows: Vec<Vec<String>> = groups
+                .iter()
+                .map(|g| {
+                    vec![g.6.to_string(), g.0.clone(), g.1.clone(), g.2.clone(), g.3.clone(), g.5.clone(), g.4.clone()]
+                })
+                .collect();
+            let w: Vec<usize> = (0..head.len())
+                .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([head[i].chars().count()]).max().unwrap_or(0))
+                .collect();
+            let line = |c: &[String]| -> String {
+                c.iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        if i + 1 < c.len() {
+                            format!("{x}{}", " ".repeat(w[i] - x.chars().count() + 2))
+                        } else {
+                            x.clone()
+                        }
+                    })
+                    .collect::<String>()
+            };
+            let _ = writeln!(o, "\n{}", line(&head.map(String::from)));
+            for row in &rows {
+                let _ = writeln!(o, "{}", line(row));
+            }
+            let counts: Vec<String> = r.counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            let _ = writeln!(o, "\n{} tensors: {}", r.rows.len(), counts.join(", "));
+            let _ = writeln!(o, "\nReverse check");
+            o.push_str(&findings(&r.findings));
+        }
+    }
+    o
+}

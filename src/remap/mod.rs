@@ -1,0 +1,811 @@
+//! `ckptkit remap`: every checkpoint tensor to the vLLM parameter it fills (shard id, expert id, TP
+//! slice), following a family's rule file, and the reverse check — parameters nothing fills, tensors
+//! that go nowhere, slots filled twice, shapes that disagree with the config.
+
+pub mod expr;
+pub mod rules;
+
+use crate::arch::Partition;
+use crate::checkpoint::config::ModelConfig;
+use crate::checkpoint::Checkpoint;
+use crate::findings::{Code, Finding};
+use crate::plan::memory::padded_vocab;
+use crate::quant::scheme::{QuantScheme, ScaleLayout};
+use expr::Expr;
+use rules::{Family, ParamRule, RuleSet, Unmapped};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+
+pub const SCHEMA: &str = "ckptkit.remap/1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Loaded into a parameter of the same name (possibly renamed by the mapper).
+    Load,
+    /// One shard of a stacked parameter (qkv_proj, gate_up_proj, fused_qkv_a_proj).
+    Stack,
+    /// One expert's projection into the fused expert parameter.
+    Expert,
+    /// fp8 on a target without fp8: dequantized with its scale at load, then loaded.
+    DequantizeThenLoad,
+    /// Skipped on purpose (reason given).
+    Skip,
+    /// Reaches no parameter (reason says what vLLM does).
+    Unmapped,
+}
+
+/// One rank's part of a checkpoint tensor: `[start, end)` along `dim`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RankSlice {
+    pub rank: u64,
+    pub dim: usize,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// How a tensor is split across TP ranks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum TpSplit {
+    /// Every rank loads all of it.
+    Replicated,
+    /// Each rank loads `slices[rank]`.
+    Split {
+        slices: Vec<RankSlice>,
+    },
+    /// Whole tensor on the expert-parallel rank that owns the expert.
+    ExpertOwner {
+        rank: u64,
+    },
+    /// The loader slices it itself (fused experts, quantization scales): not modelled.
+    ByLoader,
+    None,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub checkpoint_name: String,
+    pub shard_file: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    pub param: Option<String>,
+    pub shard_id: Option<Value>,
+    pub expert_id: Option<u64>,
+    pub partition: Option<Partition>,
+    pub action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub tp: TpSplit,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FamilyInfo {
+    pub family: String,
+    pub vllm_source: String,
+    pub verified: String,
+    /// `architecture` (named in config.json) or `inferred` (closest by tensor names).
+    pub matched_by: &'static str,
+    /// For an inferred family: the share of tensors it maps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RemapReport {
+    pub schema: &'static str,
+    pub vllm_reference: &'static str,
+    pub model: String,
+    pub architecture: Option<String>,
+    pub family: Option<FamilyInfo>,
+    pub tp: u64,
+    pub ep: bool,
+    pub target: crate::plan::Target,
+    pub rows: Vec<Row>,
+    /// The parameters the vLLM model will have (from the rules and the config), with their shard ids.
+    pub params: Vec<ParamOut>,
+    /// The reverse check, as audit findings.
+    pub findings: Vec<Finding>,
+    pub counts: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParamOut {
+    pub name: String,
+    pub partition: Partition,
+    /// Shard ids ("q", "k", "v", "0", "1", "w1", …); empty for an unstacked parameter.
+    pub shards: Vec<String>,
+    /// Shape of each shard's checkpoint tensor, as the config implies it (null where not evaluated).
+    pub shapes: Vec<Option<Vec<u64>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experts: Option<u64>,
+    pub optional: bool,
+}
+
+/// Config values rule expressions read: normalised names first, then raw config keys (text_config
+/// first), booleans as 0/1.
+pub struct Vars<'a> {
+    cfg: &'a ModelConfig,
+    json: Option<&'a Value>,
+}
+
+impl<'a> Vars<'a> {
+    pub fn new(cfg: &'a ModelConfig, json: Option<&'a Value>) -> Self {
+        Vars { cfg, json }
+    }
+
+    pub fn get(&self, name: &str) -> Option<i64> {
+        let c = self.cfg;
+        let moe = c.moe.as_ref();
+        let v = match name {
+            "head_dim" => c.head_dim,
+            "num_attention_heads" => c.num_heads,
+            "num_key_value_heads" => c.num_kv_heads,
+            "hidden_size" => c.hidden_size,
+            "vocab_size" => c.vocab_size,
+            "num_hidden_layers" => c.num_layers,
+            "tie_word_embeddings" => Some(c.tie_word_embeddings.unwrap_or(false) as u64),
+            "num_experts" => moe.map(|m| m.num_experts),
+            "moe_intermediate_size" => moe.and_then(|m| m.moe_intermediate_size.or(c.intermediate_size)),
+            "n_shared_experts" => moe.and_then(|m| m.shared_experts),
+            _ => None,
+        };
+        if let Some(v) = v {
+            return i64::try_from(v).ok();
+        }
+        match self.lookup(name)? {
+            Value::Bool(b) => Some(*b as i64),
+            Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+            _ => None,
+        }
+    }
+
+    fn eval(&self, src: &str) -> Option<i64> {
+        Expr::parse(src).ok()?.eval(self)
+    }
+
+    fn lookup(&self, name: &str) -> Option<&'a Value> {
+        let json = self.json?;
+        let find = |root: &'a Value| -> Option<&'a Value> {
+            let mut cur = root;
+            for seg in name.split('.') {
+                cur = cur.get(seg)?;
+            }
+            Some(cur)
+        };
+        json.get("text_config").and_then(find).filter(|v| !v.is_null()).or_else(|| find(json).filter(|v| !v.is_null()))
+    }
+
+    fn truthy(&self, cond: &Option<String>) -> bool {
+        cond.as_ref().is_none_or(|c| self.eval(c).is_some_and(|v| v != 0))
+    }
+
+    fn layer_set(&self, set: &str) -> Vec<u64> {
+        let c = self.cfg;
+        let n = c.num_layers.unwrap_or(0);
+        let full = |i: u64| match (&c.layer_types, c.full_attention_interval) {
+            (Some(t), _) => t.get(i as usize).is_none_or(|x| !x.contains("linear")),
+            (None, Some(k)) if k > 0 && c.linear_attention.is_some() => (i + 1) % k == 0,
+            _ => true,
+        };
+        match set {
+            "layers" => (0..n).collect(),
+            "dense_layers" => (0..n).filter(|&i| c.moe.as_ref().is_none_or(|m| !m.is_moe_layer(i))).collect(),
+            "moe_layers" => (0..n).filter(|&i| c.moe.as_ref().is_some_and(|m| m.is_moe_layer(i))).collect(),
+            "full_attention_layers" => (0..n).filter(|&i| full(i)).collect(),
+            "linear_attention_layers" => (0..n).filter(|&i| !full(i)).collect(),
+            "mtp_layers" => (n..n + c.mtp_layers).collect(),
+            count => (0..self.eval(count).unwrap_or(0).max(0) as u64).collect(),
+        }
+    }
+}
+
+impl expr::Env for Vars<'_> {
+    fn int(&self, name: &str) -> Option<i64> {
+        self.get(name)
+    }
+    fn string(&self, name: &str) -> Option<String> {
+        self.lookup(name).and_then(Value::as_str).map(str::to_string)
+    }
+}
+
+/// One parameter slot family: a parameter name with its shards' expected shapes.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub name: String,
+    pub partition: Partition,
+    /// shard id ("" for an unstacked parameter) → expected checkpoint shape (None: not checked).
+    pub shards: Vec<(String, Option<Vec<u64>>)>,
+    pub experts: Option<u64>,
+    pub fused_experts: bool,
+    pub optional: bool,
+}
+
+fn expand(rule: &ParamRule, vars: &Vars<'_>) -> Vec<String> {
+    let mut names = vec![rule.name.clone()];
+    for (var, spec) in &rule.repeat {
+        let idx = vars.layer_set(spec);
+        names = names
+            .iter()
+            .flat_map(|n| idx.iter().map(move |i| n.replace(&format!("{{{var}}}"), &i.to_string())))
+            .collect();
+    }
+    names
+}
+
+/// The parameters the vLLM model will have, from the family's rules and the config (with quantization
+/// companions when the checkpoint is fp8).
+pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantScheme>) -> Vec<Expected> {
+    let mut out = Vec::new();
+    let dims = |d: &Vec<String>| -> Option<Vec<u64>> {
+        d.iter().map(|e| vars.eval(e).and_then(|v| u64::try_from(v).ok())).collect()
+    };
+    for rule in &family.params {
+        if !vars.truthy(&rule.when) {
+            continue;
+        }
+        let shards: Vec<(String, Option<Vec<u64>>)> = if rule.shards.is_empty() {
+            vec![(String::new(), rule.shape.as_ref().and_then(dims))]
+        } else {
+            rule.shards.iter().map(|(k, d)| (k.clone(), dims(d))).collect()
+        };
+        let experts = rule.experts.as_ref().and_then(|e| vars.eval(e)).map(|e| e.max(0) as u64);
+        for name in expand(rule, vars) {
+            if rule.quantized {
+                if let (Some(q), Some(layout)) = (quant, quant.and_then(|q| q.fp8_scale)) {
+                    let module = name.rsplit_once('.').map_or(name.as_str(), |(m, _)| m);
+                    if q.is_not_converted(module) != Some(true) {
+                        let suffix = q.scale_suffix.unwrap_or("weight_scale_inv");
+                        let scale_name = format!("{}{}", name.strip_suffix("weight").unwrap_or(&name), suffix);
+                        let scale_shards = shards
+                            .iter()
+                            .map(|(k, s)| {
+                                let grid = s.as_ref().and_then(|s| match (layout, s.as_slice()) {
+                                    (ScaleLayout::Block { n, k: bk }, [rows, cols]) => {
+                                        Some(vec![rows.div_ceil(n.max(1)), cols.div_ceil(bk.max(1))])
+                                    }
+                                    _ => None,
+                                });
+                                (k.clone(), grid)
+                            })
+                            .collect();
+                        out.push(Expected {
+                            name: scale_name,
+                            partition: rule.partition,
+                            shards: scale_shards,
+                            experts,
+                            fused_experts: rule.fused_experts,
+                            optional: rule.optional,
+                        });
+                    }
+                }
+            }
+            out.push(Expected {
+                name,
+                partition: rule.partition,
+                shards: shards.clone(),
+                experts,
+                fused_experts: rule.fused_experts,
+                optional: rule.optional,
+            });
+        }
+    }
+    out
+}
+
+/// WeightsMapper semantics: substr, then prefix, then suffix; every matching entry applies to the
+/// progressively rewritten name; a `null` target drops the tensor.
+pub fn apply_mapper(m: &rules::Mapper, name: &str) -> Option<String> {
+    let mut n = name.to_string();
+    for (from, to) in &m.substr {
+        if n.contains(from.as_str()) {
+            n = n.replacen(from.as_str(), to.as_deref()?, 1);
+        }
+    }
+    for (from, to) in &m.prefix {
+        if n.starts_with(from.as_str()) {
+            n = format!("{}{}", to.as_deref()?, &n[from.len()..]);
+        }
+    }
+    for (from, to) in &m.suffix {
+        if n.ends_with(from.as_str()) {
+            n = format!("{}{}", &n[..n.len() - from.len()], to.as_deref()?);
+        }
+    }
+    Some(n)
+}
+
+/// Where one checkpoint name goes, before the parameter set is consulted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    Skip(String),
+    Param { name: String, shard: Option<Value>, expert: Option<u64>, stacked: bool },
+}
+
+fn layer_index(name: &str) -> Option<u64> {
+    let segs: Vec<&str> = name.split('.').collect();
+    segs.windows(2).find(|w| w[0] == "layers").and_then(|w| w[1].parse().ok())
+}
+
+/// The routing of `name` by the family's rules, as the family's `load_weights` does it.
+pub fn route(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
+    let Some(mut n) = apply_mapper(&family.mapper, name) else {
+        return Route::Skip("dropped by hf_to_vllm_mapper".into());
+    };
+    if let Some(mtp) = &family.mtp {
+        let is_mtp = match mtp.style.as_str() {
+            "prefix" => mtp.prefix.as_deref().is_some_and(|p| n.starts_with(p)),
+            _ => layer_index(&n).zip(vars.get("num_hidden_layers")).is_some_and(|(l, n)| l as i64 >= n),
+        };
+        if is_mtp {
+            return Route::Skip(format!(
+                "MTP layer: the main model skips it; {} loads it with --speculative-config",
+                mtp.draft
+            ));
+        }
+    }
+    for s in &family.skip {
+        let hit = s.prefix.as_deref().is_some_and(|p| n.starts_with(p))
+            || s.substr.as_deref().is_some_and(|p| n.contains(p))
+            || s.suffix.as_deref().is_some_and(|p| n.ends_with(p));
+        if hit && vars.truthy(&s.when) {
+            return Route::Skip(s.reason.clone());
+        }
+    }
+    if let Some(ex) = &family.experts {
+        if let Some(pos) = n.find("experts.") {
+            let rest = &n[pos + "experts.".len()..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if digits > 0 && rest.as_bytes().get(digits) == Some(&b'.') {
+                let e: u64 = rest[..digits].parse().unwrap_or(0);
+                let after = &rest[digits + 1..];
+                for (ckpt, shard, param) in [(&ex.gate, "w1", "w13_"), (&ex.down, "w2", "w2_"), (&ex.up, "w3", "w13_")]
+                {
+                    if let Some(tail) = after.strip_prefix(&format!("{ckpt}.")) {
+                        let name = format!("{}{}{param}{tail}", &n[..pos], ex.param);
+                        return Route::Param { name, shard: Some(Value::from(shard)), expert: Some(e), stacked: false };
+                    }
+                }
+            }
+        }
+    }
+    for s in &family.stacked {
+        if s.within.as_deref().is_some_and(|w| !n.starts_with(w)) || !vars.truthy(&s.when) {
+            continue;
+        }
+        if n.contains(s.shard.as_str()) {
+            n = n.replacen(s.shard.as_str(), &s.param, 1);
+            return Route::Param { name: n, shard: Some(s.id.clone()), expert: None, stacked: true };
+        }
+    }
+    Route::Param { name: n, shard: None, expert: None, stacked: false }
+}
+
+/// The options of one remap.
+#[derive(Debug, Clone)]
+pub struct RemapOptions {
+    pub tp: u64,
+    pub ep: bool,
+    pub target: crate::plan::Target,
+}
+
+impl Default for RemapOptions {
+    fn default() -> Self {
+        RemapOptions { tp: 1, ep: false, target: crate::plan::Target::Vllm }
+    }
+}
+
+fn shard_key(v: &Option<Value>) -> String {
+    match v {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// The TP split of one checkpoint tensor filling `exp` (shard `shard`).
+fn tp_split(exp: &Expected, row: &Row, vars: &Vars<'_>, opts: &RemapOptions) -> TpSplit {
+    let tp = opts.tp.max(1);
+    let leaf = row.checkpoint_name.rsplit('.').next().unwrap_or("");
+    if leaf.contains("scale") {
+        return if exp.partition == Partition::Replicated { TpSplit::Replicated } else { TpSplit::ByLoader };
+    }
+    if exp.fused_experts {
+        return TpSplit::ByLoader;
+    }
+    let shape = &row.shape;
+    let even = |dim: usize| -> TpSplit {
+        let Some(&len) = shape.get(dim) else { return TpSplit::Replicated };
+        let per = len / tp;
+        TpSplit::Split {
+            slices: (0..tp).map(|r| RankSlice { rank: r, dim, start: r * per, end: (r + 1) * per }).collect(),
+        }
+    };
+    if tp == 1 && exp.partition != Partition::Expert {
+        return TpSplit::Replicated;
+    }
+    match exp.partition {
+        Partition::Replicated => TpSplit::Replicated,
+        Partition::Column | Partition::Merged | Partition::QkvQ | Partition::Qkv => even(0),
+        Partition::Row => {
+            if shape.len() < 2 {
+                TpSplit::Replicated
+            } else {
+                even(1)
+            }
+        }
+        Partition::QkvKv => {
+            let shard = shard_key(&row.shard_id);
+            if shard == "q" {
+                return even(0);
+            }
+            let nkv = vars.get("num_key_value_heads").unwrap_or(1).max(1) as u64;
+            let Some(&len) = shape.first() else { return TpSplit::Replicated };
+            if tp >= nkv {
+                let hd = len / nkv;
+                let replicas = (tp / nkv).max(1);
+                TpSplit::Split {
+                    slices: (0..tp)
+                        .map(|r| {
+                            let h = r / replicas;
+                            RankSlice { rank: r, dim: 0, start: h * hd, end: (h + 1) * hd }
+                        })
+                        .collect(),
+                }
+            } else {
+                even(0)
+            }
+        }
+        Partition::Vocab => {
+            let Some(&rows) = shape.first() else { return TpSplit::Replicated };
+            let per = padded_vocab(rows) / tp;
+            TpSplit::Split {
+                slices: (0..tp)
+                    .map(|r| RankSlice { rank: r, dim: 0, start: (r * per).min(rows), end: ((r + 1) * per).min(rows) })
+                    .collect(),
+            }
+        }
+        Partition::Expert => {
+            let e = row.expert_id.unwrap_or(0);
+            if opts.ep && tp > 1 {
+                let n = exp.experts.unwrap_or(1).max(1);
+                let (base, rem) = (n / tp, n % tp);
+                // Linear placement: rank r holds base + (r < rem) experts starting at r*base + min(r, rem).
+                let owner = (0..tp).find(|&r| {
+                    let start = r * base + r.min(rem);
+                    let count = base + (r < rem) as u64;
+                    e >= start && e < start + count
+                });
+                return owner.map_or(TpSplit::None, |rank| TpSplit::ExpertOwner { rank });
+            }
+            if tp == 1 {
+                return TpSplit::Replicated;
+            }
+            // w1 / w3 split on the output dim, w2 on the input dim.
+            if shard_key(&row.shard_id) == "w2" {
+                even(1)
+            } else {
+                even(0)
+            }
+        }
+    }
+}
+
+/// Remap every tensor of `ck` with `family`.
+pub fn remap_with(
+    ck: &Checkpoint,
+    model: &str,
+    family: &Family,
+    matched_by: &'static str,
+    confidence: Option<f64>,
+    opts: &RemapOptions,
+) -> RemapReport {
+    let cfg = ck.config.clone().unwrap_or_default();
+    let vars = Vars::new(&cfg, ck.config_json.as_ref());
+    let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
+    let expected = expected_params(family, &vars, quant.as_ref());
+    let by_name: HashMap<&str, &Expected> = expected.iter().map(|e| (e.name.as_str(), e)).collect();
+    let top_modules: Vec<&str> = expected.iter().filter_map(|e| e.name.split('.').next()).collect();
+    let no_fp8 = opts.target == crate::plan::Target::VllmAscend;
+    let mut rows = Vec::with_capacity(ck.tensor_count());
+    let mut findings = Vec::new();
+    let mut filled: HashMap<(String, String, u64), String> = HashMap::new();
+    for t in ck.tensors() {
+        let e = t.entry;
+        let mut row = Row {
+            checkpoint_name: e.name.clone(),
+            shard_file: t.shard.name.clone(),
+            dtype: e.dtype.as_str().to_string(),
+            shape: e.shape.clone(),
+            param: None,
+            shard_id: None,
+            expert_id: None,
+            partition: None,
+            action: Action::Skip,
+            reason: None,
+            tp: TpSplit::None,
+        };
+        match route(family, &vars, &e.name) {
+            Route::Skip(reason) => row.reason = Some(reason),
+            Route::Param { name, shard, expert, stacked } => match by_name.get(name.as_str()) {
+                None => {
+                    row.action = Action::Unmapped;
+                    let first = name.split('.').next().unwrap_or("");
+                    let (code, reason) = if !top_modules.contains(&first) {
+                        let class =
+                            if family.class.is_empty() { family.architectures[0].as_str() } else { &family.class };
+                        (
+                            Code::RemapUnmapped,
+                            format!("ValueError: There is no module or parameter named '{first}' in {class}"),
+                        )
+                    } else {
+                        match family.unmapped {
+                            Unmapped::Keyerror => (Code::RemapUnmapped, format!("KeyError: '{name}'")),
+                            Unmapped::Drop => {
+                                (Code::RemapUnmappedDropped, format!("silently skipped (`{name}` is not a parameter)"))
+                            }
+                        }
+                    };
+                    findings.push(
+                        Finding::new(code, format!("{} → {name}: {reason}", e.name))
+                            .file(&t.shard.name)
+                            .tensor(&e.name),
+                    );
+                    row.reason = Some(reason);
+                    row.param = Some(name);
+                }
+                Some(exp) => {
+                    row.partition = Some(exp.partition);
+                    row.action = if expert.is_some() || exp.fused_experts {
+                        Action::Expert
+                    } else if stacked {
+                        Action::Stack
+                    } else {
+                        Action::Load
+                    };
+                    let is_scale = e.name.rsplit('.').next().is_some_and(|l| l.contains("scale"));
+                    if no_fp8 && e.dtype.is_fp8_weight() {
+                        row.action = Action::DequantizeThenLoad;
+                    } else if no_fp8 && is_scale && quant.as_ref().is_some_and(|q| q.fp8_scale.is_some()) {
+                        row.action = Action::Skip;
+                        row.reason = Some("consumed by dequantizing its weight (target without fp8)".into());
+                    }
+                    let key = shard_key(&shard);
+                    // The slot must exist for this shard id.
+                    let slot_shape = exp.shards.iter().find(|(k, _)| *k == key).map(|(_, s)| s.clone());
+                    match slot_shape {
+                        None => {
+                            row.action = Action::Unmapped;
+                            let reason = format!("{name} has no shard `{key}`");
+                            findings.push(
+                                Finding::new(Code::RemapUnmapped, format!("{}: {reason}", e.name))
+                                    .file(&t.shard.name)
+                                    .tensor(&e.name),
+                            );
+                            row.reason = Some(reason);
+                        }
+                        Some(want) => {
+                            let per_expert = !exp.fused_experts;
+                            if let Some(want) = want.filter(|_| per_expert || expert.is_some()) {
+                                if want != e.shape {
+                                    findings.push(
+                                        Finding::new(
+                                            Code::RemapShape,
+                                            format!(
+                                                "{} is {:?}; {name}{} expects {:?} from the config",
+                                                e.name,
+                                                e.shape,
+                                                if key.is_empty() { String::new() } else { format!(" shard {key}") },
+                                                want
+                                            ),
+                                        )
+                                        .file(&t.shard.name)
+                                        .tensor(&e.name),
+                                    );
+                                }
+                            }
+                            let experts: Vec<u64> = match (expert, exp.fused_experts) {
+                                (Some(x), _) => vec![x],
+                                (None, true) => (0..exp.experts.unwrap_or(1)).collect(),
+                                (None, false) => vec![u64::MAX],
+                            };
+                            for x in experts {
+                                if let Some(prev) = filled.insert((name.clone(), key.clone(), x), e.name.clone()) {
+                                    findings.push(
+                                        Finding::new(
+                                            Code::RemapDuplicate,
+                                            format!(
+                                                "{} and {prev} both fill {name}{}{}",
+                                                e.name,
+                                                if key.is_empty() { String::new() } else { format!(" shard {key}") },
+                                                if x == u64::MAX { String::new() } else { format!(" expert {x}") }
+                                            ),
+                                        )
+                                        .file(&t.shard.name)
+                                        .tensor(&e.name),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                    row.param = Some(name);
+                    row.shard_id = shard;
+                    row.expert_id = expert;
+                    row.tp = tp_split(exp, &row, &vars, opts);
+                }
+            },
+        }
+        rows.push(row);
+    }
+    // Parameters (and each shard / expert slot) no tensor fills.
+    let mut unfilled: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for exp in expected.iter().filter(|e| !e.optional) {
+        for (key, _) in &exp.shards {
+            let experts: Vec<u64> = match exp.experts {
+                Some(n) => (0..n).collect(),
+                None => vec![u64::MAX],
+            };
+            for x in experts {
+                if !filled.contains_key(&(exp.name.clone(), key.clone(), x)) {
+                    let mut what = String::new();
+                    if !key.is_empty() {
+                        what.push_str(&format!("shard {key}"));
+                    }
+                    if x != u64::MAX {
+                        what.push_str(&format!("{}expert {x}", if what.is_empty() { "" } else { " " }));
+                    }
+                    unfilled.entry(exp.name.clone()).or_default().push(what);
+                }
+            }
+        }
+    }
+    for (name, slots) in unfilled {
+        let what = if slots.iter().all(String::is_empty) {
+            String::new()
+        } else if slots.len() > 6 {
+            format!(" ({} slots: {}, …)", slots.len(), slots[..4].join(", "))
+        } else {
+            format!(" ({})", slots.join(", "))
+        };
+        findings.push(
+            Finding::new(Code::RemapUnfilled, format!("{name}{what}: no checkpoint tensor fills it")).tensor(&name),
+        );
+    }
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &rows {
+        let k = serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        *counts.entry(k).or_default() += 1;
+    }
+    findings.insert(
+        0,
+        Finding::new(
+            if matched_by == "inferred" { Code::RemapFamilyInferred } else { Code::RemapFamily },
+            match confidence {
+                Some(c) => format!(
+                    "family `{}` inferred from the tensor names ({:.0}% of tensors map); rules mirror {}",
+                    family.family,
+                    c * 100.0,
+                    family.vllm_source
+                ),
+                None => format!("family `{}`: rules mirror {}", family.family, family.vllm_source),
+            },
+        ),
+    );
+    RemapReport {
+        schema: SCHEMA,
+        vllm_reference: crate::audit::VLLM_REFERENCE,
+        model: model.to_string(),
+        architecture: cfg.architecture.clone(),
+        family: Some(FamilyInfo {
+            family: family.family.clone(),
+            vllm_source: family.vllm_source.clone(),
+            verified: family.verified.clone(),
+            matched_by,
+            confidence,
+        }),
+        tp: opts.tp,
+        ep: opts.ep,
+        target: opts.target,
+        rows,
+        params: expected
+            .iter()
+            .map(|e| ParamOut {
+                name: e.name.clone(),
+                partition: e.partition,
+                shards: e.shards.iter().map(|(k, _)| k.clone()).filter(|k| !k.is_empty()).collect(),
+                shapes: e.shards.iter().map(|(_, s)| s.clone()).collect(),
+                experts: e.experts,
+                optional: e.optional,
+            })
+            .collect(),
+        findings,
+        counts,
+    }
+}
+
+/// The share of tensors `family` maps to an expected parameter (for inference).
+fn coverage(ck: &Checkpoint, family: &Family) -> f64 {
+    let cfg = ck.config.clone().unwrap_or_default();
+    let vars = Vars::new(&cfg, ck.config_json.as_ref());
+    let expected = expected_params(family, &vars, None);
+    let names: std::collections::HashSet<&str> = expected.iter().map(|e| e.name.as_str()).collect();
+    let (mut hit, mut total) = (0usize, 0usize);
+    for t in ck.tensors() {
+        let leaf = t.entry.name.rsplit('.').next().unwrap_or("");
+        if leaf.contains("scale") {
+            continue;
+        }
+        total += 1;
+        match route(family, &vars, &t.entry.name) {
+            Route::Param { name, .. } if names.contains(name.as_str()) => hit += 1,
+            Route::Skip(_) => hit += 1,
+            _ => {}
+        }
+    }
+    if total == 0 {
+        0.0
+    } else {
+        hit as f64 / total as f64
+    }
+}
+
+/// Remap with the family named by config.json's architecture, or the closest one by tensor names.
+pub fn remap(ck: &Checkpoint, model: &str, rules: &RuleSet, opts: &RemapOptions) -> RemapReport {
+    let arch = ck.config.as_ref().and_then(|c| c.architecture.clone());
+    if let Some(f) = arch.as_deref().and_then(|a| rules.for_architecture(a)) {
+        return remap_with(ck, model, f, "architecture", None, opts);
+    }
+    let (best, score) = infer(ck, rules);
+    remap_with(ck, model, best, "inferred", Some(score), opts)
+}
+
+/// The built-in family that maps the largest share of the tensors.
+pub fn infer<'a>(ck: &Checkpoint, rules: &'a RuleSet) -> (&'a Family, f64) {
+    let mut best = (&rules.families[0], -1.0);
+    for f in &rules.families {
+        let c = coverage(ck, f);
+        if c > best.1 {
+            best = (f, c);
+        }
+    }
+    best
+}
+
+/// A rule file for the user to complete: the matched (or inferred) family's rules under the
+/// checkpoint's architecture name, with the tensors it does not map listed under `_todo`.
+pub fn emit_rules(report: &RemapReport, rules: &RuleSet, cfg: Option<&ModelConfig>) -> String {
+    let base = report
+        .family
+        .as_ref()
+        .and_then(|f| rules.families.iter().find(|g| g.family == f.family))
+        .cloned()
+        .unwrap_or_else(|| rules.families[0].clone());
+    let mut v = serde_json::to_value(&base).unwrap_or(Value::Null);
+    let arch = cfg.and_then(|c| c.architecture.clone()).unwrap_or_else(|| "UnknownForCausalLM".into());
+    if let Value::Object(m) = &mut v {
+        m.insert("family".into(), Value::from(format!("{}-custom", base.family)));
+        m.insert("architectures".into(), Value::from(vec![arch]));
+        m.insert(
+            "verified".into(),
+            Value::from("TODO: check against the vLLM oracle or the model file's load_weights"),
+        );
+        m.insert("include".into(), Value::Array(Vec::new()));
+        let todo: Vec<Value> = report
+            .rows
+            .iter()
+            .filter(|r| r.action == Action::Unmapped)
+            .map(|r| {
+                Value::from(format!(
+                    "{} ({}): {}",
+                    r.checkpoint_name,
+                    r.param.as_deref().unwrap_or("-"),
+                    r.reason.as_deref().unwrap_or("")
+                ))
+            })
+            .collect();
+        m.insert("_todo".into(), Value::Array(todo));
+        m.remove("class");
+    }
+    serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+}

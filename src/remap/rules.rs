@@ -1,0 +1,343 @@
+//! The rule-file format: one JSON file per architecture family, mirroring the vLLM model file it
+//! names. Built-in files are embedded (`src/arch/families/`); `--rules FILE` adds or replaces one.
+//! The format is documented in the README (§ Rule files).
+
+use super::expr::Expr;
+use crate::arch::Partition;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What a family's loader does with a checkpoint name that reaches no parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unmapped {
+    /// `params_dict[name]` raises `KeyError` (Llama, Mixtral, DeepSeek, …).
+    Keyerror,
+    /// `if name not in params_dict: continue` — silently dropped (Qwen2, Qwen3, Qwen3-MoE).
+    Drop,
+}
+
+/// WeightsMapper: each list applied in order, every matching entry (cumulative); `null` drops the tensor.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapper {
+    #[serde(default)]
+    pub substr: Vec<(String, Option<String>)>,
+    #[serde(default)]
+    pub prefix: Vec<(String, Option<String>)>,
+    #[serde(default)]
+    pub suffix: Vec<(String, Option<String>)>,
+}
+
+/// A name the loader skips on purpose.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Skip {
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub substr: Option<String>,
+    #[serde(default)]
+    pub suffix: Option<String>,
+    /// Only when this config expression is non-zero (e.g. `tie_word_embeddings`).
+    #[serde(default)]
+    pub when: Option<String>,
+    pub reason: String,
+}
+
+/// `stacked_params_mapping`: `(param, shard, id)`; the first entry whose `shard` is a substring of the
+/// name replaces it with `param`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stacked {
+    pub param: String,
+    pub shard: String,
+    pub id: serde_json::Value,
+    /// Only for names starting with this (vision towers have their own mapping).
+    #[serde(default)]
+    pub within: Option<String>,
+    /// Only when this config expression is non-zero (DeepSeek fuses q_a / kv_a only with q_lora_rank).
+    #[serde(default)]
+    pub when: Option<String>,
+}
+
+/// `make_expert_params_mapping`: `experts.{E}.{gate|up|down}.` → `{param}w13_` / `{param}w2_`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experts {
+    pub gate: String,
+    pub up: String,
+    pub down: String,
+    /// What `experts.` becomes in the parameter name (vLLM 0.33.0: `experts.routed_experts.`).
+    pub param: String,
+}
+
+/// MTP / speculative layers the main model skips.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mtp {
+    /// `layers`: `*.layers.{n}.*` with n ≥ num_hidden_layers; `prefix`: names under `prefix`.
+    pub style: String,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The draft model class that loads them.
+    pub draft: String,
+}
+
+/// One parameter (or a family of them, one per layer / block) of the vLLM model.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamRule {
+    /// With placeholders from `repeat` (e.g. `model.layers.{L}.self_attn.qkv_proj.weight`).
+    pub name: String,
+    /// Placeholder → which indices: `layers`, `dense_layers`, `moe_layers`, `full_attention_layers`,
+    /// `linear_attention_layers`, or a count expression (`vision_config.depth`).
+    #[serde(default)]
+    pub repeat: BTreeMap<String, String>,
+    #[serde(default)]
+    pub when: Option<String>,
+    pub partition: Partition,
+    /// Shape of the checkpoint tensor(s) feeding it: one `shape`, or one per shard id.
+    #[serde(default)]
+    pub shape: Option<Vec<String>>,
+    #[serde(default)]
+    pub shards: BTreeMap<String, Vec<String>>,
+    /// Per-expert slots: the count expression (e.g. `num_experts`).
+    #[serde(default)]
+    pub experts: Option<String>,
+    /// One checkpoint tensor carries every expert (gpt-oss, Qwen3-VL-MoE).
+    #[serde(default)]
+    pub fused_experts: bool,
+    /// A quantized checkpoint carries a scale beside this weight.
+    #[serde(default)]
+    pub quantized: bool,
+    /// No tensor needs to fill it (vLLM initialises it itself).
+    #[serde(default)]
+    pub optional: bool,
+}
+
+/// A family's rule file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Family {
+    pub family: String,
+    pub architectures: Vec<String>,
+    /// The vLLM file (and loader) the rules mirror.
+    pub vllm_source: String,
+    /// How the rules were verified (the oracle run, or the source read where vLLM cannot build on a CPU).
+    #[serde(default)]
+    pub verified: String,
+    /// model_type values, to infer a family for an unknown architecture.
+    #[serde(default)]
+    pub model_types: Vec<String>,
+    /// The class named in vLLM's "There is no module or parameter named …" error.
+    #[serde(default)]
+    pub class: String,
+    #[serde(default)]
+    pub mapper: Mapper,
+    #[serde(default)]
+    pub skip: Vec<Skip>,
+    #[serde(default)]
+    pub stacked: Vec<Stacked>,
+    #[serde(default)]
+    pub experts: Option<Experts>,
+    #[serde(default)]
+    pub mtp: Option<Mtp>,
+    pub unmapped: Unmapped,
+    /// Named blocks from `_blocks.json` whose params this family has.
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub params: Vec<ParamRule>,
+    /// Notes for whoever completes a generated rule file (ignored by the tool).
+    #[serde(default, rename = "_todo", skip_serializing_if = "Vec::is_empty")]
+    pub todo: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+const BUILTIN: &[(&str, &str)] = &[
+    ("_blocks.json", include_str!("../arch/families/_blocks.json")),
+    ("llama.json", include_str!("../arch/families/llama.json")),
+    ("qwen2.json", include_str!("../arch/families/qwen2.json")),
+    ("qwen3.json", include_str!("../arch/families/qwen3.json")),
+    ("qwen3_moe.json", include_str!("../arch/families/qwen3_moe.json")),
+    ("mixtral.json", include_str!("../arch/families/mixtral.json")),
+    ("deepseek_v2.json", include_str!("../arch/families/deepseek_v2.json")),
+    ("glm4_moe.json", include_str!("../arch/families/glm4_moe.json")),
+    ("gemma3.json", include_str!("../arch/families/gemma3.json")),
+    ("gemma3_mm.json", include_str!("../arch/families/gemma3_mm.json")),
+    ("olmo2.json", include_str!("../arch/families/olmo2.json")),
+    ("gpt_oss.json", include_str!("../arch/families/gpt_oss.json")),
+    ("qwen3_next.json", include_str!("../arch/families/qwen3_next.json")),
+    ("qwen2_5_vl.json", include_str!("../arch/families/qwen2_5_vl.json")),
+    ("qwen3_vl.json", include_str!("../arch/families/qwen3_vl.json")),
+];
+
+/// Every family, built-in and user-supplied, with `include`s resolved.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    pub families: Vec<Family>,
+}
+
+fn invalid(path: &str, message: impl Into<String>) -> RulesError {
+    RulesError::Invalid { path: PathBuf::from(path), message: message.into() }
+}
+
+fn parse_family(path: &str, text: &str) -> Result<Family, RulesError> {
+    serde_json::from_str(text).map_err(|e| invalid(path, format!("line {} column {}: {e}", e.line(), e.column())))
+}
+
+/// Check every expression parses and every placeholder is repeated, so a bad user file fails on load.
+fn validate(path: &str, f: &Family) -> Result<(), RulesError> {
+    let check = |what: &str, e: &str| Expr::parse(e).map(|_| ()).map_err(|m| invalid(path, format!("{what}: {m}")));
+    for s in &f.skip {
+        if let Some(w) = &s.when {
+            check("skip.when", w)?;
+        }
+        if s.prefix.is_none() && s.substr.is_none() && s.suffix.is_none() {
+            return Err(invalid(path, format!("skip `{}` names no prefix, substr or suffix", s.reason)));
+        }
+    }
+    for s in &f.stacked {
+        if let Some(w) = &s.when {
+            check("stacked.when", w)?;
+        }
+    }
+    for p in &f.params {
+        for (var, spec) in &p.repeat {
+            if !p.name.contains(&format!("{{{var}}}")) {
+                return Err(invalid(path, format!("param {}: repeat {{{var}}} does not appear in the name", p.name)));
+            }
+            if !LAYER_SETS.contains(&spec.as_str()) {
+                check(&format!("param {} repeat {var}", p.name), spec)?;
+            }
+        }
+        for dims in p.shape.iter().chain(p.shards.values()) {
+            for d in dims {
+                check(&format!("param {} shape", p.name), d)?;
+            }
+        }
+        if let Some(w) = &p.when {
+            check(&format!("param {} when", p.name), w)?;
+        }
+        if let Some(e) = &p.experts {
+            check(&format!("param {} experts", p.name), e)?;
+        }
+        if p.shape.is_none() && p.shards.is_empty() {
+            return Err(invalid(path, format!("param {}: needs `shape` or `shards`", p.name)));
+        }
+    }
+    Ok(())
+}
+
+/// The layer sets a `repeat` can name.
+pub const LAYER_SETS: &[&str] =
+    &["layers", "dense_layers", "moe_layers", "full_attention_layers", "linear_attention_layers", "mtp_layers"];
+
+#[derive(Deserialize)]
+struct Blocks {
+    #[serde(flatten)]
+    blocks: BTreeMap<String, serde_json::Value>,
+}
+
+impl RuleSet {
+    /// The built-in families plus `extra` user files (a user family replaces a built-in of the same name).
+    pub fn load(extra: &[&Path]) -> Result<RuleSet, RulesError> {
+        let (blocks_path, blocks_text) = BUILTIN[0];
+        let blocks: Blocks = serde_json::from_str(blocks_text).map_err(|e| invalid(blocks_path, e.to_string()))?;
+        let mut block_params: BTreeMap<String, Vec<ParamRule>> = BTreeMap::new();
+        for (k, v) in blocks.blocks {
+            if k.starts_with('_') {
+                continue;
+            }
+            let ps: Vec<ParamRule> =
+                serde_json::from_value(v).map_err(|e| invalid(blocks_path, format!("{k}: {e}")))?;
+            block_params.insert(k, ps);
+        }
+        let mut families = Vec::new();
+        let mut add = |path: &str, mut f: Family| -> Result<(), RulesError> {
+            for inc in std::mem::take(&mut f.include) {
+                let ps = block_params
+                    .get(&inc)
+                    .ok_or_else(|| invalid(path, format!("include `{inc}`: no such block in _blocks.json")))?;
+                let mut merged = ps.clone();
+                merged.append(&mut f.params);
+                f.params = merged;
+            }
+            validate(path, &f)?;
+            families.retain(|g: &Family| g.family != f.family);
+            families.push(f);
+            Ok(())
+        };
+        for (path, text) in &BUILTIN[1..] {
+            add(path, parse_family(path, text)?)?;
+        }
+        for p in extra {
+            let text = std::fs::read_to_string(p).map_err(|e| RulesError::Io { path: p.to_path_buf(), source: e })?;
+            let path = p.to_string_lossy().into_owned();
+            add(&path, parse_family(&path, &text)?)?;
+        }
+        Ok(RuleSet { families })
+    }
+
+    /// The family whose `architectures` lists `arch`.
+    pub fn for_architecture(&self, arch: &str) -> Option<&Family> {
+        self.families.iter().rev().find(|f| f.architectures.iter().any(|a| a == arch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_families_load_and_validate() {
+        let r = RuleSet::load(&[]).unwrap();
+        for arch in [
+            "LlamaForCausalLM",
+            "MistralForCausalLM",
+            "Qwen2ForCausalLM",
+            "Qwen3ForCausalLM",
+            "Qwen3MoeForCausalLM",
+            "MixtralForCausalLM",
+            "DeepseekV2ForCausalLM",
+            "DeepseekV3ForCausalLM",
+            "Glm4MoeForCausalLM",
+            "Qwen2_5_VLForConditionalGeneration",
+            "Qwen3VLForConditionalGeneration",
+            "Gemma3ForCausalLM",
+            "Gemma3ForConditionalGeneration",
+            "Olmo2ForCausalLM",
+            "GptOssForCausalLM",
+            "Qwen3NextForCausalLM",
+        ] {
+            let f = r.for_architecture(arch).unwrap_or_else(|| panic!("{arch}"));
+            assert!(!f.vllm_source.is_empty() && !f.verified.is_empty(), "{arch}: cite the vLLM file and the check");
+        }
+    }
+
+    #[test]
+    fn user_file_errors_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.json");
+        std::fs::write(
+            &p,
+            r#"{"family":"x","architectures":["X"],"vllm_source":"x.py","unmapped":"drop",
+            "params":[{"name":"a.{L}.w","repeat":{"L":"layers"},"partition":"column","shape":["hidden_size +"]}]}"#,
+        )
+        .unwrap();
+        let e = RuleSet::load(&[p.as_path()]).unwrap_err().to_string();
+        assert!(e.contains("x.json") && e.contains("param a.{L}.w shape"), "{e}");
+        std::fs::write(&p, r#"{"family":"x","architectures":["X"],"vllm_source":"x.py","unmapped":"maybe"}"#).unwrap();
+        let e = RuleSet::load(&[p.as_path()]).unwrap_err().to_string();
+        assert!(e.contains("unknown variant `maybe`"), "{e}");
+    }
+}
