@@ -382,6 +382,19 @@ pub fn route(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
     Route::Param { name: n, shard: None, expert: None, stacked: false }
 }
 
+/// The shortest dotted prefix of `name` that no expected parameter starts with.
+fn unknown_prefix<'a>(name: &str, known: impl Iterator<Item = &'a str> + Clone) -> String {
+    let segs: Vec<&str> = name.split('.').collect();
+    for i in 1..=segs.len() {
+        let p = segs[..i].join(".");
+        let dotted = format!("{p}.");
+        if !known.clone().any(|k| k == p || k.starts_with(&dotted)) {
+            return p;
+        }
+    }
+    name.to_string()
+}
+
 /// The options of one remap.
 #[derive(Debug, Clone)]
 pub struct RemapOptions {
@@ -532,12 +545,14 @@ pub fn remap_with(
                 None => {
                     row.action = Action::Unmapped;
                     let first = name.split('.').next().unwrap_or("");
-                    let (code, reason) = if !top_modules.contains(&first) {
+                    let (code, reason) = if !top_modules.contains(&first) || family.unmapped == Unmapped::NoModule {
                         let class =
                             if family.class.is_empty() { family.architectures[0].as_str() } else { &family.class };
+                        // AutoWeightsLoader names the first path prefix no module has.
+                        let prefix = unknown_prefix(&name, expected.iter().map(|x| x.name.as_str()));
                         (
                             Code::RemapUnmapped,
-                            format!("ValueError: There is no module or parameter named '{first}' in {class}"),
+                            format!("ValueError: There is no module or parameter named '{prefix}' in {class}"),
                         )
                     } else {
                         match family.unmapped {
@@ -545,6 +560,7 @@ pub fn remap_with(
                             Unmapped::Drop => {
                                 (Code::RemapUnmappedDropped, format!("silently skipped (`{name}` is not a parameter)"))
                             }
+                            Unmapped::NoModule => unreachable!("handled above"),
                         }
                     };
                     findings.push(

@@ -16,6 +16,8 @@ pub enum Unmapped {
     Keyerror,
     /// `if name not in params_dict: continue` — silently dropped (Qwen2, Qwen3, Qwen3-MoE).
     Drop,
+    /// `AutoWeightsLoader` all the way down: `ValueError: There is no module or parameter named …`.
+    NoModule,
 }
 
 /// WeightsMapper: each list applied in order, every matching entry (cumulative); `null` drops the tensor.
