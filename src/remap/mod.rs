@@ -330,6 +330,20 @@ fn layer_index(name: &str) -> Option<u64> {
 
 /// The routing of `name` by the family's rules, as the family's `load_weights` does it.
 pub fn route(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
+    match route_raw(family, vars, name) {
+        Route::Param { mut name, shard, expert, stacked } => {
+            for (from, to) in &family.aliases {
+                if name.contains(from.as_str()) {
+                    name = name.replacen(from.as_str(), to, 1);
+                }
+            }
+            Route::Param { name, shard, expert, stacked }
+        }
+        skip => skip,
+    }
+}
+
+fn route_raw(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
     let Some(mut n) = apply_mapper(&family.mapper, name) else {
         return Route::Skip("dropped by hf_to_vllm_mapper".into());
     };
@@ -602,8 +616,7 @@ pub fn remap_with(
                             row.reason = Some(reason);
                         }
                         Some(want) => {
-                            let per_expert = !exp.fused_experts;
-                            if let Some(want) = want.filter(|_| per_expert || expert.is_some()) {
+                            if let Some(want) = want {
                                 if want != e.shape {
                                     findings.push(
                                         Finding::new(

@@ -138,6 +138,10 @@ pub struct Family {
     pub class: String,
     #[serde(default)]
     pub mapper: Mapper,
+    /// Parameter aliases applied after routing (substring → replacement): vLLM 0.33.0 registers fused
+    /// experts under `experts.routed_experts.` and accepts `experts.w13_…` as an alias.
+    #[serde(default)]
+    pub aliases: Vec<(String, String)>,
     #[serde(default)]
     pub skip: Vec<Skip>,
     #[serde(default)]
