@@ -108,16 +108,32 @@ impl AuditReport {
 }
 
 /// Run every check over an opened checkpoint. `open_findings` are those the reader produced.
+/// The remap's reverse check, when the architecture has built-in rules (unknown architectures are
+/// left to `ckptkit remap`, which infers a family and says how sure it is).
+fn remap_check(input: &str, ck: &Checkpoint) -> Vec<Finding> {
+    let Ok(rules) = crate::remap::rules::RuleSet::load(&[]) else { return Vec::new() };
+    let Some(family) = ck.config.as_ref().and_then(|c| c.architecture.as_deref()).and_then(|a| rules.for_architecture(a)) else {
+        return Vec::new();
+    };
+    let opts = crate::remap::RemapOptions::default();
+    crate::remap::remap_with(ck, input, family, "architecture", None, &opts).findings
+}
+
 pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> AuditReport {
     let rules = audit_rules();
     let mut findings = open_findings;
     let cfg: Option<&ModelConfig> = ck.config.as_ref();
     let scheme = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
-    // The three passes read the checkpoint independently: run them side by side.
-    let ((st, st_findings), ((pairing, q_findings), tree)) = rayon::join(
+    // The passes read the checkpoint independently: run them side by side.
+    let (((st, st_findings), remap_findings), ((pairing, q_findings), tree)) = rayon::join(
         || {
-            let mut f = Vec::new();
-            (structure::check(ck, cfg, rules, &mut f), f)
+            rayon::join(
+                || {
+                    let mut f = Vec::new();
+                    (structure::check(ck, cfg, rules, &mut f), f)
+                },
+                || remap_check(input, ck),
+            )
         },
         || {
             rayon::join(
@@ -149,6 +165,7 @@ pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> Audit
         ));
     }
     findings.extend(q_findings);
+    findings.extend(remap_findings);
 
     let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
     for t in ck.tensors() {
