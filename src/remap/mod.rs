@@ -154,6 +154,10 @@ impl<'a> Vars<'a> {
         if let Some(v) = v {
             return i64::try_from(v).ok();
         }
+        // `key.len`: the length of a list (e.g. `vision_config.deepstack_visual_indexes.len`).
+        if let Some(list) = name.strip_suffix(".len").and_then(|k| self.lookup(k)).and_then(Value::as_array) {
+            return i64::try_from(list.len()).ok();
+        }
         match self.lookup(name)? {
             Value::Bool(b) => Some(*b as i64),
             Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
