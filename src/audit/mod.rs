@@ -112,7 +112,9 @@ impl AuditReport {
 /// left to `ckptkit remap`, which infers a family and says how sure it is).
 fn remap_check(input: &str, ck: &Checkpoint) -> Vec<Finding> {
     let Ok(rules) = crate::remap::rules::RuleSet::load(&[]) else { return Vec::new() };
-    let Some(family) = ck.config.as_ref().and_then(|c| c.architecture.as_deref()).and_then(|a| rules.for_architecture(a)) else {
+    let Some(family) =
+        ck.config.as_ref().and_then(|c| c.architecture.as_deref()).and_then(|a| rules.for_architecture(a))
+    else {
         return Vec::new();
     };
     let opts = crate::remap::RemapOptions::default();

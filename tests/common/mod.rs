@@ -209,3 +209,95 @@ pub fn expect<'a>(report: &'a Value, code: &str, severity: &str) -> &'a Value {
 pub fn errors(report: &Value) -> u64 {
     report["summary"]["errors"].as_u64().unwrap()
 }
+
+/// Rebuild every shard (and the index) with `f` mapping each tensor `(name, header entry, bytes)` to
+/// zero or more tensors; shards stay valid and contiguous.
+pub fn transform_tensors(dir: &Path, f: impl Fn(&str, &Value, &[u8]) -> Vec<(String, Value, Vec<u8>)>) {
+    let has_index = dir.join("model.safetensors.index.json").exists();
+    let shards: Vec<String> = if has_index {
+        let idx = index(dir);
+        let s: std::collections::BTreeSet<String> =
+            idx["weight_map"].as_object().unwrap().values().map(|v| v.as_str().unwrap().to_string()).collect();
+        s.into_iter().collect()
+    } else {
+        vec!["model.safetensors".to_string()]
+    };
+    let mut weight_map = Map::new();
+    for s in shards {
+        let p = dir.join(&s);
+        let st = read_st(&p);
+        let mut entries: Vec<(String, Value)> = st
+            .header
+            .iter()
+            .filter(|(k, _)| k.as_str() != "__metadata__")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        entries.sort_by_key(|(_, v)| v["data_offsets"][0].as_u64().unwrap());
+        let mut header = Map::new();
+        if let Some(m) = st.header.get("__metadata__") {
+            header.insert("__metadata__".into(), m.clone());
+        }
+        let mut data = Vec::new();
+        for (k, v) in entries {
+            let (b, e) =
+                (v["data_offsets"][0].as_u64().unwrap() as usize, v["data_offsets"][1].as_u64().unwrap() as usize);
+            for (name, mut meta, bytes) in f(&k, &v, &st.data[b..e]) {
+                let start = data.len();
+                data.extend_from_slice(&bytes);
+                meta["data_offsets"] = json!([start, data.len()]);
+                weight_map.insert(name.clone(), Value::from(s.clone()));
+                header.insert(name, meta);
+            }
+        }
+        write_st(&p, &St { header, data });
+    }
+    if has_index {
+        edit_json(&dir.join("model.safetensors.index.json"), |v| v["weight_map"] = Value::Object(weight_map));
+        fix_total_size(dir);
+    }
+}
+
+pub fn rename_tensors(dir: &Path, f: impl Fn(&str) -> String) {
+    transform_tensors(dir, |n, v, b| vec![(f(n), v.clone(), b.to_vec())]);
+}
+
+/// Add a copy of `src` under the name `copy`.
+pub fn duplicate_tensor(dir: &Path, src: &str, copy: &str) {
+    transform_tensors(dir, |n, v, b| {
+        let mut out = vec![(n.to_string(), v.clone(), b.to_vec())];
+        if n == src {
+            out.push((copy.to_string(), v.clone(), b.to_vec()));
+        }
+        out
+    });
+}
+
+/// Replace `name` with a zero tensor of `shape` (same dtype) under `new_name`.
+pub fn reshape_tensor(dir: &Path, name: &str, shape: &[u64], new_name: &str) {
+    transform_tensors(dir, |n, v, b| {
+        if n != name {
+            return vec![(n.to_string(), v.clone(), b.to_vec())];
+        }
+        let numel: u64 = v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).product();
+        let elem = b.len() as u64 / numel.max(1);
+        let mut meta = v.clone();
+        meta["shape"] = json!(shape);
+        vec![(new_name.to_string(), meta, vec![0u8; (shape.iter().product::<u64>() * elem) as usize])]
+    });
+}
+
+/// Every tensor name in the checkpoint's shards.
+pub fn all_tensor_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            out.extend(read_st(&p).header.keys().filter(|k| k.as_str() != "__metadata__").cloned());
+        }
+    }
+    out
+}
+
+pub fn edit_config(dir: &Path, f: impl FnOnce(&mut Value)) {
+    edit_json(&dir.join("config.json"), f);
+}
