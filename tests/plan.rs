@@ -236,3 +236,25 @@ fn human_matrix_and_bad_arguments() {
     assert_eq!(r.code, 3);
     assert!(r.stderr.contains("config.json:1:"), "{}", r.stderr);
 }
+
+/// vLLM's own build errors (the oracle, compacted in fixtures/oracle) are the first failure plan names.
+#[test]
+fn plan_predicts_the_error_vllm_raised_building_the_fixtures() {
+    for (name, tp) in [("deepseek-fp8", 1), ("deepseek-fp8", 2), ("qwen3-moe-fp8", 2)] {
+        let oracle: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture(&format!("oracle/{name}.tp{tp}.json"))).unwrap()).unwrap();
+        assert_eq!(oracle["stages"]["build"], false);
+        let vllm = oracle["build_errors"][0].as_str().unwrap();
+        let (_, v) = plan(&[fixture(name).to_str().unwrap(), "--tp", &tp.to_string(), "--max-model-len", "256"]);
+        let c = config(&v, tp, false);
+        assert_eq!(c["feasible"], false);
+        let first = c["failures"][0]["message"].as_str().unwrap().lines().next().unwrap();
+        assert!(first.starts_with(vllm), "{name} tp {tp}: vLLM `{vllm}`, plan `{first}`");
+    }
+    // And where vLLM built the model, plan finds it feasible.
+    let oracle: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("oracle/qwen3-moe-fp8.tp1.json")).unwrap()).unwrap();
+    assert_eq!(oracle["stages"]["build"], true);
+    let (_, v) = plan(&[fixture("qwen3-moe-fp8").to_str().unwrap(), "--tp", "1", "--max-model-len", "256"]);
+    assert_eq!(config(&v, 1, false)["feasible"], true);
+}

@@ -24,12 +24,13 @@ fn shard(v: &Value) -> Value {
 
 /// Every tensor vLLM loaded goes to the same (param, shard, expert) in the remap; every tensor vLLM
 /// never loaded is skipped or unmapped; the parameter sets are equal.
-fn equals_oracle(fixture_name: &str) {
+fn equals_oracle(fixture_name: &str, tp: u64, check_errors: bool) {
     let oracle: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture(&format!("oracle/{fixture_name}.tp2.json"))).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(fixture(&format!("oracle/{fixture_name}.tp{tp}.json"))).unwrap())
             .unwrap();
     assert_eq!(oracle["vllm_version"], "0.33.0");
-    let (_, v) = remap(&fixture(fixture_name), &["--tp", "2"]);
+    assert_eq!(oracle["stages"]["build"], true, "{fixture_name}: the oracle built the model");
+    let (_, v) = remap(&fixture(fixture_name), &["--tp", &tp.to_string()]);
     let trace = oracle["trace"].as_object().unwrap();
     let rows = v["rows"].as_array().unwrap();
     assert_eq!(
@@ -61,33 +62,41 @@ fn equals_oracle(fixture_name: &str) {
     assert_eq!(ours, vllm, "{fixture_name}: parameter set");
     // Where vLLM raised while loading, the remap reports an error finding; where it did not, none.
     let errors: Vec<&Value> = v["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "error").collect();
-    assert_eq!(errors.is_empty(), oracle["load_errors"].as_array().unwrap().is_empty(), "{fixture_name}: {errors:?}");
+    if check_errors {
+        assert_eq!(errors.is_empty(), oracle["load_errors"].as_array().unwrap().is_empty(), "{fixture_name}: {errors:?}");
+    }
 }
 
 macro_rules! oracle_tests {
-    ($($test:ident => $fixture:literal,)*) => { $( #[test] fn $test() { equals_oracle($fixture); } )* };
+    ($($test:ident => $fixture:literal at $tp:literal $(, $mapping_only:ident)?;)*) => {
+        $( #[test] fn $test() { equals_oracle($fixture, $tp, oracle_tests!(@errors $($mapping_only)?)); } )*
+    };
+    (@errors) => { true };
+    (@errors mapping_only) => { false };
 }
 
 oracle_tests! {
-    llama_equals_vllm => "llama",
-    mistral_equals_vllm => "mistral",
-    qwen2_equals_vllm => "qwen2",
-    qwen3_equals_vllm => "qwen3-dense",
-    qwen3_moe_equals_vllm => "qwen3-moe",
-    qwen3_moe_fp8_equals_vllm => "qwen3-moe-fp8",
-    mixtral_equals_vllm => "mixtral",
-    deepseek_v3_equals_vllm => "deepseek-v3-mla",
-    deepseek_fp8_equals_vllm => "deepseek-fp8",
-    glm4_moe_equals_vllm => "glm4-moe",
-    olmo2_equals_vllm => "olmo2",
-    gpt_oss_equals_vllm => "gpt-oss",
-    qwen3_next_equals_vllm => "qwen3-next",
-    qwen2_5_vl_equals_vllm => "qwen2.5-vl",
-    qwen2_5_vl_new_layout_equals_vllm => "qwen2.5-vl-new",
-    qwen3_vl_equals_vllm => "qwen3-vl",
-    qwen3_vl_legacy_layout_equals_vllm => "qwen3-vl-legacy",
-    gemma3_equals_vllm => "gemma3-tied",
-    gemma3_mm_equals_vllm => "gemma3-mm",
+    llama_equals_vllm => "llama" at 2;
+    mistral_equals_vllm => "mistral" at 2;
+    qwen2_equals_vllm => "qwen2" at 2;
+    qwen3_equals_vllm => "qwen3-dense" at 2;
+    qwen3_moe_equals_vllm => "qwen3-moe" at 2;
+    // vLLM refines this fixture's expert scales (intermediate 32 < block 128) and then fails to copy
+    // the upsampled [4, 4] grids into its [2, 1] parameters: a loader limit for experts narrower than
+    // a block, not a naming problem; the mapping itself is compared.
+    qwen3_moe_fp8_equals_vllm => "qwen3-moe-fp8" at 1, mapping_only;
+    mixtral_equals_vllm => "mixtral" at 2;
+    deepseek_v3_equals_vllm => "deepseek-v3-mla" at 2;
+    glm4_moe_equals_vllm => "glm4-moe" at 2;
+    olmo2_equals_vllm => "olmo2" at 2;
+    gpt_oss_equals_vllm => "gpt-oss" at 2;
+    qwen3_next_equals_vllm => "qwen3-next" at 2;
+    qwen2_5_vl_equals_vllm => "qwen2.5-vl" at 2;
+    qwen2_5_vl_new_layout_equals_vllm => "qwen2.5-vl-new" at 2;
+    qwen3_vl_equals_vllm => "qwen3-vl" at 2;
+    qwen3_vl_legacy_layout_equals_vllm => "qwen3-vl-legacy" at 2;
+    gemma3_equals_vllm => "gemma3-tied" at 2;
+    gemma3_mm_equals_vllm => "gemma3-mm" at 2;
 }
 
 fn found(v: &Value) -> Vec<(String, String)> {
@@ -290,4 +299,19 @@ fn audit_shows_the_reverse_check() {
         .as_str()
         .unwrap()
         .starts_with("model.layers.1.mlp.down_proj.weight"));
+}
+
+#[test]
+fn fp8_router_not_listed_as_unconverted_gets_an_unfilled_scale() {
+    // Qwen3-MoE's router is a quantized GateLinear unless modules_to_not_convert lists it; a bf16
+    // router then loads into an fp8 parameter whose scale nothing fills.
+    let c = copy_fixture("qwen3-moe-fp8");
+    edit_config(&c.dir, |cfg| {
+        cfg["quantization_config"].as_object_mut().unwrap().remove("modules_to_not_convert");
+    });
+    let (code, v) = remap(&c.dir, &[]);
+    assert_eq!(code, 1);
+    assert!(found(&v).iter().any(|(c, m)| c == "remap-unfilled" && m.starts_with("model.layers.0.mlp.gate.weight_scale_inv")));
+    let (code, _) = remap(&fixture("qwen3-moe-fp8"), &[]);
+    assert_eq!(code, 0);
 }

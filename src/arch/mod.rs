@@ -21,6 +21,18 @@ pub struct AuditRules {
     pub kv_scale_suffixes: Vec<String>,
 }
 
+impl AuditRules {
+    /// `tie_word_embeddings` as transformers resolves it when config.json omits it: the model type's
+    /// default, else PretrainedConfig's.
+    pub fn tie_default(&self, model_types: &[Option<&str>]) -> (bool, Option<String>) {
+        model_types
+            .iter()
+            .flatten()
+            .find_map(|mt| self.tie_defaults.get(*mt).map(|d| (*d, Some(mt.to_string()))))
+            .unwrap_or((self.pretrained_tie_default, None))
+    }
+}
+
 pub fn audit_rules() -> &'static AuditRules {
     static RULES: OnceLock<AuditRules> = OnceLock::new();
     RULES.get_or_init(|| serde_json::from_str(include_str!("audit.json")).expect("embedded arch/audit.json is valid"))

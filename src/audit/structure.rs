@@ -463,16 +463,10 @@ fn tie_and_embeddings(
     let (tie, source) = match cfg.tie_word_embeddings {
         Some(b) => (b, "config".to_string()),
         None => {
-            let (default, whose) = [cfg.text_model_type.as_deref(), cfg.model_type.as_deref()]
-                .into_iter()
-                .flatten()
-                .find_map(|mt| {
-                    rules.tie_defaults.get(mt).map(|d| (*d, format!("transformers' default for model_type {mt}")))
-                })
-                .unwrap_or((
-                    rules.pretrained_tie_default,
-                    "PretrainedConfig's default (model_type unknown to ckptkit)".to_string(),
-                ));
+            let (default, whose) = match rules.tie_default(&[cfg.text_model_type.as_deref(), cfg.model_type.as_deref()]) {
+                (d, Some(mt)) => (d, format!("transformers' default for model_type {mt}")),
+                (d, None) => (d, "PretrainedConfig's default (model_type unknown to ckptkit)".to_string()),
+            };
             let how = format!(
                 "absent from config.json; {whose} is {default}; the checkpoint {} lm_head.weight",
                 if lm_head.is_some() { "has" } else { "has no" }

@@ -14,7 +14,7 @@ import sys
 src, dst = sys.argv[1], sys.argv[2]
 o = json.load(open(src))
 trace = {}
-for t in o["trace"]:
+for t in o.get("trace") or []:
     trace.setdefault(t["ckpt_name"], [t["param"], t["shard_id"], t["expert_id"]])
 aliases = o.get("param_aliases") or {}
 out = {
@@ -22,8 +22,10 @@ out = {
     "tp": o.get("tp"),
     "model_class": o.get("model_class"),
     "trace": dict(sorted(trace.items())),
-    "not_loaded": sorted(o["summary"].get("ckpt_not_traced", [])),
-    "params": sorted({aliases.get(k, k) for k in o["params"]}),
+    "stages": o.get("stages"),
+    "build_errors": [f"{e['type']}: {e['message'][:300]}" for e in o["errors"] if e["phase"] in ("config", "build")],
+    "not_loaded": sorted((o.get("summary") or {}).get("ckpt_not_traced", [])),
+    "params": sorted({aliases.get(k, k) for k in (o.get("params") or {})}),
     "load_errors": sorted({f"{e['type']}: {e['message'][:120]}" for e in o["errors"] if e["phase"] == "load_weights"}),
 }
 json.dump(out, open(dst, "w"), indent=1)
