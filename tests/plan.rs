@@ -242,7 +242,8 @@ fn human_matrix_and_bad_arguments() {
 fn plan_predicts_the_error_vllm_raised_building_the_fixtures() {
     for (name, tp) in [("deepseek-fp8", 1), ("deepseek-fp8", 2), ("qwen3-moe-fp8", 2)] {
         let oracle: Value =
-            serde_json::from_str(&std::fs::read_to_string(fixture(&format!("oracle/{name}.tp{tp}.json"))).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(fixture(&format!("oracle/{name}.tp{tp}.json"))).unwrap())
+                .unwrap();
         assert_eq!(oracle["stages"]["build"], false);
         let vllm = oracle["build_errors"][0].as_str().unwrap();
         let (_, v) = plan(&[fixture(name).to_str().unwrap(), "--tp", &tp.to_string(), "--max-model-len", "256"]);

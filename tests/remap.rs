@@ -63,7 +63,11 @@ fn equals_oracle(fixture_name: &str, tp: u64, check_errors: bool) {
     // Where vLLM raised while loading, the remap reports an error finding; where it did not, none.
     let errors: Vec<&Value> = v["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "error").collect();
     if check_errors {
-        assert_eq!(errors.is_empty(), oracle["load_errors"].as_array().unwrap().is_empty(), "{fixture_name}: {errors:?}");
+        assert_eq!(
+            errors.is_empty(),
+            oracle["load_errors"].as_array().unwrap().is_empty(),
+            "{fixture_name}: {errors:?}"
+        );
     }
 }
 
@@ -311,7 +315,9 @@ fn fp8_router_not_listed_as_unconverted_gets_an_unfilled_scale() {
     });
     let (code, v) = remap(&c.dir, &[]);
     assert_eq!(code, 1);
-    assert!(found(&v).iter().any(|(c, m)| c == "remap-unfilled" && m.starts_with("model.layers.0.mlp.gate.weight_scale_inv")));
+    assert!(found(&v)
+        .iter()
+        .any(|(c, m)| c == "remap-unfilled" && m.starts_with("model.layers.0.mlp.gate.weight_scale_inv")));
     let (code, _) = remap(&fixture("qwen3-moe-fp8"), &[]);
     assert_eq!(code, 0);
 }

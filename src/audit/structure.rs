@@ -337,7 +337,7 @@ fn experts(
     let moe = cfg.and_then(|c| c.moe.as_ref());
     let with_experts: Vec<u64> =
         layers.iter().filter(|(_, l)| !l.experts.is_empty() || !l.fused_experts.is_empty()).map(|(i, _)| *i).collect();
-    st.moe_layers_present = with_experts.iter().filter(|&&i| n.map_or(true, |n| i < n)).count();
+    st.moe_layers_present = with_experts.iter().filter(|&&i| n.is_none_or(|n| i < n)).count();
     if with_experts.is_empty() {
         if let (Some(m), Some(n)) = (moe, n) {
             let expected: Vec<u64> = (0..n).filter(|&i| m.is_moe_layer(i)).collect();
@@ -463,7 +463,8 @@ fn tie_and_embeddings(
     let (tie, source) = match cfg.tie_word_embeddings {
         Some(b) => (b, "config".to_string()),
         None => {
-            let (default, whose) = match rules.tie_default(&[cfg.text_model_type.as_deref(), cfg.model_type.as_deref()]) {
+            let (default, whose) = match rules.tie_default(&[cfg.text_model_type.as_deref(), cfg.model_type.as_deref()])
+            {
                 (d, Some(mt)) => (d, format!("transformers' default for model_type {mt}")),
                 (d, None) => (d, "PretrainedConfig's default (model_type unknown to ckptkit)".to_string()),
             };

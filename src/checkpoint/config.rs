@@ -154,7 +154,7 @@ fn derived_max_len(view: &View<'_>, model_type: Option<&str>) -> Option<(u64, &'
     let mut best: Option<(u64, &'static str)> = None;
     for k in MAX_LEN_KEYS {
         if let Some(v) = view.get(k).and_then(as_count) {
-            if best.map_or(true, |(b, _)| v < b) {
+            if best.is_none_or(|(b, _)| v < b) {
                 best = Some((v, k));
             }
         }

@@ -69,7 +69,7 @@ mod tests {
         meta.insert("format".to_string(), "pt".to_string());
         let mut file = header_bytes(&ts, &meta);
         assert_eq!((file.len() - 8) % 8, 0);
-        file.extend(std::iter::repeat(0u8).take(16));
+        file.extend(std::iter::repeat_n(0u8, 16));
         let mut out = vec![];
         let h = crate::checkpoint::header::validate(&file, "t", &mut out);
         assert!(out.is_empty(), "{out:?}");

@@ -342,7 +342,8 @@ fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     // vLLM builds attention before the MLP in every layer, so its first error is an attention one.
     // Within a layer, column-parallel layers (q_b_proj, kv_b_proj) come before the row one (o_proj).
     failures.sort_by_key(|(short, msg)| {
-        let attention = msg.contains("attn") || short.starts_with("q_") || short.starts_with("kv_") || short.starts_with("o_proj");
+        let attention =
+            msg.contains("attn") || short.starts_with("q_") || short.starts_with("kv_") || short.starts_with("o_proj");
         (!attention, msg.contains("input_size_per_partition"))
     });
     failures.dedup_by(|a, b| a.0 == b.0);

@@ -203,7 +203,7 @@ mod tests {
             (name == "topk_method").then(|| "noaux_tc".to_string())
         }
     }
-    const env: &E = &E;
+    const ENV: &E = &E;
 
     fn ints(name: &str) -> Option<i64> {
         match name {
@@ -219,20 +219,20 @@ mod tests {
     #[test]
     fn arithmetic_and_precedence() {
         let e = Expr::parse("(heads + 2*kv) * head_dim").unwrap();
-        assert_eq!(e.eval(env), Some(192));
-        assert_eq!(Expr::parse("heads - kv * 2 / 4").unwrap().eval(env), Some(7));
-        assert_eq!(Expr::parse("!tie").unwrap().eval(env), Some(1));
-        assert_eq!(Expr::parse("vision_config.depth % 2").unwrap().eval(env), Some(1));
-        assert_eq!(Expr::parse("topk_method == 'noaux_tc'").unwrap().eval(env), Some(1));
-        assert_eq!(Expr::parse("!(topk_method == 'greedy')").unwrap().eval(env), Some(1));
+        assert_eq!(e.eval(ENV), Some(192));
+        assert_eq!(Expr::parse("heads - kv * 2 / 4").unwrap().eval(ENV), Some(7));
+        assert_eq!(Expr::parse("!tie").unwrap().eval(ENV), Some(1));
+        assert_eq!(Expr::parse("vision_config.depth % 2").unwrap().eval(ENV), Some(1));
+        assert_eq!(Expr::parse("topk_method == 'noaux_tc'").unwrap().eval(ENV), Some(1));
+        assert_eq!(Expr::parse("!(topk_method == 'greedy')").unwrap().eval(ENV), Some(1));
         assert!(Expr::parse("topk_method == 3").is_err());
     }
 
     #[test]
     fn undefined_and_errors() {
-        assert_eq!(Expr::parse("missing * 2").unwrap().eval(env), None);
-        assert_eq!(Expr::parse("!missing").unwrap().eval(env), Some(1));
-        assert_eq!(Expr::parse("heads / 0").unwrap().eval(env), None);
+        assert_eq!(Expr::parse("missing * 2").unwrap().eval(ENV), None);
+        assert_eq!(Expr::parse("!missing").unwrap().eval(ENV), Some(1));
+        assert_eq!(Expr::parse("heads / 0").unwrap().eval(ENV), None);
         assert!(Expr::parse("heads +").is_err());
         assert!(Expr::parse("(heads").is_err());
         assert!(Expr::parse("heads $ 2").is_err());

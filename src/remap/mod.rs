@@ -145,12 +145,9 @@ impl<'a> Vars<'a> {
             "hidden_size" => c.hidden_size,
             "vocab_size" => c.vocab_size,
             "num_hidden_layers" => c.num_layers,
-            "tie_word_embeddings" => Some(
-                c.tie_word_embeddings
-                    .unwrap_or_else(|| {
-                        crate::arch::audit_rules().tie_default(&[c.text_model_type.as_deref(), c.model_type.as_deref()]).0
-                    }) as u64,
-            ),
+            "tie_word_embeddings" => Some(c.tie_word_embeddings.unwrap_or_else(|| {
+                crate::arch::audit_rules().tie_default(&[c.text_model_type.as_deref(), c.model_type.as_deref()]).0
+            }) as u64),
             "num_experts" => moe.map(|m| m.num_experts),
             "moe_intermediate_size" => moe.and_then(|m| m.moe_intermediate_size.or(c.intermediate_size)),
             "n_shared_experts" => moe.and_then(|m| m.shared_experts),
