@@ -111,7 +111,7 @@ def main():
     cfg = {"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "hidden_size": H,
            "intermediate_size": INTER, "moe_intermediate_size": MOE, "num_hidden_layers": LAYERS,
            "num_attention_heads": NH, "num_key_value_heads": NH, "n_routed_experts": E, "n_shared_experts": 1,
-           "num_experts_per_tok": 8, "first_k_dense_replace": DENSE, "moe_layer_freq": 1, "q_lora_rank": QL,
+           "num_experts_per_tok": 8, "topk_method": "noaux_tc", "first_k_dense_replace": DENSE, "moe_layer_freq": 1, "q_lora_rank": QL,
            "kv_lora_rank": KVL, "qk_nope_head_dim": NOPE, "qk_rope_head_dim": ROPE, "v_head_dim": V,
            "vocab_size": VOCAB, "num_nextn_predict_layers": MTP, "tie_word_embeddings": False}
     if a.dtype == "fp8":

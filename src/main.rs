@@ -187,7 +187,7 @@ fn main() -> ExitCode {
             } else {
                 render::TableFormat::Human
             };
-            run_remap(&model, ckptkit::remap::RemapOptions { tp, ep, target }, &rules, format, emit_rules)
+            run_remap(&model, ckptkit::remap::RemapOptions { tp, ep, target, rows: true }, &rules, format, emit_rules)
         }
         Cmd::Plan {
             model,

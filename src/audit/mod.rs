@@ -117,7 +117,7 @@ fn remap_check(input: &str, ck: &Checkpoint) -> Vec<Finding> {
     else {
         return Vec::new();
     };
-    let opts = crate::remap::RemapOptions::default();
+    let opts = crate::remap::RemapOptions { rows: false, ..Default::default() };
     crate::remap::remap_with(ck, input, family, "architecture", None, &opts).findings
 }
 

@@ -128,11 +128,13 @@ pub struct ParamOut {
 pub struct Vars<'a> {
     cfg: &'a ModelConfig,
     json: Option<&'a Value>,
+    /// Expression results: the config does not change during a remap.
+    memo: std::cell::RefCell<HashMap<String, Option<i64>>>,
 }
 
 impl<'a> Vars<'a> {
     pub fn new(cfg: &'a ModelConfig, json: Option<&'a Value>) -> Self {
-        Vars { cfg, json }
+        Vars { cfg, json, memo: Default::default() }
     }
 
     pub fn get(&self, name: &str) -> Option<i64> {
@@ -168,7 +170,12 @@ impl<'a> Vars<'a> {
     }
 
     fn eval(&self, src: &str) -> Option<i64> {
-        Expr::parse(src).ok()?.eval(self)
+        if let Some(v) = self.memo.borrow().get(src) {
+            return *v;
+        }
+        let v = Expr::parse(src).ok().and_then(|e| e.eval(self));
+        self.memo.borrow_mut().insert(src.to_string(), v);
+        v
     }
 
     fn lookup(&self, name: &str) -> Option<&'a Value> {
@@ -421,11 +428,13 @@ pub struct RemapOptions {
     pub tp: u64,
     pub ep: bool,
     pub target: crate::plan::Target,
+    /// Build the table; without it only the reverse check runs (what `audit` needs).
+    pub rows: bool,
 }
 
 impl Default for RemapOptions {
     fn default() -> Self {
-        RemapOptions { tp: 1, ep: false, target: crate::plan::Target::Vllm }
+        RemapOptions { tp: 1, ep: false, target: crate::plan::Target::Vllm, rows: true }
     }
 }
 
@@ -538,19 +547,21 @@ pub fn remap_with(
     let vars = Vars::new(&cfg, ck.config_json.as_ref());
     let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
     let expected = expected_params(family, &vars, quant.as_ref());
-    let by_name: HashMap<&str, &Expected> = expected.iter().map(|e| (e.name.as_str(), e)).collect();
+    let by_name: HashMap<&str, usize> = expected.iter().enumerate().map(|(i, e)| (e.name.as_str(), i)).collect();
     let top_modules: Vec<&str> = expected.iter().filter_map(|e| e.name.split('.').next()).collect();
     let no_fp8 = opts.target == crate::plan::Target::VllmAscend;
-    let mut rows = Vec::with_capacity(ck.tensor_count());
+    let mut rows: Vec<Row> = Vec::with_capacity(ck.tensor_count());
     let mut findings = Vec::new();
-    let mut filled: HashMap<(String, String, u64), String> = HashMap::new();
+    // (parameter, shard, expert) → the row that filled it.
+    let mut filled: HashMap<(usize, usize, u64), &str> = HashMap::new();
     for t in ck.tensors() {
         let e = t.entry;
+        let keep = opts.rows;
         let mut row = Row {
-            checkpoint_name: e.name.clone(),
-            shard_file: t.shard.name.clone(),
+            checkpoint_name: if keep { e.name.clone() } else { String::new() },
+            shard_file: if keep { t.shard.name.clone() } else { String::new() },
             dtype: e.dtype.as_str().to_string(),
-            shape: e.shape.clone(),
+            shape: if keep { e.shape.clone() } else { Vec::new() },
             param: None,
             shard_id: None,
             expert_id: None,
@@ -561,7 +572,10 @@ pub fn remap_with(
         };
         match route(family, &vars, &e.name) {
             Route::Skip(reason) => row.reason = Some(reason),
-            Route::Param { name, shard, expert, stacked } => match by_name.get(name.as_str()) {
+            Route::Param { name, shard, expert, stacked } => match by_name
+                .get(name.as_str())
+                .map(|&i| (i, &expected[i]))
+            {
                 None => {
                     row.action = Action::Unmapped;
                     let first = name.split('.').next().unwrap_or("");
@@ -591,7 +605,7 @@ pub fn remap_with(
                     row.reason = Some(reason);
                     row.param = Some(name);
                 }
-                Some(exp) => {
+                Some((pi, exp)) => {
                     row.partition = Some(exp.partition);
                     row.action = if expert.is_some() || exp.fused_experts {
                         Action::Expert
@@ -609,8 +623,8 @@ pub fn remap_with(
                     }
                     let key = shard_key(&shard);
                     // The slot must exist for this shard id.
-                    let slot_shape = exp.shards.iter().find(|(k, _)| *k == key).map(|(_, s)| s.clone());
-                    match slot_shape {
+                    let slot = exp.shards.iter().position(|(k, _)| *k == key);
+                    match slot.map(|si| (si, exp.shards[si].1.clone())) {
                         None => {
                             row.action = Action::Unmapped;
                             let reason = format!("{name} has no shard `{key}`");
@@ -621,7 +635,7 @@ pub fn remap_with(
                             );
                             row.reason = Some(reason);
                         }
-                        Some(want) => {
+                        Some((si, want)) => {
                             if let Some(want) = want {
                                 if want != e.shape {
                                     findings.push(
@@ -646,7 +660,7 @@ pub fn remap_with(
                                 (None, false) => vec![u64::MAX],
                             };
                             for x in experts {
-                                if let Some(prev) = filled.insert((name.clone(), key.clone(), x), e.name.clone()) {
+                                if let Some(prev) = filled.insert((pi, si, x), e.name.as_str()) {
                                     findings.push(
                                         Finding::new(
                                             Code::RemapDuplicate,
@@ -667,22 +681,26 @@ pub fn remap_with(
                     row.param = Some(name);
                     row.shard_id = shard;
                     row.expert_id = expert;
-                    row.tp = tp_split(exp, &row, &vars, opts);
+                    if opts.rows {
+                        row.tp = tp_split(exp, &row, &vars, opts);
+                    }
                 }
             },
         }
-        rows.push(row);
+        if opts.rows {
+            rows.push(row);
+        }
     }
     // Parameters (and each shard / expert slot) no tensor fills.
     let mut unfilled: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for exp in expected.iter().filter(|e| !e.optional) {
-        for (key, _) in &exp.shards {
+    for (pi, exp) in expected.iter().enumerate().filter(|(_, e)| !e.optional) {
+        for (si, (key, _)) in exp.shards.iter().enumerate() {
             let experts: Vec<u64> = match exp.experts {
                 Some(n) => (0..n).collect(),
                 None => vec![u64::MAX],
             };
             for x in experts {
-                if !filled.contains_key(&(exp.name.clone(), key.clone(), x)) {
+                if !filled.contains_key(&(pi, si, x)) {
                     let mut what = String::new();
                     if !key.is_empty() {
                         what.push_str(&format!("shard {key}"));
@@ -707,6 +725,7 @@ pub fn remap_with(
             Finding::new(Code::RemapUnfilled, format!("{name}{what}: no checkpoint tensor fills it")).tensor(&name),
         );
     }
+    let mut findings = fold(findings);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for r in &rows {
         let k = serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
@@ -757,6 +776,38 @@ pub fn remap_with(
         findings,
         counts,
     }
+}
+
+/// One finding per (code, tensor pattern): a problem repeated in every layer or expert is reported
+/// once, with the count and the pattern.
+fn fold(findings: Vec<Finding>) -> Vec<Finding> {
+    let pattern = |s: &str| -> String {
+        s.split('.')
+            .map(|x| if !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()) { "*" } else { x })
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let mut groups: Vec<(Finding, String, usize)> = Vec::new();
+    let mut index: HashMap<(Code, String), usize> = HashMap::new();
+    for f in findings {
+        let key = (f.code, f.tensor.as_deref().map(pattern).unwrap_or_default());
+        match index.get(&key) {
+            Some(&i) => groups[i].2 += 1,
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push((f, key.1, 1));
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(mut f, pat, n)| {
+            if n > 1 {
+                f.message = format!("{} — and {} more like it ({pat})", f.message, n - 1);
+            }
+            f
+        })
+        .collect()
 }
 
 /// The share of tensors `family` maps to an expected parameter (for inference).
