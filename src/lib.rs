@@ -15,6 +15,7 @@ pub mod plan;
 pub mod quant;
 pub mod remap;
 pub mod render;
+pub mod stub;
 
 pub use audit::{audit, AuditReport};
 pub use checkpoint::Checkpoint;

@@ -130,6 +130,26 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         emit_rules: Option<PathBuf>,
     },
+    /// vLLM adapter code, its mapping module and the serve-validation kit, generated from the remap.
+    Stub {
+        model: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Model name for files and classes (default: the checkpoint directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "plugin", value_parser = ["in-tree", "plugin"])]
+        layout: String,
+        /// TP for the serve scripts (default: the smallest `ckptkit plan` finds feasible).
+        #[arg(long)]
+        tp: Option<u64>,
+        #[arg(long, default_value = "zh", value_parser = ["zh", "en"])]
+        lang: String,
+        #[arg(long, default_value = "vllm-ascend", value_parser = ["vllm", "vllm-ascend"])]
+        target: String,
+        #[arg(long = "rules", value_name = "FILE")]
+        rules: Vec<PathBuf>,
+    },
     /// Check a checkpoint against a manifest written by `audit --checksum`.
     Verify {
         manifest: PathBuf,
@@ -172,6 +192,21 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Audit { model, json, checksum } => run_audit(&model, json, checksum),
         Cmd::Verify { manifest, model, json } => run_verify(&manifest, model, json),
+        Cmd::Stub { model, out, name, layout, tp, lang, target, rules } => {
+            use ckptkit::stub::{Lang, Layout, StubOptions};
+            if tp == Some(0) {
+                return usage("--tp must be at least 1");
+            }
+            let opts = StubOptions {
+                out,
+                name,
+                layout: if layout == "in-tree" { Layout::InTree } else { Layout::Plugin },
+                tp,
+                lang: if lang == "en" { Lang::En } else { Lang::Zh },
+                target: if target == "vllm" { ckptkit::plan::Target::Vllm } else { ckptkit::plan::Target::VllmAscend },
+            };
+            run_stub(&model, &opts, &rules)
+        }
         Cmd::Remap { model, tp, ep, target, rules, json, csv, md, emit_rules } => {
             if tp == 0 {
                 return usage("--tp must be at least 1");
@@ -402,6 +437,36 @@ fn run_bench(
 fn usage(msg: &str) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::from(EXIT_USAGE)
+}
+
+fn run_stub(model: &str, opts: &ckptkit::stub::StubOptions, rule_files: &[PathBuf]) -> ExitCode {
+    let paths: Vec<&std::path::Path> = rule_files.iter().map(PathBuf::as_path).collect();
+    let rules = match ckptkit::remap::rules::RuleSet::load(&paths) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INPUT);
+        }
+    };
+    let (ck, _) = match Checkpoint::open(model) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INPUT);
+        }
+    };
+    match ckptkit::stub::generate(model, &ck, &rules, opts) {
+        Ok(files) => {
+            for f in files {
+                println!("{}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_INPUT)
+        }
+    }
 }
 
 fn run_remap(

@@ -190,7 +190,7 @@ impl<'a> Vars<'a> {
         json.get("text_config").and_then(find).filter(|v| !v.is_null()).or_else(|| find(json).filter(|v| !v.is_null()))
     }
 
-    fn truthy(&self, cond: &Option<String>) -> bool {
+    pub(crate) fn truthy(&self, cond: &Option<String>) -> bool {
         cond.as_ref().is_none_or(|c| self.eval(c).is_some_and(|v| v != 0))
     }
 

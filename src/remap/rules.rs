@@ -136,6 +136,9 @@ pub struct Family {
     /// The class named in vLLM's "There is no module or parameter named …" error.
     #[serde(default)]
     pub class: String,
+    /// Architecture → the vLLM class that serves it (`module:Class`), for adapters that subclass it.
+    #[serde(default)]
+    pub vllm_classes: BTreeMap<String, String>,
     #[serde(default)]
     pub mapper: Mapper,
     /// Parameter aliases applied after routing (substring → replacement): vLLM 0.33.0 registers fused
