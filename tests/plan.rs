@@ -259,3 +259,19 @@ fn plan_predicts_the_error_vllm_raised_building_the_fixtures() {
     let (_, v) = plan(&[fixture("qwen3-moe-fp8").to_str().unwrap(), "--tp", "1", "--max-model-len", "256"]);
     assert_eq!(config(&v, 1, false)["feasible"], true);
 }
+
+#[test]
+fn a_config_without_the_hf_keys_is_not_called_feasible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("config.json");
+    // DeepSeek's inference config (github repo) names its sizes dim / n_heads / n_layers.
+    std::fs::write(&p, r#"{"vocab_size": 129280, "dim": 7168, "inter_dim": 18432, "n_layers": 61, "n_heads": 128}"#)
+        .unwrap();
+    let (code, v) = plan(&[p.to_str().unwrap(), "--tp", "8"]);
+    assert_eq!(code, 1);
+    let c = config(&v, 8, false);
+    assert!(
+        failure(c, "config").contains("num_attention_heads") || failure(c, "config").contains("hidden_size"),
+        "{c}"
+    );
+}

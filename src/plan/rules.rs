@@ -18,7 +18,8 @@ pub struct Ctx<'a> {
 }
 
 /// Rule ids, in matrix column order (memory rules are added by the planner).
-pub const RULES: &[&str] = &["heads", "kv-heads", "qk-norm", "mlp", "moe", "fp8-block", "vocab", "pp", "target"];
+pub const RULES: &[&str] =
+    &["config", "heads", "kv-heads", "qk-norm", "mlp", "moe", "fp8-block", "vocab", "pp", "target"];
 
 fn pass(rule: &'static str, short: impl Into<String>) -> Check {
     Check { rule, status: Status::Pass, short: short.into(), message: String::new(), fix: None }
@@ -45,6 +46,7 @@ fn good_tps(pred: impl Fn(u64) -> bool) -> String {
 
 pub fn evaluate(ctx: &Ctx<'_>, par: &Parallel) -> Vec<Check> {
     vec![
+        config(ctx),
         heads(ctx, par),
         kv_heads(ctx, par),
         qk_norm(ctx, par),
@@ -55,6 +57,33 @@ pub fn evaluate(ctx: &Ctx<'_>, par: &Parallel) -> Vec<Check> {
         pp(ctx, par),
         target(ctx, par),
     ]
+}
+
+/// The keys every other rule needs; a config without them (DeepSeek's own inference configs, for one)
+/// cannot be planned, and saying "feasible" would be a lie.
+fn config(ctx: &Ctx<'_>) -> Check {
+    let c = ctx.cfg;
+    let missing: Vec<&str> = [
+        ("num_attention_heads", c.num_heads.is_none()),
+        ("hidden_size", c.hidden_size.is_none()),
+        ("num_hidden_layers", c.num_layers.is_none()),
+        ("vocab_size", c.vocab_size.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(k, m)| m.then_some(k))
+    .collect();
+    if missing.is_empty() {
+        return pass("config", "ok");
+    }
+    fail(
+        "config",
+        format!("no {}", missing[0]),
+        format!(
+            "config.json lacks {}: not a Hugging Face model config, so vLLM cannot build the model from it",
+            missing.join(", ")
+        ),
+        "point plan at the model's Hugging Face config.json",
+    )
 }
 
 fn heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
