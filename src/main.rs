@@ -439,21 +439,25 @@ fn usage(msg: &str) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-fn run_stub(model: &str, opts: &ckptkit::stub::StubOptions, rule_files: &[PathBuf]) -> ExitCode {
+/// The rule set (built-ins plus `--rules` files) and the opened checkpoint, or the exit code.
+fn rules_and_checkpoint(
+    model: &str,
+    rule_files: &[PathBuf],
+) -> Result<(ckptkit::remap::rules::RuleSet, Checkpoint), ExitCode> {
     let paths: Vec<&std::path::Path> = rule_files.iter().map(PathBuf::as_path).collect();
-    let rules = match ckptkit::remap::rules::RuleSet::load(&paths) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_INPUT);
-        }
+    let input_error = |e: &dyn std::fmt::Display| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_INPUT)
     };
-    let (ck, _) = match Checkpoint::open(model) {
+    let rules = ckptkit::remap::rules::RuleSet::load(&paths).map_err(|e| input_error(&e))?;
+    let (ck, _) = Checkpoint::open(model).map_err(|e| input_error(&e))?;
+    Ok((rules, ck))
+}
+
+fn run_stub(model: &str, opts: &ckptkit::stub::StubOptions, rule_files: &[PathBuf]) -> ExitCode {
+    let (rules, ck) = match rules_and_checkpoint(model, rule_files) {
         Ok(x) => x,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_INPUT);
-        }
+        Err(code) => return code,
     };
     match ckptkit::stub::generate(model, &ck, &rules, opts) {
         Ok(files) => {
@@ -476,20 +480,9 @@ fn run_remap(
     format: render::TableFormat,
     emit: Option<PathBuf>,
 ) -> ExitCode {
-    let paths: Vec<&std::path::Path> = rule_files.iter().map(PathBuf::as_path).collect();
-    let rules = match ckptkit::remap::rules::RuleSet::load(&paths) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_INPUT);
-        }
-    };
-    let (ck, _) = match Checkpoint::open(model) {
+    let (rules, ck) = match rules_and_checkpoint(model, rule_files) {
         Ok(x) => x,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_INPUT);
-        }
+        Err(code) => return code,
     };
     let report = ckptkit::remap::remap(&ck, model, &rules, &opts);
     if let Some(path) = emit {

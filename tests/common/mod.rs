@@ -82,44 +82,16 @@ pub fn shard_of(dir: &Path, tensor: &str) -> PathBuf {
 /// Remove every tensor whose name matches `pred` from the shards and the index, keeping each shard
 /// a valid, contiguous safetensors file.
 pub fn drop_tensors(dir: &Path, pred: impl Fn(&str) -> bool) -> usize {
-    let idx = index(dir);
-    let shards: std::collections::BTreeSet<String> =
-        idx["weight_map"].as_object().unwrap().values().map(|v| v.as_str().unwrap().to_string()).collect();
-    let mut dropped = 0;
-    for s in shards {
-        let p = dir.join(&s);
-        let st = read_st(&p);
-        let mut entries: Vec<(String, Value)> = st
-            .header
-            .iter()
-            .filter(|(k, _)| k.as_str() != "__metadata__")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        entries.sort_by_key(|(_, v)| v["data_offsets"][0].as_u64().unwrap());
-        let mut header = Map::new();
-        if let Some(m) = st.header.get("__metadata__") {
-            header.insert("__metadata__".into(), m.clone());
+    let dropped = std::cell::Cell::new(0);
+    transform_tensors(dir, |n, v, b| {
+        if pred(n) {
+            dropped.set(dropped.get() + 1);
+            Vec::new()
+        } else {
+            vec![(n.to_string(), v.clone(), b.to_vec())]
         }
-        let mut data = Vec::new();
-        for (k, mut v) in entries {
-            if pred(&k) {
-                dropped += 1;
-                continue;
-            }
-            let (b, e) =
-                (v["data_offsets"][0].as_u64().unwrap() as usize, v["data_offsets"][1].as_u64().unwrap() as usize);
-            let start = data.len();
-            data.extend_from_slice(&st.data[b..e]);
-            v["data_offsets"] = json!([start, data.len()]);
-            header.insert(k, v);
-        }
-        write_st(&p, &St { header, data });
-    }
-    edit_json(&dir.join("model.safetensors.index.json"), |v| {
-        v["weight_map"].as_object_mut().unwrap().retain(|k, _| !pred(k));
     });
-    fix_total_size(dir);
-    dropped
+    dropped.get()
 }
 
 /// Append a one-value F32 tensor `name` of `shape` ([] or [1]) to `shard`, and list it in the index.
