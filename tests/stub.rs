@@ -257,8 +257,7 @@ fn stub_refuses_a_missing_model_and_writes_nothing() {
 const SERVER: &str = r#"
 import http.server, json, sys, threading, time, os
 mode, port_file = sys.argv[1], sys.argv[2]
-start = time.time()
-state = {"requests": 0}
+state = {"requests": 0, "first_get": None}
 class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
     def send(self, code, obj):
@@ -266,7 +265,10 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(code); self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
     def do_GET(self):
-        if mode == "slow-ready" and time.time() - start < 1.5:
+        if state["first_get"] is None:
+            state["first_get"] = time.time()
+        # slow-ready: "loading" for 1.5 s from the first poll.
+        if mode == "slow-ready" and time.time() - state["first_get"] < 1.5:
             return self.send(503, {"error": "loading"})
         self.send(200, {"data": [{"id": "m"}]})
     def do_POST(self):
@@ -298,7 +300,7 @@ fn smoke(mode: &str, extra: &[&str]) -> (i32, Value) {
     let port_file = dir.path().join("port");
     let mut child = Command::new(py).arg(&server).arg(mode).arg(&port_file).spawn().unwrap();
     let mut port = String::new();
-    for _ in 0..100 {
+    for _ in 0..400 {
         if let Ok(p) = std::fs::read_to_string(&port_file) {
             if !p.is_empty() {
                 port = p;
