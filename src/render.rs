@@ -502,7 +502,11 @@ pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
             for row in &r.rows {
                 let key = (
                     pat(&row.checkpoint_name),
-                    row.param.as_deref().map(pat).unwrap_or_default(),
+                    row.param
+                        .as_deref()
+                        .map(pat)
+                        .or_else(|| row.routed_to.as_deref().map(|r| format!("✘ {}", pat(r))))
+                        .unwrap_or_default(),
                     shard_str(&row.shard_id),
                     row.expert_id.map(|_| "*".to_string()).unwrap_or_default(),
                     match &row.reason {

@@ -146,6 +146,11 @@ fn renamed_prefix_reaches_no_module() {
     let found = found(&v);
     assert!(found.iter().any(|(c, m)| c == "remap-unmapped"
         && m.contains("ValueError: There is no module or parameter named 'transformer' in LlamaForCausalLM")));
+    // The row has no parameter; where the routing went is kept apart.
+    let row = v["rows"].as_array().unwrap().iter().find(|r| r["checkpoint_name"] == "transformer.norm.weight").unwrap();
+    assert!(row["param"].is_null());
+    assert_eq!(row["routed_to"], "transformer.norm.weight");
+    assert_eq!(row["action"], "unmapped");
     // …and everything the model needs is then unfilled.
     assert!(found.iter().any(|(c, m)| c == "remap-unfilled" && m.starts_with("model.embed_tokens.weight")));
 }

@@ -103,7 +103,7 @@ fn mapping_module_reproduces_the_remap_table_on_every_fixture() {
         let python_rows = python_rows.as_array().unwrap();
         assert_eq!(python_rows.len(), names.len());
         for (r, p) in rust["rows"].as_array().unwrap().iter().zip(python_rows) {
-            for k in ["checkpoint_name", "param", "shard_id", "expert_id", "action", "reason"] {
+            for k in ["checkpoint_name", "param", "shard_id", "expert_id", "action", "reason", "routed_to"] {
                 assert_eq!(r[k], p[k], "{f}: {} field {k}", r["checkpoint_name"]);
             }
         }

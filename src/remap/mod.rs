@@ -77,6 +77,9 @@ pub struct Row {
     pub action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For an unmapped tensor: the parameter name its routing reached (which the model lacks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routed_to: Option<String>,
     pub tp: TpSplit,
 }
 
@@ -568,6 +571,7 @@ pub fn remap_with(
             partition: None,
             action: Action::Skip,
             reason: None,
+            routed_to: None,
             tp: TpSplit::None,
         };
         match route(family, &vars, &e.name) {
@@ -603,7 +607,7 @@ pub fn remap_with(
                             .tensor(&e.name),
                     );
                     row.reason = Some(reason);
-                    row.param = Some(name);
+                    row.routed_to = Some(name);
                 }
                 Some((pi, exp)) => {
                     row.partition = Some(exp.partition);
@@ -678,9 +682,13 @@ pub fn remap_with(
                             }
                         }
                     }
-                    row.param = Some(name);
-                    row.shard_id = shard;
-                    row.expert_id = expert;
+                    if row.action == Action::Unmapped {
+                        row.routed_to = Some(name);
+                    } else {
+                        row.param = Some(name);
+                        row.shard_id = shard;
+                        row.expert_id = expert;
+                    }
                     if opts.rows {
                         row.tp = tp_split(exp, &row, &vars, opts);
                     }

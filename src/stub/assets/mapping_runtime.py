@@ -106,17 +106,17 @@ def remap(names, dtypes=None, dequantize_fp8=False):
     rows = []
     for i, name in enumerate(names):
         row = {"checkpoint_name": name, "param": None, "shard_id": None, "expert_id": None, "action": "skip",
-               "reason": None}
+               "reason": None, "routed_to": None}
         r = route(name)
         if r[0] == "skip":
             row["reason"] = r[1]
             rows.append(row)
             continue
         _, param, shard, expert, stacked = r
-        row["param"] = param
         spec = PARAMS.get(param)
         if spec is None:
             row["action"] = "unmapped"
+            row["routed_to"] = param
             first = param.split(".")[0]
             if first not in _TOP or UNMAPPED == "no-module":
                 row["reason"] = "ValueError: There is no module or parameter named '%s' in %s" % (
@@ -144,8 +144,11 @@ def remap(names, dtypes=None, dequantize_fp8=False):
         if key not in spec["shards"]:
             row["action"] = "unmapped"
             row["reason"] = "%s has no shard `%s`" % (param, key)
-        row["shard_id"] = shard
-        row["expert_id"] = expert
+            row["routed_to"] = param
+        else:
+            row["param"] = param
+            row["shard_id"] = shard
+            row["expert_id"] = expert
         rows.append(row)
     return rows
 
