@@ -286,6 +286,8 @@ fn unknown_architecture_is_inferred_and_rules_can_be_emitted() {
     let out = c.tmp.path().join("rules.json");
     let r = run(&["remap", c.dir.to_str().unwrap(), "--emit-rules", out.to_str().unwrap()]);
     assert!(r.stderr.contains("wrote"));
+    let emitted: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(emitted["architectures"][0], "MyQwenishForCausalLM");
     // The emitted file loads as a user rule file and now matches by architecture.
     let (_, v) = remap(&c.dir, &["--rules", out.to_str().unwrap()]);
     assert_eq!(v["family"]["matched_by"], "architecture");
@@ -295,6 +297,19 @@ fn unknown_architecture_is_inferred_and_rules_can_be_emitted() {
     let r = run(&["remap", c.dir.to_str().unwrap(), "--rules", out.to_str().unwrap()]);
     assert_eq!(r.code, 3);
     assert!(r.stderr.contains("rules.json"), "{}", r.stderr);
+}
+
+#[test]
+fn emitted_rules_list_the_unmapped_tensors_to_complete() {
+    let c = copy_fixture("llama");
+    rename_tensors(&c.dir, |n| n.replace("mlp.down_proj", "mlp.wo"));
+    edit_config(&c.dir, |cfg| cfg["architectures"] = serde_json::json!(["MyLlamaForCausalLM"]));
+    let out = c.tmp.path().join("rules.json");
+    run(&["remap", c.dir.to_str().unwrap(), "--emit-rules", out.to_str().unwrap()]);
+    let emitted: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let todo: Vec<&str> = emitted["_todo"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(todo.len(), 2, "{todo:?}");
+    assert!(todo[0].starts_with("model.layers.0.mlp.wo.weight (model.layers.0.mlp.wo.weight): KeyError"), "{todo:?}");
 }
 
 #[test]

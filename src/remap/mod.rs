@@ -893,7 +893,7 @@ pub fn emit_rules(report: &RemapReport, rules: &RuleSet, cfg: Option<&ModelConfi
                 Value::from(format!(
                     "{} ({}): {}",
                     r.checkpoint_name,
-                    r.param.as_deref().unwrap_or("-"),
+                    r.routed_to.as_deref().unwrap_or("-"),
                     r.reason.as_deref().unwrap_or("")
                 ))
             })
