@@ -341,3 +341,60 @@ fn fp8_router_not_listed_as_unconverted_gets_an_unfilled_scale() {
     let (code, _) = remap(&fixture("qwen3-moe-fp8"), &[]);
     assert_eq!(code, 0);
 }
+
+#[test]
+fn kv_cache_scales_are_renamed_as_vllm_renames_them() {
+    // fp8 model: vLLM builds self_attn.attn.{k,v}_scale; ModelOpt-style k_proj.k_scale lands there.
+    let c = copy_fixture("qwen3-dense-fp8");
+    let shard = index(&c.dir)["weight_map"]["model.layers.0.self_attn.k_proj.weight"].as_str().unwrap().to_string();
+    add_f32_tensor(&c.dir, &shard, "model.layers.0.self_attn.k_proj.k_scale", &[]);
+    add_f32_tensor(&c.dir, &shard, "model.layers.0.self_attn.v_scale", &[]);
+    fix_total_size(&c.dir);
+    let (code, v) = remap(&c.dir, &[]);
+    assert_eq!(code, 0, "{:?}", found(&v));
+    let row = |n: &str| v["rows"].as_array().unwrap().iter().find(|r| r["checkpoint_name"] == n).unwrap().clone();
+    assert_eq!(row("model.layers.0.self_attn.k_proj.k_scale")["param"], "model.layers.0.self_attn.attn.k_scale");
+    assert_eq!(row("model.layers.0.self_attn.v_scale")["param"], "model.layers.0.self_attn.attn.v_scale");
+    // Without fp8 there is no such parameter: vLLM drops it with a warning.
+    let c = copy_fixture("qwen3-dense");
+    let shard = index(&c.dir)["weight_map"]["model.layers.0.self_attn.k_proj.weight"].as_str().unwrap().to_string();
+    add_f32_tensor(&c.dir, &shard, "model.layers.0.self_attn.k_proj.k_scale", &[]);
+    fix_total_size(&c.dir);
+    let (_, v) = remap(&c.dir, &[]);
+    let r = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["checkpoint_name"] == "model.layers.0.self_attn.k_proj.k_scale")
+        .unwrap();
+    assert_eq!(r["action"], "skip");
+    assert!(r["reason"].as_str().unwrap().contains("not loaded"));
+}
+
+#[test]
+fn static_activation_scales_are_expected_and_stacked() {
+    let c = copy_fixture("qwen3-dense-fp8");
+    edit_config(&c.dir, |cfg| cfg["quantization_config"]["activation_scheme"] = serde_json::json!("static"));
+    let (code, v) = remap(&c.dir, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        found(&v).iter().any(|(c, m)| c == "remap-unfilled"
+            && m.starts_with("model.layers.0.self_attn.qkv_proj.input_scale (shard k, shard q, shard v)")),
+        "{:?}",
+        found(&v)
+    );
+    let shard = index(&c.dir)["weight_map"]["model.layers.0.self_attn.q_proj.weight"].as_str().unwrap().to_string();
+    add_f32_tensor(&c.dir, &shard, "model.layers.0.self_attn.q_proj.input_scale", &[]);
+    fix_total_size(&c.dir);
+    let (_, v) = remap(&c.dir, &[]);
+    let r = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["checkpoint_name"] == "model.layers.0.self_attn.q_proj.input_scale")
+        .unwrap();
+    assert_eq!(
+        (r["param"].as_str().unwrap(), r["shard_id"].as_str().unwrap()),
+        ("model.layers.0.self_attn.qkv_proj.input_scale", "q")
+    );
+}

@@ -286,6 +286,16 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
                                 (k.clone(), grid)
                             })
                             .collect();
+                        if q.activation_scheme.as_deref() == Some("static") {
+                            out.push(Expected {
+                                name: format!("{}input_scale", name.strip_suffix("weight").unwrap_or(&name)),
+                                partition: Partition::Replicated,
+                                shards: shards.iter().map(|(k, _)| (k.clone(), None)).collect(),
+                                experts,
+                                fused_experts: rule.fused_experts,
+                                optional: rule.optional,
+                            });
+                        }
                         out.push(Expected {
                             name: scale_name,
                             partition: rule.partition,
@@ -336,7 +346,17 @@ pub fn apply_mapper(m: &rules::Mapper, name: &str) -> Option<String> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Route {
     Skip(String),
-    Param { name: String, shard: Option<Value>, expert: Option<u64>, stacked: bool },
+    /// A KV-cache scale, renamed the way vLLM renames it; dropped with a warning if the model has no
+    /// such parameter.
+    KvScale {
+        name: String,
+    },
+    Param {
+        name: String,
+        shard: Option<Value>,
+        expert: Option<u64>,
+        stacked: bool,
+    },
 }
 
 fn layer_index(name: &str) -> Option<u64> {
@@ -373,6 +393,12 @@ fn route_raw(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
                 "MTP layer: the main model skips it; {} loads it with --speculative-config",
                 mtp.draft
             ));
+        }
+    }
+    for (from, to) in &family.kv_scale_renames {
+        if let Some(stem) = n.strip_suffix(from.as_str()) {
+            n = format!("{stem}{to}");
+            return Route::KvScale { name: n };
         }
     }
     for s in &family.skip {
@@ -574,8 +600,16 @@ pub fn remap_with(
             routed_to: None,
             tp: TpSplit::None,
         };
-        match route(family, &vars, &e.name) {
+        let routed = match route(family, &vars, &e.name) {
+            Route::KvScale { name } if !by_name.contains_key(name.as_str()) => Route::Skip(format!(
+                "KV-cache scale with no `{name}` parameter: vLLM warns \"Found kv scale in the checkpoint … not loaded\" and drops it"
+            )),
+            Route::KvScale { name } => Route::Param { name, shard: None, expert: None, stacked: false },
+            r => r,
+        };
+        match routed {
             Route::Skip(reason) => row.reason = Some(reason),
+            Route::KvScale { .. } => unreachable!("resolved above"),
             Route::Param { name, shard, expert, stacked } => match by_name
                 .get(name.as_str())
                 .map(|&i| (i, &expected[i]))
@@ -833,7 +867,7 @@ fn coverage(ck: &Checkpoint, family: &Family) -> f64 {
         total += 1;
         match route(family, &vars, &t.entry.name) {
             Route::Param { name, .. } if names.contains(name.as_str()) => hit += 1,
-            Route::Skip(_) => hit += 1,
+            Route::Skip(_) | Route::KvScale { .. } => hit += 1,
             _ => {}
         }
     }

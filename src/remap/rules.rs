@@ -147,6 +147,10 @@ pub struct Family {
     pub aliases: Vec<(String, String)>,
     #[serde(default)]
     pub skip: Vec<Skip>,
+    /// KV-cache scale renames (suffix → suffix, first match wins). Built-in families get vLLM's
+    /// `maybe_remap_kv_scale_name` table from `_blocks.json` unless they set their own.
+    #[serde(default)]
+    pub kv_scale_renames: Vec<(String, String)>,
     #[serde(default)]
     pub stacked: Vec<Stacked>,
     #[serde(default)]
@@ -271,8 +275,15 @@ impl RuleSet {
                 serde_json::from_value(v).map_err(|e| invalid(blocks_path, format!("{k}: {e}")))?;
             block_params.insert(k, ps);
         }
+        let kv_renames: Vec<(String, String)> = serde_json::from_str::<serde_json::Value>(blocks_text)
+            .ok()
+            .and_then(|v| serde_json::from_value(v.get("_kv_scale_renames")?.clone()).ok())
+            .unwrap_or_default();
         let mut families = Vec::new();
         let mut add = |path: &str, mut f: Family| -> Result<(), RulesError> {
+            if f.kv_scale_renames.is_empty() {
+                f.kv_scale_renames = kv_renames.clone();
+            }
             for inc in std::mem::take(&mut f.include) {
                 let ps = block_params
                     .get(&inc)

@@ -63,6 +63,8 @@ fn mapping_module(ctx: &Context<'_>) -> String {
     let _ = writeln!(o, "\n# WeightsMapper: applied in this order (substr, prefix, suffix), cumulatively; None drops.");
     let _ = writeln!(o, "MAPPER = {}", py(&serde_json::to_value(&f.mapper).unwrap_or(Value::Null)));
     let _ = writeln!(o, "ALIASES = {}", py(&serde_json::to_value(&f.aliases).unwrap_or(Value::Null)));
+    let _ = writeln!(o, "# KV-cache scale renames (maybe_remap_kv_scale_name): suffix -> suffix, first match wins.");
+    let _ = writeln!(o, "KV_SCALE_RENAMES = {}", py(&serde_json::to_value(&f.kv_scale_renames).unwrap_or(Value::Null)));
     let skips: Vec<Value> = f
         .skip
         .iter()

@@ -52,6 +52,12 @@ def route(name):
             is_mtp = layer is not None and NUM_HIDDEN_LAYERS is not None and layer >= NUM_HIDDEN_LAYERS
         if is_mtp:
             return ("skip", "MTP layer: the main model skips it; %s loads it with --speculative-config" % MTP["draft"])
+    for frm, to in KV_SCALE_RENAMES:
+        if n.endswith(frm):
+            n = n[: len(n) - len(frm)] + to
+            if n not in PARAMS:
+                return ("skip", "KV-cache scale with no `%s` parameter: vLLM warns \"Found kv scale in the checkpoint … not loaded\" and drops it" % n)
+            return ("param", n, None, None, False)
     for s in SKIP:
         if (s.get("prefix") and n.startswith(s["prefix"])) or (s.get("substr") and s["substr"] in n) or (
             s.get("suffix") and n.endswith(s["suffix"])
