@@ -342,31 +342,38 @@ fn fp8_router_not_listed_as_unconverted_gets_an_unfilled_scale() {
     assert_eq!(code, 0);
 }
 
+/// Add scalar f32 tensors beside `next_to` (in its shard), index and total_size updated.
+fn add_scalars(dir: &std::path::Path, next_to: &str, names: &[&str]) {
+    let shard = index(dir)["weight_map"][next_to].as_str().unwrap().to_string();
+    for n in names {
+        add_f32_tensor(dir, &shard, n, &[]);
+    }
+    fix_total_size(dir);
+}
+
+fn row_of(v: &Value, name: &str) -> Value {
+    v["rows"].as_array().unwrap().iter().find(|r| r["checkpoint_name"] == name).unwrap().clone()
+}
+
 #[test]
 fn kv_cache_scales_are_renamed_as_vllm_renames_them() {
-    // fp8 model: vLLM builds self_attn.attn.{k,v}_scale; ModelOpt-style k_proj.k_scale lands there.
+    // fp8 model: vLLM builds self_attn.attn.{k,v}_scale; ModelOpt-style k_proj.k_scale lands there
+    // (checked with the oracle).
     let c = copy_fixture("qwen3-dense-fp8");
-    let shard = index(&c.dir)["weight_map"]["model.layers.0.self_attn.k_proj.weight"].as_str().unwrap().to_string();
-    add_f32_tensor(&c.dir, &shard, "model.layers.0.self_attn.k_proj.k_scale", &[]);
-    add_f32_tensor(&c.dir, &shard, "model.layers.0.self_attn.v_scale", &[]);
-    fix_total_size(&c.dir);
+    add_scalars(
+        &c.dir,
+        "model.layers.0.self_attn.k_proj.weight",
+        &["model.layers.0.self_attn.k_proj.k_scale", "model.layers.0.self_attn.v_scale"],
+    );
     let (code, v) = remap(&c.dir, &[]);
     assert_eq!(code, 0, "{:?}", found(&v));
-    let row = |n: &str| v["rows"].as_array().unwrap().iter().find(|r| r["checkpoint_name"] == n).unwrap().clone();
-    assert_eq!(row("model.layers.0.self_attn.k_proj.k_scale")["param"], "model.layers.0.self_attn.attn.k_scale");
-    assert_eq!(row("model.layers.0.self_attn.v_scale")["param"], "model.layers.0.self_attn.attn.v_scale");
+    assert_eq!(row_of(&v, "model.layers.0.self_attn.k_proj.k_scale")["param"], "model.layers.0.self_attn.attn.k_scale");
+    assert_eq!(row_of(&v, "model.layers.0.self_attn.v_scale")["param"], "model.layers.0.self_attn.attn.v_scale");
     // Without fp8 there is no such parameter: vLLM drops it with a warning.
     let c = copy_fixture("qwen3-dense");
-    let shard = index(&c.dir)["weight_map"]["model.layers.0.self_attn.k_proj.weight"].as_str().unwrap().to_string();
-    add_f32_tensor(&c.dir, &shard, "model.layers.0.self_attn.k_proj.k_scale", &[]);
-    fix_total_size(&c.dir);
+    add_scalars(&c.dir, "model.layers.0.self_attn.k_proj.weight", &["model.layers.0.self_attn.k_proj.k_scale"]);
     let (_, v) = remap(&c.dir, &[]);
-    let r = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["checkpoint_name"] == "model.layers.0.self_attn.k_proj.k_scale")
-        .unwrap();
+    let r = row_of(&v, "model.layers.0.self_attn.k_proj.k_scale");
     assert_eq!(r["action"], "skip");
     assert!(r["reason"].as_str().unwrap().contains("not loaded"));
 }
@@ -383,16 +390,9 @@ fn static_activation_scales_are_expected_and_stacked() {
         "{:?}",
         found(&v)
     );
-    let shard = index(&c.dir)["weight_map"]["model.layers.0.self_attn.q_proj.weight"].as_str().unwrap().to_string();
-    add_f32_tensor(&c.dir, &shard, "model.layers.0.self_attn.q_proj.input_scale", &[]);
-    fix_total_size(&c.dir);
+    add_scalars(&c.dir, "model.layers.0.self_attn.q_proj.weight", &["model.layers.0.self_attn.q_proj.input_scale"]);
     let (_, v) = remap(&c.dir, &[]);
-    let r = v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["checkpoint_name"] == "model.layers.0.self_attn.q_proj.input_scale")
-        .unwrap();
+    let r = row_of(&v, "model.layers.0.self_attn.q_proj.input_scale");
     assert_eq!(
         (r["param"].as_str().unwrap(), r["shard_id"].as_str().unwrap()),
         ("model.layers.0.self_attn.qkv_proj.input_scale", "q")
