@@ -60,3 +60,29 @@ fn random_files_never_panic_the_audit() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"));
 }
+
+/// Sizes no real model has must give a clear finding, never a hang, an overflow or an allocation
+/// sized by them: plan, remap, audit and stub on a config claiming 10^12 layers and experts.
+#[test]
+fn absurd_config_sizes_are_refused_not_iterated() {
+    let c = copy_fixture("qwen3-moe");
+    edit_json(&c.dir.join("config.json"), |cfg| {
+        cfg["num_hidden_layers"] = serde_json::json!(1_000_000_000_000u64);
+        cfg["num_experts"] = serde_json::json!(100_000_000_000u64);
+        cfg["head_dim"] = serde_json::json!(4_294_967_296u64);
+        cfg["vocab_size"] = serde_json::json!(u64::MAX);
+    });
+    let dir = c.dir.to_str().unwrap();
+    let r = run(&["plan", dir, "--tp", "8", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(v["configs"][0]["failures"][0]["message"].as_str().unwrap().contains("beyond any real model"));
+    let r = run(&["remap", dir, "--json"]);
+    assert!(r.stdout.contains("beyond any real model"), "{}", r.stderr);
+    let r = run(&["audit", dir, "--json"]);
+    assert!(r.stdout.contains("beyond any real model"), "{}", r.stderr);
+    let out = c.tmp.path().join("stub");
+    let r = run(&["stub", dir, "--out", out.to_str().unwrap()]);
+    assert!(r.code == 0 || r.code == 3, "no panic: {}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+}

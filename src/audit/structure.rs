@@ -142,7 +142,19 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
     st.main_stack = main.map(str::to_string);
     let layers = main.and_then(|m| stacks.get(m));
 
-    let declared_layers = cfg.and_then(|c| c.num_layers);
+    // A layer count beyond any real model is reported, not iterated over.
+    let declared_layers = match cfg.and_then(|c| c.num_layers) {
+        Some(n) if n > 1 << 16 => {
+            out.push(Finding::new(
+                Code::ConfigField,
+                format!(
+                    "config.json: num_hidden_layers = {n} is beyond any real model (limit 65536); layer checks skipped"
+                ),
+            ));
+            None
+        }
+        n => n,
+    };
     let mtp_declared = cfg.map(|c| c.mtp_layers).unwrap_or(0);
     st.mtp.declared = mtp_declared;
 
@@ -362,7 +374,20 @@ fn experts(
             required.extend(projs.iter().copied().filter(|p| p.ends_with("weight")));
         }
     }
-    let num_experts = moe.map(|m| m.num_experts);
+    // An expert count beyond any real model is reported, not iterated over.
+    let num_experts = match moe.map(|m| m.num_experts) {
+        Some(e) if e > 1 << 16 => {
+            out.push(Finding::new(
+                Code::ConfigField,
+                format!(
+                    "config.json: {} = {e} is beyond any real model (limit 65536); expert checks skipped",
+                    moe.map_or("num_experts", |m| m.experts_key)
+                ),
+            ));
+            None
+        }
+        e => e,
+    };
     for (&i, l) in layers {
         let is_mtp = n.is_some_and(|n| i >= n);
         if let (Some(m), Some(nl)) = (moe, n) {

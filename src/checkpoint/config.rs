@@ -183,7 +183,52 @@ fn as_count(v: &Value) -> Option<u64> {
     v.as_u64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
 }
 
+/// Upper bounds on config sizes: larger values are not real models, and sizing loops or products by
+/// them would hang or overflow.
+const SIZE_LIMITS: &[(&str, u64)] = &[
+    ("num_hidden_layers", 1 << 16),
+    ("num_attention_heads", 1 << 16),
+    ("num_key_value_heads", 1 << 16),
+    ("head_dim", 1 << 16),
+    ("hidden_size", 1 << 20),
+    ("intermediate_size", 1 << 24),
+    ("moe_intermediate_size", 1 << 24),
+    ("num_experts", 1 << 16),
+    ("vocab_size", 1 << 28),
+    ("kv_lora_rank", 1 << 20),
+    ("q_lora_rank", 1 << 20),
+    ("num_nextn_predict_layers", 1 << 10),
+];
+
 impl ModelConfig {
+    /// `Err(field = value, limit)` when a size is beyond any real model's.
+    pub fn sizes_in_range(&self) -> Result<(), String> {
+        let moe = self.moe.as_ref();
+        let mla = self.mla.as_ref();
+        for (key, limit) in SIZE_LIMITS {
+            let v = match *key {
+                "num_hidden_layers" => self.num_layers,
+                "num_attention_heads" => self.num_heads,
+                "num_key_value_heads" => self.num_kv_heads,
+                "head_dim" => self.head_dim,
+                "hidden_size" => self.hidden_size,
+                "intermediate_size" => self.intermediate_size.max(self.dense_intermediate_size),
+                "moe_intermediate_size" => {
+                    moe.and_then(|m| m.moe_intermediate_size.max(m.shared_expert_intermediate_size))
+                }
+                "num_experts" => moe.map(|m| m.num_experts),
+                "vocab_size" => self.vocab_size,
+                "kv_lora_rank" => mla.map(|m| m.kv_lora_rank),
+                "q_lora_rank" => mla.and_then(|m| m.q_lora_rank),
+                _ => Some(self.mtp_layers),
+            };
+            if let Some(v) = v.filter(|v| v > limit) {
+                return Err(format!("{key} = {v} is beyond any real model (limit {limit})"));
+            }
+        }
+        Ok(())
+    }
+
     pub fn from_value(v: &Value) -> ModelConfig {
         let text = v.get("text_config").filter(|t| t.is_object());
         let view = View { text, top: v };

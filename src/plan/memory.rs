@@ -10,7 +10,7 @@ use serde::Serialize;
 pub const VOCAB_PADDING: u64 = 64;
 
 pub fn padded_vocab(v: u64) -> u64 {
-    v.div_ceil(VOCAB_PADDING) * VOCAB_PADDING
+    v.div_ceil(VOCAB_PADDING).saturating_mul(VOCAB_PADDING)
 }
 
 /// vLLM's `get_pp_indices`: `layers // pp` each, the remainder given one by one to the stages
@@ -52,7 +52,7 @@ pub fn per_rank_weights(shape: &ModelShape, cfg: &ModelConfig, fam: &FamilyParal
     let kv_split = if fam.kv_replication { tp.min(nkv) } else { tp };
     let vocab = cfg.vocab_size.unwrap_or(0);
     let experts = cfg.moe.as_ref().map_or(1, |m| m.num_experts.max(1));
-    let parts = pp_partition(cfg.num_layers.unwrap_or(0), par.pp);
+    let parts = pp_partition(if cfg.sizes_in_range().is_ok() { cfg.num_layers.unwrap_or(0) } else { 0 }, par.pp);
     let stages = parts.len();
     let mut per_stage = vec![RankWeights::default(); stages];
     let share = |bytes: u64, p: Partition, rows: u64| -> u64 {
@@ -111,7 +111,7 @@ enum LayerKind {
 }
 
 fn layer_kinds(cfg: &ModelConfig) -> Vec<LayerKind> {
-    let n = cfg.num_layers.unwrap_or(0) as usize;
+    let n = if cfg.sizes_in_range().is_ok() { cfg.num_layers.unwrap_or(0) as usize } else { 0 };
     let window = cfg.sliding_window.filter(|&w| w > 0);
     if let Some(types) = &cfg.layer_types {
         return (0..n)
@@ -146,7 +146,7 @@ pub fn kv_cache(cfg: &ModelConfig, fam: &FamilyParallel, par: &Parallel, elem: u
     } else {
         let nkv = cfg.num_kv_heads.or(cfg.num_heads).unwrap_or(0);
         let per_rank = if fam.kv_replication && tp >= nkv { 1.min(nkv) } else { nkv / tp };
-        2 * per_rank * cfg.head_dim.unwrap_or(0) * elem
+        (2 * per_rank).saturating_mul(cfg.head_dim.unwrap_or(0)).saturating_mul(elem)
     };
     let linear_state = cfg.linear_attention.as_ref().map_or(0, |la| {
         let ssm = (la.num_value_heads / tp) * la.key_head_dim * la.value_head_dim;
@@ -160,13 +160,14 @@ pub fn kv_cache(cfg: &ModelConfig, fam: &FamilyParallel, par: &Parallel, elem: u
         match k {
             LayerKind::Full => {
                 kv.full_layers += 1;
-                kv.bytes_per_token += per_layer_token;
-                kv.bytes_per_seq += per_layer_token * max_model_len;
+                kv.bytes_per_token = kv.bytes_per_token.saturating_add(per_layer_token);
+                kv.bytes_per_seq = kv.bytes_per_seq.saturating_add(per_layer_token.saturating_mul(max_model_len));
             }
             LayerKind::Sliding(w) => {
                 kv.sliding_layers += 1;
-                kv.bytes_per_token += per_layer_token;
-                kv.bytes_per_seq += per_layer_token * max_model_len.min(w);
+                kv.bytes_per_token = kv.bytes_per_token.saturating_add(per_layer_token);
+                kv.bytes_per_seq =
+                    kv.bytes_per_seq.saturating_add(per_layer_token.saturating_mul(max_model_len.min(w)));
             }
             LayerKind::Linear => {
                 kv.linear_layers += 1;

@@ -45,6 +45,12 @@ fn good_tps(pred: impl Fn(u64) -> bool) -> String {
 }
 
 pub fn evaluate(ctx: &Ctx<'_>, par: &Parallel) -> Vec<Check> {
+    if let Err(why) = ctx.cfg.sizes_in_range() {
+        // Nothing else can be computed from sizes no real model has.
+        let mut v = vec![fail("config", "out of range", format!("config.json: {why}"), "fix config.json")];
+        v.extend(RULES[1..].iter().map(|r| na(r, "config out of range")));
+        return v;
+    }
     vec![
         config(ctx),
         heads(ctx, par),
@@ -73,7 +79,10 @@ fn config(ctx: &Ctx<'_>) -> Check {
     .filter_map(|(k, m)| m.then_some(k))
     .collect();
     if missing.is_empty() {
-        return pass("config", "ok");
+        return match c.sizes_in_range() {
+            Ok(()) => pass("config", "ok"),
+            Err(why) => fail("config", "out of range", format!("config.json: {why}"), "fix config.json"),
+        };
     }
     fail(
         "config",

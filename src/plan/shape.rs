@@ -138,6 +138,13 @@ impl ModelShape {
     /// From config.json alone: the generic decoder (GQA or MLA attention; dense, MoE and shared-expert
     /// MLPs) at the config's sizes and dtype; fp8 linear weights where the quantization config says so.
     pub fn from_config(cfg: &ModelConfig, quant: Option<&QuantScheme>) -> ModelShape {
+        if let Err(why) = cfg.sizes_in_range() {
+            return ModelShape {
+                params: Vec::new(),
+                source: "config",
+                notes: vec![format!("config.json: {why}; no parameters derived")],
+            };
+        }
         let mut b = Builder::new(cfg, quant);
         let h = cfg.hidden_size.unwrap_or(0);
         let nh = cfg.num_heads.unwrap_or(0);

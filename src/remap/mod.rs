@@ -19,6 +19,9 @@ use std::collections::{BTreeMap, HashMap};
 
 pub const SCHEMA: &str = "ckptkit.remap/1";
 
+/// The most layers / blocks / experts a rule expands to: beyond any real model.
+const MAX_REPEAT: i64 = 1 << 16;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
@@ -212,7 +215,8 @@ impl<'a> Vars<'a> {
             "full_attention_layers" => (0..n).filter(|&i| full(i)).collect(),
             "linear_attention_layers" => (0..n).filter(|&i| !full(i)).collect(),
             "mtp_layers" => (n..n + c.mtp_layers).collect(),
-            count => (0..self.eval(count).unwrap_or(0).max(0) as u64).collect(),
+            // Counts from expressions (vision depth, user rules) are bounded like config sizes.
+            count => (0..(self.eval(count).unwrap_or(0).clamp(0, MAX_REPEAT) as u64)).collect(),
         }
     }
 }
@@ -266,7 +270,7 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
         } else {
             rule.shards.iter().map(|(k, d)| (k.clone(), dims(d))).collect()
         };
-        let experts = rule.experts.as_ref().and_then(|e| vars.eval(e)).map(|e| e.max(0) as u64);
+        let experts = rule.experts.as_ref().and_then(|e| vars.eval(e)).map(|e| e.clamp(0, MAX_REPEAT) as u64);
         for name in expand(rule, vars) {
             if rule.quantized {
                 if let (Some(q), Some(layout)) = (quant, quant.and_then(|q| q.fp8_scale)) {
@@ -575,7 +579,9 @@ pub fn remap_with(
     let cfg = ck.config.clone().unwrap_or_default();
     let vars = Vars::new(&cfg, ck.config_json.as_ref());
     let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
-    let expected = expected_params(family, &vars, quant.as_ref());
+    // Sizes beyond any real model would size the parameter set by an unchecked field.
+    let out_of_range = cfg.sizes_in_range().err();
+    let expected = if out_of_range.is_some() { Vec::new() } else { expected_params(family, &vars, quant.as_ref()) };
     let by_name: HashMap<&str, usize> = expected.iter().enumerate().map(|(i, e)| (e.name.as_str(), i)).collect();
     let top_modules: Vec<&str> = expected.iter().filter_map(|e| e.name.split('.').next()).collect();
     let no_fp8 = opts.target == crate::plan::Target::VllmAscend;
@@ -606,6 +612,10 @@ pub fn remap_with(
             )),
             Route::KvScale { name } => Route::Param { name, shard: None, expert: None, stacked: false },
             r => r,
+        };
+        let routed = match &out_of_range {
+            Some(why) => Route::Skip(format!("not checked: config.json {why}")),
+            None => routed,
         };
         match routed {
             Route::Skip(reason) => row.reason = Some(reason),
@@ -768,6 +778,12 @@ pub fn remap_with(
         );
     }
     let mut findings = fold(findings);
+    if let Some(why) = &out_of_range {
+        findings.push(Finding::new(
+            Code::ConfigField,
+            format!("config.json: {why}; the remap and its reverse check did not run"),
+        ));
+    }
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for r in &rows {
         let k = serde_json::to_value(r.action).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
