@@ -184,6 +184,8 @@ enum BenchCmd {
 }
 
 const EXIT_USAGE: u8 = 2;
+/// The largest TP / DP / PP accepted: far beyond any deployment, small enough to list per rank.
+const MAX_PARALLEL: u64 = 4096;
 const EXIT_FINDINGS: u8 = 1;
 const EXIT_INPUT: u8 = 3;
 
@@ -194,8 +196,8 @@ fn main() -> ExitCode {
         Cmd::Verify { manifest, model, json } => run_verify(&manifest, model, json),
         Cmd::Stub { model, out, name, layout, tp, lang, target, rules } => {
             use ckptkit::stub::{Lang, Layout, StubOptions};
-            if tp == Some(0) {
-                return usage("--tp must be at least 1");
+            if tp.is_some_and(|t| t == 0 || t > MAX_PARALLEL) {
+                return usage(&format!("--tp must be 1 to {MAX_PARALLEL}"));
             }
             let opts = StubOptions {
                 out,
@@ -208,8 +210,8 @@ fn main() -> ExitCode {
             run_stub(&model, &opts, &rules)
         }
         Cmd::Remap { model, tp, ep, target, rules, json, csv, md, emit_rules } => {
-            if tp == 0 {
-                return usage("--tp must be at least 1");
+            if tp == 0 || tp > MAX_PARALLEL {
+                return usage(&format!("--tp must be 1 to {MAX_PARALLEL}"));
             }
             let target =
                 if target == "vllm-ascend" { ckptkit::plan::Target::VllmAscend } else { ckptkit::plan::Target::Vllm };
@@ -258,6 +260,12 @@ fn main() -> ExitCode {
             };
             if tp.contains(&0) || dp == 0 || pp == 0 {
                 return usage("--tp, --dp and --pp must be at least 1");
+            }
+            if tp.iter().chain([&dp, &pp]).any(|&x| x > MAX_PARALLEL) {
+                return usage(&format!("--tp, --dp and --pp are at most {MAX_PARALLEL}"));
+            }
+            if max_model_len == Some(0) || max_num_seqs == 0 {
+                return usage("--max-model-len and --max-num-seqs must be at least 1");
             }
             if !(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0) {
                 return usage("--gpu-memory-utilization must be in (0, 1]");

@@ -227,6 +227,12 @@ fn human_matrix_and_bad_arguments() {
     assert!(bad.stderr.contains("unknown preset"));
     let bad = run(&["plan", &cfg("deepseek-v3"), "--tp", "0"]);
     assert_eq!(bad.code, 2);
+    let bad = run(&["plan", &cfg("deepseek-v3"), "--tp", "1000000000"]);
+    assert_eq!(bad.code, 2);
+    let bad = run(&["remap", fixture("llama").to_str().unwrap(), "--tp", "1000000000"]);
+    assert_eq!(bad.code, 2);
+    let bad = run(&["plan", &cfg("deepseek-v3"), "--max-model-len", "0"]);
+    assert_eq!(bad.code, 2);
     let missing = run(&["plan", "/nonexistent/config.json"]);
     assert_eq!(missing.code, 3);
     let tmp = tempfile::tempdir().unwrap();
