@@ -523,6 +523,25 @@ mod lut {
     #[target_feature(enable = "avx2")]
     pub unsafe fn rows_bf16_e4m3(c: &[u8], cols: usize, scales: &[f32], bk: usize, o: &mut [u16], nt: bool) {
         let tables: Vec<Option<[u16; 8]>> = scales.iter().map(|&s| scale_ok(s).then(|| table(s))).collect();
+        // Common case (DeepSeek-style 128-wide blocks, rows a whole number of chunks, every scale in
+        // the table's range): walk each row chunk by chunk, one table per chunk, with no per-segment
+        // set-up. Chunks with zero / subnormal / NaN codes take the general path one by one.
+        if bk % CHUNK == 0 && cols % CHUNK == 0 && tables.iter().all(Option::is_some) {
+            let per = bk / CHUNK;
+            for (c, o) in c.chunks_exact(cols).zip(o.chunks_exact_mut(cols)) {
+                for (j, (c, o)) in c.chunks_exact(CHUNK).zip(o.chunks_exact_mut(CHUNK)).enumerate() {
+                    let (c, o): (&[u8; CHUNK], &mut [u16; CHUNK]) = (c.try_into().unwrap(), o.try_into().unwrap());
+                    match &tables[j / per] {
+                        Some(t) if table_codes(c) => chunk(c, t, o, nt),
+                        _ => segment::<E4M3, Bf16>(c, scales[j / per], as_bf16(o), nt),
+                    }
+                }
+            }
+            if nt {
+                store_fence();
+            }
+            return;
+        }
         let o = as_bf16(o);
         for (c, o) in c.chunks(cols).zip(o.chunks_mut(cols)) {
             for (((c, o), &s), t) in c.chunks(bk).zip(o.chunks_mut(bk)).zip(scales).zip(&tables) {
