@@ -492,12 +492,7 @@ pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
                 );
             }
             // Fold rows whose names differ only in layer / expert numbers.
-            let pat = |s: &str| -> String {
-                s.split('.')
-                    .map(|x| if !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()) { "*" } else { x })
-                    .collect::<Vec<_>>()
-                    .join(".")
-            };
+            let pat = crate::audit::names::pattern;
             let mut groups: Vec<(String, String, String, String, String, String, usize)> = Vec::new();
             for row in &r.rows {
                 let key = (

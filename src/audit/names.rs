@@ -34,6 +34,15 @@ pub fn split_layer<'a>(name: &'a str, rules: &AuditRules) -> Option<LayerName<'a
     None
 }
 
+/// The name with every all-digit segment replaced by `*`: the pattern all layers / experts share
+/// (`model.layers.12.mlp.experts.7.w1` → `model.layers.*.mlp.experts.*.w1`).
+pub fn pattern(name: &str) -> String {
+    name.split('.')
+        .map(|s| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { "*" } else { s })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// Expert placement inside a layer's remainder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExpertName<'a> {

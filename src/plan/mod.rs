@@ -213,7 +213,6 @@ pub enum PlanError {
 pub struct PlanInput {
     pub model: String,
     pub config: ModelConfig,
-    pub config_json: Value,
     pub quant: Option<QuantScheme>,
     pub shape: ModelShape,
 }
@@ -245,16 +244,20 @@ impl PlanInput {
             let config = ModelConfig::from_value(&v);
             let quant = QuantScheme::detect(Some(&v), hf_quant.as_ref());
             let shape = ModelShape::from_config(&config, quant.as_ref());
-            return Ok(PlanInput { model: input.to_string(), config, config_json: v, quant, shape });
+            return Ok(PlanInput { model: input.to_string(), config, quant, shape });
         }
         let (ck, _findings) = Checkpoint::open(input)?;
+        PlanInput::from_checkpoint(&ck, input)
+    }
+
+    /// From a checkpoint already open: its config and its real tensor shapes.
+    pub fn from_checkpoint(ck: &Checkpoint, model: &str) -> Result<PlanInput, PlanError> {
         let Some(config) = ck.config.clone() else {
-            return Err(PlanError::NoConfig { path: p.to_path_buf() });
+            return Err(PlanError::NoConfig { path: ck.source.root.clone() });
         };
-        let config_json = ck.config_json.clone().unwrap_or(Value::Null);
         let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
-        let shape = ModelShape::from_checkpoint(&ck, &config);
-        Ok(PlanInput { model: input.to_string(), config, config_json, quant, shape })
+        let shape = ModelShape::from_checkpoint(ck, &config);
+        Ok(PlanInput { model: model.to_string(), config, quant, shape })
     }
 }
 
@@ -501,7 +504,7 @@ mod tests {
         let config = ModelConfig::from_value(&v);
         let quant = QuantScheme::detect(Some(&v), None);
         let shape = ModelShape::from_config(&config, quant.as_ref());
-        PlanInput { model: "test".into(), config, config_json: v, quant, shape }
+        PlanInput { model: "test".into(), config, quant, shape }
     }
 
     fn one(v: Value, tp: u64, ep: bool) -> ConfigPlan {

@@ -385,14 +385,13 @@ fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         (!attention, msg.contains("input_size_per_partition"))
     });
     failures.dedup_by(|a, b| a.0 == b.0);
-    if let Some((short, msg)) = failures.first() {
+    if let Some((short, _)) = failures.first() {
         let all = failures.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("\n");
         let fix = if ctx.cfg.moe.is_some() && !par.ep {
             "a smaller TP, --enable-expert-parallel for the routed experts, or bf16 weights (`ckptkit dequant`)"
         } else {
             "a smaller TP, or bf16 weights (`ckptkit dequant`)"
         };
-        let _ = msg;
         return fail("fp8-block", short.clone(), all, fix);
     }
     if let Some((r, i)) = refined.first() {

@@ -2,6 +2,7 @@
 //! when weights are present. Each carries its global shape, bytes, layer and TP partition.
 
 use crate::arch::{parallel_rules, Partition};
+use crate::audit::names::{pattern, split_layer};
 use crate::checkpoint::config::ModelConfig;
 use crate::checkpoint::Checkpoint;
 use crate::quant::scheme::{QuantScheme, ScaleLayout};
@@ -57,19 +58,6 @@ pub(crate) fn dtype_bytes(torch_dtype: Option<&str>) -> u64 {
     }
 }
 
-/// Replace every all-digit segment with `*`: the module pattern shared by all layers / experts.
-fn pattern_of(name: &str) -> String {
-    name.split('.')
-        .map(|s| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { "*" } else { s })
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-fn layer_of(name: &str) -> Option<u64> {
-    let segs: Vec<&str> = name.split('.').collect();
-    segs.windows(2).find(|w| matches!(w[0], "layers" | "h" | "blocks" | "layer")).and_then(|w| w[1].parse().ok())
-}
-
 impl ModelShape {
     /// From the real tensors: every tensor a loader would see, classified by its leaf module.
     pub fn from_checkpoint(ck: &Checkpoint, cfg: &ModelConfig) -> ModelShape {
@@ -88,7 +76,7 @@ impl ModelShape {
                 Role::Mtp
             } else if is_tower {
                 Role::Tower
-            } else if let Some(l) = layer_of(name) {
+            } else if let Some(l) = split_layer(name, audit).map(|l| l.layer) {
                 if l >= n_layers {
                     Role::Mtp
                 } else {
@@ -121,7 +109,7 @@ impl ModelShape {
                 bytes
             };
             params.push(Param {
-                module: pattern_of(module),
+                module: pattern(module),
                 partition,
                 out,
                 inp,
@@ -328,8 +316,6 @@ mod tests {
 
     #[test]
     fn patterns_and_layers() {
-        assert_eq!(pattern_of("model.layers.12.mlp.experts.7.w1"), "model.layers.*.mlp.experts.*.w1");
-        assert_eq!(layer_of("model.layers.12.mlp.down_proj.weight"), Some(12));
-        assert_eq!(layer_of("lm_head.weight"), None);
+        assert_eq!(pattern("model.layers.12.mlp.experts.7.w1"), "model.layers.*.mlp.experts.*.w1");
     }
 }

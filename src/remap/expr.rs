@@ -57,19 +57,6 @@ impl Expr {
             }
         }
     }
-
-    /// Every identifier the expression reads.
-    pub fn vars(&self, out: &mut Vec<String>) {
-        match self {
-            Expr::Num(_) => {}
-            Expr::Var(v) | Expr::StrEq(v, _) => out.push(v.clone()),
-            Expr::Not(e) => e.vars(out),
-            Expr::Bin(a, _, b) => {
-                a.vars(out);
-                b.vars(out);
-            }
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -839,12 +839,7 @@ pub fn remap_with(
 /// One finding per (code, tensor pattern): a problem repeated in every layer or expert is reported
 /// once, with the count and the pattern.
 fn fold(findings: Vec<Finding>) -> Vec<Finding> {
-    let pattern = |s: &str| -> String {
-        s.split('.')
-            .map(|x| if !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()) { "*" } else { x })
-            .collect::<Vec<_>>()
-            .join(".")
-    };
+    use crate::audit::names::pattern;
     let mut groups: Vec<(Finding, String, usize)> = Vec::new();
     let mut index: HashMap<(Code, String), usize> = HashMap::new();
     for f in findings {

@@ -207,12 +207,7 @@ fn tutorial(ctx: &Context<'_>) -> String {
     }
     o.push_str("\n## Environment Preparation\n\n");
     let _ = writeln!(o, "- Weights under `/models/{}`; start from `/workspace`.", ctx.name);
-    let _ = writeln!(
-        o,
-        "- {} NPUs ({}).",
-        ctx.tp * ctx.opts.tp.map_or(1, |_| 1),
-        if ctx.tp > 8 { "Atlas A3" } else { "Atlas A2" }
-    );
+    let _ = writeln!(o, "- {} NPUs ({}).", ctx.tp, if ctx.tp > 8 { "Atlas A3" } else { "Atlas A2" });
     o.push_str("\n## Deployment\n\n```bash\n");
     let _ = writeln!(
         o,

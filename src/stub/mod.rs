@@ -137,8 +137,8 @@ fn write(dir: &Path, rel: &str, text: &str, written: &mut Vec<PathBuf>) -> Resul
 
 /// The smallest feasible TP (failures of the `target` rule aside: the stub dequantizes at load), and
 /// whether it needs EP.
-fn choose_tp(model: &str, target: Target) -> Result<(u64, bool, String), StubError> {
-    let input = PlanInput::open(model)?;
+fn choose_tp(ck: &Checkpoint, model: &str, target: Target) -> Result<(u64, bool, String), StubError> {
+    let input = PlanInput::from_checkpoint(ck, model)?;
     let opts = PlanOptions { tp: vec![1, 2, 4, 8, 16, 32], ep: vec![false, true], target, ..Default::default() };
     let report = crate::plan::plan(&input, &opts);
     let ok = |c: &&crate::plan::ConfigPlan| c.failures.iter().all(|f| f.rule == "target");
@@ -172,7 +172,7 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
     let architecture = cfg.architecture.clone().unwrap_or_else(|| "UnknownForCausalLM".into());
     let (tp, ep, tp_reason) = match opts.tp {
         Some(tp) => (tp, cfg.moe.is_some() && tp > 1, format!("--tp {tp} given")),
-        None => choose_tp(model, opts.target)?,
+        None => choose_tp(ck, model, opts.target)?,
     };
     let remap = crate::remap::remap(ck, model, rules, &RemapOptions { tp, ep, target: opts.target, rows: true });
     let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());

@@ -274,7 +274,7 @@ fn skeleton(ctx: &Context<'_>) -> String {
             _ => format!("None  # TODO: {shape:?}"),
         }
     };
-    let _ = writeln!(o, "\nclass {}DecoderLayer(nn.Module):", camel_of(&ctx.snake));
+    let _ = writeln!(o, "\nclass {}DecoderLayer(nn.Module):", super::camel(&ctx.snake));
     o.push_str(
         "    def __init__(self, vllm_config: VllmConfig, prefix: str = \"\") -> None:\n        super().__init__()\n",
     );
@@ -314,16 +314,12 @@ fn skeleton(ctx: &Context<'_>) -> String {
     let _ = writeln!(
         o,
         "        _, _, self.model.layers = make_layers(config.num_hidden_layers, lambda prefix: {}DecoderLayer(vllm_config, prefix), prefix=f\"{{prefix}}model.layers\")",
-        camel_of(&ctx.snake)
+        super::camel(&ctx.snake)
     );
     o.push_str("\n    def forward(self, input_ids, positions, intermediate_tensors=None, inputs_embeds=None):\n        raise NotImplementedError(\"TODO: embed, run self.model.layers, final norm\")\n");
     o.push_str("\n    def compute_logits(self, hidden_states):\n        raise NotImplementedError(\"TODO: logits from lm_head\")\n");
     o.push_str(&LOAD_WEIGHTS.replace("        if fused:\n            loaded |= set(super().load_weights(iter(fused)))\n", "        if fused:\n            raise NotImplementedError(\"fused expert tensors need a loader for this new architecture: \" + \", \".join(n for n, _ in fused))\n"));
     o
-}
-
-fn camel_of(snake: &str) -> String {
-    snake.split('_').filter(|p| !p.is_empty()).map(|p| p[..1].to_ascii_uppercase() + &p[1..]).collect()
 }
 
 /// Every Python-side file, relative to the output directory.
