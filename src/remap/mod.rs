@@ -15,7 +15,7 @@ use expr::Expr;
 use rules::{Family, ParamRule, RuleSet, Unmapped};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub const SCHEMA: &str = "ckptkit.remap/1";
 
@@ -126,6 +126,8 @@ pub struct ParamOut {
     pub shapes: Vec<Option<Vec<u64>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub experts: Option<u64>,
+    /// One checkpoint tensor carries every expert.
+    pub fused_experts: bool,
     pub optional: bool,
 }
 
@@ -442,17 +444,26 @@ fn route_raw(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
     Route::Param { name: n, shard: None, expert: None, stacked: false }
 }
 
-/// The shortest dotted prefix of `name` that no expected parameter starts with.
-fn unknown_prefix<'a>(name: &str, known: impl Iterator<Item = &'a str> + Clone) -> String {
-    let segs: Vec<&str> = name.split('.').collect();
-    for i in 1..=segs.len() {
-        let p = segs[..i].join(".");
-        let dotted = format!("{p}.");
-        if !known.clone().any(|k| k == p || k.starts_with(&dotted)) {
-            return p;
-        }
+/// Every dotted prefix of every expected parameter name (`model`, `model.layers`, …): the modules
+/// the vLLM model has, so an unmapped name is placed in one hash lookup per segment.
+fn module_prefixes(expected: &[Expected]) -> HashSet<&str> {
+    let mut out = HashSet::new();
+    for e in expected {
+        let n = e.name.as_str();
+        out.extend(n.match_indices('.').map(|(i, _)| &n[..i]));
+        out.insert(n);
     }
-    name.to_string()
+    out
+}
+
+/// The shortest dotted prefix of `name` that is not a module or parameter of the model.
+fn unknown_prefix(name: &str, known: &HashSet<&str>) -> String {
+    name.match_indices('.')
+        .map(|(i, _)| &name[..i])
+        .chain([name])
+        .find(|p| !known.contains(p))
+        .unwrap_or(name)
+        .to_string()
 }
 
 /// The options of one remap.
@@ -583,7 +594,7 @@ pub fn remap_with(
     let out_of_range = cfg.sizes_in_range().err();
     let expected = if out_of_range.is_some() { Vec::new() } else { expected_params(family, &vars, quant.as_ref()) };
     let by_name: HashMap<&str, usize> = expected.iter().enumerate().map(|(i, e)| (e.name.as_str(), i)).collect();
-    let top_modules: Vec<&str> = expected.iter().filter_map(|e| e.name.split('.').next()).collect();
+    let modules = module_prefixes(&expected);
     let no_fp8 = opts.target == crate::plan::Target::VllmAscend;
     let mut rows: Vec<Row> = Vec::with_capacity(ck.tensor_count());
     let mut findings = Vec::new();
@@ -627,11 +638,11 @@ pub fn remap_with(
                 None => {
                     row.action = Action::Unmapped;
                     let first = name.split('.').next().unwrap_or("");
-                    let (code, reason) = if !top_modules.contains(&first) || family.unmapped == Unmapped::NoModule {
+                    let (code, reason) = if !modules.contains(first) || family.unmapped == Unmapped::NoModule {
                         let class =
                             if family.class.is_empty() { family.architectures[0].as_str() } else { &family.class };
                         // AutoWeightsLoader names the first path prefix no module has.
-                        let prefix = unknown_prefix(&name, expected.iter().map(|x| x.name.as_str()));
+                        let prefix = unknown_prefix(&name, &modules);
                         (
                             Code::RemapUnmapped,
                             format!("ValueError: There is no module or parameter named '{prefix}' in {class}"),
@@ -828,6 +839,7 @@ pub fn remap_with(
                 shards: e.shards.iter().map(|(k, _)| k.clone()).filter(|k| !k.is_empty()).collect(),
                 shapes: e.shards.iter().map(|(_, s)| s.clone()).collect(),
                 experts: e.experts,
+                fused_experts: e.fused_experts,
                 optional: e.optional,
             })
             .collect(),

@@ -85,9 +85,7 @@ fn mapping_module(ctx: &Context<'_>) -> String {
     let _ = writeln!(o, "\n# Every parameter of the vLLM model, with the shard ids that fill it.");
     let _ = writeln!(o, "PARAMS = {{");
     for p in &ctx.remap.params {
-        let fused = ctx.remap.rows.iter().any(|r| {
-            r.param.as_deref() == Some(&p.name) && r.expert_id.is_none() && r.action == crate::remap::Action::Expert
-        });
+        let fused = p.fused_experts;
         let shards: Vec<String> = if p.shards.is_empty() { vec![String::new()] } else { p.shards.clone() };
         let _ = writeln!(
             o,
