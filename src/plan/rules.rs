@@ -311,21 +311,22 @@ fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     }
     let tp = par.tp;
     let moe_tp = par.moe_tp();
-    let mut failures: Vec<(String, String)> = Vec::new();
+    // ((after attention, row layer): vLLM's build order, short, message)
+    let mut failures: Vec<((bool, bool), String, String)> = Vec::new();
     let mut refined: Vec<(u64, u64)> = Vec::new();
-    let mut seen: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashSet<(&str, u64, u64)> = std::collections::HashSet::new();
     for p in ctx.shape.params.iter().filter(|p| p.fp8_block && p.is_weight) {
-        let key = format!("{}:{}x{}", p.module, p.out, p.inp);
-        if seen.contains(&key) {
+        if !seen.insert((p.module.as_str(), p.out, p.inp)) {
             continue;
         }
-        seen.push(key);
+        let order = (!is_attention(p), p.partition == Partition::Row);
         let leaf = p.module.rsplit('.').next().unwrap_or("");
         match p.partition {
             Partition::Column if tp > 1 && p.out % tp == 0 => {
                 let n = p.out / tp;
                 if n % bn != 0 {
                     failures.push((
+                        order,
                         format!("{leaf} {n}%{bn}"),
                         format!("ValueError: Weight output_partition_size = {n} is not divisible by weight quantization block_n = {bn}. ({})", p.module),
                     ));
@@ -335,6 +336,7 @@ fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                 let k = p.inp / tp;
                 if k % bk != 0 {
                     failures.push((
+                        order,
                         format!("{leaf} {k}%{bk}"),
                         format!("ValueError: Weight input_size_per_partition = {k} is not divisible by weight quantization block_k = {bk}. ({})", p.module),
                     ));
@@ -364,11 +366,13 @@ fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                 }
                 if i % bn != 0 {
                     failures.push((
+                        order,
                         format!("experts gate/up {i}%{bn}"),
                         format!("ValueError: The output_size of gate's and up's weight = {i} is not divisible by weight quantization block_n = {bn}."),
                     ));
                 } else if tp > 1 && i % bk != 0 {
                     failures.push((
+                        order,
                         format!("experts down {i}%{bk}"),
                         format!("ValueError: The input_size of down's weight = {i} is not divisible by weight quantization block_k = {bk}."),
                     ));
@@ -377,16 +381,12 @@ fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             _ => {}
         }
     }
-    // vLLM builds attention before the MLP in every layer, so its first error is an attention one.
-    // Within a layer, column-parallel layers (q_b_proj, kv_b_proj) come before the row one (o_proj).
-    failures.sort_by_key(|(short, msg)| {
-        let attention =
-            msg.contains("attn") || short.starts_with("q_") || short.starts_with("kv_") || short.starts_with("o_proj");
-        (!attention, msg.contains("input_size_per_partition"))
-    });
-    failures.dedup_by(|a, b| a.0 == b.0);
-    if let Some((short, _)) = failures.first() {
-        let all = failures.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("\n");
+    // vLLM builds attention before the MLP in every layer, so its first error is an attention one;
+    // within a layer the column-parallel layers (q_b_proj, kv_b_proj) come before the row one (o_proj).
+    failures.sort_by_key(|(order, _, _)| *order);
+    failures.dedup_by(|a, b| a.1 == b.1);
+    if let Some((_, short, _)) = failures.first() {
+        let all = failures.iter().map(|(_, _, m)| m.as_str()).collect::<Vec<_>>().join("\n");
         let fix = if ctx.cfg.moe.is_some() && !par.ep {
             "a smaller TP, --enable-expert-parallel for the routed experts, or bf16 weights (`ckptkit dequant`)"
         } else {
