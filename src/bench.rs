@@ -65,8 +65,14 @@ impl Input {
 
 impl Input {
     /// One fp8 tensor of a checkpoint, with its scale found the way the audit pairs them.
-    pub fn from_checkpoint(model: &str, tensor: &str) -> Result<Input, String> {
-        let (ck, _) = crate::Checkpoint::open(model).map_err(|e| e.to_string())?;
+    /// A real fp8 tensor of a checkpoint. An unreadable checkpoint is [`InputError::Checkpoint`]; a
+    /// tensor that is missing or not a 2-D fp8 weight with a scale is [`InputError::Tensor`] (a usage error).
+    pub fn from_checkpoint(model: &str, tensor: &str) -> Result<Input, InputError> {
+        let (ck, _) = crate::Checkpoint::open(model)?;
+        Self::from_open(&ck, model, tensor).map_err(InputError::Tensor)
+    }
+
+    fn from_open(ck: &crate::Checkpoint, model: &str, tensor: &str) -> Result<Input, String> {
         let t = ck.get(tensor).ok_or_else(|| format!("{model}: no tensor {tensor:?}"))?;
         let fmt = Fp8Format::of(t.entry.dtype)
             .ok_or_else(|| format!("{tensor} is {}, not an fp8 format this benchmark converts", t.entry.dtype))?;
@@ -80,9 +86,9 @@ impl Input {
             .iter()
             .find_map(|n| ck.get(n))
             .ok_or_else(|| format!("{tensor} has no scale tensor"))?;
-        let sbytes = s.shard.data(s.entry).ok_or_else(|| format!("{}: data outside the file", s.entry.name))?;
-        let scales = crate::quant::fp8::scales_to_f32(sbytes, s.entry.dtype).map_err(|e| e.to_string())?;
-        let codes = t.shard.data(t.entry).ok_or_else(|| format!("{tensor}: data outside the file"))?.to_vec();
+        let sbytes = s.shard.open_data().and_then(|d| d.read_all(s.entry)).map_err(|e| e.to_string())?;
+        let scales = crate::quant::fp8::scales_to_f32(&sbytes, s.entry.dtype).map_err(|e| e.to_string())?;
+        let codes = t.shard.open_data().and_then(|d| d.read_all(t.entry)).map_err(|e| e.to_string())?;
         Ok(Input {
             name: format!("{model}:{tensor} {:?} {}", t.entry.shape, t.entry.dtype),
             codes,
@@ -93,6 +99,15 @@ impl Input {
             layout,
         })
     }
+}
+
+/// Why `--tensor MODEL:NAME` gives no input.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(transparent)]
+    Checkpoint(#[from] crate::CheckpointError),
+    #[error("{0}")]
+    Tensor(String),
 }
 
 /// The human table.
@@ -266,5 +281,17 @@ pub fn dequant(inp: &Input, out: OutDtype, threads: &[usize], reps: usize) -> Be
         ratio_to_widen: last.map_or(f64::NAN, |r| r.ratio_to_widen),
         gbps_fp8_in: last.map_or(f64::NAN, |r| r.gbps_fp8_in),
         results,
+    }
+}
+
+impl crate::ui::Help for InputError {
+    fn help(&self) -> String {
+        match self {
+            InputError::Checkpoint(e) => crate::ui::Help::help(e),
+            InputError::Tensor(_) => {
+                "name a 2-D fp8 weight that has a scale, e.g. MODEL:model.layers.0.mlp.down_proj.weight (`ckptkit audit MODEL` lists them)"
+                    .into()
+            }
+        }
     }
 }

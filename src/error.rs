@@ -17,10 +17,34 @@ pub enum CheckpointError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: not a .safetensors file or a checkpoint directory", path.display())]
     NotACheckpoint { path: PathBuf },
+    #[error(transparent)]
+    Read(#[from] crate::fsutil::ReadError),
 }
 
 impl CheckpointError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CheckpointError::Io { path: path.into(), source }
+    }
+}
+
+impl crate::ui::Help for CheckpointError {
+    fn help(&self) -> String {
+        match self {
+            CheckpointError::NotFound { .. } => {
+                "pass a checkpoint directory, a .safetensors file, or a Hugging Face repo id such as deepseek-ai/DeepSeek-V3"
+                    .into()
+            }
+            CheckpointError::NotCached { repo, .. } => format!(
+                "download it first (`hf download {repo}`), or point HF_HUB_CACHE / HF_HOME at the cache that holds it"
+            ),
+            CheckpointError::Io { .. } => "check that the path exists and that you may read it".into(),
+            CheckpointError::Read(crate::fsutil::ReadError::Io { .. }) => {
+                "check that the path exists and that you may read it".into()
+            }
+            CheckpointError::Read(_) => "replace it with the real file (a regular file under the size cap)".into(),
+            CheckpointError::NotACheckpoint { .. } => {
+                "pass the checkpoint directory (the one with config.json and the *.safetensors shards)".into()
+            }
+        }
     }
 }

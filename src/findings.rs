@@ -78,7 +78,9 @@ codes! {
     DataHole = "data-hole", Error, "Bytes between tensors belong to no tensor; loaders reject such files (polyglot protection).";
     FileTruncated = "file-truncated", Error, "The file is shorter than its header says: the download is incomplete. Download it again.";
     TrailingBytes = "trailing-bytes", Error, "The file has bytes after the last tensor; loaders reject it (MetadataIncompleteBuffer).";
-    ShardUnreadable = "shard-unreadable", Error, "The file could not be opened or memory-mapped; check permissions and the file system.";
+    ShardUnreadable = "shard-unreadable", Error, "The file could not be opened or read; check permissions and the file system.";
+    NotRegularFile = "not-a-regular-file", Error, "A checkpoint file must be a regular file (or a symlink to one); this is a FIFO, device, socket or directory. Replace it with the real file.";
+    FileTooLarge = "file-too-large", Error, "This JSON file is larger than any real one (config files: 64 MiB, the index: 1 GiB); it is corrupt or not what its name says.";
     // --- the index and file selection -----------------------------------------------------
     IndexNotJson = "index-not-json", Error, "model.safetensors.index.json is not valid JSON; vLLM cannot select shards. Download it again.";
     IndexInvalid = "index-invalid", Error, "The index needs a `weight_map` object mapping tensor names to shard file names.";

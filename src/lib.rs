@@ -10,12 +10,16 @@ pub mod checkpoint;
 pub mod convert;
 pub mod error;
 pub mod findings;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod fsutil;
 pub mod manifest;
 pub mod plan;
 pub mod quant;
 pub mod remap;
 pub mod render;
 pub mod stub;
+pub mod ui;
 
 pub use audit::{audit, AuditReport};
 pub use checkpoint::Checkpoint;

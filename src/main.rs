@@ -1,9 +1,13 @@
 //! The `ckptkit` command: parse arguments, call the library, render, set the exit status.
 //!
-//! Exit status: 0 no error findings, 1 error findings, 2 usage error, 3 input missing or unreadable.
+//! Exit status (one place, [`Exit`]): 0 success / no error findings, 1 error findings or a refusal
+//! of the checkpoint, 2 usage error, 3 an input or output that cannot be read or written.
+//! Every error ckptkit prints itself is an `error:` line and a `help:` line with the fix.
 
+use ckptkit::plan::Target;
+use ckptkit::ui::{self, ColorChoice, Help};
 use ckptkit::{audit, manifest, render, Checkpoint};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,11 +15,79 @@ use std::process::ExitCode;
 #[command(
     name = "ckptkit",
     version,
-    about = "Pre-flight checks for Hugging Face checkpoints headed for vLLM / vLLM-Ascend (vLLM 0.33.0 rules)"
+    about = "Pre-flight checks for Hugging Face checkpoints headed for vLLM / vLLM-Ascend (vLLM 0.33.0 rules)",
+    after_help = "vLLM's own flag names work where they mean the same: -tp/--tensor-parallel-size, -pp, -dp, \
+                  -ep/--enable-expert-parallel, --max-model-len 32k, --gpu-memory-utilization, --kv-cache-dtype."
 )]
 struct Cli {
+    /// The serving stack the answers are for; one default for every command.
+    #[arg(long, global = true, value_enum, env = "CKPTKIT_TARGET", default_value = "vllm")]
+    target: Target,
+    /// When to colour what ckptkit prints (NO_COLOR is honoured by auto).
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    color: ColorChoice,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    Bf16,
+    F16,
+    F32,
+}
+
+impl DtypeArg {
+    fn out(self) -> ckptkit::quant::fp8::OutDtype {
+        use ckptkit::quant::fp8::OutDtype;
+        match self {
+            DtypeArg::Bf16 => OutDtype::BF16,
+            DtypeArg::F16 => OutDtype::F16,
+            DtypeArg::F32 => OutDtype::F32,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EpArg {
+    On,
+    Off,
+    Both,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    /// A pip-installable plugin package registered through `vllm.general_plugins`.
+    Plugin,
+    /// Files to drop into a vLLM source tree, with the registry line to add.
+    InTree,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LangArg {
+    Zh,
+    En,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KvDtypeArg {
+    Auto,
+    Fp8,
+    #[value(name = "fp8_e4m3")]
+    Fp8E4m3,
+    #[value(name = "fp8_e5m2")]
+    Fp8E5m2,
+}
+
+impl KvDtypeArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            KvDtypeArg::Auto => "auto",
+            KvDtypeArg::Fp8 => "fp8",
+            KvDtypeArg::Fp8E4m3 => "fp8_e4m3",
+            KvDtypeArg::Fp8E5m2 => "fp8_e5m2",
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -24,22 +96,24 @@ enum Cmd {
     Audit {
         /// A checkpoint directory, a single .safetensors file, or a cached Hugging Face repo id org/name[@revision].
         model: String,
-        /// Print the versioned JSON report instead of the human one.
+        /// Print the versioned JSON report (ckptkit.audit/1) instead of the human one.
         #[arg(long)]
         json: bool,
-        /// Also write a blake3 manifest of every file to this path (check it later with `ckptkit verify`).
+        /// Also write a blake3 manifest of every file of the checkpoint to this path (check it later with `ckptkit verify`).
         #[arg(long, value_name = "MANIFEST")]
         checksum: Option<PathBuf>,
     },
     /// Convert an fp8 checkpoint to bf16 (f16, f32): every fp8 weight dequantized with its scale,
     /// scales dropped, everything else copied bit for bit; streaming, resumable, splittable.
     Dequant {
+        /// The fp8 checkpoint (directory, .safetensors file or cached repo id).
         model: String,
-        /// Output directory (created; must not be the input).
+        /// Output directory: new, empty, or an earlier run of this same conversion (resumed).
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value = "bf16")]
-        dtype: String,
+        /// Output dtype of the dequantized weights.
+        #[arg(long, value_enum, default_value = "bf16")]
+        dtype: DtypeArg,
         /// Worker threads for the kernels (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -52,7 +126,13 @@ enum Cmd {
         /// Check that all parts are done, then write the index, config.json and the other files.
         #[arg(long)]
         finalize: bool,
-        /// Print the summary as JSON.
+        /// Write into a non-empty --out that is not an earlier run of this conversion (same-named files are replaced).
+        #[arg(long)]
+        force: bool,
+        /// On a rerun, keep a finished shard whose size and header match without re-hashing its bytes.
+        #[arg(long)]
+        trust_existing: bool,
+        /// Print the summary as JSON (ckptkit.dequant/1).
         #[arg(long)]
         json: bool,
         /// No progress bar.
@@ -70,60 +150,71 @@ enum Cmd {
     Plan {
         /// A checkpoint (directory, .safetensors file, cached repo id) or a lone config.json.
         model: String,
-        /// Tensor-parallel sizes to plan.
-        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+        /// Tensor-parallel sizes to plan, e.g. 1,2,4,8.
+        #[arg(long, visible_alias = "tensor-parallel-size", value_delimiter = ',', default_value = "1,2,4,8,16")]
         tp: Vec<u64>,
-        /// Expert parallelism (--enable-expert-parallel): `--ep` alone means on; `both` plans each TP with and without.
-        #[arg(long, num_args = 0..=1, default_missing_value = "on", default_value = "off", value_parser = ["on", "off", "both"])]
-        ep: String,
+        /// Expert parallelism: `--ep` / `--enable-expert-parallel` alone means on; `--ep=both` plans each TP with and without.
+        #[arg(
+            long,
+            visible_alias = "enable-expert-parallel",
+            value_enum,
+            num_args = 0..=1,
+            require_equals = true,
+            default_missing_value = "on",
+            default_value = "off"
+        )]
+        ep: EpArg,
         /// Data-parallel size (the MoE layers' TP is TP×DP without EP).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, visible_alias = "data-parallel-size", default_value_t = 1)]
         dp: u64,
         /// Pipeline-parallel size.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, visible_alias = "pipeline-parallel-size", default_value_t = 1)]
         pp: u64,
-        #[arg(long, default_value = "vllm", value_parser = ["vllm", "vllm-ascend"])]
-        target: String,
         /// A device preset (h100, h200, a100, h20, ascend-a2, ascend-a2-32g, ascend-a3). Default: h100 for vllm, ascend-a2 for vllm-ascend.
         #[arg(long, conflicts_with = "device_memory")]
         device: Option<String>,
         /// Device memory instead of a preset, e.g. 64GiB.
         #[arg(long)]
         device_memory: Option<String>,
+        /// The share of device memory vLLM may use, as vLLM's flag.
         #[arg(long, default_value_t = 0.9)]
         gpu_memory_utilization: f64,
-        /// Context length for the capacity check (default 131072, capped at the model's own limit).
-        #[arg(long)]
+        /// Context length for the capacity check, vLLM's forms accepted (131072, 128k, 128K); default 131072, capped at the model's limit.
+        #[arg(long, value_parser = ui::parse_human_int)]
         max_model_len: Option<u64>,
+        /// Concurrent sequences the KV cache must hold.
         #[arg(long, default_value_t = 16)]
         max_num_seqs: u64,
-        #[arg(long, default_value = "auto", value_parser = ["auto", "fp8", "fp8_e4m3", "fp8_e5m2"])]
-        kv_cache_dtype: String,
+        /// KV-cache dtype, as vLLM's flag.
+        #[arg(long, value_enum, default_value = "auto")]
+        kv_cache_dtype: KvDtypeArg,
         /// Memory kept for activations, CUDA/ACL graphs and the runtime, per device.
         #[arg(long, default_value = "4GiB")]
         activation_reserve: String,
+        /// Print the versioned JSON report (ckptkit.plan/1).
         #[arg(long)]
         json: bool,
     },
     /// Every checkpoint tensor to its vLLM parameter (shard id, expert id, TP slice), and the reverse check.
     Remap {
+        /// A checkpoint directory, a single .safetensors file, or a cached repo id.
         model: String,
         /// The TP size whose per-rank slices to show.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, visible_alias = "tensor-parallel-size", default_value_t = 1)]
         tp: u64,
         /// Expert parallelism: each expert's tensors go whole to the rank that owns the expert.
-        #[arg(long)]
+        #[arg(long, visible_alias = "enable-expert-parallel")]
         ep: bool,
-        /// vllm-ascend: fp8 weights are dequantized at load (their scales consumed).
-        #[arg(long, default_value = "vllm", value_parser = ["vllm", "vllm-ascend"])]
-        target: String,
         /// An extra rule file (a family added or replaced); may be repeated.
         #[arg(long = "rules", value_name = "FILE")]
         rules: Vec<PathBuf>,
+        /// Print the versioned JSON table (ckptkit.remap/1).
         #[arg(long, conflicts_with_all = ["csv", "md"])]
         json: bool,
+        /// Print the table as CSV.
         #[arg(long, conflicts_with = "md")]
         csv: bool,
+        /// Print the table as Markdown.
         #[arg(long)]
         md: bool,
         /// Write the matched (or inferred) family's rule file here, for completing an unknown architecture.
@@ -132,32 +223,51 @@ enum Cmd {
     },
     /// vLLM adapter code, its mapping module and the serve-validation kit, generated from the remap.
     Stub {
+        /// A checkpoint directory, a single .safetensors file, or a cached repo id.
         model: String,
+        /// Output directory: new or empty (see --force).
         #[arg(long)]
         out: PathBuf,
+        /// Write into a non-empty --out; files you changed since ckptkit wrote them are kept and the new version goes to FILE.new.
+        #[arg(long)]
+        force: bool,
         /// Model name for files and classes (default: the checkpoint directory's name).
         #[arg(long)]
         name: Option<String>,
-        #[arg(long, default_value = "plugin", value_parser = ["in-tree", "plugin"])]
-        layout: String,
+        /// How the adapter is registered with vLLM.
+        #[arg(long, value_enum, default_value = "plugin")]
+        layout: LayoutArg,
         /// TP for the serve scripts (default: the smallest `ckptkit plan` finds feasible).
-        #[arg(long)]
+        #[arg(long, visible_alias = "tensor-parallel-size")]
         tp: Option<u64>,
-        #[arg(long, default_value = "zh", value_parser = ["zh", "en"])]
-        lang: String,
-        #[arg(long, default_value = "vllm-ascend", value_parser = ["vllm", "vllm-ascend"])]
-        target: String,
+        /// Language of the delivery report and runbook.
+        #[arg(long, value_enum, default_value = "zh")]
+        lang: LangArg,
+        /// An extra rule file (a family added or replaced); may be repeated.
         #[arg(long = "rules", value_name = "FILE")]
         rules: Vec<PathBuf>,
     },
     /// Check a checkpoint against a manifest written by `audit --checksum`.
     Verify {
+        /// The manifest file.
         manifest: PathBuf,
-        /// The checkpoint directory (default: the root recorded in the manifest).
+        /// The checkpoint directory (default: the absolute root recorded in the manifest).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or write one page per command into a directory.
+    Man {
+        /// Write ckptkit.1 and ckptkit-COMMAND.1 here instead.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -174,47 +284,163 @@ enum BenchCmd {
         /// Thread counts to measure, e.g. 1,2,16 (default: 1 and all cores).
         #[arg(long, value_delimiter = ',')]
         threads: Vec<usize>,
+        /// Repetitions per measurement (the median is reported).
         #[arg(long, default_value_t = 9)]
         reps: usize,
-        #[arg(long, default_value = "bf16")]
-        dtype: String,
+        /// Output dtype of the kernel.
+        #[arg(long, value_enum, default_value = "bf16")]
+        dtype: DtypeArg,
+        /// Print the versioned JSON report.
         #[arg(long)]
         json: bool,
     },
 }
 
-const EXIT_USAGE: u8 = 2;
 /// The largest TP / DP / PP accepted: far beyond any deployment, small enough to list per rank.
 const MAX_PARALLEL: u64 = 4096;
-const EXIT_FINDINGS: u8 = 1;
-const EXIT_INPUT: u8 = 3;
+
+/// How a command ends. Mapped to the process status in one place ([`Exit::code`]).
+enum Exit {
+    Ok,
+    /// Error findings, an infeasible plan, a refusal of the checkpoint, a failed verification.
+    Findings,
+    Usage(String, String),
+    Input(String, String),
+}
+
+impl Exit {
+    fn usage(msg: impl Into<String>, help: impl Into<String>) -> Exit {
+        Exit::Usage(msg.into(), help.into())
+    }
+    fn input(e: &(impl std::fmt::Display + Help)) -> Exit {
+        Exit::Input(e.to_string(), e.help())
+    }
+    fn code(self, color: bool) -> ExitCode {
+        match self {
+            Exit::Ok => ExitCode::SUCCESS,
+            Exit::Findings => ExitCode::from(1),
+            Exit::Usage(msg, help) => {
+                ui::report(color, &msg, &help);
+                ExitCode::from(2)
+            }
+            Exit::Input(msg, help) => {
+                ui::report(color, &msg, &help);
+                ExitCode::from(3)
+            }
+        }
+    }
+}
+
+/// A refusal that is the checkpoint's fault (exit 1), printed as error + help.
+fn refused(color: bool, e: &(impl std::fmt::Display + Help)) -> Exit {
+    ui::report(color, &e.to_string(), &e.help());
+    Exit::Findings
+}
+
+/// Write a report to stdout; a closed pipe stops the output quietly with the status the command
+/// would have had anyway.
+fn emit(text: &str) -> Result<(), Exit> {
+    match ui::emit(text) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Exit::Input(format!("cannot write to stdout: {e}"), "check where the output goes".into())),
+    }
+}
+
+/// vLLM's single-dash spellings (`-tp 8`, `-pp=2`, `-ep`) as the long flags clap knows.
+fn vllm_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut rest = false;
+    for a in args {
+        if rest {
+            out.push(a);
+            continue;
+        }
+        let s = a.to_string_lossy();
+        if s == "--" {
+            rest = true;
+            out.push(a);
+            continue;
+        }
+        let (flag, value) = match s.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (s.to_string(), None),
+        };
+        let long = match flag.as_str() {
+            "-tp" => Some("--tensor-parallel-size"),
+            "-pp" => Some("--pipeline-parallel-size"),
+            "-dp" => Some("--data-parallel-size"),
+            "-ep" => Some("--enable-expert-parallel"),
+            _ => None,
+        };
+        match (long, value) {
+            (Some(l), Some(v)) => out.push(format!("{l}={v}").into()),
+            (Some(l), None) => out.push(l.into()),
+            (None, _) => out.push(a),
+        }
+    }
+    out
+}
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Audit { model, json, checksum } => run_audit(&model, json, checksum),
+    let args = vllm_spellings(std::env::args_os());
+    // --color decides clap's colours too, so look for it before clap parses.
+    let color = args
+        .iter()
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find_map(|w| {
+            if let Some(v) = w[1].strip_prefix("--color=") {
+                return ColorChoice::from_str(v, true).ok();
+            }
+            (w[0] == "--color").then(|| ColorChoice::from_str(&w[1], true).ok()).flatten()
+        })
+        .unwrap_or_default();
+    let cmd = Cli::command().color(color.clap());
+    let cli = match cmd.try_get_matches_from(&args).and_then(|m| Cli::from_arg_matches(&m)) {
+        Ok(c) => c,
+        Err(e) => {
+            // --help / --version print to stdout (exit 0); usage errors to stderr (exit 2). A
+            // closed stdout is not an error worth a word.
+            let _ = e.print();
+            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+        }
+    };
+    let color_err = cli.color.stderr();
+    run(cli, color_err).code(color_err)
+}
+
+fn run(cli: Cli, color: bool) -> Exit {
+    let target = cli.target;
+    let r = match cli.cmd {
+        Cmd::Audit { model, json, checksum } => run_audit(&model, target, json, checksum),
         Cmd::Verify { manifest, model, json } => run_verify(&manifest, model, json),
-        Cmd::Stub { model, out, name, layout, tp, lang, target, rules } => {
+        Cmd::Stub { model, out, force, name, layout, tp, lang, rules } => {
             use ckptkit::stub::{Lang, Layout, StubOptions};
             if tp.is_some_and(|t| t == 0 || t > MAX_PARALLEL) {
-                return usage(&format!("--tp must be 1 to {MAX_PARALLEL}"));
+                return Exit::usage(format!("--tp must be 1 to {MAX_PARALLEL}"), "pass a TP size vLLM could use, e.g. --tp 8");
             }
             let opts = StubOptions {
                 out,
                 name,
-                layout: if layout == "in-tree" { Layout::InTree } else { Layout::Plugin },
+                layout: match layout {
+                    LayoutArg::InTree => Layout::InTree,
+                    LayoutArg::Plugin => Layout::Plugin,
+                },
                 tp,
-                lang: if lang == "en" { Lang::En } else { Lang::Zh },
-                target: if target == "vllm" { ckptkit::plan::Target::Vllm } else { ckptkit::plan::Target::VllmAscend },
+                lang: match lang {
+                    LangArg::En => Lang::En,
+                    LangArg::Zh => Lang::Zh,
+                },
+                target,
+                force,
             };
             run_stub(&model, &opts, &rules)
         }
-        Cmd::Remap { model, tp, ep, target, rules, json, csv, md, emit_rules } => {
+        Cmd::Remap { model, tp, ep, rules, json, csv, md, emit_rules } => {
             if tp == 0 || tp > MAX_PARALLEL {
-                return usage(&format!("--tp must be 1 to {MAX_PARALLEL}"));
+                return Exit::usage(format!("--tp must be 1 to {MAX_PARALLEL}"), "pass a TP size vLLM could use, e.g. --tp 8");
             }
-            let target =
-                if target == "vllm-ascend" { ckptkit::plan::Target::VllmAscend } else { ckptkit::plan::Target::Vllm };
             let format = if json {
                 render::TableFormat::Json
             } else if csv {
@@ -232,7 +458,6 @@ fn main() -> ExitCode {
             ep,
             dp,
             pp,
-            target,
             device,
             device_memory,
             gpu_memory_utilization,
@@ -242,40 +467,44 @@ fn main() -> ExitCode {
             activation_reserve,
             json,
         } => {
-            use ckptkit::plan::{device::parse_size, device::Device, PlanOptions, Target};
-            let target = if target == "vllm-ascend" { Target::VllmAscend } else { Target::Vllm };
+            use ckptkit::plan::{device::parse_size, device::Device, PlanOptions};
             let device = match (device, device_memory) {
                 (Some(d), _) => match Device::preset(&d) {
                     Some(d) => Some(d),
-                    None => return usage(&format!("--device {d}: unknown preset (known: {})", Device::preset_names())),
+                    None => {
+                        return Exit::usage(
+                            format!("--device {d}: unknown preset"),
+                            format!("use one of {}, or --device-memory SIZE", Device::preset_names()),
+                        )
+                    }
                 },
                 (None, Some(m)) => match parse_size(&m) {
                     Some(b) if b > 0 => Some(Device::custom(b, target == Target::Vllm)),
-                    _ => return usage(&format!("--device-memory {m}: expected a size such as 64GiB or 80GB")),
+                    _ => return Exit::usage(format!("--device-memory {m}: not a size"), "write it as 64GiB or 80GB"),
                 },
                 (None, None) => None,
             };
             let Some(reserve) = parse_size(&activation_reserve) else {
-                return usage(&format!("--activation-reserve {activation_reserve}: expected a size such as 4GiB"));
+                return Exit::usage(format!("--activation-reserve {activation_reserve}: not a size"), "write it as 4GiB");
             };
             if tp.contains(&0) || dp == 0 || pp == 0 {
-                return usage("--tp, --dp and --pp must be at least 1");
+                return Exit::usage("--tp, --dp and --pp must be at least 1", "e.g. --tp 1,2,4,8 --dp 1 --pp 1");
             }
             if tp.iter().chain([&dp, &pp]).any(|&x| x > MAX_PARALLEL) {
-                return usage(&format!("--tp, --dp and --pp are at most {MAX_PARALLEL}"));
+                return Exit::usage(format!("--tp, --dp and --pp are at most {MAX_PARALLEL}"), "pass sizes a cluster can have");
             }
             if max_model_len == Some(0) || max_num_seqs == 0 {
-                return usage("--max-model-len and --max-num-seqs must be at least 1");
+                return Exit::usage("--max-model-len and --max-num-seqs must be at least 1", "e.g. --max-model-len 32k");
             }
             if !(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0) {
-                return usage("--gpu-memory-utilization must be in (0, 1]");
+                return Exit::usage("--gpu-memory-utilization must be in (0, 1]", "vLLM's default is 0.9");
             }
             let opts = PlanOptions {
                 tp,
-                ep: match ep.as_str() {
-                    "on" => vec![true],
-                    "both" => vec![false, true],
-                    _ => vec![false],
+                ep: match ep {
+                    EpArg::On => vec![true],
+                    EpArg::Both => vec![false, true],
+                    EpArg::Off => vec![false],
                 },
                 dp,
                 pp,
@@ -284,102 +513,92 @@ fn main() -> ExitCode {
                 gpu_memory_utilization,
                 max_model_len,
                 max_num_seqs,
-                kv_cache_dtype,
+                kv_cache_dtype: kv_cache_dtype.as_str().to_string(),
                 activation_reserve_bytes: reserve,
             };
             run_plan(&model, &opts, json)
         }
-        Cmd::Dequant { model, out, dtype, threads, verify, part, finalize, json, quiet } => {
-            run_dequant(&model, out, &dtype, threads, verify, part, finalize, json, quiet)
+        Cmd::Dequant { model, out, dtype, threads, verify, part, finalize, force, trust_existing, json, quiet } => {
+            let part = match part.as_deref().map(|p| {
+                p.split_once('/').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
+            }) {
+                None => None,
+                Some(Some(kn)) => Some(kn),
+                Some(None) => return Exit::usage("--part expects K/N", "e.g. --part 3/8 for the third of eight jobs"),
+            };
+            let opts = ckptkit::convert::Options {
+                out,
+                dtype: dtype.out(),
+                part,
+                finalize_only: finalize,
+                verify,
+                progress: !quiet && !json,
+                force,
+                trust_existing,
+            };
+            run_dequant(&model, &opts, threads, json, color)
         }
         Cmd::Bench { what: BenchCmd::Dequant { shape, tensor, threads, reps, dtype, json } } => {
-            run_bench(shape, tensor, threads, reps, &dtype, json)
+            run_bench(shape, tensor, threads, reps, dtype, json)
         }
-    }
+        Cmd::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ckptkit", &mut buf);
+            emit(&String::from_utf8_lossy(&buf)).map(|()| Exit::Ok)
+        }
+        Cmd::Man { out } => run_man(out),
+    };
+    r.unwrap_or_else(|e| e)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_dequant(
-    model: &str,
-    out: PathBuf,
-    dtype: &str,
-    threads: Option<usize>,
-    verify: bool,
-    part: Option<String>,
-    finalize: bool,
-    json: bool,
-    quiet: bool,
-) -> ExitCode {
-    use ckptkit::convert::{self, ConvertError};
-    let Some(dtype) = ckptkit::quant::fp8::OutDtype::parse(dtype) else {
-        eprintln!("error: --dtype {dtype}: use bf16, f16 or f32");
-        return ExitCode::from(EXIT_USAGE);
-    };
-    let part = match part
-        .as_deref()
-        .map(|p| p.split_once('/').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?))))
-    {
-        None => None,
-        Some(Some(kn)) => Some(kn),
-        Some(None) => {
-            eprintln!("error: --part expects K/N, e.g. 3/8");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+fn set_threads(threads: Option<usize>) -> Result<(), Exit> {
     if let Some(t) = threads {
         if t == 0 || rayon::ThreadPoolBuilder::new().num_threads(t).build_global().is_err() {
-            eprintln!("error: --threads {t}: cannot start that many workers");
-            return ExitCode::from(EXIT_USAGE);
+            return Err(Exit::usage(format!("--threads {t}: cannot start that many workers"), "pass 1 or more, at most the cores you have"));
         }
     }
-    let (ck, findings) = match Checkpoint::open(model) {
-        Ok(x) => x,
+    Ok(())
+}
+
+fn run_dequant(model: &str, opts: &ckptkit::convert::Options, threads: Option<usize>, json: bool, color: bool) -> Result<Exit, Exit> {
+    use ckptkit::convert::{self, ConvertError};
+    set_threads(threads)?;
+    let (ck, findings) = Checkpoint::open(model).map_err(|e| Exit::input(&e))?;
+    let s = match convert::run(&ck, &findings, opts) {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_INPUT);
-        }
-    };
-    let opts = convert::Options { out, dtype, part, finalize_only: finalize, verify, progress: !quiet && !json };
-    match convert::run(&ck, &findings, &opts) {
-        Ok(s) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s).expect("summary serializes"));
-            } else {
-                println!(
-                    "ckptkit dequant -> {} ({}){}: {} shard(s) written, {} kept, {} tensors dequantized, {} copied, {} scale/companion tensors dropped",
-                    s.out,
-                    s.out_dtype,
-                    s.part.as_ref().map(|p| format!(", part {p}")).unwrap_or_default(),
-                    s.shards_written,
-                    s.shards_kept,
-                    s.tensors_dequantized,
-                    s.tensors_copied,
-                    s.tensors_dropped
-                );
-                println!(
-                    "  {:.2} GB read, {:.2} GB written in {:.2} s{}{}",
-                    s.bytes_read as f64 / 1e9,
-                    s.bytes_written as f64 / 1e9,
-                    s.seconds,
-                    if s.verified { "; verified against the input" } else { "" },
-                    if s.finalized {
-                        "; index, config.json and other files written"
-                    } else {
-                        "; run --finalize when every part is done"
-                    }
-                );
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(match e {
-                ConvertError::BadPart { .. } => EXIT_USAGE,
-                ConvertError::Io { .. } => EXIT_INPUT,
-                _ => EXIT_FINDINGS,
+            return Err(match e {
+                ConvertError::BadPart { .. }
+                | ConvertError::OutNotEmpty { .. }
+                | ConvertError::OtherConversion { .. }
+                | ConvertError::OutNotDir(_)
+                | ConvertError::OutputIsInput(_) => Exit::Usage(e.to_string(), e.help()),
+                ConvertError::Io { .. } | ConvertError::Locked(_) | ConvertError::Input(_) => Exit::input(&e),
+                _ => refused(color, &e),
             })
         }
+    };
+    if json {
+        emit(&(serde_json::to_string_pretty(&s).expect("summary serializes") + "\n"))?;
+    } else {
+        emit(&format!(
+            "ckptkit dequant -> {} ({}){}: {} shard(s) written, {} kept, {} tensors dequantized, {} copied, {} scale/companion tensors dropped\n  {:.2} GB read, {:.2} GB written in {:.2} s{}{}\n",
+            s.out,
+            s.out_dtype,
+            s.part.as_ref().map(|p| format!(", part {p}")).unwrap_or_default(),
+            s.shards_written,
+            s.shards_kept,
+            s.tensors_dequantized,
+            s.tensors_copied,
+            s.tensors_dropped,
+            s.bytes_read as f64 / 1e9,
+            s.bytes_written as f64 / 1e9,
+            s.seconds,
+            if s.verified { "; verified against the input" } else { "" },
+            if s.finalized { "; index, config.json and other files written" } else { "; run --finalize when every part is done" }
+        ))?;
     }
+    Ok(Exit::Ok)
 }
 
 fn run_bench(
@@ -387,17 +606,26 @@ fn run_bench(
     tensor: Option<String>,
     threads: Vec<usize>,
     reps: usize,
-    dtype: &str,
+    dtype: DtypeArg,
     json: bool,
-) -> ExitCode {
-    let Some(out) = ckptkit::quant::fp8::OutDtype::parse(dtype) else {
-        eprintln!("error: --dtype {dtype}: use bf16, f16 or f32");
-        return ExitCode::from(EXIT_USAGE);
-    };
+) -> Result<Exit, Exit> {
+    use ckptkit::bench::{Input, InputError};
+    if threads.contains(&0) || reps == 0 {
+        return Err(Exit::usage("--threads and --reps must be positive", "e.g. --threads 1,2 --reps 9"));
+    }
     let input = match (shape, tensor) {
         (_, Some(t)) => match t.rsplit_once(':') {
-            Some((model, name)) => ckptkit::bench::Input::from_checkpoint(model, name),
-            None => Err(format!("--tensor {t}: expected MODEL:TENSOR_NAME")),
+            Some((model, name)) if !model.is_empty() && !name.is_empty() => match Input::from_checkpoint(model, name) {
+                Ok(i) => i,
+                Err(InputError::Checkpoint(e)) => return Err(Exit::input(&e)),
+                Err(e @ InputError::Tensor(_)) => return Err(Exit::Usage(e.to_string(), e.help())),
+            },
+            _ => {
+                return Err(Exit::usage(
+                    format!("--tensor {t}: expected MODEL:TENSOR_NAME"),
+                    "e.g. --tensor fixtures/deepseek-fp8:model.layers.0.mlp.down_proj.weight",
+                ))
+            }
         },
         (s, None) => {
             let s = s.unwrap_or_else(|| "18432,7168".into());
@@ -405,18 +633,14 @@ fn run_bench(
                 .split_once(',')
                 .and_then(|(a, b)| Some((a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?)))
             {
-                Some((n, k)) if n > 0 && k > 0 && n.checked_mul(k).is_some_and(|x| x <= 1 << 34) => {
-                    Ok(ckptkit::bench::Input::synthetic(n, k))
+                Some((n, k)) if n > 0 && k > 0 && n.checked_mul(k).is_some_and(|x| x <= 1 << 34) => Input::synthetic(n, k),
+                _ => {
+                    return Err(Exit::usage(
+                        format!("--shape {s}: expected N,K, both positive, at most 2^34 elements"),
+                        "e.g. --shape 18432,7168",
+                    ))
                 }
-                _ => Err(format!("--shape {s}: expected N,K (positive, at most 2^34 elements)")),
             }
-        }
-    };
-    let input = match input {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_INPUT);
         }
     };
     let threads = if threads.is_empty() {
@@ -429,56 +653,44 @@ fn run_bench(
     } else {
         threads
     };
-    if threads.contains(&0) || reps == 0 {
-        eprintln!("error: --threads and --reps must be positive");
-        return ExitCode::from(EXIT_USAGE);
-    }
-    let r = ckptkit::bench::dequant(&input, out, &threads, reps);
+    let r = ckptkit::bench::dequant(&input, dtype.out(), &threads, reps);
     if json {
-        println!("{}", serde_json::to_string_pretty(&r).expect("bench report serializes"));
+        emit(&(serde_json::to_string_pretty(&r).expect("bench report serializes") + "\n"))?;
     } else {
-        print!("{}", ckptkit::bench::render(&r));
+        emit(&ckptkit::bench::render(&r))?;
     }
-    ExitCode::SUCCESS
+    Ok(Exit::Ok)
 }
 
-fn usage(msg: &str) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::from(EXIT_USAGE)
-}
-
-/// The rule set (built-ins plus `--rules` files) and the opened checkpoint, or the exit code.
-fn rules_and_checkpoint(
-    model: &str,
-    rule_files: &[PathBuf],
-) -> Result<(ckptkit::remap::rules::RuleSet, Checkpoint), ExitCode> {
+/// The rule set (built-ins plus `--rules` files) and the opened checkpoint.
+fn rules_and_checkpoint(model: &str, rule_files: &[PathBuf]) -> Result<(ckptkit::remap::rules::RuleSet, Checkpoint), Exit> {
     let paths: Vec<&std::path::Path> = rule_files.iter().map(PathBuf::as_path).collect();
-    let input_error = |e: &dyn std::fmt::Display| {
-        eprintln!("error: {e}");
-        ExitCode::from(EXIT_INPUT)
-    };
-    let rules = ckptkit::remap::rules::RuleSet::load(&paths).map_err(|e| input_error(&e))?;
-    let (ck, _) = Checkpoint::open(model).map_err(|e| input_error(&e))?;
+    let rules = ckptkit::remap::rules::RuleSet::load(&paths).map_err(|e| Exit::input(&e))?;
+    let (ck, _) = Checkpoint::open(model).map_err(|e| Exit::input(&e))?;
     Ok((rules, ck))
 }
 
-fn run_stub(model: &str, opts: &ckptkit::stub::StubOptions, rule_files: &[PathBuf]) -> ExitCode {
-    let (rules, ck) = match rules_and_checkpoint(model, rule_files) {
-        Ok(x) => x,
-        Err(code) => return code,
+fn run_stub(model: &str, opts: &ckptkit::stub::StubOptions, rule_files: &[PathBuf]) -> Result<Exit, Exit> {
+    use ckptkit::stub::StubError;
+    let (rules, ck) = rules_and_checkpoint(model, rule_files)?;
+    let written = match ckptkit::stub::generate(model, &ck, &rules, opts) {
+        Ok(w) => w,
+        Err(e @ StubError::OutNotEmpty { .. }) => return Err(Exit::Usage(e.to_string(), e.help())),
+        Err(e) => return Err(Exit::input(&e)),
     };
-    match ckptkit::stub::generate(model, &ck, &rules, opts) {
-        Ok(files) => {
-            for f in files {
-                println!("{}", f.display());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_INPUT)
-        }
+    let mut text = String::new();
+    for f in &written.files {
+        text.push_str(&format!("{}\n", f.display()));
     }
+    emit(&text)?;
+    for (kept, new) in &written.kept {
+        eprintln!(
+            "note: {} was changed since ckptkit wrote it; kept as it is, the new version is {}",
+            kept.display(),
+            new.display()
+        );
+    }
+    Ok(Exit::Ok)
 }
 
 fn run_remap(
@@ -486,114 +698,161 @@ fn run_remap(
     opts: ckptkit::remap::RemapOptions,
     rule_files: &[PathBuf],
     format: render::TableFormat,
-    emit: Option<PathBuf>,
-) -> ExitCode {
-    let (rules, ck) = match rules_and_checkpoint(model, rule_files) {
-        Ok(x) => x,
-        Err(code) => return code,
-    };
+    emit_rules: Option<PathBuf>,
+) -> Result<Exit, Exit> {
+    let (rules, ck) = rules_and_checkpoint(model, rule_files)?;
     let report = ckptkit::remap::remap(&ck, model, &rules, &opts);
-    if let Some(path) = emit {
+    if let Some(path) = emit_rules {
         let text = ckptkit::remap::emit_rules(&report, &rules, ck.config.as_ref());
-        if let Err(e) = std::fs::write(&path, text) {
-            eprintln!("error: {}: {e}", path.display());
-            return ExitCode::from(EXIT_INPUT);
-        }
+        ckptkit::fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| {
+            Exit::Input(format!("{}: {e}", path.display()), "check that the directory exists and is writable".into())
+        })?;
         eprintln!("wrote {}", path.display());
     }
-    print!("{}", render::remap(&report, format));
+    emit(&render::remap(&report, format))?;
     let errors = report.findings.iter().any(|f| f.severity == ckptkit::Severity::Error);
-    if errors {
-        ExitCode::from(EXIT_FINDINGS)
-    } else {
-        ExitCode::SUCCESS
-    }
+    Ok(if errors { Exit::Findings } else { Exit::Ok })
 }
 
-fn run_plan(model: &str, opts: &ckptkit::plan::PlanOptions, json: bool) -> ExitCode {
-    let input = match ckptkit::plan::PlanInput::open(model) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_INPUT);
-        }
-    };
+fn run_plan(model: &str, opts: &ckptkit::plan::PlanOptions, json: bool) -> Result<Exit, Exit> {
+    let input = ckptkit::plan::PlanInput::open(model).map_err(|e| Exit::input(&e))?;
     let report = ckptkit::plan::plan(&input, opts);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("plan serializes"));
+        emit(&(serde_json::to_string_pretty(&report).expect("plan serializes") + "\n"))?;
     } else {
-        print!("{}", render::plan(&report));
+        emit(&render::plan(&report))?;
     }
-    if report.configs.iter().any(|c| c.feasible) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FINDINGS)
-    }
+    Ok(if report.configs.iter().any(|c| c.feasible) { Exit::Ok } else { Exit::Findings })
 }
 
-fn run_audit(model: &str, json: bool, checksum: Option<PathBuf>) -> ExitCode {
-    let (ck, findings) = match Checkpoint::open(model) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_INPUT);
-        }
-    };
+fn run_audit(model: &str, target: Target, json: bool, checksum: Option<PathBuf>) -> Result<Exit, Exit> {
+    let (ck, findings) = Checkpoint::open(model).map_err(|e| Exit::input(&e))?;
     let mut report = audit(model, &ck, findings);
+    report.tool.target = target.as_str();
     if let Some(path) = checksum {
-        match manifest::build(&ck).and_then(|m| manifest::write(&m, &path).map(|_| m)) {
-            Ok(m) => {
-                report.findings.push(ckptkit::Finding::new(
-                    ckptkit::Code::ChecksumWritten,
-                    format!("{} files hashed into {}", m.files.len(), path.display()),
-                ));
-                report.summary = ckptkit::findings::Tally::of(&report.findings);
-            }
-            Err(e) => {
-                eprintln!("error: cannot write the manifest: {e}");
-                return ExitCode::from(EXIT_INPUT);
-            }
-        }
+        let m = manifest::build(&ck, Some(&path))
+            .and_then(|m| manifest::write(&m, &path).map(|_| m))
+            .map_err(|e| Exit::Input(format!("cannot write the manifest: {e}"), e.help()))?;
+        report.findings.push(ckptkit::Finding::new(
+            ckptkit::Code::ChecksumWritten,
+            format!("{} files hashed into {}", m.files.len(), path.display()),
+        ));
+        report.summary = ckptkit::findings::Tally::of(&report.findings);
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("report serializes"));
+    let text = if json {
+        serde_json::to_string_pretty(&report).expect("report serializes") + "\n"
     } else {
-        print!("{}", render::audit(&report));
-    }
-    let code = if report.has_errors() { ExitCode::from(EXIT_FINDINGS) } else { ExitCode::SUCCESS };
+        render::audit(&report)
+    };
+    let code = if report.has_errors() { Exit::Findings } else { Exit::Ok };
     // The process ends here: tearing down maps of ~100k names would only cost time.
     std::mem::forget(report);
     std::mem::forget(ck);
-    code
+    emit(&text)?;
+    Ok(code)
 }
 
-fn run_verify(path: &std::path::Path, model: Option<PathBuf>, json: bool) -> ExitCode {
-    let m = match manifest::read(path) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_INPUT);
-        }
-    };
+fn run_verify(path: &std::path::Path, model: Option<PathBuf>, json: bool) -> Result<Exit, Exit> {
+    let m = manifest::read(path).map_err(|e| Exit::input(&e))?;
     let root = model.unwrap_or_else(|| PathBuf::from(&m.root));
     if !root.is_dir() {
-        eprintln!("error: {}: not a directory", root.display());
-        return ExitCode::from(EXIT_INPUT);
+        return Err(Exit::Input(
+            format!("{}: not a directory", root.display()),
+            "pass the checkpoint directory with --model DIR".into(),
+        ));
     }
-    let v = manifest::verify(&m, &root);
+    let v = manifest::verify(&m, &root, Some(path));
     if json {
-        println!("{}", serde_json::to_string_pretty(&v).expect("verification serializes"));
+        emit(&(serde_json::to_string_pretty(&v).expect("verification serializes") + "\n"))?;
     } else {
-        print!("{}", render::verification(&v));
+        emit(&render::verification(&v))?;
     }
-    if v.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FINDINGS)
+    Ok(if v.ok { Exit::Ok } else { Exit::Findings })
+}
+
+fn run_man(out: Option<PathBuf>) -> Result<Exit, Exit> {
+    let cmd = Cli::command();
+    let render = |c: clap::Command| -> Vec<u8> {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(c).render(&mut buf).expect("writing to memory");
+        buf
+    };
+    match out {
+        None => emit(&String::from_utf8_lossy(&render(cmd)))?,
+        Some(dir) => {
+            let fail = |e: std::io::Error, p: &std::path::Path| {
+                Exit::Input(format!("{}: {e}", p.display()), "check that the directory is writable".into())
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| fail(e, &dir))?;
+            let mut pages = vec![("ckptkit.1".to_string(), cmd.clone())];
+            for sub in cmd.get_subcommands() {
+                let name = format!("ckptkit-{}", sub.get_name());
+                pages.push((format!("{name}.1"), sub.clone().name(name)));
+            }
+            for (file, c) in pages {
+                let p = dir.join(&file);
+                ckptkit::fsutil::write_atomic(&p, &render(c)).map_err(|e| fail(e, &p))?;
+                eprintln!("wrote {}", p.display());
+            }
+        }
     }
+    Ok(Exit::Ok)
 }
 
 // The audit builds many small strings and tables and drops them at once; mimalloc reuses freed
 // pages instead of faulting fresh ones in (measured in the commit that added it).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument of every command says what it is for (`--help`, completions, the man page).
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for s in c.get_subcommands() {
+                if s.get_about().is_none() {
+                    missing.push(format!("{path} {} (command)", s.get_name()));
+                }
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "ckptkit", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:?}");
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn vllm_single_dash_flags_become_long_flags() {
+        let a: Vec<std::ffi::OsString> =
+            ["ckptkit", "plan", "-tp", "8", "-pp=2", "-ep", "-dp", "1", "--", "-tp"].iter().map(Into::into).collect();
+        let got: Vec<String> = vllm_spellings(a.into_iter()).iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            got,
+            [
+                "ckptkit",
+                "plan",
+                "--tensor-parallel-size",
+                "8",
+                "--pipeline-parallel-size=2",
+                "--enable-expert-parallel",
+                "--data-parallel-size",
+                "1",
+                "--",
+                "-tp"
+            ]
+        );
+    }
+}

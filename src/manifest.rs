@@ -21,7 +21,12 @@ pub struct FileHash {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Manifest {
     pub schema: String,
+    /// The checkpoint directory, absolute.
     pub root: String,
+    /// Made from a single .safetensors file: `verify` then reports no new files.
+    #[serde(default)]
+    pub single_file: bool,
+    /// Every file, relative to `root`, `/`-separated, sorted.
     pub files: Vec<FileHash>,
 }
 
@@ -35,27 +40,83 @@ pub enum ManifestError {
     Checkpoint(#[from] CheckpointError),
 }
 
+/// blake3 and length of a file, read in large chunks (never mapped: a file truncated while hashed
+/// is an error, not a SIGBUS), each chunk hashed with blake3's multi-threaded tree hash.
 pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    let (mut f, _) = crate::fsutil::open_regular(path).map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut h = blake3::Hasher::new();
-    h.update_mmap_rayon(path)?;
-    let len = std::fs::metadata(path)?.len();
+    let mut buf = vec![0u8; 16 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update_rayon(&buf[..n]);
+        len += n as u64;
+    }
     Ok((len, h.finalize().to_hex().to_string()))
 }
 
-/// The files a manifest covers: the shards, the index, config.json and hf_quant_config.json.
-fn covered_files(ck: &Checkpoint) -> Vec<String> {
-    let mut files: Vec<String> = ck.shards.iter().map(|s| s.name.clone()).collect();
-    for extra in [crate::checkpoint::index::INDEX_NAME, "config.json", "hf_quant_config.json"] {
-        if ck.source.single_file.is_none() && ck.source.root.join(extra).is_file() {
-            files.push(extra.to_string());
+/// Directories a manifest does not descend into: version control and download-tool metadata.
+const SKIP_DIRS: &[&str] = &[".git", ".cache", ".huggingface"];
+
+/// Every file under `root` (following symlinks to files, as the Hugging Face cache links blobs),
+/// as `/`-separated paths relative to it, sorted; `exclude` (the manifest itself) and ckptkit's
+/// temporary files left out. FIFOs, devices and sockets are listed with their kind.
+fn list_files(root: &Path, exclude: Option<&Path>) -> std::io::Result<(Vec<String>, Vec<(String, &'static str)>)> {
+    let exclude = exclude.and_then(|p| std::fs::canonicalize(p).ok());
+    let mut files = Vec::new();
+    let mut odd = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), String::new(), 0usize)];
+    while let Some((dir, rel, depth)) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let relname = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            let path = e.path();
+            if name.contains(crate::fsutil::TMP_MARK) {
+                continue;
+            }
+            let Ok(md) = std::fs::metadata(&path) else {
+                odd.push((relname, "a dangling symbolic link"));
+                continue;
+            };
+            if md.is_dir() {
+                // Symlinked directories are not followed (a loop would never end); depth is bounded.
+                let is_link = e.file_type().map(|t| t.is_symlink()).unwrap_or(false);
+                if !SKIP_DIRS.contains(&name.as_str()) && !is_link && depth < 32 {
+                    stack.push((path, relname, depth + 1));
+                }
+            } else if md.is_file() {
+                if exclude.is_some() && std::fs::canonicalize(&path).ok() == exclude {
+                    continue;
+                }
+                files.push(relname);
+            } else {
+                odd.push((relname, crate::fsutil::kind_of(md.file_type())));
+            }
         }
     }
-    files
+    files.sort();
+    odd.sort();
+    Ok((files, odd))
 }
 
-pub fn build(ck: &Checkpoint) -> Result<Manifest, ManifestError> {
-    let root = &ck.source.root;
-    let files = covered_files(ck);
+/// A manifest of every file of the checkpoint directory (a single-file input: that file and the
+/// config beside it), with the directory's absolute path so `verify` works from anywhere.
+/// `exclude` is the manifest's own path, when it is written inside the checkpoint.
+pub fn build(ck: &Checkpoint, exclude: Option<&Path>) -> Result<Manifest, ManifestError> {
+    let root = std::fs::canonicalize(&ck.source.root)
+        .map_err(|source| ManifestError::Io { path: ck.source.root.clone(), source })?;
+    let files: Vec<String> = match &ck.source.single_file {
+        Some(f) => std::iter::once(f.clone())
+            .chain(root.join("config.json").is_file().then(|| "config.json".to_string()))
+            .collect(),
+        None => list_files(&root, exclude).map_err(|source| ManifestError::Io { path: root.clone(), source })?.0,
+    };
     let hashed: Result<Vec<FileHash>, ManifestError> = files
         .par_iter()
         .map(|f| {
@@ -64,21 +125,27 @@ pub fn build(ck: &Checkpoint) -> Result<Manifest, ManifestError> {
             Ok(FileHash { file: f.clone(), bytes, blake3 })
         })
         .collect();
-    Ok(Manifest { schema: MANIFEST_SCHEMA.into(), root: root.display().to_string(), files: hashed? })
+    Ok(Manifest {
+        schema: MANIFEST_SCHEMA.into(),
+        root: root.display().to_string(),
+        single_file: ck.source.single_file.is_some(),
+        files: hashed?,
+    })
 }
 
 /// Write atomically: a temporary file renamed into place.
 pub fn write(m: &Manifest, path: &Path) -> Result<(), ManifestError> {
-    let tmp = path.with_extension("tmp-ckptkit");
     let text = serde_json::to_string_pretty(m).expect("manifest serializes");
-    std::fs::write(&tmp, text + "\n").map_err(|source| ManifestError::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })
+    crate::fsutil::write_atomic(path, (text + "\n").as_bytes())
+        .map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })
 }
 
 pub fn read(path: &Path) -> Result<Manifest, ManifestError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ManifestError::Io { path: path.to_path_buf(), source })?;
-    let m: Manifest = serde_json::from_str(&text)
+    let text = crate::fsutil::read_bounded(path, crate::fsutil::INDEX_CAP).map_err(|e| ManifestError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let m: Manifest = serde_json::from_slice(&text)
         .map_err(|e| ManifestError::Invalid { path: path.to_path_buf(), reason: e.to_string() })?;
     if m.schema != MANIFEST_SCHEMA {
         return Err(ManifestError::Invalid {
@@ -108,9 +175,19 @@ pub enum FileCheck {
     Missing {
         file: String,
     },
-    /// On disk (a shard vLLM would read) but not in the manifest.
+    /// On disk but not in the manifest.
     New {
         file: String,
+    },
+    /// There but cannot be read.
+    Unreadable {
+        file: String,
+        error: String,
+    },
+    /// A FIFO, device, socket or dangling link where a file could be.
+    NotRegular {
+        file: String,
+        kind: &'static str,
     },
 }
 
@@ -122,8 +199,9 @@ pub struct Verification {
     pub ok: bool,
 }
 
-/// Check the checkpoint at `root` against `m`.
-pub fn verify(m: &Manifest, root: &Path) -> Verification {
+/// Check the checkpoint at `root` against `m`: every file changed, resized, missing or added
+/// (`exclude`: the manifest's own path, when it lies inside the checkpoint).
+pub fn verify(m: &Manifest, root: &Path, exclude: Option<&Path>) -> Verification {
     let mut checks: Vec<FileCheck> = m
         .files
         .par_iter()
@@ -137,20 +215,31 @@ pub fn verify(m: &Manifest, root: &Path) -> Verification {
                 Ok(_) => match hash_file(&p) {
                     Ok((_, h)) if h == f.blake3 => FileCheck::Ok { file: f.file.clone() },
                     Ok((_, h)) => FileCheck::Changed { file: f.file.clone(), expected: f.blake3.clone(), actual: h },
-                    Err(_) => FileCheck::Missing { file: f.file.clone() },
+                    Err(e) => FileCheck::Unreadable { file: f.file.clone(), error: e.to_string() },
                 },
             }
         })
         .collect();
-    if let Ok(rd) = std::fs::read_dir(root) {
-        let mut new: Vec<String> = rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".safetensors") && !m.files.iter().any(|f| &f.file == n))
-            .collect();
-        new.sort();
-        checks.extend(new.into_iter().map(|file| FileCheck::New { file }));
+    if !m.single_file {
+        match list_files(root, exclude) {
+            Ok((files, odd)) => {
+                let known: std::collections::HashSet<&str> = m.files.iter().map(|f| f.file.as_str()).collect();
+                checks.extend(files.into_iter().filter(|f| !known.contains(f.as_str())).map(|file| FileCheck::New { file }));
+                checks.extend(odd.into_iter().map(|(file, kind)| FileCheck::NotRegular { file, kind }));
+            }
+            Err(e) => checks.push(FileCheck::Unreadable { file: ".".into(), error: e.to_string() }),
+        }
     }
     let ok = checks.iter().all(|c| matches!(c, FileCheck::Ok { .. }));
     Verification { schema: "ckptkit.verify/1", root: root.display().to_string(), files: checks, ok }
+}
+
+impl crate::ui::Help for ManifestError {
+    fn help(&self) -> String {
+        match self {
+            ManifestError::Io { .. } => "check the manifest path and that you may read (or write) it".into(),
+            ManifestError::Invalid { .. } => "pass a manifest written by `ckptkit audit MODEL --checksum FILE`".into(),
+            ManifestError::Checkpoint(e) => crate::ui::Help::help(e),
+        }
+    }
 }

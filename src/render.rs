@@ -34,7 +34,11 @@ const FOLD_AFTER: usize = 6;
 pub fn audit(r: &AuditReport) -> String {
     let mut s = String::new();
     let m = &r.model;
-    let _ = writeln!(s, "ckptkit {} audit (vLLM {} rules)", r.tool.version, r.tool.vllm_reference);
+    let _ = writeln!(
+        s,
+        "ckptkit {} audit (vLLM {} rules, target {})",
+        r.tool.version, r.tool.vllm_reference, r.tool.target
+    );
     let _ = writeln!(
         s,
         "checkpoint  {}{}  ({} shard{}, {} tensors, {})",
@@ -213,6 +217,8 @@ pub fn verification(v: &Verification) -> String {
             }
             FileCheck::Missing { file } => format!("  MISSING   {file}"),
             FileCheck::New { file } => format!("  NEW       {file} (not in the manifest)"),
+            FileCheck::Unreadable { file, error } => format!("  UNREADABLE {file}: {error}"),
+            FileCheck::NotRegular { file, kind } => format!("  ODD       {file}: {kind}, not a regular file"),
         };
         let _ = writeln!(s, "{line}");
     }
@@ -476,8 +482,9 @@ pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
         TableFormat::Human => {
             let _ = writeln!(
                 o,
-                "ckptkit remap (rules of vLLM {}) at TP {}{}",
+                "ckptkit remap (rules of vLLM {}, target {}) at TP {}{}",
                 r.vllm_reference,
+                r.target.as_str(),
                 r.tp,
                 if r.ep { " with EP" } else { "" }
             );

@@ -22,18 +22,28 @@ fn tensors(dir: &Path) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
         .map(|t| {
             (
                 t.entry.name.clone(),
-                (t.entry.dtype.to_string(), t.entry.shape.clone(), t.shard.data(t.entry).unwrap().to_vec()),
+                (t.entry.dtype.to_string(), t.entry.shape.clone(), t.read().unwrap()),
             )
         })
         .collect()
 }
 
+/// The files of an output directory, ckptkit's own bookkeeping (state file, lock) left out.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(n, _)| !n.starts_with(".ckptkit-dequant"))
+        .map(|(n, p)| (n, std::fs::read(p).unwrap()))
         .collect()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
 }
 
 fn bf16_nan_class_eq(a: &[u8], b: &[u8]) -> bool {
@@ -183,8 +193,9 @@ fn refuses_a_damaged_shard() {
 fn refuses_to_write_into_the_input() {
     let c = copy_fixture("deepseek-fp8");
     let r = dequant(&c.dir, &c.dir, &[]);
-    assert_eq!(r.code, 1);
+    assert_eq!(r.code, 2, "choosing the input as --out is a usage error");
     assert!(r.stderr.contains("is the input directory"), "{}", r.stderr);
+    assert!(r.stderr.contains("\nhelp: "), "{}", r.stderr);
 }
 
 #[test]
@@ -199,9 +210,8 @@ fn survives_a_kill_mid_conversion() {
     c.env("CKPTKIT_FAULT_ABORT_AFTER_SHARDS", "1");
     let st = c.output().unwrap().status;
     assert!(!st.success(), "the fault hook must kill the run");
-    let left: Vec<String> =
-        std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    assert!(left.iter().any(|f| f.ends_with(".tmp-ckptkit")), "a partial shard stays a temporary file: {left:?}");
+    let left = names(&out);
+    assert!(left.iter().any(|f| f.contains(".ckptkit-tmp.")), "a partial shard stays a temporary file: {left:?}");
     assert!(!left.iter().any(|f| f == "model.safetensors.index.json"));
 
     let r = run(&["dequant", fixture("deepseek-fp8").to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]);
@@ -209,9 +219,8 @@ fn survives_a_kill_mid_conversion() {
     let s: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(s["shards_kept"], 1, "the finished shard is kept");
     assert_eq!(s["shards_written"], 3);
-    let mut got = files(&out);
-    got.retain(|k, _| !k.ends_with(".tmp-ckptkit"));
-    assert_eq!(got, files(&clean), "the resumed output equals an uninterrupted run");
+    assert!(!names(&out).iter().any(|f| f.contains(".ckptkit-tmp.")), "the dead run's temporary file is removed");
+    assert_eq!(files(&out), files(&clean), "the resumed output equals an uninterrupted run");
 }
 
 #[test]
@@ -240,7 +249,7 @@ fn parts_are_disjoint_and_cover_every_shard() {
     for k in 1..=3 {
         let out: PathBuf = tmp.path().join(format!("p{k}"));
         assert_eq!(dequant(&fixture("deepseek-fp8"), &out, &["--part", &format!("{k}/3")]).code, 0);
-        seen.extend(std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+        seen.extend(names(&out).into_iter().filter(|n| n.ends_with(".safetensors")));
     }
     seen.sort();
     let n = seen.len();
@@ -262,8 +271,30 @@ fn verify_catches_a_corrupted_output() {
     let mut b = std::fs::read(&p).unwrap();
     let last = b.len() - 3;
     b[last] ^= 0x40;
-    std::fs::write(&p, b).unwrap();
-    let r = dequant(&fixture("deepseek-fp8"), &out, &["--verify"]);
+    std::fs::write(&p, &b).unwrap();
+    // --trust-existing keeps the shard on size and header alone; --verify still catches it.
+    let r = dequant(&fixture("deepseek-fp8"), &out, &["--verify", "--trust-existing"]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("verification failed"), "{}", r.stderr);
+}
+
+/// A finished shard changed afterwards (one flipped byte) is not "kept" on a rerun: its blake3 no
+/// longer matches the state file, so it is written again.
+#[test]
+fn a_changed_finished_shard_is_rewritten_on_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    assert_eq!(dequant(&fixture("deepseek-fp8"), &out, &[]).code, 0);
+    let clean = files(&out);
+    let p = out.join("model-00001-of-00004.safetensors");
+    let mut b = std::fs::read(&p).unwrap();
+    let last = b.len() - 3;
+    b[last] ^= 0x40;
+    std::fs::write(&p, &b).unwrap();
+    let r = run(&["dequant", fixture("deepseek-fp8").to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(s["shards_written"], 1, "{s}");
+    assert_eq!(s["shards_kept"], 3);
+    assert_eq!(files(&out), clean);
 }

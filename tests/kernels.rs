@@ -21,16 +21,16 @@ impl Edge {
         assert!(findings.iter().all(|f| f.severity != ckptkit::Severity::Error), "{findings:?}");
         Edge { ck }
     }
-    fn raw(&self, name: &str) -> (&[u8], Dtype, Vec<u64>) {
+    fn raw(&self, name: &str) -> (Vec<u8>, Dtype, Vec<u64>) {
         let t = self.ck.get(name).unwrap_or_else(|| panic!("{name} missing"));
-        (t.shard.data(t.entry).unwrap(), t.entry.dtype, t.entry.shape.clone())
+        (t.read().unwrap(), t.entry.dtype, t.entry.shape.clone())
     }
     fn u16s(&self, name: &str) -> Vec<u16> {
         self.raw(name).0.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()
     }
     fn f32s(&self, name: &str) -> Vec<f32> {
         let (b, d, _) = self.raw(name);
-        scales_to_f32(b, d).unwrap()
+        scales_to_f32(&b, d).unwrap()
     }
 }
 
@@ -127,7 +127,7 @@ fn all_256_codes_of_both_formats() {
             assert_eq!(codes.len(), 256);
             let shape2 = [1, shape[0]];
             let one = Scales { values: &[1.0], layout: ScaleLayout::Tensor };
-            check(&e, k, cfg, codes, &shape2, fmt, one, &format!("{name}."), &["f32", "bf16", "f16"]);
+            check(&e, k, cfg, &codes, &shape2, fmt, one, &format!("{name}."), &["f32", "bf16", "f16"]);
         }
     });
 }
@@ -162,7 +162,7 @@ fn block_scaled_odd_shapes_with_partial_blocks() {
                 &e,
                 k,
                 cfg,
-                codes,
+                &codes,
                 &shape,
                 Fp8Format::E4M3,
                 sc,
@@ -195,7 +195,7 @@ fn e5m2_blocks_ue8m0_channel_and_tensor_scales() {
                 assert_eq!(sdt, Dtype::BF16);
             }
             let sc = Scales { values: &sv, layout: layout(&shape) };
-            check(&e, k, cfg, codes, &shape, fmt, sc, &format!("{base}."), &["ref_bf16"]);
+            check(&e, k, cfg, &codes, &shape, fmt, sc, &format!("{base}."), &["ref_bf16"]);
         }
     });
 }

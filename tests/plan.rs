@@ -61,7 +61,7 @@ fn deepseek_v3_tp32_fails_on_dense_down_proj_blocks() {
 
 #[test]
 fn qwen3_30b_a3b_fp8_moe_intermediate_per_rank() {
-    let (_, v) = plan(&[&cfg("qwen3-30b-a3b-fp8"), "--tp", "2,4,8", "--ep", "both"]);
+    let (_, v) = plan(&[&cfg("qwen3-30b-a3b-fp8"), "--tp", "2,4,8", "--ep=both"]);
     // 768 / 8 = 96 is not a multiple of 128. vLLM 0.33.0 refines the expert scales to
     // gcd(128, 128, 96, 2048) = 32 (refine_fp8_moe_block_shape) instead of raising, so the load
     // succeeds on the Triton MoE kernels: a caveat, not the ValueError older vLLM raised.
@@ -145,7 +145,7 @@ fn every_fixture_config_plans_without_error() {
         if !p.is_dir() {
             continue;
         }
-        let r = run(&["plan", p.to_str().unwrap(), "--tp", "1,2,4,8,16,32", "--ep", "both"]);
+        let r = run(&["plan", p.to_str().unwrap(), "--tp", "1,2,4,8,16,32", "--ep=both"]);
         assert!(r.code == 0 || r.code == 1, "{}: {}", p.display(), r.stderr);
         assert!(r.stdout.contains("What vLLM would say") || r.stdout.contains("✔ ok"), "{}", r.stdout);
         let (_, v) = plan(&[p.to_str().unwrap(), "--tp", "1,8", "--target", "vllm-ascend"]);

@@ -112,7 +112,7 @@ fn mapping_module_reproduces_the_remap_table_on_every_fixture() {
 
 #[test]
 fn adapter_subclasses_the_vllm_class_and_plugin_registers_it() {
-    let (_tmp, out) = stub("deepseek-fp8", &["--layout", "plugin"]);
+    let (_tmp, out) = stub("deepseek-fp8", &["--layout", "plugin", "--target", "vllm-ascend"]);
     let pkg = out.join("deepseek_fp8_vllm");
     let adapter = std::fs::read_to_string(pkg.join("deepseek_fp8.py")).unwrap();
     assert!(adapter.contains("from vllm.model_executor.models.deepseek_v2 import DeepseekV3ForCausalLM as _Base"));

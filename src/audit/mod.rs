@@ -21,11 +21,18 @@ pub struct ToolInfo {
     pub name: &'static str,
     pub version: &'static str,
     pub vllm_reference: &'static str,
+    /// The serving stack the report is for (`--target`).
+    pub target: &'static str,
 }
 
 impl ToolInfo {
     pub fn current() -> Self {
-        ToolInfo { name: "ckptkit", version: env!("CARGO_PKG_VERSION"), vllm_reference: VLLM_REFERENCE }
+        ToolInfo {
+            name: "ckptkit",
+            version: env!("CARGO_PKG_VERSION"),
+            vllm_reference: VLLM_REFERENCE,
+            target: crate::plan::Target::default().as_str(),
+        }
     }
 }
 

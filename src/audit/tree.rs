@@ -87,6 +87,9 @@ pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
     rows
 }
 
+/// The deepest the human tree goes; real names have fewer than 12 segments.
+const MAX_DEPTH: usize = 32;
+
 /// A human tree over the folded rows: shared prefixes become parents with summed counts and
 /// bytes; single-child chains are joined so the tree stays short.
 pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
@@ -94,21 +97,33 @@ pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
     struct Node {
         count: usize,
         bytes: u64,
-        dtypes: BTreeSet<String>,
+        dtypes: BTreeSet<&'static str>,
         children: Vec<(String, Node)>,
+        /// Child position by name: a lookup per segment keeps the tree linear in the names.
+        index: FxHashMap<String, usize>,
     }
-    fn insert(node: &mut Node, segs: &[&str], row: &TreeRow) {
+    fn add(node: &mut Node, row: &TreeRow) {
         node.count += row.count;
         node.bytes += row.bytes;
-        node.dtypes.extend(row.dtypes.iter().cloned());
-        if let Some((first, rest)) = segs.split_first() {
-            let pos = node.children.iter().position(|(k, _)| k == first);
-            let i = pos.unwrap_or_else(|| {
-                node.children.push((first.to_string(), Node::default()));
-                node.children.len() - 1
-            });
-            insert(&mut node.children[i].1, rest, row);
+        for d in &row.dtypes {
+            node.dtypes.insert(crate::checkpoint::Dtype::parse(d).map(|d| d.as_str()).unwrap_or("?"));
         }
+    }
+    fn insert(root: &mut Node, segs: &[&str], row: &TreeRow) {
+        let mut node = root;
+        for seg in segs {
+            add(node, row);
+            let i = match node.index.get(*seg) {
+                Some(&i) => i,
+                None => {
+                    node.children.push((seg.to_string(), Node::default()));
+                    node.index.insert(seg.to_string(), node.children.len() - 1);
+                    node.children.len() - 1
+                }
+            };
+            node = &mut node.children[i].1;
+        }
+        add(node, row);
     }
     fn walk(label: String, node: &Node, depth: usize, out: &mut String, fb: &dyn Fn(u64) -> String) {
         let (mut label, mut node) = (label, node);
@@ -124,7 +139,7 @@ pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
             label = format!("{label}.{{{}}}", names.join(", "));
         }
         let dt = if node.dtypes.len() <= 3 {
-            node.dtypes.iter().cloned().collect::<Vec<_>>().join(",")
+            node.dtypes.iter().copied().collect::<Vec<_>>().join(",")
         } else {
             "mixed".into()
         };
@@ -144,7 +159,13 @@ pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
     }
     let mut root = Node::default();
     for r in rows {
-        let segs = split_outside_braces(&r.pattern);
+        let mut segs = split_outside_braces(&r.pattern);
+        // The tree is at most MAX_DEPTH deep (the walk recurses): deeper names end in one label.
+        if segs.len() > MAX_DEPTH {
+            let start = segs[MAX_DEPTH - 1].as_ptr() as usize - r.pattern.as_ptr() as usize;
+            segs.truncate(MAX_DEPTH - 1);
+            segs.push(&r.pattern[start..]);
+        }
         insert(&mut root, &segs, r);
     }
     let mut out = String::new();

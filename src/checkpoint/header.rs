@@ -147,10 +147,34 @@ pub(crate) fn error_offset(text: &str, e: &serde_json::Error) -> usize {
 
 const LFS_MAGIC: &[u8] = b"version https://git-lfs";
 
-/// Validate the whole file image `buf` (usually a memory map). `file` names it in findings.
+/// How many leading bytes [`validate_prefix`] needs to see of a file whose first 8 bytes are
+/// `first8` and whose length is `file_len`: the whole header when its length is plausible, else
+/// enough to recognise a Git LFS pointer. Never more than the header cap plus 8, nor the file.
+pub fn prefix_len(first8: &[u8], file_len: u64) -> u64 {
+    let lfs = 512.min(file_len);
+    match first8.get(..8) {
+        Some(b) => {
+            let n = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+            if n <= MAX_HEADER_LEN && 8 + n <= file_len {
+                (8 + n).max(lfs)
+            } else {
+                lfs
+            }
+        }
+        None => lfs,
+    }
+}
+
+/// Validate the whole file image `buf`. `file` names it in findings.
 pub fn validate(buf: &[u8], file: &str, out: &mut Vec<Finding>) -> Header {
+    validate_prefix(buf, buf.len() as u64, file, out)
+}
+
+/// Validate a file of `file_len` bytes from its first bytes `buf` (at least
+/// [`prefix_len`] of them: the header; the data section is never needed).
+pub fn validate_prefix(buf: &[u8], file_len: u64, file: &str, out: &mut Vec<Finding>) -> Header {
     let mut h = Header::default();
-    let len = buf.len() as u64;
+    let len = file_len;
     if len == 0 {
         out.push(Finding::new(Code::FileEmpty, format!("{file} is empty (0 bytes)")).file(file));
         return h;
@@ -172,7 +196,7 @@ pub fn validate(buf: &[u8], file: &str, out: &mut Vec<Finding>) -> Header {
         );
         return h;
     }
-    if len < 8 {
+    if len < 8 || buf.len() < 8 {
         out.push(
             Finding::new(
                 Code::HeaderTooSmall,
@@ -193,7 +217,7 @@ pub fn validate(buf: &[u8], file: &str, out: &mut Vec<Finding>) -> Header {
         );
         return h;
     }
-    if 8 + n > len {
+    if 8 + n > len || 8 + n > buf.len() as u64 {
         out.push(
             Finding::new(
                 Code::HeaderPastEof,
@@ -526,6 +550,12 @@ fn check_sizes(
     true
 }
 
+/// A data-section offset as a file offset. Declared offsets may be anywhere up to 2^64 - 1, so the
+/// sum is taken in 128 bits: messages print the values as declared, never a wrapped number.
+fn file_off(data_start: u64, off: u64) -> u128 {
+    u128::from(data_start) + u128::from(off)
+}
+
 /// One walk over the ranges sorted by offset proves contiguity: no overlap, no hole, full coverage.
 fn check_layout(ranged: &[TensorEntry], data_len: u64, data_start: u64, file: &str, out: &mut Vec<Finding>) {
     let mut order: Vec<usize> = (0..ranged.len()).collect();
@@ -545,8 +575,8 @@ fn check_layout(ranged: &[TensorEntry], data_len: u64, data_start: u64, file: &s
                     format!(
                         "data bytes [{cursor}, {}) (file offsets [{}, {})) belong to no tensor (before {:?})",
                         t.begin,
-                        data_start + cursor,
-                        data_start + t.begin,
+                        file_off(data_start, cursor),
+                        file_off(data_start, t.begin),
                         t.name
                     ),
                 )
@@ -577,8 +607,8 @@ fn check_layout(ranged: &[TensorEntry], data_len: u64, data_start: u64, file: &s
                 format!(
                     "file is truncated by {} bytes: tensors need data up to file offset {}, the file ends at {}{}",
                     cursor - data_len,
-                    data_start + cursor,
-                    data_start + data_len,
+                    file_off(data_start, cursor),
+                    file_off(data_start, data_len),
                     first_past.map(|t| format!("; first tensor past the end: {:?}", t.name)).unwrap_or_default()
                 ),
             )
@@ -591,8 +621,8 @@ fn check_layout(ranged: &[TensorEntry], data_len: u64, data_start: u64, file: &s
                 format!(
                     "{} trailing bytes after the last tensor: file offsets [{}, {})",
                     data_len - cursor,
-                    data_start + cursor,
-                    data_start + data_len
+                    file_off(data_start, cursor),
+                    file_off(data_start, data_len)
                 ),
             )
             .file(file),

@@ -48,6 +48,16 @@ pub struct TensorRef<'a> {
     pub entry: &'a TensorEntry,
 }
 
+impl TensorRef<'_> {
+    /// The tensor's bytes, read from its shard (checked to be the file whose header was read).
+    pub fn read(&self) -> Result<Vec<u8>, shard::DataError> {
+        let d = self.shard.open_data()?;
+        let v = d.read_all(self.entry)?;
+        d.still_same()?;
+        Ok(v)
+    }
+}
+
 fn name_hash(name: &str) -> u64 {
     FxBuildHasher.hash_one(name)
 }
@@ -66,7 +76,9 @@ fn list_dir(root: &Path) -> Result<Listing, CheckpointError> {
     for entry in rd {
         let entry = entry.map_err(|e| CheckpointError::io(root, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !entry.path().is_file() {
+        // A FIFO, device or directory named like a shard is kept: opening it reports what it is
+        // (`not-a-regular-file`) instead of the checkpoint looking empty.
+        if !entry.path().is_file() && !name.ends_with(".safetensors") {
             continue;
         }
         if name.ends_with(".safetensors") {
@@ -102,21 +114,26 @@ impl Checkpoint {
         let mut findings = Vec::new();
         let root = source.root.clone();
         let (config_json, config) = read_config(&root, &mut findings);
-        let hf_quant_config = std::fs::read_to_string(root.join("hf_quant_config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+        let hf_quant_config = read_side_json(&root, "hf_quant_config.json", &mut findings);
 
         let listing = match &source.single_file {
             Some(f) => Listing { safetensors: vec![f.clone()], ..Listing::default() },
             None => list_dir(&root)?,
         };
         let index_path = root.join(index::INDEX_NAME);
-        // The index is mapped, not copied: DeepSeek-size indexes are several megabytes.
-        let index_map = match &source.single_file {
-            None if index_path.is_file() => Some(map_file(&index_path)?),
+        // Read whole (bounded): DeepSeek-size indexes are several megabytes.
+        let index_bytes: Option<Vec<u8>> = match &source.single_file {
+            None => match crate::fsutil::read_bounded(&index_path, crate::fsutil::INDEX_CAP) {
+                Ok(b) => Some(b),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => {
+                    findings.push(read_finding(&e, index::INDEX_NAME));
+                    None
+                }
+            },
             _ => None,
         };
-        let index_text: Option<&str> = match &index_map {
+        let index_text: Option<&str> = match &index_bytes {
             Some(m) => match std::str::from_utf8(m) {
                 Ok(t) => Some(t),
                 Err(e) => {
@@ -129,6 +146,7 @@ impl Checkpoint {
             },
             None => None,
         };
+        let had_index_file = index_bytes.is_some() || std::fs::symlink_metadata(&index_path).is_ok();
         // Parse the index while the shard headers are parsed: every listed shard is opened on
         // speculation; the index then decides which of them vLLM would read.
         let (parsed_index, opened) = rayon::join(
@@ -156,7 +174,7 @@ impl Checkpoint {
             }
             None => (None, Vec::new()),
         };
-        let selected = select(&root, &listing, index.as_ref(), index_map.is_some(), &mut findings);
+        let selected = select(&root, &listing, index.as_ref(), had_index_file, &mut findings);
 
         let mut by_file: std::collections::HashMap<String, (Shard, Vec<Finding>)> =
             opened.into_iter().map(|(s, f)| (s.name.clone(), (s, f))).collect();
@@ -319,39 +337,57 @@ impl Checkpoint {
     }
 }
 
-/// A read-only map of a whole file (an empty file maps to an empty slice).
-fn map_file(path: &Path) -> Result<MapOrEmpty, CheckpointError> {
-    let f = std::fs::File::open(path).map_err(|e| CheckpointError::io(path, e))?;
-    let len = f.metadata().map_err(|e| CheckpointError::io(path, e))?.len();
-    if len == 0 {
-        return Ok(MapOrEmpty(None));
-    }
-    // SAFETY: read-only map of a file we only read; see `Shard::open`.
-    let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| CheckpointError::io(path, e))?;
-    Ok(MapOrEmpty(Some(m)))
+/// A finding for a JSON side file that a bounded read refused.
+fn read_finding(e: &crate::fsutil::ReadError, file: &str) -> Finding {
+    use crate::fsutil::ReadError;
+    let code = match e {
+        ReadError::NotRegular { .. } => Code::NotRegularFile,
+        ReadError::TooLarge { .. } => Code::FileTooLarge,
+        ReadError::Io { .. } if file == index::INDEX_NAME => Code::IndexNotJson,
+        ReadError::Io { .. } => Code::ConfigInvalid,
+    };
+    Finding::new(code, e.to_string()).file(file)
 }
 
-struct MapOrEmpty(Option<memmap2::Mmap>);
-
-impl std::ops::Deref for MapOrEmpty {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        self.0.as_deref().unwrap_or(&[])
+/// An optional JSON side file (hf_quant_config.json): absent is fine; present but unreadable,
+/// refused or not JSON is a finding, never a silent skip.
+fn read_side_json(root: &Path, name: &str, out: &mut Vec<Finding>) -> Option<Value> {
+    let path = root.join(name);
+    match crate::fsutil::read_bounded(&path, crate::fsutil::JSON_CAP) {
+        Ok(b) => match serde_json::from_slice::<Value>(&b) {
+            Ok(v) if v.is_object() => Some(v),
+            Ok(_) => {
+                out.push(Finding::new(Code::ConfigInvalid, format!("{name} is not a JSON object")).file(name));
+                None
+            }
+            Err(e) => {
+                out.push(
+                    Finding::new(Code::ConfigInvalid, format!("{name} line {} column {}: {e}", e.line(), e.column()))
+                        .file(name),
+                );
+                None
+            }
+        },
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            out.push(read_finding(&e, name));
+            None
+        }
     }
 }
 
 fn read_config(root: &Path, out: &mut Vec<Finding>) -> (Option<Value>, Option<ModelConfig>) {
     let path = root.join("config.json");
-    let text = match std::fs::read_to_string(&path) {
+    let text = match crate::fsutil::read_bounded_string(&path, crate::fsutil::JSON_CAP) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             out.push(
                 Finding::new(Code::ConfigMissing, format!("no config.json in {}", root.display())).file("config.json"),
             );
             return (None, None);
         }
         Err(e) => {
-            out.push(Finding::new(Code::ConfigInvalid, format!("cannot read config.json: {e}")).file("config.json"));
+            out.push(read_finding(&e, "config.json"));
             return (None, None);
         }
     };
@@ -387,7 +423,8 @@ fn select(
         Some(idx) => {
             let mut present = Vec::new();
             for (i, f) in idx.shards.iter().enumerate() {
-                if root.join(f).is_file() {
+                // There but a FIFO / device / directory: opening it names what it is.
+                if std::fs::metadata(root.join(f)).is_ok() {
                     present.push(f.clone());
                 } else {
                     out.push(

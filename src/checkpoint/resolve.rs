@@ -34,6 +34,10 @@ pub fn resolve(input: &str) -> Result<Source, CheckpointError> {
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         return Ok(Source { root, single_file: Some(name), hf_repo: None });
     }
+    if std::fs::metadata(p).is_ok() {
+        // There, but a FIFO, a device or a socket.
+        return Err(CheckpointError::NotACheckpoint { path: p.to_path_buf() });
+    }
     if let Some((repo, rev)) = parse_repo_id(input) {
         let cache = hf_cache_root();
         return match snapshot_dir(&cache, &repo, rev.as_deref()) {

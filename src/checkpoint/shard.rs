@@ -1,8 +1,13 @@
-//! One safetensors file: memory-mapped, header validated once.
+//! One safetensors file: its header read once (never mapped) and validated.
+//!
+//! Nothing here maps the file: a shard truncated or replaced while ckptkit reads it gives a clear
+//! error from `read`, never a SIGBUS from a mapped page that no longer exists. Tensor data is read
+//! with [`Shard::open_data`] and positional reads, which check that the file is still the one whose
+//! header was validated.
 
 use super::header::{self, Header, TensorEntry};
 use crate::findings::{Code, Finding};
-use memmap2::Mmap;
+use crate::fsutil::{self, FileIdent, ReadError};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -13,52 +18,74 @@ pub struct Shard {
     pub path: PathBuf,
     pub file_len: u64,
     pub header: Header,
-    mmap: Option<Mmap>,
+    /// The file as it was when its header was read.
+    pub ident: Option<FileIdent>,
+}
+
+/// Why a shard's tensor data cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{file}: {source}")]
+    Io { file: String, source: std::io::Error },
+    #[error("{file} {what} since its header was read; rerun on a stable copy")]
+    Changed { file: String, what: String },
+    #[error("{file}: tensor {tensor:?} [{begin}, {end}) lies outside the data section")]
+    OutOfRange { file: String, tensor: String, begin: u64, end: u64 },
+}
+
+/// An open shard for reading tensor data.
+pub struct ShardData<'a> {
+    shard: &'a Shard,
+    file: File,
 }
 
 impl Shard {
-    /// Map and validate. Never fails: an unreadable file becomes a finding and an empty shard.
+    /// Read and validate the header. Never fails: an unreadable file becomes a finding and an
+    /// empty shard.
     pub fn open(path: &Path, name: String) -> (Shard, Vec<Finding>) {
         let mut out = Vec::new();
-        let mut shard = Shard { name, path: path.to_path_buf(), file_len: 0, header: Header::default(), mmap: None };
-        let file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) => {
+        let mut shard = Shard { name, path: path.to_path_buf(), file_len: 0, header: Header::default(), ident: None };
+        let unreadable = |shard: &Shard, out: &mut Vec<Finding>, msg: String| {
+            out.push(Finding::new(Code::ShardUnreadable, msg).file(&shard.name));
+        };
+        let (file, md) = match fsutil::open_regular(path) {
+            Ok(x) => x,
+            Err(ReadError::NotRegular { kind, .. }) => {
                 out.push(
-                    Finding::new(Code::ShardUnreadable, format!("cannot open {}: {e}", path.display()))
+                    Finding::new(Code::NotRegularFile, format!("{} is {kind}, not a regular file", path.display()))
                         .file(&shard.name),
                 );
                 return (shard, out);
             }
-        };
-        shard.file_len = match file.metadata() {
-            Ok(m) => m.len(),
             Err(e) => {
-                out.push(
-                    Finding::new(Code::ShardUnreadable, format!("cannot stat {}: {e}", path.display()))
-                        .file(&shard.name),
-                );
+                unreadable(&shard, &mut out, format!("cannot open {e}"));
                 return (shard, out);
             }
         };
+        shard.file_len = md.len();
+        shard.ident = Some(FileIdent::of(&md));
         if shard.file_len == 0 {
             shard.header = header::validate(&[], &shard.name, &mut out);
             return (shard, out);
         }
-        // SAFETY: the map is read-only. A file truncated underneath us while mapped could fault;
-        // that is the same contract every mmap-based safetensors loader has.
-        let mmap = match unsafe { Mmap::map(&file) } {
-            Ok(m) => m,
-            Err(e) => {
-                out.push(
-                    Finding::new(Code::ShardUnreadable, format!("cannot map {}: {e}", path.display()))
-                        .file(&shard.name),
-                );
+        // The first 8 bytes say how long the header is; read exactly that much (bounded by the cap
+        // and by the file's length before anything is allocated).
+        let mut first = vec![0u8; 8.min(shard.file_len) as usize];
+        if let Err(e) = fsutil::read_exact_at(&file, &mut first, 0) {
+            unreadable(&shard, &mut out, format!("cannot read {}: {e}", path.display()));
+            return (shard, out);
+        }
+        let want = header::prefix_len(&first, shard.file_len) as usize;
+        let mut buf = first;
+        if want > buf.len() {
+            let have = buf.len();
+            buf.resize(want, 0);
+            if let Err(e) = fsutil::read_exact_at(&file, &mut buf[have..], have as u64) {
+                unreadable(&shard, &mut out, format!("cannot read the header of {}: {e}", path.display()));
                 return (shard, out);
             }
-        };
-        shard.header = header::validate(&mmap, &shard.name, &mut out);
-        shard.mmap = Some(mmap);
+        }
+        shard.header = header::validate_prefix(&buf, shard.file_len, &shard.name, &mut out);
         (shard, out)
     }
 
@@ -70,39 +97,72 @@ impl Shard {
         self.header.tensors.iter().map(|t| t.nbytes()).sum()
     }
 
-    /// The bytes of one tensor, or None when they lie outside the file (a truncated shard).
-    pub fn data(&self, t: &TensorEntry) -> Option<&[u8]> {
-        let m = self.mmap.as_ref()?;
-        let b = self.header.data_start.checked_add(t.begin)?;
-        let e = self.header.data_start.checked_add(t.end)?;
-        m.get(usize::try_from(b).ok()?..usize::try_from(e).ok()?)
-    }
-
-    /// Drop this process's mapping of the shard's pages (the page cache keeps them): streaming
-    /// conversions call it after each shard so resident memory stays bounded by one shard's work,
-    /// not the checkpoint. Later reads fault the pages back in from the file.
-    pub fn release(&self) {
-        if let Some(m) = &self.mmap {
-            // SAFETY: the map is read-only and file-backed, so DONTNEED only discards this process's
-            // page-table entries; the contents stay those of the file.
-            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
-        }
-    }
-
-    /// As [`Shard::release`], for the whole pages inside one tensor's bytes.
-    pub fn release_tensor(&self, t: &TensorEntry) {
-        let Some(m) = &self.mmap else { return };
-        const PAGE: u64 = 4096;
-        let b = (self.header.data_start + t.begin).div_ceil(PAGE) * PAGE;
-        let e = ((self.header.data_start + t.end) / PAGE * PAGE).min(m.len() as u64);
-        if e > b {
-            // SAFETY: as in `release`: a read-only, file-backed map.
-            let _ =
-                unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, b as usize, (e - b) as usize) };
-        }
-    }
-
     pub fn find(&self, name: &str) -> Option<&TensorEntry> {
         self.header.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// Open the file for reading tensor data, checking it is still the file whose header was read.
+    pub fn open_data(&self) -> Result<ShardData<'_>, DataError> {
+        let (file, md) = fsutil::open_regular(&self.path).map_err(|e| DataError::Io {
+            file: self.name.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let d = ShardData { shard: self, file };
+        d.check_ident(&FileIdent::of(&md))?;
+        Ok(d)
+    }
+}
+
+impl ShardData<'_> {
+    fn check_ident(&self, now: &FileIdent) -> Result<(), DataError> {
+        match self.shard.ident.as_ref().and_then(|was| was.change(now)) {
+            Some(what) => Err(DataError::Changed { file: self.shard.name.clone(), what }),
+            None => Ok(()),
+        }
+    }
+
+    /// Check that neither the open file nor the name has changed since the header was read: call
+    /// after the last read, so a shard rewritten in place or renamed over is never taken as read.
+    pub fn still_same(&self) -> Result<(), DataError> {
+        let io = |source| DataError::Io { file: self.shard.name.clone(), source };
+        self.check_ident(&FileIdent::of(&self.file.metadata().map_err(io)?))?;
+        let by_name = std::fs::metadata(&self.shard.path).map_err(io)?;
+        self.check_ident(&FileIdent::of(&by_name))
+    }
+
+    /// Read `buf.len()` bytes of tensor `t` starting `skip` bytes into it.
+    pub fn read(&self, t: &TensorEntry, skip: u64, buf: &mut [u8]) -> Result<(), DataError> {
+        let h = &self.shard.header;
+        let begin = h.data_start.checked_add(t.begin).and_then(|b| b.checked_add(skip));
+        let end = begin.and_then(|b| b.checked_add(buf.len() as u64));
+        let (Some(begin), Some(end)) = (begin, end) else {
+            return Err(self.out_of_range(t));
+        };
+        if end > h.data_start.saturating_add(t.end) {
+            return Err(self.out_of_range(t));
+        }
+        fsutil::read_exact_at(&self.file, buf, begin).map_err(|e| {
+            let what = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                format!("was truncated while being read (tensor {:?}: {e})", t.name)
+            } else {
+                format!("could not be read (tensor {:?} at file offset {begin}: {e})", t.name)
+            };
+            DataError::Changed { file: self.shard.name.clone(), what }
+        })
+    }
+
+    /// The whole tensor as a new vector (scales, small tensors).
+    pub fn read_all(&self, t: &TensorEntry) -> Result<Vec<u8>, DataError> {
+        let n = usize::try_from(t.nbytes()).map_err(|_| self.out_of_range(t))?;
+        if t.end > self.shard.file_len.saturating_sub(self.shard.header.data_start) {
+            return Err(self.out_of_range(t));
+        }
+        let mut v = vec![0u8; n];
+        self.read(t, 0, &mut v)?;
+        Ok(v)
+    }
+
+    fn out_of_range(&self, t: &TensorEntry) -> DataError {
+        DataError::OutOfRange { file: self.shard.name.clone(), tensor: t.name.clone(), begin: t.begin, end: t.end }
     }
 }

@@ -1,23 +1,37 @@
 //! `ckptkit dequant`: a whole fp8 checkpoint to bf16 (f16, f32), streaming.
 //!
 //! Every fp8 weight is dequantized with its scale, its scale tensors (and `input_scale`) dropped,
-//! every other tensor copied bit for bit. The output mirrors the input's shards; each is written to
-//! a temporary file and renamed into place only when complete, so an interrupted run leaves only
-//! whole shards, and a rerun keeps those whose header and length match the plan. Memory: inputs are
-//! memory-mapped, dequantization goes through one reused buffer of at most [`BAND_BYTES`].
+//! every other tensor copied bit for bit. The output mirrors the input's shards.
+//!
+//! **Nothing lost.** `--out` must be empty, or hold an earlier run of the same conversion (its
+//! state file, [`state`]), unless `--force`. One process writes an output at a time (an `flock` on
+//! `OUT/.ckptkit-dequant.lock`; `--part` runs share it and each holds its own part lock). Each shard
+//! is written to a unique temporary file (`O_EXCL|O_NOFOLLOW`), hashed (blake3) as it is written,
+//! renamed into place when complete and then recorded in the state file; a failed run removes its
+//! temporary file. A rerun keeps a shard only when it still has the recorded size and hash
+//! (`--trust-existing`: size and header only).
+//!
+//! **Inputs that change.** Inputs are read with positional reads, never mapped: a shard truncated,
+//! rewritten or replaced during the run ends it with an error naming the shard, not a SIGBUS.
+//! Memory: one reused input band and one output band of at most [`BAND_BYTES`].
+//!
 //! `--part K/N` converts a disjoint, byte-balanced share of the shards; `--finalize` then writes the
 //! index, config.json without `quantization_config`, and the other files.
 
+pub mod state;
 pub mod writer;
 
 use crate::arch::audit_rules;
+use crate::checkpoint::shard::{DataError, ShardData};
 use crate::checkpoint::{Checkpoint, Shard, TensorRef};
+use crate::fsutil::{self, LockError, TempFile};
 use crate::findings::{Code, Finding, Severity};
 use crate::quant::fp8::{dequantize, scales_to_f32, Fp8Format, KernelError, OutDtype, Output, Scales};
 use crate::quant::{pair_fp8, QuantScheme, ScaleLayout};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
+use std::time::Duration;
 use std::path::{Path, PathBuf};
 use writer::OutTensor;
 
@@ -26,7 +40,8 @@ compile_error!("ckptkit writes little-endian tensor data straight from memory");
 
 /// The largest dequantized band held in memory at once.
 pub const BAND_BYTES: usize = 64 << 20;
-const TMP_SUFFIX: &str = ".tmp-ckptkit";
+/// Copies go through a buffer of this size.
+const COPY_CHUNK: usize = 8 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -40,6 +55,25 @@ pub struct Options {
     pub verify: bool,
     /// Show a progress bar (only honoured on a terminal).
     pub progress: bool,
+    /// Write into a non-empty `--out` that is not an earlier run of this conversion.
+    pub force: bool,
+    /// On a rerun, keep a recorded shard whose size and header match without re-hashing it.
+    pub trust_existing: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            out: PathBuf::new(),
+            dtype: OutDtype::BF16,
+            part: None,
+            finalize_only: false,
+            verify: false,
+            progress: false,
+            force: false,
+            trust_existing: false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,16 +84,54 @@ pub enum ConvertError {
     Unsupported(String),
     #[error("the output directory is the input directory ({0}); choose another --out")]
     OutputIsInput(PathBuf),
+    #[error("{} is not empty and is not an earlier `ckptkit dequant` of this checkpoint: it holds {} ({} entries); nothing was written", out.display(), sample.join(", "), count)]
+    OutNotEmpty { out: PathBuf, sample: Vec<String>, count: usize },
+    #[error("{} holds another conversion ({}): {why}; nothing was written", out.display(), state.display())]
+    OtherConversion { out: PathBuf, state: PathBuf, why: String },
+    #[error("{} is not a directory", .0.display())]
+    OutNotDir(PathBuf),
+    #[error("another ckptkit is writing this output: {0}")]
+    Locked(#[source] LockError),
     #[error("cannot finalize: {} shard(s) are not converted yet: {}", missing.len(), missing.join(", "))]
     NotReady { missing: Vec<String> },
     #[error("--part {k}/{n}: K must be between 1 and N")]
     BadPart { k: usize, n: usize },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("input {0}")]
+    Input(#[from] DataError),
     #[error("{tensor}: {source}")]
     Kernel { tensor: String, source: KernelError },
     #[error("verification failed: {file}: {detail}")]
     Verify { file: String, detail: String },
+}
+
+impl crate::ui::Help for ConvertError {
+    fn help(&self) -> String {
+        match self {
+            ConvertError::Refused { .. } => "fix the checkpoint (`ckptkit audit MODEL` explains each finding), then rerun".into(),
+            ConvertError::Unsupported(_) => "dequant converts fp8 checkpoints; for other schemes see `ckptkit audit MODEL`".into(),
+            ConvertError::OutputIsInput(_) => "pass an empty or new directory as --out".into(),
+            ConvertError::OutNotEmpty { .. } => {
+                "choose an empty or new --out, or pass --force to write into it anyway (files with the shard, index and config names are replaced)".into()
+            }
+            ConvertError::OtherConversion { .. } => {
+                "choose another --out, or pass --force to replace that conversion".into()
+            }
+            ConvertError::OutNotDir(_) => "pass a directory (new or empty) as --out".into(),
+            ConvertError::Locked(_) => {
+                "wait for that process to finish (or stop it); a lock left by a process that died is released by the system".into()
+            }
+            ConvertError::NotReady { .. } => "run the missing --part jobs (or a run without --part), then --finalize".into(),
+            ConvertError::BadPart { .. } => "use --part K/N with 1 <= K <= N, e.g. --part 3/8".into(),
+            ConvertError::Io { .. } => "check the path, its permissions and the free space on its file system".into(),
+            ConvertError::Input(_) => {
+                "the input changed while it was read; rerun when nothing writes to it (finished shards are kept)".into()
+            }
+            ConvertError::Kernel { .. } => "the tensor and its scale disagree; `ckptkit audit MODEL` names the pair".into(),
+            ConvertError::Verify { .. } => "rerun without --trust-existing; the shard named is rewritten".into(),
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ConvertError + '_ {
@@ -83,6 +155,8 @@ pub struct Summary {
     pub seconds: f64,
     pub finalized: bool,
     pub verified: bool,
+    /// The state file this run recorded its shards in.
+    pub state_file: String,
 }
 
 /// What one output tensor is made from.
@@ -228,17 +302,138 @@ fn part_of(plan: &Plan<'_>, k: usize, n: usize) -> Vec<usize> {
     mine
 }
 
-/// Whether `path` already holds exactly the planned shard.
-fn is_complete(path: &Path, sp: &ShardPlan<'_>) -> bool {
-    let Ok(md) = std::fs::metadata(path) else { return false };
-    if md.len() != sp.len {
-        return false;
+/// The conversion's identity (see [`state::State::conversion`]).
+fn conversion_id(plan: &Plan<'_>, dtype: OutDtype) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(format!("{dtype:?}\n").as_bytes());
+    for sp in &plan.shards {
+        let ident = sp.input.ident;
+        h.update(sp.input.name.as_bytes());
+        h.update(&[0]);
+        h.update(&ident.map(|i| i.len).unwrap_or(0).to_le_bytes());
+        h.update(&ident.map(|i| i.mtime_ns).unwrap_or(0).to_le_bytes());
+        h.update(blake3::hash(&sp.header).as_bytes());
     }
-    let mut head = vec![0u8; sp.header.len()];
-    match std::fs::File::open(path) {
-        Ok(mut f) => std::io::Read::read_exact(&mut f, &mut head).is_ok() && head == sp.header,
-        Err(_) => false,
+    h.finalize().to_hex().to_string()
+}
+
+/// The output directory, locked for this run, with what earlier runs of the same conversion finished.
+struct OutDir {
+    _locks: Vec<fsutil::Lock>,
+    state_path: PathBuf,
+    state: state::State,
+    /// Shards recorded finished by any state file of this conversion.
+    done: BTreeMap<String, state::Done>,
+}
+
+/// Create or check `--out`, take the locks, and make sure it is empty or this conversion's.
+fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, opts: &Options) -> Result<OutDir, ConvertError> {
+    let out = &opts.out;
+    match std::fs::metadata(out) {
+        Ok(md) if !md.is_dir() => return Err(ConvertError::OutNotDir(out.clone())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(out).map_err(io(out))?,
+        Err(e) => return Err(ConvertError::Io { path: out.clone(), source: e }),
     }
+    let whole = opts.part.is_none() || opts.finalize_only;
+    let mut locks = vec![fsutil::Lock::try_acquire(&out.join(state::LOCK), whole).map_err(ConvertError::Locked)?];
+    if let (Some((k, n)), false) = (opts.part, opts.finalize_only) {
+        locks.push(fsutil::Lock::try_acquire(&out.join(state::part_lock(k, n)), true).map_err(ConvertError::Locked)?);
+    }
+
+    let id = conversion_id(plan, opts.dtype);
+    let mut foreign = Vec::new();
+    let mut count = 0usize;
+    let mut states = Vec::new();
+    let mut stale_tmp = Vec::new();
+    for e in std::fs::read_dir(out).map_err(io(out))? {
+        let e = e.map_err(io(out))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.contains(fsutil::TMP_MARK) {
+            stale_tmp.push(name);
+        } else if state::is_state_file(&name) {
+            states.push(name);
+        } else if !state::is_bookkeeping(&name) {
+            count += 1;
+            if foreign.len() < 5 {
+                foreign.push(name);
+            }
+        }
+    }
+    let mut done = BTreeMap::new();
+    for name in &states {
+        let path = out.join(name);
+        let other = match state::State::read(&path) {
+            Ok(s) if s.conversion == id => {
+                done.extend(s.shards);
+                continue;
+            }
+            Ok(s) => format!("it converted {} to {} with other inputs or options", s.input, s.dtype),
+            Err(why) => why,
+        };
+        if !opts.force {
+            return Err(ConvertError::OtherConversion { out: out.clone(), state: path, why: other });
+        }
+        // --force: that conversion is being replaced; its record no longer describes the directory.
+        std::fs::remove_file(&path).map_err(io(&path))?;
+    }
+    if count > 0 && states.is_empty() && !opts.force {
+        foreign.sort();
+        return Err(ConvertError::OutNotEmpty { out: out.clone(), sample: foreign, count });
+    }
+    // Temporary files of runs that died. A part removes only those of its own shards (the others
+    // may belong to a live part); a whole run holds the directory alone.
+    let mine: HashSet<&str> = plan.shards.iter().map(|sp| sp.input.name.as_str()).collect();
+    for name in stale_tmp {
+        let shard_of = name.strip_prefix('.').and_then(|n| n.split(fsutil::TMP_MARK).next()).unwrap_or("");
+        if fsutil::is_stale_tmp(&name) && (whole || mine.contains(shard_of)) {
+            let _ = std::fs::remove_file(out.join(&name));
+        }
+    }
+    let state_path = out.join(state::file_name(if opts.finalize_only { None } else { opts.part }));
+    let mut st = match state::State::read(&state_path) {
+        Ok(s) if s.conversion == id => s,
+        _ => state::State::new(id, ck.source.root.display().to_string(), format!("{:?}", opts.dtype).to_lowercase()),
+    };
+    st.shards.retain(|name, _| plan.shards.iter().any(|sp| &sp.input.name == name));
+    // Recorded before the first shard, so a part starting beside this one sees whose directory it is.
+    st.write(&state_path).map_err(io(&state_path))?;
+    Ok(OutDir { _locks: locks, state_path, state: st, done })
+}
+
+/// Whether `path` still holds the finished shard `sp` as recorded.
+fn is_kept(path: &Path, sp: &ShardPlan<'_>, done: Option<&state::Done>, trust: bool) -> Result<bool, ConvertError> {
+    let Some(done) = done else { return Ok(false) };
+    let Ok(md) = std::fs::symlink_metadata(path) else { return Ok(false) };
+    if !md.file_type().is_file() || md.len() != sp.len || done.len != sp.len {
+        return Ok(false);
+    }
+    if done.header_blake3 != blake3::hash(&sp.header).to_hex().as_str() {
+        return Ok(false);
+    }
+    if trust {
+        let mut head = vec![0u8; sp.header.len()];
+        let f = std::fs::File::open(path).map_err(io(path))?;
+        return Ok(fsutil::read_exact_at(&f, &mut head, 0).is_ok() && head == sp.header);
+    }
+    Ok(hash_file(path)? == done.blake3)
+}
+
+/// blake3 of a whole file, read (not mapped: it may change under us) in large chunks.
+fn hash_file(path: &Path) -> Result<String, ConvertError> {
+    let (f, _) = fsutil::open_regular(path)
+        .map_err(|e| ConvertError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut r = std::io::BufReader::with_capacity(0, f);
+    loop {
+        let n = std::io::Read::read(&mut r, &mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update_rayon(&buf[..n]);
+    }
+    Ok(h.finalize().to_hex().to_string())
 }
 
 pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result<Summary, ConvertError> {
@@ -253,15 +448,16 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
         }
     }
     let plan = plan(ck, open_findings, opts.dtype)?;
+    let mut out = prepare_out(ck, &plan, opts)?;
     let mut sum = Summary {
         schema: "ckptkit.dequant/1",
         out: opts.out.display().to_string(),
         out_dtype: format!("{:?}", opts.dtype).to_lowercase(),
         part: opts.part.map(|(k, n)| format!("{k}/{n}")),
         shards_total: plan.shards.len(),
+        state_file: out.state_path.display().to_string(),
         ..Summary::default()
     };
-    std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     let mine: Vec<usize> = match opts.part {
         Some((k, n)) => part_of(&plan, k, n),
         None => (0..plan.shards.len()).collect(),
@@ -272,16 +468,25 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
         let mut buf = BandBuf::new(opts.dtype);
         let abort_after: Option<usize> =
             std::env::var("CKPTKIT_FAULT_ABORT_AFTER_SHARDS").ok().and_then(|v| v.parse().ok());
+        let pause: Option<Duration> =
+            std::env::var("CKPTKIT_FAULT_PAUSE_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
         let mut written = 0usize;
         for &i in &mine {
             let sp = &plan.shards[i];
             let dst = opts.out.join(&sp.input.name);
-            if is_complete(&dst, sp) {
+            if is_kept(&dst, sp, out.done.get(&sp.input.name), opts.trust_existing)? {
                 sum.shards_kept += 1;
+                out.state.shards.insert(sp.input.name.clone(), out.done[&sp.input.name].clone());
             } else {
+                if let Some(p) = pause {
+                    // Test hook (CKPTKIT_FAULT_PAUSE_MS): hold the lock and the plan while a test
+                    // changes the input or starts a second writer.
+                    std::thread::sleep(p);
+                }
                 let fault = abort_after == Some(written);
-                write_shard(sp, &dst, &mut buf, fault)?;
-                release_inputs(sp);
+                let done = write_shard(sp, &opts.out, &dst, &mut buf, fault)?;
+                out.state.shards.insert(sp.input.name.clone(), done);
+                out.state.write(&out.state_path).map_err(io(&out.state_path))?;
                 written += 1;
                 sum.shards_written += 1;
                 sum.bytes_read += sp.in_bytes;
@@ -297,6 +502,7 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
                 b.inc(sp.in_bytes);
             }
         }
+        out.state.write(&out.state_path).map_err(io(&out.state_path))?;
         if let Some(b) = bar {
             b.finish_and_clear();
         }
@@ -306,17 +512,20 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
         let mut buf = BandBuf::new(opts.dtype);
         for &i in &mine {
             verify_shard(&plan.shards[i], &opts.out.join(&plan.shards[i].input.name), &mut buf)?;
-            release_inputs(&plan.shards[i]);
         }
         sum.verified = true;
     }
     if opts.part.is_none() || opts.finalize_only {
-        let missing: Vec<String> = plan
-            .shards
-            .iter()
-            .filter(|sp| !is_complete(&opts.out.join(&sp.input.name), sp))
-            .map(|sp| sp.input.name.clone())
-            .collect();
+        // Every shard recorded by some run of this conversion, with its recorded size and layout.
+        let mut all = out.done.clone();
+        all.extend(out.state.shards.clone());
+        let mut missing = Vec::new();
+        for sp in &plan.shards {
+            let path = opts.out.join(&sp.input.name);
+            if !is_kept(&path, sp, all.get(&sp.input.name), true)? {
+                missing.push(sp.input.name.clone());
+            }
+        }
         if !missing.is_empty() {
             return Err(ConvertError::NotReady { missing });
         }
@@ -347,22 +556,24 @@ fn progress_bar(wanted: bool, total: u64) -> Option<indicatif::ProgressBar> {
     Some(b)
 }
 
-/// One reused output buffer for dequantized bands.
+/// Reused buffers: the fp8 codes of one band (read from the input) and its dequantized output.
 struct BandBuf {
     dtype: OutDtype,
+    codes: Vec<u8>,
     b16: Vec<u16>,
     b32: Vec<f32>,
 }
 
 impl BandBuf {
     fn new(dtype: OutDtype) -> Self {
-        BandBuf { dtype, b16: Vec::new(), b32: Vec::new() }
+        BandBuf { dtype, codes: Vec::new(), b16: Vec::new(), b32: Vec::new() }
     }
 
-    /// Dequantize rows `[r0, r0+nrows)` of matrix `m` into the buffer; returns its bytes.
+    /// Read and dequantize rows `[r0, r0+nrows)` of matrix `m` into the buffer; returns its bytes.
     fn band(
         &mut self,
         item: &Item<'_>,
+        data: &ShardData<'_>,
         scales: &[f32],
         m: usize,
         r0: usize,
@@ -372,11 +583,12 @@ impl BandBuf {
         let shape = &weight.entry.shape;
         let (n, k) = (shape[shape.len() - 2] as usize, shape[shape.len() - 1] as usize);
         let mats = (weight.entry.numel() as usize) / (n * k).max(1);
-        let codes = weight.shard.data(weight.entry).ok_or_else(|| ConvertError::Verify {
-            file: weight.shard.name.clone(),
-            detail: format!("{}: data outside the file", weight.entry.name),
-        })?;
-        let codes = &codes[(m * n + r0) * k..(m * n + r0 + nrows) * k];
+        let len = nrows * k;
+        if self.codes.len() < len {
+            self.codes.resize(len, 0);
+        }
+        data.read(weight.entry, ((m * n + r0) * k) as u64, &mut self.codes[..len])?;
+        let codes = &self.codes[..len];
         let sc: &[f32] = match layout {
             ScaleLayout::Block { n: bn, k: bk } => {
                 let (bn, gk) = (bn as usize, k.div_ceil(bk as usize));
@@ -396,7 +608,6 @@ impl BandBuf {
         let sh = [nrows as u64, k as u64];
         let s = Scales { values: sc, layout };
         let err = |source| ConvertError::Kernel { tensor: weight.entry.name.clone(), source };
-        let len = nrows * k;
         Ok(match self.dtype {
             OutDtype::F32 => {
                 if self.b32.len() < len {
@@ -447,67 +658,104 @@ fn bands(item: &Item<'_>, out_bytes: usize) -> Vec<(usize, usize, usize)> {
     v
 }
 
+/// The scales of a dequant item as f32, read from their shard (checked unchanged after the read).
 fn scales_of(item: &Item<'_>) -> Result<Vec<f32>, ConvertError> {
     let Item::Dequant { scale, .. } = *item else { return Ok(Vec::new()) };
-    let bytes = scale.shard.data(scale.entry).ok_or_else(|| ConvertError::Verify {
-        file: scale.shard.name.clone(),
-        detail: format!("{}: data outside the file", scale.entry.name),
-    })?;
-    scales_to_f32(bytes, scale.entry.dtype)
+    let d = scale.shard.open_data()?;
+    let bytes = d.read_all(scale.entry)?;
+    d.still_same()?;
+    scales_to_f32(&bytes, scale.entry.dtype)
         .map_err(|source| ConvertError::Kernel { tensor: scale.entry.name.clone(), source })
 }
 
-/// Release the pages of every input shard this output shard read from.
-fn release_inputs(sp: &ShardPlan<'_>) {
-    sp.input.release();
-    for it in &sp.items {
-        if let Item::Dequant { scale, weight, .. } = it {
-            if !std::ptr::eq(scale.shard, sp.input) {
-                scale.shard.release();
-            }
-            if !std::ptr::eq(weight.shard, sp.input) {
-                weight.shard.release();
-            }
+/// A writer that hashes every byte it passes on: the shard's blake3 is known when it is complete.
+struct Hashing<W: Write> {
+    inner: W,
+    hash: blake3::Hasher,
+}
+
+impl<W: Write> Hashing<W> {
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if bytes.len() >= 1 << 20 {
+            self.hash.update_rayon(bytes);
+        } else {
+            self.hash.update(bytes);
         }
+        self.inner.write_all(bytes)
     }
 }
 
-fn write_shard(sp: &ShardPlan<'_>, dst: &Path, buf: &mut BandBuf, fault: bool) -> Result<(), ConvertError> {
-    if let Some(parent) = dst.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
+/// Write one shard through a temporary file; returns what the state file records for it.
+fn write_shard(
+    sp: &ShardPlan<'_>,
+    out: &Path,
+    dst: &Path,
+    buf: &mut BandBuf,
+    fault: bool,
+) -> Result<state::Done, ConvertError> {
+    if let Some(parent) = Path::new(&sp.input.name).parent().filter(|p| !p.as_os_str().is_empty()) {
+        fsutil::create_dirs_below(out, parent).map_err(io(&out.join(parent)))?;
     }
-    let tmp = PathBuf::from(format!("{}{TMP_SUFFIX}", dst.display()));
-    let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    let mut w = std::io::BufWriter::with_capacity(8 << 20, file);
-    w.write_all(&sp.header).map_err(io(&tmp))?;
-    for (i, it) in sp.items.iter().enumerate() {
-        if fault && i * 2 >= sp.items.len() {
-            // Test hook (CKPTKIT_FAULT_ABORT_AFTER_SHARDS): die half-way through a shard, as a kill would.
-            w.flush().map_err(io(&tmp))?;
-            std::process::abort();
-        }
-        match it {
-            Item::Copy(t) => {
-                let d = t.shard.data(t.entry).ok_or_else(|| ConvertError::Verify {
-                    file: t.shard.name.clone(),
-                    detail: format!("{}: data outside the file", t.entry.name),
-                })?;
-                w.write_all(d).map_err(io(&tmp))?;
-                t.shard.release_tensor(t.entry);
+    let mut tmp = TempFile::beside(dst).map_err(io(dst))?;
+    let tmp_path = tmp.path().to_path_buf();
+    let input = sp.input.open_data()?;
+    {
+        let file = tmp.file();
+        let mut w = Hashing { inner: std::io::BufWriter::with_capacity(8 << 20, &mut *file), hash: blake3::Hasher::new() };
+        w.put(&sp.header).map_err(io(&tmp_path))?;
+        let mut chunk = Vec::new();
+        for (i, it) in sp.items.iter().enumerate() {
+            if fault && i * 2 >= sp.items.len() {
+                // Test hook (CKPTKIT_FAULT_ABORT_AFTER_SHARDS): die half-way through a shard, as a kill would.
+                w.inner.flush().map_err(io(&tmp_path))?;
+                std::process::abort();
             }
-            Item::Dequant { weight, .. } => {
-                let scales = scales_of(it)?;
-                for (m, r0, nr) in bands(it, buf.dtype.bytes()) {
-                    let bytes = buf.band(it, &scales, m, r0, nr)?;
-                    w.write_all(bytes).map_err(io(&tmp))?;
+            match it {
+                Item::Copy(t) => {
+                    let data = if std::ptr::eq(t.shard, sp.input) { None } else { Some(t.shard.open_data()?) };
+                    let d = data.as_ref().unwrap_or(&input);
+                    let total = t.entry.nbytes();
+                    let mut off = 0u64;
+                    while off < total {
+                        let n = (total - off).min(COPY_CHUNK as u64) as usize;
+                        chunk.resize(n, 0);
+                        d.read(t.entry, off, &mut chunk)?;
+                        w.put(&chunk).map_err(io(&tmp_path))?;
+                        off += n as u64;
+                    }
+                    if let Some(d) = &data {
+                        d.still_same()?;
+                    }
                 }
-                weight.shard.release_tensor(weight.entry);
+                Item::Dequant { weight, .. } => {
+                    let scales = scales_of(it)?;
+                    let data = if std::ptr::eq(weight.shard, sp.input) { None } else { Some(weight.shard.open_data()?) };
+                    let d = data.as_ref().unwrap_or(&input);
+                    for (m, r0, nr) in bands(it, buf.dtype.bytes()) {
+                        let bytes = buf.band(it, d, &scales, m, r0, nr)?;
+                        w.put(bytes).map_err(io(&tmp_path))?;
+                    }
+                    if let Some(d) = &data {
+                        d.still_same()?;
+                    }
+                }
             }
         }
+        // Everything read came from the file whose header was planned, unchanged to the last read.
+        input.still_same()?;
+        w.inner.flush().map_err(io(&tmp_path))?;
+        let hash = w.hash.finalize().to_hex().to_string();
+        drop(w);
+        let len = file.metadata().map_err(io(&tmp_path))?.len();
+        if len != sp.len {
+            return Err(ConvertError::Verify {
+                file: sp.input.name.clone(),
+                detail: format!("wrote {len} bytes, planned {}", sp.len),
+            });
+        }
+        tmp.commit_nosync(dst).map_err(io(dst))?;
+        Ok(state::Done { len, header_blake3: blake3::hash(&sp.header).to_hex().to_string(), blake3: hash })
     }
-    let file = w.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;
-    drop(file);
-    std::fs::rename(&tmp, dst).map_err(io(dst))
 }
 
 fn verify_shard(sp: &ShardPlan<'_>, path: &Path, buf: &mut BandBuf) -> Result<(), ConvertError> {
@@ -522,45 +770,61 @@ fn verify_shard(sp: &ShardPlan<'_>, path: &Path, buf: &mut BandBuf) -> Result<()
             detail: format!("{} tensors, {} planned", out.tensors().len(), sp.out.len()),
         });
     }
+    let got_data = out.open_data()?;
+    let input = sp.input.open_data()?;
+    let mut got = Vec::new();
+    let mut want_copy = Vec::new();
     for ((e, plan), it) in out.tensors().iter().zip(&sp.out).zip(&sp.items) {
         if e.name != plan.name || e.dtype != plan.dtype || e.shape != plan.shape {
             return Err(ConvertError::Verify { file: name, detail: format!("{} differs from the plan", e.name) });
         }
-        let got = out
-            .data(e)
-            .ok_or_else(|| ConvertError::Verify { file: name.clone(), detail: format!("{}: truncated", e.name) })?;
         match it {
             Item::Copy(t) => {
-                if t.shard.data(t.entry) != Some(got) {
-                    return Err(ConvertError::Verify {
-                        file: name,
-                        detail: format!("{} is not a bit-for-bit copy", e.name),
-                    });
+                let data = if std::ptr::eq(t.shard, sp.input) { None } else { Some(t.shard.open_data()?) };
+                let d = data.as_ref().unwrap_or(&input);
+                let total = t.entry.nbytes();
+                let mut off = 0u64;
+                while off < total {
+                    let n = (total - off).min(COPY_CHUNK as u64) as usize;
+                    want_copy.resize(n, 0);
+                    got.resize(n, 0);
+                    d.read(t.entry, off, &mut want_copy)?;
+                    got_data.read(e, off, &mut got)?;
+                    if got != want_copy {
+                        return Err(ConvertError::Verify {
+                            file: name,
+                            detail: format!("{} is not a bit-for-bit copy", e.name),
+                        });
+                    }
+                    off += n as u64;
                 }
             }
-            Item::Dequant { .. } => {
+            Item::Dequant { weight, .. } => {
                 let scales = scales_of(it)?;
-                let mut off = 0;
+                let data = if std::ptr::eq(weight.shard, sp.input) { None } else { Some(weight.shard.open_data()?) };
+                let d = data.as_ref().unwrap_or(&input);
+                let mut off = 0u64;
                 for (m, r0, nr) in bands(it, buf.dtype.bytes()) {
-                    let want = buf.band(it, &scales, m, r0, nr)?;
-                    if &got[off..off + want.len()] != want {
+                    let want = buf.band(it, d, &scales, m, r0, nr)?;
+                    got.resize(want.len(), 0);
+                    got_data.read(e, off, &mut got)?;
+                    if got.as_slice() != want {
                         return Err(ConvertError::Verify {
                             file: name,
                             detail: format!("{} differs from its dequantization", e.name),
                         });
                     }
-                    off += want.len();
+                    off += want.len() as u64;
                 }
             }
         }
     }
+    input.still_same()?;
     Ok(())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ConvertError> {
-    let tmp = PathBuf::from(format!("{}{TMP_SUFFIX}", path.display()));
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    fsutil::write_atomic(path, bytes).map_err(io(path))
 }
 
 /// The index, config.json without quantization, and every other file of the checkpoint.
@@ -605,19 +869,27 @@ fn finalize(ck: &Checkpoint, plan: &Plan<'_>, opts: &Options) -> Result<(), Conv
     let root = &ck.source.root;
     let skip = |n: &str| {
         n.ends_with(".safetensors")
-            || n.ends_with(TMP_SUFFIX)
+            || n.contains(fsutil::TMP_MARK)
             || n.ends_with(".bin")
             || n.ends_with(".pt")
             || n.ends_with(".pth")
+            || state::is_bookkeeping(n)
             || matches!(n, "config.json" | "hf_quant_config.json" | crate::checkpoint::index::INDEX_NAME)
     };
     if ck.source.single_file.is_none() {
         for e in std::fs::read_dir(root).map_err(io(root))? {
             let e = e.map_err(io(root))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if e.path().is_file() && !skip(&name) {
-                std::fs::copy(e.path(), opts.out.join(&name)).map_err(io(&e.path()))?;
+            if skip(&name) {
+                continue;
             }
+            // Regular files only (a FIFO or device beside the weights is not copied), read bounded
+            // by their own length, written through a temporary file.
+            let Ok((mut src, _)) = fsutil::open_regular(&e.path()) else { continue };
+            let dst = opts.out.join(&name);
+            let mut t = TempFile::beside(&dst).map_err(io(&dst))?;
+            std::io::copy(&mut src, t.file()).map_err(io(&e.path()))?;
+            t.commit_nosync(&dst).map_err(io(&dst))?;
         }
     }
     Ok(())

@@ -24,10 +24,15 @@ use std::path::PathBuf;
 
 pub const SCHEMA: &str = "ckptkit.plan/1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Which serving stack the answers are for (`--target`, or `CKPTKIT_TARGET`; one default, `vllm`,
+/// for every command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
+    /// vLLM on NVIDIA GPUs (fp8 native on Hopper and later).
+    #[default]
     Vllm,
+    /// vLLM-Ascend on Huawei Ascend NPUs (A2/A3: no fp8, no fp4).
     VllmAscend,
 }
 
@@ -230,7 +235,8 @@ impl PlanInput {
             None
         };
         if let Some(cfg_path) = lone_config {
-            let text = std::fs::read_to_string(&cfg_path).map_err(|e| CheckpointError::io(&cfg_path, e))?;
+            let text = crate::fsutil::read_bounded_string(&cfg_path, crate::fsutil::JSON_CAP)
+                .map_err(CheckpointError::from)?;
             let v: Value = serde_json::from_str(&text).map_err(|e| PlanError::ConfigJson {
                 path: cfg_path.clone(),
                 line: e.line(),
@@ -240,7 +246,8 @@ impl PlanInput {
             let hf_quant = cfg_path
                 .parent()
                 .map(|d| d.join("hf_quant_config.json"))
-                .and_then(|q| std::fs::read_to_string(q).ok().and_then(|t| serde_json::from_str::<Value>(&t).ok()));
+                .and_then(|q| crate::fsutil::read_bounded(&q, crate::fsutil::JSON_CAP).ok())
+                .and_then(|t| serde_json::from_slice::<Value>(&t).ok());
             let config = ModelConfig::from_value(&v);
             let quant = QuantScheme::detect(Some(&v), hf_quant.as_ref());
             let shape = ModelShape::from_config(&config, quant.as_ref());
@@ -739,5 +746,18 @@ mod tests {
         let per_layer = 2 * 4 * 128 * 2;
         assert_eq!(c.kv_bytes_per_token, 2 * per_layer);
         assert_eq!(c.kv_bytes_per_seq, per_layer * 131072 + per_layer * 1024);
+    }
+}
+
+impl crate::ui::Help for PlanError {
+    fn help(&self) -> String {
+        match self {
+            PlanError::Checkpoint(e) => crate::ui::Help::help(e),
+            PlanError::ConfigJson { .. } => "fix the JSON at that line and column (or download config.json again)".into(),
+            PlanError::NoConfig { .. } => {
+                "put the model's config.json beside the weights, or pass the config.json alone: `ckptkit plan path/to/config.json`"
+                    .into()
+            }
+        }
     }
 }

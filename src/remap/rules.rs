@@ -170,6 +170,8 @@ pub struct Family {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
+    #[error(transparent)]
+    Read(#[from] crate::fsutil::ReadError),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: {message}", path.display())]
@@ -301,7 +303,7 @@ impl RuleSet {
             add(path, parse_family(path, text)?)?;
         }
         for p in extra {
-            let text = std::fs::read_to_string(p).map_err(|e| RulesError::Io { path: p.to_path_buf(), source: e })?;
+            let text = crate::fsutil::read_bounded_string(p, crate::fsutil::JSON_CAP)?;
             let path = p.to_string_lossy().into_owned();
             add(&path, parse_family(&path, &text)?)?;
         }
@@ -359,5 +361,19 @@ mod tests {
         std::fs::write(&p, r#"{"family":"x","architectures":["X"],"vllm_source":"x.py","unmapped":"maybe"}"#).unwrap();
         let e = RuleSet::load(&[p.as_path()]).unwrap_err().to_string();
         assert!(e.contains("unknown variant `maybe`"), "{e}");
+    }
+}
+
+impl crate::ui::Help for RulesError {
+    fn help(&self) -> String {
+        match self {
+            RulesError::Io { .. } | RulesError::Read(_) => {
+                "check the --rules path: a readable regular JSON file".into()
+            }
+            RulesError::Invalid { .. } => {
+                "fix the named field (README: \"Rule files\"); `ckptkit remap MODEL --emit-rules FILE` writes a valid starting point"
+                    .into()
+            }
+        }
     }
 }

@@ -36,6 +36,8 @@ pub struct StubOptions {
     pub tp: Option<u64>,
     pub lang: Lang,
     pub target: Target,
+    /// Write into a non-empty `out` (edited files are kept, see [`generate`]).
+    pub force: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,8 @@ pub enum StubError {
     Plan(#[from] crate::plan::PlanError),
     #[error("{0}")]
     Unsupported(String),
+    #[error("{} is not empty: it holds {} ({count} entries); nothing was written", out.display(), sample.join(", "))]
+    OutNotEmpty { out: PathBuf, sample: Vec<String>, count: usize },
 }
 
 /// What every generator reads.
@@ -118,21 +122,106 @@ fn camel(s: &str) -> String {
 }
 
 /// Write `text` to `dir/rel` through a temporary file renamed into place: no partial files.
-fn write(dir: &Path, rel: &str, text: &str, written: &mut Vec<PathBuf>) -> Result<(), StubError> {
+/// The record of what `stub` wrote into its output directory: relative path → blake3 of the bytes
+/// written, so a later `--force` run can tell the files a person edited from its own.
+const STATE_FILE: &str = ".ckptkit-stub.json";
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct StubState {
+    schema: String,
+    files: std::collections::BTreeMap<String, String>,
+}
+
+/// What a generation wrote.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Every file written (or left as it already was, byte-identical).
+    pub files: Vec<PathBuf>,
+    /// Files a person changed since ckptkit wrote them: (kept file, where the new version went).
+    pub kept: Vec<(PathBuf, PathBuf)>,
+}
+
+fn blake3_hex(b: &[u8]) -> String {
+    blake3::hash(b).to_hex().to_string()
+}
+
+/// Write one generated file. A file that exists and is not exactly what ckptkit last wrote there
+/// (a person edited it, or ckptkit never wrote it) is kept; the new text goes to `FILE.new`.
+fn write(dir: &Path, rel: &str, text: &str, state: &mut StubState, done: &mut Written) -> Result<(), StubError> {
     let path = dir.join(rel);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| StubError::Io { path: parent.to_path_buf(), source: e })?;
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| StubError::Io { path: p, source }
+    };
+    if let Some(parent) = Path::new(rel).parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::fsutil::create_dirs_below(dir, parent).map_err(io(&dir.join(parent)))?;
     }
-    let tmp = path.with_extension("tmp-ckptkit");
-    std::fs::write(&tmp, text).map_err(|e| StubError::Io { path: tmp.clone(), source: e })?;
+    let new_hash = blake3_hex(text.as_bytes());
+    let mut dest = path.clone();
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StubError::Io { path, source: e }),
+        Ok(md) => {
+            let current = if md.file_type().is_file() {
+                crate::fsutil::read_bounded(&path, crate::fsutil::JSON_CAP).ok().map(|b| blake3_hex(&b))
+            } else {
+                None // a symlink, a directory, a FIFO: never ours, never written through
+            };
+            if current.as_deref() == Some(new_hash.as_str()) {
+                state.files.insert(rel.to_string(), new_hash);
+                done.files.push(path);
+                return Ok(());
+            }
+            if current.is_none() || current != state.files.get(rel).cloned() {
+                dest = PathBuf::from(format!("{}.new", path.display()));
+                done.kept.push((path.clone(), dest.clone()));
+            }
+        }
+    }
+    let mut t = crate::fsutil::TempFile::beside(&dest).map_err(io(&dest))?;
+    std::io::Write::write_all(t.file(), text.as_bytes()).map_err(io(t.path()))?;
     #[cfg(unix)]
     if rel.ends_with(".sh") || rel.ends_with("smoke.py") {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755));
+        let _ = t.file().set_permissions(std::fs::Permissions::from_mode(0o755));
     }
-    std::fs::rename(&tmp, &path).map_err(|e| StubError::Io { path: path.clone(), source: e })?;
-    written.push(path);
+    t.commit(&dest).map_err(io(&dest))?;
+    if dest == path {
+        state.files.insert(rel.to_string(), new_hash);
+    }
+    done.files.push(dest);
     Ok(())
+}
+
+/// `--out` must be new or empty unless `--force`; returns the record of an earlier generation.
+fn prepare_out(out: &Path, force: bool) -> Result<StubState, StubError> {
+    let io = |source| StubError::Io { path: out.to_path_buf(), source };
+    match std::fs::metadata(out) {
+        Ok(md) if !md.is_dir() => {
+            return Err(StubError::Io {
+                path: out.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a directory"),
+            })
+        }
+        Ok(_) => {
+            let mut names: Vec<String> = std::fs::read_dir(out)
+                .map_err(io)?
+                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect();
+            if !names.is_empty() && !force {
+                names.sort();
+                let count = names.len();
+                names.truncate(5);
+                return Err(StubError::OutNotEmpty { out: out.to_path_buf(), sample: names, count });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(out).map_err(io)?,
+        Err(e) => return Err(io(e)),
+    }
+    Ok(crate::fsutil::read_bounded(&out.join(STATE_FILE), crate::fsutil::JSON_CAP)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<StubState>(&b).ok())
+        .unwrap_or_default())
 }
 
 /// The smallest feasible TP (failures of the `target` rule aside: the stub dequantizes at load), and
@@ -162,8 +251,9 @@ fn choose_tp(ck: &Checkpoint, model: &str, target: Target) -> Result<(u64, bool,
     })
 }
 
-/// Generate everything into `opts.out`; returns the files written.
-pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOptions) -> Result<Vec<PathBuf>, StubError> {
+/// Generate everything into `opts.out`: new or empty, or with `force` a directory whose files a
+/// person changed are kept (the new versions beside them as `FILE.new`).
+pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOptions) -> Result<Written, StubError> {
     let Some(cfg) = ck.config.as_ref() else {
         return Err(StubError::Unsupported(format!(
             "{model}: config.json is missing; a stub needs the model's config"
@@ -202,14 +292,16 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
         mtp_present,
         quant,
     };
-    let mut written = Vec::new();
-    std::fs::create_dir_all(&opts.out).map_err(|e| StubError::Io { path: opts.out.clone(), source: e })?;
-    for (rel, text) in python::files(&ctx) {
-        write(&opts.out, &rel, &text, &mut written)?;
+    let mut state = prepare_out(&opts.out, opts.force)?;
+    state.schema = "ckptkit.stub-state/1".into();
+    let mut written = Written::default();
+    for (rel, text) in python::files(&ctx).into_iter().chain(delivery::files(&ctx)) {
+        write(&opts.out, &rel, &text, &mut state, &mut written)?;
     }
-    for (rel, text) in delivery::files(&ctx) {
-        write(&opts.out, &rel, &text, &mut written)?;
-    }
+    let state_path = opts.out.join(STATE_FILE);
+    let text = serde_json::to_string_pretty(&state).expect("state serializes") + "\n";
+    crate::fsutil::write_atomic(&state_path, text.as_bytes())
+        .map_err(|source| StubError::Io { path: state_path, source })?;
     Ok(written)
 }
 
@@ -223,5 +315,18 @@ mod tests {
         assert_eq!(snake("qwen3-moe-fp8"), "qwen3_moe_fp8");
         assert_eq!(snake("3b"), "m_3b");
         assert_eq!(camel("qwen3-moe-fp8"), "Qwen3MoeFp8");
+    }
+}
+
+impl crate::ui::Help for StubError {
+    fn help(&self) -> String {
+        match self {
+            StubError::Io { .. } => "check that --out is writable and on a file system with free space".into(),
+            StubError::Plan(e) => crate::ui::Help::help(e),
+            StubError::Unsupported(_) => "see `ckptkit remap MODEL` for what the rules cover".into(),
+            StubError::OutNotEmpty { .. } => {
+                "choose a new --out, or pass --force (files you changed are kept; new versions go to FILE.new)".into()
+            }
+        }
     }
 }

@@ -1,0 +1,86 @@
+//! The state file a conversion keeps in its output directory: which conversion the directory holds
+//! (an identity of the input and the options) and, for each finished shard, the size and the blake3
+//! of the bytes written (hashed while writing). A rerun keeps a shard only if the file still has
+//! them; a run for another input or dtype refuses the directory unless `--force`.
+//!
+//! A whole run records in `.ckptkit-dequant.json`; `--part K/N` in `.ckptkit-dequant.part-K-of-N.json`
+//! (parts run at once on other machines and never write the same file). Every state file in the
+//! directory is read on a rerun and by `--finalize`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const SCHEMA: &str = "ckptkit.dequant-state/1";
+/// Every file ckptkit keeps in the output directory for itself starts with this.
+pub const PREFIX: &str = ".ckptkit-dequant";
+/// The lock of the whole output: exclusive for a whole run and `--finalize`, shared by parts.
+pub const LOCK: &str = ".ckptkit-dequant.lock";
+
+/// The state file of a whole run or of one part.
+pub fn file_name(part: Option<(usize, usize)>) -> String {
+    match part {
+        Some((k, n)) => format!("{PREFIX}.part-{k}-of-{n}.json"),
+        None => format!("{PREFIX}.json"),
+    }
+}
+
+/// The lock one part holds exclusively.
+pub fn part_lock(k: usize, n: usize) -> String {
+    format!("{PREFIX}.part-{k}-of-{n}.lock")
+}
+
+/// Whether a directory entry is ckptkit's own bookkeeping (state, locks, temporary files).
+pub fn is_bookkeeping(name: &str) -> bool {
+    name.starts_with(PREFIX) || name.contains(crate::fsutil::TMP_MARK)
+}
+
+/// Whether a directory entry is a state file.
+pub fn is_state_file(name: &str) -> bool {
+    name.starts_with(PREFIX) && name.ends_with(".json")
+}
+
+/// One finished shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    /// File length in bytes.
+    pub len: u64,
+    /// blake3 of the planned header (the layout this shard was written for).
+    pub header_blake3: String,
+    /// blake3 of every byte of the file, computed while it was written.
+    pub blake3: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub schema: String,
+    /// The conversion's identity: blake3 over the output dtype and, per input shard, its name,
+    /// length, modification time and planned output header.
+    pub conversion: String,
+    /// For messages: where the input was and what it became.
+    pub input: String,
+    pub dtype: String,
+    pub shards: BTreeMap<String, Done>,
+}
+
+impl State {
+    pub fn new(conversion: String, input: String, dtype: String) -> State {
+        State { schema: SCHEMA.into(), conversion, input, dtype, shards: BTreeMap::new() }
+    }
+
+    /// A state file, bounded like every JSON input. Errors are in words for the refusal message.
+    pub fn read(path: &Path) -> Result<State, String> {
+        let b = crate::fsutil::read_bounded(path, crate::fsutil::JSON_CAP).map_err(|e| e.to_string())?;
+        let s: State = serde_json::from_slice(&b).map_err(|e| format!("not a ckptkit state file: {e}"))?;
+        if s.schema != SCHEMA {
+            return Err(format!("state schema {:?}, this ckptkit writes {SCHEMA:?}", s.schema));
+        }
+        Ok(s)
+    }
+
+    /// Replace the file atomically (a reader sees the old state or the new one).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("state serializes") + "\n";
+        crate::fsutil::write_atomic(path, text.as_bytes())
+    }
+}

@@ -1,0 +1,368 @@
+//! File-system primitives every reader and writer goes through, so the rules hold everywhere:
+//!
+//! - **Bounded reads**: a JSON input is read only when it is a regular file under a size cap; it is
+//!   opened non-blocking (a FIFO does not hang the open) and checked on the open descriptor, so a
+//!   device or a FIFO is refused before a byte is read, and no read is sized by anything but the cap.
+//! - **Identity**: a file is remembered by (device, inode, length, mtime) when it is opened, so a
+//!   reader can tell that it was truncated, rewritten or replaced underneath it.
+//! - **Writes that follow nothing**: temporary files are created `O_CREAT|O_EXCL|O_NOFOLLOW` under a
+//!   unique name, removed if the write fails, and renamed into place (a rename replaces a planted
+//!   symlink instead of writing through it).
+//! - **Locks**: `flock` on a lock file that records the holder's PID.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// config.json, hf_quant_config.json, quantization descriptions, rule files, manifests: real ones
+/// are kilobytes; this leaves room for any model while refusing a runaway file.
+pub const JSON_CAP: u64 = 64 << 20;
+/// model.safetensors.index.json: ~9 MB for DeepSeek-V3's 92k tensors; room for ten million names.
+pub const INDEX_CAP: u64 = 1 << 30;
+
+/// Why a bounded read refused a file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{} is {kind}, not a regular file", path.display())]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{} is {len} bytes, above the {cap}-byte cap for this kind of file", path.display())]
+    TooLarge { path: PathBuf, len: u64, cap: u64 },
+}
+
+impl ReadError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// What a non-regular file is, in words.
+pub fn kind_of(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a regular file"
+    }
+}
+
+/// Open `path` for reading without blocking on a FIFO, following symlinks (the Hugging Face cache
+/// links every file to its blob), and refuse anything that is not a regular file.
+pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), ReadError> {
+    let io = |source| ReadError::Io { path: path.to_path_buf(), source };
+    let f = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
+    let md = f.metadata().map_err(io)?;
+    if !md.file_type().is_file() {
+        return Err(ReadError::NotRegular { path: path.to_path_buf(), kind: kind_of(md.file_type()) });
+    }
+    Ok((f, md))
+}
+
+/// The whole file as bytes, when it is a regular file of at most `cap` bytes. The read stops at
+/// `cap + 1` bytes whatever the file claims, so a file that grows while read is refused too.
+pub fn read_bounded(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
+    let (f, md) = open_regular(path)?;
+    if md.len() > cap {
+        return Err(ReadError::TooLarge { path: path.to_path_buf(), len: md.len(), cap });
+    }
+    let mut buf = Vec::with_capacity(md.len() as usize);
+    f.take(cap + 1).read_to_end(&mut buf).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
+    if buf.len() as u64 > cap {
+        return Err(ReadError::TooLarge { path: path.to_path_buf(), len: buf.len() as u64, cap });
+    }
+    Ok(buf)
+}
+
+/// As [`read_bounded`], as UTF-8 text (invalid UTF-8 is an `InvalidData` I/O error naming the byte).
+pub fn read_bounded_string(path: &Path, cap: u64) -> Result<String, ReadError> {
+    let b = read_bounded(path, cap)?;
+    String::from_utf8(b).map_err(|e| ReadError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("byte {} is not valid UTF-8", e.utf8_error().valid_up_to()),
+        ),
+    })
+}
+
+/// Who a file is: enough to tell that it changed or was replaced since it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdent {
+    pub dev: u64,
+    pub ino: u64,
+    pub len: u64,
+    pub mtime_ns: i128,
+}
+
+impl FileIdent {
+    pub fn of(md: &std::fs::Metadata) -> FileIdent {
+        FileIdent {
+            dev: md.dev(),
+            ino: md.ino(),
+            len: md.len(),
+            mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+        }
+    }
+
+    /// How `now` differs from `self`, in words; None when it is the same file, unchanged.
+    pub fn change(&self, now: &FileIdent) -> Option<String> {
+        if (now.dev, now.ino) != (self.dev, self.ino) {
+            Some("was replaced by another file".into())
+        } else if now.len != self.len {
+            Some(format!("changed size from {} to {} bytes", self.len, now.len))
+        } else if now.mtime_ns != self.mtime_ns {
+            Some("was modified (its modification time changed)".into())
+        } else {
+            None
+        }
+    }
+}
+
+/// Read exactly `buf.len()` bytes at `offset`; a short read (the file was truncated) is an
+/// `UnexpectedEof` error that says where the file now ends.
+pub fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the file ends at byte {} but {} bytes were expected at offset {offset}",
+                        offset + done as u64,
+                        buf.len()
+                    ),
+                ))
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The marker every temporary file ckptkit writes carries in its name.
+pub const TMP_MARK: &str = ".ckptkit-tmp.";
+
+/// A file being written under a unique temporary name beside its destination. Dropped without
+/// [`TempFile::commit`] (an error, a panic, a full disk), it removes itself.
+pub struct TempFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl TempFile {
+    /// Create `.NAME.ckptkit-tmp.PID.SEQ` beside `dest`: `O_EXCL|O_NOFOLLOW`, so nothing planted
+    /// at that name (a symlink, a file) is ever opened, let alone written through.
+    pub fn beside(dest: &Path) -> std::io::Result<TempFile> {
+        let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        loop {
+            let seq = TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = dir.join(format!(".{name}{TMP_MARK}{}.{seq}", std::process::id()));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .mode(0o644)
+                .open(&path)
+            {
+                Ok(file) => return Ok(TempFile { path, file: Some(file) }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("open until committed")
+    }
+
+    /// Flush to disk and rename over `dest` (replacing whatever is there, a symlink included,
+    /// without following it).
+    pub fn commit(self, dest: &Path) -> std::io::Result<()> {
+        self.file.as_ref().expect("committed once").sync_data()?;
+        self.commit_nosync(dest)
+    }
+
+    /// Rename over `dest` without waiting for the data to reach the disk: whole against a killed
+    /// process, not against a power cut. For large outputs whose content is checked again anyway
+    /// (dequant re-hashes a kept shard on every rerun).
+    pub fn commit_nosync(mut self, dest: &Path) -> std::io::Result<()> {
+        drop(self.file.take().expect("committed once"));
+        std::fs::rename(&self.path, dest)?;
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            self.file.take();
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Write `bytes` to `dest` through a [`TempFile`]: readers see the old file or the new one, never
+/// a part, and a symlink at `dest` is replaced, not followed.
+pub fn write_atomic(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut t = TempFile::beside(dest)?;
+    t.file().write_all(bytes)?;
+    t.commit(dest)
+}
+
+/// Whether `name` is a temporary file left by a ckptkit process that is no longer running (or by
+/// this one, which has none open when it asks).
+pub fn is_stale_tmp(name: &str) -> bool {
+    let Some((_, rest)) = name.split_once(TMP_MARK) else { return false };
+    let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<i32>().ok()) else { return false };
+    if pid as u32 == std::process::id() {
+        return true;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    !alive
+}
+
+/// Create the directories of `path` below `root` that are missing, refusing any component that
+/// exists as a symlink (a planted link would send the writes elsewhere).
+pub fn create_dirs_below(root: &Path, rel_dir: &Path) -> std::io::Result<()> {
+    let mut cur = root.to_path_buf();
+    for c in rel_dir.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(md) if md.file_type().is_dir() => {}
+            Ok(md) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    format!("{} is {}, not a directory; ckptkit does not write through it", cur.display(), kind_of(md.file_type())),
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&cur)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// An exclusive (or shared) `flock` held for as long as this value lives.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+/// Why a lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("{} is locked by another ckptkit process{}", path.display(), holder.map(|p| format!(" (PID {p})")).unwrap_or_default())]
+    Held { path: PathBuf, holder: Option<u32> },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl Lock {
+    /// Take the lock on `path` (created if missing) without waiting. An exclusive holder writes its
+    /// PID into the file, so the next process can name it.
+    pub fn try_acquire(path: &Path, exclusive: bool) -> Result<Lock, LockError> {
+        let io = |source| LockError::Io { path: path.to_path_buf(), source };
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(0o644)
+            .open(path)
+            .map_err(io)?;
+        let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), op) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut s = String::new();
+                let _ = f.read_to_string(&mut s);
+                return Err(LockError::Held { path: path.to_path_buf(), holder: s.trim().parse().ok() });
+            }
+            return Err(io(e));
+        }
+        if exclusive {
+            f.set_len(0).map_err(io)?;
+            f.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0).map_err(io)?;
+        }
+        Ok(Lock { _file: f })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_and_device_are_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("config.json");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a path we own.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = read_bounded(&fifo, JSON_CAP).unwrap_err();
+        assert!(matches!(e, ReadError::NotRegular { kind: "a FIFO (named pipe)", .. }), "{e}");
+        let e = read_bounded(Path::new("/dev/zero"), JSON_CAP).unwrap_err();
+        assert!(matches!(e, ReadError::NotRegular { kind: "a character device", .. }), "{e}");
+        let big = d.path().join("big.json");
+        std::fs::write(&big, vec![b' '; 100]).unwrap();
+        assert!(matches!(read_bounded(&big, 99), Err(ReadError::TooLarge { len: 100, cap: 99, .. })));
+        assert_eq!(read_bounded(&big, 100).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn temp_files_never_follow_a_planted_link_and_vanish_on_failure() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let dest = d.path().join("out.bin");
+        std::os::unix::fs::symlink(&victim, &dest).unwrap();
+        write_atomic(&dest, b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(!std::fs::symlink_metadata(&dest).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+        let t = TempFile::beside(&dest).unwrap();
+        let p = t.path().to_path_buf();
+        assert!(p.exists());
+        drop(t);
+        assert!(!p.exists(), "an uncommitted temporary file is removed");
+    }
+
+    #[test]
+    fn a_second_exclusive_lock_names_the_holder() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(".lock");
+        let _a = Lock::try_acquire(&p, true).unwrap();
+        match Lock::try_acquire(&p, true) {
+            Err(LockError::Held { holder, .. }) => assert_eq!(holder, Some(std::process::id())),
+            other => panic!("{other:?}"),
+        }
+        assert!(Lock::try_acquire(&p, false).is_err(), "shared waits for exclusive");
+    }
+}

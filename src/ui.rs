@@ -1,0 +1,135 @@
+//! How the command talks to a person: `error:` / `help:` lines on stderr (coloured on a terminal,
+//! plain when piped or when `NO_COLOR` is set), and stdout writes that stop quietly when the reader
+//! goes away (`ckptkit audit … | head`), as ripgrep and cargo do, instead of panicking.
+
+use std::io::{IsTerminal, Write};
+
+/// `--color`: when to colour what ckptkit prints itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// Colour when the stream is a terminal and `NO_COLOR` is not set.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour stderr.
+    pub fn stderr(self) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => no_color_unset() && std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// The same decision for clap's own messages.
+    pub fn clap(self) -> clap::ColorChoice {
+        match self {
+            ColorChoice::Always => clap::ColorChoice::Always,
+            ColorChoice::Never => clap::ColorChoice::Never,
+            ColorChoice::Auto if !no_color_unset() => clap::ColorChoice::Never,
+            ColorChoice::Auto => clap::ColorChoice::Auto,
+        }
+    }
+}
+
+/// <https://no-color.org>: set to any non-empty value, it turns colour off.
+fn no_color_unset() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// An error the user can act on: what went wrong and what to do about it.
+pub trait Help {
+    /// The `help:` line: the fix, in one sentence.
+    fn help(&self) -> String;
+}
+
+/// Print `error: MSG` and `help: FIX` to stderr, the way clap prints its own usage errors.
+pub fn report(color: bool, msg: &str, help: &str) {
+    let (red, cyan, reset) = if color { ("\x1b[1;31m", "\x1b[1;36m", "\x1b[0m") } else { ("", "", "") };
+    let mut e = std::io::stderr().lock();
+    // stderr closed too: nothing left to tell anyone.
+    let _ = writeln!(e, "{red}error{reset}: {msg}");
+    if !help.is_empty() {
+        let _ = writeln!(e, "{cyan}help{reset}: {help}");
+    }
+}
+
+/// Write `text` to stdout. `Ok(false)` when the reader has gone (a closed pipe): the caller stops
+/// writing and exits with the status it would have had; any other error is returned.
+pub fn emit(text: &str) -> std::io::Result<bool> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// An integer as vLLM's `human_readable_int` reads it (`--max-model-len 32k`): lowercase
+/// suffixes are decimal and may carry a fraction (`25.6k` = 25,600), uppercase ones binary and
+/// integral (`32K` = 32,768); a bare integer is itself.
+pub fn parse_human_int(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let bad = || format!("{s:?} is not an integer (vLLM's forms: 131072, 128k = 128,000, 128K = 131,072, 1m, 1M)");
+    let Some(last) = s.chars().last() else { return Err(bad()) };
+    let (num, mult, decimal): (&str, u64, bool) = match last {
+        'k' => (&s[..s.len() - 1], 1_000, true),
+        'm' => (&s[..s.len() - 1], 1_000_000, true),
+        'g' => (&s[..s.len() - 1], 1_000_000_000, true),
+        't' => (&s[..s.len() - 1], 1_000_000_000_000, true),
+        'K' => (&s[..s.len() - 1], 1 << 10, false),
+        'M' => (&s[..s.len() - 1], 1 << 20, false),
+        'G' => (&s[..s.len() - 1], 1 << 30, false),
+        'T' => (&s[..s.len() - 1], 1 << 40, false),
+        _ => (s, 1, false),
+    };
+    let (int, frac) = match num.split_once('.') {
+        Some((i, f)) if decimal && mult > 1 => (i, f),
+        Some(_) if mult > 1 => {
+            return Err(format!(
+                "{s:?}: decimals are only allowed with decimal suffixes (k, m, g, t), as in vLLM; did you mean {}{}?",
+                num,
+                last.to_ascii_lowercase()
+            ))
+        }
+        Some(_) => return Err(bad()),
+        None => (num, ""),
+    };
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || !(frac.is_empty() || digits(frac)) || (num.contains('.') && frac.is_empty()) {
+        return Err(bad());
+    }
+    let whole: u64 = int.parse().map_err(|_| bad())?;
+    let mut v = whole.checked_mul(mult).ok_or_else(bad)?;
+    if !frac.is_empty() {
+        // int(float(number) * mult), as vLLM computes it: the fraction's digits times the multiplier,
+        // truncated. Exact here because mult is a power of ten at least as long as any real fraction.
+        let f: u64 = frac.get(..frac.len().min(18)).unwrap_or("0").parse().map_err(|_| bad())?;
+        let scale = 10u64.pow(frac.len().min(18) as u32);
+        v = v.checked_add((u128::from(f) * u128::from(mult) / u128::from(scale)) as u64).ok_or_else(bad)?;
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_human_int as p;
+
+    #[test]
+    fn vllm_human_ints() {
+        assert_eq!(p("131072"), Ok(131_072));
+        assert_eq!(p("32k"), Ok(32_000));
+        assert_eq!(p("32K"), Ok(32_768));
+        assert_eq!(p("128K"), Ok(131_072));
+        assert_eq!(p("1m"), Ok(1_000_000));
+        assert_eq!(p("1M"), Ok(1_048_576));
+        assert_eq!(p("25.6k"), Ok(25_600));
+        assert_eq!(p(" 2g "), Ok(2_000_000_000));
+        for bad in ["", "k", "1.5K", "1.k", "-1", "1x", "1kk", "99999999999999999999", "1.2.3k"] {
+            assert!(p(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
