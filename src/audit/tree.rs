@@ -196,8 +196,24 @@ fn split_outside_braces(s: &str) -> Vec<&str> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn braces_keep_their_dots() {
         assert_eq!(super::split_outside_braces("a.{0..2,4}.b"), vec!["a", "{0..2,4}", "b"]);
+    }
+
+    /// 200k distinct names under one parent (once quadratic: a linear scan per insert) and one
+    /// name 10k segments deep (a recursion as deep as the name) both render, with every name counted.
+    #[test]
+    fn wide_and_deep_trees_render() {
+        let row = |p: String| TreeRow { pattern: p, count: 1, bytes: 2, dtypes: vec!["BF16".into()] };
+        let mut rows: Vec<TreeRow> = (0..200_000).map(|i| row(format!("m.w{i}.x.weight"))).collect();
+        rows.push(row(vec!["d"; 10_000].join(".")));
+        let out = render(&rows, |b| format!("{b} B"));
+        assert!(out.starts_with("m  [200000 tensors, 400000 B, BF16]"), "{}", &out[..80]);
+        // The deep name is one chain: one line, its 10k segments all there.
+        assert_eq!(out.lines().count(), 200_000 + 2);
+        assert!(out.lines().last().unwrap().starts_with(&vec!["d"; 10_000].join(".")));
     }
 }

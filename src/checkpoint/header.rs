@@ -706,6 +706,23 @@ mod tests {
         assert_eq!(codes(&past), vec!["header-past-eof"]);
     }
 
+    /// Offsets near 2^64 used to overflow `data_start + begin` (a panic in debug and fuzz builds, a
+    /// wrapped "file offsets [99, 97)" in release). Now the declared values are printed.
+    #[test]
+    fn offsets_near_u64_max_are_reported_as_declared() {
+        let b = file_with(
+            r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[4],"data_offsets":[18446744073709551610,18446744073709551614]}}"#,
+            2,
+        );
+        let mut out = vec![];
+        validate(&b, "f", &mut out);
+        let all: String = out.iter().map(|f| format!("{}: {}\n", f.code.as_str(), f.message)).collect();
+        assert!(all.contains("data-hole"), "{all}");
+        assert!(all.contains("file-truncated"), "{all}");
+        let declared = 18446744073709551610u128 + 8 + (b.len() as u128 - 8 - 2);
+        assert!(all.contains(&declared.to_string()), "file offset printed unwrapped: {all}");
+    }
+
     #[test]
     fn metadata_must_be_strings() {
         let b = file_with(r#"{"__metadata__":{"format":"pt","n":3}}"#, 0);

@@ -1,0 +1,423 @@
+//! Safe by construction: each case here lost data, crashed or hung before (issue "Safe by
+//! construction"); each test names the case it pins down.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn dequant_args<'a>(model: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["dequant", model, "--out", out];
+    a.extend_from_slice(extra);
+    a
+}
+
+/// Output files, ckptkit's own bookkeeping (state file, lock) left out.
+fn outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(n, _)| !n.starts_with(".ckptkit-dequant"))
+        .map(|(n, p)| (n, std::fs::read(p).unwrap()))
+        .collect()
+}
+
+fn clean_output() -> (tempfile::TempDir, BTreeMap<String, Vec<u8>>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("clean");
+    let model = fixture("deepseek-fp8");
+    let r = run(&dequant_args(model.to_str().unwrap(), out.to_str().unwrap(), &[]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let o = outputs(&out);
+    (tmp, o)
+}
+
+/// Wait for a child with a bound: a hang fails the test instead of blocking CI.
+fn wait_bounded(mut child: std::process::Child, limit: Duration) -> (i32, Option<i32>, String) {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            use std::os::unix::process::ExitStatusExt;
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (st.code().unwrap_or(-1), st.signal(), err);
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            panic!("ckptkit did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// 1. A reader that goes away: `ckptkit remap … --json | head -c1`, `ckptkit audit … | true`.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let model = fixture("deepseek-fp8");
+    for args in [
+        vec!["remap", model.to_str().unwrap(), "--json"],
+        vec!["audit", model.to_str().unwrap()],
+        vec!["audit", model.to_str().unwrap(), "--json"],
+        vec!["plan", model.to_str().unwrap(), "--json"],
+        vec!["completions", "bash"],
+        vec!["man"],
+    ] {
+        // head -c1: read one byte, then close.
+        let mut child =
+            Command::new(bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut one = [0u8; 1];
+        out.read_exact(&mut one).unwrap();
+        drop(out);
+        let (code, signal, err) = wait_bounded(child, Duration::from_secs(60));
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        assert_ne!(code, 101, "{args:?}: {err}");
+        assert_eq!(signal, None, "{args:?}");
+        // | true: closed before the first write.
+        let child = Command::new(bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = child;
+        drop(child.stdout.take());
+        let (code, signal, err) = wait_bounded(child, Duration::from_secs(60));
+        assert!(err.is_empty(), "{args:?}: {err}");
+        assert!(code == 0 || code == 1, "{args:?}: exit {code}");
+        assert_eq!(signal, None);
+    }
+}
+
+// 2. `dequant --out D` where D holds something else: refused, nothing touched; --force writes.
+#[test]
+fn dequant_refuses_an_output_directory_it_does_not_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("other");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("config.json"), b"{\"mine\": true}").unwrap();
+    std::fs::write(out.join("model-00001-of-00004.safetensors"), b"precious").unwrap();
+    let model = fixture("deepseek-fp8");
+    let r = run(&dequant_args(model.to_str().unwrap(), out.to_str().unwrap(), &[]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("is not empty") && r.stderr.contains("config.json"), "{}", r.stderr);
+    assert!(r.stderr.contains("help: ") && r.stderr.contains("--force"), "{}", r.stderr);
+    assert_eq!(std::fs::read(out.join("config.json")).unwrap(), b"{\"mine\": true}");
+    assert_eq!(std::fs::read(out.join("model-00001-of-00004.safetensors")).unwrap(), b"precious");
+
+    let r = run(&dequant_args(model.to_str().unwrap(), out.to_str().unwrap(), &["--force"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (_t, clean) = clean_output();
+    assert_eq!(outputs(&out), clean);
+
+    // An earlier run of another conversion (f32 instead of bf16) is refused too.
+    let r = run(&dequant_args(model.to_str().unwrap(), out.to_str().unwrap(), &["--dtype", "f32"]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("holds another conversion"), "{}", r.stderr);
+}
+
+// 3. Two runs with the same --out: the second exits at once naming the first's PID.
+#[test]
+fn a_second_writer_is_refused_while_the_first_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let model = fixture("deepseek-fp8");
+    let first = Command::new(bin())
+        .args(dequant_args(model.to_str().unwrap(), out.to_str().unwrap(), &[]))
+        .env("CKPTKIT_FAULT_PAUSE_MS", "700")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = first.id();
+    // Wait until the first run holds the lock (it writes its state file right after).
+    let t0 = Instant::now();
+    while !out.join(".ckptkit-dequant.json").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the first run never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = run(&dequant_args(model.to_str().unwrap(), out.to_str().unwrap(), &[]));
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("PID {pid}")), "{}", r.stderr);
+    let (code, _, err) = wait_bounded(first, Duration::from_secs(120));
+    assert_eq!(code, 0, "{err}");
+    let (_t, clean) = clean_output();
+    assert_eq!(outputs(&out), clean, "the first run's output is whole");
+}
+
+// 4. A symlink planted where ckptkit writes is never followed.
+#[test]
+fn planted_symlinks_are_replaced_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"do not touch").unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    for name in ["model-00001-of-00004.safetensors", "model-00001-of-00004.safetensors.tmp-ckptkit", "config.json"] {
+        std::os::unix::fs::symlink(&victim, out.join(name)).unwrap();
+    }
+    let model = fixture("deepseek-fp8");
+    let r = run(&dequant_args(model.to_str().unwrap(), out.to_str().unwrap(), &["--force"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"do not touch");
+    for name in ["model-00001-of-00004.safetensors", "config.json"] {
+        let md = std::fs::symlink_metadata(out.join(name)).unwrap();
+        assert!(md.file_type().is_file(), "{name} is a regular file, not a link");
+    }
+    // The same on a resumed run: a finished shard swapped for a link is rewritten, not followed.
+    std::fs::remove_file(out.join("model-00002-of-00004.safetensors")).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join("model-00002-of-00004.safetensors")).unwrap();
+    let r = run(&dequant_args(model.to_str().unwrap(), out.to_str().unwrap(), &["--json"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(s["shards_written"], 1);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"do not touch");
+    let mut got = outputs(&out);
+    got.remove("model-00001-of-00004.safetensors.tmp-ckptkit");
+    let (_t, clean) = clean_output();
+    assert_eq!(got, clean);
+}
+
+// 6. An input shard truncated while dequant runs: a clear error naming it, never SIGBUS.
+#[test]
+fn an_input_truncated_during_dequant_is_an_error_not_a_sigbus() {
+    let c = copy_fixture("deepseek-fp8");
+    let out = c.tmp.path().join("out");
+    let child = Command::new(bin())
+        .args(dequant_args(c.dir.to_str().unwrap(), out.to_str().unwrap(), &[]))
+        .env("CKPTKIT_FAULT_PAUSE_MS", "600")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !out.join(".ckptkit-dequant.json").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the run never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let shard = c.dir.join("model-00001-of-00004.safetensors");
+    let len = std::fs::metadata(&shard).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&shard).unwrap().set_len(len / 2).unwrap();
+    let (code, signal, err) = wait_bounded(child, Duration::from_secs(60));
+    assert_eq!(signal, None, "killed by a signal: {err}");
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("model-00001-of-00004.safetensors"), "{err}");
+    assert!(err.contains("changed size") || err.contains("truncated"), "{err}");
+    let left: Vec<String> =
+        std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(!left.iter().any(|f| f.ends_with(".safetensors")), "no shard from a changing input: {left:?}");
+    assert!(!left.iter().any(|f| f.contains(".ckptkit-tmp.")), "the temporary file is removed: {left:?}");
+}
+
+// 7. A FIFO, a device or a directory where a file should be: a named finding, no hang, no OOM.
+#[test]
+fn special_files_are_named_not_read() {
+    fn mkfifo(p: &Path) {
+        let st = Command::new("mkfifo").arg(p).status().unwrap();
+        assert!(st.success());
+    }
+    let c = copy_fixture("qwen3-dense");
+    std::fs::remove_file(c.dir.join("config.json")).unwrap();
+    mkfifo(&c.dir.join("config.json"));
+    std::os::unix::fs::symlink("/dev/zero", c.dir.join("hf_quant_config.json")).unwrap();
+    let child = Command::new(bin())
+        .args(["audit", "--json", c.dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    let (code, _, err) = wait_bounded(child, Duration::from_secs(30));
+    assert_eq!(code, 1, "{err}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let odd: Vec<&str> =
+        findings_with(&v, "not-a-regular-file").iter().map(|f| f["file"].as_str().unwrap()).collect();
+    assert!(odd.contains(&"config.json") && odd.contains(&"hf_quant_config.json"), "{odd:?}");
+    assert!(findings_with(&v, "not-a-regular-file")[0]["message"].as_str().unwrap().contains("FIFO"));
+
+    // A shard that is a FIFO is named as such, not "no *.safetensors".
+    let c = copy_fixture("gemma3-tied");
+    let shard = std::fs::read_dir(&c.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .unwrap();
+    std::fs::remove_file(&shard).unwrap();
+    mkfifo(&shard);
+    let child = Command::new(bin())
+        .args(["audit", "--json", c.dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    let (code, _, err) = wait_bounded(child, Duration::from_secs(30));
+    assert_eq!(code, 1, "{err}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let f = expect(&v, "not-a-regular-file", "error");
+    assert_eq!(f["file"], shard.file_name().unwrap().to_str().unwrap());
+    assert!(findings_with(&v, "no-weights").is_empty());
+}
+
+// 10. `stub --out` into an existing directory never overwrites a person's edits.
+#[test]
+fn stub_keeps_edited_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let model = fixture("llama");
+    let args = ["stub", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--target", "vllm"];
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let adapter = out.join("llama_vllm/llama.py");
+    let generated = std::fs::read_to_string(&adapter).unwrap();
+    let smoke = out.join("validation/smoke.py");
+    let smoke_text = std::fs::read(&smoke).unwrap();
+
+    // Without --force a non-empty directory is refused, nothing written.
+    std::fs::write(&adapter, "# my edits\n").unwrap();
+    let r = run(&args);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--force"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&adapter).unwrap(), "# my edits\n");
+
+    // With --force the edited file is kept and the new one written beside it; untouched files
+    // are rewritten in place.
+    let mut a = args.to_vec();
+    a.push("--force");
+    let r = run(&a);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&adapter).unwrap(), "# my edits\n");
+    assert_eq!(std::fs::read_to_string(out.join("llama_vllm/llama.py.new")).unwrap(), generated);
+    assert!(r.stderr.contains("llama.py.new"), "{}", r.stderr);
+    assert_eq!(std::fs::read(&smoke).unwrap(), smoke_text);
+    assert!(!out.join("validation/smoke.py.new").exists());
+}
+
+// 11. The manifest covers every file; verify works from any directory.
+#[test]
+fn manifest_covers_every_file_and_verifies_from_anywhere() {
+    let c = copy_fixture("qwen3-dense");
+    std::fs::write(c.dir.join("tokenizer.json"), b"{\"v\": 1}").unwrap();
+    std::fs::create_dir(c.dir.join("sub")).unwrap();
+    std::fs::write(c.dir.join("sub/notes.txt"), b"a").unwrap();
+    let manifest = c.tmp.path().join("m.json");
+    // Written from a relative path, in another working directory.
+    let r = Command::new(bin())
+        .current_dir(c.tmp.path())
+        .args(["audit", "qwen3-dense", "--checksum", "m.json"])
+        .output()
+        .unwrap();
+    assert!(r.status.code() == Some(0) || r.status.code() == Some(1), "{}", String::from_utf8_lossy(&r.stderr));
+    std::fs::write(c.dir.join("tokenizer.json"), b"{\"v\": 2}").unwrap();
+    std::fs::remove_file(c.dir.join("sub/notes.txt")).unwrap();
+    std::fs::write(c.dir.join("extra.txt"), b"new").unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = Command::new(bin())
+        .current_dir(elsewhere.path())
+        .args(["verify", manifest.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let status = |f: &str| {
+        v["files"].as_array().unwrap().iter().find(|x| x["file"] == f).map(|x| x["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status("tokenizer.json").as_deref(), Some("changed"));
+    assert_eq!(status("sub/notes.txt").as_deref(), Some("missing"));
+    assert_eq!(status("extra.txt").as_deref(), Some("new"));
+    assert_eq!(status("config.json").as_deref(), Some("ok"));
+}
+
+// 12 and the CLI: usage errors exit 2 with error: and help: lines.
+#[test]
+fn usage_errors_exit_2_with_help() {
+    for args in [
+        vec!["bench", "dequant", "--shape", "0,0"],
+        vec!["bench", "dequant", "--tensor", "fixtures/deepseek-fp8"],
+        vec!["plan", "fixtures/configs/qwen3-0.6b", "--max-model-len", "1.5K"],
+        vec!["plan", "fixtures/configs/qwen3-0.6b", "--device", "tpu"],
+        vec!["remap", "fixtures/qwen3-dense", "--tp", "0"],
+    ] {
+        let r = run(&args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.starts_with("error: ") || r.stderr.contains("\nerror: ") || r.stderr.contains("error:"), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("help:") || r.stderr.contains("Usage:") || r.stderr.contains("--help"), "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("\x1b["), "no colour when piped: {:?}", r.stderr);
+    }
+    // Errors ckptkit prints itself always carry a help line.
+    let r = run(&["audit", "/nonexistent/model"]);
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.starts_with("error: ") && r.stderr.contains("\nhelp: "), "{}", r.stderr);
+    let r = run(&["audit", "/nonexistent/model", "--color", "always"]);
+    assert!(r.stderr.contains("\x1b[1;31merror\x1b[0m: "), "{:?}", r.stderr);
+}
+
+#[test]
+fn vllm_flag_names_are_accepted() {
+    let cfg = fixture("configs").join("qwen3-30b-a3b-fp8");
+    let cfg = cfg.to_str().unwrap();
+    let plan = |extra: &[&str]| -> Value {
+        let mut a = vec!["plan", "--json"];
+        a.extend_from_slice(extra);
+        let r = run(&a);
+        assert!(r.code == 0 || r.code == 1, "{extra:?}: {}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap()
+    };
+    // `--ep MODEL` no longer takes MODEL as the EP mode.
+    let v = plan(&["--ep", cfg, "--tp", "2"]);
+    assert_eq!(v["configs"][0]["ep"], true);
+    let v = plan(&[cfg, "-tp", "4", "-ep", "--max-model-len", "32k"]);
+    assert_eq!(v["configs"][0]["tp"], 4);
+    assert_eq!(v["configs"][0]["ep"], true);
+    assert_eq!(v["max_model_len"], 32000);
+    let v = plan(&[cfg, "--tensor-parallel-size", "2", "--enable-expert-parallel", "--max-model-len", "32K"]);
+    assert_eq!(v["configs"][0]["tp"], 2);
+    assert_eq!(v["max_model_len"], 32768);
+    let v = plan(&[cfg, "--tp", "2", "-pp", "2", "--data-parallel-size", "2", "--ep=both"]);
+    assert_eq!(v["configs"].as_array().unwrap().len(), 2);
+    assert_eq!(v["configs"][0]["pp"], 2);
+    assert_eq!(v["configs"][0]["dp"], 2);
+}
+
+#[test]
+fn one_target_default_printed_everywhere() {
+    let m = fixture("qwen3-dense");
+    let m = m.to_str().unwrap();
+    let r = run(&["audit", m]);
+    assert!(r.stdout.lines().next().unwrap().contains("target vllm"), "{}", r.stdout);
+    let r = run(&["remap", m]);
+    assert!(r.stdout.lines().next().unwrap().contains("target vllm"), "{}", r.stdout);
+    let r = run_env(&["audit", m, "--json"], &[("CKPTKIT_TARGET", "vllm-ascend")]);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["tool"]["target"], "vllm-ascend");
+    let r = run_env(&["plan", m, "--json"], &[("CKPTKIT_TARGET", "vllm-ascend")]);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["target"], "vllm-ascend");
+    let r = run(&["plan", m, "--json", "--target", "vllm-ascend"]);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["target"], "vllm-ascend");
+}
+
+#[test]
+fn completions_and_man_page() {
+    for shell in ["bash", "zsh", "fish"] {
+        let r = run(&["completions", shell]);
+        assert_eq!(r.code, 0);
+        assert!(r.stdout.contains("dequant") && r.stdout.contains("trust-existing"), "{shell}");
+    }
+    let r = run(&["man"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.starts_with(".ie") || r.stdout.contains(".TH ckptkit"), "{}", &r.stdout[..200.min(r.stdout.len())]);
+    let d = tempfile::tempdir().unwrap();
+    let r = run(&["man", "--out", d.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let page = std::fs::read_to_string(d.path().join("ckptkit-dequant.1")).unwrap();
+    assert!(page.contains("trust\\-existing"), "{page}");
+}
