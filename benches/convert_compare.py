@@ -3,7 +3,10 @@
 input shard, write as many bytes as ckptkit's output), interleaved, warm page cache, median of
 --runs. Also reports ckptkit's peak RSS (from wait4's rusage).
 
-  python3 benches/convert_compare.py INPUT_DIR [--runs 5] [--threads N]
+  python3 benches/convert_compare.py INPUT_DIR [--runs 5] [--threads N] [--bin OTHER_CKPTKIT]...
+
+Each --bin adds another ckptkit binary (an older build, say) measured in the same interleaved runs,
+so a change's cost is a ratio taken on the same machine at the same time.
 """
 import argparse
 import os
@@ -46,8 +49,9 @@ def plain_copy(src, dst, out_bytes):
                     share -= k
 
 
-def run_ckptkit(src, dst, threads):
-    cmd = [os.path.join(ROOT, "target", "release", "ckptkit"), "dequant", src, "--out", dst, "--quiet"]
+def run_ckptkit(src, dst, threads, binary=None):
+    binary = binary or os.path.join(ROOT, "target", "release", "ckptkit")
+    cmd = [binary, "dequant", src, "--out", dst, "--quiet"]
     if threads:
         cmd += ["--threads", str(threads)]
     t = time.perf_counter()
@@ -69,6 +73,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--scratch", default=None, help="directory for outputs (default: next to the input)")
+    ap.add_argument("--bin", action="append", default=[], help="another ckptkit binary to measure in the same runs")
     a = ap.parse_args()
     scratch = a.scratch or os.path.dirname(os.path.abspath(a.src))
     in_bytes = du(a.src)
@@ -77,6 +82,7 @@ def main():
     run_ckptkit(a.src, out, a.threads)  # warm-up, and the output size
     out_bytes = du(out)
     tc, tp, rss = [], [], []
+    others = {b: [] for b in a.bin}
     for _ in range(a.runs):
         shutil.rmtree(out)
         os.makedirs(out)
@@ -87,12 +93,18 @@ def main():
         dt, r = run_ckptkit(a.src, out, a.threads)
         tc.append(dt)
         rss.append(r)
+        for b in a.bin:
+            shutil.rmtree(out)
+            others[b].append(run_ckptkit(a.src, out, a.threads, b)[0])
     shutil.rmtree(out)
     mc, mp = statistics.median(tc), statistics.median(tp)
     print(f"input {in_bytes / 1e9:.2f} GB, output {out_bytes / 1e9:.2f} GB, warm page cache, {a.runs} interleaved runs")
     print(f"plain copy   median {mp:6.2f} s  ({in_bytes / mp / 1e9:5.2f} GB/s of input)  runs {', '.join(f'{x:.2f}' for x in tp)}")
     print(f"ckptkit      median {mc:6.2f} s  ({in_bytes / mc / 1e9:5.2f} GB/s of input)  runs {', '.join(f'{x:.2f}' for x in tc)}")
     print(f"ckptkit speed / plain copy speed = {mp / mc:.3f}  (target >= 0.8)")
+    for b, ts in others.items():
+        mo = statistics.median(ts)
+        print(f"{b}: median {mo:6.2f} s, speed / plain copy = {mp / mo:.3f}; ckptkit / this = {mo / mc:.3f}  runs {', '.join(f'{x:.2f}' for x in ts)}")
     print(f"ckptkit peak RSS {max(rss) / 2 ** 20:.0f} MiB (target <= 1024 MiB with 1 GiB shards)")
 
 

@@ -241,8 +241,8 @@ pub fn is_stale_tmp(name: &str) -> bool {
         return true;
     }
     // SAFETY: kill with signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let alive =
+        unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     !alive
 }
 
@@ -257,7 +257,11 @@ pub fn create_dirs_below(root: &Path, rel_dir: &Path) -> std::io::Result<()> {
             Ok(md) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
-                    format!("{} is {}, not a directory; ckptkit does not write through it", cur.display(), kind_of(md.file_type())),
+                    format!(
+                        "{} is {}, not a directory; ckptkit does not write through it",
+                        cur.display(),
+                        kind_of(md.file_type())
+                    ),
                 ))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&cur)?,

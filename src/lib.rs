@@ -10,9 +10,9 @@ pub mod checkpoint;
 pub mod convert;
 pub mod error;
 pub mod findings;
+pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod fsutil;
 pub mod manifest;
 pub mod plan;
 pub mod quant;

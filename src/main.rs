@@ -418,7 +418,10 @@ fn run(cli: Cli, color: bool) -> Exit {
         Cmd::Stub { model, out, force, name, layout, tp, lang, rules } => {
             use ckptkit::stub::{Lang, Layout, StubOptions};
             if tp.is_some_and(|t| t == 0 || t > MAX_PARALLEL) {
-                return Exit::usage(format!("--tp must be 1 to {MAX_PARALLEL}"), "pass a TP size vLLM could use, e.g. --tp 8");
+                return Exit::usage(
+                    format!("--tp must be 1 to {MAX_PARALLEL}"),
+                    "pass a TP size vLLM could use, e.g. --tp 8",
+                );
             }
             let opts = StubOptions {
                 out,
@@ -439,7 +442,10 @@ fn run(cli: Cli, color: bool) -> Exit {
         }
         Cmd::Remap { model, tp, ep, rules, json, csv, md, emit_rules } => {
             if tp == 0 || tp > MAX_PARALLEL {
-                return Exit::usage(format!("--tp must be 1 to {MAX_PARALLEL}"), "pass a TP size vLLM could use, e.g. --tp 8");
+                return Exit::usage(
+                    format!("--tp must be 1 to {MAX_PARALLEL}"),
+                    "pass a TP size vLLM could use, e.g. --tp 8",
+                );
             }
             let format = if json {
                 render::TableFormat::Json
@@ -485,16 +491,25 @@ fn run(cli: Cli, color: bool) -> Exit {
                 (None, None) => None,
             };
             let Some(reserve) = parse_size(&activation_reserve) else {
-                return Exit::usage(format!("--activation-reserve {activation_reserve}: not a size"), "write it as 4GiB");
+                return Exit::usage(
+                    format!("--activation-reserve {activation_reserve}: not a size"),
+                    "write it as 4GiB",
+                );
             };
             if tp.contains(&0) || dp == 0 || pp == 0 {
                 return Exit::usage("--tp, --dp and --pp must be at least 1", "e.g. --tp 1,2,4,8 --dp 1 --pp 1");
             }
             if tp.iter().chain([&dp, &pp]).any(|&x| x > MAX_PARALLEL) {
-                return Exit::usage(format!("--tp, --dp and --pp are at most {MAX_PARALLEL}"), "pass sizes a cluster can have");
+                return Exit::usage(
+                    format!("--tp, --dp and --pp are at most {MAX_PARALLEL}"),
+                    "pass sizes a cluster can have",
+                );
             }
             if max_model_len == Some(0) || max_num_seqs == 0 {
-                return Exit::usage("--max-model-len and --max-num-seqs must be at least 1", "e.g. --max-model-len 32k");
+                return Exit::usage(
+                    "--max-model-len and --max-num-seqs must be at least 1",
+                    "e.g. --max-model-len 32k",
+                );
             }
             if !(gpu_memory_utilization > 0.0 && gpu_memory_utilization <= 1.0) {
                 return Exit::usage("--gpu-memory-utilization must be in (0, 1]", "vLLM's default is 0.9");
@@ -554,13 +569,22 @@ fn run(cli: Cli, color: bool) -> Exit {
 fn set_threads(threads: Option<usize>) -> Result<(), Exit> {
     if let Some(t) = threads {
         if t == 0 || rayon::ThreadPoolBuilder::new().num_threads(t).build_global().is_err() {
-            return Err(Exit::usage(format!("--threads {t}: cannot start that many workers"), "pass 1 or more, at most the cores you have"));
+            return Err(Exit::usage(
+                format!("--threads {t}: cannot start that many workers"),
+                "pass 1 or more, at most the cores you have",
+            ));
         }
     }
     Ok(())
 }
 
-fn run_dequant(model: &str, opts: &ckptkit::convert::Options, threads: Option<usize>, json: bool, color: bool) -> Result<Exit, Exit> {
+fn run_dequant(
+    model: &str,
+    opts: &ckptkit::convert::Options,
+    threads: Option<usize>,
+    json: bool,
+    color: bool,
+) -> Result<Exit, Exit> {
     use ckptkit::convert::{self, ConvertError};
     set_threads(threads)?;
     let (ck, findings) = Checkpoint::open(model).map_err(|e| Exit::input(&e))?;
@@ -633,7 +657,9 @@ fn run_bench(
                 .split_once(',')
                 .and_then(|(a, b)| Some((a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?)))
             {
-                Some((n, k)) if n > 0 && k > 0 && n.checked_mul(k).is_some_and(|x| x <= 1 << 34) => Input::synthetic(n, k),
+                Some((n, k)) if n > 0 && k > 0 && n.checked_mul(k).is_some_and(|x| x <= 1 << 34) => {
+                    Input::synthetic(n, k)
+                }
                 _ => {
                     return Err(Exit::usage(
                         format!("--shape {s}: expected N,K, both positive, at most 2^34 elements"),
@@ -663,7 +689,10 @@ fn run_bench(
 }
 
 /// The rule set (built-ins plus `--rules` files) and the opened checkpoint.
-fn rules_and_checkpoint(model: &str, rule_files: &[PathBuf]) -> Result<(ckptkit::remap::rules::RuleSet, Checkpoint), Exit> {
+fn rules_and_checkpoint(
+    model: &str,
+    rule_files: &[PathBuf],
+) -> Result<(ckptkit::remap::rules::RuleSet, Checkpoint), Exit> {
     let paths: Vec<&std::path::Path> = rule_files.iter().map(PathBuf::as_path).collect();
     let rules = ckptkit::remap::rules::RuleSet::load(&paths).map_err(|e| Exit::input(&e))?;
     let (ck, _) = Checkpoint::open(model).map_err(|e| Exit::input(&e))?;

@@ -60,13 +60,16 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
     Ok((len, h.finalize().to_hex().to_string()))
 }
 
+/// A path that is there but is no regular file, and what it is.
+type OddFile = (String, &'static str);
+
 /// Directories a manifest does not descend into: version control and download-tool metadata.
 const SKIP_DIRS: &[&str] = &[".git", ".cache", ".huggingface"];
 
 /// Every file under `root` (following symlinks to files, as the Hugging Face cache links blobs),
 /// as `/`-separated paths relative to it, sorted; `exclude` (the manifest itself) and ckptkit's
 /// temporary files left out. FIFOs, devices and sockets are listed with their kind.
-fn list_files(root: &Path, exclude: Option<&Path>) -> std::io::Result<(Vec<String>, Vec<(String, &'static str)>)> {
+fn list_files(root: &Path, exclude: Option<&Path>) -> std::io::Result<(Vec<String>, Vec<OddFile>)> {
     let exclude = exclude.and_then(|p| std::fs::canonicalize(p).ok());
     let mut files = Vec::new();
     let mut odd = Vec::new();
@@ -141,10 +144,8 @@ pub fn write(m: &Manifest, path: &Path) -> Result<(), ManifestError> {
 }
 
 pub fn read(path: &Path) -> Result<Manifest, ManifestError> {
-    let text = crate::fsutil::read_bounded(path, crate::fsutil::INDEX_CAP).map_err(|e| ManifestError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let text = crate::fsutil::read_bounded(path, crate::fsutil::INDEX_CAP)
+        .map_err(|e| ManifestError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
     let m: Manifest = serde_json::from_slice(&text)
         .map_err(|e| ManifestError::Invalid { path: path.to_path_buf(), reason: e.to_string() })?;
     if m.schema != MANIFEST_SCHEMA {
@@ -224,7 +225,9 @@ pub fn verify(m: &Manifest, root: &Path, exclude: Option<&Path>) -> Verification
         match list_files(root, exclude) {
             Ok((files, odd)) => {
                 let known: std::collections::HashSet<&str> = m.files.iter().map(|f| f.file.as_str()).collect();
-                checks.extend(files.into_iter().filter(|f| !known.contains(f.as_str())).map(|file| FileCheck::New { file }));
+                checks.extend(
+                    files.into_iter().filter(|f| !known.contains(f.as_str())).map(|file| FileCheck::New { file }),
+                );
                 checks.extend(odd.into_iter().map(|(file, kind)| FileCheck::NotRegular { file, kind }));
             }
             Err(e) => checks.push(FileCheck::Unreadable { file: ".".into(), error: e.to_string() }),

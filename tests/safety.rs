@@ -70,8 +70,7 @@ fn a_closed_stdout_ends_quietly() {
         vec!["man"],
     ] {
         // head -c1: read one byte, then close.
-        let mut child =
-            Command::new(bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = Command::new(bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let mut out = child.stdout.take().unwrap();
         let mut one = [0u8; 1];
         out.read_exact(&mut one).unwrap();
@@ -234,8 +233,7 @@ fn special_files_are_named_not_read() {
     let (code, _, err) = wait_bounded(child, Duration::from_secs(30));
     assert_eq!(code, 1, "{err}");
     let v: Value = serde_json::from_str(&stdout).unwrap();
-    let odd: Vec<&str> =
-        findings_with(&v, "not-a-regular-file").iter().map(|f| f["file"].as_str().unwrap()).collect();
+    let odd: Vec<&str> = findings_with(&v, "not-a-regular-file").iter().map(|f| f["file"].as_str().unwrap()).collect();
     assert!(odd.contains(&"config.json") && odd.contains(&"hf_quant_config.json"), "{odd:?}");
     assert!(findings_with(&v, "not-a-regular-file")[0]["message"].as_str().unwrap().contains("FIFO"));
 
@@ -327,7 +325,12 @@ fn manifest_covers_every_file_and_verifies_from_anywhere() {
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let status = |f: &str| {
-        v["files"].as_array().unwrap().iter().find(|x| x["file"] == f).map(|x| x["status"].as_str().unwrap().to_string())
+        v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["file"] == f)
+            .map(|x| x["status"].as_str().unwrap().to_string())
     };
     assert_eq!(status("tokenizer.json").as_deref(), Some("changed"));
     assert_eq!(status("sub/notes.txt").as_deref(), Some("missing"));
@@ -347,8 +350,16 @@ fn usage_errors_exit_2_with_help() {
     ] {
         let r = run(&args);
         assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
-        assert!(r.stderr.starts_with("error: ") || r.stderr.contains("\nerror: ") || r.stderr.contains("error:"), "{args:?}: {}", r.stderr);
-        assert!(r.stderr.contains("help:") || r.stderr.contains("Usage:") || r.stderr.contains("--help"), "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.starts_with("error: ") || r.stderr.contains("\nerror: ") || r.stderr.contains("error:"),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains("help:") || r.stderr.contains("Usage:") || r.stderr.contains("--help"),
+            "{args:?}: {}",
+            r.stderr
+        );
         assert!(!r.stderr.contains("\x1b["), "no colour when piped: {:?}", r.stderr);
     }
     // Errors ckptkit prints itself always carry a help line.
@@ -414,7 +425,11 @@ fn completions_and_man_page() {
     }
     let r = run(&["man"]);
     assert_eq!(r.code, 0);
-    assert!(r.stdout.starts_with(".ie") || r.stdout.contains(".TH ckptkit"), "{}", &r.stdout[..200.min(r.stdout.len())]);
+    assert!(
+        r.stdout.starts_with(".ie") || r.stdout.contains(".TH ckptkit"),
+        "{}",
+        &r.stdout[..200.min(r.stdout.len())]
+    );
     let d = tempfile::tempdir().unwrap();
     let r = run(&["man", "--out", d.path().to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);

@@ -502,6 +502,19 @@ fn kv_check(
     }
 }
 
+impl crate::ui::Help for PlanError {
+    fn help(&self) -> String {
+        match self {
+            PlanError::Checkpoint(e) => crate::ui::Help::help(e),
+            PlanError::ConfigJson { .. } => "fix the JSON at that line and column (or download config.json again)".into(),
+            PlanError::NoConfig { .. } => {
+                "put the model's config.json beside the weights, or pass the config.json alone: `ckptkit plan path/to/config.json`"
+                    .into()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -746,18 +759,5 @@ mod tests {
         let per_layer = 2 * 4 * 128 * 2;
         assert_eq!(c.kv_bytes_per_token, 2 * per_layer);
         assert_eq!(c.kv_bytes_per_seq, per_layer * 131072 + per_layer * 1024);
-    }
-}
-
-impl crate::ui::Help for PlanError {
-    fn help(&self) -> String {
-        match self {
-            PlanError::Checkpoint(e) => crate::ui::Help::help(e),
-            PlanError::ConfigJson { .. } => "fix the JSON at that line and column (or download config.json again)".into(),
-            PlanError::NoConfig { .. } => {
-                "put the model's config.json beside the weights, or pass the config.json alone: `ckptkit plan path/to/config.json`"
-                    .into()
-            }
-        }
     }
 }

@@ -316,6 +316,20 @@ impl RuleSet {
     }
 }
 
+impl crate::ui::Help for RulesError {
+    fn help(&self) -> String {
+        match self {
+            RulesError::Io { .. } | RulesError::Read(_) => {
+                "check the --rules path: a readable regular JSON file".into()
+            }
+            RulesError::Invalid { .. } => {
+                "fix the named field (README: \"Rule files\"); `ckptkit remap MODEL --emit-rules FILE` writes a valid starting point"
+                    .into()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,19 +375,5 @@ mod tests {
         std::fs::write(&p, r#"{"family":"x","architectures":["X"],"vllm_source":"x.py","unmapped":"maybe"}"#).unwrap();
         let e = RuleSet::load(&[p.as_path()]).unwrap_err().to_string();
         assert!(e.contains("unknown variant `maybe`"), "{e}");
-    }
-}
-
-impl crate::ui::Help for RulesError {
-    fn help(&self) -> String {
-        match self {
-            RulesError::Io { .. } | RulesError::Read(_) => {
-                "check the --rules path: a readable regular JSON file".into()
-            }
-            RulesError::Invalid { .. } => {
-                "fix the named field (README: \"Rule files\"); `ckptkit remap MODEL --emit-rules FILE` writes a valid starting point"
-                    .into()
-            }
-        }
     }
 }

@@ -305,19 +305,6 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
     Ok(written)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names() {
-        assert_eq!(snake("DeepSeek-V3"), "deep_seek_v3");
-        assert_eq!(snake("qwen3-moe-fp8"), "qwen3_moe_fp8");
-        assert_eq!(snake("3b"), "m_3b");
-        assert_eq!(camel("qwen3-moe-fp8"), "Qwen3MoeFp8");
-    }
-}
-
 impl crate::ui::Help for StubError {
     fn help(&self) -> String {
         match self {
@@ -328,5 +315,18 @@ impl crate::ui::Help for StubError {
                 "choose a new --out, or pass --force (files you changed are kept; new versions go to FILE.new)".into()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(snake("DeepSeek-V3"), "deep_seek_v3");
+        assert_eq!(snake("qwen3-moe-fp8"), "qwen3_moe_fp8");
+        assert_eq!(snake("3b"), "m_3b");
+        assert_eq!(camel("qwen3-moe-fp8"), "Qwen3MoeFp8");
     }
 }
