@@ -3,9 +3,11 @@
 
 use super::names::ranges;
 use crate::checkpoint::Checkpoint;
+use rayon::slice::ParallelSliceMut;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TreeRow {
@@ -83,7 +85,8 @@ pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
             }
         })
         .collect();
-    rows.sort_by(|a, b| crate::checkpoint::natural_cmp(&a.pattern, &b.pattern));
+    // Patterns are distinct: an unstable sort gives the same order with no extra buffer.
+    rows.par_sort_unstable_by(|a, b| crate::checkpoint::natural_cmp(&a.pattern, &b.pattern));
     rows
 }
 
@@ -93,39 +96,93 @@ const MAX_DEPTH: usize = 32;
 /// A human tree over the folded rows: shared prefixes become parents with summed counts and
 /// bytes; single-child chains are joined so the tree stays short.
 pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
+    use crate::checkpoint::Dtype;
+    use hashbrown::HashTable;
+    use std::hash::BuildHasher;
+    /// Nodes borrow their names from the rows and keep dtypes as a bit set: a million distinct
+    /// names make two million nodes, so each is kept small.
     #[derive(Default)]
-    struct Node {
+    struct Node<'a> {
         count: usize,
         bytes: u64,
-        dtypes: BTreeSet<&'static str>,
-        children: Vec<(String, Node)>,
-        /// Child position by name: a lookup per segment keeps the tree linear in the names.
-        index: FxHashMap<String, usize>,
+        /// Bit `i` set: `Dtype::ALL[i]` occurs below; bit 63: a dtype this build does not know.
+        dtypes: u64,
+        children: Vec<(&'a str, Node<'a>)>,
+        /// Child position by name, built once a node has many children: a hash lookup per
+        /// segment keeps the tree linear in the names.
+        index: Option<Box<HashTable<u32>>>,
     }
-    fn add(node: &mut Node, row: &TreeRow) {
-        node.count += row.count;
-        node.bytes += row.bytes;
-        for d in &row.dtypes {
-            node.dtypes.insert(crate::checkpoint::Dtype::parse(d).map(|d| d.as_str()).unwrap_or("?"));
-        }
-    }
-    fn insert(root: &mut Node, segs: &[&str], row: &TreeRow) {
+    const INDEX_FROM: usize = 16;
+    let hash = |k: &str| rustc_hash::FxBuildHasher.hash_one(k);
+    let masks: Vec<(String, u64)> = {
+        let mut seen: Vec<&str> = rows.iter().flat_map(|r| r.dtypes.iter().map(String::as_str)).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.iter()
+            .map(|d| {
+                let bit = Dtype::parse(d).and_then(|x| Dtype::ALL.iter().position(|&a| a == x)).unwrap_or(63);
+                (d.to_string(), 1u64 << bit)
+            })
+            .collect()
+    };
+    let mask_of = |row: &TreeRow| -> u64 {
+        row.dtypes
+            .iter()
+            .map(|d| masks.iter().find(|(n, _)| n == d).map(|m| m.1).unwrap_or(1 << 63))
+            .fold(0, |a, b| a | b)
+    };
+    // Names of the set bits, in the order a sorted set of names would give.
+    let mut order: Vec<(&'static str, u64)> =
+        Dtype::ALL.iter().enumerate().map(|(i, d)| (d.as_str(), 1u64 << i)).collect();
+    order.push(("?", 1 << 63));
+    order.sort_unstable();
+
+    fn insert<'a>(root: &mut Node<'a>, segs: &[&'a str], row: &TreeRow, mask: u64, hash: &dyn Fn(&str) -> u64) {
         let mut node = root;
-        for seg in segs {
-            add(node, row);
-            let i = match node.index.get(*seg) {
-                Some(&i) => i,
+        for &seg in segs {
+            node.count += row.count;
+            node.bytes += row.bytes;
+            node.dtypes |= mask;
+            let found = match &node.index {
+                Some(ix) => ix.find(hash(seg), |&i| node.children[i as usize].0 == seg).map(|&i| i as usize),
+                None => node.children.iter().position(|(k, _)| *k == seg),
+            };
+            let i = match found {
+                Some(i) => i,
                 None => {
-                    node.children.push((seg.to_string(), Node::default()));
-                    node.index.insert(seg.to_string(), node.children.len() - 1);
-                    node.children.len() - 1
+                    if node.children.is_empty() {
+                        // Most nodes have one child: no room for four.
+                        node.children.reserve_exact(1);
+                    }
+                    node.children.push((seg, Node::default()));
+                    let i = node.children.len() - 1;
+                    if let Some(ix) = &mut node.index {
+                        let ch = &node.children;
+                        ix.insert_unique(hash(seg), i as u32, |&j| hash(ch[j as usize].0));
+                    } else if node.children.len() > INDEX_FROM {
+                        let mut ix = HashTable::with_capacity(node.children.len() * 2);
+                        for (j, (k, _)) in node.children.iter().enumerate() {
+                            ix.insert_unique(hash(k), j as u32, |_| unreachable!("capacity reserved"));
+                        }
+                        node.index = Some(Box::new(ix));
+                    }
+                    i
                 }
             };
             node = &mut node.children[i].1;
         }
-        add(node, row);
+        node.count += row.count;
+        node.bytes += row.bytes;
+        node.dtypes |= mask;
     }
-    fn walk(label: String, node: &Node, depth: usize, out: &mut String, fb: &dyn Fn(u64) -> String) {
+    fn walk(
+        label: String,
+        node: &Node<'_>,
+        depth: usize,
+        out: &mut String,
+        fb: &dyn Fn(u64) -> String,
+        order: &[(&'static str, u64)],
+    ) {
         let (mut label, mut node) = (label, node);
         while node.children.len() == 1 {
             let (k, c) = &node.children[0];
@@ -135,26 +192,24 @@ pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
         // Children that are all leaves (weight, weight_scale_inv, bias, …) print on this line.
         let inline = node.children.len() > 1 && node.children.iter().all(|(_, c)| c.children.is_empty());
         if inline {
-            let names: Vec<&str> = node.children.iter().map(|(k, _)| k.as_str()).collect();
+            let names: Vec<&str> = node.children.iter().map(|(k, _)| *k).collect();
             label = format!("{label}.{{{}}}", names.join(", "));
         }
-        let dt = if node.dtypes.len() <= 3 {
-            node.dtypes.iter().copied().collect::<Vec<_>>().join(",")
-        } else {
-            "mixed".into()
-        };
-        out.push_str(&format!(
-            "{:indent$}{label}  [{} tensors, {}, {dt}]\n",
+        let names: Vec<&str> = order.iter().filter(|(_, m)| node.dtypes & m != 0).map(|(n, _)| *n).collect();
+        let dt = if names.len() <= 3 { names.join(",") } else { "mixed".into() };
+        let _ = writeln!(
+            out,
+            "{:indent$}{label}  [{} tensors, {}, {dt}]",
             "",
             node.count,
             fb(node.bytes),
             indent = depth * 2
-        ));
+        );
         if inline {
             return;
         }
         for (k, c) in &node.children {
-            walk(k.clone(), c, depth + 1, out, fb);
+            walk(k.to_string(), c, depth + 1, out, fb, order);
         }
     }
     let mut root = Node::default();
@@ -166,11 +221,11 @@ pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
             segs.truncate(MAX_DEPTH - 1);
             segs.push(&r.pattern[start..]);
         }
-        insert(&mut root, &segs, r);
+        insert(&mut root, &segs, r, mask_of(r), &hash);
     }
     let mut out = String::new();
     for (k, c) in &root.children {
-        walk(k.clone(), c, 0, &mut out, &fmt_bytes);
+        walk(k.to_string(), c, 0, &mut out, &fmt_bytes, &order);
     }
     out
 }

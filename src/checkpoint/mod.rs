@@ -493,20 +493,39 @@ fn select(
 
 /// Natural order ("model-2" before "model-10"), as vLLM's `_natural_sort_key`.
 pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    fn chunks(s: &str) -> Vec<(bool, &str)> {
-        let mut v = Vec::new();
-        let mut start = 0;
-        let bytes = s.as_bytes();
-        for i in 1..=bytes.len() {
-            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
-                v.push((bytes[start].is_ascii_digit(), &s[start..i]));
-                start = i;
-            }
+    /// Maximal runs of digits and of non-digits, lazily (sorting a million names compares tens of
+    /// millions of pairs: no allocation per comparison).
+    struct Chunks<'a>(&'a str);
+    impl<'a> Iterator for Chunks<'a> {
+        type Item = (bool, &'a str);
+        fn next(&mut self) -> Option<(bool, &'a str)> {
+            let b = self.0.as_bytes();
+            let first = *b.first()?;
+            let digit = first.is_ascii_digit();
+            let end = b.iter().position(|c| c.is_ascii_digit() != digit).unwrap_or(b.len());
+            let (head, rest) = self.0.split_at(end);
+            self.0 = rest;
+            Some((digit, head))
         }
-        v
     }
-    let (ca, cb) = (chunks(a), chunks(b));
-    for (x, y) in ca.iter().zip(cb.iter()) {
+    // Chunks wholly inside the common prefix compare equal: start at the chunk holding its last
+    // byte (a boundary both strings share), which gives the same answer without walking the
+    // prefix. Tree patterns share long prefixes, so this is most of the work saved.
+    let (ab, bb) = (a.as_bytes(), b.as_bytes());
+    let d = ab.iter().zip(bb).position(|(x, y)| x != y).unwrap_or(ab.len().min(bb.len()));
+    let mut s = d.saturating_sub(1);
+    while s > 0 && ab[s - 1].is_ascii_digit() == ab[s].is_ascii_digit() {
+        s -= 1;
+    }
+    // s is 0 or a digit/non-digit boundary next to an ASCII digit: a char boundary in both.
+    let (mut ca, mut cb) = (Chunks(&a[s..]), Chunks(&b[s..]));
+    loop {
+        let (x, y) = match (ca.next(), cb.next()) {
+            (Some(x), Some(y)) => (x, y),
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+        };
         let o = match (x.0, y.0) {
             (true, true) => {
                 let (tx, ty) = (x.1.trim_start_matches('0'), y.1.trim_start_matches('0'));
@@ -518,7 +537,6 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
             return o;
         }
     }
-    ca.len().cmp(&cb.len())
 }
 
 #[cfg(test)]
@@ -529,5 +547,59 @@ mod tests {
         let mut v = vec!["m-10.safetensors", "m-2.safetensors", "m-1.safetensors"];
         v.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(v, ["m-1.safetensors", "m-2.safetensors", "m-10.safetensors"]);
+        use std::cmp::Ordering::*;
+        assert_eq!(natural_cmp("", ""), Equal);
+        assert_eq!(natural_cmp("a", ""), Greater);
+        assert_eq!(natural_cmp("a1", "a01"), Equal);
+        assert_eq!(natural_cmp("x.9.w", "x.10.w"), Less);
+        assert_eq!(natural_cmp("x.10", "x.10.w"), Less);
+        assert_eq!(natural_cmp("b", "a9"), Greater);
+    }
+
+    /// The prefix skip gives exactly the chunk-by-chunk answer (vLLM's `_natural_sort_key`).
+    #[test]
+    fn prefix_skip_equals_the_plain_comparison() {
+        fn reference(a: &str, b: &str) -> std::cmp::Ordering {
+            fn chunks(s: &str) -> Vec<(bool, &str)> {
+                let mut v = Vec::new();
+                let mut start = 0;
+                let bytes = s.as_bytes();
+                for i in 1..=bytes.len() {
+                    if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                        v.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                        start = i;
+                    }
+                }
+                v
+            }
+            let (ca, cb) = (chunks(a), chunks(b));
+            for (x, y) in ca.iter().zip(cb.iter()) {
+                let o = match (x.0, y.0) {
+                    (true, true) => {
+                        let (tx, ty) = (x.1.trim_start_matches('0'), y.1.trim_start_matches('0'));
+                        tx.len().cmp(&ty.len()).then_with(|| tx.cmp(ty))
+                    }
+                    _ => x.1.cmp(y.1),
+                };
+                if o != std::cmp::Ordering::Equal {
+                    return o;
+                }
+            }
+            ca.len().cmp(&cb.len())
+        }
+        let alphabet = ["", "0", "1", "9", "00", "10", "a", "x", "-", ".", "é", "z9"];
+        let mut words = Vec::new();
+        for a in alphabet {
+            for b in alphabet {
+                for c in alphabet {
+                    words.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        for a in &words {
+            for b in &words {
+                assert_eq!(natural_cmp(a, b), reference(a, b), "{a:?} vs {b:?}");
+            }
+        }
     }
 }
