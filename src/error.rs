@@ -19,6 +19,8 @@ pub enum CheckpointError {
     NotACheckpoint { path: PathBuf },
     #[error(transparent)]
     Read(#[from] crate::fsutil::ReadError),
+    #[error("{}: {} shard(s) cannot be read, so its tensors are unknown: {}", root.display(), shards.len(), shards.join("; "))]
+    Unreadable { root: PathBuf, shards: Vec<String> },
 }
 
 impl CheckpointError {
@@ -42,6 +44,9 @@ impl crate::ui::Help for CheckpointError {
                 "check that the path exists and that you may read it".into()
             }
             CheckpointError::Read(_) => "replace it with the real file (a regular file under the size cap)".into(),
+            CheckpointError::Unreadable { .. } => {
+                "download the named shards again; `ckptkit audit MODEL` lists every problem it can see".into()
+            }
             CheckpointError::NotACheckpoint { .. } => {
                 "pass the checkpoint directory (the one with config.json and the *.safetensors shards)".into()
             }

@@ -306,6 +306,8 @@ enum Exit {
     Findings,
     Usage(String, String),
     Input(String, String),
+    /// A refusal that is the checkpoint's or the layout's (exit 1), with its fix.
+    Refused(String, String),
 }
 
 impl Exit {
@@ -327,14 +329,12 @@ impl Exit {
                 ui::report(color, &msg, &help);
                 ExitCode::from(3)
             }
+            Exit::Refused(msg, help) => {
+                ui::report(color, &msg, &help);
+                ExitCode::from(1)
+            }
         }
     }
-}
-
-/// A refusal that is the checkpoint's fault (exit 1), printed as error + help.
-fn refused(color: bool, e: &(impl std::fmt::Display + Help)) -> Exit {
-    ui::report(color, &e.to_string(), &e.help());
-    Exit::Findings
 }
 
 /// Write a report to stdout; a closed pipe stops the output quietly with the status the command
@@ -407,10 +407,10 @@ fn main() -> ExitCode {
         }
     };
     let color_err = cli.color.stderr();
-    run(cli, color_err).code(color_err)
+    run(cli).code(color_err)
 }
 
-fn run(cli: Cli, color: bool) -> Exit {
+fn run(cli: Cli) -> Exit {
     let target = cli.target;
     let r = match cli.cmd {
         Cmd::Audit { model, json, checksum } => run_audit(&model, target, json, checksum),
@@ -551,7 +551,7 @@ fn run(cli: Cli, color: bool) -> Exit {
                 force,
                 trust_existing,
             };
-            run_dequant(&model, &opts, threads, json, color)
+            run_dequant(&model, &opts, threads, json)
         }
         Cmd::Bench { what: BenchCmd::Dequant { shape, tensor, threads, reps, dtype, json } } => {
             run_bench(shape, tensor, threads, reps, dtype, json)
@@ -583,7 +583,6 @@ fn run_dequant(
     opts: &ckptkit::convert::Options,
     threads: Option<usize>,
     json: bool,
-    color: bool,
 ) -> Result<Exit, Exit> {
     use ckptkit::convert::{self, ConvertError};
     set_threads(threads)?;
@@ -598,7 +597,7 @@ fn run_dequant(
                 | ConvertError::OutNotDir(_)
                 | ConvertError::OutputIsInput(_) => Exit::Usage(e.to_string(), e.help()),
                 ConvertError::Io { .. } | ConvertError::Locked(_) | ConvertError::Input(_) => Exit::input(&e),
-                _ => refused(color, &e),
+                _ => Exit::Refused(e.to_string(), e.help()),
             })
         }
     };
@@ -696,12 +695,18 @@ fn rules_and_checkpoint(
     let paths: Vec<&std::path::Path> = rule_files.iter().map(PathBuf::as_path).collect();
     let rules = ckptkit::remap::rules::RuleSet::load(&paths).map_err(|e| Exit::input(&e))?;
     let (ck, _) = Checkpoint::open(model).map_err(|e| Exit::input(&e))?;
+    // A table or an adapter for tensors nobody could read would be made up.
+    ck.require_readable().map_err(|e| Exit::input(&e))?;
     Ok((rules, ck))
 }
 
 fn run_stub(model: &str, opts: &ckptkit::stub::StubOptions, rule_files: &[PathBuf]) -> Result<Exit, Exit> {
     use ckptkit::stub::StubError;
     let (rules, ck) = rules_and_checkpoint(model, rule_files)?;
+    if let Some(tp) = opts.tp {
+        let ep = ck.config.as_ref().is_some_and(|c| c.moe.is_some()) && tp > 1;
+        refuse_layout(&ck, model, tp, ep, opts.target)?;
+    }
     let written = match ckptkit::stub::generate(model, &ck, &rules, opts) {
         Ok(w) => w,
         Err(e @ StubError::OutNotEmpty { .. }) => return Err(Exit::Usage(e.to_string(), e.help())),
@@ -722,6 +727,25 @@ fn run_stub(model: &str, opts: &ckptkit::stub::StubOptions, rule_files: &[PathBu
     Ok(Exit::Ok)
 }
 
+/// No per-rank slices for a layout vLLM refuses to build: exit 1 with `plan`'s failure.
+fn refuse_layout(ck: &Checkpoint, model: &str, tp: u64, ep: bool, target: Target) -> Result<(), Exit> {
+    let failures = ckptkit::plan::layout_failures(ck, model, tp, ep, target);
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let why: Vec<String> = failures.iter().map(|f| format!("{}: {}", f.rule, f.message)).collect();
+    let fix: Vec<String> = failures.iter().filter_map(|f| f.fix.clone()).collect();
+    Err(Exit::Refused(
+        format!(
+            "vLLM {} refuses TP {tp}{} for this model, so there are no slices to show:\n  {}",
+            ckptkit::audit::VLLM_REFERENCE,
+            if ep { " with EP" } else { "" },
+            why.join("\n  ")
+        ),
+        format!("{} (`ckptkit plan {model}` lists the sizes that work)", fix.join("; ")),
+    ))
+}
+
 fn run_remap(
     model: &str,
     opts: ckptkit::remap::RemapOptions,
@@ -730,6 +754,7 @@ fn run_remap(
     emit_rules: Option<PathBuf>,
 ) -> Result<Exit, Exit> {
     let (rules, ck) = rules_and_checkpoint(model, rule_files)?;
+    refuse_layout(&ck, model, opts.tp, opts.ep, opts.target)?;
     let report = ckptkit::remap::remap(&ck, model, &rules, &opts);
     if let Some(path) = emit_rules {
         let text = ckptkit::remap::emit_rules(&report, &rules, ck.config.as_ref());

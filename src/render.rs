@@ -258,7 +258,8 @@ pub fn plan(r: &crate::plan::PlanReport) -> String {
         Status::Fail => "✘",
         Status::NotApplicable => "·",
     };
-    let cell = |c: &crate::plan::ConfigPlan, rule: &str| {
+    use crate::plan::Rule;
+    let cell = |c: &crate::plan::ConfigPlan, rule: Rule| {
         c.checks.iter().find(|k| k.rule == rule).map_or("·".to_string(), |k| {
             if k.status == Status::NotApplicable {
                 "·".to_string()
@@ -269,9 +270,9 @@ pub fn plan(r: &crate::plan::PlanReport) -> String {
     };
     // Rule columns: those that apply somewhere and differ between configurations; the rest are
     // stated once above the matrix. weights and kv-cache are shown with the memory columns.
-    let mut columns: Vec<&str> = Vec::new();
+    let mut columns: Vec<Rule> = Vec::new();
     let mut same: Vec<String> = Vec::new();
-    for rule in r.rules.iter().copied().filter(|r| !matches!(*r, "weights" | "kv-cache")) {
+    for rule in r.rules.iter().copied().filter(|r| !matches!(*r, Rule::Weights | Rule::KvCache)) {
         let cells: Vec<String> = r.configs.iter().map(|c| cell(c, rule)).collect();
         if cells.iter().all(|c| c == "·") {
             continue;
@@ -306,12 +307,12 @@ pub fn plan(r: &crate::plan::PlanReport) -> String {
             Verdict::Infeasible => "✘ NO",
         };
         let mut row = vec![name, verdict.to_string()];
-        row.extend(columns.iter().map(|rule| cell(c, rule)));
+        row.extend(columns.iter().map(|&rule| cell(c, rule)));
         let status_of =
-            |rule: &str| c.checks.iter().find(|k| k.rule == rule).map_or(Status::NotApplicable, |k| k.status);
-        row.push(format!("{} {}", mark(status_of("weights")), bytes(c.per_rank_weight_bytes)));
+            |rule: Rule| c.checks.iter().find(|k| k.rule == rule).map_or(Status::NotApplicable, |k| k.status);
+        row.push(format!("{} {}", mark(status_of(Rule::Weights)), bytes(c.per_rank_weight_bytes)));
         row.push(bytes(c.kv_bytes_per_token));
-        row.push(match status_of("kv-cache") {
+        row.push(match status_of(Rule::KvCache) {
             Status::NotApplicable => "·".to_string(),
             st => format!("{} {}", mark(st), c.max_seqs_at_max_model_len),
         });

@@ -128,6 +128,45 @@ fn remap_check(input: &str, ck: &Checkpoint) -> Vec<Finding> {
     crate::remap::remap_with(ck, input, family, "architecture", None, &opts).findings
 }
 
+/// One defect, one error: the reverse check's findings that are consequences of a defect already
+/// reported are folded under it. Parameters left unfilled because a shard cannot be read become one
+/// info line (the shard's own error says why); a missing lm_head is `lm-head-missing` alone.
+fn fold_consequences(
+    ck: &Checkpoint,
+    rules: &crate::arch::AuditRules,
+    reported: &[Finding],
+    remap: Vec<Finding>,
+) -> Vec<Finding> {
+    use crate::findings::{Code, Severity};
+    let unreadable = ck.unreadable();
+    let lm_head_missing = reported.iter().any(|f| f.code == Code::LmHeadMissing);
+    let mut folded = 0usize;
+    let mut out: Vec<Finding> = remap
+        .into_iter()
+        .filter(|f| {
+            let consequence = f.code == Code::RemapUnfilled
+                && (!unreadable.is_empty()
+                    || (lm_head_missing
+                        && f.tensor.as_deref().is_some_and(|t| rules.lm_head_suffixes.iter().any(|s| t.ends_with(s.as_str())))));
+            folded += usize::from(consequence);
+            !consequence
+        })
+        .collect();
+    if folded > 0 && !unreadable.is_empty() {
+        out.push(
+            Finding::new(
+                Code::RemapUnfilled,
+                format!(
+                    "{folded} parameter group(s) not checked for their tensors: {} cannot be read (its own error above says why)",
+                    unreadable.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .severity(Severity::Info),
+        );
+    }
+    out
+}
+
 pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> AuditReport {
     let rules = audit_rules();
     let mut findings = open_findings;
@@ -174,7 +213,7 @@ pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> Audit
         ));
     }
     findings.extend(q_findings);
-    findings.extend(remap_findings);
+    findings.extend(fold_consequences(ck, rules, &findings, remap_findings));
 
     let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
     for t in ck.tensors() {

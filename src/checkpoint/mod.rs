@@ -250,6 +250,24 @@ impl Checkpoint {
         self.order.iter().map(|&(s, t)| self.at(s, t))
     }
 
+    /// The shards whose header could not be read at all, with why: such a checkpoint cannot be
+    /// planned, remapped or given an adapter (`audit` still reports everything it can).
+    pub fn unreadable(&self) -> Vec<(&str, &str)> {
+        self.shards.iter().filter_map(|s| s.unreadable.as_deref().map(|why| (s.name.as_str(), why))).collect()
+    }
+
+    /// [`Checkpoint::unreadable`] as the error the commands that need every tensor give.
+    pub fn require_readable(&self) -> Result<(), CheckpointError> {
+        let bad = self.unreadable();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        Err(CheckpointError::Unreadable {
+            root: self.source.root.clone(),
+            shards: bad.iter().map(|(n, why)| format!("{n} ({why})")).collect(),
+        })
+    }
+
     pub fn tensor_count(&self) -> usize {
         self.order.len()
     }

@@ -20,6 +20,8 @@ pub struct Shard {
     pub header: Header,
     /// The file as it was when its header was read.
     pub ident: Option<FileIdent>,
+    /// Why the header could not be read at all (the first error found), when it could not.
+    pub unreadable: Option<String>,
 }
 
 /// Why a shard's tensor data cannot be read.
@@ -43,8 +45,22 @@ impl Shard {
     /// Read and validate the header. Never fails: an unreadable file becomes a finding and an
     /// empty shard.
     pub fn open(path: &Path, name: String) -> (Shard, Vec<Finding>) {
+        let (mut shard, out) = Self::read_header(path, name);
+        if !shard.header.parsed {
+            shard.unreadable = Some(
+                out.iter()
+                    .find(|f| f.severity == crate::findings::Severity::Error)
+                    .map(|f| format!("{}: {}", f.code.as_str(), f.message))
+                    .unwrap_or_else(|| "the header could not be read".into()),
+            );
+        }
+        (shard, out)
+    }
+
+    fn read_header(path: &Path, name: String) -> (Shard, Vec<Finding>) {
         let mut out = Vec::new();
-        let mut shard = Shard { name, path: path.to_path_buf(), file_len: 0, header: Header::default(), ident: None };
+        let mut shard =
+            Shard { name, path: path.to_path_buf(), file_len: 0, header: Header::default(), ident: None, unreadable: None };
         let unreadable = |shard: &Shard, out: &mut Vec<Finding>, msg: String| {
             out.push(Finding::new(Code::ShardUnreadable, msg).file(&shard.name));
         };

@@ -45,6 +45,75 @@ impl Target {
     }
 }
 
+/// A feasibility rule (its id is the kebab-case name in `--json` and the matrix header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    Config,
+    Heads,
+    KvHeads,
+    QkNorm,
+    Mlp,
+    Moe,
+    Fp8Block,
+    Vocab,
+    Pp,
+    Target,
+    MaxLen,
+    Weights,
+    KvCache,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Config => "config",
+            Rule::Heads => "heads",
+            Rule::KvHeads => "kv-heads",
+            Rule::QkNorm => "qk-norm",
+            Rule::Mlp => "mlp",
+            Rule::Moe => "moe",
+            Rule::Fp8Block => "fp8-block",
+            Rule::Vocab => "vocab",
+            Rule::Pp => "pp",
+            Rule::Target => "target",
+            Rule::MaxLen => "max-len",
+            Rule::Weights => "weights",
+            Rule::KvCache => "kv-cache",
+        }
+    }
+
+    /// Whether a failure of this rule means vLLM cannot build the model at this parallel layout
+    /// at all (the shapes do not split), as opposed to the device, the serving options or the
+    /// target platform: a remap table or a stub at such a layout would describe slices that never exist.
+    pub fn is_layout(self) -> bool {
+        matches!(
+            self,
+            Rule::Config
+                | Rule::Heads
+                | Rule::KvHeads
+                | Rule::QkNorm
+                | Rule::Mlp
+                | Rule::Moe
+                | Rule::Fp8Block
+                | Rule::Vocab
+                | Rule::Pp
+        )
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Rule {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// One parallel configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Parallel {
@@ -86,7 +155,7 @@ pub enum Status {
 /// One rule's outcome at one configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    pub rule: &'static str,
+    pub rule: Rule,
     pub status: Status,
     /// The matrix cell: a few characters with the numbers.
     pub short: String,
@@ -107,7 +176,7 @@ pub enum Verdict {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
-    pub rule: &'static str,
+    pub rule: Rule,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
@@ -198,7 +267,7 @@ pub struct PlanReport {
     pub max_num_seqs: u64,
     pub kv_cache_dtype: String,
     pub activation_reserve_bytes: u64,
-    pub rules: Vec<&'static str>,
+    pub rules: Vec<Rule>,
     pub notes: Vec<String>,
     pub configs: Vec<ConfigPlan>,
 }
@@ -259,6 +328,7 @@ impl PlanInput {
 
     /// From a checkpoint already open: its config and its real tensor shapes.
     pub fn from_checkpoint(ck: &Checkpoint, model: &str) -> Result<PlanInput, PlanError> {
+        ck.require_readable()?;
         let Some(config) = ck.config.clone() else {
             return Err(PlanError::NoConfig { path: ck.source.root.clone() });
         };
@@ -277,7 +347,7 @@ fn has_safetensors(dir: &Path) -> bool {
 fn max_len_check(cfg: &ModelConfig, requested: Option<u64>) -> (u64, Check) {
     let derived = cfg.derived_max_model_len;
     let mut check =
-        Check { rule: "max-len", status: Status::Pass, short: String::new(), message: String::new(), fix: None };
+        Check { rule: Rule::MaxLen, status: Status::Pass, short: String::new(), message: String::new(), fix: None };
     let len = match (requested, derived) {
         (Some(r), Some((d, key))) if r > d => {
             check.status = Status::Fail;
@@ -389,8 +459,8 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
     if cfg.index_topk.is_some() {
         notes.push("sparse attention (index_topk): the KV figure adds the indexer's fp8 keys (128 + 4 bytes per token and layer)".into());
     }
-    let mut rule_ids: Vec<&'static str> = rules::RULES.to_vec();
-    rule_ids.extend(["max-len", "weights", "kv-cache"]);
+    let mut rule_ids: Vec<Rule> = rules::RULES.to_vec();
+    rule_ids.extend([Rule::MaxLen, Rule::Weights, Rule::KvCache]);
     PlanReport {
         schema: SCHEMA,
         vllm_reference: crate::audit::VLLM_REFERENCE,
@@ -424,7 +494,7 @@ fn weights_check(weights: u64, budget: u64, opts: &PlanOptions, device: &Device)
     let short = gib(weights);
     if weights > budget {
         return Check {
-            rule: "weights",
+            rule: Rule::Weights,
             status: Status::Fail,
             short: format!("{short} > {}", gib(budget)),
             message: format!(
@@ -437,7 +507,7 @@ fn weights_check(weights: u64, budget: u64, opts: &PlanOptions, device: &Device)
             fix: Some("more TP / PP / EP ranks, a device with more memory, or a smaller weight format".into()),
         };
     }
-    Check { rule: "weights", status: Status::Pass, short, message: String::new(), fix: None }
+    Check { rule: Rule::Weights, status: Status::Pass, short, message: String::new(), fix: None }
 }
 
 fn kv_check(
@@ -451,7 +521,7 @@ fn kv_check(
 ) -> Check {
     if weights > budget {
         return Check {
-            rule: "kv-cache",
+            rule: Rule::KvCache,
             status: Status::NotApplicable,
             short: "-".into(),
             message: "weights do not fit".into(),
@@ -460,7 +530,7 @@ fn kv_check(
     }
     if available == 0 {
         return Check {
-            rule: "kv-cache",
+            rule: Rule::KvCache,
             status: Status::Fail,
             short: "no room".into(),
             message: "ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine (this flag also controls CPU memory reservation on the CPU backend, despite its name).".into(),
@@ -470,7 +540,7 @@ fn kv_check(
     if max_seqs == 0 {
         let est = available.checked_div(kv.bytes_per_token).unwrap_or(0);
         return Check {
-            rule: "kv-cache",
+            rule: Rule::KvCache,
             status: Status::Fail,
             short: "0 seqs".into(),
             message: format!(
@@ -483,7 +553,7 @@ fn kv_check(
     }
     if max_seqs < opts.max_num_seqs {
         return Check {
-            rule: "kv-cache",
+            rule: Rule::KvCache,
             status: Status::Caveat,
             short: format!("{max_seqs} seqs"),
             message: format!(
@@ -494,12 +564,26 @@ fn kv_check(
         };
     }
     Check {
-        rule: "kv-cache",
+        rule: Rule::KvCache,
         status: Status::Pass,
         short: format!("{max_seqs} seqs"),
         message: String::new(),
         fix: None,
     }
+}
+
+/// The failures that make vLLM refuse to build the model at `tp` (with or without EP) at all —
+/// the layout rules ([`Rule::is_layout`]), not memory or the target. Empty when vLLM builds it, or
+/// when there is no config to plan from (the remap reports that itself).
+pub fn layout_failures(ck: &Checkpoint, model: &str, tp: u64, ep: bool, target: Target) -> Vec<Failure> {
+    let Ok(input) = PlanInput::from_checkpoint(ck, model) else { return Vec::new() };
+    let opts = PlanOptions { tp: vec![tp], ep: vec![ep], target, ..PlanOptions::default() };
+    plan(&input, &opts)
+        .configs
+        .into_iter()
+        .flat_map(|c| c.failures)
+        .filter(|f| f.rule.is_layout())
+        .collect()
 }
 
 impl crate::ui::Help for PlanError {

@@ -2,7 +2,7 @@
 //! fail or not applicable, with the numbers, the error vLLM 0.33.0 would raise and the fix.
 
 use super::shape::{ModelShape, Param};
-use super::{Check, Parallel, Status, Target};
+use super::{Check, Parallel, Rule, Status, Target};
 use crate::arch::{FamilyParallel, Partition, QkNorm};
 use crate::checkpoint::config::ModelConfig;
 use crate::quant::scheme::{QuantScheme, ScaleLayout};
@@ -18,19 +18,29 @@ pub struct Ctx<'a> {
 }
 
 /// Rule ids, in matrix column order (memory rules are added by the planner).
-pub const RULES: &[&str] =
-    &["config", "heads", "kv-heads", "qk-norm", "mlp", "moe", "fp8-block", "vocab", "pp", "target"];
+pub const RULES: &[Rule] = &[
+    Rule::Config,
+    Rule::Heads,
+    Rule::KvHeads,
+    Rule::QkNorm,
+    Rule::Mlp,
+    Rule::Moe,
+    Rule::Fp8Block,
+    Rule::Vocab,
+    Rule::Pp,
+    Rule::Target,
+];
 
-fn pass(rule: &'static str, short: impl Into<String>) -> Check {
+fn pass(rule: Rule, short: impl Into<String>) -> Check {
     Check { rule, status: Status::Pass, short: short.into(), message: String::new(), fix: None }
 }
-fn na(rule: &'static str, why: impl Into<String>) -> Check {
+fn na(rule: Rule, why: impl Into<String>) -> Check {
     Check { rule, status: Status::NotApplicable, short: "-".into(), message: why.into(), fix: None }
 }
-fn fail(rule: &'static str, short: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Check {
+fn fail(rule: Rule, short: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Check {
     Check { rule, status: Status::Fail, short: short.into(), message: message.into(), fix: Some(fix.into()) }
 }
-fn caveat(rule: &'static str, short: impl Into<String>, message: impl Into<String>) -> Check {
+fn caveat(rule: Rule, short: impl Into<String>, message: impl Into<String>) -> Check {
     Check { rule, status: Status::Caveat, short: short.into(), message: message.into(), fix: None }
 }
 
@@ -47,8 +57,8 @@ fn good_tps(pred: impl Fn(u64) -> bool) -> String {
 pub fn evaluate(ctx: &Ctx<'_>, par: &Parallel) -> Vec<Check> {
     if let Err(why) = ctx.cfg.sizes_in_range() {
         // Nothing else can be computed from sizes no real model has.
-        let mut v = vec![fail("config", "out of range", format!("config.json: {why}"), "fix config.json")];
-        v.extend(RULES[1..].iter().map(|r| na(r, "config out of range")));
+        let mut v = vec![fail(Rule::Config, "out of range", format!("config.json: {why}"), "fix config.json")];
+        v.extend(RULES[1..].iter().map(|&r| na(r, "config out of range")));
         return v;
     }
     vec![
@@ -80,12 +90,12 @@ fn config(ctx: &Ctx<'_>) -> Check {
     .collect();
     if missing.is_empty() {
         return match c.sizes_in_range() {
-            Ok(()) => pass("config", "ok"),
-            Err(why) => fail("config", "out of range", format!("config.json: {why}"), "fix config.json"),
+            Ok(()) => pass(Rule::Config, "ok"),
+            Err(why) => fail(Rule::Config, "out of range", format!("config.json: {why}"), "fix config.json"),
         };
     }
     fail(
-        "config",
+        Rule::Config,
         format!("no {}", missing[0]),
         format!(
             "config.json lacks {}: not a Hugging Face model config, so vLLM cannot build the model from it",
@@ -96,12 +106,12 @@ fn config(ctx: &Ctx<'_>) -> Check {
 }
 
 fn heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
-    let Some(n) = ctx.cfg.num_heads.filter(|&n| n > 0) else { return na("heads", "config has no num_attention_heads") };
+    let Some(n) = ctx.cfg.num_heads.filter(|&n| n > 0) else { return na(Rule::Heads, "config has no num_attention_heads") };
     let tp = par.tp;
     if n % tp != 0 {
         let why = if tp > n { format!("TP {tp} > {n} heads") } else { format!("{n}%{tp}") };
         return fail(
-            "heads",
+            Rule::Heads,
             why,
             format!(
                 "ValueError: Total number of attention heads ({n}) must be divisible by tensor parallel size ({tp})."
@@ -109,18 +119,18 @@ fn heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             format!("use a TP that divides {n}: {}", good_tps(|t| n % t == 0)),
         );
     }
-    pass("heads", (n / tp).to_string())
+    pass(Rule::Heads, (n / tp).to_string())
 }
 
 fn kv_heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     if ctx.cfg.mla.is_some() {
-        return pass("kv-heads", "latent");
+        return pass(Rule::KvHeads, "latent");
     }
-    let Some(kv) = ctx.cfg.num_kv_heads.filter(|&n| n > 0) else { return na("kv-heads", "config has no KV heads") };
+    let Some(kv) = ctx.cfg.num_kv_heads.filter(|&n| n > 0) else { return na(Rule::KvHeads, "config has no KV heads") };
     let tp = par.tp;
     if tp > kv && !ctx.fam.kv_replication {
         return fail(
-            "kv-heads",
+            Rule::KvHeads,
             format!("{kv} kv < TP {tp}"),
             format!("ZeroDivisionError: integer division or modulo by zero (this family's attention has no KV-head replication: {kv} KV heads // TP {tp} = 0)"),
             format!("use TP ≤ {kv}: {}", good_tps(|t| t <= kv && kv % t == 0)),
@@ -129,20 +139,20 @@ fn kv_heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     if tp >= kv {
         if tp % kv != 0 {
             return fail(
-                "kv-heads",
+                Rule::KvHeads,
                 format!("TP {tp}%{kv} kv"),
                 format!("AssertionError (bare: the attention's `tp_size % total_num_kv_heads == 0` assert; QKVParallelLinear's own check reads \"{tp} is not divisible by {kv}\"): TP ≥ KV heads must be a multiple of them to replicate each"),
                 format!("use a TP that divides or is a multiple of {kv}: {}", good_tps(|t| if t >= kv { t % kv == 0 } else { kv % t == 0 })),
             );
         }
         if tp > kv {
-            return pass("kv-heads", format!("1 ×{}", tp / kv));
+            return pass(Rule::KvHeads, format!("1 ×{}", tp / kv));
         }
-        return pass("kv-heads", "1");
+        return pass(Rule::KvHeads, "1");
     }
     if kv % tp != 0 {
         return fail(
-            "kv-heads",
+            Rule::KvHeads,
             format!("{kv}%{tp}"),
             format!("AssertionError (bare: the attention's `total_num_kv_heads % tp_size == 0` assert; QKVParallelLinear's own check reads \"{kv} is not divisible by {tp}\")"),
             format!(
@@ -151,7 +161,7 @@ fn kv_heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             ),
         );
     }
-    pass("kv-heads", (kv / tp).to_string())
+    pass(Rule::KvHeads, (kv / tp).to_string())
 }
 
 /// The first q/k norm weight of the real checkpoint (or the config-derived one).
@@ -160,11 +170,11 @@ fn norm_len(shape: &ModelShape, which: &str) -> Option<u64> {
 }
 
 fn qk_norm(ctx: &Ctx<'_>, par: &Parallel) -> Check {
-    let (Some(hd), Some(nh)) = (ctx.cfg.head_dim, ctx.cfg.num_heads) else { return na("qk-norm", "no head_dim") };
+    let (Some(hd), Some(nh)) = (ctx.cfg.head_dim, ctx.cfg.num_heads) else { return na(Rule::QkNorm, "no head_dim") };
     let nkv = ctx.cfg.num_kv_heads.unwrap_or(nh);
     let Some(k_len) = norm_len(ctx.shape, "self_attn.k_norm").or_else(|| norm_len(ctx.shape, "attention.k_norm"))
     else {
-        return na("qk-norm", "no q/k norm weights");
+        return na(Rule::QkNorm, "no q/k norm weights");
     };
     let tp = par.tp;
     let in_ckpt = if k_len == hd {
@@ -173,25 +183,25 @@ fn qk_norm(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         ctx.fam.qk_norm.filter(|k| *k != QkNorm::PerHead).unwrap_or(QkNorm::FullGather)
     } else {
         return fail(
-            "qk-norm",
+            Rule::QkNorm,
             format!("k_norm [{k_len}]?"),
             format!("k_norm weight has {k_len} elements: neither head_dim {hd} nor kv_heads×head_dim {}; AssertionError at load (parameter shape)", nkv * hd),
             "check head_dim and num_key_value_heads in config.json against the checkpoint",
         );
     };
     match (ctx.fam.qk_norm, in_ckpt) {
-        (Some(QkNorm::PerHead), QkNorm::PerHead) | (None, QkNorm::PerHead) => pass("qk-norm", "per-head"),
+        (Some(QkNorm::PerHead), QkNorm::PerHead) | (None, QkNorm::PerHead) => pass(Rule::QkNorm, "per-head"),
         (Some(QkNorm::PerHead), _) => fail(
-            "qk-norm",
+            Rule::QkNorm,
             format!("[{k_len}] vs [{hd}]"),
             format!("the vLLM model builds RMSNorm(head_dim={hd}) but the checkpoint's k_norm is full width [{k_len}]: AssertionError at load"),
             "use a model class with full-width QK-norm (Olmo2-style gather or MiniMax-style sharded norm)",
         ),
-        (Some(QkNorm::FullGather), _) => pass("qk-norm", "full, gathered"),
+        (Some(QkNorm::FullGather), _) => pass(Rule::QkNorm, "full, gathered"),
         (Some(QkNorm::FullSharded), _) => {
             if nkv % tp != 0 && tp % nkv != 0 {
                 fail(
-                    "qk-norm",
+                    Rule::QkNorm,
                     format!("k_norm {nkv} heads/{tp}"),
                     format!("k_norm [{k_len}] is sharded by KV head; {nkv} KV heads cannot be split or replicated across TP {tp}"),
                     "choose a TP that divides or is a multiple of the KV heads",
@@ -199,16 +209,16 @@ fn qk_norm(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             } else if tp > nkv {
                 let msg = format!("k_norm [{k_len}] is sharded by KV replica: rank r holds KV head r // {} (weight_shard_world_size = {nkv}); q_norm [{}] is split {tp} ways", tp / nkv, nh * hd);
                 if ctx.target == Target::VllmAscend {
-                    caveat("qk-norm", "k_norm per replica", format!("{msg}. vllm-ascend replaces this attention with the fused split_qkv_tp_rmsnorm_rope op, reported to fail with shape mismatches (`128 vs 64`) when TP > KV heads"))
+                    caveat(Rule::QkNorm, "k_norm per replica", format!("{msg}. vllm-ascend replaces this attention with the fused split_qkv_tp_rmsnorm_rope op, reported to fail with shape mismatches (`128 vs 64`) when TP > KV heads"))
                 } else {
-                    pass("qk-norm", "k_norm per replica")
+                    pass(Rule::QkNorm, "k_norm per replica")
                 }
             } else {
-                pass("qk-norm", format!("full, /{tp}"))
+                pass(Rule::QkNorm, format!("full, /{tp}"))
             }
         }
         (None, _) => caveat(
-            "qk-norm",
+            Rule::QkNorm,
             "full width, unknown",
             format!("k_norm is full width [{k_len}] and this family's TP handling is not in the rule table: vLLM's Olmo2 gathers q/k before the norm, MiniMax shards the weight; a plain per-rank norm over a shard normalises over the wrong width with no error"),
         ),
@@ -233,37 +243,37 @@ fn mlp(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         }
     }
     if widths.is_empty() {
-        return na("mlp", "no dense MLP");
+        return na(Rule::Mlp, "no dense MLP");
     }
     if let Some((m, w)) = widths.iter().find(|(_, w)| w % tp != 0) {
         return fail(
-            "mlp",
+            Rule::Mlp,
             format!("{w}%{tp}"),
             format!("AssertionError: {w} is not divisible by {tp} ({m})"),
             format!("use a TP that divides {w}: {}", good_tps(|t| widths.iter().all(|(_, w)| w % t == 0))),
         );
     }
     let w = widths.iter().map(|(_, w)| *w).max().unwrap_or(0);
-    pass("mlp", (w / tp).to_string())
+    pass(Rule::Mlp, (w / tp).to_string())
 }
 
 fn moe(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     let Some(m) = &ctx.cfg.moe else {
         if par.ep {
             return fail(
-                "moe",
+                Rule::Moe,
                 "EP on dense",
                 "ValueError: Number of experts in the model must be greater than 0 when expert parallelism is enabled.",
                 "drop --enable-expert-parallel",
             );
         }
-        return na("moe", "dense model");
+        return na(Rule::Moe, "dense model");
     };
     let e = m.num_experts;
     let tp = par.tp;
     if ctx.fam.tp_le_experts && tp > e {
         return fail(
-            "moe",
+            Rule::Moe,
             format!("TP {tp} > {e} experts"),
             format!("ValueError: Tensor parallel size {tp} is greater than the number of experts {e}."),
             format!("use TP ≤ {e}"),
@@ -274,7 +284,7 @@ fn moe(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         let ep = par.ep_size();
         if e < ep {
             return fail(
-                "moe",
+                Rule::Moe,
                 format!("{e} experts < EP {ep}"),
                 format!("{e} experts cannot be placed on {ep} expert-parallel ranks (determine_expert_map gives some ranks none)"),
                 format!("use TP×DP ≤ {e} with EP"),
@@ -283,31 +293,31 @@ fn moe(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         if e % ep != 0 {
             let base = e / ep;
             return caveat(
-                "moe",
+                Rule::Moe,
                 format!("{}-{base} exp", base + 1),
                 format!("{e} experts over {ep} EP ranks: the first {} ranks hold {} experts, the rest {base}; allowed, but not with EPLB (\"EPLB currently only supports even distribution of experts across ranks.\")", e % ep, base + 1),
             );
         }
-        return pass("moe", format!("{} exp", e / ep));
+        return pass(Rule::Moe, format!("{} exp", e / ep));
     }
     let moe_tp = par.moe_tp();
     if im % moe_tp != 0 {
         return fail(
-            "moe",
+            Rule::Moe,
             format!("I {im}%{moe_tp}"),
             format!("AssertionError: {im} is not divisible by {moe_tp} (FusedMoE: moe_intermediate_size % (TP×DP))"),
             "enable expert parallelism (--enable-expert-parallel), or a TP×DP that divides moe_intermediate_size",
         );
     }
-    pass("moe", format!("I {}", im / moe_tp))
+    pass(Rule::Moe, format!("I {}", im / moe_tp))
 }
 
 fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     let Some(ScaleLayout::Block { n: bn, k: bk }) = ctx.quant.and_then(|q| q.fp8_scale) else {
-        return na("fp8-block", "not block-quantized fp8");
+        return na(Rule::Fp8Block, "not block-quantized fp8");
     };
     if ctx.target == Target::VllmAscend && !ctx.fp8_device {
-        return na("fp8-block", "fp8 not served natively on this target (see target)");
+        return na(Rule::Fp8Block, "fp8 not served natively on this target (see target)");
     }
     let tp = par.tp;
     let moe_tp = par.moe_tp();
@@ -392,16 +402,16 @@ fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         } else {
             "a smaller TP, or bf16 weights (`ckptkit dequant`)"
         };
-        return fail("fp8-block", short.clone(), all, fix);
+        return fail(Rule::Fp8Block, short.clone(), all, fix);
     }
     if let Some((r, i)) = refined.first() {
         return caveat(
-            "fp8-block",
+            Rule::Fp8Block,
             format!("MoE scales→{r}x{r}"),
             format!("the experts' intermediate per rank ({i}) does not fill whole {bn}x{bk} blocks: vLLM refines their scales to {r}x{r} blocks at load (refine_fp8_moe_block_shape), which only the Triton fused-MoE kernels accept (DeepGEMM / CUTLASS need {bn}x{bk}); --enable-expert-parallel keeps whole blocks"),
         );
     }
-    pass("fp8-block", "ok")
+    pass(Rule::Fp8Block, "ok")
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -413,27 +423,27 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 fn vocab(ctx: &Ctx<'_>, par: &Parallel) -> Check {
-    let Some(v) = ctx.cfg.vocab_size.filter(|&v| v > 0) else { return na("vocab", "no vocab_size") };
+    let Some(v) = ctx.cfg.vocab_size.filter(|&v| v > 0) else { return na(Rule::Vocab, "no vocab_size") };
     let padded = super::memory::padded_vocab(v);
     if padded % par.tp != 0 {
         return fail(
-            "vocab",
+            Rule::Vocab,
             format!("{padded}%{}", par.tp),
             format!("AssertionError: {padded} is not divisible by {} (vocab {v} padded to a multiple of 64)", par.tp),
             "use a power-of-two TP",
         );
     }
-    pass("vocab", (padded / par.tp).to_string())
+    pass(Rule::Vocab, (padded / par.tp).to_string())
 }
 
 fn pp(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     if par.pp <= 1 {
-        return pass("pp", "-");
+        return pass(Rule::Pp, "-");
     }
     let layers = ctx.cfg.num_layers.unwrap_or(0);
     if par.pp > layers {
         return fail(
-            "pp",
+            Rule::Pp,
             format!("PP {} > {layers} layers", par.pp),
             format!(
                 "{layers} decoder layers cannot fill {} pipeline stages (get_pp_indices gives some stages none)",
@@ -444,18 +454,18 @@ fn pp(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     }
     let parts = super::memory::pp_partition(layers, par.pp);
     let (lo, hi) = (parts.iter().min().copied().unwrap_or(0), parts.iter().max().copied().unwrap_or(0));
-    pass("pp", if lo == hi { format!("{lo} layers") } else { format!("{lo}-{hi} layers") })
+    pass(Rule::Pp, if lo == hi { format!("{lo} layers") } else { format!("{lo}-{hi} layers") })
 }
 
 fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
-    let Some(q) = ctx.quant else { return pass("target", "bf16") };
+    let Some(q) = ctx.quant else { return pass(Rule::Target, "bf16") };
     let method = q.method.as_str();
     match ctx.target {
         Target::VllmAscend => {
             let fp8 = q.fp8_scale.is_some();
             if method == "fp8" && !ctx.fp8_device {
                 return fail(
-                    "target",
+                    Rule::Target,
                     "fp8 unsupported",
                     "NotImplementedError (vllm_ascend/quantization/fp8_config.py :: AscendFp8Config.get_quant_method): native fp8 checkpoints cannot be served on Ascend A2/A3, which have no fp8 units",
                     "convert to bf16 with `ckptkit dequant MODEL --out DIR` (memory below is counted as bf16), or use a ModelSlim W8A8 checkpoint with --quantization ascend",
@@ -463,7 +473,7 @@ fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
             }
             if fp8 && !ctx.fp8_device {
                 return fail(
-                    "target",
+                    Rule::Target,
                     "fp8 unsupported",
                     format!("{method} fp8 weights need fp8 units, which Ascend A2/A3 do not have"),
                     "convert to bf16 with `ckptkit dequant`, or use a ModelSlim W8A8 checkpoint",
@@ -473,19 +483,19 @@ fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
                 &["ascend", "compressed-tensors", "fp8", "deepseek_v4_fp8", "modelopt_mxfp8", "mxfp8"];
             if !SUPPORTED.contains(&method) {
                 return fail(
-                    "target",
+                    Rule::Target,
                     format!("{method} unsupported"),
                     format!("ValueError: {method} quantization is currently not supported in npu."),
                     "use a bf16 or ModelSlim (W8A8) checkpoint",
                 );
             }
-            pass("target", method.to_string())
+            pass(Rule::Target, method.to_string())
         }
         Target::Vllm => {
             if q.fp8_scale.is_some() && !ctx.fp8_device {
-                return caveat("target", "fp8 weight-only", "this device has no fp8 units: vLLM runs fp8 weights through the weight-only Marlin path (slower, same memory)");
+                return caveat(Rule::Target, "fp8 weight-only", "this device has no fp8 units: vLLM runs fp8 weights through the weight-only Marlin path (slower, same memory)");
             }
-            pass("target", method.to_string())
+            pass(Rule::Target, method.to_string())
         }
     }
 }
