@@ -114,13 +114,34 @@ fn found(v: &Value) -> Vec<(String, String)> {
 
 #[test]
 fn clean_fixtures_have_a_clean_reverse_check() {
-    for f in ["llama", "qwen3-moe", "deepseek-fp8", "gpt-oss", "qwen3-next", "qwen2.5-vl-new"] {
-        let (code, v) = remap(&fixture(f), &[]);
+    // deepseek-fp8 on vllm-ascend: fp8 dequantized at load, the layout vLLM builds (below).
+    for (f, extra) in [
+        ("llama", &[][..]),
+        ("qwen3-moe", &[]),
+        ("deepseek-fp8", &["--target", "vllm-ascend"]),
+        ("gpt-oss", &[]),
+        ("qwen3-next", &[]),
+        ("qwen2.5-vl-new", &[]),
+    ] {
+        let (code, v) = remap(&fixture(f), extra);
         assert_eq!(code, 0, "{f}: {:?}", found(&v));
         assert_eq!(v["schema"], "ckptkit.remap/1");
         assert_eq!(v["vllm_reference"], "0.33.0");
         assert_eq!(v["family"]["matched_by"], "architecture");
     }
+}
+
+/// vLLM 0.33.0 does not build deepseek-fp8 at TP 1 with native fp8 (fixtures/oracle/deepseek-fp8.tp1.json
+/// holds its build error): remap shows no table for it, and says what vLLM says.
+#[test]
+fn no_table_for_a_layout_vllm_does_not_build() {
+    let oracle: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("oracle").join("deepseek-fp8.tp1.json")).unwrap()).unwrap();
+    let vllm_says = oracle["build_errors"][0].as_str().unwrap();
+    let r = run(&["remap", fixture("deepseek-fp8").to_str().unwrap(), "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stdout.is_empty());
+    assert!(r.stderr.contains(vllm_says), "{vllm_says:?} not in {}", r.stderr);
 }
 
 #[test]

@@ -78,7 +78,8 @@ fn absurd_config_sizes_are_refused_not_iterated() {
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert!(v["configs"][0]["failures"][0]["message"].as_str().unwrap().contains("beyond any real model"));
     let r = run(&["remap", dir, "--json"]);
-    assert!(r.stdout.contains("beyond any real model"), "{}", r.stderr);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("beyond any real model"), "{}", r.stderr);
     let r = run(&["audit", dir, "--json"]);
     assert!(r.stdout.contains("beyond any real model"), "{}", r.stderr);
     let out = c.tmp.path().join("stub");

@@ -62,7 +62,7 @@ fn wait_bounded(mut child: std::process::Child, limit: Duration) -> (i32, Option
 fn a_closed_stdout_ends_quietly() {
     let model = fixture("deepseek-fp8");
     for args in [
-        vec!["remap", model.to_str().unwrap(), "--json"],
+        vec!["remap", model.to_str().unwrap(), "--json", "--target", "vllm-ascend"],
         vec!["audit", model.to_str().unwrap()],
         vec!["audit", model.to_str().unwrap(), "--json"],
         vec!["plan", model.to_str().unwrap(), "--json"],
