@@ -26,8 +26,9 @@ def _apply_mapper(name):
 
 def _layer_index(name):
     segs = name.split(".")
-    for a, b in zip(segs, segs[1:]):
-        if a == "layers":
+    for i, seg in enumerate(segs[:-1]):
+        if seg == "layers":
+            b = segs[i + 1]
             return int(b) if b.isascii() and b.isdigit() else None
     return None
 
@@ -51,12 +52,12 @@ def route(name):
             layer = _layer_index(n)
             is_mtp = layer is not None and NUM_HIDDEN_LAYERS is not None and layer >= NUM_HIDDEN_LAYERS
         if is_mtp:
-            return ("skip", "MTP layer: the main model skips it; %s loads it with --speculative-config" % MTP["draft"])
+            return ("skip", f"MTP layer: the main model skips it; {MTP['draft']} loads it with --speculative-config")
     for frm, to in KV_SCALE_RENAMES:
         if n.endswith(frm):
             n = n[: len(n) - len(frm)] + to
             if n not in PARAMS:
-                return ("skip", "KV-cache scale with no `%s` parameter: vLLM warns \"Found kv scale in the checkpoint … not loaded\" and drops it" % n)
+                return ("skip", f"KV-cache scale with no `{n}` parameter: vLLM warns \"Found kv scale in the checkpoint … not loaded\" and drops it")
             return ("param", n, None, None, False)
     for s in SKIP:
         if (s.get("prefix") and n.startswith(s["prefix"])) or (s.get("substr") and s["substr"] in n) or (
@@ -125,12 +126,13 @@ def remap(names, dtypes=None, dequantize_fp8=False):
             row["routed_to"] = param
             first = param.split(".")[0]
             if first not in _TOP or UNMAPPED == "no-module":
-                row["reason"] = "ValueError: There is no module or parameter named '%s' in %s" % (
-                    _unknown_prefix(param), CLASS)
+                row["reason"] = (
+                    f"ValueError: There is no module or parameter named '{_unknown_prefix(param)}' in {CLASS}"
+                )
             elif UNMAPPED == "keyerror":
-                row["reason"] = "KeyError: '%s'" % param
+                row["reason"] = f"KeyError: '{param}'"
             else:
-                row["reason"] = "silently skipped (`%s` is not a parameter)" % param
+                row["reason"] = f"silently skipped (`{param}` is not a parameter)"
             rows.append(row)
             continue
         if expert is not None or spec["fused_experts"]:
@@ -149,7 +151,7 @@ def remap(names, dtypes=None, dequantize_fp8=False):
         key = _shard_key(shard)
         if key not in spec["shards"]:
             row["action"] = "unmapped"
-            row["reason"] = "%s has no shard `%s`" % (param, key)
+            row["reason"] = f"{param} has no shard `{key}`"
             row["routed_to"] = param
         else:
             row["param"] = param

@@ -120,9 +120,7 @@ def main():
             content = content_of(resp) if resp is not None else ""
             ev["requests"].append({"kind": kind, "status": status, "latency_s": round(time.monotonic() - t, 3),
                                    "content_chars": len(content), "error": err})
-            if status is None:
-                fail("false-ready", f"{kind} request: {err}")
-            elif status >= 500:
+            if status is None or status >= 500:
                 fail("false-ready", f"{kind} request: {err}")
             elif status != 200:
                 fail("http-error", f"{kind} request: {err}")
