@@ -61,15 +61,26 @@ pub struct Context<'a> {
     pub quant: Option<QuantScheme>,
     /// Display name, e.g. `DeepSeek-V3` (file names of the delivery skeletons).
     pub name: String,
-    /// Python identifier stem, e.g. `deepseek_v3`.
+    /// Python identifier stem, e.g. `deepseek_v3` (the package is `<snake>_vllm`).
     pub snake: String,
-    /// The adapter class.
+    /// The adapter's module stem: `snake`, or `<snake>_ckpt` in the in-tree layout where `snake` is
+    /// already a module of `vllm/model_executor/models/` (copying it there would replace vLLM's own).
+    pub module: String,
+    /// The mapping module's stem.
+    pub mapping_module: String,
+    /// The adapter class: the architecture's own name (the registry maps the architecture to it).
     pub class: String,
     pub architecture: String,
+    /// The architecture is named only in `text_config.architectures`: vLLM reads the top-level
+    /// `architectures`, so the serve scripts pass it with `--hf-overrides`.
+    pub architecture_in_text_config_only: bool,
     pub tp: u64,
     pub ep: bool,
-    /// Why this TP / EP (from the plan), for the report.
+    /// Why this TP / EP (from the plan), for the scripts and the report, in English and Chinese.
     pub tp_reason: String,
+    pub tp_reason_zh: String,
+    /// The plan the TP came from: the device, and the `max_model_len` vLLM accepts for this model.
+    pub plan: crate::plan::PlanReport,
     pub opts: &'a StubOptions,
     /// fp8 weights that the target cannot serve natively: dequantized at load.
     pub dequant_at_load: bool,
@@ -224,31 +235,109 @@ fn prepare_out(out: &Path, force: bool) -> Result<StubState, StubError> {
         .unwrap_or_default())
 }
 
-/// The smallest feasible TP (failures of the `target` rule aside: the stub dequantizes at load), and
-/// whether it needs EP.
-fn choose_tp(ck: &Checkpoint, model: &str, target: Target) -> Result<(u64, bool, String), StubError> {
-    let input = PlanInput::from_checkpoint(ck, model)?;
-    let opts = PlanOptions { tp: vec![1, 2, 4, 8, 16, 32], ep: vec![false, true], target, ..Default::default() };
+/// The TP (and EP) for the serve scripts, from `ckptkit plan` of the model as the scripts serve it:
+/// with `dequant_at_load` the fp8 weights become bf16 at load and the scripts build the model
+/// unquantized, so the plan is of the unquantized model (its `target` rule then holds and memory is
+/// counted in bf16). With `given` only that TP is planned. Returns (tp, ep, reason, reason in
+/// Chinese, the plan: device and the `max_model_len` vLLM accepts).
+fn choose_tp(
+    ck: &Checkpoint,
+    model: &str,
+    target: Target,
+    given: Option<u64>,
+    dequant_at_load: bool,
+) -> Result<(u64, bool, String, String, crate::plan::PlanReport), StubError> {
+    // As `ckptkit plan` reads it: a directory with only a config.json is planned from the config.
+    let mut input = if ck.tensor_count() == 0 {
+        PlanInput::open(model).or_else(|_| PlanInput::from_checkpoint(ck, model))?
+    } else {
+        PlanInput::from_checkpoint(ck, model)?
+    };
+    if dequant_at_load {
+        input.quant = None;
+    }
+    let moe = input.config.moe.is_some();
+    let opts = PlanOptions {
+        tp: given.map_or_else(|| vec![1, 2, 4, 8, 16, 32], |t| vec![t.max(1)]),
+        ep: match given {
+            Some(t) => vec![moe && t > 1],
+            None => vec![false, true],
+        },
+        target,
+        ..Default::default()
+    };
     let report = crate::plan::plan(&input, &opts);
-    let ok = |c: &&crate::plan::ConfigPlan| c.failures.iter().all(|f| f.rule == "target");
-    let best = report.configs.iter().filter(ok).min_by_key(|c| (c.tp, c.ep));
-    Ok(match best {
-        Some(c) => (
-            c.tp,
-            c.ep,
-            format!(
-                "`ckptkit plan --target {}`: TP {}{} is the smallest configuration whose rules pass on {} ({} of weights per rank, {} sequences of {} tokens)",
-                target.as_str(),
-                c.tp,
-                if c.ep { " with EP" } else { "" },
-                report.device.name,
-                crate::render::bytes(c.per_rank_weight_bytes),
-                c.max_seqs_at_max_model_len,
-                report.max_model_len
+    let served =
+        if dequant_at_load { ", of the model as served (fp8 dequantized to bf16 at load, unquantized)" } else { "" };
+    let served_zh = if dequant_at_load {
+        "（按实际服务方式规划：fp8 权重在加载时反量化为 bf16，模型以非量化方式构建）"
+    } else {
+        ""
+    };
+    let dev = report.device.name.clone();
+    let why =
+        |c: &crate::plan::ConfigPlan| c.failures.iter().map(|f| f.rule.to_string()).collect::<Vec<_>>().join(", ");
+    let (tp, ep, en, zh) = if let Some(t) = given {
+        let c = report.configs.first();
+        let ep = c.is_some_and(|c| c.ep);
+        match c.filter(|c| !c.feasible) {
+            Some(c) => (
+                t,
+                ep,
+                format!(
+                    "--tp {t} given; `ckptkit plan --target {}`{served} finds it infeasible on {dev} ({})",
+                    target.as_str(),
+                    why(c)
+                ),
+                format!(
+                    "指定了 --tp {t}；`ckptkit plan --target {}`{served_zh}判定其在 {dev} 上不可行（{}）",
+                    target.as_str(),
+                    why(c)
+                ),
             ),
-        ),
-        None => (8, false, "no configuration up to TP 32 passes `ckptkit plan`; TP 8 is a placeholder — read the plan".into()),
-    })
+            None => (
+                t,
+                ep,
+                format!(
+                    "--tp {t} given; `ckptkit plan --target {}`{served} finds it feasible on {dev}",
+                    target.as_str()
+                ),
+                format!("指定了 --tp {t}；`ckptkit plan --target {}`{served_zh}判定其在 {dev} 上可行", target.as_str()),
+            ),
+        }
+    } else {
+        match report.configs.iter().filter(|c| c.feasible).min_by_key(|c| (c.tp, c.ep)) {
+            Some(c) => (
+                c.tp,
+                c.ep,
+                format!(
+                    "`ckptkit plan --target {}`{served}: TP {}{} is the smallest feasible configuration on {dev} ({} of weights per rank, {} sequences of {} tokens)",
+                    target.as_str(),
+                    c.tp,
+                    if c.ep { " with EP" } else { "" },
+                    crate::render::bytes(c.per_rank_weight_bytes),
+                    c.max_seqs_at_max_model_len,
+                    report.max_model_len
+                ),
+                format!(
+                    "`ckptkit plan --target {}`{served_zh}：TP {}{} 是 {dev} 上最小的可行配置（每卡权重 {}，可容纳 {} 条 {} token 的序列）",
+                    target.as_str(),
+                    c.tp,
+                    if c.ep { "（开启 EP）" } else { "" },
+                    crate::render::bytes(c.per_rank_weight_bytes),
+                    c.max_seqs_at_max_model_len,
+                    report.max_model_len
+                ),
+            ),
+            None => (
+                8,
+                false,
+                format!("`ckptkit plan --target {}`{served} finds no feasible configuration up to TP 32 on {dev}; TP 8 is a placeholder — read the plan", target.as_str()),
+                format!("`ckptkit plan --target {}`{served_zh}在 {dev} 上找不到 TP 32 以内的可行配置；TP 8 仅为占位，请阅读规划结果", target.as_str()),
+            ),
+        }
+    };
+    Ok((tp, ep, en, zh, report))
 }
 
 /// Generate everything into `opts.out`: new or empty, or with `force` a directory whose files a
@@ -260,34 +349,49 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
         )));
     };
     let architecture = cfg.architecture.clone().unwrap_or_else(|| "UnknownForCausalLM".into());
-    let (tp, ep, tp_reason) = match opts.tp {
-        Some(tp) => (tp, cfg.moe.is_some() && tp > 1, format!("--tp {tp} given")),
-        None => choose_tp(ck, model, opts.target)?,
-    };
-    let remap = crate::remap::remap(ck, model, rules, &RemapOptions { tp, ep, target: opts.target, rows: true });
+    if !architecture.starts_with(|c: char| c.is_ascii_alphabetic())
+        || !architecture.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(StubError::Unsupported(format!(
+            "{model}: architecture {architecture:?} is not a Python class name; the adapter class takes the architecture's name"
+        )));
+    }
     let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
+    let fp8 = quant.as_ref().is_some_and(|q| q.fp8_scale.is_some());
+    let dequant_at_load = fp8 && opts.target == Target::VllmAscend;
+    let (tp, ep, tp_reason, tp_reason_zh, plan) = choose_tp(ck, model, opts.target, opts.tp, dequant_at_load)?;
+    let remap = crate::remap::remap(ck, model, rules, &RemapOptions { tp, ep, target: opts.target, rows: true });
     let dir_name = Path::new(model)
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| architecture.clone());
     let name = opts.name.clone().unwrap_or(dir_name);
-    let fp8 = quant.as_ref().is_some_and(|q| q.fp8_scale.is_some());
+    let snake = snake(&name);
+    let taken = if opts.layout == Layout::InTree { python::vllm_module_names(rules) } else { Default::default() };
+    let free = |stem: String| if taken.contains(&stem) { format!("{stem}_ckpt") } else { stem };
+    let module = free(snake.clone());
+    let mapping_module = free(format!("{module}_mapping"));
     let mtp_present = remap.rows.iter().any(|r| r.reason.as_deref().is_some_and(|x| x.starts_with("MTP layer")));
     let ctx = Context {
         model_path: model,
         ck,
         remap: &remap,
         rules,
-        snake: snake(&name),
-        class: format!("{}ForCausalLM", camel(&name)).replace("ForCausalLMForCausalLM", "ForCausalLM"),
+        snake,
+        module,
+        mapping_module,
+        class: architecture.clone(),
         name,
+        architecture_in_text_config_only: cfg.architecture_source == Some("text_config.architectures"),
         architecture,
         tp,
         ep,
         tp_reason,
+        tp_reason_zh,
+        plan,
         opts,
-        dequant_at_load: fp8 && opts.target == Target::VllmAscend,
+        dequant_at_load,
         mtp_declared: cfg.mtp_layers > 0,
         mtp_present,
         quant,

@@ -103,22 +103,104 @@ fn mapping_module(ctx: &Context<'_>) -> String {
     o
 }
 
+/// One Python import statement: `import module` (no names) or `from module import names`.
+struct Import {
+    module: String,
+    names: Vec<String>,
+}
+
+/// The import block as ruff's isort sorts it: standard library, third party, then this package;
+/// within a section `import x` before `from x import …`, modules alphabetically, names constants /
+/// classes / functions; statements over 88 columns wrapped one name a line.
+fn imports(list: &[Import]) -> String {
+    const STDLIB: &[&str] = &["collections", "typing", "math", "json", "sys"];
+    let section = |m: &str| {
+        if m.starts_with('.') {
+            2
+        } else if STDLIB.contains(&m.split('.').next().unwrap_or("")) {
+            0
+        } else {
+            1
+        }
+    };
+    let kind = |n: &str| {
+        let bare = n.split(' ').next().unwrap_or(n);
+        if bare.len() > 1 && bare.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+            0
+        } else if bare.starts_with(|c: char| c.is_ascii_uppercase()) {
+            1
+        } else {
+            2
+        }
+    };
+    let mut out = String::new();
+    for sec in 0..3 {
+        let mut stmts: Vec<(bool, String, Vec<String>)> = list
+            .iter()
+            .filter(|i| section(&i.module) == sec)
+            .map(|i| {
+                let mut names = i.names.clone();
+                names.sort_by_key(|n| (kind(n), n.to_ascii_lowercase()));
+                names.dedup();
+                (!names.is_empty(), i.module.clone(), names)
+            })
+            .collect();
+        if stmts.is_empty() {
+            continue;
+        }
+        stmts.sort_by_key(|(from, m, _)| (*from, m.to_ascii_lowercase()));
+        stmts.dedup();
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        for (from, m, names) in stmts {
+            if !from {
+                let _ = writeln!(out, "import {m}");
+                continue;
+            }
+            let line = format!("from {m} import {}", names.join(", "));
+            if line.len() <= 88 {
+                let _ = writeln!(out, "{line}");
+            } else {
+                let _ = writeln!(out, "from {m} import (");
+                for n in names {
+                    let _ = writeln!(out, "    {n},");
+                }
+                out.push_str(")\n");
+            }
+        }
+    }
+    out
+}
+
+fn import(module: &str, names: &[&str]) -> Import {
+    Import { module: module.to_string(), names: names.iter().map(|s| s.to_string()).collect() }
+}
+
+/// The fp8 part of the adapter: the import, the switch and the block size (fp8 checkpoints only).
+fn fp8_prelude(ctx: &Context<'_>, imports: &mut Vec<Import>) -> String {
+    let Some(q) = ctx.quant.as_ref().filter(|q| q.fp8_scale.is_some()) else { return String::new() };
+    imports.push(import(".fp8_dequant", &["dequantize_pairs"]));
+    let block = match q.fp8_scale {
+        Some(crate::quant::scheme::ScaleLayout::Block { n, k }) => format!("({n}, {k})"),
+        _ => "None".into(),
+    };
+    format!(
+        "# fp8 weights: True dequantizes them to bf16 at load (a target without fp8 units, such as\n# vLLM-Ascend on Atlas A2/A3; the serve scripts then build the model unquantized), False loads\n# them as they are (vLLM on GPUs with fp8).\nDEQUANTIZE_FP8 = {}\nBLOCK_SIZE = {block}\n\n",
+        if ctx.dequant_at_load { "True" } else { "False" }
+    )
+}
+
 /// The vLLM adapter: a subclass of the class vLLM serves this architecture with, whose
-/// `load_weights` follows the table and raises once for every unmapped name.
+/// `load_weights` follows the table and raises once for every unmapped name. It takes the
+/// architecture's name, so the registry entry reads `"Arch": (module, "Arch")`.
 fn adapter(ctx: &Context<'_>) -> String {
     let family = ctx.remap.family.as_ref().and_then(|f| ctx.rules.families.iter().find(|g| g.family == f.family));
     let base = family.and_then(|f| f.vllm_classes.get(&ctx.architecture).cloned());
     let inferred = ctx.remap.family.as_ref().is_some_and(|f| f.matched_by == "inferred");
     let mut o =
         header(ctx, &format!("vLLM adapter for {}: weight loading that follows ckptkit's remap table.", ctx.name));
-    let m = format!("{}_mapping", ctx.snake);
-    o.push_str("from collections.abc import Iterable\n\nimport torch\n");
-    o.push_str("from vllm.model_executor.model_loader.weight_utils import default_weight_loader\n");
-    o.push_str("from vllm.model_executor.models.utils import WeightsMapper, is_pp_missing_parameter\n\n");
-    let _ = writeln!(o, "from . import {m} as M");
-    if ctx.dequant_at_load {
-        o.push_str("from .fp8_dequant import dequantize_pairs\n");
-    }
+    o.push('\n');
     let (module, class) = match (&base, inferred) {
         (Some(b), false) => {
             let (m, c) = b.split_once(':').unwrap_or((b.as_str(), "Model"));
@@ -126,22 +208,23 @@ fn adapter(ctx: &Context<'_>) -> String {
         }
         _ => (String::new(), String::new()),
     };
+    let mut imp = vec![
+        import("collections.abc", &["Iterable"]),
+        import("torch", &[]),
+        import("vllm.model_executor.model_loader.weight_utils", &["default_weight_loader"]),
+        Import { module: ".".into(), names: vec![format!("{} as M", ctx.mapping_module)] },
+    ];
+    let fp8 = fp8_prelude(ctx, &mut imp);
     if class.is_empty() {
-        // Unknown family: the module tree the checkpoint implies, forward left to write.
-        o.push_str(&skeleton(ctx));
+        // No vLLM class serves this architecture: the module tree the mapping implies, forward left to write.
+        let body = skeleton(ctx, &mut imp);
+        o.push_str(&imports(&imp));
+        o.push_str(&after_imports(&fp8));
+        o.push_str(&body);
         return o;
     }
-    let _ = writeln!(o, "from {module} import {class} as _Base\n");
-    let block = ctx.quant.as_ref().and_then(|q| match q.fp8_scale {
-        Some(crate::quant::scheme::ScaleLayout::Block { n, k }) => Some((n, k)),
-        _ => None,
-    });
-    let _ = writeln!(
-        o,
-        "DEQUANTIZE_FP8 = {}  # fp8 weights on a target without fp8: bf16 at load",
-        if ctx.dequant_at_load { "True" } else { "False" }
-    );
-    let _ = writeln!(o, "BLOCK_SIZE = {}\n", block.map_or("None".to_string(), |(n, k)| format!("({n}, {k})")));
+    let mut utils = vec!["is_pp_missing_parameter".to_string()];
+    imp.push(Import { module: module.clone(), names: vec![format!("{class} as _Base")] });
     // packed_modules_mapping from the stacked mapping.
     let mut packed: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
     if let Some(f) = family {
@@ -154,9 +237,17 @@ fn adapter(ctx: &Context<'_>) -> String {
             }
         }
     }
-    let _ = writeln!(o, "\nclass {}(_Base):", ctx.class);
-    let _ = writeln!(o, "    \"\"\"{class} with explicit, table-driven weight loading (ckptkit).\"\"\"\n");
-    let _ = writeln!(o, "    packed_modules_mapping = {}", py(&serde_json::to_value(&packed).unwrap_or(Value::Null)));
+    let mut body = String::new();
+    let _ = writeln!(body, "class {}(_Base):", ctx.class);
+    let _ = writeln!(body, "    \"\"\"vLLM's {class} with explicit, table-driven weight loading (ckptkit).\"\"\"\n");
+    if !packed.is_empty() {
+        imp.push(import("typing", &["ClassVar"]));
+        let _ = writeln!(
+            body,
+            "    packed_modules_mapping: ClassVar[dict[str, list[str]]] = {}",
+            py(&serde_json::to_value(&packed).unwrap_or(Value::Null))
+        );
+    }
     if let Some(f) = family {
         let dict = |v: &Vec<(String, Option<String>)>| {
             format!(
@@ -169,8 +260,9 @@ fn adapter(ctx: &Context<'_>) -> String {
         };
         let mp = &f.mapper;
         if !(mp.substr.is_empty() && mp.prefix.is_empty() && mp.suffix.is_empty()) {
+            utils.push("WeightsMapper".into());
             let _ = writeln!(
-                o,
+                body,
                 "    hf_to_vllm_mapper = WeightsMapper(\n        orig_to_new_substr={},\n        orig_to_new_prefix={},\n        orig_to_new_suffix={},\n    )",
                 dict(&mp.substr),
                 dict(&mp.prefix),
@@ -178,18 +270,42 @@ fn adapter(ctx: &Context<'_>) -> String {
             );
         }
     }
-    o.push_str(LOAD_WEIGHTS);
+    imp.push(Import { module: "vllm.model_executor.models.utils".into(), names: utils });
+    body.push_str(&load_weights(ctx, true));
+    o.push_str(&imports(&imp));
+    o.push_str(&after_imports(&fp8));
+    o.push_str(&body);
     o
 }
 
-const LOAD_WEIGHTS: &str = r#"
+/// What separates the imports from the first class: the fp8 switch (one blank line before it, two
+/// after, as ruff's isort and pycodestyle want), or two blank lines.
+fn after_imports(fp8: &str) -> String {
+    if fp8.is_empty() {
+        "\n\n".into()
+    } else {
+        format!("\n{fp8}\n")
+    }
+}
+
+/// `load_weights`: `fused_to_base` hands tensors holding every expert to the base class's loader.
+fn load_weights(ctx: &Context<'_>, fused_to_base: bool) -> String {
+    let fp8 = ctx.quant.as_ref().is_some_and(|q| q.fp8_scale.is_some());
+    let mut o = String::from(
+        r#"
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """Every checkpoint tensor goes where ckptkit's remap table sends it. Tensors the table
         skips (rotary buffers, a tied lm_head, MTP layers) are skipped; a tensor that reaches no
         parameter is collected, and all of them are reported in one error — never skipped silently."""
-        if DEQUANTIZE_FP8:
-            weights = dequantize_pairs(weights, block_size=BLOCK_SIZE)
-        params = dict(self.named_parameters(remove_duplicate=False))
+"#,
+    );
+    if fp8 {
+        o.push_str(
+            "        if DEQUANTIZE_FP8:\n            weights = dequantize_pairs(weights, block_size=BLOCK_SIZE)\n",
+        );
+    }
+    o.push_str(
+        r#"        params = dict(self.named_parameters(remove_duplicate=False))
         loaded: set[str] = set()
         unmapped: list[str] = []
         fused: list[tuple[str, torch.Tensor]] = []
@@ -205,7 +321,7 @@ const LOAD_WEIGHTS: &str = r#"
             if is_pp_missing_parameter(param_name, self):
                 continue  # this pipeline stage does not hold it
             if spec["fused_experts"]:
-                fused.append((name, tensor))  # all experts in one tensor: the base loader slices them
+                fused.append((name, tensor))  # all experts in one tensor
                 continue
             param = params.get(param_name)
             if param is None:
@@ -213,7 +329,9 @@ const LOAD_WEIGHTS: &str = r#"
                 continue
             loader = getattr(param, "weight_loader", default_weight_loader)
             if expert_id is not None:
-                ok = loader(param, tensor, param_name, shard_id=shard_id, expert_id=expert_id, return_success=True)
+                ok = loader(
+                    param, tensor, param_name, shard_id=shard_id, expert_id=expert_id, return_success=True
+                )
                 if ok is False:
                     continue  # expert not local under expert parallelism
             elif shard_id is not None:
@@ -226,97 +344,399 @@ const LOAD_WEIGHTS: &str = r#"
                 f"{len(unmapped)} checkpoint tensors map to no parameter of {type(self).__name__} "
                 "(see `ckptkit remap`):\n  " + "\n  ".join(unmapped)
             )
-        if fused:
-            loaded |= set(super().load_weights(iter(fused)))
-        return loaded
-"#;
+"#,
+    );
+    if fused_to_base {
+        o.push_str("        if fused:\n            loaded |= set(super().load_weights(iter(fused)))\n");
+    } else {
+        o.push_str("        if fused:\n            raise NotImplementedError(\n                \"fused expert tensors need a loader for this new architecture: \"\n                + \", \".join(n for n, _ in fused)\n            )\n");
+    }
+    o.push_str("        return loaded\n");
+    o
+}
 
-/// A module tree for an architecture no family covers: one class per module of layer 0, leaves as
-/// the vLLM layer their TP partition implies. Only `forward` is left to write.
-fn skeleton(ctx: &Context<'_>) -> String {
-    let rules = crate::arch::parallel_rules();
+/// A Python attribute path (`self.a.b`): every segment an identifier, not a keyword.
+fn attr_path(path: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del",
+        "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal",
+        "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
+    ];
+    !path.is_empty()
+        && path.split('.').all(|s| {
+            s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !KEYWORDS.contains(&s)
+        })
+}
+
+/// One module (or loose parameter) of the skeleton, from the remap table's parameters.
+#[derive(Default, Clone)]
+struct Leaf {
+    /// The `.weight` parameter (partition, shard ids, per-shard shapes, experts).
+    weight: Option<crate::remap::ParamOut>,
+    bias: bool,
+    /// Parameters that are neither weight, bias nor a quantization scale: (name, shape).
+    extra: Vec<(String, Option<Vec<u64>>)>,
+}
+
+/// Split a parameter name into (module path, parameter leaf).
+fn split_param(name: &str) -> (&str, &str) {
+    for fused in ["w13_", "w2_"] {
+        if let Some(pos) = name.rfind(&format!(".{fused}")) {
+            return (&name[..pos], &name[pos + 1..]);
+        }
+    }
+    name.rsplit_once('.').unwrap_or(("", name))
+}
+
+/// Parameters the quantization method or the attention layer creates (`weight_scale_inv`,
+/// `input_scale`, `k_scale`, `prob_scale`, …): not built by hand.
+const SCALES: &[&str] = &["scale", "scale_inv"];
+
+/// The constructor of one leaf, and the layer classes it needs.
+fn ctor(
+    ctx: &Context<'_>,
+    path: &str,
+    leaf: &Leaf,
+    prefix: &str,
+    used: &mut Vec<(&'static str, &'static str)>,
+) -> Option<String> {
+    use crate::arch::Partition;
+    let cfg = ctx.ck.config.clone().unwrap_or_default();
+    let w = leaf.weight.clone()?;
+    let (partition, shards, shapes, experts, fused) = (w.partition, w.shards, w.shapes, w.experts, w.fused_experts);
+    let bias = if leaf.bias { "True" } else { "False" };
+    let qc = "quant_config=quant_config";
+    let pre = format!("prefix={prefix}");
+    let shape = |i: usize| shapes.get(i).cloned().flatten();
+    const LINEAR: &str = "vllm.model_executor.layers.linear";
+    if partition == Partition::Expert || experts.is_some() {
+        let (Some(e), false) = (experts, fused) else { return None };
+        let sh = shape(0)?;
+        let (i, h) = match sh.as_slice() {
+            [n, k] if w.name.ends_with("w2_weight") => (*k, *n),
+            [n, k] => (*n, *k),
+            _ => return None,
+        };
+        let top_k = cfg.moe.as_ref().and_then(|m| m.experts_per_tok)?;
+        used.push(("vllm.model_executor.layers.fused_moe", "FusedMoE"));
+        return Some(format!(
+            "FusedMoE(num_experts={e}, top_k={top_k}, hidden_size={h}, intermediate_size={i}, {qc}, {pre})"
+        ));
+    }
+    match (partition, shape(0)?.as_slice()) {
+        (Partition::Vocab, [v, h]) if path.ends_with("lm_head") => {
+            used.push(("vllm.model_executor.layers.vocab_parallel_embedding", "ParallelLMHead"));
+            Some(format!("ParallelLMHead({v}, {h}, {qc}, {pre})"))
+        }
+        (Partition::Vocab, [v, h]) => {
+            used.push(("vllm.model_executor.layers.vocab_parallel_embedding", "VocabParallelEmbedding"));
+            Some(format!("VocabParallelEmbedding({v}, {h}, {pre})"))
+        }
+        (_, [n]) if shards.is_empty() => {
+            used.push(("vllm.model_executor.layers.layernorm", "RMSNorm"));
+            Some(format!("RMSNorm({n})"))
+        }
+        (_, [_, k]) if !shards.is_empty() => {
+            let outs: Vec<(String, u64)> = shards
+                .iter()
+                .zip(&shapes)
+                .map(|(s, sh)| Some((s.clone(), sh.as_ref()?.first().copied()?)))
+                .collect::<Option<_>>()?;
+            let get = |id: &str| outs.iter().find(|(s, _)| s == id).map(|(_, n)| *n);
+            if let (Some(q), Some(kv), Some(_)) = (get("q"), get("k"), get("v")) {
+                let head = cfg.head_dim.or_else(|| Some(cfg.hidden_size? / cfg.num_heads?)).filter(|h| *h > 0)?;
+                used.push((LINEAR, "QKVParallelLinear"));
+                return Some(format!(
+                    "QKVParallelLinear({k}, {head}, {}, {}, bias={bias}, {qc}, {pre})",
+                    q / head,
+                    kv / head
+                ));
+            }
+            let mut numeric: Vec<(u64, u64)> =
+                outs.iter().map(|(s, n)| Some((s.parse::<u64>().ok()?, *n))).collect::<Option<_>>()?;
+            numeric.sort();
+            let sizes = numeric.iter().map(|(_, n)| n.to_string()).collect::<Vec<_>>().join(", ");
+            let class = if partition == Partition::Replicated {
+                "MergedReplicatedLinear"
+            } else {
+                "MergedColumnParallelLinear"
+            };
+            used.push((LINEAR, class));
+            Some(format!("{class}({k}, [{sizes}], bias={bias}, {qc}, {pre})"))
+        }
+        (Partition::Row, [n, k]) => {
+            used.push((LINEAR, "RowParallelLinear"));
+            Some(format!("RowParallelLinear({k}, {n}, bias={bias}, {qc}, {pre})"))
+        }
+        (Partition::Replicated, [n, k]) => {
+            used.push((LINEAR, "ReplicatedLinear"));
+            Some(format!("ReplicatedLinear({k}, {n}, bias={bias}, {qc}, {pre})"))
+        }
+        (_, [n, k]) => {
+            used.push((LINEAR, "ColumnParallelLinear"));
+            Some(format!("ColumnParallelLinear({k}, {n}, bias={bias}, {qc}, {pre})"))
+        }
+        _ => None,
+    }
+}
+
+/// Statements building `leaves` under `owner` (`self`): containers first, then modules, then loose
+/// parameters; what cannot be built is listed as a TODO comment.
+fn build(
+    ctx: &Context<'_>,
+    leaves: &std::collections::BTreeMap<String, Leaf>,
+    indent: &str,
+    prefix: &dyn Fn(&str) -> String,
+    used: &mut Vec<(&'static str, &'static str)>,
+    containers: &mut std::collections::BTreeSet<String>,
+) -> String {
     let mut o = String::new();
-    o.push_str("from torch import nn\n");
-    o.push_str("from vllm.config import VllmConfig\n");
-    o.push_str("from vllm.model_executor.layers.layernorm import RMSNorm\n");
-    o.push_str(
-        "from vllm.model_executor.layers.linear import ColumnParallelLinear, ReplicatedLinear, RowParallelLinear\n",
-    );
-    o.push_str(
-        "from vllm.model_executor.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding\n",
-    );
-    o.push_str("from vllm.model_executor.models.utils import make_layers\n\n");
-    // Layer-0 leaves: module path under the layer → (out, in) of its weight.
-    let mut leaves: Vec<(String, Vec<u64>)> = Vec::new();
-    let mut top: Vec<(String, Vec<u64>)> = Vec::new();
-    for t in ctx.ck.tensors() {
-        let n = &t.entry.name;
-        let Some(module) = n.strip_suffix(".weight") else { continue };
-        if let Some(pos) = module.find(".layers.0.") {
-            leaves.push((module[pos + ".layers.0.".len()..].to_string(), t.entry.shape.clone()));
-        } else if !module.contains(".layers.") {
-            top.push((module.to_string(), t.entry.shape.clone()));
-        }
-    }
-    let layer_ctor = |path: &str, shape: &[u64]| -> String {
-        let prefix = format!("f\"{{prefix}}.{path}\"");
-        match (rules.partition_of(&format!("{path}.weight")), shape) {
-            (_, [n]) => format!("RMSNorm({n})"),
-            (crate::arch::Partition::Row, [n, k]) => {
-                format!("RowParallelLinear({k}, {n}, bias=False, prefix={prefix})")
+    let mut built: Vec<String> = Vec::new();
+    // `nn.Module()` containers for the parents of `path` not built yet.
+    let container =
+        |o: &mut String, path: &str, built: &[String], containers: &mut std::collections::BTreeSet<String>| {
+            let segs: Vec<&str> = path.split('.').collect();
+            for i in 1..segs.len() {
+                let c = segs[..i].join(".");
+                if !built.contains(&c) && containers.insert(c.clone()) {
+                    let _ = writeln!(o, "{indent}self.{c} = nn.Module()");
+                }
             }
-            (crate::arch::Partition::Replicated, [n, k]) => {
-                format!("ReplicatedLinear({k}, {n}, bias=False, prefix={prefix})")
-            }
-            (_, [n, k]) => format!("ColumnParallelLinear({k}, {n}, bias=False, prefix={prefix})"),
-            _ => format!("None  # TODO: {shape:?}"),
+        };
+    for (path, leaf) in leaves {
+        if leaf.weight.is_none() {
+            continue;
         }
-    };
-    let _ = writeln!(o, "\nclass {}DecoderLayer(nn.Module):", super::camel(&ctx.snake));
-    o.push_str(
-        "    def __init__(self, vllm_config: VllmConfig, prefix: str = \"\") -> None:\n        super().__init__()\n",
-    );
-    // Intermediate modules as nn.Module containers.
-    let mut containers: Vec<String> = Vec::new();
-    for (path, _) in &leaves {
-        let segs: Vec<&str> = path.split('.').collect();
-        for i in 1..segs.len() {
-            let c = segs[..i].join(".");
-            if !containers.contains(&c) {
-                containers.push(c);
+        match ctor(ctx, path, leaf, &prefix(path), used).filter(|_| attr_path(path)) {
+            Some(c) => {
+                container(&mut o, path, &built, containers);
+                let _ = writeln!(o, "{indent}self.{path} = {c}");
+                built.push(path.clone());
+            }
+            None => {
+                let w = leaf.weight.as_ref().map(|w| w.shapes.clone()).unwrap_or_default();
+                let _ = writeln!(o, "{indent}# TODO: build `{path}` (weight shapes {w:?})");
             }
         }
     }
-    for c in &containers {
-        let _ = writeln!(o, "        self.{c} = nn.Module()");
+    for (path, leaf) in leaves {
+        for (name, shape) in &leaf.extra {
+            let full = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+            match shape.as_ref().filter(|_| attr_path(&full)) {
+                Some(sh) => {
+                    if !path.is_empty() && !built.contains(path) {
+                        container(&mut o, &format!("{path}.x"), &built, containers);
+                        if containers.insert(path.clone()) {
+                            let _ = writeln!(o, "{indent}self.{path} = nn.Module()");
+                        }
+                    }
+                    let dims = if sh.is_empty() {
+                        "()".to_string()
+                    } else {
+                        sh.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                    };
+                    let _ = writeln!(o, "{indent}self.{full} = nn.Parameter(torch.empty({dims}), requires_grad=False)");
+                }
+                None => {
+                    let _ = writeln!(o, "{indent}# TODO: parameter `{full}` ({shape:?})");
+                }
+            }
+        }
     }
-    for (path, shape) in &leaves {
-        let _ = writeln!(o, "        self.{path} = {}", layer_ctor(path, shape));
-    }
-    o.push_str("\n    def forward(self, positions, hidden_states, residual):\n        raise NotImplementedError(\"TODO: the layer's computation\")\n");
+    o
+}
+
+/// A module tree for an architecture no vLLM class serves, built from the remap table's parameters
+/// (the same `PARAMS` the mapping module routes to: stacked `qkv_proj` / `gate_up_proj`, fused
+/// experts), so `load_weights` finds every parameter it routes a tensor to. Only `forward` and
+/// `compute_logits` are left to write.
+fn skeleton(ctx: &Context<'_>, imp: &mut Vec<Import>) -> String {
+    use std::collections::{BTreeMap, BTreeSet};
     let cls = &ctx.class;
-    let _ = writeln!(o, "\n\nclass {cls}(nn.Module):");
+    let layer_cls = format!("{}DecoderLayer", super::camel(&ctx.snake));
+    // Decoder-layer parameters by path under the layer, with the layers that have them; the rest.
+    let mut layer_leaves: BTreeMap<String, (Leaf, BTreeSet<u64>)> = BTreeMap::new();
+    let mut top: BTreeMap<String, Leaf> = BTreeMap::new();
+    let mut layers_path: Option<String> = None;
+    let mut all_layers: BTreeSet<u64> = BTreeSet::new();
+    for p in &ctx.remap.params {
+        let (module, leafname) = split_param(&p.name);
+        let (path, layer) = match module.find(".layers.").or_else(|| module.starts_with("layers.").then_some(0)) {
+            Some(pos) => {
+                let start =
+                    if module[pos..].starts_with(".layers.") { pos + ".layers.".len() } else { "layers.".len() };
+                let rest = &module[start..];
+                let (idx, tail) = rest.split_once('.').unwrap_or((rest, ""));
+                match idx.parse::<u64>() {
+                    Ok(i) => {
+                        layers_path.get_or_insert_with(|| module[..start - 1].to_string());
+                        (tail.to_string(), Some(i))
+                    }
+                    Err(_) => (module.to_string(), None),
+                }
+            }
+            None => (module.to_string(), None),
+        };
+        let leaf = match layer {
+            Some(i) => {
+                all_layers.insert(i);
+                let e = layer_leaves.entry(path).or_default();
+                e.1.insert(i);
+                &mut e.0
+            }
+            None => top.entry(path).or_default(),
+        };
+        if leafname == "w2_weight" {
+            // Experts: sized from w13 ([intermediate, hidden] per shard) when there is one.
+            if leaf.weight.is_none() {
+                leaf.weight = Some(p.clone());
+            }
+        } else if leafname == "weight" || leafname == "w13_weight" {
+            leaf.weight = Some(p.clone());
+        } else if leafname == "bias" {
+            leaf.bias = true;
+        } else if !SCALES.iter().any(|s| leafname.ends_with(s)) && !leaf.extra.iter().any(|(n, _)| n == leafname) {
+            leaf.extra.push((leafname.to_string(), p.shapes.first().cloned().flatten()));
+        }
+    }
+    let mut used: Vec<(&'static str, &'static str)> = Vec::new();
+    let mut o = String::new();
+    let mut utils = vec!["is_pp_missing_parameter"];
+    if let Some(lp) = layers_path.as_ref().filter(|lp| attr_path(lp)) {
+        let _ = writeln!(o, "class {layer_cls}(nn.Module):");
+        o.push_str("    def __init__(self, vllm_config: VllmConfig, prefix: str = \"\") -> None:\n        super().__init__()\n");
+        // Group the layer's modules by the layers that have them (dense and MoE layers differ).
+        let mut groups: BTreeMap<Vec<u64>, BTreeMap<String, Leaf>> = BTreeMap::new();
+        for (path, (leaf, layers)) in &layer_leaves {
+            let key = if *layers == all_layers { Vec::new() } else { layers.iter().copied().collect() };
+            groups.entry(key).or_default().insert(path.clone(), leaf.clone());
+        }
+        let mut inner = String::new();
+        let mut containers = BTreeSet::new();
+        let prefix = |p: &str| format!("f\"{{prefix}}.{p}\"");
+        for (layers, leaves) in &groups {
+            if layers.is_empty() {
+                inner.push_str(&build(ctx, leaves, "        ", &prefix, &mut used, &mut containers));
+            } else {
+                utils.push("extract_layer_index");
+                let (lo, hi) = (layers[0], layers[layers.len() - 1]);
+                let cond = if hi - lo + 1 == layers.len() as u64 {
+                    format!("{lo} <= layer_idx <= {hi}")
+                } else {
+                    format!("layer_idx in {{{}}}", layers.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
+                };
+                let _ = writeln!(inner, "        if {cond}:");
+                let mut sub = BTreeSet::new();
+                std::mem::swap(&mut sub, &mut containers);
+                let mut block = build(ctx, leaves, "            ", &prefix, &mut used, &mut sub);
+                std::mem::swap(&mut sub, &mut containers);
+                if block.is_empty() {
+                    block = "            pass\n".into();
+                }
+                inner.push_str(&block);
+            }
+        }
+        if inner.contains("quant_config=quant_config") {
+            o.push_str("        quant_config = vllm_config.quant_config\n");
+        }
+        if inner.contains("layer_idx") {
+            o.push_str("        layer_idx = extract_layer_index(prefix)\n");
+        }
+        o.push_str(&inner);
+        o.push_str("\n    def forward(self, positions, hidden_states, residual):\n        raise NotImplementedError(\"TODO: the layer's computation\")\n\n\n");
+        let _ = lp;
+    }
+    let _ = writeln!(o, "class {cls}(nn.Module):");
     o.push_str(
         "    def __init__(self, *, vllm_config: VllmConfig, prefix: str = \"\") -> None:\n        super().__init__()\n",
     );
-    o.push_str("        config = vllm_config.model_config.hf_config\n        self.config = config\n        self.model = nn.Module()\n");
-    for (path, shape) in &top {
-        let p = path.strip_prefix("model.").map(|p| format!("model.{p}")).unwrap_or(path.clone());
-        let ctor = match shape.as_slice() {
-            [v, h] if path.contains("embed") => format!("VocabParallelEmbedding({v}, {h})"),
-            [v, h] if path.contains("lm_head") => format!("ParallelLMHead({v}, {h})"),
-            _ => layer_ctor(path, shape),
-        };
-        let _ = writeln!(o, "        self.{p} = {ctor}");
+    let mut inner = String::new();
+    let mut containers = BTreeSet::new();
+    utils.push("maybe_prefix");
+    let prefix = |p: &str| format!("maybe_prefix(prefix, \"{p}\")");
+    inner.push_str(&build(ctx, &top, "        ", &prefix, &mut used, &mut containers));
+    if let Some(lp) = layers_path.as_ref().filter(|lp| attr_path(lp)) {
+        utils.push("make_layers");
+        let segs: Vec<&str> = lp.split('.').collect();
+        for i in 1..segs.len() {
+            let c = segs[..i].join(".");
+            if containers.insert(c.clone()) {
+                let _ = writeln!(inner, "        self.{c} = nn.Module()");
+            }
+        }
+        let _ = writeln!(
+            inner,
+            "        _, _, self.{lp} = make_layers(\n            config.num_hidden_layers,\n            lambda prefix: {layer_cls}(vllm_config, prefix),\n            prefix=maybe_prefix(prefix, \"{lp}\"),\n        )"
+        );
     }
+    o.push_str("        config = vllm_config.model_config.hf_config\n        self.config = config\n");
+    if inner.contains("quant_config=quant_config") {
+        o.push_str("        quant_config = vllm_config.quant_config\n");
+    }
+    o.push_str(&inner);
+    o.push_str("\n    def forward(self, input_ids, positions, intermediate_tensors=None, inputs_embeds=None):\n        raise NotImplementedError(\"TODO: embed, run the decoder layers, final norm\")\n");
+    o.push_str("\n    def compute_logits(self, hidden_states):\n        raise NotImplementedError(\"TODO: logits from lm_head\")\n");
+    o.push_str(&load_weights(ctx, false));
+    if o.contains("torch.empty(") {
+        // `import torch` is already there for the type hints.
+    }
+    imp.push(import("torch", &["nn"]));
+    imp.push(import("vllm.config", &["VllmConfig"]));
+    let mut by_module: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (m, c) in used {
+        by_module.entry(m).or_default().push(c);
+    }
+    for (m, cs) in by_module {
+        imp.push(import(m, &cs));
+    }
+    imp.push(import("vllm.model_executor.models.utils", &utils));
+    o
+}
+
+/// The in-tree layout's instructions: which files to copy (module names vLLM does not use) and the
+/// registry entries.
+fn registry_md(ctx: &Context<'_>) -> String {
+    let pkg = ctx.package();
+    let fp8 = ctx.quant.as_ref().is_some_and(|q| q.fp8_scale.is_some());
+    let known = ctx.remap.family.as_ref().is_some_and(|f| f.matched_by != "inferred");
+    let mut o = format!("# Registering {} in a vLLM tree\n\n", ctx.name);
     let _ = writeln!(
         o,
-        "        _, _, self.model.layers = make_layers(config.num_hidden_layers, lambda prefix: {}DecoderLayer(vllm_config, prefix), prefix=f\"{{prefix}}model.layers\")",
-        super::camel(&ctx.snake)
+        "1. Copy `{pkg}/{m}.py`, `{pkg}/{mm}.py`{fp8} into `vllm/model_executor/models/` under these names (none of them is a module vLLM 0.33 already has; the adapter imports `from . import {mm} as M`).",
+        m = ctx.module,
+        mm = ctx.mapping_module,
+        fp8 = if fp8 { " and `fp8_dequant.py`" } else { "" },
     );
-    o.push_str("\n    def forward(self, input_ids, positions, intermediate_tensors=None, inputs_embeds=None):\n        raise NotImplementedError(\"TODO: embed, run self.model.layers, final norm\")\n");
-    o.push_str("\n    def compute_logits(self, hidden_states):\n        raise NotImplementedError(\"TODO: logits from lm_head\")\n");
-    o.push_str(&LOAD_WEIGHTS.replace("        if fused:\n            loaded |= set(super().load_weights(iter(fused)))\n", "        if fused:\n            raise NotImplementedError(\"fused expert tensors need a loader for this new architecture: \" + \", \".join(n for n, _ in fused))\n"));
+    let list = if ctx.is_vl() { "_MULTIMODAL_MODELS" } else { "_TEXT_GENERATION_MODELS" };
+    if known {
+        let _ = writeln!(
+            o,
+            "2. vLLM already serves `{arch}`: in `vllm/model_executor/models/registry.py`, change its entry in `{list}` to the adapter:\n\n```python\n    \"{arch}\": (\"{m}\", \"{class}\"),\n```\n",
+            arch = ctx.architecture,
+            m = ctx.module,
+            class = ctx.class,
+        );
+        let _ = writeln!(
+            o,
+            "3. `tests/models/registry.py` already has an `_HfExamplesInfo` entry for `{}`.",
+            ctx.architecture
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "2. Add to `{list}` in `vllm/model_executor/models/registry.py`:\n\n```python\n    \"{arch}\": (\"{m}\", \"{class}\"),\n```\n",
+            arch = ctx.architecture,
+            m = ctx.module,
+            class = ctx.class,
+        );
+        let _ = writeln!(
+            o,
+            "3. Add an `_HfExamplesInfo` entry for `{}` in `tests/models/registry.py` (checked by `test_hf_registry_coverage`).",
+            ctx.architecture
+        );
+    }
     o
 }
 
@@ -324,13 +744,13 @@ fn skeleton(ctx: &Context<'_>) -> String {
 pub fn files(ctx: &Context<'_>) -> Vec<(String, String)> {
     let pkg = ctx.package();
     let mut out = vec![
-        (format!("{pkg}/{}_mapping.py", ctx.snake), mapping_module(ctx)),
-        (format!("{pkg}/{}.py", ctx.snake), adapter(ctx)),
+        (format!("{pkg}/{}.py", ctx.mapping_module), mapping_module(ctx)),
+        (format!("{pkg}/{}.py", ctx.module), adapter(ctx)),
     ];
     if ctx.quant.as_ref().is_some_and(|q| q.fp8_scale.is_some()) {
         out.push((format!("{pkg}/fp8_dequant.py"), include_str!("assets/fp8_dequant.py").to_string()));
     }
-    let target = format!("{pkg}.{}:{}", ctx.snake, ctx.class);
+    let target = format!("{pkg}.{}:{}", ctx.module, ctx.class);
     match ctx.opts.layout {
         Layout::Plugin => {
             out.push((
@@ -355,18 +775,119 @@ pub fn files(ctx: &Context<'_>) -> Vec<(String, String)> {
                 format!("{pkg}/__init__.py"),
                 header(ctx, "The adapter package (in-tree layout: copy the modules into vllm/model_executor/models/)."),
             ));
-            out.push((
-                "REGISTRY.md".into(),
-                format!(
-                    "# Registering {name} in a vLLM tree\n\n1. Copy `{pkg}/{s}.py`, `{pkg}/{s}_mapping.py`{fp8} into `vllm/model_executor/models/` and change `from . import {s}_mapping as M` if you rename it.\n2. Add to `_TEXT_GENERATION_MODELS` (or `_MULTIMODAL_MODELS` for a vision-language model) in `vllm/model_executor/models/registry.py`:\n\n```python\n    \"{arch}\": (\"{s}\", \"{class}\"),\n```\n\n3. Add an `_HfExamplesInfo` entry for `{arch}` in `tests/models/registry.py` (checked by `test_hf_registry_coverage`).\n",
-                    name = ctx.name,
-                    s = ctx.snake,
-                    fp8 = if ctx.quant.as_ref().is_some_and(|q| q.fp8_scale.is_some()) { " and `fp8_dequant.py`" } else { "" },
-                    arch = ctx.architecture,
-                    class = ctx.class
-                ),
-            ));
+            out.push(("REGISTRY.md".into(), registry_md(ctx)));
         }
     }
     out
+}
+
+/// Module names of `vllm/model_executor/models/` in vLLM 0.33 that an in-tree adapter must not take:
+/// the modules the family rule files cite (their `vllm_classes` and `vllm_source`), and these.
+const VLLM_MODEL_MODULES: &[&str] = &[
+    "adapters",
+    "arctic",
+    "aria",
+    "baichuan",
+    "bamba",
+    "bert",
+    "blip",
+    "blip2",
+    "bloom",
+    "chameleon",
+    "chatglm",
+    "clip",
+    "commandr",
+    "dbrx",
+    "deepseek",
+    "deepseek_mtp",
+    "deepseek_v2",
+    "deepseek_vl2",
+    "exaone",
+    "falcon",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3_mm",
+    "gemma3n",
+    "glm",
+    "glm4",
+    "glm4_moe",
+    "glm4_moe_mtp",
+    "glm4v",
+    "gpt2",
+    "gpt_bigcode",
+    "gpt_j",
+    "gpt_neox",
+    "gpt_oss",
+    "granite",
+    "granitemoe",
+    "grok1",
+    "interfaces",
+    "interfaces_base",
+    "internlm2",
+    "internvl",
+    "jamba",
+    "llama",
+    "llama4",
+    "llama_eagle",
+    "llava",
+    "mamba",
+    "mamba2",
+    "minicpm",
+    "minicpmv",
+    "minimax_m2",
+    "minimax_text_01",
+    "mistral",
+    "mistral3",
+    "mixtral",
+    "mllama4",
+    "module_mapping",
+    "molmo",
+    "mpt",
+    "nemotron",
+    "olmo",
+    "olmo2",
+    "olmoe",
+    "opt",
+    "phi",
+    "phi3",
+    "phi3v",
+    "phimoe",
+    "pixtral",
+    "qwen",
+    "qwen2",
+    "qwen2_5_vl",
+    "qwen2_moe",
+    "qwen2_vl",
+    "qwen3",
+    "qwen3_moe",
+    "qwen3_next",
+    "qwen3_next_mtp",
+    "qwen3_vl",
+    "qwen3_vl_moe",
+    "registry",
+    "siglip",
+    "starcoder2",
+    "transformers",
+    "utils",
+    "vision",
+    "whisper",
+];
+
+pub fn vllm_module_names(rules: &crate::remap::rules::RuleSet) -> std::collections::BTreeSet<String> {
+    let mut names: std::collections::BTreeSet<String> = VLLM_MODEL_MODULES.iter().map(|s| s.to_string()).collect();
+    for f in &rules.families {
+        for target in f.vllm_classes.values() {
+            let module = target.split(':').next().unwrap_or("");
+            if let Some(last) = module.rsplit('.').next().filter(|m| !m.is_empty()) {
+                names.insert(last.to_string());
+            }
+        }
+        for word in f.vllm_source.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '/')) {
+            if let Some(stem) = word.strip_suffix(".py") {
+                names.insert(stem.rsplit('/').next().unwrap_or(stem).to_string());
+            }
+        }
+    }
+    names
 }
