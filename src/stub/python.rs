@@ -446,7 +446,7 @@ fn ctor(
                 .collect::<Option<_>>()?;
             let get = |id: &str| outs.iter().find(|(s, _)| s == id).map(|(_, n)| *n);
             if let (Some(q), Some(kv), Some(_)) = (get("q"), get("k"), get("v")) {
-                let head = cfg.head_dim.or_else(|| Some(cfg.hidden_size? / cfg.num_heads?)).filter(|h| *h > 0)?;
+                let head = cfg.head_dim.or_else(|| cfg.hidden_size?.checked_div(cfg.num_heads?)).filter(|h| *h > 0)?;
                 used.push((LINEAR, "QKVParallelLinear"));
                 return Some(format!(
                     "QKVParallelLinear({k}, {head}, {}, {}, bias={bias}, {qc}, {pre})",
