@@ -67,6 +67,16 @@ pub fn open_regular(path: &Path) -> Result<(File, std::fs::Metadata), ReadError>
     if !md.file_type().is_file() {
         return Err(ReadError::NotRegular { path: path.to_path_buf(), kind: kind_of(md.file_type()) });
     }
+    // A regular file: back to blocking reads (FUSE file systems pass O_NONBLOCK through and may
+    // answer EAGAIN).
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
     Ok((f, md))
 }
 
@@ -78,7 +88,9 @@ pub fn read_bounded(path: &Path, cap: u64) -> Result<Vec<u8>, ReadError> {
         return Err(ReadError::TooLarge { path: path.to_path_buf(), len: md.len(), cap });
     }
     let mut buf = Vec::with_capacity(md.len() as usize);
-    f.take(cap + 1).read_to_end(&mut buf).map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
+    f.take(cap.saturating_add(1))
+        .read_to_end(&mut buf)
+        .map_err(|source| ReadError::Io { path: path.to_path_buf(), source })?;
     if buf.len() as u64 > cap {
         return Err(ReadError::TooLarge { path: path.to_path_buf(), len: buf.len() as u64, cap });
     }
@@ -167,14 +179,14 @@ pub struct TempFile {
 }
 
 impl TempFile {
-    /// Create `.NAME.ckptkit-tmp.PID.SEQ` beside `dest`: `O_EXCL|O_NOFOLLOW`, so nothing planted
+    /// Create `.NAME.ckptkit-tmp.PID@HOST.SEQ` beside `dest`: `O_EXCL|O_NOFOLLOW`, so nothing planted
     /// at that name (a symlink, a file) is ever opened, let alone written through.
     pub fn beside(dest: &Path) -> std::io::Result<TempFile> {
         let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         loop {
             let seq = TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let path = dir.join(format!(".{name}{TMP_MARK}{}.{seq}", std::process::id()));
+            let path = dir.join(format!(".{name}{TMP_MARK}{}.{seq}", whoami().replace('/', "_")));
             match OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -232,18 +244,22 @@ pub fn write_atomic(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
     t.commit(dest)
 }
 
-/// Whether `name` is a temporary file left by a ckptkit process that is no longer running (or by
-/// this one, which has none open when it asks).
-pub fn is_stale_tmp(name: &str) -> bool {
-    let Some((_, rest)) = name.split_once(TMP_MARK) else { return false };
-    let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<i32>().ok()) else { return false };
-    if pid as u32 == std::process::id() {
-        return true;
-    }
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let alive =
-        unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    !alive
+/// Whether `name` is a temporary file ckptkit writes beside `dest_name` (any process, any host).
+pub fn is_tmp_of(name: &str, dest_name: &str) -> bool {
+    name.strip_prefix('.').and_then(|n| n.strip_prefix(dest_name)).is_some_and(|rest| rest.starts_with(TMP_MARK))
+}
+
+/// This process, for lock files and messages: `PID@HOST`.
+pub fn whoami() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into a buffer we own.
+    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    } else {
+        "?".into()
+    };
+    format!("{}@{host}", std::process::id())
 }
 
 /// Create the directories of `path` below `root` that are missing, refusing any component that
@@ -280,42 +296,76 @@ pub struct Lock {
 /// Why a lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("{} is locked by another ckptkit process{}", path.display(), holder.map(|p| format!(" (PID {p})")).unwrap_or_default())]
-    Held { path: PathBuf, holder: Option<u32> },
-    #[error("{}: {source}", path.display())]
+    #[error("{} is locked by another ckptkit process{}", path.display(), holder.as_ref().map(|p| format!(" ({p})")).unwrap_or_default())]
+    Held { path: PathBuf, holder: Option<String> },
+    #[error("{}: cannot lock it: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
 }
 
 impl Lock {
-    /// Take the lock on `path` (created if missing) without waiting. An exclusive holder writes its
-    /// PID into the file, so the next process can name it.
+    /// Take the lock on `path` (created if missing) without waiting. The holder writes
+    /// `PID@HOST` into the file, so the next process can name it; a shared holder clears what an
+    /// earlier exclusive holder left (it has gone: its lock would conflict).
     pub fn try_acquire(path: &Path, exclusive: bool) -> Result<Lock, LockError> {
         let io = |source| LockError::Io { path: path.to_path_buf(), source };
-        let mut f = OpenOptions::new()
+        let f = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .mode(0o644)
             .open(path)
             .map_err(io)?;
+        // Only a small regular file of its own is ever truncated or written: never a planted hard
+        // link to something else, a FIFO or a device.
+        let md = f.metadata().map_err(io)?;
+        if !md.file_type().is_file() || md.nlink() != 1 || md.len() > 4096 {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "not a lock file ckptkit made ({}, {} links, {} bytes)",
+                    kind_of(md.file_type()),
+                    md.nlink(),
+                    md.len()
+                ),
+            )));
+        }
         let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), op) } != 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let mut s = String::new();
-                let _ = f.read_to_string(&mut s);
-                return Err(LockError::Held { path: path.to_path_buf(), holder: s.trim().parse().ok() });
+                let mut buf = [0u8; 256];
+                let n = f.read_at(&mut buf, 0).unwrap_or(0);
+                let holder = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+                return Err(LockError::Held {
+                    path: path.to_path_buf(),
+                    holder: (!holder.is_empty()).then(|| format!("PID {holder}")),
+                });
             }
             return Err(io(e));
         }
+        f.set_len(0).map_err(io)?;
         if exclusive {
-            f.set_len(0).map_err(io)?;
-            f.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0).map_err(io)?;
+            f.write_all_at(format!("{}\n", whoami()).as_bytes(), 0).map_err(io)?;
         }
         Ok(Lock { _file: f })
+    }
+
+    /// Who holds the lock at `path` right now, if anyone does and says so (a probe that never
+    /// blocks and leaves nothing behind: the file is not created).
+    pub fn holder(path: &Path) -> Option<String> {
+        let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path).ok()?;
+        // SAFETY: flock on a descriptor we own; released when `f` closes.
+        let free = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+        if free {
+            return None;
+        }
+        let mut buf = [0u8; 256];
+        let n = f.read_at(&mut buf, 0).unwrap_or(0);
+        let h = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+        Some(if h.is_empty() { "a ckptkit process".into() } else { format!("PID {h}") })
     }
 }
 
@@ -364,7 +414,7 @@ mod tests {
         let p = d.path().join(".lock");
         let _a = Lock::try_acquire(&p, true).unwrap();
         match Lock::try_acquire(&p, true) {
-            Err(LockError::Held { holder, .. }) => assert_eq!(holder, Some(std::process::id())),
+            Err(LockError::Held { holder, .. }) => assert_eq!(holder, Some(format!("PID {}", whoami()))),
             other => panic!("{other:?}"),
         }
         assert!(Lock::try_acquire(&p, false).is_err(), "shared waits for exclusive");

@@ -337,6 +337,12 @@ impl Exit {
     }
 }
 
+/// A `note:` line on stderr; a closed stderr is not worth a panic.
+fn note(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "note: {msg}");
+}
+
 /// Write a report to stdout; a closed pipe stops the output quietly with the status the command
 /// would have had anyway.
 fn emit(text: &str) -> Result<(), Exit> {
@@ -596,11 +602,20 @@ fn run_dequant(
                 | ConvertError::OtherConversion { .. }
                 | ConvertError::OutNotDir(_)
                 | ConvertError::OutputIsInput(_) => Exit::Usage(e.to_string(), e.help()),
-                ConvertError::Io { .. } | ConvertError::Locked(_) | ConvertError::Input(_) => Exit::input(&e),
+                ConvertError::Io { .. }
+                | ConvertError::Locked { .. }
+                | ConvertError::LockIo { .. }
+                | ConvertError::Input(_) => Exit::input(&e),
                 _ => Exit::Refused(e.to_string(), e.help()),
             })
         }
     };
+    for f in &s.kept_files {
+        note(&format!("kept {f}"));
+    }
+    for f in &s.skipped_files {
+        note(&format!("not copied: {f}"));
+    }
     if json {
         emit(&(serde_json::to_string_pretty(&s).expect("summary serializes") + "\n"))?;
     } else {
@@ -718,11 +733,11 @@ fn run_stub(model: &str, opts: &ckptkit::stub::StubOptions, rule_files: &[PathBu
     }
     emit(&text)?;
     for (kept, new) in &written.kept {
-        eprintln!(
-            "note: {} was changed since ckptkit wrote it; kept as it is, the new version is {}",
+        note(&format!(
+            "{} was changed since ckptkit wrote it; kept as it is, the new version is {}",
             kept.display(),
             new.display()
-        );
+        ));
     }
     Ok(Exit::Ok)
 }
@@ -761,7 +776,7 @@ fn run_remap(
         ckptkit::fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| {
             Exit::Input(format!("{}: {e}", path.display()), "check that the directory exists and is writable".into())
         })?;
-        eprintln!("wrote {}", path.display());
+        note(&format!("wrote {}", path.display()));
     }
     emit(&render::remap(&report, format))?;
     let errors = report.findings.iter().any(|f| f.severity == ckptkit::Severity::Error);
@@ -846,7 +861,7 @@ fn run_man(out: Option<PathBuf>) -> Result<Exit, Exit> {
             for (file, c) in pages {
                 let p = dir.join(&file);
                 ckptkit::fsutil::write_atomic(&p, &render(c)).map_err(|e| fail(e, &p))?;
-                eprintln!("wrote {}", p.display());
+                note(&format!("wrote {}", p.display()));
             }
         }
     }

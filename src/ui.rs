@@ -102,16 +102,17 @@ pub fn parse_human_int(s: &str) -> Result<u64, String> {
     if !digits(int) || !(frac.is_empty() || digits(frac)) || (num.contains('.') && frac.is_empty()) {
         return Err(bad());
     }
-    let whole: u64 = int.parse().map_err(|_| bad())?;
-    let mut v = whole.checked_mul(mult).ok_or_else(bad)?;
-    if !frac.is_empty() {
-        // int(float(number) * mult), as vLLM computes it: the fraction's digits times the multiplier,
-        // truncated. Exact here because mult is a power of ten at least as long as any real fraction.
-        let f: u64 = frac.get(..frac.len().min(18)).unwrap_or("0").parse().map_err(|_| bad())?;
-        let scale = 10u64.pow(frac.len().min(18) as u32);
-        v = v.checked_add((u128::from(f) * u128::from(mult) / u128::from(scale)) as u64).ok_or_else(bad)?;
+    if decimal && mult > 1 {
+        // int(float(number) * mult), as vLLM computes it: a double, truncated ("1.001k" is 1000).
+        let x: f64 = num.parse().map_err(|_| bad())?;
+        let v = x * mult as f64;
+        if !(0.0..1.8e19).contains(&v) {
+            return Err(bad());
+        }
+        return Ok(v as u64);
     }
-    Ok(v)
+    let whole: u64 = int.parse().map_err(|_| bad())?;
+    whole.checked_mul(mult).ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -127,6 +128,7 @@ mod tests {
         assert_eq!(p("1m"), Ok(1_000_000));
         assert_eq!(p("1M"), Ok(1_048_576));
         assert_eq!(p("25.6k"), Ok(25_600));
+        assert_eq!(p("1.001k"), Ok(1_000), "Python: int(float('1.001') * 1000) == 1000");
         assert_eq!(p(" 2g "), Ok(2_000_000_000));
         for bad in ["", "k", "1.5K", "1.k", "-1", "1x", "1kk", "99999999999999999999", "1.2.3k"] {
             assert!(p(bad).is_err(), "{bad:?} accepted");

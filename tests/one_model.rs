@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use std::path::Path;
 
 /// vLLM refuses TP 3 for qwen3-dense (4 heads, 2 KV heads); remap used to print q_proj 63 of 64
 /// rows and k_proj 48 of 32 and exit 0.
@@ -47,12 +48,15 @@ fn an_unreadable_checkpoint_is_one_error_and_no_answers() {
     assert_eq!(unfilled[0]["severity"], "info", "folded under the unreadable shard");
 
     let dir = d.to_str().unwrap();
-    for args in [vec!["plan", dir], vec!["remap", dir], vec!["stub", dir, "--out", "/nonexistent/never"]] {
+    let stub_out = tmp.path().join("stub");
+    let stub_out = stub_out.to_str().unwrap();
+    for args in [vec!["plan", dir], vec!["remap", dir], vec!["stub", dir, "--out", stub_out]] {
         let r = run(&args);
         assert_eq!(r.code, 3, "{args:?}: {}", r.stderr);
         assert!(r.stderr.contains("cannot be read") && r.stderr.contains("model.safetensors"), "{}", r.stderr);
         assert!(r.stdout.is_empty(), "{args:?}: {}", r.stdout);
     }
+    assert!(!Path::new(stub_out).exists(), "no stub written");
 }
 
 /// A deleted lm_head.weight is one error (`lm-head-missing`), not also `remap-unfilled`.

@@ -59,8 +59,14 @@ impl Shard {
 
     fn read_header(path: &Path, name: String) -> (Shard, Vec<Finding>) {
         let mut out = Vec::new();
-        let mut shard =
-            Shard { name, path: path.to_path_buf(), file_len: 0, header: Header::default(), ident: None, unreadable: None };
+        let mut shard = Shard {
+            name,
+            path: path.to_path_buf(),
+            file_len: 0,
+            header: Header::default(),
+            ident: None,
+            unreadable: None,
+        };
         let unreadable = |shard: &Shard, out: &mut Vec<Finding>, msg: String| {
             out.push(Finding::new(Code::ShardUnreadable, msg).file(&shard.name));
         };
@@ -128,6 +134,11 @@ impl Shard {
 }
 
 impl ShardData<'_> {
+    /// The shard this reads.
+    pub fn shard(&self) -> &Shard {
+        self.shard
+    }
+
     fn check_ident(&self, now: &FileIdent) -> Result<(), DataError> {
         match self.shard.ident.as_ref().and_then(|was| was.change(now)) {
             Some(what) => Err(DataError::Changed { file: self.shard.name.clone(), what }),

@@ -90,12 +90,14 @@ pub enum ConvertError {
     OtherConversion { out: PathBuf, state: PathBuf, why: String },
     #[error("{} is not a directory", .0.display())]
     OutNotDir(PathBuf),
-    #[error("another ckptkit is writing this output: {0}")]
-    Locked(#[source] LockError),
+    #[error("another ckptkit is writing this output: {holder}")]
+    Locked { holder: String },
+    #[error("{}: cannot take the output's lock: {source}", path.display())]
+    LockIo { path: PathBuf, source: std::io::Error },
     #[error("cannot finalize: {} shard(s) are not converted yet: {}", missing.len(), missing.join(", "))]
     NotReady { missing: Vec<String> },
-    #[error("--part {k}/{n}: K must be between 1 and N")]
-    BadPart { k: usize, n: usize },
+    #[error("--part {k}/{n}: {}", match shards { Some(s) => format!("N is more than the {s} shard(s) there are to share"), None => "K must be between 1 and N".into() })]
+    BadPart { k: usize, n: usize, shards: Option<usize> },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("input {0}")]
@@ -119,17 +121,22 @@ impl crate::ui::Help for ConvertError {
                 "choose another --out, or pass --force to replace that conversion".into()
             }
             ConvertError::OutNotDir(_) => "pass a directory (new or empty) as --out".into(),
-            ConvertError::Locked(_) => {
-                "wait for that process to finish (or stop it); a lock left by a process that died is released by the system".into()
+            ConvertError::Locked { .. } => {
+                "wait for it to finish; the system releases the lock of a process that has died".into()
+            }
+            ConvertError::LockIo { .. } => {
+                "the output's file system may not support flock (Lustre needs -o flock; some NFS setups lack it): write to a local or flock-capable directory".into()
             }
             ConvertError::NotReady { .. } => "run the missing --part jobs (or a run without --part), then --finalize".into(),
-            ConvertError::BadPart { .. } => "use --part K/N with 1 <= K <= N, e.g. --part 3/8".into(),
+            ConvertError::BadPart { .. } => {
+                "use --part K/N with 1 <= K <= N and N at most the number of shards, e.g. --part 3/8".into()
+            }
             ConvertError::Io { .. } => "check the path, its permissions and the free space on its file system".into(),
             ConvertError::Input(_) => {
                 "the input changed while it was read; rerun when nothing writes to it (finished shards are kept)".into()
             }
             ConvertError::Kernel { .. } => "the tensor and its scale disagree; `ckptkit audit MODEL` names the pair".into(),
-            ConvertError::Verify { .. } => "rerun without --trust-existing; the shard named is rewritten".into(),
+            ConvertError::Verify { .. } => "rerun: the shard named was removed and is made again".into(),
         }
     }
 }
@@ -157,6 +164,10 @@ pub struct Summary {
     pub verified: bool,
     /// The state file this run recorded its shards in.
     pub state_file: String,
+    /// Files in the output that someone changed since ckptkit wrote them: kept, the new version
+    /// written beside them as `FILE.new`; and input files not copied, with why.
+    pub kept_files: Vec<String>,
+    pub skipped_files: Vec<String>,
 }
 
 /// What one output tensor is made from.
@@ -303,19 +314,29 @@ fn part_of(plan: &Plan<'_>, k: usize, n: usize) -> Vec<usize> {
 }
 
 /// The conversion's identity (see [`state::State::conversion`]).
-fn conversion_id(plan: &Plan<'_>, dtype: OutDtype) -> String {
+fn conversion_id(ck: &Checkpoint, plan: &Plan<'_>, dtype: OutDtype) -> String {
     let mut h = blake3::Hasher::new();
     h.update(format!("{dtype:?}\n").as_bytes());
+    // The scale layout and format come from here; the values they give depend on it.
+    let quant = ck.config_json.as_ref().and_then(|c| {
+        c.get("quantization_config").or_else(|| c.get("text_config").and_then(|t| t.get("quantization_config")))
+    });
+    h.update(quant.map(|q| q.to_string()).unwrap_or_default().as_bytes());
+    h.update(ck.hf_quant_config.as_ref().map(|q| q.to_string()).unwrap_or_default().as_bytes());
     for sp in &plan.shards {
-        let ident = sp.input.ident;
         h.update(sp.input.name.as_bytes());
         h.update(&[0]);
-        h.update(&ident.map(|i| i.len).unwrap_or(0).to_le_bytes());
-        h.update(&ident.map(|i| i.mtime_ns).unwrap_or(0).to_le_bytes());
         h.update(blake3::hash(&sp.header).as_bytes());
     }
     h.finalize().to_hex().to_string()
 }
+
+fn input_ident(sp: &ShardPlan<'_>) -> state::InputIdent {
+    let i = sp.input.ident;
+    state::InputIdent { len: i.map(|i| i.len).unwrap_or(0), mtime_ns: i.map(|i| i.mtime_ns).unwrap_or(0) }
+}
+
+const TOOL: &str = concat!("ckptkit ", env!("CARGO_PKG_VERSION"));
 
 /// The output directory, locked for this run, with what earlier runs of the same conversion finished.
 struct OutDir {
@@ -324,91 +345,175 @@ struct OutDir {
     state: state::State,
     /// Shards recorded finished by any state file of this conversion.
     done: BTreeMap<String, state::Done>,
+    /// Other files recorded as written by runs of this conversion.
+    files: BTreeMap<String, String>,
 }
 
-/// Create or check `--out`, take the locks, and make sure it is empty or this conversion's.
-fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, opts: &Options) -> Result<OutDir, ConvertError> {
+/// What is in an output directory.
+#[derive(Default)]
+struct Scan {
+    /// State files (names).
+    states: Vec<String>,
+    /// Entries that are not ckptkit's bookkeeping: how many, and a few names.
+    foreign: usize,
+    sample: Vec<String>,
+}
+
+fn scan(out: &Path) -> Result<Scan, ConvertError> {
+    let mut sc = Scan::default();
+    let rd = match std::fs::read_dir(out) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(sc),
+        Err(e) => return Err(ConvertError::Io { path: out.to_path_buf(), source: e }),
+    };
+    for e in rd {
+        let e = e.map_err(io(out))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if state::is_state_file(&name) {
+            sc.states.push(name);
+        } else if !state::is_bookkeeping(&name) {
+            sc.foreign += 1;
+            sc.sample.push(name);
+        }
+    }
+    sc.sample.sort();
+    sc.sample.truncate(5);
+    sc.states.sort();
+    Ok(sc)
+}
+
+/// Check `--out` is empty or this conversion's (before anything is written there), then create it,
+/// take the locks, and read what earlier runs finished.
+fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, mine: &[usize], opts: &Options) -> Result<OutDir, ConvertError> {
     let out = &opts.out;
     match std::fs::metadata(out) {
         Ok(md) if !md.is_dir() => return Err(ConvertError::OutNotDir(out.clone())),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(out).map_err(io(out))?,
-        Err(e) => return Err(ConvertError::Io { path: out.clone(), source: e }),
+        Ok(_) | Err(_) => {}
     }
-    let whole = opts.part.is_none() || opts.finalize_only;
-    let mut locks = vec![fsutil::Lock::try_acquire(&out.join(state::LOCK), whole).map_err(ConvertError::Locked)?];
-    if let (Some((k, n)), false) = (opts.part, opts.finalize_only) {
-        locks.push(fsutil::Lock::try_acquire(&out.join(state::part_lock(k, n)), true).map_err(ConvertError::Locked)?);
-    }
-
-    let id = conversion_id(plan, opts.dtype);
-    let mut foreign = Vec::new();
-    let mut count = 0usize;
-    let mut states = Vec::new();
-    let mut stale_tmp = Vec::new();
-    for e in std::fs::read_dir(out).map_err(io(out))? {
-        let e = e.map_err(io(out))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.contains(fsutil::TMP_MARK) {
-            stale_tmp.push(name);
-        } else if state::is_state_file(&name) {
-            states.push(name);
-        } else if !state::is_bookkeeping(&name) {
-            count += 1;
-            if foreign.len() < 5 {
-                foreign.push(name);
+    let id = conversion_id(ck, plan, opts.dtype);
+    // Refuse before creating anything in a directory that is not ours: not even a lock file.
+    let check = |sc: &Scan| -> Result<BTreeMap<String, state::State>, ConvertError> {
+        let mut ours = BTreeMap::new();
+        for name in &sc.states {
+            let path = out.join(name);
+            let why = match state::State::read(&path) {
+                Ok(s) if s.conversion == id => {
+                    ours.insert(name.clone(), s);
+                    continue;
+                }
+                Ok(s) => {
+                    format!("it converted {} to {} with another layout, dtype or quantization config", s.input, s.dtype)
+                }
+                Err(why) => why,
+            };
+            if !opts.force {
+                return Err(ConvertError::OtherConversion { out: out.clone(), state: path, why });
             }
+        }
+        if sc.foreign > 0 && ours.is_empty() && !opts.force {
+            return Err(ConvertError::OutNotEmpty { out: out.clone(), sample: sc.sample.clone(), count: sc.foreign });
+        }
+        Ok(ours)
+    };
+    check(&scan(out)?)?;
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let whole = opts.part.is_none() || opts.finalize_only;
+    let main_lock = out.join(state::LOCK);
+    let mut locks = vec![fsutil::Lock::try_acquire(&main_lock, whole).map_err(|e| locked(out, e))?];
+    if let (Some((k, n)), false) = (opts.part, opts.finalize_only) {
+        locks.push(fsutil::Lock::try_acquire(&out.join(state::part_lock(k, n)), true).map_err(|e| locked(out, e))?);
+    }
+    // Now that nobody else writes here, look again: that scan is the one that counts.
+    let sc = scan(out)?;
+    let ours = check(&sc)?;
+    if opts.force {
+        for name in sc.states.iter().filter(|n| !ours.contains_key(*n)) {
+            // --force: that conversion is being replaced; its record no longer describes the directory.
+            let path = out.join(name);
+            std::fs::remove_file(&path).map_err(io(&path))?;
         }
     }
     let mut done = BTreeMap::new();
-    for name in &states {
-        let path = out.join(name);
-        let other = match state::State::read(&path) {
-            Ok(s) if s.conversion == id => {
-                done.extend(s.shards);
-                continue;
+    let mut files = BTreeMap::new();
+    for s in ours.values() {
+        done.extend(s.shards.clone());
+        files.extend(s.files.clone());
+    }
+    // Temporary files of runs that died. This run's lock says nobody else writes these shards: a
+    // whole run (or --finalize) holds the directory alone, a part its own shards.
+    let mut dirs: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    for &i in mine {
+        let rel = Path::new(&plan.shards[i].input.name);
+        let dir = out.join(rel.parent().unwrap_or(Path::new("")));
+        let base = rel.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
+        dirs.entry(dir).or_default().push(base);
+    }
+    if whole {
+        dirs.entry(out.clone())
+            .or_default()
+            .extend(["config.json".into(), crate::checkpoint::index::INDEX_NAME.into()]);
+    }
+    for (dir, bases) in &dirs {
+        let Ok(rd) = std::fs::read_dir(dir) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.contains(fsutil::TMP_MARK) && (whole || bases.iter().any(|b| fsutil::is_tmp_of(&name, b))) {
+                let _ = std::fs::remove_file(e.path());
             }
-            Ok(s) => format!("it converted {} to {} with other inputs or options", s.input, s.dtype),
-            Err(why) => why,
-        };
-        if !opts.force {
-            return Err(ConvertError::OtherConversion { out: out.clone(), state: path, why: other });
-        }
-        // --force: that conversion is being replaced; its record no longer describes the directory.
-        std::fs::remove_file(&path).map_err(io(&path))?;
-    }
-    if count > 0 && states.is_empty() && !opts.force {
-        foreign.sort();
-        return Err(ConvertError::OutNotEmpty { out: out.clone(), sample: foreign, count });
-    }
-    // Temporary files of runs that died. A part removes only those of its own shards (the others
-    // may belong to a live part); a whole run holds the directory alone.
-    let mine: HashSet<&str> = plan.shards.iter().map(|sp| sp.input.name.as_str()).collect();
-    for name in stale_tmp {
-        let shard_of = name.strip_prefix('.').and_then(|n| n.split(fsutil::TMP_MARK).next()).unwrap_or("");
-        if fsutil::is_stale_tmp(&name) && (whole || mine.contains(shard_of)) {
-            let _ = std::fs::remove_file(out.join(&name));
         }
     }
     let state_path = out.join(state::file_name(if opts.finalize_only { None } else { opts.part }));
-    let mut st = match state::State::read(&state_path) {
-        Ok(s) if s.conversion == id => s,
-        _ => state::State::new(id, ck.source.root.display().to_string(), format!("{:?}", opts.dtype).to_lowercase()),
+    let mut st = match ours.get(&state::file_name(if opts.finalize_only { None } else { opts.part })) {
+        Some(s) => s.clone(),
+        None => state::State::new(id, ck.source.root.display().to_string(), format!("{:?}", opts.dtype).to_lowercase()),
     };
     st.shards.retain(|name, _| plan.shards.iter().any(|sp| &sp.input.name == name));
     // Recorded before the first shard, so a part starting beside this one sees whose directory it is.
     st.write(&state_path).map_err(io(&state_path))?;
-    Ok(OutDir { _locks: locks, state_path, state: st, done })
+    Ok(OutDir { _locks: locks, state_path, state: st, done, files })
 }
 
-/// Whether `path` still holds the finished shard `sp` as recorded.
+/// The lock error, naming who holds it: the exclusive holder, or the `--part` runs holding it shared.
+fn locked(out: &Path, e: LockError) -> ConvertError {
+    match e {
+        LockError::Held { holder: None, .. } => {
+            let mut parts: Vec<String> = std::fs::read_dir(out)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let part =
+                        name.strip_prefix(&format!("{}.part-", state::PREFIX))?.strip_suffix(".lock")?.to_string();
+                    fsutil::Lock::holder(&e.path()).map(|h| format!("part {} ({h})", part.replace("-of-", "/")))
+                })
+                .collect();
+            parts.sort();
+            ConvertError::Locked {
+                holder: if parts.is_empty() {
+                    "a ckptkit process".into()
+                } else {
+                    format!("--part runs: {}", parts.join(", "))
+                },
+            }
+        }
+        LockError::Held { holder: Some(h), .. } => ConvertError::Locked { holder: h },
+        LockError::Io { path, source } => ConvertError::LockIo { path, source },
+    }
+}
+
+/// Whether `path` still holds the finished shard `sp` as recorded: same size, same planned
+/// header, made from the same input by this ckptkit, and — unless `trust` — the same bytes.
 fn is_kept(path: &Path, sp: &ShardPlan<'_>, done: Option<&state::Done>, trust: bool) -> Result<bool, ConvertError> {
     let Some(done) = done else { return Ok(false) };
     let Ok(md) = std::fs::symlink_metadata(path) else { return Ok(false) };
     if !md.file_type().is_file() || md.len() != sp.len || done.len != sp.len {
         return Ok(false);
     }
-    if done.header_blake3 != blake3::hash(&sp.header).to_hex().as_str() {
+    if done.header_blake3 != blake3::hash(&sp.header).to_hex().as_str()
+        || done.input != input_ident(sp)
+        || done.tool != TOOL
+    {
         return Ok(false);
     }
     if trust {
@@ -421,16 +526,17 @@ fn is_kept(path: &Path, sp: &ShardPlan<'_>, done: Option<&state::Done>, trust: b
 
 /// blake3 of a whole file, read (not mapped: it may change under us) in large chunks.
 fn hash_file(path: &Path) -> Result<String, ConvertError> {
-    let (f, _) = fsutil::open_regular(path)
+    let (mut f, _) = fsutil::open_regular(path)
         .map_err(|e| ConvertError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; COPY_CHUNK];
-    let mut r = std::io::BufReader::with_capacity(0, f);
     loop {
-        let n = std::io::Read::read(&mut r, &mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
+        let n = match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ConvertError::Io { path: path.to_path_buf(), source: e }),
+        };
         h.update_rayon(&buf[..n]);
     }
     Ok(h.finalize().to_hex().to_string())
@@ -444,11 +550,20 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
     }
     if let Some((k, n)) = opts.part {
         if n == 0 || k == 0 || k > n {
-            return Err(ConvertError::BadPart { k, n });
+            return Err(ConvertError::BadPart { k, n, shards: None });
         }
     }
     let plan = plan(ck, open_findings, opts.dtype)?;
-    let mut out = prepare_out(ck, &plan, opts)?;
+    if let Some((k, n)) = opts.part {
+        if n > plan.shards.len() {
+            return Err(ConvertError::BadPart { k, n, shards: Some(plan.shards.len()) });
+        }
+    }
+    let mine: Vec<usize> = match opts.part {
+        Some((k, n)) if !opts.finalize_only => part_of(&plan, k, n),
+        _ => (0..plan.shards.len()).collect(),
+    };
+    let mut out = prepare_out(ck, &plan, &mine, opts)?;
     let mut sum = Summary {
         schema: "ckptkit.dequant/1",
         out: opts.out.display().to_string(),
@@ -458,18 +573,12 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
         state_file: out.state_path.display().to_string(),
         ..Summary::default()
     };
-    let mine: Vec<usize> = match opts.part {
-        Some((k, n)) => part_of(&plan, k, n),
-        None => (0..plan.shards.len()).collect(),
-    };
     if !opts.finalize_only {
         let total: u64 = mine.iter().map(|&i| plan.shards[i].in_bytes).sum();
         let bar = progress_bar(opts.progress, total);
         let mut buf = BandBuf::new(opts.dtype);
         let abort_after: Option<usize> =
             std::env::var("CKPTKIT_FAULT_ABORT_AFTER_SHARDS").ok().and_then(|v| v.parse().ok());
-        let pause: Option<Duration> =
-            std::env::var("CKPTKIT_FAULT_PAUSE_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
         let mut written = 0usize;
         for &i in &mine {
             let sp = &plan.shards[i];
@@ -478,11 +587,7 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
                 sum.shards_kept += 1;
                 out.state.shards.insert(sp.input.name.clone(), out.done[&sp.input.name].clone());
             } else {
-                if let Some(p) = pause {
-                    // Test hook (CKPTKIT_FAULT_PAUSE_MS): hold the lock and the plan while a test
-                    // changes the input or starts a second writer.
-                    std::thread::sleep(p);
-                }
+                out.state.shards.remove(&sp.input.name);
                 let fault = abort_after == Some(written);
                 let done = write_shard(sp, &opts.out, &dst, &mut buf, fault)?;
                 out.state.shards.insert(sp.input.name.clone(), done);
@@ -511,25 +616,47 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
     if opts.verify {
         let mut buf = BandBuf::new(opts.dtype);
         for &i in &mine {
-            verify_shard(&plan.shards[i], &opts.out.join(&plan.shards[i].input.name), &mut buf)?;
+            let sp = &plan.shards[i];
+            let path = opts.out.join(&sp.input.name);
+            if let Err(e) = verify_shard(sp, &path, &mut buf) {
+                // A shard that fails verification is not finished: forget it and remove it, so the
+                // next run makes it again instead of keeping it by its (matching) hash.
+                if matches!(e, ConvertError::Verify { .. }) {
+                    out.state.shards.remove(&sp.input.name);
+                    out.state.write(&out.state_path).map_err(io(&out.state_path))?;
+                    let _ = std::fs::remove_file(&path);
+                }
+                return Err(e);
+            }
         }
         sum.verified = true;
     }
     if opts.part.is_none() || opts.finalize_only {
-        // Every shard recorded by some run of this conversion, with its recorded size and layout.
+        // Every shard recorded by some run of this conversion, still as recorded (its bytes
+        // re-hashed unless --trust-existing).
         let mut all = out.done.clone();
         all.extend(out.state.shards.clone());
         let mut missing = Vec::new();
         for sp in &plan.shards {
             let path = opts.out.join(&sp.input.name);
-            if !is_kept(&path, sp, all.get(&sp.input.name), true)? {
+            // A whole run has just written or checked each of its shards; --finalize checks them now.
+            let ready = if opts.finalize_only {
+                is_kept(&path, sp, all.get(&sp.input.name), opts.trust_existing)?
+            } else {
+                all.contains_key(&sp.input.name)
+            };
+            if !ready {
                 missing.push(sp.input.name.clone());
             }
         }
         if !missing.is_empty() {
             return Err(ConvertError::NotReady { missing });
         }
-        finalize(ck, &plan, opts)?;
+        let mut files = out.files.clone();
+        files.extend(out.state.files.clone());
+        (sum.kept_files, sum.skipped_files) = finalize(ck, &plan, opts, &mut files)?;
+        out.state.files = files;
+        out.state.write(&out.state_path).map_err(io(&out.state_path))?;
         sum.finalized = true;
     }
     sum.seconds = t0.elapsed().as_secs_f64();
@@ -659,11 +786,17 @@ fn bands(item: &Item<'_>, out_bytes: usize) -> Vec<(usize, usize, usize)> {
 }
 
 /// The scales of a dequant item as f32, read from their shard (checked unchanged after the read).
-fn scales_of(item: &Item<'_>) -> Result<Vec<f32>, ConvertError> {
+/// `open`: the shard already open for this output shard (reused when the scales are in it).
+fn scales_of(item: &Item<'_>, open: &ShardData<'_>) -> Result<Vec<f32>, ConvertError> {
     let Item::Dequant { scale, .. } = *item else { return Ok(Vec::new()) };
-    let d = scale.shard.open_data()?;
-    let bytes = d.read_all(scale.entry)?;
-    d.still_same()?;
+    let bytes = if std::ptr::eq(scale.shard, open.shard()) {
+        open.read_all(scale.entry)?
+    } else {
+        let d = scale.shard.open_data()?;
+        let b = d.read_all(scale.entry)?;
+        d.still_same()?;
+        b
+    };
     scales_to_f32(&bytes, scale.entry.dtype)
         .map_err(|source| ConvertError::Kernel { tensor: scale.entry.name.clone(), source })
 }
@@ -709,6 +842,11 @@ fn write_shard(
     let mut tmp = TempFile::beside(dst).map_err(io(dst))?;
     let tmp_path = tmp.path().to_path_buf();
     let input = sp.input.open_data()?;
+    if let Some(p) = std::env::var("CKPTKIT_FAULT_PAUSE_MS").ok().and_then(|v| v.parse().ok()) {
+        // Test hook: hold the lock, the open input and the temporary file while a test changes
+        // the input under the reads or starts a second writer.
+        std::thread::sleep(Duration::from_millis(p));
+    }
     {
         let file = tmp.file();
         let mut w =
@@ -739,7 +877,7 @@ fn write_shard(
                     }
                 }
                 Item::Dequant { weight, .. } => {
-                    let scales = scales_of(it)?;
+                    let scales = scales_of(it, &input)?;
                     let data =
                         if std::ptr::eq(weight.shard, sp.input) { None } else { Some(weight.shard.open_data()?) };
                     let d = data.as_ref().unwrap_or(&input);
@@ -765,8 +903,15 @@ fn write_shard(
                 detail: format!("wrote {len} bytes, planned {}", sp.len),
             });
         }
-        tmp.commit_nosync(dst).map_err(io(dst))?;
-        Ok(state::Done { len, header_blake3: blake3::hash(&sp.header).to_hex().to_string(), blake3: hash })
+        // On disk before it is recorded: a recorded shard survives a power cut, not only a kill.
+        tmp.commit(dst).map_err(io(dst))?;
+        Ok(state::Done {
+            len,
+            header_blake3: blake3::hash(&sp.header).to_hex().to_string(),
+            blake3: hash,
+            input: input_ident(sp),
+            tool: TOOL.into(),
+        })
     }
 }
 
@@ -812,7 +957,7 @@ fn verify_shard(sp: &ShardPlan<'_>, path: &Path, buf: &mut BandBuf) -> Result<()
                 }
             }
             Item::Dequant { weight, .. } => {
-                let scales = scales_of(it)?;
+                let scales = scales_of(it, &input)?;
                 let data = if std::ptr::eq(weight.shard, sp.input) { None } else { Some(weight.shard.open_data()?) };
                 let d = data.as_ref().unwrap_or(&input);
                 let mut off = 0u64;
@@ -835,12 +980,80 @@ fn verify_shard(sp: &ShardPlan<'_>, path: &Path, buf: &mut BandBuf) -> Result<()
     Ok(())
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ConvertError> {
-    fsutil::write_atomic(path, bytes).map_err(io(path))
+/// Write a file the conversion owns (the index, config.json, a copied tokenizer file) into the
+/// output through a temporary file. A file already there that ckptkit did not write, or that has
+/// changed since it did, is kept and the new version goes to `FILE.new` — unless `--force`
+/// (a foreign file is then replaced). Returns the kept file's name, if one was kept.
+fn put_file(
+    out: &Path,
+    name: &str,
+    source: &mut dyn std::io::Read,
+    files: &mut BTreeMap<String, String>,
+    force: bool,
+) -> Result<Option<String>, ConvertError> {
+    let dest = out.join(name);
+    let mut t = TempFile::beside(&dest).map_err(io(&dest))?;
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match source.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ConvertError::Io { path: dest, source: e }),
+        };
+        h.update(&buf[..n]);
+        t.file().write_all(&buf[..n]).map_err(io(&dest))?;
+    }
+    let new_hash = h.finalize().to_hex().to_string();
+    let current = match std::fs::symlink_metadata(&dest) {
+        Err(_) => None,
+        Ok(md) if md.file_type().is_file() => Some(hash_file(&dest).unwrap_or_default()),
+        Ok(_) => Some(String::new()), // a link, a FIFO, a directory: never ours
+    };
+    let ours = match &current {
+        None => true,
+        Some(c) => c == &new_hash || files.get(name) == Some(c) || force,
+    };
+    if ours {
+        t.commit(&dest).map_err(io(&dest))?;
+        files.insert(name.to_string(), new_hash);
+        return Ok(None);
+    }
+    let side = out.join(format!("{name}.new"));
+    t.commit(&side).map_err(io(&side))?;
+    Ok(Some(format!("{name} (changed since ckptkit wrote it; the new version is {name}.new)")))
 }
 
-/// The index, config.json without quantization, and every other file of the checkpoint.
-fn finalize(ck: &Checkpoint, plan: &Plan<'_>, opts: &Options) -> Result<(), ConvertError> {
+/// Whether an input file may be copied: a regular file, or a link that resolves inside the
+/// checkpoint (or, for a Hugging Face cache snapshot, inside that repository's cache folder, where
+/// every file is a link to a blob). A link elsewhere (`tokenizer.json -> ~/.ssh/id_rsa`) is not.
+fn copy_allowed(ck: &Checkpoint, path: &Path) -> Result<(), String> {
+    let md = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if !md.file_type().is_symlink() {
+        return Ok(());
+    }
+    let target = std::fs::canonicalize(path).map_err(|e| format!("a link that does not resolve ({e})"))?;
+    let root = std::fs::canonicalize(&ck.source.root).map_err(|e| e.to_string())?;
+    // snapshots/<rev>/ → the repo folder holding blobs/.
+    let repo = ck.source.hf_repo.as_ref().and_then(|_| root.parent()?.parent().map(Path::to_path_buf));
+    if target.starts_with(&root) || repo.is_some_and(|r| target.starts_with(r)) {
+        Ok(())
+    } else {
+        Err(format!("a link to {} outside the checkpoint", target.display()))
+    }
+}
+
+/// The index, config.json without quantization, and every other file of the checkpoint. Returns
+/// the output files kept because someone changed them.
+fn finalize(
+    ck: &Checkpoint,
+    plan: &Plan<'_>,
+    opts: &Options,
+    files: &mut BTreeMap<String, String>,
+) -> Result<(Vec<String>, Vec<String>), ConvertError> {
+    let mut kept = Vec::new();
+    let mut skipped = Vec::new();
     let mut weight_map = BTreeMap::new();
     let mut total = 0u64;
     for sp in &plan.shards {
@@ -850,10 +1063,8 @@ fn finalize(ck: &Checkpoint, plan: &Plan<'_>, opts: &Options) -> Result<(), Conv
         }
     }
     let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
-    write_atomic(
-        &opts.out.join(crate::checkpoint::index::INDEX_NAME),
-        (serde_json::to_string_pretty(&index).expect("index serializes") + "\n").as_bytes(),
-    )?;
+    let text = serde_json::to_string_pretty(&index).expect("index serializes") + "\n";
+    kept.extend(put_file(&opts.out, crate::checkpoint::index::INDEX_NAME, &mut text.as_bytes(), files, opts.force)?);
     if let Some(cfg) = &ck.config_json {
         let mut cfg = cfg.clone();
         if let Some(o) = cfg.as_object_mut() {
@@ -873,10 +1084,8 @@ fn finalize(ck: &Checkpoint, plan: &Plan<'_>, opts: &Options) -> Result<(), Conv
                 }
             }
         }
-        write_atomic(
-            &opts.out.join("config.json"),
-            (serde_json::to_string_pretty(&cfg).expect("config serializes") + "\n").as_bytes(),
-        )?;
+        let text = serde_json::to_string_pretty(&cfg).expect("config serializes") + "\n";
+        kept.extend(put_file(&opts.out, "config.json", &mut text.as_bytes(), files, opts.force)?);
     }
     let root = &ck.source.root;
     let skip = |n: &str| {
@@ -885,24 +1094,31 @@ fn finalize(ck: &Checkpoint, plan: &Plan<'_>, opts: &Options) -> Result<(), Conv
             || n.ends_with(".bin")
             || n.ends_with(".pt")
             || n.ends_with(".pth")
+            || n.ends_with(".new")
             || state::is_bookkeeping(n)
             || matches!(n, "config.json" | "hf_quant_config.json" | crate::checkpoint::index::INDEX_NAME)
     };
     if ck.source.single_file.is_none() {
-        for e in std::fs::read_dir(root).map_err(io(root))? {
-            let e = e.map_err(io(root))?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if skip(&name) {
+        let mut names: Vec<(String, PathBuf)> = std::fs::read_dir(root)
+            .map_err(io(root))?
+            .map(|e| e.map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())))
+            .collect::<Result<_, _>>()
+            .map_err(io(root))?;
+        names.sort();
+        for (name, path) in names {
+            if skip(&name) || std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
                 continue;
             }
-            // Regular files only (a FIFO or device beside the weights is not copied), read bounded
-            // by their own length, written through a temporary file.
-            let Ok((mut src, _)) = fsutil::open_regular(&e.path()) else { continue };
-            let dst = opts.out.join(&name);
-            let mut t = TempFile::beside(&dst).map_err(io(&dst))?;
-            std::io::copy(&mut src, t.file()).map_err(io(&e.path()))?;
-            t.commit_nosync(&dst).map_err(io(&dst))?;
+            if let Err(why) = copy_allowed(ck, &path) {
+                skipped.push(format!("{name}: {why}"));
+                continue;
+            }
+            // Regular files only (a FIFO or a device beside the weights is not copied).
+            match fsutil::open_regular(&path) {
+                Ok((mut src, _)) => kept.extend(put_file(&opts.out, &name, &mut src, files, opts.force)?),
+                Err(e) => skipped.push(format!("{name}: {e}")),
+            }
         }
     }
-    Ok(())
+    Ok((kept, skipped))
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub const SCHEMA: &str = "ckptkit.dequant-state/1";
+pub const SCHEMA: &str = "ckptkit.dequant-state/2";
 /// Every file ckptkit keeps in the output directory for itself starts with this.
 pub const PREFIX: &str = ".ckptkit-dequant";
 /// The lock of the whole output: exclusive for a whole run and `--finalize`, shared by parts.
@@ -49,23 +49,42 @@ pub struct Done {
     pub header_blake3: String,
     /// blake3 of every byte of the file, computed while it was written.
     pub blake3: String,
+    /// The input shard it was made from, as it was then: a shard whose input has changed since is
+    /// made again, the others are kept.
+    pub input: InputIdent,
+    /// The ckptkit that wrote it: a shard written by another version is made again.
+    pub tool: String,
+}
+
+/// An input shard as a conversion saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputIdent {
+    pub len: u64,
+    pub mtime_ns: i128,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub schema: String,
-    /// The conversion's identity: blake3 over the output dtype and, per input shard, its name,
-    /// length, modification time and planned output header.
+    /// The conversion's identity: blake3 over the output dtype, the quantization config and the
+    /// planned output headers (names, shapes, dtypes, order). The same layout converted again —
+    /// after an input was touched or re-downloaded, on another node's copy — is the same
+    /// conversion; each shard's own input identity decides whether it is made again.
     pub conversion: String,
     /// For messages: where the input was and what it became.
     pub input: String,
     pub dtype: String,
     pub shards: BTreeMap<String, Done>,
+    /// The other files a run wrote into the directory (index, config.json, tokenizer …) → blake3
+    /// of what it wrote: a file whose content differs now was changed by someone else and is not
+    /// overwritten.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
 }
 
 impl State {
     pub fn new(conversion: String, input: String, dtype: String) -> State {
-        State { schema: SCHEMA.into(), conversion, input, dtype, shards: BTreeMap::new() }
+        State { schema: SCHEMA.into(), conversion, input, dtype, shards: BTreeMap::new(), files: BTreeMap::new() }
     }
 
     /// A state file, bounded like every JSON input. Errors are in words for the refusal message.
