@@ -136,7 +136,8 @@ fn clean_fixtures_have_a_clean_reverse_check() {
 #[test]
 fn no_table_for_a_layout_vllm_does_not_build() {
     let oracle: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("oracle").join("deepseek-fp8.tp1.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixture("oracle").join("deepseek-fp8.tp1.json")).unwrap())
+            .unwrap();
     let vllm_says = oracle["build_errors"][0].as_str().unwrap();
     let r = run(&["remap", fixture("deepseek-fp8").to_str().unwrap(), "--json"]);
     assert_eq!(r.code, 1, "{}", r.stderr);

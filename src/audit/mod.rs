@@ -147,7 +147,9 @@ fn fold_consequences(
             let consequence = f.code == Code::RemapUnfilled
                 && (!unreadable.is_empty()
                     || (lm_head_missing
-                        && f.tensor.as_deref().is_some_and(|t| rules.lm_head_suffixes.iter().any(|s| t.ends_with(s.as_str())))));
+                        && f.tensor
+                            .as_deref()
+                            .is_some_and(|t| rules.lm_head_suffixes.iter().any(|s| t.ends_with(s.as_str())))));
             folded += usize::from(consequence);
             !consequence
         })

@@ -578,12 +578,7 @@ fn kv_check(
 pub fn layout_failures(ck: &Checkpoint, model: &str, tp: u64, ep: bool, target: Target) -> Vec<Failure> {
     let Ok(input) = PlanInput::from_checkpoint(ck, model) else { return Vec::new() };
     let opts = PlanOptions { tp: vec![tp], ep: vec![ep], target, ..PlanOptions::default() };
-    plan(&input, &opts)
-        .configs
-        .into_iter()
-        .flat_map(|c| c.failures)
-        .filter(|f| f.rule.is_layout())
-        .collect()
+    plan(&input, &opts).configs.into_iter().flat_map(|c| c.failures).filter(|f| f.rule.is_layout()).collect()
 }
 
 impl crate::ui::Help for PlanError {

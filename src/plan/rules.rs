@@ -106,7 +106,9 @@ fn config(ctx: &Ctx<'_>) -> Check {
 }
 
 fn heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
-    let Some(n) = ctx.cfg.num_heads.filter(|&n| n > 0) else { return na(Rule::Heads, "config has no num_attention_heads") };
+    let Some(n) = ctx.cfg.num_heads.filter(|&n| n > 0) else {
+        return na(Rule::Heads, "config has no num_attention_heads");
+    };
     let tp = par.tp;
     if n % tp != 0 {
         let why = if tp > n { format!("TP {tp} > {n} heads") } else { format!("{n}%{tp}") };
