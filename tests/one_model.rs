@@ -71,3 +71,20 @@ fn a_missing_lm_head_is_one_finding() {
     assert_eq!(errors(&v), 1, "{:#?}", v["findings"]);
     assert!(findings_with(&v, "remap-unfilled").is_empty());
 }
+
+/// A model vLLM builds at no TP (native fp8 whose 72-wide expert gate/up are not whole 128-blocks:
+/// vLLM's own build error, fixtures/oracle/deepseek-fp8.tp1.json) gets no kit with a made-up TP;
+/// loaded dequantized on vLLM-Ascend it does.
+#[test]
+fn stub_refuses_a_model_vllm_builds_at_no_tp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = fixture("deepseek-fp8");
+    let out = tmp.path().join("vllm");
+    let r = run(&["stub", m.to_str().unwrap(), "--out", out.to_str().unwrap(), "--target", "vllm"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("gate's and up's weight = 72"), "{}", r.stderr);
+    assert!(!out.exists());
+    let out = tmp.path().join("ascend");
+    let r = run(&["stub", m.to_str().unwrap(), "--out", out.to_str().unwrap(), "--target", "vllm-ascend"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

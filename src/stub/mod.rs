@@ -50,6 +50,8 @@ pub enum StubError {
     Unsupported(String),
     #[error("{} is not empty: it holds {} ({count} entries); nothing was written", out.display(), sample.join(", "))]
     OutNotEmpty { out: PathBuf, sample: Vec<String>, count: usize },
+    #[error("{message}; nothing was written")]
+    Infeasible { message: String },
 }
 
 /// What every generator reads.
@@ -329,12 +331,50 @@ fn choose_tp(
                     report.max_model_len
                 ),
             ),
-            None => (
-                8,
-                false,
-                format!("`ckptkit plan --target {}`{served} finds no feasible configuration up to TP 32 on {dev}; TP 8 is a placeholder — read the plan", target.as_str()),
-                format!("`ckptkit plan --target {}`{served_zh}在 {dev} 上找不到 TP 32 以内的可行配置；TP 8 仅为占位，请阅读规划结果", target.as_str()),
-            ),
+            None => {
+                // Nothing fits this device; a TP vLLM can at least build is still a kit worth
+                // writing (for a larger device). A model vLLM builds at no TP gets none.
+                let buildable = report
+                    .configs
+                    .iter()
+                    .filter(|c| c.failures.iter().all(|f| !f.rule.is_layout()))
+                    .min_by_key(|c| (c.tp, c.ep));
+                let Some(c) = buildable else {
+                    let first = report.configs.first();
+                    let failures: Vec<String> = first
+                        .map(|c| {
+                            c.failures.iter().filter(|f| f.rule.is_layout()).map(|f| format!("{}: {}", f.rule, f.message)).collect()
+                        })
+                        .unwrap_or_default();
+                    return Err(StubError::Infeasible {
+                        message: format!(
+                            "vLLM {} builds {model} at no TP up to 32 on --target {}{served}; at TP {}: {}",
+                            crate::audit::VLLM_REFERENCE,
+                            target.as_str(),
+                            first.map(|c| c.tp).unwrap_or(1),
+                            failures.join("; ")
+                        ),
+                    });
+                };
+                (
+                    c.tp,
+                    c.ep,
+                    format!(
+                        "`ckptkit plan --target {}`{served}: vLLM builds TP {}{} but it does not fit {dev} ({}); choose a larger device or read the plan",
+                        target.as_str(),
+                        c.tp,
+                        if c.ep { " with EP" } else { "" },
+                        why(c)
+                    ),
+                    format!(
+                        "`ckptkit plan --target {}`{served_zh}：vLLM 可以构建 TP {}{}，但在 {dev} 上放不下（{}）；请换更大的设备或阅读规划结果",
+                        target.as_str(),
+                        c.tp,
+                        if c.ep { "（开启 EP）" } else { "" },
+                        why(c)
+                    ),
+                )
+            }
         }
     };
     Ok((tp, ep, en, zh, report))
@@ -415,6 +455,9 @@ impl crate::ui::Help for StubError {
             StubError::Io { .. } => "check that --out is writable and on a file system with free space".into(),
             StubError::Plan(e) => crate::ui::Help::help(e),
             StubError::Unsupported(_) => "see `ckptkit remap MODEL` for what the rules cover".into(),
+            StubError::Infeasible { .. } => {
+                "`ckptkit plan MODEL` shows each rule; for fp8 on a target that cannot build it, --target vllm-ascend loads it dequantized, or `ckptkit dequant` converts it".into()
+            }
             StubError::OutNotEmpty { .. } => {
                 "choose a new --out, or pass --force (files you changed are kept; new versions go to FILE.new)".into()
             }
