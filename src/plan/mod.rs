@@ -333,9 +333,35 @@ impl PlanInput {
             return Err(PlanError::NoConfig { path: ck.source.root.clone() });
         };
         let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
-        let shape = ModelShape::from_checkpoint(ck, &config);
+        let shape = ModelShape::from_checkpoint(ck, &config, &alloc_overrides(ck, model));
         Ok(PlanInput { model: model.to_string(), config, quant, shape })
     }
+}
+
+/// Checkpoint tensors whose vLLM parameter is allocated in a fixed dtype whatever the checkpoint
+/// holds (the family file's `dtype`: a float32 router or correction bias), with that dtype's
+/// bytes per element: vLLM's memory is its parameters', not the checkpoint's.
+fn alloc_overrides(ck: &Checkpoint, model: &str) -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(rules) = crate::remap::rules::RuleSet::load(&[]) else { return out };
+    let Some(family) =
+        ck.config.as_ref().and_then(|c| c.architecture.as_deref()).and_then(|a| rules.for_architecture(a))
+    else {
+        return out;
+    };
+    if family.params.iter().all(|p| p.dtype.is_none()) {
+        return out;
+    }
+    let report =
+        crate::remap::remap_with(ck, model, family, "architecture", None, &crate::remap::RemapOptions::default());
+    let fixed: std::collections::HashMap<&str, u64> =
+        report.params.iter().filter_map(|p| p.dtype.map(|d| (p.name.as_str(), d.bytes()))).collect();
+    for r in &report.rows {
+        if let Some(b) = r.param.as_deref().and_then(|p| fixed.get(p)) {
+            out.insert(r.checkpoint_name.clone(), *b);
+        }
+    }
+    out
 }
 
 fn has_safetensors(dir: &Path) -> bool {

@@ -60,7 +60,12 @@ pub(crate) fn dtype_bytes(torch_dtype: Option<&str>) -> u64 {
 
 impl ModelShape {
     /// From the real tensors: every tensor a loader would see, classified by its leaf module.
-    pub fn from_checkpoint(ck: &Checkpoint, cfg: &ModelConfig) -> ModelShape {
+    /// `alloc`: tensors whose parameter vLLM allocates in a fixed dtype, with its bytes per element.
+    pub fn from_checkpoint(
+        ck: &Checkpoint,
+        cfg: &ModelConfig,
+        alloc: &std::collections::HashMap<String, u64>,
+    ) -> ModelShape {
         let rules = parallel_rules();
         let audit = crate::arch::audit_rules();
         let n_layers = cfg.num_layers.unwrap_or(u64::MAX);
@@ -100,8 +105,11 @@ impl ModelShape {
             };
             let fp8 = e.dtype.is_fp8_weight();
             let is_scale = leaf.contains("scale");
-            let bytes = e.nbytes();
-            let bf16_bytes = if fp8 {
+            let fixed = alloc.get(name).map(|b| e.numel().saturating_mul(*b));
+            let bytes = fixed.unwrap_or_else(|| e.nbytes());
+            let bf16_bytes = if let Some(b) = fixed {
+                b
+            } else if fp8 {
                 e.numel().saturating_mul(2)
             } else if is_scale && is_fp8_scale(ck, module) {
                 0

@@ -129,6 +129,9 @@ pub struct ParamOut {
     /// One checkpoint tensor carries every expert.
     pub fused_experts: bool,
     pub optional: bool,
+    /// The dtype vLLM allocates it in regardless of the checkpoint (absent: the model dtype).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<crate::remap::rules::AllocDtype>,
 }
 
 /// Config values rule expressions read: normalised names first, then raw config keys (text_config
@@ -242,6 +245,7 @@ pub struct Expected {
     pub experts: Option<u64>,
     pub fused_experts: bool,
     pub optional: bool,
+    pub dtype: Option<crate::remap::rules::AllocDtype>,
 }
 
 fn expand(rule: &ParamRule, vars: &Vars<'_>) -> Vec<String> {
@@ -300,6 +304,7 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
                                 experts,
                                 fused_experts: rule.fused_experts,
                                 optional: rule.optional,
+                                dtype: None,
                             });
                         }
                         out.push(Expected {
@@ -309,6 +314,7 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
                             experts,
                             fused_experts: rule.fused_experts,
                             optional: rule.optional,
+                            dtype: None,
                         });
                     }
                 }
@@ -320,6 +326,7 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
                 experts,
                 fused_experts: rule.fused_experts,
                 optional: rule.optional,
+                dtype: rule.dtype,
             });
         }
     }
@@ -841,6 +848,7 @@ pub fn remap_with(
                 experts: e.experts,
                 fused_experts: e.fused_experts,
                 optional: e.optional,
+                dtype: e.dtype,
             })
             .collect(),
         findings,

@@ -117,6 +117,28 @@ pub struct ParamRule {
     /// No tensor needs to fill it (vLLM initialises it itself).
     #[serde(default)]
     pub optional: bool,
+    /// The dtype vLLM allocates the parameter in whatever the checkpoint holds (a router or a
+    /// correction bias kept in float32); absent: the model dtype.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype: Option<AllocDtype>,
+    /// The vLLM source line that allocates it so, for `dtype`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtype_source: Option<String>,
+}
+
+/// A parameter dtype vLLM fixes in the model code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllocDtype {
+    Float32,
+}
+
+impl AllocDtype {
+    pub fn bytes(self) -> u64 {
+        match self {
+            AllocDtype::Float32 => 4,
+        }
+    }
 }
 
 /// A family's rule file.
