@@ -84,6 +84,7 @@ fn absurd_config_sizes_are_refused_not_iterated() {
     assert!(r.stdout.contains("beyond any real model"), "{}", r.stderr);
     let out = c.tmp.path().join("stub");
     let r = run(&["stub", dir, "--out", out.to_str().unwrap()]);
-    assert!(r.code == 0 || r.code == 3, "no panic: {}", r.stderr);
+    assert_eq!(r.code, 1, "refused, no panic: {}", r.stderr);
+    assert!(r.stderr.contains("beyond any real model"), "{}", r.stderr);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
 }
