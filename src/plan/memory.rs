@@ -137,23 +137,31 @@ pub fn kv_cache(cfg: &ModelConfig, fam: &FamilyParallel, par: &Parallel, elem: u
     let tp = par.tp.max(1);
     let kinds = layer_kinds(cfg);
     let per_layer_token = if let Some(mla) = &cfg.mla {
-        let mut b = (mla.kv_lora_rank + mla.qk_rope_head_dim.unwrap_or(0)) * elem;
+        // Config sizes are the user's file: saturate, never overflow (a fuzzed config found it).
+        let mut b = mla.kv_lora_rank.saturating_add(mla.qk_rope_head_dim.unwrap_or(0)).saturating_mul(elem);
         if cfg.index_topk.is_some() {
             // DeepSeek sparse attention's indexer keys: 128 fp8 values and one f32 scale per token.
-            b += 128 + 4;
+            b = b.saturating_add(128 + 4);
         }
         b
     } else {
         let nkv = cfg.num_kv_heads.or(cfg.num_heads).unwrap_or(0);
         let per_rank = if fam.kv_replication && tp >= nkv { 1.min(nkv) } else { nkv / tp };
-        (2 * per_rank).saturating_mul(cfg.head_dim.unwrap_or(0)).saturating_mul(elem)
+        per_rank.saturating_mul(2).saturating_mul(cfg.head_dim.unwrap_or(0)).saturating_mul(elem)
     };
     let linear_state = cfg.linear_attention.as_ref().map_or(0, |la| {
-        let ssm = (la.num_value_heads / tp) * la.key_head_dim * la.value_head_dim;
-        let conv = la.conv_kernel_dim.saturating_sub(1)
-            * (2 * la.num_key_heads * la.key_head_dim + la.num_value_heads * la.value_head_dim)
+        let ssm = (la.num_value_heads / tp).saturating_mul(la.key_head_dim).saturating_mul(la.value_head_dim);
+        let conv = la
+            .conv_kernel_dim
+            .saturating_sub(1)
+            .saturating_mul(
+                la.num_key_heads
+                    .saturating_mul(2)
+                    .saturating_mul(la.key_head_dim)
+                    .saturating_add(la.num_value_heads.saturating_mul(la.value_head_dim)),
+            )
             / tp;
-        (ssm + conv) * elem
+        ssm.saturating_add(conv).saturating_mul(elem)
     });
     let mut kv = KvCache { mla: cfg.mla.is_some(), ..Default::default() };
     for k in kinds {
@@ -171,7 +179,7 @@ pub fn kv_cache(cfg: &ModelConfig, fam: &FamilyParallel, par: &Parallel, elem: u
             }
             LayerKind::Linear => {
                 kv.linear_layers += 1;
-                kv.bytes_per_seq += linear_state;
+                kv.bytes_per_seq = kv.bytes_per_seq.saturating_add(linear_state);
             }
         }
     }

@@ -201,7 +201,10 @@ fn qk_norm(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         ),
         (Some(QkNorm::FullGather), _) => pass(Rule::QkNorm, "full, gathered"),
         (Some(QkNorm::FullSharded), _) => {
-            if nkv % tp != 0 && tp % nkv != 0 {
+            if nkv == 0 {
+                // A fuzzed config found the division below; the kv-heads rule says what is wrong.
+                na(Rule::QkNorm, "config has no KV heads")
+            } else if nkv % tp != 0 && tp % nkv != 0 {
                 fail(
                     Rule::QkNorm,
                     format!("k_norm {nkv} heads/{tp}"),

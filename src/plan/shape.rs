@@ -193,7 +193,7 @@ impl ModelShape {
                     b.experts(&p("mlp.experts.*.up_proj"), e, im, h, r);
                     b.experts(&p("mlp.experts.*.down_proj"), e, h, im, r);
                     let shared = match (moe.shared_experts, moe.shared_expert_intermediate_size) {
-                        (Some(n), _) if n > 0 => Some(("mlp.shared_experts", n * im)),
+                        (Some(n), _) if n > 0 => Some(("mlp.shared_experts", n.saturating_mul(im))),
                         (_, Some(si)) if si > 0 => Some(("mlp.shared_expert", si)),
                         _ => None,
                     };
