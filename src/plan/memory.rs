@@ -65,7 +65,7 @@ pub fn per_rank_weights(shape: &ModelShape, cfg: &ModelConfig, fam: &FamilyParal
             Partition::Expert if par.ep => (experts.div_ceil(par.ep_size()), experts),
             Partition::Expert => (1, par.moe_tp()),
         };
-        ((bytes as u128 * num as u128).div_ceil(den.max(1) as u128)) as u64
+        u64::try_from((bytes as u128 * num as u128).div_ceil(den.max(1) as u128)).unwrap_or(u64::MAX)
     };
     for p in &shape.params {
         let stage = match p.role {
@@ -74,14 +74,16 @@ pub fn per_rank_weights(shape: &ModelShape, cfg: &ModelConfig, fam: &FamilyParal
             Role::Head => stages - 1,
             Role::Mtp => continue,
         };
-        per_stage[stage].stored += share(p.bytes, p.partition, p.out);
-        per_stage[stage].bf16 += share(p.bf16_bytes, p.partition, p.out);
+        // Saturating: a config's sizes are the user's file (a fuzzed one overflowed these sums).
+        per_stage[stage].stored = per_stage[stage].stored.saturating_add(share(p.bytes, p.partition, p.out));
+        per_stage[stage].bf16 = per_stage[stage].bf16.saturating_add(share(p.bf16_bytes, p.partition, p.out));
     }
     // With PP and tied embeddings the last stage builds its own embedding-sized lm_head.
     if stages > 1 && cfg.tie_word_embeddings == Some(true) {
         for p in shape.params.iter().filter(|p| p.role == Role::Embed) {
-            per_stage[stages - 1].stored += share(p.bytes, p.partition, p.out);
-            per_stage[stages - 1].bf16 += share(p.bf16_bytes, p.partition, p.out);
+            let last = &mut per_stage[stages - 1];
+            last.stored = last.stored.saturating_add(share(p.bytes, p.partition, p.out));
+            last.bf16 = last.bf16.saturating_add(share(p.bf16_bytes, p.partition, p.out));
         }
     }
     per_stage.into_iter().max_by_key(|w| w.stored).unwrap_or_default()

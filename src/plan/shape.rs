@@ -159,27 +159,27 @@ impl ModelShape {
                 if let Some(ql) = mla.q_lora_rank {
                     b.linear(&p("self_attn.q_a_proj"), Partition::Replicated, ql, h, r);
                     b.norm(&p("self_attn.q_a_layernorm"), ql, r);
-                    b.linear(&p("self_attn.q_b_proj"), Partition::Column, nh * (nope + rope), ql, r);
+                    b.linear(&p("self_attn.q_b_proj"), Partition::Column, nh.saturating_mul(nope.saturating_add(rope)), ql, r);
                 } else {
-                    b.linear(&p("self_attn.q_proj"), Partition::Column, nh * (nope + rope), h, r);
+                    b.linear(&p("self_attn.q_proj"), Partition::Column, nh.saturating_mul(nope.saturating_add(rope)), h, r);
                 }
-                b.linear(&p("self_attn.kv_a_proj_with_mqa"), Partition::Replicated, mla.kv_lora_rank + rope, h, r);
+                b.linear(&p("self_attn.kv_a_proj_with_mqa"), Partition::Replicated, mla.kv_lora_rank.saturating_add(rope), h, r);
                 b.norm(&p("self_attn.kv_a_layernorm"), mla.kv_lora_rank, r);
-                b.linear(&p("self_attn.kv_b_proj"), Partition::Column, nh * (nope + v), mla.kv_lora_rank, r);
-                b.linear(&p("self_attn.o_proj"), Partition::Row, h, nh * v, r);
+                b.linear(&p("self_attn.kv_b_proj"), Partition::Column, nh.saturating_mul(nope.saturating_add(v)), mla.kv_lora_rank, r);
+                b.linear(&p("self_attn.o_proj"), Partition::Row, h, nh.saturating_mul(v), r);
             } else {
-                b.linear(&p("self_attn.q_proj"), Partition::QkvQ, nh * hd, h, r);
-                b.linear(&p("self_attn.k_proj"), Partition::QkvKv, nkv * hd, h, r);
-                b.linear(&p("self_attn.v_proj"), Partition::QkvKv, nkv * hd, h, r);
-                b.linear(&p("self_attn.o_proj"), Partition::Row, h, nh * hd, r);
+                b.linear(&p("self_attn.q_proj"), Partition::QkvQ, nh.saturating_mul(hd), h, r);
+                b.linear(&p("self_attn.k_proj"), Partition::QkvKv, nkv.saturating_mul(hd), h, r);
+                b.linear(&p("self_attn.v_proj"), Partition::QkvKv, nkv.saturating_mul(hd), h, r);
+                b.linear(&p("self_attn.o_proj"), Partition::Row, h, nh.saturating_mul(hd), r);
                 match fam.qk_norm {
                     Some(crate::arch::QkNorm::PerHead) => {
                         b.norm(&p("self_attn.q_norm"), hd, r);
                         b.norm(&p("self_attn.k_norm"), hd, r);
                     }
                     Some(_) => {
-                        b.norm(&p("self_attn.q_norm"), nh * hd, r);
-                        b.norm(&p("self_attn.k_norm"), nkv * hd, r);
+                        b.norm(&p("self_attn.q_norm"), nh.saturating_mul(hd), r);
+                        b.norm(&p("self_attn.k_norm"), nkv.saturating_mul(hd), r);
                     }
                     None => {}
                 }
@@ -257,14 +257,17 @@ impl<'a> Builder<'a> {
         let n = out.saturating_mul(inp).saturating_mul(count);
         let fp8 = quantize && self.fp8_layout(module).is_some();
         let (bytes, bf16) = if fp8 {
+            // Config sizes are the user's file: saturate, never overflow (a fuzzed config found it).
             let scale = match self.fp8_layout(module) {
-                Some(ScaleLayout::Block { n: bn, k: bk }) => out.div_ceil(bn.max(1)) * inp.div_ceil(bk.max(1)) * 4,
-                Some(ScaleLayout::Channel) => out * 4,
+                Some(ScaleLayout::Block { n: bn, k: bk }) => {
+                    out.div_ceil(bn.max(1)).saturating_mul(inp.div_ceil(bk.max(1))).saturating_mul(4)
+                }
+                Some(ScaleLayout::Channel) => out.saturating_mul(4),
                 _ => 4,
             };
-            (n + scale * count, n * 2)
+            (n.saturating_add(scale.saturating_mul(count)), n.saturating_mul(2))
         } else {
-            (n * self.elem, n * self.elem)
+            (n.saturating_mul(self.elem), n.saturating_mul(self.elem))
         };
         self.params.push(Param {
             module: module.to_string(),
@@ -303,7 +306,7 @@ impl<'a> Builder<'a> {
         self.linear(&format!("{prefix}.down_proj"), Partition::Row, h, i, role);
     }
     fn norm(&mut self, module: &str, len: u64, role: Role) {
-        let bytes = len * self.elem;
+        let bytes = len.saturating_mul(self.elem);
         self.params.push(Param {
             module: module.to_string(),
             partition: Partition::Replicated,
