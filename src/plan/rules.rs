@@ -134,7 +134,7 @@ fn kv_heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         return fail(
             Rule::KvHeads,
             format!("{kv} kv < TP {tp}"),
-            format!("ZeroDivisionError: integer division or modulo by zero (this family's attention has no KV-head replication: {kv} KV heads // TP {tp} = 0)"),
+            format!("ZeroDivisionError: integer modulo by zero (this family's attention has no KV-head replication: {kv} KV heads // TP {tp} = 0)"),
             format!("use TP ≤ {kv}: {}", good_tps(|t| t <= kv && kv % t == 0)),
         );
     }
