@@ -61,7 +61,6 @@ fn per_rank_bytes_equal_what_vllm_allocates() {
     assert!(unknown.is_empty(), "plan differs from vLLM: {unknown:#?}");
     // Only gaps whose recording is here can be checked as still open.
     let recorded = |k: &str| dir.join(format!("{}.json", k.split(':').next().unwrap())).exists();
-    let fixed: Vec<&&str> =
-        known.iter().filter(|k| recorded(k) && !mismatches.iter().any(|m| m == *k)).collect();
+    let fixed: Vec<&&str> = known.iter().filter(|k| recorded(k) && !mismatches.iter().any(|m| m == *k)).collect();
     assert!(fixed.is_empty(), "fixed, remove from the known list: {fixed:#?}");
 }

@@ -153,16 +153,12 @@ pub fn kv_cache(cfg: &ModelConfig, fam: &FamilyParallel, par: &Parallel, elem: u
     };
     let linear_state = cfg.linear_attention.as_ref().map_or(0, |la| {
         let ssm = (la.num_value_heads / tp).saturating_mul(la.key_head_dim).saturating_mul(la.value_head_dim);
-        let conv = la
-            .conv_kernel_dim
-            .saturating_sub(1)
-            .saturating_mul(
-                la.num_key_heads
-                    .saturating_mul(2)
-                    .saturating_mul(la.key_head_dim)
-                    .saturating_add(la.num_value_heads.saturating_mul(la.value_head_dim)),
-            )
-            / tp;
+        let conv = la.conv_kernel_dim.saturating_sub(1).saturating_mul(
+            la.num_key_heads
+                .saturating_mul(2)
+                .saturating_mul(la.key_head_dim)
+                .saturating_add(la.num_value_heads.saturating_mul(la.value_head_dim)),
+        ) / tp;
         ssm.saturating_add(conv).saturating_mul(elem)
     });
     let mut kv = KvCache { mla: cfg.mla.is_some(), ..Default::default() };

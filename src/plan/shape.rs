@@ -159,13 +159,37 @@ impl ModelShape {
                 if let Some(ql) = mla.q_lora_rank {
                     b.linear(&p("self_attn.q_a_proj"), Partition::Replicated, ql, h, r);
                     b.norm(&p("self_attn.q_a_layernorm"), ql, r);
-                    b.linear(&p("self_attn.q_b_proj"), Partition::Column, nh.saturating_mul(nope.saturating_add(rope)), ql, r);
+                    b.linear(
+                        &p("self_attn.q_b_proj"),
+                        Partition::Column,
+                        nh.saturating_mul(nope.saturating_add(rope)),
+                        ql,
+                        r,
+                    );
                 } else {
-                    b.linear(&p("self_attn.q_proj"), Partition::Column, nh.saturating_mul(nope.saturating_add(rope)), h, r);
+                    b.linear(
+                        &p("self_attn.q_proj"),
+                        Partition::Column,
+                        nh.saturating_mul(nope.saturating_add(rope)),
+                        h,
+                        r,
+                    );
                 }
-                b.linear(&p("self_attn.kv_a_proj_with_mqa"), Partition::Replicated, mla.kv_lora_rank.saturating_add(rope), h, r);
+                b.linear(
+                    &p("self_attn.kv_a_proj_with_mqa"),
+                    Partition::Replicated,
+                    mla.kv_lora_rank.saturating_add(rope),
+                    h,
+                    r,
+                );
                 b.norm(&p("self_attn.kv_a_layernorm"), mla.kv_lora_rank, r);
-                b.linear(&p("self_attn.kv_b_proj"), Partition::Column, nh.saturating_mul(nope.saturating_add(v)), mla.kv_lora_rank, r);
+                b.linear(
+                    &p("self_attn.kv_b_proj"),
+                    Partition::Column,
+                    nh.saturating_mul(nope.saturating_add(v)),
+                    mla.kv_lora_rank,
+                    r,
+                );
                 b.linear(&p("self_attn.o_proj"), Partition::Row, h, nh.saturating_mul(v), r);
             } else {
                 b.linear(&p("self_attn.q_proj"), Partition::QkvQ, nh.saturating_mul(hd), h, r);
