@@ -23,15 +23,9 @@ fn tensors(dir: &Path) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
         .collect()
 }
 
-/// The files of an output directory, ckptkit's own bookkeeping (state file, lock) left out.
+/// The files of an output directory, ckptkit's own bookkeeping left out.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .filter(|(n, _)| !n.starts_with(".ckptkit-dequant"))
-        .map(|(n, p)| (n, std::fs::read(p).unwrap()))
-        .collect()
+    outputs(dir)
 }
 
 fn names(dir: &Path) -> Vec<String> {

@@ -16,17 +16,6 @@ fn dequant_args<'a>(model: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a 
     a
 }
 
-/// Output files, ckptkit's own bookkeeping (state file, lock) left out.
-fn outputs(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .filter(|(n, _)| !n.starts_with(".ckptkit-dequant"))
-        .map(|(n, p)| (n, std::fs::read(p).unwrap()))
-        .collect()
-}
-
 fn clean_output() -> (tempfile::TempDir, BTreeMap<String, Vec<u8>>) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("clean");
@@ -69,6 +58,21 @@ fn pipe(capacity: Option<i32>) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
     }
     // SAFETY: fresh descriptors from pipe2, owned once each.
     unsafe { (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// `audit --json DIR` that must finish (a FIFO must not hang it) and find errors.
+fn audit_bounded(dir: &Path) -> Value {
+    let mut child = Command::new(bin())
+        .args(["audit", "--json", dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    let (code, _, err) = wait_bounded(child, Duration::from_secs(30));
+    assert_eq!(code, 1, "{err}");
+    serde_json::from_str(&stdout).unwrap()
 }
 
 // 1. A reader that goes away: `ckptkit remap … --json | head -c1`, `ckptkit audit … | true`.
@@ -282,18 +286,7 @@ fn special_files_are_named_not_read() {
     std::fs::remove_file(c.dir.join("config.json")).unwrap();
     mkfifo(&c.dir.join("config.json"));
     std::os::unix::fs::symlink("/dev/zero", c.dir.join("hf_quant_config.json")).unwrap();
-    let child = Command::new(bin())
-        .args(["audit", "--json", c.dir.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = child;
-    let mut stdout = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    let (code, _, err) = wait_bounded(child, Duration::from_secs(30));
-    assert_eq!(code, 1, "{err}");
-    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let v = audit_bounded(&c.dir);
     let odd: Vec<&str> = findings_with(&v, "not-a-regular-file").iter().map(|f| f["file"].as_str().unwrap()).collect();
     assert!(odd.contains(&"config.json") && odd.contains(&"hf_quant_config.json"), "{odd:?}");
     assert!(findings_with(&v, "not-a-regular-file")[0]["message"].as_str().unwrap().contains("FIFO"));
@@ -308,18 +301,7 @@ fn special_files_are_named_not_read() {
         .unwrap();
     std::fs::remove_file(&shard).unwrap();
     mkfifo(&shard);
-    let child = Command::new(bin())
-        .args(["audit", "--json", c.dir.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = child;
-    let mut stdout = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    let (code, _, err) = wait_bounded(child, Duration::from_secs(30));
-    assert_eq!(code, 1, "{err}");
-    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let v = audit_bounded(&c.dir);
     let f = expect(&v, "not-a-regular-file", "error");
     assert_eq!(f["file"], shard.file_name().unwrap().to_str().unwrap());
     assert!(findings_with(&v, "no-weights").is_empty());

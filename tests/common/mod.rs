@@ -275,3 +275,14 @@ pub fn all_tensor_names(dir: &Path) -> Vec<String> {
 pub fn edit_config(dir: &Path, f: impl FnOnce(&mut Value)) {
     edit_json(&dir.join("config.json"), f);
 }
+
+/// The files of a `dequant` output directory, ckptkit's own bookkeeping (state file, lock) left out.
+pub fn outputs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(n, _)| !n.starts_with(".ckptkit-dequant"))
+        .map(|(n, p)| (n, std::fs::read(p).unwrap()))
+        .collect()
+}
