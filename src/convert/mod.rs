@@ -801,6 +801,12 @@ fn scales_of(item: &Item<'_>, open: &ShardData<'_>) -> Result<Vec<f32>, ConvertE
         .map_err(|source| ConvertError::Kernel { tensor: scale.entry.name.clone(), source })
 }
 
+/// `total` bytes as (offset, length) pieces of at most [`COPY_CHUNK`].
+fn pieces(total: u64) -> impl Iterator<Item = (u64, usize)> {
+    let chunk = COPY_CHUNK as u64;
+    (0..total.div_ceil(chunk)).map(move |i| (i * chunk, (total - i * chunk).min(chunk) as usize))
+}
+
 /// A writer that hashes every byte it passes on: the shard's blake3 is known when it is complete.
 struct Hashing<W: Write> {
     inner: W,
@@ -863,14 +869,10 @@ fn write_shard(
                 Item::Copy(t) => {
                     let data = if std::ptr::eq(t.shard, sp.input) { None } else { Some(t.shard.open_data()?) };
                     let d = data.as_ref().unwrap_or(&input);
-                    let total = t.entry.nbytes();
-                    let mut off = 0u64;
-                    while off < total {
-                        let n = (total - off).min(COPY_CHUNK as u64) as usize;
+                    for (off, n) in pieces(t.entry.nbytes()) {
                         chunk.resize(n, 0);
                         d.read_par(t.entry, off, &mut chunk)?;
                         w.put(&chunk).map_err(io(&tmp_path))?;
-                        off += n as u64;
                     }
                     if let Some(d) = &data {
                         d.still_same()?;
@@ -939,10 +941,7 @@ fn verify_shard(sp: &ShardPlan<'_>, path: &Path, buf: &mut BandBuf) -> Result<()
             Item::Copy(t) => {
                 let data = if std::ptr::eq(t.shard, sp.input) { None } else { Some(t.shard.open_data()?) };
                 let d = data.as_ref().unwrap_or(&input);
-                let total = t.entry.nbytes();
-                let mut off = 0u64;
-                while off < total {
-                    let n = (total - off).min(COPY_CHUNK as u64) as usize;
+                for (off, n) in pieces(t.entry.nbytes()) {
                     want_copy.resize(n, 0);
                     got.resize(n, 0);
                     d.read(t.entry, off, &mut want_copy)?;
@@ -953,7 +952,6 @@ fn verify_shard(sp: &ShardPlan<'_>, path: &Path, buf: &mut BandBuf) -> Result<()
                             detail: format!("{} is not a bit-for-bit copy", e.name),
                         });
                     }
-                    off += n as u64;
                 }
             }
             Item::Dequant { weight, .. } => {
@@ -1121,4 +1119,18 @@ fn finalize(
         }
     }
     Ok((kept, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pieces, COPY_CHUNK};
+
+    #[test]
+    fn pieces_cover_every_byte_once() {
+        let c = COPY_CHUNK as u64;
+        assert_eq!(pieces(0).count(), 0);
+        assert_eq!(pieces(5).collect::<Vec<_>>(), [(0, 5)]);
+        assert_eq!(pieces(c).collect::<Vec<_>>(), [(0, COPY_CHUNK)]);
+        assert_eq!(pieces(2 * c + 1).collect::<Vec<_>>(), [(0, COPY_CHUNK), (c, COPY_CHUNK), (2 * c, 1)]);
+    }
 }
