@@ -210,17 +210,11 @@ impl TempFile {
     }
 
     /// Flush to disk and rename over `dest` (replacing whatever is there, a symlink included,
-    /// without following it).
-    pub fn commit(self, dest: &Path) -> std::io::Result<()> {
-        self.file.as_ref().expect("committed once").sync_data()?;
-        self.commit_nosync(dest)
-    }
-
-    /// Rename over `dest` without waiting for the data to reach the disk: whole against a killed
-    /// process, not against a power cut. For large outputs whose content is checked again anyway
-    /// (dequant re-hashes a kept shard on every rerun).
-    pub fn commit_nosync(mut self, dest: &Path) -> std::io::Result<()> {
-        drop(self.file.take().expect("committed once"));
+    /// without following it): the file is whole and on disk before anyone can see it.
+    pub fn commit(mut self, dest: &Path) -> std::io::Result<()> {
+        let f = self.file.take().expect("committed once");
+        f.sync_data()?;
+        drop(f);
         std::fs::rename(&self.path, dest)?;
         self.path = PathBuf::new();
         Ok(())

@@ -1,4 +1,4 @@
-//! The checkpoint on disk: resolution of the input, vLLM's file selection, memory-mapped shards with
+//! The checkpoint on disk: resolution of the input, vLLM's file selection, shards read (never mapped) with
 //! validated headers, the index checked both ways, and the config.
 
 pub mod config;
@@ -24,7 +24,7 @@ use serde_json::Value;
 use std::hash::BuildHasher;
 use std::path::Path;
 
-/// A checkpoint with every shard mapped and every header validated.
+/// A checkpoint with every shard's header read and validated.
 #[derive(Debug)]
 pub struct Checkpoint {
     pub source: Source,
