@@ -70,7 +70,7 @@ pub fn config(data: &[u8]) {
     }
     // PlanInput::open runs from_value, detect and ModelShape::from_config (the costly part) once
     // more, as the CLI does; one plan per input keeps the target fast enough for millions of runs.
-    if let Ok(input) = PlanInput::open(&dir.path().to_string_lossy()) {
+    if let Ok(input) = PlanInput::open(&dir.path().to_string_lossy(), RuleSet::builtin()) {
         run_plans(&input, data.len(), false);
     }
 }
@@ -128,7 +128,7 @@ fn audit_path(model: &str, salt: usize) {
     let report = crate::audit(model, &ck, findings);
     std::hint::black_box(render::audit(&report).len());
     std::hint::black_box(serde_json::to_string(&report).map(|s| s.len()).unwrap_or(0));
-    if let Ok(input) = PlanInput::from_checkpoint(&ck, model) {
+    if let Ok(input) = PlanInput::from_checkpoint(&ck, model, RuleSet::builtin()) {
         run_plans(&input, salt, true);
     }
     if let Some(rules) = rules() {

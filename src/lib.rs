@@ -14,6 +14,7 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod manifest;
+pub mod model;
 pub mod plan;
 pub mod quant;
 pub mod remap;

@@ -5,9 +5,11 @@
 //! Every error ckptkit prints itself is an `error:` line and a `help:` line with the fix.
 
 use ckptkit::plan::Target;
+use ckptkit::remap::rules::RuleSet;
 use ckptkit::ui::{self, ColorChoice, Help};
-use ckptkit::{audit, manifest, render, Checkpoint};
+use ckptkit::{manifest, render, Checkpoint};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,6 +28,9 @@ struct Cli {
     /// When to colour what ckptkit prints (NO_COLOR is honoured by auto).
     #[arg(long, global = true, value_enum, default_value = "auto")]
     color: ColorChoice,
+    /// An extra family rule file (a family added or replaced) for audit, plan, remap and stub; may be repeated.
+    #[arg(long = "rules", global = true, value_name = "FILE")]
+    rules: Vec<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -205,9 +210,6 @@ enum Cmd {
         /// Expert parallelism: each expert's tensors go whole to the rank that owns the expert.
         #[arg(long, visible_alias = "enable-expert-parallel")]
         ep: bool,
-        /// An extra rule file (a family added or replaced); may be repeated.
-        #[arg(long = "rules", value_name = "FILE")]
-        rules: Vec<PathBuf>,
         /// Print the versioned JSON table (ckptkit.remap/1).
         #[arg(long, conflicts_with_all = ["csv", "md"])]
         json: bool,
@@ -243,9 +245,6 @@ enum Cmd {
         /// Language of the delivery report and runbook.
         #[arg(long, value_enum, default_value = "zh")]
         lang: LangArg,
-        /// An extra rule file (a family added or replaced); may be repeated.
-        #[arg(long = "rules", value_name = "FILE")]
-        rules: Vec<PathBuf>,
     },
     /// Check a checkpoint against a manifest written by `audit --checksum`.
     Verify {
@@ -418,10 +417,15 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Exit {
     let target = cli.target;
+    let rules = match load_rules(&cli.rules) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let rules = &rules;
     let r = match cli.cmd {
-        Cmd::Audit { model, json, checksum } => run_audit(&model, target, json, checksum),
+        Cmd::Audit { model, json, checksum } => run_audit(&model, target, json, checksum, rules),
         Cmd::Verify { manifest, model, json } => run_verify(&manifest, model, json),
-        Cmd::Stub { model, out, force, name, layout, tp, lang, rules } => {
+        Cmd::Stub { model, out, force, name, layout, tp, lang } => {
             use ckptkit::stub::{Lang, Layout, StubOptions};
             if tp.is_some_and(|t| t == 0 || t > MAX_PARALLEL) {
                 return Exit::usage(
@@ -444,9 +448,9 @@ fn run(cli: Cli) -> Exit {
                 target,
                 force,
             };
-            run_stub(&model, &opts, &rules)
+            run_stub(&model, &opts, rules)
         }
-        Cmd::Remap { model, tp, ep, rules, json, csv, md, emit_rules } => {
+        Cmd::Remap { model, tp, ep, json, csv, md, emit_rules } => {
             if tp == 0 || tp > MAX_PARALLEL {
                 return Exit::usage(
                     format!("--tp must be 1 to {MAX_PARALLEL}"),
@@ -462,7 +466,7 @@ fn run(cli: Cli) -> Exit {
             } else {
                 render::TableFormat::Human
             };
-            run_remap(&model, ckptkit::remap::RemapOptions { tp, ep, target, rows: true }, &rules, format, emit_rules)
+            run_remap(&model, ckptkit::remap::RemapOptions { tp, ep, target, rows: true }, rules, format, emit_rules)
         }
         Cmd::Plan {
             model,
@@ -537,7 +541,7 @@ fn run(cli: Cli) -> Exit {
                 kv_cache_dtype: kv_cache_dtype.as_str().to_string(),
                 activation_reserve_bytes: reserve,
             };
-            run_plan(&model, &opts, json)
+            run_plan(&model, &opts, json, rules)
         }
         Cmd::Dequant { model, out, dtype, threads, verify, part, finalize, force, trust_existing, json, quiet } => {
             let part = match part.as_deref().map(|p| {
@@ -702,27 +706,31 @@ fn run_bench(
     Ok(Exit::Ok)
 }
 
-/// The rule set (built-ins plus `--rules` files) and the opened checkpoint.
-fn rules_and_checkpoint(
-    model: &str,
-    rule_files: &[PathBuf],
-) -> Result<(ckptkit::remap::rules::RuleSet, Checkpoint), Exit> {
-    let paths: Vec<&std::path::Path> = rule_files.iter().map(PathBuf::as_path).collect();
-    let rules = ckptkit::remap::rules::RuleSet::load(&paths).map_err(|e| Exit::input(&e))?;
+/// The built-in families plus the `--rules` files (a user family replaces a built-in of its name).
+fn load_rules(files: &[PathBuf]) -> Result<Cow<'static, RuleSet>, Exit> {
+    let paths: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+    if paths.is_empty() {
+        return Ok(Cow::Borrowed(RuleSet::builtin()));
+    }
+    RuleSet::load(&paths).map(Cow::Owned).map_err(|e| Exit::input(&e))
+}
+
+/// The opened checkpoint, which must be readable throughout.
+fn readable_checkpoint(model: &str) -> Result<Checkpoint, Exit> {
     let (ck, _) = Checkpoint::open(model).map_err(|e| Exit::input(&e))?;
     // A table or an adapter for tensors nobody could read would be made up.
     ck.require_readable().map_err(|e| Exit::input(&e))?;
-    Ok((rules, ck))
+    Ok(ck)
 }
 
-fn run_stub(model: &str, opts: &ckptkit::stub::StubOptions, rule_files: &[PathBuf]) -> Result<Exit, Exit> {
+fn run_stub(model: &str, opts: &ckptkit::stub::StubOptions, rules: &RuleSet) -> Result<Exit, Exit> {
     use ckptkit::stub::StubError;
-    let (rules, ck) = rules_and_checkpoint(model, rule_files)?;
+    let ck = readable_checkpoint(model)?;
     if let Some(tp) = opts.tp {
         let ep = ck.config.as_ref().is_some_and(|c| c.moe.is_some()) && tp > 1;
-        refuse_layout(&ck, model, tp, ep, opts.target)?;
+        refuse_layout(&ck, model, tp, ep, opts.target, rules)?;
     }
-    let written = match ckptkit::stub::generate(model, &ck, &rules, opts) {
+    let written = match ckptkit::stub::generate(model, &ck, rules, opts) {
         Ok(w) => w,
         Err(e @ StubError::OutNotEmpty { .. }) => return Err(Exit::Usage(e.to_string(), e.help())),
         Err(e @ StubError::Infeasible { .. }) => return Err(Exit::Refused(e.to_string(), e.help())),
@@ -744,8 +752,8 @@ fn run_stub(model: &str, opts: &ckptkit::stub::StubOptions, rule_files: &[PathBu
 }
 
 /// No per-rank slices for a layout vLLM refuses to build: exit 1 with `plan`'s failure.
-fn refuse_layout(ck: &Checkpoint, model: &str, tp: u64, ep: bool, target: Target) -> Result<(), Exit> {
-    let failures = ckptkit::plan::layout_failures(ck, model, tp, ep, target);
+fn refuse_layout(ck: &Checkpoint, model: &str, tp: u64, ep: bool, target: Target, rules: &RuleSet) -> Result<(), Exit> {
+    let failures = ckptkit::plan::layout_failures(ck, model, tp, ep, target, rules);
     if failures.is_empty() {
         return Ok(());
     }
@@ -765,15 +773,15 @@ fn refuse_layout(ck: &Checkpoint, model: &str, tp: u64, ep: bool, target: Target
 fn run_remap(
     model: &str,
     opts: ckptkit::remap::RemapOptions,
-    rule_files: &[PathBuf],
+    rules: &RuleSet,
     format: render::TableFormat,
     emit_rules: Option<PathBuf>,
 ) -> Result<Exit, Exit> {
-    let (rules, ck) = rules_and_checkpoint(model, rule_files)?;
-    refuse_layout(&ck, model, opts.tp, opts.ep, opts.target)?;
-    let report = ckptkit::remap::remap(&ck, model, &rules, &opts);
+    let ck = readable_checkpoint(model)?;
+    refuse_layout(&ck, model, opts.tp, opts.ep, opts.target, rules)?;
+    let report = ckptkit::remap::remap(&ck, model, rules, &opts);
     if let Some(path) = emit_rules {
-        let text = ckptkit::remap::emit_rules(&report, &rules, ck.config.as_ref());
+        let text = ckptkit::remap::emit_rules(&report, rules, ck.config.as_ref());
         ckptkit::fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| {
             Exit::Input(format!("{}: {e}", path.display()), "check that the directory exists and is writable".into())
         })?;
@@ -784,8 +792,8 @@ fn run_remap(
     Ok(if errors { Exit::Findings } else { Exit::Ok })
 }
 
-fn run_plan(model: &str, opts: &ckptkit::plan::PlanOptions, json: bool) -> Result<Exit, Exit> {
-    let input = ckptkit::plan::PlanInput::open(model).map_err(|e| Exit::input(&e))?;
+fn run_plan(model: &str, opts: &ckptkit::plan::PlanOptions, json: bool, rules: &RuleSet) -> Result<Exit, Exit> {
+    let input = ckptkit::plan::PlanInput::open(model, rules).map_err(|e| Exit::input(&e))?;
     let report = ckptkit::plan::plan(&input, opts);
     if json {
         emit(&(serde_json::to_string_pretty(&report).expect("plan serializes") + "\n"))?;
@@ -795,9 +803,15 @@ fn run_plan(model: &str, opts: &ckptkit::plan::PlanOptions, json: bool) -> Resul
     Ok(if report.configs.iter().any(|c| c.feasible) { Exit::Ok } else { Exit::Findings })
 }
 
-fn run_audit(model: &str, target: Target, json: bool, checksum: Option<PathBuf>) -> Result<Exit, Exit> {
+fn run_audit(
+    model: &str,
+    target: Target,
+    json: bool,
+    checksum: Option<PathBuf>,
+    rules: &RuleSet,
+) -> Result<Exit, Exit> {
     let (ck, findings) = Checkpoint::open(model).map_err(|e| Exit::input(&e))?;
-    let mut report = audit(model, &ck, findings);
+    let mut report = ckptkit::audit::audit_with(model, &ck, findings, rules);
     report.tool.target = target.as_str();
     if let Some(path) = checksum {
         let m = manifest::build(&ck, Some(&path))

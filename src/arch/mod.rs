@@ -71,8 +71,10 @@ pub enum QkNorm {
     FullSharded,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct FamilyParallel {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qk_norm: Option<QkNorm>,
     #[serde(default = "yes")]
     pub kv_replication: bool,
@@ -137,7 +139,6 @@ mod tests {
         assert_eq!(r.partition_of("model.norm.weight"), Partition::Replicated);
         assert_eq!(r.partition_of("lm_head.weight"), Partition::Vocab);
         assert_eq!(r.family(Some("minimax_m2")).qk_norm, Some(QkNorm::FullSharded));
-        assert!(!r.family(Some("gpt_oss")).kv_replication);
         assert!(r.family(Some("unknown")).kv_replication);
     }
 

@@ -8,6 +8,7 @@ use crate::arch::audit_rules;
 use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::findings::{Finding, Tally};
 use crate::quant::{pair_fp8, Pairing, QuantScheme};
+use crate::remap::rules::RuleSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -117,8 +118,7 @@ impl AuditReport {
 /// Run every check over an opened checkpoint. `open_findings` are those the reader produced.
 /// The remap's reverse check, when the architecture has built-in rules (unknown architectures are
 /// left to `ckptkit remap`, which infers a family and says how sure it is).
-fn remap_check(input: &str, ck: &Checkpoint) -> Vec<Finding> {
-    let Ok(rules) = crate::remap::rules::RuleSet::load(&[]) else { return Vec::new() };
+fn remap_check(input: &str, ck: &Checkpoint, rules: &RuleSet) -> Vec<Finding> {
     let Some(family) =
         ck.config.as_ref().and_then(|c| c.architecture.as_deref()).and_then(|a| rules.for_architecture(a))
     else {
@@ -170,6 +170,12 @@ fn fold_consequences(
 }
 
 pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> AuditReport {
+    audit_with(input, ck, open_findings, RuleSet::builtin())
+}
+
+/// [`audit`] with a rule set of the user's (`--rules`): a family described by a user file is
+/// checked exactly like a built-in one.
+pub fn audit_with(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>, family_rules: &RuleSet) -> AuditReport {
     let rules = audit_rules();
     let mut findings = open_findings;
     let cfg: Option<&ModelConfig> = ck.config.as_ref();
@@ -182,7 +188,7 @@ pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> Audit
                     let mut f = Vec::new();
                     (structure::check(ck, cfg, rules, &mut f), f)
                 },
-                || remap_check(input, ck),
+                || remap_check(input, ck, family_rules),
             )
         },
         || {

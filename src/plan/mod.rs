@@ -14,6 +14,7 @@ use crate::checkpoint::config::ModelConfig;
 use crate::checkpoint::Checkpoint;
 use crate::error::CheckpointError;
 use crate::quant::scheme::QuantScheme;
+use crate::remap::rules::RuleSet;
 use device::Device;
 use memory::{KvCache, RankWeights};
 use serde::Serialize;
@@ -289,12 +290,15 @@ pub struct PlanInput {
     pub config: ModelConfig,
     pub quant: Option<QuantScheme>,
     pub shape: ModelShape,
+    /// The parameters vLLM builds, when a family (built-in or `--rules`) names the architecture:
+    /// per-rank memory is counted from it.
+    pub spec: Option<crate::model::ModelSpec>,
 }
 
 impl PlanInput {
     /// A path to a `config.json` (or a directory holding one and no safetensors) plans from the config
     /// alone; anything else is opened as a checkpoint and planned from its real tensors.
-    pub fn open(input: &str) -> Result<PlanInput, PlanError> {
+    pub fn open(input: &str, rules: &RuleSet) -> Result<PlanInput, PlanError> {
         let p = Path::new(input);
         let lone_config = if p.is_file() && input.ends_with(".json") {
             Some(p.to_path_buf())
@@ -319,49 +323,50 @@ impl PlanInput {
                 .and_then(|t| serde_json::from_slice::<Value>(&t).ok());
             let config = ModelConfig::from_value(&v);
             let quant = QuantScheme::detect(Some(&v), hf_quant.as_ref());
-            let shape = ModelShape::from_config(&config, quant.as_ref());
-            return Ok(PlanInput { model: input.to_string(), config, quant, shape });
+            let spec = spec_for(&config, Some(&v), quant.as_ref(), rules);
+            let shape = ModelShape::from_config(&config, quant.as_ref(), &family_parallel(&config, spec.as_ref()));
+            return Ok(PlanInput { model: input.to_string(), config, quant, shape, spec });
         }
         let (ck, _findings) = Checkpoint::open(input)?;
-        PlanInput::from_checkpoint(&ck, input)
+        PlanInput::from_checkpoint(&ck, input, rules)
     }
 
     /// From a checkpoint already open: its config and its real tensor shapes.
-    pub fn from_checkpoint(ck: &Checkpoint, model: &str) -> Result<PlanInput, PlanError> {
+    pub fn from_checkpoint(ck: &Checkpoint, model: &str, rules: &RuleSet) -> Result<PlanInput, PlanError> {
         ck.require_readable()?;
         let Some(config) = ck.config.clone() else {
             return Err(PlanError::NoConfig { path: ck.source.root.clone() });
         };
         let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
-        let shape = ModelShape::from_checkpoint(ck, &config, &alloc_overrides(ck, model));
-        Ok(PlanInput { model: model.to_string(), config, quant, shape })
+        let shape = ModelShape::from_checkpoint(ck, &config);
+        let spec = spec_for(&config, ck.config_json.as_ref(), quant.as_ref(), rules);
+        Ok(PlanInput { model: model.to_string(), config, quant, shape, spec })
+    }
+
+    /// Plan the model as served without its quantization (fp8 dequantized at load or beforehand).
+    pub fn without_quantization(&mut self, json: Option<&Value>, rules: &RuleSet) {
+        self.quant = None;
+        self.spec = spec_for(&self.config, json, None, rules);
     }
 }
 
-/// Checkpoint tensors whose vLLM parameter is allocated in a fixed dtype whatever the checkpoint
-/// holds (the family file's `dtype`: a float32 router or correction bias), with that dtype's
-/// bytes per element: vLLM's memory is its parameters', not the checkpoint's.
-fn alloc_overrides(ck: &Checkpoint, model: &str) -> std::collections::HashMap<String, u64> {
-    let mut out = std::collections::HashMap::new();
-    let Ok(rules) = crate::remap::rules::RuleSet::load(&[]) else { return out };
-    let Some(family) =
-        ck.config.as_ref().and_then(|c| c.architecture.as_deref()).and_then(|a| rules.for_architecture(a))
-    else {
-        return out;
-    };
-    if family.params.iter().all(|p| p.dtype.is_none()) {
-        return out;
+/// The family file's TP behaviour; for an architecture no family file describes, by model_type.
+fn family_parallel(cfg: &ModelConfig, spec: Option<&crate::model::ModelSpec>) -> crate::arch::FamilyParallel {
+    match spec {
+        Some(spec) => spec.parallel.clone(),
+        None => parallel_rules().family(cfg.text_model_type.as_deref().or(cfg.model_type.as_deref())),
     }
-    let report =
-        crate::remap::remap_with(ck, model, family, "architecture", None, &crate::remap::RemapOptions::default());
-    let fixed: std::collections::HashMap<&str, u64> =
-        report.params.iter().filter_map(|p| p.dtype.map(|d| (p.name.as_str(), d.bytes()))).collect();
-    for r in &report.rows {
-        if let Some(b) = r.param.as_deref().and_then(|p| fixed.get(p)) {
-            out.insert(r.checkpoint_name.clone(), *b);
-        }
-    }
-    out
+}
+
+/// The one model for the architecture config.json names, when a family describes it.
+fn spec_for(
+    cfg: &ModelConfig,
+    json: Option<&Value>,
+    quant: Option<&QuantScheme>,
+    rules: &RuleSet,
+) -> Option<crate::model::ModelSpec> {
+    let family = rules.for_architecture(cfg.architecture.as_deref()?)?;
+    Some(crate::model::ModelSpec::build(cfg, json, family, quant))
 }
 
 fn has_safetensors(dir: &Path) -> bool {
@@ -401,7 +406,7 @@ fn max_len_check(cfg: &ModelConfig, requested: Option<u64>) -> (u64, Check) {
 
 pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
     let cfg = &input.config;
-    let fam = parallel_rules().family(cfg.text_model_type.as_deref().or(cfg.model_type.as_deref()));
+    let fam = family_parallel(cfg, input.spec.as_ref());
     let device = opts.device.clone().unwrap_or_else(|| match opts.target {
         Target::Vllm => Device::preset("h100").expect("preset"),
         Target::VllmAscend => Device::preset("ascend-a2").expect("preset"),
@@ -413,6 +418,7 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
         quant: input.quant.as_ref(),
         target: opts.target,
         fp8_device: device.fp8,
+        spec: input.spec.as_ref(),
     };
     let (max_model_len, len_check) = max_len_check(cfg, opts.max_model_len);
     let kv_elem =
@@ -426,7 +432,10 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
             let par = Parallel { tp: tp.max(1), ep, dp: opts.dp.max(1), pp: opts.pp.max(1) };
             let mut checks = rules::evaluate(&ctx, &par);
             checks.push(len_check.clone());
-            let w = memory::per_rank_weights(&input.shape, cfg, &fam, &par);
+            let w = match &input.spec {
+                Some(spec) => spec.rank_weights(&par),
+                None => memory::per_rank_weights(&input.shape, cfg, &fam, &par),
+            };
             let weights = if serves_bf16 { w.bf16 } else { w.stored };
             let kv: KvCache = memory::kv_cache(cfg, &fam, &par, kv_elem, max_model_len);
             let available = budget.saturating_sub(weights).saturating_sub(opts.activation_reserve_bytes);
@@ -601,8 +610,15 @@ fn kv_check(
 /// The failures that make vLLM refuse to build the model at `tp` (with or without EP) at all —
 /// the layout rules ([`Rule::is_layout`]), not memory or the target. Empty when vLLM builds it, or
 /// when there is no config to plan from (the remap reports that itself).
-pub fn layout_failures(ck: &Checkpoint, model: &str, tp: u64, ep: bool, target: Target) -> Vec<Failure> {
-    let Ok(input) = PlanInput::from_checkpoint(ck, model) else { return Vec::new() };
+pub fn layout_failures(
+    ck: &Checkpoint,
+    model: &str,
+    tp: u64,
+    ep: bool,
+    target: Target,
+    rules: &RuleSet,
+) -> Vec<Failure> {
+    let Ok(input) = PlanInput::from_checkpoint(ck, model, rules) else { return Vec::new() };
     let opts = PlanOptions { tp: vec![tp], ep: vec![ep], target, ..PlanOptions::default() };
     plan(&input, &opts).configs.into_iter().flat_map(|c| c.failures).filter(|f| f.rule.is_layout()).collect()
 }
@@ -628,8 +644,9 @@ mod tests {
     fn input(v: Value) -> PlanInput {
         let config = ModelConfig::from_value(&v);
         let quant = QuantScheme::detect(Some(&v), None);
-        let shape = ModelShape::from_config(&config, quant.as_ref());
-        PlanInput { model: "test".into(), config, quant, shape }
+        let spec = spec_for(&config, Some(&v), quant.as_ref(), RuleSet::builtin());
+        let shape = ModelShape::from_config(&config, quant.as_ref(), &family_parallel(&config, spec.as_ref()));
+        PlanInput { model: "test".into(), config, quant, shape, spec }
     }
 
     fn one(v: Value, tp: u64, ep: bool) -> ConfigPlan {
@@ -678,7 +695,9 @@ mod tests {
 
     #[test]
     fn no_kv_replication_family_fails_beyond_kv_heads() {
+        // The family file's `parallel` (gpt_oss.json), found by the architecture.
         let mut v = dense(16, 4);
+        v["architectures"] = json!(["GptOssForCausalLM"]);
         v["model_type"] = json!("gpt_oss");
         let c = one(v, 8, false);
         assert_eq!(check(&c, "kv-heads").status, Status::Fail);
@@ -687,11 +706,14 @@ mod tests {
 
     #[test]
     fn qk_norm_by_family() {
+        // From the family file the architecture names…
         let mut v = dense(16, 4);
-        v["model_type"] = json!("qwen3");
+        v["architectures"] = json!(["Qwen3ForCausalLM"]);
         assert_eq!(check(&one(v.clone(), 8, false), "qk-norm").short, "per-head");
-        v["model_type"] = json!("olmo2");
+        v["architectures"] = json!(["Olmo2ForCausalLM"]);
         assert_eq!(check(&one(v.clone(), 8, false), "qk-norm").short, "full, gathered");
+        // …or, for an architecture without a family file, from parallel.json by model_type.
+        v["architectures"] = json!(["MiniMaxM2ForCausalLM"]);
         v["model_type"] = json!("minimax_m2");
         let c = one(v.clone(), 8, false);
         assert_eq!(check(&c, "qk-norm").short, "k_norm per replica");

@@ -15,6 +15,8 @@ pub struct Ctx<'a> {
     pub quant: Option<&'a QuantScheme>,
     pub target: Target,
     pub fp8_device: bool,
+    /// The parameters vLLM builds, where a family describes the architecture.
+    pub spec: Option<&'a crate::model::ModelSpec>,
 }
 
 /// Rule ids, in matrix column order (memory rules are added by the planner).
@@ -119,6 +121,20 @@ fn heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                 "ValueError: Total number of attention heads ({n}) must be divisible by tensor parallel size ({tp})."
             ),
             format!("use a TP that divides {n}: {}", good_tps(|t| n % t == 0)),
+        );
+    }
+    // Other attention in the model (vision towers) whose heads the family file names.
+    if let Some((name, h)) = ctx.spec.and_then(|s| {
+        s.params
+            .iter()
+            .filter_map(|p| p.heads.filter(|h| *h > 0).map(|h| (p.name.as_str(), h)))
+            .find(|(_, h)| h % tp != 0)
+    }) {
+        return fail(
+            Rule::Heads,
+            format!("tower {h}%{tp}"),
+            format!("AssertionError: {h} is not divisible by {tp} ({name}: {h} heads)"),
+            format!("use a TP that divides {h} (and {n}): {}", good_tps(|t| n % t == 0 && h % t == 0)),
         );
     }
     pass(Rule::Heads, (n / tp).to_string())

@@ -60,12 +60,7 @@ pub(crate) fn dtype_bytes(torch_dtype: Option<&str>) -> u64 {
 
 impl ModelShape {
     /// From the real tensors: every tensor a loader would see, classified by its leaf module.
-    /// `alloc`: tensors whose parameter vLLM allocates in a fixed dtype, with its bytes per element.
-    pub fn from_checkpoint(
-        ck: &Checkpoint,
-        cfg: &ModelConfig,
-        alloc: &std::collections::HashMap<String, u64>,
-    ) -> ModelShape {
+    pub fn from_checkpoint(ck: &Checkpoint, cfg: &ModelConfig) -> ModelShape {
         let rules = parallel_rules();
         let audit = crate::arch::audit_rules();
         let n_layers = cfg.num_layers.unwrap_or(u64::MAX);
@@ -105,11 +100,8 @@ impl ModelShape {
             };
             let fp8 = e.dtype.is_fp8_weight();
             let is_scale = leaf.contains("scale");
-            let fixed = alloc.get(name).map(|b| e.numel().saturating_mul(*b));
-            let bytes = fixed.unwrap_or_else(|| e.nbytes());
-            let bf16_bytes = if let Some(b) = fixed {
-                b
-            } else if fp8 {
+            let bytes = e.nbytes();
+            let bf16_bytes = if fp8 {
                 e.numel().saturating_mul(2)
             } else if is_scale && is_fp8_scale(ck, module) {
                 0
@@ -133,7 +125,12 @@ impl ModelShape {
 
     /// From config.json alone: the generic decoder (GQA or MLA attention; dense, MoE and shared-expert
     /// MLPs) at the config's sizes and dtype; fp8 linear weights where the quantization config says so.
-    pub fn from_config(cfg: &ModelConfig, quant: Option<&QuantScheme>) -> ModelShape {
+    /// `fam`: the family's TP behaviour (its q/k norms).
+    pub fn from_config(
+        cfg: &ModelConfig,
+        quant: Option<&QuantScheme>,
+        fam: &crate::arch::FamilyParallel,
+    ) -> ModelShape {
         if let Err(why) = cfg.sizes_in_range() {
             return ModelShape {
                 params: Vec::new(),
@@ -146,7 +143,6 @@ impl ModelShape {
         let nh = cfg.num_heads.unwrap_or(0);
         let nkv = cfg.num_kv_heads.unwrap_or(nh);
         let hd = cfg.head_dim.unwrap_or(0);
-        let fam = parallel_rules().family(cfg.text_model_type.as_deref().or(cfg.model_type.as_deref()));
         for l in 0..cfg.num_layers.unwrap_or(0) {
             let r = Role::Layer(l);
             let p = |m: &str| format!("model.layers.*.{m}");

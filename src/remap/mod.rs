@@ -246,18 +246,72 @@ pub struct Expected {
     pub fused_experts: bool,
     pub optional: bool,
     pub dtype: Option<crate::remap::rules::AllocDtype>,
+    /// Where it sits (decoder layer, embedding, head, tower, MTP).
+    pub role: Role,
+    pub tp_dim: Option<rules::TpDim>,
+    /// The head count TP must divide (from the rule's `heads`).
+    pub heads: Option<u64>,
+    /// For a quantization companion: the weight it scales.
+    pub scale_of: Option<ScaleOf>,
 }
 
-fn expand(rule: &ParamRule, vars: &Vars<'_>) -> Vec<String> {
-    let mut names = vec![rule.name.clone()];
+/// Where a parameter sits, for pipeline stages and for what the main model builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// In decoder layer `n`.
+    Layer(u64),
+    Embed,
+    Head,
+    /// Vision / audio towers and projectors (first stage).
+    Tower,
+    /// MTP / speculative layers: not part of the main model.
+    Mtp,
+}
+
+/// A quantization companion's weight: its layout and the weight's shards (global checkpoint shapes).
+#[derive(Debug, Clone)]
+pub struct ScaleOf {
+    pub layout: ScaleLayout,
+    /// The static activation scale (`input_scale`), not the weight scale.
+    pub input: bool,
+    pub weight_shards: Vec<(String, Option<Vec<u64>>)>,
+}
+
+/// The rule's names with their placeholders filled, each with its role.
+fn expand(rule: &ParamRule, vars: &Vars<'_>) -> Vec<(String, Role)> {
+    use rules::ParamRole;
+    let mut names = vec![(rule.name.clone(), None::<u64>)];
+    let mut in_layers = None;
     for (var, spec) in &rule.repeat {
         let idx = vars.layer_set(spec);
+        let is_layer = rules::LAYER_SETS.contains(&spec.as_str());
+        if is_layer {
+            in_layers = Some(spec.as_str());
+        }
         names = names
             .iter()
-            .flat_map(|n| idx.iter().map(move |i| n.replace(&format!("{{{var}}}"), &i.to_string())))
+            .flat_map(|(n, l)| {
+                idx.iter().map(move |i| {
+                    (n.replace(&format!("{{{var}}}"), &i.to_string()), if is_layer { Some(*i) } else { *l })
+                })
+            })
             .collect();
     }
     names
+        .into_iter()
+        .map(|(n, layer)| {
+            let role = match (rule.role, in_layers, layer) {
+                (Some(ParamRole::Embed), ..) => Role::Embed,
+                (Some(ParamRole::Head), ..) => Role::Head,
+                (Some(ParamRole::Tower), ..) => Role::Tower,
+                (Some(ParamRole::Mtp), ..) | (None, Some("mtp_layers"), _) => Role::Mtp,
+                (None, Some(_), Some(l)) => Role::Layer(l),
+                _ => Role::Tower,
+            };
+            (n, role)
+        })
+        .collect()
 }
 
 /// The parameters the vLLM model will have, from the family's rules and the config (with quantization
@@ -277,7 +331,21 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
             rule.shards.iter().map(|(k, d)| (k.clone(), dims(d))).collect()
         };
         let experts = rule.experts.as_ref().and_then(|e| vars.eval(e)).map(|e| e.clamp(0, MAX_REPEAT) as u64);
-        for name in expand(rule, vars) {
+        let heads = rule.heads.as_ref().and_then(|e| vars.eval(e)).and_then(|h| u64::try_from(h).ok());
+        let base = |name: String, partition, shards, role, dtype, scale_of| Expected {
+            name,
+            partition,
+            shards,
+            experts,
+            fused_experts: rule.fused_experts,
+            optional: rule.optional,
+            dtype,
+            role,
+            tp_dim: rule.tp_dim,
+            heads,
+            scale_of,
+        };
+        for (name, role) in expand(rule, vars) {
             if rule.quantized {
                 if let (Some(q), Some(layout)) = (quant, quant.and_then(|q| q.fp8_scale)) {
                     let module = name.rsplit_once('.').map_or(name.as_str(), |(m, _)| m);
@@ -297,37 +365,27 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
                             })
                             .collect();
                         if q.activation_scheme.as_deref() == Some("static") {
-                            out.push(Expected {
-                                name: format!("{}input_scale", name.strip_suffix("weight").unwrap_or(&name)),
-                                partition: Partition::Replicated,
-                                shards: shards.iter().map(|(k, _)| (k.clone(), None)).collect(),
-                                experts,
-                                fused_experts: rule.fused_experts,
-                                optional: rule.optional,
-                                dtype: None,
-                            });
+                            out.push(base(
+                                format!("{}input_scale", name.strip_suffix("weight").unwrap_or(&name)),
+                                Partition::Replicated,
+                                shards.iter().map(|(k, _)| (k.clone(), None)).collect(),
+                                role,
+                                None,
+                                Some(ScaleOf { layout, input: true, weight_shards: shards.clone() }),
+                            ));
                         }
-                        out.push(Expected {
-                            name: scale_name,
-                            partition: rule.partition,
-                            shards: scale_shards,
-                            experts,
-                            fused_experts: rule.fused_experts,
-                            optional: rule.optional,
-                            dtype: None,
-                        });
+                        out.push(base(
+                            scale_name,
+                            rule.partition,
+                            scale_shards,
+                            role,
+                            None,
+                            Some(ScaleOf { layout, input: false, weight_shards: shards.clone() }),
+                        ));
                     }
                 }
             }
-            out.push(Expected {
-                name,
-                partition: rule.partition,
-                shards: shards.clone(),
-                experts,
-                fused_experts: rule.fused_experts,
-                optional: rule.optional,
-                dtype: rule.dtype,
-            });
+            out.push(base(name, rule.partition, shards.clone(), role, rule.dtype, None));
         }
     }
     out

@@ -124,6 +124,47 @@ pub struct ParamRule {
     /// The vLLM source line that allocates it so, for `dtype`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype_source: Option<String>,
+    /// Where the parameter sits for pipeline stages and what the main model counts. Absent: a
+    /// parameter repeated over decoder layers is in that layer (`mtp_layers`: MTP), any other is
+    /// part of a tower (vision / audio, on the first stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<ParamRole>,
+    /// Which dimension of the checkpoint shape TP splits, where the partition's default is not it
+    /// (fused expert tensors stored transposed); `"none"`: not split by TP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tp_dim: Option<TpDim>,
+    /// A head count the TP size must divide for vLLM to build this layer (vision attention:
+    /// `AssertionError: {heads} is not divisible by {tp}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<String>,
+}
+
+/// Where a parameter sits in the model (`role` in a rule file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ParamRole {
+    /// The input embedding: first pipeline stage.
+    Embed,
+    /// The final norm and lm_head: last pipeline stage.
+    Head,
+    /// A vision / audio tower or projector: first stage, replicated across pipeline stages never.
+    Tower,
+    /// A speculative (MTP) layer: not built by the main model.
+    Mtp,
+}
+
+/// `tp_dim` in a rule file: a dimension index, or `"none"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum TpDim {
+    Dim(usize),
+    Named(NoSplit),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoSplit {
+    None,
 }
 
 /// A parameter dtype vLLM fixes in the model code.
@@ -180,6 +221,13 @@ pub struct Family {
     #[serde(default)]
     pub mtp: Option<Mtp>,
     pub unmapped: Unmapped,
+    /// How the family's layers behave under TP beyond their partitions (q/k norms, KV-head
+    /// replication, TP ≤ experts); absent: the generic decoder's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<crate::arch::FamilyParallel>,
+    /// The vLLM source `parallel` mirrors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_source: Option<String>,
     /// Named blocks from `_blocks.json` whose params this family has.
     #[serde(default)]
     pub include: Vec<String>,
@@ -268,6 +316,9 @@ fn validate(path: &str, f: &Family) -> Result<(), RulesError> {
         if let Some(e) = &p.experts {
             check(&format!("param {} experts", p.name), e)?;
         }
+        if let Some(h) = &p.heads {
+            check(&format!("param {} heads", p.name), h)?;
+        }
         if p.shape.is_none() && p.shards.is_empty() {
             return Err(invalid(path, format!("param {}: needs `shape` or `shards`", p.name)));
         }
@@ -330,6 +381,12 @@ impl RuleSet {
             add(&path, parse_family(&path, &text)?)?;
         }
         Ok(RuleSet { families })
+    }
+
+    /// The built-in families, loaded once.
+    pub fn builtin() -> &'static RuleSet {
+        static RULES: std::sync::OnceLock<RuleSet> = std::sync::OnceLock::new();
+        RULES.get_or_init(|| RuleSet::load(&[]).expect("the embedded rule files are valid (a unit test loads them)"))
     }
 
     /// The family whose `architectures` lists `arch`.

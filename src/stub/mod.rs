@@ -245,18 +245,19 @@ fn prepare_out(out: &Path, force: bool) -> Result<StubState, StubError> {
 fn choose_tp(
     ck: &Checkpoint,
     model: &str,
+    rules: &RuleSet,
     target: Target,
     given: Option<u64>,
     dequant_at_load: bool,
 ) -> Result<(u64, bool, String, String, crate::plan::PlanReport), StubError> {
     // As `ckptkit plan` reads it: a directory with only a config.json is planned from the config.
     let mut input = if ck.tensor_count() == 0 {
-        PlanInput::open(model).or_else(|_| PlanInput::from_checkpoint(ck, model))?
+        PlanInput::open(model, rules).or_else(|_| PlanInput::from_checkpoint(ck, model, rules))?
     } else {
-        PlanInput::from_checkpoint(ck, model)?
+        PlanInput::from_checkpoint(ck, model, rules)?
     };
     if dequant_at_load {
-        input.quant = None;
+        input.without_quantization(ck.config_json.as_ref(), rules);
     }
     let moe = input.config.moe.is_some();
     let opts = PlanOptions {
@@ -399,7 +400,7 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
     let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
     let fp8 = quant.as_ref().is_some_and(|q| q.fp8_scale.is_some());
     let dequant_at_load = fp8 && opts.target == Target::VllmAscend;
-    let (tp, ep, tp_reason, tp_reason_zh, plan) = choose_tp(ck, model, opts.target, opts.tp, dequant_at_load)?;
+    let (tp, ep, tp_reason, tp_reason_zh, plan) = choose_tp(ck, model, rules, opts.target, opts.tp, dequant_at_load)?;
     let remap = crate::remap::remap(ck, model, rules, &RemapOptions { tp, ep, target: opts.target, rows: true });
     let dir_name = Path::new(model)
         .file_name()

@@ -1,0 +1,263 @@
+//! The one model of the checkpoint: every parameter vLLM 0.33.0 builds for it, from the family's
+//! rule file, the config and the quantization scheme, with the per-rank shape each takes under a
+//! parallel layout. `plan` counts its memory here; `remap` routes tensors into the same parameter
+//! set ([`crate::remap::expected_params`] is the expansion both use).
+//!
+//! Per-rank shapes follow vLLM's layers (`linear.py`, `vocab_parallel_embedding.py`,
+//! `fused_moe/layer.py`, `quantization/fp8.py`); the family file says which layer each parameter is
+//! (its `partition`), so nothing here knows an architecture.
+
+use crate::arch::Partition;
+use crate::checkpoint::config::ModelConfig;
+use crate::plan::memory::{padded_vocab, pp_partition, RankWeights};
+use crate::plan::Parallel;
+use crate::quant::scheme::{QuantScheme, ScaleLayout};
+use crate::remap::rules::{Family, NoSplit, TpDim};
+use crate::remap::{expected_params, Expected, Role, Vars};
+use serde_json::Value;
+
+/// vLLM's parameters for one checkpoint (or a lone config) and one family.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// The family file it was built from.
+    pub family: String,
+    /// Every parameter, MTP layers included (their role says so).
+    pub params: Vec<Expected>,
+    /// Bytes per element of the model dtype (vLLM allocates unquantized parameters in it).
+    pub elem: u64,
+    /// Total KV heads of the text model (k/v shards of QKV layers split by min(TP, this)).
+    pub kv_heads: u64,
+    pub layers: u64,
+    pub tied: bool,
+    /// The family's TP behaviour beyond partitions (its file's `parallel`).
+    pub parallel: crate::arch::FamilyParallel,
+    /// Weights whose quantization companion is in `params` (stored as fp8).
+    quantized: std::collections::HashSet<String>,
+}
+
+/// One parameter's size on one rank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RankParam {
+    pub name: String,
+    pub numel: u64,
+    /// Bytes per element as vLLM allocates it.
+    pub elem: u64,
+    /// Bytes per element once fp8 weights are bf16 (0: a scale the dequantized model drops).
+    pub bf16_elem: u64,
+    pub role: Role,
+}
+
+impl ModelSpec {
+    /// Build the parameter set from the config, its JSON and the family's rules.
+    pub fn build(cfg: &ModelConfig, json: Option<&Value>, family: &Family, quant: Option<&QuantScheme>) -> ModelSpec {
+        let vars = Vars::new(cfg, json);
+        let params = if cfg.sizes_in_range().is_ok() { expected_params(family, &vars, quant) } else { Vec::new() };
+        let quantized = params
+            .iter()
+            .filter(|p| p.scale_of.as_ref().is_some_and(|s| !s.input))
+            .filter_map(|p| scaled_weight(&p.name, quant))
+            .collect();
+        ModelSpec {
+            family: family.family.clone(),
+            elem: crate::plan::shape::dtype_bytes(cfg.torch_dtype.as_deref()),
+            kv_heads: vars.get("num_key_value_heads").and_then(|v| u64::try_from(v).ok()).unwrap_or(1).max(1),
+            layers: cfg.num_layers.unwrap_or(0),
+            tied: vars.get("tie_word_embeddings") == Some(1),
+            parallel: family.parallel.clone().unwrap_or_default(),
+            params,
+            quantized,
+        }
+    }
+
+    /// The size of `p` on the most loaded rank of its stage at `par` (rank 0: every split rounds up).
+    pub fn rank_param(&self, p: &Expected, par: &Parallel) -> RankParam {
+        let local_experts = p.experts.map(|e| e.div_ceil(par.ep_size().max(1)));
+        let shards: Vec<(&str, Vec<u64>)> =
+            p.shards.iter().map(|(id, s)| (id.as_str(), s.clone().unwrap_or_default())).collect();
+        let (numel, elem, bf16_elem) = match &p.scale_of {
+            Some(of) => {
+                let weight: Vec<(&str, Vec<u64>)> =
+                    of.weight_shards.iter().map(|(id, s)| (id.as_str(), s.clone().unwrap_or_default())).collect();
+                (self.scale_numel(p, of.layout, of.input, &weight, local_experts, par), 4, 0)
+            }
+            None => {
+                let per: u64 = shards.iter().map(|(id, s)| numel(&self.rank_shape(p, id, s, par))).sum();
+                let n = match (local_experts, p.fused_experts) {
+                    (Some(e), false) => per.saturating_mul(e),
+                    _ => per,
+                };
+                let elem = p.dtype.map_or(self.elem, |d| d.bytes());
+                if self.quantized.contains(&p.name) {
+                    (n, 1, 2)
+                } else {
+                    (n, elem, elem)
+                }
+            }
+        };
+        RankParam { name: p.name.clone(), numel, elem, bf16_elem, role: p.role }
+    }
+
+    /// Every parameter the main model builds on the first rank of the first stage (pp = 1).
+    pub fn rank_params(&self, par: &Parallel) -> Vec<RankParam> {
+        self.params.iter().filter(|p| p.role != Role::Mtp).map(|p| self.rank_param(p, par)).collect()
+    }
+
+    /// Weight bytes on the most loaded rank: each stage's rank 0, the heaviest stage.
+    pub fn rank_weights(&self, par: &Parallel) -> RankWeights {
+        let parts = pp_partition(self.layers, par.pp);
+        let stages = parts.len();
+        let stage_of = |l: u64| {
+            let mut end = 0;
+            parts.iter().position(|n| {
+                end += n;
+                l < end
+            })
+        };
+        let mut per_stage = vec![RankWeights::default(); stages];
+        let mut add = |stage: usize, r: &RankParam| {
+            let w = &mut per_stage[stage];
+            w.stored = w.stored.saturating_add(r.numel.saturating_mul(r.elem));
+            w.bf16 = w.bf16.saturating_add(r.numel.saturating_mul(r.bf16_elem));
+        };
+        for p in &self.params {
+            let stage = match p.role {
+                Role::Layer(l) => stage_of(l).unwrap_or(stages - 1),
+                Role::Embed | Role::Tower => 0,
+                Role::Head => stages - 1,
+                Role::Mtp => continue,
+            };
+            let r = self.rank_param(p, par);
+            add(stage, &r);
+            // With PP and tied embeddings the last stage builds its own embedding-sized lm_head.
+            if stages > 1 && self.tied && p.role == Role::Embed {
+                add(stages - 1, &r);
+            }
+        }
+        per_stage.into_iter().max_by_key(|w| w.stored).unwrap_or_default()
+    }
+
+    /// The shape one rank holds of a checkpoint-shaped shard `shape` of `p` (per expert for
+    /// expert parameters that are not fused; a fused tensor's expert dimension becomes the local count).
+    fn rank_shape(&self, p: &Expected, shard: &str, shape: &[u64], par: &Parallel) -> Vec<u64> {
+        let tp = par.tp.max(1);
+        let mut s = shape.to_vec();
+        let split = |s: &mut Vec<u64>, dim: Option<usize>, by: u64| {
+            if let Some(x) = dim.and_then(|d| s.get_mut(d)) {
+                *x = x.div_ceil(by.max(1));
+            }
+        };
+        let default_dim = match p.partition {
+            Partition::Replicated => None,
+            Partition::Row | Partition::Expert if shard == "w2" || p.partition == Partition::Row => {
+                (s.len() >= 2).then(|| s.len() - 1)
+            }
+            _ => (!s.is_empty()).then_some(0),
+        };
+        let dim = match p.tp_dim {
+            Some(TpDim::Dim(d)) => Some(d),
+            Some(TpDim::Named(NoSplit::None)) => None,
+            None => default_dim,
+        };
+        match p.partition {
+            Partition::Replicated => {}
+            Partition::Vocab => {
+                if let Some(rows) = s.first_mut() {
+                    *rows = padded_vocab(*rows).div_ceil(tp);
+                }
+            }
+            Partition::QkvKv if shard != "q" => {
+                // k / v: whole heads per rank, one replicated head when TP exceeds the KV heads.
+                if let Some(rows) = dim.and_then(|d| s.get_mut(d)) {
+                    let nkv = self.kv_heads;
+                    *rows = (*rows / nkv).saturating_mul((nkv / tp).max(1));
+                }
+            }
+            Partition::Expert => {
+                split(&mut s, dim, par.moe_tp());
+                if p.fused_experts {
+                    if let (Some(e), Some(first)) = (p.experts, s.first_mut()) {
+                        *first = e.div_ceil(par.ep_size().max(1));
+                    }
+                }
+            }
+            _ => split(&mut s, dim, tp),
+        }
+        s
+    }
+
+    /// Elements of a quantization companion on one rank: block scales over the rank's whole
+    /// (merged) output, refined for experts whose shard is not whole blocks; one per output row for
+    /// channel scales; one per shard for per-tensor scales.
+    fn scale_numel(
+        &self,
+        p: &Expected,
+        layout: ScaleLayout,
+        input: bool,
+        weight: &[(&str, Vec<u64>)],
+        local_experts: Option<u64>,
+        par: &Parallel,
+    ) -> u64 {
+        let per_expert = local_experts.unwrap_or(1);
+        if input {
+            return local_experts.unwrap_or(weight.len() as u64);
+        }
+        let shapes: Vec<Vec<u64>> = weight.iter().map(|(id, s)| self.rank_shape(p, id, s, par)).collect();
+        let rows: u64 = shapes.iter().map(|s| s.first().copied().unwrap_or(1)).sum();
+        let cols = shapes.first().and_then(|s| s.get(1)).copied().unwrap_or(1);
+        let n = match layout {
+            ScaleLayout::Block { n: bn, k: bk } => {
+                let (bn, bk) = if p.partition == Partition::Expert {
+                    let down = weight.first().is_some_and(|(id, _)| *id == "w2");
+                    let first = shapes.first().cloned().unwrap_or_default();
+                    let (i, hidden) = match first.as_slice() {
+                        [h, i] if down => (*i, *h),
+                        [i, h] => (*i, *h),
+                        _ => (0, 0),
+                    };
+                    moe_scale_block(bn, bk, i, hidden, par.moe_tp())
+                } else {
+                    (bn, bk)
+                };
+                rows.div_ceil(bn.max(1)).saturating_mul(cols.div_ceil(bk.max(1)))
+            }
+            ScaleLayout::Channel => rows,
+            ScaleLayout::Tensor => weight.len().max(1) as u64,
+        };
+        n.saturating_mul(per_expert)
+    }
+}
+
+/// The weight a weight-scale companion belongs to (`….weight_scale_inv` → `….weight`).
+fn scaled_weight(scale: &str, quant: Option<&QuantScheme>) -> Option<String> {
+    let suffix = quant?.scale_suffix.unwrap_or("weight_scale_inv");
+    Some(format!("{}weight", scale.strip_suffix(suffix)?))
+}
+
+fn numel(s: &[u64]) -> u64 {
+    s.iter().fold(1u64, |a, &d| a.saturating_mul(d))
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The block an expert's fp8 scales use on a rank whose intermediate shard is `i` wide: vLLM
+/// 0.33.0 (`fused_moe/oracle/fp8.py :: refine_fp8_moe_block_shape`) refines a shard that is not
+/// whole blocks to gcd(bn, bk, i, hidden) when that is at least 32; otherwise keeps the
+/// checkpoint's block (and the fp8-block rule says whether vLLM then refuses it).
+pub fn moe_scale_block(bn: u64, bk: u64, i: u64, hidden: u64, moe_tp: u64) -> (u64, u64) {
+    let aligned = i % bn.max(1) == 0 && (moe_tp == 1 || i % bk.max(1) == 0);
+    if aligned {
+        return (bn, bk);
+    }
+    let r = gcd(gcd(bn, bk), gcd(i, hidden));
+    if r >= 32 {
+        (r, r)
+    } else {
+        (bn, bk)
+    }
+}
