@@ -31,6 +31,10 @@ fn failed_rules(c: &Value) -> Vec<&str> {
     c["failures"].as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap()).collect()
 }
 
+fn status<'a>(c: &'a Value, rule: &str) -> &'a str {
+    c["checks"].as_array().unwrap().iter().find(|k| k["rule"] == rule).unwrap()["status"].as_str().unwrap()
+}
+
 fn failure<'a>(c: &'a Value, rule: &str) -> &'a str {
     c["failures"].as_array().unwrap().iter().find(|f| f["rule"] == rule).unwrap()["message"].as_str().unwrap()
 }
@@ -213,7 +217,16 @@ fn fixture_fp8_moe_even_at_tp1_refines_and_dense_fp8_row_fails_at_tp2() {
     assert_eq!(fp8["status"], "caveat");
     // qwen3-dense-fp8: intermediate 128; down_proj input per rank at TP 2 is 64.
     let (_, v) = plan(&[fixture("qwen3-dense-fp8").to_str().unwrap(), "--tp", "1,2"]);
-    assert_eq!(config(&v, 1, false)["feasible"], true);
+    // TP 1 builds, but q (64) + k (32) + v (32) share one 128-row scale block: k's scale is loaded
+    // at row ceil(64 / 128) = 1 of a 1-row parameter. The oracle recorded vLLM's load error.
+    let oracle: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("oracle/params/qwen3-dense-fp8.tp1.json")).unwrap())
+            .unwrap();
+    let vllm = oracle["load_errors"][0].as_str().unwrap();
+    assert_eq!(vllm, "RuntimeError: start (1) + length (1) exceeds dimension size (1).");
+    assert_eq!(config(&v, 1, false)["feasible"], false);
+    assert!(failure(config(&v, 1, false), "scale-load").starts_with(vllm));
+    assert_eq!(status(config(&v, 1, false), "fp8-block"), "pass");
     // o_proj (4 heads × 16 / 2 = 32) and down_proj (128 / 2 = 64) are row layers; both are named.
     let msg = failure(config(&v, 2, false), "fp8-block");
     assert!(msg.contains("ValueError: Weight input_size_per_partition = 32 is not divisible by weight quantization block_k = 128. (model.layers.*.self_attn.o_proj)"), "{msg}");
@@ -267,12 +280,17 @@ fn plan_predicts_the_error_vllm_raised_building_the_fixtures() {
         let first = c["failures"][0]["message"].as_str().unwrap().lines().next().unwrap();
         assert!(first.starts_with(vllm), "{name} tp {tp}: vLLM `{vllm}`, plan `{first}`");
     }
-    // And where vLLM built the model, plan finds it feasible.
+    // Where vLLM built the model, plan finds no build failure; the load failure that followed is
+    // its own rule (scale-load), and remap still shows the routing vLLM performed.
     let oracle: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("oracle/qwen3-moe-fp8.tp1.json")).unwrap()).unwrap();
     assert_eq!(oracle["stages"]["build"], true);
     let (_, v) = plan(&[fixture("qwen3-moe-fp8").to_str().unwrap(), "--tp", "1", "--max-model-len", "256"]);
-    assert_eq!(config(&v, 1, false)["feasible"], true);
+    let c = config(&v, 1, false);
+    let rules: Vec<&str> = c["failures"].as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, ["scale-load"]);
+    let r = run(&["remap", fixture("qwen3-moe-fp8").to_str().unwrap(), "--tp", "1", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
 #[test]

@@ -12,6 +12,7 @@ fn per_rank_bytes_equal_what_vllm_allocates() {
     let dir = fixture("oracle").join("params");
     let mut checked = 0;
     let mut mismatches = Vec::new();
+    let mut load_misses = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
     files.sort();
     for f in files {
@@ -31,6 +32,13 @@ fn per_rank_bytes_equal_what_vllm_allocates() {
             checked += 1;
             continue;
         }
+        // vLLM built the model but could not load the checkpoint into it: plan must say so too.
+        let said: Vec<&str> = c["failures"].as_array().unwrap().iter().filter_map(|f| f["message"].as_str()).collect();
+        for err in v["load_errors"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            if !said.iter().any(|m| m.contains(err)) {
+                load_misses.push(format!("{stem}: vLLM fails to load ({err}), plan does not say so"));
+            }
+        }
         let vllm = v["max_rank_bytes"].as_u64().unwrap();
         let ours = c["per_rank_weight_bytes"].as_u64().unwrap();
         if vllm != ours {
@@ -48,4 +56,15 @@ fn per_rank_bytes_equal_what_vllm_allocates() {
     }
     assert!(checked >= 20, "only {checked} recorded configurations");
     assert!(mismatches.is_empty(), "plan differs from vLLM: {mismatches:#?}");
+    // Load errors not predicted yet; the list must shrink, never grow.
+    let known = [
+        // Experts whose 32-wide intermediate is refined to 32x32 scale blocks (refine_fp8_moe_block_shape):
+        // the checkpoint's 128x128-block scales do not fit the refined parameter at load.
+        "qwen3-moe-fp8.tp1: vLLM fails to load (RuntimeError: The size of tensor a (2) must match the size of tensor b (4) at non-singleton dimension 0), plan does not say so",
+        "qwen3-moe-fp8.tp1: vLLM fails to load (RuntimeError: The size of tensor a (2) must match the size of tensor b (4) at non-singleton dimension 1), plan does not say so",
+    ];
+    let unknown: Vec<&String> = load_misses.iter().filter(|m| !known.contains(&m.as_str())).collect();
+    assert!(unknown.is_empty(), "load errors plan does not predict: {unknown:#?}");
+    let fixed: Vec<&&str> = known.iter().filter(|k| !load_misses.iter().any(|m| m == *k)).collect();
+    assert!(fixed.is_empty(), "fixed, remove from the known list: {fixed:#?}");
 }

@@ -227,6 +227,59 @@ impl ModelSpec {
     }
 }
 
+/// A merged layer whose block scales vLLM cannot load: shard `shard`'s scale rows
+/// `[start, start + len)` do not fit in the `dim` rows allocated for the whole output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleOverflow {
+    pub param: String,
+    pub shard: String,
+    pub start: u64,
+    pub len: u64,
+    pub dim: u64,
+}
+
+impl ModelSpec {
+    /// The first merged block-fp8 layer (QKV, gate_up, fused_qkv_a) whose sub-shards are not whole
+    /// blocks on a rank. vLLM 0.33.0 allocates the scale for the whole output,
+    /// ceil(Σ shard rows / block_n) rows, and loads each shard's scale at row ceil(offset / block_n)
+    /// with ceil(rows / block_n) rows (`linear.py` weight_loader_v2 → `BlockQuantScaleParameter`
+    /// shard offsets rounded up to blocks); a shard that starts inside a block runs past the end:
+    /// `RuntimeError: start (S) + length (L) exceeds dimension size (D).` at load (oracle:
+    /// fixtures/qwen3-dense-fp8 at TP 1, 64 + 32 + 32 rows in one 128-row block).
+    pub fn merged_scale_overflow(&self, par: &Parallel) -> Option<ScaleOverflow> {
+        for p in self.params.iter().filter(|p| p.role != Role::Mtp && p.partition != Partition::Expert) {
+            let Some(of) = p.scale_of.as_ref().filter(|of| !of.input && of.weight_shards.len() > 1) else { continue };
+            let ScaleLayout::Block { n: bn, .. } = of.layout else { continue };
+            let bn = bn.max(1);
+            let mut shards: Vec<(&str, u64)> = of
+                .weight_shards
+                .iter()
+                .map(|(id, s)| {
+                    let rows = self.rank_shape(p, id, s.as_deref().unwrap_or_default(), par).first().copied();
+                    (id.as_str(), rows.unwrap_or(0))
+                })
+                .collect();
+            // vLLM's shard order: q, k, v; numbered shards by number.
+            shards.sort_by_key(|(id, _)| match *id {
+                "q" => 0,
+                "k" => 1,
+                "v" => 2,
+                n => 3 + n.parse::<u64>().unwrap_or(u64::MAX - 3),
+            });
+            let dim = shards.iter().map(|(_, r)| r).sum::<u64>().div_ceil(bn);
+            let mut offset = 0u64;
+            for (id, rows) in shards {
+                let (start, len) = (offset.div_ceil(bn), rows.div_ceil(bn));
+                if start.saturating_add(len) > dim {
+                    return Some(ScaleOverflow { param: p.name.clone(), shard: id.to_string(), start, len, dim });
+                }
+                offset = offset.saturating_add(rows);
+            }
+        }
+        None
+    }
+}
+
 /// The weight a weight-scale companion belongs to (`….weight_scale_inv` → `….weight`).
 fn scaled_weight(scale: &str, quant: Option<&QuantScheme>) -> Option<String> {
     let suffix = quant?.scale_suffix.unwrap_or("weight_scale_inv");

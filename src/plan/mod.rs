@@ -57,6 +57,8 @@ pub enum Rule {
     Mlp,
     Moe,
     Fp8Block,
+    /// vLLM builds the model but cannot load the checkpoint's quantization scales into it.
+    ScaleLoad,
     Vocab,
     Pp,
     Target,
@@ -75,6 +77,7 @@ impl Rule {
             Rule::Mlp => "mlp",
             Rule::Moe => "moe",
             Rule::Fp8Block => "fp8-block",
+            Rule::ScaleLoad => "scale-load",
             Rule::Vocab => "vocab",
             Rule::Pp => "pp",
             Rule::Target => "target",
@@ -87,6 +90,8 @@ impl Rule {
     /// Whether a failure of this rule means vLLM cannot build the model at this parallel layout
     /// at all (the shapes do not split), as opposed to the device, the serving options or the
     /// target platform: a remap table or a stub at such a layout would describe slices that never exist.
+    /// A scale that does not load ([`Rule::ScaleLoad`]) is not one: vLLM builds the model and routes
+    /// every tensor as the remap shows; plan calls the configuration infeasible all the same.
     pub fn is_layout(self) -> bool {
         matches!(
             self,
@@ -810,6 +815,26 @@ mod tests {
         // With EP the experts are whole (160): not a multiple of 128 either, but gcd 32 refines.
         assert_eq!(check(&one(fp8(moe(160, 128, "qwen3_moe")), 2, true), "fp8-block").short, "MoE scales→32x32");
         assert_eq!(check(&one(fp8(moe(768, 128, "qwen3_moe")), 8, true), "fp8-block").status, Status::Pass);
+    }
+
+    #[test]
+    fn merged_fp8_shards_that_are_not_whole_blocks_fail_at_load() {
+        // The Qwen3 case: q 4 × 64 = 256 rows, k and v 64 each: the scale has
+        // ceil(384 / 128) = 3 rows, v is loaded at ceil(320 / 128) = 3.
+        let v = fp8(json!({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 1024,
+            "num_attention_heads": 4, "num_key_value_heads": 1, "head_dim": 64, "intermediate_size": 1024,
+            "num_hidden_layers": 2, "vocab_size": 1024, "max_position_embeddings": 4096, "torch_dtype": "bfloat16"}));
+        let c = one(v.clone(), 1, false);
+        assert_eq!(check(&c, "fp8-block").status, Status::Pass, "built: merged layers are exempt from the block check");
+        assert_eq!(check(&c, "scale-load").status, Status::Fail);
+        assert!(check(&c, "scale-load")
+            .message
+            .starts_with("RuntimeError: start (3) + length (1) exceeds dimension size (3)."));
+        // Whole blocks everywhere: 2 KV heads × 64 = 128.
+        let mut whole = v;
+        whole["num_key_value_heads"] = json!(2);
+        whole["num_attention_heads"] = json!(4);
+        assert_eq!(check(&one(whole, 1, false), "scale-load").status, Status::Pass);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub const RULES: &[Rule] = &[
     Rule::Mlp,
     Rule::Moe,
     Rule::Fp8Block,
+    Rule::ScaleLoad,
     Rule::Vocab,
     Rule::Pp,
     Rule::Target,
@@ -63,7 +64,7 @@ pub fn evaluate(ctx: &Ctx<'_>, par: &Parallel) -> Vec<Check> {
         v.extend(RULES[1..].iter().map(|&r| na(r, "config out of range")));
         return v;
     }
-    vec![
+    let mut checks = vec![
         config(ctx),
         heads(ctx, par),
         kv_heads(ctx, par),
@@ -74,7 +75,13 @@ pub fn evaluate(ctx: &Ctx<'_>, par: &Parallel) -> Vec<Check> {
         vocab(ctx, par),
         pp(ctx, par),
         target(ctx, par),
-    ]
+    ];
+    // Loading comes after building: a model vLLM cannot build never reaches its scales.
+    let built = !checks.iter().any(|c| c.status == Status::Fail && c.rule.is_layout());
+    let load =
+        if built { scale_load(ctx, par) } else { na(Rule::ScaleLoad, "not reached: vLLM fails to build the model") };
+    checks.insert(7, load);
+    checks
 }
 
 /// The keys every other rule needs; a config without them (DeepSeek's own inference configs, for one)
@@ -519,4 +526,29 @@ fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
             pass(Rule::Target, method.to_string())
         }
     }
+}
+
+/// vLLM builds the model, then cannot load a merged layer's block scales (see
+/// [`crate::model::ModelSpec::merged_scale_overflow`]).
+fn scale_load(ctx: &Ctx<'_>, par: &Parallel) -> Check {
+    let Some(ScaleLayout::Block { n: bn, .. }) = ctx.quant.and_then(|q| q.fp8_scale) else {
+        return na(Rule::ScaleLoad, "no block scales");
+    };
+    if ctx.target == Target::VllmAscend && !ctx.fp8_device {
+        return na(Rule::ScaleLoad, "fp8 not served natively on this target (see target)");
+    }
+    let Some(spec) = ctx.spec else { return na(Rule::ScaleLoad, "no family rules for this architecture") };
+    if let Some(o) = spec.merged_scale_overflow(par) {
+        let module = crate::audit::names::pattern(o.param.rsplit_once('.').map_or(o.param.as_str(), |(m, _)| m));
+        return fail(
+            Rule::ScaleLoad,
+            format!("{} scale rows", module.rsplit('.').next().unwrap_or("")),
+            format!(
+                "RuntimeError: start ({}) + length ({}) exceeds dimension size ({}). (at load: {module} is merged from shards that are not whole {bn}-row blocks on a rank; its scale has {} rows for the whole output, and shard `{}` is loaded at row ceil(offset / {bn}) = {})",
+                o.start, o.len, o.dim, o.dim, o.shard, o.start
+            ),
+            "a TP at which every merged shard is whole blocks, or bf16 weights (`ckptkit dequant`, or --target vllm-ascend's load-time dequant)",
+        );
+    }
+    pass(Rule::ScaleLoad, "ok")
 }

@@ -248,23 +248,8 @@ pub enum RulesError {
     Invalid { path: PathBuf, message: String },
 }
 
-const BUILTIN: &[(&str, &str)] = &[
-    ("_blocks.json", include_str!("../arch/families/_blocks.json")),
-    ("llama.json", include_str!("../arch/families/llama.json")),
-    ("qwen2.json", include_str!("../arch/families/qwen2.json")),
-    ("qwen3.json", include_str!("../arch/families/qwen3.json")),
-    ("qwen3_moe.json", include_str!("../arch/families/qwen3_moe.json")),
-    ("mixtral.json", include_str!("../arch/families/mixtral.json")),
-    ("deepseek_v2.json", include_str!("../arch/families/deepseek_v2.json")),
-    ("glm4_moe.json", include_str!("../arch/families/glm4_moe.json")),
-    ("gemma3.json", include_str!("../arch/families/gemma3.json")),
-    ("gemma3_mm.json", include_str!("../arch/families/gemma3_mm.json")),
-    ("olmo2.json", include_str!("../arch/families/olmo2.json")),
-    ("gpt_oss.json", include_str!("../arch/families/gpt_oss.json")),
-    ("qwen3_next.json", include_str!("../arch/families/qwen3_next.json")),
-    ("qwen2_5_vl.json", include_str!("../arch/families/qwen2_5_vl.json")),
-    ("qwen3_vl.json", include_str!("../arch/families/qwen3_vl.json")),
-];
+/// Every file in `src/arch/families/`, `_blocks.json` first (listed by build.rs: no hand-kept list).
+const BUILTIN: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/families.rs"));
 
 /// Every family, built-in and user-supplied, with `include`s resolved.
 #[derive(Debug, Clone)]
