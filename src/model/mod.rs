@@ -31,6 +31,8 @@ pub struct ModelSpec {
     pub tied: bool,
     /// The family's TP behaviour beyond partitions (its file's `parallel`).
     pub parallel: crate::arch::FamilyParallel,
+    /// The quantization's weight scales are blocks (`weight_block_size`).
+    pub block_quantized: bool,
     /// Weights whose quantization companion is in `params` (stored as fp8).
     quantized: std::collections::HashSet<String>,
 }
@@ -64,9 +66,15 @@ impl ModelSpec {
             layers: cfg.num_layers.unwrap_or(0),
             tied: vars.get("tie_word_embeddings") == Some(1),
             parallel: family.parallel.clone().unwrap_or_default(),
+            block_quantized: matches!(quant.and_then(|q| q.fp8_scale), Some(ScaleLayout::Block { .. })),
             params,
             quantized,
         }
+    }
+
+    /// Whether vLLM holds parameter `name` in fp8 (a weight with a scale companion).
+    pub fn is_quantized(&self, name: &str) -> bool {
+        self.quantized.contains(name)
     }
 
     /// The size of `p` on the most loaded rank of its stage at `par` (rank 0: every split rounds up).

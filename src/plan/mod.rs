@@ -329,7 +329,10 @@ impl PlanInput {
             let config = ModelConfig::from_value(&v);
             let quant = QuantScheme::detect(Some(&v), hf_quant.as_ref());
             let spec = spec_for(&config, Some(&v), quant.as_ref(), rules);
-            let shape = ModelShape::from_config(&config, quant.as_ref(), &family_parallel(&config, spec.as_ref()));
+            let shape = match &spec {
+                Some(s) => ModelShape::from_spec(s, "config"),
+                None => ModelShape::from_config(&config, quant.as_ref(), &family_parallel(&config, None)),
+            };
             return Ok(PlanInput { model: input.to_string(), config, quant, shape, spec });
         }
         let (ck, _findings) = Checkpoint::open(input)?;
@@ -343,8 +346,11 @@ impl PlanInput {
             return Err(PlanError::NoConfig { path: ck.source.root.clone() });
         };
         let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
-        let shape = ModelShape::from_checkpoint(ck, &config);
         let spec = spec_for(&config, ck.config_json.as_ref(), quant.as_ref(), rules);
+        let shape = match &spec {
+            Some(s) => ModelShape::from_spec(s, "weights"),
+            None => ModelShape::from_checkpoint(ck, &config),
+        };
         Ok(PlanInput { model: model.to_string(), config, quant, shape, spec })
     }
 
@@ -352,6 +358,9 @@ impl PlanInput {
     pub fn without_quantization(&mut self, json: Option<&Value>, rules: &RuleSet) {
         self.quant = None;
         self.spec = spec_for(&self.config, json, None, rules);
+        if let Some(spec) = &self.spec {
+            self.shape = ModelShape::from_spec(spec, self.shape.source);
+        }
     }
 }
 
@@ -481,7 +490,7 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
         }
     }
     let mut notes = input.shape.notes.clone();
-    if input.shape.params.iter().any(|p| p.role == shape::Role::Mtp) {
+    if cfg.mtp_layers > 0 || input.shape.params.iter().any(|p| p.role == shape::Role::Mtp) {
         notes.push("MTP / speculative layers are not counted in the main model's weights (vLLM loads them only with --speculative-config)".into());
     }
     if cfg.mla.is_some() {

@@ -123,6 +123,56 @@ impl ModelShape {
         ModelShape { params, source: "weights", notes: Vec::new() }
     }
 
+    /// The one model's parameters as the rules read them: one entry per shard (an expert shard's
+    /// module ends in its FusedMoE shard id, `w1` / `w2` / `w3`), global shapes from the config.
+    pub fn from_spec(spec: &crate::model::ModelSpec, source: &'static str) -> ModelShape {
+        use crate::remap::Role as SpecRole;
+        let mut params = Vec::with_capacity(spec.params.len());
+        for p in spec.params.iter().filter(|p| p.scale_of.is_none()) {
+            let (module, leaf) = p.name.rsplit_once('.').unwrap_or((p.name.as_str(), ""));
+            let module = pattern(module);
+            let role = match p.role {
+                SpecRole::Layer(l) => Role::Layer(l),
+                SpecRole::Embed => Role::Embed,
+                SpecRole::Head => Role::Head,
+                SpecRole::Tower => Role::Tower,
+                SpecRole::Mtp => Role::Mtp,
+            };
+            let fp8 = spec.is_quantized(&p.name);
+            for (id, shape) in &p.shards {
+                let shape = shape.clone().unwrap_or_default();
+                let (out, inp) = match shape.as_slice() {
+                    [] => (1, 1),
+                    [n] => (*n, 1),
+                    [n, k] => (*n, *k),
+                    [_, n, k, ..] => (*n, *k),
+                };
+                let partition = match (p.partition, id.as_str()) {
+                    (Partition::QkvKv, "q") => Partition::QkvQ,
+                    (part, _) => part,
+                };
+                let module = if p.partition == Partition::Expert && !id.is_empty() {
+                    format!("{module}.{id}")
+                } else {
+                    module.clone()
+                };
+                let n = out.saturating_mul(inp);
+                params.push(Param {
+                    module,
+                    partition,
+                    out,
+                    inp,
+                    role,
+                    bytes: n.saturating_mul(if fp8 { 1 } else { spec.elem }),
+                    bf16_bytes: n.saturating_mul(2),
+                    fp8_block: fp8 && spec.block_quantized,
+                    is_weight: leaf.ends_with("weight") && shape.len() >= 2,
+                });
+            }
+        }
+        ModelShape { params, source, notes: Vec::new() }
+    }
+
     /// From config.json alone: the generic decoder (GQA or MLA attention; dense, MoE and shared-expert
     /// MLPs) at the config's sizes and dtype; fp8 linear weights where the quantization config says so.
     /// `fam`: the family's TP behaviour (its q/k norms).

@@ -977,16 +977,21 @@ pub fn remap(ck: &Checkpoint, model: &str, rules: &RuleSet, opts: &RemapOptions)
     remap_with(ck, model, best, "inferred", Some(score), opts)
 }
 
-/// The built-in family that maps the largest share of the tensors.
+/// The family that maps the largest share of the tensors; among equals, one whose `model_types`
+/// lists the config's model_type, then the first by name (families are listed by file name).
 pub fn infer<'a>(ck: &Checkpoint, rules: &'a RuleSet) -> (&'a Family, f64) {
-    let mut best = (&rules.families[0], -1.0);
+    let cfg = ck.config.as_ref();
+    let types = [cfg.and_then(|c| c.text_model_type.as_deref()), cfg.and_then(|c| c.model_type.as_deref())];
+    let knows_type = |f: &Family| types.iter().flatten().any(|t| f.model_types.iter().any(|m| m == t));
+    let mut best = (&rules.families[0], -1.0, false);
     for f in &rules.families {
         let c = coverage(ck, f);
-        if c > best.1 {
-            best = (f, c);
+        let typed = knows_type(f);
+        if c > best.1 || (c == best.1 && typed && !best.2) {
+            best = (f, c, typed);
         }
     }
-    best
+    (best.0, best.1)
 }
 
 /// A rule file for the user to complete: the matched (or inferred) family's rules under the
