@@ -95,25 +95,12 @@ impl Default for FamilyParallel {
 #[derive(Debug, Deserialize)]
 pub struct ParallelRules {
     pub families: BTreeMap<String, FamilyParallel>,
-    pub modules: BTreeMap<String, Partition>,
 }
 
 impl ParallelRules {
     /// The family entry for a model_type, or the generic decoder's.
     pub fn family(&self, model_type: Option<&str>) -> FamilyParallel {
         model_type.and_then(|m| self.families.get(m)).cloned().unwrap_or_default()
-    }
-
-    /// The partition of a tensor, from its leaf module (the segment before `.weight`, `.bias`,
-    /// `.weight_scale_inv`, …); routed experts (an `experts` segment not under a shared expert)
-    /// are [`Partition::Expert`]. Unknown modules (norms, biases of unknown layers) are replicated.
-    pub fn partition_of(&self, name: &str) -> Partition {
-        let mut segs: Vec<&str> = name.split('.').collect();
-        if segs.contains(&"experts") && !segs.iter().any(|s| s.starts_with("shared_expert")) {
-            return Partition::Expert;
-        }
-        segs.pop();
-        segs.iter().rev().find_map(|s| self.modules.get(*s).copied()).unwrap_or(Partition::Replicated)
     }
 }
 
@@ -129,16 +116,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partitions_by_leaf_module() {
+    fn model_types_without_a_family_file() {
         let r = parallel_rules();
-        assert_eq!(r.partition_of("model.layers.0.self_attn.k_proj.weight"), Partition::QkvKv);
-        assert_eq!(r.partition_of("model.layers.0.mlp.down_proj.weight_scale_inv"), Partition::Row);
-        assert_eq!(r.partition_of("model.layers.3.mlp.experts.7.gate_proj.weight"), Partition::Expert);
-        assert_eq!(r.partition_of("model.layers.3.mlp.shared_experts.gate_proj.weight"), Partition::Merged);
-        assert_eq!(r.partition_of("model.layers.3.mlp.gate.weight"), Partition::Replicated);
-        assert_eq!(r.partition_of("model.norm.weight"), Partition::Replicated);
-        assert_eq!(r.partition_of("lm_head.weight"), Partition::Vocab);
         assert_eq!(r.family(Some("minimax_m2")).qk_norm, Some(QkNorm::FullSharded));
+        assert!(r.family(Some("qwen2_moe")).tp_le_experts);
         assert!(r.family(Some("unknown")).kv_replication);
     }
 

@@ -9,7 +9,7 @@
 
 use crate::arch::Partition;
 use crate::checkpoint::config::ModelConfig;
-use crate::plan::memory::{padded_vocab, pp_partition, RankWeights};
+use crate::plan::memory::{padded_vocab, pp_partition, stage_of, RankWeights};
 use crate::plan::Parallel;
 use crate::quant::scheme::{QuantScheme, ScaleLayout};
 use crate::remap::rules::{Family, NoSplit, TpDim};
@@ -114,13 +114,6 @@ impl ModelSpec {
     pub fn rank_weights(&self, par: &Parallel) -> RankWeights {
         let parts = pp_partition(self.layers, par.pp);
         let stages = parts.len();
-        let stage_of = |l: u64| {
-            let mut end = 0;
-            parts.iter().position(|n| {
-                end += n;
-                l < end
-            })
-        };
         let mut per_stage = vec![RankWeights::default(); stages];
         let mut add = |stage: usize, r: &RankParam| {
             let w = &mut per_stage[stage];
@@ -129,7 +122,7 @@ impl ModelSpec {
         };
         for p in &self.params {
             let stage = match p.role {
-                Role::Layer(l) => stage_of(l).unwrap_or(stages - 1),
+                Role::Layer(l) => stage_of(l, &parts),
                 Role::Embed | Role::Tower => 0,
                 Role::Head => stages - 1,
                 Role::Mtp => continue,

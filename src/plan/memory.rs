@@ -1,8 +1,7 @@
 //! Per-rank weight bytes and KV-cache bytes, as vLLM lays them out at a parallel configuration.
 
-use super::shape::{ModelShape, Role};
 use super::Parallel;
-use crate::arch::{FamilyParallel, Partition};
+use crate::arch::FamilyParallel;
 use crate::checkpoint::config::ModelConfig;
 use serde::Serialize;
 
@@ -26,15 +25,17 @@ pub fn pp_partition(layers: u64, pp: u64) -> Vec<u64> {
     parts
 }
 
-fn stage_of(layer: u64, parts: &[u64]) -> usize {
-    let mut end = 0;
+/// The pipeline stage holding decoder layer `layer` under `parts` (layers per stage); layers beyond
+/// the last stage's end (none in a valid config) go to the last.
+pub fn stage_of(layer: u64, parts: &[u64]) -> usize {
+    let mut end = 0u64;
     for (s, n) in parts.iter().enumerate() {
-        end += n;
+        end = end.saturating_add(*n);
         if layer < end {
             return s;
         }
     }
-    parts.len() - 1
+    parts.len().saturating_sub(1)
 }
 
 /// The weight bytes on the most loaded rank.
@@ -44,49 +45,6 @@ pub struct RankWeights {
     pub stored: u64,
     /// With fp8 weights as bf16 and scales dropped.
     pub bf16: u64,
-}
-
-pub fn per_rank_weights(shape: &ModelShape, cfg: &ModelConfig, fam: &FamilyParallel, par: &Parallel) -> RankWeights {
-    let tp = par.tp.max(1);
-    let nkv = cfg.num_kv_heads.or(cfg.num_heads).unwrap_or(1).max(1);
-    let kv_split = if fam.kv_replication { tp.min(nkv) } else { tp };
-    let vocab = cfg.vocab_size.unwrap_or(0);
-    let experts = cfg.moe.as_ref().map_or(1, |m| m.num_experts.max(1));
-    let parts = pp_partition(if cfg.sizes_in_range().is_ok() { cfg.num_layers.unwrap_or(0) } else { 0 }, par.pp);
-    let stages = parts.len();
-    let mut per_stage = vec![RankWeights::default(); stages];
-    let share = |bytes: u64, p: Partition, rows: u64| -> u64 {
-        let (num, den) = match p {
-            Partition::Column | Partition::Row | Partition::Merged | Partition::QkvQ | Partition::Qkv => (1, tp),
-            Partition::QkvKv => (1, kv_split),
-            Partition::Replicated => (1, 1),
-            Partition::Vocab if vocab > 0 && rows == vocab => (padded_vocab(vocab).div_ceil(tp), vocab),
-            Partition::Vocab => (1, tp),
-            Partition::Expert if par.ep => (experts.div_ceil(par.ep_size()), experts),
-            Partition::Expert => (1, par.moe_tp()),
-        };
-        u64::try_from((bytes as u128 * num as u128).div_ceil(den.max(1) as u128)).unwrap_or(u64::MAX)
-    };
-    for p in &shape.params {
-        let stage = match p.role {
-            Role::Layer(l) => stage_of(l, &parts),
-            Role::Embed | Role::Tower => 0,
-            Role::Head => stages - 1,
-            Role::Mtp => continue,
-        };
-        // Saturating: a config's sizes are the user's file (a fuzzed one overflowed these sums).
-        per_stage[stage].stored = per_stage[stage].stored.saturating_add(share(p.bytes, p.partition, p.out));
-        per_stage[stage].bf16 = per_stage[stage].bf16.saturating_add(share(p.bf16_bytes, p.partition, p.out));
-    }
-    // With PP and tied embeddings the last stage builds its own embedding-sized lm_head.
-    if stages > 1 && cfg.tie_word_embeddings == Some(true) {
-        for p in shape.params.iter().filter(|p| p.role == Role::Embed) {
-            let last = &mut per_stage[stages - 1];
-            last.stored = last.stored.saturating_add(share(p.bytes, p.partition, p.out));
-            last.bf16 = last.bf16.saturating_add(share(p.bf16_bytes, p.partition, p.out));
-        }
-    }
-    per_stage.into_iter().max_by_key(|w| w.stored).unwrap_or_default()
 }
 
 /// What one rank's KV cache holds per token and per sequence.

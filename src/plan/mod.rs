@@ -328,11 +328,8 @@ impl PlanInput {
                 .and_then(|t| serde_json::from_slice::<Value>(&t).ok());
             let config = ModelConfig::from_value(&v);
             let quant = QuantScheme::detect(Some(&v), hf_quant.as_ref());
-            let spec = spec_for(&config, Some(&v), quant.as_ref(), rules);
-            let shape = match &spec {
-                Some(s) => ModelShape::from_spec(s, "config"),
-                None => ModelShape::from_config(&config, quant.as_ref(), &family_parallel(&config, None)),
-            };
+            let (spec, notes) = spec_for(&config, Some(&v), quant.as_ref(), rules);
+            let shape = ModelShape::of(spec.as_ref(), "config", notes);
             return Ok(PlanInput { model: input.to_string(), config, quant, shape, spec });
         }
         let (ck, _findings) = Checkpoint::open(input)?;
@@ -346,25 +343,22 @@ impl PlanInput {
             return Err(PlanError::NoConfig { path: ck.source.root.clone() });
         };
         let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
-        let spec = spec_for(&config, ck.config_json.as_ref(), quant.as_ref(), rules);
-        let shape = match &spec {
-            Some(s) => ModelShape::from_spec(s, "weights"),
-            None => ModelShape::from_checkpoint(ck, &config),
-        };
+        let (spec, notes) = spec_for(&config, ck.config_json.as_ref(), quant.as_ref(), rules);
+        let shape = ModelShape::of(spec.as_ref(), "weights", notes);
         Ok(PlanInput { model: model.to_string(), config, quant, shape, spec })
     }
 
     /// Plan the model as served without its quantization (fp8 dequantized at load or beforehand).
     pub fn without_quantization(&mut self, json: Option<&Value>, rules: &RuleSet) {
         self.quant = None;
-        self.spec = spec_for(&self.config, json, None, rules);
-        if let Some(spec) = &self.spec {
-            self.shape = ModelShape::from_spec(spec, self.shape.source);
-        }
+        let (spec, notes) = spec_for(&self.config, json, None, rules);
+        self.shape = ModelShape::of(spec.as_ref(), self.shape.source, notes);
+        self.spec = spec;
     }
 }
 
-/// The family file's TP behaviour; for an architecture no family file describes, by model_type.
+/// The family file's TP behaviour (for an architecture planned by model_type or with the generic
+/// decoder, parallel.json's entry for its model_type where there is one).
 fn family_parallel(cfg: &ModelConfig, spec: Option<&crate::model::ModelSpec>) -> crate::arch::FamilyParallel {
     match spec {
         Some(spec) => spec.parallel.clone(),
@@ -372,16 +366,70 @@ fn family_parallel(cfg: &ModelConfig, spec: Option<&crate::model::ModelSpec>) ->
     }
 }
 
-/// The one model for the architecture config.json names, when a family describes it.
+/// The one model for the architecture config.json names: its family file; for an architecture no
+/// family file lists, the family whose `model_types` has the config's model_type; else the generic
+/// decoder (`generic.json`). The second and third are said in the notes.
 fn spec_for(
     cfg: &ModelConfig,
     json: Option<&Value>,
     quant: Option<&QuantScheme>,
     rules: &RuleSet,
-) -> Option<crate::model::ModelSpec> {
-    let family = rules.for_architecture(cfg.architecture.as_deref()?)?;
-    Some(crate::model::ModelSpec::build(cfg, json, family, quant))
+) -> (Option<crate::model::ModelSpec>, Vec<String>) {
+    let arch = cfg.architecture.as_deref();
+    let mut notes = Vec::new();
+    let family = match arch.and_then(|a| rules.for_architecture(a)) {
+        Some(f) => Some(f),
+        None => {
+            let types = [cfg.text_model_type.as_deref(), cfg.model_type.as_deref()];
+            let by_type = types
+                .iter()
+                .flatten()
+                .find_map(|t| rules.families.iter().find(|f| f.model_types.iter().any(|m| m == t)));
+            let (f, how) = match by_type {
+                Some(f) => (Some(f), format!("the `{}` family (its model_types list this model_type)", f.family)),
+                None => (
+                    rules.families.iter().find(|f| f.family == GENERIC_FAMILY),
+                    "the generic decoder (src/arch/families/generic.json: GQA or MLA attention, dense / MoE / shared-expert MLP)".to_string(),
+                ),
+            };
+            notes.push(format!(
+                "architecture {} has no family rule file: parameters are planned with {how}; layers it does not describe are not counted. Write one (`ckptkit remap MODEL --emit-rules FILE`, then --rules FILE) to plan it exactly",
+                arch.unwrap_or("(none)")
+            ));
+            if f.is_some_and(|f| f.family == GENERIC_FAMILY) {
+                if cfg.has_vision || cfg.has_audio {
+                    notes.push("vision/audio towers are not counted by the generic decoder".into());
+                }
+                if cfg.layer_types.as_ref().is_some_and(|t| t.iter().any(|x| x.contains("linear"))) {
+                    notes.push("linear-attention layers are counted as full attention by the generic decoder".into());
+                }
+            }
+            f
+        }
+    };
+    if let Some(q) = quant.filter(|q| q.fp8_scale.is_none()) {
+        notes.push(format!(
+            "quantization `{}` is not modelled: weight bytes assume {}",
+            q.method,
+            cfg.torch_dtype.as_deref().unwrap_or("bfloat16")
+        ));
+    }
+    let by_architecture = arch.and_then(|a| rules.for_architecture(a)).is_some();
+    let spec = family.map(|f| {
+        let mut spec = crate::model::ModelSpec::build(cfg, json, f, quant);
+        let model_type = cfg.text_model_type.as_deref().or(cfg.model_type.as_deref());
+        if !by_architecture {
+            if let Some(p) = model_type.and_then(|t| parallel_rules().families.get(t)) {
+                spec.parallel = p.clone();
+            }
+        }
+        spec
+    });
+    (spec, notes)
 }
+
+/// The family used for architectures nothing else describes.
+pub const GENERIC_FAMILY: &str = "generic";
 
 fn has_safetensors(dir: &Path) -> bool {
     std::fs::read_dir(dir)
@@ -446,10 +494,7 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
             let par = Parallel { tp: tp.max(1), ep, dp: opts.dp.max(1), pp: opts.pp.max(1) };
             let mut checks = rules::evaluate(&ctx, &par);
             checks.push(len_check.clone());
-            let w = match &input.spec {
-                Some(spec) => spec.rank_weights(&par),
-                None => memory::per_rank_weights(&input.shape, cfg, &fam, &par),
-            };
+            let w = input.spec.as_ref().map(|spec| spec.rank_weights(&par)).unwrap_or_default();
             let weights = if serves_bf16 { w.bf16 } else { w.stored };
             let kv: KvCache = memory::kv_cache(cfg, &fam, &par, kv_elem, max_model_len);
             let available = budget.saturating_sub(weights).saturating_sub(opts.activation_reserve_bytes);
@@ -658,8 +703,8 @@ mod tests {
     fn input(v: Value) -> PlanInput {
         let config = ModelConfig::from_value(&v);
         let quant = QuantScheme::detect(Some(&v), None);
-        let spec = spec_for(&config, Some(&v), quant.as_ref(), RuleSet::builtin());
-        let shape = ModelShape::from_config(&config, quant.as_ref(), &family_parallel(&config, spec.as_ref()));
+        let (spec, notes) = spec_for(&config, Some(&v), quant.as_ref(), RuleSet::builtin());
+        let shape = ModelShape::of(spec.as_ref(), "config", notes);
         PlanInput { model: "test".into(), config, quant, shape, spec }
     }
 

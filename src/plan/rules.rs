@@ -197,7 +197,15 @@ fn norm_len(shape: &ModelShape, which: &str) -> Option<u64> {
 fn qk_norm(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     let (Some(hd), Some(nh)) = (ctx.cfg.head_dim, ctx.cfg.num_heads) else { return na(Rule::QkNorm, "no head_dim") };
     let nkv = ctx.cfg.num_kv_heads.unwrap_or(nh);
-    let Some(k_len) = norm_len(ctx.shape, "self_attn.k_norm").or_else(|| norm_len(ctx.shape, "attention.k_norm"))
+    // The model's k_norm; where the family file does not describe the norms (an architecture
+    // planned by model_type), the width its TP behaviour implies.
+    let implied = match ctx.fam.qk_norm {
+        Some(QkNorm::PerHead) => Some(hd),
+        Some(_) => Some(nkv.saturating_mul(hd)),
+        None => None,
+    };
+    let Some(k_len) =
+        norm_len(ctx.shape, "self_attn.k_norm").or_else(|| norm_len(ctx.shape, "attention.k_norm")).or(implied)
     else {
         return na(Rule::QkNorm, "no q/k norm weights");
     };
