@@ -158,6 +158,11 @@ fn run_plans(input: &PlanInput, salt: usize, both: bool) {
         max_num_seqs: [1, 16, 256][salt % 3],
         kv_cache_dtype: if salt % 2 == 0 { "fp8".into() } else { "auto".into() },
         activation_reserve_bytes: [0, 4 << 30][salt % 2],
+        moe_backend: [
+            crate::plan::MoeBackend::Auto,
+            crate::plan::MoeBackend::Triton,
+            crate::plan::MoeBackend::DeepGemm,
+        ][salt % 3],
     };
     let list = if both {
         vec![default, variant]

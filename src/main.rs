@@ -196,6 +196,9 @@ enum Cmd {
         /// Memory kept for activations, CUDA/ACL graphs and the runtime, per device.
         #[arg(long, default_value = "4GiB")]
         activation_reserve: String,
+        /// vLLM's --moe-backend: with an explicit backend that cannot take refined fp8 blocks, vLLM pads expert shards instead of refining their scales.
+        #[arg(long, value_enum, default_value = "auto")]
+        moe_backend: ckptkit::plan::MoeBackend,
         /// Print the versioned JSON report (ckptkit.plan/1).
         #[arg(long)]
         json: bool,
@@ -481,6 +484,7 @@ fn run(cli: Cli) -> Exit {
             max_num_seqs,
             kv_cache_dtype,
             activation_reserve,
+            moe_backend,
             json,
         } => {
             use ckptkit::plan::{device::parse_size, device::Device, PlanOptions};
@@ -540,6 +544,7 @@ fn run(cli: Cli) -> Exit {
                 max_num_seqs,
                 kv_cache_dtype: kv_cache_dtype.as_str().to_string(),
                 activation_reserve_bytes: reserve,
+                moe_backend,
             };
             run_plan(&model, &opts, json, rules)
         }

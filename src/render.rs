@@ -432,7 +432,7 @@ pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
         vec![
             row.checkpoint_name.clone(),
             row.shard_file.clone(),
-            row.dtype.clone(),
+            row.dtype.to_string(),
             format!("{:?}", row.shape),
             row.param.clone().unwrap_or_default(),
             shard_str(&row.shard_id),

@@ -39,7 +39,7 @@ fn every_rank0_parameter_equals_what_vllm_allocates() {
         let family = rules.for_architecture(cfg.architecture.as_deref().unwrap()).unwrap();
         let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
         let spec = ModelSpec::build(&cfg, ck.config_json.as_ref(), family, quant.as_ref());
-        let par = Parallel { tp: tp.parse().unwrap(), ep: false, dp: 1, pp: 1 };
+        let par = Parallel { tp: tp.parse().unwrap(), ep: false, dp: 1, pp: 1, moe_backend: Default::default() };
         // vLLM's names for parameters registered twice (an alias → the name load_weights uses).
         let aliases: BTreeMap<String, String> = serde_json::from_value(v["param_aliases"].clone()).unwrap_or_default();
         let mut vllm: BTreeMap<String, u64> = BTreeMap::new();

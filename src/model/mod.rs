@@ -33,8 +33,54 @@ pub struct ModelSpec {
     pub parallel: crate::arch::FamilyParallel,
     /// The quantization's weight scales are blocks (`weight_block_size`).
     pub block_quantized: bool,
+    /// Their block, `[block_n, block_k]`.
+    pub block: Option<(u64, u64)>,
+    /// The routed experts carry biases (gpt-oss): vLLM will not pad their fp8 TP shards.
+    pub expert_bias: bool,
     /// Weights whose quantization companion is in `params` (stored as fp8).
     quantized: std::collections::HashSet<String>,
+}
+
+/// How vLLM 0.33.0 lays out the block-fp8 scales of routed experts whose per-rank intermediate
+/// is `ispp` (fused_moe/oracle/fp8.py :: resolve_fp8_moe_weight_block_shape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoeBlocks {
+    /// The checkpoint's blocks, whole on every rank (or not: the fp8-block rule says what vLLM raises).
+    Checkpoint,
+    /// Scales refined to `r`x`r` blocks at load (refine_fp8_moe_block_shape): Triton kernels only.
+    Refined(u64),
+    /// An explicit backend that cannot take refined blocks: each rank's shard is padded to whole
+    /// blocks, `ispp` → this many rows (pad_tp_shard_to_weight_blocks).
+    Padded(u64),
+    /// Padding is needed but not allowed (global dimensions not whole blocks, EP, or expert biases):
+    /// `ValueError: Block-aligned FP8 TP sharding requires …`.
+    PadRefused,
+    /// Refined blocks with an explicit backend that cannot take them: backend selection raises.
+    BackendRefused(u64),
+}
+
+/// [`MoeBlocks`] for block `bn`x`bk`, global intermediate `i` and hidden `h` at `par`.
+pub fn moe_blocks(bn: u64, bk: u64, i: u64, h: u64, has_bias: bool, par: &Parallel) -> MoeBlocks {
+    let tp = par.moe_tp().max(1);
+    let ispp = i.div_ceil(tp);
+    let refined = match moe_scale_block(bn, bk, ispp, h, tp) {
+        (n, _) if n != bn => Some(n),
+        _ => None,
+    };
+    let backend = par.moe_backend;
+    if backend != crate::plan::MoeBackend::Auto {
+        let can_refine = refined.is_some() && backend.takes_refined_blocks();
+        if !can_refine && bn == bk && tp > 1 && ispp % bn.max(1) != 0 {
+            if i % bn.max(1) != 0 || h % bn.max(1) != 0 || par.ep_size() != 1 || has_bias {
+                return MoeBlocks::PadRefused;
+            }
+            return MoeBlocks::Padded(ispp.div_ceil(bn.max(1)) * bn);
+        }
+        if let Some(r) = refined.filter(|_| !backend.takes_refined_blocks()) {
+            return MoeBlocks::BackendRefused(r);
+        }
+    }
+    refined.map_or(MoeBlocks::Checkpoint, MoeBlocks::Refined)
 }
 
 /// One parameter's size on one rank.
@@ -54,6 +100,7 @@ impl ModelSpec {
     pub fn build(cfg: &ModelConfig, json: Option<&Value>, family: &Family, quant: Option<&QuantScheme>) -> ModelSpec {
         let vars = Vars::new(cfg, json);
         let params = if cfg.sizes_in_range().is_ok() { expected_params(family, &vars, quant) } else { Vec::new() };
+        let expert_bias = params.iter().any(|p| p.partition == Partition::Expert && p.name.ends_with("bias"));
         let quantized = params
             .iter()
             .filter(|p| p.scale_of.as_ref().is_some_and(|s| !s.input))
@@ -67,9 +114,37 @@ impl ModelSpec {
             tied: vars.get("tie_word_embeddings") == Some(1),
             parallel: family.parallel.clone().unwrap_or_default(),
             block_quantized: matches!(quant.and_then(|q| q.fp8_scale), Some(ScaleLayout::Block { .. })),
+            block: match quant.and_then(|q| q.fp8_scale) {
+                Some(ScaleLayout::Block { n, k }) => Some((n, k)),
+                _ => None,
+            },
+            expert_bias,
             params,
             quantized,
         }
+    }
+
+    /// The block layout of a block-fp8 routed-expert parameter (or its scale) at `par`; None for
+    /// anything else.
+    pub fn expert_blocks(&self, p: &Expected, par: &Parallel) -> Option<MoeBlocks> {
+        if p.partition != Partition::Expert || p.fused_experts {
+            return None;
+        }
+        let of_scale = p.scale_of.as_ref().is_some_and(|of| !of.input);
+        if !of_scale && !self.quantized.contains(&p.name) {
+            return None;
+        }
+        let shards = match &p.scale_of {
+            Some(of) => &of.weight_shards,
+            None => &p.shards,
+        };
+        let (bn, bk) = self.block?;
+        let (i, h) = shards.iter().find_map(|(id, s)| match s.as_deref()? {
+            [h, i] if id == "w2" => Some((*i, *h)),
+            [i, h] => Some((*i, *h)),
+            _ => None,
+        })?;
+        Some(moe_blocks(bn, bk, i, h, self.expert_bias, par))
     }
 
     /// Whether vLLM holds parameter `name` in fp8 (a weight with a scale companion).
@@ -175,6 +250,11 @@ impl ModelSpec {
             }
             Partition::Expert => {
                 split(&mut s, dim, par.moe_tp());
+                if let (Some(d), Some(MoeBlocks::Padded(rows))) = (dim, self.expert_blocks(p, par)) {
+                    if let Some(x) = s.get_mut(d) {
+                        *x = rows;
+                    }
+                }
                 if p.fused_experts {
                     if let (Some(e), Some(first)) = (p.experts, s.first_mut()) {
                         *first = e.div_ceil(par.ep_size().max(1));
@@ -207,17 +287,9 @@ impl ModelSpec {
         let cols = shapes.first().and_then(|s| s.get(1)).copied().unwrap_or(1);
         let n = match layout {
             ScaleLayout::Block { n: bn, k: bk } => {
-                let (bn, bk) = if p.partition == Partition::Expert {
-                    let down = weight.first().is_some_and(|(id, _)| *id == "w2");
-                    let first = shapes.first().cloned().unwrap_or_default();
-                    let (i, hidden) = match first.as_slice() {
-                        [h, i] if down => (*i, *h),
-                        [i, h] => (*i, *h),
-                        _ => (0, 0),
-                    };
-                    moe_scale_block(bn, bk, i, hidden, par.moe_tp())
-                } else {
-                    (bn, bk)
+                let (bn, bk) = match self.expert_blocks(p, par) {
+                    Some(MoeBlocks::Refined(r)) => (r, r),
+                    _ => (bn, bk),
                 };
                 rows.div_ceil(bn.max(1)).saturating_mul(cols.div_ceil(bk.max(1)))
             }

@@ -120,6 +120,69 @@ impl PartialEq<&str> for Rule {
     }
 }
 
+/// vLLM's `--moe-backend` (vllm/config/kernel.py :: MoEBackend; the fp8 kernels each maps to:
+/// fused_moe/oracle/fp8.py :: map_fp8_backend, backend_to_kernel_cls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum MoeBackend {
+    /// vLLM picks a kernel that supports the checkpoint's block shape.
+    #[default]
+    Auto,
+    Triton,
+    #[value(name = "deep_gemm")]
+    DeepGemm,
+    Cutlass,
+    #[value(name = "flashinfer_trtllm")]
+    FlashinferTrtllm,
+    #[value(name = "flashinfer_cutlass")]
+    FlashinferCutlass,
+    Marlin,
+    Humming,
+    Aiter,
+    Hpc,
+}
+
+impl MoeBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoeBackend::Auto => "auto",
+            MoeBackend::Triton => "triton",
+            MoeBackend::DeepGemm => "deep_gemm",
+            MoeBackend::Cutlass => "cutlass",
+            MoeBackend::FlashinferTrtllm => "flashinfer_trtllm",
+            MoeBackend::FlashinferCutlass => "flashinfer_cutlass",
+            MoeBackend::Marlin => "marlin",
+            MoeBackend::Humming => "humming",
+            MoeBackend::Aiter => "aiter",
+            MoeBackend::Hpc => "hpc",
+        }
+    }
+
+    /// The fp8 kernel family vLLM maps it to (`Fp8MoeBackend.value`, as its errors print it).
+    pub fn fp8_kernels(self) -> &'static str {
+        match self {
+            MoeBackend::Auto => "auto",
+            MoeBackend::Triton => "TRITON",
+            MoeBackend::DeepGemm => "DEEPGEMM",
+            MoeBackend::Cutlass => "VLLM_CUTLASS",
+            MoeBackend::FlashinferTrtllm => "FLASHINFER_TRTLLM",
+            MoeBackend::FlashinferCutlass => "FLASHINFER_CUTLASS",
+            MoeBackend::Marlin => "MARLIN",
+            MoeBackend::Humming => "HUMMING",
+            MoeBackend::Aiter => "AITER",
+            MoeBackend::Hpc => "HPC",
+        }
+    }
+
+    /// Whether the backend's fp8 kernels take a block shape other than 128x128: only Triton's,
+    /// which take it as a runtime argument (experts/triton_moe.py :: TritonExperts._supports_quant_scheme,
+    /// on a platform with fp8); DeepGEMM and CUTLASS are wrapped with a Triton fallback that must
+    /// support it too, and every other backend lists kFp8Static128BlockSym alone.
+    pub fn takes_refined_blocks(self) -> bool {
+        matches!(self, MoeBackend::Auto | MoeBackend::Triton)
+    }
+}
+
 /// One parallel configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Parallel {
@@ -128,6 +191,9 @@ pub struct Parallel {
     pub ep: bool,
     pub dp: u64,
     pub pp: u64,
+    /// `--moe-backend`: decides whether fp8 expert shards that are not whole blocks are refined or padded.
+    #[serde(skip)]
+    pub moe_backend: MoeBackend,
 }
 
 impl Parallel {
@@ -232,6 +298,8 @@ pub struct PlanOptions {
     /// `auto` (the model dtype) or `fp8`.
     pub kv_cache_dtype: String,
     pub activation_reserve_bytes: u64,
+    /// `--moe-backend`.
+    pub moe_backend: MoeBackend,
 }
 
 impl Default for PlanOptions {
@@ -248,6 +316,7 @@ impl Default for PlanOptions {
             max_num_seqs: 16,
             kv_cache_dtype: "auto".into(),
             activation_reserve_bytes: 4 << 30,
+            moe_backend: MoeBackend::Auto,
         }
     }
 }
@@ -272,6 +341,7 @@ pub struct PlanReport {
     pub max_model_len_check: Check,
     pub max_num_seqs: u64,
     pub kv_cache_dtype: String,
+    pub moe_backend: MoeBackend,
     pub activation_reserve_bytes: u64,
     pub rules: Vec<Rule>,
     pub notes: Vec<String>,
@@ -491,7 +561,8 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
     let mut configs = Vec::new();
     for &tp in &opts.tp {
         for &ep in &opts.ep {
-            let par = Parallel { tp: tp.max(1), ep, dp: opts.dp.max(1), pp: opts.pp.max(1) };
+            let par =
+                Parallel { tp: tp.max(1), ep, dp: opts.dp.max(1), pp: opts.pp.max(1), moe_backend: opts.moe_backend };
             let mut checks = rules::evaluate(&ctx, &par);
             checks.push(len_check.clone());
             let w = input.spec.as_ref().map(|spec| spec.rank_weights(&par)).unwrap_or_default();
@@ -573,6 +644,7 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
         max_model_len_check: len_check,
         max_num_seqs: opts.max_num_seqs,
         kv_cache_dtype: opts.kv_cache_dtype.clone(),
+        moe_backend: opts.moe_backend,
         activation_reserve_bytes: opts.activation_reserve_bytes,
         rules: rule_ids,
         notes,
@@ -889,6 +961,45 @@ mod tests {
         whole["num_key_value_heads"] = json!(2);
         whole["num_attention_heads"] = json!(4);
         assert_eq!(check(&one(whole, 1, false), "scale-load").status, Status::Pass);
+    }
+
+    #[test]
+    fn moe_backend_pads_or_refuses_instead_of_refining() {
+        let backend = |v: Value, tp: u64, b: MoeBackend| {
+            let opts = PlanOptions { tp: vec![tp], moe_backend: b, ..Default::default() };
+            plan(&input(v), &opts).configs.remove(0)
+        };
+        // 768 / 8 = 96 per rank. auto (and triton on an fp8 GPU) refine the scales to 32x32 …
+        let v = fp8(moe(768, 128, "qwen3_moe"));
+        assert_eq!(check(&backend(v.clone(), 8, MoeBackend::Triton), "fp8-block").short, "MoE scales→32x32");
+        // … deep_gemm cannot take them: 768 and 2048 are whole blocks, so each rank's 96 rows are
+        // padded to 128 and allocated so.
+        let c = backend(v.clone(), 8, MoeBackend::DeepGemm);
+        assert_eq!(check(&c, "fp8-block").status, Status::Caveat);
+        assert_eq!(check(&c, "fp8-block").short, "MoE padded 96→128");
+        let auto = backend(v.clone(), 8, MoeBackend::Auto);
+        // Per layer: 128 experts × (2 × 32 + 32 extra rows) × 2048 fp8 bytes, in 2 layers; the
+        // padded scales are whole 128-blocks instead of 32x32 ones.
+        let extra_weights = 2 * 128 * (2 * 32 * 2048 + 2048 * 32);
+        let refined_scales = 2 * 128 * 4 * ((2 * 96 / 32) * (2048 / 32) + (2048 / 32) * (96 / 32));
+        let padded_scales = 2 * 128 * 4 * ((2 * 128 / 128) * (2048 / 128) + (2048 / 128) * (128 / 128));
+        assert_eq!(
+            c.per_rank_weights.stored,
+            auto.per_rank_weights.stored + extra_weights + padded_scales - refined_scales
+        );
+        // 160 / 2 = 80: not refinable (gcd 16); auto raises vLLM's block check, deep_gemm the padding's.
+        let v = fp8(moe(160, 128, "qwen3_moe"));
+        assert!(check(&backend(v.clone(), 2, MoeBackend::Auto), "fp8-block").message.contains("= 80 is not divisible"));
+        assert!(check(&backend(v, 2, MoeBackend::DeepGemm), "fp8-block").message.starts_with(
+            "ValueError: Block-aligned FP8 TP sharding requires 128-aligned global expert dimensions, pure TP, and no LoRA or expert bias."
+        ));
+        // TP 1 never pads: 32 rows refined to 32x32, which marlin's kernels cannot take.
+        let mut v = fp8(moe(32, 8, "qwen3_moe"));
+        v["hidden_size"] = json!(2048);
+        let c = backend(v, 1, MoeBackend::Marlin);
+        assert!(check(&c, "fp8-block")
+            .message
+            .starts_with("ValueError: FP8 MoE backend MARLIN does not support the deployment configuration since"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use super::shape::{ModelShape, Param};
 use super::{Check, Parallel, Rule, Status, Target};
 use crate::arch::{FamilyParallel, Partition, QkNorm};
 use crate::checkpoint::config::ModelConfig;
+use crate::model::MoeBlocks;
 use crate::quant::scheme::{QuantScheme, ScaleLayout};
 
 /// What every rule sees.
@@ -360,6 +361,8 @@ fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     // ((after attention, row layer): vLLM's build order, short, message)
     let mut failures: Vec<((bool, bool), String, String)> = Vec::new();
     let mut refined: Vec<(u64, u64)> = Vec::new();
+    // (per-rank intermediate, padded to)
+    let mut padded: Vec<(u64, u64)> = Vec::new();
     let mut seen: std::collections::HashSet<(&str, u64, u64)> = std::collections::HashSet::new();
     for p in ctx.shape.params.iter().filter(|p| p.fp8_block && p.is_weight) {
         if !seen.insert((p.module.as_str(), p.out, p.inp)) {
@@ -389,39 +392,53 @@ fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                 }
             }
             Partition::Expert => {
-                let down = matches!(leaf, "down_proj" | "w2");
+                let down = leaf == "w2";
                 let i_full = if down { p.inp } else { p.out };
                 let hidden = if down { p.out } else { p.inp };
                 if !par.ep && i_full % moe_tp != 0 {
                     continue; // the moe rule reports it
                 }
                 let i = if par.ep { i_full } else { i_full / moe_tp };
-                // vLLM 0.33.0 (fused_moe/oracle/fp8.py :: refine_fp8_moe_block_shape): a shard that
-                // does not fill whole blocks gets its scales refined to gcd(bn, bk, I_pp, hidden)
-                // when that is at least 32; only then does validate_fp8_block_shape_moe run.
-                let aligned = i % bn == 0 && (moe_tp == 1 || i % bk == 0);
-                if aligned {
-                    continue;
-                }
-                let refine = gcd(gcd(bn, bk), gcd(i, hidden));
-                if refine >= 32 {
-                    if !refined.iter().any(|(r, _)| *r == refine) {
-                        refined.push((refine, i));
+                match crate::model::moe_blocks(bn, bk, i_full, hidden, ctx.spec.is_some_and(|s| s.expert_bias), par) {
+                    MoeBlocks::Refined(r) => {
+                        if !refined.iter().any(|(x, _)| *x == r) {
+                            refined.push((r, i));
+                        }
                     }
-                    continue;
-                }
-                if i % bn != 0 {
-                    failures.push((
+                    MoeBlocks::Padded(rows) => {
+                        if !padded.iter().any(|(_, x)| *x == rows) {
+                            padded.push((i, rows));
+                        }
+                    }
+                    MoeBlocks::PadRefused => failures.push((
                         order,
-                        format!("experts gate/up {i}%{bn}"),
-                        format!("ValueError: The output_size of gate's and up's weight = {i} is not divisible by weight quantization block_n = {bn}."),
-                    ));
-                } else if tp > 1 && i % bk != 0 {
-                    failures.push((
+                        format!("experts pad {i}%{bn}"),
+                        format!("ValueError: Block-aligned FP8 TP sharding requires {bn}-aligned global expert dimensions, pure TP, and no LoRA or expert bias. (--moe-backend {} cannot take refined blocks, so vLLM pads each rank's {i}-wide expert shard to whole blocks; moe_intermediate_size {i_full} and hidden {hidden} must then be multiples of {bn})", par.moe_backend.as_str()),
+                    )),
+                    MoeBlocks::BackendRefused(r) => failures.push((
                         order,
-                        format!("experts down {i}%{bk}"),
-                        format!("ValueError: The input_size of down's weight = {i} is not divisible by weight quantization block_k = {bk}."),
-                    ));
+                        format!("{} no {r}x{r}", par.moe_backend.as_str()),
+                        format!("ValueError: FP8 MoE backend {} does not support the deployment configuration since … (--moe-backend {}: the experts' scales are refined to {r}x{r} blocks, which only the Triton kernels take, and vLLM pads only TP shards)", par.moe_backend.fp8_kernels(), par.moe_backend.as_str()),
+                    )),
+                    MoeBlocks::Checkpoint => {
+                        let aligned = i % bn == 0 && (moe_tp == 1 || i % bk == 0);
+                        if aligned {
+                            continue;
+                        }
+                        if i % bn != 0 {
+                            failures.push((
+                                order,
+                                format!("experts gate/up {i}%{bn}"),
+                                format!("ValueError: The output_size of gate's and up's weight = {i} is not divisible by weight quantization block_n = {bn}."),
+                            ));
+                        } else if tp > 1 && i % bk != 0 {
+                            failures.push((
+                                order,
+                                format!("experts down {i}%{bk}"),
+                                format!("ValueError: The input_size of down's weight = {i} is not divisible by weight quantization block_k = {bk}."),
+                            ));
+                        }
+                    }
                 }
             }
             _ => {}
@@ -440,6 +457,13 @@ fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         };
         return fail(Rule::Fp8Block, short.clone(), all, fix);
     }
+    if let Some((i, rows)) = padded.first() {
+        return caveat(
+            Rule::Fp8Block,
+            format!("MoE padded {i}→{rows}"),
+            format!("--moe-backend {} cannot take refined blocks: vLLM pads each rank's expert shard from {i} to {rows} rows of whole {bn}x{bk} blocks (pad_tp_shard_to_weight_blocks) and allocates the padding; --moe-backend triton (or auto) refines the scales instead", par.moe_backend.as_str()),
+        );
+    }
     if let Some((r, i)) = refined.first() {
         return caveat(
             Rule::Fp8Block,
@@ -448,14 +472,6 @@ fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         );
     }
     pass(Rule::Fp8Block, "ok")
-}
-
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
 }
 
 fn vocab(ctx: &Ctx<'_>, par: &Parallel) -> Check {

@@ -13,6 +13,7 @@ use crate::plan::memory::padded_vocab;
 use crate::quant::scheme::{QuantScheme, ScaleLayout};
 use expr::Expr;
 use rules::{Family, ParamRule, RuleSet, Unmapped};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -71,7 +72,7 @@ pub enum TpSplit {
 pub struct Row {
     pub checkpoint_name: String,
     pub shard_file: String,
-    pub dtype: String,
+    pub dtype: &'static str,
     pub shape: Vec<u64>,
     pub param: Option<String>,
     pub shard_id: Option<Value>,
@@ -394,7 +395,8 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
 /// WeightsMapper semantics: substr, then prefix, then suffix; every matching entry applies to the
 /// progressively rewritten name; a `null` target drops the tensor.
 pub fn apply_mapper(m: &rules::Mapper, name: &str) -> Option<String> {
-    let mut n = name.to_string();
+    let mut n = String::with_capacity(name.len() + 16);
+    n.push_str(name);
     for (from, to) in &m.substr {
         if n.contains(from.as_str()) {
             n = n.replacen(from.as_str(), to.as_deref()?, 1);
@@ -431,8 +433,13 @@ pub enum Route {
 }
 
 fn layer_index(name: &str) -> Option<u64> {
-    let segs: Vec<&str> = name.split('.').collect();
-    segs.windows(2).find(|w| w[0] == "layers").and_then(|w| w[1].parse().ok())
+    let mut segs = name.split('.');
+    while let Some(s) = segs.next() {
+        if s == "layers" {
+            return segs.next().and_then(|n| n.parse().ok());
+        }
+    }
+    None
 }
 
 /// The routing of `name` by the family's rules, as the family's `load_weights` does it.
@@ -658,20 +665,21 @@ pub fn remap_with(
     // Sizes beyond any real model would size the parameter set by an unchecked field.
     let out_of_range = cfg.sizes_in_range().err();
     let expected = if out_of_range.is_some() { Vec::new() } else { expected_params(family, &vars, quant.as_ref()) };
-    let by_name: HashMap<&str, usize> = expected.iter().enumerate().map(|(i, e)| (e.name.as_str(), i)).collect();
+    let by_name: FxHashMap<&str, usize> = expected.iter().enumerate().map(|(i, e)| (e.name.as_str(), i)).collect();
     let modules = module_prefixes(&expected);
     let no_fp8 = opts.target == crate::plan::Target::VllmAscend;
     let mut rows: Vec<Row> = Vec::with_capacity(ck.tensor_count());
     let mut findings = Vec::new();
     // (parameter, shard, expert) → the row that filled it.
-    let mut filled: HashMap<(usize, usize, u64), &str> = HashMap::new();
+    let mut filled: FxHashMap<(usize, usize, u64), &str> =
+        FxHashMap::with_capacity_and_hasher(ck.tensor_count(), Default::default());
     for t in ck.tensors() {
         let e = t.entry;
         let keep = opts.rows;
         let mut row = Row {
             checkpoint_name: if keep { e.name.clone() } else { String::new() },
             shard_file: if keep { t.shard.name.clone() } else { String::new() },
-            dtype: e.dtype.as_str().to_string(),
+            dtype: e.dtype.as_str(),
             shape: if keep { e.shape.clone() } else { Vec::new() },
             param: None,
             shard_id: None,
