@@ -982,7 +982,8 @@ mod tests {
         // padded scales are whole 128-blocks instead of 32x32 ones.
         let extra_weights = 2 * 128 * (2 * 32 * 2048 + 2048 * 32);
         let refined_scales = 2 * 128 * 4 * ((2 * 96 / 32) * (2048 / 32) + (2048 / 32) * (96 / 32));
-        let padded_scales = 2 * 128 * 4 * ((2 * 128 / 128) * (2048 / 128) + (2048 / 128) * (128 / 128));
+        let (rows_w13, rows_w2, hidden_blocks) = (2 * 128 / 128, 128 / 128, 2048 / 128);
+        let padded_scales = 2 * 128 * 4 * (rows_w13 * hidden_blocks + hidden_blocks * rows_w2);
         assert_eq!(
             c.per_rank_weights.stored,
             auto.per_rank_weights.stored + extra_weights + padded_scales - refined_scales

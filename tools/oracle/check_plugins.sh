@@ -65,7 +65,7 @@ for name in "${NAMES[@]}"; do
       else
         status=FAIL
       fi
-      why="ckptkit stub rc=$rc: $(grep -m1 -E 'refuses|error' "$WORK/$case_id.stub.log" | tr -s ' \t' ' ' | cut -c1-300)"
+      why="ckptkit stub rc=$rc: $(grep -m1 -A1 -E 'refuses|error' "$WORK/$case_id.stub.log" | tr -s ' \t\n' ' ' | cut -c1-400)"
     fi
 
     # (2) install it
