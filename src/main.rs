@@ -354,6 +354,14 @@ fn emit(text: &str) -> Result<(), Exit> {
     }
 }
 
+/// [`emit`] for a JSON report, streamed to stdout.
+fn emit_json<T: serde::Serialize>(value: &T) -> Result<(), Exit> {
+    match ui::emit_json(value) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Exit::Input(format!("cannot write to stdout: {e}"), "check where the output goes".into())),
+    }
+}
+
 /// vLLM's single-dash spellings (`-tp 8`, `-pp=2`, `-ep`) as the long flags clap knows.
 fn vllm_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let mut out = Vec::new();
@@ -792,8 +800,14 @@ fn run_remap(
         })?;
         note(&format!("wrote {}", path.display()));
     }
-    emit(&render::remap(&report, format))?;
+    match format {
+        render::TableFormat::Json => emit_json(&report)?,
+        _ => emit(&render::remap(&report, format))?,
+    }
     let errors = report.findings.iter().any(|f| f.severity == ckptkit::Severity::Error);
+    // The process ends here: tearing down ~100k rows would only cost time.
+    std::mem::forget(report);
+    std::mem::forget(ck);
     Ok(if errors { Exit::Findings } else { Exit::Ok })
 }
 
@@ -801,7 +815,7 @@ fn run_plan(model: &str, opts: &ckptkit::plan::PlanOptions, json: bool, rules: &
     let input = ckptkit::plan::PlanInput::open(model, rules).map_err(|e| Exit::input(&e))?;
     let report = ckptkit::plan::plan(&input, opts);
     if json {
-        emit(&(serde_json::to_string_pretty(&report).expect("plan serializes") + "\n"))?;
+        emit_json(&report)?;
     } else {
         emit(&render::plan(&report))?;
     }
@@ -828,16 +842,15 @@ fn run_audit(
         ));
         report.summary = ckptkit::findings::Tally::of(&report.findings);
     }
-    let text = if json {
-        serde_json::to_string_pretty(&report).expect("report serializes") + "\n"
-    } else {
-        render::audit(&report)
-    };
     let code = if report.has_errors() { Exit::Findings } else { Exit::Ok };
+    if json {
+        emit_json(&report)?;
+    } else {
+        emit(&render::audit(&report))?;
+    }
     // The process ends here: tearing down maps of ~100k names would only cost time.
     std::mem::forget(report);
     std::mem::forget(ck);
-    emit(&text)?;
     Ok(code)
 }
 

@@ -68,6 +68,21 @@ pub fn emit(text: &str) -> std::io::Result<bool> {
     }
 }
 
+/// [`emit`] for a JSON document, streamed (pretty, then a newline) instead of built in memory: a
+/// remap of ~90k tensors is ~90 MB of JSON.
+pub fn emit_json<T: serde::Serialize>(value: &T) -> std::io::Result<bool> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// An integer as vLLM's `human_readable_int` reads it (`--max-model-len 32k`): lowercase
 /// suffixes are decimal and may carry a fraction (`25.6k` = 25,600), uppercase ones binary and
 /// integral (`32K` = 32,768); a bare integer is itself.

@@ -350,7 +350,7 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
             if rule.quantized {
                 if let (Some(q), Some(layout)) = (quant, quant.and_then(|q| q.fp8_scale)) {
                     let module = name.rsplit_once('.').map_or(name.as_str(), |(m, _)| m);
-                    if q.is_not_converted(module) != Some(true) {
+                    if !not_converted(family, q, module) {
                         let suffix = q.scale_suffix.unwrap_or("weight_scale_inv");
                         let scale_name = format!("{}{}", name.strip_suffix("weight").unwrap_or(&name), suffix);
                         let scale_shards = shards
@@ -390,6 +390,23 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
         }
     }
     out
+}
+
+/// Whether vLLM leaves `module` unquantized: listed in the quantization's not-converted modules, or,
+/// for a stacked parameter (qkv_proj, gate_up_proj), every checkpoint module stacked into it is
+/// (quantization/utils/quant_utils.py :: is_layer_skipped checks each shard of a fused layer).
+fn not_converted(family: &Family, q: &QuantScheme, module: &str) -> bool {
+    if q.is_not_converted(module) == Some(true) {
+        return true;
+    }
+    let dotted = format!("{module}.");
+    let shards: Vec<String> = family
+        .stacked
+        .iter()
+        .filter(|st| dotted.contains(st.param.as_str()))
+        .map(|st| dotted.replacen(st.param.as_str(), &st.shard, 1).trim_end_matches('.').to_string())
+        .collect();
+    !shards.is_empty() && shards.iter().all(|m| q.is_not_converted(m) == Some(true))
 }
 
 /// WeightsMapper semantics: substr, then prefix, then suffix; every matching entry applies to the
@@ -496,7 +513,7 @@ fn route_raw(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
                 let after = &rest[digits + 1..];
                 for (ckpt, shard, param) in [(&ex.gate, "w1", "w13_"), (&ex.down, "w2", "w2_"), (&ex.up, "w3", "w13_")]
                 {
-                    if let Some(tail) = after.strip_prefix(&format!("{ckpt}.")) {
+                    if let Some(tail) = after.strip_prefix(ckpt.as_str()).and_then(|t| t.strip_prefix('.')) {
                         let name = format!("{}{}{param}{tail}", &n[..pos], ex.param);
                         return Route::Param { name, shard: Some(Value::from(shard)), expert: Some(e), stacked: false };
                     }
@@ -505,10 +522,10 @@ fn route_raw(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
         }
     }
     for s in &family.stacked {
-        if s.within.as_deref().is_some_and(|w| !n.starts_with(w)) || !vars.truthy(&s.when) {
+        if !n.contains(s.shard.as_str()) || s.within.as_deref().is_some_and(|w| !n.starts_with(w)) {
             continue;
         }
-        if n.contains(s.shard.as_str()) {
+        if vars.truthy(&s.when) {
             n = n.replacen(s.shard.as_str(), &s.param, 1);
             return Route::Param { name: n, shard: Some(s.id.clone()), expert: None, stacked: true };
         }
@@ -554,11 +571,11 @@ impl Default for RemapOptions {
     }
 }
 
-fn shard_key(v: &Option<Value>) -> String {
+fn shard_key(v: &Option<Value>) -> std::borrow::Cow<'_, str> {
     match v {
-        None => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
+        None => std::borrow::Cow::Borrowed(""),
+        Some(Value::String(s)) => std::borrow::Cow::Borrowed(s.as_str()),
+        Some(other) => std::borrow::Cow::Owned(other.to_string()),
     }
 }
 
@@ -756,7 +773,7 @@ pub fn remap_with(
                     let key = shard_key(&shard);
                     // The slot must exist for this shard id.
                     let slot = exp.shards.iter().position(|(k, _)| *k == key);
-                    match slot.map(|si| (si, exp.shards[si].1.clone())) {
+                    match slot.map(|si| (si, exp.shards[si].1.as_ref())) {
                         None => {
                             row.action = Action::Unmapped;
                             let reason = format!("{name} has no shard `{key}`");
@@ -769,7 +786,7 @@ pub fn remap_with(
                         }
                         Some((si, want)) => {
                             if let Some(want) = want {
-                                if want != e.shape {
+                                if *want != e.shape {
                                     findings.push(
                                         Finding::new(
                                             Code::RemapShape,
