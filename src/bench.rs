@@ -79,7 +79,7 @@ impl Input {
         if t.entry.shape.len() != 2 {
             return Err(format!("{tensor} has shape {:?}; the benchmark takes 2-D weights", t.entry.shape));
         }
-        let scheme = crate::quant::QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
+        let scheme = ck.quant_scheme().cloned();
         let layout =
             scheme.as_ref().and_then(|s| s.fp8_scale).ok_or_else(|| format!("{model} declares no fp8 scale layout"))?;
         let s = [format!("{tensor}_scale_inv"), format!("{tensor}_scale")]

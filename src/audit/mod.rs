@@ -179,7 +179,7 @@ pub fn audit_with(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>, fam
     let rules = audit_rules();
     let mut findings = open_findings;
     let cfg: Option<&ModelConfig> = ck.config.as_ref();
-    let scheme = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
+    let scheme = ck.quant_scheme().cloned();
     // The passes read the checkpoint independently: run them side by side.
     let (((st, st_findings), remap_findings), ((pairing, q_findings), tree)) = rayon::join(
         || {
@@ -279,7 +279,7 @@ pub fn audit_with(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>, fam
             main_stack: st.main_stack.clone(),
             other_stacks: st.other_stacks.clone(),
         },
-        quantization: QuantSummary { method: scheme.as_ref().map(|s| s.method.clone()), scheme, pairing },
+        quantization: QuantSummary { method: scheme.as_ref().map(|s| s.method.to_string()), scheme, pairing },
         tree,
         findings,
         summary,

@@ -39,6 +39,8 @@ pub struct Checkpoint {
     by_name: HashTable<(u32, u32)>,
     /// Tensors in load order (shards in natural order, header order within a shard).
     order: Vec<(u32, u32)>,
+    /// The quantization scheme config.json (or hf_quant_config.json) declares, read once.
+    quant: std::sync::OnceLock<Option<crate::quant::QuantScheme>>,
 }
 
 /// A tensor and the shard it is in.
@@ -103,6 +105,14 @@ fn list_dir(root: &Path) -> Result<Listing, CheckpointError> {
 }
 
 impl Checkpoint {
+    /// The quantization scheme the checkpoint declares (config.json's `quantization_config` or
+    /// `compression_config`, or hf_quant_config.json), detected once for every command.
+    pub fn quant_scheme(&self) -> Option<&crate::quant::QuantScheme> {
+        self.quant
+            .get_or_init(|| crate::quant::QuantScheme::detect(self.config_json.as_ref(), self.hf_quant_config.as_ref()))
+            .as_ref()
+    }
+
     /// Resolve `input` and open it. Errors only when the input itself is missing or unreadable;
     /// everything wrong inside the checkpoint is returned as findings.
     pub fn open(input: &str) -> Result<(Checkpoint, Vec<Finding>), CheckpointError> {
@@ -225,7 +235,17 @@ impl Checkpoint {
                 order.push(slot);
             }
         }
-        let mut ck = Checkpoint { source, shards, index: None, config_json, config, hf_quant_config, by_name, order };
+        let mut ck = Checkpoint {
+            source,
+            shards,
+            index: None,
+            config_json,
+            config,
+            hf_quant_config,
+            by_name,
+            order,
+            quant: std::sync::OnceLock::new(),
+        };
         if let Some(idx) = &index {
             ck.cross_check_index(idx, &entries, &mut findings);
         }

@@ -27,7 +27,7 @@ use crate::checkpoint::{Checkpoint, Shard, TensorRef};
 use crate::findings::{Code, Finding, Severity};
 use crate::fsutil::{self, LockError, TempFile};
 use crate::quant::fp8::{dequantize, scales_to_f32, Fp8Format, KernelError, OutDtype, Output, Scales};
-use crate::quant::{pair_fp8, QuantScheme, ScaleLayout};
+use crate::quant::{pair_fp8, ScaleLayout};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -209,13 +209,13 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], dtype: OutDtype) -> R
             )
         })
         .collect();
-    let scheme = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
+    let scheme = ck.quant_scheme().cloned();
     let fp8_count = ck.tensors().filter(|t| t.entry.dtype.is_fp8_weight()).count();
     match &scheme {
         Some(s) if s.fp8_scale.is_none() => {
             return Err(ConvertError::Unsupported(format!(
                 "{:?}{}",
-                s.method,
+                s.method.as_str(),
                 s.format.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()
             )))
         }

@@ -412,7 +412,7 @@ impl PlanInput {
         let Some(config) = ck.config.clone() else {
             return Err(PlanError::NoConfig { path: ck.source.root.clone() });
         };
-        let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
+        let quant = ck.quant_scheme().cloned();
         let (spec, notes) = spec_for(&config, ck.config_json.as_ref(), quant.as_ref(), rules);
         let shape = ModelShape::of(spec.as_ref(), "weights", notes);
         Ok(PlanInput { model: model.to_string(), config, quant, shape, spec })
@@ -635,7 +635,7 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
         source: input.shape.source,
         quantization: input.quant.as_ref().map(|q| match q.fp8_scale {
             Some(l) => format!("{} ({l})", q.method),
-            None => q.method.clone(),
+            None => q.method.to_string(),
         }),
         target: opts.target,
         device,

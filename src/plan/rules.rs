@@ -6,7 +6,7 @@ use super::{Check, Parallel, Rule, Status, Target};
 use crate::arch::{FamilyParallel, Partition, QkNorm};
 use crate::checkpoint::config::ModelConfig;
 use crate::model::MoeBlocks;
-use crate::quant::scheme::{QuantScheme, ScaleLayout};
+use crate::quant::scheme::{QuantMethod, QuantScheme, ScaleLayout};
 
 /// What every rule sees.
 pub struct Ctx<'a> {
@@ -515,7 +515,7 @@ fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
     match ctx.target {
         Target::VllmAscend => {
             let fp8 = q.fp8_scale.is_some();
-            if method == "fp8" && !ctx.fp8_device {
+            if q.method == QuantMethod::Fp8 && !ctx.fp8_device {
                 return fail(
                     Rule::Target,
                     "fp8 unsupported",
@@ -531,9 +531,17 @@ fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
                     "convert to bf16 with `ckptkit dequant`, or use a ModelSlim W8A8 checkpoint",
                 );
             }
-            const SUPPORTED: &[&str] =
-                &["ascend", "compressed-tensors", "fp8", "deepseek_v4_fp8", "modelopt_mxfp8", "mxfp8"];
-            if !SUPPORTED.contains(&method) {
+            // vllm_ascend/platform.py :: NPUPlatform.supported_quantization.
+            let supported = matches!(
+                q.method,
+                QuantMethod::Ascend
+                    | QuantMethod::CompressedTensors
+                    | QuantMethod::Fp8
+                    | QuantMethod::DeepseekV4Fp8
+                    | QuantMethod::ModeloptMxfp8
+                    | QuantMethod::Mxfp8
+            );
+            if !supported {
                 return fail(
                     Rule::Target,
                     format!("{method} unsupported"),

@@ -3,7 +3,7 @@
 //! accepts is exactly what `dequant` converts.
 
 use super::ceil_div;
-use super::scheme::{QuantScheme, ScaleLayout};
+use super::scheme::{QuantMethod, QuantScheme, ScaleLayout};
 use crate::arch::AuditRules;
 use crate::checkpoint::{Checkpoint, Dtype};
 use crate::findings::{Code, Finding, Severity};
@@ -78,8 +78,8 @@ fn expected_scale_shape(layout: ScaleLayout, w: &[u64]) -> Vec<Vec<u64>> {
 }
 
 fn scale_dtype_ok(scheme: &QuantScheme, d: Dtype) -> bool {
-    match scheme.method.as_str() {
-        "compressed-tensors" => matches!(d, Dtype::F32 | Dtype::BF16 | Dtype::F16),
+    match scheme.method {
+        QuantMethod::CompressedTensors => matches!(d, Dtype::F32 | Dtype::BF16 | Dtype::F16),
         _ if scheme.scale_fmt.as_deref() == Some("ue8m0") => matches!(d, Dtype::F32 | Dtype::F8_E8M0),
         _ => matches!(d, Dtype::F32 | Dtype::F8_E8M0),
     }
@@ -94,7 +94,7 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
     if !fp8.is_empty() && layout.is_none() {
         let what = match scheme {
             None => "no quantization_config".to_string(),
-            Some(s) => format!("quant_method {:?}, which has no fp8 weight scales", s.method),
+            Some(s) => format!("quant_method {:?}, which has no fp8 weight scales", s.method.as_str()),
         };
         out.push(
             Finding::new(
@@ -193,7 +193,11 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
                             "{scale_name} is {}; {} scales are F32{}",
                             s.entry.dtype,
                             scheme.method,
-                            if scheme.method == "compressed-tensors" { ", BF16 or F16" } else { " (or F8_E8M0)" }
+                            if scheme.method == QuantMethod::CompressedTensors {
+                                ", BF16 or F16"
+                            } else {
+                                " (or F8_E8M0)"
+                            }
                         ),
                     )
                     .file(s.shard.name.clone())
@@ -290,10 +294,12 @@ fn kv_scales(ck: &Checkpoint, rules: &AuditRules, p: &mut Pairing, out: &mut Vec
 /// Integer weight-only schemes: every packed weight needs its companions.
 fn companions(ck: &Checkpoint, scheme: Option<&QuantScheme>, out: &mut Vec<Finding>) {
     let Some(s) = scheme else { return };
-    let required: &[&str] = match s.method.as_str() {
-        "gptq" | "awq" | "gptq_marlin" | "awq_marlin" => &["scales", "qzeros"],
-        "fp8" | "compressed-tensors" | "" => return,
-        "modelopt" if s.fp8_scale.is_some() => return,
+    let required: &[&str] = match &s.method {
+        QuantMethod::Gptq | QuantMethod::Awq | QuantMethod::GptqMarlin | QuantMethod::AwqMarlin => {
+            &["scales", "qzeros"]
+        }
+        QuantMethod::Fp8 | QuantMethod::CompressedTensors | QuantMethod::Unnamed => return,
+        QuantMethod::Modelopt if s.fp8_scale.is_some() => return,
         other => {
             out.push(Finding::new(
                 Code::QuantUnsupported,

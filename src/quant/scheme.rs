@@ -26,11 +26,79 @@ impl std::fmt::Display for ScaleLayout {
     }
 }
 
+/// `quant_method`, as vLLM names its quantization configs (`vllm/model_executor/layers/quantization/__init__.py`
+/// QUANTIZATION_METHODS); a method ckptkit has no knowledge of keeps its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuantMethod {
+    Fp8,
+    CompressedTensors,
+    Modelopt,
+    Mxfp4,
+    Mxfp8,
+    ModeloptMxfp8,
+    DeepseekV4Fp8,
+    Gptq,
+    GptqMarlin,
+    Awq,
+    AwqMarlin,
+    Bitsandbytes,
+    /// vLLM-Ascend's ModelSlim formats (`--quantization ascend`).
+    Ascend,
+    /// No `quant_method` key.
+    Unnamed,
+    Other(String),
+}
+
+impl QuantMethod {
+    const KNOWN: &'static [(&'static str, QuantMethod)] = &[
+        ("fp8", QuantMethod::Fp8),
+        ("compressed-tensors", QuantMethod::CompressedTensors),
+        ("modelopt", QuantMethod::Modelopt),
+        ("mxfp4", QuantMethod::Mxfp4),
+        ("mxfp8", QuantMethod::Mxfp8),
+        ("modelopt_mxfp8", QuantMethod::ModeloptMxfp8),
+        ("deepseek_v4_fp8", QuantMethod::DeepseekV4Fp8),
+        ("gptq", QuantMethod::Gptq),
+        ("gptq_marlin", QuantMethod::GptqMarlin),
+        ("awq", QuantMethod::Awq),
+        ("awq_marlin", QuantMethod::AwqMarlin),
+        ("bitsandbytes", QuantMethod::Bitsandbytes),
+        ("ascend", QuantMethod::Ascend),
+        ("", QuantMethod::Unnamed),
+    ];
+
+    pub fn parse(name: &str) -> QuantMethod {
+        Self::KNOWN
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or_else(|| QuantMethod::Other(name.to_string()), |(_, m)| m.clone())
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            QuantMethod::Other(s) => s,
+            m => Self::KNOWN.iter().find(|(_, k)| k == m).map_or("", |(n, _)| n),
+        }
+    }
+}
+
+impl std::fmt::Display for QuantMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for QuantMethod {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// The quantization scheme, as data.
 #[derive(Debug, Clone, Serialize)]
 pub struct QuantScheme {
-    /// `quant_method` as written (fp8, compressed-tensors, mxfp4, gptq, awq, bitsandbytes, modelopt, …).
-    pub method: String,
+    /// `quant_method` (fp8, compressed-tensors, mxfp4, gptq, awq, bitsandbytes, modelopt, …).
+    pub method: QuantMethod,
     /// Where it was found: `quantization_config`, `text_config.quantization_config`, `compression_config`, `hf_quant_config.json`.
     pub source: String,
     /// For fp8 schemes: the scale layout of linear weights.
@@ -80,6 +148,7 @@ impl QuantScheme {
         if method.is_empty() && q.get("load_in_8bit").is_some() {
             method = "bitsandbytes".into();
         }
+        let method = QuantMethod::parse(&method);
         let mut scheme = QuantScheme {
             method: method.clone(),
             source: source.into(),
@@ -108,8 +177,8 @@ impl QuantScheme {
             .filter(|v| !v.is_null())
             .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
             .or_else(|| modelopt.and_then(|m| s(m, "kv_cache_quant_algo")));
-        match method.as_str() {
-            "fp8" => {
+        match method {
+            QuantMethod::Fp8 => {
                 let block = q.get("weight_block_size").and_then(Value::as_array).and_then(|a| match a.as_slice() {
                     [n, k] => Some((n.as_u64()?, k.as_u64()?)),
                     _ => None,
@@ -120,7 +189,7 @@ impl QuantScheme {
                 });
                 scheme.scale_suffix = Some(if block.is_some() { "weight_scale_inv" } else { "weight_scale" });
             }
-            "compressed-tensors" => {
+            QuantMethod::CompressedTensors => {
                 // The first config group whose weights are 8-bit floats decides the fp8 layout.
                 let groups = q.get("config_groups").and_then(Value::as_object);
                 if let Some(w) = groups.and_then(|g| {
@@ -147,7 +216,7 @@ impl QuantScheme {
                     scheme.group_size = w.get("group_size").and_then(Value::as_i64);
                 }
             }
-            "modelopt" => {
+            QuantMethod::Modelopt => {
                 let algo = scheme.format.clone().unwrap_or_default();
                 if algo.eq_ignore_ascii_case("FP8") {
                     scheme.fp8_scale = Some(ScaleLayout::Tensor);

@@ -678,7 +678,7 @@ pub fn remap_with(
 ) -> RemapReport {
     let cfg = ck.config.clone().unwrap_or_default();
     let vars = Vars::new(&cfg, ck.config_json.as_ref());
-    let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
+    let quant = ck.quant_scheme().cloned();
     // Sizes beyond any real model would size the parameter set by an unchecked field.
     let out_of_range = cfg.sizes_in_range().err();
     let expected = if out_of_range.is_some() { Vec::new() } else { expected_params(family, &vars, quant.as_ref()) };

@@ -336,9 +336,13 @@ fn facts(ctx: &Context<'_>, zh: bool) -> Vec<(String, String)> {
         (t("视觉", "vision"), if cfg.has_vision { t("是", "yes") } else { t("否", "no") }),
         (
             t("量化", "quantization"),
-            ctx.quant
-                .as_ref()
-                .map_or(t("无", "none"), |q| if zh { format!("`{}`", q.method) } else { q.method.clone() }),
+            ctx.quant.as_ref().map_or(t("无", "none"), |q| {
+                if zh {
+                    format!("`{}`", q.method)
+                } else {
+                    q.method.to_string()
+                }
+            }),
         ),
         (t("张量数", "tensors"), ctx.ck.tensor_count().to_string()),
         ("TP / EP".into(), format!("{} / {}", ctx.tp, if ctx.ep { t("开启", "on") } else { t("关闭", "off") })),

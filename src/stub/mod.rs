@@ -397,7 +397,7 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
             "{model}: architecture {architecture:?} is not a Python class name; the adapter class takes the architecture's name"
         )));
     }
-    let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
+    let quant = ck.quant_scheme().cloned();
     let fp8 = quant.as_ref().is_some_and(|q| q.fp8_scale.is_some());
     let dequant_at_load = fp8 && opts.target == Target::VllmAscend;
     let (tp, ep, tp_reason, tp_reason_zh, plan) = choose_tp(ck, model, rules, opts.target, opts.tp, dequant_at_load)?;
