@@ -353,6 +353,53 @@ impl ModelSpec {
     }
 }
 
+impl ModelSpec {
+    /// The errors vLLM 0.33.0 raises loading the checkpoint's expert block scales into scales it
+    /// refined to `r`x`r` ([`MoeBlocks::Refined`]). The loader (fused_moe/routed_experts.py ::
+    /// weight_loader) upsamples the checkpoint's grid, ceil(I / block) × (block / r) per dimension,
+    /// then takes rank 0's 1/TP of it; the grid only fits the refined parameter when the global
+    /// intermediate and hidden sizes are whole checkpoint blocks. Otherwise `copy_` fails with
+    /// torch's broadcast error, checked from the last dimension (oracle: qwen3-moe-fp8 at TP 1,
+    /// intermediate 32 and hidden 64 with 128x128 blocks).
+    pub fn refined_scale_load_errors(&self, par: &Parallel) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let Some((bn, bk)) = self.block else { return out };
+        let tp = par.moe_tp().max(1);
+        for p in self.params.iter().filter(|p| p.role != Role::Mtp && p.scale_of.as_ref().is_some_and(|of| !of.input)) {
+            let Some(MoeBlocks::Refined(r)) = self.expert_blocks(p, par) else { continue };
+            let Some(of) = &p.scale_of else { continue };
+            for (id, shape) in &of.weight_shards {
+                let Some([rows, cols]) = shape.as_deref().and_then(|s| <[u64; 2]>::try_from(s).ok()) else {
+                    continue;
+                };
+                let r = r.max(1);
+                // Checkpoint scale grid, upsampled to r-blocks; rank 0 narrows the TP-split dimension.
+                let up_rows = rows.div_ceil(bn.max(1)) * (bn / r);
+                let up_cols = cols.div_ceil(bk.max(1)) * (bk / r);
+                let (dst, src) = if id == "w2" {
+                    // [hidden, intermediate]: split on the input dimension.
+                    ([rows.div_ceil(r), cols.div_ceil(tp).div_ceil(r)], [up_rows, (up_cols / tp).min(up_cols)])
+                } else {
+                    ([rows.div_ceil(tp).div_ceil(r), cols.div_ceil(r)], [(up_rows / tp).min(up_rows), up_cols])
+                };
+                for d in [1usize, 0] {
+                    let (a, b) = (dst[d], src[d]);
+                    if a != b && a != 1 && b != 1 {
+                        let msg = format!(
+                            "RuntimeError: The size of tensor a ({a}) must match the size of tensor b ({b}) at non-singleton dimension {d}"
+                        );
+                        if !out.contains(&msg) {
+                            out.push(msg);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// The weight a weight-scale companion belongs to (`….weight_scale_inv` → `….weight`).
 fn scaled_weight(scale: &str, quant: Option<&QuantScheme>) -> Option<String> {
     let suffix = quant?.scale_suffix.unwrap_or("weight_scale_inv");

@@ -570,6 +570,23 @@ fn scale_load(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         return na(Rule::ScaleLoad, "fp8 not served natively on this target (see target)");
     }
     let Some(spec) = ctx.spec else { return na(Rule::ScaleLoad, "no family rules for this architecture") };
+    let refined = spec.refined_scale_load_errors(par);
+    if !refined.is_empty() {
+        let mut message = refined.join("\n");
+        message.push_str("\n(at load: the experts' scales were refined to finer blocks, and the checkpoint's block scales, upsampled, do not fit them because moe_intermediate_size or hidden_size is not whole checkpoint blocks)");
+        if let Some(o) = spec.merged_scale_overflow(par) {
+            message = format!(
+                "RuntimeError: start ({}) + length ({}) exceeds dimension size ({}).\n{message}",
+                o.start, o.len, o.dim
+            );
+        }
+        return fail(
+            Rule::ScaleLoad,
+            "expert scales",
+            message,
+            "a layout whose expert shards are whole blocks (more TP, or EP), or bf16 weights (`ckptkit dequant`)",
+        );
+    }
     if let Some(o) = spec.merged_scale_overflow(par) {
         let module = crate::audit::names::pattern(o.param.rsplit_once('.').map_or(o.param.as_str(), |(m, _)| m));
         return fail(
