@@ -686,7 +686,7 @@ pub fn remap_with(
     let modules = module_prefixes(&expected);
     let no_fp8 = opts.target == crate::plan::Target::VllmAscend;
     let mut rows: Vec<Row> = Vec::with_capacity(ck.tensor_count());
-    let mut findings = Vec::new();
+    let mut findings = Folder::default();
     // (parameter, shard, expert) → the row that filled it.
     let mut filled: FxHashMap<(usize, usize, u64), &str> =
         FxHashMap::with_capacity_and_hasher(ck.tensor_count(), Default::default());
@@ -746,11 +746,7 @@ pub fn remap_with(
                             Unmapped::NoModule => unreachable!("handled above"),
                         }
                     };
-                    findings.push(
-                        Finding::new(code, format!("{} → {name}: {reason}", e.name))
-                            .file(&t.shard.name)
-                            .tensor(&e.name),
-                    );
+                    findings.add(code, &e.name, Some(&t.shard.name), || format!("{} → {name}: {reason}", e.name));
                     row.reason = Some(reason);
                     row.routed_to = Some(name);
                 }
@@ -777,30 +773,23 @@ pub fn remap_with(
                         None => {
                             row.action = Action::Unmapped;
                             let reason = format!("{name} has no shard `{key}`");
-                            findings.push(
-                                Finding::new(Code::RemapUnmapped, format!("{}: {reason}", e.name))
-                                    .file(&t.shard.name)
-                                    .tensor(&e.name),
-                            );
+                            findings.add(Code::RemapUnmapped, &e.name, Some(&t.shard.name), || {
+                                format!("{}: {reason}", e.name)
+                            });
                             row.reason = Some(reason);
                         }
                         Some((si, want)) => {
                             if let Some(want) = want {
                                 if *want != e.shape {
-                                    findings.push(
-                                        Finding::new(
-                                            Code::RemapShape,
-                                            format!(
-                                                "{} is {:?}; {name}{} expects {:?} from the config",
-                                                e.name,
-                                                e.shape,
-                                                if key.is_empty() { String::new() } else { format!(" shard {key}") },
-                                                want
-                                            ),
+                                    findings.add(Code::RemapShape, &e.name, Some(&t.shard.name), || {
+                                        format!(
+                                            "{} is {:?}; {name}{} expects {:?} from the config",
+                                            e.name,
+                                            e.shape,
+                                            if key.is_empty() { String::new() } else { format!(" shard {key}") },
+                                            want
                                         )
-                                        .file(&t.shard.name)
-                                        .tensor(&e.name),
-                                    );
+                                    });
                                 }
                             }
                             let experts: Vec<u64> = match (expert, exp.fused_experts) {
@@ -810,19 +799,14 @@ pub fn remap_with(
                             };
                             for x in experts {
                                 if let Some(prev) = filled.insert((pi, si, x), e.name.as_str()) {
-                                    findings.push(
-                                        Finding::new(
-                                            Code::RemapDuplicate,
-                                            format!(
-                                                "{} and {prev} both fill {name}{}{}",
-                                                e.name,
-                                                if key.is_empty() { String::new() } else { format!(" shard {key}") },
-                                                if x == u64::MAX { String::new() } else { format!(" expert {x}") }
-                                            ),
+                                    findings.add(Code::RemapDuplicate, &e.name, Some(&t.shard.name), || {
+                                        format!(
+                                            "{} and {prev} both fill {name}{}{}",
+                                            e.name,
+                                            if key.is_empty() { String::new() } else { format!(" shard {key}") },
+                                            if x == u64::MAX { String::new() } else { format!(" expert {x}") }
                                         )
-                                        .file(&t.shard.name)
-                                        .tensor(&e.name),
-                                    );
+                                    });
                                 }
                             }
                         }
@@ -874,11 +858,9 @@ pub fn remap_with(
         } else {
             format!(" ({})", slots.join(", "))
         };
-        findings.push(
-            Finding::new(Code::RemapUnfilled, format!("{name}{what}: no checkpoint tensor fills it")).tensor(&name),
-        );
+        findings.add(Code::RemapUnfilled, &name, None, || format!("{name}{what}: no checkpoint tensor fills it"));
     }
-    let mut findings = fold(findings);
+    let mut findings = findings.finish();
     if let Some(why) = &out_of_range {
         findings.push(Finding::new(
             Code::ConfigField,
@@ -940,30 +922,40 @@ pub fn remap_with(
 }
 
 /// One finding per (code, tensor pattern): a problem repeated in every layer or expert is reported
-/// once, with the count and the pattern.
-fn fold(findings: Vec<Finding>) -> Vec<Finding> {
-    use crate::audit::names::pattern;
-    let mut groups: Vec<(Finding, String, usize)> = Vec::new();
-    let mut index: HashMap<(Code, String), usize> = HashMap::new();
-    for f in findings {
-        let key = (f.code, f.tensor.as_deref().map(pattern).unwrap_or_default());
-        match index.get(&key) {
-            Some(&i) => groups[i].2 += 1,
-            None => {
-                index.insert(key.clone(), groups.len());
-                groups.push((f, key.1, 1));
-            }
+/// once, with the count and the pattern. The message is built for the first of each group only (a
+/// checkpoint whose every tensor disagrees with its config has ~90k of them).
+#[derive(Default)]
+struct Folder {
+    groups: Vec<(Finding, String, usize)>,
+    index: FxHashMap<(Code, String), usize>,
+}
+
+impl Folder {
+    fn add(&mut self, code: Code, tensor: &str, file: Option<&str>, message: impl FnOnce() -> String) {
+        let key = (code, crate::audit::names::pattern(tensor));
+        if let Some(&i) = self.index.get(&key) {
+            self.groups[i].2 += 1;
+            return;
         }
+        let mut f = Finding::new(code, message()).tensor(tensor);
+        if let Some(file) = file {
+            f = f.file(file);
+        }
+        self.index.insert(key.clone(), self.groups.len());
+        self.groups.push((f, key.1, 1));
     }
-    groups
-        .into_iter()
-        .map(|(mut f, pat, n)| {
-            if n > 1 {
-                f.message = format!("{} — and {} more like it ({pat})", f.message, n - 1);
-            }
-            f
-        })
-        .collect()
+
+    fn finish(self) -> Vec<Finding> {
+        self.groups
+            .into_iter()
+            .map(|(mut f, pat, n)| {
+                if n > 1 {
+                    f.message = format!("{} — and {} more like it ({pat})", f.message, n - 1);
+                }
+                f
+            })
+            .collect()
+    }
 }
 
 /// The share of tensors `family` maps to an expected parameter (for inference).
