@@ -333,8 +333,9 @@ fn choose_tp(
                 ),
             ),
             None => {
-                // Nothing fits this device; a TP vLLM can at least build is still a kit worth
-                // writing (for a larger device). A model vLLM builds at no TP gets none.
+                // Nothing serves on this device (memory, or a load failure such as scale-load); a TP
+                // vLLM can at least build is still a kit worth writing. A model vLLM builds at no TP
+                // gets none.
                 let buildable = report
                     .configs
                     .iter()
@@ -361,14 +362,14 @@ fn choose_tp(
                     c.tp,
                     c.ep,
                     format!(
-                        "`ckptkit plan --target {}`{served}: vLLM builds TP {}{} but it does not fit {dev} ({}); choose a larger device or read the plan",
+                        "`ckptkit plan --target {}`{served}: vLLM builds TP {}{}, but plan finds no configuration that serves on {dev} ({}); read the plan before serving",
                         target.as_str(),
                         c.tp,
                         if c.ep { " with EP" } else { "" },
                         why(c)
                     ),
                     format!(
-                        "`ckptkit plan --target {}`{served_zh}：vLLM 可以构建 TP {}{}，但在 {dev} 上放不下（{}）；请换更大的设备或阅读规划结果",
+                        "`ckptkit plan --target {}`{served_zh}：vLLM 可以构建 TP {}{}，但规划认为在 {dev} 上没有可服务的配置（{}）；部署前请阅读规划结果",
                         target.as_str(),
                         c.tp,
                         if c.ep { "（开启 EP）" } else { "" },
