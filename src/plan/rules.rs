@@ -191,10 +191,6 @@ fn kv_heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
 }
 
 /// The first q/k norm weight of the real checkpoint (or the config-derived one).
-fn norm_len(shape: &ModelShape, which: &str) -> Option<u64> {
-    shape.params.iter().find(|p| p.module.ends_with(which)).map(|p| p.out)
-}
-
 fn qk_norm(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     let (Some(hd), Some(nh)) = (ctx.cfg.head_dim, ctx.cfg.num_heads) else { return na(Rule::QkNorm, "no head_dim") };
     let nkv = ctx.cfg.num_kv_heads.unwrap_or(nh);
@@ -205,9 +201,13 @@ fn qk_norm(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         Some(_) => Some(nkv.saturating_mul(hd)),
         None => None,
     };
-    let Some(k_len) =
-        norm_len(ctx.shape, "self_attn.k_norm").or_else(|| norm_len(ctx.shape, "attention.k_norm")).or(implied)
-    else {
+    let k_norm = ctx.spec.and_then(|s| {
+        s.params
+            .iter()
+            .find(|p| p.qk_norm == Some(crate::remap::rules::QkSide::K))
+            .and_then(|p| p.shards.first()?.1.as_ref()?.first().copied())
+    });
+    let Some(k_len) = k_norm.or(implied) else {
         return na(Rule::QkNorm, "no q/k norm weights");
     };
     let tp = par.tp;

@@ -254,6 +254,8 @@ pub struct Expected {
     pub heads: Option<u64>,
     /// For a quantization companion: the weight it scales.
     pub scale_of: Option<ScaleOf>,
+    /// The attention's q or k norm.
+    pub qk_norm: Option<rules::QkSide>,
 }
 
 /// Where a parameter sits, for pipeline stages and for what the main model builds.
@@ -345,6 +347,7 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
             tp_dim: rule.tp_dim,
             heads,
             scale_of,
+            qk_norm: rule.qk_norm,
         };
         for (name, role) in expand(rule, vars) {
             if rule.quantized {
@@ -721,108 +724,108 @@ pub fn remap_with(
         match routed {
             Route::Skip(reason) => row.reason = Some(reason),
             Route::KvScale { .. } => unreachable!("resolved above"),
-            Route::Param { name, shard, expert, stacked } => match by_name
-                .get(name.as_str())
-                .map(|&i| (i, &expected[i]))
-            {
-                None => {
-                    row.action = Action::Unmapped;
-                    let first = name.split('.').next().unwrap_or("");
-                    let (code, reason) = if !modules.contains(first) || family.unmapped == Unmapped::NoModule {
-                        let class =
-                            if family.class.is_empty() { family.architectures[0].as_str() } else { &family.class };
-                        // AutoWeightsLoader names the first path prefix no module has.
-                        let prefix = unknown_prefix(&name, &modules);
-                        (
-                            Code::RemapUnmapped,
-                            format!("ValueError: There is no module or parameter named '{prefix}' in {class}"),
-                        )
-                    } else {
-                        match family.unmapped {
-                            Unmapped::Keyerror => (Code::RemapUnmapped, format!("KeyError: '{name}'")),
-                            Unmapped::Drop => {
-                                (Code::RemapUnmappedDropped, format!("silently skipped (`{name}` is not a parameter)"))
+            Route::Param { name, shard, expert, stacked } => {
+                match by_name.get(name.as_str()).map(|&i| (i, &expected[i])) {
+                    None => {
+                        row.action = Action::Unmapped;
+                        let first = name.split('.').next().unwrap_or("");
+                        let (code, reason) = if !modules.contains(first) || family.unmapped == Unmapped::NoModule {
+                            let class =
+                                if family.class.is_empty() { family.architectures[0].as_str() } else { &family.class };
+                            // AutoWeightsLoader names the first path prefix no module has.
+                            let prefix = unknown_prefix(&name, &modules);
+                            (
+                                Code::RemapUnmapped,
+                                format!("ValueError: There is no module or parameter named '{prefix}' in {class}"),
+                            )
+                        } else {
+                            match family.unmapped {
+                                Unmapped::Keyerror => (Code::RemapUnmapped, format!("KeyError: '{name}'")),
+                                Unmapped::Drop => (
+                                    Code::RemapUnmappedDropped,
+                                    format!("silently skipped (`{name}` is not a parameter)"),
+                                ),
+                                Unmapped::NoModule => unreachable!("handled above"),
                             }
-                            Unmapped::NoModule => unreachable!("handled above"),
-                        }
-                    };
-                    findings.add(code, &e.name, Some(&t.shard.name), || format!("{} → {name}: {reason}", e.name));
-                    row.reason = Some(reason);
-                    row.routed_to = Some(name);
-                }
-                Some((pi, exp)) => {
-                    row.partition = Some(exp.partition);
-                    row.action = if expert.is_some() || exp.fused_experts {
-                        Action::Expert
-                    } else if stacked {
-                        Action::Stack
-                    } else {
-                        Action::Load
-                    };
-                    let is_scale = e.name.rsplit('.').next().is_some_and(|l| l.contains("scale"));
-                    if no_fp8 && e.dtype.is_fp8_weight() {
-                        row.action = Action::DequantizeThenLoad;
-                    } else if no_fp8 && is_scale && quant.as_ref().is_some_and(|q| q.fp8_scale.is_some()) {
-                        row.action = Action::Skip;
-                        row.reason = Some("consumed by dequantizing its weight (target without fp8)".into());
-                    }
-                    let key = shard_key(&shard);
-                    // The slot must exist for this shard id.
-                    let slot = exp.shards.iter().position(|(k, _)| *k == key);
-                    match slot.map(|si| (si, exp.shards[si].1.as_ref())) {
-                        None => {
-                            row.action = Action::Unmapped;
-                            let reason = format!("{name} has no shard `{key}`");
-                            findings.add(Code::RemapUnmapped, &e.name, Some(&t.shard.name), || {
-                                format!("{}: {reason}", e.name)
-                            });
-                            row.reason = Some(reason);
-                        }
-                        Some((si, want)) => {
-                            if let Some(want) = want {
-                                if *want != e.shape {
-                                    findings.add(Code::RemapShape, &e.name, Some(&t.shard.name), || {
-                                        format!(
-                                            "{} is {:?}; {name}{} expects {:?} from the config",
-                                            e.name,
-                                            e.shape,
-                                            if key.is_empty() { String::new() } else { format!(" shard {key}") },
-                                            want
-                                        )
-                                    });
-                                }
-                            }
-                            let experts: Vec<u64> = match (expert, exp.fused_experts) {
-                                (Some(x), _) => vec![x],
-                                (None, true) => (0..exp.experts.unwrap_or(1)).collect(),
-                                (None, false) => vec![u64::MAX],
-                            };
-                            for x in experts {
-                                if let Some(prev) = filled.insert((pi, si, x), e.name.as_str()) {
-                                    findings.add(Code::RemapDuplicate, &e.name, Some(&t.shard.name), || {
-                                        format!(
-                                            "{} and {prev} both fill {name}{}{}",
-                                            e.name,
-                                            if key.is_empty() { String::new() } else { format!(" shard {key}") },
-                                            if x == u64::MAX { String::new() } else { format!(" expert {x}") }
-                                        )
-                                    });
-                                }
-                            }
-                        }
-                    }
-                    if row.action == Action::Unmapped {
+                        };
+                        findings.add(code, &e.name, Some(&t.shard.name), || format!("{} → {name}: {reason}", e.name));
+                        row.reason = Some(reason);
                         row.routed_to = Some(name);
-                    } else {
-                        row.param = Some(name);
-                        row.shard_id = shard;
-                        row.expert_id = expert;
                     }
-                    if opts.rows {
-                        row.tp = tp_split(exp, &row, &vars, opts);
+                    Some((pi, exp)) => {
+                        row.partition = Some(exp.partition);
+                        row.action = if expert.is_some() || exp.fused_experts {
+                            Action::Expert
+                        } else if stacked {
+                            Action::Stack
+                        } else {
+                            Action::Load
+                        };
+                        let is_scale = e.name.rsplit('.').next().is_some_and(|l| l.contains("scale"));
+                        if no_fp8 && e.dtype.is_fp8_weight() {
+                            row.action = Action::DequantizeThenLoad;
+                        } else if no_fp8 && is_scale && quant.as_ref().is_some_and(|q| q.fp8_scale.is_some()) {
+                            row.action = Action::Skip;
+                            row.reason = Some("consumed by dequantizing its weight (target without fp8)".into());
+                        }
+                        let key = shard_key(&shard);
+                        // The slot must exist for this shard id.
+                        let slot = exp.shards.iter().position(|(k, _)| *k == key);
+                        match slot.map(|si| (si, exp.shards[si].1.as_ref())) {
+                            None => {
+                                row.action = Action::Unmapped;
+                                let reason = format!("{name} has no shard `{key}`");
+                                findings.add(Code::RemapUnmapped, &e.name, Some(&t.shard.name), || {
+                                    format!("{}: {reason}", e.name)
+                                });
+                                row.reason = Some(reason);
+                            }
+                            Some((si, want)) => {
+                                if let Some(want) = want {
+                                    if *want != e.shape {
+                                        findings.add(Code::RemapShape, &e.name, Some(&t.shard.name), || {
+                                            format!(
+                                                "{} is {:?}; {name}{} expects {:?} from the config",
+                                                e.name,
+                                                e.shape,
+                                                if key.is_empty() { String::new() } else { format!(" shard {key}") },
+                                                want
+                                            )
+                                        });
+                                    }
+                                }
+                                let experts: Vec<u64> = match (expert, exp.fused_experts) {
+                                    (Some(x), _) => vec![x],
+                                    (None, true) => (0..exp.experts.unwrap_or(1)).collect(),
+                                    (None, false) => vec![u64::MAX],
+                                };
+                                for x in experts {
+                                    if let Some(prev) = filled.insert((pi, si, x), e.name.as_str()) {
+                                        findings.add(Code::RemapDuplicate, &e.name, Some(&t.shard.name), || {
+                                            format!(
+                                                "{} and {prev} both fill {name}{}{}",
+                                                e.name,
+                                                if key.is_empty() { String::new() } else { format!(" shard {key}") },
+                                                if x == u64::MAX { String::new() } else { format!(" expert {x}") }
+                                            )
+                                        });
+                                    }
+                                }
+                            }
+                        }
+                        if row.action == Action::Unmapped {
+                            row.routed_to = Some(name);
+                        } else {
+                            row.param = Some(name);
+                            row.shard_id = shard;
+                            row.expert_id = expert;
+                        }
+                        if opts.rows {
+                            row.tp = tp_split(exp, &row, &vars, opts);
+                        }
                     }
                 }
-            },
+            }
         }
         if opts.rows {
             rows.push(row);

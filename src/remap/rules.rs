@@ -137,6 +137,18 @@ pub struct ParamRule {
     /// `AssertionError: {heads} is not divisible by {tp}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heads: Option<String>,
+    /// The decoder attention's q or k norm (its width decides how it behaves under TP: plan's
+    /// qk-norm rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qk_norm: Option<QkSide>,
+}
+
+/// Which of the attention's q/k norms a parameter is (`qk_norm` in a rule file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QkSide {
+    Q,
+    K,
 }
 
 /// Where a parameter sits in the model (`role` in a rule file).
