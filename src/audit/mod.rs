@@ -195,7 +195,11 @@ pub fn audit_with(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>, fam
             rayon::join(
                 || {
                     let mut f = Vec::new();
-                    (pair_fp8(ck, scheme.as_ref(), rules, &mut f), f)
+                    let pairing = pair_fp8(ck, scheme.as_ref(), rules, &mut f);
+                    if let Some(d) = &ck.modelslim {
+                        crate::quant::modelslim::check(ck, d, &mut f);
+                    }
+                    (pairing, f)
                 },
                 || tree::fold(ck),
             )

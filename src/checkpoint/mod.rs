@@ -34,6 +34,8 @@ pub struct Checkpoint {
     pub config: Option<ModelConfig>,
     /// `hf_quant_config.json` (older ModelOpt exports), when present.
     pub hf_quant_config: Option<Value>,
+    /// A ModelSlim description (`quant_model_description*.json`), when present.
+    pub modelslim: Option<crate::quant::modelslim::Description>,
     /// Every tensor a loader would see, by name: (shard, entry) positions, so no name is copied.
     /// When a name is in two shards (itself a finding), the later shard in load order wins, as in vLLM.
     by_name: HashTable<(u32, u32)>,
@@ -109,7 +111,10 @@ impl Checkpoint {
     /// `compression_config`, or hf_quant_config.json), detected once for every command.
     pub fn quant_scheme(&self) -> Option<&crate::quant::QuantScheme> {
         self.quant
-            .get_or_init(|| crate::quant::QuantScheme::detect(self.config_json.as_ref(), self.hf_quant_config.as_ref()))
+            .get_or_init(|| {
+                crate::quant::QuantScheme::detect(self.config_json.as_ref(), self.hf_quant_config.as_ref())
+                    .or_else(|| self.modelslim.as_ref().map(crate::quant::QuantScheme::from_modelslim))
+            })
             .as_ref()
     }
 
@@ -125,6 +130,10 @@ impl Checkpoint {
         let root = source.root.clone();
         let (config_json, config) = read_config(&root, &mut findings);
         let hf_quant_config = read_side_json(&root, "hf_quant_config.json", &mut findings);
+        let modelslim = crate::quant::modelslim::Description::find(&root).and_then(|name| {
+            let v = read_side_json(&root, &name, &mut findings)?;
+            crate::quant::modelslim::Description::from_value(&name, &v)
+        });
 
         let listing = match &source.single_file {
             Some(f) => Listing { safetensors: vec![f.clone()], ..Listing::default() },
@@ -242,6 +251,7 @@ impl Checkpoint {
             config_json,
             config,
             hf_quant_config,
+            modelslim,
             by_name,
             order,
             quant: std::sync::OnceLock::new(),

@@ -299,6 +299,8 @@ fn companions(ck: &Checkpoint, scheme: Option<&QuantScheme>, out: &mut Vec<Findi
             &["scales", "qzeros"]
         }
         QuantMethod::Fp8 | QuantMethod::CompressedTensors | QuantMethod::Unnamed => return,
+        // ModelSlim: checked against its description (quant::modelslim).
+        QuantMethod::Ascend if s.modelslim.is_some() => return,
         QuantMethod::Modelopt if s.fp8_scale.is_some() => return,
         other => {
             out.push(Finding::new(

@@ -118,9 +118,33 @@ pub struct QuantScheme {
     /// The key `not_converted` came from.
     pub not_converted_key: Option<&'static str>,
     pub kv_cache_scheme: Option<String>,
+    /// For ModelSlim (`--quantization ascend`): the description file, each tensor's scheme.
+    #[serde(skip)]
+    pub modelslim: Option<std::sync::Arc<super::modelslim::Description>>,
 }
 
 impl QuantScheme {
+    /// A ModelSlim checkpoint: vLLM-Ascend's `--quantization ascend`, auto-detected from its
+    /// description file (vllm_ascend/quantization/modelslim_config.py).
+    pub fn from_modelslim(d: &super::modelslim::Description) -> QuantScheme {
+        QuantScheme {
+            method: QuantMethod::Ascend,
+            source: d.file.clone(),
+            fp8_scale: None,
+            scale_suffix: None,
+            scale_fmt: None,
+            fmt: None,
+            activation_scheme: None,
+            bits: None,
+            group_size: None,
+            format: d.model_quant_type.clone(),
+            not_converted: Vec::new(),
+            not_converted_key: None,
+            kv_cache_scheme: None,
+            modelslim: Some(std::sync::Arc::new(d.clone())),
+        }
+    }
+
     pub fn detect(config: Option<&Value>, hf_quant_config: Option<&Value>) -> Option<QuantScheme> {
         let (q, source) = config
             .and_then(|c| {
@@ -163,6 +187,7 @@ impl QuantScheme {
             not_converted: Vec::new(),
             not_converted_key: None,
             kv_cache_scheme: None,
+            modelslim: None,
         };
         for key in ["ignored_layers", "modules_to_not_convert", "ignore", "exclude_modules", "llm_int8_skip_modules"] {
             let list = q.get(key).or_else(|| modelopt.and_then(|m| m.get(key)));

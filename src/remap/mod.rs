@@ -389,10 +389,95 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
                     }
                 }
             }
-            out.push(base(name, rule.partition, shards.clone(), role, rule.dtype, None));
+            let mut weight_shards = shards.clone();
+            if rule.quantized {
+                if let Some(d) = quant.and_then(|q| q.modelslim.as_deref()) {
+                    out.extend(modelslim_companions(family, d, &name, rule.partition, &mut weight_shards, &base, role));
+                }
+            }
+            out.push(base(name, rule.partition, weight_shards, role, rule.dtype, None));
         }
     }
     out
+}
+
+/// The checkpoint modules a vLLM parameter is loaded from: its stacked shards, or expert 0's
+/// projections for a fused expert parameter (vLLM-Ascend reads MoE layers' schemes from `experts.0.*`).
+fn checkpoint_modules(family: &Family, param: &str) -> Vec<String> {
+    let module = param.strip_suffix(".weight").or_else(|| param.strip_suffix("weight")).unwrap_or(param);
+    if let Some(ex) = &family.experts {
+        if let Some(pos) = module.find(ex.param.as_str()) {
+            let head = &module[..pos];
+            let tail = &module[pos + ex.param.len()..];
+            let projections: &[&String] = match tail {
+                "w13_" => &[&ex.gate, &ex.up],
+                "w2_" => &[&ex.down],
+                _ => &[],
+            };
+            return projections.iter().map(|p| format!("{head}experts.0.{p}")).collect();
+        }
+    }
+    let dotted = format!("{module}.");
+    let shards: Vec<String> = family
+        .stacked
+        .iter()
+        .filter(|st| dotted.contains(st.param.as_str()))
+        .map(|st| dotted.replacen(st.param.as_str(), &st.shard, 1).trim_end_matches('.').to_string())
+        .collect();
+    if shards.is_empty() {
+        vec![module.to_string()]
+    } else {
+        shards
+    }
+}
+
+/// The tensors vLLM-Ascend's method loads beside a ModelSlim-quantized weight (`modelslim.json`),
+/// as parameters with the weight's shard ids, when the description gives its checkpoint modules
+/// one scheme that has companions.
+fn modelslim_companions(
+    family: &Family,
+    d: &crate::quant::modelslim::Description,
+    name: &str,
+    partition: Partition,
+    shards: &mut [(String, Option<Vec<u64>>)],
+    base: &dyn Fn(
+        String,
+        Partition,
+        Vec<(String, Option<Vec<u64>>)>,
+        Role,
+        Option<rules::AllocDtype>,
+        Option<ScaleOf>,
+    ) -> Expected,
+    role: Role,
+) -> Vec<Expected> {
+    let modules = checkpoint_modules(family, name);
+    let schemes: Vec<Option<&str>> = modules.iter().map(|m| d.scheme_of(m)).collect();
+    let Some(Some(scheme)) = schemes.first().copied() else { return Vec::new() };
+    if schemes.iter().any(|s| *s != Some(scheme)) {
+        return Vec::new(); // mixed fused shards: audit's ModelSlim check reports the layer
+    }
+    let Some(c) = crate::quant::modelslim::contract(scheme) else { return Vec::new() };
+    // The checkpoint holds packed weights: [N / packed_n, K]; companions are over that shape.
+    if c.packed_n > 1 {
+        for (_, s) in shards.iter_mut() {
+            if let Some(n) = s.as_mut().and_then(|s| s.first_mut()) {
+                *n /= c.packed_n;
+            }
+        }
+    }
+    let stem = name.strip_suffix("weight").unwrap_or(name);
+    c.companions
+        .iter()
+        .map(|comp| {
+            let per_row = comp.shape.first().is_some_and(|d| d.starts_with('N'));
+            let part = if per_row && partition != Partition::Row { partition } else { Partition::Replicated };
+            let comp_shards = shards
+                .iter()
+                .map(|(id, s)| (id.clone(), s.as_ref().and_then(|s| comp.shape_for(s).into_iter().collect())))
+                .collect();
+            base(format!("{stem}{}", comp.suffix), part, comp_shards, role, None, None)
+        })
+        .collect()
 }
 
 /// Whether vLLM leaves `module` unquantized: listed in the quantization's not-converted modules, or,
