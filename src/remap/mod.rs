@@ -431,6 +431,12 @@ fn checkpoint_modules(family: &Family, param: &str) -> Vec<String> {
     }
 }
 
+/// Shards of one parameter: (shard id, checkpoint shape when the config gives it).
+type Shards = Vec<(String, Option<Vec<u64>>)>;
+
+/// `expected_params`' constructor of one parameter of the rule being expanded.
+type MakeExpected<'a> = dyn Fn(String, Partition, Shards, Role, Option<rules::AllocDtype>, Option<ScaleOf>) -> Expected + 'a;
+
 /// The tensors vLLM-Ascend's method loads beside a ModelSlim-quantized weight (`modelslim.json`),
 /// as parameters with the weight's shard ids, when the description gives its checkpoint modules
 /// one scheme that has companions.
@@ -440,14 +446,7 @@ fn modelslim_companions(
     name: &str,
     partition: Partition,
     shards: &mut [(String, Option<Vec<u64>>)],
-    base: &dyn Fn(
-        String,
-        Partition,
-        Vec<(String, Option<Vec<u64>>)>,
-        Role,
-        Option<rules::AllocDtype>,
-        Option<ScaleOf>,
-    ) -> Expected,
+    base: &MakeExpected<'_>,
     role: Role,
 ) -> Vec<Expected> {
     let modules = checkpoint_modules(family, name);
