@@ -124,6 +124,7 @@ codes! {
     QuantCompanionMissing = "quant-companion-missing", Error, "A packed weight lacks a companion tensor its scheme requires (qzeros / scales / g_idx).";
     KvScales = "kv-scales", Info, "KV-cache scale tensors found; vLLM remaps them to `.attn.k_scale` / `.attn.v_scale`.";
     KvScaleIncomplete = "kv-scale-incomplete", Warning, "A layer has only one of k_scale / v_scale; vLLM asserts k_scale > 0 (vllm#46264) or falls back to 1.0.";
+    ModelslimDescriptionName = "modelslim-description-name", Error, "vLLM-Ascend reads only quant_model_description.json (else \"ModelSlim Quantization Config Not Found\"); the older msModelSlim API names it quant_model_description_<type>.json. Rename the file.";
     ModelslimUndescribed = "modelslim-undescribed", Error, "vLLM-Ascend reads each tensor's scheme from quant_model_description.json; a tensor it does not list is loaded under no scheme. Rewrite the description with the checkpoint (msModelSlim writes both together).";
     ModelslimMissing = "modelslim-missing", Error, "The description lists a tensor no shard holds: the quantized checkpoint is incomplete. Copy or download it again.";
     ModelslimScheme = "modelslim-scheme", Error, "vLLM-Ascend has no method for this scheme at this layer; quantize the layer with a scheme it serves (W8A8_DYNAMIC, W8A8, W8A16; W4A8_DYNAMIC for MoE experts) or keep it FLOAT.";

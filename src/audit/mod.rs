@@ -140,12 +140,18 @@ fn fold_consequences(
     use crate::findings::{Code, Severity};
     let unreadable = ck.unreadable();
     let lm_head_missing = reported.iter().any(|f| f.code == Code::LmHeadMissing);
+    // A ModelSlim layer whose companions are missing or wrong is reported by its contract check;
+    // the parameters they would fill are that defect again.
+    let modelslim_reported =
+        reported.iter().any(|f| matches!(f.code, Code::ModelslimMissing | Code::ModelslimCompanion));
+    let companion = |t: &str| crate::quant::modelslim::companion_suffixes().any(|s| t.ends_with(s));
     let mut folded = 0usize;
     let mut out: Vec<Finding> = remap
         .into_iter()
         .filter(|f| {
             let consequence = f.code == Code::RemapUnfilled
                 && (!unreadable.is_empty()
+                    || (modelslim_reported && f.tensor.as_deref().is_some_and(companion))
                     || (lm_head_missing
                         && f.tensor
                             .as_deref()
@@ -210,7 +216,7 @@ pub fn audit_with(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>, fam
         findings.push(crate::findings::Finding::new(
             crate::findings::Code::QuantScheme,
             format!(
-                "{} (from {}){}{}",
+                "{} (from {}){}{}{}",
                 s.method,
                 s.source,
                 s.fp8_scale
@@ -220,6 +226,14 @@ pub fn audit_with(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>, fam
                     String::new()
                 } else {
                     format!(", {} modules not converted", s.not_converted.len())
+                },
+                match &s.modelslim {
+                    Some(d) => format!(
+                        ", model_quant_type {}; weights by scheme: {}",
+                        d.model_quant_type.as_deref().unwrap_or("(none)"),
+                        d.weight_schemes()
+                    ),
+                    None => String::new(),
                 }
             ),
         ));

@@ -67,6 +67,17 @@ impl Description {
         older.into_iter().next()
     }
 
+    /// How many weights each scheme covers, for the report (`W8A8_DYNAMIC 14, FLOAT 5`).
+    pub fn weight_schemes(&self) -> String {
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for (name, scheme) in &self.types {
+            if name.ends_with(".weight") {
+                *counts.entry(scheme).or_default() += 1;
+            }
+        }
+        counts.iter().map(|(s, n)| format!("{s} {n}")).collect::<Vec<_>>().join(", ")
+    }
+
     /// The scheme of the layer whose weight is `module.weight`.
     pub fn scheme_of(&self, module: &str) -> Option<&str> {
         self.types.get(&format!("{module}.weight")).map(String::as_str)
@@ -109,6 +120,11 @@ fn contracts() -> &'static BTreeMap<String, Contract> {
         .schemes
 }
 
+/// Every companion suffix any scheme loads (`weight_scale`, `quant_bias`, …).
+pub fn companion_suffixes() -> impl Iterator<Item = &'static str> {
+    contracts().values().flat_map(|c| c.companions.iter().map(|c| c.suffix.as_str()))
+}
+
 /// The contract of a scheme, if vLLM-Ascend has a method for it.
 pub fn contract(scheme: &str) -> Option<&'static Contract> {
     contracts().get(scheme)
@@ -135,6 +151,15 @@ impl Companion {
 /// vLLM-Ascend method loads, with their dtypes and shapes.
 pub fn check(ck: &Checkpoint, d: &Description, out: &mut Vec<Finding>) {
     let file = d.file.as_str();
+    if file != DESCRIPTION {
+        out.push(
+            Finding::new(
+                Code::ModelslimDescriptionName,
+                format!("the description is {file}; vLLM-Ascend reads only {DESCRIPTION}: rename it (`mv {file} {DESCRIPTION}`)"),
+            )
+            .file(file),
+        );
+    }
     for t in ck.tensors() {
         if !d.types.contains_key(&t.entry.name) {
             out.push(
@@ -187,6 +212,9 @@ pub fn check(ck: &Checkpoint, d: &Description, out: &mut Vec<Finding>) {
         for comp in &c.companions {
             let cname = format!("{module}.{}", comp.suffix);
             let Some(ct) = ck.get(&cname) else {
+                if d.types.contains_key(&cname) {
+                    continue; // listed but absent: reported as modelslim-missing above
+                }
                 out.push(
                     Finding::new(
                         Code::ModelslimCompanion,

@@ -435,7 +435,8 @@ fn checkpoint_modules(family: &Family, param: &str) -> Vec<String> {
 type Shards = Vec<(String, Option<Vec<u64>>)>;
 
 /// `expected_params`' constructor of one parameter of the rule being expanded.
-type MakeExpected<'a> = dyn Fn(String, Partition, Shards, Role, Option<rules::AllocDtype>, Option<ScaleOf>) -> Expected + 'a;
+type MakeExpected<'a> =
+    dyn Fn(String, Partition, Shards, Role, Option<rules::AllocDtype>, Option<ScaleOf>) -> Expected + 'a;
 
 /// The tensors vLLM-Ascend's method loads beside a ModelSlim-quantized weight (`modelslim.json`),
 /// as parameters with the weight's shard ids, when the description gives its checkpoint modules
