@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Regenerate fixtures/modelslim-* : tiny checkpoints written by msModelSlim itself (vLLM-Ascend's quantizer),
+# on the CPU, from the tiny bf16 fixtures fixtures/llama and fixtures/qwen3-moe (copied, never modified).
+#
+#   bash tools/fixtures_modelslim.sh              # from the repo root; needs python3.11 + PyPI (~3 GB of wheels)
+#
+# Env: MSM_WORK  scratch dir (default /tmp/msm/gen). Its venv/ is reused when its pinned versions match;
+#                run/ is wiped each time. Keep the default: msModelSlim records the calibration file's absolute
+#                path ($MSM_WORK/run/calib.jsonl) in *_best_practice.yaml, so another MSM_WORK changes that file.
+#      MSM_VENV  use this existing venv instead of $MSM_WORK/venv (its versions are still checked).
+#
+# Writes (each dir = exactly the files msModelSlim wrote, nothing removed; tokenizer files are ~11 KB, kept):
+#   fixtures/modelslim-llama-w8a8-dynamic        W8A8_DYNAMIC  modelslim_v1 CLI, --model_type default
+#   fixtures/modelslim-qwen3-moe-w8a8-dynamic    W8A8_DYNAMIC  modelslim_v1 CLI, --model_type Qwen3-30B
+#   fixtures/modelslim-llama-w8a8                W8A8 (static) modelslim_v1 CLI, --model_type default
+#   fixtures/modelslim-llama-w8a16               W8A16         modelslim_v1 CLI, --model_type default
+#   fixtures/modelslim-qwen3-moe-w4a8-dynamic    W4A8_DYNAMIC experts + W8A8_DYNAMIC attention, Qwen3-30B
+#   fixtures/modelslim-llama-w8a8-dynamic-v0     W8A8_DYNAMIC  older Python API (msmodelslim.pytorch.llm_ptq),
+#        save_type=['safe_tensor']; that API writes no config.json, so this script copies the source's
+#        config.json next to its two files (the only file here that msModelSlim did not write).
+# Two runs of this script give byte-identical fixtures (checked with msmodelslim 26.1.0 / torch 2.7.1).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TOOLS=$ROOT/tools
+WORK=${MSM_WORK:-/tmp/msm/gen}
+VENV=${MSM_VENV:-$WORK/venv}
+RUN=$WORK/run
+PY=$VENV/bin/python
+
+# Exact versions (pip freeze of the venv the fixtures were made with, python 3.11, linux x86_64).
+PINS="msmodelslim==26.1.0 torch==2.7.1 transformers==4.57.6 tokenizers==0.22.2 safetensors==0.8.0
+accelerate==1.15.0 numpy==2.4.6 huggingface_hub==0.36.2 scipy==1.17.1 pydantic==2.14.4 PyYAML==6.0.4"
+CONSTRAINTS="annotated-types==0.8.0 bracex==3.2.3 certifi==2026.10.19.post1 charset-normalizer==3.5.3
+easydict==1.13 einops==0.8.2 filelock==4.3.1 fsspec==2026.9.0 hf-xet==1.8.0 idna==3.20 Jinja2==3.1.6
+MarkupSafe==3.0.4 mpmath==1.3.0 networkx==3.6.1 nvidia-cublas-cu12==12.6.4.1 nvidia-cuda-cupti-cu12==12.6.80
+nvidia-cuda-nvrtc-cu12==12.6.77 nvidia-cuda-runtime-cu12==12.6.77 nvidia-cudnn-cu12==9.5.1.17
+nvidia-cufft-cu12==11.3.0.4 nvidia-cufile-cu12==1.11.1.6 nvidia-curand-cu12==10.3.7.77
+nvidia-cusolver-cu12==11.7.1.2 nvidia-cusparse-cu12==12.5.4.2 nvidia-cusparselt-cu12==0.6.3
+nvidia-nccl-cu12==2.26.2 nvidia-nvjitlink-cu12==12.6.85 nvidia-nvtx-cu12==12.6.77 packaging==26.4 psutil==7.2.2
+pydantic_core==2.50.5 pygtrie==2.6.2 regex==2026.11.19 requests==2.34.2 sympy==1.14.0 tqdm==4.70.1
+triton==3.3.1 typing-inspection==0.4.5 typing_extensions==4.16.0 urllib3==2.8.0 wcmatch==12.0.3"
+
+check_versions() {
+    "$PY" - $PINS <<'EOF'
+import sys
+from importlib.metadata import version, PackageNotFoundError
+bad = []
+for pin in sys.argv[1:]:
+    name, want = pin.split("==")
+    try:
+        have = version(name)
+    except PackageNotFoundError:
+        have = None
+    if have != want:
+        bad.append(f"{name}: want {want}, have {have}")
+if bad:
+    print("version mismatch:\n  " + "\n  ".join(bad), file=sys.stderr); sys.exit(1)
+print("versions ok:", " ".join(sys.argv[1:]))
+EOF
+}
+
+mkdir -p "$WORK"
+if [ ! -x "$PY" ] || ! check_versions >/dev/null 2>&1; then
+    [ -n "${MSM_VENV:-}" ] && { check_versions; exit 1; }
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    printf '%s\n' $PINS $CONSTRAINTS > "$WORK/constraints.txt"
+    "$VENV/bin/pip" install -q -c "$WORK/constraints.txt" $PINS
+fi
+check_versions
+
+export PYTHONHASHSEED=0 CUDA_VISIBLE_DEVICES="" TOKENIZERS_PARALLELISM=false
+rm -rf "$RUN"; mkdir -p "$RUN/out"
+
+# Inputs: copies of the bf16 fixtures + WordLevel tokenizer + calib.jsonl (same file for both models).
+"$PY" "$TOOLS/fixtures_modelslim_prep.py" "$ROOT/fixtures/llama" "$RUN/llama" "$RUN/calib.jsonl"
+"$PY" "$TOOLS/fixtures_modelslim_prep.py" "$ROOT/fixtures/qwen3-moe" "$RUN/qwen3-moe" "$RUN/calib.jsonl"
+
+# modelslim_v1 configs (from shared/recipes/modelslim): per-channel min-max RTN int8/int4 weights, no anti-outlier.
+cat > "$RUN/w8a8_dynamic.yaml" <<EOF
+apiversion: modelslim_v1
+metadata:
+  config_id: tiny-w8a8-dynamic-rtn
+  label: {w_bit: 8, a_bit: 8, is_sparse: False, kv_cache: False}
+spec:
+  process:
+    - type: "linear_quant"
+      qconfig:
+        act:    {scope: "per_token",   dtype: "int8", symmetric: True, method: "minmax"}
+        weight: {scope: "per_channel", dtype: "int8", symmetric: True, method: "minmax"}
+      include: ["*"]
+      exclude: ["*mlp.gate"]
+  runner: "model_wise"
+  dataset: $RUN/calib.jsonl
+  save:
+    - type: "ascendv1_saver"
+      part_file_size: 4
+EOF
+cat > "$RUN/w8a8_static.yaml" <<EOF
+apiversion: modelslim_v1
+metadata:
+  config_id: tiny-w8a8-static
+  label: {w_bit: 8, a_bit: 8, is_sparse: False, kv_cache: False}
+spec:
+  process:
+    - type: "linear_quant"
+      qconfig:
+        act:    {scope: "per_tensor",  dtype: "int8", symmetric: False, method: "minmax"}
+        weight: {scope: "per_channel", dtype: "int8", symmetric: True,  method: "minmax"}
+      include: ["*"]
+      exclude: ["*mlp.gate"]
+  runner: "model_wise"
+  dataset: $RUN/calib.jsonl
+  save:
+    - type: "ascendv1_saver"
+      part_file_size: 4
+EOF
+cat > "$RUN/w8a16.yaml" <<EOF
+apiversion: modelslim_v1
+metadata:
+  config_id: tiny-w8a16
+  label: {w_bit: 8, a_bit: 16, is_sparse: False, kv_cache: False}
+spec:
+  process:
+    - type: "linear_quant"
+      qconfig:
+        weight: {scope: "per_channel", dtype: "int8", symmetric: True, method: "minmax"}
+      include: ["*"]
+      exclude: ["*mlp.gate"]
+  runner: "model_wise"
+  dataset: $RUN/calib.jsonl
+  save:
+    - type: "ascendv1_saver"
+      part_file_size: 4
+EOF
+cat > "$RUN/w4a8_dynamic_moe.yaml" <<EOF
+apiversion: modelslim_v1
+metadata:
+  config_id: tiny-moe-w4a8-dynamic
+  label: {w_bit: 4, a_bit: 8, is_sparse: False, kv_cache: False}
+default_w8a8_dynamic: &default_w8a8_dynamic
+  act:    {scope: "per_token",   dtype: "int8", symmetric: True, method: "minmax"}
+  weight: {scope: "per_channel", dtype: "int8", symmetric: True, method: "minmax"}
+default_w4a8_dynamic: &default_w4a8_dynamic
+  act:    {scope: "per_token",   dtype: "int8", symmetric: True, method: "minmax"}
+  weight: {scope: "per_channel", dtype: "int4", symmetric: True, method: "minmax"}
+spec:
+  process:
+    - type: "group"
+      configs:
+        - type: "linear_quant"
+          qconfig: *default_w8a8_dynamic
+          include: ["*self_attn*"]
+        - type: "linear_quant"
+          qconfig: *default_w8a8_dynamic
+          include: ["*mlp*"]
+          exclude: ["*mlp.gate", "*mlp.experts.*"]
+        - type: "linear_quant"
+          qconfig: *default_w4a8_dynamic
+          include: ["*mlp.experts*"]
+  runner: "model_wise"
+  dataset: $RUN/calib.jsonl
+  save:
+    - type: "ascendv1_saver"
+      part_file_size: 4
+EOF
+
+quant() {  # NAME MODEL CONFIG MODEL_TYPE
+    echo "== modelslim-$1"
+    "$VENV/bin/msmodelslim" quant --model_path "$RUN/$2" --save_path "$RUN/out/modelslim-$1" --device cpu \
+        --config_path "$RUN/$3.yaml" --model_type "$4" --trust_remote_code False > "$RUN/$1.log" 2>&1 \
+        || { tail -30 "$RUN/$1.log"; exit 1; }
+}
+quant llama-w8a8-dynamic      llama     w8a8_dynamic     default
+quant qwen3-moe-w8a8-dynamic  qwen3-moe w8a8_dynamic     Qwen3-30B
+quant llama-w8a8              llama     w8a8_static      default
+quant llama-w8a16             llama     w8a16            default
+quant qwen3-moe-w4a8-dynamic  qwen3-moe w4a8_dynamic_moe Qwen3-30B
+
+echo "== modelslim-llama-w8a8-dynamic-v0"
+"$PY" "$TOOLS/fixtures_modelslim_v0.py" "$RUN/llama" "$RUN/calib.jsonl" "$RUN/out/modelslim-llama-w8a8-dynamic-v0" \
+    > "$RUN/llama-w8a8-dynamic-v0.log" 2>&1 || { tail -30 "$RUN/llama-w8a8-dynamic-v0.log"; exit 1; }
+cp "$ROOT/fixtures/llama/config.json" "$RUN/out/modelslim-llama-w8a8-dynamic-v0/config.json"
+
+for d in "$RUN"/out/modelslim-*; do
+    name=$(basename "$d")
+    chmod -R u+rwX,go+rX "$d"            # msModelSlim writes 0600/0400 files
+    rm -rf "$ROOT/fixtures/$name"; cp -r "$d" "$ROOT/fixtures/$name"
+    echo "$name: $(du -sb "$ROOT/fixtures/$name" | cut -f1) bytes"
+done
