@@ -126,3 +126,44 @@ fn description_and_tensors_must_agree() {
         "{companion:#?}"
     );
 }
+
+#[test]
+fn fused_shards_must_share_one_scheme() {
+    let c = copy_fixture("modelslim-llama-w8a8-dynamic");
+    edit_json(&c.dir.join("quant_model_description.json"), |d| {
+        d["model.layers.1.self_attn.k_proj.weight"] = Value::from("W8A16");
+    });
+    let (code, v) = audit_json(&c.dir);
+    assert_eq!(code, 1);
+    let f = findings_with(&v, "modelslim-scheme");
+    assert_eq!(f.len(), 1, "{:#?}", v["findings"]);
+    let msg = f[0]["message"].as_str().unwrap();
+    assert!(msg.contains("W8A16") && msg.contains("qkv_proj") && msg.contains("W8A8_DYNAMIC"), "{msg}");
+}
+
+#[test]
+fn the_serve_kit_passes_quantization_ascend_and_reports_the_schemes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("kit");
+    let m = fixture("modelslim-qwen3-moe-w4a8-dynamic");
+    let r =
+        run(&["stub", m.to_str().unwrap(), "--out", out.to_str().unwrap(), "--target", "vllm-ascend", "--lang", "en"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let serve = std::fs::read_to_string(out.join("validation").join("serve_stage_b.sh")).unwrap();
+    assert!(serve.contains("ARGS+=(--quantization ascend)"), "{serve}");
+    let report = std::fs::read_to_string(out.join("delivery").join("report.en.md")).unwrap();
+    assert!(report.contains("W4A8_DYNAMIC 72") && report.contains("W8A8_DYNAMIC 12"), "{report}");
+    // A checkpoint quantized some other way gets no --quantization (vLLM reads it from config.json).
+    let out2 = tmp.path().join("kit2");
+    let r = run(&[
+        "stub",
+        fixture("qwen3-moe").to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+        "--target",
+        "vllm-ascend",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let serve = std::fs::read_to_string(out2.join("validation").join("serve_stage_b.sh")).unwrap();
+    assert!(!serve.contains("--quantization"), "{serve}");
+}

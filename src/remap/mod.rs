@@ -439,8 +439,7 @@ type MakeExpected<'a> =
     dyn Fn(String, Partition, Shards, Role, Option<rules::AllocDtype>, Option<ScaleOf>) -> Expected + 'a;
 
 /// The tensors vLLM-Ascend's method loads beside a ModelSlim-quantized weight (`modelslim.json`),
-/// as parameters with the weight's shard ids, when the description gives its checkpoint modules
-/// one scheme that has companions.
+/// as parameters with the weight's shard ids (the first checkpoint module's scheme decides).
 fn modelslim_companions(
     family: &Family,
     d: &crate::quant::modelslim::Description,
@@ -452,10 +451,9 @@ fn modelslim_companions(
 ) -> Vec<Expected> {
     let modules = checkpoint_modules(family, name);
     let schemes: Vec<Option<&str>> = modules.iter().map(|m| d.scheme_of(m)).collect();
+    // Mixed schemes across fused shards are reported where the tensors are routed; the first
+    // shard's scheme stands for the layer here.
     let Some(Some(scheme)) = schemes.first().copied() else { return Vec::new() };
-    if schemes.iter().any(|s| *s != Some(scheme)) {
-        return Vec::new(); // mixed fused shards: audit's ModelSlim check reports the layer
-    }
     let Some(c) = crate::quant::modelslim::contract(scheme) else { return Vec::new() };
     // The checkpoint holds packed weights: [N / packed_n, K]; companions are over that shape.
     if c.packed_n > 1 {
@@ -776,6 +774,10 @@ pub fn remap_with(
     let mut rows: Vec<Row> = Vec::with_capacity(ck.tensor_count());
     let mut findings = Folder::default();
     // (parameter, shard, expert) → the row that filled it.
+    // ModelSlim: the scheme of the first shard stacked into each fused parameter.
+    let modelslim = quant.as_ref().and_then(|q| q.modelslim.clone());
+    let mut fused_scheme: FxHashMap<String, (String, String)> = FxHashMap::default();
+    let mut fused_mixed: HashSet<String> = HashSet::new();
     let mut filled: FxHashMap<(usize, usize, u64), &str> =
         FxHashMap::with_capacity_and_hasher(ck.tensor_count(), Default::default());
     for t in ck.tensors() {
@@ -810,6 +812,20 @@ pub fn remap_with(
             Route::Skip(reason) => row.reason = Some(reason),
             Route::KvScale { .. } => unreachable!("resolved above"),
             Route::Param { name, shard, expert, stacked } => {
+                if let (true, Some(d)) = (stacked && e.name.ends_with(".weight"), &modelslim) {
+                    let scheme = d.types.get(&e.name).cloned().unwrap_or_default();
+                    match fused_scheme.get(&name) {
+                        Some((first, other)) if *first != scheme && fused_mixed.insert(name.clone()) => {
+                            findings.add(Code::ModelslimScheme, &e.name, Some(&t.shard.name), || {
+                                format!("{} is {scheme} but {other}, fused with it into {name}, is {first}: vLLM-Ascend requires the shards of a fused layer to share one scheme", e.name)
+                            });
+                        }
+                        Some(_) => {}
+                        None => {
+                            fused_scheme.insert(name.clone(), (scheme, e.name.clone()));
+                        }
+                    }
+                }
                 match by_name.get(name.as_str()).map(|&i| (i, &expected[i])) {
                     None => {
                         row.action = Action::Unmapped;

@@ -141,12 +141,21 @@ fn hf_overrides(ctx: &Context<'_>) -> Option<String> {
     Some(text.replace("\":", "\": ").replace(",\"", ", \""))
 }
 
+/// `--quantization` for checkpoints whose quantization vLLM does not name from config.json: a
+/// ModelSlim checkpoint is `ascend` (vllm_ascend/quantization/modelslim_config.py).
+fn quantization_arg(ctx: &Context<'_>) -> Option<&'static str> {
+    ctx.quant.as_ref().filter(|q| q.modelslim.is_some()).map(|_| "ascend")
+}
+
 /// The `vllm serve` arguments every stage and the tutorial share.
 fn serve_args(ctx: &Context<'_>) -> String {
     let mut a =
         format!("--tensor-parallel-size {} --max-model-len {} --max-num-seqs 16", ctx.tp, ctx.plan.max_model_len);
     if ctx.ep {
         a.push_str(" --enable-expert-parallel");
+    }
+    if let Some(q) = quantization_arg(ctx) {
+        let _ = write!(a, " --quantization {q}");
     }
     if let Some(o) = hf_overrides(ctx) {
         let _ = write!(a, " --hf-overrides '{o}'");
@@ -214,6 +223,9 @@ fn serve_script(ctx: &Context<'_>, stage: char) -> String {
     );
     if let Some(ov) = hf_overrides(ctx) {
         let _ = writeln!(o, "ARGS+=(--hf-overrides '{ov}')");
+    }
+    if let Some(q) = quantization_arg(ctx) {
+        let _ = writeln!(o, "ARGS+=(--quantization {q})   # ModelSlim checkpoint (quant_model_description.json)");
     }
     o.push_str("case \"$VARIANT\" in\n  default) ;;\n");
     for f in feats.iter().filter(|f| f.status == "applicable" && !f.args.is_empty()) {
@@ -337,10 +349,18 @@ fn facts(ctx: &Context<'_>, zh: bool) -> Vec<(String, String)> {
         (
             t("量化", "quantization"),
             ctx.quant.as_ref().map_or(t("无", "none"), |q| {
+                let schemes = q.modelslim.as_ref().map_or(String::new(), |d| {
+                    format!(
+                        " ({}{}; {})",
+                        t("model_quant_type ", "model_quant_type "),
+                        d.model_quant_type.as_deref().unwrap_or("-"),
+                        d.weight_schemes()
+                    )
+                });
                 if zh {
-                    format!("`{}`", q.method)
+                    format!("`{}`{schemes}", q.method)
                 } else {
-                    q.method.to_string()
+                    format!("{}{schemes}", q.method)
                 }
             }),
         ),
