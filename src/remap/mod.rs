@@ -417,13 +417,7 @@ fn checkpoint_modules(family: &Family, param: &str) -> Vec<String> {
             return projections.iter().map(|p| format!("{head}experts.0.{p}")).collect();
         }
     }
-    let dotted = format!("{module}.");
-    let shards: Vec<String> = family
-        .stacked
-        .iter()
-        .filter(|st| dotted.contains(st.param.as_str()))
-        .map(|st| dotted.replacen(st.param.as_str(), &st.shard, 1).trim_end_matches('.').to_string())
-        .collect();
+    let shards = stacked_shards(family, module);
     if shards.is_empty() {
         vec![module.to_string()]
     } else {
@@ -485,14 +479,20 @@ fn not_converted(family: &Family, q: &QuantScheme, module: &str) -> bool {
     if q.is_not_converted(module) == Some(true) {
         return true;
     }
+    let shards = stacked_shards(family, module);
+    !shards.is_empty() && shards.iter().all(|m| q.is_not_converted(m) == Some(true))
+}
+
+/// The checkpoint modules stacked into the vLLM module `module` (q/k/v_proj for qkv_proj), by the
+/// family's `stacked` table; empty for a module nothing is stacked into.
+fn stacked_shards(family: &Family, module: &str) -> Vec<String> {
     let dotted = format!("{module}.");
-    let shards: Vec<String> = family
+    family
         .stacked
         .iter()
         .filter(|st| dotted.contains(st.param.as_str()))
         .map(|st| dotted.replacen(st.param.as_str(), &st.shard, 1).trim_end_matches('.').to_string())
-        .collect();
-    !shards.is_empty() && shards.iter().all(|m| q.is_not_converted(m) == Some(true))
+        .collect()
 }
 
 /// WeightsMapper semantics: substr, then prefix, then suffix; every matching entry applies to the
