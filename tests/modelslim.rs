@@ -167,3 +167,23 @@ fn the_serve_kit_passes_quantization_ascend_and_reports_the_schemes() {
     let serve = std::fs::read_to_string(out2.join("validation").join("serve_stage_b.sh")).unwrap();
     assert!(!serve.contains("--quantization"), "{serve}");
 }
+
+/// plan counts a ModelSlim checkpoint in its stored dtypes (int8 weights, int4 packed two per byte,
+/// f32 / i32 companions), not the model dtype: at TP 1 the most loaded rank holds every tensor the
+/// checkpoint saves. (W8A8 static is left out: vLLM-Ascend's w8a8_static method also allocates
+/// weight_scale / weight_offset, which msModelSlim does not save.)
+#[test]
+fn plan_counts_the_stored_dtypes() {
+    for (name, scheme) in FIXTURES.iter().filter(|(_, s)| *s != "W8A8") {
+        let dir = fixture(name);
+        let mut saved = 0u64;
+        for p in std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()) {
+            if p.extension().is_some_and(|x| x == "safetensors") {
+                saved += read_st(&p).data.len() as u64;
+            }
+        }
+        let r = run(&["plan", dir.to_str().unwrap(), "--tp", "1", "--target", "vllm-ascend", "--json"]);
+        let v: Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(v["configs"][0]["per_rank_weight_bytes"].as_u64(), Some(saved), "{name} ({scheme})");
+    }
+}

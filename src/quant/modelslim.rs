@@ -89,8 +89,12 @@ impl Description {
 pub struct Companion {
     pub suffix: String,
     pub dtypes: Vec<String>,
-    /// Over the checkpoint weight's [N, K]: `N`, `K`, `N2` (2N: int4 packed two per byte), a number, or `*`.
+    /// Over the checkpoint weight's [N, K]: `N`, `K`, `N2` (2N: int4 packed two per byte), `K/2`, a
+    /// number, or `*`.
     pub shape: Vec<String>,
+    /// The shape for an MoE down projection (FusedMoE shard `w2`), where it differs.
+    #[serde(default)]
+    pub shape_down: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -131,15 +135,20 @@ pub fn contract(scheme: &str) -> Option<&'static Contract> {
 }
 
 impl Companion {
-    /// The expected shape for a weight of checkpoint shape `[n, k]` (None for a `*` dimension).
-    pub fn shape_for(&self, weight: &[u64]) -> Vec<Option<u64>> {
+    /// The expected shape for a weight of checkpoint shape `[n, k]` (None for a `*` dimension);
+    /// `down`: the weight is an MoE down projection.
+    pub fn shape_for(&self, weight: &[u64], down: bool) -> Vec<Option<u64>> {
         let (n, k) = (weight.first().copied().unwrap_or(0), weight.get(1).copied().unwrap_or(1));
-        self.shape
-            .iter()
+        let dims = match (&self.shape_down, down) {
+            (Some(d), true) => d,
+            _ => &self.shape,
+        };
+        dims.iter()
             .map(|d| match d.as_str() {
                 "N" => Some(n),
                 "N2" => Some(n.saturating_mul(2)),
                 "K" => Some(k),
+                "K/2" => Some(k / 2),
                 "*" => None,
                 lit => lit.parse().ok(),
             })
@@ -225,9 +234,14 @@ pub fn check(ck: &Checkpoint, d: &Description, out: &mut Vec<Finding>) {
                 );
                 continue;
             };
-            let want = comp.shape_for(&t.entry.shape);
-            let shape_ok = want.len() == ct.entry.shape.len()
-                && want.iter().zip(&ct.entry.shape).all(|(w, h)| w.is_none_or(|w| w == *h));
+            // Which projection a tensor is, is the family's knowledge (remap checks it by shard id);
+            // here either of the scheme's shapes is accepted.
+            let fits = |want: &Vec<Option<u64>>| {
+                want.len() == ct.entry.shape.len()
+                    && want.iter().zip(&ct.entry.shape).all(|(w, h)| w.is_none_or(|w| w == *h))
+            };
+            let want = comp.shape_for(&t.entry.shape, false);
+            let shape_ok = fits(&want) || (comp.shape_down.is_some() && fits(&comp.shape_for(&t.entry.shape, true)));
             let dtype_ok = comp.dtypes.iter().any(|d| d == ct.entry.dtype.as_str());
             if !shape_ok || !dtype_ok {
                 let want: Vec<String> = want.iter().map(|d| d.map_or("*".into(), |d| d.to_string())).collect();

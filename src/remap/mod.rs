@@ -390,12 +390,16 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
                 }
             }
             let mut weight_shards = shards.clone();
+            let mut weight_dtype = rule.dtype;
             if rule.quantized {
                 if let Some(d) = quant.and_then(|q| q.modelslim.as_deref()) {
-                    out.extend(modelslim_companions(family, d, &name, rule.partition, &mut weight_shards, &base, role));
+                    let (companions, stored) =
+                        modelslim_companions(family, d, &name, rule.partition, &mut weight_shards, &base, role);
+                    out.extend(companions);
+                    weight_dtype = stored.or(weight_dtype);
                 }
             }
-            out.push(base(name, rule.partition, weight_shards, role, rule.dtype, None));
+            out.push(base(name, rule.partition, weight_shards, role, weight_dtype, None));
         }
     }
     out
@@ -442,13 +446,15 @@ fn modelslim_companions(
     shards: &mut [(String, Option<Vec<u64>>)],
     base: &MakeExpected<'_>,
     role: Role,
-) -> Vec<Expected> {
+) -> (Vec<Expected>, Option<rules::AllocDtype>) {
     let modules = checkpoint_modules(family, name);
     let schemes: Vec<Option<&str>> = modules.iter().map(|m| d.scheme_of(m)).collect();
     // Mixed schemes across fused shards are reported where the tensors are routed; the first
     // shard's scheme stands for the layer here.
-    let Some(Some(scheme)) = schemes.first().copied() else { return Vec::new() };
-    let Some(c) = crate::quant::modelslim::contract(scheme) else { return Vec::new() };
+    let Some(Some(scheme)) = schemes.first().copied() else { return (Vec::new(), None) };
+    let Some(c) = crate::quant::modelslim::contract(scheme) else { return (Vec::new(), None) };
+    // The weight as stored (int8; int4 packed into int8): vLLM-Ascend's methods allocate it so.
+    let stored = c.weight_dtypes.first().and_then(|d| rules::AllocDtype::from_safetensors(d));
     // The checkpoint holds packed weights: [N / packed_n, K]; companions are over that shape.
     if c.packed_n > 1 {
         for (_, s) in shards.iter_mut() {
@@ -458,18 +464,23 @@ fn modelslim_companions(
         }
     }
     let stem = name.strip_suffix("weight").unwrap_or(name);
-    c.companions
+    let companions = c
+        .companions
         .iter()
         .map(|comp| {
             let per_row = comp.shape.first().is_some_and(|d| d.starts_with('N'));
             let part = if per_row && partition != Partition::Row { partition } else { Partition::Replicated };
             let comp_shards = shards
                 .iter()
-                .map(|(id, s)| (id.clone(), s.as_ref().and_then(|s| comp.shape_for(s).into_iter().collect())))
+                .map(|(id, s)| {
+                    (id.clone(), s.as_ref().and_then(|s| comp.shape_for(s, id == "w2").into_iter().collect()))
+                })
                 .collect();
-            base(format!("{stem}{}", comp.suffix), part, comp_shards, role, None, None)
+            let dtype = comp.dtypes.first().and_then(|d| rules::AllocDtype::from_safetensors(d));
+            base(format!("{stem}{}", comp.suffix), part, comp_shards, role, dtype, None)
         })
-        .collect()
+        .collect();
+    (companions, stored)
 }
 
 /// Whether vLLM leaves `module` unquantized: listed in the quantization's not-converted modules, or,

@@ -184,12 +184,27 @@ pub enum NoSplit {
 #[serde(rename_all = "lowercase")]
 pub enum AllocDtype {
     Float32,
+    /// A quantized checkpoint's integer weights and companions (ModelSlim int8 weights and int4
+    /// packed two per byte, `quant_bias`).
+    Int8,
+    Int32,
 }
 
 impl AllocDtype {
     pub fn bytes(self) -> u64 {
         match self {
-            AllocDtype::Float32 => 4,
+            AllocDtype::Float32 | AllocDtype::Int32 => 4,
+            AllocDtype::Int8 => 1,
+        }
+    }
+
+    /// From a safetensors dtype name, where it is one of these.
+    pub fn from_safetensors(d: &str) -> Option<AllocDtype> {
+        match d {
+            "F32" => Some(AllocDtype::Float32),
+            "I8" => Some(AllocDtype::Int8),
+            "I32" => Some(AllocDtype::Int32),
+            _ => None,
         }
     }
 }
