@@ -187,3 +187,21 @@ fn plan_counts_the_stored_dtypes() {
         assert_eq!(v["configs"][0]["per_rank_weight_bytes"].as_u64(), Some(saved), "{name} ({scheme})");
     }
 }
+
+#[test]
+fn w4a8_outside_the_experts_is_a_scheme_error() {
+    // The description claims an attention projection is W4A8_DYNAMIC, a scheme vLLM-Ascend has a
+    // method for only on routed experts.
+    let c = copy_fixture("modelslim-qwen3-moe-w4a8-dynamic");
+    edit_json(&c.dir.join("quant_model_description.json"), |d| {
+        d["model.layers.0.self_attn.o_proj.weight"] = Value::from("W4A8_DYNAMIC");
+    });
+    let (_, v) = audit_json(&c.dir);
+    let f = findings_with(&v, "modelslim-scheme");
+    assert!(
+        f.iter().any(|f| f["tensor"] == "model.layers.0.self_attn.o_proj.weight"
+            && f["message"].as_str().unwrap().contains("only for routed MoE experts")),
+        "{:#?}",
+        v["findings"]
+    );
+}

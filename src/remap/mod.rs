@@ -880,6 +880,16 @@ pub fn remap_with(
                             row.action = Action::Skip;
                             row.reason = Some("consumed by dequantizing its weight (target without fp8)".into());
                         }
+                        // A ModelSlim scheme vLLM-Ascend serves only for routed experts, on another layer.
+                        if let Some(scheme) = modelslim.as_ref().and_then(|d| d.types.get(&e.name)) {
+                            let experts_only =
+                                crate::quant::modelslim::contract(scheme).is_some_and(|c| c.experts_only);
+                            if experts_only && exp.partition != Partition::Expert && e.name.ends_with(".weight") {
+                                findings.add(Code::ModelslimScheme, &e.name, Some(&t.shard.name), || {
+                                    format!("{} is {scheme}, which vLLM-Ascend serves only for routed MoE experts; {name} is not one", e.name)
+                                });
+                            }
+                        }
                         let key = shard_key(&shard);
                         // The slot must exist for this shard id.
                         let slot = exp.shards.iter().position(|(k, _)| *k == key);
