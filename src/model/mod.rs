@@ -74,7 +74,7 @@ pub fn moe_blocks(bn: u64, bk: u64, i: u64, h: u64, has_bias: bool, par: &Parall
             if i % bn.max(1) != 0 || h % bn.max(1) != 0 || par.ep_size() != 1 || has_bias {
                 return MoeBlocks::PadRefused;
             }
-            return MoeBlocks::Padded(ispp.div_ceil(bn.max(1)) * bn);
+            return MoeBlocks::Padded(ispp.div_ceil(bn.max(1)).saturating_mul(bn));
         }
         if let Some(r) = refined.filter(|_| !backend.takes_refined_blocks()) {
             return MoeBlocks::BackendRefused(r);
@@ -374,8 +374,8 @@ impl ModelSpec {
                 };
                 let r = r.max(1);
                 // Checkpoint scale grid, upsampled to r-blocks; rank 0 narrows the TP-split dimension.
-                let up_rows = rows.div_ceil(bn.max(1)) * (bn / r);
-                let up_cols = cols.div_ceil(bk.max(1)) * (bk / r);
+                let up_rows = rows.div_ceil(bn.max(1)).saturating_mul(bn / r);
+                let up_cols = cols.div_ceil(bk.max(1)).saturating_mul(bk / r);
                 let (dst, src) = if id == "w2" {
                     // [hidden, intermediate]: split on the input dimension.
                     ([rows.div_ceil(r), cols.div_ceil(tp).div_ceil(r)], [up_rows, (up_cols / tp).min(up_cols)])

@@ -19,7 +19,7 @@ pub enum Role {
     Tower,
 }
 
-/// One parameter, or a group of identical ones (all experts of a projection in one layer).
+/// One shard of a parameter as the rules read it (memory is counted by the model itself).
 #[derive(Debug, Clone)]
 pub struct Param {
     /// Module path with layer and expert indices replaced by `*` (e.g. `model.layers.*.mlp.down_proj`).
@@ -29,10 +29,6 @@ pub struct Param {
     pub out: u64,
     pub inp: u64,
     pub role: Role,
-    /// Bytes as stored (weights plus their quantization scales), all members together.
-    pub bytes: u64,
-    /// Bytes once fp8 members are bf16 and their scales dropped.
-    pub bf16_bytes: u64,
     /// A block-fp8 weight (its scale is a separate, scale-only Param).
     pub fp8_block: bool,
     /// A weight, not a bias/scale/norm: only weights are checked for fp8 block shapes.
@@ -100,15 +96,12 @@ impl ModelShape {
                 } else {
                     module.clone()
                 };
-                let n = out.saturating_mul(inp);
                 params.push(Param {
                     module,
                     partition,
                     out,
                     inp,
                     role,
-                    bytes: n.saturating_mul(if fp8 { 1 } else { spec.elem }),
-                    bf16_bytes: n.saturating_mul(2),
                     fp8_block: fp8 && spec.block_quantized,
                     is_weight: leaf.ends_with("weight") && shape.len() >= 2,
                 });
