@@ -98,7 +98,7 @@ pub fn audit_dir(data: &[u8]) {
     audit_path(&model.to_string_lossy(), data.len());
 }
 
-/// A checkpoint directory (see [`SEP`]) through `ckptkit dequant DIR --out OUT --verify`.
+/// A checkpoint directory (see [`SEP`]) through `ckptkit dequant DIR --out OUT --verify` (or `quantize`).
 pub fn dequant_dir(data: &[u8]) {
     let dir = TempDir::new();
     let model = dir.path().join("model");
@@ -106,10 +106,15 @@ pub fn dequant_dir(data: &[u8]) {
         return;
     }
     let Ok((ck, findings)) = Checkpoint::open(&model.to_string_lossy()) else { return };
-    let dtype = [OutDtype::BF16, OutDtype::F16, OutDtype::F32][data.len() % 3];
+    use crate::convert::{quantize::Target, Task};
+    // Every fourth input is quantized (small parts, so the part split is exercised too).
+    let task = match data.len() % 4 {
+        3 => Task::Quantize { to: Target::W8A8Dynamic, part_bytes: 1 << 12 },
+        i => Task::Dequant([OutDtype::BF16, OutDtype::F16, OutDtype::F32][i]),
+    };
     let opts = crate::convert::Options {
         out: dir.path().join("out"),
-        dtype,
+        task,
         part: None,
         finalize_only: false,
         verify: true,

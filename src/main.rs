@@ -36,6 +36,20 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum QuantizeTo {
+    /// ModelSlim W8A8_DYNAMIC (vLLM-Ascend `--quantization ascend`): int8 weights, per-channel f32 scales.
+    W8a8Dynamic,
+}
+
+impl QuantizeTo {
+    fn target(self) -> ckptkit::convert::quantize::Target {
+        match self {
+            QuantizeTo::W8a8Dynamic => ckptkit::convert::quantize::Target::W8A8Dynamic,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum DtypeArg {
     Bf16,
     F16,
@@ -138,6 +152,45 @@ enum Cmd {
         #[arg(long)]
         trust_existing: bool,
         /// Print the summary as JSON (ckptkit.dequant/1).
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Quantize a bf16/f16/f32 (or fp8) checkpoint to vLLM-Ascend's ModelSlim format, bit for bit
+    /// what msModelSlim's min-max pipeline writes, without calibration data; streaming, resumable, splittable.
+    Quantize {
+        /// The checkpoint (directory, .safetensors file or cached repo id); fp8 weights are dequantized on the fly.
+        model: String,
+        /// The ModelSlim scheme to write.
+        #[arg(long, value_enum)]
+        to: QuantizeTo,
+        /// Output directory: new, empty, or an earlier run of this same conversion (resumed).
+        #[arg(long)]
+        out: PathBuf,
+        /// Size of each quant_model_weights part in GiB, as msModelSlim's part_file_size (0: one file, no index).
+        #[arg(long, value_name = "GIB", default_value_t = 4)]
+        part_file_size: u64,
+        /// Worker threads for the kernels (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Re-read every written part and compare it with a fresh quantization of the input.
+        #[arg(long)]
+        verify: bool,
+        /// Write only part K of N of the output files (for N jobs of a scheduler); then run --finalize.
+        #[arg(long, value_name = "K/N", conflicts_with = "finalize")]
+        part: Option<String>,
+        /// Check that all parts are done, then write the description, index, config.json and the other files.
+        #[arg(long)]
+        finalize: bool,
+        /// Write into a non-empty --out that is not an earlier run of this conversion (same-named files are replaced).
+        #[arg(long)]
+        force: bool,
+        /// On a rerun, keep a finished file whose size and header match without re-hashing its bytes.
+        #[arg(long)]
+        trust_existing: bool,
+        /// Print the summary as JSON (ckptkit.quantize/1).
         #[arg(long)]
         json: bool,
         /// No progress bar.
@@ -557,16 +610,13 @@ fn run(cli: Cli) -> Exit {
             run_plan(&model, &opts, json, rules)
         }
         Cmd::Dequant { model, out, dtype, threads, verify, part, finalize, force, trust_existing, json, quiet } => {
-            let part = match part.as_deref().map(|p| {
-                p.split_once('/').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)))
-            }) {
-                None => None,
-                Some(Some(kn)) => Some(kn),
-                Some(None) => return Exit::usage("--part expects K/N", "e.g. --part 3/8 for the third of eight jobs"),
+            let part = match parse_part(part.as_deref()) {
+                Ok(p) => p,
+                Err(e) => return e,
             };
             let opts = ckptkit::convert::Options {
                 out,
-                dtype: dtype.out(),
+                task: ckptkit::convert::Task::Dequant(dtype.out()),
                 part,
                 finalize_only: finalize,
                 verify,
@@ -574,7 +624,43 @@ fn run(cli: Cli) -> Exit {
                 force,
                 trust_existing,
             };
-            run_dequant(&model, &opts, threads, json)
+            run_convert(&model, &opts, threads, json)
+        }
+        Cmd::Quantize {
+            model,
+            to,
+            out,
+            part_file_size,
+            threads,
+            verify,
+            part,
+            finalize,
+            force,
+            trust_existing,
+            json,
+            quiet,
+        } => {
+            let part = match parse_part(part.as_deref()) {
+                Ok(p) => p,
+                Err(e) => return e,
+            };
+            let Some(part_bytes) = part_file_size.checked_mul(1 << 30) else {
+                return Exit::usage(
+                    format!("--part-file-size {part_file_size}: too large"),
+                    "pass a size in GiB, e.g. 4 (msModelSlim's default)",
+                );
+            };
+            let opts = ckptkit::convert::Options {
+                out,
+                task: ckptkit::convert::Task::Quantize { to: to.target(), part_bytes },
+                part,
+                finalize_only: finalize,
+                verify,
+                progress: !quiet && !json,
+                force,
+                trust_existing,
+            };
+            run_convert(&model, &opts, threads, json)
         }
         Cmd::Bench { what: BenchCmd::Dequant { shape, tensor, threads, reps, dtype, json } } => {
             run_bench(shape, tensor, threads, reps, dtype, json)
@@ -601,7 +687,17 @@ fn set_threads(threads: Option<usize>) -> Result<(), Exit> {
     Ok(())
 }
 
-fn run_dequant(
+/// `--part K/N`.
+fn parse_part(part: Option<&str>) -> Result<Option<(usize, usize)>, Exit> {
+    match part.map(|p| p.split_once('/').and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?))))
+    {
+        None => Ok(None),
+        Some(Some(kn)) => Ok(Some(kn)),
+        Some(None) => Err(Exit::usage("--part expects K/N", "e.g. --part 3/8 for the third of eight jobs")),
+    }
+}
+
+fn run_convert(
     model: &str,
     opts: &ckptkit::convert::Options,
     threads: Option<usize>,
@@ -636,8 +732,14 @@ fn run_dequant(
     if json {
         emit(&(serde_json::to_string_pretty(&s).expect("summary serializes") + "\n"))?;
     } else {
+        let quantized = if s.tensors_quantized > 0 {
+            format!(", {} linear weights quantized (each with its weight_scale and weight_offset)", s.tensors_quantized)
+        } else {
+            String::new()
+        };
+        let command = if s.schema.starts_with("ckptkit.quantize") { "quantize" } else { "dequant" };
         emit(&format!(
-            "ckptkit dequant -> {} ({}){}: {} shard(s) written, {} kept, {} tensors dequantized, {} copied, {} scale/companion tensors dropped\n  {:.2} GB read, {:.2} GB written in {:.2} s{}{}\n",
+            "ckptkit {command} -> {} ({}){}: {} file(s) written, {} kept, {} tensors dequantized{quantized}, {} copied, {} scale/companion tensors dropped\n  {:.2} GB read, {:.2} GB written in {:.2} s{}{}\n",
             s.out,
             s.out_dtype,
             s.part.as_ref().map(|p| format!(", part {p}")).unwrap_or_default(),

@@ -18,18 +18,20 @@
 //! `--part K/N` converts a disjoint, byte-balanced share of the shards; `--finalize` then writes the
 //! index, config.json without `quantization_config`, and the other files.
 
+pub mod quantize;
 pub mod state;
 pub mod writer;
 
 use crate::arch::audit_rules;
 use crate::checkpoint::shard::{DataError, ShardData};
-use crate::checkpoint::{Checkpoint, Shard, TensorRef};
+use crate::checkpoint::{Checkpoint, Dtype, Shard, TensorRef};
 use crate::findings::{Code, Finding, Severity};
 use crate::fsutil::{self, LockError, TempFile};
 use crate::quant::fp8::{dequantize, scales_to_f32, Fp8Format, KernelError, OutDtype, Output, Scales};
+use crate::quant::int8::{self, Compute, Rows};
 use crate::quant::{pair_fp8, ScaleLayout};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,10 +45,46 @@ pub const BAND_BYTES: usize = 64 << 20;
 /// Copies go through a buffer of this size.
 const COPY_CHUNK: usize = 8 << 20;
 
+/// What a conversion makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// `ckptkit dequant`: fp8 weights to this dtype, one output shard per input shard.
+    Dequant(OutDtype),
+    /// `ckptkit quantize`: a ModelSlim checkpoint as msModelSlim writes it, in parts of at most
+    /// `part_bytes` (0: one file).
+    Quantize { to: quantize::Target, part_bytes: u64 },
+}
+
+impl Task {
+    /// The command, for state files and messages.
+    fn command(self) -> &'static str {
+        match self {
+            Task::Dequant(_) => "dequant",
+            Task::Quantize { .. } => "quantize",
+        }
+    }
+
+    /// The dtype fp8 weights are dequantized to (quantize reads them as bf16).
+    fn dequant_dtype(self) -> OutDtype {
+        match self {
+            Task::Dequant(d) => d,
+            Task::Quantize { .. } => OutDtype::BF16,
+        }
+    }
+
+    /// What the output is, in words (the state file's `dtype`).
+    fn output(self) -> String {
+        match self {
+            Task::Dequant(d) => format!("{d:?}").to_lowercase(),
+            Task::Quantize { to, .. } => to.as_str().into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub out: PathBuf,
-    pub dtype: OutDtype,
+    pub task: Task,
     /// Convert only part K of N (1-based K).
     pub part: Option<(usize, usize)>,
     /// Only check that every shard is done, then write the index, config and other files.
@@ -65,7 +103,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             out: PathBuf::new(),
-            dtype: OutDtype::BF16,
+            task: Task::Dequant(OutDtype::BF16),
             part: None,
             finalize_only: false,
             verify: false,
@@ -80,11 +118,11 @@ impl Default for Options {
 pub enum ConvertError {
     #[error("refusing to convert (nothing was written):\n{}", reasons.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
     Refused { reasons: Vec<String> },
-    #[error("quantization scheme {0} is not supported by `ckptkit dequant` (fp8 with block, per-channel or per-tensor scales is); nothing was written")]
-    Unsupported(String),
+    #[error("quantization scheme {scheme} is not supported by `ckptkit {command}` ({accepted}); nothing was written")]
+    Unsupported { scheme: String, command: &'static str, accepted: &'static str },
     #[error("the output directory is the input directory ({0}); choose another --out")]
     OutputIsInput(PathBuf),
-    #[error("{} is not empty and is not an earlier `ckptkit dequant` of this checkpoint: it holds {} ({} entries); nothing was written", out.display(), sample.join(", "), count)]
+    #[error("{} is not empty and is not an earlier ckptkit conversion of this checkpoint: it holds {} ({} entries); nothing was written", out.display(), sample.join(", "), count)]
     OutNotEmpty { out: PathBuf, sample: Vec<String>, count: usize },
     #[error("{} holds another conversion ({}): {why}; nothing was written", out.display(), state.display())]
     OtherConversion { out: PathBuf, state: PathBuf, why: String },
@@ -104,6 +142,8 @@ pub enum ConvertError {
     Input(#[from] DataError),
     #[error("{tensor}: {source}")]
     Kernel { tensor: String, source: KernelError },
+    #[error("{file}: tensor {tensor}: {source}; nothing was written for it")]
+    NonFinite { file: String, tensor: String, source: int8::NonFinite },
     #[error("verification failed: {file}: {detail}")]
     Verify { file: String, detail: String },
 }
@@ -112,7 +152,7 @@ impl crate::ui::Help for ConvertError {
     fn help(&self) -> String {
         match self {
             ConvertError::Refused { .. } => "fix the checkpoint (`ckptkit audit MODEL` explains each finding), then rerun".into(),
-            ConvertError::Unsupported(_) => "dequant converts fp8 checkpoints; for other schemes see `ckptkit audit MODEL`".into(),
+            ConvertError::Unsupported { .. } => "for what this checkpoint holds see `ckptkit audit MODEL`".into(),
             ConvertError::OutputIsInput(_) => "pass an empty or new directory as --out".into(),
             ConvertError::OutNotEmpty { .. } => {
                 "choose an empty or new --out, or pass --force to write into it anyway (files with the shard, index and config names are replaced)".into()
@@ -136,6 +176,9 @@ impl crate::ui::Help for ConvertError {
                 "the input changed while it was read; rerun when nothing writes to it (finished shards are kept)".into()
             }
             ConvertError::Kernel { .. } => "the tensor and its scale disagree; `ckptkit audit MODEL` names the pair".into(),
+            ConvertError::NonFinite { .. } => {
+                "the weight holds a NaN or an infinity (a broken download or an overflowed training step): fix or replace that shard; msModelSlim would write garbage for the whole row".into()
+            }
             ConvertError::Verify { .. } => "rerun: the shard named was removed and is made again".into(),
         }
     }
@@ -155,6 +198,8 @@ pub struct Summary {
     pub shards_written: usize,
     pub shards_kept: usize,
     pub tensors_dequantized: usize,
+    /// `quantize`: linear weights quantized (each written with its scale and offset).
+    pub tensors_quantized: usize,
     pub tensors_copied: usize,
     pub tensors_dropped: usize,
     pub bytes_read: u64,
@@ -170,15 +215,78 @@ pub struct Summary {
     pub skipped_files: Vec<String>,
 }
 
+/// A weight to quantize: a bf16/f16/f32 tensor, or an fp8 one with its scale (read as the bf16
+/// that `dequant` makes of it).
+#[derive(Clone, Copy)]
+struct Src<'a> {
+    weight: TensorRef<'a>,
+    fp8: Option<(TensorRef<'a>, ScaleLayout, Fp8Format)>,
+}
+
+impl<'a> Src<'a> {
+    fn compute(&self) -> Compute {
+        match self.fp8 {
+            Some(_) => Compute::BF16,
+            None => Compute::of(self.weight.entry.dtype).expect("planned for float weights only"),
+        }
+    }
+
+    fn as_dequant(&self) -> Option<Item<'a>> {
+        self.fp8.map(|(scale, layout, fmt)| Item::Dequant { weight: self.weight, scale, layout, fmt })
+    }
+}
+
 /// What one output tensor is made from.
 #[derive(Clone, Copy)]
 enum Item<'a> {
     Copy(TensorRef<'a>),
-    Dequant { weight: TensorRef<'a>, scale: TensorRef<'a>, layout: ScaleLayout, fmt: Fp8Format },
+    Dequant {
+        weight: TensorRef<'a>,
+        scale: TensorRef<'a>,
+        layout: ScaleLayout,
+        fmt: Fp8Format,
+    },
+    /// A bf16/f16 tensor widened to f32 (a quantized layer's bias, which msModelSlim saves in f32).
+    Widen(TensorRef<'a>),
+    /// The per-row scales of a weight to quantize, f32 [N, 1].
+    Scale(Src<'a>),
+    /// `n` f32 zeros (the symmetric scheme's `weight_offset`).
+    Zeros(u64),
+    /// A weight quantized to int8.
+    Quant(Src<'a>),
+}
+
+impl<'a> Item<'a> {
+    /// The input shards this item reads.
+    fn shards(&self) -> Vec<&'a Shard> {
+        match *self {
+            Item::Copy(t) | Item::Widen(t) => vec![t.shard],
+            Item::Dequant { weight, scale, .. } => vec![weight.shard, scale.shard],
+            Item::Scale(s) | Item::Quant(s) => {
+                let mut v = vec![s.weight.shard];
+                v.extend(s.fp8.map(|(sc, _, _)| sc.shard));
+                v
+            }
+            Item::Zeros(_) => Vec::new(),
+        }
+    }
+
+    /// Input bytes this item reads (for progress and the summary).
+    fn input_bytes(&self) -> u64 {
+        match *self {
+            Item::Copy(t) | Item::Widen(t) => t.entry.nbytes(),
+            Item::Dequant { weight, .. } => weight.entry.nbytes(),
+            Item::Scale(_) | Item::Zeros(_) => 0,
+            Item::Quant(s) => s.weight.entry.nbytes(),
+        }
+    }
 }
 
 struct ShardPlan<'a> {
-    input: &'a Shard,
+    /// The output file, relative to `--out`.
+    name: String,
+    /// Every input shard its items read.
+    inputs: Vec<&'a Shard>,
     items: Vec<Item<'a>>,
     out: Vec<OutTensor>,
     header: Vec<u8>,
@@ -189,6 +297,8 @@ struct ShardPlan<'a> {
 struct Plan<'a> {
     shards: Vec<ShardPlan<'a>>,
     dropped: usize,
+    /// `quantize`: the description's entries (tensor, scheme) in write order.
+    description: Option<Vec<(String, &'static str)>>,
 }
 
 fn refuse_codes() -> [Code; 5] {
@@ -196,7 +306,7 @@ fn refuse_codes() -> [Code; 5] {
 }
 
 /// Check everything and build the plan; nothing is written here.
-fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], dtype: OutDtype) -> Result<Plan<'a>, ConvertError> {
+fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], task: Task) -> Result<Plan<'a>, ConvertError> {
     let mut reasons: Vec<String> = open_findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
@@ -212,14 +322,21 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], dtype: OutDtype) -> R
     let scheme = ck.quant_scheme().cloned();
     let fp8_count = ck.tensors().filter(|t| t.entry.dtype.is_fp8_weight()).count();
     match &scheme {
-        Some(s) if s.fp8_scale.is_none() => {
-            return Err(ConvertError::Unsupported(format!(
+        Some(s) if s.fp8_scale.is_none() => return Err(ConvertError::Unsupported {
+            scheme: format!(
                 "{:?}{}",
                 s.method.as_str(),
                 s.format.as_ref().map(|f| format!(" ({f})")).unwrap_or_default()
-            )))
-        }
-        None if fp8_count == 0 => {
+            ),
+            command: task.command(),
+            accepted: match task {
+                Task::Dequant(_) => "fp8 with block, per-channel or per-tensor scales is",
+                Task::Quantize { .. } => {
+                    "it reads bf16, f16 or f32 checkpoints, and fp8 ones with block, per-channel or per-tensor scales"
+                }
+            },
+        }),
+        None if fp8_count == 0 && matches!(task, Task::Dequant(_)) => {
             reasons.push(
                 "the checkpoint has no fp8 weights and no quantization_config: there is nothing to dequantize".into(),
             );
@@ -253,6 +370,10 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], dtype: OutDtype) -> R
             to_drop.insert(input_scale);
         }
     }
+    if let Task::Quantize { to, part_bytes } = task {
+        return quantize::plan(ck, to, part_bytes, &pairs, &to_drop);
+    }
+    let dtype = task.dequant_dtype();
     let mut shards = Vec::with_capacity(ck.shards.len());
     let mut dropped = 0;
     for s in &ck.shards {
@@ -291,9 +412,17 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], dtype: OutDtype) -> R
         let meta = s.header.metadata.clone().unwrap_or_default();
         let header = writer::header_bytes(&out, &meta);
         let len = writer::file_len(&header, &out);
-        shards.push(ShardPlan { input: s, items, out, header, len, in_bytes: s.file_len });
+        let mut inputs = vec![s];
+        for it in &items {
+            for x in it.shards() {
+                if !inputs.iter().any(|y| std::ptr::eq(*y, x)) {
+                    inputs.push(x);
+                }
+            }
+        }
+        shards.push(ShardPlan { name: s.name.clone(), inputs, items, out, header, len, in_bytes: s.file_len });
     }
-    Ok(Plan { shards, dropped })
+    Ok(Plan { shards, dropped, description: None })
 }
 
 /// Shards of part `k` (1-based) of `n`: greedy by size, largest first, onto the lightest part.
@@ -314,9 +443,9 @@ fn part_of(plan: &Plan<'_>, k: usize, n: usize) -> Vec<usize> {
 }
 
 /// The conversion's identity (see [`state::State::conversion`]).
-fn conversion_id(ck: &Checkpoint, plan: &Plan<'_>, dtype: OutDtype) -> String {
+fn conversion_id(ck: &Checkpoint, plan: &Plan<'_>, task: Task) -> String {
     let mut h = blake3::Hasher::new();
-    h.update(format!("{dtype:?}\n").as_bytes());
+    h.update(format!("{task:?}\n").as_bytes());
     // The scale layout and format come from here; the values they give depend on it.
     let quant = ck.config_json.as_ref().and_then(|c| {
         c.get("quantization_config").or_else(|| c.get("text_config").and_then(|t| t.get("quantization_config")))
@@ -324,16 +453,28 @@ fn conversion_id(ck: &Checkpoint, plan: &Plan<'_>, dtype: OutDtype) -> String {
     h.update(quant.map(|q| q.to_string()).unwrap_or_default().as_bytes());
     h.update(ck.hf_quant_config.as_ref().map(|q| q.to_string()).unwrap_or_default().as_bytes());
     for sp in &plan.shards {
-        h.update(sp.input.name.as_bytes());
+        h.update(sp.name.as_bytes());
         h.update(&[0]);
+        for i in &sp.inputs {
+            h.update(i.name.as_bytes());
+            h.update(&[0]);
+        }
         h.update(blake3::hash(&sp.header).as_bytes());
     }
     h.finalize().to_hex().to_string()
 }
 
-fn input_ident(sp: &ShardPlan<'_>) -> state::InputIdent {
-    let i = sp.input.ident;
-    state::InputIdent { len: i.map(|i| i.len).unwrap_or(0), mtime_ns: i.map(|i| i.mtime_ns).unwrap_or(0) }
+/// The input shards an output shard is made from, as they are now.
+fn input_ident(sp: &ShardPlan<'_>) -> BTreeMap<String, state::InputIdent> {
+    sp.inputs
+        .iter()
+        .map(|s| {
+            let i = s.ident;
+            let id =
+                state::InputIdent { len: i.map(|i| i.len).unwrap_or(0), mtime_ns: i.map(|i| i.mtime_ns).unwrap_or(0) };
+            (s.name.clone(), id)
+        })
+        .collect()
 }
 
 const TOOL: &str = concat!("ckptkit ", env!("CARGO_PKG_VERSION"));
@@ -390,7 +531,8 @@ fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, mine: &[usize], opts: &Options)
         Ok(md) if !md.is_dir() => return Err(ConvertError::OutNotDir(out.clone())),
         Ok(_) | Err(_) => {}
     }
-    let id = conversion_id(ck, plan, opts.dtype);
+    let id = conversion_id(ck, plan, opts.task);
+    let cmd = opts.task.command();
     // Refuse before creating anything in a directory that is not ours: not even a lock file.
     let check = |sc: &Scan| -> Result<BTreeMap<String, state::State>, ConvertError> {
         let mut ours = BTreeMap::new();
@@ -402,7 +544,10 @@ fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, mine: &[usize], opts: &Options)
                     continue;
                 }
                 Ok(s) => {
-                    format!("it converted {} to {} with another layout, dtype or quantization config", s.input, s.dtype)
+                    format!(
+                        "it converted {} to {} with another command, layout, dtype or quantization config",
+                        s.input, s.dtype
+                    )
                 }
                 Err(why) => why,
             };
@@ -418,10 +563,12 @@ fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, mine: &[usize], opts: &Options)
     check(&scan(out)?)?;
     std::fs::create_dir_all(out).map_err(io(out))?;
     let whole = opts.part.is_none() || opts.finalize_only;
-    let main_lock = out.join(state::LOCK);
-    let mut locks = vec![fsutil::Lock::try_acquire(&main_lock, whole).map_err(|e| locked(out, e))?];
+    let main_lock = out.join(state::lock(cmd));
+    let mut locks = vec![fsutil::Lock::try_acquire(&main_lock, whole).map_err(|e| locked(out, cmd, e))?];
     if let (Some((k, n)), false) = (opts.part, opts.finalize_only) {
-        locks.push(fsutil::Lock::try_acquire(&out.join(state::part_lock(k, n)), true).map_err(|e| locked(out, e))?);
+        locks.push(
+            fsutil::Lock::try_acquire(&out.join(state::part_lock(cmd, k, n)), true).map_err(|e| locked(out, cmd, e))?,
+        );
     }
     // Now that nobody else writes here, look again: that scan is the one that counts.
     let sc = scan(out)?;
@@ -443,7 +590,7 @@ fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, mine: &[usize], opts: &Options)
     // whole run (or --finalize) holds the directory alone, a part its own shards.
     let mut dirs: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
     for &i in mine {
-        let rel = Path::new(&plan.shards[i].input.name);
+        let rel = Path::new(&plan.shards[i].name);
         let dir = out.join(rel.parent().unwrap_or(Path::new("")));
         let base = rel.file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
         dirs.entry(dir).or_default().push(base);
@@ -452,6 +599,7 @@ fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, mine: &[usize], opts: &Options)
         dirs.entry(out.clone())
             .or_default()
             .extend(["config.json".into(), crate::checkpoint::index::INDEX_NAME.into()]);
+        // (a whole run removes every temporary file in the output's top directory)
     }
     for (dir, bases) in &dirs {
         let Ok(rd) = std::fs::read_dir(dir) else { continue };
@@ -462,19 +610,20 @@ fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, mine: &[usize], opts: &Options)
             }
         }
     }
-    let state_path = out.join(state::file_name(if opts.finalize_only { None } else { opts.part }));
-    let mut st = match ours.get(&state::file_name(if opts.finalize_only { None } else { opts.part })) {
+    let state_name = state::file_name(cmd, if opts.finalize_only { None } else { opts.part });
+    let state_path = out.join(&state_name);
+    let mut st = match ours.get(&state_name) {
         Some(s) => s.clone(),
-        None => state::State::new(id, ck.source.root.display().to_string(), format!("{:?}", opts.dtype).to_lowercase()),
+        None => state::State::new(id, ck.source.root.display().to_string(), opts.task.output()),
     };
-    st.shards.retain(|name, _| plan.shards.iter().any(|sp| &sp.input.name == name));
+    st.shards.retain(|name, _| plan.shards.iter().any(|sp| &sp.name == name));
     // Recorded before the first shard, so a part starting beside this one sees whose directory it is.
     st.write(&state_path).map_err(io(&state_path))?;
     Ok(OutDir { _locks: locks, state_path, state: st, done, files })
 }
 
 /// The lock error, naming who holds it: the exclusive holder, or the `--part` runs holding it shared.
-fn locked(out: &Path, e: LockError) -> ConvertError {
+fn locked(out: &Path, cmd: &str, e: LockError) -> ConvertError {
     match e {
         LockError::Held { holder: None, .. } => {
             let mut parts: Vec<String> = std::fs::read_dir(out)
@@ -484,7 +633,7 @@ fn locked(out: &Path, e: LockError) -> ConvertError {
                 .filter_map(|e| {
                     let name = e.file_name().to_string_lossy().into_owned();
                     let part =
-                        name.strip_prefix(&format!("{}.part-", state::PREFIX))?.strip_suffix(".lock")?.to_string();
+                        name.strip_prefix(&format!("{}.part-", state::prefix(cmd)))?.strip_suffix(".lock")?.to_string();
                     fsutil::Lock::holder(&e.path()).map(|h| format!("part {} ({h})", part.replace("-of-", "/")))
                 })
                 .collect();
@@ -511,7 +660,7 @@ fn is_kept(path: &Path, sp: &ShardPlan<'_>, done: Option<&state::Done>, trust: b
         return Ok(false);
     }
     if done.header_blake3 != blake3::hash(&sp.header).to_hex().as_str()
-        || done.input != input_ident(sp)
+        || done.inputs != input_ident(sp)
         || done.tool != TOOL
     {
         return Ok(false);
@@ -553,7 +702,7 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
             return Err(ConvertError::BadPart { k, n, shards: None });
         }
     }
-    let plan = plan(ck, open_findings, opts.dtype)?;
+    let plan = plan(ck, open_findings, opts.task)?;
     if let Some((k, n)) = opts.part {
         if n > plan.shards.len() {
             return Err(ConvertError::BadPart { k, n, shards: Some(plan.shards.len()) });
@@ -565,9 +714,12 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
     };
     let mut out = prepare_out(ck, &plan, &mine, opts)?;
     let mut sum = Summary {
-        schema: "ckptkit.dequant/1",
+        schema: match opts.task {
+            Task::Dequant(_) => "ckptkit.dequant/1",
+            Task::Quantize { .. } => "ckptkit.quantize/1",
+        },
         out: opts.out.display().to_string(),
-        out_dtype: format!("{:?}", opts.dtype).to_lowercase(),
+        out_dtype: opts.task.output(),
         part: opts.part.map(|(k, n)| format!("{k}/{n}")),
         shards_total: plan.shards.len(),
         state_file: out.state_path.display().to_string(),
@@ -576,21 +728,21 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
     if !opts.finalize_only {
         let total: u64 = mine.iter().map(|&i| plan.shards[i].in_bytes).sum();
         let bar = progress_bar(opts.progress, total);
-        let mut buf = BandBuf::new(opts.dtype);
+        let mut buf = Bufs::new(opts.task.dequant_dtype());
         let abort_after: Option<usize> =
             std::env::var("CKPTKIT_FAULT_ABORT_AFTER_SHARDS").ok().and_then(|v| v.parse().ok());
         let mut written = 0usize;
         for &i in &mine {
             let sp = &plan.shards[i];
-            let dst = opts.out.join(&sp.input.name);
-            if is_kept(&dst, sp, out.done.get(&sp.input.name), opts.trust_existing)? {
+            let dst = opts.out.join(&sp.name);
+            if is_kept(&dst, sp, out.done.get(&sp.name), opts.trust_existing)? {
                 sum.shards_kept += 1;
-                out.state.shards.insert(sp.input.name.clone(), out.done[&sp.input.name].clone());
+                out.state.shards.insert(sp.name.clone(), out.done[&sp.name].clone());
             } else {
-                out.state.shards.remove(&sp.input.name);
+                out.state.shards.remove(&sp.name);
                 let fault = abort_after == Some(written);
                 let done = write_shard(sp, &opts.out, &dst, &mut buf, fault)?;
-                out.state.shards.insert(sp.input.name.clone(), done);
+                out.state.shards.insert(sp.name.clone(), done);
                 out.state.write(&out.state_path).map_err(io(&out.state_path))?;
                 written += 1;
                 sum.shards_written += 1;
@@ -599,8 +751,10 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
             }
             for it in &sp.items {
                 match it {
-                    Item::Copy(_) => sum.tensors_copied += 1,
+                    Item::Copy(_) | Item::Widen(_) => sum.tensors_copied += 1,
                     Item::Dequant { .. } => sum.tensors_dequantized += 1,
+                    Item::Quant(_) => sum.tensors_quantized += 1,
+                    Item::Scale(_) | Item::Zeros(_) => {}
                 }
             }
             if let Some(b) = &bar {
@@ -614,15 +768,15 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
     }
     sum.tensors_dropped = plan.dropped;
     if opts.verify {
-        let mut buf = BandBuf::new(opts.dtype);
+        let mut buf = Bufs::new(opts.task.dequant_dtype());
         for &i in &mine {
             let sp = &plan.shards[i];
-            let path = opts.out.join(&sp.input.name);
+            let path = opts.out.join(&sp.name);
             if let Err(e) = verify_shard(sp, &path, &mut buf) {
                 // A shard that fails verification is not finished: forget it and remove it, so the
                 // next run makes it again instead of keeping it by its (matching) hash.
                 if matches!(e, ConvertError::Verify { .. }) {
-                    out.state.shards.remove(&sp.input.name);
+                    out.state.shards.remove(&sp.name);
                     out.state.write(&out.state_path).map_err(io(&out.state_path))?;
                     let _ = std::fs::remove_file(&path);
                 }
@@ -638,15 +792,15 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
         all.extend(out.state.shards.clone());
         let mut missing = Vec::new();
         for sp in &plan.shards {
-            let path = opts.out.join(&sp.input.name);
+            let path = opts.out.join(&sp.name);
             // A whole run has just written or checked each of its shards; --finalize checks them now.
             let ready = if opts.finalize_only {
-                is_kept(&path, sp, all.get(&sp.input.name), opts.trust_existing)?
+                is_kept(&path, sp, all.get(&sp.name), opts.trust_existing)?
             } else {
-                all.contains_key(&sp.input.name)
+                all.contains_key(&sp.name)
             };
             if !ready {
-                missing.push(sp.input.name.clone());
+                missing.push(sp.name.clone());
             }
         }
         if !missing.is_empty() {
@@ -741,8 +895,7 @@ impl BandBuf {
                     self.b32.resize(len, 0.0);
                 }
                 dequantize(codes, &sh, fmt, s, Output::F32(&mut self.b32[..len])).map_err(err)?;
-                // SAFETY: f32 → bytes, little-endian target (checked at compile time).
-                unsafe { std::slice::from_raw_parts(self.b32.as_ptr().cast::<u8>(), len * 4) }
+                as_bytes(&self.b32[..len])
             }
             d => {
                 if self.b16.len() < len {
@@ -751,25 +904,38 @@ impl BandBuf {
                 let o = &mut self.b16[..len];
                 let out = if d == OutDtype::BF16 { Output::BF16(o) } else { Output::F16(o) };
                 dequantize(codes, &sh, fmt, s, out).map_err(err)?;
-                // SAFETY: u16 → bytes, little-endian target (checked at compile time).
-                unsafe { std::slice::from_raw_parts(self.b16.as_ptr().cast::<u8>(), len * 2) }
+                as_bytes(&self.b16[..len])
             }
         })
     }
 }
 
-/// Bands of a dequant item: (matrix, first row, rows), each at most BAND_BYTES of output and,
-/// for block scales, whole block rows.
-fn bands(item: &Item<'_>, out_bytes: usize) -> Vec<(usize, usize, usize)> {
-    let Item::Dequant { weight, layout, .. } = *item else { return Vec::new() };
+/// Plain numbers as their little-endian bytes (the target is little-endian: checked at compile time).
+fn as_bytes<T: Copy>(v: &[T]) -> &[u8] {
+    // SAFETY: T is a plain number type (u16, f32, i8) with no padding; any bytes are valid u8.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+/// A buffer of plain numbers as writable bytes.
+fn as_bytes_mut<T: Copy>(v: &mut [T]) -> &mut [u8] {
+    // SAFETY: as above; every bit pattern is a valid u16 / f32 / i8.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+/// Row bands of a weight: (matrix, first row, rows), each at most BAND_BYTES at `out_bytes` per
+/// element and, for block scales, whole block rows.
+fn bands(weight: TensorRef<'_>, layout: Option<ScaleLayout>, out_bytes: usize) -> Vec<(usize, usize, usize)> {
     let shape = &weight.entry.shape;
+    if shape.len() < 2 {
+        return Vec::new();
+    }
     let (n, k) = (shape[shape.len() - 2] as usize, shape[shape.len() - 1] as usize);
     if n == 0 || k == 0 {
         return Vec::new();
     }
     let mats = weight.entry.numel() as usize / (n * k);
     let mut rows = (BAND_BYTES / (k * out_bytes)).max(1);
-    if let ScaleLayout::Block { n: bn, .. } = layout {
+    if let Some(ScaleLayout::Block { n: bn, .. }) = layout {
         let bn = bn as usize;
         rows = (rows / bn).max(1) * bn;
     }
@@ -785,18 +951,9 @@ fn bands(item: &Item<'_>, out_bytes: usize) -> Vec<(usize, usize, usize)> {
     v
 }
 
-/// The scales of a dequant item as f32, read from their shard (checked unchanged after the read).
-/// `open`: the shard already open for this output shard (reused when the scales are in it).
-fn scales_of(item: &Item<'_>, open: &ShardData<'_>) -> Result<Vec<f32>, ConvertError> {
-    let Item::Dequant { scale, .. } = *item else { return Ok(Vec::new()) };
-    let bytes = if std::ptr::eq(scale.shard, open.shard()) {
-        open.read_all(scale.entry)?
-    } else {
-        let d = scale.shard.open_data()?;
-        let b = d.read_all(scale.entry)?;
-        d.still_same()?;
-        b
-    };
+/// An fp8 weight's scales as f32, read from their shard.
+fn fp8_scales(scale: TensorRef<'_>, open: &Opened<'_>) -> Result<Vec<f32>, ConvertError> {
+    let bytes = open.of(scale.shard).read_all(scale.entry)?;
     scales_to_f32(&bytes, scale.entry.dtype)
         .map_err(|source| ConvertError::Kernel { tensor: scale.entry.name.clone(), source })
 }
@@ -805,6 +962,186 @@ fn scales_of(item: &Item<'_>, open: &ShardData<'_>) -> Result<Vec<f32>, ConvertE
 fn pieces(total: u64) -> impl Iterator<Item = (u64, usize)> {
     let chunk = COPY_CHUNK as u64;
     (0..total.div_ceil(chunk)).map(move |i| (i * chunk, (total - i * chunk).min(chunk) as usize))
+}
+
+/// The input shards one output shard reads, open (and checked unchanged when it is done).
+struct Opened<'a> {
+    data: Vec<ShardData<'a>>,
+}
+
+impl<'a> Opened<'a> {
+    fn open(sp: &ShardPlan<'a>) -> Result<Self, ConvertError> {
+        Ok(Opened { data: sp.inputs.iter().map(|s| s.open_data()).collect::<Result<_, _>>()? })
+    }
+
+    fn of(&self, s: &Shard) -> &ShardData<'a> {
+        self.data.iter().find(|d| std::ptr::eq(d.shard(), s)).expect("every input an item reads is planned")
+    }
+
+    /// Everything read came from the files whose headers were planned, unchanged to the last read.
+    fn still_same(&self) -> Result<(), ConvertError> {
+        for d in &self.data {
+            d.still_same()?;
+        }
+        Ok(())
+    }
+}
+
+/// Buffers reused across the items of a run.
+struct Bufs {
+    band: BandBuf,
+    chunk: Vec<u8>,
+    r16: Vec<u16>,
+    r32: Vec<f32>,
+    q: Vec<i8>,
+    /// Row scales of the weights quantized in the current output shard (its scales come first in
+    /// the file, its weights last).
+    row_scales: HashMap<String, Vec<f32>>,
+}
+
+impl Bufs {
+    fn new(dtype: OutDtype) -> Self {
+        Bufs {
+            band: BandBuf::new(dtype),
+            chunk: Vec::new(),
+            r16: Vec::new(),
+            r32: Vec::new(),
+            q: Vec::new(),
+            row_scales: HashMap::new(),
+        }
+    }
+}
+
+/// Rows `[r0, r0+nr)` of a weight to quantize, in its compute dtype (fp8: dequantized to bf16).
+#[allow(clippy::too_many_arguments)]
+fn load_rows<'b>(
+    src: &Src<'_>,
+    open: &Opened<'_>,
+    fp8: &[f32],
+    band: &'b mut BandBuf,
+    r16: &'b mut Vec<u16>,
+    r32: &'b mut Vec<f32>,
+    r0: usize,
+    nr: usize,
+) -> Result<Rows<'b>, ConvertError> {
+    let k = src.weight.entry.shape[1] as usize;
+    let len = nr * k;
+    let data = open.of(src.weight.shard);
+    if let Some(item) = src.as_dequant() {
+        band.band(&item, data, fp8, 0, r0, nr)?;
+        return Ok(Rows::Half(&band.b16[..len], Compute::BF16));
+    }
+    let c = src.compute();
+    let skip = (r0 * k * c.bytes()) as u64;
+    Ok(match c {
+        Compute::F32 => {
+            r32.resize(len, 0.0);
+            data.read_par(src.weight.entry, skip, as_bytes_mut(&mut r32[..len]))?;
+            Rows::F32(&r32[..len])
+        }
+        c => {
+            r16.resize(len, 0);
+            data.read_par(src.weight.entry, skip, as_bytes_mut(&mut r16[..len]))?;
+            Rows::Half(&r16[..len], c)
+        }
+    })
+}
+
+/// Rows per band when quantizing a weight with `k` columns (fp8 sources: whole scale blocks).
+fn quant_bands(src: &Src<'_>) -> Vec<(usize, usize, usize)> {
+    bands(src.weight, src.fp8.map(|(_, l, _)| l), 4)
+}
+
+/// The per-row scales of a weight to quantize (computed once per output shard).
+fn row_scales_of(src: &Src<'_>, open: &Opened<'_>, b: &mut Bufs) -> Result<Vec<f32>, ConvertError> {
+    if let Some(s) = b.row_scales.get(&src.weight.entry.name) {
+        return Ok(s.clone());
+    }
+    let n = src.weight.entry.shape[0] as usize;
+    let k = src.weight.entry.shape[1] as usize;
+    let fp8 = match src.fp8 {
+        Some((scale, _, _)) => fp8_scales(scale, open)?,
+        None => Vec::new(),
+    };
+    let mut out = vec![0f32; n];
+    for (_, r0, nr) in quant_bands(src) {
+        let rows = load_rows(src, open, &fp8, &mut b.band, &mut b.r16, &mut b.r32, r0, nr)?;
+        int8::row_scales(rows, k, &mut out[r0..r0 + nr]).map_err(|e| ConvertError::NonFinite {
+            file: src.weight.shard.name.clone(),
+            tensor: src.weight.entry.name.clone(),
+            source: int8::NonFinite { row: e.row + r0, col: e.col },
+        })?;
+    }
+    if k == 0 {
+        int8::row_scales(Rows::F32(&[]), 0, &mut out).expect("no elements, nothing non-finite");
+    }
+    b.row_scales.insert(src.weight.entry.name.clone(), out.clone());
+    Ok(out)
+}
+
+/// Produce one output tensor's bytes, in order, into `sink`.
+fn emit(
+    item: &Item<'_>,
+    open: &Opened<'_>,
+    b: &mut Bufs,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), ConvertError>,
+) -> Result<(), ConvertError> {
+    match *item {
+        Item::Copy(t) => {
+            let d = open.of(t.shard);
+            for (off, n) in pieces(t.entry.nbytes()) {
+                b.chunk.resize(n, 0);
+                d.read_par(t.entry, off, &mut b.chunk)?;
+                sink(&b.chunk)?;
+            }
+        }
+        Item::Widen(t) => {
+            let d = open.of(t.shard);
+            for (off, n) in pieces(t.entry.nbytes()) {
+                b.r16.resize(n / 2, 0);
+                d.read(t.entry, off, as_bytes_mut(&mut b.r16))?;
+                b.r32.clear();
+                match t.entry.dtype {
+                    Dtype::BF16 => b.r32.extend(b.r16.iter().map(|&x| f32::from_bits((x as u32) << 16))),
+                    _ => b.r32.extend(b.r16.iter().map(|&x| half::f16::from_bits(x).to_f32())),
+                }
+                sink(as_bytes(&b.r32))?;
+            }
+        }
+        Item::Dequant { weight, scale, layout, .. } => {
+            let scales = fp8_scales(scale, open)?;
+            let d = open.of(weight.shard);
+            for (m, r0, nr) in bands(weight, Some(layout), b.band.dtype.bytes()) {
+                let bytes = b.band.band(item, d, &scales, m, r0, nr)?;
+                sink(bytes)?;
+            }
+        }
+        Item::Zeros(n) => {
+            let zeros = vec![0u8; (n * 4).min(COPY_CHUNK as u64) as usize];
+            for (_, len) in pieces(n * 4) {
+                sink(&zeros[..len])?;
+            }
+        }
+        Item::Scale(src) => {
+            let s = row_scales_of(&src, open, b)?;
+            sink(as_bytes(&s))?;
+        }
+        Item::Quant(src) => {
+            let scales = row_scales_of(&src, open, b)?;
+            let k = src.weight.entry.shape[1] as usize;
+            let fp8 = match src.fp8 {
+                Some((scale, _, _)) => fp8_scales(scale, open)?,
+                None => Vec::new(),
+            };
+            for (_, r0, nr) in quant_bands(&src) {
+                let rows = load_rows(&src, open, &fp8, &mut b.band, &mut b.r16, &mut b.r32, r0, nr)?;
+                b.q.resize(nr * k, 0);
+                int8::quantize_rows(rows, k, &scales[r0..r0 + nr], &mut b.q);
+                sink(as_bytes(&b.q))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A writer that hashes every byte it passes on: the shard's blake3 is known when it is complete.
@@ -839,87 +1176,58 @@ fn write_shard(
     sp: &ShardPlan<'_>,
     out: &Path,
     dst: &Path,
-    buf: &mut BandBuf,
+    b: &mut Bufs,
     fault: bool,
 ) -> Result<state::Done, ConvertError> {
-    if let Some(parent) = Path::new(&sp.input.name).parent().filter(|p| !p.as_os_str().is_empty()) {
+    if let Some(parent) = Path::new(&sp.name).parent().filter(|p| !p.as_os_str().is_empty()) {
         fsutil::create_dirs_below(out, parent).map_err(io(&out.join(parent)))?;
     }
     let mut tmp = TempFile::beside(dst).map_err(io(dst))?;
     let tmp_path = tmp.path().to_path_buf();
-    let input = sp.input.open_data()?;
+    let open = Opened::open(sp)?;
+    b.row_scales.clear();
     if let Some(p) = std::env::var("CKPTKIT_FAULT_PAUSE_MS").ok().and_then(|v| v.parse().ok()) {
         // Test hook: hold the lock, the open input and the temporary file while a test changes
         // the input under the reads or starts a second writer.
         std::thread::sleep(Duration::from_millis(p));
     }
-    {
-        let file = tmp.file();
-        let mut w =
-            Hashing { inner: std::io::BufWriter::with_capacity(8 << 20, &mut *file), hash: blake3::Hasher::new() };
-        w.put(&sp.header).map_err(io(&tmp_path))?;
-        let mut chunk = Vec::new();
-        for (i, it) in sp.items.iter().enumerate() {
-            if fault && i * 2 >= sp.items.len() {
-                // Test hook (CKPTKIT_FAULT_ABORT_AFTER_SHARDS): die half-way through a shard, as a kill would.
-                w.inner.flush().map_err(io(&tmp_path))?;
-                std::process::abort();
-            }
-            match it {
-                Item::Copy(t) => {
-                    let data = if std::ptr::eq(t.shard, sp.input) { None } else { Some(t.shard.open_data()?) };
-                    let d = data.as_ref().unwrap_or(&input);
-                    for (off, n) in pieces(t.entry.nbytes()) {
-                        chunk.resize(n, 0);
-                        d.read_par(t.entry, off, &mut chunk)?;
-                        w.put(&chunk).map_err(io(&tmp_path))?;
-                    }
-                    if let Some(d) = &data {
-                        d.still_same()?;
-                    }
-                }
-                Item::Dequant { weight, .. } => {
-                    let scales = scales_of(it, &input)?;
-                    let data =
-                        if std::ptr::eq(weight.shard, sp.input) { None } else { Some(weight.shard.open_data()?) };
-                    let d = data.as_ref().unwrap_or(&input);
-                    for (m, r0, nr) in bands(it, buf.dtype.bytes()) {
-                        let bytes = buf.band(it, d, &scales, m, r0, nr)?;
-                        w.put(bytes).map_err(io(&tmp_path))?;
-                    }
-                    if let Some(d) = &data {
-                        d.still_same()?;
-                    }
-                }
-            }
+    let file = tmp.file();
+    let mut w = Hashing { inner: std::io::BufWriter::with_capacity(8 << 20, &mut *file), hash: blake3::Hasher::new() };
+    w.put(&sp.header).map_err(io(&tmp_path))?;
+    for (i, it) in sp.items.iter().enumerate() {
+        if fault && i * 2 >= sp.items.len() {
+            // Test hook (CKPTKIT_FAULT_ABORT_AFTER_SHARDS): die half-way through a shard, as a kill would.
+            w.inner.flush().map_err(io(&tmp_path))?;
+            std::process::abort();
         }
-        // Everything read came from the file whose header was planned, unchanged to the last read.
-        input.still_same()?;
-        w.inner.flush().map_err(io(&tmp_path))?;
-        let hash = w.hash.finalize().to_hex().to_string();
-        drop(w);
-        let len = file.metadata().map_err(io(&tmp_path))?.len();
-        if len != sp.len {
-            return Err(ConvertError::Verify {
-                file: sp.input.name.clone(),
-                detail: format!("wrote {len} bytes, planned {}", sp.len),
-            });
-        }
-        // On disk before it is recorded: a recorded shard survives a power cut, not only a kill.
-        tmp.commit(dst).map_err(io(dst))?;
-        Ok(state::Done {
-            len,
-            header_blake3: blake3::hash(&sp.header).to_hex().to_string(),
-            blake3: hash,
-            input: input_ident(sp),
-            tool: TOOL.into(),
-        })
+        emit(it, &open, b, &mut |bytes| w.put(bytes).map_err(io(&tmp_path)))?;
     }
+    open.still_same()?;
+    w.inner.flush().map_err(io(&tmp_path))?;
+    let hash = w.hash.finalize().to_hex().to_string();
+    drop(w);
+    let len = file.metadata().map_err(io(&tmp_path))?.len();
+    if len != sp.len {
+        return Err(ConvertError::Verify {
+            file: sp.name.clone(),
+            detail: format!("wrote {len} bytes, planned {}", sp.len),
+        });
+    }
+    // On disk before it is recorded: a recorded shard survives a power cut, not only a kill.
+    tmp.commit(dst).map_err(io(dst))?;
+    Ok(state::Done {
+        len,
+        header_blake3: blake3::hash(&sp.header).to_hex().to_string(),
+        blake3: hash,
+        inputs: input_ident(sp),
+        tool: TOOL.into(),
+    })
 }
 
-fn verify_shard(sp: &ShardPlan<'_>, path: &Path, buf: &mut BandBuf) -> Result<(), ConvertError> {
+/// Re-read a written shard and compare every tensor with what the plan makes of the input now.
+fn verify_shard(sp: &ShardPlan<'_>, path: &Path, b: &mut Bufs) -> Result<(), ConvertError> {
     let name = path.display().to_string();
-    let (out, findings) = Shard::open(path, sp.input.name.clone());
+    let (out, findings) = Shard::open(path, sp.name.clone());
     if let Some(f) = findings.first() {
         return Err(ConvertError::Verify { file: name, detail: format!("{}: {}", f.code.as_str(), f.message) });
     }
@@ -930,51 +1238,28 @@ fn verify_shard(sp: &ShardPlan<'_>, path: &Path, buf: &mut BandBuf) -> Result<()
         });
     }
     let got_data = out.open_data()?;
-    let input = sp.input.open_data()?;
+    let open = Opened::open(sp)?;
+    b.row_scales.clear();
     let mut got = Vec::new();
-    let mut want_copy = Vec::new();
     for ((e, plan), it) in out.tensors().iter().zip(&sp.out).zip(&sp.items) {
         if e.name != plan.name || e.dtype != plan.dtype || e.shape != plan.shape {
             return Err(ConvertError::Verify { file: name, detail: format!("{} differs from the plan", e.name) });
         }
-        match it {
-            Item::Copy(t) => {
-                let data = if std::ptr::eq(t.shard, sp.input) { None } else { Some(t.shard.open_data()?) };
-                let d = data.as_ref().unwrap_or(&input);
-                for (off, n) in pieces(t.entry.nbytes()) {
-                    want_copy.resize(n, 0);
-                    got.resize(n, 0);
-                    d.read(t.entry, off, &mut want_copy)?;
-                    got_data.read(e, off, &mut got)?;
-                    if got != want_copy {
-                        return Err(ConvertError::Verify {
-                            file: name,
-                            detail: format!("{} is not a bit-for-bit copy", e.name),
-                        });
-                    }
-                }
+        let mut off = 0u64;
+        emit(it, &open, b, &mut |want| {
+            got.resize(want.len(), 0);
+            got_data.read(e, off, &mut got)?;
+            if got.as_slice() != want {
+                return Err(ConvertError::Verify {
+                    file: name.clone(),
+                    detail: format!("{} differs from what the input makes of it now", e.name),
+                });
             }
-            Item::Dequant { weight, .. } => {
-                let scales = scales_of(it, &input)?;
-                let data = if std::ptr::eq(weight.shard, sp.input) { None } else { Some(weight.shard.open_data()?) };
-                let d = data.as_ref().unwrap_or(&input);
-                let mut off = 0u64;
-                for (m, r0, nr) in bands(it, buf.dtype.bytes()) {
-                    let want = buf.band(it, d, &scales, m, r0, nr)?;
-                    got.resize(want.len(), 0);
-                    got_data.read(e, off, &mut got)?;
-                    if got.as_slice() != want {
-                        return Err(ConvertError::Verify {
-                            file: name,
-                            detail: format!("{} differs from its dequantization", e.name),
-                        });
-                    }
-                    off += want.len() as u64;
-                }
-            }
-        }
+            off += want.len() as u64;
+            Ok(())
+        })?;
     }
-    input.still_same()?;
+    open.still_same()?;
     Ok(())
 }
 
@@ -1052,18 +1337,54 @@ fn finalize(
 ) -> Result<(Vec<String>, Vec<String>), ConvertError> {
     let mut kept = Vec::new();
     let mut skipped = Vec::new();
-    let mut weight_map = BTreeMap::new();
-    let mut total = 0u64;
-    for sp in &plan.shards {
-        for t in &sp.out {
-            weight_map.insert(t.name.clone(), sp.input.name.clone());
-            total += t.nbytes;
+    // config.json is copied as it is unless its quantization section has to go.
+    let mut config_copied = false;
+    if let Task::Quantize { to, part_bytes } = opts.task {
+        let desc = quantize::description_json(plan.description.as_deref().unwrap_or_default(), to);
+        kept.extend(put_file(&opts.out, quantize::DESCRIPTION, &mut desc.as_bytes(), files, opts.force)?);
+        if part_bytes > 0 {
+            let index = quantize::index_json(plan);
+            kept.extend(put_file(&opts.out, quantize::INDEX, &mut index.as_bytes(), files, opts.force)?);
         }
+        // msModelSlim's remove_quantization_config: the section dropped, the rest as it was.
+        let quant_keys = |c: &serde_json::Value| {
+            c.get("quantization_config").is_some()
+                || c.get("text_config").is_some_and(|t| t.get("quantization_config").is_some())
+        };
+        match &ck.config_json {
+            Some(cfg) if quant_keys(cfg) => {
+                let mut cfg = cfg.clone();
+                if let Some(o) = cfg.as_object_mut() {
+                    o.remove("quantization_config");
+                    if let Some(t) = o.get_mut("text_config").and_then(|t| t.as_object_mut()) {
+                        t.remove("quantization_config");
+                    }
+                }
+                let text = serde_json::to_string_pretty(&cfg).expect("config serializes");
+                kept.extend(put_file(&opts.out, "config.json", &mut text.as_bytes(), files, opts.force)?);
+            }
+            _ => config_copied = true,
+        }
+    } else {
+        let mut weight_map = BTreeMap::new();
+        let mut total = 0u64;
+        for sp in &plan.shards {
+            for t in &sp.out {
+                weight_map.insert(t.name.clone(), sp.name.clone());
+                total += t.nbytes;
+            }
+        }
+        let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
+        let text = serde_json::to_string_pretty(&index).expect("index serializes") + "\n";
+        kept.extend(put_file(
+            &opts.out,
+            crate::checkpoint::index::INDEX_NAME,
+            &mut text.as_bytes(),
+            files,
+            opts.force,
+        )?);
     }
-    let index = serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
-    let text = serde_json::to_string_pretty(&index).expect("index serializes") + "\n";
-    kept.extend(put_file(&opts.out, crate::checkpoint::index::INDEX_NAME, &mut text.as_bytes(), files, opts.force)?);
-    if let Some(cfg) = &ck.config_json {
+    if let (Some(cfg), Task::Dequant(dtype)) = (&ck.config_json, opts.task) {
         let mut cfg = cfg.clone();
         if let Some(o) = cfg.as_object_mut() {
             o.remove("quantization_config");
@@ -1071,7 +1392,7 @@ fn finalize(
             if let Some(t) = o.get_mut("text_config").and_then(|t| t.as_object_mut()) {
                 t.remove("quantization_config");
             }
-            let torch_name = match opts.dtype {
+            let torch_name = match dtype {
                 OutDtype::BF16 => "bfloat16",
                 OutDtype::F16 => "float16",
                 OutDtype::F32 => "float32",
@@ -1094,7 +1415,8 @@ fn finalize(
             || n.ends_with(".pth")
             || n.ends_with(".new")
             || state::is_bookkeeping(n)
-            || matches!(n, "config.json" | "hf_quant_config.json" | crate::checkpoint::index::INDEX_NAME)
+            || (n == "config.json" && !config_copied)
+            || matches!(n, "hf_quant_config.json" | crate::checkpoint::index::INDEX_NAME)
     };
     if ck.source.single_file.is_none() {
         let mut names: Vec<(String, PathBuf)> = std::fs::read_dir(root)

@@ -3,31 +3,40 @@
 //! of the bytes written (hashed while writing). A rerun keeps a shard only if the file still has
 //! them; a run for another input or dtype refuses the directory unless `--force`.
 //!
-//! A whole run records in `.ckptkit-dequant.json`; `--part K/N` in `.ckptkit-dequant.part-K-of-N.json`
-//! (parts run at once on other machines and never write the same file). Every state file in the
-//! directory is read on a rerun and by `--finalize`.
+//! A whole run records in `.ckptkit-<command>.json` (`dequant`, `quantize`); `--part K/N` in
+//! `.ckptkit-<command>.part-K-of-N.json` (parts run at once on other machines and never write the
+//! same file). Every state file in the directory is read on a rerun and by `--finalize`; one that
+//! another command wrote is another conversion.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub const SCHEMA: &str = "ckptkit.dequant-state/2";
+pub const SCHEMA: &str = "ckptkit.convert-state/3";
 /// Every file ckptkit keeps in the output directory for itself starts with this.
-pub const PREFIX: &str = ".ckptkit-dequant";
+const PREFIX: &str = ".ckptkit-";
+
+/// The prefix of one command's bookkeeping files (`.ckptkit-dequant`).
+pub fn prefix(command: &str) -> String {
+    format!("{PREFIX}{command}")
+}
+
 /// The lock of the whole output: exclusive for a whole run and `--finalize`, shared by parts.
-pub const LOCK: &str = ".ckptkit-dequant.lock";
+pub fn lock(command: &str) -> String {
+    format!("{}.lock", prefix(command))
+}
 
 /// The state file of a whole run or of one part.
-pub fn file_name(part: Option<(usize, usize)>) -> String {
+pub fn file_name(command: &str, part: Option<(usize, usize)>) -> String {
     match part {
-        Some((k, n)) => format!("{PREFIX}.part-{k}-of-{n}.json"),
-        None => format!("{PREFIX}.json"),
+        Some((k, n)) => format!("{}.part-{k}-of-{n}.json", prefix(command)),
+        None => format!("{}.json", prefix(command)),
     }
 }
 
 /// The lock one part holds exclusively.
-pub fn part_lock(k: usize, n: usize) -> String {
-    format!("{PREFIX}.part-{k}-of-{n}.lock")
+pub fn part_lock(command: &str, k: usize, n: usize) -> String {
+    format!("{}.part-{k}-of-{n}.lock", prefix(command))
 }
 
 /// Whether a directory entry is ckptkit's own bookkeeping (state, locks, temporary files).
@@ -35,7 +44,7 @@ pub fn is_bookkeeping(name: &str) -> bool {
     name.starts_with(PREFIX) || name.contains(crate::fsutil::TMP_MARK)
 }
 
-/// Whether a directory entry is a state file.
+/// Whether a directory entry is a state file (of any command).
 pub fn is_state_file(name: &str) -> bool {
     name.starts_with(PREFIX) && name.ends_with(".json")
 }
@@ -49,9 +58,9 @@ pub struct Done {
     pub header_blake3: String,
     /// blake3 of every byte of the file, computed while it was written.
     pub blake3: String,
-    /// The input shard it was made from, as it was then: a shard whose input has changed since is
-    /// made again, the others are kept.
-    pub input: InputIdent,
+    /// The input shards it was made from, as they were then: a shard whose inputs have changed
+    /// since is made again, the others are kept.
+    pub inputs: BTreeMap<String, InputIdent>,
     /// The ckptkit that wrote it: a shard written by another version is made again.
     pub tool: String,
 }

@@ -2,6 +2,7 @@
 //! kernels.
 
 pub mod fp8;
+pub mod int8;
 pub mod modelslim;
 pub mod pairing;
 pub mod scheme;

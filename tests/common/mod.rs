@@ -282,7 +282,7 @@ pub fn outputs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         .unwrap()
         .flatten()
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .filter(|(n, _)| !n.starts_with(".ckptkit-dequant"))
+        .filter(|(n, _)| !n.starts_with(".ckptkit-"))
         .map(|(n, p)| (n, std::fs::read(p).unwrap()))
         .collect()
 }

@@ -1,0 +1,338 @@
+//! `ckptkit quantize --to w8a8-dynamic`: the plan of a ModelSlim W8A8_DYNAMIC checkpoint as
+//! msModelSlim's min-max pipeline writes it (which tensors, in which order, in which part file),
+//! made from a bf16/f16/f32 checkpoint or from an fp8 one dequantized on the fly. What msModelSlim
+//! does is data: `modelslim_writer.json`, with the files it was read from. The arithmetic is
+//! [`crate::quant::int8`]; the streaming, atomic, resumable writing is the rest of [`super`].
+
+use super::{writer, ConvertError, Item, Plan, ShardPlan, Src};
+use crate::checkpoint::{Checkpoint, Dtype, Shard, TensorRef};
+use crate::quant::fp8::Fp8Format;
+use crate::quant::int8::Compute;
+use crate::quant::ScaleLayout;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::OnceLock;
+use writer::OutTensor;
+
+/// What `quantize` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// ModelSlim W8A8_DYNAMIC: int8 weights with a per-channel f32 scale, int8 activations per token.
+    W8A8Dynamic,
+}
+
+impl Target {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::W8A8Dynamic => "w8a8-dynamic",
+        }
+    }
+
+    /// The scheme name in `quant_model_description.json`.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Target::W8A8Dynamic => "W8A8_DYNAMIC",
+        }
+    }
+}
+
+pub const DESCRIPTION: &str = "quant_model_description.json";
+pub const INDEX: &str = "quant_model_weights.safetensors.index.json";
+const STEM: &str = "quant_model_weights";
+const FLOAT: &str = "FLOAT";
+
+#[derive(Debug, Deserialize)]
+struct WriterRules {
+    layer_prefixes: Vec<String>,
+    exclude_modules: Vec<String>,
+    module_order: Vec<String>,
+    part_file_size_gib: u64,
+    version: String,
+}
+
+fn rules() -> &'static WriterRules {
+    static R: OnceLock<WriterRules> = OnceLock::new();
+    R.get_or_init(|| {
+        serde_json::from_str(include_str!("modelslim_writer.json")).expect("embedded modelslim_writer.json is valid")
+    })
+}
+
+/// msModelSlim's default part size (`part_file_size`, GiB).
+pub fn default_part_bytes() -> u64 {
+    rules().part_file_size_gib << 30
+}
+
+/// `*`-only glob, as the recipe's `exclude` patterns are written (fnmatch without classes).
+fn glob(pat: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pat.split('*').collect();
+    if parts.len() == 1 {
+        return pat == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for p in &parts[1..parts.len() - 1] {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The decoder layer a tensor is in (prefix matched, index below the text model's layer count):
+/// MTP layers past the last decoder layer and vision towers are not.
+fn layer_of(name: &str, layers: u64) -> Option<u64> {
+    rules().layer_prefixes.iter().find_map(|p| {
+        let rest = name.strip_prefix(p.as_str())?;
+        let (n, _) = rest.split_once('.')?;
+        n.parse::<u64>().ok().filter(|&n| n < layers)
+    })
+}
+
+/// The write-order key of a name: (in a decoder layer first, its index), then each dotted part
+/// by its rank in `module_order` (numbers by value, unknown parts after, by name).
+fn order_key(name: &str, layers: u64) -> (u8, u64, Vec<(usize, u64, String)>) {
+    let order = &rules().module_order;
+    let parts = name
+        .split('.')
+        .map(|p| match p.parse::<u64>() {
+            Ok(n) => (0, n, String::new()),
+            Err(_) => match order.iter().position(|o| o == p) {
+                Some(i) => (1 + i, 0, String::new()),
+                None => (1 + order.len(), 0, p.to_string()),
+            },
+        })
+        .collect();
+    match layer_of(name, layers) {
+        Some(l) => (0, l, parts),
+        None => (1, 0, parts),
+    }
+}
+
+fn text_layers(ck: &Checkpoint) -> u64 {
+    let cfg = ck.config_json.as_ref();
+    let get = |c: Option<&serde_json::Value>| c.and_then(|c| c.get("num_hidden_layers")).and_then(|v| v.as_u64());
+    get(cfg.and_then(|c| c.get("text_config"))).or_else(|| get(cfg)).unwrap_or(0)
+}
+
+/// One input tensor as quantize sees it: fp8 weights are their bf16 dequantization.
+#[derive(Clone, Copy)]
+struct Logical<'a> {
+    src: Src<'a>,
+    dtype: Dtype,
+}
+
+/// Build the plan: every tensor of the checkpoint (fp8 scales aside) written once, the decoder
+/// layers' linear weights quantized, in msModelSlim's order and parts.
+pub(super) fn plan<'a>(
+    ck: &'a Checkpoint,
+    target: Target,
+    part_bytes: u64,
+    pairs: &BTreeMap<&str, (&str, ScaleLayout)>,
+    to_drop: &HashSet<String>,
+) -> Result<Plan<'a>, ConvertError> {
+    let layers = text_layers(ck);
+    let mut logical: Vec<(String, Logical<'a>)> = Vec::new();
+    let mut dropped = 0;
+    for t in ck.tensors() {
+        let name = &t.entry.name;
+        if to_drop.contains(name) {
+            dropped += 1;
+            continue;
+        }
+        let l = match pairs.get(name.as_str()) {
+            Some(&(scale, layout)) => {
+                let scale = ck.get(scale).expect("paired scale exists");
+                let fmt = Fp8Format::of(t.entry.dtype).expect("paired weights are fp8");
+                Logical { src: Src { weight: t, fp8: Some((scale, layout, fmt)) }, dtype: Dtype::BF16 }
+            }
+            None => Logical { src: Src { weight: t, fp8: None }, dtype: t.entry.dtype },
+        };
+        logical.push((name.clone(), l));
+    }
+    let by_name: HashMap<&str, Logical<'a>> = logical.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+    let quantized = |name: &str, l: &Logical<'_>| -> bool {
+        let Some(module) = name.strip_suffix(".weight") else { return false };
+        l.src.weight.entry.shape.len() == 2
+            && Compute::of(l.dtype).is_some()
+            && layer_of(name, layers).is_some()
+            && !rules().exclude_modules.iter().any(|p| glob(p, module))
+    };
+    // The biases of quantized layers are written with them (as FLOAT f32), not on their own.
+    let mut bias_of: HashMap<&str, TensorRef<'a>> = HashMap::new();
+    for (name, l) in &logical {
+        if quantized(name, l) {
+            let module = name.strip_suffix(".weight").expect("quantized names end in .weight");
+            if let Some(b) = by_name.get(format!("{module}.bias").as_str()) {
+                bias_of.insert(name.as_str(), b.src.weight);
+            }
+        }
+    }
+    let taken: HashSet<String> = bias_of.values().map(|b| b.entry.name.clone()).collect();
+    let mut order: Vec<&(String, Logical<'a>)> = logical.iter().filter(|(n, _)| !taken.contains(n)).collect();
+    order.sort_by_cached_key(|(n, _)| order_key(n, layers));
+
+    // (name, description scheme, layout, how it is made), in msModelSlim's write order.
+    let scheme = target.scheme();
+    let mut seq: Vec<(OutTensor, &'static str, Item<'a>)> = Vec::new();
+    let mut n_quant = 0;
+    for (name, l) in order {
+        let shape = l.src.weight.entry.shape.clone();
+        let bytes = |d: Dtype, numel: u64| numel.saturating_mul(d.bits()) / 8;
+        let numel = l.src.weight.entry.numel();
+        if quantized(name, l) {
+            n_quant += 1;
+            let module = name.strip_suffix(".weight").expect("quantized names end in .weight");
+            let n = shape[0];
+            let t = |suffix: &str, dtype: Dtype, shape: Vec<u64>, numel: u64| OutTensor {
+                name: format!("{module}.{suffix}"),
+                dtype,
+                shape,
+                nbytes: bytes(dtype, numel),
+            };
+            seq.push((t("weight", Dtype::I8, shape.clone(), numel), scheme, Item::Quant(l.src)));
+            seq.push((t("weight_scale", Dtype::F32, vec![n, 1], n), scheme, Item::Scale(l.src)));
+            seq.push((t("weight_offset", Dtype::F32, vec![n, 1], n), scheme, Item::Zeros(n)));
+            if let Some(b) = bias_of.get(name.as_str()) {
+                let item = if b.entry.dtype == Dtype::F32 { Item::Copy(*b) } else { Item::Widen(*b) };
+                let bshape = b.entry.shape.clone();
+                seq.push((t("bias", Dtype::F32, bshape, b.entry.numel()), FLOAT, item));
+            }
+        } else {
+            let item = match l.src.fp8 {
+                Some((scale, layout, fmt)) => Item::Dequant { weight: l.src.weight, scale, layout, fmt },
+                None => Item::Copy(l.src.weight),
+            };
+            let out = OutTensor { name: name.clone(), dtype: l.dtype, shape, nbytes: bytes(l.dtype, numel) };
+            seq.push((out, FLOAT, item));
+        }
+    }
+    if n_quant == 0 {
+        return Err(ConvertError::Refused {
+            reasons: vec![format!(
+                "no linear weight to quantize: none is a 2-D bf16/f16/f32/fp8 `.weight` in a decoder layer (under {}, layers 0..{layers})",
+                rules().layer_prefixes.join(" or ")
+            )],
+        });
+    }
+    let mut seen = HashSet::new();
+    for (t, _, _) in &seq {
+        if !seen.insert(t.name.as_str()) {
+            return Err(ConvertError::Refused {
+                reasons: vec![format!(
+                    "{}: the checkpoint already has a tensor of this name, which quantize writes for a quantized layer",
+                    t.name
+                )],
+            });
+        }
+    }
+
+    // Parts: a new one when the bytes waiting plus the next tensor reach the part size.
+    let mut parts: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut waiting = 0u64;
+    for (i, (t, _, _)) in seq.iter().enumerate() {
+        let cur = parts.last_mut().expect("one part");
+        if part_bytes > 0 && !cur.is_empty() && waiting.saturating_add(t.nbytes) >= part_bytes {
+            parts.push(Vec::new());
+            waiting = 0;
+        }
+        parts.last_mut().expect("one part").push(i);
+        waiting = waiting.saturating_add(t.nbytes);
+    }
+    let nparts = parts.len();
+    let part_name = |i: usize| {
+        if part_bytes == 0 {
+            format!("{STEM}.safetensors")
+        } else if nparts <= 99_999 {
+            format!("{STEM}-{:05}-of-{nparts:05}.safetensors", i + 1)
+        } else {
+            format!("{STEM}-{}-of-{nparts}.safetensors", i + 1)
+        }
+    };
+    let mut shards = Vec::with_capacity(nparts);
+    for (pi, members) in parts.iter().enumerate() {
+        // safetensors' save_file: larger dtypes first (its Dtype order), then by name.
+        let mut sorted = members.clone();
+        sorted.sort_by(|&a, &b| {
+            let (ta, tb) = (&seq[a].0, &seq[b].0);
+            dtype_rank(tb.dtype).cmp(&dtype_rank(ta.dtype)).then_with(|| ta.name.cmp(&tb.name))
+        });
+        let out: Vec<OutTensor> = sorted.iter().map(|&i| seq[i].0.clone()).collect();
+        let items: Vec<Item<'a>> = sorted.iter().map(|&i| seq[i].2).collect();
+        let mut inputs: Vec<&'a Shard> = Vec::new();
+        for it in &items {
+            for s in it.shards() {
+                if !inputs.iter().any(|x| std::ptr::eq(*x, s)) {
+                    inputs.push(s);
+                }
+            }
+        }
+        let in_bytes = items.iter().map(|it| it.input_bytes()).sum();
+        let header = writer::header_bytes(&out, &BTreeMap::new());
+        let len = writer::file_len(&header, &out);
+        shards.push(ShardPlan { name: part_name(pi), inputs, items, out, header, len, in_bytes });
+    }
+    let description = seq.iter().map(|(t, s, _)| (t.name.clone(), *s)).collect();
+    Ok(Plan { shards, dropped, description: Some(description) })
+}
+
+/// safetensors orders a file's tensors by its Dtype enum, largest first (checked with
+/// safetensors 0.8.0 `save_file`: I64, F64, F32, I32, BF16, F16, I16, F8_E4M3, F8_E5M2, I8, U8, BOOL).
+fn dtype_rank(d: Dtype) -> usize {
+    Dtype::ALL.iter().position(|&x| x == d).unwrap_or(0)
+}
+
+/// `quant_model_description.json` as msModelSlim's JsonWriter writes it (Python's `json.dump`
+/// with indent 4): keys in write order, then the fixed fields.
+pub(super) fn description_json(entries: &[(String, &'static str)], target: Target) -> String {
+    let q = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    let mut lines: Vec<String> = entries.iter().map(|(n, s)| format!("    {}: {}", q(n), q(s))).collect();
+    lines.push(format!("    \"version\": {}", q(&rules().version)));
+    lines.push(format!("    \"model_quant_type\": {}", q(target.scheme())));
+    lines.push("    \"metadata\": {}".into());
+    lines.push("    \"group_size\": 0".into());
+    lines.push("    \"optional\": {}".into());
+    format!("{{\n{}\n}}", lines.join(",\n"))
+}
+
+/// The index, as msModelSlim writes it (indent 2, names in write order).
+pub(super) fn index_json(plan: &Plan<'_>) -> String {
+    let q = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    let file_of: HashMap<&str, &str> =
+        plan.shards.iter().flat_map(|s| s.out.iter().map(move |t| (t.name.as_str(), s.name.as_str()))).collect();
+    let total: u64 = plan.shards.iter().flat_map(|s| s.out.iter().map(|t| t.nbytes)).sum();
+    let map: Vec<String> = plan
+        .description
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|(n, _)| format!("    {}: {}", q(n), q(file_of[n.as_str()])))
+        .collect();
+    format!(
+        "{{\n  \"metadata\": {{\n    \"total_size\": {total}\n  }},\n  \"weight_map\": {{\n{}\n  }}\n}}",
+        map.join(",\n")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_the_recipe() {
+        assert!(glob("*mlp.gate", "model.layers.0.mlp.gate"));
+        assert!(!glob("*mlp.gate", "model.layers.0.mlp.gate_proj"));
+        assert!(glob("*mlp.experts.*", "model.layers.3.mlp.experts.7.up_proj"));
+        assert!(!glob("*mlp.experts.*", "model.layers.3.mlp.shared_expert.up_proj"));
+    }
+
+    #[test]
+    fn layers_past_the_text_model_are_not_decoder_layers() {
+        assert_eq!(layer_of("model.layers.3.mlp.up_proj.weight", 4), Some(3));
+        assert_eq!(layer_of("model.layers.4.mlp.up_proj.weight", 4), None, "an MTP layer");
+        assert_eq!(layer_of("visual.blocks.0.attn.qkv.weight", 4), None);
+    }
+}

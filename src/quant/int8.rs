@@ -1,0 +1,319 @@
+//! Per-channel symmetric int8 weight quantization, bit for bit as msModelSlim's min-max pipeline
+//! computes it (msmodelslim 26.1.0, `ir/api/impl/int_quantization.py`: `calculate_int_qparam`,
+//! `int_quantize`), in the weight's own dtype with PyTorch's rounding after every operation:
+//!
+//! ```text
+//! amax  = max(-min(row.min(), 0), max(row.max(), 0))          exact: a max of magnitudes
+//! scale = max(round_d(amax / 127), round_d(f32::EPSILON))     division in f32, rounded to dtype d
+//! q     = clamp(round_half_even(round_d(w / scale)), -128, 127)
+//! ```
+//!
+//! `d` is bf16, f16 or f32 (PyTorch computes a bf16 or f16 division in f32 and rounds the quotient
+//! once). The saved `weight_scale` is `scale` widened to f32, `weight_offset` is zero. Computing the
+//! division in f32 without the rounding to bf16 changes about one weight in ten by ±1: the
+//! intermediate rounding is the contract, not a detail.
+
+use super::fp8::{f32_to_bf16, f32_to_f16};
+
+/// The dtype the arithmetic runs in: the weight's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compute {
+    BF16,
+    F16,
+    F32,
+}
+
+/// A weight that cannot be quantized: the first non-finite element (row, column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("element [{row}, {col}] is not finite (NaN or infinity): a per-channel scale of that row would be meaningless")]
+pub struct NonFinite {
+    pub row: usize,
+    pub col: usize,
+}
+
+const QMAX: f32 = 127.0;
+/// `round_half_even(v)` for |v| < 2^22: adding and removing 1.5 · 2^23 leaves exactly the
+/// nearest integer, ties to even, in the default rounding mode (no SSE4.1 `roundps` needed).
+const MAGIC: f32 = 12_582_912.0;
+
+#[inline(always)]
+fn bf16_val(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+#[inline(always)]
+fn f16_val(b: u16) -> f32 {
+    half::f16::from_bits(b).to_f32()
+}
+
+impl Compute {
+    pub fn of(d: crate::checkpoint::Dtype) -> Option<Compute> {
+        use crate::checkpoint::Dtype;
+        match d {
+            Dtype::BF16 => Some(Compute::BF16),
+            Dtype::F16 => Some(Compute::F16),
+            Dtype::F32 => Some(Compute::F32),
+            _ => None,
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            Compute::F32 => 4,
+            _ => 2,
+        }
+    }
+
+    /// `round_d(x)` as an f32 (exact: every bf16 and f16 value is an f32).
+    #[inline(always)]
+    fn round(self, x: f32) -> f32 {
+        match self {
+            Compute::BF16 => bf16_val(f32_to_bf16(x)),
+            Compute::F16 => f16_val(f32_to_f16(x)),
+            Compute::F32 => x,
+        }
+    }
+
+    /// The scale for a row whose largest magnitude is `amax` (finite, in dtype `self`).
+    #[inline(always)]
+    fn scale(self, amax: f32) -> f32 {
+        let s = self.round(amax / QMAX);
+        let eps = self.round(f32::EPSILON);
+        if s < eps {
+            eps
+        } else {
+            s
+        }
+    }
+}
+
+/// The scale of each row of a bf16/f16 matrix (`rows.len()` a multiple of `k`).
+#[inline(always)]
+fn scales_16(rows: &[u16], k: usize, c: Compute, out: &mut [f32]) -> Result<(), NonFinite> {
+    let (inf, val): (u16, fn(u16) -> f32) = match c {
+        Compute::BF16 => (0x7F80, bf16_val),
+        _ => (0x7C00, f16_val),
+    };
+    for (r, (row, o)) in rows.chunks_exact(k).zip(out.iter_mut()).enumerate() {
+        // Magnitudes compare as integers once the sign is cleared (NaN and inf sort above all).
+        let m = row.iter().fold(0u16, |m, &b| m.max(b & 0x7FFF));
+        if m >= inf {
+            let col = row.iter().position(|&b| b & 0x7FFF >= inf).unwrap_or(0);
+            return Err(NonFinite { row: r, col });
+        }
+        *o = c.scale(val(m));
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn scales_32(rows: &[f32], k: usize, out: &mut [f32]) -> Result<(), NonFinite> {
+    for (r, (row, o)) in rows.chunks_exact(k).zip(out.iter_mut()).enumerate() {
+        let m = row.iter().fold(0u32, |m, &x| m.max(x.to_bits() & 0x7FFF_FFFF));
+        if m >= 0x7F80_0000 {
+            let col = row.iter().position(|x| !x.is_finite()).unwrap_or(0);
+            return Err(NonFinite { row: r, col });
+        }
+        *o = Compute::F32.scale(f32::from_bits(m));
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn q(c: Compute, x: f32, s: f32) -> i8 {
+    let v = c.round(x / s);
+    let r = (v + MAGIC) - MAGIC;
+    r.clamp(-128.0, 127.0) as i8
+}
+
+#[inline(always)]
+fn quant_16(rows: &[u16], k: usize, c: Compute, scales: &[f32], out: &mut [i8]) {
+    // One loop per dtype, so each compiles to straight vector code.
+    for ((row, o), &s) in rows.chunks_exact(k).zip(out.chunks_exact_mut(k)).zip(scales) {
+        if c == Compute::BF16 {
+            for (o, &b) in o.iter_mut().zip(row) {
+                *o = q(Compute::BF16, bf16_val(b), s);
+            }
+        } else {
+            for (o, &b) in o.iter_mut().zip(row) {
+                *o = q(Compute::F16, f16_val(b), s);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn quant_32(rows: &[f32], k: usize, scales: &[f32], out: &mut [i8]) {
+    for ((row, o), &s) in rows.chunks_exact(k).zip(out.chunks_exact_mut(k)).zip(scales) {
+        for (o, &x) in o.iter_mut().zip(row) {
+            *o = q(Compute::F32, x, s);
+        }
+    }
+}
+
+/// A band of rows in the weight's dtype.
+#[derive(Clone, Copy)]
+pub enum Rows<'a> {
+    Half(&'a [u16], Compute),
+    F32(&'a [f32]),
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Rows::Half(r, _) => r.len(),
+            Rows::F32(r) => r.len(),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::*;
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn scales(rows: Rows<'_>, k: usize, out: &mut [f32]) -> Result<(), NonFinite> {
+        match rows {
+            Rows::Half(r, c) => scales_16(r, k, c, out),
+            Rows::F32(r) => scales_32(r, k, out),
+        }
+    }
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn quantize(rows: Rows<'_>, k: usize, scales: &[f32], out: &mut [i8]) {
+        match rows {
+            Rows::Half(r, c) => quant_16(r, k, c, scales, out),
+            Rows::F32(r) => quant_32(r, k, scales, out),
+        }
+    }
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *OK.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Rows per parallel task: enough work to amortize the task, few enough to spread a band.
+const TASK_ELEMS: usize = 1 << 16;
+
+/// The scale of each of the `out.len()` rows of `rows` (`k` columns each), in parallel.
+/// The error names the first non-finite element, its row counted from the band's start.
+pub fn row_scales(rows: Rows<'_>, k: usize, out: &mut [f32]) -> Result<(), NonFinite> {
+    use rayon::prelude::*;
+    assert_eq!(rows.len(), out.len() * k, "rows and scales disagree");
+    if k == 0 {
+        out.fill(Compute::F32.scale(0.0));
+        return Ok(());
+    }
+    let per = (TASK_ELEMS / k).max(1);
+    out.par_chunks_mut(per).enumerate().try_for_each(|(t, o)| {
+        let r0 = t * per;
+        let sub = match rows {
+            Rows::Half(r, c) => Rows::Half(&r[r0 * k..(r0 + o.len()) * k], c),
+            Rows::F32(r) => Rows::F32(&r[r0 * k..(r0 + o.len()) * k]),
+        };
+        let res = if has_avx2() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU has the features (checked above).
+            unsafe {
+                avx2::scales(sub, k, o)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!()
+        } else {
+            match sub {
+                Rows::Half(r, c) => scales_16(r, k, c, o),
+                Rows::F32(r) => scales_32(r, k, o),
+            }
+        };
+        res.map_err(|e| NonFinite { row: e.row + r0, col: e.col })
+    })
+}
+
+/// Quantize `rows` (`k` columns each) with one scale per row into `out`, in parallel.
+pub fn quantize_rows(rows: Rows<'_>, k: usize, scales: &[f32], out: &mut [i8]) {
+    use rayon::prelude::*;
+    assert_eq!(rows.len(), out.len(), "rows and output disagree");
+    assert_eq!(rows.len(), scales.len() * k, "rows and scales disagree");
+    if k == 0 {
+        return;
+    }
+    let per = (TASK_ELEMS / k).max(1);
+    out.par_chunks_mut(per * k).zip(scales.par_chunks(per)).enumerate().for_each(|(t, (o, s))| {
+        let r0 = t * per * k;
+        let sub = match rows {
+            Rows::Half(r, c) => Rows::Half(&r[r0..r0 + o.len()], c),
+            Rows::F32(r) => Rows::F32(&r[r0..r0 + o.len()]),
+        };
+        if has_avx2() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU has the features (checked above).
+            unsafe {
+                avx2::quantize(sub, k, s, o)
+            }
+        } else {
+            match sub {
+                Rows::Half(r, c) => quant_16(r, k, c, s, o),
+                Rows::F32(r) => quant_32(r, k, s, o),
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bf(x: f32) -> u16 {
+        f32_to_bf16(x)
+    }
+
+    #[test]
+    fn scale_is_rounded_to_the_dtype_and_floored_at_epsilon() {
+        // 1.0 / 127 = 0.007874… → bf16 0.00787353515625.
+        let rows = [bf(1.0), bf(-0.5)];
+        let mut s = [0.0];
+        row_scales(Rows::Half(&rows, Compute::BF16), 2, &mut s).unwrap();
+        assert_eq!(s[0], bf16_val(bf(1.0 / 127.0)));
+        assert_ne!(s[0], 1.0 / 127.0);
+        // An all-zero row gets the epsilon floor, not a division by zero.
+        let zeros = [0u16, 0x8000];
+        row_scales(Rows::Half(&zeros, Compute::BF16), 2, &mut s).unwrap();
+        assert_eq!(s[0], f32::EPSILON);
+    }
+
+    #[test]
+    fn the_largest_magnitude_maps_to_127_and_ties_go_to_even() {
+        let rows = [bf(-2.0), bf(1.0), bf(0.0), bf(2.0)];
+        let mut s = [0.0];
+        row_scales(Rows::Half(&rows, Compute::BF16), 4, &mut s).unwrap();
+        let mut out = [0i8; 4];
+        quantize_rows(Rows::Half(&rows, Compute::BF16), 4, &s, &mut out);
+        assert_eq!(out[0], -127);
+        assert_eq!(out[3], 127);
+        assert_eq!(out[2], 0);
+        // Half-way values round to even: 2.5 → 2, 3.5 → 4, -0.5 → 0 with scale 1.
+        let r = [2.5f32, 3.5, -0.5, 127.0, -1000.0];
+        let mut o = [0i8; 5];
+        quantize_rows(Rows::F32(&r), 5, &[1.0], &mut o);
+        assert_eq!(o, [2, 4, 0, 127, -128]);
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_with_their_position() {
+        let rows = [bf(1.0), bf(2.0), bf(3.0), 0x7FC0];
+        let mut s = [0.0; 2];
+        let e = row_scales(Rows::Half(&rows, Compute::BF16), 2, &mut s).unwrap_err();
+        assert_eq!(e, NonFinite { row: 1, col: 1 });
+        let r = [1.0f32, f32::NEG_INFINITY];
+        let e = row_scales(Rows::F32(&r), 2, &mut s[..1]).unwrap_err();
+        assert_eq!(e, NonFinite { row: 0, col: 1 });
+    }
+}
