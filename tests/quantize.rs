@@ -31,6 +31,13 @@ fn assert_equals_msmodelslim(input: &str, reference: &str) {
     let got = msmodelslim_files(&out);
     assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{input}: file names");
     for (name, bytes) in &want {
+        if name == "config.json" && input.ends_with("-fp8") {
+            // msModelSlim read a config the fixture script wrote (Python's JSON formatting); the
+            // content must agree: the same config without quantization_config.
+            let v = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap();
+            assert_eq!(v(&got[name]), v(bytes), "{input}: config.json");
+            continue;
+        }
         if got[name] != *bytes {
             // Name the first tensor that differs, for a useful failure.
             let detail = if name.ends_with(".safetensors") {
@@ -61,6 +68,19 @@ fn llama_equals_msmodelslim_bit_for_bit() {
 fn qwen3_moe_equals_msmodelslim_bit_for_bit() {
     // The router (mlp.gate) and the QK-norms stay FLOAT; every expert is quantized.
     assert_equals_msmodelslim("qwen3-moe", "modelslim-qwen3-moe-w8a8-dynamic");
+}
+
+#[test]
+fn qwen2_biases_are_written_as_float_f32_like_msmodelslim() {
+    // A quantized linear's bias: FLOAT in the description, widened to F32 (on_w8a8_dynamic_per_channel).
+    assert_equals_msmodelslim("qwen2", "modelslim-qwen2-w8a8-dynamic");
+}
+
+#[test]
+fn fp8_input_equals_msmodelslim_on_pytorch_dequantized_weights() {
+    // msModelSlim quantized the bf16 checkpoint made of PyTorch's reference dequantization of the
+    // fp8 weights (tools/fixtures_modelslim_fp8ref.py); ckptkit reads the fp8 checkpoint itself.
+    assert_equals_msmodelslim("qwen3-dense-fp8", "modelslim-qwen3-dense-fp8-w8a8-dynamic");
 }
 
 #[test]

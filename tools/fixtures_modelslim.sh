@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate fixtures/modelslim-* : tiny checkpoints written by msModelSlim itself (vLLM-Ascend's quantizer),
-# on the CPU, from the tiny bf16 fixtures fixtures/llama and fixtures/qwen3-moe (copied, never modified).
+# on the CPU, from the tiny bf16 fixtures fixtures/llama, fixtures/qwen3-moe and fixtures/qwen2 (copied, never modified)
+# and a bf16 Qwen3 dense built from fixtures/qwen3-dense-fp8 + its .reference (tools/fixtures_modelslim_fp8ref.py).
+# msModelSlim runs with $MSM_WORK/run as its working directory (the old API drops a features.npy there).
 #
 #   bash tools/fixtures_modelslim.sh              # from the repo root; needs python3.11 + PyPI (~3 GB of wheels)
 #
@@ -15,6 +17,8 @@
 #   fixtures/modelslim-llama-w8a8                W8A8 (static) modelslim_v1 CLI, --model_type default
 #   fixtures/modelslim-llama-w8a16               W8A16         modelslim_v1 CLI, --model_type default
 #   fixtures/modelslim-qwen3-moe-w4a8-dynamic    W4A8_DYNAMIC experts + W8A8_DYNAMIC attention, Qwen3-30B
+#   fixtures/modelslim-qwen2-w8a8-dynamic        W8A8_DYNAMIC  modelslim_v1 CLI, --model_type default (q/k/v bias: F32)
+#   fixtures/modelslim-qwen3-dense-fp8-w8a8-dynamic  W8A8_DYNAMIC  CLI, Qwen3-8B, on qwen3-dense-fp8's bf16 reference
 #   fixtures/modelslim-llama-w8a8-dynamic-v0     W8A8_DYNAMIC  older Python API (msmodelslim.pytorch.llm_ptq),
 #        save_type=['safe_tensor']; that API writes no config.json, so this script copies the source's
 #        config.json next to its two files (the only file here that msModelSlim did not write).
@@ -73,9 +77,14 @@ check_versions
 export PYTHONHASHSEED=0 CUDA_VISIBLE_DEVICES="" TOKENIZERS_PARALLELISM=false
 rm -rf "$RUN"; mkdir -p "$RUN/out"
 
-# Inputs: copies of the bf16 fixtures + WordLevel tokenizer + calib.jsonl (same file for both models).
+# Inputs: copies of the bf16 fixtures + WordLevel tokenizer + calib.jsonl (same file for all models).
 "$PY" "$TOOLS/fixtures_modelslim_prep.py" "$ROOT/fixtures/llama" "$RUN/llama" "$RUN/calib.jsonl"
 "$PY" "$TOOLS/fixtures_modelslim_prep.py" "$ROOT/fixtures/qwen3-moe" "$RUN/qwen3-moe" "$RUN/calib.jsonl"
+"$PY" "$TOOLS/fixtures_modelslim_prep.py" "$ROOT/fixtures/qwen2" "$RUN/qwen2" "$RUN/calib.jsonl"
+# bf16 Qwen3 dense from the fp8 fixture: fp8 weights -> their reference dequantization, scales dropped (not a fixture).
+"$PY" "$TOOLS/fixtures_modelslim_fp8ref.py" "$ROOT/fixtures/qwen3-dense-fp8" \
+    "$ROOT/fixtures/qwen3-dense-fp8.reference/dequant_bf16.safetensors" "$RUN/qwen3-dense-fp8-bf16"
+"$PY" "$TOOLS/fixtures_modelslim_prep.py" "$RUN/qwen3-dense-fp8-bf16" "$RUN/qwen3-dense-fp8ref" "$RUN/calib.jsonl"
 
 # modelslim_v1 configs (from shared/recipes/modelslim): per-channel min-max RTN int8/int4 weights, no anti-outlier.
 cat > "$RUN/w8a8_dynamic.yaml" <<EOF
@@ -168,8 +177,8 @@ EOF
 
 quant() {  # NAME MODEL CONFIG MODEL_TYPE
     echo "== modelslim-$1"
-    "$VENV/bin/msmodelslim" quant --model_path "$RUN/$2" --save_path "$RUN/out/modelslim-$1" --device cpu \
-        --config_path "$RUN/$3.yaml" --model_type "$4" --trust_remote_code False > "$RUN/$1.log" 2>&1 \
+    (cd "$RUN" && "$VENV/bin/msmodelslim" quant --model_path "$RUN/$2" --save_path "$RUN/out/modelslim-$1" --device cpu \
+        --config_path "$RUN/$3.yaml" --model_type "$4" --trust_remote_code False) > "$RUN/$1.log" 2>&1 \
         || { tail -30 "$RUN/$1.log"; exit 1; }
 }
 quant llama-w8a8-dynamic      llama     w8a8_dynamic     default
@@ -177,9 +186,11 @@ quant qwen3-moe-w8a8-dynamic  qwen3-moe w8a8_dynamic     Qwen3-30B
 quant llama-w8a8              llama     w8a8_static      default
 quant llama-w8a16             llama     w8a16            default
 quant qwen3-moe-w4a8-dynamic  qwen3-moe w4a8_dynamic_moe Qwen3-30B
+quant qwen2-w8a8-dynamic      qwen2     w8a8_dynamic     default
+quant qwen3-dense-fp8-w8a8-dynamic qwen3-dense-fp8ref w8a8_dynamic Qwen3-8B
 
 echo "== modelslim-llama-w8a8-dynamic-v0"
-"$PY" "$TOOLS/fixtures_modelslim_v0.py" "$RUN/llama" "$RUN/calib.jsonl" "$RUN/out/modelslim-llama-w8a8-dynamic-v0" \
+(cd "$RUN" && "$PY" "$TOOLS/fixtures_modelslim_v0.py" "$RUN/llama" "$RUN/calib.jsonl" "$RUN/out/modelslim-llama-w8a8-dynamic-v0") \
     > "$RUN/llama-w8a8-dynamic-v0.log" 2>&1 || { tail -30 "$RUN/llama-w8a8-dynamic-v0.log"; exit 1; }
 cp "$ROOT/fixtures/llama/config.json" "$RUN/out/modelslim-llama-w8a8-dynamic-v0/config.json"
 
