@@ -122,8 +122,11 @@ fn scales_32(rows: &[f32], k: usize, out: &mut [f32]) -> Result<(), NonFinite> {
 #[inline(always)]
 fn q(c: Compute, x: f32, s: f32) -> i8 {
     let v = c.round(x / s);
-    let r = (v + MAGIC) - MAGIC;
-    r.clamp(-128.0, 127.0) as i8
+    // v + 1.5·2^23 holds round_half_even(v) in its low mantissa bits (|v| < 2^22, see MAGIC):
+    // read it as an integer there, then clamp and narrow in integers (all of it vectorizes; a
+    // float clamp and `as i8` would not).
+    let i = ((v + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    i.clamp(-128, 127) as i8
 }
 
 #[inline(always)]
