@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Whole-conversion speed: `ckptkit dequant` against a plain copy of the same bytes (read every
-input shard, write as many bytes as ckptkit's output), interleaved, warm page cache, median of
---runs. Also reports ckptkit's peak RSS (from wait4's rusage).
+"""Whole-conversion speed: `ckptkit dequant` (or `quantize --to w8a8-dynamic` with --quantize)
+against a plain copy of the same bytes (read every input shard, write as many bytes as ckptkit's
+output), interleaved, warm page cache, median of --runs. Also reports ckptkit's peak RSS (from
+wait4's rusage).
 
-  python3 benches/convert_compare.py INPUT_DIR [--runs 5] [--threads N] [--bin OTHER_CKPTKIT]...
+  python3 benches/convert_compare.py INPUT_DIR [--runs 5] [--threads N] [--quantize] [--bin OTHER_CKPTKIT]...
 
 Each --bin adds another ckptkit binary (an older build, say) measured in the same interleaved runs,
 so a change's cost is a ratio taken on the same machine at the same time.
@@ -49,9 +50,14 @@ def plain_copy(src, dst, out_bytes):
                     share -= k
 
 
+QUANTIZE = False
+
+
 def run_ckptkit(src, dst, threads, binary=None):
     binary = binary or os.path.join(ROOT, "target", "release", "ckptkit")
     cmd = [binary, "dequant", src, "--out", dst, "--quiet"]
+    if QUANTIZE:
+        cmd = [binary, "quantize", src, "--to", "w8a8-dynamic", "--out", dst, "--quiet"]
     if threads:
         cmd += ["--threads", str(threads)]
     t = time.perf_counter()
@@ -74,7 +80,10 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--scratch", default=None, help="directory for outputs (default: next to the input)")
     ap.add_argument("--bin", action="append", default=[], help="another ckptkit binary to measure in the same runs")
+    ap.add_argument("--quantize", action="store_true", help="measure `quantize --to w8a8-dynamic` instead of dequant")
     a = ap.parse_args()
+    global QUANTIZE
+    QUANTIZE = a.quantize
     scratch = a.scratch or os.path.dirname(os.path.abspath(a.src))
     in_bytes = du(a.src)
     out = tempfile.mkdtemp(dir=scratch, prefix="ckptkit-out-")
@@ -106,6 +115,7 @@ def main():
         mo = statistics.median(ts)
         print(f"{b}: median {mo:6.2f} s, speed / plain copy = {mp / mo:.3f}; ckptkit / this = {mo / mc:.3f}  runs {', '.join(f'{x:.2f}' for x in ts)}")
     print(f"ckptkit peak RSS {max(rss) / 2 ** 20:.0f} MiB (target <= 1024 MiB with 1 GiB shards)")
+    print(f"command: {'quantize --to w8a8-dynamic' if QUANTIZE else 'dequant'}")
 
 
 if __name__ == "__main__":

@@ -670,7 +670,7 @@ fn is_kept(path: &Path, sp: &ShardPlan<'_>, done: Option<&state::Done>, trust: b
         let f = std::fs::File::open(path).map_err(io(path))?;
         return Ok(fsutil::read_exact_at(&f, &mut head, 0).is_ok() && head == sp.header);
     }
-    Ok(hash_file(path)? == done.blake3)
+    Ok(digest_file(path, sp)? == done.blake3)
 }
 
 /// blake3 of a whole file, read (not mapped: it may change under us) in large chunks.
@@ -1012,6 +1012,14 @@ impl Bufs {
     }
 }
 
+/// At least `len` elements (a reused buffer only grows: shrinking and growing again would zero
+/// the same memory over and over).
+fn grow<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+}
+
 /// Rows `[r0, r0+nr)` of a weight to quantize, in its compute dtype (fp8: dequantized to bf16).
 #[allow(clippy::too_many_arguments)]
 fn load_rows<'b>(
@@ -1035,12 +1043,12 @@ fn load_rows<'b>(
     let skip = (r0 * k * c.bytes()) as u64;
     Ok(match c {
         Compute::F32 => {
-            r32.resize(len, 0.0);
+            grow(r32, len);
             data.read_par(src.weight.entry, skip, as_bytes_mut(&mut r32[..len]))?;
             Rows::F32(&r32[..len])
         }
         c => {
-            r16.resize(len, 0);
+            grow(r16, len);
             data.read_par(src.weight.entry, skip, as_bytes_mut(&mut r16[..len]))?;
             Rows::Half(&r16[..len], c)
         }
@@ -1090,9 +1098,9 @@ fn emit(
         Item::Copy(t) => {
             let d = open.of(t.shard);
             for (off, n) in pieces(t.entry.nbytes()) {
-                b.chunk.resize(n, 0);
-                d.read_par(t.entry, off, &mut b.chunk)?;
-                sink(&b.chunk)?;
+                grow(&mut b.chunk, n);
+                d.read_par(t.entry, off, &mut b.chunk[..n])?;
+                sink(&b.chunk[..n])?;
             }
         }
         Item::Widen(t) => {
@@ -1127,51 +1135,107 @@ fn emit(
             sink(as_bytes(&s))?;
         }
         Item::Quant(src) => {
-            let scales = row_scales_of(&src, open, b)?;
-            let k = src.weight.entry.shape[1] as usize;
+            // One pass: each band's row scales are computed from the rows just read, then used.
+            let name = &src.weight.entry.name;
+            let (n, k) = (src.weight.entry.shape[0] as usize, src.weight.entry.shape[1] as usize);
+            let known = b.row_scales.remove(name);
+            let have = known.is_some();
+            let mut scales = known.unwrap_or_else(|| vec![0f32; n]);
+            if !have && k == 0 {
+                int8::row_scales(Rows::F32(&[]), 0, &mut scales).expect("no elements, nothing non-finite");
+            }
             let fp8 = match src.fp8 {
                 Some((scale, _, _)) => fp8_scales(scale, open)?,
                 None => Vec::new(),
             };
             for (_, r0, nr) in quant_bands(&src) {
                 let rows = load_rows(&src, open, &fp8, &mut b.band, &mut b.r16, &mut b.r32, r0, nr)?;
-                b.q.resize(nr * k, 0);
-                int8::quantize_rows(rows, k, &scales[r0..r0 + nr], &mut b.q);
-                sink(as_bytes(&b.q))?;
+                if !have {
+                    int8::row_scales(rows, k, &mut scales[r0..r0 + nr]).map_err(|e| ConvertError::NonFinite {
+                        file: src.weight.shard.name.clone(),
+                        tensor: name.clone(),
+                        source: int8::NonFinite { row: e.row + r0, col: e.col },
+                    })?;
+                }
+                grow(&mut b.q, nr * k);
+                let q = &mut b.q[..nr * k];
+                int8::quantize_rows(rows, k, &scales[r0..r0 + nr], q);
+                sink(as_bytes(q))?;
             }
+            b.row_scales.insert(name.clone(), scales);
         }
     }
     Ok(())
 }
 
-/// A writer that hashes every byte it passes on: the shard's blake3 is known when it is complete.
-struct Hashing<W: Write> {
-    inner: W,
-    hash: blake3::Hasher,
-}
-
-impl<W: Write + Send> Hashing<W> {
-    /// Hash and write: a large buffer is hashed on another core while the write system call
-    /// copies it into the page cache (measured: hashing in line cost 40 % of a whole conversion
-    /// on 2 cores; beside the write, about 10 %).
-    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if bytes.len() >= 1 << 20 {
-            let Hashing { inner, hash } = self;
-            let ((), written) = rayon::join(
-                || {
-                    hash.update_rayon(bytes);
-                },
-                || inner.write_all(bytes),
-            );
-            written
-        } else {
-            self.hash.update(bytes);
-            self.inner.write_all(bytes)
-        }
+/// Hash `bytes` and write them at `pos`: a large buffer is hashed on another core while the write
+/// system call copies it into the page cache (measured: hashing in line cost 40 % of a whole
+/// conversion on 2 cores; beside the write, about 10 %).
+fn put_at(file: &std::fs::File, hash: &mut blake3::Hasher, bytes: &[u8], pos: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if bytes.len() >= 1 << 20 {
+        let ((), written) = rayon::join(
+            || {
+                hash.update_rayon(bytes);
+            },
+            || file.write_all_at(bytes, pos),
+        );
+        written
+    } else {
+        hash.update(bytes);
+        file.write_all_at(bytes, pos)
     }
 }
 
-/// Write one shard through a temporary file; returns what the state file records for it.
+/// A shard's digest, as the state file records it: blake3 over the blake3 of its header and of
+/// each tensor's bytes, in file order. Each part can be hashed as it is made, in any order (a
+/// quantized weight before the scales that precede it in the file), and a rerun recomputes it
+/// from the file alone.
+fn digest(header: blake3::Hash, tensors: &[blake3::Hash]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(header.as_bytes());
+    for t in tensors {
+        h.update(t.as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// The digest of a finished shard file, read back (not mapped: it may change under us).
+fn digest_file(path: &Path, sp: &ShardPlan<'_>) -> Result<String, ConvertError> {
+    use std::os::unix::fs::FileExt;
+    let (f, _) = fsutil::open_regular(path)
+        .map_err(|e| ConvertError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut hash_range = |begin: u64, len: u64| -> Result<blake3::Hash, ConvertError> {
+        let mut h = blake3::Hasher::new();
+        for (off, n) in pieces(len) {
+            f.read_exact_at(&mut buf[..n], begin + off).map_err(io(path))?;
+            h.update_rayon(&buf[..n]);
+        }
+        Ok(h.finalize())
+    };
+    let header = hash_range(0, sp.header.len() as u64)?;
+    let mut pos = sp.header.len() as u64;
+    let mut tensors = Vec::with_capacity(sp.out.len());
+    for t in &sp.out {
+        tensors.push(hash_range(pos, t.nbytes)?);
+        pos += t.nbytes;
+    }
+    Ok(digest(header, &tensors))
+}
+
+/// The order items are made in: quantized weights first (each pass over a weight yields its
+/// row scales too, so its `weight_scale`, earlier in the file, needs no second read), then the
+/// rest in file order.
+fn production_order(sp: &ShardPlan<'_>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..sp.items.len()).collect();
+    order.sort_by_key(|&i| !matches!(sp.items[i], Item::Quant(_)));
+    order
+}
+
+/// Write one shard through a temporary file; returns what the state file records for it. Each
+/// tensor is written at its offset in the planned layout, so the items can be made in
+/// [`production_order`].
 fn write_shard(
     sp: &ShardPlan<'_>,
     out: &Path,
@@ -1191,34 +1255,49 @@ fn write_shard(
         // the input under the reads or starts a second writer.
         std::thread::sleep(Duration::from_millis(p));
     }
-    let file = tmp.file();
-    let mut w = Hashing { inner: std::io::BufWriter::with_capacity(8 << 20, &mut *file), hash: blake3::Hasher::new() };
-    w.put(&sp.header).map_err(io(&tmp_path))?;
-    for (i, it) in sp.items.iter().enumerate() {
-        if fault && i * 2 >= sp.items.len() {
+    let file: &std::fs::File = tmp.file();
+    file.set_len(sp.len).map_err(io(&tmp_path))?;
+    let mut hh = blake3::Hasher::new();
+    put_at(file, &mut hh, &sp.header, 0).map_err(io(&tmp_path))?;
+    let header_hash = hh.finalize();
+    let mut offsets = Vec::with_capacity(sp.out.len());
+    let mut pos = sp.header.len() as u64;
+    for t in &sp.out {
+        offsets.push(pos);
+        pos += t.nbytes;
+    }
+    let mut hashes = vec![blake3::Hash::from_bytes([0; 32]); sp.items.len()];
+    for (done, i) in production_order(sp).into_iter().enumerate() {
+        if fault && done * 2 >= sp.items.len() {
             // Test hook (CKPTKIT_FAULT_ABORT_AFTER_SHARDS): die half-way through a shard, as a kill would.
-            w.inner.flush().map_err(io(&tmp_path))?;
             std::process::abort();
         }
-        emit(it, &open, b, &mut |bytes| w.put(bytes).map_err(io(&tmp_path)))?;
+        let mut h = blake3::Hasher::new();
+        let mut at = offsets[i];
+        emit(&sp.items[i], &open, b, &mut |bytes| {
+            put_at(file, &mut h, bytes, at).map_err(io(&tmp_path))?;
+            at += bytes.len() as u64;
+            Ok(())
+        })?;
+        if at - offsets[i] != sp.out[i].nbytes {
+            return Err(ConvertError::Verify {
+                file: sp.name.clone(),
+                detail: format!("{}: made {} bytes, planned {}", sp.out[i].name, at - offsets[i], sp.out[i].nbytes),
+            });
+        }
+        hashes[i] = h.finalize();
     }
     open.still_same()?;
-    w.inner.flush().map_err(io(&tmp_path))?;
-    let hash = w.hash.finalize().to_hex().to_string();
-    drop(w);
     let len = file.metadata().map_err(io(&tmp_path))?.len();
     if len != sp.len {
-        return Err(ConvertError::Verify {
-            file: sp.name.clone(),
-            detail: format!("wrote {len} bytes, planned {}", sp.len),
-        });
+        return Err(ConvertError::Verify { file: sp.name.clone(), detail: format!("wrote {len} bytes, planned {}", sp.len) });
     }
     // On disk before it is recorded: a recorded shard survives a power cut, not only a kill.
     tmp.commit(dst).map_err(io(dst))?;
     Ok(state::Done {
         len,
         header_blake3: blake3::hash(&sp.header).to_hex().to_string(),
-        blake3: hash,
+        blake3: digest(header_hash, &hashes),
         inputs: input_ident(sp),
         tool: TOOL.into(),
     })
