@@ -152,11 +152,17 @@ fn refuses_a_scale_without_its_weight() {
 #[test]
 fn refuses_unsupported_schemes_by_name() {
     let c = copy_fixture("deepseek-fp8");
-    edit_json(&c.dir.join("config.json"), |v| v["quantization_config"] = serde_json::json!({"quant_method": "mxfp4"}));
+    edit_json(&c.dir.join("config.json"), |v| v["quantization_config"] = serde_json::json!({"quant_method": "gptq"}));
     let out = c.tmp.path().join("out");
     let r = dequant(&c.dir, &out, &[]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("\"mxfp4\"") && r.stderr.contains("not supported"), "{}", r.stderr);
+    assert!(r.stderr.contains("\"gptq\"") && r.stderr.contains("not supported"), "{}", r.stderr);
+    assert_nothing_written(&out);
+    // mxfp4 is read, but an fp8 checkpoint that says mxfp4 has no blocks: refused, not copied.
+    edit_json(&c.dir.join("config.json"), |v| v["quantization_config"] = serde_json::json!({"quant_method": "mxfp4"}));
+    let r = dequant(&c.dir, &out, &[]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no `*_blocks` tensor"), "{}", r.stderr);
     assert_nothing_written(&out);
     // A checkpoint with nothing to dequantize is refused too.
     let r = dequant(&fixture("qwen3-dense"), &out, &[]);

@@ -18,6 +18,7 @@
 //! `--part K/N` converts a disjoint, byte-balanced share of the shards; `--finalize` then writes the
 //! index, config.json without `quantization_config`, and the other files.
 
+mod packed;
 pub mod quantize;
 pub mod state;
 pub mod writer;
@@ -254,6 +255,21 @@ enum Item<'a> {
     Zeros(u64),
     /// A weight quantized to int8.
     Quant(Src<'a>),
+    /// 4-bit packed rows (NVFP4 U8 [N, K/2], INT4 I32 [N, K/8]) to bf16 [N, K]; `extra` is the
+    /// NVFP4 global scale or the INT4 zero points.
+    Packed4 {
+        packed: TensorRef<'a>,
+        scale: TensorRef<'a>,
+        extra: Option<TensorRef<'a>>,
+        kind: packed::Packed4,
+        n: u64,
+        k: u64,
+    },
+    /// MXFP4 expert blocks [E, N, G, 16] with e8m0 scales [E, N, G] to bf16 [E, G*32, N].
+    Mx {
+        blocks: TensorRef<'a>,
+        scales: TensorRef<'a>,
+    },
 }
 
 impl<'a> Item<'a> {
@@ -268,6 +284,12 @@ impl<'a> Item<'a> {
                 v
             }
             Item::Zeros(_) => Vec::new(),
+            Item::Packed4 { packed, scale, extra, .. } => {
+                let mut v = vec![packed.shard, scale.shard];
+                v.extend(extra.map(|e| e.shard));
+                v
+            }
+            Item::Mx { blocks, scales } => vec![blocks.shard, scales.shard],
         }
     }
 
@@ -278,6 +300,8 @@ impl<'a> Item<'a> {
             Item::Dequant { weight, .. } => weight.entry.nbytes(),
             Item::Scale(_) | Item::Zeros(_) => 0,
             Item::Quant(s) => s.weight.entry.nbytes(),
+            Item::Packed4 { packed, .. } => packed.entry.nbytes(),
+            Item::Mx { blocks, .. } => blocks.entry.nbytes(),
         }
     }
 }
@@ -320,6 +344,16 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], task: Task) -> Result
         })
         .collect();
     let scheme = ck.quant_scheme().cloned();
+    let p4 = match (&scheme, task) {
+        (Some(s), Task::Dequant(_)) => packed::plan(ck, s)?,
+        _ => None,
+    };
+    if let Some(p4) = p4 {
+        if !reasons.is_empty() {
+            return Err(ConvertError::Refused { reasons });
+        }
+        return plan4(ck, task, p4);
+    }
     let fp8_count = ck.tensors().filter(|t| t.entry.dtype.is_fp8_weight()).count();
     match &scheme {
         Some(s) if s.fp8_scale.is_none() => return Err(ConvertError::Unsupported {
@@ -406,6 +440,60 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], task: Task) -> Result
                         nbytes: e.nbytes(),
                     });
                     items.push(Item::Copy(t));
+                }
+            }
+        }
+        let meta = s.header.metadata.clone().unwrap_or_default();
+        let header = writer::header_bytes(&out, &meta);
+        let len = writer::file_len(&header, &out);
+        let mut inputs = vec![s];
+        for it in &items {
+            for x in it.shards() {
+                if !inputs.iter().any(|y| std::ptr::eq(*y, x)) {
+                    inputs.push(x);
+                }
+            }
+        }
+        shards.push(ShardPlan { name: s.name.clone(), inputs, items, out, header, len, in_bytes: s.file_len });
+    }
+    Ok(Plan { shards, dropped, description: None })
+}
+
+/// The plan of a 4-bit checkpoint's dequantization: each input shard mirrored, its packed weights
+/// (and MXFP4 blocks) made bf16 under their unquantized names, their companions dropped.
+fn plan4<'a>(ck: &'a Checkpoint, task: Task, p4: packed::Plan4<'a>) -> Result<Plan<'a>, ConvertError> {
+    if task != Task::Dequant(OutDtype::BF16) {
+        return Err(ConvertError::Unsupported {
+            scheme: format!("{} (4-bit)", ck.quant_scheme().map(|s| s.method.to_string()).unwrap_or_default()),
+            command: task.command(),
+            accepted:
+                "4-bit checkpoints are dequantized to bf16 only (--dtype bf16), as their producers' references do",
+        });
+    }
+    let mut shards = Vec::with_capacity(ck.shards.len());
+    let mut dropped = 0;
+    for s in &ck.shards {
+        let mut items = Vec::new();
+        let mut out = Vec::new();
+        for e in s.tensors() {
+            if p4.drop.contains(&e.name) {
+                dropped += 1;
+                continue;
+            }
+            match p4.primary.get(&e.name) {
+                Some((name, shape, item)) => {
+                    let nbytes = shape.iter().product::<u64>().saturating_mul(2);
+                    out.push(OutTensor { name: name.clone(), dtype: Dtype::BF16, shape: shape.clone(), nbytes });
+                    items.push(*item);
+                }
+                None => {
+                    out.push(OutTensor {
+                        name: e.name.clone(),
+                        dtype: e.dtype,
+                        shape: e.shape.clone(),
+                        nbytes: e.nbytes(),
+                    });
+                    items.push(Item::Copy(TensorRef { shard: s, entry: e }));
                 }
             }
         }
@@ -752,7 +840,7 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
             for it in &sp.items {
                 match it {
                     Item::Copy(_) | Item::Widen(_) => sum.tensors_copied += 1,
-                    Item::Dequant { .. } => sum.tensors_dequantized += 1,
+                    Item::Dequant { .. } | Item::Packed4 { .. } | Item::Mx { .. } => sum.tensors_dequantized += 1,
                     Item::Quant(_) => sum.tensors_quantized += 1,
                     Item::Scale(_) | Item::Zeros(_) => {}
                 }
@@ -1134,6 +1222,10 @@ fn emit(
             let s = row_scales_of(&src, open, b)?;
             sink(as_bytes(&s))?;
         }
+        Item::Packed4 { packed, scale, extra, kind, n, k } => {
+            emit_packed4(packed, scale, extra, kind, n, k, open, b, sink)?
+        }
+        Item::Mx { blocks, scales } => emit_mx(blocks, scales, open, b, sink)?,
         Item::Quant(src) => {
             // One pass: each band's row scales are computed from the rows just read, then used.
             let name = &src.weight.entry.name;
@@ -1164,6 +1256,136 @@ fn emit(
             }
             b.row_scales.insert(name.clone(), scales);
         }
+    }
+    Ok(())
+}
+
+/// 4-bit packed rows to bf16, a band of rows at a time, through one 16-entry table per group.
+#[allow(clippy::too_many_arguments)]
+fn emit_packed4(
+    packed: TensorRef<'_>,
+    scale: TensorRef<'_>,
+    extra: Option<TensorRef<'_>>,
+    kind: packed::Packed4,
+    n: u64,
+    k: u64,
+    open: &Opened<'_>,
+    b: &mut Bufs,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), ConvertError>,
+) -> Result<(), ConvertError> {
+    use crate::quant::fp4;
+    let (n, k) = (n as usize, k as usize);
+    let row_bytes = (packed.entry.shape[1] * packed.entry.dtype.bits() / 8) as usize;
+    let (group, g) = match kind {
+        packed::Packed4::Nvfp4 => (16, k.div_ceil(16)),
+        packed::Packed4::Int4 { group } => (group as usize, scale.entry.shape[1] as usize),
+    };
+    let global = match (kind, extra) {
+        (packed::Packed4::Nvfp4, Some(gs)) => {
+            let v = open.of(gs.shard).read_all(gs.entry)?;
+            f32::from_le_bytes(v[..4].try_into().expect("checked F32 [1]"))
+        }
+        _ => 1.0,
+    };
+    // INT4 zero points, packed along N: row r's value is nibble r % 8 of word [r / 8, g].
+    let zeros: Vec<u8> = match (kind, extra) {
+        (packed::Packed4::Int4 { .. }, Some(z)) => open.of(z.shard).read_all(z.entry)?,
+        _ => Vec::new(),
+    };
+    let scale_width = (scale.entry.dtype.bits() / 8) as usize;
+    let rows = (BAND_BYTES / (k * 2).max(1)).max(1);
+    let padded = row_bytes * 2;
+    let want = padded.div_ceil(group);
+    let mut tables: Vec<fp4::Table> = Vec::with_capacity(want);
+    let mut row16 = vec![0u16; padded];
+    let mut r0 = 0;
+    while r0 < n {
+        let nr = rows.min(n - r0);
+        grow(&mut b.chunk, nr * row_bytes);
+        open.of(packed.shard).read_par(packed.entry, (r0 * row_bytes) as u64, &mut b.chunk[..nr * row_bytes])?;
+        let mut sc = vec![0u8; nr * g * scale_width];
+        open.of(scale.shard).read(scale.entry, (r0 * g * scale_width) as u64, &mut sc)?;
+        let sc = scales_to_f32_any(&sc, scale.entry.dtype)
+            .map_err(|source| ConvertError::Kernel { tensor: scale.entry.name.clone(), source })?;
+        grow(&mut b.r16, nr * k);
+        for r in 0..nr {
+            tables.clear();
+            for gi in 0..g {
+                let s = sc[r * g + gi];
+                tables.push(match kind {
+                    packed::Packed4::Nvfp4 => fp4::fp4_table(s / global),
+                    packed::Packed4::Int4 { .. } => {
+                        let zp = if zeros.is_empty() {
+                            0.0
+                        } else {
+                            let row = r0 + r;
+                            let at = ((row / 8) * g + gi) * 4;
+                            let word = u32::from_le_bytes(zeros[at..at + 4].try_into().expect("4 bytes"));
+                            ((word >> (4 * (row % 8))) & 15) as f32 - 8.0
+                        };
+                        fp4::int4_table(s, zp)
+                    }
+                });
+            }
+            // The packed row may hold padding past K (INT4 words of 8): its codes decode against
+            // the last group's table and are cut off.
+            while tables.len() < want {
+                let last = *tables.last().expect("at least one group");
+                tables.push(last);
+            }
+            let codes = &b.chunk[r * row_bytes..(r + 1) * row_bytes];
+            fp4::expand(codes, group, &tables, &mut row16);
+            b.r16[r * k..(r + 1) * k].copy_from_slice(&row16[..k]);
+        }
+        sink(as_bytes(&b.r16[..nr * k]))?;
+        r0 += nr;
+    }
+    Ok(())
+}
+
+/// Group scales as f32: the float dtypes exactly, F8_E4M3 decoded.
+fn scales_to_f32_any(bytes: &[u8], dtype: Dtype) -> Result<Vec<f32>, KernelError> {
+    match dtype {
+        Dtype::F8_E4M3 => Ok(bytes.iter().map(|&c| crate::quant::fp4::e4m3_to_f32(c)).collect()),
+        d => scales_to_f32(bytes, d),
+    }
+}
+
+/// MXFP4 experts: each expert's [N, K] decoded, then written transposed as [K, N].
+fn emit_mx(
+    blocks: TensorRef<'_>,
+    scales: TensorRef<'_>,
+    open: &Opened<'_>,
+    b: &mut Bufs,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), ConvertError>,
+) -> Result<(), ConvertError> {
+    use crate::quant::fp4;
+    let sh = &blocks.entry.shape;
+    let (e, n, g) = (sh[0] as usize, sh[1] as usize, sh[2] as usize);
+    let k = g * 32;
+    let mut tables: Vec<fp4::Table> = Vec::with_capacity(n * g);
+    let mut sc = vec![0u8; n * g];
+    let mut t = vec![0u16; n * k];
+    for x in 0..e {
+        grow(&mut b.chunk, n * k / 2);
+        open.of(blocks.shard).read_par(blocks.entry, (x * n * k / 2) as u64, &mut b.chunk[..n * k / 2])?;
+        open.of(scales.shard).read(scales.entry, (x * n * g) as u64, &mut sc)?;
+        tables.clear();
+        tables.extend(sc.iter().map(|&s| fp4::mx_table(s)));
+        grow(&mut b.r16, n * k);
+        fp4::expand(&b.chunk[..n * k / 2], 32, &tables, &mut b.r16[..n * k]);
+        // [N, K] → [K, N], in tiles that stay in cache.
+        const T: usize = 32;
+        for k0 in (0..k).step_by(T) {
+            for n0 in (0..n).step_by(T) {
+                for kk in k0..(k0 + T).min(k) {
+                    for nn in n0..(n0 + T).min(n) {
+                        t[kk * n + nn] = b.r16[nn * k + kk];
+                    }
+                }
+            }
+        }
+        sink(as_bytes(&t))?;
     }
     Ok(())
 }
@@ -1290,7 +1512,10 @@ fn write_shard(
     open.still_same()?;
     let len = file.metadata().map_err(io(&tmp_path))?.len();
     if len != sp.len {
-        return Err(ConvertError::Verify { file: sp.name.clone(), detail: format!("wrote {len} bytes, planned {}", sp.len) });
+        return Err(ConvertError::Verify {
+            file: sp.name.clone(),
+            detail: format!("wrote {len} bytes, planned {}", sp.len),
+        });
     }
     // On disk before it is recorded: a recorded shard survives a power cut, not only a kill.
     tmp.commit(dst).map_err(io(dst))?;

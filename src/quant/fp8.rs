@@ -101,7 +101,13 @@ pub fn scales_to_f32(bytes: &[u8], dtype: Dtype) -> Result<Vec<f32>, KernelError
     })
 }
 
-fn e8m0(c: u8) -> f32 {
+/// One e4m3 code as f32, exactly (0x7F / 0xFF are NaN).
+pub fn e4m3_to_f32(b: u8) -> f32 {
+    decode::<E4M3>(b)
+}
+
+/// `2^(c - 127)` for an e8m0 code below 0xFF (`2^-127` is an f32 subnormal, still exact).
+pub(crate) fn e8m0(c: u8) -> f32 {
     if c == 0 {
         f32::from_bits(0x0040_0000)
     } else {

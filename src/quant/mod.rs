@@ -1,6 +1,7 @@
 //! Quantization: scheme detection, weight ↔ scale pairing across the whole checkpoint, and the fp8
 //! kernels.
 
+pub mod fp4;
 pub mod fp8;
 pub mod int8;
 pub mod modelslim;

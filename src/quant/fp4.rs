@@ -1,0 +1,136 @@
+//! 4-bit weights to bf16: MXFP4 (gpt-oss), NVFP4 (compressed-tensors `nvfp4-pack-quantized`) and
+//! INT4 `pack-quantized` (W4A16). All three store two 4-bit codes per byte, the **low nibble first**
+//! (element 2i in the low nibble of byte i; an I32 `pack-quantized` word holds elements 8w..8w+7
+//! from its least significant nibble up, which on a little-endian file is the same byte order),
+//! and one scale per group of 32 (MX) or 16 (NV) or `group_size` (INT4) elements along the row.
+//!
+//! Within a group every element's value depends only on its code and the group's scale, so a
+//! group is decoded through a 16-entry table computed with the producer's own arithmetic:
+//!
+//! - MXFP4 (`transformers.integrations.mxfp4.convert_moe_packed_tensors`): `lut[code]` in bf16, then
+//!   `torch.ldexp(x, s - 127)`: an exact scaling by a power of two (every e2m1 value times `2^-127 ..
+//!   2^128` is a bf16 number or overflows), so `e2m1 × 2^(s-127)` exactly, `±inf` past the bf16
+//!   range. Byte 0xFF is `2^128`, not the OCP MX spec's NaN: `0.5 · 2^128 = 2^127` stays finite, zero
+//!   stays zero, larger codes overflow to `±inf` — what the reference gives (fixtures/mxfp4-edge).
+//! - NVFP4 (compressed-tensors `NVFP4PackedCompressor.decompress_weight` → `dequantize`): group scale
+//!   `f32(weight_scale as e4m3) / weight_global_scale` in f32, then `bf16(e2m1(code) * scale)`.
+//! - INT4 (compressed-tensors `PackedQuantizationCompressor` → `dequantize`): `q = nibble - 8`,
+//!   `bf16((q - zero_point) * scale)` in the scale's precision (exact in f32, one rounding).
+
+pub use super::fp8::e4m3_to_f32;
+use super::fp8::f32_to_bf16;
+
+/// The 16 e2m1 values (OCP MX), code order.
+pub const E2M1: [f32; 16] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0];
+
+/// One group's 16 output values (bf16 bits), indexed by code.
+pub type Table = [u16; 16];
+
+/// The table of an MXFP4 group with e8m0 scale byte `s`: `e2m1 × 2^(s - 127)` exactly (ldexp),
+/// `±inf` on overflow. `2^128` is not an f32, so byte 0xFF scales by `2^127` and then by 2.
+pub fn mx_table(s: u8) -> Table {
+    let mut t = [0u16; 16];
+    for (o, v) in t.iter_mut().zip(E2M1) {
+        let x = if s == 255 { (v * super::fp8::e8m0(254)) * 2.0 } else { v * super::fp8::e8m0(s) };
+        *o = f32_to_bf16(x);
+    }
+    t
+}
+
+/// The table of a group whose scale is `scale` (an f32 already in the producer's precision):
+/// `bf16(e2m1[code] * scale)`.
+pub fn fp4_table(scale: f32) -> Table {
+    let mut t = [0u16; 16];
+    for (o, v) in t.iter_mut().zip(E2M1) {
+        *o = f32_to_bf16(v * scale);
+    }
+    t
+}
+
+/// The table of an INT4 group: `bf16((nibble - 8 - zero) * scale)`.
+pub fn int4_table(scale: f32, zero: f32) -> Table {
+    let mut t = [0u16; 16];
+    for (c, o) in t.iter_mut().enumerate() {
+        *o = f32_to_bf16(((c as f32 - 8.0) - zero) * scale);
+    }
+    t
+}
+
+/// Expand one row of packed codes: `codes` holds `out.len() / 2` bytes, `group` elements (even)
+/// share `tables[g]`.
+#[inline(always)]
+fn expand_body(codes: &[u8], group: usize, tables: &[Table], out: &mut [u16]) {
+    let gb = group / 2;
+    for ((c, o), t) in codes.chunks(gb).zip(out.chunks_mut(group)).zip(tables) {
+        for (pair, &b) in o.chunks_exact_mut(2).zip(c) {
+            pair[0] = t[(b & 15) as usize];
+            pair[1] = t[(b >> 4) as usize];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi2")]
+unsafe fn expand_avx2(codes: &[u8], group: usize, tables: &[Table], out: &mut [u16]) {
+    expand_body(codes, group, tables, out)
+}
+
+/// Expand packed codes to bf16 through per-group tables. `out.len()` elements, `codes` half as
+/// many bytes, `tables` one per `group` elements (the last group may be short).
+pub fn expand(codes: &[u8], group: usize, tables: &[Table], out: &mut [u16]) {
+    assert!(group >= 2 && group % 2 == 0, "groups hold whole bytes");
+    assert_eq!(codes.len() * 2, out.len(), "two codes per byte");
+    assert_eq!(tables.len(), out.len().div_ceil(group), "one table per group");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("bmi2") {
+        // SAFETY: the CPU has the features (checked just above).
+        unsafe { expand_avx2(codes, group, tables, out) };
+        return;
+    }
+    expand_body(codes, group, tables, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mx_scales_are_exact_powers_of_two_with_ldexp_ends() {
+        let v = |s: u8, c: usize| f32::from_bits((mx_table(s)[c] as u32) << 16);
+        assert_eq!(v(127, 7), 6.0);
+        assert_eq!(v(128, 1), 1.0);
+        assert_eq!(v(0, 1), f32::from_bits(1 << 21), "0.5 · 2^-127 = 2^-128, a subnormal");
+        // 0xFF is 2^128: zero stays zero, 0.5 gives 2^127, 1.0 and up overflow.
+        assert_eq!(mx_table(255)[0], 0);
+        assert_eq!(mx_table(255)[8], 0x8000);
+        assert_eq!(v(255, 1), 2f32.powi(127));
+        assert_eq!(v(255, 2), f32::INFINITY);
+        assert_eq!(v(255, 15), f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn low_nibble_is_the_even_element() {
+        let t = fp4_table(1.0);
+        let mut out = [0u16; 4];
+        // 0x71: low 1 (0.5), high 7 (6.0); 0x8F: low 15 (-6.0), high 8 (-0.0).
+        expand(&[0x71, 0x8F], 4, &[t], &mut out);
+        assert_eq!(out, [f32_to_bf16(0.5), f32_to_bf16(6.0), f32_to_bf16(-6.0), 0x8000]);
+    }
+
+    #[test]
+    fn int4_is_offset_by_eight() {
+        let t = int4_table(0.5, 0.0);
+        assert_eq!(t[8], 0);
+        assert_eq!(t[0], f32_to_bf16(-4.0));
+        assert_eq!(t[15], f32_to_bf16(3.5));
+    }
+
+    #[test]
+    fn e4m3_decodes_exactly() {
+        assert_eq!(e4m3_to_f32(0x7E), 448.0);
+        assert_eq!(e4m3_to_f32(0x01), 2f32.powi(-9));
+        assert_eq!(e4m3_to_f32(0x38), 1.0);
+        assert!(e4m3_to_f32(0xFF).is_nan());
+        assert_eq!(e4m3_to_f32(0x80), -0.0);
+    }
+}

@@ -1,0 +1,122 @@
+//! `ckptkit dequant` of 4-bit checkpoints, bit-exact against the producers' own code (references
+//! written by tools/fixtures_fp4.py with pinned versions): MXFP4 gpt-oss experts against
+//! transformers' `convert_moe_packed_tensors`, NVFP4 and INT4 pack-quantized (symmetric and with
+//! zero points) against compressed-tensors' decompressors; and the edge files (every e8m0 byte,
+//! every e4m3 group-scale byte, global scales 0 / tiny / huge / inf / NaN).
+
+mod common;
+use ckptkit::checkpoint::Checkpoint;
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// name → (dtype, shape, bytes) of every tensor of a checkpoint directory or file.
+fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
+    let (ck, _) = Checkpoint::open(path.to_str().unwrap()).unwrap();
+    ck.tensors()
+        .map(|t| (t.entry.name.clone(), (t.entry.dtype.to_string(), t.entry.shape.clone(), t.read().unwrap())))
+        .collect()
+}
+
+/// bf16 bit patterns equal, any NaN equal to any NaN.
+fn bf16_eq(a: &[u8], b: &[u8]) -> Option<usize> {
+    if a.len() != b.len() {
+        return Some(0);
+    }
+    a.chunks_exact(2).zip(b.chunks_exact(2)).position(|(x, y)| {
+        let (x, y) = (u16::from_le_bytes([x[0], x[1]]), u16::from_le_bytes([y[0], y[1]]));
+        x != y && !((x & 0x7FFF) > 0x7F80 && (y & 0x7FFF) > 0x7F80)
+    })
+}
+
+/// Dequantize fixture `name`, compare every tensor of its reference; returns the output's tensors.
+fn check(name: &str, dropped: &[&str]) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let r = run(&["dequant", fixture(name).to_str().unwrap(), "--out", out.to_str().unwrap(), "--verify", "--json"]);
+    assert_eq!(r.code, 0, "{name}: {}{}", r.stdout, r.stderr);
+    let got = tensors(&out);
+    let reference = tensors(&fixture(&format!("{name}.reference")).join("dequant_bf16.safetensors"));
+    assert!(!reference.is_empty());
+    for (k, (dt, shape, bytes)) in &reference {
+        let (gdt, gshape, gbytes) = got.get(k).unwrap_or_else(|| panic!("{name}: {k} missing from the output"));
+        assert_eq!((gdt, gshape), (dt, shape), "{name}: {k}");
+        if let Some(i) = bf16_eq(gbytes, bytes) {
+            panic!("{name}: {k} differs from the reference at element {i}");
+        }
+    }
+    for suffix in dropped {
+        assert!(!got.keys().any(|k| k.ends_with(suffix)), "{name}: a {suffix} companion was kept");
+    }
+    let cfg: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert!(cfg.get("quantization_config").is_none(), "{name}: quantization_config kept");
+    got
+}
+
+#[test]
+fn gpt_oss_mxfp4_equals_transformers_and_has_the_bf16_checkpoints_layout() {
+    let got = check("gpt-oss-mxfp4", &["_blocks", "_scales"]);
+    // The output is what vLLM's gpt-oss loader takes unquantized: the bf16 fixture's very tensor set
+    // (names, dtypes, shapes), which the vLLM oracle loaded with every parameter filled.
+    let bf16 = tensors(&fixture("gpt-oss"));
+    let layout = |m: &BTreeMap<String, (String, Vec<u64>, Vec<u8>)>| -> Vec<(String, String, Vec<u64>)> {
+        m.iter().map(|(k, (d, s, _))| (k.clone(), d.clone(), s.clone())).collect()
+    };
+    assert_eq!(layout(&got), layout(&bf16));
+    let (code, v) = audit_json(&fixture("gpt-oss-mxfp4"));
+    assert_eq!(v["quantization"]["method"], "mxfp4", "{code}");
+}
+
+#[test]
+fn mxfp4_every_e8m0_byte_and_code_equals_transformers() {
+    // Scale 0xFF is 2^128 in transformers (ldexp): 0.5 -> 2^127, larger codes -> inf, zero stays zero.
+    check("mxfp4-edge", &["_blocks", "_scales"]);
+}
+
+#[test]
+fn nvfp4_equals_compressed_tensors() {
+    check("llama-nvfp4", &["weight_packed", "weight_scale", "weight_global_scale"]);
+}
+
+#[test]
+fn nvfp4_every_group_scale_byte_and_global_scale_equals_compressed_tensors() {
+    check("nvfp4-edge", &["weight_packed", "weight_scale", "weight_global_scale"]);
+}
+
+#[test]
+fn int4_pack_quantized_equals_compressed_tensors() {
+    check("llama-w4a16", &["weight_packed", "weight_scale", "weight_shape"]);
+}
+
+#[test]
+fn int4_with_zero_points_equals_compressed_tensors() {
+    check("llama-w4a16-asym", &["weight_packed", "weight_scale", "weight_shape", "weight_zero_point"]);
+}
+
+#[test]
+fn four_bit_refusals_name_what_is_wrong_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let nothing = |out: &Path| !out.exists() || std::fs::read_dir(out).unwrap().next().is_none();
+    // Only bf16 output (the producers' references are bf16).
+    let r =
+        run(&["dequant", fixture("llama-nvfp4").to_str().unwrap(), "--out", out.to_str().unwrap(), "--dtype", "f16"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("bf16 only"), "{}", r.stderr);
+    assert!(nothing(&out));
+    // A packed weight without its scale.
+    let c = copy_fixture("llama-w4a16");
+    drop_tensors(&c.dir, |n| n == "model.layers.0.self_attn.q_proj.weight_scale");
+    let r = run(&["dequant", c.dir.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("model.layers.0.self_attn.q_proj.weight_scale is not in the checkpoint"), "{}", r.stderr);
+    assert!(nothing(&out));
+    // MXFP4 blocks without their scales.
+    let c = copy_fixture("gpt-oss-mxfp4");
+    drop_tensors(&c.dir, |n| n == "model.layers.1.mlp.experts.down_proj_scales");
+    let r = run(&["dequant", c.dir.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("down_proj_scales are not in the checkpoint"), "{}", r.stderr);
+    assert!(nothing(&out));
+}
