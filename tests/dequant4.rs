@@ -65,7 +65,8 @@ fn gpt_oss_mxfp4_equals_transformers_and_has_the_bf16_checkpoints_layout() {
     };
     assert_eq!(layout(&got), layout(&bf16));
     let (code, v) = audit_json(&fixture("gpt-oss-mxfp4"));
-    assert_eq!(v["quantization"]["method"], "mxfp4", "{code}");
+    assert_eq!(v["quantization"]["method"], "mxfp4");
+    assert_eq!(code, 0, "{:#?}", v["findings"]);
 }
 
 #[test]
@@ -119,4 +120,64 @@ fn four_bit_refusals_name_what_is_wrong_and_write_nothing() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("down_proj_scales are not in the checkpoint"), "{}", r.stderr);
     assert!(nothing(&out));
+}
+
+/// The tensor bytes saved in a checkpoint directory's shards.
+fn saved_bytes(dir: &Path) -> u64 {
+    tensors(dir).values().map(|(_, _, b)| b.len() as u64).sum()
+}
+
+#[test]
+fn packed_compressed_tensors_checkpoints_audit_clean_and_plan_their_stored_bytes() {
+    // vLLM 0.33 allocates weight_packed / weight_scale / weight_shape (/ weight_zero_point) for
+    // pack-quantized and weight_packed / weight_scale / weight_global_scale for NVFP4
+    // (src/quant/ct_packed.json cites the files): no false alarm, every tensor routed, and plan's
+    // TP 1 weights are exactly the saved tensor bytes.
+    for name in ["llama-w4a16", "llama-w4a16-asym", "llama-nvfp4", "gpt-oss-mxfp4"] {
+        let dir = fixture(name);
+        let (code, v) = audit_json(&dir);
+        assert_eq!(errors(&v), 0, "{name}: {:#?}", v["findings"]);
+        let warnings = v["findings"].as_array().unwrap().iter().filter(|f| f["severity"] == "warning").count();
+        assert_eq!(warnings, 0, "{name}: {:#?}", v["findings"]);
+        assert_eq!(code, 0, "{name}");
+        let r = run(&["remap", dir.to_str().unwrap(), "--json"]);
+        let rv: Value = serde_json::from_str(&r.stdout).unwrap();
+        let rows = rv["rows"].as_array().unwrap();
+        assert!(rows.iter().all(|r| r["action"] != "unmapped"), "{name}");
+        let (ckpt, param, shard) = if name == "gpt-oss-mxfp4" {
+            (
+                "model.layers.0.mlp.experts.gate_up_proj_scales",
+                "model.layers.0.mlp.experts.routed_experts.w13_weight_scale",
+                None,
+            )
+        } else {
+            (
+                "model.layers.0.self_attn.q_proj.weight_packed",
+                "model.layers.0.self_attn.qkv_proj.weight_packed",
+                Some("q"),
+            )
+        };
+        let q = rows.iter().find(|r| r["checkpoint_name"] == ckpt).unwrap();
+        assert_eq!(q["param"].as_str(), Some(param), "{name}");
+        if shard.is_some() {
+            assert_eq!(q["shard_id"].as_str(), shard, "{name}");
+        }
+        let p = run(&["plan", dir.to_str().unwrap(), "--tp", "1", "--json"]);
+        let pv: Value = serde_json::from_str(&p.stdout).unwrap();
+        let text = pv.to_string();
+        assert!(!text.contains("is not modelled"), "{name}: {text}");
+        let weights = pv["configs"][0]["per_rank_weight_bytes"].as_u64();
+        assert_eq!(weights, Some(saved_bytes(&dir)), "{name}: {}", pv["configs"][0]);
+    }
+}
+
+#[test]
+fn a_packed_weight_without_its_scale_is_an_error() {
+    // vLLM does not track a quantized model's unfilled parameters: the scale would be garbage.
+    let c = copy_fixture("llama-w4a16");
+    drop_tensors(&c.dir, |n| n == "model.layers.0.self_attn.k_proj.weight_scale");
+    let (code, v) = audit_json(&c.dir);
+    assert_eq!(code, 1);
+    let f = expect(&v, "remap-unfilled", "error");
+    assert!(f["message"].as_str().unwrap().contains("qkv_proj.weight_scale (shard k)"), "{f}");
 }

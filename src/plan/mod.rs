@@ -477,7 +477,15 @@ fn spec_for(
             f
         }
     };
-    if let Some(q) = quant.filter(|q| q.fp8_scale.is_none()) {
+    // Modelled: fp8 scales, ModelSlim's schemes, compressed-tensors' packed formats and MXFP4
+    // experts (stored dtypes).
+    let modelled = |q: &QuantScheme| {
+        q.fp8_scale.is_some()
+            || q.modelslim.is_some()
+            || crate::quant::ct_packed::contract(q).is_some()
+            || q.method == crate::quant::scheme::QuantMethod::Mxfp4
+    };
+    if let Some(q) = quant.filter(|q| !modelled(q)) {
         notes.push(format!(
             "quantization `{}` is not modelled: weight bytes assume {}",
             q.method,

@@ -1,10 +1,12 @@
 //! Quantization: scheme detection, weight ↔ scale pairing across the whole checkpoint, and the fp8
 //! kernels.
 
+pub mod ct_packed;
 pub mod fp4;
 pub mod fp8;
 pub mod int8;
 pub mod modelslim;
+pub mod mxfp4;
 pub mod pairing;
 pub mod scheme;
 

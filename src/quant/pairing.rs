@@ -87,7 +87,9 @@ fn scale_dtype_ok(scheme: &QuantScheme, d: Dtype) -> bool {
 
 pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRules, out: &mut Vec<Finding>) -> Pairing {
     let mut p = Pairing::default();
-    let fp8: Vec<_> = ck.tensors().filter(|t| t.entry.dtype.is_fp8_weight()).collect();
+    // fp8 tensors that are not a packed 4-bit weight's group scales (NVFP4 `weight_scale` is e4m3).
+    let packed_scale = |name: &str| weight_of_scale(name).is_some_and(|w| ck.get(&format!("{w}_packed")).is_some());
+    let fp8: Vec<_> = ck.tensors().filter(|t| t.entry.dtype.is_fp8_weight() && !packed_scale(&t.entry.name)).collect();
     p.fp8_weights = fp8.len();
     let layout = scheme.and_then(|s| s.fp8_scale);
 
@@ -214,6 +216,11 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
         let name = &t.entry.name;
         let Some(w) = weight_of_scale(name) else { continue };
         if rules.kv_scale_suffixes.iter().any(|s| name.ends_with(s.as_str())) {
+            continue;
+        }
+        // A packed 4-bit weight's group scale (compressed-tensors `weight_packed` + `weight_scale`),
+        // not an fp8 one: its contract is checked with the packed weight.
+        if ck.get(&format!("{w}_packed")).is_some() {
             continue;
         }
         p.scale_tensors += 1;

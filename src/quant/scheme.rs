@@ -111,6 +111,10 @@ pub struct QuantScheme {
     pub activation_scheme: Option<String>,
     pub bits: Option<u64>,
     pub group_size: Option<i64>,
+    /// compressed-tensors weights: `symmetric` (false: zero points are stored).
+    pub symmetric: Option<bool>,
+    /// compressed-tensors: whether the config groups quantize input activations (W4A4, not W4A16).
+    pub input_quantized: Option<bool>,
     /// compressed-tensors `format`, or modelopt `quant_algo`.
     pub format: Option<String>,
     /// Module names (or glob patterns) that stay unquantized.
@@ -137,6 +141,8 @@ impl QuantScheme {
             activation_scheme: None,
             bits: None,
             group_size: None,
+            symmetric: None,
+            input_quantized: None,
             format: d.model_quant_type.clone(),
             not_converted: Vec::new(),
             not_converted_key: None,
@@ -183,6 +189,8 @@ impl QuantScheme {
             activation_scheme: s(q, "activation_scheme"),
             bits: q.get("bits").and_then(Value::as_u64),
             group_size: q.get("group_size").and_then(Value::as_i64),
+            symmetric: None,
+            input_quantized: None,
             format: s(q, "format").or_else(|| modelopt.and_then(|m| s(m, "quant_algo"))).or_else(|| s(q, "quant_algo")),
             not_converted: Vec::new(),
             not_converted_key: None,
@@ -239,6 +247,9 @@ impl QuantScheme {
                 } else if let Some(w) = groups.and_then(|g| g.values().filter_map(|grp| grp.get("weights")).next()) {
                     scheme.bits = w.get("num_bits").and_then(Value::as_u64);
                     scheme.group_size = w.get("group_size").and_then(Value::as_i64);
+                    scheme.symmetric = w.get("symmetric").and_then(Value::as_bool);
+                    scheme.input_quantized = groups
+                        .map(|g| g.values().any(|grp| grp.get("input_activations").is_some_and(|a| !a.is_null())));
                 }
             }
             QuantMethod::Modelopt => {

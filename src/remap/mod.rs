@@ -391,7 +391,44 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
             }
             let mut weight_shards = shards.clone();
             let mut weight_dtype = rule.dtype;
+            let mut name = name;
             if rule.quantized {
+                if let Some((q, c)) = quant.and_then(|q| Some((q, crate::quant::ct_packed::contract(q)?))) {
+                    let module = name.rsplit_once('.').map_or(name.as_str(), |(m, _)| m);
+                    if !not_converted(family, q, module) {
+                        let stem = name.strip_suffix("weight").unwrap_or(&name).to_string();
+                        let over = |dims: &Vec<String>| -> Shards {
+                            shards
+                                .iter()
+                                .map(|(id, s)| {
+                                    let sh = s.as_ref().and_then(|s| {
+                                        crate::quant::ct_packed::shape(dims, s, q)
+                                            .into_iter()
+                                            .collect::<Option<Vec<u64>>>()
+                                    });
+                                    (id.clone(), sh)
+                                })
+                                .collect()
+                        };
+                        let alloc = |d: &Option<String>| d.as_deref().and_then(rules::AllocDtype::from_safetensors);
+                        for comp in c.companions.iter().filter(|t| crate::quant::ct_packed::applies(t, q)) {
+                            let part = if comp.replicated { Partition::Replicated } else { rule.partition };
+                            let mut e = base(
+                                format!("{stem}{}", comp.suffix),
+                                part,
+                                over(&comp.shape),
+                                role,
+                                alloc(&comp.dtype),
+                                None,
+                            );
+                            e.optional |= comp.optional;
+                            out.push(e);
+                        }
+                        weight_shards = over(&c.weight.shape);
+                        weight_dtype = alloc(&c.weight.dtype);
+                        name = format!("{stem}{}", c.weight.suffix);
+                    }
+                }
                 if let Some(d) = quant.and_then(|q| q.modelslim.as_deref()) {
                     let (companions, stored) =
                         modelslim_companions(family, d, &name, rule.partition, &mut weight_shards, &base, role);
@@ -399,7 +436,37 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
                     weight_dtype = stored.or(weight_dtype);
                 }
             }
-            out.push(base(name, rule.partition, weight_shards, role, weight_dtype, None));
+            let mut tp_dim = rule.tp_dim;
+            if rule.fused_experts && quant.is_some_and(|q| q.method == crate::quant::scheme::QuantMethod::Mxfp4) {
+                let module = name.rsplit_once('.').map_or(name.as_str(), |(m, _)| m);
+                if let (Some(c), false) =
+                    (crate::quant::mxfp4::expert(&name), quant.is_some_and(|q| not_converted(family, q, module)))
+                {
+                    let over = |dims: &Vec<String>| -> Shards {
+                        weight_shards
+                            .iter()
+                            .map(|(id, s)| (id.clone(), s.as_ref().and_then(|s| crate::quant::mxfp4::shape(dims, s))))
+                            .collect()
+                    };
+                    let stem = name.strip_suffix(c.param.as_str()).unwrap_or(&name).to_string();
+                    let mut scale = base(
+                        format!("{stem}{}", c.scale.param),
+                        rule.partition,
+                        over(&c.scale.shape),
+                        role,
+                        Some(rules::AllocDtype::Int8),
+                        None,
+                    );
+                    scale.tp_dim = Some(rules::TpDim::Dim(c.scale.tp_dim));
+                    out.push(scale);
+                    weight_shards = over(&c.shape);
+                    weight_dtype = Some(rules::AllocDtype::Int8);
+                    tp_dim = Some(rules::TpDim::Dim(c.tp_dim));
+                }
+            }
+            let mut e = base(name, rule.partition, weight_shards, role, weight_dtype, None);
+            e.tp_dim = tp_dim;
+            out.push(e);
         }
     }
     out

@@ -188,6 +188,7 @@ pub enum AllocDtype {
     /// packed two per byte, `quant_bias`).
     Int8,
     Int32,
+    Int64,
 }
 
 impl AllocDtype {
@@ -195,6 +196,7 @@ impl AllocDtype {
         match self {
             AllocDtype::Float32 | AllocDtype::Int32 => 4,
             AllocDtype::Int8 => 1,
+            AllocDtype::Int64 => 8,
         }
     }
 
@@ -202,8 +204,10 @@ impl AllocDtype {
     pub fn from_safetensors(d: &str) -> Option<AllocDtype> {
         match d {
             "F32" => Some(AllocDtype::Float32),
-            "I8" => Some(AllocDtype::Int8),
+            // One byte each: int8, packed nibbles, fp8 group scales.
+            "I8" | "U8" | "F8_E4M3" => Some(AllocDtype::Int8),
             "I32" => Some(AllocDtype::Int32),
+            "I64" => Some(AllocDtype::Int64),
             _ => None,
         }
     }
