@@ -32,9 +32,16 @@ fn bf16_eq(a: &[u8], b: &[u8]) -> Option<usize> {
 
 /// Dequantize fixture `name`, compare every tensor of its reference; returns the output's tensors.
 fn check(name: &str, dropped: &[&str]) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
+    check_env(name, dropped, &[])
+}
+
+fn check_env(name: &str, dropped: &[&str], env: &[(&str, &str)]) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let r = run(&["dequant", fixture(name).to_str().unwrap(), "--out", out.to_str().unwrap(), "--verify", "--json"]);
+    let r = run_env(
+        &["dequant", fixture(name).to_str().unwrap(), "--out", out.to_str().unwrap(), "--verify", "--json"],
+        env,
+    );
     assert_eq!(r.code, 0, "{name}: {}{}", r.stdout, r.stderr);
     let got = tensors(&out);
     let reference = tensors(&fixture(&format!("{name}.reference")).join("dequant_bf16.safetensors"));
@@ -180,4 +187,13 @@ fn a_packed_weight_without_its_scale_is_an_error() {
     assert_eq!(code, 1);
     let f = expect(&v, "remap-unfilled", "error");
     assert!(f["message"].as_str().unwrap().contains("qkv_proj.weight_scale (shard k)"), "{f}");
+}
+
+#[test]
+fn the_portable_kernel_equals_the_references_too() {
+    // CKPTKIT_ISA=portable: the plain table loop instead of the byte-shuffle kernel.
+    let env = [("CKPTKIT_ISA", "portable")];
+    check_env("mxfp4-edge", &["_blocks", "_scales"], &env);
+    check_env("nvfp4-edge", &["weight_packed", "weight_scale", "weight_global_scale"], &env);
+    check_env("llama-w4a16-asym", &["weight_packed", "weight_zero_point"], &env);
 }

@@ -758,7 +758,7 @@ fn is_kept(path: &Path, sp: &ShardPlan<'_>, done: Option<&state::Done>, trust: b
         let f = std::fs::File::open(path).map_err(io(path))?;
         return Ok(fsutil::read_exact_at(&f, &mut head, 0).is_ok() && head == sp.header);
     }
-    Ok(digest_file(path, sp)? == done.blake3)
+    Ok(digest_file(path, sp)? == done.digest)
 }
 
 /// blake3 of a whole file, read (not mapped: it may change under us) in large chunks.
@@ -1296,47 +1296,69 @@ fn emit_packed4(
     let rows = (BAND_BYTES / (k * 2).max(1)).max(1);
     let padded = row_bytes * 2;
     let want = padded.div_ceil(group);
-    let mut tables: Vec<fp4::Table> = Vec::with_capacity(want);
-    let mut row16 = vec![0u16; padded];
     let mut r0 = 0;
     while r0 < n {
         let nr = rows.min(n - r0);
         grow(&mut b.chunk, nr * row_bytes);
         open.of(packed.shard).read_par(packed.entry, (r0 * row_bytes) as u64, &mut b.chunk[..nr * row_bytes])?;
-        let mut sc = vec![0u8; nr * g * scale_width];
-        open.of(scale.shard).read(scale.entry, (r0 * g * scale_width) as u64, &mut sc)?;
-        let sc = scales_to_f32_any(&sc, scale.entry.dtype)
-            .map_err(|source| ConvertError::Kernel { tensor: scale.entry.name.clone(), source })?;
+        let mut raw = vec![0u8; nr * g * scale_width];
+        open.of(scale.shard).read(scale.entry, (r0 * g * scale_width) as u64, &mut raw)?;
+        // NVFP4 group scales are single e4m3 bytes: their 256 tables are made once per band.
+        let sc = match kind {
+            packed::Packed4::Nvfp4 => Vec::new(),
+            _ => scales_to_f32_any(&raw, scale.entry.dtype)
+                .map_err(|source| ConvertError::Kernel { tensor: scale.entry.name.clone(), source })?,
+        };
+        let nv: Vec<fp4::Table> = match kind {
+            packed::Packed4::Nvfp4 => (0..=255u8).map(|c| fp4::fp4_table(fp4::e4m3_to_f32(c) / global)).collect(),
+            _ => Vec::new(),
+        };
         grow(&mut b.r16, nr * k);
-        for r in 0..nr {
-            tables.clear();
-            for gi in 0..g {
-                let s = sc[r * g + gi];
-                tables.push(match kind {
-                    packed::Packed4::Nvfp4 => fp4::fp4_table(s / global),
-                    packed::Packed4::Int4 { .. } => {
-                        let zp = if zeros.is_empty() {
-                            0.0
-                        } else {
-                            let row = r0 + r;
-                            let at = ((row / 8) * g + gi) * 4;
-                            let word = u32::from_le_bytes(zeros[at..at + 4].try_into().expect("4 bytes"));
-                            ((word >> (4 * (row % 8))) & 15) as f32 - 8.0
-                        };
-                        fp4::int4_table(s, zp)
-                    }
-                });
-            }
-            // The packed row may hold padding past K (INT4 words of 8): its codes decode against
-            // the last group's table and are cut off.
-            while tables.len() < want {
-                let last = *tables.last().expect("at least one group");
-                tables.push(last);
-            }
-            let codes = &b.chunk[r * row_bytes..(r + 1) * row_bytes];
-            fp4::expand(codes, group, &tables, &mut row16);
-            b.r16[r * k..(r + 1) * k].copy_from_slice(&row16[..k]);
-        }
+        // Rows in parallel: each builds its groups' tables and expands its codes.
+        use rayon::prelude::*;
+        let codes = &b.chunk[..nr * row_bytes];
+        b.r16[..nr * k].par_chunks_mut(k).enumerate().for_each_init(
+            || (Vec::<fp4::Table>::with_capacity(want), vec![0u16; if padded == k { 0 } else { padded }]),
+            |(tables, row16), (r, out_row)| {
+                let c = &codes[r * row_bytes..(r + 1) * row_bytes];
+                if kind == packed::Packed4::Nvfp4 && padded == k {
+                    // One shared table per scale byte: no per-group table is made or copied.
+                    let bytes = &raw[r * g..(r + 1) * g];
+                    fp4::expand_with(c, group, |gi| &nv[bytes[gi] as usize], out_row);
+                    return;
+                }
+                tables.clear();
+                for gi in 0..g {
+                    tables.push(match kind {
+                        packed::Packed4::Nvfp4 => nv[raw[r * g + gi] as usize],
+                        packed::Packed4::Int4 { .. } => {
+                            let s = sc[r * g + gi];
+                            let zp = if zeros.is_empty() {
+                                0.0
+                            } else {
+                                let row = r0 + r;
+                                let at = ((row / 8) * g + gi) * 4;
+                                let word = u32::from_le_bytes(zeros[at..at + 4].try_into().expect("4 bytes"));
+                                ((word >> (4 * (row % 8))) & 15) as f32 - 8.0
+                            };
+                            fp4::int4_table(s, zp)
+                        }
+                    });
+                }
+                // The packed row may hold padding past K (INT4 words of 8): its codes decode against
+                // the last group's table and are cut off.
+                while tables.len() < want {
+                    let last = *tables.last().expect("at least one group");
+                    tables.push(last);
+                }
+                if padded == k {
+                    fp4::expand(c, group, tables, out_row);
+                } else {
+                    fp4::expand(c, group, tables, row16);
+                    out_row.copy_from_slice(&row16[..k]);
+                }
+            },
+        );
         sink(as_bytes(&b.r16[..nr * k]))?;
         r0 += nr;
     }
@@ -1363,45 +1385,53 @@ fn emit_mx(
     let sh = &blocks.entry.shape;
     let (e, n, g) = (sh[0] as usize, sh[1] as usize, sh[2] as usize);
     let k = g * 32;
-    let mut tables: Vec<fp4::Table> = Vec::with_capacity(n * g);
     let mut sc = vec![0u8; n * g];
     let mut t = vec![0u16; n * k];
     for x in 0..e {
         grow(&mut b.chunk, n * k / 2);
         open.of(blocks.shard).read_par(blocks.entry, (x * n * k / 2) as u64, &mut b.chunk[..n * k / 2])?;
         open.of(scales.shard).read(scales.entry, (x * n * g) as u64, &mut sc)?;
-        tables.clear();
-        tables.extend(sc.iter().map(|&s| fp4::mx_table(s)));
+        use rayon::prelude::*;
         grow(&mut b.r16, n * k);
-        fp4::expand(&b.chunk[..n * k / 2], 32, &tables, &mut b.r16[..n * k]);
-        // [N, K] → [K, N], in tiles that stay in cache.
+        let codes = &b.chunk[..n * k / 2];
+        // Rows in parallel (each its tables), then the transpose in parallel over output rows.
+        let mx = fp4::mx_tables();
+        b.r16[..n * k].par_chunks_mut(k).enumerate().for_each(|(r, row)| {
+            let bytes = &sc[r * g..(r + 1) * g];
+            fp4::expand_with(&codes[r * k / 2..(r + 1) * k / 2], 32, |gi| &mx[bytes[gi] as usize], row);
+        });
+        let src = &b.r16[..n * k];
+        // [N, K] → [K, N], 32 output rows at a time, in tiles that stay in cache.
         const T: usize = 32;
-        for k0 in (0..k).step_by(T) {
+        t.par_chunks_mut(T * n).enumerate().for_each(|(i, dst)| {
+            let k0 = i * T;
+            let rows = dst.len() / n;
             for n0 in (0..n).step_by(T) {
-                for kk in k0..(k0 + T).min(k) {
+                for kk in 0..rows {
                     for nn in n0..(n0 + T).min(n) {
-                        t[kk * n + nn] = b.r16[nn * k + kk];
+                        dst[kk * n + nn] = src[nn * k + k0 + kk];
                     }
                 }
             }
-        }
+        });
         sink(as_bytes(&t))?;
     }
     Ok(())
 }
 
+/// The hash of one tensor's bytes in a shard digest: XXH3-128. The digest tells a finished shard
+/// from one changed since (a flipped byte, a truncation, another conversion's file); nothing
+/// adversarial is guarded against (whoever can write the shard can write the state file too),
+/// and at 15+ GB/s per core it costs a conversion a few percent, where blake3 cost 20-30 % of a
+/// quantize and of a 4-bit dequant, whose outputs are 2x-4x their input (measured with perf).
+type TensorHash = xxhash_rust::xxh3::Xxh3;
+
 /// Hash `bytes` and write them at `pos`: a large buffer is hashed on another core while the write
-/// system call copies it into the page cache (measured: hashing in line cost 40 % of a whole
-/// conversion on 2 cores; beside the write, about 10 %).
-fn put_at(file: &std::fs::File, hash: &mut blake3::Hasher, bytes: &[u8], pos: u64) -> std::io::Result<()> {
+/// system call copies it into the page cache.
+fn put_at(file: &std::fs::File, hash: &mut TensorHash, bytes: &[u8], pos: u64) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     if bytes.len() >= 1 << 20 {
-        let ((), written) = rayon::join(
-            || {
-                hash.update_rayon(bytes);
-            },
-            || file.write_all_at(bytes, pos),
-        );
+        let ((), written) = rayon::join(|| hash.update(bytes), || file.write_all_at(bytes, pos));
         written
     } else {
         hash.update(bytes);
@@ -1409,15 +1439,15 @@ fn put_at(file: &std::fs::File, hash: &mut blake3::Hasher, bytes: &[u8], pos: u6
     }
 }
 
-/// A shard's digest, as the state file records it: blake3 over the blake3 of its header and of
+/// A shard's digest, as the state file records it: blake3 over the XXH3-128 of its header and of
 /// each tensor's bytes, in file order. Each part can be hashed as it is made, in any order (a
 /// quantized weight before the scales that precede it in the file), and a rerun recomputes it
 /// from the file alone.
-fn digest(header: blake3::Hash, tensors: &[blake3::Hash]) -> String {
+fn digest(header: u128, tensors: &[u128]) -> String {
     let mut h = blake3::Hasher::new();
-    h.update(header.as_bytes());
+    h.update(&header.to_le_bytes());
     for t in tensors {
-        h.update(t.as_bytes());
+        h.update(&t.to_le_bytes());
     }
     h.finalize().to_hex().to_string()
 }
@@ -1428,13 +1458,13 @@ fn digest_file(path: &Path, sp: &ShardPlan<'_>) -> Result<String, ConvertError> 
     let (f, _) = fsutil::open_regular(path)
         .map_err(|e| ConvertError::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
     let mut buf = vec![0u8; COPY_CHUNK];
-    let mut hash_range = |begin: u64, len: u64| -> Result<blake3::Hash, ConvertError> {
-        let mut h = blake3::Hasher::new();
+    let mut hash_range = |begin: u64, len: u64| -> Result<u128, ConvertError> {
+        let mut h = TensorHash::new();
         for (off, n) in pieces(len) {
             f.read_exact_at(&mut buf[..n], begin + off).map_err(io(path))?;
-            h.update_rayon(&buf[..n]);
+            h.update(&buf[..n]);
         }
-        Ok(h.finalize())
+        Ok(h.digest128())
     };
     let header = hash_range(0, sp.header.len() as u64)?;
     let mut pos = sp.header.len() as u64;
@@ -1479,22 +1509,22 @@ fn write_shard(
     }
     let file: &std::fs::File = tmp.file();
     file.set_len(sp.len).map_err(io(&tmp_path))?;
-    let mut hh = blake3::Hasher::new();
+    let mut hh = TensorHash::new();
     put_at(file, &mut hh, &sp.header, 0).map_err(io(&tmp_path))?;
-    let header_hash = hh.finalize();
+    let header_hash = hh.digest128();
     let mut offsets = Vec::with_capacity(sp.out.len());
     let mut pos = sp.header.len() as u64;
     for t in &sp.out {
         offsets.push(pos);
         pos += t.nbytes;
     }
-    let mut hashes = vec![blake3::Hash::from_bytes([0; 32]); sp.items.len()];
+    let mut hashes = vec![0u128; sp.items.len()];
     for (done, i) in production_order(sp).into_iter().enumerate() {
         if fault && done * 2 >= sp.items.len() {
             // Test hook (CKPTKIT_FAULT_ABORT_AFTER_SHARDS): die half-way through a shard, as a kill would.
             std::process::abort();
         }
-        let mut h = blake3::Hasher::new();
+        let mut h = TensorHash::new();
         let mut at = offsets[i];
         emit(&sp.items[i], &open, b, &mut |bytes| {
             put_at(file, &mut h, bytes, at).map_err(io(&tmp_path))?;
@@ -1507,7 +1537,7 @@ fn write_shard(
                 detail: format!("{}: made {} bytes, planned {}", sp.out[i].name, at - offsets[i], sp.out[i].nbytes),
             });
         }
-        hashes[i] = h.finalize();
+        hashes[i] = h.digest128();
     }
     open.still_same()?;
     let len = file.metadata().map_err(io(&tmp_path))?.len();
@@ -1522,7 +1552,7 @@ fn write_shard(
     Ok(state::Done {
         len,
         header_blake3: blake3::hash(&sp.header).to_hex().to_string(),
-        blake3: digest(header_hash, &hashes),
+        digest: digest(header_hash, &hashes),
         inputs: input_ident(sp),
         tool: TOOL.into(),
     })

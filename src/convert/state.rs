@@ -56,8 +56,9 @@ pub struct Done {
     pub len: u64,
     /// blake3 of the planned header (the layout this shard was written for).
     pub header_blake3: String,
-    /// blake3 of every byte of the file, computed while it was written.
-    pub blake3: String,
+    /// The shard's digest (see `convert::digest`): blake3 over the XXH3-128 of the header and of
+    /// each tensor, computed while it was written.
+    pub digest: String,
     /// The input shards it was made from, as they were then: a shard whose inputs have changed
     /// since is made again, the others are kept.
     pub inputs: BTreeMap<String, InputIdent>,

@@ -47,6 +47,12 @@ pub fn fp4_table(scale: f32) -> Table {
     t
 }
 
+/// The 256 MXFP4 tables, one per e8m0 scale byte (made once).
+pub fn mx_tables() -> &'static [Table; 256] {
+    static T: std::sync::OnceLock<[Table; 256]> = std::sync::OnceLock::new();
+    T.get_or_init(|| std::array::from_fn(|s| mx_table(s as u8)))
+}
+
 /// The table of an INT4 group: `bf16((nibble - 8 - zero) * scale)`.
 pub fn int4_table(scale: f32, zero: f32) -> Table {
     let mut t = [0u16; 16];
@@ -59,7 +65,7 @@ pub fn int4_table(scale: f32, zero: f32) -> Table {
 /// Expand one row of packed codes: `codes` holds `out.len() / 2` bytes, `group` elements (even)
 /// share `tables[g]`.
 #[inline(always)]
-fn expand_body(codes: &[u8], group: usize, tables: &[Table], out: &mut [u16]) {
+fn expand_body<'t>(codes: &[u8], group: usize, tables: impl Iterator<Item = &'t Table>, out: &mut [u16]) {
     let gb = group / 2;
     for ((c, o), t) in codes.chunks(gb).zip(out.chunks_mut(group)).zip(tables) {
         for (pair, &b) in o.chunks_exact_mut(2).zip(c) {
@@ -69,25 +75,64 @@ fn expand_body(codes: &[u8], group: usize, tables: &[Table], out: &mut [u16]) {
     }
 }
 
+/// The table lookup with byte shuffles: a group's 16 bf16 values split into a low-byte and a
+/// high-byte table, 16 codes' nibbles interleaved into 32 indices (low nibble first), each index
+/// looked up in both tables (`pshufb`), the bytes zipped back into bf16. 8 code bytes per step,
+/// so groups of 16 elements (NVFP4) and any multiple of 16 (MXFP4's 32, INT4's 32 / 64 / 128) fit.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,bmi2")]
-unsafe fn expand_avx2(codes: &[u8], group: usize, tables: &[Table], out: &mut [u16]) {
-    expand_body(codes, group, tables, out)
+#[target_feature(enable = "ssse3")]
+unsafe fn expand_ssse3<'t>(codes: &[u8], group: usize, tables: impl Iterator<Item = &'t Table>, out: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let gb = group / 2;
+    let mask = _mm_set1_epi8(0x0F);
+    // Gathers the low bytes (even positions) then the high bytes of 8 u16 into one register.
+    let split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    for ((c, o), t) in codes.chunks_exact(gb).zip(out.chunks_exact_mut(group)).zip(tables) {
+        let t0 = _mm_shuffle_epi8(_mm_loadu_si128(t.as_ptr().cast()), split);
+        let t1 = _mm_shuffle_epi8(_mm_loadu_si128(t.as_ptr().add(8).cast()), split);
+        let lo_t = _mm_unpacklo_epi64(t0, t1); // byte 0 of entries 0..16
+        let hi_t = _mm_unpackhi_epi64(t0, t1); // byte 1 of entries 0..16
+        for (c8, o16) in c.chunks_exact(8).zip(o.chunks_exact_mut(16)) {
+            let b = _mm_loadl_epi64(c8.as_ptr().cast());
+            let lo = _mm_and_si128(b, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
+            let idx = _mm_unpacklo_epi8(lo, hi); // 16 codes, element order
+            let vl = _mm_shuffle_epi8(lo_t, idx);
+            let vh = _mm_shuffle_epi8(hi_t, idx);
+            _mm_storeu_si128(o16.as_mut_ptr().cast(), _mm_unpacklo_epi8(vl, vh));
+            _mm_storeu_si128(o16.as_mut_ptr().add(8).cast(), _mm_unpackhi_epi8(vl, vh));
+        }
+    }
 }
 
 /// Expand packed codes to bf16 through per-group tables. `out.len()` elements, `codes` half as
 /// many bytes, `tables` one per `group` elements (the last group may be short).
 pub fn expand(codes: &[u8], group: usize, tables: &[Table], out: &mut [u16]) {
+    assert_eq!(tables.len(), out.len().div_ceil(group), "one table per group");
+    expand_with(codes, group, |g| &tables[g], out)
+}
+
+/// As [`expand`], group `g`'s table given by `table(g)` (a shared table per scale byte, say).
+pub fn expand_with<'t>(codes: &[u8], group: usize, table: impl Fn(usize) -> &'t Table, out: &mut [u16]) {
     assert!(group >= 2 && group % 2 == 0, "groups hold whole bytes");
     assert_eq!(codes.len() * 2, out.len(), "two codes per byte");
-    assert_eq!(tables.len(), out.len().div_ceil(group), "one table per group");
+    let groups = out.len().div_ceil(group);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("bmi2") {
-        // SAFETY: the CPU has the features (checked just above).
-        unsafe { expand_avx2(codes, group, tables, out) };
+    if group % 16 == 0 && std::env::var_os("CKPTKIT_ISA").is_none_or(|v| v != "portable") && ssse3() {
+        let whole = out.len() / group * group;
+        let g = whole / group;
+        // SAFETY: the CPU has SSSE3 (checked); every slice is in bounds (whole groups only).
+        unsafe { expand_ssse3(&codes[..whole / 2], group, (0..g).map(&table), &mut out[..whole]) };
+        expand_body(&codes[whole / 2..], group, (g..groups).map(&table), &mut out[whole..]);
         return;
     }
-    expand_body(codes, group, tables, out)
+    expand_body(codes, group, (0..groups).map(table), out)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn ssse3() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| std::arch::is_x86_feature_detected!("ssse3"))
 }
 
 #[cfg(test)]
@@ -115,6 +160,25 @@ mod tests {
         // 0x71: low 1 (0.5), high 7 (6.0); 0x8F: low 15 (-6.0), high 8 (-0.0).
         expand(&[0x71, 0x8F], 4, &[t], &mut out);
         assert_eq!(out, [f32_to_bf16(0.5), f32_to_bf16(6.0), f32_to_bf16(-6.0), 0x8000]);
+    }
+
+    #[test]
+    fn the_shuffle_kernel_equals_the_portable_one() {
+        // Every byte value under distinct tables, groups of 16, 32 and 128, a short last group.
+        let codes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for group in [16usize, 32, 128] {
+            for len in [codes.len(), codes.len() - 3] {
+                let c = &codes[..len];
+                let n = len * 2;
+                let tables: Vec<Table> = (0..n.div_ceil(group))
+                    .map(|g| fp4_table(f32::from_bits(0x3F80_0000 + (g as u32) * 0x1234_5)))
+                    .collect();
+                let (mut a, mut b) = (vec![0u16; n], vec![0u16; n]);
+                expand(c, group, &tables, &mut a);
+                expand_body(c, group, tables.iter(), &mut b);
+                assert_eq!(a, b, "group {group}, {len} bytes");
+            }
+        }
     }
 
     #[test]
