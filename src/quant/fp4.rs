@@ -171,7 +171,7 @@ mod tests {
                 let c = &codes[..len];
                 let n = len * 2;
                 let tables: Vec<Table> = (0..n.div_ceil(group))
-                    .map(|g| fp4_table(f32::from_bits(0x3F80_0000 + (g as u32) * 0x1234_5)))
+                    .map(|g| fp4_table(f32::from_bits(0x3F80_0000 + (g as u32) * 0x0001_2345)))
                     .collect();
                 let (mut a, mut b) = (vec![0u16; n], vec![0u16; n]);
                 expand(c, group, &tables, &mut a);
