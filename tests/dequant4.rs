@@ -197,3 +197,16 @@ fn the_portable_kernel_equals_the_references_too() {
     check_env("nvfp4-edge", &["weight_packed", "weight_scale", "weight_global_scale"], &env);
     check_env("llama-w4a16-asym", &["weight_packed", "weight_zero_point"], &env);
 }
+
+#[test]
+fn vllm_loaded_the_dequantized_gpt_oss_as_it_loads_the_bf16_one() {
+    // vLLM 0.33 (the oracle, CPU, TP 1) on `ckptkit dequant fixtures/gpt-oss-mxfp4`: every parameter
+    // allocated and filled as for the bf16 fixture's recording (same params, per-rank shapes, load
+    // errors: none). Recorded by running
+    // ../shared/tools/vllm-oracle/oracle.py on the output, exported with tools/oracle/export_params.py.
+    let read = |p: &str| -> Value { serde_json::from_slice(&std::fs::read(fixture(p)).unwrap()).unwrap() };
+    let dequantized = read("oracle/dequant/gpt-oss-mxfp4.tp1.json");
+    let bf16 = read("oracle/params/gpt-oss.tp1.json");
+    assert_eq!(dequantized["load_errors"], serde_json::json!([]));
+    assert_eq!(dequantized, bf16);
+}
