@@ -295,3 +295,145 @@ impl crate::ui::Help for InputError {
         }
     }
 }
+
+/// A 4-bit format for `bench dequant --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format4 {
+    Mxfp4,
+    Nvfp4,
+    Int4,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Result4 {
+    pub threads: usize,
+    /// Median GB/s of packed input (1e9 bytes/s).
+    pub ceiling_gbps: f64,
+    pub gbps_in: f64,
+    /// Median over repetitions of (kernel throughput / ceiling throughput) in the same repetition.
+    pub ratio_to_ceiling: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report4 {
+    pub schema: &'static str,
+    pub format: Format4,
+    pub shape: [usize; 2],
+    pub group: usize,
+    pub reps: usize,
+    /// What the ceiling is.
+    pub ceiling: &'static str,
+    pub results: Vec<Result4>,
+}
+
+pub const BENCH4_SCHEMA: &str = "ckptkit.bench.dequant4/1";
+
+/// The 4-bit kernels on a synthetic [N, K] weight against their ceiling, measured in the same run on
+/// the same buffers: the same 1:4 expansion through one fixed 16-entry table (the same byte-shuffle
+/// code, the same stores, no per-group table). The kernel measured is the one `dequant` runs: a
+/// table per scale byte (MXFP4, NVFP4) or per group (INT4: scale and zero point), rows in parallel.
+pub fn dequant4(format: Format4, rows: usize, cols: usize, threads: &[usize], reps: usize) -> Report4 {
+    use crate::quant::fp4;
+    let group = match format {
+        Format4::Mxfp4 => 32,
+        Format4::Nvfp4 => 16,
+        Format4::Int4 => 128,
+    };
+    let cols = cols.div_ceil(group) * group;
+    let g = cols / group;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let codes: Vec<u8> = (0..rows * cols / 2).map(|_| next() as u8).collect();
+    // Realistic scale bytes: e8m0 around 2^-6, e4m3 mid-range; INT4 bf16 scales around 1e-3.
+    let scale_bytes: Vec<u8> = (0..rows * g)
+        .map(|_| match format {
+            Format4::Mxfp4 => 118 + (next() % 8) as u8,
+            _ => 0x20 + (next() % 0x50) as u8,
+        })
+        .collect();
+    let int4_scales: Vec<f32> = (0..rows * g).map(|_| 1e-3 * (1.0 + (next() % 1000) as f32 / 1000.0)).collect();
+    let nv: Vec<fp4::Table> = (0..=255u8).map(|c| fp4::fp4_table(fp4::e4m3_to_f32(c) / 2000.0)).collect();
+    let mx = fp4::mx_tables();
+    let fixed = fp4::fp4_table(1.0);
+    let mut out = vec![0u16; rows * cols];
+    let mut ceil_out = vec![0u16; rows * cols];
+    let kernel = |out: &mut [u16]| {
+        out.par_chunks_mut(cols).enumerate().for_each_init(Vec::new, |tables: &mut Vec<fp4::Table>, (r, row)| {
+            let c = &codes[r * cols / 2..(r + 1) * cols / 2];
+            let sb = &scale_bytes[r * g..(r + 1) * g];
+            match format {
+                Format4::Mxfp4 => fp4::expand_with(c, group, |i| &mx[sb[i] as usize], row),
+                Format4::Nvfp4 => fp4::expand_with(c, group, |i| &nv[sb[i] as usize], row),
+                Format4::Int4 => {
+                    tables.clear();
+                    tables.extend(int4_scales[r * g..(r + 1) * g].iter().map(|&s| fp4::int4_table(s, 0.0)));
+                    fp4::expand(c, group, tables, row);
+                }
+            }
+        })
+    };
+    let ceiling = |out: &mut [u16]| {
+        out.par_chunks_mut(cols)
+            .enumerate()
+            .for_each(|(r, row)| fp4::expand_with(&codes[r * cols / 2..(r + 1) * cols / 2], group, |_| &fixed, row))
+    };
+    let gb = codes.len() as f64 / 1e9;
+    let mut results = Vec::new();
+    for &t in threads {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().expect("thread pool");
+        pool.install(|| {
+            kernel(&mut out);
+            ceiling(&mut ceil_out);
+            let (mut c, mut d, mut r) = (vec![], vec![], vec![]);
+            for _ in 0..reps {
+                let t0 = Instant::now();
+                ceiling(&mut ceil_out);
+                let tc = t0.elapsed().as_secs_f64();
+                let t0 = Instant::now();
+                kernel(&mut out);
+                let td = t0.elapsed().as_secs_f64();
+                c.push(gb / tc);
+                d.push(gb / td);
+                r.push(tc / td);
+            }
+            results.push(Result4 {
+                threads: t,
+                ceiling_gbps: median(c),
+                gbps_in: median(d),
+                ratio_to_ceiling: median(r),
+            });
+        });
+        std::hint::black_box((&out, &ceil_out));
+    }
+    Report4 {
+        schema: BENCH4_SCHEMA,
+        format,
+        shape: [rows, cols],
+        group,
+        reps,
+        ceiling: "the same 1:4 expansion (u8 -> 2 x u16) through one fixed 16-entry table, same kernel and stores",
+        results,
+    }
+}
+
+pub fn render4(r: &Report4) -> String {
+    let mut s = format!(
+        "ckptkit bench dequant --format {:?} [{}, {}], group {}, median of {} reps\nceiling: {}\n",
+        r.format, r.shape[0], r.shape[1], r.group, r.reps, r.ceiling
+    )
+    .to_lowercase();
+    s.push_str("threads  ceiling GB/s  kernel GB/s (packed in)  kernel/ceiling\n");
+    for x in &r.results {
+        s.push_str(&format!(
+            "{:>7}  {:>12.2}  {:>23.2}  {:>14.3}\n",
+            x.threads, x.ceiling_gbps, x.gbps_in, x.ratio_to_ceiling
+        ));
+    }
+    s
+}

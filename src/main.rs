@@ -345,10 +345,20 @@ enum BenchCmd {
         /// Output dtype of the kernel.
         #[arg(long, value_enum, default_value = "bf16")]
         dtype: DtypeArg,
+        /// A 4-bit format instead of fp8 (synthetic [N,K] input, bf16 out, against the same 1:4 table expansion with one fixed table).
+        #[arg(long, value_enum, conflicts_with = "tensor")]
+        format: Option<Format4Arg>,
         /// Print the versioned JSON report.
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format4Arg {
+    Mxfp4,
+    Nvfp4,
+    Int4,
 }
 
 /// The largest TP / DP / PP accepted: far beyond any deployment, small enough to list per rank.
@@ -662,7 +672,11 @@ fn run(cli: Cli) -> Exit {
             };
             run_convert(&model, &opts, threads, json)
         }
-        Cmd::Bench { what: BenchCmd::Dequant { shape, tensor, threads, reps, dtype, json } } => {
+        Cmd::Bench { what: BenchCmd::Dequant { shape, tensor, threads, reps, dtype, format: Some(f), json } } => {
+            let _ = (tensor, dtype);
+            run_bench4(f, shape, threads, reps, json)
+        }
+        Cmd::Bench { what: BenchCmd::Dequant { shape, tensor, threads, reps, dtype, format: None, json } } => {
             run_bench(shape, tensor, threads, reps, dtype, json)
         }
         Cmd::Completions { shell } => {
@@ -754,6 +768,50 @@ fn run_convert(
             if s.verified { "; verified against the input" } else { "" },
             if s.finalized { "; index, config.json and other files written" } else { "; run --finalize when every part is done" }
         ))?;
+    }
+    Ok(Exit::Ok)
+}
+
+fn run_bench4(
+    f: Format4Arg,
+    shape: Option<String>,
+    threads: Vec<usize>,
+    reps: usize,
+    json: bool,
+) -> Result<Exit, Exit> {
+    use ckptkit::bench::Format4;
+    if threads.contains(&0) || reps == 0 {
+        return Err(Exit::usage("--threads and --reps must be positive", "e.g. --threads 1,2 --reps 9"));
+    }
+    let s = shape.unwrap_or_else(|| "18432,7168".into());
+    let Some((n, k)) =
+        s.split_once(',').and_then(|(n, k)| Some((n.trim().parse::<usize>().ok()?, k.trim().parse::<usize>().ok()?)))
+    else {
+        return Err(Exit::usage(format!("--shape {s}: expected N,K"), "e.g. --shape 18432,7168"));
+    };
+    if n == 0 || k == 0 || n.saturating_mul(k) > 1 << 31 {
+        return Err(Exit::usage(format!("--shape {s}: N and K positive, N*K at most 2^31"), "e.g. --shape 18432,7168"));
+    }
+    let threads = if threads.is_empty() {
+        let all = rayon::current_num_threads();
+        if all > 1 {
+            vec![1, all]
+        } else {
+            vec![1]
+        }
+    } else {
+        threads
+    };
+    let format = match f {
+        Format4Arg::Mxfp4 => Format4::Mxfp4,
+        Format4Arg::Nvfp4 => Format4::Nvfp4,
+        Format4Arg::Int4 => Format4::Int4,
+    };
+    let r = ckptkit::bench::dequant4(format, n, k, &threads, reps);
+    if json {
+        emit(&(serde_json::to_string_pretty(&r).expect("report serializes") + "\n"))?;
+    } else {
+        emit(&ckptkit::bench::render4(&r))?;
     }
     Ok(Exit::Ok)
 }
