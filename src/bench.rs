@@ -114,32 +114,36 @@ pub enum InputError {
 pub fn render(r: &BenchReport) -> String {
     let mut s = format!(
         "ckptkit bench dequant: {} -> {}, kernels {}, median of {} interleaved repetitions\n\
-         {:>7}  {:>10}  {:>11}  {:>12}  {:>8}  {:>9}  {:>12}\n",
+         {:>7}  {:>10}  {:>13}  {:>11}  {:>12}  {:>8}  {:>11}  {:>9}  {:>12}\n",
         r.tensor,
         r.out_dtype,
         r.isa,
         r.reps,
         "threads",
         "widen GB/s",
+        "widen-nt GB/s",
         "memcpy GB/s",
         "dequant GB/s",
         "vs widen",
+        "vs widen-nt",
         "vs memcpy",
         "fresh buf GB/s"
     );
     for t in &r.results {
         s.push_str(&format!(
-            "{:>7}  {:>10.2}  {:>11.2}  {:>12.2}  {:>7.2}x  {:>8.2}x  {:>12.2}\n",
+            "{:>7}  {:>10.2}  {:>13.2}  {:>11.2}  {:>12.2}  {:>7.2}x  {:>10.2}x  {:>8.2}x  {:>12.2}\n",
             t.threads,
             t.widen_gbps,
+            t.widen_nt_gbps,
             t.memcpy_gbps,
             t.gbps_fp8_in,
             t.ratio_to_widen,
+            t.ratio_to_widen_nt,
             t.ratio_to_memcpy,
             t.fresh_buffer_gbps
         ));
     }
-    s.push_str("GB/s = 1e9 bytes of fp8 input per second; widen = u8->u16 with ordinary stores (the memory traffic of fp8->bf16).\n");
+    s.push_str("GB/s = 1e9 bytes of fp8 input per second; widen = u8->u16 with ordinary stores (the memory traffic of fp8->bf16); widen-nt = the same with streaming stores (the limit of a 1:2 expansion).\n");
     s
 }
 
@@ -162,6 +166,9 @@ pub struct ThreadResult {
     pub gbps_fp8_in: f64,
     /// Median over repetitions of (dequant throughput / widen throughput) in the same repetition.
     pub ratio_to_widen: f64,
+    /// The same against the widen with streaming stores (the true limit of a 1:2 expansion).
+    pub widen_nt_gbps: f64,
+    pub ratio_to_widen_nt: f64,
     pub ratio_to_memcpy: f64,
     /// The same dequant into a freshly allocated buffer each time (page faults included).
     pub fresh_buffer_gbps: f64,
@@ -178,6 +185,8 @@ pub struct BenchReport {
     pub results: Vec<ThreadResult>,
     /// `ratio_to_widen` at the largest thread count measured.
     pub ratio_to_widen: f64,
+    /// `ratio_to_widen_nt` at the largest thread count measured.
+    pub ratio_to_widen_nt: f64,
     /// `gbps_fp8_in` at the largest thread count measured.
     pub gbps_fp8_in: f64,
 }
@@ -199,6 +208,43 @@ const CHUNK: usize = 1 << 20;
 
 fn widen_par(k: &Kernels, src: &[u8], dst: &mut [u16]) {
     src.par_chunks(CHUNK).zip(dst.par_chunks_mut(CHUNK)).for_each(|(s, d)| k.widen(s, d));
+}
+
+/// u8 → u16 with streaming (non-temporal) stores: the true limit of a 1:2 expansion that does not
+/// read its output back. AVX2 at run time; elsewhere the ordinary widen stands in.
+fn widen_nt_par(k: &Kernels, src: &[u8], dst: &mut [u16]) {
+    src.par_chunks(CHUNK).zip(dst.par_chunks_mut(CHUNK)).for_each(|(s, d)| {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present (checked just above).
+            unsafe { widen_nt_avx2(s, d) };
+            return;
+        }
+        k.widen(s, d)
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn widen_nt_avx2(src: &[u8], dst: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let n = src.len().min(dst.len());
+    // Scalar until the output is 32-byte aligned, then 16 elements per streaming store.
+    let mut i = 0;
+    while i < n && (dst.as_ptr().add(i) as usize) % 32 != 0 {
+        dst[i] = src[i] as u16;
+        i += 1;
+    }
+    while i + 16 <= n {
+        let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(src.as_ptr().add(i).cast()));
+        _mm256_stream_si256(dst.as_mut_ptr().add(i).cast(), v);
+        i += 16;
+    }
+    while i < n {
+        dst[i] = src[i] as u16;
+        i += 1;
+    }
+    _mm_sfence();
 }
 
 fn memcpy_par(src: &[u8], dst: &mut [u8]) {
@@ -232,11 +278,16 @@ pub fn dequant(inp: &Input, out: OutDtype, threads: &[usize], reps: usize) -> Be
             widen_par(k, &inp.codes, &mut wide);
             memcpy_par(&inp.codes, &mut copy);
             run(k, inp, out, &mut o16, &mut o32);
+            widen_nt_par(k, &inp.codes, &mut wide);
             let (mut w, mut m, mut d, mut rw, mut rm) = (vec![], vec![], vec![], vec![], vec![]);
+            let (mut wn, mut rwn) = (vec![], vec![]);
             for _ in 0..reps {
                 let t0 = Instant::now();
                 widen_par(k, &inp.codes, &mut wide);
                 let tw = t0.elapsed().as_secs_f64();
+                let t0 = Instant::now();
+                widen_nt_par(k, &inp.codes, &mut wide);
+                let twn = t0.elapsed().as_secs_f64();
                 let t0 = Instant::now();
                 memcpy_par(&inp.codes, &mut copy);
                 let tm = t0.elapsed().as_secs_f64();
@@ -248,6 +299,8 @@ pub fn dequant(inp: &Input, out: OutDtype, threads: &[usize], reps: usize) -> Be
                 d.push(gb / td);
                 rw.push(tw / td);
                 rm.push(tm / td);
+                wn.push(gb / twn);
+                rwn.push(twn / td);
             }
             let mut fresh = vec![];
             for _ in 0..reps.clamp(1, 3) {
@@ -264,6 +317,8 @@ pub fn dequant(inp: &Input, out: OutDtype, threads: &[usize], reps: usize) -> Be
                 memcpy_gbps: median(m),
                 gbps_fp8_in: median(d),
                 ratio_to_widen: median(rw),
+                widen_nt_gbps: median(wn),
+                ratio_to_widen_nt: median(rwn),
                 ratio_to_memcpy: median(rm),
                 fresh_buffer_gbps: median(fresh),
             });
@@ -279,6 +334,7 @@ pub fn dequant(inp: &Input, out: OutDtype, threads: &[usize], reps: usize) -> Be
         isa: k.isa,
         reps,
         ratio_to_widen: last.map_or(f64::NAN, |r| r.ratio_to_widen),
+        ratio_to_widen_nt: last.map_or(f64::NAN, |r| r.ratio_to_widen_nt),
         gbps_fp8_in: last.map_or(f64::NAN, |r| r.gbps_fp8_in),
         results,
     }
