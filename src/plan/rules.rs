@@ -546,7 +546,11 @@ fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
                     Rule::Target,
                     format!("{method} unsupported"),
                     format!("ValueError: {method} quantization is currently not supported in npu."),
-                    "use a bf16 or ModelSlim (W8A8) checkpoint",
+                    if q.method == QuantMethod::Mxfp4 {
+                        "convert to bf16 with `ckptkit dequant MODEL --out DIR` (it reads MXFP4), or use a ModelSlim (W8A8) checkpoint"
+                    } else {
+                        "use a bf16 or ModelSlim (W8A8) checkpoint"
+                    },
                 );
             }
             pass(Rule::Target, method.to_string())
