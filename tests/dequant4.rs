@@ -210,3 +210,20 @@ fn vllm_loaded_the_dequantized_gpt_oss_as_it_loads_the_bf16_one() {
     assert_eq!(dequantized["load_errors"], serde_json::json!([]));
     assert_eq!(dequantized, bf16);
 }
+
+#[test]
+fn vllm_ascend_has_no_nvfp4_method_and_plan_says_so_with_the_fix() {
+    // vllm_ascend/quantization/compressed_tensors_config.py :: _detect_quant_type: W4A16 (int, group)
+    // has an NPU method, NVFP4 raises NotImplementedError; vLLM itself builds both.
+    let target = |name: &str, t: &str| -> Value {
+        let p = run(&["plan", fixture(name).to_str().unwrap(), "--tp", "1", "--target", t, "--json"]);
+        let v: Value = serde_json::from_str(&p.stdout).unwrap();
+        v["configs"][0]["checks"].as_array().unwrap().iter().find(|c| c["rule"] == "target").unwrap().clone()
+    };
+    let nv = target("llama-nvfp4", "vllm-ascend");
+    assert_eq!(nv["status"], "fail", "{nv}");
+    assert!(nv["message"].as_str().unwrap().starts_with("NotImplementedError"), "{nv}");
+    assert!(nv["fix"].as_str().unwrap_or_default().contains("ckptkit dequant"), "{nv}");
+    assert_eq!(target("llama-w4a16", "vllm-ascend")["status"], "pass");
+    assert_eq!(target("llama-nvfp4", "vllm")["status"], "pass");
+}

@@ -541,6 +541,23 @@ fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
                     | QuantMethod::ModeloptMxfp8
                     | QuantMethod::Mxfp8
             );
+            // vllm_ascend/quantization/compressed_tensors_config.py :: _detect_quant_type (vllm-ascend
+            // 182b75ea84): W8A8 static / dynamic, W4A8 dynamic and W4A16 (int, group strategy) have an
+            // NPU method; anything else, NVFP4 included (no fp4 units on A2/A3), raises.
+            let ct_unsupported = q.method == QuantMethod::CompressedTensors
+                && match q.format.as_deref() {
+                    Some("nvfp4-pack-quantized") => true,
+                    Some("pack-quantized") => q.bits != Some(4) || !q.group_size.is_some_and(|g| g > 0),
+                    _ => false,
+                };
+            if ct_unsupported {
+                return fail(
+                    Rule::Target,
+                    format!("{} unsupported", q.format.as_deref().unwrap_or(method)),
+                    "NotImplementedError: No compressed-tensors compatible quantization type was found. (vllm_ascend/quantization/compressed_tensors_config.py :: _detect_quant_type: NPU methods exist for W8A8, W8A8_DYNAMIC, W4A8_DYNAMIC and group-wise int W4A16 only)",
+                    "convert to bf16 with `ckptkit dequant MODEL --out DIR` (it reads NVFP4 and INT4 pack-quantized), or use a ModelSlim (W8A8) checkpoint",
+                );
+            }
             if !supported {
                 return fail(
                     Rule::Target,
