@@ -547,7 +547,7 @@ fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
             let ct_unsupported = q.method == QuantMethod::CompressedTensors
                 && match q.format.as_deref() {
                     Some("nvfp4-pack-quantized") => true,
-                    Some("pack-quantized") => q.bits != Some(4) || !q.group_size.is_some_and(|g| g > 0),
+                    Some("pack-quantized") => q.bits != Some(4) || q.group_size.is_none_or(|g| g <= 0),
                     _ => false,
                 };
             if ct_unsupported {
