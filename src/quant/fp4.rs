@@ -23,8 +23,29 @@ use super::fp8::f32_to_bf16;
 /// The 16 e2m1 values (OCP MX), code order.
 pub const E2M1: [f32; 16] = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0];
 
-/// One group's 16 output values (bf16 bits), indexed by code.
-pub type Table = [u16; 16];
+/// One group's 16 output values (bf16 bits), indexed by code, stored split: the 16 low bytes, then
+/// the 16 high bytes — the form the byte-shuffle kernel looks them up in, so a table made once
+/// (per scale byte) is used as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(16))]
+pub struct Table([u8; 32]);
+
+impl Table {
+    pub fn new(values: [u16; 16]) -> Table {
+        let mut b = [0u8; 32];
+        for (c, v) in values.iter().enumerate() {
+            b[c] = *v as u8;
+            b[16 + c] = (*v >> 8) as u8;
+        }
+        Table(b)
+    }
+
+    /// The value of code `c` (bf16 bits).
+    #[inline(always)]
+    pub fn get(&self, c: usize) -> u16 {
+        u16::from_le_bytes([self.0[c & 15], self.0[16 + (c & 15)]])
+    }
+}
 
 /// The table of an MXFP4 group with e8m0 scale byte `s`: `e2m1 × 2^(s - 127)` exactly (ldexp),
 /// `±inf` on overflow. `2^128` is not an f32, so byte 0xFF scales by `2^127` and then by 2.
@@ -34,7 +55,7 @@ pub fn mx_table(s: u8) -> Table {
         let x = if s == 255 { (v * super::fp8::e8m0(254)) * 2.0 } else { v * super::fp8::e8m0(s) };
         *o = f32_to_bf16(x);
     }
-    t
+    Table::new(t)
 }
 
 /// The table of a group whose scale is `scale` (an f32 already in the producer's precision):
@@ -44,7 +65,7 @@ pub fn fp4_table(scale: f32) -> Table {
     for (o, v) in t.iter_mut().zip(E2M1) {
         *o = f32_to_bf16(v * scale);
     }
-    t
+    Table::new(t)
 }
 
 /// The 256 MXFP4 tables, one per e8m0 scale byte (made once).
@@ -59,7 +80,7 @@ pub fn int4_table(scale: f32, zero: f32) -> Table {
     for (c, o) in t.iter_mut().enumerate() {
         *o = f32_to_bf16(((c as f32 - 8.0) - zero) * scale);
     }
-    t
+    Table::new(t)
 }
 
 /// Expand one row of packed codes: `codes` holds `out.len() / 2` bytes, `group` elements (even)
@@ -69,15 +90,15 @@ fn expand_body<'t>(codes: &[u8], group: usize, tables: impl Iterator<Item = &'t 
     let gb = group / 2;
     for ((c, o), t) in codes.chunks(gb).zip(out.chunks_mut(group)).zip(tables) {
         for (pair, &b) in o.chunks_exact_mut(2).zip(c) {
-            pair[0] = t[(b & 15) as usize];
-            pair[1] = t[(b >> 4) as usize];
+            pair[0] = t.get((b & 15) as usize);
+            pair[1] = t.get((b >> 4) as usize);
         }
     }
 }
 
-/// The table lookup with byte shuffles: a group's 16 bf16 values split into a low-byte and a
-/// high-byte table, 16 codes' nibbles interleaved into 32 indices (low nibble first), each index
-/// looked up in both tables (`pshufb`), the bytes zipped back into bf16. 8 code bytes per step,
+/// The table lookup with byte shuffles: a group's low-byte and high-byte tables, 8 code bytes'
+/// nibbles interleaved into 16 indices (low nibble first), each looked up in both tables
+/// (`pshufb`), the bytes zipped back into bf16. 8 code bytes per step,
 /// so groups of 16 elements (NVFP4) and any multiple of 16 (MXFP4's 32, INT4's 32 / 64 / 128) fit.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "ssse3")]
@@ -85,13 +106,9 @@ unsafe fn expand_ssse3<'t>(codes: &[u8], group: usize, tables: impl Iterator<Ite
     use std::arch::x86_64::*;
     let gb = group / 2;
     let mask = _mm_set1_epi8(0x0F);
-    // Gathers the low bytes (even positions) then the high bytes of 8 u16 into one register.
-    let split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     for ((c, o), t) in codes.chunks_exact(gb).zip(out.chunks_exact_mut(group)).zip(tables) {
-        let t0 = _mm_shuffle_epi8(_mm_loadu_si128(t.as_ptr().cast()), split);
-        let t1 = _mm_shuffle_epi8(_mm_loadu_si128(t.as_ptr().add(8).cast()), split);
-        let lo_t = _mm_unpacklo_epi64(t0, t1); // byte 0 of entries 0..16
-        let hi_t = _mm_unpackhi_epi64(t0, t1); // byte 1 of entries 0..16
+        let lo_t = _mm_load_si128(t.0.as_ptr().cast()); // byte 0 of entries 0..16 (16-byte aligned)
+        let hi_t = _mm_load_si128(t.0.as_ptr().add(16).cast()); // byte 1
         for (c8, o16) in c.chunks_exact(8).zip(o.chunks_exact_mut(16)) {
             let b = _mm_loadl_epi64(c8.as_ptr().cast());
             let lo = _mm_and_si128(b, mask);
@@ -141,13 +158,13 @@ mod tests {
 
     #[test]
     fn mx_scales_are_exact_powers_of_two_with_ldexp_ends() {
-        let v = |s: u8, c: usize| f32::from_bits((mx_table(s)[c] as u32) << 16);
+        let v = |s: u8, c: usize| f32::from_bits((mx_table(s).get(c) as u32) << 16);
         assert_eq!(v(127, 7), 6.0);
         assert_eq!(v(128, 1), 1.0);
         assert_eq!(v(0, 1), f32::from_bits(1 << 21), "0.5 · 2^-127 = 2^-128, a subnormal");
         // 0xFF is 2^128: zero stays zero, 0.5 gives 2^127, 1.0 and up overflow.
-        assert_eq!(mx_table(255)[0], 0);
-        assert_eq!(mx_table(255)[8], 0x8000);
+        assert_eq!(mx_table(255).get(0), 0);
+        assert_eq!(mx_table(255).get(8), 0x8000);
         assert_eq!(v(255, 1), 2f32.powi(127));
         assert_eq!(v(255, 2), f32::INFINITY);
         assert_eq!(v(255, 15), f32::NEG_INFINITY);
@@ -184,9 +201,9 @@ mod tests {
     #[test]
     fn int4_is_offset_by_eight() {
         let t = int4_table(0.5, 0.0);
-        assert_eq!(t[8], 0);
-        assert_eq!(t[0], f32_to_bf16(-4.0));
-        assert_eq!(t[15], f32_to_bf16(3.5));
+        assert_eq!(t.get(8), 0);
+        assert_eq!(t.get(0), f32_to_bf16(-4.0));
+        assert_eq!(t.get(15), f32_to_bf16(3.5));
     }
 
     #[test]
