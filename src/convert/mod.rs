@@ -1242,16 +1242,19 @@ fn emit(
             };
             for (_, r0, nr) in quant_bands(&src) {
                 let rows = load_rows(&src, open, &fp8, &mut b.band, &mut b.r16, &mut b.r32, r0, nr)?;
-                if !have {
-                    int8::row_scales(rows, k, &mut scales[r0..r0 + nr]).map_err(|e| ConvertError::NonFinite {
-                        file: src.weight.shard.name.clone(),
-                        tensor: name.clone(),
-                        source: int8::NonFinite { row: e.row + r0, col: e.col },
-                    })?;
-                }
                 grow(&mut b.q, nr * k);
                 let q = &mut b.q[..nr * k];
-                int8::quantize_rows(rows, k, &scales[r0..r0 + nr], q);
+                if have {
+                    int8::quantize_rows(rows, k, &scales[r0..r0 + nr], q);
+                } else {
+                    int8::scale_and_quantize(rows, k, &mut scales[r0..r0 + nr], q).map_err(|e| {
+                        ConvertError::NonFinite {
+                            file: src.weight.shard.name.clone(),
+                            tensor: name.clone(),
+                            source: int8::NonFinite { row: e.row + r0, col: e.col },
+                        }
+                    })?;
+                }
                 sink(as_bytes(q))?;
             }
             b.row_scales.insert(name.clone(), scales);

@@ -270,6 +270,40 @@ pub fn quantize_rows(rows: Rows<'_>, k: usize, scales: &[f32], out: &mut [i8]) {
     });
 }
 
+/// [`row_scales`] and [`quantize_rows`] in one pass: each task computes its rows' scales and
+/// quantizes those rows while they are still in cache (one read of the band from memory, not two).
+pub fn scale_and_quantize(rows: Rows<'_>, k: usize, scales: &mut [f32], out: &mut [i8]) -> Result<(), NonFinite> {
+    use rayon::prelude::*;
+    assert_eq!(rows.len(), out.len(), "rows and output disagree");
+    assert_eq!(rows.len(), scales.len() * k, "rows and scales disagree");
+    if k == 0 {
+        return row_scales(rows, 0, scales);
+    }
+    let per = (TASK_ELEMS / k).max(1);
+    out.par_chunks_mut(per * k).zip(scales.par_chunks_mut(per)).enumerate().try_for_each(|(t, (o, s))| {
+        let r0 = t * per;
+        let sub = match rows {
+            Rows::Half(r, c) => Rows::Half(&r[r0 * k..r0 * k + o.len()], c),
+            Rows::F32(r) => Rows::F32(&r[r0 * k..r0 * k + o.len()]),
+        };
+        let res = if has_avx2() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the CPU has the features (checked above).
+            unsafe {
+                avx2::scales(sub, k, s).map(|()| avx2::quantize(sub, k, s, o))
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!()
+        } else {
+            match sub {
+                Rows::Half(r, c) => scales_16(r, k, c, s).map(|()| quant_16(r, k, c, s, o)),
+                Rows::F32(r) => scales_32(r, k, s).map(|()| quant_32(r, k, s, o)),
+            }
+        };
+        res.map_err(|e| NonFinite { row: e.row + r0, col: e.col })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +341,19 @@ mod tests {
         let mut o = [0i8; 5];
         quantize_rows(Rows::F32(&r), 5, &[1.0], &mut o);
         assert_eq!(o, [2, 4, 0, 127, -128]);
+    }
+
+    #[test]
+    fn the_fused_pass_equals_the_two_passes() {
+        let rows: Vec<u16> =
+            (0..300u32 * 37).map(|i| bf(((i.wrapping_mul(2654435761) >> 8) as f32 / 1e7) - 200.0)).collect();
+        let k = 37;
+        let (mut s1, mut s2) = (vec![0f32; 300], vec![0f32; 300]);
+        let (mut q1, mut q2) = (vec![0i8; rows.len()], vec![0i8; rows.len()]);
+        row_scales(Rows::Half(&rows, Compute::BF16), k, &mut s1).unwrap();
+        quantize_rows(Rows::Half(&rows, Compute::BF16), k, &s1, &mut q1);
+        scale_and_quantize(Rows::Half(&rows, Compute::BF16), k, &mut s2, &mut q2).unwrap();
+        assert_eq!((s1, q1), (s2, q2));
     }
 
     #[test]
