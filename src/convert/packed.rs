@@ -13,8 +13,9 @@
 //!
 //! The companions are dropped; everything else is copied. The arithmetic is [`crate::quant::fp4`].
 
-use super::{ConvertError, Item};
+use super::{as_bytes, grow, Bufs, ConvertError, Item, Opened, BAND_BYTES};
 use crate::checkpoint::{Checkpoint, Dtype, TensorRef};
+use crate::quant::fp8::{scales_to_f32, KernelError};
 use crate::quant::scheme::QuantMethod;
 use crate::quant::QuantScheme;
 use std::collections::{HashMap, HashSet};
@@ -271,4 +272,163 @@ fn packed(ck: &Checkpoint, kind: Packed4) -> Result<Plan4<'_>, ConvertError> {
         return Err(refuse(vec!["no .weight_packed tensor: nothing to dequantize".into()]));
     }
     Ok(p)
+}
+
+/// 4-bit packed rows to bf16, a band of rows at a time, through one 16-entry table per group.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn emit_packed4(
+    packed: TensorRef<'_>,
+    scale: TensorRef<'_>,
+    extra: Option<TensorRef<'_>>,
+    kind: Packed4,
+    n: u64,
+    k: u64,
+    open: &Opened<'_>,
+    b: &mut Bufs,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), ConvertError>,
+) -> Result<(), ConvertError> {
+    use crate::quant::fp4;
+    let (n, k) = (n as usize, k as usize);
+    let row_bytes = (packed.entry.shape[1] * packed.entry.dtype.bits() / 8) as usize;
+    let (group, g) = match kind {
+        Packed4::Nvfp4 => (16, k.div_ceil(16)),
+        Packed4::Int4 { group } => (group as usize, scale.entry.shape[1] as usize),
+    };
+    let global = match (kind, extra) {
+        (Packed4::Nvfp4, Some(gs)) => {
+            let v = open.of(gs.shard).read_all(gs.entry)?;
+            f32::from_le_bytes(v[..4].try_into().expect("checked F32 [1]"))
+        }
+        _ => 1.0,
+    };
+    // INT4 zero points, packed along N: row r's value is nibble r % 8 of word [r / 8, g].
+    let zeros: Vec<u8> = match (kind, extra) {
+        (Packed4::Int4 { .. }, Some(z)) => open.of(z.shard).read_all(z.entry)?,
+        _ => Vec::new(),
+    };
+    let scale_width = (scale.entry.dtype.bits() / 8) as usize;
+    let rows = (BAND_BYTES / (k * 2).max(1)).max(1);
+    let padded = row_bytes * 2;
+    let want = padded.div_ceil(group);
+    let mut r0 = 0;
+    while r0 < n {
+        let nr = rows.min(n - r0);
+        grow(&mut b.chunk, nr * row_bytes);
+        open.of(packed.shard).read_par(packed.entry, (r0 * row_bytes) as u64, &mut b.chunk[..nr * row_bytes])?;
+        let mut raw = vec![0u8; nr * g * scale_width];
+        open.of(scale.shard).read(scale.entry, (r0 * g * scale_width) as u64, &mut raw)?;
+        // NVFP4 group scales are single e4m3 bytes: their 256 tables are made once per band.
+        let sc = match kind {
+            Packed4::Nvfp4 => Vec::new(),
+            _ => scales_to_f32_any(&raw, scale.entry.dtype)
+                .map_err(|source| ConvertError::Kernel { tensor: scale.entry.name.clone(), source })?,
+        };
+        let nv: Vec<fp4::Table> = match kind {
+            Packed4::Nvfp4 => (0..=255u8).map(|c| fp4::fp4_table(fp4::e4m3_to_f32(c) / global)).collect(),
+            _ => Vec::new(),
+        };
+        grow(&mut b.r16, nr * k);
+        // Rows in parallel: each builds its groups' tables and expands its codes.
+        use rayon::prelude::*;
+        let codes = &b.chunk[..nr * row_bytes];
+        b.r16[..nr * k].par_chunks_mut(k).enumerate().for_each_init(
+            || (Vec::<fp4::Table>::with_capacity(want), vec![0u16; if padded == k { 0 } else { padded }]),
+            |(tables, row16), (r, out_row)| {
+                let c = &codes[r * row_bytes..(r + 1) * row_bytes];
+                if kind == Packed4::Nvfp4 && padded == k {
+                    // One shared table per scale byte: no per-group table is made or copied.
+                    let bytes = &raw[r * g..(r + 1) * g];
+                    fp4::expand_with(c, group, |gi| &nv[bytes[gi] as usize], out_row);
+                    return;
+                }
+                tables.clear();
+                for gi in 0..g {
+                    tables.push(match kind {
+                        Packed4::Nvfp4 => nv[raw[r * g + gi] as usize],
+                        Packed4::Int4 { .. } => {
+                            let s = sc[r * g + gi];
+                            let zp = if zeros.is_empty() {
+                                0.0
+                            } else {
+                                let row = r0 + r;
+                                let at = ((row / 8) * g + gi) * 4;
+                                let word = u32::from_le_bytes(zeros[at..at + 4].try_into().expect("4 bytes"));
+                                ((word >> (4 * (row % 8))) & 15) as f32 - 8.0
+                            };
+                            fp4::int4_table(s, zp)
+                        }
+                    });
+                }
+                // The packed row may hold padding past K (INT4 words of 8): its codes decode against
+                // the last group's table and are cut off.
+                while tables.len() < want {
+                    let last = *tables.last().expect("at least one group");
+                    tables.push(last);
+                }
+                if padded == k {
+                    fp4::expand(c, group, tables, out_row);
+                } else {
+                    fp4::expand(c, group, tables, row16);
+                    out_row.copy_from_slice(&row16[..k]);
+                }
+            },
+        );
+        sink(as_bytes(&b.r16[..nr * k]))?;
+        r0 += nr;
+    }
+    Ok(())
+}
+
+/// Group scales as f32: the float dtypes exactly, F8_E4M3 decoded.
+fn scales_to_f32_any(bytes: &[u8], dtype: Dtype) -> Result<Vec<f32>, KernelError> {
+    match dtype {
+        Dtype::F8_E4M3 => Ok(bytes.iter().map(|&c| crate::quant::fp4::e4m3_to_f32(c)).collect()),
+        d => scales_to_f32(bytes, d),
+    }
+}
+
+/// MXFP4 experts: each expert's [N, K] decoded, then written transposed as [K, N].
+pub(super) fn emit_mx(
+    blocks: TensorRef<'_>,
+    scales: TensorRef<'_>,
+    open: &Opened<'_>,
+    b: &mut Bufs,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), ConvertError>,
+) -> Result<(), ConvertError> {
+    use crate::quant::fp4;
+    let sh = &blocks.entry.shape;
+    let (e, n, g) = (sh[0] as usize, sh[1] as usize, sh[2] as usize);
+    let k = g * 32;
+    let mut sc = vec![0u8; n * g];
+    let mut t = vec![0u16; n * k];
+    for x in 0..e {
+        grow(&mut b.chunk, n * k / 2);
+        open.of(blocks.shard).read_par(blocks.entry, (x * n * k / 2) as u64, &mut b.chunk[..n * k / 2])?;
+        open.of(scales.shard).read(scales.entry, (x * n * g) as u64, &mut sc)?;
+        use rayon::prelude::*;
+        grow(&mut b.r16, n * k);
+        let codes = &b.chunk[..n * k / 2];
+        // Rows in parallel (each its tables), then the transpose in parallel over output rows.
+        let mx = fp4::mx_tables();
+        b.r16[..n * k].par_chunks_mut(k).enumerate().for_each(|(r, row)| {
+            let bytes = &sc[r * g..(r + 1) * g];
+            fp4::expand_with(&codes[r * k / 2..(r + 1) * k / 2], 32, |gi| &mx[bytes[gi] as usize], row);
+        });
+        let src = &b.r16[..n * k];
+        // [N, K] → [K, N], 32 output rows at a time, in tiles that stay in cache.
+        const T: usize = 32;
+        t.par_chunks_mut(T * n).enumerate().for_each(|(i, dst)| {
+            let k0 = i * T;
+            let rows = dst.len() / n;
+            for n0 in (0..n).step_by(T) {
+                for kk in 0..rows {
+                    for nn in n0..(n0 + T).min(n) {
+                        dst[kk * n + nn] = src[nn * k + k0 + kk];
+                    }
+                }
+            }
+        });
+        sink(as_bytes(&t))?;
+    }
+    Ok(())
 }
