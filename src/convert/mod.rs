@@ -1,7 +1,10 @@
-//! `ckptkit dequant`: a whole fp8 checkpoint to bf16 (f16, f32), streaming.
+//! Whole-checkpoint conversions, streaming: one engine, two [`Task`]s.
 //!
-//! Every fp8 weight is dequantized with its scale, its scale tensors (and `input_scale`) dropped,
-//! every other tensor copied bit for bit. The output mirrors the input's shards.
+//! - `ckptkit dequant`: every fp8 weight dequantized with its scale to bf16 (f16, f32), its scale
+//!   tensors (and `input_scale`) dropped; 4-bit checkpoints (MXFP4, NVFP4, INT4) to bf16
+//!   ([`packed`]); every other tensor copied bit for bit. The output mirrors the input's shards.
+//! - `ckptkit quantize`: a ModelSlim W8A8_DYNAMIC checkpoint as msModelSlim writes it
+//!   ([`quantize`]); its output files are msModelSlim's parts, each made from any input shards.
 //!
 //! **Nothing lost.** `--out` must be empty, or hold an earlier run of the same conversion (its
 //! state file, [`state`]), unless `--force`. One process writes an output at a time (an `flock` on
