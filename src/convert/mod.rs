@@ -2,7 +2,7 @@
 //!
 //! - `ckptkit dequant`: every fp8 weight dequantized with its scale to bf16 (f16, f32), its scale
 //!   tensors (and `input_scale`) dropped; 4-bit checkpoints (MXFP4, NVFP4, INT4) to bf16
-//!   ([`packed`]); every other tensor copied bit for bit. The output mirrors the input's shards.
+//!   (`packed`); every other tensor copied bit for bit. The output mirrors the input's shards.
 //! - `ckptkit quantize`: a ModelSlim W8A8_DYNAMIC checkpoint as msModelSlim writes it
 //!   ([`quantize`]); its output files are msModelSlim's parts, each made from any input shards.
 //!
