@@ -170,17 +170,26 @@ fn the_serve_kit_passes_quantization_ascend_and_reports_the_schemes() {
 
 /// plan counts a ModelSlim checkpoint in its stored dtypes (int8 weights, int4 packed two per byte,
 /// f32 / i32 companions), not the model dtype: at TP 1 the most loaded rank holds every tensor the
-/// checkpoint saves. (W8A8 static is left out: vLLM-Ascend's w8a8_static method also allocates
-/// weight_scale / weight_offset, which msModelSlim does not save.)
+/// checkpoint saves. W8A8 static holds more: vLLM-Ascend's w8a8_static method also allocates
+/// weight_scale and weight_offset [N, 1] in the model dtype (bf16), which msModelSlim does not save
+/// (vllm_ascend/quantization/methods/w8a8_static.py :: get_perchannel_param).
 #[test]
 fn plan_counts_the_stored_dtypes() {
-    for (name, scheme) in FIXTURES.iter().filter(|(_, s)| *s != "W8A8") {
+    for (name, scheme) in FIXTURES {
         let dir = fixture(name);
         let mut saved = 0u64;
         for p in std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()) {
             if p.extension().is_some_and(|x| x == "safetensors") {
                 saved += read_st(&p).data.len() as u64;
             }
+        }
+        if *scheme == "W8A8" {
+            // Two bf16 [N, 1] parameters per quantized linear: N summed over q, k, v, o, gate, up, down.
+            let cfg: Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+            let n = |k: &str| cfg[k].as_u64().unwrap();
+            let kv = n("num_key_value_heads") * n("head_dim");
+            let rows = n("hidden_size") * 3 + 2 * kv + 2 * n("intermediate_size");
+            saved += n("num_hidden_layers") * rows * 2 * 2;
         }
         let r = run(&["plan", dir.to_str().unwrap(), "--tp", "1", "--target", "vllm-ascend", "--json"]);
         let v: Value = serde_json::from_str(&r.stdout).unwrap();

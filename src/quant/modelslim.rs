@@ -101,6 +101,10 @@ pub struct Companion {
 pub struct Contract {
     pub weight_dtypes: Vec<String>,
     pub companions: Vec<Companion>,
+    /// Parameters the method allocates that the checkpoint does not carry (counted in memory,
+    /// never required; dtype `model`: the model's dtype).
+    #[serde(default)]
+    pub allocated: Vec<Companion>,
     /// vLLM-Ascend has a method for it on routed experts only.
     #[serde(default)]
     pub experts_only: bool,

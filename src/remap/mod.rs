@@ -546,7 +546,21 @@ fn modelslim_companions(
             let dtype = comp.dtypes.first().and_then(|d| rules::AllocDtype::from_safetensors(d));
             base(format!("{stem}{}", comp.suffix), part, comp_shards, role, dtype, None)
         })
-        .collect();
+        .collect::<Vec<_>>();
+    // Allocated by the method but not saved by msModelSlim: memory only, never required.
+    let allocated = c.allocated.iter().map(|comp| {
+        let per_row = comp.shape.first().is_some_and(|d| d.starts_with('N'));
+        let part = if per_row && partition != Partition::Row { partition } else { Partition::Replicated };
+        let comp_shards = shards
+            .iter()
+            .map(|(id, s)| (id.clone(), s.as_ref().and_then(|s| comp.shape_for(s, id == "w2").into_iter().collect())))
+            .collect();
+        let dtype = comp.dtypes.first().and_then(|d| rules::AllocDtype::from_safetensors(d));
+        let mut e = base(format!("{stem}{}", comp.suffix), part, comp_shards, role, dtype, None);
+        e.optional = true;
+        e
+    });
+    let companions = companions.into_iter().chain(allocated).collect();
     (companions, stored)
 }
 
