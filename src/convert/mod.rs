@@ -449,17 +449,21 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], task: Task) -> Result
         let meta = s.header.metadata.clone().unwrap_or_default();
         let header = writer::header_bytes(&out, &meta);
         let len = writer::file_len(&header, &out);
-        let mut inputs = vec![s];
-        for it in &items {
-            for x in it.shards() {
-                if !inputs.iter().any(|y| std::ptr::eq(*y, x)) {
-                    inputs.push(x);
-                }
-            }
-        }
+        let inputs = inputs_of(Some(s), &items);
         shards.push(ShardPlan { name: s.name.clone(), inputs, items, out, header, len, in_bytes: s.file_len });
     }
     Ok(Plan { shards, dropped, description: None })
+}
+
+/// Every input shard the items read, each once (`first`, the mirrored shard, first).
+fn inputs_of<'a>(first: Option<&'a Shard>, items: &[Item<'a>]) -> Vec<&'a Shard> {
+    let mut inputs: Vec<&'a Shard> = first.into_iter().collect();
+    for x in items.iter().flat_map(Item::shards) {
+        if !inputs.iter().any(|y| std::ptr::eq(*y, x)) {
+            inputs.push(x);
+        }
+    }
+    inputs
 }
 
 /// The plan of a 4-bit checkpoint's dequantization: each input shard mirrored, its packed weights
@@ -503,14 +507,7 @@ fn plan4<'a>(ck: &'a Checkpoint, task: Task, p4: packed::Plan4<'a>) -> Result<Pl
         let meta = s.header.metadata.clone().unwrap_or_default();
         let header = writer::header_bytes(&out, &meta);
         let len = writer::file_len(&header, &out);
-        let mut inputs = vec![s];
-        for it in &items {
-            for x in it.shards() {
-                if !inputs.iter().any(|y| std::ptr::eq(*y, x)) {
-                    inputs.push(x);
-                }
-            }
-        }
+        let inputs = inputs_of(Some(s), &items);
         shards.push(ShardPlan { name: s.name.clone(), inputs, items, out, header, len, in_bytes: s.file_len });
     }
     Ok(Plan { shards, dropped, description: None })

@@ -5,9 +5,10 @@
 //! [`crate::quant::int8`]; the streaming, atomic, resumable writing is the rest of [`super`].
 
 use super::{writer, ConvertError, Item, Plan, ShardPlan, Src};
-use crate::checkpoint::{Checkpoint, Dtype, Shard, TensorRef};
+use crate::checkpoint::{Checkpoint, Dtype, TensorRef};
 use crate::quant::fp8::Fp8Format;
 use crate::quant::int8::Compute;
+use crate::quant::scheme::glob_match;
 use crate::quant::ScaleLayout;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -60,26 +61,6 @@ fn rules() -> &'static WriterRules {
 /// msModelSlim's default part size (`part_file_size`, GiB).
 pub fn default_part_bytes() -> u64 {
     rules().part_file_size_gib << 30
-}
-
-/// `*`-only glob, as the recipe's `exclude` patterns are written (fnmatch without classes).
-fn glob(pat: &str, s: &str) -> bool {
-    let parts: Vec<&str> = pat.split('*').collect();
-    if parts.len() == 1 {
-        return pat == s;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
-        return false;
-    }
-    let mut rest = &s[first.len()..s.len() - last.len()];
-    for p in &parts[1..parts.len() - 1] {
-        match rest.find(p) {
-            Some(i) => rest = &rest[i + p.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 /// The decoder layer a tensor is in (prefix matched, index below the text model's layer count):
@@ -159,7 +140,7 @@ pub(super) fn plan<'a>(
         l.src.weight.entry.shape.len() == 2
             && Compute::of(l.dtype).is_some()
             && layer_of(name, layers).is_some()
-            && !rules().exclude_modules.iter().any(|p| glob(p, module))
+            && !rules().exclude_modules.iter().any(|p| glob_match(p, module))
     };
     // The biases of quantized layers are written with them (as FLOAT f32), not on their own.
     let mut bias_of: HashMap<&str, TensorRef<'a>> = HashMap::new();
@@ -262,14 +243,7 @@ pub(super) fn plan<'a>(
         });
         let out: Vec<OutTensor> = sorted.iter().map(|&i| seq[i].0.clone()).collect();
         let items: Vec<Item<'a>> = sorted.iter().map(|&i| seq[i].2).collect();
-        let mut inputs: Vec<&'a Shard> = Vec::new();
-        for it in &items {
-            for s in it.shards() {
-                if !inputs.iter().any(|x| std::ptr::eq(*x, s)) {
-                    inputs.push(s);
-                }
-            }
-        }
+        let inputs = super::inputs_of(None, &items);
         let in_bytes = items.iter().map(|it| it.input_bytes()).sum();
         let header = writer::header_bytes(&out, &BTreeMap::new());
         let len = writer::file_len(&header, &out);
@@ -323,10 +297,11 @@ mod tests {
 
     #[test]
     fn globs_match_like_the_recipe() {
-        assert!(glob("*mlp.gate", "model.layers.0.mlp.gate"));
-        assert!(!glob("*mlp.gate", "model.layers.0.mlp.gate_proj"));
-        assert!(glob("*mlp.experts.*", "model.layers.3.mlp.experts.7.up_proj"));
-        assert!(!glob("*mlp.experts.*", "model.layers.3.mlp.shared_expert.up_proj"));
+        // The recipe's patterns are fnmatch globs with `*` only: the scheme module's matcher.
+        assert!(glob_match("*mlp.gate", "model.layers.0.mlp.gate"));
+        assert!(!glob_match("*mlp.gate", "model.layers.0.mlp.gate_proj"));
+        assert!(glob_match("*mlp.experts.*", "model.layers.3.mlp.experts.7.up_proj"));
+        assert!(!glob_match("*mlp.experts.*", "model.layers.3.mlp.shared_expert.up_proj"));
     }
 
     #[test]
