@@ -446,13 +446,18 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], task: Task) -> Result
                 }
             }
         }
-        let meta = s.header.metadata.clone().unwrap_or_default();
-        let header = writer::header_bytes(&out, &meta);
-        let len = writer::file_len(&header, &out);
-        let inputs = inputs_of(Some(s), &items);
-        shards.push(ShardPlan { name: s.name.clone(), inputs, items, out, header, len, in_bytes: s.file_len });
+        shards.push(mirrored(s, items, out));
     }
     Ok(Plan { shards, dropped, description: None })
+}
+
+/// The output shard that mirrors input shard `s` (same name, its metadata kept).
+fn mirrored<'a>(s: &'a Shard, items: Vec<Item<'a>>, out: Vec<OutTensor>) -> ShardPlan<'a> {
+    let meta = s.header.metadata.clone().unwrap_or_default();
+    let header = writer::header_bytes(&out, &meta);
+    let len = writer::file_len(&header, &out);
+    let inputs = inputs_of(Some(s), &items);
+    ShardPlan { name: s.name.clone(), inputs, items, out, header, len, in_bytes: s.file_len }
 }
 
 /// Every input shard the items read, each once (`first`, the mirrored shard, first).
@@ -504,11 +509,7 @@ fn plan4<'a>(ck: &'a Checkpoint, task: Task, p4: packed::Plan4<'a>) -> Result<Pl
                 }
             }
         }
-        let meta = s.header.metadata.clone().unwrap_or_default();
-        let header = writer::header_bytes(&out, &meta);
-        let len = writer::file_len(&header, &out);
-        let inputs = inputs_of(Some(s), &items);
-        shards.push(ShardPlan { name: s.name.clone(), inputs, items, out, header, len, in_bytes: s.file_len });
+        shards.push(mirrored(s, items, out));
     }
     Ok(Plan { shards, dropped, description: None })
 }
