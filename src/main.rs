@@ -906,7 +906,9 @@ fn run_stub(model: &str, opts: &ckptkit::stub::StubOptions, rules: &RuleSet) -> 
     let written = match ckptkit::stub::generate(model, &ck, rules, opts) {
         Ok(w) => w,
         Err(e @ StubError::OutNotEmpty { .. }) => return Err(Exit::Usage(e.to_string(), e.help())),
-        Err(e @ StubError::Infeasible { .. }) => return Err(Exit::Refused(e.to_string(), e.help())),
+        Err(e @ (StubError::Infeasible { .. } | StubError::NotServable { .. })) => {
+            return Err(Exit::Refused(e.to_string(), e.help()))
+        }
         Err(e) => return Err(Exit::input(&e)),
     };
     let mut text = String::new();

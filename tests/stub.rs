@@ -836,6 +836,14 @@ fn generated_python_passes_ruff_on_every_fixture() {
                     assert_eq!(r.code, 1, "vLLM builds it at no TP: no kit: {}", r.stderr);
                     continue;
                 }
+                let cfg = std::fs::read_to_string(fixture(&f).join("config.json")).unwrap();
+                let fp4 = cfg.contains("\"mxfp4\"") || cfg.contains("nvfp4-pack-quantized");
+                if target == "vllm-ascend" && fp4 {
+                    // No NPU method for NVFP4 / MXFP4: convert first (tested below).
+                    assert_eq!(r.code, 1, "{f}: {}", r.stderr);
+                    assert!(r.stderr.contains("cannot serve"), "{f}: {}", r.stderr);
+                    continue;
+                }
                 if f.ends_with("-edge") {
                     // Kernel edge files (every scale byte), not models: no kit, and why.
                     assert_eq!(r.code, 1, "{f}: {}", r.stderr);
@@ -936,4 +944,40 @@ fn chinese_report_is_chinese_throughout() {
     assert!(!english_in("| layers | 3 |").is_empty());
     assert!(!english_in("| 专家并行 | 待验证 | dense model: vLLM refuses EP |").is_empty());
     assert!(english_in("| MoE | 8 个专家 |\n阶段 A：`bash validation/serve_stage_a.sh`").is_empty());
+}
+
+#[test]
+fn four_bit_formats_ascend_cannot_serve_are_refused_with_convert_first_and_the_copy_stubs() {
+    // Issue 13: vLLM-Ascend has no method for NVFP4 or MXFP4 (it raises while building the model),
+    // and load-time dequantization covers fp8 only: no kit, exit 1, the error quotes vLLM-Ascend
+    // and the help line names the conversion; the converted copy then gets a kit that builds it
+    // unquantized. W4A16 (group-wise int) has an NPU method and gets its kit as stored.
+    for (f, quoted) in [
+        ("llama-nvfp4", "No compressed-tensors compatible quantization type was found"),
+        ("gpt-oss-mxfp4", "mxfp4 quantization is currently not supported in npu"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("kit");
+        let r = run(&["stub", fixture(f).to_str().unwrap(), "--out", out.to_str().unwrap(), "--target", "vllm-ascend"]);
+        assert_eq!(r.code, 1, "{f}: {}", r.stderr);
+        assert!(r.stderr.contains(quoted), "{f}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("help: convert it first") && r.stderr.contains("ckptkit dequant"),
+            "{f}: {}",
+            r.stderr
+        );
+        assert!(!out.exists(), "{f}: nothing may be written");
+        // On GPUs vLLM serves both as stored.
+        let (_t, _o) = stub(f, &["--target", "vllm"]);
+        // The converted copy stubs for vllm-ascend, unquantized.
+        let bf16 = tmp.path().join("bf16");
+        let d = run(&["dequant", fixture(f).to_str().unwrap(), "--out", bf16.to_str().unwrap()]);
+        assert_eq!(d.code, 0, "{f}: {}", d.stderr);
+        let r = run(&["stub", bf16.to_str().unwrap(), "--out", out.to_str().unwrap(), "--target", "vllm-ascend"]);
+        assert_eq!(r.code, 0, "{f} converted: {}", r.stderr);
+        let a = read(&adapter_of(&out));
+        assert!(!a.contains("DEQUANTIZE_FP8"), "{f}: the copy is bf16");
+    }
+    let (_t, out) = stub("llama-w4a16", &["--target", "vllm-ascend"]);
+    assert!(out.join("validation").is_dir());
 }

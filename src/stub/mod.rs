@@ -52,6 +52,8 @@ pub enum StubError {
     OutNotEmpty { out: PathBuf, sample: Vec<String>, count: usize },
     #[error("{message}; nothing was written")]
     Infeasible { message: String },
+    #[error("{} cannot serve {model} as stored: {reason}; nothing was written", target.as_str())]
+    NotServable { model: String, target: Target, reason: String },
 }
 
 /// What every generator reads.
@@ -280,6 +282,13 @@ fn choose_tp(
     let dev = report.device.name.clone();
     let why =
         |c: &crate::plan::ConfigPlan| c.failures.iter().map(|f| f.rule.to_string()).collect::<Vec<_>>().join(", ");
+    // The target has no method for the checkpoint's weight format (NVFP4 or MXFP4 on vLLM-Ascend):
+    // it raises while building the model at every TP, and load-time dequantization covers fp8 only.
+    // A kit would never serve; the way forward is a converted copy, stubbed on its own.
+    if let Some(f) = report.configs.iter().find_map(|c| c.failures.iter().find(|f| f.rule == crate::plan::Rule::Target))
+    {
+        return Err(StubError::NotServable { model: model.to_string(), target, reason: f.message.clone() });
+    }
     let (tp, ep, en, zh) = if let Some(t) = given {
         let c = report.configs.first();
         let ep = c.is_some_and(|c| c.ep);
@@ -460,6 +469,9 @@ impl crate::ui::Help for StubError {
             StubError::Infeasible { .. } => {
                 "`ckptkit plan MODEL` shows each rule; for fp8 on a target that cannot build it, --target vllm-ascend loads it dequantized, or `ckptkit dequant` converts it".into()
             }
+            StubError::NotServable { model, target, .. } => format!(
+                "convert it first, then stub the copy: `ckptkit dequant {model} --out DIR` and `ckptkit stub DIR --target {}`", target.as_str()
+            ),
             StubError::OutNotEmpty { .. } => {
                 "choose a new --out, or pass --force (files you changed are kept; new versions go to FILE.new)".into()
             }

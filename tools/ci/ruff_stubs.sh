@@ -24,6 +24,11 @@ for dir in fixtures/*/ fixtures/configs/*/; do
                     echo "ruff_stubs: no $target kit for $dir (vLLM builds it at no TP)"
                     continue
                 fi
+                # A weight format the target has no method for (NVFP4, MXFP4 on vLLM-Ascend): convert first.
+                if grep -q "cannot serve .* as stored" "$tmp/err"; then
+                    echo "ruff_stubs: no $target kit for $dir (the target cannot serve its weight format)"
+                    continue
+                fi
                 cat "$tmp/err" >&2
                 exit 1
             fi
