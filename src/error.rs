@@ -8,11 +8,19 @@ pub enum CheckpointError {
     #[error("{path}: no such file or directory, and not a Hugging Face repo id (org/name[@revision])")]
     NotFound { path: String },
     #[error(
-        "{repo}{}: not in the local Hugging Face cache at {} (offline lookup; download it first with `hf download {repo}`)",
+        "{repo}{}: not in the local Hugging Face cache at {}; this command reads tensor data, which is never fetched from the Hub",
         revision.as_deref().map(|r| format!("@{r}")).unwrap_or_default(),
         cache.display()
     )]
     NotCached { repo: String, revision: Option<String>, cache: PathBuf },
+    #[error(
+        "{repo}{}: not in the local Hugging Face cache at {}, and offline (HF_HUB_OFFLINE or --offline) forbids reading its headers from the Hub",
+        revision.as_deref().map(|r| format!("@{r}")).unwrap_or_default(),
+        cache.display()
+    )]
+    Offline { repo: String, revision: Option<String>, cache: PathBuf },
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: not a .safetensors file or a checkpoint directory", path.display())]
@@ -39,6 +47,10 @@ impl crate::ui::Help for CheckpointError {
             CheckpointError::NotCached { repo, .. } => format!(
                 "download it first (`hf download {repo}`), or point HF_HUB_CACHE / HF_HOME at the cache that holds it"
             ),
+            CheckpointError::Offline { repo, .. } => format!(
+                "unset HF_HUB_OFFLINE and drop --offline to read it from the Hub (headers only), or download it (`hf download {repo}`)"
+            ),
+            CheckpointError::Hub(e) => e.help(),
             CheckpointError::Io { .. } => "check that the path exists and that you may read it".into(),
             CheckpointError::Read(crate::fsutil::ReadError::Io { .. }) => {
                 "check that the path exists and that you may read it".into()

@@ -13,6 +13,7 @@ pub mod findings;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hub;
 pub mod manifest;
 pub mod model;
 pub mod plan;

@@ -31,6 +31,9 @@ struct Cli {
     /// An extra family rule file (a family added or replaced) for audit, plan, remap and stub; may be repeated.
     #[arg(long = "rules", global = true, value_name = "FILE")]
     rules: Vec<PathBuf>,
+    /// Never read from the Hub: a repo id must be in the local cache (as HF_HUB_OFFLINE=1).
+    #[arg(long, global = true)]
+    offline: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -496,8 +499,15 @@ fn run(cli: Cli) -> Exit {
         Err(e) => return e,
     };
     let rules = &rules;
+    // A repo id the local cache lacks is read from the Hub (headers only) by audit, plan, remap
+    // and stub; dequant and quantize need the weights and refuse it.
+    let hub = ckptkit::hub::Settings {
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..ckptkit::hub::Settings::from_env(cli.offline)
+    };
+    let hub = &hub;
     let r = match cli.cmd {
-        Cmd::Audit { model, json, checksum } => run_audit(&model, target, json, checksum, rules),
+        Cmd::Audit { model, json, checksum } => run_audit(&model, target, json, checksum, rules, hub),
         Cmd::Verify { manifest, model, json } => run_verify(&manifest, model, json),
         Cmd::Stub { model, out, force, name, layout, tp, lang } => {
             use ckptkit::stub::{Lang, Layout, StubOptions};
@@ -522,7 +532,7 @@ fn run(cli: Cli) -> Exit {
                 target,
                 force,
             };
-            run_stub(&model, &opts, rules)
+            run_stub(&model, &opts, rules, hub)
         }
         Cmd::Remap { model, tp, ep, json, csv, md, emit_rules } => {
             if tp == 0 || tp > MAX_PARALLEL {
@@ -540,7 +550,14 @@ fn run(cli: Cli) -> Exit {
             } else {
                 render::TableFormat::Human
             };
-            run_remap(&model, ckptkit::remap::RemapOptions { tp, ep, target, rows: true }, rules, format, emit_rules)
+            run_remap(
+                &model,
+                ckptkit::remap::RemapOptions { tp, ep, target, rows: true },
+                rules,
+                format,
+                emit_rules,
+                hub,
+            )
         }
         Cmd::Plan {
             model,
@@ -617,7 +634,7 @@ fn run(cli: Cli) -> Exit {
                 activation_reserve_bytes: reserve,
                 moe_backend,
             };
-            run_plan(&model, &opts, json, rules)
+            run_plan(&model, &opts, json, rules, hub)
         }
         Cmd::Dequant { model, out, dtype, threads, verify, part, finalize, force, trust_existing, json, quiet } => {
             let part = match parse_part(part.as_deref()) {
@@ -889,16 +906,34 @@ fn load_rules(files: &[PathBuf]) -> Result<Cow<'static, RuleSet>, Exit> {
 }
 
 /// The opened checkpoint, which must be readable throughout.
-fn readable_checkpoint(model: &str) -> Result<Checkpoint, Exit> {
-    let (ck, _) = Checkpoint::open(model).map_err(|e| Exit::input(&e))?;
+fn readable_checkpoint(model: &str, hub: &ckptkit::hub::Settings) -> Result<Checkpoint, Exit> {
+    let (ck, _) = open_checkpoint(model, hub)?;
     // A table or an adapter for tensors nobody could read would be made up.
     ck.require_readable().map_err(|e| Exit::input(&e))?;
     Ok(ck)
 }
 
-fn run_stub(model: &str, opts: &ckptkit::stub::StubOptions, rules: &RuleSet) -> Result<Exit, Exit> {
+/// Open `model` for a command that reads no tensor data: a repo id the local cache lacks is read
+/// from the Hub, and where its headers came from is said on stderr.
+fn open_checkpoint(
+    model: &str,
+    hub: &ckptkit::hub::Settings,
+) -> Result<(Checkpoint, Vec<ckptkit::findings::Finding>), Exit> {
+    let (ck, findings) = Checkpoint::open_with(model, hub).map_err(|e| Exit::input(&e))?;
+    if let Some(r) = &ck.source.remote {
+        eprintln!("{}", render::remote_source(r));
+    }
+    Ok((ck, findings))
+}
+
+fn run_stub(
+    model: &str,
+    opts: &ckptkit::stub::StubOptions,
+    rules: &RuleSet,
+    hub: &ckptkit::hub::Settings,
+) -> Result<Exit, Exit> {
     use ckptkit::stub::StubError;
-    let ck = readable_checkpoint(model)?;
+    let ck = readable_checkpoint(model, hub)?;
     if let Some(tp) = opts.tp {
         let ep = ck.config.as_ref().is_some_and(|c| c.moe.is_some()) && tp > 1;
         refuse_layout(&ck, model, tp, ep, opts.target, rules)?;
@@ -951,8 +986,9 @@ fn run_remap(
     rules: &RuleSet,
     format: render::TableFormat,
     emit_rules: Option<PathBuf>,
+    hub: &ckptkit::hub::Settings,
 ) -> Result<Exit, Exit> {
-    let ck = readable_checkpoint(model)?;
+    let ck = readable_checkpoint(model, hub)?;
     refuse_layout(&ck, model, opts.tp, opts.ep, opts.target, rules)?;
     let report = ckptkit::remap::remap(&ck, model, rules, &opts);
     if let Some(path) = emit_rules {
@@ -973,8 +1009,21 @@ fn run_remap(
     Ok(if errors { Exit::Findings } else { Exit::Ok })
 }
 
-fn run_plan(model: &str, opts: &ckptkit::plan::PlanOptions, json: bool, rules: &RuleSet) -> Result<Exit, Exit> {
-    let input = ckptkit::plan::PlanInput::open(model, rules).map_err(|e| Exit::input(&e))?;
+fn run_plan(
+    model: &str,
+    opts: &ckptkit::plan::PlanOptions,
+    json: bool,
+    rules: &RuleSet,
+    hub: &ckptkit::hub::Settings,
+) -> Result<Exit, Exit> {
+    let input = match ckptkit::plan::PlanInput::open(model, rules) {
+        Err(ckptkit::plan::PlanError::Checkpoint(ckptkit::error::CheckpointError::NotCached { .. })) => {
+            let (ck, _) = open_checkpoint(model, hub)?;
+            ckptkit::plan::PlanInput::from_checkpoint(&ck, model, rules)
+        }
+        other => other,
+    }
+    .map_err(|e| Exit::input(&e))?;
     let report = ckptkit::plan::plan(&input, opts);
     if json {
         emit_json(&report)?;
@@ -990,8 +1039,9 @@ fn run_audit(
     json: bool,
     checksum: Option<PathBuf>,
     rules: &RuleSet,
+    hub: &ckptkit::hub::Settings,
 ) -> Result<Exit, Exit> {
-    let (ck, findings) = Checkpoint::open(model).map_err(|e| Exit::input(&e))?;
+    let (ck, findings) = open_checkpoint(model, hub)?;
     let mut report = ckptkit::audit::audit_with(model, &ck, findings, rules);
     report.tool.target = target.as_str();
     if let Some(path) = checksum {

@@ -42,8 +42,14 @@ pub fn audit(r: &AuditReport) -> String {
     let _ = writeln!(
         s,
         "checkpoint  {}{}  ({} shard{}, {} tensors, {})",
-        r.source.root,
-        r.source.hf_repo.as_ref().map(|h| format!(" [{h}]")).unwrap_or_default(),
+        match &r.source.remote {
+            Some(h) => format!("{}@{} (Hub {}, commit {}; headers only)", h.repo, h.revision, h.endpoint, h.commit),
+            None => r.source.root.clone(),
+        },
+        match &r.source.remote {
+            Some(_) => String::new(),
+            None => r.source.hf_repo.as_ref().map(|h| format!(" [{h}]")).unwrap_or_default(),
+        },
         r.shards.len(),
         if r.shards.len() == 1 { "" } else { "s" },
         r.tensors,
@@ -566,4 +572,28 @@ pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
         }
     }
     o
+}
+
+/// Where a remote checkpoint's headers came from, for stderr: the repo, the revision and the commit
+/// it resolved to, the endpoint, and what reading it cost.
+pub fn remote_source(r: &crate::hub::Remote) -> String {
+    let cost = if r.requests == 0 {
+        format!("all {} files from the cache, no request", r.files_cached)
+    } else {
+        format!(
+            "{} requests, {} received ({} files fetched, {} from the cache)",
+            r.requests,
+            bytes(r.bytes_fetched),
+            r.files_fetched,
+            r.files_cached
+        )
+    };
+    format!(
+        "remote: {}@{} = commit {} on {}: headers only, {} shards; {cost}",
+        r.repo,
+        r.revision,
+        r.commit,
+        r.endpoint,
+        r.shards.len()
+    )
 }

@@ -43,6 +43,10 @@ pub struct SourceInfo {
     pub root: String,
     pub hf_repo: Option<String>,
     pub single_file: Option<String>,
+    /// Present when the checkpoint was read from the Hub (headers only): repo, revision, commit,
+    /// endpoint, and the requests and bytes it took. `root` is then the local cache of its small files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::hub::Remote>,
 }
 
 #[derive(Debug, Serialize)]
@@ -256,6 +260,7 @@ pub fn audit_with(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>, fam
             root: ck.source.root.display().to_string(),
             hf_repo: ck.source.hf_repo.clone(),
             single_file: ck.source.single_file.clone(),
+            remote: ck.source.remote.as_deref().cloned(),
         },
         tensors: ck.tensor_count(),
         tensor_bytes: ck.tensor_bytes(),

@@ -75,7 +75,7 @@ struct Listing {
 }
 
 fn list_dir(root: &Path) -> Result<Listing, CheckpointError> {
-    let mut l = Listing::default();
+    let mut names = Vec::new();
     let rd = std::fs::read_dir(root).map_err(|e| CheckpointError::io(root, e))?;
     for entry in rd {
         let entry = entry.map_err(|e| CheckpointError::io(root, e))?;
@@ -85,25 +85,36 @@ fn list_dir(root: &Path) -> Result<Listing, CheckpointError> {
         if !entry.path().is_file() && !name.ends_with(".safetensors") {
             continue;
         }
-        if name.ends_with(".safetensors") {
-            if name.starts_with("consolidated") {
-                l.consolidated.push(name);
-            } else {
-                l.safetensors.push(name);
-            }
-        } else if (name.ends_with(".bin") || name.ends_with(".pt") || name.ends_with(".pth"))
-            && !matches!(
-                name.as_str(),
-                "training_args.bin" | "optimizer.bin" | "optimizer.pt" | "scheduler.pt" | "scaler.pt"
-            )
-        {
-            l.pickles.push(name);
-        }
+        names.push(name);
     }
-    l.safetensors.sort_by(|a, b| natural_cmp(a, b));
-    l.consolidated.sort();
-    l.pickles.sort();
-    Ok(l)
+    Ok(Listing::of(names))
+}
+
+impl Listing {
+    /// The top-level file names of a checkpoint, sorted into what vLLM would consider.
+    fn of(names: impl IntoIterator<Item = String>) -> Listing {
+        let mut l = Listing::default();
+        for name in names {
+            if name.ends_with(".safetensors") {
+                if name.starts_with("consolidated") {
+                    l.consolidated.push(name);
+                } else {
+                    l.safetensors.push(name);
+                }
+            } else if (name.ends_with(".bin") || name.ends_with(".pt") || name.ends_with(".pth"))
+                && !matches!(
+                    name.as_str(),
+                    "training_args.bin" | "optimizer.bin" | "optimizer.pt" | "scheduler.pt" | "scaler.pt"
+                )
+            {
+                l.pickles.push(name);
+            }
+        }
+        l.safetensors.sort_by(|a, b| natural_cmp(a, b));
+        l.consolidated.sort();
+        l.pickles.sort();
+        l
+    }
 }
 
 impl Checkpoint {
@@ -125,6 +136,21 @@ impl Checkpoint {
         Checkpoint::open_source(source)
     }
 
+    /// As [`Checkpoint::open`], and a repo id the local cache does not hold is read from the Hub
+    /// (headers and small files only) unless `hub` is offline. For commands that need no tensor data.
+    pub fn open_with(input: &str, hub: &crate::hub::Settings) -> Result<(Checkpoint, Vec<Finding>), CheckpointError> {
+        let source = match resolve::resolve(input) {
+            Err(CheckpointError::NotCached { repo, revision, cache }) => {
+                if hub.offline {
+                    return Err(CheckpointError::Offline { repo, revision, cache });
+                }
+                Source::remote(crate::hub::fetch(&repo, revision.as_deref(), hub)?)
+            }
+            other => other?,
+        };
+        Checkpoint::open_source(source)
+    }
+
     pub fn open_source(source: Source) -> Result<(Checkpoint, Vec<Finding>), CheckpointError> {
         let mut findings = Vec::new();
         let root = source.root.clone();
@@ -135,10 +161,26 @@ impl Checkpoint {
             crate::quant::modelslim::Description::from_value(&name, &v)
         });
 
-        let listing = match &source.single_file {
-            Some(f) => Listing { safetensors: vec![f.clone()], ..Listing::default() },
-            None => list_dir(&root)?,
+        let listing = match (&source.single_file, &source.remote) {
+            (Some(f), _) => Listing { safetensors: vec![f.clone()], ..Listing::default() },
+            (None, Some(r)) => Listing::of(r.files.iter().cloned()),
+            (None, None) => list_dir(&root)?,
         };
+        // A shard on the Hub is its cached header; a local one is the file.
+        let remote_shards: Option<std::collections::HashMap<&str, &crate::hub::RemoteShard>> =
+            source.remote.as_ref().map(|r| r.shards.iter().map(|s| (s.name.as_str(), s)).collect());
+        let open_shard = |name: &String| match &remote_shards {
+            Some(m) => match m.get(name.as_str()) {
+                Some(r) => Shard::open_remote(&r.header_path, name.clone(), r.size),
+                None => Shard::open(&root.join(name), name.clone()),
+            },
+            None => Shard::open(&root.join(name), name.clone()),
+        };
+        let present = |f: &str| match &source.remote {
+            Some(r) => r.files.iter().any(|n| n == f),
+            None => std::fs::metadata(root.join(f)).is_ok(),
+        };
+        let place = source.place();
         let index_path = root.join(index::INDEX_NAME);
         // Read whole (bounded): DeepSeek-size indexes are several megabytes.
         let index_bytes: Option<Vec<u8>> = match &source.single_file {
@@ -175,13 +217,7 @@ impl Checkpoint {
                     (index::parse(t, &mut f), f)
                 })
             },
-            || {
-                listing.safetensors.par_iter().map(|name| Shard::open(&root.join(name), name.clone())).collect::<Vec<(
-                    Shard,
-                    Vec<Finding>,
-                )>>(
-                )
-            },
+            || listing.safetensors.par_iter().map(open_shard).collect::<Vec<(Shard, Vec<Finding>)>>(),
         );
         let (index, entries) = match parsed_index {
             Some((parsed, f)) => {
@@ -193,15 +229,12 @@ impl Checkpoint {
             }
             None => (None, Vec::new()),
         };
-        let selected = select(&root, &listing, index.as_ref(), had_index_file, &mut findings);
+        let selected = select(&present, &place, &listing, index.as_ref(), had_index_file, &mut findings);
 
         let mut by_file: std::collections::HashMap<String, (Shard, Vec<Finding>)> =
             opened.into_iter().map(|(s, f)| (s.name.clone(), (s, f))).collect();
-        let late: Vec<(Shard, Vec<Finding>)> = selected
-            .par_iter()
-            .filter(|n| !by_file.contains_key(n.as_str()))
-            .map(|n| Shard::open(&root.join(n), n.clone()))
-            .collect();
+        let late: Vec<(Shard, Vec<Finding>)> =
+            selected.par_iter().filter(|n| !by_file.contains_key(n.as_str())).map(open_shard).collect();
         for (s, f) in late {
             by_file.insert(s.name.clone(), (s, f));
         }
@@ -461,7 +494,8 @@ fn read_config(root: &Path, out: &mut Vec<Finding>) -> (Option<Value>, Option<Mo
 /// vLLM's `_prepare_weights` for a directory: the shards named by the index when there is one,
 /// otherwise every `*.safetensors`; stray and ignored files become findings.
 fn select(
-    root: &Path,
+    present: &(dyn Fn(&str) -> bool + Sync),
+    place: &str,
     l: &Listing,
     index: Option<&Index>,
     had_index_file: bool,
@@ -469,19 +503,18 @@ fn select(
 ) -> Vec<String> {
     let selected: Vec<String> = match index {
         Some(idx) => {
-            let mut present = Vec::new();
+            let mut found = Vec::new();
             for (i, f) in idx.shards.iter().enumerate() {
                 // There but a FIFO / device / directory: opening it names what it is.
-                if std::fs::metadata(root.join(f)).is_ok() {
-                    present.push(f.clone());
+                if present(f) {
+                    found.push(f.clone());
                 } else {
                     out.push(
                         Finding::new(
                             Code::IndexShardMissing,
                             format!(
-                                "the index names {f} ({} tensors) but it is not in {}",
+                                "the index names {f} ({} tensors) but it is not in {place}",
                                 idx.tensors_per_shard[i],
-                                root.display()
                             ),
                         )
                         .file(f.clone()),
@@ -499,8 +532,8 @@ fn select(
                     );
                 }
             }
-            present.sort_by(|a, b| natural_cmp(a, b));
-            present
+            found.sort_by(|a, b| natural_cmp(a, b));
+            found
         }
         // No index, or one that cannot be read: audit what is on disk so the header checks still run.
         None => l.safetensors.clone(),
@@ -534,7 +567,7 @@ fn select(
             );
         }
     } else if selected.is_empty() && !had_index_file {
-        out.push(Finding::new(Code::NoWeights, format!("no *.safetensors in {}", root.display())));
+        out.push(Finding::new(Code::NoWeights, format!("no *.safetensors in {place}")));
     }
     selected
 }

@@ -12,18 +12,44 @@ pub struct Source {
     pub single_file: Option<String>,
     /// Set when the input was resolved from the Hugging Face cache.
     pub hf_repo: Option<String>,
+    /// Set when the input was read from the Hub (headers only): `root` then holds its small files.
+    pub remote: Option<Box<crate::hub::Remote>>,
+}
+
+impl Source {
+    fn local(root: PathBuf, single_file: Option<String>, hf_repo: Option<String>) -> Source {
+        Source { root, single_file, hf_repo, remote: None }
+    }
+
+    /// A repo read from the Hub.
+    pub fn remote(r: crate::hub::Remote) -> Source {
+        Source {
+            root: r.root.clone(),
+            single_file: None,
+            hf_repo: Some(format!("{}@{}", r.repo, r.revision)),
+            remote: Some(Box::new(r)),
+        }
+    }
+
+    /// Where the files are, for messages: the directory, or `repo@commit` on the Hub.
+    pub fn place(&self) -> String {
+        match &self.remote {
+            Some(r) => format!("{}@{} on {}", r.repo, &r.commit[..r.commit.len().min(12)], r.endpoint),
+            None => self.root.display().to_string(),
+        }
+    }
 }
 
 pub fn resolve(input: &str) -> Result<Source, CheckpointError> {
     let p = Path::new(input);
     if p.is_dir() {
-        return Ok(Source { root: p.to_path_buf(), single_file: None, hf_repo: None });
+        return Ok(Source::local(p.to_path_buf(), None, None));
     }
     if p.is_file() {
         if p.extension().and_then(|e| e.to_str()) != Some("safetensors") {
             if p.file_name().and_then(|n| n.to_str()) == Some("config.json") {
                 let root = p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-                return Ok(Source { root, single_file: None, hf_repo: None });
+                return Ok(Source::local(root, None, None));
             }
             return Err(CheckpointError::NotACheckpoint { path: p.to_path_buf() });
         }
@@ -32,7 +58,7 @@ pub fn resolve(input: &str) -> Result<Source, CheckpointError> {
             _ => PathBuf::from("."),
         };
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        return Ok(Source { root, single_file: Some(name), hf_repo: None });
+        return Ok(Source::local(root, Some(name), None));
     }
     if std::fs::metadata(p).is_ok() {
         // There, but a FIFO, a device or a socket.
@@ -41,7 +67,7 @@ pub fn resolve(input: &str) -> Result<Source, CheckpointError> {
     if let Some((repo, rev)) = parse_repo_id(input) {
         let cache = hf_cache_root();
         return match snapshot_dir(&cache, &repo, rev.as_deref()) {
-            Some(root) => Ok(Source { root, single_file: None, hf_repo: Some(input.to_string()) }),
+            Some(root) => Ok(Source::local(root, None, Some(input.to_string()))),
             None => Err(CheckpointError::NotCached { repo, revision: rev, cache }),
         };
     }

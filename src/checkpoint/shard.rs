@@ -22,6 +22,8 @@ pub struct Shard {
     pub ident: Option<FileIdent>,
     /// Why the header could not be read at all (the first error found), when it could not.
     pub unreadable: Option<String>,
+    /// Only the header is here (read from the Hub): the tensor data is not.
+    pub remote: bool,
 }
 
 /// Why a shard's tensor data cannot be read.
@@ -33,6 +35,8 @@ pub enum DataError {
     Changed { file: String, what: String },
     #[error("{file}: tensor {tensor:?} [{begin}, {end}) lies outside the data section")]
     OutOfRange { file: String, tensor: String, begin: u64, end: u64 },
+    #[error("{file}: only its header was read from the Hub; the tensor data is not here")]
+    HeaderOnly { file: String },
 }
 
 /// An open shard for reading tensor data.
@@ -46,14 +50,42 @@ impl Shard {
     /// empty shard.
     pub fn open(path: &Path, name: String) -> (Shard, Vec<Finding>) {
         let (mut shard, out) = Self::read_header(path, name);
-        if !shard.header.parsed {
-            shard.unreadable = Some(
+        shard.note_unreadable(&out);
+        (shard, out)
+    }
+
+    /// A header that did not parse: why, from the first error found.
+    fn note_unreadable(&mut self, out: &[Finding]) {
+        if !self.header.parsed {
+            self.unreadable = Some(
                 out.iter()
                     .find(|f| f.severity == crate::findings::Severity::Error)
                     .map(|f| format!("{}: {}", f.code.as_str(), f.message))
                     .unwrap_or_else(|| "the header could not be read".into()),
             );
         }
+    }
+
+    /// A shard on the Hub: its header prefix as fetched (cached at `header_path`) and the file's
+    /// length there. Validated as a local header is; its data cannot be opened.
+    pub fn open_remote(header_path: &Path, name: String, file_len: u64) -> (Shard, Vec<Finding>) {
+        let mut out = Vec::new();
+        let mut shard = Shard {
+            name,
+            path: header_path.to_path_buf(),
+            file_len,
+            header: Header::default(),
+            ident: None,
+            unreadable: None,
+            remote: true,
+        };
+        match fsutil::read_bounded(header_path, header::MAX_HEADER_LEN + 8) {
+            Ok(buf) => shard.header = header::validate_prefix(&buf, file_len, &shard.name, &mut out),
+            Err(e) => out.push(
+                Finding::new(Code::ShardUnreadable, format!("cannot read the cached header: {e}")).file(&shard.name),
+            ),
+        }
+        shard.note_unreadable(&out);
         (shard, out)
     }
 
@@ -66,6 +98,7 @@ impl Shard {
             header: Header::default(),
             ident: None,
             unreadable: None,
+            remote: false,
         };
         let unreadable = |shard: &Shard, out: &mut Vec<Finding>, msg: String| {
             out.push(Finding::new(Code::ShardUnreadable, msg).file(&shard.name));
@@ -125,6 +158,9 @@ impl Shard {
 
     /// Open the file for reading tensor data, checking it is still the file whose header was read.
     pub fn open_data(&self) -> Result<ShardData<'_>, DataError> {
+        if self.remote {
+            return Err(DataError::HeaderOnly { file: self.name.clone() });
+        }
         let (file, md) = fsutil::open_regular(&self.path)
             .map_err(|e| DataError::Io { file: self.name.clone(), source: std::io::Error::other(e.to_string()) })?;
         let d = ShardData { shard: self, file };

@@ -211,7 +211,15 @@ fn serve_script(ctx: &Context<'_>, stage: char) -> String {
         let _ = writeln!(o, "#   {}: {} ({})", f.key, f.status, f.reason);
     }
     o.push_str("set -euo pipefail\ncd /workspace\n");
-    let _ = writeln!(o, "MODEL=\"${{MODEL:-/models/{}}}\"", ctx.name);
+    match ctx.ck.source.remote.as_deref() {
+        // Read from the Hub: vLLM fetches the same repo at the commit ckptkit checked.
+        Some(r) => {
+            let _ = writeln!(o, "MODEL=\"${{MODEL:-{}}}\"", r.repo);
+        }
+        None => {
+            let _ = writeln!(o, "MODEL=\"${{MODEL:-/models/{}}}\"", ctx.name);
+        }
+    }
     o.push_str("PORT=\"${PORT:-8000}\"\nVARIANT=\"${1:-default}\"\n");
     let _ = writeln!(
         o,
@@ -226,6 +234,9 @@ fn serve_script(ctx: &Context<'_>, stage: char) -> String {
     }
     if let Some(q) = quantization_arg(ctx) {
         let _ = writeln!(o, "ARGS+=(--quantization {q})   # ModelSlim checkpoint (quant_model_description.json)");
+    }
+    if let Some(r) = ctx.ck.source.remote.as_deref() {
+        let _ = writeln!(o, "ARGS+=(--revision {})   # the commit ckptkit read from the Hub", r.commit);
     }
     o.push_str("case \"$VARIANT\" in\n  default) ;;\n");
     for f in feats.iter().filter(|f| f.status == "applicable" && !f.args.is_empty()) {

@@ -144,6 +144,9 @@ pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     c.args(args);
     // The tests state their target; a developer's own default must not change them.
     c.env_remove("CKPTKIT_TARGET");
+    // No test touches the network: a repo id outside the cache is never read from the Hub here
+    // (tests/remote.rs runs its own local Hub).
+    c.env("HF_HUB_OFFLINE", "1");
     for (k, v) in env {
         c.env(k, v);
     }

@@ -1,0 +1,434 @@
+//! Remote pre-flight (issue 14) against a local Hub: `tools/hub_server.py` serves fixture repos at
+//! the Hub's paths (`/api/models/{repo}/revision/{rev}`, `/{repo}/resolve/{rev}/{file}` with Range
+//! and 206), counts every request and body byte, and can be gated, flaky, range-deaf or
+//! redirecting. No test touches the network. Needs python3 (standard library only).
+
+mod common;
+
+use common::{bin, fixture};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running hub_server.py over a root of repos; killed on drop.
+struct Hub {
+    child: Child,
+    port: u16,
+    _tmp: tempfile::TempDir,
+    home: PathBuf,
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Repo `test-org/NAME` for each fixture NAME (symlinked), plus `.hub.json` files given as
+/// (repo name, JSON) in a copy of the fixture.
+fn hub(repos: &[&str], hub_json: &[(&str, &str)], flags: &[&str]) -> Hub {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let org = root.join("test-org");
+    std::fs::create_dir_all(&org).unwrap();
+    for r in repos {
+        let dir = org.join(r);
+        match hub_json.iter().find(|(n, _)| n == r) {
+            Some((_, j)) => {
+                std::fs::create_dir_all(&dir).unwrap();
+                for e in std::fs::read_dir(fixture(r)).unwrap() {
+                    let e = e.unwrap();
+                    std::os::unix::fs::symlink(e.path(), dir.join(e.file_name())).unwrap();
+                }
+                std::fs::write(dir.join(".hub.json"), j).unwrap();
+            }
+            None => std::os::unix::fs::symlink(fixture(r), &dir).unwrap(),
+        }
+    }
+    start(tmp, root, flags)
+}
+
+fn start(tmp: tempfile::TempDir, root: PathBuf, flags: &[&str]) -> Hub {
+    let port_file = tmp.path().join("port");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/hub_server.py");
+    let child = Command::new("python3")
+        .arg(&script)
+        .arg(&root)
+        .arg("--port-file")
+        .arg(&port_file)
+        .args(flags)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 runs tools/hub_server.py (the remote tests need python3)");
+    let t0 = Instant::now();
+    let port = loop {
+        if let Ok(s) = std::fs::read_to_string(&port_file) {
+            if let Ok(p) = s.trim().parse::<u16>() {
+                break p;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "hub_server.py did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let home = tmp.path().join("hf-home");
+    std::fs::create_dir_all(&home).unwrap();
+    Hub { child, port, _tmp: tmp, home }
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Hub {
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// ckptkit with only this hub's environment (no token, not offline, an empty local cache).
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut c = Command::new(bin());
+        c.args(args).env_clear().env("HF_ENDPOINT", self.endpoint()).env("HF_HOME", &self.home);
+        c.env("HF_HUB_CACHE", self.home.join("hub"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    fn stats(&self, reset: bool) -> Value {
+        let q = if reset { "?reset=1" } else { "" };
+        let o = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "import urllib.request,sys;sys.stdout.write(urllib.request.urlopen('{}/_stats{q}').read().decode())",
+                self.endpoint()
+            ))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("stats: {e}: {}", String::from_utf8_lossy(&o.stderr)))
+    }
+}
+
+/// The report without where it came from (and with the model's name made neutral).
+fn neutral(mut v: Value, names: &[&str]) -> Value {
+    fn walk(v: &mut Value, names: &[&str]) {
+        match v {
+            Value::Object(m) => {
+                for k in ["source", "model", "input", "checkpoint"] {
+                    m.remove(k);
+                }
+                m.values_mut().for_each(|x| walk(x, names));
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, names)),
+            Value::String(s) => {
+                for n in names {
+                    *s = s.replace(n, "MODEL");
+                }
+            }
+            _ => {}
+        }
+    }
+    walk(&mut v, names);
+    v
+}
+
+fn json(o: &Out) -> Value {
+    serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}\nstderr: {}", o.stdout, o.stderr))
+}
+
+/// 8 + N of each shard of a local fixture: the bytes a header read may take, and no more.
+fn header_lens(name: &str) -> Vec<(String, u64)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(fixture(name)).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            let b = std::fs::read(&p).unwrap();
+            let n = u64::from_le_bytes(b[..8].try_into().unwrap());
+            v.push((p.file_name().unwrap().to_string_lossy().into_owned(), 8 + n));
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn audit_plan_remap_answer_as_on_the_local_copy() {
+    let h = hub(&["llama", "qwen3-moe", "qwen3-dense-fp8", "llama-w4a16"], &[], &[]);
+    for m in ["llama", "qwen3-moe", "qwen3-dense-fp8", "llama-w4a16"] {
+        let local = fixture(m);
+        let local = local.to_str().unwrap();
+        let remote = format!("test-org/{m}");
+        for cmd in [
+            vec!["audit", "--json"],
+            vec!["plan", "--json", "--tp", "1,2"],
+            vec!["plan", "--json", "--tp", "1,2", "--target", "vllm-ascend"],
+            vec!["remap", "--json", "--tp", "2"],
+        ] {
+            let l = h.run(&[cmd.clone(), vec![local]].concat(), &[]);
+            let r = h.run(&[cmd.clone(), vec![remote.as_str()]].concat(), &[]);
+            assert_eq!(l.code, r.code, "{m} {cmd:?}: {}\n{}", l.stderr, r.stderr);
+            if l.stdout.trim().is_empty() {
+                continue; // refused (e.g. TP 2 on vllm for an fp8 block model): same exit, same words
+            }
+            assert_eq!(
+                neutral(json(&l), &[local, &remote]),
+                neutral(json(&r), &[local, &remote]),
+                "{m} {cmd:?}: remote and local answers differ"
+            );
+            assert!(r.stderr.contains(&format!("remote: {remote}@main = commit ")), "{m}: {}", r.stderr);
+        }
+        // The report says where the headers came from.
+        let a = json(&h.run(&["audit", "--json", &remote], &[]));
+        let src = &a["source"]["remote"];
+        assert_eq!(src["repo"], remote.as_str());
+        assert_eq!(src["endpoint"], h.endpoint().as_str());
+        assert_eq!(src["commit"].as_str().unwrap().len(), 40);
+    }
+}
+
+#[test]
+fn never_a_weight_byte_and_a_second_run_fetches_nothing() {
+    let h = hub(&["llama"], &[], &[]);
+    h.stats(true);
+    let r = h.run(&["audit", "test-org/llama"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = h.stats(true);
+    let by_path = s["by_path"].as_object().unwrap();
+    let mut shard_requests = 0;
+    for (file, want) in header_lens("llama") {
+        let (path, v) = by_path
+            .iter()
+            .find(|(p, _)| p.ends_with(&format!("/{file}")))
+            .unwrap_or_else(|| panic!("{file} never requested: {by_path:?}"));
+        assert_eq!(v["body_bytes"].as_u64(), Some(want), "{path}: exactly 8 + the header, not one weight byte");
+        shard_requests += v["requests"].as_u64().unwrap();
+    }
+    assert_eq!(shard_requests, 2 * header_lens("llama").len() as u64, "the length, then the header");
+    // Nothing else was read but the API and the small JSON files.
+    for p in by_path.keys() {
+        assert!(p.ends_with(".json") || p.ends_with(".safetensors") || p.contains("/api/models/"), "{p}");
+    }
+    let total: u64 = by_path.values().map(|v| v["body_bytes"].as_u64().unwrap()).sum();
+    assert_eq!(s["body_bytes"].as_u64(), Some(total));
+
+    // Again: the branch costs one API request; every file comes from the cache.
+    let r = h.run(&["plan", "test-org/llama", "--tp", "1"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = h.stats(true);
+    assert_eq!(s["requests"], 1, "only the revision lookup: {s}");
+    assert!(s["by_path"].as_object().unwrap().keys().all(|p| p.contains("/api/models/")), "{s}");
+    assert!(r.stderr.contains("from the cache"), "{}", r.stderr);
+    // By commit: no request at all.
+    let commit = json(&h.run(&["audit", "--json", "test-org/llama"], &[]))["source"]["remote"]["commit"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.stats(true);
+    let r = h.run(&["remap", &format!("test-org/llama@{commit}"), "--tp", "2"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(h.stats(false)["requests"], 0);
+    assert!(r.stderr.contains("no request"), "{}", r.stderr);
+}
+
+#[test]
+fn revisions_resolve_to_their_commit_and_a_missing_one_is_exit_3() {
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let h = hub(&["llama"], &[("llama", &format!(r#"{{"sha": "{sha}", "refs": {{"v1.0": "{sha}"}}}}"#))], &[]);
+    for rev in ["main", "v1.0", sha] {
+        let r = h.run(&["audit", "--json", &format!("test-org/llama@{rev}")], &[]);
+        assert_eq!(r.code, 0, "{rev}: {}", r.stderr);
+        let src = &json(&r)["source"]["remote"];
+        assert_eq!(src["revision"], rev);
+        assert_eq!(src["commit"], sha);
+        assert!(r.stderr.contains(&format!("@{rev} = commit {sha}")), "{}", r.stderr);
+    }
+    let r = h.run(&["audit", "test-org/llama@nope"], &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("not found on the Hub") && r.stderr.contains("RevisionNotFound"), "{}", r.stderr);
+    let r = h.run(&["plan", "test-org/missing"], &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("not found on the Hub") && r.stderr.contains("help: check the repo id"), "{}", r.stderr);
+}
+
+#[test]
+fn gated_repo_needs_the_token_from_hf_token_or_the_token_file() {
+    let h = hub(&["llama"], &[("llama", r#"{"token": "s3cret", "gated": true}"#)], &[]);
+    let r = h.run(&["audit", "test-org/llama"], &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("HTTP 401") && r.stderr.contains("gated or private"), "{}", r.stderr);
+    assert!(r.stderr.contains("help: accept the licence") && r.stderr.contains("HF_TOKEN"), "{}", r.stderr);
+    let r = h.run(&["audit", "test-org/llama"], &[("HF_TOKEN", "wrong")]);
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("HTTP 403"), "{}", r.stderr);
+    let r = h.run(&["audit", "test-org/llama"], &[("HF_TOKEN", "s3cret")]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // `hf auth login` writes $HF_HOME/token.
+    std::fs::write(h.home.join("token"), "s3cret\n").unwrap();
+    let r = h.run(&["plan", "test-org/llama@main", "--tp", "1"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn offline_never_asks_and_dequant_refuses_a_remote_repo() {
+    let h = hub(&["llama"], &[], &[]);
+    h.stats(true);
+    for (args, env) in [
+        (vec!["audit", "test-org/llama"], vec![("HF_HUB_OFFLINE", "1")]),
+        (vec!["audit", "--offline", "test-org/llama"], vec![]),
+    ] {
+        let r = h.run(&args, &env);
+        assert_eq!(r.code, 3, "{}", r.stderr);
+        assert!(r.stderr.contains("offline"), "{}", r.stderr);
+    }
+    let out = h.home.join("out");
+    for cmd in ["dequant", "quantize"] {
+        let mut args = vec![cmd, "test-org/llama", "--out", out.to_str().unwrap()];
+        if cmd == "quantize" {
+            args.extend(["--to", "w8a8-dynamic"]);
+        }
+        let r = h.run(&args, &[]);
+        assert_eq!(r.code, 3, "{cmd}: {}", r.stderr);
+        assert!(r.stderr.contains("reads tensor data") && r.stderr.contains("help: download it first"), "{}", r.stderr);
+        assert!(!out.exists());
+    }
+    assert_eq!(h.stats(false)["requests"], 0, "nothing asked the Hub");
+}
+
+#[test]
+fn busy_server_is_retried_with_backoff_then_a_clear_error() {
+    let tmp_ok = hub(&["llama"], &[], &["--fail-first", "2", "--fail-status", "429"]);
+    let r = tmp_ok.run(&["audit", "test-org/llama"], &[]);
+    assert_eq!(r.code, 0, "two 429s then answers: {}", r.stderr);
+    let bad = hub(&["llama"], &[], &["--fail-first", "1000", "--fail-status", "503"]);
+    let t0 = Instant::now();
+    let r = bad.run(&["audit", "test-org/llama"], &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("no answer after 5 attempts") && r.stderr.contains("HTTP 503"), "{}", r.stderr);
+    assert!(t0.elapsed() < Duration::from_secs(30), "bounded");
+    assert_eq!(bad.stats(false)["requests"], 5);
+}
+
+#[test]
+fn redirects_to_a_cdn_are_followed_with_the_range() {
+    let h = hub(&["qwen3-moe"], &[], &["--redirect"]);
+    let l = h.run(&["audit", "--json", fixture("qwen3-moe").to_str().unwrap()], &[]);
+    let r = h.run(&["audit", "--json", "test-org/qwen3-moe"], &[]);
+    assert_eq!(r.code, l.code, "{}", r.stderr);
+    let names = [fixture("qwen3-moe").to_string_lossy().into_owned(), "test-org/qwen3-moe".to_string()];
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    assert_eq!(neutral(json(&l), &names), neutral(json(&r), &names));
+    let s = h.stats(false);
+    let blobs: u64 = s["by_path"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p.starts_with("/_blobs/"))
+        .map(|(_, v)| v["body_bytes"].as_u64().unwrap())
+        .sum();
+    let want: u64 = header_lens("qwen3-moe").iter().map(|(_, n)| n).sum();
+    assert_eq!(blobs, want, "exactly the headers, through the redirect");
+
+    // A gated repo whose CDN is another host: the token goes to the Hub, never to the CDN.
+    let h = hub(
+        &["qwen3-moe"],
+        &[("qwen3-moe", r#"{"token": "s3cret", "gated": true}"#)],
+        &["--redirect", "--redirect-host", "localhost"],
+    );
+    let r = h.run(&["audit", "--json", "test-org/qwen3-moe"], &[("HF_TOKEN", "s3cret")]);
+    assert_eq!(r.code, l.code, "{}", r.stderr);
+    let s = h.stats(false);
+    assert_eq!(s["blob_requests_with_authorization"], 0, "{s}");
+    assert!(s["by_path"].as_object().unwrap().keys().any(|p| p.starts_with("/_blobs/")), "{s}");
+}
+
+/// A 1 GiB shard (sparse) whose server ignores Range: the header is read, the rest never.
+#[test]
+fn a_server_that_ignores_range_is_cut_off_after_the_header() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let repo = root.join("test-org").join("big");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::copy(fixture("llama").join("config.json"), repo.join("config.json")).unwrap();
+    let n: u64 = 1 << 30;
+    let header = format!(r#"{{"model.embed_tokens.weight":{{"dtype":"U8","shape":[{n}],"data_offsets":[0,{n}]}}}}"#);
+    let f = std::fs::File::create(repo.join("model.safetensors")).unwrap();
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(&f);
+    w.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+    w.write_all(header.as_bytes()).unwrap();
+    drop(w);
+    f.set_len(8 + header.len() as u64 + n).unwrap();
+    let h = start(tmp, root, &["--ignore-range"]);
+    let t0 = Instant::now();
+    let r = h.run(&["audit", "--json", "test-org/big"], &[]);
+    assert!(r.code == 0 || r.code == 1, "{}", r.stderr);
+    let a = json(&r);
+    assert_eq!(a["shards"][0]["file_bytes"].as_u64(), Some(8 + header.len() as u64 + n));
+    let served = h.stats(false)["body_bytes"].as_u64().unwrap();
+    assert!(served < 64 << 20, "{served} bytes served of a 1 GiB file");
+    assert!(t0.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn stub_writes_a_kit_for_a_remote_repo() {
+    let h = hub(&["qwen3-moe"], &[], &[]);
+    let out = h.home.join("kit");
+    let r = h.run(&["stub", "test-org/qwen3-moe", "--out", out.to_str().unwrap(), "--tp", "2"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let serve = std::fs::read_to_string(out.join("validation/serve_stage_a.sh")).unwrap();
+    assert!(serve.contains("MODEL=\"${MODEL:-test-org/qwen3-moe}\""), "the kit serves the repo id: {serve}");
+    let commit = r.stderr.split("= commit ").nth(1).unwrap().split(' ').next().unwrap();
+    assert!(serve.contains(&format!("ARGS+=(--revision {commit})")), "at the commit checked: {serve}");
+    // The same mapping module as for the local copy.
+    let local_out = h.home.join("kit-local");
+    let l = h.run(
+        &[
+            "stub",
+            fixture("qwen3-moe").to_str().unwrap(),
+            "--out",
+            local_out.to_str().unwrap(),
+            "--tp",
+            "2",
+            "--name",
+            "qwen3-moe",
+        ],
+        &[],
+    );
+    assert_eq!(l.code, 0, "{}", l.stderr);
+    let find = |d: &Path| {
+        walk(d).into_iter().find(|p| p.to_string_lossy().ends_with("_mapping.py")).expect("a mapping module")
+    };
+    let strip = |p: PathBuf| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.contains("qwen3-moe") && !l.contains("Generated by"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(find(&out)), strip(find(&local_out)));
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            v.extend(walk(&p));
+        } else {
+            v.push(p);
+        }
+    }
+    v
+}
