@@ -5,7 +5,7 @@
         [--runs 3] [--python PYTHON] [--latency-ms 0] [--redirect [--redirect-host localhost]] [--timeout 600]
         [--json]
 
-Starts tools/hub_server.py on ROOT (make the repo with benches/make_hub_layout.py ROOT), then per run:
+Starts tools/hub_server.py on ROOT (make the repo with `benches/make_layout.py ROOT/bench-org/big-moe --size real`), then per run:
   ckptkit  `ckptkit audit REPO --json` with HF_ENDPOINT=the server and a fresh, empty HF_HOME (no cache),
            HF_HUB_OFFLINE and tokens unset: wall time, exit code, the server's request / body-byte counts;
   warm     the same command again with the SAME HF_HOME: what a warm cache still asks the server (expected: 0);
@@ -190,7 +190,7 @@ def fmt(v, unit=""):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("root", help="hub_server ROOT (benches/make_hub_layout.py ROOT writes bench-org/big-moe)")
+    ap.add_argument("root", help="hub_server ROOT (`benches/make_layout.py ROOT/bench-org/big-moe --size real` writes the repo)")
     ap.add_argument("--repo", default="bench-org/big-moe")
     ap.add_argument("--ckptkit", default=os.path.join(REPO_ROOT, "target", "release", "ckptkit"))
     ap.add_argument("--runs", type=int, default=3)
@@ -202,7 +202,7 @@ def main():
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args()
     if not os.path.isdir(os.path.join(args.root, *args.repo.split("/"))):
-        ap.error(f"{args.root}/{args.repo} does not exist: run benches/make_hub_layout.py {args.root}")
+        ap.error(f"{args.root}/{args.repo} does not exist: run benches/make_layout.py {args.root}/{args.repo} --size real")
 
     server = HubServer(args.root, args.latency_ms, args.redirect, args.redirect_host)
     cold, warm, py = [], [], []
