@@ -93,7 +93,13 @@ impl Client {
                 Ok(r) => r,
                 Err(ureq::Error::Status(code, r)) => return Err(status_error(code, &r, &url, what)),
                 Err(ureq::Error::Transport(t)) => {
-                    return Err(Retry::After(HubError::Transport { url: url.clone(), message: t.to_string() }, None))
+                    let message = match t.message() {
+                        Some(m) => format!("{}: {m}", t.kind()),
+                        None => t.kind().to_string(),
+                    };
+                    let e = HubError::Transport { url: url.clone(), message };
+                    // A name that does not resolve will not resolve in a second either.
+                    return Err(if t.kind() == ureq::ErrorKind::Dns { Retry::No(e) } else { Retry::After(e, None) });
                 }
             };
             linked_etag = linked_etag.or_else(|| resp.header("X-Linked-Etag").map(str::to_string));
