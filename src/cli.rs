@@ -1,17 +1,17 @@
-//! The `ckptkit` command: parse arguments, call the library, render, set the exit status.
+//! The `ckptkit` command: parse arguments, call the library, render, set the exit status. The
+//! binary (`src/main.rs`) and the Python package's `ckptkit` entry point both run [`main_with`].
 //!
 //! Exit status (one place, [`Exit`]): 0 success / no error findings, 1 error findings or a refusal
 //! of the checkpoint, 2 usage error, 3 an input or output that cannot be read or written.
 //! Every error ckptkit prints itself is an `error:` line and a `help:` line with the fix.
 
-use ckptkit::plan::Target;
-use ckptkit::remap::rules::RuleSet;
-use ckptkit::ui::{self, ColorChoice, Help};
-use ckptkit::{manifest, render, Checkpoint};
+use crate::plan::Target;
+use crate::remap::rules::RuleSet;
+use crate::ui::{self, ColorChoice, Help};
+use crate::{manifest, render, Checkpoint};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::borrow::Cow;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -45,9 +45,9 @@ enum QuantizeTo {
 }
 
 impl QuantizeTo {
-    fn target(self) -> ckptkit::convert::quantize::Target {
+    fn target(self) -> crate::convert::quantize::Target {
         match self {
-            QuantizeTo::W8a8Dynamic => ckptkit::convert::quantize::Target::W8A8Dynamic,
+            QuantizeTo::W8a8Dynamic => crate::convert::quantize::Target::W8A8Dynamic,
         }
     }
 }
@@ -60,8 +60,8 @@ enum DtypeArg {
 }
 
 impl DtypeArg {
-    fn out(self) -> ckptkit::quant::fp8::OutDtype {
-        use ckptkit::quant::fp8::OutDtype;
+    fn out(self) -> crate::quant::fp8::OutDtype {
+        use crate::quant::fp8::OutDtype;
         match self {
             DtypeArg::Bf16 => OutDtype::BF16,
             DtypeArg::F16 => OutDtype::F16,
@@ -254,7 +254,7 @@ enum Cmd {
         activation_reserve: String,
         /// vLLM's --moe-backend: with an explicit backend that cannot take refined fp8 blocks, vLLM pads expert shards instead of refining their scales.
         #[arg(long, value_enum, default_value = "auto")]
-        moe_backend: ckptkit::plan::MoeBackend,
+        moe_backend: crate::plan::MoeBackend,
         /// Print the versioned JSON report (ckptkit.plan/1).
         #[arg(long)]
         json: bool,
@@ -385,21 +385,21 @@ impl Exit {
     fn input(e: &(impl std::fmt::Display + Help)) -> Exit {
         Exit::Input(e.to_string(), e.help())
     }
-    fn code(self, color: bool) -> ExitCode {
+    fn code(self, color: bool) -> u8 {
         match self {
-            Exit::Ok => ExitCode::SUCCESS,
-            Exit::Findings => ExitCode::from(1),
+            Exit::Ok => 0,
+            Exit::Findings => 1,
             Exit::Usage(msg, help) => {
                 ui::report(color, &msg, &help);
-                ExitCode::from(2)
+                2
             }
             Exit::Input(msg, help) => {
                 ui::report(color, &msg, &help);
-                ExitCode::from(3)
+                3
             }
             Exit::Refused(msg, help) => {
                 ui::report(color, &msg, &help);
-                ExitCode::from(1)
+                1
             }
         }
     }
@@ -463,8 +463,14 @@ fn vllm_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ff
     out
 }
 
-fn main() -> ExitCode {
-    let args = vllm_spellings(std::env::args_os());
+/// [`main_with`], with the report and the errors returned instead of printed (see [`ui::capture`]).
+pub fn run_captured(args: impl IntoIterator<Item = std::ffi::OsString>) -> (u8, ui::Captured) {
+    ui::capture(|| main_with(args))
+}
+
+/// Run the command line `args` (the program name first) and return the exit status.
+pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
+    let args = vllm_spellings(args.into_iter());
     // --color decides clap's colours too, so look for it before clap parses.
     let color = args
         .iter()
@@ -484,8 +490,12 @@ fn main() -> ExitCode {
         Err(e) => {
             // --help / --version print to stdout (exit 0); usage errors to stderr (exit 2). A
             // closed stdout is not an error worth a word.
-            let _ = e.print();
-            return ExitCode::from(e.exit_code().clamp(0, 255) as u8);
+            if ui::capturing() {
+                ui::report(false, e.render().to_string().trim_start_matches("error: ").trim_end(), "");
+            } else {
+                let _ = e.print();
+            }
+            return e.exit_code().clamp(0, 255) as u8;
         }
     };
     let color_err = cli.color.stderr();
@@ -501,16 +511,16 @@ fn run(cli: Cli) -> Exit {
     let rules = &rules;
     // A repo id the local cache lacks is read from the Hub (headers only) by audit, plan, remap
     // and stub; dequant and quantize need the weights and refuse it.
-    let hub = ckptkit::hub::Settings {
+    let hub = crate::hub::Settings {
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        ..ckptkit::hub::Settings::from_env(cli.offline)
+        ..crate::hub::Settings::from_env(cli.offline)
     };
     let hub = &hub;
     let r = match cli.cmd {
         Cmd::Audit { model, json, checksum } => run_audit(&model, target, json, checksum, rules, hub),
         Cmd::Verify { manifest, model, json } => run_verify(&manifest, model, json),
         Cmd::Stub { model, out, force, name, layout, tp, lang } => {
-            use ckptkit::stub::{Lang, Layout, StubOptions};
+            use crate::stub::{Lang, Layout, StubOptions};
             if tp.is_some_and(|t| t == 0 || t > MAX_PARALLEL) {
                 return Exit::usage(
                     format!("--tp must be 1 to {MAX_PARALLEL}"),
@@ -550,14 +560,7 @@ fn run(cli: Cli) -> Exit {
             } else {
                 render::TableFormat::Human
             };
-            run_remap(
-                &model,
-                ckptkit::remap::RemapOptions { tp, ep, target, rows: true },
-                rules,
-                format,
-                emit_rules,
-                hub,
-            )
+            run_remap(&model, crate::remap::RemapOptions { tp, ep, target, rows: true }, rules, format, emit_rules, hub)
         }
         Cmd::Plan {
             model,
@@ -575,7 +578,7 @@ fn run(cli: Cli) -> Exit {
             moe_backend,
             json,
         } => {
-            use ckptkit::plan::{device::parse_size, device::Device, PlanOptions};
+            use crate::plan::{device::parse_size, device::Device, PlanOptions};
             let device = match (device, device_memory) {
                 (Some(d), _) => match Device::preset(&d) {
                     Some(d) => Some(d),
@@ -641,9 +644,9 @@ fn run(cli: Cli) -> Exit {
                 Ok(p) => p,
                 Err(e) => return e,
             };
-            let opts = ckptkit::convert::Options {
+            let opts = crate::convert::Options {
                 out,
-                task: ckptkit::convert::Task::Dequant(dtype.out()),
+                task: crate::convert::Task::Dequant(dtype.out()),
                 part,
                 finalize_only: finalize,
                 verify,
@@ -677,9 +680,9 @@ fn run(cli: Cli) -> Exit {
                     "pass a size in GiB, e.g. 4 (msModelSlim's default)",
                 );
             };
-            let opts = ckptkit::convert::Options {
+            let opts = crate::convert::Options {
                 out,
-                task: ckptkit::convert::Task::Quantize { to: to.target(), part_bytes },
+                task: crate::convert::Task::Quantize { to: to.target(), part_bytes },
                 part,
                 finalize_only: finalize,
                 verify,
@@ -728,13 +731,8 @@ fn parse_part(part: Option<&str>) -> Result<Option<(usize, usize)>, Exit> {
     }
 }
 
-fn run_convert(
-    model: &str,
-    opts: &ckptkit::convert::Options,
-    threads: Option<usize>,
-    json: bool,
-) -> Result<Exit, Exit> {
-    use ckptkit::convert::{self, ConvertError};
+fn run_convert(model: &str, opts: &crate::convert::Options, threads: Option<usize>, json: bool) -> Result<Exit, Exit> {
+    use crate::convert::{self, ConvertError};
     set_threads(threads)?;
     let (ck, findings) = Checkpoint::open(model).map_err(|e| Exit::input(&e))?;
     let s = match convert::run(&ck, &findings, opts) {
@@ -796,7 +794,7 @@ fn run_bench4(
     reps: usize,
     json: bool,
 ) -> Result<Exit, Exit> {
-    use ckptkit::bench::Format4;
+    use crate::bench::Format4;
     if threads.contains(&0) || reps == 0 {
         return Err(Exit::usage("--threads and --reps must be positive", "e.g. --threads 1,2 --reps 9"));
     }
@@ -824,11 +822,11 @@ fn run_bench4(
         Format4Arg::Nvfp4 => Format4::Nvfp4,
         Format4Arg::Int4 => Format4::Int4,
     };
-    let r = ckptkit::bench::dequant4(format, n, k, &threads, reps);
+    let r = crate::bench::dequant4(format, n, k, &threads, reps);
     if json {
         emit(&(serde_json::to_string_pretty(&r).expect("report serializes") + "\n"))?;
     } else {
-        emit(&ckptkit::bench::render4(&r))?;
+        emit(&crate::bench::render4(&r))?;
     }
     Ok(Exit::Ok)
 }
@@ -841,7 +839,7 @@ fn run_bench(
     dtype: DtypeArg,
     json: bool,
 ) -> Result<Exit, Exit> {
-    use ckptkit::bench::{Input, InputError};
+    use crate::bench::{Input, InputError};
     if threads.contains(&0) || reps == 0 {
         return Err(Exit::usage("--threads and --reps must be positive", "e.g. --threads 1,2 --reps 9"));
     }
@@ -887,11 +885,11 @@ fn run_bench(
     } else {
         threads
     };
-    let r = ckptkit::bench::dequant(&input, dtype.out(), &threads, reps);
+    let r = crate::bench::dequant(&input, dtype.out(), &threads, reps);
     if json {
         emit(&(serde_json::to_string_pretty(&r).expect("bench report serializes") + "\n"))?;
     } else {
-        emit(&ckptkit::bench::render(&r))?;
+        emit(&crate::bench::render(&r))?;
     }
     Ok(Exit::Ok)
 }
@@ -906,7 +904,7 @@ fn load_rules(files: &[PathBuf]) -> Result<Cow<'static, RuleSet>, Exit> {
 }
 
 /// The opened checkpoint, which must be readable throughout.
-fn readable_checkpoint(model: &str, hub: &ckptkit::hub::Settings) -> Result<Checkpoint, Exit> {
+fn readable_checkpoint(model: &str, hub: &crate::hub::Settings) -> Result<Checkpoint, Exit> {
     let (ck, _) = open_checkpoint(model, hub)?;
     // A table or an adapter for tensors nobody could read would be made up.
     ck.require_readable().map_err(|e| Exit::input(&e))?;
@@ -917,8 +915,8 @@ fn readable_checkpoint(model: &str, hub: &ckptkit::hub::Settings) -> Result<Chec
 /// from the Hub, and where its headers came from is said on stderr.
 fn open_checkpoint(
     model: &str,
-    hub: &ckptkit::hub::Settings,
-) -> Result<(Checkpoint, Vec<ckptkit::findings::Finding>), Exit> {
+    hub: &crate::hub::Settings,
+) -> Result<(Checkpoint, Vec<crate::findings::Finding>), Exit> {
     let (ck, findings) = Checkpoint::open_with(model, hub).map_err(|e| Exit::input(&e))?;
     if let Some(r) = &ck.source.remote {
         eprintln!("{}", render::remote_source(r));
@@ -928,17 +926,17 @@ fn open_checkpoint(
 
 fn run_stub(
     model: &str,
-    opts: &ckptkit::stub::StubOptions,
+    opts: &crate::stub::StubOptions,
     rules: &RuleSet,
-    hub: &ckptkit::hub::Settings,
+    hub: &crate::hub::Settings,
 ) -> Result<Exit, Exit> {
-    use ckptkit::stub::StubError;
+    use crate::stub::StubError;
     let ck = readable_checkpoint(model, hub)?;
     if let Some(tp) = opts.tp {
         let ep = ck.config.as_ref().is_some_and(|c| c.moe.is_some()) && tp > 1;
         refuse_layout(&ck, model, tp, ep, opts.target, rules)?;
     }
-    let written = match ckptkit::stub::generate(model, &ck, rules, opts) {
+    let written = match crate::stub::generate(model, &ck, rules, opts) {
         Ok(w) => w,
         Err(e @ StubError::OutNotEmpty { .. }) => return Err(Exit::Usage(e.to_string(), e.help())),
         Err(e @ (StubError::Infeasible { .. } | StubError::NotServable { .. })) => {
@@ -963,7 +961,7 @@ fn run_stub(
 
 /// No per-rank slices for a layout vLLM refuses to build: exit 1 with `plan`'s failure.
 fn refuse_layout(ck: &Checkpoint, model: &str, tp: u64, ep: bool, target: Target, rules: &RuleSet) -> Result<(), Exit> {
-    let failures = ckptkit::plan::layout_failures(ck, model, tp, ep, target, rules);
+    let failures = crate::plan::layout_failures(ck, model, tp, ep, target, rules);
     if failures.is_empty() {
         return Ok(());
     }
@@ -972,7 +970,7 @@ fn refuse_layout(ck: &Checkpoint, model: &str, tp: u64, ep: bool, target: Target
     Err(Exit::Refused(
         format!(
             "vLLM {} refuses TP {tp}{} for this model, so there are no slices to show:\n  {}",
-            ckptkit::audit::VLLM_REFERENCE,
+            crate::audit::VLLM_REFERENCE,
             if ep { " with EP" } else { "" },
             why.join("\n  ")
         ),
@@ -982,18 +980,18 @@ fn refuse_layout(ck: &Checkpoint, model: &str, tp: u64, ep: bool, target: Target
 
 fn run_remap(
     model: &str,
-    opts: ckptkit::remap::RemapOptions,
+    opts: crate::remap::RemapOptions,
     rules: &RuleSet,
     format: render::TableFormat,
     emit_rules: Option<PathBuf>,
-    hub: &ckptkit::hub::Settings,
+    hub: &crate::hub::Settings,
 ) -> Result<Exit, Exit> {
     let ck = readable_checkpoint(model, hub)?;
     refuse_layout(&ck, model, opts.tp, opts.ep, opts.target, rules)?;
-    let report = ckptkit::remap::remap(&ck, model, rules, &opts);
+    let report = crate::remap::remap(&ck, model, rules, &opts);
     if let Some(path) = emit_rules {
-        let text = ckptkit::remap::emit_rules(&report, rules, ck.config.as_ref());
-        ckptkit::fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| {
+        let text = crate::remap::emit_rules(&report, rules, ck.config.as_ref());
+        crate::fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| {
             Exit::Input(format!("{}: {e}", path.display()), "check that the directory exists and is writable".into())
         })?;
         note(&format!("wrote {}", path.display()));
@@ -1002,7 +1000,7 @@ fn run_remap(
         render::TableFormat::Json => emit_json(&report)?,
         _ => emit(&render::remap(&report, format))?,
     }
-    let errors = report.findings.iter().any(|f| f.severity == ckptkit::Severity::Error);
+    let errors = report.findings.iter().any(|f| f.severity == crate::Severity::Error);
     // The process ends here: tearing down ~100k rows would only cost time.
     std::mem::forget(report);
     std::mem::forget(ck);
@@ -1011,20 +1009,20 @@ fn run_remap(
 
 fn run_plan(
     model: &str,
-    opts: &ckptkit::plan::PlanOptions,
+    opts: &crate::plan::PlanOptions,
     json: bool,
     rules: &RuleSet,
-    hub: &ckptkit::hub::Settings,
+    hub: &crate::hub::Settings,
 ) -> Result<Exit, Exit> {
-    let input = match ckptkit::plan::PlanInput::open(model, rules) {
-        Err(ckptkit::plan::PlanError::Checkpoint(ckptkit::error::CheckpointError::NotCached { .. })) => {
+    let input = match crate::plan::PlanInput::open(model, rules) {
+        Err(crate::plan::PlanError::Checkpoint(crate::error::CheckpointError::NotCached { .. })) => {
             let (ck, _) = open_checkpoint(model, hub)?;
-            ckptkit::plan::PlanInput::from_checkpoint(&ck, model, rules)
+            crate::plan::PlanInput::from_checkpoint(&ck, model, rules)
         }
         other => other,
     }
     .map_err(|e| Exit::input(&e))?;
-    let report = ckptkit::plan::plan(&input, opts);
+    let report = crate::plan::plan(&input, opts);
     if json {
         emit_json(&report)?;
     } else {
@@ -1039,20 +1037,20 @@ fn run_audit(
     json: bool,
     checksum: Option<PathBuf>,
     rules: &RuleSet,
-    hub: &ckptkit::hub::Settings,
+    hub: &crate::hub::Settings,
 ) -> Result<Exit, Exit> {
     let (ck, findings) = open_checkpoint(model, hub)?;
-    let mut report = ckptkit::audit::audit_with(model, &ck, findings, rules);
+    let mut report = crate::audit::audit_with(model, &ck, findings, rules);
     report.tool.target = target.as_str();
     if let Some(path) = checksum {
         let m = manifest::build(&ck, Some(&path))
             .and_then(|m| manifest::write(&m, &path).map(|_| m))
             .map_err(|e| Exit::Input(format!("cannot write the manifest: {e}"), e.help()))?;
-        report.findings.push(ckptkit::Finding::new(
-            ckptkit::Code::ChecksumWritten,
+        report.findings.push(crate::Finding::new(
+            crate::Code::ChecksumWritten,
             format!("{} files hashed into {}", m.files.len(), path.display()),
         ));
-        report.summary = ckptkit::findings::Tally::of(&report.findings);
+        report.summary = crate::findings::Tally::of(&report.findings);
     }
     let code = if report.has_errors() { Exit::Findings } else { Exit::Ok };
     if json {
@@ -1105,18 +1103,13 @@ fn run_man(out: Option<PathBuf>) -> Result<Exit, Exit> {
             }
             for (file, c) in pages {
                 let p = dir.join(&file);
-                ckptkit::fsutil::write_atomic(&p, &render(c)).map_err(|e| fail(e, &p))?;
+                crate::fsutil::write_atomic(&p, &render(c)).map_err(|e| fail(e, &p))?;
                 note(&format!("wrote {}", p.display()));
             }
         }
     }
     Ok(Exit::Ok)
 }
-
-// The audit builds many small strings and tables and drops them at once; mimalloc reuses freed
-// pages instead of faulting fresh ones in (measured in the commit that added it).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[cfg(test)]
 mod tests {

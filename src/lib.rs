@@ -7,6 +7,7 @@ pub mod arch;
 pub mod audit;
 pub mod bench;
 pub mod checkpoint;
+pub mod cli;
 pub mod convert;
 pub mod error;
 pub mod findings;

@@ -48,6 +48,9 @@ pub trait Help {
 
 /// Print `error: MSG` and `help: FIX` to stderr, the way clap prints its own usage errors.
 pub fn report(color: bool, msg: &str, help: &str) {
+    if with_capture(|c| c.errors.push((msg.to_string(), help.to_string()))).is_some() {
+        return;
+    }
     let (red, cyan, reset) = if color { ("\x1b[1;31m", "\x1b[1;36m", "\x1b[0m") } else { ("", "", "") };
     let mut e = std::io::stderr().lock();
     // stderr closed too: nothing left to tell anyone.
@@ -60,6 +63,9 @@ pub fn report(color: bool, msg: &str, help: &str) {
 /// Write `text` to stdout. `Ok(false)` when the reader has gone (a closed pipe): the caller stops
 /// writing and exits with the status it would have had; any other error is returned.
 pub fn emit(text: &str) -> std::io::Result<bool> {
+    if with_capture(|c| c.stdout.extend_from_slice(text.as_bytes())).is_some() {
+        return Ok(true);
+    }
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(true),
@@ -71,6 +77,13 @@ pub fn emit(text: &str) -> std::io::Result<bool> {
 /// [`emit`] for a JSON document, streamed (pretty, then a newline) instead of built in memory: a
 /// remap of ~90k tensors is ~90 MB of JSON.
 pub fn emit_json<T: serde::Serialize>(value: &T) -> std::io::Result<bool> {
+    if let Some(r) = with_capture(|c| {
+        serde_json::to_writer_pretty(&mut c.stdout, value).map_err(std::io::Error::from)?;
+        c.stdout.push(b'\n');
+        Ok(true)
+    }) {
+        return r;
+    }
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let written = serde_json::to_writer_pretty(&mut out, value)
         .map_err(std::io::Error::from)
@@ -149,4 +162,35 @@ mod tests {
             assert!(p(bad).is_err(), "{bad:?} accepted");
         }
     }
+}
+
+/// What a command run under [`capture`] would have printed: its report, and its `error:` /
+/// `help:` pairs. Notes and progress still go to stderr.
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub stdout: Vec<u8>,
+    pub errors: Vec<(String, String)>,
+}
+
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<Captured>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Whether this thread's output is being captured.
+pub fn capturing() -> bool {
+    CAPTURE.with(|c| c.borrow().is_some())
+}
+
+fn with_capture<R>(f: impl FnOnce(&mut Captured) -> R) -> Option<R> {
+    CAPTURE.with(|c| c.borrow_mut().as_mut().map(f))
+}
+
+/// Run `f` with [`emit`], [`emit_json`] and [`report`] writing into a buffer on this thread
+/// instead of stdout / stderr (the Python API returns a command's `--json` this way, the very
+/// bytes the command prints).
+pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Captured) {
+    let before = CAPTURE.with(|c| c.borrow_mut().replace(Captured::default()));
+    let r = f();
+    let got = CAPTURE.with(|c| std::mem::replace(&mut *c.borrow_mut(), before)).unwrap_or_default();
+    (r, got)
 }

@@ -9,15 +9,39 @@ import math
 
 import torch
 
+try:  # the Rust kernel of `ckptkit dequant` (pip install ckptkit): same bits, many times faster
+    import ckptkit as _ckptkit
+except ImportError:
+    _ckptkit = None
+
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 SCALE_SUFFIXES = ("weight_scale_inv", "weight_scale")
+_OUT_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 
 
-def dequantize(weight, scale, block_size=None, out_dtype=torch.bfloat16, name="?"):
+def _with_ckptkit(weight, scale, block_size, out_dtype, name):
+    """The same arithmetic in ckptkit's kernel (CPU tensors)."""
+    s = scale.to(torch.float32).contiguous()
+    block = tuple(block_size) if block_size is not None and s.numel() > 1 and s.dim() == weight.dim() else None
+    fmt = "e4m3" if weight.dtype == torch.float8_e4m3fn else "e5m2"
+    try:
+        out = _ckptkit.dequantize(
+            weight.contiguous().view(torch.uint8).numpy(), s.numpy(), block_size=block, fmt=fmt,
+            out_dtype=_OUT_NAMES[out_dtype],
+        )
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+    t = torch.from_numpy(out)
+    return t.view(torch.bfloat16) if out_dtype == torch.bfloat16 else t
+
+
+def dequantize(weight, scale, block_size=None, out_dtype=torch.bfloat16, name="?", use_ckptkit=True):
     """One fp8 weight [..., N, K] with its scale: block [ceil(N/bn), ceil(K/bk)], per-channel [N, 1] or
-    [N], or per-tensor (one element)."""
+    [N], or per-tensor (one element). With ckptkit installed, CPU tensors go through its kernel."""
     if weight.dtype not in FP8_DTYPES:
         raise ValueError(f"{name}: {weight.dtype} is not fp8")
+    if use_ckptkit and _ckptkit is not None and weight.device.type == "cpu" and out_dtype in _OUT_NAMES:
+        return _with_ckptkit(weight, scale, block_size, out_dtype, name)
     w = weight.to(torch.float32)
     s = scale.to(torch.float32)
     n, k = w.shape[-2], w.shape[-1]

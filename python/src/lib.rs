@@ -1,0 +1,104 @@
+//! `ckptkit._ckptkit`: the extension module behind the Python package. It runs ckptkit's own
+//! command line in-process (the `ckptkit` console script, and the `--json` reports the Python API
+//! returns, captured as the very bytes the command prints), and exposes the fp8 kernel over bytes.
+//! Everything here releases the GIL while Rust runs.
+
+use ckptkit::checkpoint::dtype::Dtype;
+use ckptkit::quant::fp8::{self, Fp8Format, Output, Scales};
+use ckptkit::quant::scheme::ScaleLayout;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes};
+use std::ffi::OsString;
+
+/// Run the command line `argv` (program name first), printing as the binary does; the exit status.
+#[pyfunction]
+fn _cli(py: Python<'_>, argv: Vec<String>) -> u8 {
+    py.detach(|| ckptkit::cli::main_with(argv.into_iter().map(OsString::from)))
+}
+
+/// Run `argv` with its report captured: (exit status, stdout bytes, [(error, help), ...]).
+#[pyfunction]
+fn _run_captured<'py>(py: Python<'py>, argv: Vec<String>) -> (u8, Bound<'py, PyBytes>, Vec<(String, String)>) {
+    let (status, got) = py.detach(|| ckptkit::cli::run_captured(argv.into_iter().map(OsString::from)));
+    (status, PyBytes::new(py, &got.stdout), got.errors)
+}
+
+/// fp8 codes (`weight`, `shape` = [..., N, K]) times f32 `scale` (its layout: "block" with
+/// `block` = (bn, bk), "channel" or "tensor") into `out_dtype` ("bfloat16", "float16", "float32"),
+/// as little-endian bytes (a bytearray: arrays over it are writable). The kernel of `ckptkit dequant`: exact decode, one f32 multiply, one
+/// rounding (to nearest even).
+#[pyfunction]
+#[pyo3(signature = (weight, shape, fmt, scale, layout, block=None, out_dtype="bfloat16"))]
+#[allow(clippy::too_many_arguments)]
+fn _dequantize_fp8<'py>(
+    py: Python<'py>,
+    weight: &[u8],
+    shape: Vec<u64>,
+    fmt: &str,
+    scale: &[u8],
+    layout: &str,
+    block: Option<(u64, u64)>,
+    out_dtype: &str,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let fmt = match fmt {
+        "e4m3" => Fp8Format::E4M3,
+        "e5m2" => Fp8Format::E5M2,
+        _ => return Err(PyValueError::new_err(format!("fmt {fmt:?}: expected 'e4m3' or 'e5m2'"))),
+    };
+    let layout = match (layout, block) {
+        ("block", Some((n, k))) if n > 0 && k > 0 => ScaleLayout::Block { n, k },
+        ("block", _) => return Err(PyValueError::new_err("a block layout needs block=(bn, bk), both positive")),
+        ("channel", _) => ScaleLayout::Channel,
+        ("tensor", _) => ScaleLayout::Tensor,
+        _ => return Err(PyValueError::new_err(format!("layout {layout:?}: expected 'block', 'channel' or 'tensor'"))),
+    };
+    if scale.len() % 4 != 0 {
+        return Err(PyValueError::new_err(format!("scale: {} bytes is not a whole number of float32", scale.len())));
+    }
+    let scales = fp8::scales_to_f32(scale, Dtype::F32).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let numel = weight.len();
+    let (width, out) = match out_dtype {
+        "bfloat16" | "bf16" => (2, 0),
+        "float16" | "f16" => (2, 1),
+        "float32" | "f32" => (4, 2),
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "out_dtype {out_dtype:?}: expected bfloat16, float16 or float32"
+            )))
+        }
+    };
+    let bytes = numel.checked_mul(width).ok_or_else(|| PyValueError::new_err("the output would not fit in memory"))?;
+    // The kernel writes typed buffers; it runs without the GIL, then the result is copied once
+    // into a bytes object.
+    let result: Result<Vec<u8>, String> = py.detach(|| {
+        let s = Scales { values: &scales, layout };
+        match out {
+            2 => {
+                let mut o = vec![0f32; numel];
+                fp8::dequantize(weight, &shape, fmt, s, Output::F32(&mut o)).map_err(|e| e.to_string())?;
+                Ok(o.iter().flat_map(|x| x.to_le_bytes()).collect())
+            }
+            _ => {
+                let mut o = vec![0u16; numel];
+                let typed = if out == 0 { Output::BF16(&mut o) } else { Output::F16(&mut o) };
+                fp8::dequantize(weight, &shape, fmt, s, typed).map_err(|e| e.to_string())?;
+                let mut b = Vec::with_capacity(bytes);
+                o.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
+                Ok(b)
+            }
+        }
+    });
+    let b = result.map_err(PyValueError::new_err)?;
+    Ok(PyByteArray::new(py, &b))
+}
+
+#[pymodule]
+fn _ckptkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("VLLM_REFERENCE", ckptkit::audit::VLLM_REFERENCE)?;
+    m.add_function(wrap_pyfunction!(_cli, m)?)?;
+    m.add_function(wrap_pyfunction!(_run_captured, m)?)?;
+    m.add_function(wrap_pyfunction!(_dequantize_fp8, m)?)?;
+    Ok(())
+}

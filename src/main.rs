@@ -1,0 +1,13 @@
+//! The `ckptkit` binary: the command line is [`ckptkit::cli`]; this only sets the allocator and
+//! hands over the arguments.
+
+use std::process::ExitCode;
+
+// The audit builds many small strings and tables and drops them at once; mimalloc reuses freed
+// pages instead of faulting fresh ones in (measured in the commit that added it).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    ExitCode::from(ckptkit::cli::main_with(std::env::args_os()))
+}
