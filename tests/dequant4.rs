@@ -6,13 +6,17 @@
 
 mod common;
 use ckptkit::checkpoint::Checkpoint;
+use ckptkit::quant::fp8::OutDtype;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// name → (dtype, shape, bytes) of every tensor of a checkpoint directory or file.
-fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
+/// name → (dtype, shape, bytes) of tensors.
+type Tensors = BTreeMap<String, (String, Vec<u64>, Vec<u8>)>;
+
+/// Every tensor of a checkpoint directory or file.
+fn tensors(path: &Path) -> Tensors {
     let (ck, _) = Checkpoint::open(path.to_str().unwrap()).unwrap();
     ck.tensors()
         .map(|t| (t.entry.name.clone(), (t.entry.dtype.to_string(), t.entry.shape.clone(), t.read().unwrap())))
@@ -30,12 +34,13 @@ fn bf16_eq(a: &[u8], b: &[u8]) -> Option<usize> {
     })
 }
 
-/// Dequantize fixture `name`, compare every tensor of its reference; returns the output's tensors.
-fn check(name: &str, dropped: &[&str]) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
+/// Dequantize fixture `name` with the binary, compare every tensor of its reference; returns the
+/// output's tensors.
+fn check(name: &str, dropped: &[&str]) -> Tensors {
     check_env(name, dropped, &[])
 }
 
-fn check_env(name: &str, dropped: &[&str], env: &[(&str, &str)]) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
+fn check_env(name: &str, dropped: &[&str], env: &[(&str, &str)]) -> Tensors {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let r = run_env(
@@ -43,7 +48,24 @@ fn check_env(name: &str, dropped: &[&str], env: &[(&str, &str)]) -> BTreeMap<Str
         env,
     );
     assert_eq!(r.code, 0, "{name}: {}{}", r.stdout, r.stderr);
-    let got = tensors(&out);
+    compare(name, &out, dropped)
+}
+
+/// As [`check`], in this process: the library call `ckptkit dequant --verify` makes, no child
+/// process. It runs where only the test binary does (aarch64 under qemu-user: tools/ci/aarch64.sh).
+fn check_in_process(name: &str, dropped: &[&str]) -> Tensors {
+    use ckptkit::convert::{Options, Task};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let (ck, findings) = Checkpoint::open(fixture(name).to_str().unwrap()).unwrap();
+    let opts = Options { out: out.clone(), task: Task::Dequant(OutDtype::BF16), verify: true, ..Default::default() };
+    ckptkit::convert::run(&ck, &findings, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+    compare(name, &out, dropped)
+}
+
+/// Compare the dequantized checkpoint `out` with fixture `name`'s reference, tensor by tensor.
+fn compare(name: &str, out: &Path, dropped: &[&str]) -> Tensors {
+    let got = tensors(out);
     let reference = tensors(&fixture(&format!("{name}.reference")).join("dequant_bf16.safetensors"));
     assert!(!reference.is_empty());
     for (k, (dt, shape, bytes)) in &reference {
@@ -67,7 +89,7 @@ fn gpt_oss_mxfp4_equals_transformers_and_has_the_bf16_checkpoints_layout() {
     // The output is what vLLM's gpt-oss loader takes unquantized: the bf16 fixture's very tensor set
     // (names, dtypes, shapes), which the vLLM oracle loaded with every parameter filled.
     let bf16 = tensors(&fixture("gpt-oss"));
-    let layout = |m: &BTreeMap<String, (String, Vec<u64>, Vec<u8>)>| -> Vec<(String, String, Vec<u64>)> {
+    let layout = |m: &Tensors| -> Vec<(String, String, Vec<u64>)> {
         m.iter().map(|(k, (d, s, _))| (k.clone(), d.clone(), s.clone())).collect()
     };
     assert_eq!(layout(&got), layout(&bf16));
@@ -100,6 +122,23 @@ fn int4_pack_quantized_equals_compressed_tensors() {
 #[test]
 fn int4_with_zero_points_equals_compressed_tensors() {
     check("llama-w4a16-asym", &["weight_packed", "weight_scale", "weight_shape", "weight_zero_point"]);
+}
+
+#[test]
+fn in_process_dequant_of_every_4bit_fixture_equals_the_references() {
+    // The fixtures above through the library in this process: the fp4 / int4 kernels' bit-exactness
+    // on a target whose binary only runs under an emulator (the `in_process` tests need no spawn).
+    let cases: [(&str, &[&str]); 6] = [
+        ("gpt-oss-mxfp4", &["_blocks", "_scales"]),
+        ("mxfp4-edge", &["_blocks", "_scales"]),
+        ("llama-nvfp4", &["weight_packed", "weight_scale", "weight_global_scale"]),
+        ("nvfp4-edge", &["weight_packed", "weight_scale", "weight_global_scale"]),
+        ("llama-w4a16", &["weight_packed", "weight_scale", "weight_shape"]),
+        ("llama-w4a16-asym", &["weight_packed", "weight_scale", "weight_shape", "weight_zero_point"]),
+    ];
+    for (name, dropped) in cases {
+        check_in_process(name, dropped);
+    }
 }
 
 #[test]

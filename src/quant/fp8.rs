@@ -655,6 +655,7 @@ impl Kernels {
 
     /// Every version this CPU can run, slowest first.
     pub fn available() -> Vec<Kernels> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))] // elsewhere only the portable one
         let mut v = vec![portable::KERNELS];
         #[cfg(target_arch = "x86_64")]
         {
