@@ -134,22 +134,58 @@ pub fn expand_with<'t>(codes: &[u8], group: usize, table: impl Fn(usize) -> &'t 
     assert!(group >= 2 && group % 2 == 0, "groups hold whole bytes");
     assert_eq!(codes.len() * 2, out.len(), "two codes per byte");
     let groups = out.len().div_ceil(group);
-    #[cfg(target_arch = "x86_64")]
-    if group % 16 == 0 && std::env::var_os("CKPTKIT_ISA").is_none_or(|v| v != "portable") && ssse3() {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    if group % 16 == 0 && simd() {
         let whole = out.len() / group * group;
         let g = whole / group;
-        // SAFETY: the CPU has SSSE3 (checked); every slice is in bounds (whole groups only).
-        unsafe { expand_ssse3(&codes[..whole / 2], group, (0..g).map(&table), &mut out[..whole]) };
+        // SAFETY: the CPU has the instructions (`simd`); every slice is in bounds (whole groups only).
+        unsafe { expand_simd(&codes[..whole / 2], group, (0..g).map(&table), &mut out[..whole]) };
         expand_body(&codes[whole / 2..], group, (g..groups).map(&table), &mut out[whole..]);
         return;
     }
     expand_body(codes, group, (0..groups).map(table), out)
 }
 
-#[cfg(target_arch = "x86_64")]
-fn ssse3() -> bool {
+/// Whether the byte-shuffle lookup runs: SSSE3 on x86-64 (detected once), NEON on aarch64 (always
+/// there); `CKPTKIT_ISA=portable` forces the scalar loop, as for the fp8 kernels.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn simd() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *OK.get_or_init(|| std::arch::is_x86_feature_detected!("ssse3"))
+    *OK.get_or_init(|| {
+        let allowed = std::env::var_os("CKPTKIT_ISA").is_none_or(|v| v != "portable");
+        #[cfg(target_arch = "x86_64")]
+        let has = std::arch::is_x86_feature_detected!("ssse3");
+        #[cfg(target_arch = "aarch64")]
+        let has = true;
+        allowed && has
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+use expand_ssse3 as expand_simd;
+
+#[cfg(target_arch = "aarch64")]
+use expand_neon as expand_simd;
+
+/// [`expand_ssse3`] in NEON: the two byte tables in `tbl` registers, 8 code bytes' nibbles zipped
+/// into 16 indices, both bytes looked up (`tbl`), and `st2` interleaving them into 16 bf16.
+#[cfg(target_arch = "aarch64")]
+unsafe fn expand_neon<'t>(codes: &[u8], group: usize, tables: impl Iterator<Item = &'t Table>, out: &mut [u16]) {
+    use std::arch::aarch64::*;
+    let gb = group / 2;
+    let mask = vdup_n_u8(0x0F);
+    for ((c, o), t) in codes.chunks_exact(gb).zip(out.chunks_exact_mut(group)).zip(tables) {
+        let lo_t = vld1q_u8(t.0.as_ptr()); // byte 0 of entries 0..16
+        let hi_t = vld1q_u8(t.0.as_ptr().add(16)); // byte 1
+        for (c8, o16) in c.chunks_exact(8).zip(o.chunks_exact_mut(16)) {
+            let b = vld1_u8(c8.as_ptr());
+            let lo = vand_u8(b, mask);
+            let hi = vshr_n_u8::<4>(b);
+            let idx = vcombine_u8(vzip1_u8(lo, hi), vzip2_u8(lo, hi)); // 16 codes, element order
+            let v = uint8x16x2_t(vqtbl1q_u8(lo_t, idx), vqtbl1q_u8(hi_t, idx));
+            vst2q_u8(o16.as_mut_ptr().cast::<u8>(), v); // low byte, high byte: little-endian u16
+        }
+    }
 }
 
 #[cfg(test)]
