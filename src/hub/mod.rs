@@ -253,35 +253,7 @@ pub fn fetch(repo: &str, revision: Option<&str>, s: &Settings) -> Result<Remote,
     let revision = revision.unwrap_or("main").to_string();
     let client = http::Client::new(s.token.clone(), &s.endpoint);
     let base = s.cache_dir(repo);
-    // A commit sha whose listing is cached needs no request at all.
-    let cached_listing = is_commit(&revision)
-        .then(|| base.join(&revision).join("snapshot.json"))
-        .and_then(|p| fsutil::read_bounded(&p, SMALL_FILE_CAP).ok())
-        .and_then(|b| serde_json::from_slice::<SnapshotFile>(&b).ok())
-        .filter(|f| f.schema == SNAPSHOT_SCHEMA && f.commit == revision);
-    let listing = match cached_listing {
-        Some(l) => l,
-        None => {
-            let url = format!("{}/api/models/{repo}/revision/{}?blobs=true", s.endpoint, encode_segment(&revision));
-            let what = format!("{repo}@{revision}");
-            let body = client.get(&url, None, SMALL_FILE_CAP, &what)?;
-            let info: ModelInfo = serde_json::from_slice(&body.bytes).map_err(|e| HubError::BadResponse {
-                url: url.clone(),
-                message: format!("not the model-info JSON: {e}"),
-            })?;
-            let commit = info.sha.filter(|c| is_commit(c)).ok_or_else(|| HubError::BadResponse {
-                url: url.clone(),
-                message: "no 40-hex `sha` (commit) in the model info".into(),
-            })?;
-            let l = SnapshotFile { schema: SNAPSHOT_SCHEMA.into(), repo: repo.into(), commit, files: info.siblings };
-            let dir = base.join(&l.commit);
-            std::fs::create_dir_all(&dir).map_err(cache_err(&dir))?;
-            let p = dir.join("snapshot.json");
-            let text = serde_json::to_vec_pretty(&l).expect("snapshot serializes");
-            fsutil::write_atomic(&p, &text).map_err(cache_err(&p))?;
-            l
-        }
-    };
+    let listing = listing(&client, repo, &revision, &base, s)?;
     let dir = base.join(&listing.commit);
     let root = dir.join("files");
     let headers = dir.join("headers");
@@ -327,9 +299,6 @@ pub fn fetch(repo: &str, revision: Option<&str>, s: &Settings) -> Result<Remote,
         b.set_prefix(format!("{repo}@{}", &listing.commit[..12]));
         b
     });
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let first_err: Mutex<Option<(usize, HubError)>> = Mutex::new(None);
     let run = |i: usize| -> Result<(), HubError> {
         match &jobs[i] {
             Job::Whole(n) => {
@@ -338,30 +307,12 @@ pub fn fetch(repo: &str, revision: Option<&str>, s: &Settings) -> Result<Remote,
                 fsutil::write_atomic(&p, &body.bytes).map_err(cache_err(&p))
             }
             Job::Header(n) => {
-                let what = format!("{repo}: {n}");
-                let first = client.get(&file_url(n), Some((0, 8)), 8, &what)?;
-                let size = first.total.or(sizes.get(n).copied().flatten()).ok_or_else(|| HubError::BadResponse {
-                    url: first.url.clone(),
-                    message: "no file length (Content-Range or the listing's size)".into(),
-                })?;
-                let mut prefix = first.bytes;
-                prefix.truncate(8);
-                // Exactly the header; one that cannot be (too long for the cap or the file) is not
-                // read further, and the header checks say why from its 8 bytes.
-                let want = match <[u8; 8]>::try_from(prefix.as_slice()).map(u64::from_le_bytes) {
-                    Ok(n) if n <= crate::checkpoint::header::MAX_HEADER_LEN && n.saturating_add(8) <= size => 8 + n,
-                    _ => prefix.len() as u64,
-                };
-                if want > prefix.len() as u64 {
-                    let have = prefix.len() as u64;
-                    // Straight to where the first range was answered (the CDN after a redirect).
-                    let rest = client.get(&first.url, Some((have, want - have)), want - have, &what)?;
-                    prefix.extend_from_slice(&rest.bytes[..rest.bytes.len().min((want - have) as usize)]);
-                }
+                let (prefix, size, etag) =
+                    read_header(&client, &file_url(n), sizes.get(n).copied().flatten(), &format!("{repo}: {n}"))?;
                 let p = headers.join(n);
                 fsutil::write_atomic(&p, &prefix).map_err(cache_err(&p))?;
                 let m = headers.join(format!("{n}.meta.json"));
-                let meta = serde_json::to_vec(&HeaderMeta { size, etag: first.etag }).expect("meta serializes");
+                let meta = serde_json::to_vec(&HeaderMeta { size, etag }).expect("meta serializes");
                 fsutil::write_atomic(&m, &meta).map_err(cache_err(&m))?;
                 if let Some(b) = &bar {
                     b.inc(1);
@@ -370,32 +321,11 @@ pub fn fetch(repo: &str, revision: Option<&str>, s: &Settings) -> Result<Remote,
             }
         }
     };
-    let workers = s.concurrency.max(1).min(jobs.len());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= jobs.len() {
-                        break;
-                    }
-                    if let Err(e) = run(i) {
-                        stop.store(true, Ordering::Relaxed);
-                        let mut g = first_err.lock().unwrap_or_else(|p| p.into_inner());
-                        if g.as_ref().is_none_or(|(j, _)| i < *j) {
-                            *g = Some((i, e));
-                        }
-                    }
-                }
-            });
-        }
-    });
+    let done = in_pool(jobs.len(), s.concurrency, run);
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    if let Some((_, e)) = first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
+    done?;
     let (files_fetched, requests, bytes_fetched) =
         (jobs.len(), client.requests.load(Ordering::Relaxed), client.bytes.load(Ordering::Relaxed));
     drop(jobs);
@@ -421,6 +351,106 @@ pub fn fetch(repo: &str, revision: Option<&str>, s: &Settings) -> Result<Remote,
         files_fetched,
         files_cached: cached,
     })
+}
+
+/// `run(0..n)` on at most `workers` threads, each taking the next index; after a failure no new
+/// index starts, and the error of the lowest failed index is returned.
+fn in_pool<E: Send>(n: usize, workers: usize, run: impl Fn(usize) -> Result<(), E> + Sync) -> Result<(), E> {
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let first_err: Mutex<Option<(usize, E)>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..workers.max(1).min(n) {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    if let Err(e) = run(i) {
+                        stop.store(true, Ordering::Relaxed);
+                        let mut g = first_err.lock().unwrap_or_else(|p| p.into_inner());
+                        if g.as_ref().is_none_or(|(j, _)| i < *j) {
+                            *g = Some((i, e));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    match first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The repo's files at `revision` and the commit it names: from the cache for a commit sha already
+/// listed, else from the Hub API (and then cached).
+fn listing(
+    client: &http::Client,
+    repo: &str,
+    revision: &str,
+    base: &Path,
+    s: &Settings,
+) -> Result<SnapshotFile, HubError> {
+    // A commit sha whose listing is cached needs no request at all.
+    let cached_listing = is_commit(revision)
+        .then(|| base.join(revision).join("snapshot.json"))
+        .and_then(|p| fsutil::read_bounded(&p, SMALL_FILE_CAP).ok())
+        .and_then(|b| serde_json::from_slice::<SnapshotFile>(&b).ok())
+        .filter(|f| f.schema == SNAPSHOT_SCHEMA && f.commit == revision);
+    match cached_listing {
+        Some(l) => Ok(l),
+        None => {
+            let url = format!("{}/api/models/{repo}/revision/{}?blobs=true", s.endpoint, encode_segment(revision));
+            let what = format!("{repo}@{revision}");
+            let body = client.get(&url, None, SMALL_FILE_CAP, &what)?;
+            let info: ModelInfo = serde_json::from_slice(&body.bytes).map_err(|e| HubError::BadResponse {
+                url: url.clone(),
+                message: format!("not the model-info JSON: {e}"),
+            })?;
+            let commit = info.sha.filter(|c| is_commit(c)).ok_or_else(|| HubError::BadResponse {
+                url: url.clone(),
+                message: "no 40-hex `sha` (commit) in the model info".into(),
+            })?;
+            let l = SnapshotFile { schema: SNAPSHOT_SCHEMA.into(), repo: repo.into(), commit, files: info.siblings };
+            let dir = base.join(&l.commit);
+            std::fs::create_dir_all(&dir).map_err(cache_err(&dir))?;
+            let p = dir.join("snapshot.json");
+            let text = serde_json::to_vec_pretty(&l).expect("snapshot serializes");
+            fsutil::write_atomic(&p, &text).map_err(cache_err(&p))?;
+            Ok(l)
+        }
+    }
+}
+
+/// One shard's header by Range: its first 8 bytes (the header's length; the file's from
+/// `Content-Range`, else `listed`), then exactly the header, from where the first range was answered
+/// (the CDN after a redirect). A length that cannot be (over the cap, past the file) is not read
+/// further: the header checks say why from the 8 bytes. Returns (prefix, file length, ETag).
+fn read_header(
+    client: &http::Client,
+    url: &str,
+    listed: Option<u64>,
+    what: &str,
+) -> Result<(Vec<u8>, u64, Option<String>), HubError> {
+    let first = client.get(url, Some((0, 8)), 8, what)?;
+    let size = first.total.or(listed).ok_or_else(|| HubError::BadResponse {
+        url: first.url.clone(),
+        message: "no file length (Content-Range or the listing's size)".into(),
+    })?;
+    let mut prefix = first.bytes;
+    prefix.truncate(8);
+    let want = match <[u8; 8]>::try_from(prefix.as_slice()).map(u64::from_le_bytes) {
+        Ok(n) if n <= crate::checkpoint::header::MAX_HEADER_LEN && n.saturating_add(8) <= size => 8 + n,
+        _ => prefix.len() as u64,
+    };
+    if want > prefix.len() as u64 {
+        let have = prefix.len() as u64;
+        let rest = client.get(&first.url, Some((have, want - have)), want - have, what)?;
+        prefix.extend_from_slice(&rest.bytes[..rest.bytes.len().min((want - have) as usize)]);
+    }
+    Ok((prefix, size, first.etag))
 }
 
 #[cfg(test)]
