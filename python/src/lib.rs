@@ -4,7 +4,7 @@
 //! Everything here releases the GIL while Rust runs.
 
 use ckptkit::checkpoint::dtype::Dtype;
-use ckptkit::quant::fp8::{self, Fp8Format, Output, Scales};
+use ckptkit::quant::fp8::{self, Fp8Format, OutDtype, Scales};
 use ckptkit::quant::scheme::ScaleLayout;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -26,8 +26,8 @@ fn _run_captured<'py>(py: Python<'py>, argv: Vec<String>) -> (u8, Bound<'py, PyB
 
 /// fp8 codes (`weight`, `shape` = [..., N, K]) times f32 `scale` (its layout: "block" with
 /// `block` = (bn, bk), "channel" or "tensor") into `out_dtype` ("bfloat16", "float16", "float32"),
-/// as little-endian bytes (a bytearray: arrays over it are writable). The kernel of `ckptkit dequant`: exact decode, one f32 multiply, one
-/// rounding (to nearest even).
+/// as little-endian bytes (a bytearray: arrays over it are writable). The kernel of
+/// `ckptkit dequant`: exact decode, one f32 multiply, one rounding (to nearest even).
 #[pyfunction]
 #[pyo3(signature = (weight, shape, fmt, scale, layout, block=None, out_dtype="bfloat16"))]
 #[allow(clippy::too_many_arguments)]
@@ -57,40 +57,13 @@ fn _dequantize_fp8<'py>(
         return Err(PyValueError::new_err(format!("scale: {} bytes is not a whole number of float32", scale.len())));
     }
     let scales = fp8::scales_to_f32(scale, Dtype::F32).map_err(|e| PyValueError::new_err(e.to_string()))?;
-    let numel = weight.len();
-    let (width, out) = match out_dtype {
-        "bfloat16" | "bf16" => (2, 0),
-        "float16" | "f16" => (2, 1),
-        "float32" | "f32" => (4, 2),
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "out_dtype {out_dtype:?}: expected bfloat16, float16 or float32"
-            )))
-        }
-    };
-    let bytes = numel.checked_mul(width).ok_or_else(|| PyValueError::new_err("the output would not fit in memory"))?;
-    // The kernel writes typed buffers; it runs without the GIL, then the result is copied once
-    // into a bytes object.
-    let result: Result<Vec<u8>, String> = py.detach(|| {
-        let s = Scales { values: &scales, layout };
-        match out {
-            2 => {
-                let mut o = vec![0f32; numel];
-                fp8::dequantize(weight, &shape, fmt, s, Output::F32(&mut o)).map_err(|e| e.to_string())?;
-                Ok(o.iter().flat_map(|x| x.to_le_bytes()).collect())
-            }
-            _ => {
-                let mut o = vec![0u16; numel];
-                let typed = if out == 0 { Output::BF16(&mut o) } else { Output::F16(&mut o) };
-                fp8::dequantize(weight, &shape, fmt, s, typed).map_err(|e| e.to_string())?;
-                let mut b = Vec::with_capacity(bytes);
-                o.iter().for_each(|x| b.extend_from_slice(&x.to_le_bytes()));
-                Ok(b)
-            }
-        }
-    });
-    let b = result.map_err(PyValueError::new_err)?;
-    Ok(PyByteArray::new(py, &b))
+    let out = OutDtype::parse(out_dtype).ok_or_else(|| {
+        PyValueError::new_err(format!("out_dtype {out_dtype:?}: expected bfloat16, float16 or float32"))
+    })?;
+    // The kernel runs without the GIL; its output is copied once into the bytearray.
+    let result = py.detach(|| fp8::dequantize_new(weight, &shape, fmt, Scales { values: &scales, layout }, out));
+    let d = result.map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(PyByteArray::new(py, d.as_le_bytes()))
 }
 
 #[pymodule]

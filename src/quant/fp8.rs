@@ -760,6 +760,51 @@ pub fn dequantize(
     dequantize_with(Kernels::best(), codes, shape, fmt, scales, out)
 }
 
+/// A dequantized tensor in its output type, owned: what [`dequantize_new`] returns.
+pub enum Dequantized {
+    /// bf16 or f16 bits.
+    U16(Vec<u16>),
+    F32(Vec<f32>),
+}
+
+impl Dequantized {
+    /// The values as little-endian bytes (the layout of a safetensors tensor or a numpy array).
+    #[cfg(target_endian = "little")]
+    pub fn as_le_bytes(&self) -> &[u8] {
+        let (ptr, len) = match self {
+            Dequantized::U16(v) => (v.as_ptr().cast::<u8>(), v.len() * 2),
+            Dequantized::F32(v) => (v.as_ptr().cast::<u8>(), v.len() * 4),
+        };
+        // SAFETY: u16 and f32 have no padding and every byte of them is initialized; the slice
+        // borrows `self`, so the vector outlives it.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+/// [`dequantize`] into a new buffer of `out` (for callers without one, such as the Python API).
+pub fn dequantize_new(
+    codes: &[u8],
+    shape: &[u64],
+    fmt: Fp8Format,
+    scales: Scales<'_>,
+    out: OutDtype,
+) -> Result<Dequantized, KernelError> {
+    let n = codes.len();
+    Ok(match out {
+        OutDtype::F32 => {
+            let mut o = vec![0f32; n];
+            dequantize(codes, shape, fmt, scales, Output::F32(&mut o))?;
+            Dequantized::F32(o)
+        }
+        OutDtype::BF16 | OutDtype::F16 => {
+            let mut o = vec![0u16; n];
+            let typed = if out == OutDtype::BF16 { Output::BF16(&mut o) } else { Output::F16(&mut o) };
+            dequantize(codes, shape, fmt, scales, typed)?;
+            Dequantized::U16(o)
+        }
+    })
+}
+
 pub fn dequantize_with(
     k: &Kernels,
     codes: &[u8],
