@@ -5,8 +5,9 @@
 #
 #   tools/build_wheel.sh [TARGET]        # default: this machine; aarch64-unknown-linux-gnu cross-builds
 #
-# Needs maturin (pip install 'maturin>=1.5,<2'); a cross target needs its rustup target and C linker
-# (tools/ci/aarch64.sh installs both). Wheels land in target/wheels/.
+# Needs maturin (pip install 'maturin>=1.5,<2') and, for manylinux2014, ziglang; a cross target needs
+# its rustup target (and without zig, its C linker: tools/ci/aarch64.sh installs both). Wheels land
+# in target/wheels/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:-}
@@ -24,9 +25,17 @@ mkdir -p "$data/man/man1" "$data/bash-completion/completions" "$data/zsh/site-fu
 ./target/release/ckptkit completions fish >"$data/fish/vendor_completions.d/ckptkit.fish"
 
 args=(build --release --locked --manifest-path python/Cargo.toml --out target/wheels)
+# With zig (pip install ziglang) as the linker the wheel is manylinux2014 (glibc >= 2.17: CentOS 7,
+# Ubuntu 18.04, EulerOS), for either architecture, with no cross gcc; without it the wheel takes this
+# machine's glibc (manylinux_2_34 here: Ubuntu 22.04+, openEuler 22.03+).
+zig=0
+if python3 -m ziglang version >/dev/null 2>&1; then
+    zig=1
+    args+=(--zig --compatibility manylinux2014)
+fi
 if [ -n "$target" ]; then
     args+=(--target "$target")
-    if [ "$target" = aarch64-unknown-linux-gnu ]; then
+    if [ "$target" = aarch64-unknown-linux-gnu ] && [ "$zig" = 0 ]; then
         export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER:-aarch64-linux-gnu-gcc}
         export CC_aarch64_unknown_linux_gnu=${CC_aarch64_unknown_linux_gnu:-aarch64-linux-gnu-gcc}
         export AR_aarch64_unknown_linux_gnu=${AR_aarch64_unknown_linux_gnu:-aarch64-linux-gnu-ar}

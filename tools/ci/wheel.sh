@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 python3 -m maturin --version >/dev/null 2>&1 || python3 -m pip install --quiet 'maturin>=1.5,<2'
+# zig links the wheel against glibc 2.17 (manylinux2014), so it installs on older hosts too.
+python3 -m ziglang version >/dev/null 2>&1 || python3 -m pip install --quiet 'ziglang>=0.13'
 rm -f target/wheels/ckptkit-*.whl
 tools/build_wheel.sh
-wheel=$(ls target/wheels/ckptkit-*-manylinux_*_x86_64.whl)
+wheel=$(ls target/wheels/ckptkit-*manylinux2014_x86_64*.whl)
 venv=$(mktemp -d)/venv
 trap 'rm -rf "$(dirname "$venv")"' EXIT
 python3 -m venv "$venv"
