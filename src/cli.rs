@@ -1042,6 +1042,16 @@ fn run_audit(
     let (ck, findings) = open_checkpoint(model, hub)?;
     let mut report = crate::audit::audit_with(model, &ck, findings, rules);
     report.tool.target = target.as_str();
+    if let (Some(_), Some(r)) = (&checksum, &ck.source.remote) {
+        // A manifest hashes every byte of every file; only the headers were read.
+        return Err(Exit::Input(
+            format!("--checksum: {} was read from the Hub, headers only; there are no files here to hash", r.repo),
+            format!(
+                "download it (`hf download {}`) and run `ckptkit audit DIR --checksum MANIFEST` on the copy",
+                r.repo
+            ),
+        ));
+    }
     if let Some(path) = checksum {
         let m = manifest::build(&ck, Some(&path))
             .and_then(|m| manifest::write(&m, &path).map(|_| m))

@@ -303,6 +303,12 @@ fn offline_never_asks_and_dequant_refuses_a_remote_repo() {
         assert!(!out.exists());
     }
     assert_eq!(h.stats(false)["requests"], 0, "nothing asked the Hub");
+    // A manifest hashes whole files, which a remote pre-flight never has.
+    let manifest = h.home.join("m.json");
+    let r = h.run(&["audit", "test-org/llama", "--checksum", manifest.to_str().unwrap()], &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("headers only") && r.stderr.contains("help: download it"), "{}", r.stderr);
+    assert!(!manifest.exists());
 }
 
 #[test]
