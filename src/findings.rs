@@ -97,7 +97,7 @@ codes! {
     NoWeights = "no-weights", Error, "No safetensors weights found: vLLM raises `Cannot find any model weights`.";
     // --- config -----------------------------------------------------------------------------
     ConfigMissing = "config-missing", Warning, "No config.json: architecture, layer and quantization checks are skipped. vLLM needs it.";
-    ConfigInvalid = "config-invalid", Error, "config.json is not a valid JSON object; vLLM cannot start.";
+    ConfigInvalid = "config-invalid", Error, "config.json is not a valid JSON object, or a size in it is not a usable integer (a string, zero heads); vLLM cannot start.";
     ConfigField = "config-field", Warning, "A config field has an unexpected type or value; the derived checks use a fallback.";
     TieResolved = "tie-resolved", Info, "`tie_word_embeddings` is absent; it was resolved as shown. Write it explicitly into config.json.";
     // --- structure --------------------------------------------------------------------------

@@ -61,8 +61,8 @@ fn good_tps(pred: impl Fn(u64) -> bool) -> String {
 pub fn evaluate(ctx: &Ctx<'_>, par: &Parallel) -> Vec<Check> {
     if let Err(why) = ctx.cfg.sizes_in_range() {
         // Nothing else can be computed from sizes no real model has.
-        let mut v = vec![fail(Rule::Config, "out of range", format!("config.json: {why}"), "fix config.json")];
-        v.extend(RULES[1..].iter().map(|&r| na(r, "config out of range")));
+        let mut v = vec![fail(Rule::Config, "invalid", format!("config.json: {why}"), "fix config.json")];
+        v.extend(RULES[1..].iter().map(|&r| na(r, "config invalid")));
         return v;
     }
     let mut checks = vec![
@@ -101,7 +101,7 @@ fn config(ctx: &Ctx<'_>) -> Check {
     if missing.is_empty() {
         return match c.sizes_in_range() {
             Ok(()) => pass(Rule::Config, "ok"),
-            Err(why) => fail(Rule::Config, "out of range", format!("config.json: {why}"), "fix config.json"),
+            Err(why) => fail(Rule::Config, "invalid", format!("config.json: {why}"), "fix config.json"),
         };
     }
     fail(
