@@ -1063,7 +1063,7 @@ fn run_audit(
     hub: &crate::hub::Settings,
 ) -> Result<Exit, Exit> {
     let (ck, findings) = open_checkpoint(model, hub)?;
-    let mut report = crate::audit::audit_with(model, &ck, findings, rules);
+    let mut report = crate::audit::audit_for(model, &ck, findings, rules, target);
     report.tool.target = target.as_str();
     if let (Some(_), Some(r)) = (&checksum, &ck.source.remote) {
         // A manifest hashes every byte of every file; only the headers were read.
