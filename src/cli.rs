@@ -942,6 +942,9 @@ fn open_checkpoint(
 ) -> Result<(Checkpoint, Vec<crate::findings::Finding>), Exit> {
     let (ck, findings) = Checkpoint::open_with(model, hub).map_err(|e| Exit::input(&e))?;
     if let Some(r) = &ck.source.remote {
+        for w in &r.warnings {
+            eprintln!("warning: {}", ui::text(w));
+        }
         eprintln!("{}", ui::text(&render::remote_source(r)));
     }
     Ok((ck, findings))
