@@ -214,7 +214,7 @@ enum Cmd {
         /// Tensor-parallel sizes to plan, e.g. 1,2,4,8.
         #[arg(long, visible_alias = "tensor-parallel-size", value_delimiter = ',', default_value = "1,2,4,8,16")]
         tp: Vec<u64>,
-        /// Expert parallelism: `--ep` / `--enable-expert-parallel` alone means on; `--ep=both` plans each TP with and without.
+        /// Expert parallelism: on, off, or both (each TP planned with EP and without it); `--ep` alone means on.
         #[arg(
             long,
             visible_alias = "enable-expert-parallel",
@@ -428,11 +428,18 @@ fn emit_json<T: serde::Serialize>(value: &T) -> Result<(), Exit> {
     }
 }
 
-/// vLLM's single-dash spellings (`-tp 8`, `-pp=2`, `-ep`) as the long flags clap knows.
+/// vLLM's single-dash spellings (`-tp 8`, `-pp=2`, `-ep`) as the long flags clap knows; and for
+/// `plan`, `--ep both` (a value after a flag that may stand alone) as `--ep=both`.
 fn vllm_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let args: Vec<std::ffi::OsString> = args.collect();
+    let subcommand = args.iter().skip(1).map(|a| a.to_string_lossy()).find(|a| {
+        Cli::command().get_subcommands().any(|c| c.get_name() == a.as_ref())
+    });
+    let is_plan = subcommand.as_deref() == Some("plan");
     let mut out = Vec::new();
     let mut rest = false;
-    for a in args {
+    let mut it = args.into_iter().peekable();
+    while let Some(a) = it.next() {
         if rest {
             out.push(a);
             continue;
@@ -454,6 +461,14 @@ fn vllm_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ff
             "-ep" => Some("--enable-expert-parallel"),
             _ => None,
         };
+        let ep_flag = matches!(long.unwrap_or(flag.as_str()), "--ep" | "--enable-expert-parallel");
+        let next_is_mode =
+            it.peek().map(|n| n.to_string_lossy()).is_some_and(|n| matches!(n.as_ref(), "on" | "off" | "both"));
+        if is_plan && ep_flag && value.is_none() && next_is_mode {
+            let mode = it.next().expect("peeked").to_string_lossy().into_owned();
+            out.push(format!("{}={mode}", long.unwrap_or(flag.as_str())).into());
+            continue;
+        }
         match (long, value) {
             (Some(l), Some(v)) => out.push(format!("{l}={v}").into()),
             (Some(l), None) => out.push(l.into()),
@@ -591,13 +606,23 @@ fn run(cli: Cli) -> Exit {
                 },
                 (None, Some(m)) => match parse_size(&m) {
                     Some(b) if b > 0 => Some(Device::custom(b, target == Target::Vllm)),
-                    _ => return Exit::usage(format!("--device-memory {m}: not a size"), "write it as 64GiB or 80GB"),
+                    _ => {
+                        let bare = m.trim().parse::<f64>().is_ok();
+                        return Exit::usage(
+                            if bare {
+                                format!("--device-memory {m}: a size needs a unit")
+                            } else {
+                                format!("--device-memory {m}: not a size")
+                            },
+                            format!("write it with a unit: {}GiB (binary) or {}GB (decimal)", m.trim(), m.trim()),
+                        );
+                    }
                 },
                 (None, None) => None,
             };
             let Some(reserve) = parse_size(&activation_reserve) else {
                 return Exit::usage(
-                    format!("--activation-reserve {activation_reserve}: not a size"),
+                    format!("--activation-reserve {activation_reserve}: not a size with a unit"),
                     "write it as 4GiB",
                 );
             };
@@ -958,6 +983,7 @@ fn run_stub(
 ) -> Result<Exit, Exit> {
     use crate::stub::StubError;
     let ck = readable_checkpoint(model, hub)?;
+    ck.require_config().map_err(|e| Exit::input(&e))?;
     if let Some(tp) = opts.tp {
         let ep = ck.config.as_ref().is_some_and(|c| c.moe.is_some()) && tp > 1;
         refuse_layout(&ck, model, tp, ep, opts.target, rules)?;
@@ -1013,6 +1039,8 @@ fn run_remap(
     hub: &crate::hub::Settings,
 ) -> Result<Exit, Exit> {
     let ck = readable_checkpoint(model, hub)?;
+    // No config, no family and no shapes: a table guessed from tensor names would be made up.
+    ck.require_config().map_err(|e| Exit::input(&e))?;
     refuse_layout(&ck, model, opts.tp, opts.ep, opts.target, rules)?;
     let report = crate::remap::remap(&ck, model, rules, &opts);
     if let Some(path) = emit_rules {

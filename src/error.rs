@@ -7,6 +7,10 @@ use std::path::PathBuf;
 pub enum CheckpointError {
     #[error("{path}: no such file or directory, and not a Hugging Face repo id (org/name[@revision])")]
     NotFound { path: String },
+    #[error("{}: no usable config.json ({why}); this command needs the model's config", root.display())]
+    NoConfig { root: PathBuf, why: String },
+    #[error("{path}: no such file or directory (`{parent}` is a directory here, so this is read as a local path, not a Hugging Face repo id)")]
+    LocalNotFound { path: String, parent: String },
     #[error(
         "{repo}{}: not in the local Hugging Face cache at {}; this command reads tensor data, which is never fetched from the Hub",
         revision.as_deref().map(|r| format!("@{r}")).unwrap_or_default(),
@@ -40,6 +44,12 @@ impl CheckpointError {
 impl crate::ui::Help for CheckpointError {
     fn help(&self) -> String {
         match self {
+            CheckpointError::NoConfig { .. } => {
+                "put the model's config.json (a regular file with a JSON object) beside the weights".into()
+            }
+            CheckpointError::LocalNotFound { .. } => {
+                "check the spelling of the path; to read a Hub repo whose org has the same name as that directory, run from another directory".into()
+            }
             CheckpointError::NotFound { .. } => {
                 "pass a checkpoint directory, a .safetensors file, or a Hugging Face repo id such as deepseek-ai/DeepSeek-V3"
                     .into()

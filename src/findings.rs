@@ -95,6 +95,7 @@ codes! {
     StrayConsolidated = "stray-consolidated", Warning, "A Mistral-format consolidated*.safetensors beside HF shards makes vLLM switch to the Mistral loader or load both (vllm#4989, #40765). Remove it or pass --load-format safetensors.";
     BinIgnored = "bin-ignored", Warning, "vLLM loads *.safetensors when any exist and ignores .bin/.pt files; make sure the safetensors are complete.";
     NoWeights = "no-weights", Error, "No safetensors weights found: vLLM raises `Cannot find any model weights`.";
+    PickleWeightsOnly = "pickle-weights-only", Warning, "Only PyTorch pickle weights (*.bin / *.pt): vLLM loads them through its fallback (load_format auto), but ckptkit checks safetensors headers only, so no tensor check ran. Convert to safetensors (transformers `save_pretrained(safe_serialization=True)`) to have them checked; safetensors also load without running pickle code.";
     // --- config -----------------------------------------------------------------------------
     ConfigMissing = "config-missing", Warning, "No config.json: architecture, layer and quantization checks are skipped. vLLM needs it.";
     ConfigInvalid = "config-invalid", Error, "config.json is not a valid JSON object, or a size in it is not a usable integer (a string, zero heads); vLLM cannot start.";

@@ -175,6 +175,16 @@ static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 /// The marker every temporary file ckptkit writes carries in its name.
 pub const TMP_MARK: &str = ".ckptkit-tmp.";
 
+/// Every file ckptkit keeps for itself beside what it writes (state records, locks, the stub's
+/// record) starts with this.
+pub const OWN_PREFIX: &str = ".ckptkit-";
+
+/// Whether a directory entry is ckptkit's own bookkeeping (state, locks, records, temporary
+/// files), never part of a checkpoint: manifests leave such files out, conversions skip them.
+pub fn is_own_file(name: &str) -> bool {
+    name.starts_with(OWN_PREFIX) || name.contains(TMP_MARK)
+}
+
 /// A file being written under a unique temporary name beside its destination. Dropped without
 /// [`TempFile::commit`] (an error, a panic, a full disk), it removes itself.
 pub struct TempFile {

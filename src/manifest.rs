@@ -69,7 +69,8 @@ const SKIP_DIRS: &[&str] = &[".git", ".cache", ".huggingface"];
 
 /// Every file under `root` (following symlinks to files, as the Hugging Face cache links blobs),
 /// as `/`-separated paths relative to it, sorted; `exclude` (the manifest itself) and ckptkit's
-/// temporary files left out. FIFOs, devices and sockets are listed with their kind.
+/// own files (state records, locks, temporary files: [`crate::fsutil::is_own_file`]) left out, so a
+/// rerun that only touches them does not change the checkpoint. FIFOs, devices and sockets are listed with their kind.
 fn list_files(root: &Path, exclude: Option<&Path>) -> std::io::Result<(Vec<String>, Vec<OddFile>)> {
     let exclude = exclude.and_then(|p| std::fs::canonicalize(p).ok());
     let mut files = Vec::new();
@@ -81,7 +82,7 @@ fn list_files(root: &Path, exclude: Option<&Path>) -> std::io::Result<(Vec<Strin
             let name = e.file_name().to_string_lossy().into_owned();
             let relname = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
             let path = e.path();
-            if name.contains(crate::fsutil::TMP_MARK) {
+            if crate::fsutil::is_own_file(&name) {
                 continue;
             }
             let Ok(md) = std::fs::metadata(&path) else {

@@ -153,7 +153,6 @@ fn one_lock_per_output_directory_across_commands() {
         .unwrap();
     let pid = first.id();
     wait_for(Duration::from_secs(30), "quantize's temporary file", || !temp_files(&out).is_empty());
-    let before: Vec<String> = temp_files(&out);
     for extra in [&["--force"][..], &[][..]] {
         let mut args = vec!["dequant", dequant_in.to_str().unwrap(), "--out", out.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -163,7 +162,11 @@ fn one_lock_per_output_directory_across_commands() {
         assert!(r.stderr.contains("ckptkit quantize"), "names the command: {}", r.stderr);
         assert!(!r.stderr.contains("No such file"), "{}", r.stderr);
     }
-    assert_eq!(temp_files(&out), before, "the second command touched nothing");
+    // dequant's files are model-*.safetensors; quantize writes quant_model_weights*: none of the
+    // second command's files (final or temporary) appeared.
+    let names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.contains("model-0000")), "the second command wrote: {names:?}");
     let (code, err) = wait_child(first);
     assert_eq!(code, Some(0), "the first run finishes whole: {err}");
     // Released: the lock file is left empty and the directory is the first run's.
@@ -241,4 +244,116 @@ fn audit_and_plan_agree_on_what_the_target_serves() {
     assert!(p.stdout.contains("dequantizes fp8 to bf16 at load time"), "{}", p.stdout);
     let (code, _) = audit_json_for(&fp8, "vllm");
     assert_eq!(code, 0, "fp8 on H100 is native");
+}
+
+/// Overlapping tensors: safetensors refuses to open the shard, so every command does.
+#[test]
+fn a_shard_safetensors_refuses_is_refused_by_every_command() {
+    let c = copy_fixture("llama");
+    let shard = shard_of(&c.dir, "model.embed_tokens.weight");
+    edit_header(&shard, |h| {
+        let first = h["model.embed_tokens.weight"]["data_offsets"].clone();
+        let other = h.keys().find(|k| *k != "model.embed_tokens.weight" && *k != "__metadata__").unwrap().clone();
+        let len = {
+            let o = &h[&other]["data_offsets"];
+            o[1].as_u64().unwrap() - o[0].as_u64().unwrap()
+        };
+        let start = first[0].as_u64().unwrap();
+        h[&other]["data_offsets"] = serde_json::json!([start, start + len]);
+    });
+    let dir = c.dir.to_str().unwrap();
+    let (code, v) = audit_json(&c.dir);
+    assert_eq!(code, 1);
+    assert!(!findings_with(&v, "tensor-overlap").is_empty(), "{:#}", v["findings"]);
+    let out = c.tmp.path().join("kit");
+    for args in [vec!["plan", dir], vec!["remap", dir], vec!["stub", dir, "--out", out.to_str().unwrap()]] {
+        let r = run(&args);
+        assert_eq!(r.code, 3, "{args:?}: {}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("safetensors refuses to open it: tensor-overlap"), "{args:?}: {}", r.stderr);
+    }
+    assert!(!out.exists(), "no kit for a checkpoint that cannot be opened");
+}
+
+#[test]
+fn no_config_is_refused_alike_and_says_what_is_wrong() {
+    let c = copy_fixture("llama");
+    let cfg = c.dir.join("config.json");
+    let dir = c.dir.to_str().unwrap();
+    let out = c.tmp.path().join("kit");
+    for (setup, says) in [
+        (0, "no config.json in"),
+        (1, "not a JSON object"),
+        (2, "is a directory, not a regular file"),
+    ] {
+        let _ = std::fs::remove_file(&cfg);
+        let _ = std::fs::remove_dir(&cfg);
+        match setup {
+            1 => std::fs::write(&cfg, "[1, 2]").unwrap(),
+            2 => std::fs::create_dir(&cfg).unwrap(),
+            _ => {}
+        }
+        for args in [vec!["remap", dir], vec!["stub", dir, "--out", out.to_str().unwrap()]] {
+            let r = run(&args);
+            assert_eq!(r.code, 3, "{args:?}: {}{}", r.stdout, r.stderr);
+            assert!(r.stderr.contains("no usable config.json"), "{args:?}: {}", r.stderr);
+            assert!(r.stderr.contains(says), "{args:?} ({says}): {}", r.stderr);
+            assert!(!r.stderr.contains("is missing") || setup == 0, "{args:?}: {}", r.stderr);
+        }
+    }
+}
+
+#[test]
+fn a_mistyped_local_path_is_named_not_looked_up_on_the_hub() {
+    let r = run_env(&["audit", "fixtures/lama"], &[("HF_ENDPOINT", "http://127.0.0.1:9")]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("fixtures/lama: no such file or directory"), "{}", r.stderr);
+    assert!(!r.stderr.contains("127.0.0.1"), "no Hub request: {}", r.stderr);
+}
+
+#[test]
+fn device_memory_needs_a_unit_and_ep_takes_a_separate_value() {
+    let m = fixture("qwen3-moe");
+    let r = run(&["plan", m.to_str().unwrap(), "--device-memory", "24"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("a size needs a unit"), "{}", r.stderr);
+    let r = run(&["plan", m.to_str().unwrap(), "--device-memory", "24GiB", "--tp", "2", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let both = run(&["plan", m.to_str().unwrap(), "--ep", "both", "--tp", "2", "--json"]);
+    assert_eq!(both.code, 0, "{}", both.stderr);
+    let v: serde_json::Value = serde_json::from_str(&both.stdout).unwrap();
+    let eps: Vec<bool> = v["configs"].as_array().unwrap().iter().map(|c| c["ep"].as_bool().unwrap()).collect();
+    assert_eq!(eps, [false, true]);
+    // `--ep MODEL` still reads MODEL.
+    let r = run(&["plan", "--ep", m.to_str().unwrap(), "--tp", "2", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn pickle_only_weights_load_in_vllm_and_are_said_to_be_unchecked() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("llama").join("config.json"), tmp.path().join("config.json")).unwrap();
+    std::fs::write(tmp.path().join("pytorch_model.bin"), b"PK\x03\x04 not really read").unwrap();
+    let (code, v) = audit_json(tmp.path());
+    assert_eq!(code, 0, "{:#}", v["findings"]);
+    expect(&v, "pickle-weights-only", "warning");
+    assert!(findings_with(&v, "no-weights").is_empty(), "vLLM falls back to *.bin: {:#}", v["findings"]);
+    assert_eq!(errors(&v), 0, "no cascade of unfilled parameters: {:#}", v["findings"]);
+}
+
+#[test]
+fn a_manifest_leaves_ckptkit_own_files_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let model = fixture("deepseek-fp8");
+    let args = ["dequant", model.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    assert_eq!(run(&args).code, 0);
+    let manifest = tmp.path().join("m.json");
+    assert_eq!(run(&["audit", out.to_str().unwrap(), "--checksum", manifest.to_str().unwrap()]).code, 0);
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    assert!(!m.to_string().contains(".ckptkit-"), "own files hashed: {m}");
+    // A rerun rewrites the state and the lock; the checkpoint is unchanged.
+    assert_eq!(run(&args).code, 0);
+    let r = run(&["verify", manifest.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(!r.stdout.contains(".ckptkit-"), "{}", r.stdout);
 }

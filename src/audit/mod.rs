@@ -149,12 +149,15 @@ fn fold_consequences(
     let modelslim_reported =
         reported.iter().any(|f| matches!(f.code, Code::ModelslimMissing | Code::ModelslimCompanion));
     let companion = |t: &str| crate::quant::modelslim::companion_suffixes().any(|s| t.ends_with(s));
+    // Pickle weights only: vLLM loads them, ckptkit cannot look: nothing is known to be missing.
+    let pickles_only = reported.iter().any(|f| f.code == Code::PickleWeightsOnly);
     let mut folded = 0usize;
     let mut out: Vec<Finding> = remap
         .into_iter()
         .filter(|f| {
             let consequence = f.code == Code::RemapUnfilled
                 && (!unreadable.is_empty()
+                    || pickles_only
                     || (modelslim_reported && f.tensor.as_deref().is_some_and(companion))
                     || (lm_head_missing
                         && f.tensor
@@ -164,7 +167,15 @@ fn fold_consequences(
             !consequence
         })
         .collect();
-    if folded > 0 && !unreadable.is_empty() {
+    if folded > 0 && pickles_only {
+        out.push(
+            Finding::new(
+                Code::RemapUnfilled,
+                format!("{folded} parameter group(s) not checked for their tensors: the weights are pickles (see pickle-weights-only)"),
+            )
+            .severity(Severity::Info),
+        );
+    } else if folded > 0 && !unreadable.is_empty() {
         out.push(
             Finding::new(
                 Code::RemapUnfilled,

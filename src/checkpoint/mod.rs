@@ -32,6 +32,8 @@ pub struct Checkpoint {
     pub index: Option<Index>,
     pub config_json: Option<Value>,
     pub config: Option<ModelConfig>,
+    /// Why `config` is `None`, as the finding said it (missing, a FIFO, invalid JSON at byte N, …).
+    pub config_problem: Option<String>,
     /// `hf_quant_config.json` (older ModelOpt exports), when present.
     pub hf_quant_config: Option<Value>,
     /// A ModelSlim description (`quant_model_description*.json`), when present.
@@ -155,6 +157,8 @@ impl Checkpoint {
         let mut findings = Vec::new();
         let root = source.root.clone();
         let (config_json, config) = read_config(&root, &mut findings);
+        let config_problem =
+            config.is_none().then(|| findings.last().map(|f| f.message.clone())).flatten();
         let hf_quant_config = read_side_json(&root, "hf_quant_config.json", &mut findings);
         let modelslim = crate::quant::modelslim::Description::find(&root).and_then(|name| {
             let v = read_side_json(&root, &name, &mut findings)?;
@@ -283,6 +287,7 @@ impl Checkpoint {
             index: None,
             config_json,
             config,
+            config_problem,
             hf_quant_config,
             modelslim,
             by_name,
@@ -317,6 +322,15 @@ impl Checkpoint {
     /// planned, remapped or given an adapter (`audit` still reports everything it can).
     pub fn unreadable(&self) -> Vec<(&str, &str)> {
         self.shards.iter().filter_map(|s| s.unreadable.as_deref().map(|why| (s.name.as_str(), why))).collect()
+    }
+
+    /// The model's config, or the error every command that needs it gives (`plan`, `remap`,
+    /// `stub` alike), saying what is true of config.json: missing, not a regular file, invalid.
+    pub fn require_config(&self) -> Result<&ModelConfig, CheckpointError> {
+        self.config.as_ref().ok_or_else(|| CheckpointError::NoConfig {
+            root: self.source.root.clone(),
+            why: self.config_problem.clone().unwrap_or_else(|| "config.json could not be read".into()),
+        })
     }
 
     /// [`Checkpoint::unreadable`] as the error the commands that need every tensor give.
@@ -556,13 +570,18 @@ fn select(
     }
     if !l.pickles.is_empty() {
         if selected.is_empty() && !had_index_file {
-            out.push(Finding::new(
-                Code::NoWeights,
-                format!(
-                    "no *.safetensors, only {} (pickle weights are not audited; convert them to safetensors)",
-                    l.pickles.join(", ")
-                ),
-            ));
+            // vLLM's _prepare_weights (load_format auto) falls back to `*.bin` / `*.pt` when no
+            // safetensors are there: the model loads; only ckptkit cannot look inside pickles.
+            out.push(
+                Finding::new(
+                    Code::PickleWeightsOnly,
+                    format!(
+                        "no *.safetensors; vLLM loads {} through its *.bin / *.pt fallback; ckptkit reads safetensors headers only, so no tensor was checked",
+                        l.pickles.join(", ")
+                    ),
+                )
+                .file(l.pickles[0].clone()),
+            );
         } else {
             out.push(
                 Finding::new(Code::BinIgnored, format!("ignored by vLLM: {}", l.pickles.join(", ")))

@@ -65,6 +65,12 @@ pub fn resolve(input: &str) -> Result<Source, CheckpointError> {
         return Err(CheckpointError::NotACheckpoint { path: p.to_path_buf() });
     }
     if let Some((repo, rev)) = parse_repo_id(input) {
+        // `fixtures/lama` is a legal repo id, but with a `fixtures/` directory here it is a
+        // mistyped path: say so, instead of asking the Hub for it.
+        let org = repo.split('/').next().unwrap_or_default();
+        if Path::new(org).is_dir() {
+            return Err(CheckpointError::LocalNotFound { path: input.to_string(), parent: format!("{org}/") });
+        }
         let cache = hf_cache_root();
         return match snapshot_dir(&cache, &repo, rev.as_deref()) {
             Some(root) => Ok(Source::local(root, None, Some(input.to_string()))),

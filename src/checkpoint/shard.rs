@@ -54,15 +54,21 @@ impl Shard {
         (shard, out)
     }
 
-    /// A header that did not parse: why, from the first error found.
+    /// A header that did not parse, or one the safetensors loader vLLM uses refuses (overlapping
+    /// tensors, holes, offsets past the end, a size that disagrees with the shape: every error the
+    /// header validation reports): why, from the first error found. Such a shard is unreadable for
+    /// every command, so `plan` and `stub` never call a checkpoint feasible that `audit` and
+    /// `remap` refuse.
     fn note_unreadable(&mut self, out: &[Finding]) {
+        let first_error = out.iter().find(|f| f.severity == crate::findings::Severity::Error);
         if !self.header.parsed {
             self.unreadable = Some(
-                out.iter()
-                    .find(|f| f.severity == crate::findings::Severity::Error)
+                first_error
                     .map(|f| format!("{}: {}", f.code.as_str(), f.message))
                     .unwrap_or_else(|| "the header could not be read".into()),
             );
+        } else if let Some(f) = first_error {
+            self.unreadable = Some(format!("safetensors refuses to open it: {}: {}", f.code.as_str(), f.message));
         }
     }
 

@@ -14,7 +14,7 @@ use std::path::Path;
 
 pub const SCHEMA: &str = "ckptkit.convert-state/3";
 /// Every file ckptkit keeps in the output directory for itself starts with this.
-const PREFIX: &str = ".ckptkit-";
+const PREFIX: &str = crate::fsutil::OWN_PREFIX;
 
 /// The prefix of one command's bookkeeping files (`.ckptkit-dequant`).
 pub fn prefix(command: &str) -> String {
@@ -41,7 +41,7 @@ pub fn part_lock(command: &str, k: usize, n: usize) -> String {
 
 /// Whether a directory entry is ckptkit's own bookkeeping (state, locks, temporary files).
 pub fn is_bookkeeping(name: &str) -> bool {
-    name.starts_with(PREFIX) || name.contains(crate::fsutil::TMP_MARK)
+    crate::fsutil::is_own_file(name)
 }
 
 /// The command and part of a part lock file name (`.ckptkit-dequant.part-2-of-4.lock`).

@@ -100,7 +100,9 @@ pub fn parse_size(s: &str) -> Option<u64> {
     let (num, unit) = t.split_at(split);
     let v: f64 = num.parse().ok()?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
+        // A bare number is no size: `--device-memory 24` meant 24 GiB, not 24 bytes.
+        "" => return None,
+        "b" => 1.0,
         "k" | "kib" => 1024.0,
         "kb" => 1e3,
         "m" | "mib" => 1024.0 * 1024.0,
@@ -125,6 +127,8 @@ mod tests {
         assert_eq!(parse_size("80GB"), Some(80_000_000_000));
         assert_eq!(parse_size("1.5 GiB"), Some(3 << 29));
         assert_eq!(parse_size("12x"), None);
+        assert_eq!(parse_size("24"), None, "a unit is required");
+        assert_eq!(parse_size("24B"), Some(24));
         assert_eq!(Device::preset("H200").unwrap().memory_bytes, 143_771 * MIB);
         assert!(!Device::preset("910b").unwrap().fp8);
         assert!(Device::preset("tpu").is_none());

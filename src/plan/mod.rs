@@ -336,8 +336,6 @@ pub enum PlanError {
     Checkpoint(#[from] CheckpointError),
     #[error("{}:{line}:{column}: not valid JSON: {message}", path.display())]
     ConfigJson { path: PathBuf, line: usize, column: usize, message: String },
-    #[error("{}: no readable config.json beside the weights; plan needs the model's config", path.display())]
-    NoConfig { path: PathBuf },
 }
 
 /// What `plan` reads: a checkpoint directory / file / cache id, or a lone config.json.
@@ -390,9 +388,7 @@ impl PlanInput {
     /// From a checkpoint already open: its config and its real tensor shapes.
     pub fn from_checkpoint(ck: &Checkpoint, model: &str, rules: &RuleSet) -> Result<PlanInput, PlanError> {
         ck.require_readable()?;
-        let Some(config) = ck.config.clone() else {
-            return Err(PlanError::NoConfig { path: ck.source.root.clone() });
-        };
+        let config = ck.require_config()?.clone();
         let quant = ck.quant_scheme().cloned();
         let (spec, notes) = spec_for(&config, ck.config_json.as_ref(), quant.as_ref(), rules);
         let shape = ModelShape::of(spec.as_ref(), "weights", notes);
@@ -748,10 +744,6 @@ impl crate::ui::Help for PlanError {
         match self {
             PlanError::Checkpoint(e) => crate::ui::Help::help(e),
             PlanError::ConfigJson { .. } => "fix the JSON at that line and column (or download config.json again)".into(),
-            PlanError::NoConfig { .. } => {
-                "put the model's config.json beside the weights, or pass the config.json alone: `ckptkit plan path/to/config.json`"
-                    .into()
-            }
         }
     }
 }
