@@ -215,8 +215,83 @@ pub struct Check {
     /// For failures: the error vLLM raises (exact text where vLLM has one); for caveats: the why.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The way out, as printed: only remedies the planner checked feasible (see [`Remedy`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// The ways out a failing rule proposes; after planning, only those found feasible.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remedies: Vec<Remedy>,
+}
+
+impl Check {
+    /// The same check, proposing these ways out.
+    pub fn with(mut self, remedies: Vec<Remedy>) -> Check {
+        self.remedies = remedies;
+        self
+    }
+}
+
+/// One way out of a failure. Every remedy but [`Remedy::Manual`] is planned before it is printed:
+/// a layout is named only if the planner finds it feasible, bf16 weights, a shorter context or an
+/// fp8 KV cache only if they make this configuration feasible.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Remedy {
+    /// Another TP / EP layout; `layouts` lists the feasible ones once planned.
+    Layout {
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        layouts: Vec<String>,
+    },
+    /// Expert parallelism off.
+    NoEp,
+    /// bf16 weights; `how` says how to get them.
+    Bf16 { how: String },
+    /// A shorter context.
+    MaxModelLen { len: u64 },
+    /// An fp8 KV cache.
+    KvCacheFp8,
+    /// Outside what plan models (the config file, the model class, the device): said as the rule
+    /// says it.
+    Manual { what: String },
+}
+
+impl Remedy {
+    pub fn layout() -> Remedy {
+        Remedy::Layout { layouts: Vec::new() }
+    }
+    pub fn manual(what: impl Into<String>) -> Remedy {
+        Remedy::Manual { what: what.into() }
+    }
+    pub fn bf16(how: impl Into<String>) -> Remedy {
+        Remedy::Bf16 { how: how.into() }
+    }
+    fn text(&self) -> String {
+        match self {
+            Remedy::Layout { layouts } => format!("use {} (planned feasible)", or_list(layouts)),
+            Remedy::NoEp => "drop --enable-expert-parallel".into(),
+            Remedy::Bf16 { how } => how.clone(),
+            Remedy::MaxModelLen { len } => format!("--max-model-len {len}"),
+            Remedy::KvCacheFp8 => "--kv-cache-dtype fp8".into(),
+            Remedy::Manual { what } => what.clone(),
+        }
+    }
+}
+
+/// "a", "a or b", "a, b or c".
+fn or_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+/// The fix line: the checked remedies, or why there is none to offer.
+fn fix_text(remedies: &[Remedy]) -> String {
+    if remedies.is_empty() {
+        return "none that plan can check: no TP / EP layout up to 64, bf16 weights, shorter context or fp8 KV cache makes this configuration feasible (see the other failures)".into();
+    }
+    remedies.iter().map(Remedy::text).collect::<Vec<_>>().join("; or ")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -495,7 +570,7 @@ fn has_safetensors(dir: &Path) -> bool {
 fn max_len_check(cfg: &ModelConfig, requested: Option<u64>) -> (u64, Check) {
     let derived = cfg.derived_max_model_len;
     let mut check =
-        Check { rule: Rule::MaxLen, status: Status::Pass, short: String::new(), message: String::new(), fix: None };
+        Check { rule: Rule::MaxLen, status: Status::Pass, short: String::new(), message: String::new(), fix: None, remedies: Vec::new() };
     let len = match (requested, derived) {
         (Some(r), Some((d, key))) if r > d => {
             check.status = Status::Fail;
@@ -521,6 +596,201 @@ fn max_len_check(cfg: &ModelConfig, requested: Option<u64>) -> (u64, Check) {
     (len, check)
 }
 
+/// A change to what the user asked, to check a remedy.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Variant {
+    /// Weights served as bf16 (the quantization dropped).
+    bf16: bool,
+    /// Another --max-model-len.
+    max_model_len: Option<u64>,
+    /// An fp8 KV cache.
+    kv_fp8: bool,
+}
+
+/// Everything a configuration's plan needs besides the configuration itself.
+struct Planner<'a> {
+    input: &'a PlanInput,
+    opts: &'a PlanOptions,
+    fam: crate::arch::FamilyParallel,
+    device: Device,
+    max_model_len: u64,
+    len_check: Check,
+}
+
+impl Planner<'_> {
+    fn eval(&self, par: &Parallel, v: Variant) -> ConfigPlan {
+        let (input, opts, cfg) = (self.input, self.opts, &self.input.config);
+        let quant = if v.bf16 { None } else { input.quant.as_ref() };
+        let ctx = rules::Ctx {
+            cfg,
+            fam: &self.fam,
+            shape: &input.shape,
+            quant,
+            target: opts.target,
+            fp8_device: self.device.fp8,
+            spec: input.spec.as_ref(),
+        };
+        let (max_model_len, len_check) = match v.max_model_len {
+            Some(len) => max_len_check(cfg, Some(len)),
+            None => (self.max_model_len, self.len_check.clone()),
+        };
+        let kv_elem = if v.kv_fp8 || opts.kv_cache_dtype.starts_with("fp8") {
+            1
+        } else {
+            shape::dtype_bytes(cfg.torch_dtype.as_deref())
+        };
+        // Targets without fp8 hold bf16 weights (after `ckptkit dequant`).
+        let serves_bf16 = v.bf16 || (!self.device.fp8 && opts.target == Target::VllmAscend);
+        let budget = (self.device.memory_bytes as f64 * opts.gpu_memory_utilization) as u64;
+        let mut checks = rules::evaluate(&ctx, par);
+        checks.push(len_check);
+        let w = input.spec.as_ref().map(|spec| spec.rank_weights(par)).unwrap_or_default();
+        let weights = if serves_bf16 { w.bf16 } else { w.stored };
+        let kv: KvCache = memory::kv_cache(cfg, &self.fam, par, kv_elem, max_model_len);
+        let available = budget.saturating_sub(weights).saturating_sub(opts.activation_reserve_bytes);
+        let max_seqs = available.checked_div(kv.bytes_per_seq).unwrap_or(0);
+        checks.push(weights_check(weights, budget, opts, &self.device));
+        checks.push(kv_check(&kv, weights, budget, available, max_seqs, max_model_len, opts));
+        let verdict = if checks.iter().any(|c| c.status == Status::Fail) {
+            Verdict::Infeasible
+        } else if checks.iter().any(|c| c.status == Status::Caveat) {
+            Verdict::FeasibleWithCaveats
+        } else {
+            Verdict::Feasible
+        };
+        ConfigPlan {
+            tp: par.tp,
+            ep: par.ep,
+            ep_size: par.ep_size(),
+            dp: par.dp,
+            pp: par.pp,
+            devices: par.tp * par.dp * par.pp,
+            verdict,
+            feasible: verdict != Verdict::Infeasible,
+            failures: Vec::new(),
+            checks,
+            per_rank_weight_bytes: weights,
+            per_rank_weights: w,
+            kv_bytes_per_token: kv.bytes_per_token,
+            kv_bytes_per_seq: kv.bytes_per_seq,
+            kv_cache_bytes_available: available,
+            max_seqs_at_max_model_len: max_seqs,
+            baseline_fits: max_seqs >= opts.max_num_seqs,
+        }
+    }
+
+    fn parallel(&self, tp: u64, ep: bool) -> Parallel {
+        let o = self.opts;
+        Parallel { tp: tp.max(1), ep, dp: o.dp.max(1), pp: o.pp.max(1), moe_backend: o.moe_backend }
+    }
+}
+
+/// The layouts a remedy may name: TP 1..64 (and the sizes asked for), each without EP and, for an
+/// MoE model, with it; DP and PP as asked.
+fn probe_layouts(p: &Planner<'_>) -> Vec<(u64, bool)> {
+    let mut tps: Vec<u64> = [1u64, 2, 4, 8, 16, 32, 64].into_iter().chain(p.opts.tp.iter().copied()).collect();
+    tps.sort_unstable();
+    tps.dedup();
+    let eps: &[bool] = if p.input.config.moe.is_some() { &[false, true] } else { &[false] };
+    tps.iter().flat_map(|&t| eps.iter().map(move |&e| (t, e))).collect()
+}
+
+fn layout_name(tp: u64, ep: bool) -> String {
+    if ep {
+        format!("TP {tp} with EP")
+    } else {
+        format!("TP {tp}")
+    }
+}
+
+/// Check every failing rule's remedies by planning them, keep the feasible ones and write the fix
+/// line from them: no suggestion `plan` itself would refuse.
+fn verify_remedies(p: &Planner<'_>, configs: &mut [ConfigPlan]) {
+    use std::collections::HashMap;
+    let memo: std::cell::RefCell<HashMap<(u64, bool, bool), bool>> = Default::default();
+    let feasible = |tp: u64, ep: bool, bf16: bool| -> bool {
+        if let Some(&f) = memo.borrow().get(&(tp, ep, bf16)) {
+            return f;
+        }
+        let f = p.eval(&p.parallel(tp, ep), Variant { bf16, ..Variant::default() }).feasible;
+        memo.borrow_mut().insert((tp, ep, bf16), f);
+        f
+    };
+    let probes = probe_layouts(p);
+    for c in configs.iter_mut() {
+        let here = (c.tp, c.ep);
+        let par = p.parallel(c.tp, c.ep);
+        // Feasible layouts other than this one, fewest devices first (then without EP first).
+        let others = |bf16: bool| -> Vec<String> {
+            probes
+                .iter()
+                .filter(|&&l| l != here && feasible(l.0, l.1, bf16))
+                .take(4)
+                .map(|&(t, e)| layout_name(t, e))
+                .collect()
+        };
+        let mut failing = Vec::new();
+        for (i, check) in c.checks.iter().enumerate() {
+            if check.status == Status::Fail {
+                failing.push(i);
+            }
+        }
+        for i in failing {
+            let proposed = std::mem::take(&mut c.checks[i].remedies);
+            let mut kept = Vec::new();
+            for r in proposed {
+                match r {
+                    Remedy::Layout { .. } => {
+                        let layouts = others(false);
+                        if !layouts.is_empty() && !kept.iter().any(|k| matches!(k, Remedy::Layout { .. })) {
+                            kept.push(Remedy::Layout { layouts });
+                        }
+                    }
+                    Remedy::NoEp => {
+                        if c.ep && feasible(c.tp, false, false) {
+                            kept.push(Remedy::NoEp);
+                        }
+                    }
+                    Remedy::Bf16 { how } => {
+                        if p.input.quant.is_none() {
+                            continue;
+                        }
+                        if feasible(c.tp, c.ep, true) {
+                            kept.push(Remedy::Bf16 { how });
+                        } else {
+                            let layouts = others(true);
+                            if !layouts.is_empty() {
+                                kept.push(Remedy::Bf16 { how: format!("{how}, served at {}", or_list(&layouts)) });
+                            }
+                        }
+                    }
+                    Remedy::MaxModelLen { len } => {
+                        let v = Variant { max_model_len: Some(len), ..Variant::default() };
+                        if len > 0 && p.eval(&par, v).feasible {
+                            kept.push(Remedy::MaxModelLen { len });
+                        }
+                    }
+                    Remedy::KvCacheFp8 => {
+                        let v = Variant { kv_fp8: true, ..Variant::default() };
+                        if !p.opts.kv_cache_dtype.starts_with("fp8") && p.eval(&par, v).feasible {
+                            kept.push(Remedy::KvCacheFp8);
+                        }
+                    }
+                    Remedy::Manual { .. } => kept.push(r),
+                }
+            }
+            c.checks[i].fix = Some(fix_text(&kept));
+            c.checks[i].remedies = kept;
+        }
+        c.failures = c
+            .checks
+            .iter()
+            .filter(|k| k.status == Status::Fail)
+            .map(|k| Failure { rule: k.rule, message: k.message.clone(), fix: k.fix.clone() })
+            .collect();
+    }
+}
+
 pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
     let cfg = &input.config;
     let fam = family_parallel(cfg, input.spec.as_ref());
@@ -528,68 +798,17 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
         Target::Vllm => Device::preset("h100").expect("preset"),
         Target::VllmAscend => Device::preset("ascend-a2").expect("preset"),
     });
-    let ctx = rules::Ctx {
-        cfg,
-        fam: &fam,
-        shape: &input.shape,
-        quant: input.quant.as_ref(),
-        target: opts.target,
-        fp8_device: device.fp8,
-        spec: input.spec.as_ref(),
-    };
     let (max_model_len, len_check) = max_len_check(cfg, opts.max_model_len);
-    let kv_elem =
-        if opts.kv_cache_dtype.starts_with("fp8") { 1 } else { shape::dtype_bytes(cfg.torch_dtype.as_deref()) };
-    // Targets without fp8 hold bf16 weights (after `ckptkit dequant`).
     let serves_bf16 = !device.fp8 && opts.target == Target::VllmAscend;
-    let budget = (device.memory_bytes as f64 * opts.gpu_memory_utilization) as u64;
-    let mut configs = Vec::new();
+    let planner = Planner { input, opts, fam, device, max_model_len, len_check };
+    let mut configs: Vec<ConfigPlan> = Vec::new();
     for &tp in &opts.tp {
         for &ep in &opts.ep {
-            let par =
-                Parallel { tp: tp.max(1), ep, dp: opts.dp.max(1), pp: opts.pp.max(1), moe_backend: opts.moe_backend };
-            let mut checks = rules::evaluate(&ctx, &par);
-            checks.push(len_check.clone());
-            let w = input.spec.as_ref().map(|spec| spec.rank_weights(&par)).unwrap_or_default();
-            let weights = if serves_bf16 { w.bf16 } else { w.stored };
-            let kv: KvCache = memory::kv_cache(cfg, &fam, &par, kv_elem, max_model_len);
-            let available = budget.saturating_sub(weights).saturating_sub(opts.activation_reserve_bytes);
-            let max_seqs = available.checked_div(kv.bytes_per_seq).unwrap_or(0);
-            checks.push(weights_check(weights, budget, opts, &device));
-            checks.push(kv_check(&kv, weights, budget, available, max_seqs, max_model_len, opts));
-            let failures: Vec<Failure> = checks
-                .iter()
-                .filter(|c| c.status == Status::Fail)
-                .map(|c| Failure { rule: c.rule, message: c.message.clone(), fix: c.fix.clone() })
-                .collect();
-            let verdict = if !failures.is_empty() {
-                Verdict::Infeasible
-            } else if checks.iter().any(|c| c.status == Status::Caveat) {
-                Verdict::FeasibleWithCaveats
-            } else {
-                Verdict::Feasible
-            };
-            configs.push(ConfigPlan {
-                tp: par.tp,
-                ep: par.ep,
-                ep_size: par.ep_size(),
-                dp: par.dp,
-                pp: par.pp,
-                devices: par.tp * par.dp * par.pp,
-                verdict,
-                feasible: verdict != Verdict::Infeasible,
-                failures,
-                checks,
-                per_rank_weight_bytes: weights,
-                per_rank_weights: w,
-                kv_bytes_per_token: kv.bytes_per_token,
-                kv_bytes_per_seq: kv.bytes_per_seq,
-                kv_cache_bytes_available: available,
-                max_seqs_at_max_model_len: max_seqs,
-                baseline_fits: max_seqs >= opts.max_num_seqs,
-            });
+            configs.push(planner.eval(&planner.parallel(tp, ep), Variant::default()));
         }
     }
+    verify_remedies(&planner, &mut configs);
+    let Planner { device, len_check, .. } = planner;
     let mut notes = input.shape.notes.clone();
     if cfg.mtp_layers > 0 || input.shape.params.iter().any(|p| p.role == shape::Role::Mtp) {
         notes.push("MTP / speculative layers are not counted in the main model's weights (vLLM loads them only with --speculative-config)".into());
@@ -656,9 +875,10 @@ fn weights_check(weights: u64, budget: u64, opts: &PlanOptions, device: &Device)
                 gib(budget)
             ),
             fix: Some("more TP / PP / EP ranks, a device with more memory, or a smaller weight format".into()),
+            remedies: vec![Remedy::layout(), Remedy::manual("a device with more memory (--device / --device-memory)")],
         };
     }
-    Check { rule: Rule::Weights, status: Status::Pass, short, message: String::new(), fix: None }
+    Check { rule: Rule::Weights, status: Status::Pass, short, message: String::new(), fix: None, remedies: Vec::new() }
 }
 
 fn kv_check(
@@ -677,6 +897,19 @@ fn kv_check(
             short: "-".into(),
             message: "weights do not fit".into(),
             fix: None,
+            remedies: Vec::new(),
+        };
+    }
+    if kv.bytes_per_seq == 0 {
+        // Nothing per sequence at this layout (no KV head lands on a rank: the kv-heads rule says
+        // why): no capacity to compute, and no "0 GiB needed" error to invent.
+        return Check {
+            rule: Rule::KvCache,
+            status: Status::NotApplicable,
+            short: "-".into(),
+            message: "no KV cache per sequence at this layout".into(),
+            fix: None,
+            remedies: Vec::new(),
         };
     }
     if available == 0 {
@@ -686,6 +919,7 @@ fn kv_check(
             short: "no room".into(),
             message: "ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine (this flag also controls CPU memory reservation on the CPU backend, despite its name).".into(),
             fix: Some("more ranks (TP/PP/EP) or a higher --gpu-memory-utilization".into()),
+            remedies: vec![Remedy::layout(), Remedy::manual("a higher --gpu-memory-utilization")],
         };
     }
     if max_seqs == 0 {
@@ -700,6 +934,7 @@ fn kv_check(
                 available as f64 / (1u64 << 30) as f64
             ),
             fix: Some(format!("--max-model-len {est} or fewer, more ranks, or --kv-cache-dtype fp8")),
+            remedies: vec![Remedy::MaxModelLen { len: est }, Remedy::layout(), Remedy::KvCacheFp8],
         };
     }
     if max_seqs < opts.max_num_seqs {
@@ -712,6 +947,7 @@ fn kv_check(
                 opts.max_num_seqs
             ),
             fix: None,
+            remedies: Vec::new(),
         };
     }
     Check {
@@ -720,6 +956,7 @@ fn kv_check(
         short: format!("{max_seqs} seqs"),
         message: String::new(),
         fix: None,
+        remedies: Vec::new(),
     }
 }
 

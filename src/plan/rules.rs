@@ -2,7 +2,7 @@
 //! fail or not applicable, with the numbers, the error vLLM 0.33.0 would raise and the fix.
 
 use super::shape::{ModelShape, Param};
-use super::{Check, Parallel, Rule, Status, Target};
+use super::{Check, Parallel, Remedy, Rule, Status, Target};
 use crate::arch::{FamilyParallel, Partition, QkNorm};
 use crate::checkpoint::config::ModelConfig;
 use crate::model::MoeBlocks;
@@ -36,16 +36,25 @@ pub const RULES: &[Rule] = &[
 ];
 
 fn pass(rule: Rule, short: impl Into<String>) -> Check {
-    Check { rule, status: Status::Pass, short: short.into(), message: String::new(), fix: None }
+    Check { rule, status: Status::Pass, short: short.into(), message: String::new(), fix: None, remedies: Vec::new() }
 }
 fn na(rule: Rule, why: impl Into<String>) -> Check {
-    Check { rule, status: Status::NotApplicable, short: "-".into(), message: why.into(), fix: None }
+    Check { rule, status: Status::NotApplicable, short: "-".into(), message: why.into(), fix: None, remedies: Vec::new() }
 }
 fn fail(rule: Rule, short: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Check {
-    Check { rule, status: Status::Fail, short: short.into(), message: message.into(), fix: Some(fix.into()) }
+    let fix = fix.into();
+    // The rule's own words stay the remedy until the planner checks something better.
+    Check {
+        rule,
+        status: Status::Fail,
+        short: short.into(),
+        message: message.into(),
+        remedies: vec![Remedy::manual(fix.clone())],
+        fix: Some(fix),
+    }
 }
 fn caveat(rule: Rule, short: impl Into<String>, message: impl Into<String>) -> Check {
-    Check { rule, status: Status::Caveat, short: short.into(), message: message.into(), fix: None }
+    Check { rule, status: Status::Caveat, short: short.into(), message: message.into(), fix: None, remedies: Vec::new() }
 }
 
 /// The TP sizes up to 64 at which `pred` holds, for fix suggestions.
@@ -129,7 +138,7 @@ fn heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                 "ValueError: Total number of attention heads ({n}) must be divisible by tensor parallel size ({tp})."
             ),
             format!("use a TP that divides {n}: {}", good_tps(|t| n % t == 0)),
-        );
+        ).with(vec![Remedy::layout()]);
     }
     // Other attention in the model (vision towers) whose heads the family file names.
     if let Some((name, h)) = ctx.spec.and_then(|s| {
@@ -143,7 +152,7 @@ fn heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             format!("tower {h}%{tp}"),
             format!("AssertionError: {h} is not divisible by {tp} ({name}: {h} heads)"),
             format!("use a TP that divides {h} (and {n}): {}", good_tps(|t| n % t == 0 && h % t == 0)),
-        );
+        ).with(vec![Remedy::layout()]);
     }
     pass(Rule::Heads, (n / tp).to_string())
 }
@@ -160,7 +169,7 @@ fn kv_heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             format!("{kv} kv < TP {tp}"),
             format!("ZeroDivisionError: integer modulo by zero (this family's attention has no KV-head replication: {kv} KV heads // TP {tp} = 0)"),
             format!("use TP ≤ {kv}: {}", good_tps(|t| t <= kv && kv % t == 0)),
-        );
+        ).with(vec![Remedy::layout()]);
     }
     if tp >= kv {
         if tp % kv != 0 {
@@ -169,7 +178,7 @@ fn kv_heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                 format!("TP {tp}%{kv} kv"),
                 format!("AssertionError (bare: the attention's `tp_size % total_num_kv_heads == 0` assert; QKVParallelLinear's own check reads \"{tp} is not divisible by {kv}\"): TP ≥ KV heads must be a multiple of them to replicate each"),
                 format!("use a TP that divides or is a multiple of {kv}: {}", good_tps(|t| if t >= kv { t % kv == 0 } else { kv % t == 0 })),
-            );
+            ).with(vec![Remedy::layout()]);
         }
         if tp > kv {
             return pass(Rule::KvHeads, format!("1 ×{}", tp / kv));
@@ -185,7 +194,7 @@ fn kv_heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                 "use a TP that divides or is a multiple of {kv}: {}",
                 good_tps(|t| if t >= kv { t % kv == 0 } else { kv % t == 0 })
             ),
-        );
+        ).with(vec![Remedy::layout()]);
     }
     pass(Rule::KvHeads, (kv / tp).to_string())
 }
@@ -242,7 +251,7 @@ fn qk_norm(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                     format!("k_norm {nkv} heads/{tp}"),
                     format!("k_norm [{k_len}] is sharded by KV head; {nkv} KV heads cannot be split or replicated across TP {tp}"),
                     "choose a TP that divides or is a multiple of the KV heads",
-                )
+                ).with(vec![Remedy::layout()])
             } else if tp > nkv {
                 let msg = format!("k_norm [{k_len}] is sharded by KV replica: rank r holds KV head r // {} (weight_shard_world_size = {nkv}); q_norm [{}] is split {tp} ways", tp / nkv, nh * hd);
                 if ctx.target == Target::VllmAscend {
@@ -288,7 +297,7 @@ fn mlp(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             format!("{w}%{tp}"),
             format!("AssertionError: {w} is not divisible by {tp} ({m})"),
             format!("use a TP that divides {w}: {}", good_tps(|t| widths.iter().all(|(_, w)| w % t == 0))),
-        );
+        ).with(vec![Remedy::layout()]);
     }
     let w = widths.iter().map(|(_, w)| *w).max().unwrap_or(0);
     pass(Rule::Mlp, (w / tp).to_string())
@@ -302,7 +311,7 @@ fn moe(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                 "EP on dense",
                 "ValueError: Number of experts in the model must be greater than 0 when expert parallelism is enabled.",
                 "drop --enable-expert-parallel",
-            );
+            ).with(vec![Remedy::NoEp]);
         }
         return na(Rule::Moe, "dense model");
     };
@@ -314,7 +323,7 @@ fn moe(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             format!("TP {tp} > {e} experts"),
             format!("ValueError: Tensor parallel size {tp} is greater than the number of experts {e}."),
             format!("use TP ≤ {e}"),
-        );
+        ).with(vec![Remedy::layout()]);
     }
     let im = m.moe_intermediate_size.or(ctx.cfg.intermediate_size).unwrap_or(0);
     if par.ep {
@@ -325,7 +334,7 @@ fn moe(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                 format!("{e} experts < EP {ep}"),
                 format!("{e} experts cannot be placed on {ep} expert-parallel ranks (determine_expert_map gives some ranks none)"),
                 format!("use TP×DP ≤ {e} with EP"),
-            );
+            ).with(vec![Remedy::layout()]);
         }
         if e % ep != 0 {
             let base = e / ep;
@@ -344,7 +353,7 @@ fn moe(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             format!("I {im}%{moe_tp}"),
             format!("AssertionError: {im} is not divisible by {moe_tp} (FusedMoE: moe_intermediate_size % (TP×DP))"),
             "enable expert parallelism (--enable-expert-parallel), or a TP×DP that divides moe_intermediate_size",
-        );
+        ).with(vec![Remedy::layout()]);
     }
     pass(Rule::Moe, format!("I {}", im / moe_tp))
 }
@@ -455,7 +464,8 @@ fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         } else {
             "a smaller TP, or bf16 weights (`ckptkit dequant`)"
         };
-        return fail(Rule::Fp8Block, short.clone(), all, fix);
+        return fail(Rule::Fp8Block, short.clone(), all, fix)
+            .with(vec![Remedy::layout(), Remedy::bf16("bf16 weights (`ckptkit dequant`)")]);
     }
     if let Some((i, rows)) = padded.first() {
         return caveat(
@@ -483,7 +493,7 @@ fn vocab(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             format!("{padded}%{}", par.tp),
             format!("AssertionError: {padded} is not divisible by {} (vocab {v} padded to a multiple of 64)", par.tp),
             "use a power-of-two TP",
-        );
+        ).with(vec![Remedy::layout()]);
     }
     pass(Rule::Vocab, (padded / par.tp).to_string())
 }
@@ -515,7 +525,10 @@ fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
     match support(q, ctx.target, ctx.fp8_device) {
         Support::Native(label) => pass(Rule::Target, label),
         Support::Caveat { short, message } => caveat(Rule::Target, short, message),
-        Support::Unsupported { short, message, fix } => fail(Rule::Target, short, message, fix),
+        Support::Unsupported { short, message, fix } => {
+            let remedy = Remedy::bf16(fix.clone());
+            fail(Rule::Target, short, message, fix).with(vec![remedy])
+        }
     }
 }
 
@@ -544,7 +557,7 @@ fn scale_load(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             "expert scales",
             message,
             "a layout whose expert shards are whole blocks (more TP, or EP), or bf16 weights (`ckptkit dequant`)",
-        );
+        ).with(vec![Remedy::layout(), Remedy::bf16("bf16 weights (`ckptkit dequant`)")]);
     }
     if let Some(o) = spec.merged_scale_overflow(par) {
         let module = crate::audit::names::pattern(o.param.rsplit_once('.').map_or(o.param.as_str(), |(m, _)| m));
@@ -556,7 +569,7 @@ fn scale_load(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                 o.start, o.len, o.dim, o.dim, o.shard, o.start
             ),
             "a TP at which every merged shard is whole blocks, or bf16 weights (`ckptkit dequant`, or --target vllm-ascend's load-time dequant)",
-        );
+        ).with(vec![Remedy::layout(), Remedy::bf16("bf16 weights (`ckptkit dequant`, or --target vllm-ascend's load-time dequantization)")]);
     }
     pass(Rule::ScaleLoad, "ok")
 }
