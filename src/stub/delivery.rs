@@ -301,11 +301,11 @@ fn max_len_note(ctx: &Context<'_>) -> Option<String> {
 }
 
 /// The default `MODEL` of the scripts: the repo id for a checkpoint read from the Hub, else
-/// `/models/<checkpoint directory>`.
+/// `/models/<name>` (the name defaults to the checkpoint directory's).
 fn default_model(ctx: &Context<'_>) -> String {
     match ctx.ck.source.remote.as_deref() {
         Some(r) => r.repo.clone(),
-        None => format!("/models/{}", ctx.model_dir),
+        None => format!("/models/{}", ctx.name),
     }
 }
 

@@ -199,8 +199,6 @@ pub struct Context<'a> {
     pub failures: Vec<crate::plan::Failure>,
     /// The smallest configuration plan finds feasible, (tp, ep), if any.
     pub feasible: Option<(u64, bool)>,
-    /// The checkpoint directory's name: the scripts' default `MODEL` is `/models/<it>`.
-    pub model_dir: String,
     /// vLLM has its own class for the architecture (the adapter subclasses it), so registering the
     /// adapter under the architecture's name replaces vLLM's class for every such model.
     pub replaces_vllm_class: bool,
@@ -657,11 +655,11 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
     }
     let Choice { tp, ep, reason: tp_reason, reason_zh: tp_reason_zh, plan, failures, feasible } = choice;
     let remap = crate::remap::remap(ck, model, rules, &RemapOptions { tp, ep, target: opts.target, rows: true });
-    // The checkpoint's directory (a single file's directory): the default name and `/models/<it>`.
+    // The checkpoint's directory (a single file's directory): the default name (and so the scripts'
+    // default `MODEL`, `/models/<name>`).
     let dir = if ck.source.single_file.is_some() { ck.source.root.as_path() } else { Path::new(model) };
     let dir_name = dir.file_name().and_then(|s| name_from(&s.to_string_lossy()));
-    let model_dir = dir_name.clone().unwrap_or_else(|| architecture.clone());
-    let name = opts.name.clone().unwrap_or(model_dir.clone());
+    let name = opts.name.clone().or(dir_name).unwrap_or_else(|| architecture.clone());
     let snake = snake(&name);
     let taken = if opts.layout == Layout::InTree { python::vllm_module_names(rules) } else { Default::default() };
     let free = |stem: String| if taken.contains(&stem) { format!("{stem}_ckpt") } else { stem };
@@ -694,7 +692,6 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
         quant,
         failures,
         feasible,
-        model_dir,
         replaces_vllm_class,
     };
     let files: Vec<(String, String)> = python::files(&ctx).into_iter().chain(delivery::files(&ctx)).collect();
