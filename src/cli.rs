@@ -411,7 +411,7 @@ impl Exit {
 /// A `note:` line on stderr; a closed stderr is not worth a panic.
 fn note(msg: &str) {
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "note: {msg}");
+    let _ = writeln!(std::io::stderr(), "note: {}", ui::text(msg));
 }
 
 /// Write a report to stdout; a closed pipe stops the output quietly with the status the command
@@ -717,12 +717,33 @@ fn run(cli: Cli) -> Exit {
     r.unwrap_or_else(|e| e)
 }
 
+/// The most workers `--threads` may ask for: four per core (a worker blocked on I/O leaves its
+/// core to another), 1,024 at most. 100,000 would start threads until the system stops it.
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_mul(4).clamp(4, 1024)
+}
+
+/// `--threads N` is within 1..=[`max_threads`], or a usage error that says the bound.
+fn check_threads(t: usize) -> Result<(), Exit> {
+    let max = max_threads();
+    if t == 0 || t > max {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return Err(Exit::usage(
+            format!("--threads {t}: must be between 1 and {max} on this machine ({cores} cores, at most 4 workers each)"),
+            format!("pass --threads {cores}, or leave it out to use every core"),
+        ));
+    }
+    Ok(())
+}
+
 fn set_threads(threads: Option<usize>) -> Result<(), Exit> {
     if let Some(t) = threads {
-        if t == 0 || rayon::ThreadPoolBuilder::new().num_threads(t).build_global().is_err() {
+        check_threads(t)?;
+        if rayon::ThreadPoolBuilder::new().num_threads(t).build_global().is_err() {
             return Err(Exit::usage(
                 format!("--threads {t}: cannot start that many workers"),
-                "pass 1 or more, at most the cores you have",
+                "pass fewer, at most the cores you have",
             ));
         }
     }
@@ -803,9 +824,10 @@ fn run_bench4(
     json: bool,
 ) -> Result<Exit, Exit> {
     use crate::bench::Format4;
-    if threads.contains(&0) || reps == 0 {
-        return Err(Exit::usage("--threads and --reps must be positive", "e.g. --threads 1,2 --reps 9"));
+    if reps == 0 {
+        return Err(Exit::usage("--reps must be positive", "e.g. --threads 1,2 --reps 9"));
     }
+    threads.iter().try_for_each(|&t| check_threads(t))?;
     let s = shape.unwrap_or_else(|| "18432,7168".into());
     let Some((n, k)) =
         s.split_once(',').and_then(|(n, k)| Some((n.trim().parse::<usize>().ok()?, k.trim().parse::<usize>().ok()?)))
@@ -848,9 +870,10 @@ fn run_bench(
     json: bool,
 ) -> Result<Exit, Exit> {
     use crate::bench::{Input, InputError};
-    if threads.contains(&0) || reps == 0 {
-        return Err(Exit::usage("--threads and --reps must be positive", "e.g. --threads 1,2 --reps 9"));
+    if reps == 0 {
+        return Err(Exit::usage("--reps must be positive", "e.g. --threads 1,2 --reps 9"));
     }
+    threads.iter().try_for_each(|&t| check_threads(t))?;
     let input = match (shape, tensor) {
         (_, Some(t)) => match t.rsplit_once(':') {
             Some((model, name)) if !model.is_empty() && !name.is_empty() => match Input::from_checkpoint(model, name) {
@@ -927,7 +950,10 @@ fn open_checkpoint(
 ) -> Result<(Checkpoint, Vec<crate::findings::Finding>), Exit> {
     let (ck, findings) = Checkpoint::open_with(model, hub).map_err(|e| Exit::input(&e))?;
     if let Some(r) = &ck.source.remote {
-        eprintln!("{}", render::remote_source(r));
+        for w in &r.warnings {
+            eprintln!("warning: {}", ui::text(w));
+        }
+        eprintln!("{}", ui::text(&render::remote_source(r)));
     }
     Ok((ck, findings))
 }
@@ -1061,7 +1087,7 @@ fn run_audit(
     hub: &crate::hub::Settings,
 ) -> Result<Exit, Exit> {
     let (ck, findings) = open_checkpoint(model, hub)?;
-    let mut report = crate::audit::audit_with(model, &ck, findings, rules);
+    let mut report = crate::audit::audit_for(model, &ck, findings, rules, target);
     report.tool.target = target.as_str();
     if let (Some(_), Some(r)) = (&checksum, &ck.source.remote) {
         // A manifest hashes every byte of every file; only the headers were read.

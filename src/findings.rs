@@ -97,7 +97,7 @@ codes! {
     NoWeights = "no-weights", Error, "No safetensors weights found: vLLM raises `Cannot find any model weights`.";
     // --- config -----------------------------------------------------------------------------
     ConfigMissing = "config-missing", Warning, "No config.json: architecture, layer and quantization checks are skipped. vLLM needs it.";
-    ConfigInvalid = "config-invalid", Error, "config.json is not a valid JSON object; vLLM cannot start.";
+    ConfigInvalid = "config-invalid", Error, "config.json is not a valid JSON object, or a size in it is not a usable integer (a string, zero heads); vLLM cannot start.";
     ConfigField = "config-field", Warning, "A config field has an unexpected type or value; the derived checks use a fallback.";
     TieResolved = "tie-resolved", Info, "`tie_word_embeddings` is absent; it was resolved as shown. Write it explicitly into config.json.";
     // --- structure --------------------------------------------------------------------------
@@ -114,6 +114,7 @@ codes! {
     QkNormShape = "qk-norm-shape", Info, "How q_norm/k_norm are shaped decides how they shard under TP (see `ckptkit plan`).";
     // --- quantization -----------------------------------------------------------------------
     QuantScheme = "quant-scheme", Info, "The quantization scheme vLLM will select from the config.";
+    TargetUnsupported = "target-unsupported", Error, "The target cannot serve this quantization (fp8 or fp4 on Ascend A2/A3, ModelSlim's `ascend` on GPUs): it raises at startup. `plan` shows the same error; the hint names the conversion.";
     Fp8WithoutQuantConfig = "fp8-without-quant-config", Error, "fp8 tensors but no quantization_config: vLLM would cast the raw fp8 codes to the model dtype and serve garbage.";
     Fp8ScaleMissing = "fp8-scale-missing", Error, "An fp8 weight has no scale tensor; dequantizing or loading it gives wrong values with no error.";
     Fp8ScaleOrphan = "fp8-scale-orphan", Error, "A scale tensor has no weight; the checkpoint is incomplete or renamed.";

@@ -149,14 +149,18 @@ pub fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<(
     while done < buf.len() {
         match f.read_at(&mut buf[done..], offset + done as u64) {
             Ok(0) => {
+                // Where the file ends now (it may have shrunk further since the read): not where
+                // this read stopped, which is only a lower bound.
+                let now = f.metadata().map(|m| format!("the file is now {} bytes long", m.len()));
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     format!(
-                        "the file ends at byte {} but {} bytes were expected at offset {offset}",
-                        offset + done as u64,
-                        buf.len()
+                        "{}, but {} bytes were expected at offset {offset} (up to byte {})",
+                        now.unwrap_or_else(|_| format!("the file ended before byte {}", offset + done as u64)),
+                        buf.len(),
+                        offset + buf.len() as u64
                     ),
-                ))
+                ));
             }
             Ok(n) => done += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -194,7 +198,10 @@ impl TempFile {
                 .mode(0o644)
                 .open(&path)
             {
-                Ok(file) => return Ok(TempFile { path, file: Some(file) }),
+                Ok(file) => {
+                    live_temp_files().insert(path.clone());
+                    return Ok(TempFile { path, file: Some(file) });
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
@@ -216,7 +223,7 @@ impl TempFile {
         f.sync_data()?;
         drop(f);
         std::fs::rename(&self.path, dest)?;
-        self.path = PathBuf::new();
+        live_temp_files().remove(&std::mem::take(&mut self.path));
         Ok(())
     }
 }
@@ -226,6 +233,68 @@ impl Drop for TempFile {
         if !self.path.as_os_str().is_empty() {
             self.file.take();
             let _ = std::fs::remove_file(&self.path);
+            live_temp_files().remove(&self.path);
+        }
+    }
+}
+
+/// The temporary files this process has open: what an interrupt removes before the process ends
+/// (a `TempFile` cleans up after itself when dropped, but a signal ends the process without
+/// dropping anything).
+fn live_temp_files() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBuf>> {
+    static LIVE: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    LIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Remove every temporary file this process has open; returns how many there were. Called once, by
+/// the signal thread, just before the process exits.
+pub fn remove_live_temp_files() -> usize {
+    let live = std::mem::take(&mut *live_temp_files());
+    for p in &live {
+        let _ = std::fs::remove_file(p);
+    }
+    live.len()
+}
+
+/// End the process cleanly on SIGINT, SIGTERM and SIGHUP: the signals are blocked in this thread
+/// (and so in every thread it starts later) and taken by one thread of their own, which removes
+/// the temporary files and exits with 128 + the signal (130 for SIGINT, 143 for SIGTERM), as a
+/// shell reports a process a signal ended. Locks go with the process. Call it first thing in
+/// `main`, before any other thread exists; the library never calls it (Python keeps its own
+/// handlers for the API).
+pub fn exit_cleanly_on_signals() {
+    // SAFETY: sigset manipulation on a set we own; pthread_sigmask on the calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return;
+        }
+        let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            if libc::sigwait(&set, &mut sig) != 0 {
+                continue;
+            }
+            let n = remove_live_temp_files();
+            let name = match sig {
+                libc::SIGINT => "SIGINT",
+                libc::SIGTERM => "SIGTERM",
+                _ => "SIGHUP",
+            };
+            let msg = format!(
+                "\nckptkit: interrupted ({name}); {n} temporary file{} removed, finished files kept\n",
+                if n == 1 { "" } else { "s" }
+            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
+            libc::_exit(128 + sig);
+        });
+        if spawned.is_err() {
+            // No thread to take them: let the signals act as before.
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         }
     }
 }
@@ -284,7 +353,18 @@ pub fn create_dirs_below(root: &Path, rel_dir: &Path) -> std::io::Result<()> {
 /// An exclusive (or shared) `flock` held for as long as this value lives.
 #[derive(Debug)]
 pub struct Lock {
-    _file: File,
+    file: File,
+    exclusive: bool,
+}
+
+impl Drop for Lock {
+    /// An exclusive holder takes its name out of the file as it lets go: a finished run leaves
+    /// an empty lock file, the same whoever wrote the directory.
+    fn drop(&mut self) {
+        if self.exclusive {
+            let _ = self.file.set_len(0);
+        }
+    }
 }
 
 /// Why a lock could not be taken.
@@ -301,6 +381,12 @@ impl Lock {
     /// `PID@HOST` into the file, so the next process can name it; a shared holder clears what an
     /// earlier exclusive holder left (it has gone: its lock would conflict).
     pub fn try_acquire(path: &Path, exclusive: bool) -> Result<Lock, LockError> {
+        Self::try_acquire_as(path, exclusive, "")
+    }
+
+    /// [`Lock::try_acquire`], the holder also saying what it is doing (`ckptkit quantize`), so the
+    /// process that waits is told which command to wait for.
+    pub fn try_acquire_as(path: &Path, exclusive: bool, what: &str) -> Result<Lock, LockError> {
         let io = |source| LockError::Io { path: path.to_path_buf(), source };
         let f = OpenOptions::new()
             .read(true)
@@ -342,9 +428,10 @@ impl Lock {
         }
         f.set_len(0).map_err(io)?;
         if exclusive {
-            f.write_all_at(format!("{}\n", whoami()).as_bytes(), 0).map_err(io)?;
+            let line = if what.is_empty() { whoami() } else { format!("{} {what}", whoami()) };
+            f.write_all_at(format!("{line}\n").as_bytes(), 0).map_err(io)?;
         }
-        Ok(Lock { _file: f })
+        Ok(Lock { file: f, exclusive })
     }
 
     /// Who holds the lock at `path` right now, if anyone does and says so (a probe that never

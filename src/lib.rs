@@ -22,6 +22,7 @@ pub mod quant;
 pub mod remap;
 pub mod render;
 pub mod stub;
+pub mod target;
 pub mod ui;
 
 pub use audit::{audit, AuditReport};

@@ -9,5 +9,6 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    ckptkit::fsutil::exit_cleanly_on_signals();
     ExitCode::from(ckptkit::cli::main_with(std::env::args_os()))
 }

@@ -4,6 +4,9 @@
 use crate::audit::AuditReport;
 use crate::findings::Finding;
 use crate::manifest::{FileCheck, Verification};
+// Every name that comes from a checkpoint, a config, an index, a path or a server goes through
+// `f` before it is laid out: one line per record, and no control character reaches a terminal.
+use crate::ui::field as f;
 use std::fmt::Write;
 
 pub fn bytes(n: u64) -> String {
@@ -22,7 +25,7 @@ pub fn bytes(n: u64) -> String {
 }
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
-    v.as_ref().map(|x| x.to_string()).unwrap_or_else(|| "?".into())
+    v.as_ref().map(|x| f(&x.to_string()).into_owned()).unwrap_or_else(|| "?".into())
 }
 
 /// Longer shard lists are folded in the human report.
@@ -43,12 +46,13 @@ pub fn audit(r: &AuditReport) -> String {
         s,
         "checkpoint  {}{}  ({} shard{}, {} tensors, {})",
         match &r.source.remote {
-            Some(h) => format!("{}@{} (Hub {}, commit {}; headers only)", h.repo, h.revision, h.endpoint, h.commit),
-            None => r.source.root.clone(),
+            Some(h) => f(&format!("{}@{} (Hub {}, commit {}; headers only)", h.repo, h.revision, h.endpoint, h.commit))
+                .into_owned(),
+            None => f(&r.source.root).into_owned(),
         },
         match &r.source.remote {
             Some(_) => String::new(),
-            None => r.source.hf_repo.as_ref().map(|h| format!(" [{h}]")).unwrap_or_default(),
+            None => r.source.hf_repo.as_ref().map(|h| format!(" [{}]", f(h))).unwrap_or_default(),
         },
         r.shards.len(),
         if r.shards.len() == 1 { "" } else { "s" },
@@ -124,7 +128,7 @@ pub fn audit(r: &AuditReport) -> String {
         "            MTP: declared {}, present {}{}; vision {}; audio {}{}",
         m.mtp.declared,
         m.mtp.present,
-        m.mtp.location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default(),
+        m.mtp.location.as_ref().map(|l| format!(" at {}", f(l))).unwrap_or_default(),
         if m.vision { "yes" } else { "no" },
         if m.audio { "yes" } else { "no" },
         m.qk_norm.as_ref().map(|q| format!("; q/k norm {q}")).unwrap_or_default()
@@ -133,7 +137,7 @@ pub fn audit(r: &AuditReport) -> String {
         let _ = writeln!(
             s,
             "            other stacks: {}",
-            m.other_stacks.iter().map(|(k, v)| format!("{k} ({v})")).collect::<Vec<_>>().join(", ")
+            m.other_stacks.iter().map(|(k, v)| format!("{} ({v})", f(k))).collect::<Vec<_>>().join(", ")
         );
     }
     let q = &r.quantization;
@@ -158,7 +162,7 @@ pub fn audit(r: &AuditReport) -> String {
         writeln!(s, "dtypes      {}", r.dtypes.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
     let _ = writeln!(s, "\nshards");
     let line = |sh: &crate::audit::ShardSummary| {
-        format!("  {:<44} {:>7} tensors  {:>10}\n", sh.file, sh.tensors, bytes(sh.bytes))
+        format!("  {:<44} {:>7} tensors  {:>10}\n", f(&sh.file), sh.tensors, bytes(sh.bytes))
     };
     if r.shards.len() <= SHARDS_SHOWN + 2 {
         r.shards.iter().for_each(|sh| s.push_str(&line(sh)));
@@ -193,8 +197,8 @@ pub fn findings(list: &[Finding]) -> String {
                 "  {:<7} {:<26} {}{}",
                 g.severity.as_str(),
                 g.code.as_str(),
-                g.file.as_ref().map(|f| format!("{f}: ")).unwrap_or_default(),
-                g.message
+                g.file.as_ref().map(|x| format!("{}: ", crate::ui::field(x))).unwrap_or_default(),
+                crate::ui::field(&g.message)
             );
         }
         if j - i > FOLD_AFTER {
@@ -202,7 +206,7 @@ pub fn findings(list: &[Finding]) -> String {
                 writeln!(s, "  {:<7} {:<26} … and {} more like these (all are in --json)", "", "", j - i - FOLD_AFTER);
         }
         if f.severity != crate::findings::Severity::Info {
-            let _ = writeln!(s, "  {:<7} {:<26} hint: {}", "", "", f.hint);
+            let _ = writeln!(s, "  {:<7} {:<26} hint: {}", "", "", crate::ui::field(&f.hint));
         }
         i = j;
     }
@@ -211,7 +215,7 @@ pub fn findings(list: &[Finding]) -> String {
 
 pub fn verification(v: &Verification) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "ckptkit verify {}", v.root);
+    let _ = writeln!(s, "ckptkit verify {}", f(&v.root));
     for c in &v.files {
         let line = match c {
             FileCheck::Ok { file } => format!("  ok        {file}"),
@@ -226,7 +230,7 @@ pub fn verification(v: &Verification) -> String {
             FileCheck::Unreadable { file, error } => format!("  UNREADABLE {file}: {error}"),
             FileCheck::NotRegular { file, kind } => format!("  ODD       {file}: {kind}, not a regular file"),
         };
-        let _ = writeln!(s, "{line}");
+        let _ = writeln!(s, "{}", f(&line));
     }
     let _ = writeln!(s, "{}", if v.ok { "all files match" } else { "the checkpoint differs from the manifest" });
     s
@@ -241,7 +245,7 @@ pub fn plan(r: &crate::plan::PlanReport) -> String {
     let _ = writeln!(
         o,
         "model    {}  ({}, {}; shapes from {})",
-        r.model,
+        f(&r.model),
         opt(&r.architecture),
         opt(&r.model_type),
         if r.source == "weights" { "the tensors" } else { "config.json" }
@@ -363,17 +367,17 @@ pub fn plan(r: &crate::plan::PlanReport) -> String {
         for (tag, msg, fix, configs) in &seen {
             let _ = writeln!(o, "  {tag} [{}]", configs.join(", "));
             for l in msg.lines() {
-                let _ = writeln!(o, "      {l}");
+                let _ = writeln!(o, "      {}", f(l));
             }
-            if let Some(f) = fix {
-                let _ = writeln!(o, "      fix: {f}");
+            if let Some(x) = fix {
+                let _ = writeln!(o, "      fix: {}", f(x));
             }
         }
     }
     if !r.notes.is_empty() {
         let _ = writeln!(o, "\nNotes");
         for n in &r.notes {
-            let _ = writeln!(o, "  - {n}");
+            let _ = writeln!(o, "  - {}", f(n));
         }
     }
     o
@@ -436,11 +440,11 @@ pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
     let mut o = String::new();
     let cells = |row: &crate::remap::Row| -> Vec<String> {
         vec![
-            row.checkpoint_name.clone(),
-            row.shard_file.clone(),
+            f(&row.checkpoint_name).into_owned(),
+            f(&row.shard_file).into_owned(),
             row.dtype.to_string(),
             format!("{:?}", row.shape),
-            row.param.clone().unwrap_or_default(),
+            f(row.param.as_deref().unwrap_or_default()).into_owned(),
             shard_str(&row.shard_id),
             row.expert_id.map(|e| e.to_string()).unwrap_or_default(),
             row.partition
@@ -495,7 +499,7 @@ pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
                 r.tp,
                 if r.ep { " with EP" } else { "" }
             );
-            let _ = writeln!(o, "model    {}  ({})", r.model, opt(&r.architecture));
+            let _ = writeln!(o, "model    {}  ({})", f(&r.model), opt(&r.architecture));
             if let Some(f) = &r.family {
                 let _ = writeln!(
                     o,
@@ -510,16 +514,16 @@ pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
             let mut groups: Vec<(String, String, String, String, String, String, usize)> = Vec::new();
             for row in &r.rows {
                 let key = (
-                    pat(&row.checkpoint_name),
+                    f(&pat(&row.checkpoint_name)).into_owned(),
                     row.param
                         .as_deref()
-                        .map(pat)
-                        .or_else(|| row.routed_to.as_deref().map(|r| format!("✘ {}", pat(r))))
+                        .map(|p| f(&pat(p)).into_owned())
+                        .or_else(|| row.routed_to.as_deref().map(|r| format!("✘ {}", f(&pat(r)))))
                         .unwrap_or_default(),
                     shard_str(&row.shard_id),
                     row.expert_id.map(|_| "*".to_string()).unwrap_or_default(),
                     match &row.reason {
-                        Some(why) => format!("{}: {why}", action_str(row.action)),
+                        Some(why) => format!("{}: {}", action_str(row.action), f(why)),
                         None => action_str(row.action).to_string(),
                     },
                     if row.expert_id.is_some() && r.ep { "by expert owner".to_string() } else { tp_cell(&row.tp) },

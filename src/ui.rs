@@ -46,11 +46,56 @@ pub trait Help {
     fn help(&self) -> String;
 }
 
+/// Whether `c` may not reach a terminal raw: C0 controls (ESC, BEL, CR, backspace, …), DEL, C1
+/// controls (U+009B is a CSI on some terminals) and the bidirectional overrides that reorder what
+/// is shown ("Trojan source").
+fn is_hostile(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+fn escape_if(s: &str, hostile: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(&hostile) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if hostile(c) {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                _ => {
+                    use std::fmt::Write;
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// One field of one record, as shown to a person: every control character (newlines included)
+/// becomes a visible escape (`\u{1b}`, `\n`), so a tensor, shard or architecture name can neither
+/// drive the terminal nor split its record over two lines. `--json` keeps the raw text.
+pub fn field(s: &str) -> std::borrow::Cow<'_, str> {
+    escape_if(s, is_hostile)
+}
+
+/// A whole human text at the last step before a stream: the same escapes, except that the
+/// newlines and tabs that lay the text out are kept. The layer under [`field`], for what a
+/// rendering missed.
+pub fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    escape_if(s, |c| c != '\n' && c != '\t' && is_hostile(c))
+}
+
 /// Print `error: MSG` and `help: FIX` to stderr, the way clap prints its own usage errors.
 pub fn report(color: bool, msg: &str, help: &str) {
     if with_capture(|c| c.errors.push((msg.to_string(), help.to_string()))).is_some() {
         return;
     }
+    let (msg, help) = (text(msg), text(help));
     let (red, cyan, reset) = if color { ("\x1b[1;31m", "\x1b[1;36m", "\x1b[0m") } else { ("", "", "") };
     let mut e = std::io::stderr().lock();
     // stderr closed too: nothing left to tell anyone.
@@ -66,6 +111,7 @@ pub fn emit(text: &str) -> std::io::Result<bool> {
     if with_capture(|c| c.stdout.extend_from_slice(text.as_bytes())).is_some() {
         return Ok(true);
     }
+    let text = self::text(text);
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(true),
@@ -161,6 +207,17 @@ mod tests {
         for bad in ["", "k", "1.5K", "1.k", "-1", "1x", "1kk", "99999999999999999999", "1.2.3k"] {
             assert!(p(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn control_characters_become_visible_escapes() {
+        use super::{field, text};
+        let hostile = "\x1b]0;PWNED\x07\x1b[2J.weight\r\nx\u{9b}1m\u{202e}txt\x7f";
+        let f = field(hostile);
+        assert_eq!(f, "\\u{1b}]0;PWNED\\u{7}\\u{1b}[2J.weight\\r\\nx\\u{9b}1m\\u{202e}txt\\u{7f}");
+        assert!(!f.chars().any(|c| c.is_control()));
+        assert_eq!(text("a\tb\nc\x1b"), "a\tb\nc\\u{1b}");
+        assert!(matches!(field("model.layers.0.weight"), std::borrow::Cow::Borrowed(_)));
     }
 }
 

@@ -15,6 +15,11 @@ const FIXTURES: &[(&str, &str)] = &[
     ("modelslim-qwen3-moe-w4a8-dynamic", "W4A8_DYNAMIC"),
 ];
 
+/// ModelSlim checkpoints are vLLM-Ascend's (`--quantization ascend`): audited for that target.
+fn audit_ascend(path: &Path) -> (i32, Value) {
+    audit_json_for(path, "vllm-ascend")
+}
+
 fn quant_scheme(report: &Value) -> String {
     expect(report, "quant-scheme", "info")["message"].as_str().unwrap().to_string()
 }
@@ -23,7 +28,7 @@ fn quant_scheme(report: &Value) -> String {
 fn msmodelslim_checkpoints_audit_clean() {
     for (name, scheme) in FIXTURES {
         let dir = fixture(name);
-        let (code, v) = audit_json(&dir);
+        let (code, v) = audit_ascend(&dir);
         assert_eq!(errors(&v), 0, "{name}: {:#?}", v["findings"]);
         assert_eq!(code, 0, "{name}");
         assert_eq!(v["quantization"]["method"], "ascend", "{name}");
@@ -42,7 +47,7 @@ fn msmodelslim_checkpoints_audit_clean() {
 #[test]
 fn the_older_api_layout_is_recognised_and_its_description_name_is_the_one_error() {
     let dir = fixture("modelslim-llama-w8a8-dynamic-v0");
-    let (_, v) = audit_json(&dir);
+    let (_, v) = audit_ascend(&dir);
     assert!(quant_scheme(&v).starts_with("ascend (from quant_model_description_w8a8_dynamic.json)"));
     let f = expect(&v, "modelslim-description-name", "error");
     assert!(f["message"]
@@ -90,7 +95,7 @@ fn a_missing_scale_is_an_error_that_names_it() {
     // One defect, one error: not also a companion error, nor remap's unfilled parameter.
     let c = copy_fixture("modelslim-llama-w8a8-dynamic");
     drop_from_shard(&c.dir, "model.layers.0.self_attn.o_proj.weight_scale");
-    let (code, v) = audit_json(&c.dir);
+    let (code, v) = audit_ascend(&c.dir);
     assert_eq!(code, 1);
     let missing = findings_with(&v, "modelslim-missing");
     assert_eq!(missing.len(), 1, "{:#?}", v["findings"]);
@@ -100,7 +105,7 @@ fn a_missing_scale_is_an_error_that_names_it() {
     edit_json(&c.dir.join("quant_model_description.json"), |d| {
         d.as_object_mut().unwrap().remove("model.layers.0.self_attn.o_proj.weight_scale");
     });
-    let (_, v) = audit_json(&c.dir);
+    let (_, v) = audit_ascend(&c.dir);
     let companion = findings_with(&v, "modelslim-companion");
     assert_eq!(companion.len(), 1, "{:#?}", v["findings"]);
     assert!(companion[0]["message"].as_str().unwrap().contains("vLLM-Ascend's W8A8_DYNAMIC method loads it"));
@@ -115,7 +120,7 @@ fn description_and_tensors_must_agree() {
         // A layer described as unquantized whose weight is int8.
         d["model.layers.0.self_attn.o_proj.weight"] = Value::from("FLOAT");
     });
-    let (_, v) = audit_json(&c.dir);
+    let (_, v) = audit_ascend(&c.dir);
     let undescribed = findings_with(&v, "modelslim-undescribed");
     assert_eq!(undescribed.len(), 1);
     assert_eq!(undescribed[0]["tensor"], "model.layers.0.mlp.down_proj.weight_offset");
@@ -133,7 +138,7 @@ fn fused_shards_must_share_one_scheme() {
     edit_json(&c.dir.join("quant_model_description.json"), |d| {
         d["model.layers.1.self_attn.k_proj.weight"] = Value::from("W8A16");
     });
-    let (code, v) = audit_json(&c.dir);
+    let (code, v) = audit_ascend(&c.dir);
     assert_eq!(code, 1);
     let f = findings_with(&v, "modelslim-scheme");
     assert_eq!(f.len(), 1, "{:#?}", v["findings"]);
@@ -205,7 +210,7 @@ fn w4a8_outside_the_experts_is_a_scheme_error() {
     edit_json(&c.dir.join("quant_model_description.json"), |d| {
         d["model.layers.0.self_attn.o_proj.weight"] = Value::from("W4A8_DYNAMIC");
     });
-    let (_, v) = audit_json(&c.dir);
+    let (_, v) = audit_ascend(&c.dir);
     let f = findings_with(&v, "modelslim-scheme");
     assert!(
         f.iter().any(|f| f["tensor"] == "model.layers.0.self_attn.o_proj.weight"

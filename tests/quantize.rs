@@ -88,7 +88,7 @@ fn the_output_is_a_clean_modelslim_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     assert_eq!(quantize(&fixture("qwen3-moe"), &out, &[]).code, 0);
-    let (code, v) = audit_json(&out);
+    let (code, v) = audit_json_for(&out, "vllm-ascend");
     assert_eq!(errors(&v), 0, "{:#?}", v["findings"]);
     assert_eq!(code, 0);
     assert_eq!(v["quantization"]["method"], "ascend");

@@ -1,7 +1,9 @@
 //! Remote pre-flight (issue 14) against a local Hub: `tools/hub_server.py` serves fixture repos at
 //! the Hub's paths (`/api/models/{repo}/revision/{rev}`, `/{repo}/resolve/{rev}/{file}` with Range
 //! and 206), counts every request and body byte, and can be gated, flaky, range-deaf or
-//! redirecting. No test touches the network. Needs python3 (standard library only).
+//! redirecting — or hostile (issue 21: stalled, one byte at a time, endless bodies, file://
+//! redirects, names no Hub lists). No test touches the network, every run of ckptkit is killed
+//! after a bound, and every server stops by itself. Needs python3 (standard library only).
 
 mod common;
 
@@ -58,6 +60,7 @@ fn start(tmp: tempfile::TempDir, root: PathBuf, flags: &[&str]) -> Hub {
         .arg(&root)
         .arg("--port-file")
         .arg(&port_file)
+        .args(["--lifetime", "600"])
         .args(flags)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -82,27 +85,62 @@ struct Out {
     code: i32,
     stdout: String,
     stderr: String,
+    elapsed: Duration,
 }
+
+/// A ckptkit run may take this long before it is killed and the test fails.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 impl Hub {
     fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// ckptkit with only this hub's environment (no token, not offline, an empty local cache).
+    /// The environment ckptkit runs with: only this hub's (no token, not offline, an empty local
+    /// cache), then `env`.
+    fn env(&self, env: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut v = vec![
+            ("HF_ENDPOINT".to_string(), self.endpoint()),
+            ("HF_HOME".to_string(), self.home.to_string_lossy().into_owned()),
+            ("HF_HUB_CACHE".to_string(), self.home.join("hub").to_string_lossy().into_owned()),
+        ];
+        v.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        v
+    }
+
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        self.run_for(args, env, RUN_LIMIT)
+    }
+
+    /// ckptkit with [`Hub::env`], killed (and the test failed) after `limit`.
+    fn run_for(&self, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Out {
+        let out = tempfile::tempdir_in(self._tmp.path()).unwrap();
+        let (o, e) = (out.path().join("stdout"), out.path().join("stderr"));
         let mut c = Command::new(bin());
-        c.args(args).env_clear().env("HF_ENDPOINT", self.endpoint()).env("HF_HOME", &self.home);
-        c.env("HF_HUB_CACHE", self.home.join("hub"));
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let o = c.output().unwrap();
-        Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+        c.args(args).env_clear().envs(self.env(env));
+        c.stdin(Stdio::null());
+        c.stdout(std::fs::File::create(&o).unwrap()).stderr(std::fs::File::create(&e).unwrap());
+        let t0 = Instant::now();
+        let mut child = c.spawn().unwrap();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if t0.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let r = Out {
+            code: status.and_then(|s| s.code()).unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&std::fs::read(&o).unwrap()).into_owned(),
+            stderr: String::from_utf8_lossy(&std::fs::read(&e).unwrap()).into_owned(),
+            elapsed: t0.elapsed(),
+        };
+        assert!(status.is_some(), "ckptkit {args:?} still running after {limit:?}, killed; stderr: {}", r.stderr);
+        r
     }
 
     fn stats(&self, reset: bool) -> Value {
@@ -437,4 +475,363 @@ fn walk(d: &Path) -> Vec<PathBuf> {
         }
     }
     v
+}
+
+// ---- Hostile or broken servers (issue 21) ----------------------------------------------------
+
+/// A hub over repos that `make` writes into the `test-org` directory.
+fn custom(make: impl FnOnce(&Path), flags: &[&str]) -> Hub {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let org = root.join("test-org");
+    std::fs::create_dir_all(&org).unwrap();
+    make(&org);
+    start(tmp, root, flags)
+}
+
+/// `dir` with a symlink to each file of fixture `name` but those in `except`.
+fn link_fixture(name: &str, dir: &Path, except: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for e in std::fs::read_dir(fixture(name)).unwrap() {
+        let e = e.unwrap();
+        if !except.iter().any(|x| e.file_name() == *x) {
+            std::os::unix::fs::symlink(e.path(), dir.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// (requests, body bytes) the server counted for the paths that contain `part`.
+fn served(s: &Value, part: &str) -> (u64, u64) {
+    s["by_path"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p.contains(part))
+        .fold((0, 0), |(r, b), (_, v)| (r + v["requests"].as_u64().unwrap(), b + v["body_bytes"].as_u64().unwrap()))
+}
+
+/// Every file under ckptkit's remote cache.
+fn cached_files(h: &Hub) -> Vec<PathBuf> {
+    let d = h.home.join("ckptkit");
+    if d.exists() {
+        walk(&d)
+    } else {
+        Vec::new()
+    }
+}
+
+/// The cap on a file read whole (`fsutil::JSON_CAP`).
+const FILE_CAP: u64 = 64 << 20;
+
+#[test]
+fn only_the_json_files_the_checks_read_are_fetched() {
+    // Endless bodies for every JSON file no check reads: asking for any of them would show.
+    let h = custom(
+        |org| {
+            let d = org.join("llama");
+            link_fixture("llama", &d, &[]);
+            for n in ["extra_0.json", "extra_1.json", "generation_config.json", "tokenizer_config.json"] {
+                std::fs::write(d.join(n), "{}").unwrap();
+            }
+            link_fixture("modelslim-llama-w8a8", &org.join("modelslim-llama-w8a8"), &[]);
+            link_fixture("modelslim-llama-w8a8-dynamic-v0", &org.join("modelslim-llama-w8a8-dynamic-v0"), &[]);
+        },
+        &["--endless", "extra_", "--endless", "generation_config", "--endless", "tokenizer", "--endless", "special_"],
+    );
+    for m in ["llama", "modelslim-llama-w8a8", "modelslim-llama-w8a8-dynamic-v0"] {
+        let local = fixture(m);
+        let local = local.to_str().unwrap();
+        let remote = format!("test-org/{m}");
+        let l = h.run(&["audit", "--json", local], &[]);
+        let r = h.run(&["audit", "--json", &remote], &[]);
+        assert_eq!(l.code, r.code, "{m}: {}", r.stderr);
+        assert_eq!(neutral(json(&l), &[local, &remote]), neutral(json(&r), &[local, &remote]), "{m}");
+    }
+    let s = h.stats(false);
+    for never in
+        ["extra_", "generation_config", "tokenizer", "special_tokens_map", "quant_model_weights.safetensors.index"]
+    {
+        assert_eq!(served(&s, never).0, 0, "{never} was asked for: {s}");
+    }
+    // What was read: the listing, config.json, the index, the ModelSlim descriptions, the headers.
+    assert!(served(&s, "quant_model_description.json").0 == 1, "{s}");
+    assert!(served(&s, "quant_model_description_w8a8_dynamic.json").0 == 1, "{s}");
+    assert!(s["body_bytes"].as_u64().unwrap() < 1 << 20, "{s}");
+}
+
+#[test]
+fn an_endless_body_is_cut_at_the_cap_and_never_cached() {
+    let h = hub(&["llama"], &[], &["--endless", "config.json"]);
+    let r = h.run(&["audit", "test-org/llama"], &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("config.json: more than {FILE_CAP} bytes sent, over the {FILE_CAP}-byte cap")),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("help: download the repo"), "{}", r.stderr);
+    let (_, bytes) = served(&h.stats(false), "/config.json");
+    assert!(bytes < FILE_CAP + (16 << 20), "{bytes} bytes served for an endless config.json");
+    let left: Vec<PathBuf> = cached_files(&h)
+        .into_iter()
+        .filter(|p| p.ends_with("config.json") || p.to_string_lossy().contains(".ckptkit-tmp"))
+        .collect();
+    assert!(left.is_empty(), "a partial file was kept: {left:?}");
+}
+
+#[test]
+fn a_length_over_the_cap_is_refused_before_the_body() {
+    // Listed over the cap: not even asked for.
+    let h = custom(
+        |org| {
+            let d = org.join("big-config");
+            link_fixture("llama", &d, &["config.json"]);
+            let f = std::fs::File::create(d.join("config.json")).unwrap();
+            f.set_len(100 << 20).unwrap();
+        },
+        &[],
+    );
+    let r = h.run(&["audit", "test-org/big-config"], &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("config.json: {} bytes listed, over the", 100u64 << 20)), "{}", r.stderr);
+    assert_eq!(served(&h.stats(false), "/config.json").0, 0, "asked for a file listed over the cap");
+
+    // Announced over the cap (a 1 TB Content-Length): refused after the headers, before the body.
+    let h = hub(&["llama"], &[], &["--huge-length", "model.safetensors.index.json"]);
+    let r = h.run(&["audit", "test-org/llama"], &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("model.safetensors.index.json: 1000000000000 bytes announced (Content-Length), over the"),
+        "{}",
+        r.stderr
+    );
+    let (_, bytes) = served(&h.stats(false), "/model.safetensors.index.json");
+    // Only what the sockets' buffers took before ckptkit hung up.
+    assert!(bytes < 16 << 20, "{bytes} bytes served of a body refused by its length");
+    assert!(cached_files(&h).iter().all(|p| !p.ends_with("model.safetensors.index.json")));
+}
+
+#[test]
+fn the_run_has_a_byte_cap_and_bad_settings_are_refused() {
+    let h = hub(&["llama"], &[], &[]);
+    let r = h.run(&["audit", "test-org/llama"], &[("CKPTKIT_HUB_MAX_BYTES", "3000")]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("the cap for one remote read (CKPTKIT_HUB_MAX_BYTES)"), "{}", r.stderr);
+    assert!(r.stderr.contains("help: raise CKPTKIT_HUB_MAX_BYTES"), "{}", r.stderr);
+    assert!(h.stats(true)["body_bytes"].as_u64().unwrap() <= 3000);
+    // The same repo fits the default cap.
+    let r = h.run(&["audit", "test-org/llama"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let h = hub(&["llama"], &[], &[]);
+    for (var, value, why) in [
+        ("HF_HUB_ETAG_TIMEOUT", "1.5", "not a whole number of seconds"),
+        ("HF_HUB_DOWNLOAD_TIMEOUT", "soon", "not a whole number of seconds"),
+        ("CKPTKIT_HUB_RUN_TIMEOUT", "-1", "not a whole number of seconds"),
+        ("CKPTKIT_HUB_MAX_BYTES", "lots", "not a byte count"),
+        ("HF_ENDPOINT", "file:///etc", "not an http:// or https:// URL"),
+    ] {
+        let r = h.run(&["audit", "test-org/llama"], &[(var, value)]);
+        assert_eq!(r.code, 3, "{var}: {}", r.stderr);
+        assert!(r.stderr.contains(&format!("{var}=\"{value}\": {why}")), "{}", r.stderr);
+        assert!(r.stderr.contains(&format!("help: fix or unset {var}")), "{}", r.stderr);
+    }
+    assert_eq!(h.stats(false)["requests"], 0);
+}
+
+#[test]
+fn a_stalled_server_times_out_by_the_hub_timeouts_without_retrying() {
+    // Accepts and never answers the API: HF_HUB_ETAG_TIMEOUT bounds it.
+    let h = hub(&["llama"], &[], &["--stall", "/api/models/"]);
+    let r = h.run_for(&["audit", "test-org/llama"], &[("HF_HUB_ETAG_TIMEOUT", "1")], Duration::from_secs(30));
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("test-org/llama@main: timed out after 1 s waiting for http://127.0.0.1:")
+            && r.stderr.contains("/api/models/test-org/llama/revision/main?blobs=true (HF_HUB_ETAG_TIMEOUT)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("help: raise HF_HUB_ETAG_TIMEOUT"), "{}", r.stderr);
+    assert!(r.elapsed >= Duration::from_secs(1) && r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
+    assert_eq!(h.stats(false)["requests"], 1, "a timed-out request is not retried");
+    // Not a terminal: no progress line.
+    assert!(!r.stderr.contains("waiting for the file list"), "{}", r.stderr);
+
+    // Never answers for config.json: HF_HUB_DOWNLOAD_TIMEOUT bounds the file.
+    let h = hub(&["llama"], &[], &["--stall", "/config.json"]);
+    let r = h.run_for(&["audit", "test-org/llama"], &[("HF_HUB_DOWNLOAD_TIMEOUT", "1")], Duration::from_secs(30));
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("test-org/llama: config.json: timed out after 1 s")
+            && r.stderr.contains("(HF_HUB_DOWNLOAD_TIMEOUT)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
+    assert_eq!(served(&h.stats(false), "/config.json").0, 1);
+    assert!(cached_files(&h).iter().all(|p| !p.ends_with("config.json")));
+}
+
+#[test]
+fn one_byte_at_a_time_is_cut_off_by_the_request_deadline() {
+    // config.json at 10 bytes a second would take a minute: the deadline is for the whole body,
+    // not for each wait between bytes.
+    let h = hub(&["llama"], &[], &["--slow-bytes", "/config.json", "--byte-interval-ms", "100"]);
+    let r = h.run_for(&["audit", "test-org/llama"], &[("HF_HUB_DOWNLOAD_TIMEOUT", "2")], Duration::from_secs(30));
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("config.json: timed out after 2 s"), "{}", r.stderr);
+    assert!(r.elapsed >= Duration::from_secs(2) && r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
+    let (requests, bytes) = served(&h.stats(false), "/config.json");
+    assert_eq!(requests, 1);
+    assert!(bytes < 100, "{bytes} bytes of config.json trickled in");
+}
+
+#[test]
+fn the_whole_run_has_a_deadline() {
+    // Each request may take a minute, the run only 2 s.
+    let h = hub(&["llama"], &[], &["--slow-bytes", "/config.json", "--byte-interval-ms", "100"]);
+    let env = [("HF_HUB_DOWNLOAD_TIMEOUT", "60"), ("CKPTKIT_HUB_RUN_TIMEOUT", "2")];
+    let r = h.run_for(&["audit", "test-org/llama"], &env, Duration::from_secs(30));
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("timed out after 2 s, the deadline for the whole remote read (CKPTKIT_HUB_RUN_TIMEOUT)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("help: raise CKPTKIT_HUB_RUN_TIMEOUT"), "{}", r.stderr);
+    assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
+
+    // A server that asks to come back in 30 s, again and again: no retry past the run's deadline.
+    let h = hub(&["llama"], &[], &["--fail-first", "1000", "--fail-status", "429", "--retry-after", "30"]);
+    let r = h.run_for(&["audit", "test-org/llama"], &[("CKPTKIT_HUB_RUN_TIMEOUT", "3")], Duration::from_secs(30));
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("(CKPTKIT_HUB_RUN_TIMEOUT)") && r.stderr.contains("HTTP 429"), "{}", r.stderr);
+    assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
+    assert_eq!(h.stats(false)["requests"], 1);
+}
+
+#[test]
+fn a_redirect_off_http_is_refused_at_once() {
+    let h = hub(&["llama"], &[], &["--file-redirect", "model-00001-of"]);
+    let r = h.run_for(&["audit", "test-org/llama"], &[], Duration::from_secs(30));
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("redirected to file:///etc/passwd: only http and https redirects are followed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(served(&h.stats(false), "model-00001-of").0, 1, "refused, not retried");
+    assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
+}
+
+#[test]
+fn hostile_listed_names_are_skipped_with_an_escaped_warning() {
+    // JSON string literals: NUL cannot be passed on a command line otherwise.
+    let hostile = [
+        r#""bad\u0000name.json""#,
+        r#""../escape.json""#,
+        r#""/etc/passwd""#,
+        r#""sub/../../up.safetensors""#,
+        r#""esc\u001b[2J.safetensors""#,
+        r#""rtl\u202enosj.json""#,
+        r#""back\\slash.json""#,
+        r#""..""#,
+    ];
+    let mut flags = Vec::new();
+    for n in hostile.iter().chain(&[r#""original/params.json""#]) {
+        flags.extend(["--extra-sibling", n]);
+    }
+    let h = hub(&["llama"], &[], &flags);
+    let local = fixture("llama");
+    let local = local.to_str().unwrap();
+    let l = h.run(&["audit", "--json", local], &[]);
+    let r = h.run(&["audit", "--json", "test-org/llama"], &[]);
+    assert_eq!(r.code, l.code, "the rest is read: {}", r.stderr);
+    assert_eq!(neutral(json(&l), &[local, "test-org/llama"]), neutral(json(&r), &[local, "test-org/llama"]));
+    let warned: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("warning: test-org/llama: skipped")).collect();
+    assert_eq!(warned.len(), 8, "{}", r.stderr);
+    for shown in [r"bad\0name.json", r"esc\u{1b}[2J.safetensors", r"rtl\u{202e}nosj.json", "../escape.json"] {
+        assert!(r.stderr.contains(&format!("\"{shown}\"")), "{shown}: {}", r.stderr);
+    }
+    assert!(!r.stderr.contains(['\0', '\x1b', '\u{202e}']), "raw control characters: {:?}", r.stderr);
+    assert!(!r.stderr.contains("original/params.json"), "a subfolder is not hostile: {}", r.stderr);
+    let s = h.stats(false);
+    for p in s["by_path"].as_object().unwrap().keys() {
+        assert!(!p.contains("%00") && !p.contains("escape") && !p.contains("passwd") && !p.contains("up."), "{p}");
+    }
+    // Nothing was written outside the cache's directories.
+    for p in walk(h._tmp.path()) {
+        let n = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!["escape.json", "up.safetensors", "passwd"].contains(&n.as_str()), "{}", p.display());
+    }
+}
+
+#[test]
+fn server_text_in_messages_is_escaped() {
+    // A listed name made of terminal control sequences: the warning names it escaped (before, it
+    // was asked for, and the error printed it raw: the terminal cleared, red, a bell).
+    let h = hub(&["llama"], &[], &["--extra-sibling", r#""\u001b[2J\u001b[31mpwned\u0007.json""#]);
+    let r = h.run(&["audit", "test-org/llama"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains(r#""\u{1b}[2J\u{1b}[31mpwned\u{7}.json" (it holds control"#), "{}", r.stderr);
+    assert!(!r.stderr.contains(['\x1b', '\x07']), "{:?}", r.stderr);
+    // The Hub's error text: ureq drops a header holding control characters, and what is kept is
+    // escaped all the same (unit-tested in hub::tests).
+    let h = hub(&["llama"], &[("llama", r#"{"token": "s3cret", "message": "\u001b[2Jpwned\u0007"}"#)], &[]);
+    let r = h.run(&["audit", "test-org/llama"], &[]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("HTTP 401 (GatedRepo)"), "{}", r.stderr);
+    assert!(!r.stderr.contains(['\x1b', '\x07']), "{:?}", r.stderr);
+}
+
+/// ckptkit with stderr on a pseudo-terminal (python's `pty`), killed after 30 s: (exit status,
+/// what the terminal showed).
+fn run_on_a_terminal(h: &Hub, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    const PTY: &str = r#"
+import fcntl, json, os, pty, select, struct, subprocess, sys, termios, time
+env, argv = json.loads(sys.argv[1]), sys.argv[2:]
+m, s = pty.openpty()
+fcntl.ioctl(s, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=s)
+os.close(s)
+out, t0 = b"", time.time()
+while True:
+    if time.time() - t0 > 30:
+        p.kill()
+    r, _, _ = select.select([m], [], [], 0.2)
+    if r:
+        try:
+            d = os.read(m, 65536)
+        except OSError:
+            d = b""
+        if not d:
+            break
+        out += d
+    elif p.poll() is not None:
+        break
+p.wait()
+sys.stdout.write(json.dumps({"code": p.returncode, "tty": out.decode("utf-8", "replace")}))
+"#;
+    let mut env: serde_json::Map<String, Value> = h.env(env).into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    env.insert("TERM".into(), "xterm".into());
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(PTY)
+        .arg(Value::Object(env).to_string())
+        .arg(bin())
+        .args(args)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("pty helper: {e}: {}", String::from_utf8_lossy(&o.stderr)));
+    (v["code"].as_i64().unwrap() as i32, v["tty"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn a_slow_remote_read_shows_progress_on_a_terminal() {
+    let h = hub(&["llama"], &[], &["--stall", "/api/models/"]);
+    let (code, tty) = run_on_a_terminal(&h, &["audit", "test-org/llama"], &[("HF_HUB_ETAG_TIMEOUT", "4")]);
+    assert_eq!(code, 3, "{tty}");
+    assert!(tty.contains("remote: test-org/llama@main: waiting for the file list, 0 B, 2 s"), "{tty:?}");
+    assert!(tty.contains("timed out after 4 s"), "{tty:?}");
 }

@@ -226,11 +226,11 @@ fn a_planted_lock_link_stops_the_run() {
     std::fs::write(&victim, b"do not touch").unwrap();
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    std::os::unix::fs::symlink(&victim, out.join(".ckptkit-dequant.lock")).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join(".ckptkit-dir.lock")).unwrap();
     let model = fixture("deepseek-fp8");
     let r = run(&dequant_args(model.to_str().unwrap(), out.to_str().unwrap(), &[]));
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.stderr.contains(".ckptkit-dequant.lock"), "{}", r.stderr);
+    assert!(r.stderr.contains(".ckptkit-dir.lock"), "{}", r.stderr);
     assert_eq!(std::fs::read(&victim).unwrap(), b"do not touch");
 }
 

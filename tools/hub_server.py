@@ -5,11 +5,14 @@ Python 3 standard library only. It serves the small part of the Hub's HTTP API t
 pre-flight (ckptkit's, or huggingface_hub's `get_safetensors_metadata`) touches, from a directory tree:
 
     python3 tools/hub_server.py ROOT --port-file FILE [--port 0] [--ignore-range]
-        [--fail-first N] [--fail-status 503] [--redirect [--redirect-host H]] [--latency-ms 0] [--verbose]
+        [--fail-first N] [--fail-status 503] [--retry-after S] [--redirect [--redirect-host H]] [--latency-ms 0]
+        [--stall PART] [--slow-bytes PART [--byte-interval-ms 100]] [--endless PART] [--huge-length PART]
+        [--file-redirect PART] [--extra-sibling JSON] [--lifetime S] [--verbose]
 
 ROOT layout: ROOT/{org}/{name}/<files of the repo, subfolders allowed>. Repo directories and files may be
 symlinks. An optional ROOT/{org}/{name}/.hub.json sets
-    {"sha": "<40 hex>", "refs": {"v1.0": "<sha>", ...}, "token": "secret", "gated": true}
+    {"sha": "<40 hex>", "refs": {"v1.0": "<sha>", ...}, "token": "secret", "gated": true, "message": "..."}
+("message" replaces the X-Error-Message of the repo's 401/403 answers: a hostile server's text.)
 Without "sha" the commit is sha1(repo id). "main" and the sha itself resolve to the repo's sha, every name in
 "refs" to its own sha (all revisions serve the same files). .hub.json is never listed nor served.
 
@@ -46,7 +49,18 @@ Test switches:
                    /_blobs; with 127.0.0.1 it follows the HEAD to /_blobs (same host), finds no X-Repo-Commit
                    there, and hf_hub_download of a shard fails. /_stats counts blob requests with Authorization.
   --fail-first N   the first N requests answer --fail-status (503 default; 429 adds Retry-After: 0)
+  --retry-after S  the Retry-After value of injected 429s (default 0)
   --latency-ms M   sleep M ms before answering each request (a simulated round trip)
+
+Hostile-server switches (PART: a request whose decoded URL path contains PART is affected; each repeatable):
+  --stall PART       accept the request and never answer (the handler waits until the server stops)
+  --slow-bytes PART  send the headers at once, then the body one byte every --byte-interval-ms (slowloris)
+  --endless PART     /resolve of a matching file answers 200 with no Content-Length and a body that never ends
+  --huge-length PART as --endless, but declaring Content-Length: 1 TB
+  --file-redirect PART  /resolve of a matching file answers 302 to file:///etc/passwd
+  --extra-sibling JSON  list one more file (a JSON string literal, so that NUL and control characters fit on a
+                     command line, e.g. '"bad\\u0000name.json"') with size 100; it is never served (404)
+  --lifetime S       stop by itself after S seconds (tests pass it, so no server outlives a crashed test)
 
 Files are streamed in chunks (shards may be sparse files of many GB); a client hanging up mid-body just ends
 that response. body_bytes counts what was handed to the socket before any such error.
@@ -131,6 +145,7 @@ class Repo:
         self.refs = dict(meta.get("refs") or {})
         self.token = meta.get("token")
         self.gated = bool(meta.get("gated"))
+        self.message = meta.get("message")
 
     @staticmethod
     def load(root, org, name):
@@ -153,7 +168,8 @@ class Repo:
     def check_auth(self, authorization):
         if not self.token:
             return
-        msg = f"Access to model {self.id} is restricted. You must have access to it and be authenticated to access it."
+        msg = self.message or (f"Access to model {self.id} is restricted. You must have access to it and be authenticated "
+                               f"to access it.")
         if not authorization:
             raise HubError(401, "GatedRepo", msg)
         if authorization.strip() != f"Bearer {self.token}":
@@ -164,6 +180,8 @@ class Repo:
         parts = rel.split("/")
         if not rel or any(p in ("", ".", "..") for p in parts) or rel == HUB_JSON:
             return None
+        if any("\0" in p for p in parts):
+            return None  # no such file can exist (and os.path would raise)
         path = os.path.join(self.dir, *parts)
         return path if os.path.isfile(path) else None
 
@@ -259,11 +277,18 @@ class Handler(BaseHTTPRequestHandler):
             return
         opts = self.server.opts
         self.server.stats.request(url.path)
+        self.decoded_path = unquote(url.path)
+        self.slow = self.matches(opts.slow_bytes)
+        if self.matches(opts.stall):
+            # Accepted, read, and never answered: the client's deadline is all that ends it.
+            self.server.stopping.wait()
+            self.close_connection = True
+            return
         if opts.latency_ms > 0:
             time.sleep(opts.latency_ms / 1000.0)
         try:
             if self.server.take_failure():
-                headers = {"Retry-After": "0"} if opts.fail_status == 429 else {}
+                headers = {"Retry-After": str(opts.retry_after)} if opts.fail_status == 429 else {}
                 self.send_json(opts.fail_status, {"error": f"injected failure ({opts.fail_status})"}, headers)
                 return
             self.route(url.path)
@@ -273,10 +298,37 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True
 
+    def matches(self, parts):
+        return any(p in self.decoded_path for p in parts or ())
+
     def write_body(self, data):
-        """Write part of a body, counting the bytes once the socket took them."""
-        self.wfile.write(data)
-        self.server.stats.body(self.url_path, len(data))
+        """Write part of a body, counting the bytes once the socket took them (one at a time under --slow-bytes)."""
+        if not self.slow:
+            self.wfile.write(data)
+            self.server.stats.body(self.url_path, len(data))
+            return
+        for i in range(len(data)):
+            if self.server.stopping.wait(self.server.opts.byte_interval_ms / 1000.0):
+                raise ConnectionAbortedError("server stopping")
+            self.wfile.write(data[i:i + 1])
+            self.wfile.flush()
+            self.server.stats.body(self.url_path, 1)
+
+    def send_endless(self, declare_huge):
+        """200 with a body that never ends (until the client hangs up): no length, or a 1 TB Content-Length."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if declare_huge:
+            self.send_header("Content-Length", str(10 ** 12))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        if self.head:
+            return
+        self.write_body(b'{"padding": "')
+        chunk = b"x" * CHUNK
+        while not self.server.stopping.is_set():
+            self.write_body(chunk)
 
     def send_json(self, status, obj, headers=None, count=True):
         body = json.dumps(obj).encode()
@@ -351,7 +403,9 @@ class Handler(BaseHTTPRequestHandler):
             "private": False,
             "gated": "manual" if repo.gated else False,
             "disabled": False,
-            "siblings": [self.sibling(repo, rel) for rel in repo.files()],
+            "siblings": [self.sibling(repo, rel) for rel in repo.files()] + [
+                {"rfilename": n, "blobId": hashlib.sha1(n.encode()).hexdigest(), "size": 100}
+                for n in self.server.extra_siblings],
         })
 
     def tree(self, repo, rev, sub):
@@ -380,9 +434,17 @@ class Handler(BaseHTTPRequestHandler):
     def resolve(self, org, name, rev, rel):
         repo = self.repo(org, name)
         sha = self.revision(repo, rev)
+        if self.matches(self.server.opts.file_redirect):
+            self.send_response(302)
+            self.send_header("Location", "file:///etc/passwd")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         path = repo.path_of(rel)
         if path is None:
             raise HubError(404, "EntryNotFound", f"{rel} does not exist on \"{rev}\"", {"X-Repo-Commit": sha})
+        if self.matches(self.server.opts.endless) or self.matches(self.server.opts.huge_length):
+            return self.send_endless(declare_huge=self.matches(self.server.opts.huge_length))
         st = os.stat(path)
         oid, sha256 = file_ids(rel, st)
         headers = {"X-Repo-Commit": sha}
@@ -467,6 +529,8 @@ class HubServer(ThreadingHTTPServer):
         self.stats = Stats()
         self.fail_lock = threading.Lock()
         self.failures_left = opts.fail_first
+        self.stopping = threading.Event()  # set when the server stops: stalled and slow handlers end then
+        self.extra_siblings = [json.loads(j) for j in opts.extra_sibling or ()]
         super().__init__(("127.0.0.1", opts.port), Handler)
 
     def take_failure(self):
@@ -495,7 +559,18 @@ def main():
     ap.add_argument("--redirect-host", metavar="HOST",
                     help="host name in the redirect's Location (default 127.0.0.1; 'localhost' makes it another host "
                          "to clients: they drop Authorization and read the metadata off the 302, as with the Hub's CDN)")
+    ap.add_argument("--retry-after", type=int, default=0, help="Retry-After seconds of injected 429s")
     ap.add_argument("--latency-ms", type=float, default=0, help="delay before answering each request")
+    ap.add_argument("--stall", action="append", metavar="PART", help="never answer a request whose path has PART")
+    ap.add_argument("--slow-bytes", action="append", metavar="PART", help="send matching bodies one byte at a time")
+    ap.add_argument("--byte-interval-ms", type=float, default=100, help="the pause between bytes of --slow-bytes")
+    ap.add_argument("--endless", action="append", metavar="PART", help="matching files: a body without end or length")
+    ap.add_argument("--huge-length", action="append", metavar="PART",
+                    help="matching files: a body without end, declared as 1 TB")
+    ap.add_argument("--file-redirect", action="append", metavar="PART", help="matching files: 302 to a file:// URL")
+    ap.add_argument("--extra-sibling", action="append", metavar="JSON",
+                    help="list one more file name, given as a JSON string literal (never served)")
+    ap.add_argument("--lifetime", type=float, default=0, help="stop by itself after this many seconds (0: never)")
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
     opts = ap.parse_args()
     if not os.path.isdir(opts.root):
@@ -505,11 +580,19 @@ def main():
     with open(tmp, "w") as f:
         f.write(f"{server.server_address[1]}\n")
     os.replace(tmp, opts.port_file)
+    if opts.lifetime > 0:
+        def stop():
+            server.stopping.set()
+            server.shutdown()
+        timer = threading.Timer(opts.lifetime, stop)
+        timer.daemon = True
+        timer.start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        server.stopping.set()
         server.server_close()
 
 

@@ -32,7 +32,7 @@ impl ToolInfo {
             name: "ckptkit",
             version: env!("CARGO_PKG_VERSION"),
             vllm_reference: VLLM_REFERENCE,
-            target: crate::plan::Target::default().as_str(),
+            target: crate::target::Target::default().as_str(),
         }
     }
 }
@@ -122,13 +122,13 @@ impl AuditReport {
 /// Run every check over an opened checkpoint. `open_findings` are those the reader produced.
 /// The remap's reverse check, when the architecture has built-in rules (unknown architectures are
 /// left to `ckptkit remap`, which infers a family and says how sure it is).
-fn remap_check(input: &str, ck: &Checkpoint, rules: &RuleSet) -> Vec<Finding> {
+fn remap_check(input: &str, ck: &Checkpoint, rules: &RuleSet, target: crate::target::Target) -> Vec<Finding> {
     let Some(family) =
         ck.config.as_ref().and_then(|c| c.architecture.as_deref()).and_then(|a| rules.for_architecture(a))
     else {
         return Vec::new();
     };
-    let opts = crate::remap::RemapOptions { rows: false, ..Default::default() };
+    let opts = crate::remap::RemapOptions { rows: false, target, ..Default::default() };
     crate::remap::remap_with(ck, input, family, "architecture", None, &opts).findings
 }
 
@@ -186,6 +186,19 @@ pub fn audit(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>) -> Audit
 /// [`audit`] with a rule set of the user's (`--rules`): a family described by a user file is
 /// checked exactly like a built-in one.
 pub fn audit_with(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>, family_rules: &RuleSet) -> AuditReport {
+    audit_for(input, ck, open_findings, family_rules, crate::target::Target::default())
+}
+
+/// [`audit_with`] for a target (`--target`): whether the target serves the checkpoint's
+/// quantization at all is checked as `plan` checks it, on the target's default device, and the
+/// reverse check maps names as that target loads them.
+pub fn audit_for(
+    input: &str,
+    ck: &Checkpoint,
+    open_findings: Vec<Finding>,
+    family_rules: &RuleSet,
+    target: crate::target::Target,
+) -> AuditReport {
     let rules = audit_rules();
     let mut findings = open_findings;
     let cfg: Option<&ModelConfig> = ck.config.as_ref();
@@ -198,7 +211,7 @@ pub fn audit_with(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>, fam
                     let mut f = Vec::new();
                     (structure::check(ck, cfg, rules, &mut f), f)
                 },
-                || remap_check(input, ck, family_rules),
+                || remap_check(input, ck, family_rules, target),
             )
         },
         || {
@@ -241,6 +254,20 @@ pub fn audit_with(input: &str, ck: &Checkpoint, open_findings: Vec<Finding>, fam
                 }
             ),
         ));
+    }
+    if let Some(s) = &scheme {
+        use crate::quant::serve::{support, Support};
+        // The target's default device: H100 (fp8 units) for vLLM, Ascend A2/A3 (none) for vLLM-Ascend.
+        let fp8_device = target == crate::target::Target::Vllm;
+        if let Support::Unsupported { message, fix, .. } = support(s, target, fp8_device) {
+            findings.push(
+                crate::findings::Finding::new(
+                    crate::findings::Code::TargetUnsupported,
+                    format!("{}: {message}", target.as_str()),
+                )
+                .hint(format!("{}{}", fix[..1].to_uppercase(), &fix[1..])),
+            );
+        }
     }
     findings.extend(q_findings);
     findings.extend(fold_consequences(ck, rules, &findings, remap_findings));

@@ -186,13 +186,13 @@ pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
         let (mut label, mut node) = (label, node);
         while node.children.len() == 1 {
             let (k, c) = &node.children[0];
-            label = format!("{label}.{k}");
+            label = format!("{label}.{}", crate::ui::field(k));
             node = c;
         }
         // Children that are all leaves (weight, weight_scale_inv, bias, …) print on this line.
         let inline = node.children.len() > 1 && node.children.iter().all(|(_, c)| c.children.is_empty());
         if inline {
-            let names: Vec<&str> = node.children.iter().map(|(k, _)| *k).collect();
+            let names: Vec<std::borrow::Cow<'_, str>> = node.children.iter().map(|(k, _)| crate::ui::field(k)).collect();
             label = format!("{label}.{{{}}}", names.join(", "));
         }
         let names: Vec<&str> = order.iter().filter(|(_, m)| node.dtypes & m != 0).map(|(n, _)| *n).collect();
@@ -209,7 +209,7 @@ pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
             return;
         }
         for (k, c) in &node.children {
-            walk(k.to_string(), c, depth + 1, out, fb, order);
+            walk(crate::ui::field(k).into_owned(), c, depth + 1, out, fb, order);
         }
     }
     let mut root = Node::default();
@@ -225,7 +225,7 @@ pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
     }
     let mut out = String::new();
     for (k, c) in &root.children {
-        walk(k.to_string(), c, 0, &mut out, &fmt_bytes, &order);
+        walk(crate::ui::field(k).into_owned(), c, 0, &mut out, &fmt_bytes, &order);
     }
     out
 }

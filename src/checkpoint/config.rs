@@ -49,6 +49,10 @@ pub struct ModelConfig {
     pub linear_attention: Option<LinearAttentionConfig>,
     /// DeepSeek sparse attention (`index_topk`): an indexer cache beside the latent cache.
     pub index_topk: Option<u64>,
+    /// Size fields that are present but hold something no model can be built from: a string, a
+    /// negative or fractional number, zero heads. Each entry says the key and what it holds; every
+    /// command refuses such a config the same way ([`ModelConfig::sizes_in_range`]).
+    pub invalid: Vec<String>,
 }
 
 /// Linear-attention dimensions (Qwen3-Next `linear_*` keys): a constant state per sequence.
@@ -200,9 +204,48 @@ const SIZE_LIMITS: &[(&str, u64)] = &[
     ("num_nextn_predict_layers", 1 << 10),
 ];
 
+/// Size keys that must hold a non-negative integer when present, and whether zero is impossible
+/// too (vLLM divides by it or sizes a tensor with it).
+const SIZE_KEYS: &[(&str, bool)] = &[
+    ("num_hidden_layers", false),
+    ("num_attention_heads", true),
+    ("num_key_value_heads", true),
+    ("head_dim", true),
+    ("hidden_size", true),
+    ("intermediate_size", false),
+    ("moe_intermediate_size", false),
+    ("vocab_size", true),
+    ("num_experts_per_tok", false),
+    ("kv_lora_rank", false),
+    ("q_lora_rank", false),
+    ("max_position_embeddings", false),
+    ("num_nextn_predict_layers", false),
+];
+
+/// What is wrong with a present size value, if anything.
+fn size_value_problem(key: &str, v: &Value, positive: bool) -> Option<String> {
+    let kind = match v {
+        Value::String(s) => format!("{:?} (a string)", s.chars().take(40).collect::<String>()),
+        Value::Bool(b) => format!("{b} (a boolean)"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+        Value::Number(n) => match as_count(v) {
+            Some(0) if positive => return Some(format!("{key} is 0; vLLM divides by it, so it must be at least 1")),
+            Some(_) => return None,
+            None => format!("{n}"),
+        },
+        Value::Null => return None,
+    };
+    Some(format!("{key} is {kind}, not a non-negative integer"))
+}
+
 impl ModelConfig {
-    /// `Err(field = value, limit)` when a size is beyond any real model's.
+    /// `Err(why)` when a size field holds something no model can be built from (see
+    /// [`ModelConfig::invalid`]) or a size is beyond any real model's.
     pub fn sizes_in_range(&self) -> Result<(), String> {
+        if !self.invalid.is_empty() {
+            return Err(self.invalid.join("; "));
+        }
         let moe = self.moe.as_ref();
         let mla = self.mla.as_ref();
         for (key, limit) in SIZE_LIMITS {
@@ -280,6 +323,10 @@ impl ModelConfig {
             qk_nope_head_dim: view.u64(&["qk_nope_head_dim"]),
             v_head_dim: view.u64(&["v_head_dim"]),
         });
+        let invalid = SIZE_KEYS
+            .iter()
+            .filter_map(|&(k, positive)| view.get(k).and_then(|x| size_value_problem(k, x, positive)))
+            .collect();
         let tie = v
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
@@ -326,6 +373,7 @@ impl ModelConfig {
                 conv_kernel_dim: view.u64(&["linear_conv_kernel_dim"]).unwrap_or(4),
             }),
             index_topk: view.u64(&["index_topk"]),
+            invalid,
         }
     }
 }

@@ -475,6 +475,9 @@ fn read_config(root: &Path, out: &mut Vec<Finding>) -> (Option<Value>, Option<Mo
     match serde_json::from_str::<Value>(&text) {
         Ok(v) if v.is_object() => {
             let c = ModelConfig::from_value(&v);
+            for why in &c.invalid {
+                out.push(Finding::new(Code::ConfigInvalid, format!("config.json: {why}")).file("config.json"));
+            }
             (Some(v), Some(c))
         }
         Ok(_) => {

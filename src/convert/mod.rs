@@ -649,15 +649,36 @@ fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, mine: &[usize], opts: &Options)
         }
         Ok(ours)
     };
+    let dir_lock = out.join(state::DIR_LOCK);
+    // Another ckptkit writing here is said first, whatever the directory holds (a probe: nothing
+    // is created): its half-written files are not this run's business, with or without --force.
+    if let Some(holder) = fsutil::Lock::holder(&dir_lock) {
+        return Err(locked(out, LockError::Held { path: dir_lock, holder: Some(holder) }));
+    }
     check(&scan(out)?)?;
     std::fs::create_dir_all(out).map_err(io(out))?;
     let whole = opts.part.is_none() || opts.finalize_only;
-    let main_lock = out.join(state::lock(cmd));
-    let mut locks = vec![fsutil::Lock::try_acquire(&main_lock, whole).map_err(|e| locked(out, cmd, e))?];
+    let what = format!("ckptkit {cmd}");
+    // A part with --force replaces what is there: it must be alone when it does, so it takes the
+    // directory exclusively first and only then shares it with the other parts.
+    let exclusive_first = whole || opts.force;
+    let first = fsutil::Lock::try_acquire_as(&dir_lock, exclusive_first, &what).map_err(|e| locked(out, e))?;
+    let mut locks = vec![if exclusive_first && !whole {
+        drop(first);
+        fsutil::Lock::try_acquire_as(&dir_lock, false, &what).map_err(|e| locked(out, e))?
+    } else {
+        first
+    }];
     if let (Some((k, n)), false) = (opts.part, opts.finalize_only) {
         locks.push(
-            fsutil::Lock::try_acquire(&out.join(state::part_lock(cmd, k, n)), true).map_err(|e| locked(out, cmd, e))?,
+            fsutil::Lock::try_acquire_as(&out.join(state::part_lock(cmd, k, n)), true, &what)
+                .map_err(|e| locked(out, e))?,
         );
+        // Parts share the directory lock, so a part of another command would share it too: the
+        // part locks it holds say whose the directory is.
+        if let Some(other) = held_parts(out).into_iter().find(|(c, _)| c != cmd) {
+            return Err(ConvertError::Locked { holder: format!("ckptkit {} --part {}", other.0, other.1) });
+        }
     }
     // Now that nobody else writes here, look again: that scan is the one that counts.
     let sc = scan(out)?;
@@ -711,31 +732,40 @@ fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, mine: &[usize], opts: &Options)
     Ok(OutDir { _locks: locks, state_path, state: st, done, files })
 }
 
+/// The part runs of any command holding their part lock in `out` right now: (command, "K/N (PID …)").
+fn held_parts(out: &Path) -> Vec<(String, String)> {
+    let mut parts: Vec<(String, String)> = std::fs::read_dir(out)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (cmd, part) = state::parse_part_lock(&name)?;
+            let (cmd, part) = (cmd.to_string(), part.replace("-of-", "/"));
+            fsutil::Lock::holder(&e.path()).map(|h| (cmd, format!("{part} ({h})")))
+        })
+        .collect();
+    parts.sort();
+    parts
+}
+
 /// The lock error, naming who holds it: the exclusive holder, or the `--part` runs holding it shared.
-fn locked(out: &Path, cmd: &str, e: LockError) -> ConvertError {
+fn locked(out: &Path, e: LockError) -> ConvertError {
     match e {
-        LockError::Held { holder: None, .. } => {
-            let mut parts: Vec<String> = std::fs::read_dir(out)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let part =
-                        name.strip_prefix(&format!("{}.part-", state::prefix(cmd)))?.strip_suffix(".lock")?.to_string();
-                    fsutil::Lock::holder(&e.path()).map(|h| format!("part {} ({h})", part.replace("-of-", "/")))
-                })
-                .collect();
-            parts.sort();
+        LockError::Held { holder: Some(h), .. } if !h.ends_with("a ckptkit process") => ConvertError::Locked { holder: h },
+        LockError::Held { .. } => {
+            let parts = held_parts(out);
             ConvertError::Locked {
                 holder: if parts.is_empty() {
                     "a ckptkit process".into()
                 } else {
-                    format!("--part runs: {}", parts.join(", "))
+                    format!(
+                        "--part runs: {}",
+                        parts.iter().map(|(c, p)| format!("ckptkit {c} part {p}")).collect::<Vec<_>>().join(", ")
+                    )
                 },
             }
         }
-        LockError::Held { holder: Some(h), .. } => ConvertError::Locked { holder: h },
         LockError::Io { path, source } => ConvertError::LockIo { path, source },
     }
 }

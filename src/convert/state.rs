@@ -21,10 +21,10 @@ pub fn prefix(command: &str) -> String {
     format!("{PREFIX}{command}")
 }
 
-/// The lock of the whole output: exclusive for a whole run and `--finalize`, shared by parts.
-pub fn lock(command: &str) -> String {
-    format!("{}.lock", prefix(command))
-}
+/// The one lock of an output directory, whatever command writes there (`dequant`, `quantize`,
+/// `stub`): exclusive for a whole run, `--finalize` and `stub`, shared by `--part` runs. A lock per
+/// command would let `quantize --force` into a directory `dequant` is writing.
+pub const DIR_LOCK: &str = ".ckptkit-dir.lock";
 
 /// The state file of a whole run or of one part.
 pub fn file_name(command: &str, part: Option<(usize, usize)>) -> String {
@@ -42,6 +42,12 @@ pub fn part_lock(command: &str, k: usize, n: usize) -> String {
 /// Whether a directory entry is ckptkit's own bookkeeping (state, locks, temporary files).
 pub fn is_bookkeeping(name: &str) -> bool {
     name.starts_with(PREFIX) || name.contains(crate::fsutil::TMP_MARK)
+}
+
+/// The command and part of a part lock file name (`.ckptkit-dequant.part-2-of-4.lock`).
+pub fn parse_part_lock(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix(PREFIX)?.strip_suffix(".lock")?;
+    rest.split_once(".part-")
 }
 
 /// Whether a directory entry is a state file (of any command).

@@ -1,62 +1,108 @@
 //! Remote pre-flight: a Hugging Face Hub repo read without downloading it. The file list and the
-//! commit come from the Hub API, the small JSON files (config, index, generation and tokenizer
-//! configs, quantization descriptions) whole, and each `.safetensors` shard's header by HTTP Range
-//! — its 8-byte length, then exactly the header. Never a weight byte: a server that ignores Range is
-//! cut off at the bytes asked for.
+//! commit come from the Hub API, the JSON files the checks read (config.json, the index,
+//! hf_quant_config.json, the ModelSlim description) whole, and each `.safetensors` shard's header by
+//! HTTP Range — its 8-byte length, then exactly the header. Never a weight byte: a server that
+//! ignores Range is cut off at the bytes asked for.
+//!
+//! The server is not trusted: a file read whole is capped (a longer one is refused before its body
+//! when its length is announced, and never cached), the run's bytes are capped, every request has a
+//! deadline for all of it and the run has one too, redirects go only to http(s), a listed name that
+//! could not be a plain file name here is skipped with a warning, and server text in messages has
+//! its control characters escaped.
 //!
 //! Everything fetched is cached by commit and file under `$HF_HOME/ckptkit/remote/` (a commit's
 //! files never change), so a second run of any command on the same commit makes no file request;
 //! a branch or tag costs one API request to learn its commit, a full commit sha none.
 //!
 //! The environment is `hf`'s: `HF_ENDPOINT`, `HF_TOKEN` (else the token file `HF_TOKEN_PATH` or
-//! `$HF_HOME/token`, read through hf-hub's `Cache`), `HF_HOME`, `HF_HUB_OFFLINE`.
+//! `$HF_HOME/token`, read through hf-hub's `Cache`), `HF_HOME`, `HF_HUB_OFFLINE`,
+//! `HF_HUB_ETAG_TIMEOUT`, `HF_HUB_DOWNLOAD_TIMEOUT`; and ckptkit's own `CKPTKIT_HUB_RUN_TIMEOUT`,
+//! `CKPTKIT_HUB_MAX_BYTES`.
 
 mod http;
 
 use crate::fsutil;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Default endpoint, as huggingface_hub's `constants.ENDPOINT`.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
-/// Files fetched whole are capped (a DeepSeek-size index is a few MiB).
+/// Files fetched whole are capped (a DeepSeek-size index is a few MiB), as a local read of them is.
 const SMALL_FILE_CAP: u64 = fsutil::JSON_CAP;
 /// Requests in flight at once.
 const CONCURRENCY: usize = 32;
 const SNAPSHOT_SCHEMA: &str = "ckptkit.remote-snapshot/1";
 
+/// huggingface_hub's timeouts (`constants.HF_HUB_ETAG_TIMEOUT`, `HF_HUB_DOWNLOAD_TIMEOUT`): whole
+/// seconds, 10 by default (unset or 0 is the default). There they bound each wait for a byte; here
+/// each whole request, so that a server sending one byte a second cannot hold a run for days.
+pub const ETAG_VAR: &str = "HF_HUB_ETAG_TIMEOUT";
+pub const DOWNLOAD_VAR: &str = "HF_HUB_DOWNLOAD_TIMEOUT";
+const DEFAULT_ETAG_TIMEOUT: u64 = 10;
+const DEFAULT_DOWNLOAD_TIMEOUT: u64 = 10;
+/// ckptkit's own: the deadline for a whole remote read (retries and backoff included), seconds.
+pub const RUN_VAR: &str = "CKPTKIT_HUB_RUN_TIMEOUT";
+const DEFAULT_RUN_TIMEOUT: u64 = 120;
+/// ckptkit's own: the bytes one remote read may receive in all (`256M` style, as `--max-model-len`).
+pub const MAX_BYTES_VAR: &str = "CKPTKIT_HUB_MAX_BYTES";
+const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+/// A terminal hears from a remote read that takes longer than this.
+const PROGRESS_AFTER: Duration = Duration::from_secs(2);
+
+/// Every message escapes its text: much of it (names, the Hub's error headers, URLs after a
+/// redirect) comes from the server, and a terminal must not run its control sequences.
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     #[error(
-        "{what}: the Hub answered HTTP {status}{}{}: the repo is gated or private, or the token was refused",
+        "{}: the Hub answered HTTP {status}{}{}: the repo is gated or private, or the token was refused",
+        esc(what),
         paren(hub_code),
         colon(hub_message)
     )]
     Denied { what: String, status: u16, hub_code: String, hub_message: String },
-    #[error("{what}: not found on the Hub{}{}", paren(hub_code), colon(hub_message))]
+    #[error("{}: not found on the Hub{}{}", esc(what), paren(hub_code), colon(hub_message))]
     NotFound { what: String, hub_code: String, hub_message: String },
-    #[error("{url}: HTTP {status}")]
+    #[error("{}: HTTP {status}", esc(url))]
     Status { url: String, status: u16 },
-    #[error("{url}: {message}")]
+    #[error("{}: {}", esc(url), esc(message))]
     Transport { url: String, message: String },
-    #[error("{what}: no answer after {attempts} attempts with backoff (last: {last})")]
+    #[error("{}: no answer after {attempts} attempts with backoff (last: {})", esc(what), esc(last))]
     GaveUp { what: String, attempts: u32, last: String },
-    #[error("{url}: unexpected answer: {message}")]
+    #[error("{}: timed out after {secs} s waiting for {} ({var})", esc(what), esc(url))]
+    TimedOut { what: String, url: String, secs: u64, var: &'static str },
+    #[error(
+        "{}: timed out after {secs} s, the deadline for the whole remote read ({RUN_VAR}): {}",
+        esc(what),
+        esc(detail)
+    )]
+    RunTimedOut { what: String, secs: u64, detail: String },
+    #[error("{}: unexpected answer: {}", esc(url), esc(message))]
     BadResponse { url: String, message: String },
-    #[error("{what}: {size} bytes, over the {cap}-byte cap for a file read whole")]
-    TooLarge { what: String, size: u64, cap: u64 },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {size}, over the {cap}-byte cap for a file read whole", esc(what))]
+    TooLarge { what: String, size: String, cap: u64 },
+    #[error(
+        "{}: reading it would pass {cap} bytes received in this run, the cap for one remote read ({MAX_BYTES_VAR})",
+        esc(what)
+    )]
+    RunTooLarge { what: String, cap: u64 },
+    #[error("{var}={}: {why}", esc(&format!("{value:?}")))]
+    BadSetting { var: &'static str, value: String, why: &'static str },
+    #[error("{}: {}", path.display(), esc(&source.to_string()))]
     Cache { path: PathBuf, source: std::io::Error },
+    /// Another request failed first; this one stopped (never reported when the other is).
+    #[error("cancelled after another request failed")]
+    Cancelled,
 }
 
 fn paren(s: &str) -> String {
     if s.is_empty() {
         String::new()
     } else {
-        format!(" ({s})")
+        format!(" ({})", esc(s))
     }
 }
 
@@ -64,8 +110,33 @@ fn colon(s: &str) -> String {
     if s.is_empty() {
         String::new()
     } else {
-        format!(": {s}")
+        format!(": {}", esc(s))
     }
+}
+
+/// Characters a terminal would act on instead of showing: C0 and C1 controls (ESC starts colour
+/// and cursor sequences), DEL, and the invisible format characters that reorder or hide text (bidi
+/// overrides and isolates, zero-width ones, the BOM).
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// `s` with every [`unsafe_char`] written as Rust writes it in a string literal (`\0`, `\n`,
+/// `\u{1b}`, `\u{202e}`), fit for a terminal line. Text without them is returned as it is.
+pub fn esc(s: &str) -> String {
+    if !s.chars().any(unsafe_char) {
+        return s.to_string();
+    }
+    let mut o = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            o.extend(c.escape_debug());
+        } else {
+            o.push(c);
+        }
+    }
+    o
 }
 
 impl crate::ui::Help for HubError {
@@ -76,10 +147,20 @@ impl crate::ui::Help for HubError {
             HubError::Status { .. } | HubError::BadResponse { .. } => {
                 "check HF_ENDPOINT (a mirror must serve the Hub's API and `resolve` paths with Range)".into()
             }
-            HubError::Transport { .. } | HubError::GaveUp { .. } => {
+            HubError::Transport { .. } | HubError::GaveUp { .. } | HubError::Cancelled => {
                 "check the network or HF_ENDPOINT and retry; HF_HUB_OFFLINE=1 uses only what is cached".into()
             }
+            HubError::TimedOut { var, .. } => format!(
+                "raise {var} (seconds, default 10) if the server is only slow; else check the network or HF_ENDPOINT"
+            ),
+            HubError::RunTimedOut { .. } => format!(
+                "raise {RUN_VAR} (seconds, default {DEFAULT_RUN_TIMEOUT}) for a very large repo or a slow link; else check the network or HF_ENDPOINT"
+            ),
             HubError::TooLarge { .. } => "download the repo and run on the local copy".into(),
+            HubError::RunTooLarge { .. } => format!(
+                "raise {MAX_BYTES_VAR} (e.g. 1G; default 256M) for a repo this large, or download it and run on the local copy"
+            ),
+            HubError::BadSetting { var, .. } => format!("fix or unset {var}"),
             HubError::Cache { .. } => "check that $HF_HOME (or ~/.cache/huggingface) is writable".into(),
         }
     }
@@ -94,8 +175,75 @@ pub struct Settings {
     /// `$HF_HOME` (else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`).
     pub hf_home: PathBuf,
     pub concurrency: usize,
-    /// A progress line on stderr while shard headers arrive (the binary sets it on a terminal).
+    /// A progress line on stderr when a remote read takes more than 2 s (the binary sets it on a
+    /// terminal).
     pub progress: bool,
+    pub limits: Limits,
+    /// A variable above that could not be read: reported when the Hub is asked, not before.
+    pub bad_env: Option<(&'static str, String, &'static str)>,
+}
+
+/// What one remote read may cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Each API request and shard-length probe, all of it (`HF_HUB_ETAG_TIMEOUT`).
+    pub etag: Duration,
+    /// Each file or header read, all of it (`HF_HUB_DOWNLOAD_TIMEOUT`).
+    pub download: Duration,
+    /// The whole read, retries included (`CKPTKIT_HUB_RUN_TIMEOUT`).
+    pub run: Duration,
+    /// Body bytes received in all (`CKPTKIT_HUB_MAX_BYTES`).
+    pub max_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            etag: Duration::from_secs(DEFAULT_ETAG_TIMEOUT),
+            download: Duration::from_secs(DEFAULT_DOWNLOAD_TIMEOUT),
+            run: Duration::from_secs(DEFAULT_RUN_TIMEOUT),
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// Seconds as huggingface_hub reads its timeouts (`int(value) or DEFAULT`): a whole number, 0 is
+/// the default. An empty value counts as unset. At most a year (a deadline must stay an instant).
+fn parse_secs(v: &str) -> Result<Option<Duration>, &'static str> {
+    match v.trim().parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(n) => Ok(Some(Duration::from_secs(n.min(365 * 86_400)))),
+        Err(_) => Err("not a whole number of seconds (0 or unset: the default)"),
+    }
+}
+
+impl Limits {
+    /// From `HF_HUB_ETAG_TIMEOUT`, `HF_HUB_DOWNLOAD_TIMEOUT`, `CKPTKIT_HUB_RUN_TIMEOUT`,
+    /// `CKPTKIT_HUB_MAX_BYTES` as `var` reads them; the first value that cannot be read is returned
+    /// beside the defaults.
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> (Limits, Option<(&'static str, String, &'static str)>) {
+        let mut l = Limits::default();
+        let mut bad = None;
+        for (name, slot) in [(ETAG_VAR, &mut l.etag), (DOWNLOAD_VAR, &mut l.download), (RUN_VAR, &mut l.run)] {
+            if let Some(v) = var(name) {
+                match parse_secs(&v) {
+                    Ok(Some(d)) => *slot = d,
+                    Ok(None) => {}
+                    Err(why) => {
+                        bad = bad.or(Some((name, v, why)));
+                    }
+                }
+            }
+        }
+        if let Some(v) = var(MAX_BYTES_VAR) {
+            match crate::ui::parse_human_int(v.trim()) {
+                Ok(0) => {}
+                Ok(n) => l.max_bytes = n,
+                Err(_) => bad = bad.or(Some((MAX_BYTES_VAR, v, "not a byte count (e.g. 512M, 2G; 0 or unset: 256M)"))),
+            }
+        }
+        (l, bad)
+    }
 }
 
 /// huggingface_hub's truthy strings for boolean environment variables.
@@ -104,8 +252,8 @@ fn truthy(v: &str) -> bool {
 }
 
 impl Settings {
-    /// `HF_ENDPOINT`, `HF_TOKEN` / `HF_TOKEN_PATH` / `$HF_HOME/token`, `HF_HOME`, `HF_HUB_OFFLINE`;
-    /// `offline` (the `--offline` flag) forces offline.
+    /// `HF_ENDPOINT`, `HF_TOKEN` / `HF_TOKEN_PATH` / `$HF_HOME/token`, `HF_HOME`, `HF_HUB_OFFLINE`,
+    /// and the [`Limits`] variables; `offline` (the `--offline` flag) forces offline.
     pub fn from_env(offline: bool) -> Settings {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let hf_home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
@@ -115,6 +263,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("/"))
                 .join("huggingface")
         });
+        let (limits, bad_env) = Limits::from_vars(var);
         let token = var("HF_TOKEN")
             .or_else(|| var("HUGGING_FACE_HUB_TOKEN"))
             .map(|t| t.trim().to_string())
@@ -132,10 +281,12 @@ impl Settings {
             hf_home,
             concurrency: CONCURRENCY,
             progress: false,
+            limits,
+            bad_env,
         }
     }
 
-    fn cache_dir(&self, repo: &str) -> PathBuf {
+    fn cache_dir(&self, repo: &str) -> Result<PathBuf, HubError> {
         // One tree per endpoint (a mirror may serve different commits under the same name).
         let host: String = self
             .endpoint
@@ -145,7 +296,7 @@ impl Settings {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
             .collect();
-        self.hf_home.join("ckptkit").join("remote").join(host).join(repo.replace('/', "--"))
+        under(&under(&self.hf_home.join("ckptkit").join("remote"), &host)?, &repo.replace('/', "--"))
     }
 }
 
@@ -162,7 +313,7 @@ pub struct Remote {
     /// The directory holding the small files (config.json, the index, …).
     #[serde(skip)]
     pub root: PathBuf,
-    /// Every top-level file of the repo at that commit.
+    /// Every top-level file of the repo at that commit (names that are plain file names only).
     #[serde(skip)]
     pub files: Vec<String>,
     /// Each top-level `.safetensors` file: its name, its cached header prefix and its length.
@@ -175,6 +326,9 @@ pub struct Remote {
     /// Files read this run, and files found in the cache.
     pub files_fetched: usize,
     pub files_cached: usize,
+    /// What was skipped and why (listed names that cannot be file names here), escaped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -218,16 +372,79 @@ fn is_commit(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// A name of the repo's top level that is safe to use as a file name here.
-fn plain_name(n: &str) -> bool {
-    !n.is_empty() && !n.contains('/') && !n.contains('\\') && n != "." && n != ".." && !n.starts_with(".ckptkit")
+/// What a listed name is to this reader.
+#[derive(Debug, PartialEq, Eq)]
+enum Name {
+    /// A plain name of the repo's top level: usable as a file name here.
+    Top,
+    /// A well-formed path in a subfolder (`original/params.json`): not read, nothing to say.
+    Nested,
+    /// Something no Hub lists: skipped, with why.
+    Hostile(&'static str),
 }
 
-/// The small files read whole: top-level JSON the checkpoint model reads (config, index,
-/// generation / tokenizer / processor configs, hf_quant_config, ModelSlim descriptions), not the
-/// tokenizer's vocabulary.
-fn wanted_whole(n: &str) -> bool {
-    plain_name(n) && n.ends_with(".json") && !matches!(n, "tokenizer.json" | "vocab.json")
+fn check_name(n: &str) -> Name {
+    if n.is_empty() {
+        return Name::Hostile("an empty name");
+    }
+    if n.chars().any(unsafe_char) {
+        return Name::Hostile("it holds control or invisible characters");
+    }
+    if n.contains('\\') {
+        return Name::Hostile("it holds a backslash");
+    }
+    if n.starts_with('/') {
+        return Name::Hostile("an absolute path");
+    }
+    if n.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+        return Name::Hostile("it holds an empty, `.` or `..` path segment");
+    }
+    if n.contains('/') {
+        return Name::Nested;
+    }
+    if n.len() > 255 {
+        return Name::Hostile("longer than a file name may be (255 bytes)");
+    }
+    if n.starts_with(".ckptkit") {
+        return Name::Hostile("the name of ckptkit's own working files");
+    }
+    Name::Top
+}
+
+/// `root/name` for a name that is exactly one plain path component, checked again after joining:
+/// nothing the server names is ever written outside the cache.
+fn under(root: &Path, name: &str) -> Result<PathBuf, HubError> {
+    let mut parts = Path::new(name).components();
+    let one = matches!((parts.next(), parts.next()), (Some(Component::Normal(_)), None));
+    let p = root.join(name);
+    if one && p.parent() == Some(root) && p.starts_with(root) {
+        Ok(p)
+    } else {
+        Err(HubError::Cache {
+            path: root.to_path_buf(),
+            source: std::io::Error::other(format!("refused {:?} as a file name: it would leave this directory", name)),
+        })
+    }
+}
+
+/// The JSON files read whole: those the checkpoint model reads (config.json, the index,
+/// hf_quant_config.json, and the ModelSlim description `Description::find` would pick) — nothing
+/// else, whatever else the repo holds.
+fn wanted_whole(files: &[String]) -> Vec<&str> {
+    use crate::quant::modelslim::DESCRIPTION;
+    let mut v: Vec<&str> = files
+        .iter()
+        .map(String::as_str)
+        .filter(|n| matches!(*n, "config.json" | "hf_quant_config.json" | crate::checkpoint::index::INDEX_NAME))
+        .collect();
+    if files.iter().any(|n| n == DESCRIPTION) {
+        v.push(DESCRIPTION);
+    } else if let Some(older) =
+        files.iter().filter(|n| n.starts_with("quant_model_description_") && n.ends_with(".json")).min()
+    {
+        v.push(older);
+    }
+    v
 }
 
 /// Percent-encode a path segment (a revision such as `refs/pr/1` becomes one segment).
@@ -247,21 +464,111 @@ fn cache_err(path: &Path) -> impl FnOnce(std::io::Error) -> HubError + '_ {
     move |source| HubError::Cache { path: path.to_path_buf(), source }
 }
 
+/// How far a remote read is, for the progress line.
+#[derive(Default)]
+struct Progress {
+    /// 0: asking for the file list; 1: reading files and headers.
+    phase: AtomicU8,
+    done: AtomicUsize,
+    total: AtomicUsize,
+}
+
+/// After [`PROGRESS_AFTER`] without `stop`, a line on stderr (a terminal: indicatif draws nothing
+/// elsewhere) that says what the read is waiting for, until `stop` ends.
+fn watch(label: &str, p: &Progress, client: &http::Client, stop: std::sync::mpsc::Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError::Timeout;
+    let t0 = Instant::now();
+    if !matches!(stop.recv_timeout(PROGRESS_AFTER), Err(Timeout)) {
+        return;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    loop {
+        let what = match p.phase.load(Ordering::Relaxed) {
+            0 => "waiting for the file list".to_string(),
+            _ => format!("{}/{} files", p.done.load(Ordering::Relaxed), p.total.load(Ordering::Relaxed)),
+        };
+        bar.set_message(format!(
+            "remote: {label}: {what}, {}, {} s",
+            indicatif::HumanBytes(client.bytes.load(Ordering::Relaxed)),
+            t0.elapsed().as_secs()
+        ));
+        bar.tick();
+        if !matches!(stop.recv_timeout(Duration::from_millis(250)), Err(Timeout)) {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+}
+
 /// Read `repo` at `revision` (default `main`) from the Hub, or from the cache where it holds the
 /// commit's files.
 pub fn fetch(repo: &str, revision: Option<&str>, s: &Settings) -> Result<Remote, HubError> {
+    if let Some((var, value, why)) = &s.bad_env {
+        return Err(HubError::BadSetting { var, value: value.clone(), why });
+    }
+    if !url::Url::parse(&s.endpoint).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host()) {
+        return Err(HubError::BadSetting {
+            var: "HF_ENDPOINT",
+            value: s.endpoint.clone(),
+            why: "not an http:// or https:// URL with a host",
+        });
+    }
     let revision = revision.unwrap_or("main").to_string();
-    let client = http::Client::new(s.token.clone(), &s.endpoint);
-    let base = s.cache_dir(repo);
-    let listing = listing(&client, repo, &revision, &base, s)?;
-    let dir = base.join(&listing.commit);
+    let client = http::Client::new(s.token.clone(), &s.endpoint, s.limits);
+    let progress = Progress::default();
+    let label = esc(&format!("{repo}@{revision}"));
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        if s.progress {
+            let (label, progress, client) = (&label, &progress, &client);
+            scope.spawn(move || watch(label, progress, client, rx));
+        }
+        let r = fetch_with(&client, &progress, repo, revision.clone(), s);
+        drop(tx);
+        r
+    })
+}
+
+fn fetch_with(
+    client: &http::Client,
+    progress: &Progress,
+    repo: &str,
+    revision: String,
+    s: &Settings,
+) -> Result<Remote, HubError> {
+    let base = s.cache_dir(repo)?;
+    let listing = listing(client, repo, &revision, &base, s)?;
+    progress.phase.store(1, Ordering::Relaxed);
+    let dir = under(&base, &listing.commit)?;
     let root = dir.join("files");
     let headers = dir.join("headers");
     for d in [&root, &headers] {
         std::fs::create_dir_all(d).map_err(cache_err(d))?;
     }
-    let files: Vec<String> = listing.files.iter().map(|f| f.name.clone()).filter(|n| plain_name(n)).collect();
-    let sizes: BTreeMap<&str, Option<u64>> = listing.files.iter().map(|f| (f.name.as_str(), f.size)).collect();
+    let mut warnings = Vec::new();
+    let mut files: Vec<String> = Vec::new();
+    let mut sizes: BTreeMap<&str, Option<u64>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    for f in &listing.files {
+        match check_name(&f.name) {
+            Name::Top => {
+                if seen.insert(f.name.as_str()) {
+                    files.push(f.name.clone());
+                    sizes.insert(f.name.as_str(), f.size);
+                }
+            }
+            Name::Nested => {}
+            Name::Hostile(why) => warnings.push(format!(
+                "{}: skipped the listed file name \"{}\" ({why}); the rest is read",
+                esc(repo),
+                esc(&f.name)
+            )),
+        }
+    }
 
     enum Job<'a> {
         Whole(&'a str),
@@ -269,74 +576,74 @@ pub fn fetch(repo: &str, revision: Option<&str>, s: &Settings) -> Result<Remote,
     }
     let mut jobs = Vec::new();
     let mut cached = 0usize;
-    for n in &files {
-        if wanted_whole(n) {
-            if sizes.get(n.as_str()).copied().flatten().is_some_and(|sz| sz > SMALL_FILE_CAP) {
-                continue; // named in the listing only; read it locally if it matters
-            }
-            if root.join(n).is_file() {
-                cached += 1;
-            } else {
-                jobs.push(Job::Whole(n));
-            }
-        } else if n.ends_with(".safetensors") {
-            if headers.join(format!("{n}.meta.json")).is_file() && headers.join(n).is_file() {
-                cached += 1;
-            } else {
-                jobs.push(Job::Header(n));
-            }
+    let mut listed_whole = 0u64;
+    for n in wanted_whole(&files) {
+        let what = format!("{repo}: {n}");
+        let listed = sizes.get(n).copied().flatten();
+        // A length the listing announces over the cap is refused before any request for the file.
+        if let Some(sz) = listed.filter(|&sz| sz > SMALL_FILE_CAP) {
+            return Err(HubError::TooLarge { what, size: format!("{sz} bytes listed"), cap: SMALL_FILE_CAP });
+        }
+        if under(&root, n)?.is_file() {
+            cached += 1;
+        } else {
+            listed_whole += listed.unwrap_or(0);
+            jobs.push(Job::Whole(n));
         }
     }
+    client.budget(listed_whole, &format!("{repo}: the JSON files"))?;
+    for n in files.iter().filter(|n| n.ends_with(".safetensors")) {
+        if under(&headers, &format!("{n}.meta.json"))?.is_file() && under(&headers, n)?.is_file() {
+            cached += 1;
+        } else {
+            jobs.push(Job::Header(n));
+        }
+    }
+    progress.total.store(jobs.len(), Ordering::Relaxed);
     let file_url =
         |n: &str| format!("{}/{repo}/resolve/{}/{}", s.endpoint, encode_segment(&listing.commit), encode_segment(n));
-    let n_headers = jobs.iter().filter(|j| matches!(j, Job::Header(_))).count();
-    let bar = (s.progress && n_headers >= 8).then(|| {
-        let b = indicatif::ProgressBar::new(n_headers as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{prefix} {pos}/{len} shard headers {elapsed}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b.set_prefix(format!("{repo}@{}", &listing.commit[..12]));
-        b
-    });
     let run = |i: usize| -> Result<(), HubError> {
         match &jobs[i] {
             Job::Whole(n) => {
-                let body = client.get(&file_url(n), None, SMALL_FILE_CAP, &format!("{repo}: {n}"))?;
-                let p = root.join(n);
+                let body =
+                    client.get(&file_url(n), None, SMALL_FILE_CAP, &format!("{repo}: {n}"), http::Kind::Download)?;
+                // Written only once whole: an error above leaves nothing in the cache.
+                let p = under(&root, n)?;
                 fsutil::write_atomic(&p, &body.bytes).map_err(cache_err(&p))
             }
             Job::Header(n) => {
                 let (prefix, size, etag) =
-                    read_header(&client, &file_url(n), sizes.get(n).copied().flatten(), &format!("{repo}: {n}"))?;
-                let p = headers.join(n);
+                    read_header(client, &file_url(n), sizes.get(n).copied().flatten(), &format!("{repo}: {n}"))?;
+                let p = under(&headers, n)?;
                 fsutil::write_atomic(&p, &prefix).map_err(cache_err(&p))?;
-                let m = headers.join(format!("{n}.meta.json"));
+                let m = under(&headers, &format!("{n}.meta.json"))?;
                 let meta = serde_json::to_vec(&HeaderMeta { size, etag }).expect("meta serializes");
-                fsutil::write_atomic(&m, &meta).map_err(cache_err(&m))?;
-                if let Some(b) = &bar {
-                    b.inc(1);
-                }
-                Ok(())
+                fsutil::write_atomic(&m, &meta).map_err(cache_err(&m))
             }
         }
     };
-    let done = in_pool(jobs.len(), s.concurrency, run);
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    done?;
+    in_pool(jobs.len(), s.concurrency, |i| {
+        let r = run(i);
+        match &r {
+            Ok(()) => {
+                progress.done.fetch_add(1, Ordering::Relaxed);
+            }
+            // The others stop at their next read: one refusal ends the run, not 32 downloads later.
+            Err(_) => client.cancel(),
+        }
+        r
+    })?;
     let (files_fetched, requests, bytes_fetched) =
         (jobs.len(), client.requests.load(Ordering::Relaxed), client.bytes.load(Ordering::Relaxed));
     drop(jobs);
     let mut shards = Vec::new();
     for n in files.iter().filter(|n| n.ends_with(".safetensors")) {
-        let m = headers.join(format!("{n}.meta.json"));
+        let m = under(&headers, &format!("{n}.meta.json"))?;
         let meta: HeaderMeta =
             fsutil::read_bounded(&m, 1 << 20).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| {
                 HubError::Cache { path: m.clone(), source: std::io::Error::other("unreadable cache entry") }
             })?;
-        shards.push(RemoteShard { name: n.clone(), header_path: headers.join(n), size: meta.size });
+        shards.push(RemoteShard { name: n.clone(), header_path: under(&headers, n)?, size: meta.size });
     }
     Ok(Remote {
         repo: repo.to_string(),
@@ -350,15 +657,17 @@ pub fn fetch(repo: &str, revision: Option<&str>, s: &Settings) -> Result<Remote,
         bytes_fetched,
         files_fetched,
         files_cached: cached,
+        warnings,
     })
 }
 
 /// `run(0..n)` on at most `workers` threads, each taking the next index; after a failure no new
-/// index starts, and the error of the lowest failed index is returned.
-fn in_pool<E: Send>(n: usize, workers: usize, run: impl Fn(usize) -> Result<(), E> + Sync) -> Result<(), E> {
+/// index starts, and the error of the lowest failed index is returned — a request that only
+/// stopped because another failed ([`HubError::Cancelled`]) does not count as failed.
+fn in_pool(n: usize, workers: usize, run: impl Fn(usize) -> Result<(), HubError> + Sync) -> Result<(), HubError> {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let first_err: Mutex<Option<(usize, E)>> = Mutex::new(None);
+    let first_err: Mutex<Option<(usize, HubError)>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..workers.max(1).min(n) {
             scope.spawn(|| {
@@ -369,8 +678,9 @@ fn in_pool<E: Send>(n: usize, workers: usize, run: impl Fn(usize) -> Result<(), 
                     }
                     if let Err(e) = run(i) {
                         stop.store(true, Ordering::Relaxed);
+                        let rank = |j: usize, e: &HubError| (matches!(e, HubError::Cancelled), j);
                         let mut g = first_err.lock().unwrap_or_else(|p| p.into_inner());
-                        if g.as_ref().is_none_or(|(j, _)| i < *j) {
+                        if g.as_ref().is_none_or(|(j, old)| rank(i, &e) < rank(*j, old)) {
                             *g = Some((i, e));
                         }
                     }
@@ -404,7 +714,7 @@ fn listing(
         None => {
             let url = format!("{}/api/models/{repo}/revision/{}?blobs=true", s.endpoint, encode_segment(revision));
             let what = format!("{repo}@{revision}");
-            let body = client.get(&url, None, SMALL_FILE_CAP, &what)?;
+            let body = client.get(&url, None, SMALL_FILE_CAP, &what, http::Kind::Meta)?;
             let info: ModelInfo = serde_json::from_slice(&body.bytes).map_err(|e| HubError::BadResponse {
                 url: url.clone(),
                 message: format!("not the model-info JSON: {e}"),
@@ -414,7 +724,7 @@ fn listing(
                 message: "no 40-hex `sha` (commit) in the model info".into(),
             })?;
             let l = SnapshotFile { schema: SNAPSHOT_SCHEMA.into(), repo: repo.into(), commit, files: info.siblings };
-            let dir = base.join(&l.commit);
+            let dir = under(base, &l.commit)?;
             std::fs::create_dir_all(&dir).map_err(cache_err(&dir))?;
             let p = dir.join("snapshot.json");
             let text = serde_json::to_vec_pretty(&l).expect("snapshot serializes");
@@ -427,28 +737,43 @@ fn listing(
 /// One shard's header by Range: its first 8 bytes (the header's length; the file's from
 /// `Content-Range`, else `listed`), then exactly the header, from where the first range was answered
 /// (the CDN after a redirect). A length that cannot be (over the cap, past the file) is not read
-/// further: the header checks say why from the 8 bytes. Returns (prefix, file length, ETag).
+/// further: the header checks say why from the 8 bytes. A header that would pass the run's byte cap
+/// is refused before it is asked for, and one cut short is an error, never cached. Returns (prefix,
+/// file length, ETag).
 fn read_header(
     client: &http::Client,
     url: &str,
     listed: Option<u64>,
     what: &str,
 ) -> Result<(Vec<u8>, u64, Option<String>), HubError> {
-    let first = client.get(url, Some((0, 8)), 8, what)?;
+    let first = client.get(url, Some((0, 8)), 8, what, http::Kind::Meta)?;
     let size = first.total.or(listed).ok_or_else(|| HubError::BadResponse {
         url: first.url.clone(),
         message: "no file length (Content-Range or the listing's size)".into(),
     })?;
     let mut prefix = first.bytes;
     prefix.truncate(8);
+    if (prefix.len() as u64) < size.min(8) {
+        return Err(HubError::BadResponse {
+            url: first.url,
+            message: format!("{} bytes where the file's first {} were asked for", prefix.len(), size.min(8)),
+        });
+    }
     let want = match <[u8; 8]>::try_from(prefix.as_slice()).map(u64::from_le_bytes) {
         Ok(n) if n <= crate::checkpoint::header::MAX_HEADER_LEN && n.saturating_add(8) <= size => 8 + n,
         _ => prefix.len() as u64,
     };
     if want > prefix.len() as u64 {
         let have = prefix.len() as u64;
-        let rest = client.get(&first.url, Some((have, want - have)), want - have, what)?;
-        prefix.extend_from_slice(&rest.bytes[..rest.bytes.len().min((want - have) as usize)]);
+        client.budget(want - have, what)?;
+        let rest = client.get(&first.url, Some((have, want - have)), want - have, what, http::Kind::Download)?;
+        if (rest.bytes.len() as u64) < want - have {
+            return Err(HubError::BadResponse {
+                url: rest.url,
+                message: format!("{} header bytes where {} were asked for", rest.bytes.len(), want - have),
+            });
+        }
+        prefix.extend_from_slice(&rest.bytes[..(want - have) as usize]);
     }
     Ok((prefix, size, first.etag))
 }
@@ -465,12 +790,116 @@ mod tests {
     }
 
     #[test]
-    fn only_top_level_plain_names() {
-        assert!(wanted_whole("config.json"));
-        assert!(wanted_whole("quant_model_description_w8a8_dynamic.json"));
-        assert!(!wanted_whole("tokenizer.json"));
-        assert!(!wanted_whole("sub/config.json"));
-        assert!(!plain_name(".."));
+    fn only_the_json_files_the_checks_read() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let files = names(&[
+            "config.json",
+            "generation_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "model.safetensors.index.json",
+            "extra_0.json",
+            "hf_quant_config.json",
+            "quant_model_description_w8a8_dynamic.json",
+            "quant_model_description_a.json",
+            "model.safetensors",
+        ]);
+        assert_eq!(
+            wanted_whole(&files),
+            ["config.json", "model.safetensors.index.json", "hf_quant_config.json", "quant_model_description_a.json"]
+        );
+        // The current name wins over the older API's, as `Description::find` picks it.
+        let files = names(&["quant_model_description_a.json", "quant_model_description.json"]);
+        assert_eq!(wanted_whole(&files), ["quant_model_description.json"]);
         assert!(truthy("yes") && truthy(" 1") && !truthy("0") && !truthy("off"));
+    }
+
+    #[test]
+    fn listed_names_that_cannot_be_file_names_here() {
+        assert_eq!(check_name("config.json"), Name::Top);
+        assert_eq!(check_name("model-00001-of-00002 (copy).safetensors"), Name::Top);
+        assert_eq!(check_name("modèle.json"), Name::Top);
+        assert_eq!(check_name("original/params.json"), Name::Nested);
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../escape.json",
+            "a/../../b.json",
+            "/etc/passwd",
+            "a//b",
+            "a\\b.json",
+            "nul\0.json",
+            "esc\x1b[2J.json",
+            "bell\x07",
+            "line\nbreak",
+            "c1\u{85}",
+            "rtl\u{202e}nosj.exe",
+            "zero\u{200b}width",
+            ".ckptkit-tmp.x",
+        ] {
+            assert!(matches!(check_name(bad), Name::Hostile(_)), "{bad:?}");
+        }
+        assert!(matches!(check_name(&"a".repeat(256)), Name::Hostile(_)));
+    }
+
+    #[test]
+    fn cache_paths_stay_under_their_root() {
+        let root = Path::new("/cache/root");
+        assert_eq!(under(root, "config.json").unwrap(), root.join("config.json"));
+        for bad in ["..", ".", "", "../x", "a/b", "/etc/passwd", "./x"] {
+            assert!(under(root, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn server_text_is_escaped_for_a_terminal() {
+        assert_eq!(esc("plain text / é ✓"), "plain text / é ✓");
+        assert_eq!(esc("a\0b"), "a\\0b");
+        assert_eq!(esc("\x1b[31mred"), "\\u{1b}[31mred");
+        assert_eq!(esc("x\ny\tz\r"), "x\\ny\\tz\\r");
+        assert_eq!(esc("\u{202e}\u{85}\u{7f}"), "\\u{202e}\\u{85}\\u{7f}");
+        // Escaping twice changes nothing more: no control character is left to escape.
+        assert_eq!(esc(&esc("\x1b\0")), esc("\x1b\0"));
+        let e = HubError::Denied {
+            what: "o/n".into(),
+            status: 401,
+            hub_code: "Gated\x1b[2J".into(),
+            hub_message: "go \x07away\u{9b}".into(),
+        };
+        let m = e.to_string();
+        assert!(!m.chars().any(unsafe_char), "{m:?}");
+        assert!(m.contains("Gated\\u{1b}[2J") && m.contains("go \\u{7}away\\u{9b}"), "{m}");
+    }
+
+    #[test]
+    fn timeouts_read_as_huggingface_hub_reads_them() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let (l, bad) = Limits::from_vars(env(&[]));
+        assert!(bad.is_none());
+        assert_eq!(
+            (l.etag, l.download, l.run),
+            (Duration::from_secs(10), Duration::from_secs(10), Duration::from_secs(120))
+        );
+        assert_eq!(l.max_bytes, 256 << 20);
+        let (l, bad) = Limits::from_vars(env(&[
+            ("HF_HUB_ETAG_TIMEOUT", "3"),
+            ("HF_HUB_DOWNLOAD_TIMEOUT", "0"),
+            ("CKPTKIT_HUB_RUN_TIMEOUT", " 30 "),
+            ("CKPTKIT_HUB_MAX_BYTES", "1G"),
+        ]));
+        assert!(bad.is_none());
+        assert_eq!(
+            (l.etag, l.download, l.run),
+            (Duration::from_secs(3), Duration::from_secs(10), Duration::from_secs(30))
+        );
+        assert_eq!(l.max_bytes, 1 << 30);
+        let (l, bad) = Limits::from_vars(env(&[("HF_HUB_ETAG_TIMEOUT", "1.5"), ("HF_HUB_DOWNLOAD_TIMEOUT", "abc")]));
+        assert_eq!(bad.map(|b| b.0), Some("HF_HUB_ETAG_TIMEOUT"));
+        assert_eq!(l.etag, Duration::from_secs(10));
+        let (l, _) = Limits::from_vars(env(&[("HF_HUB_ETAG_TIMEOUT", "99999999999999999")]));
+        assert!(Instant::now().checked_add(l.etag).is_some());
     }
 }

@@ -25,26 +25,7 @@ use std::path::PathBuf;
 
 pub const SCHEMA: &str = "ckptkit.plan/1";
 
-/// Which serving stack the answers are for (`--target`, or `CKPTKIT_TARGET`; one default, `vllm`,
-/// for every command).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Target {
-    /// vLLM on NVIDIA GPUs (fp8 native on Hopper and later).
-    #[default]
-    Vllm,
-    /// vLLM-Ascend on Huawei Ascend NPUs (A2/A3: no fp8, no fp4).
-    VllmAscend,
-}
-
-impl Target {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Target::Vllm => "vllm",
-            Target::VllmAscend => "vllm-ascend",
-        }
-    }
-}
+pub use crate::target::Target;
 
 /// A feasibility rule (its id is the kebab-case name in `--json` and the matrix header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

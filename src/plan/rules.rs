@@ -6,7 +6,7 @@ use super::{Check, Parallel, Rule, Status, Target};
 use crate::arch::{FamilyParallel, Partition, QkNorm};
 use crate::checkpoint::config::ModelConfig;
 use crate::model::MoeBlocks;
-use crate::quant::scheme::{QuantMethod, QuantScheme, ScaleLayout};
+use crate::quant::scheme::{QuantScheme, ScaleLayout};
 
 /// What every rule sees.
 pub struct Ctx<'a> {
@@ -61,8 +61,8 @@ fn good_tps(pred: impl Fn(u64) -> bool) -> String {
 pub fn evaluate(ctx: &Ctx<'_>, par: &Parallel) -> Vec<Check> {
     if let Err(why) = ctx.cfg.sizes_in_range() {
         // Nothing else can be computed from sizes no real model has.
-        let mut v = vec![fail(Rule::Config, "out of range", format!("config.json: {why}"), "fix config.json")];
-        v.extend(RULES[1..].iter().map(|&r| na(r, "config out of range")));
+        let mut v = vec![fail(Rule::Config, "invalid", format!("config.json: {why}"), "fix config.json")];
+        v.extend(RULES[1..].iter().map(|&r| na(r, "config invalid")));
         return v;
     }
     let mut checks = vec![
@@ -101,7 +101,7 @@ fn config(ctx: &Ctx<'_>) -> Check {
     if missing.is_empty() {
         return match c.sizes_in_range() {
             Ok(()) => pass(Rule::Config, "ok"),
-            Err(why) => fail(Rule::Config, "out of range", format!("config.json: {why}"), "fix config.json"),
+            Err(why) => fail(Rule::Config, "invalid", format!("config.json: {why}"), "fix config.json"),
         };
     }
     fail(
@@ -510,74 +510,12 @@ fn pp(ctx: &Ctx<'_>, par: &Parallel) -> Check {
 }
 
 fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
+    use crate::quant::serve::{support, Support};
     let Some(q) = ctx.quant else { return pass(Rule::Target, "bf16") };
-    let method = q.method.as_str();
-    match ctx.target {
-        Target::VllmAscend => {
-            let fp8 = q.fp8_scale.is_some();
-            if q.method == QuantMethod::Fp8 && !ctx.fp8_device {
-                return fail(
-                    Rule::Target,
-                    "fp8 unsupported",
-                    "NotImplementedError (vllm_ascend/quantization/fp8_config.py :: AscendFp8Config.get_quant_method): native fp8 checkpoints cannot be served on Ascend A2/A3, which have no fp8 units",
-                    "convert to bf16 with `ckptkit dequant MODEL --out DIR` (memory below is counted as bf16), or use a ModelSlim W8A8 checkpoint with --quantization ascend",
-                );
-            }
-            if fp8 && !ctx.fp8_device {
-                return fail(
-                    Rule::Target,
-                    "fp8 unsupported",
-                    format!("{method} fp8 weights need fp8 units, which Ascend A2/A3 do not have"),
-                    "convert to bf16 with `ckptkit dequant`, or use a ModelSlim W8A8 checkpoint",
-                );
-            }
-            // vllm_ascend/platform.py :: NPUPlatform.supported_quantization.
-            let supported = matches!(
-                q.method,
-                QuantMethod::Ascend
-                    | QuantMethod::CompressedTensors
-                    | QuantMethod::Fp8
-                    | QuantMethod::DeepseekV4Fp8
-                    | QuantMethod::ModeloptMxfp8
-                    | QuantMethod::Mxfp8
-            );
-            // vllm_ascend/quantization/compressed_tensors_config.py :: _detect_quant_type (vllm-ascend
-            // 182b75ea84): W8A8 static / dynamic, W4A8 dynamic and W4A16 (int, group strategy) have an
-            // NPU method; anything else, NVFP4 included (no fp4 units on A2/A3), raises.
-            let ct_unsupported = q.method == QuantMethod::CompressedTensors
-                && match q.format.as_deref() {
-                    Some("nvfp4-pack-quantized") => true,
-                    Some("pack-quantized") => q.bits != Some(4) || q.group_size.is_none_or(|g| g <= 0),
-                    _ => false,
-                };
-            if ct_unsupported {
-                return fail(
-                    Rule::Target,
-                    format!("{} unsupported", q.format.as_deref().unwrap_or(method)),
-                    "NotImplementedError: No compressed-tensors compatible quantization type was found. (vllm_ascend/quantization/compressed_tensors_config.py :: _detect_quant_type: NPU methods exist for W8A8, W8A8_DYNAMIC, W4A8_DYNAMIC and group-wise int W4A16 only)",
-                    "convert to bf16 with `ckptkit dequant MODEL --out DIR` (it reads NVFP4 and INT4 pack-quantized), or use a ModelSlim (W8A8) checkpoint",
-                );
-            }
-            if !supported {
-                return fail(
-                    Rule::Target,
-                    format!("{method} unsupported"),
-                    format!("ValueError: {method} quantization is currently not supported in npu."),
-                    if q.method == QuantMethod::Mxfp4 {
-                        "convert to bf16 with `ckptkit dequant MODEL --out DIR` (it reads MXFP4), or use a ModelSlim (W8A8) checkpoint"
-                    } else {
-                        "use a bf16 or ModelSlim (W8A8) checkpoint"
-                    },
-                );
-            }
-            pass(Rule::Target, method.to_string())
-        }
-        Target::Vllm => {
-            if q.fp8_scale.is_some() && !ctx.fp8_device {
-                return caveat(Rule::Target, "fp8 weight-only", "this device has no fp8 units: vLLM runs fp8 weights through the weight-only Marlin path (slower, same memory)");
-            }
-            pass(Rule::Target, method.to_string())
-        }
+    match support(q, ctx.target, ctx.fp8_device) {
+        Support::Native(label) => pass(Rule::Target, label),
+        Support::Caveat { short, message } => caveat(Rule::Target, short, message),
+        Support::Unsupported { short, message, fix } => fail(Rule::Target, short, message, fix),
     }
 }
 

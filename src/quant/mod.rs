@@ -9,6 +9,7 @@ pub mod modelslim;
 pub mod mxfp4;
 pub mod pairing;
 pub mod scheme;
+pub mod serve;
 
 pub use pairing::{pair_fp8, Fp8Pair, Pairing};
 pub use scheme::{QuantScheme, ScaleLayout};

@@ -160,7 +160,12 @@ pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Run {
 
 /// `ckptkit audit --json PATH` → (exit code, report).
 pub fn audit_json(path: &Path) -> (i32, Value) {
-    let r = run(&["audit", "--json", path.to_str().unwrap()]);
+    audit_json_for(path, "vllm")
+}
+
+/// `ckptkit audit --json PATH --target TARGET` → (exit code, report).
+pub fn audit_json_for(path: &Path, target: &str) -> (i32, Value) {
+    let r = run(&["audit", "--json", path.to_str().unwrap(), "--target", target]);
     assert!(r.stderr.is_empty() || r.code != 0, "stderr: {}", r.stderr);
     let v: Value =
         serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}\n{}", r.stdout, r.stderr));

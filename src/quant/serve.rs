@@ -1,0 +1,146 @@
+//! Whether a target serves a quantization scheme at all, before any shape is looked at: one table
+//! that `plan` (its `target` rule) and `audit` (`target-unsupported`) both read, so the two never
+//! disagree. Each refusal is the error the target itself raises, with where it raises it.
+
+use super::scheme::{QuantMethod, QuantScheme};
+use crate::target::Target;
+
+/// What the target does with the scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Support {
+    /// Served as it is; the label names the method.
+    Native(String),
+    /// Served, with a cost worth knowing (fp8 weight-only through Marlin on a device without fp8).
+    Caveat { short: String, message: String },
+    /// The target raises at startup.
+    Unsupported { short: String, message: String, fix: String },
+}
+
+/// How `ckptkit stub --target vllm-ascend` serves an fp8 checkpoint anyway: its adapter
+/// dequantizes each weight as it loads (and the scripts serve the model unquantized).
+pub const LOAD_TIME_DEQUANT: &str =
+    "or let `ckptkit stub MODEL --target vllm-ascend` write an adapter that dequantizes fp8 to bf16 at load time (the kit serves it with quantization_config null; memory as bf16)";
+
+/// vLLM 0.33.0's own quantization methods (`vllm/model_executor/layers/quantization/__init__.py ::
+/// QuantizationMethods`), the list its error prints. `ascend` is not among them: only the
+/// vLLM-Ascend plugin registers it.
+pub const VLLM_METHODS: &[&str] = &[
+    "awq",
+    "auto_awq",
+    "fp8",
+    "fbgemm_fp8",
+    "fp_quant",
+    "modelopt",
+    "modelopt_fp4",
+    "modelopt_mxfp8",
+    "modelopt_mixed",
+    "auto_gptq",
+    "gptq",
+    "gptq_marlin",
+    "awq_marlin",
+    "humming",
+    "compressed-tensors",
+    "experts_int8",
+    "quark",
+    "moe_wna16",
+    "torchao",
+    "inc",
+    "mxfp4",
+    "gpt_oss_mxfp4",
+    "deepseek_v4_fp8",
+    "online",
+    "fp8_per_tensor",
+    "fp8_per_block",
+    "fp8_per_channel",
+    "int8_per_channel_weight_only",
+    "nvfp4_per_token",
+    "mxfp8",
+];
+
+/// Whether `target` (on a device with or without fp8 units) serves `q`.
+pub fn support(q: &QuantScheme, target: Target, fp8_device: bool) -> Support {
+    let method = q.method.as_str();
+    let unsupported = |short: String, message: String, fix: &str| Support::Unsupported {
+        short,
+        message,
+        fix: fix.to_string(),
+    };
+    match target {
+        Target::VllmAscend => {
+            if q.method == QuantMethod::Fp8 && !fp8_device {
+                return unsupported(
+                    "fp8 unsupported".into(),
+                    "NotImplementedError (vllm_ascend/quantization/fp8_config.py :: AscendFp8Config.get_quant_method): native fp8 checkpoints cannot be served on Ascend A2/A3, which have no fp8 units".into(),
+                    &format!("convert to bf16 with `ckptkit dequant MODEL --out DIR`, {LOAD_TIME_DEQUANT}, or use a ModelSlim W8A8 checkpoint with --quantization ascend"),
+                );
+            }
+            if q.fp8_scale.is_some() && !fp8_device {
+                return unsupported(
+                    "fp8 unsupported".into(),
+                    format!("{method} fp8 weights need fp8 units, which Ascend A2/A3 do not have"),
+                    &format!("convert to bf16 with `ckptkit dequant`, {LOAD_TIME_DEQUANT}, or use a ModelSlim W8A8 checkpoint"),
+                );
+            }
+            // vllm_ascend/platform.py :: NPUPlatform.supported_quantization.
+            let supported = matches!(
+                q.method,
+                QuantMethod::Ascend
+                    | QuantMethod::CompressedTensors
+                    | QuantMethod::Fp8
+                    | QuantMethod::DeepseekV4Fp8
+                    | QuantMethod::ModeloptMxfp8
+                    | QuantMethod::Mxfp8
+            );
+            // vllm_ascend/quantization/compressed_tensors_config.py :: _detect_quant_type (vllm-ascend
+            // 182b75ea84): W8A8 static / dynamic, W4A8 dynamic and W4A16 (int, group strategy) have an
+            // NPU method; anything else, NVFP4 included (no fp4 units on A2/A3), raises.
+            let ct_unsupported = q.method == QuantMethod::CompressedTensors
+                && match q.format.as_deref() {
+                    Some("nvfp4-pack-quantized") => true,
+                    Some("pack-quantized") => q.bits != Some(4) || q.group_size.is_none_or(|g| g <= 0),
+                    _ => false,
+                };
+            if ct_unsupported {
+                return unsupported(
+                    format!("{} unsupported", q.format.as_deref().unwrap_or(method)),
+                    "NotImplementedError: No compressed-tensors compatible quantization type was found. (vllm_ascend/quantization/compressed_tensors_config.py :: _detect_quant_type: NPU methods exist for W8A8, W8A8_DYNAMIC, W4A8_DYNAMIC and group-wise int W4A16 only)".into(),
+                    "convert to bf16 with `ckptkit dequant MODEL --out DIR` (it reads NVFP4 and INT4 pack-quantized), or use a ModelSlim (W8A8) checkpoint",
+                );
+            }
+            if !supported {
+                return unsupported(
+                    format!("{method} unsupported"),
+                    format!("ValueError: {method} quantization is currently not supported in npu."),
+                    if q.method == QuantMethod::Mxfp4 {
+                        "convert to bf16 with `ckptkit dequant MODEL --out DIR` (it reads MXFP4), or use a ModelSlim (W8A8) checkpoint"
+                    } else {
+                        "use a bf16 or ModelSlim (W8A8) checkpoint"
+                    },
+                );
+            }
+            Support::Native(method.to_string())
+        }
+        Target::Vllm => {
+            if q.method == QuantMethod::Ascend {
+                // vllm/config/model.py :: ModelConfig._verify_quantization: `ascend` is in
+                // QUANTIZATION_METHODS only once the vLLM-Ascend plugin has registered it.
+                return unsupported(
+                    "ascend unknown".into(),
+                    format!(
+                        "ValueError: Unknown quantization method: ascend. Must be one of {:?}. (vllm/config/model.py :: ModelConfig._verify_quantization: ModelSlim's `ascend` method is registered only by the vLLM-Ascend plugin)",
+                        VLLM_METHODS
+                    )
+                    .replace('"', "'"),
+                    "serve this ModelSlim checkpoint with vLLM-Ascend (`--target vllm-ascend`); for GPUs, start from the bf16 (or an fp8 / compressed-tensors) checkpoint it was quantized from",
+                );
+            }
+            if q.fp8_scale.is_some() && !fp8_device {
+                return Support::Caveat {
+                    short: "fp8 weight-only".into(),
+                    message: "this device has no fp8 units: vLLM runs fp8 weights through the weight-only Marlin path (slower, same memory)".into(),
+                };
+            }
+            Support::Native(method.to_string())
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Trust, round 2: hostile names never reach a terminal raw, one lock per output directory for
+//! every command that writes there, bounded threads, interrupts that clean up, and messages that
+//! state what is true. Each test failed on the code before the fix.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// No control character but the newline reaches a stream, and every line holds one record.
+fn assert_no_raw_controls(what: &str, text: &str) {
+    for (i, line) in text.lines().enumerate() {
+        assert!(
+            !line.chars().any(|c| c.is_control() && c != '\t'),
+            "{what}: line {i} carries a raw control character: {line:?}"
+        );
+    }
+    assert!(!text.contains('\r'), "{what}: a carriage return");
+}
+
+const HOSTILE: &str = "\u{1b}]0;PWNED\u{7}\u{1b}[2J";
+
+#[test]
+fn hostile_names_are_escaped_in_every_human_output() {
+    let c = copy_fixture("llama");
+    let victim = all_tensor_names(&c.dir).into_iter().find(|n| n.ends_with("mlp.down_proj.weight")).unwrap();
+    let hostile_name = format!("model.layers.0.{HOSTILE}\r\nfake line.weight");
+    rename_tensors(&c.dir, |n| if n == victim { hostile_name.clone() } else { n.to_string() });
+    edit_config(&c.dir, |v| {
+        v["architectures"] = serde_json::json!([format!("Llama{HOSTILE}ForCausalLM")]);
+        v["model_type"] = serde_json::json!(format!("llama\u{9b}31m\n"));
+    });
+    let dir = c.dir.to_str().unwrap();
+    for args in [
+        vec!["audit", dir],
+        vec!["remap", dir],
+        vec!["remap", dir, "--csv"],
+        vec!["remap", dir, "--md"],
+        vec!["plan", dir, "--tp", "1"],
+        vec!["stub", dir, "--out", "/nonexistent/never-written"],
+    ] {
+        let r = run(&args);
+        assert_no_raw_controls(&format!("{args:?} stdout"), &r.stdout);
+        assert_no_raw_controls(&format!("{args:?} stderr"), &r.stderr);
+    }
+    // The name is still there, visibly escaped, on one line.
+    let r = run(&["audit", dir]);
+    assert!(r.stdout.contains("\\u{1b}]0;PWNED\\u{7}"), "{}", r.stdout);
+    assert!(
+        r.stdout.lines().any(|l| l.contains("PWNED") && l.contains("\\r\\nfake line")),
+        "the record stays on one line: {}",
+        r.stdout
+    );
+    // --json keeps the raw name (JSON escapes it).
+    let (_, report) = audit_json(&c.dir);
+    assert!(report.to_string().contains("\\u001b]0;PWNED"), "raw name in --json");
+}
+
+#[test]
+fn threads_are_bounded_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let model = fixture("deepseek-fp8");
+    for t in ["100000", "0"] {
+        let r = run(&["dequant", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", t]);
+        assert_eq!(r.code, 2, "--threads {t}: {}", r.stderr);
+        assert!(r.stderr.contains("must be between 1 and"), "{}", r.stderr);
+        assert!(!out.exists(), "nothing written for a refused --threads");
+    }
+    let r = run(&["bench", "dequant", "--shape", "256,256", "--threads", "100000", "--reps", "1"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("must be between 1 and"), "{}", r.stderr);
+}
+
+fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".ckptkit-tmp."))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_child(mut child: std::process::Child) -> (Option<i32>, String) {
+    let t0 = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            return (st.code(), err);
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the child did not end");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn an_interrupt_removes_the_temporary_files_and_exits_128_plus_the_signal() {
+    for (sig, code) in [(libc_sig::SIGINT, 130), (libc_sig::SIGTERM, 143)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let model = fixture("deepseek-fp8");
+        let child = Command::new(bin())
+            .args(["dequant", model.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .env("CKPTKIT_FAULT_PAUSE_MS", "20000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for(Duration::from_secs(30), "the temporary shard", || !temp_files(&out).is_empty());
+        let pid = child.id() as i32;
+        let st = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap();
+        assert!(st.success());
+        let (status, err) = wait_child(child);
+        assert_eq!(status, Some(code), "signal {sig}: {err}");
+        assert!(err.contains("interrupted"), "{err}");
+        assert_eq!(temp_files(&out), Vec::<String>::new(), "signal {sig}: temporary files left behind");
+    }
+}
+
+/// Signal numbers (Linux) without a libc dependency in the tests.
+mod libc_sig {
+    pub const SIGINT: i32 = 2;
+    pub const SIGTERM: i32 = 15;
+}
+
+#[test]
+fn one_lock_per_output_directory_across_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let quantize_in = fixture("llama");
+    let dequant_in = fixture("deepseek-fp8");
+    let first = Command::new(bin())
+        .args(["quantize", quantize_in.to_str().unwrap(), "--to", "w8a8-dynamic", "--out", out.to_str().unwrap()])
+        .env("CKPTKIT_FAULT_PAUSE_MS", "3000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = first.id();
+    wait_for(Duration::from_secs(30), "quantize's temporary file", || !temp_files(&out).is_empty());
+    let before: Vec<String> = temp_files(&out);
+    for extra in [&["--force"][..], &[][..]] {
+        let mut args = vec!["dequant", dequant_in.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let r = run(&args);
+        assert_eq!(r.code, 3, "dequant {extra:?} while quantize writes: {}", r.stderr);
+        assert!(r.stderr.contains(&format!("PID {pid}")), "names the holder: {}", r.stderr);
+        assert!(r.stderr.contains("ckptkit quantize"), "names the command: {}", r.stderr);
+        assert!(!r.stderr.contains("No such file"), "{}", r.stderr);
+    }
+    assert_eq!(temp_files(&out), before, "the second command touched nothing");
+    let (code, err) = wait_child(first);
+    assert_eq!(code, Some(0), "the first run finishes whole: {err}");
+    // Released: the lock file is left empty and the directory is the first run's.
+    assert_eq!(std::fs::read(out.join(".ckptkit-dir.lock")).unwrap(), b"");
+}
+
+#[test]
+fn config_nonsense_is_a_config_error_in_every_command() {
+    for (key, value, says) in [
+        ("hidden_size", serde_json::json!("64"), "hidden_size is \"64\" (a string)"),
+        ("num_attention_heads", serde_json::json!(0), "num_attention_heads is 0"),
+    ] {
+        let c = copy_fixture("llama");
+        edit_config(&c.dir, |v| v[key] = value.clone());
+        let dir = c.dir.to_str().unwrap();
+        let (code, report) = audit_json(&c.dir);
+        assert_eq!(code, 1, "{key}");
+        let f = expect(&report, "config-invalid", "error");
+        assert!(f["message"].as_str().unwrap().contains(says), "{f}");
+        let p = run(&["plan", dir, "--tp", "1"]);
+        assert_eq!(p.code, 1, "plan {key}: {}", p.stdout);
+        assert!(p.stdout.contains(says), "{}", p.stdout);
+        assert!(!p.stdout.contains("lacks"), "not reported as missing: {}", p.stdout);
+    }
+}
+
+#[test]
+fn a_truncated_shard_is_reported_with_its_real_length() {
+    let c = copy_fixture("deepseek-fp8");
+    let out = c.tmp.path().join("out");
+    let child = Command::new(bin())
+        .args(["dequant", c.dir.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .env("CKPTKIT_FAULT_PAUSE_MS", "1500")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the temporary shard", || !temp_files(&out).is_empty());
+    let shard = c.dir.join("model-00001-of-00004.safetensors");
+    let len = std::fs::metadata(&shard).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&shard).unwrap().set_len(len / 2).unwrap();
+    let (code, err) = wait_child(child);
+    assert_eq!(code, Some(3), "{err}");
+    // Whichever read notices first (the size check or a short read), the length it names is the
+    // file's real one, not where a read stopped.
+    assert!(err.contains(&format!(" {} bytes", len / 2)), "{err}");
+    assert!(!err.contains("ends at byte"), "{err}");
+}
+
+/// One answer across commands: a ModelSlim checkpoint on vLLM for GPUs fails as vLLM 0.33 fails
+/// (`ascend` is registered only by the vLLM-Ascend plugin), in audit and plan alike; an fp8
+/// checkpoint on vLLM-Ascend is refused by audit as plan refuses it, and both name the load-time
+/// dequantization `stub` writes.
+#[test]
+fn audit_and_plan_agree_on_what_the_target_serves() {
+    let ms = fixture("modelslim-llama-w8a8-dynamic");
+    let (code, v) = audit_json_for(&ms, "vllm");
+    assert_eq!(code, 1);
+    let f = expect(&v, "target-unsupported", "error");
+    assert!(f["message"].as_str().unwrap().contains("ValueError: Unknown quantization method: ascend. Must be one of ["));
+    let p = run(&["plan", ms.to_str().unwrap(), "--tp", "1"]);
+    assert_eq!(p.code, 1, "{}", p.stdout);
+    assert!(p.stdout.contains("Unknown quantization method: ascend"), "{}", p.stdout);
+    let (code, v) = audit_json_for(&ms, "vllm-ascend");
+    assert_eq!((code, errors(&v)), (0, 0), "{:#}", v["findings"]);
+
+    let fp8 = fixture("deepseek-fp8");
+    let (code, v) = audit_json_for(&fp8, "vllm-ascend");
+    assert_eq!(code, 1);
+    let f = expect(&v, "target-unsupported", "error");
+    assert!(f["message"].as_str().unwrap().contains("AscendFp8Config"), "{f}");
+    assert!(f["hint"].as_str().unwrap().contains("ckptkit stub MODEL --target vllm-ascend"), "{f}");
+    let p = run(&["plan", fp8.to_str().unwrap(), "--tp", "1", "--target", "vllm-ascend"]);
+    assert_eq!(p.code, 1, "{}", p.stdout);
+    assert!(p.stdout.contains("dequantizes fp8 to bf16 at load time"), "{}", p.stdout);
+    let (code, _) = audit_json_for(&fp8, "vllm");
+    assert_eq!(code, 0, "fp8 on H100 is native");
+}
