@@ -1500,7 +1500,7 @@ fn no_raw_control_characters_reach_the_terminal_or_the_scripts() {
     let r = run(&["stub", c.dir.to_str().unwrap(), "--out", out.to_str().unwrap(), "--target", "vllm-ascend"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     no_control("stderr", &r.stderr);
-    assert!(r.stderr.contains("x\\u{1b}[31mred\\u{7}\\u{d} / touch PWNED #"), "{}", r.stderr);
+    assert!(r.stderr.contains("x\\u{1b}[31mred\\u{7}\\r / touch PWNED #"), "{}", r.stderr);
     // Written anyway: the scripts carry it only escaped (a newline would end the comment and run
     // `touch`), and running them does not run it.
     let r = run(&[

@@ -57,25 +57,25 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err("--name is empty".into());
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(format!("--name {shown:?} holds a control character ({})", one_line(&c.to_string())));
+        return Err(format!("--name \"{shown}\" holds a control character ({})", one_line(&c.to_string())));
     }
     if name.contains(['/', '\\']) {
-        return Err(format!("--name {shown:?} is a path; it takes a name (the kit goes under --out)"));
+        return Err(format!("--name \"{shown}\" is a path; it takes a name (the kit goes under --out)"));
     }
     if name.contains("..") {
-        return Err(format!("--name {shown:?} contains `..`"));
+        return Err(format!("--name \"{shown}\" contains `..`"));
     }
     if name.starts_with('.') {
-        return Err(format!("--name {shown:?} starts with a dot (a hidden file name)"));
+        return Err(format!("--name \"{shown}\" starts with a dot (a hidden file name)"));
     }
     if name.chars().count() > 100 {
         return Err(format!("--name is {} characters long; at most 100", name.chars().count()));
     }
     if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
-        return Err(format!("--name {shown:?} must start with a letter or a digit"));
+        return Err(format!("--name \"{shown}\" must start with a letter or a digit"));
     }
     if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
-        return Err(format!("--name {shown:?} contains {:?}; use ASCII letters, digits, `-`, `_` and `.`", c));
+        return Err(format!("--name \"{shown}\" contains {:?}; use ASCII letters, digits, `-`, `_` and `.`", c));
     }
     Ok(())
 }
@@ -97,17 +97,10 @@ fn name_from(dir: &str) -> Option<String> {
 }
 
 /// `s` on one line for a terminal, a shell comment or a table cell: control characters (ESC, BEL,
-/// CR, newlines, DEL, C1) and bidirectional overrides are written as `\u{..}` escapes.
+/// CR, newlines, DEL, C1) and bidirectional overrides become visible escapes (`\u{1b}`, `\n`), as
+/// everywhere in ckptkit's human output ([`crate::ui::field`]).
 pub fn one_line(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        if is_unsafe_char(c) {
-            o.extend(c.escape_unicode());
-        } else {
-            o.push(c);
-        }
-    }
-    o
+    crate::ui::field(s).into_owned()
 }
 
 /// A message of several lines (plan's failures quote each error vLLM raises) on one line: its lines
@@ -116,13 +109,9 @@ pub fn flat(s: &str) -> String {
     s.split('\n').map(|l| l.trim_matches(' ')).filter(|l| !l.is_empty()).map(one_line).collect::<Vec<_>>().join(" / ")
 }
 
-/// As [`one_line`], keeping line breaks: for messages ckptkit lays out over several lines.
+/// As [`one_line`], keeping the line breaks (and tabs) ckptkit lays a message out with ([`crate::ui::text`]).
 pub fn printable(s: &str) -> String {
-    s.split('\n').map(one_line).collect::<Vec<_>>().join("\n")
-}
-
-fn is_unsafe_char(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    crate::ui::text(s).into_owned()
 }
 
 /// `s` as one shell word: as it is when it needs no quoting, else single-quoted.
@@ -295,7 +284,7 @@ fn under(out: &Path, rel: &str) -> Result<PathBuf, StubError> {
     let outside = || StubError::OutsideOut { out: out.to_path_buf(), rel: one_line(rel) };
     let p = Path::new(rel);
     let plain = !rel.is_empty()
-        && !rel.chars().any(is_unsafe_char)
+        && crate::ui::field(rel) == rel
         && p.components().all(|c| matches!(c, Component::Normal(n) if !n.is_empty()))
         && !rel.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..");
     if !plain {
@@ -801,9 +790,9 @@ mod tests {
 
     #[test]
     fn terminal_text_has_no_control_characters() {
-        assert_eq!(one_line("a\u{1b}[31mb\u{7}\r\nc\u{202e}"), "a\\u{1b}[31mb\\u{7}\\u{d}\\u{a}c\\u{202e}");
+        assert_eq!(one_line("a\u{1b}[31mb\u{7}\r\nc\u{202e}"), "a\\u{1b}[31mb\\u{7}\\r\\nc\\u{202e}");
         assert_eq!(printable("a\nb\u{1b}"), "a\nb\\u{1b}");
-        assert_eq!(flat("one\n  two \n\nthree\r"), "one / two / three\\u{d}");
+        assert_eq!(flat("one\n  two \n\nthree\r"), "one / two / three\\r");
         assert_eq!(one_line("模型 ok"), "模型 ok");
         assert_eq!(sh_quote("/a/b-c.d"), "/a/b-c.d");
         assert_eq!(sh_quote("it's a path"), "'it'\\''s a path'");
