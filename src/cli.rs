@@ -301,9 +301,12 @@ enum Cmd {
         /// TP for the serve scripts (default: the smallest `ckptkit plan` finds feasible).
         #[arg(long, visible_alias = "tensor-parallel-size")]
         tp: Option<u64>,
-        /// Language of the delivery report and runbook.
-        #[arg(long, value_enum, default_value = "zh")]
-        lang: LangArg,
+        /// Write the kit even where `ckptkit plan` predicts that vLLM fails at its TP (the kit says so).
+        #[arg(long)]
+        allow_infeasible: bool,
+        /// Language of the report, the plugin README and the next steps (default: en for --target vllm, zh for vllm-ascend).
+        #[arg(long, value_enum)]
+        lang: Option<LangArg>,
     },
     /// Check a checkpoint against a manifest written by `audit --checksum`.
     Verify {
@@ -534,13 +537,17 @@ fn run(cli: Cli) -> Exit {
     let r = match cli.cmd {
         Cmd::Audit { model, json, checksum } => run_audit(&model, target, json, checksum, rules, hub),
         Cmd::Verify { manifest, model, json } => run_verify(&manifest, model, json),
-        Cmd::Stub { model, out, force, name, layout, tp, lang } => {
+        Cmd::Stub { model, out, force, name, layout, tp, allow_infeasible, lang } => {
             use crate::stub::{Lang, Layout, StubOptions};
             if tp.is_some_and(|t| t == 0 || t > MAX_PARALLEL) {
                 return Exit::usage(
                     format!("--tp must be 1 to {MAX_PARALLEL}"),
                     "pass a TP size vLLM could use, e.g. --tp 8",
                 );
+            }
+            if let Some(Err(e)) = name.as_deref().map(crate::stub::check_name) {
+                let help = "--name takes a model name such as `DeepSeek-V3` (letters, digits, `-`, `_`, `.`); the kit goes under --out";
+                return Exit::usage(e, help);
             }
             let opts = StubOptions {
                 out,
@@ -550,12 +557,13 @@ fn run(cli: Cli) -> Exit {
                     LayoutArg::Plugin => Layout::Plugin,
                 },
                 tp,
-                lang: match lang {
-                    LangArg::En => Lang::En,
-                    LangArg::Zh => Lang::Zh,
+                lang: match (lang, target) {
+                    (Some(LangArg::En), _) | (None, Target::Vllm) => Lang::En,
+                    (Some(LangArg::Zh), _) | (None, Target::VllmAscend) => Lang::Zh,
                 },
                 target,
                 force,
+                allow_infeasible,
             };
             run_stub(&model, &opts, rules, hub)
         }
@@ -981,32 +989,46 @@ fn run_stub(
     rules: &RuleSet,
     hub: &crate::hub::Settings,
 ) -> Result<Exit, Exit> {
-    use crate::stub::StubError;
-    let ck = readable_checkpoint(model, hub)?;
-    ck.require_config().map_err(|e| Exit::input(&e))?;
-    if let Some(tp) = opts.tp {
-        let ep = ck.config.as_ref().is_some_and(|c| c.moe.is_some()) && tp > 1;
-        refuse_layout(&ck, model, tp, ep, opts.target, rules)?;
-    }
+    use crate::stub::{printable, StubError};
+    // Names in messages come from the checkpoint (tensor names, architectures, quant methods):
+    // no control character reaches the terminal.
+    let clean = |e: Exit| match e {
+        Exit::Usage(m, h) => Exit::Usage(printable(&m), printable(&h)),
+        Exit::Input(m, h) => Exit::Input(printable(&m), printable(&h)),
+        Exit::Refused(m, h) => Exit::Refused(printable(&m), printable(&h)),
+        other => other,
+    };
+    let ck = readable_checkpoint(model, hub).map_err(clean)?;
+    // The same refusal as plan and remap, saying what is true of config.json.
+    ck.require_config().map_err(|e| clean(Exit::input(&e)))?;
+    // Plan's verdict at the TP the kit serves (layout, scale loading, target, memory) is stub's own.
     let written = match crate::stub::generate(model, &ck, rules, opts) {
         Ok(w) => w,
-        Err(e @ StubError::OutNotEmpty { .. }) => return Err(Exit::Usage(e.to_string(), e.help())),
-        Err(e @ (StubError::Infeasible { .. } | StubError::NotServable { .. })) => {
-            return Err(Exit::Refused(e.to_string(), e.help()))
+        Err(e @ (StubError::OutNotEmpty { .. } | StubError::BadName(_) | StubError::OutsideOut { .. })) => {
+            return Err(clean(Exit::Usage(e.to_string(), e.help())))
         }
-        Err(e) => return Err(Exit::input(&e)),
+        Err(e @ (StubError::Infeasible { .. } | StubError::NotServable { .. })) => {
+            return Err(clean(Exit::Refused(e.to_string(), e.help())))
+        }
+        Err(e) => return Err(clean(Exit::input(&e))),
     };
     let mut text = String::new();
     for f in &written.files {
-        text.push_str(&format!("{}\n", f.display()));
+        text.push_str(&format!("{}\n", printable(&f.display().to_string())));
     }
+    text.push('\n');
+    text.push_str(&printable(&written.next_steps));
     emit(&text)?;
     for (kept, new) in &written.kept {
-        note(&format!(
+        note(&printable(&format!(
             "{} was changed since ckptkit wrote it; kept as it is, the new version is {}",
             kept.display(),
             new.display()
-        ));
+        )));
+    }
+    for w in &written.warnings {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "warning: {}", printable(w));
     }
     Ok(Exit::Ok)
 }

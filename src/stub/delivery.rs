@@ -1,7 +1,7 @@
 //! The serve-validation kit (two-stage `vllm serve` scripts, feature variants, the smoke test) and the
 //! delivery skeletons (accuracy-CI YAML, tutorial, index entry, analysis report and runbook).
 
-use super::{Context, Lang};
+use super::{flat, one_line, sh_quote, Context, Lang, Layout};
 use crate::plan::Target;
 use serde_json::json;
 use std::fmt::Write;
@@ -15,8 +15,10 @@ pub struct Feature {
     pub status: &'static str,
     pub reason: String,
     pub reason_zh: String,
-    /// Extra `vllm serve` arguments (and environment) of its variant.
+    /// Extra `vllm serve` arguments of its variant (none: no variant of its own).
     pub args: String,
+    /// Environment its variant sets.
+    pub env: Vec<(String, String)>,
 }
 
 pub fn features(ctx: &Context<'_>) -> Vec<Feature> {
@@ -34,6 +36,7 @@ pub fn features(ctx: &Context<'_>) -> Vec<Feature> {
                 .into(),
             reason_zh: "vLLM-Ascend 默认的图模式运行时；除非选择回退方案，阶段脚本都以此运行".into(),
             args: String::new(),
+            env: Vec::new(),
         });
     } else {
         f.push(Feature {
@@ -44,17 +47,10 @@ pub fn features(ctx: &Context<'_>) -> Vec<Feature> {
             reason: "vLLM's default on GPUs; the stage scripts run it unless a fallback is chosen".into(),
             reason_zh: "vLLM 在 GPU 上的默认模式；除非选择回退方案，阶段脚本都以此运行".into(),
             args: String::new(),
+            env: Vec::new(),
         });
     }
-    f.push(Feature {
-        key: "ep",
-        name: "Expert parallel (--enable-expert-parallel)",
-        name_zh: "专家并行（--enable-expert-parallel）",
-        status: if moe { "applicable" } else { "not-applicable" },
-        reason: if moe { "MoE model".into() } else { "dense model: vLLM refuses EP without experts".into() },
-        reason_zh: if moe { "MoE 模型".into() } else { "稠密模型：没有专家时 vLLM 拒绝开启 EP".into() },
-        args: "--enable-expert-parallel".into(),
-    });
+    f.push(ep_feature(ctx));
     if ascend {
         f.push(Feature {
             key: "flashcomm1",
@@ -73,9 +69,15 @@ pub fn features(ctx: &Context<'_>) -> Vec<Feature> {
                 "仅适用于 MoE 模型".into()
             },
             args: "--additional-config '{\"enable_flashcomm1\": true}'".into(),
+            env: Vec::new(),
         });
     }
     let (mtp_status, mtp_reason, mtp_reason_zh) = match (ctx.mtp_declared, ctx.mtp_present) {
+        (true, true) | (false, true) if ctx.dequant_at_load => (
+            "not-applicable",
+            "fp8 is dequantized at load by the adapter's load_weights, which only the main model runs: vLLM builds the MTP draft model (DeepSeekMTP and the like) separately with its own loader, which would get the raw fp8 weights and scales with quantization_config null. Unverified, so not offered; for MTP, serve a bf16 copy (`ckptkit dequant`, then `ckptkit stub` the copy)".to_string(),
+            "fp8 权重在加载时由适配代码的 `load_weights` 反量化，而它只作用于主模型：vLLM 会单独构建 MTP 草稿模型（如 `DeepSeekMTP`），其加载器拿到的是原始 fp8 权重与缩放因子，且 `quantization_config` 为 `null`。该路径未经验证，因此不提供此变体；如需 MTP，请先用 `ckptkit dequant` 转换为 bf16 副本，再对副本运行 `ckptkit stub`".to_string(),
+        ),
         (true, true) => (
             "applicable",
             "the config declares MTP layers and the checkpoint has their weights".to_string(),
@@ -101,6 +103,7 @@ pub fn features(ctx: &Context<'_>) -> Vec<Feature> {
         reason: mtp_reason,
         reason_zh: mtp_reason_zh,
         args: "--speculative-config '{\"method\": \"mtp\", \"num_speculative_tokens\": 1}'".into(),
+        env: Vec::new(),
     });
     f.push(Feature {
         key: "multimodal",
@@ -118,16 +121,132 @@ pub fn features(ctx: &Context<'_>) -> Vec<Feature> {
             "纯文本模型".into()
         },
         args: String::new(),
+        env: Vec::new(),
     });
+    f.push(isolated_feature(ctx));
     f
+}
+
+/// Expert parallelism: an MoE model whose EP size (TP × DP; DP is 1 here) is above 1, at a TP
+/// where plan finds EP feasible. When the stage scripts already run with EP there is no variant.
+fn ep_feature(ctx: &Context<'_>) -> Feature {
+    let ep_size = ctx.tp; // × DP, which the kit leaves at 1
+    let with_ep = ctx.plan.configs.iter().find(|c| c.tp == ctx.tp && c.ep);
+    let (status, reason, reason_zh, args) = if !ctx.is_moe() {
+        (
+            "not-applicable",
+            "dense model: vLLM refuses EP without experts".to_string(),
+            "稠密模型：没有专家时 vLLM 拒绝开启 EP".to_string(),
+            "",
+        )
+    } else if ep_size <= 1 {
+        (
+            "not-applicable",
+            format!("the EP size is TP × DP = {ep_size}: one rank holds every expert, so --enable-expert-parallel changes nothing"),
+            format!("EP 规模为 TP × DP = {ep_size}：单卡持有全部专家，`--enable-expert-parallel` 不起作用"),
+            "",
+        )
+    } else if ctx.ep {
+        (
+            "applicable",
+            format!("MoE model: the stage scripts already run with EP (EP size {ep_size} = TP × DP)"),
+            format!("MoE 模型：阶段脚本已开启 EP（EP 规模 {ep_size} = TP × DP）"),
+            "",
+        )
+    } else if let Some(c) = with_ep.filter(|c| !c.feasible) {
+        let why = c.failures.iter().map(|f| format!("{}: {}", f.rule, flat(&f.message))).collect::<Vec<_>>().join("; ");
+        (
+            "not-applicable",
+            format!("`ckptkit plan` predicts that vLLM fails with EP at TP {}: {why}", ctx.tp),
+            format!("`ckptkit plan` 预测在 TP {} 开启 EP 时 vLLM 会失败：`` {} ``", ctx.tp, why.replace("``", "` `")),
+            "",
+        )
+    } else {
+        (
+            "applicable",
+            format!("MoE model (EP size {ep_size} = TP × DP)"),
+            format!("MoE 模型（EP 规模 {ep_size} = TP × DP）"),
+            "--enable-expert-parallel",
+        )
+    };
+    Feature {
+        key: "ep",
+        name: "Expert parallel (--enable-expert-parallel)",
+        name_zh: "专家并行（--enable-expert-parallel）",
+        status,
+        reason,
+        reason_zh,
+        args: args.into(),
+        env: Vec::new(),
+    }
+}
+
+/// Serving under the distinct architecture name, so vLLM's own class for the architecture stays
+/// registered for every other model: the overrides carry `architectures: [alias]`.
+fn isolated_feature(ctx: &Context<'_>) -> Feature {
+    let arch = &ctx.architecture;
+    let alias = &ctx.alias;
+    let plugin = ctx.opts.layout == Layout::Plugin;
+    let (status, reason, reason_zh) = if ctx.replaces_vllm_class {
+        (
+            "applicable",
+            if plugin {
+                format!(
+                    "by default the plugin registers the adapter as {arch}, which replaces vLLM's own {arch} for every model of that architecture served from this Python environment; this variant serves it as {alias} (--hf-overrides architectures, {}=0) and leaves vLLM's class in place. Code in vLLM and its platform plugins that keys on the architecture name may behave differently: compare with the default variant",
+                    ctx.replace_env()
+                )
+            } else {
+                format!(
+                    "changing the {arch} registry entry to the adapter replaces vLLM's own {arch} for every model of that architecture the vLLM tree serves; this variant serves it as {alias} (--hf-overrides architectures; add the {alias} entry of REGISTRY.md) and leaves vLLM's class in place. Code in vLLM and its platform plugins that keys on the architecture name may behave differently: compare with the default variant"
+                )
+            },
+            if plugin {
+                format!(
+                    "默认情况下插件以 `{arch}` 注册适配代码，在此 Python 环境中该架构的所有模型都会改用适配代码，而不再使用 vLLM 自带的 `{arch}`；此变体以 `{alias}` 名义服务（通过 `--hf-overrides` 指定 `architectures`，并设置 `{}=0`），vLLM 自带的类保持不变。vLLM 及其平台插件中按架构名判断的代码可能因此表现不同，请与默认变体对比",
+                    ctx.replace_env()
+                )
+            } else {
+                format!(
+                    "若将注册表中 `{arch}` 的条目改为适配代码，该 vLLM 源码树服务的该架构所有模型都会改用适配代码；此变体以 `{alias}` 名义服务（通过 `--hf-overrides` 指定 `architectures`；需按 `REGISTRY.md` 添加 `{alias}` 注册项），vLLM 自带的类保持不变。vLLM 及其平台插件中按架构名判断的代码可能因此表现不同，请与默认变体对比"
+                )
+            },
+        )
+    } else {
+        (
+            "not-applicable",
+            format!(
+                "vLLM {} has no class of its own for {arch}: registering the adapter replaces nothing",
+                crate::audit::VLLM_REFERENCE
+            ),
+            format!("vLLM {} 没有 `{arch}` 的自带实现：注册适配代码不会替换任何类", crate::audit::VLLM_REFERENCE),
+        )
+    };
+    Feature {
+        key: "isolated",
+        name: "Distinct architecture name (vLLM's own class untouched)",
+        name_zh: "独立架构名（不替换 vLLM 自带的类）",
+        status,
+        reason,
+        reason_zh,
+        args: if ctx.replaces_vllm_class {
+            format!("--hf-overrides '{}'", hf_overrides(ctx, true).unwrap_or_default())
+        } else {
+            String::new()
+        },
+        env: if ctx.replaces_vllm_class && plugin { vec![(ctx.replace_env(), "0".into())] } else { Vec::new() },
+    }
 }
 
 /// The `--hf-overrides` object the scripts pass, if any: the architecture when the config names it
 /// only in `text_config` (vLLM reads the top-level `architectures`; without it vLLM builds another
-/// model and never the adapter), and no quantization when the adapter dequantizes fp8 at load.
-fn hf_overrides(ctx: &Context<'_>) -> Option<String> {
+/// model and never the adapter), or the distinct name with `alias` (the `isolated` variant), and no
+/// quantization when the adapter dequantizes fp8 at load. One object: a second `--hf-overrides`
+/// would replace the first.
+fn hf_overrides(ctx: &Context<'_>, alias: bool) -> Option<String> {
     let mut m = serde_json::Map::new();
-    if ctx.architecture_in_text_config_only {
+    if alias {
+        m.insert("architectures".into(), json!([ctx.alias]));
+    } else if ctx.architecture_in_text_config_only {
         m.insert("architectures".into(), json!([ctx.architecture]));
     }
     if ctx.dequant_at_load {
@@ -142,8 +261,12 @@ fn hf_overrides(ctx: &Context<'_>) -> Option<String> {
 }
 
 /// `--quantization` for checkpoints whose quantization vLLM does not name from config.json: a
-/// ModelSlim checkpoint is `ascend` (vllm_ascend/quantization/modelslim_config.py).
+/// ModelSlim checkpoint is `ascend` (vllm_ascend/quantization/modelslim_config.py), which only
+/// vLLM-Ascend has — never written into a `--target vllm` kit.
 fn quantization_arg(ctx: &Context<'_>) -> Option<&'static str> {
+    if ctx.opts.target != Target::VllmAscend {
+        return None;
+    }
     ctx.quant.as_ref().filter(|q| q.modelslim.is_some()).map(|_| "ascend")
 }
 
@@ -157,8 +280,11 @@ fn serve_args(ctx: &Context<'_>) -> String {
     if let Some(q) = quantization_arg(ctx) {
         let _ = write!(a, " --quantization {q}");
     }
-    if let Some(o) = hf_overrides(ctx) {
+    if let Some(o) = hf_overrides(ctx, false) {
         let _ = write!(a, " --hf-overrides '{o}'");
+    }
+    if let Some(r) = ctx.ck.source.remote.as_deref() {
+        let _ = write!(a, " --revision {}", r.commit);
     }
     a
 }
@@ -174,9 +300,66 @@ fn max_len_note(ctx: &Context<'_>) -> Option<String> {
     })
 }
 
+/// The default `MODEL` of the scripts: the repo id for a checkpoint read from the Hub, else
+/// `/models/<name>` (the name defaults to the checkpoint directory's).
+fn default_model(ctx: &Context<'_>) -> String {
+    match ctx.ck.source.remote.as_deref() {
+        Some(r) => r.repo.clone(),
+        None => format!("/models/{}", ctx.name),
+    }
+}
+
+/// What `ckptkit plan` predicts at the kit's configuration when it is infeasible (`--allow-infeasible`),
+/// on one line: with `full` every failure with vLLM's message, else only the rules. In English, or
+/// (`zh`) in Chinese with the messages quoted as code. `None` when feasible.
+pub fn predicted_failure(ctx: &Context<'_>, zh: bool, full: bool) -> Option<String> {
+    if ctx.failures.is_empty() {
+        return None;
+    }
+    let t = ctx.opts.target.as_str();
+    let dev = &ctx.plan.device.name;
+    let rules = ctx.failures.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>().join(", ");
+    let why: Vec<String> = ctx.failures.iter().map(|f| format!("{}: {}", f.rule, flat(&f.message))).collect();
+    Some(if zh {
+        let alt = match ctx.feasible {
+            Some((tp, ep)) => format!("规划认为 TP {tp}{} 可行", if ep { "（开启 EP）" } else { "" }),
+            None => format!("规划认为在 {dev} 上没有任何可行的 TP（至 32）"),
+        };
+        let head = format!(
+            "`ckptkit plan --target {t}` 预测 vLLM {} 在 {dev} 上以 {} 运行会失败（{rules}；因指定了 `--allow-infeasible` 仍生成本套件）；{alt}",
+            crate::audit::VLLM_REFERENCE,
+            ctx.layout_zh(),
+        );
+        if full {
+            format!(
+                "{head}。预测的错误：{}",
+                why.iter().map(|w| format!("`` {} ``", w.replace("``", "` `"))).collect::<Vec<_>>().join("；")
+            )
+        } else {
+            head
+        }
+    } else {
+        let alt = match ctx.feasible {
+            Some((tp, ep)) => format!("plan finds TP {tp}{} feasible", if ep { " with EP" } else { "" }),
+            None => format!("plan finds no feasible TP up to 32 on {dev}"),
+        };
+        let head = format!(
+            "`ckptkit plan --target {t}` predicts that vLLM {} fails at {} on {dev} ({rules}; written with --allow-infeasible); {alt}",
+            crate::audit::VLLM_REFERENCE,
+            ctx.layout_en(),
+        );
+        if full {
+            format!("{head}. Predicted: {}", why.join("; "))
+        } else {
+            head
+        }
+    })
+}
+
 fn serve_script(ctx: &Context<'_>, stage: char) -> String {
     let dummy = stage == 'A';
     let feats = features(ctx);
+    let variants: Vec<&Feature> = feats.iter().filter(|f| f.status == "applicable" && !f.args.is_empty()).collect();
     let mut o = String::new();
     let _ = writeln!(o, "#!/usr/bin/env bash");
     let _ = writeln!(
@@ -187,8 +370,11 @@ fn serve_script(ctx: &Context<'_>, stage: char) -> String {
         ctx.opts.target.as_str(),
         if dummy { "dummy weights (--load-format dummy): architecture, operators and API path" } else { "real weights: key mapping, fp8 dequant, sharding with real shapes" },
         crate::audit::VLLM_REFERENCE,
-        ctx.tp_reason
+        one_line(&ctx.tp_reason)
     );
+    if let Some(w) = predicted_failure(ctx, false, true) {
+        let _ = writeln!(o, "# WARNING: {w}");
+    }
     if let Some(n) = max_len_note(ctx) {
         let _ = writeln!(o, "# {n}");
     }
@@ -202,25 +388,35 @@ fn serve_script(ctx: &Context<'_>, stage: char) -> String {
     if ctx.dequant_at_load {
         o.push_str("# fp8 checkpoint on a target without fp8: the adapter dequantizes at load, so the model is built unquantized (quantization_config: null).\n");
     }
+    if ctx.replaces_vllm_class && ctx.opts.layout == super::Layout::Plugin {
+        let _ = writeln!(
+            o,
+            "# The plugin registers the adapter as {arch}: every {arch} model served from this Python environment gets it instead of vLLM's own class. The `isolated` variant serves it as {} and leaves vLLM's class in place.",
+            ctx.alias,
+            arch = ctx.architecture
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# Environment: WORKSPACE (default /workspace) is the directory vllm serve runs in; MODEL (default {}) the checkpoint {}; PORT (default 8000).",
+        default_model(ctx),
+        if ctx.ck.source.remote.is_some() { "(a Hub repo id, or a local copy of it)" } else { "directory (or a Hub repo id)" }
+    );
     o.push_str("# Usage: serve_stage_X.sh [variant]   variants: default");
-    for f in feats.iter().filter(|f| f.status == "applicable" && !f.args.is_empty()) {
+    for f in &variants {
         let _ = write!(o, ", {}", f.key);
     }
     o.push_str(", eager, no-dynamo, text-only\n");
     for f in feats.iter().filter(|f| f.status != "applicable") {
-        let _ = writeln!(o, "#   {}: {} ({})", f.key, f.status, f.reason);
+        let _ = writeln!(o, "#   {}: {} ({})", f.key, f.status, one_line(&f.reason));
     }
-    o.push_str("set -euo pipefail\ncd /workspace\n");
-    match ctx.ck.source.remote.as_deref() {
-        // Read from the Hub: vLLM fetches the same repo at the commit ckptkit checked.
-        Some(r) => {
-            let _ = writeln!(o, "MODEL=\"${{MODEL:-{}}}\"", r.repo);
-        }
-        None => {
-            let _ = writeln!(o, "MODEL=\"${{MODEL:-/models/{}}}\"", ctx.name);
-        }
+    o.push_str("set -euo pipefail\n");
+    if let Some(w) = predicted_failure(ctx, false, false) {
+        let _ = writeln!(o, "echo {} >&2", sh_quote(&format!("warning: {w}")));
     }
-    o.push_str("PORT=\"${PORT:-8000}\"\nVARIANT=\"${1:-default}\"\n");
+    o.push_str("WORKSPACE=\"${WORKSPACE:-/workspace}\"\n");
+    let _ = writeln!(o, "MODEL=\"${{MODEL:-{}}}\"", default_model(ctx));
+    o.push_str("PORT=\"${PORT:-8000}\"\nVARIANT=\"${1:-default}\"\ncd \"$WORKSPACE\"\n");
     let _ = writeln!(
         o,
         "ARGS=(--tensor-parallel-size {} --max-model-len {} --max-num-seqs 16 --port \"$PORT\"{}{})",
@@ -229,9 +425,6 @@ fn serve_script(ctx: &Context<'_>, stage: char) -> String {
         if ctx.ep { " --enable-expert-parallel" } else { "" },
         if dummy { " --load-format dummy" } else { "" }
     );
-    if let Some(ov) = hf_overrides(ctx) {
-        let _ = writeln!(o, "ARGS+=(--hf-overrides '{ov}')");
-    }
     if let Some(q) = quantization_arg(ctx) {
         let _ = writeln!(o, "ARGS+=(--quantization {q})   # ModelSlim checkpoint (quant_model_description.json)");
     }
@@ -239,8 +432,9 @@ fn serve_script(ctx: &Context<'_>, stage: char) -> String {
         let _ = writeln!(o, "ARGS+=(--revision {})   # the commit ckptkit read from the Hub", r.commit);
     }
     o.push_str("case \"$VARIANT\" in\n  default) ;;\n");
-    for f in feats.iter().filter(|f| f.status == "applicable" && !f.args.is_empty()) {
-        let _ = writeln!(o, "  {}) ARGS+=({}) ;;", f.key, f.args);
+    for f in &variants {
+        let env: String = f.env.iter().map(|(k, v)| format!("export {k}={v}; ")).collect();
+        let _ = writeln!(o, "  {}) {env}ARGS+=({}) ;;", f.key, f.args);
     }
     o.push_str("  # Fallback ladder, in order:\n");
     o.push_str("  eager) ARGS+=(--enforce-eager) ;;\n");
@@ -251,6 +445,14 @@ fn serve_script(ctx: &Context<'_>, stage: char) -> String {
         o.push_str("  text-only) ;;   # text-only model already\n");
     }
     o.push_str("  *) echo \"unknown variant: $VARIANT\" >&2; exit 2 ;;\nesac\n");
+    if let Some(ov) = hf_overrides(ctx, false) {
+        if variants.iter().any(|f| f.key == "isolated") {
+            // The `isolated` variant passes its own object (one --hf-overrides: a second replaces the first).
+            let _ = writeln!(o, "if [ \"$VARIANT\" != isolated ]; then ARGS+=(--hf-overrides '{ov}'); fi");
+        } else {
+            let _ = writeln!(o, "ARGS+=(--hf-overrides '{ov}')");
+        }
+    }
     o.push_str("exec vllm serve \"$MODEL\" \"${ARGS[@]}\"\n");
     o
 }
@@ -288,7 +490,7 @@ fn yaml(ctx: &Context<'_>) -> String {
     o.push_str("serve:\n");
     let _ = writeln!(o, "  tensor_parallel_size: {}", ctx.tp);
     let _ = writeln!(o, "  max_model_len: {}", ctx.plan.max_model_len.min(4096));
-    if let Some(ov) = hf_overrides(ctx) {
+    if let Some(ov) = hf_overrides(ctx, false) {
         let _ = writeln!(o, "  # the serve scripts pass --hf-overrides '{ov}'");
     }
     o.push_str("  dtype: auto\n  gpu_memory_utilization: 0.9\n  trust_remote_code: false\n");
@@ -416,18 +618,25 @@ fn tutorial(ctx: &Context<'_>) -> String {
     );
     o.push_str("| property | value |\n|---|---|\n");
     for (k, v) in facts(ctx, false) {
-        let _ = writeln!(o, "| {k} | {v} |");
+        let _ = writeln!(o, "| {k} | {} |", one_line(&v));
     }
     o.push_str("\n## Supported Features\n\n| feature | status | note |\n|---|---|---|\n");
     for f in features(ctx) {
         let status = if f.status == "applicable" { "to verify" } else { f.status };
-        let _ = writeln!(o, "| {} | {status} | {} |", f.name, f.reason);
+        let _ = writeln!(o, "| {} | {status} | {} |", f.name, one_line(&f.reason));
     }
     o.push_str("\n## Environment Preparation\n\n");
-    let _ = writeln!(o, "- Weights under `/models/{}`; start from `/workspace`.", ctx.name);
+    let _ = writeln!(
+        o,
+        "- The model at `{}` (the serve scripts read `MODEL`); they run from `/workspace` (`WORKSPACE`).",
+        default_model(ctx)
+    );
     let _ = writeln!(o, "- {} {} ({}).", ctx.tp, if ascend { "NPUs" } else { "GPUs" }, hardware(ctx));
+    if let Some(w) = predicted_failure(ctx, false, true) {
+        let _ = writeln!(o, "\n> **Warning:** {w}");
+    }
     o.push_str("\n## Deployment\n\n```bash\n");
-    let _ = writeln!(o, "vllm serve /models/{} {} --port 8000", ctx.name, serve_args(ctx));
+    let _ = writeln!(o, "vllm serve {} {} --port 8000", default_model(ctx), serve_args(ctx));
     o.push_str("```\n");
     if let Some(n) = max_len_note(ctx) {
         let _ = writeln!(o, "\n{n}");
@@ -479,10 +688,13 @@ fn report(ctx: &Context<'_>) -> String {
         t("规则版本", "rules of"),
         crate::audit::VLLM_REFERENCE
     );
+    if let Some(w) = predicted_failure(ctx, zh, true) {
+        let _ = writeln!(o, "> **{}** {w}\n", t("警告：", "Warning:"));
+    }
     let _ = writeln!(o, "## {}\n", t("1 模型分析", "1 Model analysis"));
     o.push_str(t("| 项目 | 值 |\n|---|---|\n", "| item | value |\n|---|---|\n"));
     for (k, v) in facts(ctx, zh) {
-        let _ = writeln!(o, "| {k} | {v} |");
+        let _ = writeln!(o, "| {k} | {} |", one_line(&v));
     }
     let _ = writeln!(
         o,
@@ -522,9 +734,9 @@ fn report(ctx: &Context<'_>) -> String {
         let _ = writeln!(o, "\n{}", t("反向检查发现（诊断信息保留工具输出原文）：", "Reverse check findings:"));
         for f in problems {
             if zh {
-                let _ = writeln!(o, "- `{}`：`` {} ``", f.code.as_str(), f.message.replace("``", "` `"));
+                let _ = writeln!(o, "- `{}`：`` {} ``", f.code.as_str(), flat(&f.message).replace("``", "` `"));
             } else {
-                let _ = writeln!(o, "- `{}` {}", f.code.as_str(), f.message);
+                let _ = writeln!(o, "- `{}` {}", f.code.as_str(), flat(&f.message));
             }
         }
     }
@@ -532,10 +744,10 @@ fn report(ctx: &Context<'_>) -> String {
     o.push_str(t("| 特性 | 状态 | 说明 |\n|---|---|---|\n", "| feature | status | note |\n|---|---|---|\n"));
     for f in features(ctx) {
         if zh {
-            let _ = writeln!(o, "| {} | {} | {} |", f.name_zh, status_zh(f.status), f.reason_zh);
+            let _ = writeln!(o, "| {} | {} | {} |", f.name_zh, status_zh(f.status), one_line(&f.reason_zh));
         } else {
             let status = if f.status == "applicable" { "to verify (supported / unsupported)" } else { f.status };
-            let _ = writeln!(o, "| {} | {status} | {} |", f.name, f.reason);
+            let _ = writeln!(o, "| {} | {status} | {} |", f.name, one_line(&f.reason));
         }
     }
     let _ = writeln!(o, "\n## {}\n", t("4 Dummy 与真实权重验证证据", "4 Dummy vs real-weight evidence"));
@@ -552,34 +764,232 @@ fn report(ctx: &Context<'_>) -> String {
         );
     }
     let _ = writeln!(o, "\n## {}\n", t("5 运行手册", "5 Runbook"));
-    let steps: [(&str, &str); 6] = [
-        (
-            "安装适配代码（插件：`pip install -e .`；或按 REGISTRY.md 放入 vLLM 源码树）。",
-            "Install the adapter (plugin: `pip install -e .`; or into a vLLM tree per REGISTRY.md).",
-        ),
-        (
-            "阶段 A：`bash validation/serve_stage_a.sh`，另一终端运行 `python3 validation/smoke.py --stage A`。",
-            "Stage A: `bash validation/serve_stage_a.sh`; in another shell `python3 validation/smoke.py --stage A`.",
-        ),
-        (
-            "阶段 B（必须）：`bash validation/serve_stage_b.sh`，再运行 `python3 validation/smoke.py --stage B`。",
-            "Stage B (mandatory): `bash validation/serve_stage_b.sh`, then `python3 validation/smoke.py --stage B`.",
-        ),
-        (
-            "逐个验证适用特性：`serve_stage_b.sh <variant>`（见特性矩阵）。",
-            "Try each applicable feature: `serve_stage_b.sh <variant>` (see the feature matrix).",
-        ),
-        (
-            "失败时依次回退：eager → no-dynamo → text-only。",
-            "On failure fall back in order: eager → no-dynamo → text-only.",
-        ),
-        (
-            "填写 `tests/e2e/models/configs` 的精度数值与教程中的 TODO。",
-            "Fill the accuracy values in tests/e2e/models/configs and the tutorial's TODOs.",
-        ),
-    ];
-    for (i, (a, b)) in steps.iter().enumerate() {
-        let _ = writeln!(o, "{}. {}", i + 1, if zh { a } else { b });
+    let plugin = ctx.opts.layout == Layout::Plugin;
+    let vl = if ctx.is_vl() { " --vl" } else { "" };
+    let model = default_model(ctx);
+    let mut steps: Vec<String> = Vec::new();
+    if zh {
+        steps.push(if plugin {
+            "在运行 vLLM 的 Python 环境中安装插件：在本套件目录（`pyproject.toml` 所在目录）执行 `pip install -e .`。"
+                .into()
+        } else {
+            "按 `REGISTRY.md` 将适配代码放入 vLLM 源码树并添加注册项。".into()
+        });
+        if ctx.replaces_vllm_class {
+            steps.push(if plugin {
+                format!(
+                    "注意：插件以 `{arch}` 注册适配代码，因此该 Python 环境中所有 `{arch}` 模型都会改用适配代码，而不再使用 vLLM 自带的类。若要保留 vLLM 自带的类，请使用 `isolated` 变体（以 `{alias}` 名义服务，并设置 `{env}=0`），或在验证后执行 `pip uninstall {dist}`。",
+                    arch = ctx.architecture,
+                    alias = ctx.alias,
+                    env = ctx.replace_env(),
+                    dist = ctx.package().replace('_', "-")
+                )
+            } else {
+                format!(
+                    "注意：若将注册表中 `{arch}` 的条目改为适配代码，该 vLLM 源码树服务的所有 `{arch}` 模型都会改用适配代码；只添加 `{alias}` 条目并使用 `isolated` 变体，可保留 vLLM 自带的类。",
+                    arch = ctx.architecture,
+                    alias = ctx.alias
+                )
+            });
+        }
+        steps.push(format!(
+            "环境变量：`WORKSPACE`（默认 `/workspace`，`vllm serve` 的工作目录）、`MODEL`（默认 `{model}`）、`PORT`（默认 `8000`），例如 `MODEL=/path/to/weights bash validation/serve_stage_b.sh`。"
+        ));
+        steps.push(format!(
+            "阶段 A：`bash validation/serve_stage_a.sh`，另一终端运行 `python3 validation/smoke.py --stage A{vl}`。"
+        ));
+        steps.push(format!(
+            "阶段 B（必须）：`bash validation/serve_stage_b.sh`，再运行 `python3 validation/smoke.py --stage B{vl}`。"
+        ));
+        steps.push("逐个验证适用特性：`serve_stage_b.sh <variant>`（见特性矩阵）。".into());
+        steps.push("失败时依次回退：`eager` → `no-dynamo` → `text-only`。".into());
+        steps.push("填写 `tests/e2e/models/configs` 的精度数值与教程中的 TODO。".into());
+    } else {
+        steps.push(if plugin {
+            "Install the plugin into the Python environment that runs vLLM: `pip install -e .` in the kit directory (the one holding `pyproject.toml`).".into()
+        } else {
+            "Copy the adapter into a vLLM tree and add its registry entry, as REGISTRY.md says.".into()
+        });
+        if ctx.replaces_vllm_class {
+            steps.push(if plugin {
+                format!(
+                    "Note: the plugin registers the adapter as `{arch}`, so every `{arch}` model served from that Python environment gets the adapter instead of vLLM's own class. To keep vLLM's class, serve with the `isolated` variant (as `{alias}`, `{env}=0`), or `pip uninstall {dist}` after validation.",
+                    arch = ctx.architecture,
+                    alias = ctx.alias,
+                    env = ctx.replace_env(),
+                    dist = ctx.package().replace('_', "-")
+                )
+            } else {
+                format!(
+                    "Note: changing the `{arch}` registry entry to the adapter gives every `{arch}` model that vLLM tree serves the adapter; adding only the `{alias}` entry and serving with the `isolated` variant keeps vLLM's own class.",
+                    arch = ctx.architecture,
+                    alias = ctx.alias
+                )
+            });
+        }
+        steps.push(format!(
+            "Environment: `WORKSPACE` (default `/workspace`, where `vllm serve` runs), `MODEL` (default `{model}`), `PORT` (default 8000); e.g. `MODEL=/path/to/weights bash validation/serve_stage_b.sh`."
+        ));
+        steps.push(format!(
+            "Stage A: `bash validation/serve_stage_a.sh`; in another shell `python3 validation/smoke.py --stage A{vl}`."
+        ));
+        steps.push(format!(
+            "Stage B (mandatory): `bash validation/serve_stage_b.sh`, then `python3 validation/smoke.py --stage B{vl}`."
+        ));
+        steps.push("Try each applicable feature: `serve_stage_b.sh <variant>` (see the feature matrix).".into());
+        steps.push("On failure fall back in order: eager → no-dynamo → text-only.".into());
+        steps.push("Fill the accuracy values in tests/e2e/models/configs and the tutorial's TODOs.".into());
+    }
+    for (i, step) in steps.iter().enumerate() {
+        let _ = writeln!(o, "{}. {step}", i + 1);
+    }
+    o
+}
+
+/// The plugin package's README (the kit's language): what it registers, that this replaces vLLM's
+/// own class for the architecture in the environment, and how to serve without replacing it.
+pub fn plugin_readme(ctx: &Context<'_>) -> String {
+    let zh = ctx.opts.lang == Lang::Zh;
+    let arch = &ctx.architecture;
+    let alias = &ctx.alias;
+    let env = ctx.replace_env();
+    let pkg = ctx.package();
+    let dist = pkg.replace('_', "-");
+    let mut o = String::new();
+    if zh {
+        let _ = writeln!(o, "# {dist}\n");
+        let _ = writeln!(
+            o,
+            "{} 的 vLLM 插件（由 ckptkit 生成）：通过 `vllm.general_plugins` 入口点注册适配代码 `{}.{}:{}`。\n",
+            ctx.name,
+            ctx.package(),
+            ctx.module,
+            ctx.class
+        );
+        let _ = writeln!(o, "## 安装\n\n```bash\npip install -e .\n```\n");
+        if ctx.replaces_vllm_class {
+            let _ = writeln!(
+                o,
+                "## 影响范围\n\n插件以 `{arch}` 注册适配代码：安装后，此 Python 环境中所有 `{arch}` 模型都会改用适配代码，而不再使用 vLLM 自带的类，不仅限于本检查点。\n\n插件同时以 `{alias}` 注册，该名称不会替换任何类。设置 `{env}=0` 并以如下方式服务，可保留 vLLM 自带的 `{arch}`（即服务脚本的 `isolated` 变体）：\n\n```bash\n{env}=0 vllm serve MODEL --hf-overrides '{}'\n```\n\nvLLM 及其平台插件中按架构名判断的代码可能因此表现不同，请与默认方式对比。若 `VLLM_PLUGINS` 未列出 `{pkg}`，vLLM 不会加载本插件。验证结束后可执行 `pip uninstall {dist}` 卸载。\n",
+                hf_overrides(ctx, true).unwrap_or_default()
+            );
+        } else {
+            let _ =
+                writeln!(o, "vLLM {} 没有 `{arch}` 的自带实现，注册不会替换任何类。\n", crate::audit::VLLM_REFERENCE);
+        }
+        let _ = writeln!(o, "## 验证\n\n见 `validation/` 与 `delivery/report.zh.md`。");
+    } else {
+        let _ = writeln!(o, "# {dist}\n");
+        let _ = writeln!(
+            o,
+            "vLLM plugin for {} (generated by ckptkit): its `vllm.general_plugins` entry point registers the adapter `{}.{}:{}`.\n",
+            ctx.name,
+            ctx.package(),
+            ctx.module,
+            ctx.class
+        );
+        let _ = writeln!(o, "## Install\n\n```bash\npip install -e .\n```\n");
+        if ctx.replaces_vllm_class {
+            let _ = writeln!(
+                o,
+                "## What it replaces\n\nThe plugin registers the adapter as `{arch}`: once it is installed, every `{arch}` model served from this Python environment gets the adapter instead of vLLM's own class, not only this checkpoint.\n\nIt also registers the adapter as `{alias}`, which replaces nothing. With `{env}=0` and the override below (the `isolated` variant of the serve scripts), vLLM's own `{arch}` stays in place for every other model:\n\n```bash\n{env}=0 vllm serve MODEL --hf-overrides '{}'\n```\n\nCode in vLLM and its platform plugins that keys on the architecture name may behave differently under the distinct name: compare with the default. vLLM loads no plugin that `VLLM_PLUGINS`, when set, does not list (`{pkg}`). `pip uninstall {dist}` removes the plugin after validation.\n",
+                hf_overrides(ctx, true).unwrap_or_default()
+            );
+        } else {
+            let _ = writeln!(
+                o,
+                "vLLM {} has no class of its own for `{arch}`: registering the adapter replaces nothing.\n",
+                crate::audit::VLLM_REFERENCE
+            );
+        }
+        let _ = writeln!(o, "## Validation\n\nSee `validation/` and `delivery/report.en.md`.");
+    }
+    o
+}
+
+/// The next steps `stub` prints after writing (the kit's language): install, stage A, stage B,
+/// with the commands and absolute paths.
+pub fn next_steps(ctx: &Context<'_>) -> String {
+    let zh = ctx.opts.lang == Lang::Zh;
+    let out = std::fs::canonicalize(&ctx.opts.out).unwrap_or_else(|_| ctx.opts.out.clone());
+    let p = |rel: &str| sh_quote(&one_line(&out.join(rel).display().to_string()));
+    let out_q = sh_quote(&one_line(&out.display().to_string()));
+    let model_env = match ctx.ck.source.remote {
+        Some(_) => String::new(),
+        None => {
+            let root = std::fs::canonicalize(&ctx.ck.source.root).unwrap_or_else(|_| ctx.ck.source.root.clone());
+            format!("MODEL={} ", sh_quote(&one_line(&root.display().to_string())))
+        }
+    };
+    let vl = if ctx.is_vl() { " --vl" } else { "" };
+    let plugin = ctx.opts.layout == Layout::Plugin;
+    let report = p(&format!("delivery/report.{}.md", if zh { "zh" } else { "en" }));
+    let mut o = String::new();
+    if zh {
+        let _ = writeln!(o, "下一步（详见 {report}）：");
+        if let Some(w) = predicted_failure(ctx, true, false) {
+            let _ = writeln!(o, "  警告：{w}");
+        }
+        if plugin {
+            let _ = writeln!(o, "  1. 在运行 vLLM 的 Python 环境中安装插件：\n       pip install -e {out_q}");
+        } else {
+            let _ = writeln!(o, "  1. 按 {} 将适配代码放入 vLLM 源码树。", p("REGISTRY.md"));
+        }
+        if ctx.replaces_vllm_class {
+            let _ = writeln!(
+                o,
+                "     注意：适配代码以 {arch} 注册，该环境中所有 {arch} 模型都会改用它，而不再使用 vLLM 自带的类；变体 isolated 以 {} 名义服务，保留 vLLM 自带的类。",
+                ctx.alias,
+                arch = ctx.architecture
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  2. 阶段 A（dummy 权重；WORKSPACE 默认 /workspace，MODEL 默认 {}）：\n       {model_env}bash {}\n     另一终端：\n       python3 {} --stage A{vl}",
+            default_model(ctx),
+            p("validation/serve_stage_a.sh"),
+            p("validation/smoke.py")
+        );
+        let _ = writeln!(
+            o,
+            "  3. 阶段 B（真实权重）：\n       {model_env}bash {}\n     另一终端：\n       python3 {} --stage B{vl}",
+            p("validation/serve_stage_b.sh"),
+            p("validation/smoke.py")
+        );
+    } else {
+        let _ = writeln!(o, "Next steps (the runbook: {report}):");
+        if let Some(w) = predicted_failure(ctx, false, false) {
+            let _ = writeln!(o, "  WARNING: {w}");
+        }
+        if plugin {
+            let _ = writeln!(
+                o,
+                "  1. Install the plugin into the Python environment that runs vLLM:\n       pip install -e {out_q}"
+            );
+        } else {
+            let _ = writeln!(o, "  1. Copy the adapter into a vLLM tree as {} says.", p("REGISTRY.md"));
+        }
+        if ctx.replaces_vllm_class {
+            let _ = writeln!(
+                o,
+                "     Note: the adapter is registered as {arch}, so every {arch} model served from that environment gets it instead of vLLM's own class; the variant `isolated` serves it as {} and leaves vLLM's class in place.",
+                ctx.alias,
+                arch = ctx.architecture
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  2. Stage A, dummy weights (WORKSPACE defaults to /workspace, MODEL to {}):\n       {model_env}bash {}\n     then, in another shell:\n       python3 {} --stage A{vl}",
+            default_model(ctx),
+            p("validation/serve_stage_a.sh"),
+            p("validation/smoke.py")
+        );
+        let _ = writeln!(
+            o,
+            "  3. Stage B, real weights:\n       {model_env}bash {}\n     then, in another shell:\n       python3 {} --stage B{vl}",
+            p("validation/serve_stage_b.sh"),
+            p("validation/smoke.py")
+        );
     }
     o
 }
@@ -588,17 +998,29 @@ fn report(ctx: &Context<'_>) -> String {
 pub fn files(ctx: &Context<'_>) -> Vec<(String, String)> {
     let feats: Vec<serde_json::Value> = features(ctx)
         .iter()
-        .map(
-            |f| json!({"feature": f.key, "name": f.name, "status": f.status, "reason": f.reason, "serve_args": f.args}),
-        )
+        .map(|f| {
+            let env: serde_json::Map<String, serde_json::Value> =
+                f.env.iter().map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str()))).collect();
+            json!({"feature": f.key, "name": f.name, "status": f.status, "reason": f.reason, "serve_args": f.args, "env": env})
+        })
         .collect();
+    let failures: Vec<serde_json::Value> =
+        ctx.failures.iter().map(|f| json!({"rule": f.rule.as_str(), "message": f.message, "fix": f.fix})).collect();
     let features_json = json!({
         "schema": "ckptkit.features/1",
         "vllm_reference": crate::audit::VLLM_REFERENCE,
         "model": ctx.name,
         "architecture": ctx.architecture,
+        "architecture_alias": ctx.replaces_vllm_class.then_some(&ctx.alias),
         "tensor_parallel_size": ctx.tp,
         "enable_expert_parallel": ctx.ep,
+        "plan": {
+            "target": ctx.opts.target.as_str(),
+            "device": ctx.plan.device.name,
+            "feasible": ctx.failures.is_empty(),
+            "predicted_failures": failures,
+            "smallest_feasible": ctx.feasible.map(|(tp, ep)| json!({"tensor_parallel_size": tp, "enable_expert_parallel": ep})),
+        },
         "features": feats,
     });
     vec![
