@@ -1552,10 +1552,10 @@ fn a_config_json_that_is_no_file_or_no_json_is_named_for_what_it_is() {
         (
             "json",
             &|p: &Path| std::fs::write(p, "{\n  \"a\": 1,\n  oops}").unwrap(),
-            "config.json is not valid JSON at line 3:3",
+            "key must be a string at line 3 column 3",
         ),
-        ("array", &|p: &Path| std::fs::write(p, "[1, 2]").unwrap(), "config.json is valid JSON but not an object"),
-        ("missing", &|p: &Path| std::fs::remove_file(p).unwrap(), "there is no config.json in"),
+        ("array", &|p: &Path| std::fs::write(p, "[1, 2]").unwrap(), "config.json is not a JSON object"),
+        ("missing", &|p: &Path| std::fs::remove_file(p).unwrap(), "no config.json in"),
     ];
     for (what, make, want) in cases {
         let c = copy_fixture("llama");
