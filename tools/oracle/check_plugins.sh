@@ -60,7 +60,7 @@ for name in "${NAMES[@]}"; do
       :
     else
       rc=$?
-      if [ "$rc" -eq 1 ] && grep -q "refuses" "$WORK/$case_id.stub.log"; then
+      if [ "$rc" -eq 1 ] && grep -qE "refuses|predicts that vLLM" "$WORK/$case_id.stub.log"; then
         status=REFUSED
       else
         status=FAIL
