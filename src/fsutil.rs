@@ -179,6 +179,11 @@ pub const TMP_MARK: &str = ".ckptkit-tmp.";
 /// record) starts with this.
 pub const OWN_PREFIX: &str = ".ckptkit-";
 
+/// The one lock of an output directory, whatever command writes there (`dequant`, `quantize`,
+/// `stub`): exclusive for a whole run, `--finalize` and `stub`, shared by `--part` runs. A lock per
+/// command would let `quantize --force` into a directory `dequant` is writing.
+pub const DIR_LOCK: &str = ".ckptkit-dir.lock";
+
 /// Whether a directory entry is ckptkit's own bookkeeping (state, locks, records, temporary
 /// files), never part of a checkpoint: manifests leave such files out, conversions skip them.
 pub fn is_own_file(name: &str) -> bool {

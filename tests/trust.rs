@@ -357,3 +357,34 @@ fn a_manifest_leaves_ckptkit_own_files_out() {
     assert_eq!(r.code, 0, "{}", r.stdout);
     assert!(!r.stdout.contains(".ckptkit-"), "{}", r.stdout);
 }
+
+/// stub takes the same directory lock: it never writes into a directory a conversion is writing,
+/// even with --force, and a conversion never enters a directory stub holds.
+#[test]
+fn stub_shares_the_directory_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let model = fixture("deepseek-fp8");
+    let first = Command::new(bin())
+        .args(["dequant", model.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .env("CKPTKIT_FAULT_PAUSE_MS", "3000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = first.id();
+    wait_for(Duration::from_secs(30), "dequant's temporary file", || !temp_files(&out).is_empty());
+    let llama = fixture("llama");
+    let r = run(&["stub", llama.to_str().unwrap(), "--out", out.to_str().unwrap(), "--force"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("PID {pid}")) && r.stderr.contains("ckptkit dequant"), "{}", r.stderr);
+    assert!(!out.join(".ckptkit-stub.json").exists(), "stub wrote nothing");
+    let (code, err) = wait_child(first);
+    assert_eq!(code, Some(0), "{err}");
+    // A finished run's empty lock file does not make a new directory "not empty" for stub.
+    let kit = tmp.path().join("kit");
+    std::fs::create_dir(&kit).unwrap();
+    std::fs::write(kit.join(".ckptkit-dir.lock"), b"").unwrap();
+    let r = run(&["stub", llama.to_str().unwrap(), "--out", kit.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

@@ -21,10 +21,7 @@ pub fn prefix(command: &str) -> String {
     format!("{PREFIX}{command}")
 }
 
-/// The one lock of an output directory, whatever command writes there (`dequant`, `quantize`,
-/// `stub`): exclusive for a whole run, `--finalize` and `stub`, shared by `--part` runs. A lock per
-/// command would let `quantize --force` into a directory `dequant` is writing.
-pub const DIR_LOCK: &str = ".ckptkit-dir.lock";
+pub use crate::fsutil::DIR_LOCK;
 
 /// The state file of a whole run or of one part.
 pub fn file_name(command: &str, part: Option<(usize, usize)>) -> String {

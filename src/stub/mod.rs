@@ -140,6 +140,8 @@ pub enum StubError {
     /// A path the stub would write is not under `--out` (never for the names it makes; checked anyway).
     #[error("{} is not under {}; nothing was written there", rel, out.display())]
     OutsideOut { out: PathBuf, rel: String },
+    #[error("another ckptkit is writing {}: {holder}; nothing was written", out.display())]
+    Locked { out: PathBuf, holder: String },
     #[error("{} is not empty: it holds {} ({count} entries); nothing was written", out.display(), sample.join(", "))]
     OutNotEmpty { out: PathBuf, sample: Vec<String>, count: usize },
     /// `ckptkit plan` predicts that vLLM fails at the configuration the kit would serve.
@@ -346,8 +348,33 @@ fn write(dir: &Path, rel: &str, text: &str, state: &mut StubState, done: &mut Wr
 }
 
 /// `--out` must be new or empty unless `--force`; returns the record of an earlier generation.
-fn prepare_out(out: &Path, force: bool) -> Result<StubState, StubError> {
+/// `--out` must be new or empty unless `--force`, and no other ckptkit may be writing there (the
+/// directory's one lock, `fsutil::DIR_LOCK`, held exclusively while the kit is written); returns
+/// the record of an earlier generation and the lock.
+fn prepare_out(out: &Path, force: bool) -> Result<(StubState, crate::fsutil::Lock), StubError> {
+    use crate::fsutil::{Lock, LockError, DIR_LOCK};
     let io = |source| StubError::Io { path: out.to_path_buf(), source };
+    let lock_path = out.join(DIR_LOCK);
+    let locked = |holder: String| StubError::Locked { out: out.to_path_buf(), holder };
+    // Another ckptkit writing here is said first, with or without --force (a probe: nothing is created).
+    if let Some(h) = Lock::holder(&lock_path) {
+        return Err(locked(h));
+    }
+    let check = |out: &Path| -> Result<(), StubError> {
+        let mut names: Vec<String> = std::fs::read_dir(out)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            // The lock a finished run leaves, and temporary files: ckptkit's, not content.
+            .filter(|n| n != DIR_LOCK && !n.contains(crate::fsutil::TMP_MARK))
+            .collect();
+        if !names.is_empty() && !force {
+            names.sort();
+            let count = names.len();
+            names.truncate(5);
+            return Err(StubError::OutNotEmpty { out: out.to_path_buf(), sample: names, count });
+        }
+        Ok(())
+    };
     match std::fs::metadata(out) {
         Ok(md) if !md.is_dir() => {
             return Err(StubError::Io {
@@ -355,25 +382,21 @@ fn prepare_out(out: &Path, force: bool) -> Result<StubState, StubError> {
                 source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a directory"),
             })
         }
-        Ok(_) => {
-            let mut names: Vec<String> = std::fs::read_dir(out)
-                .map_err(io)?
-                .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-                .collect();
-            if !names.is_empty() && !force {
-                names.sort();
-                let count = names.len();
-                names.truncate(5);
-                return Err(StubError::OutNotEmpty { out: out.to_path_buf(), sample: names, count });
-            }
-        }
+        Ok(_) => check(out)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(out).map_err(io)?,
         Err(e) => return Err(io(e)),
     }
-    Ok(crate::fsutil::read_bounded(&out.join(STATE_FILE), crate::fsutil::JSON_CAP)
+    let lock = Lock::try_acquire_as(&lock_path, true, "ckptkit stub").map_err(|e| match e {
+        LockError::Held { holder, .. } => locked(holder.unwrap_or_else(|| "a ckptkit process".into())),
+        LockError::Io { path, source } => StubError::Io { path, source },
+    })?;
+    // Now that nobody else writes here, look again: that look is the one that counts.
+    check(out)?;
+    let state = crate::fsutil::read_bounded(&out.join(STATE_FILE), crate::fsutil::JSON_CAP)
         .ok()
         .and_then(|b| serde_json::from_slice::<StubState>(&b).ok())
-        .unwrap_or_default())
+        .unwrap_or_default();
+    Ok((state, lock))
 }
 
 /// The configuration the serve scripts run, and `ckptkit plan`'s verdict on it.
@@ -689,7 +712,7 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
         under(&opts.out, rel)?;
     }
     let state_path = under(&opts.out, STATE_FILE)?;
-    let mut state = prepare_out(&opts.out, opts.force)?;
+    let (mut state, _lock) = prepare_out(&opts.out, opts.force)?;
     state.schema = "ckptkit.stub-state/1".into();
     let mut written = Written::default();
     for (rel, text) in &files {
@@ -708,6 +731,9 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
 impl crate::ui::Help for StubError {
     fn help(&self) -> String {
         match self {
+            StubError::Locked { .. } => {
+                "wait for it to finish, or write the kit to another --out; the system releases the lock of a process that has died".into()
+            }
             StubError::Io { .. } => "check that --out is writable and on a file system with free space".into(),
             StubError::Plan(e) => crate::ui::Help::help(e),
             StubError::Unsupported(_) => "see `ckptkit remap MODEL` for what the rules cover".into(),
