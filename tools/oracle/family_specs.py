@@ -1,0 +1,119 @@
+"""The architectures tools/oracle/compile_family.py compiles with --spec / --all, in the order of
+issue 22 item 3: vLLM-Ascend's supported list (as vLLM 0.33.0 registers it), then other popular
+generative architectures transformers can instantiate.
+
+Each entry: name (fixture directory), arch (config.json `architectures`, as vLLM's registry names it),
+and optionally model_type (else found from transformers' auto mappings), hf_class (the transformers
+class that writes the checkpoint, else `arch`), config (a real config.json to shrink), set (config
+overrides after shrinking), tps ("1,2" default), hf_overrides (passed to the oracle).
+"""
+
+
+def _model_type_of(hf_class):
+    from transformers.models.auto import modeling_auto as m
+
+    for attr in dir(m):
+        table = getattr(m, attr)
+        if attr.endswith("_MAPPING_NAMES") and isinstance(table, dict):
+            for mt, cls in table.items():
+                if cls == hf_class or (isinstance(cls, (tuple, list)) and hf_class in cls):
+                    return mt
+    return None
+
+
+_RAW = [
+    # vLLM-Ascend's list
+    dict(name="phi3", arch="Phi3ForCausalLM"),
+    dict(name="gemma2", arch="Gemma2ForCausalLM"),
+    dict(name="glm4", arch="Glm4ForCausalLM"),
+    dict(name="ernie4_5", arch="Ernie4_5ForCausalLM"),
+    dict(name="ernie4_5_moe", arch="Ernie4_5_MoeForCausalLM"),
+    dict(name="hunyuan-dense", arch="HunYuanDenseV1ForCausalLM"),
+    dict(name="hunyuan-moe", arch="HunYuanMoEV1ForCausalLM"),
+    dict(name="minimax-m2", arch="MiniMaxM2ForCausalLM"),
+    dict(name="internlm2", arch="InternLM2ForCausalLM"),
+    dict(name="minicpm", arch="MiniCPMForCausalLM"),
+    dict(name="minicpm3", arch="MiniCPM3ForCausalLM"),
+    dict(name="mistral3", arch="Mistral3ForConditionalGeneration"),
+    dict(name="llama4", arch="Llama4ForConditionalGeneration"),
+    dict(name="qwen3-vl-moe", arch="Qwen3VLMoeForConditionalGeneration"),
+    dict(name="qwen3_5", arch="Qwen3_5ForConditionalGeneration"),
+    dict(name="qwen3_5-moe", arch="Qwen3_5MoeForConditionalGeneration"),
+    dict(name="glm-moe-dsa", arch="GlmMoeDsaForCausalLM"),
+    dict(name="qwen2-rm", arch="Qwen2ForRewardModel", hf_class="Qwen2ForCausalLM", model_type="qwen2"),
+    dict(name="qwen2-prm", arch="Qwen2ForProcessRewardModel", hf_class="Qwen2ForCausalLM", model_type="qwen2"),
+    dict(name="qwen2-embed", arch="Qwen2Model", hf_class="Qwen2Model", model_type="qwen2"),
+    dict(name="qwen3-embed", arch="Qwen3Model", hf_class="Qwen3Model", model_type="qwen3"),
+    dict(name="qwen3-seqcls", arch="Qwen3ForSequenceClassification", model_type="qwen3"),
+    dict(name="qwen2-moe", arch="Qwen2MoeForCausalLM"),
+    # other popular generative architectures
+    dict(name="phi", arch="PhiForCausalLM"),
+    dict(name="starcoder2", arch="Starcoder2ForCausalLM"),
+    dict(name="cohere", arch="CohereForCausalLM"),
+    dict(name="cohere2", arch="Cohere2ForCausalLM"),
+    dict(name="granite", arch="GraniteForCausalLM"),
+    dict(name="granitemoe", arch="GraniteMoeForCausalLM"),
+    dict(name="olmo", arch="OlmoForCausalLM"),
+    dict(name="olmoe", arch="OlmoeForCausalLM"),
+    dict(name="olmo3", arch="Olmo3ForCausalLM"),
+    dict(name="falcon", arch="FalconForCausalLM"),
+    dict(name="gpt-neox", arch="GPTNeoXForCausalLM"),
+    dict(name="stablelm", arch="StableLmForCausalLM"),
+    dict(name="exaone4", arch="Exaone4ForCausalLM"),
+    dict(name="gemma", arch="GemmaForCausalLM"),
+    dict(name="gpt2", arch="GPT2LMHeadModel"),
+    dict(name="gptj", arch="GPTJForCausalLM"),
+    dict(name="gpt-bigcode", arch="GPTBigCodeForCausalLM"),
+    dict(name="bloom", arch="BloomForCausalLM"),
+    dict(name="opt", arch="OPTForCausalLM"),
+    dict(name="phimoe", arch="PhimoeForCausalLM"),
+    dict(name="dbrx", arch="DbrxForCausalLM"),
+    dict(name="nemotron", arch="NemotronForCausalLM"),
+    dict(name="arcee", arch="ArceeForCausalLM"),
+    dict(name="smollm3", arch="SmolLM3ForCausalLM"),
+    dict(name="glm", arch="GlmForCausalLM"),
+    dict(name="helium", arch="HeliumForCausalLM"),
+    dict(name="seed-oss", arch="SeedOssForCausalLM"),
+    dict(name="mpt", arch="MptForCausalLM"),
+    dict(name="dots1", arch="Dots1ForCausalLM"),
+    dict(name="deepseek-v2", arch="DeepseekV2ForCausalLM"),
+    dict(name="bamba", arch="BambaForCausalLM"),
+    dict(name="apertus", arch="ApertusForCausalLM"),
+    dict(name="granitemoeshared", arch="GraniteMoeSharedForCausalLM"),
+    dict(name="granitemoehybrid", arch="GraniteMoeHybridForCausalLM"),
+    dict(name="jamba", arch="JambaForCausalLM"),
+    dict(name="persimmon", arch="PersimmonForCausalLM"),
+    dict(name="gpt-oss-tiny", arch="GptOssForCausalLM"),
+    dict(name="mixtral-tiny", arch="MixtralForCausalLM"),
+    dict(name="mistral-tiny", arch="MistralForCausalLM"),
+    dict(name="qwen3-moe-tiny", arch="Qwen3MoeForCausalLM"),
+    dict(name="ministral", arch="MinistralForCausalLM"),
+    dict(name="hunyuan-v1", arch="HunYuanDenseV1ForCausalLM"),
+    dict(name="zamba2", arch="Zamba2ForCausalLM"),
+    dict(name="falcon-h1", arch="FalconH1ForCausalLM"),
+    dict(name="lfm2", arch="Lfm2ForCausalLM"),
+    dict(name="bailing-moe", arch="BailingMoeV2ForCausalLM"),
+    dict(name="longcat-flash", arch="LongcatFlashForCausalLM"),
+    dict(name="openai-gpt", arch="OpenAIGPTLMHeadModel"),
+    dict(name="gemma3n", arch="Gemma3nForConditionalGeneration"),
+    dict(name="paligemma", arch="PaliGemmaForConditionalGeneration"),
+    dict(name="llava", arch="LlavaForConditionalGeneration"),
+    dict(name="qwen2-vl", arch="Qwen2VLForConditionalGeneration"),
+    dict(name="chameleon", arch="ChameleonForConditionalGeneration"),
+    dict(name="aria", arch="AriaForConditionalGeneration"),
+    dict(name="idefics3", arch="Idefics3ForConditionalGeneration"),
+    dict(name="smolvlm", arch="SmolVLMForConditionalGeneration"),
+]
+
+
+def _specs():
+    out = []
+    for s in _RAW:
+        s = dict(s)
+        if not s.get("model_type") and not s.get("config"):
+            s["model_type"] = _model_type_of(s.get("hf_class") or s["arch"])
+        out.append(s)
+    return out
+
+
+SPECS = _specs()
