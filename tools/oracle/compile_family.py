@@ -727,13 +727,19 @@ def verify(fixture, rules_file, recs):
 # ----------------------------------------------------------------------------------------------- driver
 
 
+# Families tried first, simplest and most common first (a dense model that also passes with a MoE
+# family's rules belongs with the dense one).
+FIRST = ["llama", "qwen2", "qwen3", "olmo2", "mixtral", "qwen3_moe", "deepseek_v2", "glm4_moe", "gemma3"]
+
+
 def family_files():
     out = []
     for f in sorted(glob.glob(os.path.join(FAMS, "*.json"))):
         if os.path.basename(f).startswith("_") or os.path.basename(f) == "generic.json":
             continue
         out.append(f)
-    return out
+    rank = lambda f: (FIRST.index(os.path.basename(f)[:-5]) if os.path.basename(f)[:-5] in FIRST else len(FIRST), f)
+    return sorted(out, key=rank)
 
 
 def try_existing(fixture, arch, recs):
