@@ -6,7 +6,7 @@
 //! Every error ckptkit prints itself is an `error:` line and a `help:` line with the fix.
 
 use crate::plan::Target;
-use crate::remap::rules::RuleSet;
+use crate::arch::rules::RuleSet;
 use crate::ui::{self, ColorChoice, Help};
 use crate::{manifest, render, Checkpoint};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -1044,7 +1044,7 @@ fn refuse_layout(ck: &Checkpoint, model: &str, tp: u64, ep: bool, target: Target
     Err(Exit::Refused(
         format!(
             "vLLM {} refuses TP {tp}{} for this model, so there are no slices to show:\n  {}",
-            crate::audit::VLLM_REFERENCE,
+            crate::target::VLLM_REFERENCE,
             if ep { " with EP" } else { "" },
             why.join("\n  ")
         ),

@@ -12,7 +12,7 @@ use crate::plan::device::Device;
 use crate::plan::{self, PlanInput, PlanOptions, Target};
 use crate::quant::fp8::OutDtype;
 use crate::quant::scheme::QuantScheme;
-use crate::remap::rules::RuleSet;
+use crate::arch::rules::RuleSet;
 use crate::remap::RemapOptions;
 use crate::render;
 use serde_json::Value;

@@ -9,20 +9,7 @@ use crate::manifest::{FileCheck, Verification};
 use crate::ui::field as f;
 use std::fmt::Write;
 
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use crate::ui::bytes;
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
     v.as_ref().map(|x| f(&x.to_string()).into_owned()).unwrap_or_else(|| "?".into())
@@ -510,7 +497,7 @@ pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
                 );
             }
             // Fold rows whose names differ only in layer / expert numbers.
-            let pat = crate::audit::names::pattern;
+            let pat = crate::checkpoint::names::pattern;
             let mut groups: Vec<(String, String, String, String, String, String, usize)> = Vec::new();
             for row in &r.rows {
                 let key = (

@@ -142,6 +142,22 @@ pub fn emit_json<T: serde::Serialize>(value: &T) -> std::io::Result<bool> {
     }
 }
 
+/// A byte count for people: `512 B`, `1.5 KiB`, `78.2 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// An integer as vLLM's `human_readable_int` reads it (`--max-model-len 32k`): lowercase
 /// suffixes are decimal and may carry a fraction (`25.6k` = 25,600), uppercase ones binary and
 /// integral (`32K` = 32,768); a bare integer is itself.

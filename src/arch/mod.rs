@@ -1,6 +1,9 @@
 //! Architecture knowledge as data. `audit.json` holds the naming conventions the audit relies on;
 //! it is embedded in the binary so the tool works offline and alone.
 
+pub mod expr;
+pub mod rules;
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

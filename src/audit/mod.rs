@@ -1,6 +1,6 @@
 //! `ckptkit audit`: everything a vLLM bring-up needs to know about a checkpoint, from headers alone.
 
-pub mod names;
+pub use crate::checkpoint::names;
 pub mod structure;
 pub mod tree;
 
@@ -8,14 +8,14 @@ use crate::arch::audit_rules;
 use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::findings::{Finding, Tally};
 use crate::quant::{pair_fp8, Pairing, QuantScheme};
-use crate::remap::rules::RuleSet;
+use crate::arch::rules::RuleSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// The version of the `--json` schema. Bump on any incompatible change.
 pub const SCHEMA: &str = "ckptkit.audit/1";
 /// The vLLM release whose loading rules ckptkit reproduces.
-pub const VLLM_REFERENCE: &str = "0.33.0";
+pub use crate::target::VLLM_REFERENCE;
 
 #[derive(Debug, Serialize)]
 pub struct ToolInfo {

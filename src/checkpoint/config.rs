@@ -23,7 +23,7 @@ pub struct ModelConfig {
     pub hidden_size: Option<u64>,
     pub intermediate_size: Option<u64>,
     pub vocab_size: Option<u64>,
-    /// As written; `None` when absent (see [`crate::audit`] for how it is resolved).
+    /// As written; `None` when absent (the audit resolves it from the family's default).
     pub tie_word_embeddings: Option<bool>,
     pub moe: Option<MoeConfig>,
     pub mla: Option<MlaConfig>,

@@ -120,3 +120,12 @@ impl fmt::Display for Dtype {
         f.write_str(self.as_str())
     }
 }
+
+/// Bytes per element of the model dtype a config names (`torch_dtype` / `dtype`): 4 for float32,
+/// else 2 (bf16 / f16, vLLM's default for a config without one).
+pub fn model_dtype_bytes(torch_dtype: Option<&str>) -> u64 {
+    match torch_dtype {
+        Some("float32") | Some("fp32") => 4,
+        _ => 2,
+    }
+}

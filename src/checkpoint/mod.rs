@@ -5,6 +5,7 @@ pub mod config;
 pub mod dtype;
 pub mod header;
 pub mod index;
+pub mod names;
 pub mod resolve;
 pub mod shard;
 

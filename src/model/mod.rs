@@ -1,19 +1,23 @@
 //! The one model of the checkpoint: every parameter vLLM 0.33.0 builds for it, from the family's
 //! rule file, the config and the quantization scheme, with the per-rank shape each takes under a
 //! parallel layout. `plan` counts its memory here; `remap` routes tensors into the same parameter
-//! set ([`crate::remap::expected_params`] is the expansion both use).
+//! set ([`expected::expected_params`] is the expansion both use).
 //!
 //! Per-rank shapes follow vLLM's layers (`linear.py`, `vocab_parallel_embedding.py`,
 //! `fused_moe/layer.py`, `quantization/fp8.py`); the family file says which layer each parameter is
 //! (its `partition`), so nothing here knows an architecture.
 
+pub mod expected;
+pub mod layout;
+pub mod parallel;
+
 use crate::arch::Partition;
 use crate::checkpoint::config::ModelConfig;
-use crate::plan::memory::{padded_vocab, pp_partition, stage_of, RankWeights};
-use crate::plan::Parallel;
+use layout::{padded_vocab, pp_partition, stage_of, RankWeights};
+use parallel::Parallel;
 use crate::quant::scheme::{QuantScheme, ScaleLayout};
-use crate::remap::rules::{Family, NoSplit, TpDim};
-use crate::remap::{expected_params, Expected, Role, Vars};
+use crate::arch::rules::{Family, NoSplit, TpDim};
+use expected::{expected_params, Expected, Role, Vars};
 use serde_json::Value;
 
 /// vLLM's parameters for one checkpoint (or a lone config) and one family.
@@ -68,7 +72,7 @@ pub fn moe_blocks(bn: u64, bk: u64, i: u64, h: u64, has_bias: bool, par: &Parall
         _ => None,
     };
     let backend = par.moe_backend;
-    if backend != crate::plan::MoeBackend::Auto {
+    if backend != parallel::MoeBackend::Auto {
         let can_refine = refined.is_some() && backend.takes_refined_blocks();
         if !can_refine && bn == bk && tp > 1 && ispp % bn.max(1) != 0 {
             if i % bn.max(1) != 0 || h % bn.max(1) != 0 || par.ep_size() != 1 || has_bias {
@@ -108,7 +112,7 @@ impl ModelSpec {
             .collect();
         ModelSpec {
             family: family.family.clone(),
-            elem: crate::plan::shape::dtype_bytes(cfg.torch_dtype.as_deref()),
+            elem: crate::checkpoint::dtype::model_dtype_bytes(cfg.torch_dtype.as_deref()),
             kv_heads: vars.get("num_key_value_heads").and_then(|v| u64::try_from(v).ok()).unwrap_or(1).max(1),
             layers: cfg.num_layers.unwrap_or(0),
             tied: vars.get("tie_word_embeddings") == Some(1),

@@ -88,7 +88,7 @@ impl Device {
             name: "custom".into(),
             memory_bytes,
             fp8,
-            description: format!("{} of device memory (--device-memory)", crate::render::bytes(memory_bytes)),
+            description: format!("{} of device memory (--device-memory)", crate::ui::bytes(memory_bytes)),
         }
     }
 }

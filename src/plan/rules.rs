@@ -213,7 +213,7 @@ fn qk_norm(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     let k_norm = ctx.spec.and_then(|s| {
         s.params
             .iter()
-            .find(|p| p.qk_norm == Some(crate::remap::rules::QkSide::K))
+            .find(|p| p.qk_norm == Some(crate::arch::rules::QkSide::K))
             .and_then(|p| p.shards.first()?.1.as_ref()?.first().copied())
     });
     let Some(k_len) = k_norm.or(implied) else {
@@ -560,7 +560,7 @@ fn scale_load(ctx: &Ctx<'_>, par: &Parallel) -> Check {
         ).with(vec![Remedy::layout(), Remedy::bf16("bf16 weights (`ckptkit dequant`)")]);
     }
     if let Some(o) = spec.merged_scale_overflow(par) {
-        let module = crate::audit::names::pattern(o.param.rsplit_once('.').map_or(o.param.as_str(), |(m, _)| m));
+        let module = crate::checkpoint::names::pattern(o.param.rsplit_once('.').map_or(o.param.as_str(), |(m, _)| m));
         return fail(
             Rule::ScaleLoad,
             format!("{} scale rows", module.rsplit('.').next().unwrap_or("")),

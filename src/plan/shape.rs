@@ -2,7 +2,7 @@
 //! one entry per shard with its global shape, layer and TP partition.
 
 use crate::arch::Partition;
-use crate::audit::names::pattern;
+use crate::checkpoint::names::pattern;
 
 /// What part of the model a parameter belongs to, for pipeline-stage placement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,12 +44,7 @@ pub struct ModelShape {
     pub notes: Vec<String>,
 }
 
-pub(crate) fn dtype_bytes(torch_dtype: Option<&str>) -> u64 {
-    match torch_dtype {
-        Some("float32") | Some("fp32") => 4,
-        _ => 2,
-    }
-}
+pub(crate) use crate::checkpoint::dtype::model_dtype_bytes as dtype_bytes;
 
 impl ModelShape {
     /// The rules' view of the one model, with the notes of how it was found (none without a model:
@@ -66,7 +61,7 @@ impl ModelShape {
     /// The one model's parameters as the rules read them: one entry per shard (an expert shard's
     /// module ends in its FusedMoE shard id, `w1` / `w2` / `w3`), global shapes from the config.
     pub fn from_spec(spec: &crate::model::ModelSpec, source: &'static str) -> ModelShape {
-        use crate::remap::Role as SpecRole;
+        use crate::model::expected::Role as SpecRole;
         let mut params = Vec::with_capacity(spec.params.len());
         for p in spec.params.iter().filter(|p| p.scale_of.is_none()) {
             let (module, leaf) = p.name.rsplit_once('.').unwrap_or((p.name.as_str(), ""));

@@ -8,7 +8,7 @@ mod python;
 use crate::checkpoint::Checkpoint;
 use crate::plan::{PlanInput, PlanOptions, Target};
 use crate::quant::scheme::QuantScheme;
-use crate::remap::rules::RuleSet;
+use crate::arch::rules::RuleSet;
 use crate::remap::{RemapOptions, RemapReport};
 use std::path::{Path, PathBuf};
 
@@ -490,13 +490,13 @@ fn choose(
         (None, true) => (
             format!(
                 "`ckptkit plan --target {t}`{served}: TP {tp}{with_ep} is the smallest feasible configuration on {dev} ({} of weights per rank, {} sequences of {} tokens)",
-                crate::render::bytes(c.per_rank_weight_bytes),
+                crate::ui::bytes(c.per_rank_weight_bytes),
                 c.max_seqs_at_max_model_len,
                 report.max_model_len
             ),
             format!(
                 "`ckptkit plan --target {t}`{served_zh}：TP {tp}{with_ep_zh} 是 {dev} 上最小的可行配置（每卡权重 {}，可容纳 {} 条 {} token 的序列）",
-                crate::render::bytes(c.per_rank_weight_bytes),
+                crate::ui::bytes(c.per_rank_weight_bytes),
                 c.max_seqs_at_max_model_len,
                 report.max_model_len
             ),
@@ -584,10 +584,10 @@ fn refusal(
     let head = if layout {
         format!(
             "vLLM {} refuses to build {model_shown} at {at}, as `ckptkit plan` predicts",
-            crate::audit::VLLM_REFERENCE
+            crate::target::VLLM_REFERENCE
         )
     } else {
-        format!("`ckptkit plan` predicts that vLLM {} fails with {model_shown} at {at}", crate::audit::VLLM_REFERENCE)
+        format!("`ckptkit plan` predicts that vLLM {} fails with {model_shown} at {at}", crate::target::VLLM_REFERENCE)
     };
     let why: Vec<String> = ch
         .failures
