@@ -7,7 +7,7 @@ mod common;
 use ckptkit::model::ModelSpec;
 use ckptkit::plan::Parallel;
 use ckptkit::quant::scheme::QuantScheme;
-use ckptkit::remap::rules::RuleSet;
+use ckptkit::arch::rules::RuleSet;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
