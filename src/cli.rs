@@ -319,6 +319,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The architectures ckptkit knows: each one's family, vLLM class, the TP sizes a recorded vLLM
+    /// run verifies, and the vLLM version (check here first).
+    Families {
+        /// The versioned JSON (ckptkit.families/1).
+        #[arg(long, conflicts_with = "md")]
+        json: bool,
+        /// A Markdown table (the README's coverage table is this).
+        #[arg(long)]
+        md: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions {
         /// The shell.
@@ -731,6 +741,14 @@ fn run(cli: Cli) -> Exit {
         }
         Cmd::Bench { what: BenchCmd::Dequant { shape, tensor, threads, reps, dtype, format: None, json } } => {
             run_bench(shape, tensor, threads, reps, dtype, json)
+        }
+        Cmd::Families { json, md } => {
+            let c = crate::arch::coverage::coverage(rules);
+            if json {
+                emit_json(&c).map(|()| Exit::Ok)
+            } else {
+                emit(&render::families(&c, md)).map(|()| Exit::Ok)
+            }
         }
         Cmd::Completions { shell } => {
             let mut buf = Vec::new();

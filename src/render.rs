@@ -588,3 +588,70 @@ pub fn remote_source(r: &crate::hub::Remote) -> String {
         r.shards.len()
     )
 }
+
+/// `ckptkit families`: a table for people, or the README's Markdown table.
+pub fn families(c: &crate::arch::coverage::Coverage, markdown: bool) -> String {
+    let mut o = String::new();
+    let tps = |k: &crate::arch::coverage::Known| {
+        if k.tp_verified.is_empty() {
+            "-".to_string()
+        } else {
+            k.tp_verified.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        }
+    };
+    let class = |k: &crate::arch::coverage::Known| {
+        k.vllm_class.as_deref().map(|c| c.rsplit('.').next().unwrap_or(c).to_string()).unwrap_or_else(|| "?".into())
+    };
+    if markdown {
+        let _ = writeln!(o, "| architecture | family | vLLM class | TP verified | vLLM | evidence |");
+        let _ = writeln!(o, "|---|---|---|---|---|---|");
+        for k in &c.architectures {
+            let _ = writeln!(
+                o,
+                "| `{}` | {} | `{}` | {} | {} | {} |",
+                k.architecture,
+                k.family,
+                class(k),
+                tps(k),
+                k.vllm.as_deref().unwrap_or("-"),
+                if k.verified {
+                    k.fixtures.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+                } else {
+                    "rules only, not verified".into()
+                }
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\n{} architectures, {} verified by a recorded vLLM run.",
+            c.architectures.len(),
+            c.verified
+        );
+        return o;
+    }
+    let _ = writeln!(o, "ckptkit families: {} architectures, {} verified by a recorded vLLM run", c.architectures.len(), c.verified);
+    let rows: Vec<[String; 5]> = c
+        .architectures
+        .iter()
+        .map(|k| {
+            [
+                f(&k.architecture).into_owned(),
+                f(&k.family).into_owned(),
+                class(k),
+                tps(k),
+                if k.verified { format!("vLLM {}", k.vllm.as_deref().unwrap_or("?")) } else { "rules only".into() },
+            ]
+        })
+        .collect();
+    let head = ["architecture", "family", "vLLM class", "TP verified", "evidence"];
+    let w: Vec<usize> =
+        (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).chain([head[i].len()]).max().unwrap_or(0)).collect();
+    let line = |cells: &[String]| {
+        cells.iter().enumerate().map(|(i, x)| format!("{x:<w$}", w = w[i] + 2)).collect::<String>().trim_end().to_string()
+    };
+    let _ = writeln!(o, "{}", line(&head.map(String::from)));
+    for r in &rows {
+        let _ = writeln!(o, "{}", line(r));
+    }
+    o
+}

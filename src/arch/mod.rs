@@ -1,6 +1,7 @@
 //! Architecture knowledge as data. `audit.json` holds the naming conventions the audit relies on;
 //! it is embedded in the binary so the tool works offline and alone.
 
+pub mod coverage;
 pub mod expr;
 pub mod rules;
 
