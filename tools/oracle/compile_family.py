@@ -645,9 +645,9 @@ def draft_params(recs, cfg, view, todo):
                 rule["role"] = "tower"
                 todo.append(f"{pat}: tower parameter outside layers; tower repeats (blocks) are not inferred")
         leaf = base.rsplit(".", 1)[-1]
-        if leaf in ("q_norm", "q_layernorm") and "attn" in base:
+        if leaf in ("q_norm", "q_layernorm", "query_layernorm") and "attn" in base:
             rule["qk_norm"] = "q"
-        if leaf in ("k_norm", "k_layernorm") and "attn" in base:
+        if leaf in ("k_norm", "k_layernorm", "key_layernorm") and "attn" in base:
             rule["qk_norm"] = "k"
         if part in ("column", "merged", "row", "qkv-kv", "qkv") and pat.endswith(".weight"):
             rule["quantized"] = True
@@ -905,16 +905,31 @@ def main():
     ap.add_argument("--no-write", action="store_true", help="reuse fixtures/families/NAME and the oracle results in WORK")
     ap.add_argument("--spec", action="append", default=[])
     ap.add_argument("--all", action="store_true")
+    ap.add_argument("--skip", action="append", default=[], help="with --all: names to leave out")
     a = ap.parse_args()
     jobs = []
-    if a.spec or a.all:
+    if a.all:
+        # One process per architecture, so edits to this script and to family_specs.py between
+        # architectures take effect; the table says what is done.
+        import importlib
+        while True:
+            import family_specs
+            importlib.reload(family_specs)
+            done = set()
+            if os.path.exists(TABLE):
+                done = {l.split("\t")[0] for l in open(TABLE).read().splitlines()[1:] if l}
+            todo = [s["name"] for s in family_specs.SPECS if s["name"] not in done and s["name"] not in a.skip]
+            if not todo:
+                return
+            cmd = [sys.executable, os.path.abspath(__file__), "--spec", todo[0], "--tps", a.tps] + (["--apply"] if a.apply else [])
+            r = subprocess.run(cmd)
+            if r.returncode != 0:
+                table_row(todo[0], next(s["arch"] for s in family_specs.SPECS if s["name"] == todo[0]), "failed", None, 0,
+                          f"the compiler itself failed (exit {r.returncode}); see its output")
+    if a.spec:
         from family_specs import SPECS
-        names = a.spec or [s["name"] for s in SPECS]
-        done = set()
-        if a.all and os.path.exists(TABLE):
-            done = {l.split("\t")[0] for l in open(TABLE).read().splitlines()[1:] if l}
         for s in SPECS:
-            if s["name"] in names and s["name"] not in done:
+            if s["name"] in a.spec:
                 jobs.append(s)
     else:
         jobs.append({"name": a.name, "arch": a.arch, "model_type": a.model_type, "config": a.config,

@@ -9,6 +9,72 @@ overrides after shrinking), tps ("1,2" default), hf_overrides (passed to the ora
 """
 
 
+def rewrite(out, fn):
+    """Load every tensor of the checkpoint in `out`, let `fn(dict)` edit the dict, write it back as two
+    shards with an index (what post_write hooks use to make a fixture follow a published layout)."""
+    import glob
+    import json
+    import os
+
+    from safetensors.torch import load_file, save_file
+
+    tensors = {}
+    for f in sorted(glob.glob(os.path.join(out, "*.safetensors"))):
+        tensors.update(load_file(f))
+        os.remove(f)
+    for f in glob.glob(os.path.join(out, "*.index.json")):
+        os.remove(f)
+    fn(tensors)
+    names = sorted(tensors)
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    shards, cur, size = [[]], 0, 0
+    for n in names:
+        if size >= total // 2 and len(shards) == 1:
+            shards.append([])
+        shards[-1].append(n)
+        size += tensors[n].numel() * tensors[n].element_size()
+    wm = {}
+    for i, group in enumerate(shards):
+        fn_ = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file({n: tensors[n].contiguous() for n in group}, os.path.join(out, fn_), metadata={"format": "pt"})
+        wm.update({n: fn_ for n in group})
+    json.dump({"metadata": {"total_size": total}, "weight_map": wm},
+              open(os.path.join(out, "model.safetensors.index.json"), "w"), indent=2, sort_keys=True)
+
+
+def unfuse_experts(gate="gate_proj", up="up_proj", down="down_proj"):
+    """transformers 5 keeps experts fused ([E, 2I, H] gate_up_proj, [E, H, I] down_proj) and, for some
+    models, saves them so; published checkpoints hold one tensor per expert and projection."""
+
+    def fn(t):
+        for n in [n for n in t if n.endswith("experts.gate_up_proj") or n.endswith("experts.down_proj")]:
+            w = t.pop(n)
+            stem = n.rsplit(".", 1)[0]
+            for e in range(w.shape[0]):
+                if n.endswith("gate_up_proj"):
+                    i = w.shape[1] // 2
+                    t[f"{stem}.{e}.{gate}.weight"] = w[e, :i].clone()
+                    t[f"{stem}.{e}.{up}.weight"] = w[e, i:].clone()
+                else:
+                    t[f"{stem}.{e}.{down}.weight"] = w[e].clone()
+
+    return lambda out: rewrite(out, fn)
+
+
+def edit(drop=(), add=None):
+    """Drop tensors by prefix, add random bf16 tensors {name: shape}."""
+
+    def fn(t):
+        import torch
+
+        for n in [n for n in t if any(n.startswith(p) for p in drop)]:
+            del t[n]
+        for n, shape in (add or {}).items():
+            t[n] = (torch.randn(*shape) * 0.02).to(torch.bfloat16)
+
+    return lambda out: rewrite(out, fn)
+
+
 def _model_type_of(hf_class):
     from transformers.models.auto import modeling_auto as m
 
@@ -40,8 +106,13 @@ _RAW = [
     dict(name="qwen3_5", arch="Qwen3_5ForConditionalGeneration"),
     dict(name="qwen3_5-moe", arch="Qwen3_5MoeForConditionalGeneration"),
     dict(name="glm-moe-dsa", arch="GlmMoeDsaForCausalLM"),
-    dict(name="qwen2-rm", arch="Qwen2ForRewardModel", hf_class="Qwen2ForCausalLM", model_type="qwen2"),
-    dict(name="qwen2-prm", arch="Qwen2ForProcessRewardModel", hf_class="Qwen2ForCausalLM", model_type="qwen2"),
+    # Reward models as published (Qwen2.5-Math-RM / -PRM): no lm_head, a two-layer `score` head.
+    dict(name="qwen2-rm", arch="Qwen2ForRewardModel", hf_class="Qwen2ForCausalLM", model_type="qwen2",
+         post_write=lambda out: edit(drop=["lm_head."], add={"score.0.weight": [64, 64], "score.0.bias": [64],
+                                                              "score.2.weight": [1, 64], "score.2.bias": [1]})(out)),
+    dict(name="qwen2-prm", arch="Qwen2ForProcessRewardModel", hf_class="Qwen2ForCausalLM", model_type="qwen2",
+         post_write=lambda out: edit(drop=["lm_head."], add={"score.0.weight": [64, 64], "score.0.bias": [64],
+                                                              "score.2.weight": [2, 64], "score.2.bias": [2]})(out)),
     dict(name="qwen2-embed", arch="Qwen2Model", hf_class="Qwen2Model", model_type="qwen2"),
     dict(name="qwen3-embed", arch="Qwen3Model", hf_class="Qwen3Model", model_type="qwen3"),
     dict(name="qwen3-seqcls", arch="Qwen3ForSequenceClassification", model_type="qwen3"),
