@@ -237,6 +237,27 @@ pub fn plan(r: &crate::plan::PlanReport) -> String {
         opt(&r.model_type),
         if r.source == "weights" { "the tensors" } else { "config.json" }
     );
+    let _ = writeln!(
+        o,
+        "family   {}",
+        match (&r.family.family, r.family.verified) {
+            (Some(f), true) => format!(
+                "{f} (verified: recorded vLLM {} runs at TP {})",
+                r.vllm_reference,
+                r.family.verified_tp.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+            ),
+            (Some(f), false) => format!(
+                "{} ({}) — UNVERIFIED: no recorded vLLM run backs these rules for this architecture; figures marked ~ are estimates",
+                f,
+                match r.family.matched_by {
+                    "generic" => "the generic decoder",
+                    "model_type" => "chosen by model_type",
+                    _ => "rules only",
+                }
+            ),
+            (None, _) => "none (no parameters to count)".to_string(),
+        }
+    );
     let _ = writeln!(o, "quant    {}", r.quantization.as_deref().unwrap_or("none"));
     let _ = writeln!(o, "target   {} on {}: {}", r.target.as_str(), r.device.name, r.device.description);
     let _ = writeln!(
@@ -307,8 +328,9 @@ pub fn plan(r: &crate::plan::PlanReport) -> String {
         row.extend(columns.iter().map(|&rule| cell(c, rule)));
         let status_of =
             |rule: Rule| c.checks.iter().find(|k| k.rule == rule).map_or(Status::NotApplicable, |k| k.status);
-        row.push(format!("{} {}", mark(status_of(Rule::Weights)), bytes(c.per_rank_weight_bytes)));
-        row.push(bytes(c.kv_bytes_per_token));
+        let est = if c.unverified.is_empty() { "" } else { "~" };
+        row.push(format!("{} {est}{}", mark(status_of(Rule::Weights)), bytes(c.per_rank_weight_bytes)));
+        row.push(format!("{est}{}", bytes(c.kv_bytes_per_token)));
         row.push(match status_of(Rule::KvCache) {
             Status::NotApplicable => "·".to_string(),
             st => format!("{} {}", mark(st), c.max_seqs_at_max_model_len),
@@ -495,6 +517,12 @@ pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
                     f.confidence.map(|c| format!(" (inferred, {:.0}% of tensors map)", c * 100.0)).unwrap_or_default(),
                     f.vllm_source
                 );
+                if !f.recorded {
+                    let _ = writeln!(
+                        o,
+                        "         UNVERIFIED: no recorded vLLM run backs these rules for this architecture; every row is the rules' guess (`unverified` in --json; `ckptkit families` lists what is verified)"
+                    );
+                }
             }
             // Fold rows whose names differ only in layer / expert numbers.
             let pat = crate::checkpoint::names::pattern;

@@ -88,3 +88,43 @@ fn the_readme_table_is_the_command_s_own() {
     let b = readme[a..].find(end).expect("end marker") + a;
     assert_eq!(&readme[a..b], r.stdout, "README coverage table is stale: paste `ckptkit families --md`");
 }
+
+/// An architecture no recorded run verifies still gets the generic decoder, but every figure and
+/// every remap row derived from it says it is unverified; a verified one says nothing of the kind.
+#[test]
+fn the_fallback_marks_what_it_guessed() {
+    let c = copy_fixture("llama");
+    edit_config(&c.dir, |v| {
+        v["architectures"] = serde_json::json!(["SomethingNewForCausalLM"]);
+        v["model_type"] = serde_json::json!("something_new");
+    });
+    let dir = c.dir.to_str().unwrap();
+    let p = run(&["plan", dir, "--tp", "1,2", "--json"]);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    let v: Value = serde_json::from_str(&p.stdout).unwrap();
+    assert_eq!(v["family"]["verified"], false);
+    for cfg in v["configs"].as_array().unwrap() {
+        let fields: Vec<&str> = cfg["unverified"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+        for want in ["per_rank_weight_bytes", "kv_bytes_per_token", "checks.weights", "checks.kv-cache"] {
+            assert!(fields.contains(&want), "{want} not marked: {fields:?}");
+        }
+    }
+    let human = run(&["plan", dir, "--tp", "1"]);
+    assert!(human.stdout.contains("UNVERIFIED"), "{}", human.stdout);
+    assert!(human.stdout.contains("~"), "estimates are marked: {}", human.stdout);
+    // (remap's exit status here is the inferred family's reverse check, issue 24's business.)
+    let r = run(&["remap", dir, "--json"]);
+    let rv: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stderr));
+    assert_eq!(rv["family"]["recorded"], false);
+    assert!(rv["rows"].as_array().unwrap().iter().all(|row| row["unverified"] == true));
+
+    // The same weights as the verified architecture: nothing is marked.
+    let p = run(&["plan", fixture("llama").to_str().unwrap(), "--tp", "1", "--json"]);
+    let v: Value = serde_json::from_str(&p.stdout).unwrap();
+    assert_eq!(v["family"]["verified"], true);
+    assert!(v["configs"][0].get("unverified").is_none());
+    let r = run(&["remap", fixture("llama").to_str().unwrap(), "--json"]);
+    let rv: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(rv["family"]["recorded"], true);
+    assert!(rv["rows"].as_array().unwrap().iter().all(|row| row.get("unverified").is_none()));
+}

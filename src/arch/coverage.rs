@@ -85,3 +85,9 @@ pub fn coverage(rules: &RuleSet) -> Coverage {
 pub fn recorded_architectures() -> Vec<String> {
     evidence().architectures.keys().cloned().collect()
 }
+
+/// The TP sizes a recorded vLLM run verifies `architecture` at; `None`: no record, the rules (or
+/// the generic decoder) are not verified for it.
+pub fn verified_tps(architecture: &str) -> Option<&'static [u64]> {
+    evidence().architectures.get(architecture).map(|r| r.tp.as_slice())
+}

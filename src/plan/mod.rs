@@ -241,6 +241,10 @@ pub struct ConfigPlan {
     pub max_seqs_at_max_model_len: u64,
     /// Whether `max_num_seqs` sequences of `max_model_len` fit (the adaptation workflow's baseline).
     pub baseline_fits: bool,
+    /// The fields above that come from family rules no recorded vLLM run verifies (see
+    /// [`FamilyUse`]): estimates, not vLLM's numbers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unverified: Vec<&'static str>,
 }
 
 /// What the user asked.
@@ -307,6 +311,8 @@ pub struct PlanReport {
     pub moe_backend: MoeBackend,
     pub activation_reserve_bytes: u64,
     pub rules: Vec<Rule>,
+    /// The family rules the figures come from, and whether a recorded vLLM run verifies them.
+    pub family: FamilyUse,
     pub notes: Vec<String>,
     pub configs: Vec<ConfigPlan>,
 }
@@ -329,7 +335,42 @@ pub struct PlanInput {
     /// The parameters vLLM builds, when a family (built-in or `--rules`) names the architecture:
     /// per-rank memory is counted from it.
     pub spec: Option<crate::model::ModelSpec>,
+    /// Which family the spec came from and whether a recorded vLLM run verifies it.
+    pub family: FamilyUse,
 }
+
+/// Which family rules a plan used, how they were chosen, and whether a recorded vLLM oracle run
+/// verifies them for this architecture. When not, every figure derived from the rules is listed
+/// in each configuration's `unverified`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FamilyUse {
+    pub family: Option<String>,
+    /// `architecture` (a family file names it), `model_type`, `generic` (the generic decoder) or
+    /// `none` (no config sizes to build from).
+    pub matched_by: &'static str,
+    pub verified: bool,
+    /// The TP sizes the recorded runs cover.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub verified_tp: Vec<u64>,
+}
+
+/// The figures of a configuration that come from the family rules (shapes, per-rank bytes, KV
+/// cache), listed as unverified when no recorded vLLM run backs the rules.
+pub const RULE_DERIVED_FIELDS: &[&str] = &[
+    "per_rank_weight_bytes",
+    "per_rank_weights",
+    "kv_bytes_per_token",
+    "kv_bytes_per_seq",
+    "kv_cache_bytes_available",
+    "max_seqs_at_max_model_len",
+    "checks.mlp",
+    "checks.moe",
+    "checks.qk-norm",
+    "checks.fp8-block",
+    "checks.scale-load",
+    "checks.weights",
+    "checks.kv-cache",
+];
 
 impl PlanInput {
     /// A path to a `config.json` (or a directory holding one and no safetensors) plans from the config
@@ -359,9 +400,9 @@ impl PlanInput {
                 .and_then(|t| serde_json::from_slice::<Value>(&t).ok());
             let config = ModelConfig::from_value(&v);
             let quant = QuantScheme::detect(Some(&v), hf_quant.as_ref());
-            let (spec, notes) = spec_for(&config, Some(&v), quant.as_ref(), rules);
+            let (spec, notes, family) = spec_for(&config, Some(&v), quant.as_ref(), rules);
             let shape = ModelShape::of(spec.as_ref(), "config", notes);
-            return Ok(PlanInput { model: input.to_string(), config, quant, shape, spec });
+            return Ok(PlanInput { model: input.to_string(), config, quant, shape, spec, family });
         }
         let (ck, _findings) = Checkpoint::open(input)?;
         PlanInput::from_checkpoint(&ck, input, rules)
@@ -372,17 +413,18 @@ impl PlanInput {
         ck.require_readable()?;
         let config = ck.require_config()?.clone();
         let quant = ck.quant_scheme().cloned();
-        let (spec, notes) = spec_for(&config, ck.config_json.as_ref(), quant.as_ref(), rules);
+        let (spec, notes, family) = spec_for(&config, ck.config_json.as_ref(), quant.as_ref(), rules);
         let shape = ModelShape::of(spec.as_ref(), "weights", notes);
-        Ok(PlanInput { model: model.to_string(), config, quant, shape, spec })
+        Ok(PlanInput { model: model.to_string(), config, quant, shape, spec, family })
     }
 
     /// Plan the model as served without its quantization (fp8 dequantized at load or beforehand).
     pub fn without_quantization(&mut self, json: Option<&Value>, rules: &RuleSet) {
         self.quant = None;
-        let (spec, notes) = spec_for(&self.config, json, None, rules);
+        let (spec, notes, family) = spec_for(&self.config, json, None, rules);
         self.shape = ModelShape::of(spec.as_ref(), self.shape.source, notes);
         self.spec = spec;
+        self.family = family;
     }
 }
 
@@ -403,9 +445,10 @@ fn spec_for(
     json: Option<&Value>,
     quant: Option<&QuantScheme>,
     rules: &RuleSet,
-) -> (Option<crate::model::ModelSpec>, Vec<String>) {
+) -> (Option<crate::model::ModelSpec>, Vec<String>, FamilyUse) {
     let arch = cfg.architecture.as_deref();
     let mut notes = Vec::new();
+    let mut matched_by = "architecture";
     let family = match arch.and_then(|a| rules.for_architecture(a)) {
         Some(f) => Some(f),
         None => {
@@ -415,7 +458,10 @@ fn spec_for(
                 .flatten()
                 .find_map(|t| rules.families.iter().find(|f| f.model_types.iter().any(|m| m == t)));
             let (f, how) = match by_type {
-                Some(f) => (Some(f), format!("the `{}` family (its model_types list this model_type)", f.family)),
+                Some(f) => {
+                    matched_by = "model_type";
+                    (Some(f), format!("the `{}` family (its model_types list this model_type)", f.family))
+                }
                 None => (
                     rules.families.iter().find(|f| f.family == GENERIC_FAMILY),
                     "the generic decoder (src/arch/families/generic.json: GQA or MLA attention, dense / MoE / shared-expert MLP)".to_string(),
@@ -426,6 +472,7 @@ fn spec_for(
                 arch.unwrap_or("(none)")
             ));
             if f.is_some_and(|f| f.family == GENERIC_FAMILY) {
+                matched_by = "generic";
                 if cfg.has_vision || cfg.has_audio {
                     notes.push("vision/audio towers are not counted by the generic decoder".into());
                 }
@@ -462,7 +509,27 @@ fn spec_for(
         }
         spec
     });
-    (spec, notes)
+    let verified_tp: Vec<u64> = match (matched_by, arch) {
+        ("architecture", Some(a)) if family.is_some() => {
+            crate::arch::coverage::verified_tps(a).map(<[u64]>::to_vec).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    let verified = !verified_tp.is_empty();
+    if family.is_some() && !verified {
+        notes.push(format!(
+            "UNVERIFIED: no recorded vLLM run backs the `{}` rules for {}; every figure derived from them (per-rank weights, KV cache, the mlp / moe / qk-norm / fp8-block / scale-load / weights / kv-cache checks) is an estimate (`unverified` in --json; `ckptkit families` lists what is verified)",
+            family.map(|f| f.family.as_str()).unwrap_or("?"),
+            arch.unwrap_or("this architecture")
+        ));
+    }
+    let use_ = FamilyUse {
+        family: family.map(|f| f.family.clone()),
+        matched_by: if family.is_some() { matched_by } else { "none" },
+        verified,
+        verified_tp,
+    };
+    (spec, notes, use_)
 }
 
 /// The family used for architectures nothing else describes.
@@ -583,6 +650,7 @@ impl Planner<'_> {
             kv_cache_bytes_available: available,
             max_seqs_at_max_model_len: max_seqs,
             baseline_fits: max_seqs >= opts.max_num_seqs,
+            unverified: if input.family.verified { Vec::new() } else { RULE_DERIVED_FIELDS.to_vec() },
         }
     }
 
@@ -758,6 +826,7 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
         moe_backend: opts.moe_backend,
         activation_reserve_bytes: opts.activation_reserve_bytes,
         rules: rule_ids,
+        family: input.family.clone(),
         notes,
         configs,
     }
@@ -900,9 +969,9 @@ mod tests {
     fn input(v: Value) -> PlanInput {
         let config = ModelConfig::from_value(&v);
         let quant = QuantScheme::detect(Some(&v), None);
-        let (spec, notes) = spec_for(&config, Some(&v), quant.as_ref(), RuleSet::builtin());
+        let (spec, notes, family) = spec_for(&config, Some(&v), quant.as_ref(), RuleSet::builtin());
         let shape = ModelShape::of(spec.as_ref(), "config", notes);
-        PlanInput { model: "test".into(), config, quant, shape, spec }
+        PlanInput { model: "test".into(), config, quant, shape, spec, family }
     }
 
     fn one(v: Value, tp: u64, ep: bool) -> ConfigPlan {

@@ -82,6 +82,10 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub routed_to: Option<String>,
     pub tp: TpSplit,
+    /// No recorded vLLM run backs the rule that placed this row (an inferred family, the generic
+    /// decoder, or a family file with no evidence for this architecture): the rules' guess.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +98,9 @@ pub struct FamilyInfo {
     /// For an inferred family: the share of tensors it maps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
+    /// Whether a recorded vLLM oracle run verifies these rules for this architecture (see
+    /// `ckptkit families`); when not, every row is marked `unverified`.
+    pub recorded: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -409,6 +416,12 @@ pub fn remap_with(
     let modules = module_prefixes(&expected);
     let no_fp8 = opts.target == crate::target::Target::VllmAscend;
     let mut rows: Vec<Row> = Vec::with_capacity(ck.tensor_count());
+    // Rules a recorded vLLM run verifies for this very architecture (chosen by it, not inferred).
+    let recorded = matched_by == "architecture"
+        && cfg
+            .architecture
+            .as_deref()
+            .is_some_and(|a| family.architectures.iter().any(|x| x == a) && crate::arch::coverage::verified_tps(a).is_some());
     let mut findings = Folder::default();
     // (parameter, shard, expert) → the row that filled it.
     // ModelSlim: the scheme of the first shard stacked into each fused parameter.
@@ -433,6 +446,7 @@ pub fn remap_with(
             reason: None,
             routed_to: None,
             tp: TpSplit::None,
+            unverified: !recorded,
         };
         let routed = match route(family, &vars, &e.name) {
             Route::KvScale { name } if !by_name.contains_key(name.as_str()) => Route::Skip(format!(
@@ -649,6 +663,7 @@ pub fn remap_with(
             verified: family.verified.clone(),
             matched_by,
             confidence,
+            recorded,
         }),
         tp: opts.tp,
         ep: opts.ep,
