@@ -78,6 +78,11 @@ pub struct MoeConfig {
     pub moe_layer_freq: Option<u64>,
     pub decoder_sparse_step: Option<u64>,
     pub mlp_only_layers: Vec<u64>,
+    /// ERNIE 4.5 MoE (vllm/model_executor/models/ernie45_moe.py :: Ernie4_5_MoeModel): layer i has
+    /// experts when start ≤ i ≤ end and (i + 1) % interval == 0.
+    pub moe_layer_start_index: Option<u64>,
+    pub moe_layer_end_index: Option<u64>,
+    pub moe_layer_interval: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -109,6 +114,14 @@ impl MoeConfig {
         }
         if let Some(s) = self.decoder_sparse_step.filter(|&s| s > 0) {
             if (i + 1) % s != 0 {
+                return false;
+            }
+        }
+        if self.moe_layer_start_index.is_some_and(|s| i < s) || self.moe_layer_end_index.is_some_and(|e| i > e) {
+            return false;
+        }
+        if let Some(k) = self.moe_layer_interval.filter(|&k| k > 0) {
+            if (i + 1) % k != 0 {
                 return false;
             }
         }
@@ -315,6 +328,9 @@ impl ModelConfig {
                     .and_then(|a| a.as_array())
                     .map(|a| a.iter().filter_map(as_count).collect())
                     .unwrap_or_default(),
+                moe_layer_start_index: view.u64(&["moe_layer_start_index"]),
+                moe_layer_end_index: view.u64(&["moe_layer_end_index"]),
+                moe_layer_interval: view.u64(&["moe_layer_interval"]),
             });
         let mla = view.u64(&["kv_lora_rank"]).map(|kv_lora_rank| MlaConfig {
             q_lora_rank: view.u64(&["q_lora_rank"]),
@@ -409,5 +425,11 @@ mod tests {
         assert!(!qw.is_moe_layer(0));
         assert!(qw.is_moe_layer(1));
         assert!(!qw.is_moe_layer(3));
+        // ERNIE 4.5 MoE (ernie45_moe.py): start ≤ i ≤ end and (i + 1) % interval == 0.
+        let v = serde_json::json!({"moe_num_experts": 8, "moe_layer_start_index": 1, "moe_layer_end_index": 4,
+            "moe_layer_interval": 1, "num_hidden_layers": 6});
+        let er = ModelConfig::from_value(&v).moe.unwrap();
+        let moe: Vec<u64> = (0..6).filter(|&i| er.is_moe_layer(i)).collect();
+        assert_eq!(moe, [1, 2, 3, 4]);
     }
 }
