@@ -89,13 +89,41 @@ TINY = {
     "linear_num_key_heads": 2,
     "linear_key_head_dim": 32,
     "linear_value_head_dim": 32,
+    "rotary_dim": 16,
     "pad_token_id": 0,
     "bos_token_id": 1,
     "eos_token_id": 2,
 }
 
 
-def tiny_config(args):
+VISION_TINY = {
+    "hidden_size": 80,
+    "intermediate_size": 112,
+    "num_attention_heads": 4,
+    "num_heads": 4,
+    "num_hidden_layers": 3,
+    "depth": 3,
+    "out_hidden_size": 64,
+    "vision_output_dim": 48,
+    "projector_input_dim": 48,
+    "projector_output_dim": 48,
+    "head_dim": 20,
+    "image_size": 56,
+    "num_position_embeddings": 16,
+}
+
+
+# The second size set: a checkpoint written with these (never run through vLLM) tells which config
+# expression each dimension is, where the first set's values coincide (kv heads x head_dim = hidden, ...).
+ALT = {"hidden_size": 96, "intermediate_size": 160, "num_attention_heads": 6, "num_key_value_heads": 3, "head_dim": 16,
+       "vocab_size": 320, "moe_intermediate_size": 48, "shared_expert_intermediate_size": 80, "kv_lora_rank": 24,
+       "q_lora_rank": 40, "qk_rope_head_dim": 8, "qk_nope_head_dim": 24, "v_head_dim": 20, "rotary_dim": 8,
+       "linear_num_value_heads": 6, "linear_num_key_heads": 3, "linear_key_head_dim": 16, "linear_value_head_dim": 24}
+VISION_ALT = {"hidden_size": 56, "intermediate_size": 72, "num_attention_heads": 2, "num_heads": 2, "head_dim": 28,
+              "out_hidden_size": 96, "vision_output_dim": 40, "projector_input_dim": 40, "projector_output_dim": 40}
+
+
+def tiny_config(args, alt=False):
     """A transformers config object with small sizes (and the dict written to config.json)."""
     import transformers
 
@@ -111,7 +139,8 @@ def tiny_config(args):
     amap = getattr(cls, "attribute_map", {}) or {}
     kw = {}
     layers_before = base.get("num_hidden_layers", getattr(default, "num_hidden_layers", None))
-    for k, v in TINY.items():
+    tiny = dict(TINY, **ALT) if alt else TINY
+    for k, v in tiny.items():
         own = amap.get(k, k)
         present = own in base or hasattr(default, own) or k in base
         if present:
@@ -127,19 +156,44 @@ def tiny_config(args):
         for drop in ("quantization_config", "auto_map", "_name_or_path", "transformers_version"):
             merged.pop(drop, None)
         kw = merged
+    # Composite (multimodal) configs: the text config gets TINY, towers VISION_TINY (sizes distinct
+    # from the text model's, so each dimension names one config key).
+    for sub, sub_cls in (getattr(default, "sub_configs", None) or {}).items():
+        sd = getattr(default, sub, None)
+        if sd is None:
+            continue
+        sub_amap = getattr(type(sd), "attribute_map", {}) or {}
+        table = tiny if sub == "text_config" else dict(VISION_TINY, **(VISION_ALT if alt else {})) if "vision" in sub else None
+        if table is None:
+            continue
+        skw = dict(base.get(sub) or {}) if args.config else {}
+        for k, v in table.items():
+            own = sub_amap.get(k, k)
+            if own in skw or hasattr(sd, own):
+                skw[own] = v
+        for k, v in list(skw.items()):
+            if isinstance(v, list) and k.endswith("_indexes"):
+                skw[k] = [i for i in range(len(v[:1]))]
+        if "model_type" not in skw and getattr(sd, "model_type", None):
+            skw["model_type"] = sd.model_type
+        kw[sub] = skw
     for k, v in (args.set or {}).items():
-        kw[amap.get(k, k)] = v
+        if "." in k:
+            a, b = k.split(".", 1)
+            kw.setdefault(a, {})[b] = v
+        else:
+            kw[amap.get(k, k)] = v
     kw.pop("model_type", None)
     cfg = cls(**kw)
     return cfg
 
 
-def write_checkpoint(args, out):
+def write_checkpoint(args, out, alt=False):
     import torch
     import transformers
 
     torch.manual_seed(0)
-    cfg = tiny_config(args)
+    cfg = tiny_config(args, alt)
     cfg.architectures = [args.arch]
     hf_class = args.hf_class or args.arch
     cls = getattr(transformers, hf_class, None)
@@ -165,6 +219,8 @@ def write_checkpoint(args, out):
     c.setdefault("torch_dtype", "bfloat16")
     c.pop("transformers_version", None)
     json.dump(c, open(os.path.join(out, "config.json"), "w"), indent=2, sort_keys=True)
+    if alt:
+        return c
     if args.post_write:
         args.post_write(out)
     shards = [f for f in os.listdir(out) if f.endswith(".safetensors")]
@@ -174,6 +230,29 @@ def write_checkpoint(args, out):
 
 
 # --------------------------------------------------------------------------------------------- 2. oracle
+
+
+def headers(d):
+    """name -> shape of every tensor in the safetensors files of `d`."""
+    out = {}
+    for f in glob.glob(os.path.join(d, "*.safetensors")):
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            h = json.loads(fh.read(n))
+        out.update({k: v["shape"] for k, v in h.items() if k != "__metadata__"})
+    return out
+
+
+def shape_check(alt_dir, rules_file):
+    """remap-shape findings of the rules on the second-size checkpoint (its shapes are the truth)."""
+    if not alt_dir:
+        return []
+    r = ckptkit((["--rules", rules_file] if rules_file else []) + ["remap", alt_dir, "--json"])
+    try:
+        v = json.loads(r.stdout)
+    except ValueError:
+        return [f"second size set: remap gave no JSON: {r.stderr[-200:]}"]
+    return [f"second size set: {f['message'][:200]}" for f in v["findings"] if f.get("code") == "remap-shape"]
 
 
 def run_oracle(name, fixture, tp, hf_overrides=None, reuse=False):
@@ -308,6 +387,11 @@ def config_view(cfg):
                 pass
 
     walk(cfg)
+    for sub in ("vision_config", "audio_config"):
+        if isinstance(cfg.get(sub), dict):
+            for k, v in cfg[sub].items():
+                if isinstance(v, int) and not isinstance(v, bool):
+                    flat[f"{sub}.{k}"] = v
     if isinstance(cfg.get("text_config"), dict):
         for k, v in cfg["text_config"].items():
             if isinstance(v, int) and not isinstance(v, bool):
@@ -332,7 +416,9 @@ def config_view(cfg):
 
 
 PREFERRED = [
-    "hidden_size", "vocab_size", "intermediate_size", "moe_intermediate_size", "num_attention_heads*head_dim",
+    "hidden_size", "vocab_size", "intermediate_size", "moe_intermediate_size", "kv_lora_rank", "q_lora_rank",
+    "kv_lora_rank+qk_rope_head_dim", "num_attention_heads*(qk_nope_head_dim+v_head_dim)",
+    "num_attention_heads*(qk_nope_head_dim+qk_rope_head_dim)", "num_attention_heads*v_head_dim", "num_attention_heads*head_dim",
     "num_key_value_heads*head_dim", "head_dim", "num_experts", "(num_attention_heads+2*num_key_value_heads)*head_dim",
     "2*intermediate_size", "2*moe_intermediate_size", "shared_expert_intermediate_size", "kv_lora_rank", "q_lora_rank",
     "num_attention_heads", "num_key_value_heads",
@@ -346,16 +432,44 @@ def eval_expr(e, view):
         return None
 
 
-def dim_expr(value, view, prefer=(), todo=None, where=""):
+def dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
+    """The config expression whose value is `value` under `view` (and alt[1] under alt[0], the second
+    size set, when known)."""
+    if alt is not None and alt[1] is not None:
+        e = _dim_expr(value, view, prefer, None, where, alt)
+        if e is not None:
+            return e
+        if todo is not None:
+            todo.append(f"{where}: dimension {value} (and {alt[1]} at the second size set) matches no config "
+                        "expression for both; the first size set's choice is kept")
+    return _dim_expr(value, view, prefer, todo, where, None) or str(value)
+
+
+def _dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
     cands = list(prefer) + PREFERRED + sorted(k for k in view if k not in PREFERRED and "." not in k)
+    if is_tower(where):
+        vk = sorted(k for k in view if k.startswith("vision_config."))
+        first = ["vision_config.hidden_size", "vision_config.intermediate_size", "vision_config.out_hidden_size"]
+        cands = list(prefer) + first + vk + [f"{m}*{k}" for m in (2, 3, 4) for k in first] + cands
+    cands += ["num_attention_heads*(qk_nope_head_dim+v_head_dim)", "num_attention_heads*(qk_nope_head_dim+qk_rope_head_dim)",
+              "kv_lora_rank+qk_rope_head_dim", "num_attention_heads*v_head_dim", "qk_nope_head_dim+qk_rope_head_dim",
+              "num_attention_heads*head_dim+2*num_key_value_heads*head_dim", "2*num_key_value_heads*head_dim",
+              "2*num_attention_heads*head_dim", "num_experts*moe_intermediate_size", "2*hidden_size", "4*hidden_size",
+              "3*hidden_size", "hidden_size/num_attention_heads"]
     for c in cands:
-        if eval_expr(c, view) == value:
+        if eval_expr(c, view) == value and (alt is None or eval_expr(c, alt[0]) == alt[1]):
             return c
+    if alt is not None:
+        return None
     if value == 1:
         return "1"
     if todo is not None:
         todo.append(f"{where}: dimension {value} matches no config expression; written as a literal")
     return str(value)
+
+
+def is_tower(name):
+    return any(k in name for k in ("vision", "visual", "audio", "mm_projector", "multi_modal", "patch_embed", "merger"))
 
 
 LAYER_RE = re.compile(r"\.(layers|h|blocks|layer)\.(\d+)\.")
@@ -406,7 +520,7 @@ def cfg_tied(cfg):
     return bool(cfg.get("tie_word_embeddings", (cfg.get("text_config") or {}).get("tie_word_embeddings")))
 
 
-def draft_family(name, arch, cfg, recs, todo):
+def draft_family(name, arch, cfg, recs, todo, alt=None):
     """A family file from the records (TP ascending, recs[0] the smallest TP)."""
     r1 = recs[0]
     view = config_view(cfg)
@@ -494,7 +608,9 @@ def draft_family(name, arch, cfg, recs, todo):
         fam["experts"] = ex
     fam["unmapped"] = "keyerror"
     todo.append("unmapped: keyerror assumed (a clean checkpoint cannot tell keyerror from drop); read load_weights")
-    fam["params"] = draft_params(recs, cfg, view, todo)
+    fam["params"] = draft_params(recs, cfg, view, todo, alt)
+    if alt is None:
+        todo.append("no second size set was written: where config values coincide, a dimension's expression is a guess")
     qk = [p for p in fam["params"] if p.get("qk_norm")]
     if qk:
         fam["parallel"] = {"qk_norm": qk_norm_kind(recs, qk, view)}
@@ -516,6 +632,8 @@ def qk_norm_kind(recs, qk, view):
 
 def dim_prefer(pat, part, shard, i, ndim):
     """Which config expression a dimension most likely is, where several have its value."""
+    if part == "vocab" and i == 0:
+        return ["vocab_size"]
     attn = bool(re.search(r"attn|attention", pat))
     moe = part == "expert" or "expert" in pat
     inter = ["moe_intermediate_size", "intermediate_size"] if moe else ["intermediate_size", "moe_intermediate_size"]
@@ -539,8 +657,13 @@ def dim_prefer(pat, part, shard, i, ndim):
     return []
 
 
-def draft_params(recs, cfg, view, todo):
+def draft_params(recs, cfg, view, todo, alt=None):
     r1 = recs[0]
+    alt_view, alt_shapes = (config_view(alt[0]), alt[1]) if alt else (None, {})
+
+    def av(ck, i):
+        s = alt_shapes.get(ck)
+        return (alt_view, s[i]) if s is not None and i < len(s) and len(s) == len(r1["_ckpt"][ck][0]) else None
     rank0 = {tp_rec["tp"]: tp_rec["ranks"][0]["params"] for tp_rec in recs if tp_rec["ranks"]}
     tps = sorted(rank0)
     t_lo = tps[0]
@@ -563,7 +686,16 @@ def draft_params(recs, cfg, view, todo):
         layers = sorted(l for l, _ in members if l is not None)
         repr_name = members[0][1]
         rule = {"name": pat}
-        if layers:
+        if layers and is_tower(pat):
+            cnt = max(layers) + 1
+            key = next((k for k in ("vision_config.depth", "vision_config.num_hidden_layers", "vision_config.num_layers")
+                        if view.get(k) == cnt), None)
+            if key and layers == list(range(cnt)):
+                rule["repeat"] = {"L": key}
+            else:
+                rule["repeat"] = {"L": str(cnt)}
+                todo.append(f"{pat}: tower blocks {layers}; no vision_config count matched")
+        elif layers:
             allset = list(range(n_layers))
             if layers == allset:
                 rule["repeat"] = {"L": "layers"}
@@ -585,11 +717,12 @@ def draft_params(recs, cfg, view, todo):
                 part = pp
                 break
         fed = feeds.get(repr_name, [])
-        shards = {}
+        shards, feeder = {}, {}
         for ck, shard, expert in fed:
             key = "" if shard is None else str(shard)
             if key not in shards:
                 shards[key] = r1["_ckpt"][ck][0]
+                feeder[key] = ck
         lo = rank0[t_lo].get(repr_name)
         hi = rank0[tps[-1]].get(repr_name) if len(tps) > 1 else None
         if lo is None:
@@ -623,14 +756,14 @@ def draft_params(recs, cfg, view, todo):
             todo.append(f"{pat}: no checkpoint tensor fills it at TP {t_lo}; optional, shape from vLLM's parameter")
         elif list(shards) == [""]:
             shape = shards[""]
-            rule["shape"] = [dim_expr(d, view, dim_prefer(pat, part, "", i, len(shape)), todo, pat)
+            rule["shape"] = [dim_expr(d, view, dim_prefer(pat, part, "", i, len(shape)), todo, pat, av(feeder[""], i))
                              for i, d in enumerate(shape)]
             if part in ("merged", "qkv") and not (set(shards) - {""}):
                 todo.append(f"{pat}: the checkpoint holds it fused ({part}); remap's TP slices for it are the loader's, not one contiguous range")
         else:
             rule["shards"] = {}
             for k, shape in sorted(shards.items()):
-                rule["shards"][k] = [dim_expr(d, view, dim_prefer(pat, part, k, i, len(shape)), todo, pat)
+                rule["shards"][k] = [dim_expr(d, view, dim_prefer(pat, part, k, i, len(shape)), todo, pat, av(feeder[k], i))
                                      for i, d in enumerate(shape)]
         if lo[1] != model_dtype:
             rule["dtype"] = lo[1]
@@ -639,11 +772,10 @@ def draft_params(recs, cfg, view, todo):
             rule["role"] = "head" if "lm_head" in pat else "embed"
             if "lm_head" in pat:
                 rule["when"] = "!tie_word_embeddings"
+        elif is_tower(pat):
+            rule["role"] = "tower"
         elif "{L}" not in pat:
             rule["role"] = "head"
-            if any(k in pat for k in ("vision", "visual", "audio", "mm_projector", "multi_modal")):
-                rule["role"] = "tower"
-                todo.append(f"{pat}: tower parameter outside layers; tower repeats (blocks) are not inferred")
         leaf = base.rsplit(".", 1)[-1]
         if leaf in ("q_norm", "q_layernorm", "query_layernorm") and "attn" in base:
             rule["qk_norm"] = "q"
@@ -669,10 +801,13 @@ def shard_s(v):
     return None if v is None else str(v)
 
 
-def verify(fixture, rules_file, recs):
-    """Differences between ckptkit (with `rules_file`) and the records; empty when equal."""
+def verify(fixture, rules_file, recs, quick=False):
+    """Differences between ckptkit (with `rules_file`) and the records; empty when equal. `quick`:
+    stop at the first record that differs (to reject a candidate family fast)."""
     diffs = []
     for rec in recs:
+        if quick and diffs:
+            break
         tp = rec["tp"]
         extra = ["--rules", rules_file] if rules_file else []
         plan = ckptkit(extra + ["plan", fixture, "--tp", str(tp), "--json"])
@@ -742,19 +877,21 @@ def family_files():
     return sorted(out, key=rank)
 
 
-def try_existing(fixture, arch, recs):
+def try_existing(fixture, arch, recs, alt_dir=None):
     """The first existing family that, listing `arch`, equals vLLM on every record."""
     os.makedirs(WORK, exist_ok=True)
     results = {}
     for f in family_files():
         fam = json.load(open(f))
         if arch in fam["architectures"]:
-            d = verify(fixture, None, recs)
+            d = verify(fixture, None, recs) + shape_check(alt_dir, None)
             return fam["family"], f, d, results
         fam["architectures"] = fam["architectures"] + [arch]
         tmp = os.path.join(WORK, f"cand-{fam['family']}.json")
         json.dump(fam, open(tmp, "w"))
-        d = verify(fixture, tmp, recs)
+        d = verify(fixture, tmp, recs, quick=True)
+        if not d:
+            d = shape_check(alt_dir, tmp)
         results[fam["family"]] = d
         if not d:
             return fam["family"], f, d, results
@@ -802,6 +939,12 @@ def compile_one(args):
     REUSED = args.no_write
     fixture = os.path.join(FIX, name)
     note = ""
+    if not args.no_write and not args.model_type and not args.config:
+        msg = ("transformers 5 has no class for it (a remote-code model): no tiny checkpoint can be written, and "
+               "vLLM reads its config only with trust_remote_code, which the oracle does not use")
+        print(f"[{name}] {msg}")
+        table_row(name, arch, "failed", None, round(time.time() - t0), msg)
+        return "failed"
     if not args.no_write:
         try:
             cfg = write_checkpoint(args, fixture)
@@ -846,8 +989,17 @@ def compile_one(args):
         return "failed"
     if built[0]["load_errors"]:
         note = f"vLLM load errors: {built[0]['load_errors'][:2]}; "
+    # The second size set (transformers only, no oracle): which config key each dimension is.
+    alt_dir, alt = None, None
+    try:
+        alt_dir = os.path.join(WORK, "alt", name)
+        alt_cfg = write_checkpoint(args, alt_dir, alt=True)
+        alt = (alt_cfg, headers(alt_dir))
+    except Exception as e:
+        alt_dir = None
+        note += f"no second size set ({type(e).__name__}: {str(e)[:80]}); "
     # 3. an existing family?
-    fam_name, fam_path, diffs, tried = try_existing(fixture, arch, recs)
+    fam_name, fam_path, diffs, tried = try_existing(fixture, arch, recs, alt_dir)
     if fam_name is not None and not diffs:
         if args.apply:
             add_architecture(fam_path, arch)
@@ -860,11 +1012,11 @@ def compile_one(args):
     closest = min(tried.items(), key=lambda kv: len(kv[1])) if tried else (None, [])
     # 3b. a new family
     todo = []
-    fam = draft_family(name.replace("-", "_").replace(".", "_"), arch, cfg, [r for r in recs if r["ranks"]], todo)
+    fam = draft_family(name.replace("-", "_").replace(".", "_"), arch, cfg, [r for r in recs if r["ranks"]], todo, alt)
     os.makedirs(WORK, exist_ok=True)
     tmp = os.path.join(WORK, f"draft-{name}.json")
     json.dump(fam, open(tmp, "w"), indent=2)
-    d = verify(fixture, tmp, recs)
+    d = verify(fixture, tmp, recs) + shape_check(alt_dir, tmp)
     if not d:
         fam["verified"] = (f"vllm-oracle, vLLM 0.33.0 on the CPU, TP {', '.join(map(str, args.tps))}: fixtures/families/{name}, "
                            "every trace row equal to the remap, the parameter set and plan's per-rank bytes equal "
