@@ -932,6 +932,20 @@ def table_row(name, arch, status, family, secs, note):
         f.write("\n".join(sorted(rows)) + "\n")
 
 
+def vllm_registry():
+    """Architectures vLLM 0.33.0 registers, and those it lists as previously supported."""
+    import importlib.util
+    spec = importlib.util.find_spec("vllm")
+    if spec is None:
+        return None
+    src = open(os.path.join(os.path.dirname(spec.origin), "model_executor", "models", "registry.py")).read()
+    prev_block = src[src.find("_PREVIOUSLY_SUPPORTED_MODELS"):]
+    prev_block = prev_block[: prev_block.find("}")]
+    previously = dict(re.findall(r'"([A-Za-z0-9_]+)": "([0-9.]+)"', prev_block))
+    registered = set(re.findall(r'^\s+"([A-Za-z0-9_]+)": \(', src, re.M))
+    return {"registered": registered, "previously": previously}
+
+
 def compile_one(args):
     t0 = time.time()
     name, arch = args.name, args.arch
@@ -939,6 +953,14 @@ def compile_one(args):
     REUSED = args.no_write
     fixture = os.path.join(FIX, name)
     note = ""
+    reg = vllm_registry()
+    if reg and arch not in reg["registered"] and not arch.endswith("ForSequenceClassification"):
+        removed = reg["previously"].get(arch)
+        msg = (f"vLLM 0.33.0 does not register it (last supported in vLLM {removed})" if removed
+               else "vLLM 0.33.0 does not register it (vllm/model_executor/models/registry.py)")
+        print(f"[{name}] {msg}")
+        table_row(name, arch, "failed", None, round(time.time() - t0), msg)
+        return "failed"
     if not args.no_write and not args.model_type and not args.config:
         msg = ("transformers 5 has no class for it (a remote-code model): no tiny checkpoint can be written, and "
                "vLLM reads its config only with trust_remote_code, which the oracle does not use")

@@ -140,7 +140,7 @@ _RAW = [
     dict(name="gpt-bigcode", arch="GPTBigCodeForCausalLM"),
     dict(name="bloom", arch="BloomForCausalLM"),
     dict(name="opt", arch="OPTForCausalLM"),
-    dict(name="phimoe", arch="PhimoeForCausalLM"),
+    dict(name="phimoe", arch="PhiMoEForCausalLM", hf_class="PhimoeForCausalLM"),
     dict(name="dbrx", arch="DbrxForCausalLM"),
     dict(name="nemotron", arch="NemotronForCausalLM"),
     dict(name="arcee", arch="ArceeForCausalLM"),
