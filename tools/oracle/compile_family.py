@@ -455,7 +455,10 @@ def _dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
               "kv_lora_rank+qk_rope_head_dim", "num_attention_heads*v_head_dim", "qk_nope_head_dim+qk_rope_head_dim",
               "num_attention_heads*head_dim+2*num_key_value_heads*head_dim", "2*num_key_value_heads*head_dim",
               "2*num_attention_heads*head_dim", "num_experts*moe_intermediate_size", "2*hidden_size", "4*hidden_size",
-              "3*hidden_size", "hidden_size/num_attention_heads"]
+              "3*hidden_size", "hidden_size/num_attention_heads",
+              "linear_num_value_heads*linear_value_head_dim", "linear_num_key_heads*linear_key_head_dim",
+              "2*linear_num_key_heads*linear_key_head_dim+linear_num_value_heads*linear_value_head_dim",
+              "linear_num_value_heads", "linear_conv_kernel_dim"]
     for c in cands:
         if eval_expr(c, view) == value and (alt is None or eval_expr(c, alt[0]) == alt[1]):
             return c
@@ -498,6 +501,9 @@ def infer_mapper(recs):
         while j < min(len(a) - i, len(b) - i) and a[j] == b[j]:
             j += 1
         if j == 0:
+            if not ca or not cb:  # a pure insertion / deletion: anchor it on the next common segment
+                k = len(a) - i
+                ca, cb = ".".join(a[: k + 1]), ".".join(b[: len(b) - i + 1])
             prefix[ca + "."] = cb + "."
         else:
             sa, sb = "." + ".".join(a[j: len(a) - i]) + ".", "." + ".".join(b[j: len(b) - i]) + "."
@@ -570,7 +576,8 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
         if substr:
             fam["mapper"]["substr"] = [[a, b] for a, b in substr.items()]
         if prefix:
-            fam["mapper"]["prefix"] = [[a, b] for a, b in prefix.items()]
+            # most specific first: each applies to the name the previous ones rewrote
+            fam["mapper"]["prefix"] = [[a, b] for a, b in sorted(prefix.items(), key=lambda kv: -len(kv[0]))]
     # Skips: what vLLM never loaded.
     skips = list(STD_SKIPS)
     if "lm_head.weight" in recs[0]["params"] or "lm_head.weight" in recs[0]["param_aliases"]:
@@ -719,7 +726,7 @@ def draft_params(recs, cfg, view, todo, alt=None):
         fed = feeds.get(repr_name, [])
         shards, feeder = {}, {}
         for ck, shard, expert in fed:
-            key = "" if shard is None else str(shard)
+            key = "" if shard is None else shard if isinstance(shard, str) else json.dumps(shard, separators=(",", ":"))
             if key not in shards:
                 shards[key] = r1["_ckpt"][ck][0]
                 feeder[key] = ck
@@ -991,6 +998,9 @@ def compile_one(args):
         os.remove(f)
 
     def keep_records():
+        stale = os.path.join(DRAFTS, f"{name}.json")
+        if os.path.exists(stale):
+            os.remove(stale)
         for rec in recs:
             save_record(rec, os.path.join(REC, f"{name}.tp{rec['tp']}.json"))
 

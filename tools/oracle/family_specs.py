@@ -61,6 +61,18 @@ def unfuse_experts(gate="gate_proj", up="up_proj", down="down_proj"):
     return lambda out: rewrite(out, fn)
 
 
+def transpose_fused_experts(out):
+    """transformers 5 saves Qwen3-VL-MoE's fused experts in its internal layout ([E, 2I, H] gate_up_proj,
+    [E, H, I] down_proj); the published checkpoints (Qwen3-VL-30B-A3B) hold [E, H, 2I] and [E, I, H],
+    which is what vLLM's qwen3_vl_moe.py loads (the internal layout fails there with a size mismatch)."""
+
+    def fn(t):
+        for n in [n for n in t if n.endswith("experts.gate_up_proj") or n.endswith("experts.down_proj")]:
+            t[n] = t[n].transpose(1, 2).contiguous()
+
+    rewrite(out, fn)
+
+
 def edit(drop=(), add=None):
     """Drop tensors by prefix, add random bf16 tensors {name: shape}."""
 
@@ -105,7 +117,8 @@ _RAW = [
     dict(name="llama4", arch="Llama4ForConditionalGeneration",
          config="../shared/corpus/configs/meta-llama--Llama-4-Scout-17B-16E-Instruct/config.json"),
     dict(name="qwen3-vl-moe", arch="Qwen3VLMoeForConditionalGeneration",
-         config="../shared/corpus/configs/Qwen--Qwen3-VL-30B-A3B-Instruct/config.json"),
+         config="../shared/corpus/configs/Qwen--Qwen3-VL-30B-A3B-Instruct/config.json",
+         post_write=lambda out: transpose_fused_experts(out)),
     dict(name="qwen3_5", arch="Qwen3_5ForConditionalGeneration"),
     dict(name="qwen3_5-moe", arch="Qwen3_5MoeForConditionalGeneration"),
     dict(name="glm-moe-dsa", arch="GlmMoeDsaForCausalLM", config="../shared/corpus/configs/zai-org--GLM-5-FP8/config.json"),
