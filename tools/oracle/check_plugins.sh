@@ -20,6 +20,9 @@ ORACLE=${ORACLE:-../shared/tools/vllm-oracle/oracle.py}
 WORK=${WORK:-/tmp/plugins}
 TPS=${TPS:-"1 2"}
 CKPTKIT=${CKPTKIT:-target/debug/ckptkit}
+# ISOLATE=1: install each plugin into its own directory ($WORK/NAME.tpN.site, put on PYTHONPATH for
+# the oracle) instead of the venv, so other oracle runs on this machine never see it.
+ISOLATE=${ISOLATE:-0}
 mkdir -p "$WORK"
 [ -x "$CKPTKIT" ] || cargo build || exit 2
 NAMES=("$@")
@@ -74,8 +77,16 @@ for name in "${NAMES[@]}"; do
       if [ -z "$project" ]; then
         status=FAIL why="no project name in $out/pyproject.toml"
       else
-        INSTALLED=$project
-        if ! "$PY" -m pip install --no-deps --no-build-isolation "$out" >"$WORK/$case_id.pip.log" 2>&1; then
+        site=""
+        if [ "$ISOLATE" = 1 ]; then
+          site="$WORK/$case_id.site"
+          rm -rf "$site"
+          pip_args=(--target "$site")
+        else
+          INSTALLED=$project
+          pip_args=()
+        fi
+        if ! "$PY" -m pip install --no-deps --no-build-isolation "${pip_args[@]}" "$out" >"$WORK/$case_id.pip.log" 2>&1; then
           status=FAIL why="pip install $out failed (see $WORK/$case_id.pip.log)"
         fi
       fi
@@ -84,7 +95,10 @@ for name in "${NAMES[@]}"; do
     # (3) the oracle, (4) the verdict
     if [ -z "$status" ]; then
       t0=$(date +%s)
-      "$PY" "$ORACLE" "fixtures/$name" --tp "$tp" --max-model-len 256 --force-cpu-kernels --timeout 420 \
+      pypath=${PYTHONPATH:-}
+      [ -n "$site" ] && pypath="$site${pypath:+:$pypath}"
+      PYTHONPATH="$pypath" \
+        "$PY" "$ORACLE" "fixtures/$name" --tp "$tp" --max-model-len 256 --force-cpu-kernels --timeout 420 \
         --out "$res" >"$WORK/$case_id.oracle.log" 2>&1
       orc=$?
       secs=$(($(date +%s) - t0))
