@@ -753,7 +753,8 @@ def draft_params(recs, cfg, view, todo, alt=None):
                 todo.append(f"{pat}: split on dim {split_dims} by {loader or 'an unnamed loader'}; row assumed")
         elif part == "column" and set(shards) - {""}:
             part = "merged"
-        if part in ("column", "merged", "row", "qkv-kv", "qkv", "vocab") and hi and not split_dims and tps[-1] > 1:
+        row_bias = part == "row" and len(lo[0]) == 1  # RowParallelLinear's bias: whole on every rank
+        if part in ("column", "merged", "row", "qkv-kv", "qkv", "vocab") and hi and not split_dims and tps[-1] > 1 and not row_bias:
             # vLLM says parallel but every rank holds all of it (e.g. a replicated kv at TP > kv heads).
             todo.append(f"{pat}: loader {loader} but not split at TP {tps[-1]}")
         rule["partition"] = part
