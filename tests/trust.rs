@@ -84,6 +84,18 @@ fn temp_files(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A writing command held by the test hook (CKPTKIT_FAULT_PAUSE_MS) just after it created its
+/// temporary file, with stderr captured for [`wait_child`].
+fn paused(args: &[&str], pause_ms: u64) -> std::process::Child {
+    Command::new(bin())
+        .args(args)
+        .env("CKPTKIT_FAULT_PAUSE_MS", pause_ms.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !cond() {
@@ -114,13 +126,7 @@ fn an_interrupt_removes_the_temporary_files_and_exits_128_plus_the_signal() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
         let model = fixture("deepseek-fp8");
-        let child = Command::new(bin())
-            .args(["dequant", model.to_str().unwrap(), "--out", out.to_str().unwrap()])
-            .env("CKPTKIT_FAULT_PAUSE_MS", "20000")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = paused(&["dequant", model.to_str().unwrap(), "--out", out.to_str().unwrap()], 20000);
         wait_for(Duration::from_secs(30), "the temporary shard", || !temp_files(&out).is_empty());
         let pid = child.id() as i32;
         let st = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap();
@@ -144,13 +150,7 @@ fn one_lock_per_output_directory_across_commands() {
     let out = tmp.path().join("out");
     let quantize_in = fixture("llama");
     let dequant_in = fixture("deepseek-fp8");
-    let first = Command::new(bin())
-        .args(["quantize", quantize_in.to_str().unwrap(), "--to", "w8a8-dynamic", "--out", out.to_str().unwrap()])
-        .env("CKPTKIT_FAULT_PAUSE_MS", "3000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first = paused(&["quantize", quantize_in.to_str().unwrap(), "--to", "w8a8-dynamic", "--out", out.to_str().unwrap()], 3000);
     let pid = first.id();
     wait_for(Duration::from_secs(30), "quantize's temporary file", || !temp_files(&out).is_empty());
     for extra in [&["--force"][..], &[][..]] {
@@ -197,13 +197,7 @@ fn config_nonsense_is_a_config_error_in_every_command() {
 fn a_truncated_shard_is_reported_with_its_real_length() {
     let c = copy_fixture("deepseek-fp8");
     let out = c.tmp.path().join("out");
-    let child = Command::new(bin())
-        .args(["dequant", c.dir.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .env("CKPTKIT_FAULT_PAUSE_MS", "1500")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = paused(&["dequant", c.dir.to_str().unwrap(), "--out", out.to_str().unwrap()], 1500);
     wait_for(Duration::from_secs(30), "the temporary shard", || !temp_files(&out).is_empty());
     let shard = c.dir.join("model-00001-of-00004.safetensors");
     let len = std::fs::metadata(&shard).unwrap().len();
@@ -365,13 +359,7 @@ fn stub_shares_the_directory_lock() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let model = fixture("deepseek-fp8");
-    let first = Command::new(bin())
-        .args(["dequant", model.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .env("CKPTKIT_FAULT_PAUSE_MS", "3000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first = paused(&["dequant", model.to_str().unwrap(), "--out", out.to_str().unwrap()], 3000);
     let pid = first.id();
     wait_for(Duration::from_secs(30), "dequant's temporary file", || !temp_files(&out).is_empty());
     let llama = fixture("llama");
