@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -375,4 +376,75 @@ fn stub_shares_the_directory_lock() {
     std::fs::write(kit.join(".ckptkit-dir.lock"), b"").unwrap();
     let r = run(&["stub", llama.to_str().unwrap(), "--out", kit.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// Every layout a fix names is one `plan` itself finds feasible, and a shorter context it suggests
+/// does make that configuration feasible: checked by planning each suggestion.
+#[test]
+fn every_suggested_fix_is_feasible_when_planned() {
+    let mut checked = 0;
+    let cases: &[(&str, &[&str])] = &[
+        ("qwen3-moe-fp8", &["--ep=both"]),
+        ("qwen3-dense-fp8", &["--ep=both"]),
+        ("gpt-oss", &["--ep=both"]),
+        ("deepseek-fp8", &["--ep=both"]),
+        ("llama", &["--device-memory", "300KiB", "--activation-reserve", "0GiB", "--max-model-len", "256"]),
+    ];
+    for (name, extra) in cases {
+        let m = fixture(name);
+        let mut args = vec!["plan", m.to_str().unwrap(), "--json"];
+        args.extend_from_slice(extra);
+        let r = run(&args);
+        let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{name}: {e} {}", r.stderr));
+        let passthrough: Vec<&str> = extra.iter().copied().filter(|a| !a.starts_with("--ep")).collect();
+        for c in v["configs"].as_array().unwrap() {
+            for k in c["checks"].as_array().unwrap().iter().filter(|k| k["status"] == "fail") {
+                let fix = k["fix"].as_str().unwrap_or_default();
+                assert!(!fix.contains("a smaller TP") || c["tp"] != 1, "{name}: {fix}");
+                assert!(!fix.contains("--max-model-len 0"), "{name}: {fix}");
+                for remedy in k["remedies"].as_array().into_iter().flatten() {
+                    match remedy["kind"].as_str().unwrap() {
+                        "layout" => {
+                            for l in remedy["layouts"].as_array().unwrap() {
+                                // "TP 4", "TP 2 with EP", "TP 8 and PP 2"
+                                let l = l.as_str().unwrap();
+                                let words: Vec<&str> = l.split_whitespace().collect();
+                                let tp = words[1];
+                                let pp = words.iter().position(|w| *w == "PP").map(|i| words[i + 1]);
+                                let mut a = vec!["plan", m.to_str().unwrap(), "--json", "--tp", tp];
+                                if l.contains("with EP") {
+                                    a.push("--ep");
+                                }
+                                if let Some(pp) = pp {
+                                    a.extend(["--pp", pp]);
+                                }
+                                a.extend(passthrough.iter().copied());
+                                let p = run(&a);
+                                let pv: Value = serde_json::from_str(&p.stdout).unwrap();
+                                assert_eq!(pv["configs"][0]["feasible"], true, "{name}: suggested {l} is not feasible");
+                                checked += 1;
+                            }
+                        }
+                        "max-model-len" => {
+                            let len = remedy["len"].as_u64().unwrap().to_string();
+                            let mut a = vec!["plan", m.to_str().unwrap(), "--json", "--tp"];
+                            let tp = c["tp"].to_string();
+                            a.push(&tp);
+                            a.extend(passthrough.iter().copied().filter(|x| *x != "256" && *x != "--max-model-len"));
+                            a.extend(["--max-model-len", &len]);
+                            if c["ep"] == true {
+                                a.push("--ep");
+                            }
+                            let p = run(&a);
+                            let pv: Value = serde_json::from_str(&p.stdout).unwrap();
+                            assert_eq!(pv["configs"][0]["feasible"], true, "{name}: --max-model-len {len}");
+                            checked += 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} suggestions checked");
 }

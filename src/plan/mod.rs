@@ -655,54 +655,77 @@ impl Planner<'_> {
     }
 
     fn parallel(&self, tp: u64, ep: bool) -> Parallel {
+        self.parallel_pp(tp, ep, self.opts.pp)
+    }
+
+    fn parallel_pp(&self, tp: u64, ep: bool, pp: u64) -> Parallel {
         let o = self.opts;
-        Parallel { tp: tp.max(1), ep, dp: o.dp.max(1), pp: o.pp.max(1), moe_backend: o.moe_backend }
+        Parallel { tp: tp.max(1), ep, dp: o.dp.max(1), pp: pp.max(1), moe_backend: o.moe_backend }
     }
 }
 
 /// The layouts a remedy may name: TP 1..64 (and the sizes asked for), each without EP and, for an
 /// MoE model, with it; DP and PP as asked.
-fn probe_layouts(p: &Planner<'_>) -> Vec<(u64, bool)> {
+/// (TP, EP, PP), the PP asked for first; then, for a model no such layout serves, the same with
+/// pipeline stages (2, 4, 8), which only a remedy that finds nothing else names.
+fn probe_layouts(p: &Planner<'_>) -> (Vec<(u64, bool, u64)>, Vec<(u64, bool, u64)>) {
     let mut tps: Vec<u64> = [1u64, 2, 4, 8, 16, 32, 64].into_iter().chain(p.opts.tp.iter().copied()).collect();
     tps.sort_unstable();
     tps.dedup();
     let eps: &[bool] = if p.input.config.moe.is_some() { &[false, true] } else { &[false] };
-    tps.iter().flat_map(|&t| eps.iter().map(move |&e| (t, e))).collect()
+    let grid = |pp: u64| -> Vec<(u64, bool, u64)> {
+        tps.iter().flat_map(|&t| eps.iter().map(move |&e| (t, e, pp))).filter(|&(t, _, pp)| t * pp <= 64).collect()
+    };
+    let asked = grid(p.opts.pp.max(1));
+    let staged = if p.opts.pp <= 1 { [2u64, 4, 8].into_iter().flat_map(grid).collect() } else { Vec::new() };
+    (asked, staged)
 }
 
-fn layout_name(tp: u64, ep: bool) -> String {
+fn layout_name(tp: u64, ep: bool, pp: u64, asked_pp: u64) -> String {
+    let mut s = format!("TP {tp}");
     if ep {
-        format!("TP {tp} with EP")
-    } else {
-        format!("TP {tp}")
+        s.push_str(" with EP");
     }
+    if pp != asked_pp {
+        s.push_str(&format!(" and PP {pp}"));
+    }
+    s
 }
 
 /// Check every failing rule's remedies by planning them, keep the feasible ones and write the fix
 /// line from them: no suggestion `plan` itself would refuse.
 fn verify_remedies(p: &Planner<'_>, configs: &mut [ConfigPlan]) {
     use std::collections::HashMap;
-    let memo: std::cell::RefCell<HashMap<(u64, bool, bool), bool>> = Default::default();
-    let feasible = |tp: u64, ep: bool, bf16: bool| -> bool {
-        if let Some(&f) = memo.borrow().get(&(tp, ep, bf16)) {
+    let memo: std::cell::RefCell<HashMap<(u64, bool, u64, bool), bool>> = Default::default();
+    let feasible = |tp: u64, ep: bool, pp: u64, bf16: bool| -> bool {
+        if let Some(&f) = memo.borrow().get(&(tp, ep, pp, bf16)) {
             return f;
         }
-        let f = p.eval(&p.parallel(tp, ep), Variant { bf16, ..Variant::default() }).feasible;
-        memo.borrow_mut().insert((tp, ep, bf16), f);
+        let f = p.eval(&p.parallel_pp(tp, ep, pp), Variant { bf16, ..Variant::default() }).feasible;
+        memo.borrow_mut().insert((tp, ep, pp, bf16), f);
         f
     };
-    let probes = probe_layouts(p);
+    let (asked, staged) = probe_layouts(p);
+    let asked_pp = p.opts.pp.max(1);
     for c in configs.iter_mut() {
-        let here = (c.tp, c.ep);
+        let here = (c.tp, c.ep, c.pp);
         let par = p.parallel(c.tp, c.ep);
         // Feasible layouts other than this one, fewest devices first (then without EP first).
         let others = |bf16: bool| -> Vec<String> {
-            probes
-                .iter()
-                .filter(|&&l| l != here && feasible(l.0, l.1, bf16))
-                .take(4)
-                .map(|&(t, e)| layout_name(t, e))
-                .collect()
+            let pick = |probes: &[(u64, bool, u64)]| -> Vec<String> {
+                probes
+                    .iter()
+                    .filter(|&&l| l != here && feasible(l.0, l.1, l.2, bf16))
+                    .take(4)
+                    .map(|&(t, e, pp)| layout_name(t, e, pp, asked_pp))
+                    .collect()
+            };
+            let found = pick(&asked);
+            if found.is_empty() {
+                pick(&staged)
+            } else {
+                found
+            }
         };
         let mut failing = Vec::new();
         for (i, check) in c.checks.iter().enumerate() {
@@ -722,7 +745,7 @@ fn verify_remedies(p: &Planner<'_>, configs: &mut [ConfigPlan]) {
                         }
                     }
                     Remedy::NoEp => {
-                        if c.ep && feasible(c.tp, false, false) {
+                        if c.ep && feasible(c.tp, false, c.pp, false) {
                             kept.push(Remedy::NoEp);
                         }
                     }
@@ -730,7 +753,7 @@ fn verify_remedies(p: &Planner<'_>, configs: &mut [ConfigPlan]) {
                         if p.input.quant.is_none() {
                             continue;
                         }
-                        if feasible(c.tp, c.ep, true) {
+                        if feasible(c.tp, c.ep, c.pp, true) {
                             kept.push(Remedy::Bf16 { how });
                         } else {
                             let layouts = others(true);
