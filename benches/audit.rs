@@ -1,7 +1,7 @@
 //! Criterion benches of the audit's hot paths: header validation and the whole audit of a fixture.
 //! Whole-process comparisons against Python live in `benches/audit_compare.py`.
 
-use ckptkit::checkpoint::header;
+use ckptpilot::checkpoint::header;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::path::Path;
@@ -51,8 +51,8 @@ fn bench_audit(c: &mut Criterion) {
     let input = dir.to_str().unwrap().to_string();
     c.bench_function("audit_fixture_deepseek_fp8", |b| {
         b.iter(|| {
-            let (ck, f) = ckptkit::Checkpoint::open(&input).unwrap();
-            black_box(ckptkit::audit(&input, &ck, f));
+            let (ck, f) = ckptpilot::Checkpoint::open(&input).unwrap();
+            black_box(ckptpilot::audit(&input, &ck, f));
         })
     });
 }

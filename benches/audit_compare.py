@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Whole-process timing of `ckptkit audit --json` against the Python safetensors audit on the same
+"""Whole-process timing of `ckptpilot audit --json` against the Python safetensors audit on the same
 layout, interleaved (A B A B …) after one warm-up each, warm page cache. Prints medians and the ratio.
 
   python3 benches/audit_compare.py DIR [--runs 7] [--no-python] [--python /path/to/venv/bin/python]
@@ -30,11 +30,11 @@ def main():
     ap.add_argument("--no-python", action="store_true")
     ap.add_argument("--python", default=sys.executable, help="interpreter with the safetensors package to compare against")
     a = ap.parse_args()
-    ck = [os.path.join(ROOT, "target", "release", "ckptkit"), "audit", "--json", a.dir]
+    ck = [os.path.join(ROOT, "target", "release", "ckptpilot"), "audit", "--json", a.dir]
     py = [a.python, os.path.join(ROOT, "benches", "audit_py.py"), a.dir]
     ver = subprocess.run([a.python, "-c", "import safetensors; print(safetensors.__version__)"], capture_output=True, text=True).stdout.strip()
     print(f"baseline: Python safetensors {ver}")
-    cmds = {"ckptkit": ck} if a.no_python else {"ckptkit": ck, "python-safetensors": py}
+    cmds = {"ckptpilot": ck} if a.no_python else {"ckptpilot": ck, "python-safetensors": py}
     times = {k: [] for k in cmds}
     for k, c in cmds.items():
         timed(c)  # warm-up
@@ -45,7 +45,7 @@ def main():
     for k, v in times.items():
         print(f"{k:20s} median {med[k] * 1000:8.1f} ms  (runs: {', '.join(f'{x * 1000:.0f}' for x in v)})")
     if not a.no_python:
-        print(f"ckptkit / python = {med['ckptkit'] / med['python-safetensors']:.3f}  (target <= 0.100)")
+        print(f"ckptpilot / python = {med['ckptpilot'] / med['python-safetensors']:.3f}  (target <= 0.100)")
 
 
 if __name__ == "__main__":

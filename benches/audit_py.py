@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The same audit with the Python `safetensors` library, as the baseline for ckptkit's speed: open
+"""The same audit with the Python `safetensors` library, as the baseline for ckptpilot's speed: open
 every shard (numpy framework: no torch import to pay for), read every tensor's dtype and shape, check the index both ways, pair every fp8 weight
 with its scale across the checkpoint. Prints a one-line summary."""
 import json

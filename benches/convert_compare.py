@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Whole-conversion speed: `ckptkit dequant` (or `quantize --to w8a8-dynamic` with --quantize)
-against a plain copy of the same bytes (read every input shard, write as many bytes as ckptkit's
-output), interleaved, warm page cache, median of --runs. Also reports ckptkit's peak RSS (from
+"""Whole-conversion speed: `ckptpilot dequant` (or `quantize --to w8a8-dynamic` with --quantize)
+against a plain copy of the same bytes (read every input shard, write as many bytes as ckptpilot's
+output), interleaved, warm page cache, median of --runs. Also reports ckptpilot's peak RSS (from
 wait4's rusage).
 
-  python3 benches/convert_compare.py INPUT_DIR [--runs 5] [--threads N] [--quantize] [--bin OTHER_CKPTKIT]...
+  python3 benches/convert_compare.py INPUT_DIR [--runs 5] [--threads N] [--quantize] [--bin OTHER_CKPTPILOT]...
 
-Each --bin adds another ckptkit binary (an older build, say) measured in the same interleaved runs,
+Each --bin adds another ckptpilot binary (an older build, say) measured in the same interleaved runs,
 so a change's cost is a ratio taken on the same machine at the same time.
 """
 import argparse
@@ -53,8 +53,8 @@ def plain_copy(src, dst, out_bytes):
 QUANTIZE = False
 
 
-def run_ckptkit(src, dst, threads, binary=None):
-    binary = binary or os.path.join(ROOT, "target", "release", "ckptkit")
+def run_ckptpilot(src, dst, threads, binary=None):
+    binary = binary or os.path.join(ROOT, "target", "release", "ckptpilot")
     cmd = [binary, "dequant", src, "--out", dst, "--quiet"]
     if QUANTIZE:
         cmd = [binary, "quantize", src, "--to", "w8a8-dynamic", "--out", dst, "--quiet"]
@@ -65,7 +65,7 @@ def run_ckptkit(src, dst, threads, binary=None):
     _, status, ru = os.wait4(p.pid, 0)
     dt = time.perf_counter() - t
     if status != 0:
-        sys.exit(f"ckptkit failed: {p.stderr.read().decode()}")
+        sys.exit(f"ckptpilot failed: {p.stderr.read().decode()}")
     return dt, ru.ru_maxrss * 1024
 
 
@@ -79,16 +79,16 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--scratch", default=None, help="directory for outputs (default: next to the input)")
-    ap.add_argument("--bin", action="append", default=[], help="another ckptkit binary to measure in the same runs")
+    ap.add_argument("--bin", action="append", default=[], help="another ckptpilot binary to measure in the same runs")
     ap.add_argument("--quantize", action="store_true", help="measure `quantize --to w8a8-dynamic` instead of dequant")
     a = ap.parse_args()
     global QUANTIZE
     QUANTIZE = a.quantize
     scratch = a.scratch or os.path.dirname(os.path.abspath(a.src))
     in_bytes = du(a.src)
-    out = tempfile.mkdtemp(dir=scratch, prefix="ckptkit-out-")
+    out = tempfile.mkdtemp(dir=scratch, prefix="ckptpilot-out-")
     warm(a.src)
-    run_ckptkit(a.src, out, a.threads)  # warm-up, and the output size
+    run_ckptpilot(a.src, out, a.threads)  # warm-up, and the output size
     out_bytes = du(out)
     tc, tp, rss = [], [], []
     others = {b: [] for b in a.bin}
@@ -99,22 +99,22 @@ def main():
         plain_copy(a.src, out, out_bytes)
         tp.append(time.perf_counter() - t)
         shutil.rmtree(out)
-        dt, r = run_ckptkit(a.src, out, a.threads)
+        dt, r = run_ckptpilot(a.src, out, a.threads)
         tc.append(dt)
         rss.append(r)
         for b in a.bin:
             shutil.rmtree(out)
-            others[b].append(run_ckptkit(a.src, out, a.threads, b)[0])
+            others[b].append(run_ckptpilot(a.src, out, a.threads, b)[0])
     shutil.rmtree(out)
     mc, mp = statistics.median(tc), statistics.median(tp)
     print(f"input {in_bytes / 1e9:.2f} GB, output {out_bytes / 1e9:.2f} GB, warm page cache, {a.runs} interleaved runs")
     print(f"plain copy   median {mp:6.2f} s  ({in_bytes / mp / 1e9:5.2f} GB/s of input)  runs {', '.join(f'{x:.2f}' for x in tp)}")
-    print(f"ckptkit      median {mc:6.2f} s  ({in_bytes / mc / 1e9:5.2f} GB/s of input)  runs {', '.join(f'{x:.2f}' for x in tc)}")
-    print(f"ckptkit speed / plain copy speed = {mp / mc:.3f}  (target >= 0.8)")
+    print(f"ckptpilot      median {mc:6.2f} s  ({in_bytes / mc / 1e9:5.2f} GB/s of input)  runs {', '.join(f'{x:.2f}' for x in tc)}")
+    print(f"ckptpilot speed / plain copy speed = {mp / mc:.3f}  (target >= 0.8)")
     for b, ts in others.items():
         mo = statistics.median(ts)
-        print(f"{b}: median {mo:6.2f} s, speed / plain copy = {mp / mo:.3f}; ckptkit / this = {mo / mc:.3f}  runs {', '.join(f'{x:.2f}' for x in ts)}")
-    print(f"ckptkit peak RSS {max(rss) / 2 ** 20:.0f} MiB (target <= 1024 MiB with 1 GiB shards)")
+        print(f"{b}: median {mo:6.2f} s, speed / plain copy = {mp / mo:.3f}; ckptpilot / this = {mo / mc:.3f}  runs {', '.join(f'{x:.2f}' for x in ts)}")
+    print(f"ckptpilot peak RSS {max(rss) / 2 ** 20:.0f} MiB (target <= 1024 MiB with 1 GiB shards)")
     print(f"command: {'quantize --to w8a8-dynamic' if QUANTIZE else 'dequant'}")
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The producers' own 4-bit dequantization on the CPU, timed, for the ratio to `ckptkit dequant`:
+"""The producers' own 4-bit dequantization on the CPU, timed, for the ratio to `ckptpilot dequant`:
 compressed-tensors' compressor `decompress` for every packed weight of a checkpoint (what
 ModelCompressor.decompress_model runs per module), tensors loaded with safetensors first (load
 time not counted). Needs torch, safetensors and compressed-tensors (the venv of tools/fixtures_fp4.sh).

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""ckptkit's fp8 -> bf16 kernel against PyTorch on the CPU, same shape, same machine, one run:
+"""ckptpilot's fp8 -> bf16 kernel against PyTorch on the CPU, same shape, same machine, one run:
 PyTorch does what users run today (`w.to(float32) * scale expanded to the weight, .to(bfloat16)`);
-ckptkit's figure comes from `ckptkit bench dequant --json` run right after. Both at 1 thread and at
+ckptpilot's figure comes from `ckptpilot bench dequant --json` run right after. Both at 1 thread and at
 all threads. Needs torch; not part of the tests.
 
   python3 benches/dequant_torch.py [--shape 18432,7168] [--reps 3]
@@ -44,13 +44,13 @@ def main():
     all_threads = os.cpu_count() or 1
     threads = sorted({1, all_threads})
     tg = {t: torch_gbps(n, k, t, a.reps) for t in threads}
-    r = subprocess.run([os.path.join(ROOT, "target", "release", "ckptkit"), "bench", "dequant", "--shape", a.shape,
+    r = subprocess.run([os.path.join(ROOT, "target", "release", "ckptpilot"), "bench", "dequant", "--shape", a.shape,
                         "--threads", ",".join(map(str, threads)), "--json"], capture_output=True, text=True, check=True)
     ck = {x["threads"]: x for x in json.loads(r.stdout)["results"]}
     print(f"[{n}, {k}] F8_E4M3 -> bf16, GB/s of fp8 input (torch {torch.__version__})")
     for t in threads:
         c = ck[t]
-        print(f"  threads {t:2d}: torch {tg[t]:6.3f}   ckptkit {c['gbps_fp8_in']:6.2f} (fresh buffer {c['fresh_buffer_gbps']:5.2f})"
+        print(f"  threads {t:2d}: torch {tg[t]:6.3f}   ckptpilot {c['gbps_fp8_in']:6.2f} (fresh buffer {c['fresh_buffer_gbps']:5.2f})"
               f"   ratio {c['gbps_fp8_in'] / tg[t]:6.1f}x (fresh {c['fresh_buffer_gbps'] / tg[t]:5.1f}x)  target >= 30x")
 
 

@@ -5,8 +5,8 @@ worst case for the human audit's tree), each one U8 byte: the header is everythi
   python3 benches/make_wide.py OUT.safetensors [--tensors 1000000]
 
 Then compare the human audit with --json, e.g.
-  /usr/bin/time -f '%e s %M KB' target/release/ckptkit audit OUT.safetensors > /dev/null
-  /usr/bin/time -f '%e s %M KB' target/release/ckptkit audit OUT.safetensors --json > /dev/null
+  /usr/bin/time -f '%e s %M KB' target/release/ckptpilot audit OUT.safetensors > /dev/null
+  /usr/bin/time -f '%e s %M KB' target/release/ckptpilot audit OUT.safetensors --json > /dev/null
 """
 import argparse
 import json

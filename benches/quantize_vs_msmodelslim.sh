@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `ckptkit quantize --to w8a8-dynamic` side by side with msModelSlim 26.1.0 on the CPU, on the
+# `ckptpilot quantize --to w8a8-dynamic` side by side with msModelSlim 26.1.0 on the CPU, on the
 # same bf16 checkpoint, then every file msModelSlim derives from the weights compared byte for byte.
 #
 #   bash benches/quantize_vs_msmodelslim.sh MODEL_DIR [PART_GIB]
@@ -7,17 +7,17 @@
 # MODEL_DIR: a transformers Llama checkpoint (benches/make_bf16_llama.py writes a 2.3 GB one).
 # PART_GIB: part_file_size for both (default 1, so a 2.3 GB model is written in several parts).
 # Needs the msModelSlim venv of tools/fixtures_modelslim.sh (MSM_VENV, default /tmp/msm/gen/venv)
-# and a release build (cargo build --release). Scratch: $SCRATCH (default /tmp/ckptkit-vs-msm).
+# and a release build (cargo build --release). Scratch: $SCRATCH (default /tmp/ckptpilot-vs-msm).
 # Times are wall seconds of each whole command (msModelSlim: load, calibrate on 4x32 tokens,
-# quantize, save; ckptkit: read, quantize, write), peak RSS from /usr/bin/time.
+# quantize, save; ckptpilot: read, quantize, write), peak RSS from /usr/bin/time.
 set -euo pipefail
 MODEL=$(cd "$1" && pwd); PART=${2:-1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${MSM_VENV:-/tmp/msm/gen/venv}
-W=${SCRATCH:-/tmp/ckptkit-vs-msm}
+W=${SCRATCH:-/tmp/ckptpilot-vs-msm}
 rm -rf "$W"; mkdir -p "$W"
 export PYTHONHASHSEED=0 CUDA_VISIBLE_DEVICES="" TOKENIZERS_PARALLELISM=false
-# msModelSlim needs a tokenizer and calibration text beside the weights (not read by ckptkit).
+# msModelSlim needs a tokenizer and calibration text beside the weights (not read by ckptpilot).
 "$VENV/bin/python" "$ROOT/tools/fixtures_modelslim_prep.py" "$MODEL" "$W/model" "$W/calib.jsonl"
 cat > "$W/w8a8_dynamic.yaml" <<YAML
 apiversion: modelslim_v1
@@ -42,7 +42,7 @@ cat "$W"/model/*.safetensors > /dev/null   # warm page cache for both
 (cd "$W" && /usr/bin/time -f "msmodelslim %e s wall, %M KB peak RSS" "$VENV/bin/msmodelslim" quant \
     --model_path "$W/model" --save_path "$W/msm" --device cpu --config_path "$W/w8a8_dynamic.yaml" \
     --model_type default --trust_remote_code False > "$W/msm.log" 2> "$W/msm.time") || { tail -30 "$W/msm.log"; exit 1; }
-/usr/bin/time -f "ckptkit %e s wall, %M KB peak RSS" "$ROOT/target/release/ckptkit" quantize "$W/model" \
+/usr/bin/time -f "ckptpilot %e s wall, %M KB peak RSS" "$ROOT/target/release/ckptpilot" quantize "$W/model" \
     --to w8a8-dynamic --out "$W/ck" --part-file-size "$PART" --quiet > /dev/null 2> "$W/ck.time"
 tail -1 "$W/msm.time"; tail -1 "$W/ck.time"
 python3 - "$W" <<'PY'
@@ -50,7 +50,7 @@ import re, sys
 w = sys.argv[1]
 msm = float(re.search(r"([\d.]+) s wall", open(f"{w}/msm.time").read().splitlines()[-1]).group(1))
 ck = float(re.search(r"([\d.]+) s wall", open(f"{w}/ck.time").read().splitlines()[-1]).group(1))
-print(f"ckptkit is {msm / ck:.1f}x faster than msModelSlim (wall time ratio msModelSlim / ckptkit)")
+print(f"ckptpilot is {msm / ck:.1f}x faster than msModelSlim (wall time ratio msModelSlim / ckptpilot)")
 PY
 same=0; diff=0
 for f in "$W"/msm/quant_model_* "$W"/msm/config.json; do

@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
-"""Benchmark ckptkit's remote pre-flight against huggingface_hub's get_safetensors_metadata, on a local Hub.
+"""Benchmark ckptpilot's remote pre-flight against huggingface_hub's get_safetensors_metadata, on a local Hub.
 
-    python3 benches/remote_compare.py ROOT [--repo bench-org/big-moe] [--ckptkit target/release/ckptkit]
+    python3 benches/remote_compare.py ROOT [--repo bench-org/big-moe] [--ckptpilot target/release/ckptpilot]
         [--runs 3] [--python PYTHON] [--latency-ms 0] [--redirect [--redirect-host localhost]] [--timeout 600]
         [--json]
 
 Starts tools/hub_server.py on ROOT (make the repo with `benches/make_layout.py ROOT/bench-org/big-moe --size real`), then per run:
-  ckptkit  `ckptkit audit REPO --json` with HF_ENDPOINT=the server and a fresh, empty HF_HOME (no cache),
+  ckptpilot  `ckptpilot audit REPO --json` with HF_ENDPOINT=the server and a fresh, empty HF_HOME (no cache),
            HF_HUB_OFFLINE and tokens unset: wall time, exit code, the server's request / body-byte counts;
   warm     the same command again with the SAME HF_HOME: what a warm cache still asks the server (expected: 0);
   python   `huggingface_hub.get_safetensors_metadata(REPO)` in PYTHON (a venv with huggingface_hub) with a
            fresh HF_HOME / HF_HUB_CACHE: process wall time (interpreter start and imports included) and the
            call's own time, requests, body bytes.
-The counters are the server's /_stats, reset before each command. Prints medians, the ratio python / ckptkit
-(process wall times) and the counts as a table, or as JSON with --json. A failing ckptkit (exit code, stderr
+The counters are the server's /_stats, reset before each command. Prints medians, the ratio python / ckptpilot
+(process wall times) and the counts as a table, or as JSON with --json. A failing ckptpilot (exit code, stderr
 tail) is reported and the Python side still runs; the exit status is 0 when every command succeeded.
 Standard library only (the Python side needs huggingface_hub in --python).
 """
@@ -124,9 +124,9 @@ def tail(text, n=15):
     return "\n".join(text.rstrip().splitlines()[-n:])
 
 
-def one_ckptkit(server, args, hf_home):
+def one_ckptpilot(server, args, hf_home):
     server.reset()
-    wall, rc, out, err = run([args.ckptkit, "audit", args.repo, "--json"], hub_env(server.url, hf_home), args.timeout)
+    wall, rc, out, err = run([args.ckptpilot, "audit", args.repo, "--json"], hub_env(server.url, hf_home), args.timeout)
     s = server.stats()
     r = {"wall_s": wall, "rc": rc, "requests": s["requests"], "body_bytes": s["body_bytes"]}
     if rc == 0:
@@ -192,7 +192,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("root", help="hub_server ROOT (`benches/make_layout.py ROOT/bench-org/big-moe --size real` writes the repo)")
     ap.add_argument("--repo", default="bench-org/big-moe")
-    ap.add_argument("--ckptkit", default=os.path.join(REPO_ROOT, "target", "release", "ckptkit"))
+    ap.add_argument("--ckptpilot", default=os.path.join(REPO_ROOT, "target", "release", "ckptpilot"))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--python", default=sys.executable, help="a Python with huggingface_hub installed")
     ap.add_argument("--latency-ms", type=float, default=0, help="server-side delay per request (a round trip)")
@@ -208,30 +208,30 @@ def main():
     cold, warm, py = [], [], []
     try:
         for i in range(args.runs):
-            hf_home = tempfile.mkdtemp(prefix="hf_home_ckptkit_")
+            hf_home = tempfile.mkdtemp(prefix="hf_home_ckptpilot_")
             try:
-                cold.append(one_ckptkit(server, args, hf_home))
-                warm.append(one_ckptkit(server, args, hf_home))  # same HF_HOME: the cache is warm
+                cold.append(one_ckptpilot(server, args, hf_home))
+                warm.append(one_ckptpilot(server, args, hf_home))  # same HF_HOME: the cache is warm
             finally:
                 shutil.rmtree(hf_home, ignore_errors=True)
             py.append(one_python(server, args))
             if not args.json:
                 c, w, p = cold[-1], warm[-1], py[-1]
-                print(f"run {i + 1}/{args.runs}: ckptkit rc={c['rc']} {c['wall_s']:.3f}s {c['requests']} req | "
+                print(f"run {i + 1}/{args.runs}: ckptpilot rc={c['rc']} {c['wall_s']:.3f}s {c['requests']} req | "
                       f"warm rc={w['rc']} {w['requests']} req | python rc={p['rc']} {p['wall_s']:.3f}s "
                       f"{p['requests']} req", file=sys.stderr, flush=True)
     finally:
         server.close()
 
     result = {"repo": args.repo, "endpoint_latency_ms": args.latency_ms, "redirect": args.redirect,
-              "ckptkit": summarize(cold), "ckptkit_warm": summarize(warm), "python": summarize(py),
+              "ckptpilot": summarize(cold), "ckptpilot_warm": summarize(warm), "python": summarize(py),
               "python_version": next((r.get("version") for r in py if r.get("version")), None),
               "python_call_s": median(py, "call_s"), "python_startup_s": median(py, "startup_s"),
               "python_tensors": next((r.get("tensors") for r in py if r.get("tensors") is not None), None),
-              "ckptkit_tensors": next((r.get("tensors") for r in cold if r.get("tensors") is not None), None),
-              "raw": {"ckptkit": cold, "ckptkit_warm": warm, "python": py}}
-    ck, pt = result["ckptkit"]["wall_s"], result["python"]["wall_s"]
-    result["ratio_python_over_ckptkit"] = pt / ck if ck and pt else None
+              "ckptpilot_tensors": next((r.get("tensors") for r in cold if r.get("tensors") is not None), None),
+              "raw": {"ckptpilot": cold, "ckptpilot_warm": warm, "python": py}}
+    ck, pt = result["ckptpilot"]["wall_s"], result["python"]["wall_s"]
+    result["ratio_python_over_ckptpilot"] = pt / ck if ck and pt else None
 
     if args.json:
         print(json.dumps(result, indent=2))
@@ -239,11 +239,11 @@ def main():
         print(f"\nremote pre-flight of {args.repo}: median of {args.runs} runs, latency {args.latency_ms} ms/request"
               + (", CDN redirect" if args.redirect else ""))
         rows = [("", "ok", "wall", "requests", "body bytes", "tensors"),
-                ("ckptkit audit (cold)", f"{result['ckptkit']['ok']}/{args.runs}", fmt(ck, " s"),
-                 fmt(result["ckptkit"]["requests"]), fmt(result["ckptkit"]["body_bytes"]), fmt(result["ckptkit_tensors"])),
-                ("ckptkit audit (warm)", f"{result['ckptkit_warm']['ok']}/{args.runs}",
-                 fmt(result["ckptkit_warm"]["wall_s"], " s"), fmt(result["ckptkit_warm"]["requests"]),
-                 fmt(result["ckptkit_warm"]["body_bytes"]), ""),
+                ("ckptpilot audit (cold)", f"{result['ckptpilot']['ok']}/{args.runs}", fmt(ck, " s"),
+                 fmt(result["ckptpilot"]["requests"]), fmt(result["ckptpilot"]["body_bytes"]), fmt(result["ckptpilot_tensors"])),
+                ("ckptpilot audit (warm)", f"{result['ckptpilot_warm']['ok']}/{args.runs}",
+                 fmt(result["ckptpilot_warm"]["wall_s"], " s"), fmt(result["ckptpilot_warm"]["requests"]),
+                 fmt(result["ckptpilot_warm"]["body_bytes"]), ""),
                 (f"huggingface_hub {result['python_version'] or '?'}", f"{result['python']['ok']}/{args.runs}",
                  fmt(pt, " s"), fmt(result["python"]["requests"]), fmt(result["python"]["body_bytes"]),
                  fmt(result["python_tensors"]))]
@@ -252,15 +252,15 @@ def main():
             print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
         print(f"python: get_safetensors_metadata call {fmt(result['python_call_s'], ' s')}, "
               f"the rest of the process (interpreter, imports) {fmt(result['python_startup_s'], ' s')}")
-        ratio = result["ratio_python_over_ckptkit"]
-        print(f"ratio python / ckptkit (process wall): {f'{ratio:.1f}x' if ratio else '- (ckptkit failed)'}")
-        for name in ("ckptkit", "ckptkit_warm", "python"):
+        ratio = result["ratio_python_over_ckptpilot"]
+        print(f"ratio python / ckptpilot (process wall): {f'{ratio:.1f}x' if ratio else '- (ckptpilot failed)'}")
+        for name in ("ckptpilot", "ckptpilot_warm", "python"):
             f = result[name].get("failure")
             if f:
                 print(f"\n{name} FAILED (exit {f['rc']}, {f['requests']} requests, {f['body_bytes']} body bytes):")
                 print("  " + (f["stderr_tail"] or "(no output)").replace("\n", "\n  "))
-        if result["ckptkit_tensors"] and result["python_tensors"] and result["ckptkit_tensors"] != result["python_tensors"]:
-            print(f"\nWARNING: tensor counts differ: ckptkit {result['ckptkit_tensors']}, python {result['python_tensors']}")
+        if result["ckptpilot_tensors"] and result["python_tensors"] and result["ckptpilot_tensors"] != result["python_tensors"]:
+            print(f"\nWARNING: tensor counts differ: ckptpilot {result['ckptpilot_tensors']}, python {result['python_tensors']}")
     sys.exit(0 if all(r["rc"] == 0 for r in cold + warm + py) else 1)
 
 

@@ -1,4 +1,4 @@
-//! `ckptkit bench dequant`: the kernels against the machine's own ceilings, measured in one run on
+//! `ckptpilot bench dequant`: the kernels against the machine's own ceilings, measured in one run on
 //! the same buffers. The widen ceiling (u8 → u16 with ordinary stores) has exactly the memory
 //! traffic of fp8 → bf16; memcpy of the fp8 bytes is the plain copy rate. Each repetition runs
 //! widen, memcpy and the dequant back to back (A B C A B C …); ratios are taken per repetition and
@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::time::Instant;
 
-pub const BENCH_SCHEMA: &str = "ckptkit.bench.dequant/1";
+pub const BENCH_SCHEMA: &str = "ckptpilot.bench.dequant/1";
 
 /// A tensor to benchmark: codes, shape `[N, K]`, format and scales.
 pub struct Input {
@@ -113,7 +113,7 @@ pub enum InputError {
 /// The human table.
 pub fn render(r: &BenchReport) -> String {
     let mut s = format!(
-        "ckptkit bench dequant: {} -> {}, kernels {}, median of {} interleaved repetitions\n\
+        "ckptpilot bench dequant: {} -> {}, kernels {}, median of {} interleaved repetitions\n\
          {:>7}  {:>10}  {:>13}  {:>11}  {:>12}  {:>8}  {:>11}  {:>9}  {:>12}\n",
         r.tensor,
         r.out_dtype,
@@ -345,7 +345,7 @@ impl crate::ui::Help for InputError {
         match self {
             InputError::Checkpoint(e) => crate::ui::Help::help(e),
             InputError::Tensor(_) => {
-                "name a 2-D fp8 weight that has a scale, e.g. MODEL:model.layers.0.mlp.down_proj.weight (`ckptkit audit MODEL` lists them)"
+                "name a 2-D fp8 weight that has a scale, e.g. MODEL:model.layers.0.mlp.down_proj.weight (`ckptpilot audit MODEL` lists them)"
                     .into()
             }
         }
@@ -383,7 +383,7 @@ pub struct Report4 {
     pub results: Vec<Result4>,
 }
 
-pub const BENCH4_SCHEMA: &str = "ckptkit.bench.dequant4/1";
+pub const BENCH4_SCHEMA: &str = "ckptpilot.bench.dequant4/1";
 
 /// The 4-bit kernels on a synthetic [N, K] weight against their ceiling, measured in the same run on
 /// the same buffers: the same 1:4 expansion through one fixed 16-entry table (the same byte-shuffle
@@ -480,7 +480,7 @@ pub fn dequant4(format: Format4, rows: usize, cols: usize, threads: &[usize], re
 
 pub fn render4(r: &Report4) -> String {
     let mut s = format!(
-        "ckptkit bench dequant --format {:?} [{}, {}], group {}, median of {} reps\nceiling: {}\n",
+        "ckptpilot bench dequant --format {:?} [{}, {}], group {}, median of {} reps\nceiling: {}\n",
         r.format, r.shape[0], r.shape[1], r.group, r.reps, r.ceiling
     )
     .to_lowercase();

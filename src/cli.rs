@@ -1,9 +1,9 @@
-//! The `ckptkit` command: parse arguments, call the library, render, set the exit status. The
-//! binary (`src/main.rs`) and the Python package's `ckptkit` entry point both run [`main_with`].
+//! The `ckptpilot` command: parse arguments, call the library, render, set the exit status. The
+//! binary (`src/main.rs`) and the Python package's `ckptpilot` entry point both run [`main_with`].
 //!
 //! Exit status (one place, [`Exit`]): 0 success / no error findings, 1 error findings or a refusal
 //! of the checkpoint, 2 usage error, 3 an input or output that cannot be read or written.
-//! Every error ckptkit prints itself is an `error:` line and a `help:` line with the fix.
+//! Every error ckptpilot prints itself is an `error:` line and a `help:` line with the fix.
 
 use crate::plan::Target;
 use crate::arch::rules::RuleSet;
@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
-    name = "ckptkit",
+    name = "ckptpilot",
     version,
     about = "Pre-flight checks for Hugging Face checkpoints headed for vLLM / vLLM-Ascend (vLLM 0.33.0 rules)",
     after_help = "vLLM's own flag names work where they mean the same: -tp/--tensor-parallel-size, -pp, -dp, \
@@ -23,9 +23,9 @@ use std::path::PathBuf;
 )]
 struct Cli {
     /// The serving stack the answers are for; one default for every command.
-    #[arg(long, global = true, value_enum, env = "CKPTKIT_TARGET", default_value = "vllm")]
+    #[arg(long, global = true, value_enum, env = "CKPTPILOT_TARGET", default_value = "vllm")]
     target: Target,
-    /// When to colour what ckptkit prints (NO_COLOR is honoured by auto).
+    /// When to colour what ckptpilot prints (NO_COLOR is honoured by auto).
     #[arg(long, global = true, value_enum, default_value = "auto")]
     color: ColorChoice,
     /// An extra family rule file (a family added or replaced) for audit, plan, remap and stub; may be repeated.
@@ -118,10 +118,10 @@ enum Cmd {
     Audit {
         /// A checkpoint directory, a single .safetensors file, or a cached Hugging Face repo id org/name[@revision].
         model: String,
-        /// Print the versioned JSON report (ckptkit.audit/1) instead of the human one.
+        /// Print the versioned JSON report (ckptpilot.audit/1) instead of the human one.
         #[arg(long)]
         json: bool,
-        /// Also write a blake3 manifest of every file of the checkpoint to this path (check it later with `ckptkit verify`).
+        /// Also write a blake3 manifest of every file of the checkpoint to this path (check it later with `ckptpilot verify`).
         #[arg(long, value_name = "MANIFEST")]
         checksum: Option<PathBuf>,
     },
@@ -154,7 +154,7 @@ enum Cmd {
         /// On a rerun, keep a finished shard whose size and header match without re-hashing its bytes.
         #[arg(long)]
         trust_existing: bool,
-        /// Print the summary as JSON (ckptkit.dequant/1).
+        /// Print the summary as JSON (ckptpilot.dequant/1).
         #[arg(long)]
         json: bool,
         /// No progress bar.
@@ -193,7 +193,7 @@ enum Cmd {
         /// On a rerun, keep a finished file whose size and header match without re-hashing its bytes.
         #[arg(long)]
         trust_existing: bool,
-        /// Print the summary as JSON (ckptkit.quantize/1).
+        /// Print the summary as JSON (ckptpilot.quantize/1).
         #[arg(long)]
         json: bool,
         /// No progress bar.
@@ -255,7 +255,7 @@ enum Cmd {
         /// vLLM's --moe-backend: with an explicit backend that cannot take refined fp8 blocks, vLLM pads expert shards instead of refining their scales.
         #[arg(long, value_enum, default_value = "auto")]
         moe_backend: crate::plan::MoeBackend,
-        /// Print the versioned JSON report (ckptkit.plan/1).
+        /// Print the versioned JSON report (ckptpilot.plan/1).
         #[arg(long)]
         json: bool,
     },
@@ -269,7 +269,7 @@ enum Cmd {
         /// Expert parallelism: each expert's tensors go whole to the rank that owns the expert.
         #[arg(long, visible_alias = "enable-expert-parallel")]
         ep: bool,
-        /// Print the versioned JSON table (ckptkit.remap/1).
+        /// Print the versioned JSON table (ckptpilot.remap/1).
         #[arg(long, conflicts_with_all = ["csv", "md"])]
         json: bool,
         /// Print the table as CSV.
@@ -289,7 +289,7 @@ enum Cmd {
         /// Output directory: new or empty (see --force).
         #[arg(long)]
         out: PathBuf,
-        /// Write into a non-empty --out; files you changed since ckptkit wrote them are kept and the new version goes to FILE.new.
+        /// Write into a non-empty --out; files you changed since ckptpilot wrote them are kept and the new version goes to FILE.new.
         #[arg(long)]
         force: bool,
         /// Model name for files and classes (default: the checkpoint directory's name).
@@ -298,10 +298,10 @@ enum Cmd {
         /// How the adapter is registered with vLLM.
         #[arg(long, value_enum, default_value = "plugin")]
         layout: LayoutArg,
-        /// TP for the serve scripts (default: the smallest `ckptkit plan` finds feasible).
+        /// TP for the serve scripts (default: the smallest `ckptpilot plan` finds feasible).
         #[arg(long, visible_alias = "tensor-parallel-size")]
         tp: Option<u64>,
-        /// Write the kit even where `ckptkit plan` predicts that vLLM fails at its TP (the kit says so).
+        /// Write the kit even where `ckptpilot plan` predicts that vLLM fails at its TP (the kit says so).
         #[arg(long)]
         allow_infeasible: bool,
         /// Language of the report, the plugin README and the next steps (default: en for --target vllm, zh for vllm-ascend).
@@ -319,10 +319,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The architectures ckptkit knows: each one's family, vLLM class, the TP sizes a recorded vLLM
+    /// The architectures ckptpilot knows: each one's family, vLLM class, the TP sizes a recorded vLLM
     /// run verifies, and the vLLM version (check here first).
     Families {
-        /// The versioned JSON (ckptkit.families/1).
+        /// The versioned JSON (ckptpilot.families/1).
         #[arg(long, conflicts_with = "md")]
         json: bool,
         /// A Markdown table (the README's coverage table is this).
@@ -336,7 +336,7 @@ enum Cmd {
     },
     /// Print the man page (roff) to stdout, or write one page per command into a directory.
     Man {
-        /// Write ckptkit.1 and ckptkit-COMMAND.1 here instead.
+        /// Write ckptpilot.1 and ckptpilot-COMMAND.1 here instead.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
@@ -752,7 +752,7 @@ fn run(cli: Cli) -> Exit {
         }
         Cmd::Completions { shell } => {
             let mut buf = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "ckptkit", &mut buf);
+            clap_complete::generate(shell, &mut Cli::command(), "ckptpilot", &mut buf);
             emit(&String::from_utf8_lossy(&buf)).map(|()| Exit::Ok)
         }
         Cmd::Man { out } => run_man(out),
@@ -838,9 +838,9 @@ fn run_convert(model: &str, opts: &crate::convert::Options, threads: Option<usiz
         } else {
             String::new()
         };
-        let command = if s.schema.starts_with("ckptkit.quantize") { "quantize" } else { "dequant" };
+        let command = if s.schema.starts_with("ckptpilot.quantize") { "quantize" } else { "dequant" };
         emit(&format!(
-            "ckptkit {command} -> {} ({}){}: {} file(s) written, {} kept, {} tensors dequantized{quantized}, {} copied, {} scale/companion tensors dropped\n  {:.2} GB read, {:.2} GB written in {:.2} s{}{}\n",
+            "ckptpilot {command} -> {} ({}){}: {} file(s) written, {} kept, {} tensors dequantized{quantized}, {} copied, {} scale/companion tensors dropped\n  {:.2} GB read, {:.2} GB written in {:.2} s{}{}\n",
             s.out,
             s.out_dtype,
             s.part.as_ref().map(|p| format!(", part {p}")).unwrap_or_default(),
@@ -1039,7 +1039,7 @@ fn run_stub(
     emit(&text)?;
     for (kept, new) in &written.kept {
         note(&printable(&format!(
-            "{} was changed since ckptkit wrote it; kept as it is, the new version is {}",
+            "{} was changed since ckptpilot wrote it; kept as it is, the new version is {}",
             kept.display(),
             new.display()
         )));
@@ -1066,7 +1066,7 @@ fn refuse_layout(ck: &Checkpoint, model: &str, tp: u64, ep: bool, target: Target
             if ep { " with EP" } else { "" },
             why.join("\n  ")
         ),
-        format!("{} (`ckptkit plan {model}` lists the sizes that work)", fix.join("; ")),
+        format!("{} (`ckptpilot plan {model}` lists the sizes that work)", fix.join("; ")),
     ))
 }
 
@@ -1141,7 +1141,7 @@ fn run_audit(
         return Err(Exit::Input(
             format!("--checksum: {} was read from the Hub, headers only; there are no files here to hash", r.repo),
             format!(
-                "download it (`hf download {}`) and run `ckptkit audit DIR --checksum MANIFEST` on the copy",
+                "download it (`hf download {}`) and run `ckptpilot audit DIR --checksum MANIFEST` on the copy",
                 r.repo
             ),
         ));
@@ -1200,9 +1200,9 @@ fn run_man(out: Option<PathBuf>) -> Result<Exit, Exit> {
                 Exit::Input(format!("{}: {e}", p.display()), "check that the directory is writable".into())
             };
             std::fs::create_dir_all(&dir).map_err(|e| fail(e, &dir))?;
-            let mut pages = vec![("ckptkit.1".to_string(), cmd.clone())];
+            let mut pages = vec![("ckptpilot.1".to_string(), cmd.clone())];
             for sub in cmd.get_subcommands() {
-                let name = format!("ckptkit-{}", sub.get_name());
+                let name = format!("ckptpilot-{}", sub.get_name());
                 pages.push((format!("{name}.1"), sub.clone().name(name)));
             }
             for (file, c) in pages {
@@ -1240,7 +1240,7 @@ mod tests {
             }
         }
         let mut missing = Vec::new();
-        walk(&Cli::command(), "ckptkit", &mut missing);
+        walk(&Cli::command(), "ckptpilot", &mut missing);
         assert!(missing.is_empty(), "without help text: {missing:?}");
         Cli::command().debug_assert();
     }
@@ -1248,12 +1248,12 @@ mod tests {
     #[test]
     fn vllm_single_dash_flags_become_long_flags() {
         let a: Vec<std::ffi::OsString> =
-            ["ckptkit", "plan", "-tp", "8", "-pp=2", "-ep", "-dp", "1", "--", "-tp"].iter().map(Into::into).collect();
+            ["ckptpilot", "plan", "-tp", "8", "-pp=2", "-ep", "-dp", "1", "--", "-tp"].iter().map(Into::into).collect();
         let got: Vec<String> = vllm_spellings(a.into_iter()).iter().map(|s| s.to_string_lossy().into_owned()).collect();
         assert_eq!(
             got,
             [
-                "ckptkit",
+                "ckptpilot",
                 "plan",
                 "--tensor-parallel-size",
                 "8",

@@ -67,7 +67,7 @@ impl crate::ui::Help for CheckpointError {
             }
             CheckpointError::Read(_) => "replace it with the real file (a regular file under the size cap)".into(),
             CheckpointError::Unreadable { .. } => {
-                "download the named shards again; `ckptkit audit MODEL` lists every problem it can see".into()
+                "download the named shards again; `ckptpilot audit MODEL` lists every problem it can see".into()
             }
             CheckpointError::NotACheckpoint { .. } => {
                 "pass the checkpoint directory (the one with config.json and the *.safetensors shards)".into()

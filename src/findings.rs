@@ -95,7 +95,7 @@ codes! {
     StrayConsolidated = "stray-consolidated", Warning, "A Mistral-format consolidated*.safetensors beside HF shards makes vLLM switch to the Mistral loader or load both (vllm#4989, #40765). Remove it or pass --load-format safetensors.";
     BinIgnored = "bin-ignored", Warning, "vLLM loads *.safetensors when any exist and ignores .bin/.pt files; make sure the safetensors are complete.";
     NoWeights = "no-weights", Error, "No safetensors weights found: vLLM raises `Cannot find any model weights`.";
-    PickleWeightsOnly = "pickle-weights-only", Warning, "Only PyTorch pickle weights (*.bin / *.pt): vLLM loads them through its fallback (load_format auto), but ckptkit checks safetensors headers only, so no tensor check ran. Convert to safetensors (transformers `save_pretrained(safe_serialization=True)`) to have them checked; safetensors also load without running pickle code.";
+    PickleWeightsOnly = "pickle-weights-only", Warning, "Only PyTorch pickle weights (*.bin / *.pt): vLLM loads them through its fallback (load_format auto), but ckptpilot checks safetensors headers only, so no tensor check ran. Convert to safetensors (transformers `save_pretrained(safe_serialization=True)`) to have them checked; safetensors also load without running pickle code.";
     // --- config -----------------------------------------------------------------------------
     ConfigMissing = "config-missing", Warning, "No config.json: architecture, layer and quantization checks are skipped. vLLM needs it.";
     ConfigInvalid = "config-invalid", Error, "config.json is not a valid JSON object, or a size in it is not a usable integer (a string, zero heads); vLLM cannot start.";
@@ -112,7 +112,7 @@ codes! {
     LmHeadMissing = "lm-head-missing", Error, "The model is not tied but has no lm_head.weight: vLLM would serve a random output projection with no error.";
     LmHeadIgnoredTied = "lm-head-ignored-tied", Warning, "Embeddings are tied, so vLLM ignores lm_head.weight; if it differs from the embedding, output differs from transformers. Set tie_word_embeddings=false if it is a real head.";
     EmbeddingRowsMismatch = "embedding-rows-mismatch", Error, "Embedding / lm_head rows must equal vocab_size, or vLLM's VocabParallelEmbedding asserts.";
-    QkNormShape = "qk-norm-shape", Info, "How q_norm/k_norm are shaped decides how they shard under TP (see `ckptkit plan`).";
+    QkNormShape = "qk-norm-shape", Info, "How q_norm/k_norm are shaped decides how they shard under TP (see `ckptpilot plan`).";
     // --- quantization -----------------------------------------------------------------------
     QuantScheme = "quant-scheme", Info, "The quantization scheme vLLM will select from the config.";
     TargetUnsupported = "target-unsupported", Error, "The target cannot serve this quantization (fp8 or fp4 on Ascend A2/A3, ModelSlim's `ascend` on GPUs): it raises at startup. `plan` shows the same error; the hint names the conversion.";
@@ -131,16 +131,16 @@ codes! {
     ModelslimMissing = "modelslim-missing", Error, "The description lists a tensor no shard holds: the quantized checkpoint is incomplete. Copy or download it again.";
     ModelslimScheme = "modelslim-scheme", Error, "vLLM-Ascend has no method for this scheme at this layer; quantize the layer with a scheme it serves (W8A8_DYNAMIC, W8A8, W8A16; W4A8_DYNAMIC for MoE experts) or keep it FLOAT.";
     ModelslimCompanion = "modelslim-companion", Error, "Each quantized layer needs the tensors its vLLM-Ascend method loads, in their dtypes and shapes; a missing one computes with uninitialized memory and no error. Quantize the layer again.";
-    QuantUnsupported = "quant-unsupported", Info, "This scheme's companion tensors are not checked by ckptkit yet.";
+    QuantUnsupported = "quant-unsupported", Info, "This scheme's companion tensors are not checked by ckptpilot yet.";
     // --- remap (reverse check) ---------------------------------------------------------------
-    RemapFamily = "remap-family", Info, "The vLLM family whose loading rules the remap and its checks follow (see `ckptkit remap`).";
-    RemapFamilyInferred = "remap-family-inferred", Warning, "The architecture has no built-in rules; the closest family was inferred from the tensor names. Check the table and complete a rule file (`ckptkit remap --emit-rules`).";
+    RemapFamily = "remap-family", Info, "The vLLM family whose loading rules the remap and its checks follow (see `ckptpilot remap`).";
+    RemapFamilyInferred = "remap-family-inferred", Warning, "The architecture has no built-in rules; the closest family was inferred from the tensor names. Check the table and complete a rule file (`ckptpilot remap --emit-rules`).";
     RemapUnmapped = "remap-unmapped", Error, "A checkpoint tensor reaches no vLLM parameter: the loader raises (KeyError / `There is no module or parameter named …`) or, in some families, drops it silently. Rename it (WeightsMapper) or remove it.";
     RemapUnmappedDropped = "remap-unmapped-dropped", Warning, "A checkpoint tensor reaches no vLLM parameter and this family's loader skips it without a word: the weight is not used.";
     RemapUnfilled = "remap-unfilled", Error, "A vLLM parameter no checkpoint tensor fills: vLLM 0.33.0 does not report missing linear / embedding / expert weights and serves uninitialised memory.";
     RemapDuplicate = "remap-duplicate", Error, "Two checkpoint tensors fill the same parameter slot (param, shard, expert): the later one wins silently.";
     RemapShape = "remap-shape", Error, "A checkpoint tensor's shape differs from the parameter shape the config implies: vLLM asserts (`param_data.shape == loaded_weight.shape`) or loads a wrong slice.";
-    ChecksumWritten = "checksum-written", Info, "A blake3 manifest of every file was written; check it later with `ckptkit verify`.";
+    ChecksumWritten = "checksum-written", Info, "A blake3 manifest of every file was written; check it later with `ckptpilot verify`.";
 }
 
 #[derive(Debug, Clone, Serialize)]

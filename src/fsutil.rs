@@ -172,19 +172,19 @@ pub fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<(
 
 static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// The marker every temporary file ckptkit writes carries in its name.
-pub const TMP_MARK: &str = ".ckptkit-tmp.";
+/// The marker every temporary file ckptpilot writes carries in its name.
+pub const TMP_MARK: &str = ".ckptpilot-tmp.";
 
-/// Every file ckptkit keeps for itself beside what it writes (state records, locks, the stub's
+/// Every file ckptpilot keeps for itself beside what it writes (state records, locks, the stub's
 /// record) starts with this.
-pub const OWN_PREFIX: &str = ".ckptkit-";
+pub const OWN_PREFIX: &str = ".ckptpilot-";
 
 /// The one lock of an output directory, whatever command writes there (`dequant`, `quantize`,
 /// `stub`): exclusive for a whole run, `--finalize` and `stub`, shared by `--part` runs. A lock per
 /// command would let `quantize --force` into a directory `dequant` is writing.
-pub const DIR_LOCK: &str = ".ckptkit-dir.lock";
+pub const DIR_LOCK: &str = ".ckptpilot-dir.lock";
 
-/// Whether a directory entry is ckptkit's own bookkeeping (state, locks, records, temporary
+/// Whether a directory entry is ckptpilot's own bookkeeping (state, locks, records, temporary
 /// files), never part of a checkpoint: manifests leave such files out, conversions skip them.
 pub fn is_own_file(name: &str) -> bool {
     name.starts_with(OWN_PREFIX) || name.contains(TMP_MARK)
@@ -198,7 +198,7 @@ pub struct TempFile {
 }
 
 impl TempFile {
-    /// Create `.NAME.ckptkit-tmp.PID@HOST.SEQ` beside `dest`: `O_EXCL|O_NOFOLLOW`, so nothing planted
+    /// Create `.NAME.ckptpilot-tmp.PID@HOST.SEQ` beside `dest`: `O_EXCL|O_NOFOLLOW`, so nothing planted
     /// at that name (a symlink, a file) is ever opened, let alone written through.
     pub fn beside(dest: &Path) -> std::io::Result<TempFile> {
         let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -301,7 +301,7 @@ pub fn exit_cleanly_on_signals() {
                 _ => "SIGHUP",
             };
             let msg = format!(
-                "\nckptkit: interrupted ({name}); {n} temporary file{} removed, finished files kept\n",
+                "\nckptpilot: interrupted ({name}); {n} temporary file{} removed, finished files kept\n",
                 if n == 1 { "" } else { "s" }
             );
             let _ = std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes());
@@ -322,7 +322,7 @@ pub fn write_atomic(dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
     t.commit(dest)
 }
 
-/// Whether `name` is a temporary file ckptkit writes beside `dest_name` (any process, any host).
+/// Whether `name` is a temporary file ckptpilot writes beside `dest_name` (any process, any host).
 pub fn is_tmp_of(name: &str, dest_name: &str) -> bool {
     name.strip_prefix('.').and_then(|n| n.strip_prefix(dest_name)).is_some_and(|rest| rest.starts_with(TMP_MARK))
 }
@@ -352,7 +352,7 @@ pub fn create_dirs_below(root: &Path, rel_dir: &Path) -> std::io::Result<()> {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     format!(
-                        "{} is {}, not a directory; ckptkit does not write through it",
+                        "{} is {}, not a directory; ckptpilot does not write through it",
                         cur.display(),
                         kind_of(md.file_type())
                     ),
@@ -385,7 +385,7 @@ impl Drop for Lock {
 /// Why a lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("{} is locked by another ckptkit process{}", path.display(), holder.as_ref().map(|p| format!(" ({p})")).unwrap_or_default())]
+    #[error("{} is locked by another ckptpilot process{}", path.display(), holder.as_ref().map(|p| format!(" ({p})")).unwrap_or_default())]
     Held { path: PathBuf, holder: Option<String> },
     #[error("{}: cannot lock it: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
@@ -399,7 +399,7 @@ impl Lock {
         Self::try_acquire_as(path, exclusive, "")
     }
 
-    /// [`Lock::try_acquire`], the holder also saying what it is doing (`ckptkit quantize`), so the
+    /// [`Lock::try_acquire`], the holder also saying what it is doing (`ckptpilot quantize`), so the
     /// process that waits is told which command to wait for.
     pub fn try_acquire_as(path: &Path, exclusive: bool, what: &str) -> Result<Lock, LockError> {
         let io = |source| LockError::Io { path: path.to_path_buf(), source };
@@ -419,7 +419,7 @@ impl Lock {
             return Err(io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!(
-                    "not a lock file ckptkit made ({}, {} links, {} bytes)",
+                    "not a lock file ckptpilot made ({}, {} links, {} bytes)",
                     kind_of(md.file_type()),
                     md.nlink(),
                     md.len()
@@ -461,7 +461,7 @@ impl Lock {
         let mut buf = [0u8; 256];
         let n = f.read_at(&mut buf, 0).unwrap_or(0);
         let h = String::from_utf8_lossy(&buf[..n]).trim().to_string();
-        Some(if h.is_empty() { "a ckptkit process".into() } else { format!("PID {h}") })
+        Some(if h.is_empty() { "a ckptpilot process".into() } else { format!("PID {h}") })
     }
 }
 

@@ -56,7 +56,7 @@ pub fn index(data: &[u8]) {
 }
 
 /// config.json bytes through the config reader and the quantization detector, then through
-/// `plan` the way `ckptkit plan DIR` reads it (a directory holding only config.json).
+/// `plan` the way `ckptpilot plan DIR` reads it (a directory holding only config.json).
 pub fn config(data: &[u8]) {
     let Ok(v) = serde_json::from_slice::<Value>(data) else { return };
     let cfg = ModelConfig::from_value(&v);
@@ -75,7 +75,7 @@ pub fn config(data: &[u8]) {
     }
 }
 
-/// One `.safetensors` file (beside [`AUDIT_FILE_CONFIG`]) through `ckptkit audit FILE`, plan and
+/// One `.safetensors` file (beside [`AUDIT_FILE_CONFIG`]) through `ckptpilot audit FILE`, plan and
 /// remap.
 pub fn audit_file(data: &[u8]) {
     let dir = TempDir::new();
@@ -88,7 +88,7 @@ pub fn audit_file(data: &[u8]) {
     audit_path(&p.join("model.safetensors").to_string_lossy(), data.len());
 }
 
-/// A checkpoint directory (see [`SEP`]) through `ckptkit audit DIR`, plan and remap.
+/// A checkpoint directory (see [`SEP`]) through `ckptpilot audit DIR`, plan and remap.
 pub fn audit_dir(data: &[u8]) {
     let dir = TempDir::new();
     let model = dir.path().join("model");
@@ -98,7 +98,7 @@ pub fn audit_dir(data: &[u8]) {
     audit_path(&model.to_string_lossy(), data.len());
 }
 
-/// A checkpoint directory (see [`SEP`]) through `ckptkit dequant DIR --out OUT --verify` (or `quantize`).
+/// A checkpoint directory (see [`SEP`]) through `ckptpilot dequant DIR --out OUT --verify` (or `quantize`).
 pub fn dequant_dir(data: &[u8]) {
     let dir = TempDir::new();
     let model = dir.path().join("model");
@@ -253,7 +253,7 @@ impl TempDir {
         let shm = Path::new("/dev/shm");
         let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let p = base.join(format!("ckptkit-fuzz-{}-{n}", std::process::id()));
+        let p = base.join(format!("ckptpilot-fuzz-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         let _ = std::fs::create_dir_all(&p);
         TempDir(p)

@@ -1,4 +1,4 @@
-//! ckptkit: pre-flight checks and conversions for Hugging Face safetensors checkpoints headed for
+//! ckptpilot: pre-flight checks and conversions for Hugging Face safetensors checkpoints headed for
 //! vLLM and vLLM-Ascend (rules of vLLM 0.33.0).
 //!
 //! The pipeline: [`checkpoint`] (resolve, map, validate) → [`audit`] (findings) → [`render`].

@@ -1,4 +1,4 @@
-//! The `ckptkit` binary: the command line is [`ckptkit::cli`]; this only sets the allocator and
+//! The `ckptpilot` binary: the command line is [`ckptpilot::cli`]; this only sets the allocator and
 //! hands over the arguments.
 
 use std::process::ExitCode;
@@ -9,6 +9,6 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    ckptkit::fsutil::exit_cleanly_on_signals();
-    ExitCode::from(ckptkit::cli::main_with(std::env::args_os()))
+    ckptpilot::fsutil::exit_cleanly_on_signals();
+    ExitCode::from(ckptpilot::cli::main_with(std::env::args_os()))
 }

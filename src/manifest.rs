@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-pub const MANIFEST_SCHEMA: &str = "ckptkit.manifest/1";
+pub const MANIFEST_SCHEMA: &str = "ckptpilot.manifest/1";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileHash {
@@ -35,7 +35,7 @@ pub struct Manifest {
 pub enum ManifestError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{}: not a ckptkit manifest: {reason}", path.display())]
+    #[error("{}: not a ckptpilot manifest: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -68,7 +68,7 @@ type OddFile = (String, &'static str);
 const SKIP_DIRS: &[&str] = &[".git", ".cache", ".huggingface"];
 
 /// Every file under `root` (following symlinks to files, as the Hugging Face cache links blobs),
-/// as `/`-separated paths relative to it, sorted; `exclude` (the manifest itself) and ckptkit's
+/// as `/`-separated paths relative to it, sorted; `exclude` (the manifest itself) and ckptpilot's
 /// own files (state records, locks, temporary files: [`crate::fsutil::is_own_file`]) left out, so a
 /// rerun that only touches them does not change the checkpoint. FIFOs, devices and sockets are listed with their kind.
 fn list_files(root: &Path, exclude: Option<&Path>) -> std::io::Result<(Vec<String>, Vec<OddFile>)> {
@@ -249,14 +249,14 @@ pub fn verify(m: &Manifest, root: &Path, exclude: Option<&Path>) -> Verification
         }
     }
     let ok = checks.iter().all(|c| matches!(c, FileCheck::Ok { .. }));
-    Verification { schema: "ckptkit.verify/1", root: root.display().to_string(), files: checks, ok }
+    Verification { schema: "ckptpilot.verify/1", root: root.display().to_string(), files: checks, ok }
 }
 
 impl crate::ui::Help for ManifestError {
     fn help(&self) -> String {
         match self {
             ManifestError::Io { .. } => "check the manifest path and that you may read (or write) it".into(),
-            ManifestError::Invalid { .. } => "pass a manifest written by `ckptkit audit MODEL --checksum FILE`".into(),
+            ManifestError::Invalid { .. } => "pass a manifest written by `ckptpilot audit MODEL --checksum FILE`".into(),
             ManifestError::Checkpoint(e) => crate::ui::Help::help(e),
         }
     }

@@ -26,7 +26,7 @@ pub fn audit(r: &AuditReport) -> String {
     let m = &r.model;
     let _ = writeln!(
         s,
-        "ckptkit {} audit (vLLM {} rules, target {})",
+        "ckptpilot {} audit (vLLM {} rules, target {})",
         r.tool.version, r.tool.vllm_reference, r.tool.target
     );
     let _ = writeln!(
@@ -202,7 +202,7 @@ pub fn findings(list: &[Finding]) -> String {
 
 pub fn verification(v: &Verification) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "ckptkit verify {}", f(&v.root));
+    let _ = writeln!(s, "ckptpilot verify {}", f(&v.root));
     for c in &v.files {
         let line = match c {
             FileCheck::Ok { file } => format!("  ok        {file}"),
@@ -228,7 +228,7 @@ pub fn verification(v: &Verification) -> String {
 pub fn plan(r: &crate::plan::PlanReport) -> String {
     use crate::plan::{Status, Verdict};
     let mut o = String::new();
-    let _ = writeln!(o, "ckptkit plan (rules of vLLM {})", r.vllm_reference);
+    let _ = writeln!(o, "ckptpilot plan (rules of vLLM {})", r.vllm_reference);
     let _ = writeln!(
         o,
         "model    {}  ({}, {}; shapes from {})",
@@ -502,7 +502,7 @@ pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
         TableFormat::Human => {
             let _ = writeln!(
                 o,
-                "ckptkit remap (rules of vLLM {}, target {}) at TP {}{}",
+                "ckptpilot remap (rules of vLLM {}, target {}) at TP {}{}",
                 r.vllm_reference,
                 r.target.as_str(),
                 r.tp,
@@ -520,7 +520,7 @@ pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
                 if !f.recorded {
                     let _ = writeln!(
                         o,
-                        "         UNVERIFIED: no recorded vLLM run backs these rules for this architecture; every row is the rules' guess (`unverified` in --json; `ckptkit families` lists what is verified)"
+                        "         UNVERIFIED: no recorded vLLM run backs these rules for this architecture; every row is the rules' guess (`unverified` in --json; `ckptpilot families` lists what is verified)"
                     );
                 }
             }
@@ -617,7 +617,7 @@ pub fn remote_source(r: &crate::hub::Remote) -> String {
     )
 }
 
-/// `ckptkit families`: a table for people, or the README's Markdown table.
+/// `ckptpilot families`: a table for people, or the README's Markdown table.
 pub fn families(c: &crate::arch::coverage::Coverage, markdown: bool) -> String {
     let mut o = String::new();
     let tps = |k: &crate::arch::coverage::Known| {
@@ -657,7 +657,7 @@ pub fn families(c: &crate::arch::coverage::Coverage, markdown: bool) -> String {
         );
         return o;
     }
-    let _ = writeln!(o, "ckptkit families: {} architectures, {} verified by a recorded vLLM run", c.architectures.len(), c.verified);
+    let _ = writeln!(o, "ckptpilot families: {} architectures, {} verified by a recorded vLLM run", c.architectures.len(), c.verified);
     let rows: Vec<[String; 5]> = c
         .architectures
         .iter()

@@ -6,7 +6,7 @@ use serde::Serialize;
 /// The vLLM release whose behaviour every rule reproduces (each report says so).
 pub const VLLM_REFERENCE: &str = "0.33.0";
 
-/// Which serving stack the answers are for (`--target`, or `CKPTKIT_TARGET`; one default, `vllm`,
+/// Which serving stack the answers are for (`--target`, or `CKPTPILOT_TARGET`; one default, `vllm`,
 /// for every command).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]

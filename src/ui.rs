@@ -1,10 +1,10 @@
 //! How the command talks to a person: `error:` / `help:` lines on stderr (coloured on a terminal,
 //! plain when piped or when `NO_COLOR` is set), and stdout writes that stop quietly when the reader
-//! goes away (`ckptkit audit … | head`), as ripgrep and cargo do, instead of panicking.
+//! goes away (`ckptpilot audit … | head`), as ripgrep and cargo do, instead of panicking.
 
 use std::io::{IsTerminal, Write};
 
-/// `--color`: when to colour what ckptkit prints itself.
+/// `--color`: when to colour what ckptpilot prints itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ColorChoice {
     /// Colour when the stream is a terminal and `NO_COLOR` is not set.

@@ -1,12 +1,12 @@
-//! `ckptkit audit` over the clean fixtures: counts, detections and a clean bill of health. Expected
-//! numbers are computed here from the files (index, config), not copied from ckptkit's output.
+//! `ckptpilot audit` over the clean fixtures: counts, detections and a clean bill of health. Expected
+//! numbers are computed here from the files (index, config), not copied from ckptpilot's output.
 
 mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// Count tensors and dtypes straight from the headers, independently of ckptkit.
+/// Count tensors and dtypes straight from the headers, independently of ckptpilot.
 fn census(dir: &std::path::Path) -> (usize, u64, BTreeMap<String, u64>) {
     let mut n = 0;
     let mut bytes = 0;
@@ -40,7 +40,7 @@ fn check_counts(name: &str) -> Value {
     let (code, r) = audit_json(&dir);
     assert_eq!(code, 0, "{name}: {:?}", codes(&r));
     assert_eq!(errors(&r), 0);
-    assert_eq!(r["schema"], "ckptkit.audit/1");
+    assert_eq!(r["schema"], "ckptpilot.audit/1");
     assert_eq!(r["tool"]["vllm_reference"], "0.33.0");
     let (n, bytes, dtypes) = census(&dir);
     assert_eq!(r["tensors"].as_u64().unwrap() as usize, n, "{name}");

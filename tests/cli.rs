@@ -82,7 +82,7 @@ fn checksum_manifest_then_verify_names_what_changed() {
     let r = run(&["audit", "--json", "--checksum", manifest.to_str().unwrap(), c.dir.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
-    assert_eq!(m["schema"], "ckptkit.manifest/1");
+    assert_eq!(m["schema"], "ckptpilot.manifest/1");
     let files = m["files"].as_array().unwrap();
     assert_eq!(files.len(), 6, "4 shards + index + config");
     // The hash is blake3 of the file bytes, checked here with the blake3 crate directly.
@@ -120,7 +120,7 @@ fn checksum_manifest_then_verify_names_what_changed() {
 #[test]
 fn readme_documents_every_finding_code_and_starts_with_the_two_commands() {
     let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    for c in ckptkit::findings::CODES {
+    for c in ckptpilot::findings::CODES {
         assert!(readme.contains(&format!("| `{}` |", c.code)), "README lacks finding code {}", c.code);
     }
     let first_block: Vec<&str> = readme.split("```").nth(1).unwrap().lines().filter(|l| !l.trim().is_empty()).collect();
@@ -134,7 +134,7 @@ fn bench_dequant_reports_ratios_as_json() {
     let r = run(&["bench", "dequant", "--shape", "256,384", "--reps", "2", "--threads", "1", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(v["schema"], "ckptkit.bench.dequant/1");
+    assert_eq!(v["schema"], "ckptpilot.bench.dequant/1");
     for k in ["ratio_to_widen", "gbps_fp8_in"] {
         assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k}: {}", v[k]);
     }

@@ -1,8 +1,8 @@
-//! `ckptkit dequant` end to end: bit-exact against PyTorch's dequantization (references written by
+//! `ckptpilot dequant` end to end: bit-exact against PyTorch's dequantization (references written by
 //! fixtures/generate.py), refusals that write nothing, resume after a kill, parts + finalize.
 
 mod common;
-use ckptkit::checkpoint::Checkpoint;
+use ckptpilot::checkpoint::Checkpoint;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -14,16 +14,16 @@ fn dequant(model: &Path, out: &Path, extra: &[&str]) -> Run {
     run(&args)
 }
 
-/// name → (dtype, shape, bytes) for every tensor of a checkpoint, read with ckptkit's reader.
+/// name → (dtype, shape, bytes) for every tensor of a checkpoint, read with ckptpilot's reader.
 fn tensors(dir: &Path) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
     let (ck, f) = Checkpoint::open(dir.to_str().unwrap()).unwrap();
-    assert!(f.iter().all(|f| f.severity != ckptkit::Severity::Error), "{f:?}");
+    assert!(f.iter().all(|f| f.severity != ckptpilot::Severity::Error), "{f:?}");
     ck.tensors()
         .map(|t| (t.entry.name.clone(), (t.entry.dtype.to_string(), t.entry.shape.clone(), t.read().unwrap())))
         .collect()
 }
 
-/// The files of an output directory, ckptkit's own bookkeeping left out.
+/// The files of an output directory, ckptpilot's own bookkeeping left out.
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     outputs(dir)
 }
@@ -117,7 +117,7 @@ fn f32_output_rounds_to_the_bf16_reference() {
         assert_eq!(dt, "F32");
         let rounded: Vec<u8> = g
             .chunks_exact(4)
-            .flat_map(|c| ckptkit::quant::fp8::f32_to_bf16(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes())
+            .flat_map(|c| ckptpilot::quant::fp8::f32_to_bf16(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes())
             .collect();
         assert!(bf16_nan_class_eq(&rounded, &bytes), "{k}");
     }
@@ -202,11 +202,11 @@ fn survives_a_kill_mid_conversion() {
     let out = tmp.path().join("killed");
     let mut c = std::process::Command::new(bin());
     c.args(["dequant", fixture("deepseek-fp8").to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    c.env("CKPTKIT_FAULT_ABORT_AFTER_SHARDS", "1");
+    c.env("CKPTPILOT_FAULT_ABORT_AFTER_SHARDS", "1");
     let st = c.output().unwrap().status;
     assert!(!st.success(), "the fault hook must kill the run");
     let left = names(&out);
-    assert!(left.iter().any(|f| f.contains(".ckptkit-tmp.")), "a partial shard stays a temporary file: {left:?}");
+    assert!(left.iter().any(|f| f.contains(".ckptpilot-tmp.")), "a partial shard stays a temporary file: {left:?}");
     assert!(!left.iter().any(|f| f == "model.safetensors.index.json"));
 
     let r = run(&["dequant", fixture("deepseek-fp8").to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]);
@@ -214,7 +214,7 @@ fn survives_a_kill_mid_conversion() {
     let s: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(s["shards_kept"], 1, "the finished shard is kept");
     assert_eq!(s["shards_written"], 3);
-    assert!(!names(&out).iter().any(|f| f.contains(".ckptkit-tmp.")), "the dead run's temporary file is removed");
+    assert!(!names(&out).iter().any(|f| f.contains(".ckptpilot-tmp.")), "the dead run's temporary file is removed");
     assert_eq!(files(&out), files(&clean), "the resumed output equals an uninterrupted run");
 }
 

@@ -1,12 +1,12 @@
-//! `ckptkit dequant` of 4-bit checkpoints, bit-exact against the producers' own code (references
+//! `ckptpilot dequant` of 4-bit checkpoints, bit-exact against the producers' own code (references
 //! written by tools/fixtures_fp4.py with pinned versions): MXFP4 gpt-oss experts against
 //! transformers' `convert_moe_packed_tensors`, NVFP4 and INT4 pack-quantized (symmetric and with
 //! zero points) against compressed-tensors' decompressors; and the edge files (every e8m0 byte,
 //! every e4m3 group-scale byte, global scales 0 / tiny / huge / inf / NaN).
 
 mod common;
-use ckptkit::checkpoint::Checkpoint;
-use ckptkit::quant::fp8::OutDtype;
+use ckptpilot::checkpoint::Checkpoint;
+use ckptpilot::quant::fp8::OutDtype;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -51,15 +51,15 @@ fn check_env(name: &str, dropped: &[&str], env: &[(&str, &str)]) -> Tensors {
     compare(name, &out, dropped)
 }
 
-/// As [`check`], in this process: the library call `ckptkit dequant --verify` makes, no child
+/// As [`check`], in this process: the library call `ckptpilot dequant --verify` makes, no child
 /// process. It runs where only the test binary does (aarch64 under qemu-user: tools/ci/aarch64.sh).
 fn check_in_process(name: &str, dropped: &[&str]) -> Tensors {
-    use ckptkit::convert::{Options, Task};
+    use ckptpilot::convert::{Options, Task};
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let (ck, findings) = Checkpoint::open(fixture(name).to_str().unwrap()).unwrap();
     let opts = Options { out: out.clone(), task: Task::Dequant(OutDtype::BF16), verify: true, ..Default::default() };
-    ckptkit::convert::run(&ck, &findings, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
+    ckptpilot::convert::run(&ck, &findings, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
     compare(name, &out, dropped)
 }
 
@@ -234,8 +234,8 @@ fn a_packed_weight_without_its_scale_is_an_error() {
 
 #[test]
 fn the_portable_kernel_equals_the_references_too() {
-    // CKPTKIT_ISA=portable: the plain table loop instead of the byte-shuffle kernel.
-    let env = [("CKPTKIT_ISA", "portable")];
+    // CKPTPILOT_ISA=portable: the plain table loop instead of the byte-shuffle kernel.
+    let env = [("CKPTPILOT_ISA", "portable")];
     check_env("mxfp4-edge", &["_blocks", "_scales"], &env);
     check_env("nvfp4-edge", &["weight_packed", "weight_scale", "weight_global_scale"], &env);
     check_env("llama-w4a16-asym", &["weight_packed", "weight_zero_point"], &env);
@@ -243,7 +243,7 @@ fn the_portable_kernel_equals_the_references_too() {
 
 #[test]
 fn vllm_loaded_the_dequantized_gpt_oss_as_it_loads_the_bf16_one() {
-    // vLLM 0.33 (the oracle, CPU, TP 1) on `ckptkit dequant fixtures/gpt-oss-mxfp4`: every parameter
+    // vLLM 0.33 (the oracle, CPU, TP 1) on `ckptpilot dequant fixtures/gpt-oss-mxfp4`: every parameter
     // allocated and filled as for the bf16 fixture's recording (same params, per-rank shapes, load
     // errors: none). Recorded by running
     // ../shared/tools/vllm-oracle/oracle.py on the output, exported with tools/oracle/export_params.py.
@@ -266,7 +266,7 @@ fn vllm_ascend_has_no_nvfp4_method_and_plan_says_so_with_the_fix() {
     let nv = target("llama-nvfp4", "vllm-ascend");
     assert_eq!(nv["status"], "fail", "{nv}");
     assert!(nv["message"].as_str().unwrap().starts_with("NotImplementedError"), "{nv}");
-    assert!(nv["fix"].as_str().unwrap_or_default().contains("ckptkit dequant"), "{nv}");
+    assert!(nv["fix"].as_str().unwrap_or_default().contains("ckptpilot dequant"), "{nv}");
     assert_eq!(target("llama-w4a16", "vllm-ascend")["status"], "pass");
     assert_eq!(target("llama-nvfp4", "vllm")["status"], "pass");
 }

@@ -2,19 +2,19 @@
 //! fixtures/oracle/families/ (NAME.tpN.json, written by tools/oracle/compile_family.py from the
 //! vllm-oracle run of vLLM 0.33.0 on fixtures/families/NAME at TP N), the built-in families must
 //! give what vLLM did:
-//! - `ckptkit remap --json --tp N`: each checkpoint tensor vLLM loaded goes to the same (param,
+//! - `ckptpilot remap --json --tp N`: each checkpoint tensor vLLM loaded goes to the same (param,
 //!   shard id, expert id); each tensor vLLM never loaded is skip or unmapped; the parameter sets are
 //!   equal; an error finding exactly where vLLM raised while loading;
-//! - `ckptkit plan --json --tp N`: per-rank weight bytes equal the bytes of the parameters vLLM
+//! - `ckptpilot plan --json --tp N`: per-rank weight bytes equal the bytes of the parameters vLLM
 //!   allocated on its most loaded rank (from the checkpoint and from config.json alone), and rank 0's
 //!   parameters equal vLLM's name by name, byte by byte (tests/model_spec.rs's comparison);
 //! - a TP vLLM refused to build is infeasible in plan.
 
 mod common;
-use ckptkit::model::ModelSpec;
-use ckptkit::plan::Parallel;
-use ckptkit::quant::scheme::QuantScheme;
-use ckptkit::remap::rules::RuleSet;
+use ckptpilot::model::ModelSpec;
+use ckptpilot::plan::Parallel;
+use ckptpilot::quant::scheme::QuantScheme;
+use ckptpilot::remap::rules::RuleSet;
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -128,7 +128,7 @@ fn compare(stem: &str, name: &str, tp: u64, oracle: &Value, rules: &RuleSet) -> 
         d.push(format!("{stem}: no parameters recorded"));
         return d;
     };
-    let (ck, _) = ckptkit::Checkpoint::open(dir.to_str().unwrap()).unwrap();
+    let (ck, _) = ckptpilot::Checkpoint::open(dir.to_str().unwrap()).unwrap();
     let cfg = ck.config.clone().unwrap();
     let Some(family) = rules.for_architecture(cfg.architecture.as_deref().unwrap_or("")) else { return d };
     let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());
@@ -144,8 +144,8 @@ fn compare(stem: &str, name: &str, tp: u64, oracle: &Value, rules: &RuleSet) -> 
     let mine: BTreeMap<String, u64> = spec.rank_params(&par).into_iter().map(|r| (r.name, r.numel * r.elem)).collect();
     for (n, b) in &theirs {
         match mine.get(n) {
-            Some(o) if o != b => d.push(format!("{stem}: rank 0 {n}: vLLM {b} B, ckptkit {o} B")),
-            None => d.push(format!("{stem}: rank 0: vLLM has {n} ({b} B), ckptkit's model does not")),
+            Some(o) if o != b => d.push(format!("{stem}: rank 0 {n}: vLLM {b} B, ckptpilot {o} B")),
+            None => d.push(format!("{stem}: rank 0: vLLM has {n} ({b} B), ckptpilot's model does not")),
             _ => {}
         }
     }

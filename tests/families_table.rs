@@ -1,4 +1,4 @@
-//! `ckptkit families` says only what was recorded: every architecture it calls verified has a
+//! `ckptpilot families` says only what was recorded: every architecture it calls verified has a
 //! recorded vLLM oracle run per TP size it lists (the records the replay tests compare against), no
 //! record is left out, and the README's coverage table is the command's own `--md`.
 
@@ -83,10 +83,10 @@ fn the_readme_table_is_the_command_s_own() {
     let r = run(&["families", "--md"]);
     assert_eq!(r.code, 0);
     let readme = std::fs::read_to_string(fixture("..").join("README.md")).unwrap();
-    let (begin, end) = ("<!-- families:begin (ckptkit families --md) -->\n", "<!-- families:end -->");
+    let (begin, end) = ("<!-- families:begin (ckptpilot families --md) -->\n", "<!-- families:end -->");
     let a = readme.find(begin).expect("README has the families markers") + begin.len();
     let b = readme[a..].find(end).expect("end marker") + a;
-    assert_eq!(&readme[a..b], r.stdout, "README coverage table is stale: paste `ckptkit families --md`");
+    assert_eq!(&readme[a..b], r.stdout, "README coverage table is stale: paste `ckptpilot families --md`");
 }
 
 /// An architecture no recorded run verifies still gets the generic decoder, but every figure and

@@ -1,6 +1,6 @@
 //! Replays, on stable, every input the fuzz targets in `fuzz/` ever crashed, hung or ran out of
 //! memory on (`fuzz/regressions/<target>/`), and every seed (`fuzz/seeds/<target>/`), through the
-//! same `ckptkit::fuzzing` entry point the target calls. A panic fails the test naming the file; so
+//! same `ckptpilot::fuzzing` entry point the target calls. A panic fails the test naming the file; so
 //! does a call that does not return within `LIMIT` (it runs on its own thread, so a hang fails the
 //! test instead of blocking CI).
 //!
@@ -50,11 +50,11 @@ fn replay_dir(dir: &Path, target: &str, f: Target) -> usize {
                 let _ = worker.join();
             }
             Ok(false) => panic!(
-                "fuzz regression: ckptkit::fuzzing::{target} panicked on {} (see the message above)",
+                "fuzz regression: ckptpilot::fuzzing::{target} panicked on {} (see the message above)",
                 path.display()
             ),
             Err(_) => panic!(
-                "fuzz regression: ckptkit::fuzzing::{target} did not return within {:?} on {} (a hang); \
+                "fuzz regression: ckptpilot::fuzzing::{target} did not return within {:?} on {} (a hang); \
                  the worker thread is left running",
                 start.elapsed(),
                 path.display()
@@ -76,32 +76,32 @@ fn check(target: &str, f: Target, need_regressions: bool) {
 
 #[test]
 fn header() {
-    check("header", ckptkit::fuzzing::header, true);
+    check("header", ckptpilot::fuzzing::header, true);
 }
 
 #[test]
 fn index() {
-    check("index", ckptkit::fuzzing::index, false);
+    check("index", ckptpilot::fuzzing::index, false);
 }
 
 #[test]
 fn config() {
-    check("config", ckptkit::fuzzing::config, false);
+    check("config", ckptpilot::fuzzing::config, false);
 }
 
 #[test]
 fn audit_file() {
-    check("audit_file", ckptkit::fuzzing::audit_file, true);
+    check("audit_file", ckptpilot::fuzzing::audit_file, true);
 }
 
 #[test]
 fn audit_dir() {
-    check("audit_dir", ckptkit::fuzzing::audit_dir, false);
+    check("audit_dir", ckptpilot::fuzzing::audit_dir, false);
 }
 
 #[test]
 fn dequant_dir() {
-    check("dequant_dir", ckptkit::fuzzing::dequant_dir, false);
+    check("dequant_dir", ckptpilot::fuzzing::dequant_dir, false);
 }
 
 /// Inputs that still crash (see the module comment): fails, naming the first, until they are fixed.
@@ -109,12 +109,12 @@ fn dequant_dir() {
 #[ignore = "open bugs: fuzz/regressions/<target>/open/ still crash; run with --ignored"]
 fn open_bugs() {
     let targets: [(&str, Target); 6] = [
-        ("header", ckptkit::fuzzing::header),
-        ("index", ckptkit::fuzzing::index),
-        ("config", ckptkit::fuzzing::config),
-        ("audit_file", ckptkit::fuzzing::audit_file),
-        ("audit_dir", ckptkit::fuzzing::audit_dir),
-        ("dequant_dir", ckptkit::fuzzing::dequant_dir),
+        ("header", ckptpilot::fuzzing::header),
+        ("index", ckptpilot::fuzzing::index),
+        ("config", ckptpilot::fuzzing::config),
+        ("audit_file", ckptpilot::fuzzing::audit_file),
+        ("audit_dir", ckptpilot::fuzzing::audit_dir),
+        ("dequant_dir", ckptpilot::fuzzing::dequant_dir),
     ];
     for (target, f) in targets {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions").join(target).join("open");

@@ -1,12 +1,12 @@
 //! Bit-exactness of the fp8 kernels against references computed by PyTorch
 //! (`fixtures/fp8-edge/fp8_edge.safetensors`, written by `fixtures/generate.py`), for every
 //! instruction-set version this CPU runs and for 1 and 2 threads. NaN is compared as a class
-//! (PyTorch writes 0xFFFF for every bf16 NaN; ckptkit writes a quiet NaN with the sign kept).
+//! (PyTorch writes 0xFFFF for every bf16 NaN; ckptpilot writes a quiet NaN with the sign kept).
 
 mod common;
-use ckptkit::checkpoint::{Checkpoint, Dtype};
-use ckptkit::quant::fp8::{dequantize_with, scales_to_f32, Fp8Format, Kernels, Output, Scales};
-use ckptkit::quant::ScaleLayout;
+use ckptpilot::checkpoint::{Checkpoint, Dtype};
+use ckptpilot::quant::fp8::{dequantize_with, scales_to_f32, Fp8Format, Kernels, Output, Scales};
+use ckptpilot::quant::ScaleLayout;
 use common::fixture;
 
 struct Edge {
@@ -18,7 +18,7 @@ impl Edge {
     fn open() -> Edge {
         let (ck, findings) =
             Checkpoint::open(fixture("fp8-edge").join("fp8_edge.safetensors").to_str().unwrap()).unwrap();
-        assert!(findings.iter().all(|f| f.severity != ckptkit::Severity::Error), "{findings:?}");
+        assert!(findings.iter().all(|f| f.severity != ckptpilot::Severity::Error), "{findings:?}");
         Edge { ck }
     }
     fn raw(&self, name: &str) -> (Vec<u8>, Dtype, Vec<u64>) {

@@ -1,13 +1,13 @@
 //! The one model against vLLM itself: for every fixture and TP size the vllm-oracle recorded
-//! (fixtures/oracle/params/, from tools/oracle/export_params.py), the parameters ckptkit's
+//! (fixtures/oracle/params/, from tools/oracle/export_params.py), the parameters ckptpilot's
 //! [`ModelSpec`] says rank 0 holds are the parameters vLLM 0.33.0 allocated on rank 0 — the same
 //! names, and for each the same bytes (elements × the dtype vLLM allocates it in).
 
 mod common;
-use ckptkit::model::ModelSpec;
-use ckptkit::plan::Parallel;
-use ckptkit::quant::scheme::QuantScheme;
-use ckptkit::arch::rules::RuleSet;
+use ckptpilot::model::ModelSpec;
+use ckptpilot::plan::Parallel;
+use ckptpilot::quant::scheme::QuantScheme;
+use ckptpilot::arch::rules::RuleSet;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -34,7 +34,7 @@ fn every_rank0_parameter_equals_what_vllm_allocates() {
         let stem = f.file_stem().unwrap().to_str().unwrap().to_string();
         let (name, tp) = stem.rsplit_once(".tp").unwrap();
         let Some(rank0) = v["ranks"].as_array().and_then(|r| r.first()) else { continue };
-        let (ck, _) = ckptkit::Checkpoint::open(fixture(name).to_str().unwrap()).unwrap();
+        let (ck, _) = ckptpilot::Checkpoint::open(fixture(name).to_str().unwrap()).unwrap();
         let cfg = ck.config.clone().unwrap();
         let family = rules.for_architecture(cfg.architecture.as_deref().unwrap()).unwrap();
         let quant = QuantScheme::detect(ck.config_json.as_ref(), ck.hf_quant_config.as_ref());

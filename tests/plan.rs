@@ -1,4 +1,4 @@
-//! `ckptkit plan` on real model configs (fixtures/configs, copied unmodified from public repos) and on
+//! `ckptpilot plan` on real model configs (fixtures/configs, copied unmodified from public repos) and on
 //! real weight fixtures: the outcomes real deployments hit, through the CLI and its JSON.
 
 mod common;
@@ -44,7 +44,7 @@ fn deepseek_v3_tp32_fails_on_dense_down_proj_blocks() {
     // sglang#3345: 18432 / 32 = 576 is not a multiple of 128. 8 × H200 and 16 × H100-class both load.
     let (code, v) = plan(&[&cfg("deepseek-v3"), "--tp", "8,16,32", "--device", "h200"]);
     assert_eq!(code, 0);
-    assert_eq!(v["schema"], "ckptkit.plan/1");
+    assert_eq!(v["schema"], "ckptpilot.plan/1");
     assert_eq!(v["vllm_reference"], "0.33.0");
     assert_eq!(v["source"], "config");
     let c32 = config(&v, 32, false);
@@ -136,7 +136,7 @@ fn ascend_target_refuses_native_fp8_and_counts_bf16() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|f| f["fix"].as_str().unwrap_or("").contains("ckptkit dequant")));
+        .any(|f| f["fix"].as_str().unwrap_or("").contains("ckptpilot dequant")));
     let w = &c["per_rank_weights"];
     assert_eq!(c["per_rank_weight_bytes"], w["bf16"]);
     assert!(w["bf16"].as_u64().unwrap() > w["stored"].as_u64().unwrap() * 3 / 2);

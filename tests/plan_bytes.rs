@@ -1,4 +1,4 @@
-//! plan = vLLM, to the byte: the per-rank weight bytes `ckptkit plan` reports equal the bytes of
+//! plan = vLLM, to the byte: the per-rank weight bytes `ckptpilot plan` reports equal the bytes of
 //! the parameters vLLM 0.33.0 allocated on its most loaded rank, as the vllm-oracle recorded them
 //! (fixtures/oracle/params/, written by tools/oracle/export_params.py); where vLLM refused to build
 //! the model, plan calls the configuration infeasible with vLLM's own error text.

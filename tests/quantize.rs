@@ -1,7 +1,7 @@
-//! `ckptkit quantize --to w8a8-dynamic` end to end, against checkpoints msModelSlim 26.1.0 itself
+//! `ckptpilot quantize --to w8a8-dynamic` end to end, against checkpoints msModelSlim 26.1.0 itself
 //! wrote from the same inputs (tools/fixtures_modelslim.sh, pinned versions): every file msModelSlim
 //! wrote from the weights — the parts, the index, the description, config.json — equal byte for
-//! byte. Then what the output is to the rest of ckptkit (a clean ModelSlim checkpoint), and the
+//! byte. Then what the output is to the rest of ckptpilot (a clean ModelSlim checkpoint), and the
 //! streaming machinery's promises (refusals that write nothing, resume, parts, verify).
 
 mod common;
@@ -79,7 +79,7 @@ fn qwen2_biases_are_written_as_float_f32_like_msmodelslim() {
 #[test]
 fn fp8_input_equals_msmodelslim_on_pytorch_dequantized_weights() {
     // msModelSlim quantized the bf16 checkpoint made of PyTorch's reference dequantization of the
-    // fp8 weights (tools/fixtures_modelslim_fp8ref.py); ckptkit reads the fp8 checkpoint itself.
+    // fp8 weights (tools/fixtures_modelslim_fp8ref.py); ckptpilot reads the fp8 checkpoint itself.
     assert_equals_msmodelslim("qwen3-dense-fp8", "modelslim-qwen3-dense-fp8-w8a8-dynamic");
 }
 
@@ -122,9 +122,9 @@ fn fp8_input_is_dequantized_on_the_fly_exactly_as_dequant_does() {
 fn parts_follow_msmodelslim_rule() {
     // BufferedSafetensorsWriter: a new part when the bytes waiting plus the next tensor reach the
     // limit. Checked here through the library with a small limit (the CLI takes whole GiB).
-    use ckptkit::convert::{quantize::Target, run as convert, Options, Task};
+    use ckptpilot::convert::{quantize::Target, run as convert, Options, Task};
     let tmp = tempfile::tempdir().unwrap();
-    let (ck, findings) = ckptkit::checkpoint::Checkpoint::open(fixture("llama").to_str().unwrap()).unwrap();
+    let (ck, findings) = ckptpilot::checkpoint::Checkpoint::open(fixture("llama").to_str().unwrap()).unwrap();
     let limit = 20_000u64;
     let out = tmp.path().join("parts");
     let opts = Options {
@@ -205,7 +205,7 @@ fn a_rerun_keeps_finished_files_and_refuses_another_conversion() {
     let r = quantize(&fixture("llama"), &out, &["--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let s: Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(s["schema"], "ckptkit.quantize/1");
+    assert_eq!(s["schema"], "ckptpilot.quantize/1");
     assert_eq!((s["shards_kept"].as_u64(), s["shards_written"].as_u64()), (Some(1), Some(0)));
     assert_eq!(digest(&out), first);
     // A dequant into a quantize output is another conversion, refused without --force.
@@ -226,7 +226,7 @@ fn refusals_write_nothing() {
     for (model, scheme) in [(fixture("modelslim-llama-w8a8-dynamic"), "\"ascend\""), (mx.dir.clone(), "\"mxfp4\"")] {
         let r = quantize(&model, &out, &[]);
         assert_eq!(r.code, 1, "{}: {}", model.display(), r.stderr);
-        assert!(r.stderr.contains(scheme) && r.stderr.contains("not supported by `ckptkit quantize`"), "{}", r.stderr);
+        assert!(r.stderr.contains(scheme) && r.stderr.contains("not supported by `ckptpilot quantize`"), "{}", r.stderr);
         assert!(nothing(&out), "{}", model.display());
     }
     // A NaN in a weight: named with its row and column, no file left behind.

@@ -1,4 +1,4 @@
-//! `ckptkit remap` against what vLLM 0.33.0 itself did with the same fixtures: `fixtures/oracle/*.json`
+//! `ckptpilot remap` against what vLLM 0.33.0 itself did with the same fixtures: `fixtures/oracle/*.json`
 //! are compacted traces of the vLLM oracle (every weight_loader call, every parameter, every load
 //! error) recorded by `tools/oracle/export_trace.py`. Plus broken copies, each with the right finding.
 
@@ -125,7 +125,7 @@ fn clean_fixtures_have_a_clean_reverse_check() {
     ] {
         let (code, v) = remap(&fixture(f), extra);
         assert_eq!(code, 0, "{f}: {:?}", found(&v));
-        assert_eq!(v["schema"], "ckptkit.remap/1");
+        assert_eq!(v["schema"], "ckptpilot.remap/1");
         assert_eq!(v["vllm_reference"], "0.33.0");
         assert_eq!(v["family"]["matched_by"], "architecture");
     }

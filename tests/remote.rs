@@ -2,7 +2,7 @@
 //! the Hub's paths (`/api/models/{repo}/revision/{rev}`, `/{repo}/resolve/{rev}/{file}` with Range
 //! and 206), counts every request and body byte, and can be gated, flaky, range-deaf or
 //! redirecting — or hostile (issue 21: stalled, one byte at a time, endless bodies, file://
-//! redirects, names no Hub lists). No test touches the network, every run of ckptkit is killed
+//! redirects, names no Hub lists). No test touches the network, every run of ckptpilot is killed
 //! after a bound, and every server stops by itself. Needs python3 (standard library only).
 
 mod common;
@@ -88,7 +88,7 @@ struct Out {
     elapsed: Duration,
 }
 
-/// A ckptkit run may take this long before it is killed and the test fails.
+/// A ckptpilot run may take this long before it is killed and the test fails.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 impl Hub {
@@ -96,7 +96,7 @@ impl Hub {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The environment ckptkit runs with: only this hub's (no token, not offline, an empty local
+    /// The environment ckptpilot runs with: only this hub's (no token, not offline, an empty local
     /// cache), then `env`.
     fn env(&self, env: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut v = vec![
@@ -112,7 +112,7 @@ impl Hub {
         self.run_for(args, env, RUN_LIMIT)
     }
 
-    /// ckptkit with [`Hub::env`], killed (and the test failed) after `limit`.
+    /// ckptpilot with [`Hub::env`], killed (and the test failed) after `limit`.
     fn run_for(&self, args: &[&str], env: &[(&str, &str)], limit: Duration) -> Out {
         let out = tempfile::tempdir_in(self._tmp.path()).unwrap();
         let (o, e) = (out.path().join("stdout"), out.path().join("stderr"));
@@ -139,7 +139,7 @@ impl Hub {
             stderr: String::from_utf8_lossy(&std::fs::read(&e).unwrap()).into_owned(),
             elapsed: t0.elapsed(),
         };
-        assert!(status.is_some(), "ckptkit {args:?} still running after {limit:?}, killed; stderr: {}", r.stderr);
+        assert!(status.is_some(), "ckptpilot {args:?} still running after {limit:?}, killed; stderr: {}", r.stderr);
         r
     }
 
@@ -510,9 +510,9 @@ fn served(s: &Value, part: &str) -> (u64, u64) {
         .fold((0, 0), |(r, b), (_, v)| (r + v["requests"].as_u64().unwrap(), b + v["body_bytes"].as_u64().unwrap()))
 }
 
-/// Every file under ckptkit's remote cache.
+/// Every file under ckptpilot's remote cache.
 fn cached_files(h: &Hub) -> Vec<PathBuf> {
-    let d = h.home.join("ckptkit");
+    let d = h.home.join("ckptpilot");
     if d.exists() {
         walk(&d)
     } else {
@@ -574,7 +574,7 @@ fn an_endless_body_is_cut_at_the_cap_and_never_cached() {
     assert!(bytes < FILE_CAP + (16 << 20), "{bytes} bytes served for an endless config.json");
     let left: Vec<PathBuf> = cached_files(&h)
         .into_iter()
-        .filter(|p| p.ends_with("config.json") || p.to_string_lossy().contains(".ckptkit-tmp"))
+        .filter(|p| p.ends_with("config.json") || p.to_string_lossy().contains(".ckptpilot-tmp"))
         .collect();
     assert!(left.is_empty(), "a partial file was kept: {left:?}");
 }
@@ -606,7 +606,7 @@ fn a_length_over_the_cap_is_refused_before_the_body() {
         r.stderr
     );
     let (_, bytes) = served(&h.stats(false), "/model.safetensors.index.json");
-    // Only what the sockets' buffers took before ckptkit hung up.
+    // Only what the sockets' buffers took before ckptpilot hung up.
     assert!(bytes < 16 << 20, "{bytes} bytes served of a body refused by its length");
     assert!(cached_files(&h).iter().all(|p| !p.ends_with("model.safetensors.index.json")));
 }
@@ -614,10 +614,10 @@ fn a_length_over_the_cap_is_refused_before_the_body() {
 #[test]
 fn the_run_has_a_byte_cap_and_bad_settings_are_refused() {
     let h = hub(&["llama"], &[], &[]);
-    let r = h.run(&["audit", "test-org/llama"], &[("CKPTKIT_HUB_MAX_BYTES", "3000")]);
+    let r = h.run(&["audit", "test-org/llama"], &[("CKPTPILOT_HUB_MAX_BYTES", "3000")]);
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.stderr.contains("the cap for one remote read (CKPTKIT_HUB_MAX_BYTES)"), "{}", r.stderr);
-    assert!(r.stderr.contains("help: raise CKPTKIT_HUB_MAX_BYTES"), "{}", r.stderr);
+    assert!(r.stderr.contains("the cap for one remote read (CKPTPILOT_HUB_MAX_BYTES)"), "{}", r.stderr);
+    assert!(r.stderr.contains("help: raise CKPTPILOT_HUB_MAX_BYTES"), "{}", r.stderr);
     assert!(h.stats(true)["body_bytes"].as_u64().unwrap() <= 3000);
     // The same repo fits the default cap.
     let r = h.run(&["audit", "test-org/llama"], &[]);
@@ -627,8 +627,8 @@ fn the_run_has_a_byte_cap_and_bad_settings_are_refused() {
     for (var, value, why) in [
         ("HF_HUB_ETAG_TIMEOUT", "1.5", "not a whole number of seconds"),
         ("HF_HUB_DOWNLOAD_TIMEOUT", "soon", "not a whole number of seconds"),
-        ("CKPTKIT_HUB_RUN_TIMEOUT", "-1", "not a whole number of seconds"),
-        ("CKPTKIT_HUB_MAX_BYTES", "lots", "not a byte count"),
+        ("CKPTPILOT_HUB_RUN_TIMEOUT", "-1", "not a whole number of seconds"),
+        ("CKPTPILOT_HUB_MAX_BYTES", "lots", "not a byte count"),
         ("HF_ENDPOINT", "file:///etc", "not an http:// or https:// URL"),
     ] {
         let r = h.run(&["audit", "test-org/llama"], &[(var, value)]);
@@ -690,22 +690,22 @@ fn one_byte_at_a_time_is_cut_off_by_the_request_deadline() {
 fn the_whole_run_has_a_deadline() {
     // Each request may take a minute, the run only 2 s.
     let h = hub(&["llama"], &[], &["--slow-bytes", "/config.json", "--byte-interval-ms", "100"]);
-    let env = [("HF_HUB_DOWNLOAD_TIMEOUT", "60"), ("CKPTKIT_HUB_RUN_TIMEOUT", "2")];
+    let env = [("HF_HUB_DOWNLOAD_TIMEOUT", "60"), ("CKPTPILOT_HUB_RUN_TIMEOUT", "2")];
     let r = h.run_for(&["audit", "test-org/llama"], &env, Duration::from_secs(30));
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(
-        r.stderr.contains("timed out after 2 s, the deadline for the whole remote read (CKPTKIT_HUB_RUN_TIMEOUT)"),
+        r.stderr.contains("timed out after 2 s, the deadline for the whole remote read (CKPTPILOT_HUB_RUN_TIMEOUT)"),
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("help: raise CKPTKIT_HUB_RUN_TIMEOUT"), "{}", r.stderr);
+    assert!(r.stderr.contains("help: raise CKPTPILOT_HUB_RUN_TIMEOUT"), "{}", r.stderr);
     assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
 
     // A server that asks to come back in 30 s, again and again: no retry past the run's deadline.
     let h = hub(&["llama"], &[], &["--fail-first", "1000", "--fail-status", "429", "--retry-after", "30"]);
-    let r = h.run_for(&["audit", "test-org/llama"], &[("CKPTKIT_HUB_RUN_TIMEOUT", "3")], Duration::from_secs(30));
+    let r = h.run_for(&["audit", "test-org/llama"], &[("CKPTPILOT_HUB_RUN_TIMEOUT", "3")], Duration::from_secs(30));
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.stderr.contains("(CKPTKIT_HUB_RUN_TIMEOUT)") && r.stderr.contains("HTTP 429"), "{}", r.stderr);
+    assert!(r.stderr.contains("(CKPTPILOT_HUB_RUN_TIMEOUT)") && r.stderr.contains("HTTP 429"), "{}", r.stderr);
     assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
     assert_eq!(h.stats(false)["requests"], 1);
 }
@@ -784,7 +784,7 @@ fn server_text_in_messages_is_escaped() {
     assert!(!r.stderr.contains(['\x1b', '\x07']), "{:?}", r.stderr);
 }
 
-/// ckptkit with stderr on a pseudo-terminal (python's `pty`), killed after 30 s: (exit status,
+/// ckptpilot with stderr on a pseudo-terminal (python's `pty`), killed after 30 s: (exit status,
 /// what the terminal showed).
 fn run_on_a_terminal(h: &Hub, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     const PTY: &str = r#"

@@ -2,7 +2,7 @@
 //! bytes, through the library's validator and the whole audit.
 
 mod common;
-use ckptkit::checkpoint::header;
+use ckptpilot::checkpoint::header;
 use common::*;
 
 /// xorshift64*: deterministic, no dependency.

@@ -40,7 +40,7 @@ fn wait_bounded(mut child: std::process::Child, limit: Duration) -> (i32, Option
         }
         if t0.elapsed() > limit {
             let _ = child.kill();
-            panic!("ckptkit did not finish within {limit:?}");
+            panic!("ckptpilot did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -75,7 +75,7 @@ fn audit_bounded(dir: &Path) -> Value {
     serde_json::from_str(&stdout).unwrap()
 }
 
-// 1. A reader that goes away: `ckptkit remap … --json | head -c1`, `ckptkit audit … | true`.
+// 1. A reader that goes away: `ckptpilot remap … --json | head -c1`, `ckptpilot audit … | true`.
 #[test]
 fn a_closed_stdout_ends_quietly() {
     let ds = fixture("deepseek-fp8");
@@ -125,7 +125,7 @@ fn a_closed_stdout_ends_quietly() {
         .status()
         .unwrap();
     assert_eq!(st.code(), Some(0));
-    assert!(tmp.path().join("ckptkit-verify.1").exists(), "every page written");
+    assert!(tmp.path().join("ckptpilot-verify.1").exists(), "every page written");
 }
 
 // 2. `dequant --out D` where D holds something else: refused, nothing touched; --force writes.
@@ -164,7 +164,7 @@ fn a_second_writer_is_refused_while_the_first_runs() {
     let model = fixture("deepseek-fp8");
     let first = Command::new(bin())
         .args(dequant_args(model.to_str().unwrap(), out.to_str().unwrap(), &[]))
-        .env("CKPTKIT_FAULT_PAUSE_MS", "1000")
+        .env("CKPTPILOT_FAULT_PAUSE_MS", "1000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -172,7 +172,7 @@ fn a_second_writer_is_refused_while_the_first_runs() {
     let pid = first.id();
     // Wait until the first run holds the lock (it writes its state file right after).
     let t0 = Instant::now();
-    while !out.join(".ckptkit-dequant.json").exists() {
+    while !out.join(".ckptpilot-dequant.json").exists() {
         assert!(t0.elapsed() < Duration::from_secs(30), "the first run never started");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -185,7 +185,7 @@ fn a_second_writer_is_refused_while_the_first_runs() {
     assert_eq!(outputs(&out), clean, "the first run's output is whole");
 }
 
-// 4. A symlink planted where ckptkit writes is never followed.
+// 4. A symlink planted where ckptpilot writes is never followed.
 #[test]
 fn planted_symlinks_are_replaced_not_followed() {
     let tmp = tempfile::tempdir().unwrap();
@@ -193,7 +193,7 @@ fn planted_symlinks_are_replaced_not_followed() {
     std::fs::write(&victim, b"do not touch").unwrap();
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    for name in ["model-00001-of-00004.safetensors", "model-00001-of-00004.safetensors.tmp-ckptkit", "config.json"] {
+    for name in ["model-00001-of-00004.safetensors", "model-00001-of-00004.safetensors.tmp-ckptpilot", "config.json"] {
         std::os::unix::fs::symlink(&victim, out.join(name)).unwrap();
     }
     let model = fixture("deepseek-fp8");
@@ -213,7 +213,7 @@ fn planted_symlinks_are_replaced_not_followed() {
     assert_eq!(s["shards_written"], 1);
     assert_eq!(std::fs::read(&victim).unwrap(), b"do not touch");
     let mut got = outputs(&out);
-    got.remove("model-00001-of-00004.safetensors.tmp-ckptkit");
+    got.remove("model-00001-of-00004.safetensors.tmp-ckptpilot");
     let (_t, clean) = clean_output();
     assert_eq!(got, clean);
 }
@@ -226,11 +226,11 @@ fn a_planted_lock_link_stops_the_run() {
     std::fs::write(&victim, b"do not touch").unwrap();
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    std::os::unix::fs::symlink(&victim, out.join(".ckptkit-dir.lock")).unwrap();
+    std::os::unix::fs::symlink(&victim, out.join(".ckptpilot-dir.lock")).unwrap();
     let model = fixture("deepseek-fp8");
     let r = run(&dequant_args(model.to_str().unwrap(), out.to_str().unwrap(), &[]));
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.stderr.contains(".ckptkit-dir.lock"), "{}", r.stderr);
+    assert!(r.stderr.contains(".ckptpilot-dir.lock"), "{}", r.stderr);
     assert_eq!(std::fs::read(&victim).unwrap(), b"do not touch");
 }
 
@@ -241,7 +241,7 @@ fn an_input_truncated_during_dequant_is_an_error_not_a_sigbus() {
     let out = c.tmp.path().join("out");
     let child = Command::new(bin())
         .args(dequant_args(c.dir.to_str().unwrap(), out.to_str().unwrap(), &[]))
-        .env("CKPTKIT_FAULT_PAUSE_MS", "1500")
+        .env("CKPTPILOT_FAULT_PAUSE_MS", "1500")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -254,7 +254,7 @@ fn an_input_truncated_during_dequant_is_an_error_not_a_sigbus() {
             && std::fs::read_dir(&out)
                 .unwrap()
                 .flatten()
-                .any(|e| e.file_name().to_string_lossy().contains(".ckptkit-tmp."))
+                .any(|e| e.file_name().to_string_lossy().contains(".ckptpilot-tmp."))
     };
     while !tmp_exists() {
         assert!(t0.elapsed() < Duration::from_secs(30), "the run never started");
@@ -272,7 +272,7 @@ fn an_input_truncated_during_dequant_is_an_error_not_a_sigbus() {
     let left: Vec<String> =
         std::fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert!(!left.iter().any(|f| f.ends_with(".safetensors")), "no shard from a changing input: {left:?}");
-    assert!(!left.iter().any(|f| f.contains(".ckptkit-tmp.")), "the temporary file is removed: {left:?}");
+    assert!(!left.iter().any(|f| f.contains(".ckptpilot-tmp.")), "the temporary file is removed: {left:?}");
 }
 
 // 7. A FIFO, a device or a directory where a file should be: a named finding, no hang, no OOM.
@@ -381,7 +381,7 @@ fn manifest_covers_every_file_and_verifies_from_anywhere() {
     assert_eq!(status("config.json").as_deref(), Some("ok"));
 }
 
-// 12 and the CLI: usage errors exit 2; those ckptkit prints itself carry error: and help: lines.
+// 12 and the CLI: usage errors exit 2; those ckptpilot prints itself carry error: and help: lines.
 #[test]
 fn usage_errors_exit_2_with_help() {
     for args in [
@@ -401,7 +401,7 @@ fn usage_errors_exit_2_with_help() {
     let r = run(&["plan", "fixtures/configs/qwen3-0.6b", "--max-model-len", "1.5K"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("error:") && r.stderr.contains("decimals are only allowed"), "{}", r.stderr);
-    // Errors ckptkit prints itself always carry a help line.
+    // Errors ckptpilot prints itself always carry a help line.
     let r = run(&["audit", "/nonexistent/model"]);
     assert_eq!(r.code, 3);
     assert!(r.stderr.starts_with("error: ") && r.stderr.contains("\nhelp: "), "{}", r.stderr);
@@ -444,10 +444,10 @@ fn one_target_default_printed_everywhere() {
     assert!(r.stdout.lines().next().unwrap().contains("target vllm"), "{}", r.stdout);
     let r = run(&["remap", m]);
     assert!(r.stdout.lines().next().unwrap().contains("target vllm"), "{}", r.stdout);
-    let r = run_env(&["audit", m, "--json"], &[("CKPTKIT_TARGET", "vllm-ascend")]);
+    let r = run_env(&["audit", m, "--json"], &[("CKPTPILOT_TARGET", "vllm-ascend")]);
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["tool"]["target"], "vllm-ascend");
-    let r = run_env(&["plan", m, "--json"], &[("CKPTKIT_TARGET", "vllm-ascend")]);
+    let r = run_env(&["plan", m, "--json"], &[("CKPTPILOT_TARGET", "vllm-ascend")]);
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["target"], "vllm-ascend");
     let r = run(&["plan", m, "--json", "--target", "vllm-ascend"]);
@@ -465,18 +465,18 @@ fn completions_and_man_page() {
     let r = run(&["man"]);
     assert_eq!(r.code, 0);
     assert!(
-        r.stdout.starts_with(".ie") || r.stdout.contains(".TH ckptkit"),
+        r.stdout.starts_with(".ie") || r.stdout.contains(".TH ckptpilot"),
         "{}",
         &r.stdout[..200.min(r.stdout.len())]
     );
     let d = tempfile::tempdir().unwrap();
     let r = run(&["man", "--out", d.path().to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let page = std::fs::read_to_string(d.path().join("ckptkit-dequant.1")).unwrap();
+    let page = std::fs::read_to_string(d.path().join("ckptpilot-dequant.1")).unwrap();
     assert!(page.contains("trust\\-existing"), "{page}");
 }
 
-/// A rerun does not overwrite a file someone edited in the output since ckptkit wrote it: the new
+/// A rerun does not overwrite a file someone edited in the output since ckptpilot wrote it: the new
 /// version goes beside it as FILE.new, and the run says so.
 #[test]
 fn dequant_keeps_an_edited_output_file() {
@@ -509,12 +509,12 @@ fn a_part_leaves_other_parts_temporary_files_alone() {
     assert!(!mine.is_empty() && mine.len() < 4);
     // … and another part, on another host, is writing its shards now.
     for s in &shards {
-        std::fs::write(out.join(format!(".{s}.ckptkit-tmp.7@elsewhere.0")), b"partial").unwrap();
+        std::fs::write(out.join(format!(".{s}.ckptpilot-tmp.7@elsewhere.0")), b"partial").unwrap();
     }
     let r = run(&dequant_args(m, out.to_str().unwrap(), &["--part", "1/2"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     for s in &shards {
-        let t = out.join(format!(".{s}.ckptkit-tmp.7@elsewhere.0"));
+        let t = out.join(format!(".{s}.ckptpilot-tmp.7@elsewhere.0"));
         assert_eq!(t.exists(), !mine.contains(&s), "{s}");
     }
 }
@@ -529,14 +529,14 @@ fn the_lock_names_the_part_runs_that_hold_it() {
     assert_eq!(run(&dequant_args(m, out.to_str().unwrap(), &["--part", "2/2"])).code, 0);
     let part = Command::new(bin())
         .args(dequant_args(m, out.to_str().unwrap(), &["--part", "1/2"]))
-        .env("CKPTKIT_FAULT_PAUSE_MS", "1500")
+        .env("CKPTPILOT_FAULT_PAUSE_MS", "1500")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = part.id();
     let t0 = Instant::now();
-    while !std::fs::read_dir(&out).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains(".ckptkit-tmp."))
+    while !std::fs::read_dir(&out).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains(".ckptpilot-tmp."))
     {
         assert!(t0.elapsed() < Duration::from_secs(30), "the part never started");
         std::thread::sleep(Duration::from_millis(10));

@@ -1,4 +1,4 @@
-//! `ckptkit stub`: generated Python compiles, the pure mapping module reproduces the Rust remap
+//! `ckptpilot stub`: generated Python compiles, the pure mapping module reproduces the Rust remap
 //! table on every fixture, scripts pass `bash -n`, smoke.py is exercised against local HTTP servers,
 //! the delivery YAML and tutorial have what vllm-ascend requires. Needs python3 (CI has it); tests
 //! print a visible SKIP line and return where it is absent.
@@ -30,7 +30,7 @@ fn stub(fixture_name: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
     let args: Vec<&str> = a.iter().map(String::as_str).collect();
     let mut r = run(&args);
     if r.code == 1 && r.stderr.contains("plan finds no feasible configuration") && !extra.contains(&"--target") {
-        // `ckptkit plan` finds no configuration of this fp8 fixture that vLLM serves on GPUs
+        // `ckptpilot plan` finds no configuration of this fp8 fixture that vLLM serves on GPUs
         // (deepseek-fp8: fp8 blocks that do not divide its MLP; qwen3-*-fp8, ct-fp8-block: block
         // scales that do not load), so stub writes no vllm kit; the vllm-ascend one (dequantized at
         // load) is feasible.
@@ -749,7 +749,7 @@ fn architecture_only_in_text_config_is_passed_with_hf_overrides() {
     // Run: every variant passes exactly one --hf-overrides (a second would replace the first), the
     // `isolated` one with the distinct name in place of the architecture.
     for (variant, arch) in
-        [("default", "Qwen3ForCausalLM"), ("eager", "Qwen3ForCausalLM"), ("isolated", "Qwen3ForCausalLMCkptkit")]
+        [("default", "Qwen3ForCausalLM"), ("eager", "Qwen3ForCausalLM"), ("isolated", "Qwen3ForCausalLMCkptpilot")]
     {
         let call = serve(&out.join("validation/serve_stage_b.sh"), variant, &[]);
         let overrides = call.all("--hf-overrides");
@@ -923,7 +923,7 @@ fn generated_python_passes_ruff_on_every_fixture() {
                     if (target == "vllm-ascend" && fp4) || (target == "vllm" && f.starts_with("modelslim-")) {
                         assert!(r.stderr.contains("cannot serve"), "{f}: {}", r.stderr);
                     } else {
-                        assert!(r.stderr.contains("`ckptkit plan`"), "{f} {target}: {}", r.stderr);
+                        assert!(r.stderr.contains("`ckptpilot plan`"), "{f} {target}: {}", r.stderr);
                     }
                     run(&[
                         "stub",
@@ -1051,7 +1051,7 @@ fn four_bit_formats_ascend_cannot_serve_are_refused_with_convert_first_and_the_c
         assert_eq!(r.code, 1, "{f}: {}", r.stderr);
         assert!(r.stderr.contains(quoted), "{f}: {}", r.stderr);
         assert!(
-            r.stderr.contains("help: convert it first") && r.stderr.contains("ckptkit dequant"),
+            r.stderr.contains("help: convert it first") && r.stderr.contains("ckptpilot dequant"),
             "{f}: {}",
             r.stderr
         );
@@ -1162,7 +1162,7 @@ fn a_directory_name_that_is_no_name_becomes_one() {
 
 #[test]
 fn stub_refuses_a_tp_plan_predicts_fails_unless_allowed() {
-    // Issue 21.2: `stub fixtures/qwen3-moe-fp8` exited 0 with a TP 1 kit although `ckptkit plan`
+    // Issue 21.2: `stub fixtures/qwen3-moe-fp8` exited 0 with a TP 1 kit although `ckptpilot plan`
     // predicts a load error there (scale-load) and at every other TP.
     let tmp = tempfile::tempdir().unwrap();
     let m = fixture("qwen3-moe-fp8");
@@ -1181,14 +1181,14 @@ fn stub_refuses_a_tp_plan_predicts_fails_unless_allowed() {
     let r = run(&["stub", m.to_str().unwrap(), "--out", out.to_str().unwrap(), "--allow-infeasible"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stderr.contains("warning: `ckptkit plan --target vllm` predicts that vLLM 0.33.0 fails at TP 1"),
+        r.stderr.contains("warning: `ckptpilot plan --target vllm` predicts that vLLM 0.33.0 fails at TP 1"),
         "{}",
         r.stderr
     );
     for s in ["serve_stage_a.sh", "serve_stage_b.sh"] {
         let text = read(&out.join("validation").join(s));
         assert!(
-            text.contains("# WARNING: `ckptkit plan --target vllm` predicts that vLLM 0.33.0 fails at TP 1"),
+            text.contains("# WARNING: `ckptpilot plan --target vllm` predicts that vLLM 0.33.0 fails at TP 1"),
             "{s}"
         );
         assert!(text.contains("scale-load: RuntimeError"), "{s}");
@@ -1200,7 +1200,7 @@ fn stub_refuses_a_tp_plan_predicts_fails_unless_allowed() {
     assert_eq!(f["plan"]["feasible"], false);
     assert_eq!(f["plan"]["predicted_failures"][0]["rule"], "scale-load");
     assert!(f["plan"]["smallest_feasible"].is_null());
-    assert!(read(&out.join("delivery/report.en.md")).contains("> **Warning:** `ckptkit plan --target vllm` predicts"));
+    assert!(read(&out.join("delivery/report.en.md")).contains("> **Warning:** `ckptpilot plan --target vllm` predicts"));
     // A TP the plan refuses, with one it finds feasible named in the message and the fix.
     let out = tmp.path().join("tp8");
     let r = run(&["stub", fixture("qwen3-moe").to_str().unwrap(), "--out", out.to_str().unwrap(), "--tp", "8"]);
@@ -1248,7 +1248,7 @@ fn a_modelslim_kit_for_vllm_never_passes_quantization_ascend() {
 
 #[test]
 fn a_modelslim_checkpoint_on_vllm_is_refused_as_plan_refuses_it() {
-    // Issue 21.2, with the plan change of the same issue: `ckptkit plan --target vllm` reports an
+    // Issue 21.2, with the plan change of the same issue: `ckptpilot plan --target vllm` reports an
     // error for a ModelSlim checkpoint (vLLM on GPUs has no `ascend` quantization); stub inherits
     // it by consulting plan. Passes once plan says so.
     let tmp = tempfile::tempdir().unwrap();
@@ -1415,7 +1415,7 @@ fn the_kit_says_the_plugin_replaces_vllms_class_and_serves_under_a_distinct_name
     let Some(py) = python() else { return };
     let (_tmp, out) = stub("llama", &[]);
     let arch = "LlamaForCausalLM";
-    let alias = format!("{arch}Ckptkit");
+    let alias = format!("{arch}Ckptpilot");
     let env = "LLAMA_VLLM_REPLACE_ARCHITECTURE";
     let readme = read(&out.join("README.md"));
     assert!(
@@ -1486,7 +1486,7 @@ fn the_kit_says_the_plugin_replaces_vllms_class_and_serves_under_a_distinct_name
     assert!(!read(&out.join("validation/serve_stage_b.sh")).contains("isolated)"));
     assert!(!r.stdout.contains("instead of vLLM's own class"));
     let init = read(&files_with(&out, "py").into_iter().find(|p| p.ends_with("__init__.py")).unwrap());
-    assert!(init.contains("has no class of its own for BrandNewForCausalLM") && !init.contains("Ckptkit"), "{init}");
+    assert!(init.contains("has no class of its own for BrandNewForCausalLM") && !init.contains("Ckptpilot"), "{init}");
 }
 
 #[test]

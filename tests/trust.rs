@@ -79,18 +79,18 @@ fn temp_files(dir: &Path) -> Vec<String> {
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.contains(".ckptkit-tmp."))
+                .filter(|n| n.contains(".ckptpilot-tmp."))
                 .collect()
         })
         .unwrap_or_default()
 }
 
-/// A writing command held by the test hook (CKPTKIT_FAULT_PAUSE_MS) just after it created its
+/// A writing command held by the test hook (CKPTPILOT_FAULT_PAUSE_MS) just after it created its
 /// temporary file, with stderr captured for [`wait_child`].
 fn paused(args: &[&str], pause_ms: u64) -> std::process::Child {
     Command::new(bin())
         .args(args)
-        .env("CKPTKIT_FAULT_PAUSE_MS", pause_ms.to_string())
+        .env("CKPTPILOT_FAULT_PAUSE_MS", pause_ms.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -160,7 +160,7 @@ fn one_lock_per_output_directory_across_commands() {
         let r = run(&args);
         assert_eq!(r.code, 3, "dequant {extra:?} while quantize writes: {}", r.stderr);
         assert!(r.stderr.contains(&format!("PID {pid}")), "names the holder: {}", r.stderr);
-        assert!(r.stderr.contains("ckptkit quantize"), "names the command: {}", r.stderr);
+        assert!(r.stderr.contains("ckptpilot quantize"), "names the command: {}", r.stderr);
         assert!(!r.stderr.contains("No such file"), "{}", r.stderr);
     }
     // dequant's files are model-*.safetensors; quantize writes quant_model_weights*: none of the
@@ -171,7 +171,7 @@ fn one_lock_per_output_directory_across_commands() {
     let (code, err) = wait_child(first);
     assert_eq!(code, Some(0), "the first run finishes whole: {err}");
     // Released: the lock file is left empty and the directory is the first run's.
-    assert_eq!(std::fs::read(out.join(".ckptkit-dir.lock")).unwrap(), b"");
+    assert_eq!(std::fs::read(out.join(".ckptpilot-dir.lock")).unwrap(), b"");
 }
 
 #[test]
@@ -233,7 +233,7 @@ fn audit_and_plan_agree_on_what_the_target_serves() {
     assert_eq!(code, 1);
     let f = expect(&v, "target-unsupported", "error");
     assert!(f["message"].as_str().unwrap().contains("AscendFp8Config"), "{f}");
-    assert!(f["hint"].as_str().unwrap().contains("ckptkit stub MODEL --target vllm-ascend"), "{f}");
+    assert!(f["hint"].as_str().unwrap().contains("ckptpilot stub MODEL --target vllm-ascend"), "{f}");
     let p = run(&["plan", fp8.to_str().unwrap(), "--tp", "1", "--target", "vllm-ascend"]);
     assert_eq!(p.code, 1, "{}", p.stdout);
     assert!(p.stdout.contains("dequantizes fp8 to bf16 at load time"), "{}", p.stdout);
@@ -336,7 +336,7 @@ fn pickle_only_weights_load_in_vllm_and_are_said_to_be_unchecked() {
 }
 
 #[test]
-fn a_manifest_leaves_ckptkit_own_files_out() {
+fn a_manifest_leaves_ckptpilot_own_files_out() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let model = fixture("deepseek-fp8");
@@ -345,12 +345,12 @@ fn a_manifest_leaves_ckptkit_own_files_out() {
     let manifest = tmp.path().join("m.json");
     assert_eq!(run(&["audit", out.to_str().unwrap(), "--checksum", manifest.to_str().unwrap()]).code, 0);
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
-    assert!(!m.to_string().contains(".ckptkit-"), "own files hashed: {m}");
+    assert!(!m.to_string().contains(".ckptpilot-"), "own files hashed: {m}");
     // A rerun rewrites the state and the lock; the checkpoint is unchanged.
     assert_eq!(run(&args).code, 0);
     let r = run(&["verify", manifest.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stdout);
-    assert!(!r.stdout.contains(".ckptkit-"), "{}", r.stdout);
+    assert!(!r.stdout.contains(".ckptpilot-"), "{}", r.stdout);
 }
 
 /// stub takes the same directory lock: it never writes into a directory a conversion is writing,
@@ -366,14 +366,14 @@ fn stub_shares_the_directory_lock() {
     let llama = fixture("llama");
     let r = run(&["stub", llama.to_str().unwrap(), "--out", out.to_str().unwrap(), "--force"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
-    assert!(r.stderr.contains(&format!("PID {pid}")) && r.stderr.contains("ckptkit dequant"), "{}", r.stderr);
-    assert!(!out.join(".ckptkit-stub.json").exists(), "stub wrote nothing");
+    assert!(r.stderr.contains(&format!("PID {pid}")) && r.stderr.contains("ckptpilot dequant"), "{}", r.stderr);
+    assert!(!out.join(".ckptpilot-stub.json").exists(), "stub wrote nothing");
     let (code, err) = wait_child(first);
     assert_eq!(code, Some(0), "{err}");
     // A finished run's empty lock file does not make a new directory "not empty" for stub.
     let kit = tmp.path().join("kit");
     std::fs::create_dir(&kit).unwrap();
-    std::fs::write(kit.join(".ckptkit-dir.lock"), b"").unwrap();
+    std::fs::write(kit.join(".ckptpilot-dir.lock"), b"").unwrap();
     let r = run(&["stub", llama.to_str().unwrap(), "--out", kit.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }

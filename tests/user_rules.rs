@@ -1,6 +1,6 @@
 //! `--rules` on every command: an architecture described by a user rule file is treated exactly
 //! like the built-in family the file was written from. A copy of fixtures/qwen3-moe renamed to an
-//! architecture and model type ckptkit has never heard of, with a rule file copied from the
+//! architecture and model type ckptpilot has never heard of, with a rule file copied from the
 //! built-in qwen3_moe.json, must give the same audit, plan, remap and stub as the original.
 
 mod common;
@@ -56,7 +56,7 @@ fn files(dir: &Path) -> Vec<(String, String)> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.file_name().unwrap() != ".ckptkit-stub.json" {
+            } else if p.file_name().unwrap() != ".ckptpilot-stub.json" {
                 let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
                 out.push((rel, std::fs::read_to_string(&p).unwrap_or_default()));
             }
@@ -71,7 +71,7 @@ fn files(dir: &Path) -> Vec<(String, String)> {
 /// has; everything else must be equal.
 fn without_provenance(mut v: Value) -> Value {
     if let Some(o) = v.as_object_mut() {
-        if o.get("schema").and_then(Value::as_str).is_some_and(|s| s.starts_with("ckptkit.plan")) {
+        if o.get("schema").and_then(Value::as_str).is_some_and(|s| s.starts_with("ckptpilot.plan")) {
             o.remove("family");
         }
         if let Some(f) = o.get_mut("family").and_then(Value::as_object_mut) {
@@ -99,7 +99,7 @@ fn a_user_family_is_treated_like_the_builtin_it_copies() {
     let original = fixture("qwen3-moe");
     let (m, o, r) = (model.to_str().unwrap(), original.to_str().unwrap(), rules.to_str().unwrap());
 
-    // Without the rule file ckptkit does not know the architecture: plan counts a generic
+    // Without the rule file ckptpilot does not know the architecture: plan counts a generic
     // decoder and remap has to guess, so the rule file is what makes them equal below.
     let guess = run(&["remap", m, "--json"]);
     let g: Value = serde_json::from_str(&guess.stdout).unwrap();

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the ckptkit wheel: the `ckptkit` command (an entry point into the extension module, which
+# Build the ckptpilot wheel: the `ckptpilot` command (an entry point into the extension module, which
 # runs the same command line in-process), the Python API, the type stubs, and shell completions and
 # the man page in the wheel's data directory (installed under the environment's share/).
 #
@@ -15,14 +15,14 @@ maturin=(maturin)
 command -v maturin >/dev/null 2>&1 || maturin=(python3 -m maturin)
 
 # Completions and the man page come from this machine's build of the same sources.
-cargo build --release --locked --bin ckptkit
+cargo build --release --locked --bin ckptpilot
 data=python/build/data/data/share
 rm -rf python/build/data
 mkdir -p "$data/man/man1" "$data/bash-completion/completions" "$data/zsh/site-functions" "$data/fish/vendor_completions.d"
-./target/release/ckptkit man --out "$data/man/man1" >/dev/null
-./target/release/ckptkit completions bash >"$data/bash-completion/completions/ckptkit"
-./target/release/ckptkit completions zsh >"$data/zsh/site-functions/_ckptkit"
-./target/release/ckptkit completions fish >"$data/fish/vendor_completions.d/ckptkit.fish"
+./target/release/ckptpilot man --out "$data/man/man1" >/dev/null
+./target/release/ckptpilot completions bash >"$data/bash-completion/completions/ckptpilot"
+./target/release/ckptpilot completions zsh >"$data/zsh/site-functions/_ckptpilot"
+./target/release/ckptpilot completions fish >"$data/fish/vendor_completions.d/ckptpilot.fish"
 
 args=(build --release --locked --manifest-path python/Cargo.toml --out target/wheels)
 # With zig (pip install ziglang) as the linker the wheel is manylinux2014 (glibc >= 2.17: CentOS 7,

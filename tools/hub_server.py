@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""A local stand-in for the Hugging Face Hub, for testing and benchmarking ckptkit's remote pre-flight.
+"""A local stand-in for the Hugging Face Hub, for testing and benchmarking ckptpilot's remote pre-flight.
 
 Python 3 standard library only. It serves the small part of the Hub's HTTP API that a header-only
-pre-flight (ckptkit's, or huggingface_hub's `get_safetensors_metadata`) touches, from a directory tree:
+pre-flight (ckptpilot's, or huggingface_hub's `get_safetensors_metadata`) touches, from a directory tree:
 
     python3 tools/hub_server.py ROOT --port-file FILE [--port 0] [--ignore-range]
         [--fail-first N] [--fail-status 503] [--retry-after S] [--redirect [--redirect-host H]] [--latency-ms 0]

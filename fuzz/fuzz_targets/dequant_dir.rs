@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ckptkit::fuzzing::dequant_dir(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ckptpilot::fuzzing::dequant_dir(data));

@@ -1,11 +1,11 @@
-//! `ckptkit._ckptkit`: the extension module behind the Python package. It runs ckptkit's own
-//! command line in-process (the `ckptkit` console script, and the `--json` reports the Python API
+//! `ckptpilot._ckptpilot`: the extension module behind the Python package. It runs ckptpilot's own
+//! command line in-process (the `ckptpilot` console script, and the `--json` reports the Python API
 //! returns, captured as the very bytes the command prints), and exposes the fp8 kernel over bytes.
 //! Everything here releases the GIL while Rust runs.
 
-use ckptkit::checkpoint::dtype::Dtype;
-use ckptkit::quant::fp8::{self, Fp8Format, OutDtype, Scales};
-use ckptkit::quant::scheme::ScaleLayout;
+use ckptpilot::checkpoint::dtype::Dtype;
+use ckptpilot::quant::fp8::{self, Fp8Format, OutDtype, Scales};
+use ckptpilot::quant::scheme::ScaleLayout;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes};
@@ -14,20 +14,20 @@ use std::ffi::OsString;
 /// Run the command line `argv` (program name first), printing as the binary does; the exit status.
 #[pyfunction]
 fn _cli(py: Python<'_>, argv: Vec<String>) -> u8 {
-    py.detach(|| ckptkit::cli::main_with(argv.into_iter().map(OsString::from)))
+    py.detach(|| ckptpilot::cli::main_with(argv.into_iter().map(OsString::from)))
 }
 
 /// Run `argv` with its report captured: (exit status, stdout bytes, [(error, help), ...]).
 #[pyfunction]
 fn _run_captured<'py>(py: Python<'py>, argv: Vec<String>) -> (u8, Bound<'py, PyBytes>, Vec<(String, String)>) {
-    let (status, got) = py.detach(|| ckptkit::cli::run_captured(argv.into_iter().map(OsString::from)));
+    let (status, got) = py.detach(|| ckptpilot::cli::run_captured(argv.into_iter().map(OsString::from)));
     (status, PyBytes::new(py, &got.stdout), got.errors)
 }
 
 /// fp8 codes (`weight`, `shape` = [..., N, K]) times f32 `scale` (its layout: "block" with
 /// `block` = (bn, bk), "channel" or "tensor") into `out_dtype` ("bfloat16", "float16", "float32"),
 /// as little-endian bytes (a bytearray: arrays over it are writable). The kernel of
-/// `ckptkit dequant`: exact decode, one f32 multiply, one rounding (to nearest even).
+/// `ckptpilot dequant`: exact decode, one f32 multiply, one rounding (to nearest even).
 #[pyfunction]
 #[pyo3(signature = (weight, shape, fmt, scale, layout, block=None, out_dtype="bfloat16"))]
 #[allow(clippy::too_many_arguments)]
@@ -67,9 +67,9 @@ fn _dequantize_fp8<'py>(
 }
 
 #[pymodule]
-fn _ckptkit(m: &Bound<'_, PyModule>) -> PyResult<()> {
+fn _ckptpilot(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("VLLM_REFERENCE", ckptkit::audit::VLLM_REFERENCE)?;
+    m.add("VLLM_REFERENCE", ckptpilot::audit::VLLM_REFERENCE)?;
     m.add_function(wrap_pyfunction!(_cli, m)?)?;
     m.add_function(wrap_pyfunction!(_run_captured, m)?)?;
     m.add_function(wrap_pyfunction!(_dequantize_fp8, m)?)?;

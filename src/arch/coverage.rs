@@ -1,13 +1,13 @@
-//! What ckptkit knows, architecture by architecture: the family whose rules serve it, the vLLM
+//! What ckptpilot knows, architecture by architecture: the family whose rules serve it, the vLLM
 //! class, and the TP sizes at which a recorded vLLM oracle run verifies it (`evidence.json`, written
 //! by `tools/oracle/evidence.py` from fixtures/oracle and checked against the records by
-//! tests/families_table.rs). `ckptkit families` prints it; the README's coverage table is its `--md`.
+//! tests/families_table.rs). `ckptpilot families` prints it; the README's coverage table is its `--md`.
 
 use super::rules::RuleSet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const SCHEMA: &str = "ckptkit.families/1";
+pub const SCHEMA: &str = "ckptpilot.families/1";
 
 #[derive(Debug, Deserialize)]
 struct Evidence {

@@ -418,7 +418,7 @@ impl crate::ui::Help for RulesError {
                 "check the --rules path: a readable regular JSON file".into()
             }
             RulesError::Invalid { .. } => {
-                "fix the named field (README: \"Rule files\"); `ckptkit remap MODEL --emit-rules FILE` writes a valid starting point"
+                "fix the named field (README: \"Rule files\"); `ckptpilot remap MODEL --emit-rules FILE` writes a valid starting point"
                     .into()
             }
         }

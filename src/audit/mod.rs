@@ -1,4 +1,4 @@
-//! `ckptkit audit`: everything a vLLM bring-up needs to know about a checkpoint, from headers alone.
+//! `ckptpilot audit`: everything a vLLM bring-up needs to know about a checkpoint, from headers alone.
 
 pub use crate::checkpoint::names;
 pub mod structure;
@@ -13,8 +13,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// The version of the `--json` schema. Bump on any incompatible change.
-pub const SCHEMA: &str = "ckptkit.audit/1";
-/// The vLLM release whose loading rules ckptkit reproduces.
+pub const SCHEMA: &str = "ckptpilot.audit/1";
+/// The vLLM release whose loading rules ckptpilot reproduces.
 pub use crate::target::VLLM_REFERENCE;
 
 #[derive(Debug, Serialize)]
@@ -29,7 +29,7 @@ pub struct ToolInfo {
 impl ToolInfo {
     pub fn current() -> Self {
         ToolInfo {
-            name: "ckptkit",
+            name: "ckptpilot",
             version: env!("CARGO_PKG_VERSION"),
             vllm_reference: VLLM_REFERENCE,
             target: crate::target::Target::default().as_str(),
@@ -121,7 +121,7 @@ impl AuditReport {
 
 /// Run every check over an opened checkpoint. `open_findings` are those the reader produced.
 /// The remap's reverse check, when the architecture has built-in rules (unknown architectures are
-/// left to `ckptkit remap`, which infers a family and says how sure it is).
+/// left to `ckptpilot remap`, which infers a family and says how sure it is).
 fn remap_check(input: &str, ck: &Checkpoint, rules: &RuleSet, target: crate::target::Target) -> Vec<Finding> {
     let Some(family) =
         ck.config.as_ref().and_then(|c| c.architecture.as_deref()).and_then(|a| rules.for_architecture(a))
@@ -149,7 +149,7 @@ fn fold_consequences(
     let modelslim_reported =
         reported.iter().any(|f| matches!(f.code, Code::ModelslimMissing | Code::ModelslimCompanion));
     let companion = |t: &str| crate::quant::modelslim::companion_suffixes().any(|s| t.ends_with(s));
-    // Pickle weights only: vLLM loads them, ckptkit cannot look: nothing is known to be missing.
+    // Pickle weights only: vLLM loads them, ckptpilot cannot look: nothing is known to be missing.
     let pickles_only = reported.iter().any(|f| f.code == Code::PickleWeightsOnly);
     let mut folded = 0usize;
     let mut out: Vec<Finding> = remap

@@ -491,7 +491,7 @@ fn tie_and_embeddings(
             let (default, whose) = match rules.tie_default(&[cfg.text_model_type.as_deref(), cfg.model_type.as_deref()])
             {
                 (d, Some(mt)) => (d, format!("transformers' default for model_type {mt}")),
-                (d, None) => (d, "PretrainedConfig's default (model_type unknown to ckptkit)".to_string()),
+                (d, None) => (d, "PretrainedConfig's default (model_type unknown to ckptpilot)".to_string()),
             };
             let how = format!(
                 "absent from config.json; {whose} is {default}; the checkpoint {} lm_head.weight",
@@ -567,7 +567,7 @@ fn qk_norm(
     let desc = match (qs, ks) {
         (Some(a), Some(b)) if a == hd && b == hd => format!("per-head: q_norm and k_norm are [{hd}] (head_dim); they need no TP sharding"),
         (Some(a), Some(b)) if a == heads * hd && b == kv * hd => format!(
-            "full-width: q_norm [{a}] = {heads} heads x {hd}, k_norm [{b}] = {kv} KV heads x {hd}; they shard with the heads under TP (check `ckptkit plan`)"
+            "full-width: q_norm [{a}] = {heads} heads x {hd}, k_norm [{b}] = {kv} KV heads x {hd}; they shard with the heads under TP (check `ckptpilot plan`)"
         ),
         _ => {
             out.push(

@@ -572,12 +572,12 @@ fn select(
     if !l.pickles.is_empty() {
         if selected.is_empty() && !had_index_file {
             // vLLM's _prepare_weights (load_format auto) falls back to `*.bin` / `*.pt` when no
-            // safetensors are there: the model loads; only ckptkit cannot look inside pickles.
+            // safetensors are there: the model loads; only ckptpilot cannot look inside pickles.
             out.push(
                 Finding::new(
                     Code::PickleWeightsOnly,
                     format!(
-                        "no *.safetensors; vLLM loads {} through its *.bin / *.pt fallback; ckptkit reads safetensors headers only, so no tensor was checked",
+                        "no *.safetensors; vLLM loads {} through its *.bin / *.pt fallback; ckptpilot reads safetensors headers only, so no tensor was checked",
                         l.pickles.join(", ")
                     ),
                 )

@@ -1,6 +1,6 @@
 //! One safetensors file: its header read once (never mapped) and validated.
 //!
-//! Nothing here maps the file: a shard truncated or replaced while ckptkit reads it gives a clear
+//! Nothing here maps the file: a shard truncated or replaced while ckptpilot reads it gives a clear
 //! error from `read`, never a SIGBUS from a mapped page that no longer exists. Tensor data is read
 //! with [`Shard::open_data`] and positional reads, which check that the file is still the one whose
 //! header was validated.

@@ -1,14 +1,14 @@
 //! Whole-checkpoint conversions, streaming: one engine, two [`Task`]s.
 //!
-//! - `ckptkit dequant`: every fp8 weight dequantized with its scale to bf16 (f16, f32), its scale
+//! - `ckptpilot dequant`: every fp8 weight dequantized with its scale to bf16 (f16, f32), its scale
 //!   tensors (and `input_scale`) dropped; 4-bit checkpoints (MXFP4, NVFP4, INT4) to bf16
 //!   (`packed`); every other tensor copied bit for bit. The output mirrors the input's shards.
-//! - `ckptkit quantize`: a ModelSlim W8A8_DYNAMIC checkpoint as msModelSlim writes it
+//! - `ckptpilot quantize`: a ModelSlim W8A8_DYNAMIC checkpoint as msModelSlim writes it
 //!   ([`quantize`]); its output files are msModelSlim's parts, each made from any input shards.
 //!
 //! **Nothing lost.** `--out` must be empty, or hold an earlier run of the same conversion (its
 //! state file, [`state`]), unless `--force`. One process writes an output at a time (an `flock` on
-//! `OUT/.ckptkit-dequant.lock`; `--part` runs share it and each holds its own part lock). Each shard
+//! `OUT/.ckptpilot-dequant.lock`; `--part` runs share it and each holds its own part lock). Each shard
 //! is written to a unique temporary file (`O_EXCL|O_NOFOLLOW`), hashed (blake3) as it is written,
 //! renamed into place when complete and then recorded in the state file; a failed run removes its
 //! temporary file. A rerun keeps a shard only when it still has the recorded size and hash
@@ -42,7 +42,7 @@ use std::time::Duration;
 use writer::OutTensor;
 
 #[cfg(target_endian = "big")]
-compile_error!("ckptkit writes little-endian tensor data straight from memory");
+compile_error!("ckptpilot writes little-endian tensor data straight from memory");
 
 /// The largest dequantized band held in memory at once.
 pub const BAND_BYTES: usize = 64 << 20;
@@ -52,9 +52,9 @@ const COPY_CHUNK: usize = 8 << 20;
 /// What a conversion makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
-    /// `ckptkit dequant`: fp8 weights to this dtype, one output shard per input shard.
+    /// `ckptpilot dequant`: fp8 weights to this dtype, one output shard per input shard.
     Dequant(OutDtype),
-    /// `ckptkit quantize`: a ModelSlim checkpoint as msModelSlim writes it, in parts of at most
+    /// `ckptpilot quantize`: a ModelSlim checkpoint as msModelSlim writes it, in parts of at most
     /// `part_bytes` (0: one file).
     Quantize { to: quantize::Target, part_bytes: u64 },
 }
@@ -122,17 +122,17 @@ impl Default for Options {
 pub enum ConvertError {
     #[error("refusing to convert (nothing was written):\n{}", reasons.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
     Refused { reasons: Vec<String> },
-    #[error("quantization scheme {scheme} is not supported by `ckptkit {command}` ({accepted}); nothing was written")]
+    #[error("quantization scheme {scheme} is not supported by `ckptpilot {command}` ({accepted}); nothing was written")]
     Unsupported { scheme: String, command: &'static str, accepted: &'static str },
     #[error("the output directory is the input directory ({0}); choose another --out")]
     OutputIsInput(PathBuf),
-    #[error("{} is not empty and is not an earlier ckptkit conversion of this checkpoint: it holds {} ({} entries); nothing was written", out.display(), sample.join(", "), count)]
+    #[error("{} is not empty and is not an earlier ckptpilot conversion of this checkpoint: it holds {} ({} entries); nothing was written", out.display(), sample.join(", "), count)]
     OutNotEmpty { out: PathBuf, sample: Vec<String>, count: usize },
     #[error("{} holds another conversion ({}): {why}; nothing was written", out.display(), state.display())]
     OtherConversion { out: PathBuf, state: PathBuf, why: String },
     #[error("{} is not a directory", .0.display())]
     OutNotDir(PathBuf),
-    #[error("another ckptkit is writing this output: {holder}")]
+    #[error("another ckptpilot is writing this output: {holder}")]
     Locked { holder: String },
     #[error("{}: cannot take the output's lock: {source}", path.display())]
     LockIo { path: PathBuf, source: std::io::Error },
@@ -155,8 +155,8 @@ pub enum ConvertError {
 impl crate::ui::Help for ConvertError {
     fn help(&self) -> String {
         match self {
-            ConvertError::Refused { .. } => "fix the checkpoint (`ckptkit audit MODEL` explains each finding), then rerun".into(),
-            ConvertError::Unsupported { .. } => "for what this checkpoint holds see `ckptkit audit MODEL`".into(),
+            ConvertError::Refused { .. } => "fix the checkpoint (`ckptpilot audit MODEL` explains each finding), then rerun".into(),
+            ConvertError::Unsupported { .. } => "for what this checkpoint holds see `ckptpilot audit MODEL`".into(),
             ConvertError::OutputIsInput(_) => "pass an empty or new directory as --out".into(),
             ConvertError::OutNotEmpty { .. } => {
                 "choose an empty or new --out, or pass --force to write into it anyway (files with the shard, index and config names are replaced)".into()
@@ -179,7 +179,7 @@ impl crate::ui::Help for ConvertError {
             ConvertError::Input(_) => {
                 "the input changed while it was read; rerun when nothing writes to it (finished shards are kept)".into()
             }
-            ConvertError::Kernel { .. } => "the tensor and its scale disagree; `ckptkit audit MODEL` names the pair".into(),
+            ConvertError::Kernel { .. } => "the tensor and its scale disagree; `ckptpilot audit MODEL` names the pair".into(),
             ConvertError::NonFinite { .. } => {
                 "the weight holds a NaN or an infinity (a broken download or an overflowed training step): fix or replace that shard; msModelSlim would write garbage for the whole row".into()
             }
@@ -213,7 +213,7 @@ pub struct Summary {
     pub verified: bool,
     /// The state file this run recorded its shards in.
     pub state_file: String,
-    /// Files in the output that someone changed since ckptkit wrote them: kept, the new version
+    /// Files in the output that someone changed since ckptpilot wrote them: kept, the new version
     /// written beside them as `FILE.new`; and input files not copied, with why.
     pub kept_files: Vec<String>,
     pub skipped_files: Vec<String>,
@@ -566,7 +566,7 @@ fn input_ident(sp: &ShardPlan<'_>) -> BTreeMap<String, state::InputIdent> {
         .collect()
 }
 
-const TOOL: &str = concat!("ckptkit ", env!("CARGO_PKG_VERSION"));
+const TOOL: &str = concat!("ckptpilot ", env!("CARGO_PKG_VERSION"));
 
 /// The output directory, locked for this run, with what earlier runs of the same conversion finished.
 struct OutDir {
@@ -584,7 +584,7 @@ struct OutDir {
 struct Scan {
     /// State files (names).
     states: Vec<String>,
-    /// Entries that are not ckptkit's bookkeeping: how many, and a few names.
+    /// Entries that are not ckptpilot's bookkeeping: how many, and a few names.
     foreign: usize,
     sample: Vec<String>,
 }
@@ -650,7 +650,7 @@ fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, mine: &[usize], opts: &Options)
         Ok(ours)
     };
     let dir_lock = out.join(state::DIR_LOCK);
-    // Another ckptkit writing here is said first, whatever the directory holds (a probe: nothing
+    // Another ckptpilot writing here is said first, whatever the directory holds (a probe: nothing
     // is created): its half-written files are not this run's business, with or without --force.
     if let Some(holder) = fsutil::Lock::holder(&dir_lock) {
         return Err(locked(out, LockError::Held { path: dir_lock, holder: Some(holder) }));
@@ -658,7 +658,7 @@ fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, mine: &[usize], opts: &Options)
     check(&scan(out)?)?;
     std::fs::create_dir_all(out).map_err(io(out))?;
     let whole = opts.part.is_none() || opts.finalize_only;
-    let what = format!("ckptkit {cmd}");
+    let what = format!("ckptpilot {cmd}");
     // A part with --force replaces what is there: it must be alone when it does, so it takes the
     // directory exclusively first and only then shares it with the other parts.
     let exclusive_first = whole || opts.force;
@@ -677,7 +677,7 @@ fn prepare_out(ck: &Checkpoint, plan: &Plan<'_>, mine: &[usize], opts: &Options)
         // Parts share the directory lock, so a part of another command would share it too: the
         // part locks it holds say whose the directory is.
         if let Some(other) = held_parts(out).into_iter().find(|(c, _)| c != cmd) {
-            return Err(ConvertError::Locked { holder: format!("ckptkit {} --part {}", other.0, other.1) });
+            return Err(ConvertError::Locked { holder: format!("ckptpilot {} --part {}", other.0, other.1) });
         }
     }
     // Now that nobody else writes here, look again: that scan is the one that counts.
@@ -752,16 +752,16 @@ fn held_parts(out: &Path) -> Vec<(String, String)> {
 /// The lock error, naming who holds it: the exclusive holder, or the `--part` runs holding it shared.
 fn locked(out: &Path, e: LockError) -> ConvertError {
     match e {
-        LockError::Held { holder: Some(h), .. } if !h.ends_with("a ckptkit process") => ConvertError::Locked { holder: h },
+        LockError::Held { holder: Some(h), .. } if !h.ends_with("a ckptpilot process") => ConvertError::Locked { holder: h },
         LockError::Held { .. } => {
             let parts = held_parts(out);
             ConvertError::Locked {
                 holder: if parts.is_empty() {
-                    "a ckptkit process".into()
+                    "a ckptpilot process".into()
                 } else {
                     format!(
                         "--part runs: {}",
-                        parts.iter().map(|(c, p)| format!("ckptkit {c} part {p}")).collect::<Vec<_>>().join(", ")
+                        parts.iter().map(|(c, p)| format!("ckptpilot {c} part {p}")).collect::<Vec<_>>().join(", ")
                     )
                 },
             }
@@ -771,7 +771,7 @@ fn locked(out: &Path, e: LockError) -> ConvertError {
 }
 
 /// Whether `path` still holds the finished shard `sp` as recorded: same size, same planned
-/// header, made from the same input by this ckptkit, and — unless `trust` — the same bytes.
+/// header, made from the same input by this ckptpilot, and — unless `trust` — the same bytes.
 fn is_kept(path: &Path, sp: &ShardPlan<'_>, done: Option<&state::Done>, trust: bool) -> Result<bool, ConvertError> {
     let Some(done) = done else { return Ok(false) };
     let Ok(md) = std::fs::symlink_metadata(path) else { return Ok(false) };
@@ -834,8 +834,8 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
     let mut out = prepare_out(ck, &plan, &mine, opts)?;
     let mut sum = Summary {
         schema: match opts.task {
-            Task::Dequant(_) => "ckptkit.dequant/1",
-            Task::Quantize { .. } => "ckptkit.quantize/1",
+            Task::Dequant(_) => "ckptpilot.dequant/1",
+            Task::Quantize { .. } => "ckptpilot.quantize/1",
         },
         out: opts.out.display().to_string(),
         out_dtype: opts.task.output(),
@@ -849,7 +849,7 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
         let bar = progress_bar(opts.progress, total);
         let mut buf = Bufs::new(opts.task.dequant_dtype());
         let abort_after: Option<usize> =
-            std::env::var("CKPTKIT_FAULT_ABORT_AFTER_SHARDS").ok().and_then(|v| v.parse().ok());
+            std::env::var("CKPTPILOT_FAULT_ABORT_AFTER_SHARDS").ok().and_then(|v| v.parse().ok());
         let mut written = 0usize;
         for &i in &mine {
             let sp = &plan.shards[i];
@@ -1377,7 +1377,7 @@ fn write_shard(
     let tmp_path = tmp.path().to_path_buf();
     let open = Opened::open(sp)?;
     b.row_scales.clear();
-    if let Some(p) = std::env::var("CKPTKIT_FAULT_PAUSE_MS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(p) = std::env::var("CKPTPILOT_FAULT_PAUSE_MS").ok().and_then(|v| v.parse().ok()) {
         // Test hook: hold the lock, the open input and the temporary file while a test changes
         // the input under the reads or starts a second writer.
         std::thread::sleep(Duration::from_millis(p));
@@ -1396,7 +1396,7 @@ fn write_shard(
     let mut hashes = vec![0u128; sp.items.len()];
     for (done, i) in production_order(sp).into_iter().enumerate() {
         if fault && done * 2 >= sp.items.len() {
-            // Test hook (CKPTKIT_FAULT_ABORT_AFTER_SHARDS): die half-way through a shard, as a kill would.
+            // Test hook (CKPTPILOT_FAULT_ABORT_AFTER_SHARDS): die half-way through a shard, as a kill would.
             std::process::abort();
         }
         let mut h = TensorHash::new();
@@ -1473,7 +1473,7 @@ fn verify_shard(sp: &ShardPlan<'_>, path: &Path, b: &mut Bufs) -> Result<(), Con
 }
 
 /// Write a file the conversion owns (the index, config.json, a copied tokenizer file) into the
-/// output through a temporary file. A file already there that ckptkit did not write, or that has
+/// output through a temporary file. A file already there that ckptpilot did not write, or that has
 /// changed since it did, is kept and the new version goes to `FILE.new` — unless `--force`
 /// (a foreign file is then replaced). Returns the kept file's name, if one was kept.
 fn put_file(
@@ -1514,7 +1514,7 @@ fn put_file(
     }
     let side = out.join(format!("{name}.new"));
     t.commit(&side).map_err(io(&side))?;
-    Ok(Some(format!("{name} (changed since ckptkit wrote it; the new version is {name}.new)")))
+    Ok(Some(format!("{name} (changed since ckptpilot wrote it; the new version is {name}.new)")))
 }
 
 /// Whether an input file may be copied: a regular file, or a link that resolves inside the

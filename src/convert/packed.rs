@@ -1,4 +1,4 @@
-//! `ckptkit dequant` for 4-bit checkpoints: which tensors are read together and what they become.
+//! `ckptpilot dequant` for 4-bit checkpoints: which tensors are read together and what they become.
 //!
 //! - **MXFP4, gpt-oss** (`quant_method: mxfp4`): `<p>_blocks` U8 [E, N, G, 16] with `<p>_scales` U8
 //!   (e8m0) [E, N, G] become `<p>` bf16 [E, G·32, N] — transformers' name and its [E, in, out]

@@ -1,4 +1,4 @@
-//! `ckptkit quantize --to w8a8-dynamic`: the plan of a ModelSlim W8A8_DYNAMIC checkpoint as
+//! `ckptpilot quantize --to w8a8-dynamic`: the plan of a ModelSlim W8A8_DYNAMIC checkpoint as
 //! msModelSlim's min-max pipeline writes it (which tensors, in which order, in which part file),
 //! made from a bf16/f16/f32 checkpoint or from an fp8 one dequantized on the fly. What msModelSlim
 //! does is data: `modelslim_writer.json`, with the files it was read from. The arithmetic is

@@ -3,8 +3,8 @@
 //! of the bytes written (hashed while writing). A rerun keeps a shard only if the file still has
 //! them; a run for another input or dtype refuses the directory unless `--force`.
 //!
-//! A whole run records in `.ckptkit-<command>.json` (`dequant`, `quantize`); `--part K/N` in
-//! `.ckptkit-<command>.part-K-of-N.json` (parts run at once on other machines and never write the
+//! A whole run records in `.ckptpilot-<command>.json` (`dequant`, `quantize`); `--part K/N` in
+//! `.ckptpilot-<command>.part-K-of-N.json` (parts run at once on other machines and never write the
 //! same file). Every state file in the directory is read on a rerun and by `--finalize`; one that
 //! another command wrote is another conversion.
 
@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub const SCHEMA: &str = "ckptkit.convert-state/3";
-/// Every file ckptkit keeps in the output directory for itself starts with this.
+pub const SCHEMA: &str = "ckptpilot.convert-state/3";
+/// Every file ckptpilot keeps in the output directory for itself starts with this.
 const PREFIX: &str = crate::fsutil::OWN_PREFIX;
 
-/// The prefix of one command's bookkeeping files (`.ckptkit-dequant`).
+/// The prefix of one command's bookkeeping files (`.ckptpilot-dequant`).
 pub fn prefix(command: &str) -> String {
     format!("{PREFIX}{command}")
 }
@@ -36,12 +36,12 @@ pub fn part_lock(command: &str, k: usize, n: usize) -> String {
     format!("{}.part-{k}-of-{n}.lock", prefix(command))
 }
 
-/// Whether a directory entry is ckptkit's own bookkeeping (state, locks, temporary files).
+/// Whether a directory entry is ckptpilot's own bookkeeping (state, locks, temporary files).
 pub fn is_bookkeeping(name: &str) -> bool {
     crate::fsutil::is_own_file(name)
 }
 
-/// The command and part of a part lock file name (`.ckptkit-dequant.part-2-of-4.lock`).
+/// The command and part of a part lock file name (`.ckptpilot-dequant.part-2-of-4.lock`).
 pub fn parse_part_lock(name: &str) -> Option<(&str, &str)> {
     let rest = name.strip_prefix(PREFIX)?.strip_suffix(".lock")?;
     rest.split_once(".part-")
@@ -65,7 +65,7 @@ pub struct Done {
     /// The input shards it was made from, as they were then: a shard whose inputs have changed
     /// since is made again, the others are kept.
     pub inputs: BTreeMap<String, InputIdent>,
-    /// The ckptkit that wrote it: a shard written by another version is made again.
+    /// The ckptpilot that wrote it: a shard written by another version is made again.
     pub tool: String,
 }
 
@@ -103,9 +103,9 @@ impl State {
     /// A state file, bounded like every JSON input. Errors are in words for the refusal message.
     pub fn read(path: &Path) -> Result<State, String> {
         let b = crate::fsutil::read_bounded(path, crate::fsutil::JSON_CAP).map_err(|e| e.to_string())?;
-        let s: State = serde_json::from_slice(&b).map_err(|e| format!("not a ckptkit state file: {e}"))?;
+        let s: State = serde_json::from_slice(&b).map_err(|e| format!("not a ckptpilot state file: {e}"))?;
         if s.schema != SCHEMA {
-            return Err(format!("state schema {:?}, this ckptkit writes {SCHEMA:?}", s.schema));
+            return Err(format!("state schema {:?}, this ckptpilot writes {SCHEMA:?}", s.schema));
         }
         Ok(s)
     }

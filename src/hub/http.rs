@@ -69,7 +69,7 @@ fn resolve_within(netloc: &str, limit: Duration) -> std::io::Result<Vec<SocketAd
     let (tx, rx) = std::sync::mpsc::channel();
     let n = netloc.to_string();
     std::thread::Builder::new()
-        .name("ckptkit-dns".into())
+        .name("ckptpilot-dns".into())
         .spawn(move || {
             let _ = tx.send(n.to_socket_addrs().map(Iterator::collect));
         })
@@ -86,7 +86,7 @@ impl Client {
             .redirects(0)
             .max_idle_connections_per_host(64)
             .resolver(move |netloc: &str| resolve_within(netloc, dns_limit))
-            .user_agent(concat!("ckptkit/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("ckptpilot/", env!("CARGO_PKG_VERSION")))
             .build();
         let now = Instant::now();
         Client {

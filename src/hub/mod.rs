@@ -10,14 +10,14 @@
 //! could not be a plain file name here is skipped with a warning, and server text in messages has
 //! its control characters escaped.
 //!
-//! Everything fetched is cached by commit and file under `$HF_HOME/ckptkit/remote/` (a commit's
+//! Everything fetched is cached by commit and file under `$HF_HOME/ckptpilot/remote/` (a commit's
 //! files never change), so a second run of any command on the same commit makes no file request;
 //! a branch or tag costs one API request to learn its commit, a full commit sha none.
 //!
 //! The environment is `hf`'s: `HF_ENDPOINT`, `HF_TOKEN` (else the token file `HF_TOKEN_PATH` or
 //! `$HF_HOME/token`, read through hf-hub's `Cache`), `HF_HOME`, `HF_HUB_OFFLINE`,
-//! `HF_HUB_ETAG_TIMEOUT`, `HF_HUB_DOWNLOAD_TIMEOUT`; and ckptkit's own `CKPTKIT_HUB_RUN_TIMEOUT`,
-//! `CKPTKIT_HUB_MAX_BYTES`.
+//! `HF_HUB_ETAG_TIMEOUT`, `HF_HUB_DOWNLOAD_TIMEOUT`; and ckptpilot's own `CKPTPILOT_HUB_RUN_TIMEOUT`,
+//! `CKPTPILOT_HUB_MAX_BYTES`.
 
 mod http;
 
@@ -35,7 +35,7 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 const SMALL_FILE_CAP: u64 = fsutil::JSON_CAP;
 /// Requests in flight at once.
 const CONCURRENCY: usize = 32;
-const SNAPSHOT_SCHEMA: &str = "ckptkit.remote-snapshot/1";
+const SNAPSHOT_SCHEMA: &str = "ckptpilot.remote-snapshot/1";
 
 /// huggingface_hub's timeouts (`constants.HF_HUB_ETAG_TIMEOUT`, `HF_HUB_DOWNLOAD_TIMEOUT`): whole
 /// seconds, 10 by default (unset or 0 is the default). There they bound each wait for a byte; here
@@ -44,11 +44,11 @@ pub const ETAG_VAR: &str = "HF_HUB_ETAG_TIMEOUT";
 pub const DOWNLOAD_VAR: &str = "HF_HUB_DOWNLOAD_TIMEOUT";
 const DEFAULT_ETAG_TIMEOUT: u64 = 10;
 const DEFAULT_DOWNLOAD_TIMEOUT: u64 = 10;
-/// ckptkit's own: the deadline for a whole remote read (retries and backoff included), seconds.
-pub const RUN_VAR: &str = "CKPTKIT_HUB_RUN_TIMEOUT";
+/// ckptpilot's own: the deadline for a whole remote read (retries and backoff included), seconds.
+pub const RUN_VAR: &str = "CKPTPILOT_HUB_RUN_TIMEOUT";
 const DEFAULT_RUN_TIMEOUT: u64 = 120;
-/// ckptkit's own: the bytes one remote read may receive in all (`256M` style, as `--max-model-len`).
-pub const MAX_BYTES_VAR: &str = "CKPTKIT_HUB_MAX_BYTES";
+/// ckptpilot's own: the bytes one remote read may receive in all (`256M` style, as `--max-model-len`).
+pub const MAX_BYTES_VAR: &str = "CKPTPILOT_HUB_MAX_BYTES";
 const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 /// A terminal hears from a remote read that takes longer than this.
 const PROGRESS_AFTER: Duration = Duration::from_secs(2);
@@ -190,9 +190,9 @@ pub struct Limits {
     pub etag: Duration,
     /// Each file or header read, all of it (`HF_HUB_DOWNLOAD_TIMEOUT`).
     pub download: Duration,
-    /// The whole read, retries included (`CKPTKIT_HUB_RUN_TIMEOUT`).
+    /// The whole read, retries included (`CKPTPILOT_HUB_RUN_TIMEOUT`).
     pub run: Duration,
-    /// Body bytes received in all (`CKPTKIT_HUB_MAX_BYTES`).
+    /// Body bytes received in all (`CKPTPILOT_HUB_MAX_BYTES`).
     pub max_bytes: u64,
 }
 
@@ -218,8 +218,8 @@ fn parse_secs(v: &str) -> Result<Option<Duration>, &'static str> {
 }
 
 impl Limits {
-    /// From `HF_HUB_ETAG_TIMEOUT`, `HF_HUB_DOWNLOAD_TIMEOUT`, `CKPTKIT_HUB_RUN_TIMEOUT`,
-    /// `CKPTKIT_HUB_MAX_BYTES` as `var` reads them; the first value that cannot be read is returned
+    /// From `HF_HUB_ETAG_TIMEOUT`, `HF_HUB_DOWNLOAD_TIMEOUT`, `CKPTPILOT_HUB_RUN_TIMEOUT`,
+    /// `CKPTPILOT_HUB_MAX_BYTES` as `var` reads them; the first value that cannot be read is returned
     /// beside the defaults.
     fn from_vars(var: impl Fn(&str) -> Option<String>) -> (Limits, Option<(&'static str, String, &'static str)>) {
         let mut l = Limits::default();
@@ -296,7 +296,7 @@ impl Settings {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
             .collect();
-        under(&under(&self.hf_home.join("ckptkit").join("remote"), &host)?, &repo.replace('/', "--"))
+        under(&under(&self.hf_home.join("ckptpilot").join("remote"), &host)?, &repo.replace('/', "--"))
     }
 }
 
@@ -405,8 +405,8 @@ fn check_name(n: &str) -> Name {
     if n.len() > 255 {
         return Name::Hostile("longer than a file name may be (255 bytes)");
     }
-    if n.starts_with(".ckptkit") {
-        return Name::Hostile("the name of ckptkit's own working files");
+    if n.starts_with(".ckptpilot") {
+        return Name::Hostile("the name of ckptpilot's own working files");
     }
     Name::Top
 }
@@ -836,7 +836,7 @@ mod tests {
             "c1\u{85}",
             "rtl\u{202e}nosj.exe",
             "zero\u{200b}width",
-            ".ckptkit-tmp.x",
+            ".ckptpilot-tmp.x",
         ] {
             assert!(matches!(check_name(bad), Name::Hostile(_)), "{bad:?}");
         }
@@ -887,8 +887,8 @@ mod tests {
         let (l, bad) = Limits::from_vars(env(&[
             ("HF_HUB_ETAG_TIMEOUT", "3"),
             ("HF_HUB_DOWNLOAD_TIMEOUT", "0"),
-            ("CKPTKIT_HUB_RUN_TIMEOUT", " 30 "),
-            ("CKPTKIT_HUB_MAX_BYTES", "1G"),
+            ("CKPTPILOT_HUB_RUN_TIMEOUT", " 30 "),
+            ("CKPTPILOT_HUB_MAX_BYTES", "1G"),
         ]));
         assert!(bad.is_none());
         assert_eq!(

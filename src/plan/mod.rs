@@ -1,4 +1,4 @@
-//! `ckptkit plan`: which tensor / expert / pipeline-parallel configurations vLLM 0.33.0 (or
+//! `ckptpilot plan`: which tensor / expert / pipeline-parallel configurations vLLM 0.33.0 (or
 //! vLLM-Ascend) will accept for a checkpoint, what each rank holds, and how much KV cache is left.
 //!
 //! Everything is predicted from config.json and, when weights are present, from the real tensor
@@ -23,7 +23,7 @@ use shape::ModelShape;
 use std::path::Path;
 use std::path::PathBuf;
 
-pub const SCHEMA: &str = "ckptkit.plan/1";
+pub const SCHEMA: &str = "ckptpilot.plan/1";
 
 pub use crate::target::Target;
 
@@ -468,7 +468,7 @@ fn spec_for(
                 ),
             };
             notes.push(format!(
-                "architecture {} has no family rule file: parameters are planned with {how}; layers it does not describe are not counted. Write one (`ckptkit remap MODEL --emit-rules FILE`, then --rules FILE) to plan it exactly",
+                "architecture {} has no family rule file: parameters are planned with {how}; layers it does not describe are not counted. Write one (`ckptpilot remap MODEL --emit-rules FILE`, then --rules FILE) to plan it exactly",
                 arch.unwrap_or("(none)")
             ));
             if f.is_some_and(|f| f.family == GENERIC_FAMILY) {
@@ -518,7 +518,7 @@ fn spec_for(
     let verified = !verified_tp.is_empty();
     if family.is_some() && !verified {
         notes.push(format!(
-            "UNVERIFIED: no recorded vLLM run backs the `{}` rules for {}; every figure derived from them (per-rank weights, KV cache, the mlp / moe / qk-norm / fp8-block / scale-load / weights / kv-cache checks) is an estimate (`unverified` in --json; `ckptkit families` lists what is verified)",
+            "UNVERIFIED: no recorded vLLM run backs the `{}` rules for {}; every figure derived from them (per-rank weights, KV cache, the mlp / moe / qk-norm / fp8-block / scale-load / weights / kv-cache checks) is an estimate (`unverified` in --json; `ckptpilot families` lists what is verified)",
             family.map(|f| f.family.as_str()).unwrap_or("?"),
             arch.unwrap_or("this architecture")
         ));
@@ -613,7 +613,7 @@ impl Planner<'_> {
         } else {
             shape::dtype_bytes(cfg.torch_dtype.as_deref())
         };
-        // Targets without fp8 hold bf16 weights (after `ckptkit dequant`).
+        // Targets without fp8 hold bf16 weights (after `ckptpilot dequant`).
         let serves_bf16 = v.bf16 || (!self.device.fp8 && opts.target == Target::VllmAscend);
         let budget = (self.device.memory_bytes as f64 * opts.gpu_memory_utilization) as u64;
         let mut checks = rules::evaluate(&ctx, par);
@@ -816,7 +816,7 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
     }
     if serves_bf16 && input.quant.as_ref().is_some_and(|q| q.fp8_scale.is_some()) {
         notes.push(format!(
-            "{} has no fp8: per-rank weights are counted as bf16 (after `ckptkit dequant`)",
+            "{} has no fp8: per-rank weights are counted as bf16 (after `ckptpilot dequant`)",
             device.name
         ));
     }

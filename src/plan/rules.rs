@@ -460,12 +460,12 @@ fn fp8_block(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     if let Some((_, short, _)) = failures.first() {
         let all = failures.iter().map(|(_, _, m)| m.as_str()).collect::<Vec<_>>().join("\n");
         let fix = if ctx.cfg.moe.is_some() && !par.ep {
-            "a smaller TP, --enable-expert-parallel for the routed experts, or bf16 weights (`ckptkit dequant`)"
+            "a smaller TP, --enable-expert-parallel for the routed experts, or bf16 weights (`ckptpilot dequant`)"
         } else {
-            "a smaller TP, or bf16 weights (`ckptkit dequant`)"
+            "a smaller TP, or bf16 weights (`ckptpilot dequant`)"
         };
         return fail(Rule::Fp8Block, short.clone(), all, fix)
-            .with(vec![Remedy::layout(), Remedy::bf16("bf16 weights (`ckptkit dequant`)")]);
+            .with(vec![Remedy::layout(), Remedy::bf16("bf16 weights (`ckptpilot dequant`)")]);
     }
     if let Some((i, rows)) = padded.first() {
         return caveat(
@@ -556,8 +556,8 @@ fn scale_load(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             Rule::ScaleLoad,
             "expert scales",
             message,
-            "a layout whose expert shards are whole blocks (more TP, or EP), or bf16 weights (`ckptkit dequant`)",
-        ).with(vec![Remedy::layout(), Remedy::bf16("bf16 weights (`ckptkit dequant`)")]);
+            "a layout whose expert shards are whole blocks (more TP, or EP), or bf16 weights (`ckptpilot dequant`)",
+        ).with(vec![Remedy::layout(), Remedy::bf16("bf16 weights (`ckptpilot dequant`)")]);
     }
     if let Some(o) = spec.merged_scale_overflow(par) {
         let module = crate::checkpoint::names::pattern(o.param.rsplit_once('.').map_or(o.param.as_str(), |(m, _)| m));
@@ -568,8 +568,8 @@ fn scale_load(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                 "RuntimeError: start ({}) + length ({}) exceeds dimension size ({}). (at load: {module} is merged from shards that are not whole {bn}-row blocks on a rank; its scale has {} rows for the whole output, and shard `{}` is loaded at row ceil(offset / {bn}) = {})",
                 o.start, o.len, o.dim, o.dim, o.shard, o.start
             ),
-            "a TP at which every merged shard is whole blocks, or bf16 weights (`ckptkit dequant`, or --target vllm-ascend's load-time dequant)",
-        ).with(vec![Remedy::layout(), Remedy::bf16("bf16 weights (`ckptkit dequant`, or --target vllm-ascend's load-time dequantization)")]);
+            "a TP at which every merged shard is whole blocks, or bf16 weights (`ckptpilot dequant`, or --target vllm-ascend's load-time dequant)",
+        ).with(vec![Remedy::layout(), Remedy::bf16("bf16 weights (`ckptpilot dequant`, or --target vllm-ascend's load-time dequantization)")]);
     }
     pass(Rule::ScaleLoad, "ok")
 }

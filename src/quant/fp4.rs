@@ -147,12 +147,12 @@ pub fn expand_with<'t>(codes: &[u8], group: usize, table: impl Fn(usize) -> &'t 
 }
 
 /// Whether the byte-shuffle lookup runs: SSSE3 on x86-64 (detected once), NEON on aarch64 (always
-/// there); `CKPTKIT_ISA=portable` forces the scalar loop, as for the fp8 kernels.
+/// there); `CKPTPILOT_ISA=portable` forces the scalar loop, as for the fp8 kernels.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn simd() -> bool {
     static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *OK.get_or_init(|| {
-        let allowed = std::env::var_os("CKPTKIT_ISA").is_none_or(|v| v != "portable");
+        let allowed = std::env::var_os("CKPTPILOT_ISA").is_none_or(|v| v != "portable");
         #[cfg(target_arch = "x86_64")]
         let has = std::arch::is_x86_feature_detected!("ssse3");
         #[cfg(target_arch = "aarch64")]

@@ -581,7 +581,7 @@ pub const NT_MIN_BYTES: usize = 4 << 20;
 #[derive(Clone, Copy)]
 pub struct Kernels {
     pub isa: &'static str,
-    /// Whether large outputs use streaming stores (`CKPTKIT_NT=0` turns them off, for comparison).
+    /// Whether large outputs use streaming stores (`CKPTPILOT_NT=0` turns them off, for comparison).
     pub stream: bool,
     bf16: [Seg16; 2],
     f16: [Seg16; 2],
@@ -635,18 +635,18 @@ mod with_table {
 }
 
 impl Kernels {
-    /// The best version this CPU runs, chosen once. `CKPTKIT_ISA=portable|avx2|avx512` lowers it
+    /// The best version this CPU runs, chosen once. `CKPTPILOT_ISA=portable|avx2|avx512` lowers it
     /// (for benchmarks and tests of the other paths); it never raises it past what the CPU has.
     pub fn best() -> &'static Kernels {
         static K: OnceLock<Kernels> = OnceLock::new();
         K.get_or_init(|| {
-            let want = std::env::var("CKPTKIT_ISA").unwrap_or_default();
+            let want = std::env::var("CKPTPILOT_ISA").unwrap_or_default();
             let mut k = Kernels::available()
                 .into_iter()
                 .rev()
                 .find(|k| want.is_empty() || k.isa == want)
                 .unwrap_or(portable::KERNELS);
-            if std::env::var("CKPTKIT_NT").as_deref() == Ok("0") {
+            if std::env::var("CKPTPILOT_NT").as_deref() == Ok("0") {
                 k.stream = false;
             }
             k

@@ -27,7 +27,7 @@ impl std::fmt::Display for ScaleLayout {
 }
 
 /// `quant_method`, as vLLM names its quantization configs (`vllm/model_executor/layers/quantization/__init__.py`
-/// QUANTIZATION_METHODS); a method ckptkit has no knowledge of keeps its name.
+/// QUANTIZATION_METHODS); a method ckptpilot has no knowledge of keeps its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuantMethod {
     Fp8,

@@ -16,10 +16,10 @@ pub enum Support {
     Unsupported { short: String, message: String, fix: String },
 }
 
-/// How `ckptkit stub --target vllm-ascend` serves an fp8 checkpoint anyway: its adapter
+/// How `ckptpilot stub --target vllm-ascend` serves an fp8 checkpoint anyway: its adapter
 /// dequantizes each weight as it loads (and the scripts serve the model unquantized).
 pub const LOAD_TIME_DEQUANT: &str =
-    "or let `ckptkit stub MODEL --target vllm-ascend` write an adapter that dequantizes fp8 to bf16 at load time (the kit serves it with quantization_config null; memory as bf16)";
+    "or let `ckptpilot stub MODEL --target vllm-ascend` write an adapter that dequantizes fp8 to bf16 at load time (the kit serves it with quantization_config null; memory as bf16)";
 
 /// vLLM 0.33.0's own quantization methods (`vllm/model_executor/layers/quantization/__init__.py ::
 /// QuantizationMethods`), the list its error prints. `ascend` is not among them: only the
@@ -71,14 +71,14 @@ pub fn support(q: &QuantScheme, target: Target, fp8_device: bool) -> Support {
                 return unsupported(
                     "fp8 unsupported".into(),
                     "NotImplementedError (vllm_ascend/quantization/fp8_config.py :: AscendFp8Config.get_quant_method): native fp8 checkpoints cannot be served on Ascend A2/A3, which have no fp8 units".into(),
-                    &format!("convert to bf16 with `ckptkit dequant MODEL --out DIR`, {LOAD_TIME_DEQUANT}, or use a ModelSlim W8A8 checkpoint with --quantization ascend"),
+                    &format!("convert to bf16 with `ckptpilot dequant MODEL --out DIR`, {LOAD_TIME_DEQUANT}, or use a ModelSlim W8A8 checkpoint with --quantization ascend"),
                 );
             }
             if q.fp8_scale.is_some() && !fp8_device {
                 return unsupported(
                     "fp8 unsupported".into(),
                     format!("{method} fp8 weights need fp8 units, which Ascend A2/A3 do not have"),
-                    &format!("convert to bf16 with `ckptkit dequant`, {LOAD_TIME_DEQUANT}, or use a ModelSlim W8A8 checkpoint"),
+                    &format!("convert to bf16 with `ckptpilot dequant`, {LOAD_TIME_DEQUANT}, or use a ModelSlim W8A8 checkpoint"),
                 );
             }
             // vllm_ascend/platform.py :: NPUPlatform.supported_quantization.
@@ -104,7 +104,7 @@ pub fn support(q: &QuantScheme, target: Target, fp8_device: bool) -> Support {
                 return unsupported(
                     format!("{} unsupported", q.format.as_deref().unwrap_or(method)),
                     "NotImplementedError: No compressed-tensors compatible quantization type was found. (vllm_ascend/quantization/compressed_tensors_config.py :: _detect_quant_type: NPU methods exist for W8A8, W8A8_DYNAMIC, W4A8_DYNAMIC and group-wise int W4A16 only)".into(),
-                    "convert to bf16 with `ckptkit dequant MODEL --out DIR` (it reads NVFP4 and INT4 pack-quantized), or use a ModelSlim (W8A8) checkpoint",
+                    "convert to bf16 with `ckptpilot dequant MODEL --out DIR` (it reads NVFP4 and INT4 pack-quantized), or use a ModelSlim (W8A8) checkpoint",
                 );
             }
             if !supported {
@@ -112,7 +112,7 @@ pub fn support(q: &QuantScheme, target: Target, fp8_device: bool) -> Support {
                     format!("{method} unsupported"),
                     format!("ValueError: {method} quantization is currently not supported in npu."),
                     if q.method == QuantMethod::Mxfp4 {
-                        "convert to bf16 with `ckptkit dequant MODEL --out DIR` (it reads MXFP4), or use a ModelSlim (W8A8) checkpoint"
+                        "convert to bf16 with `ckptpilot dequant MODEL --out DIR` (it reads MXFP4), or use a ModelSlim (W8A8) checkpoint"
                     } else {
                         "use a bf16 or ModelSlim (W8A8) checkpoint"
                     },

@@ -1,4 +1,4 @@
-//! `ckptkit remap`: every checkpoint tensor to the vLLM parameter it fills (shard id, expert id, TP
+//! `ckptpilot remap`: every checkpoint tensor to the vLLM parameter it fills (shard id, expert id, TP
 //! slice), following a family's rule file, and the reverse check — parameters nothing fills, tensors
 //! that go nowhere, slots filled twice, shapes that disagree with the config.
 
@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 
-pub const SCHEMA: &str = "ckptkit.remap/1";
+pub const SCHEMA: &str = "ckptpilot.remap/1";
 
 /// The most layers / blocks / experts a rule expands to: beyond any real model.
 
@@ -99,7 +99,7 @@ pub struct FamilyInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confidence: Option<f64>,
     /// Whether a recorded vLLM oracle run verifies these rules for this architecture (see
-    /// `ckptkit families`); when not, every row is marked `unverified`.
+    /// `ckptpilot families`); when not, every row is marked `unverified`.
     pub recorded: bool,
 }
 

@@ -1,4 +1,4 @@
-//! `ckptkit stub`: the vLLM adapter, its pure-Python mapping module, load-time fp8 dequantization,
+//! `ckptpilot stub`: the vLLM adapter, its pure-Python mapping module, load-time fp8 dequantization,
 //! registration, the serve-validation kit and the delivery skeletons — all generated from the remap
 //! table, the plan and the audit's view of the config, so nothing the checkpoint says is typed by hand.
 
@@ -38,7 +38,7 @@ pub struct StubOptions {
     pub target: Target,
     /// Write into a non-empty `out` (edited files are kept, see [`generate`]).
     pub force: bool,
-    /// Write the kit even where `ckptkit plan` predicts that vLLM fails at its configuration (the
+    /// Write the kit even where `ckptpilot plan` predicts that vLLM fails at its configuration (the
     /// kit then says so in every script and in the report).
     pub allow_infeasible: bool,
 }
@@ -46,7 +46,7 @@ pub struct StubOptions {
 /// What the distinct architecture name adds to the architecture's own (`DeepseekV3ForCausalLM` is
 /// also registered as `DeepseekV3ForCausalLM` + this): serving under it leaves vLLM's own class for
 /// every other model. The one place the word is written.
-pub const ALIAS_SUFFIX: &str = "Ckptkit";
+pub const ALIAS_SUFFIX: &str = "Ckptpilot";
 
 /// `--name`: a model name, not a path — ASCII letters, digits, `-`, `_` and `.`, starting with a
 /// letter or digit, no `..`, at most 100 characters. It becomes file names (the delivery YAML and
@@ -98,7 +98,7 @@ fn name_from(dir: &str) -> Option<String> {
 
 /// `s` on one line for a terminal, a shell comment or a table cell: control characters (ESC, BEL,
 /// CR, newlines, DEL, C1) and bidirectional overrides become visible escapes (`\u{1b}`, `\n`), as
-/// everywhere in ckptkit's human output ([`crate::ui::field`]).
+/// everywhere in ckptpilot's human output ([`crate::ui::field`]).
 pub fn one_line(s: &str) -> String {
     crate::ui::field(s).into_owned()
 }
@@ -109,7 +109,7 @@ pub fn flat(s: &str) -> String {
     s.split('\n').map(|l| l.trim_matches(' ')).filter(|l| !l.is_empty()).map(one_line).collect::<Vec<_>>().join(" / ")
 }
 
-/// As [`one_line`], keeping the line breaks (and tabs) ckptkit lays a message out with ([`crate::ui::text`]).
+/// As [`one_line`], keeping the line breaks (and tabs) ckptpilot lays a message out with ([`crate::ui::text`]).
 pub fn printable(s: &str) -> String {
     crate::ui::text(s).into_owned()
 }
@@ -140,11 +140,11 @@ pub enum StubError {
     /// A path the stub would write is not under `--out` (never for the names it makes; checked anyway).
     #[error("{} is not under {}; nothing was written there", rel, out.display())]
     OutsideOut { out: PathBuf, rel: String },
-    #[error("another ckptkit is writing {}: {holder}; nothing was written", out.display())]
+    #[error("another ckptpilot is writing {}: {holder}; nothing was written", out.display())]
     Locked { out: PathBuf, holder: String },
     #[error("{} is not empty: it holds {} ({count} entries); nothing was written", out.display(), sample.join(", "))]
     OutNotEmpty { out: PathBuf, sample: Vec<String>, count: usize },
-    /// `ckptkit plan` predicts that vLLM fails at the configuration the kit would serve.
+    /// `ckptpilot plan` predicts that vLLM fails at the configuration the kit would serve.
     #[error("{message}; nothing was written")]
     Infeasible { message: String, help: String },
     #[error("{} cannot serve {model} as stored: {reason}; nothing was written", target.as_str())]
@@ -185,7 +185,7 @@ pub struct Context<'a> {
     pub dequant_at_load: bool,
     pub mtp_declared: bool,
     pub mtp_present: bool,
-    /// What `ckptkit plan` predicts vLLM raises at (tp, ep): empty when feasible; otherwise the
+    /// What `ckptpilot plan` predicts vLLM raises at (tp, ep): empty when feasible; otherwise the
     /// kit was written with `--allow-infeasible` and says so everywhere.
     pub failures: Vec<crate::plan::Failure>,
     /// The smallest configuration plan finds feasible, (tp, ep), if any.
@@ -254,7 +254,7 @@ fn camel(s: &str) -> String {
 
 /// The record of what `stub` wrote into its output directory: relative path → blake3 of the bytes
 /// written, so a later `--force` run can tell the files a person edited from its own.
-const STATE_FILE: &str = ".ckptkit-stub.json";
+const STATE_FILE: &str = ".ckptpilot-stub.json";
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct StubState {
@@ -267,7 +267,7 @@ struct StubState {
 pub struct Written {
     /// Every file written (or left as it already was, byte-identical).
     pub files: Vec<PathBuf>,
-    /// Files a person changed since ckptkit wrote them: (kept file, where the new version went).
+    /// Files a person changed since ckptpilot wrote them: (kept file, where the new version went).
     pub kept: Vec<(PathBuf, PathBuf)>,
     /// What to do next (install, stage A, stage B), in the kit's language, for the terminal.
     pub next_steps: String,
@@ -299,8 +299,8 @@ fn under(out: &Path, rel: &str) -> Result<PathBuf, StubError> {
     Ok(path)
 }
 
-/// Write one generated file. A file that exists and is not exactly what ckptkit last wrote there
-/// (a person edited it, or ckptkit never wrote it) is kept; the new text goes to `FILE.new`.
+/// Write one generated file. A file that exists and is not exactly what ckptpilot last wrote there
+/// (a person edited it, or ckptpilot never wrote it) is kept; the new text goes to `FILE.new`.
 fn write(dir: &Path, rel: &str, text: &str, state: &mut StubState, done: &mut Written) -> Result<(), StubError> {
     let path = under(dir, rel)?;
     let io = |p: &Path| {
@@ -348,7 +348,7 @@ fn write(dir: &Path, rel: &str, text: &str, state: &mut StubState, done: &mut Wr
 }
 
 /// `--out` must be new or empty unless `--force`; returns the record of an earlier generation.
-/// `--out` must be new or empty unless `--force`, and no other ckptkit may be writing there (the
+/// `--out` must be new or empty unless `--force`, and no other ckptpilot may be writing there (the
 /// directory's one lock, `fsutil::DIR_LOCK`, held exclusively while the kit is written); returns
 /// the record of an earlier generation and the lock.
 fn prepare_out(out: &Path, force: bool) -> Result<(StubState, crate::fsutil::Lock), StubError> {
@@ -356,7 +356,7 @@ fn prepare_out(out: &Path, force: bool) -> Result<(StubState, crate::fsutil::Loc
     let io = |source| StubError::Io { path: out.to_path_buf(), source };
     let lock_path = out.join(DIR_LOCK);
     let locked = |holder: String| StubError::Locked { out: out.to_path_buf(), holder };
-    // Another ckptkit writing here is said first, with or without --force (a probe: nothing is created).
+    // Another ckptpilot writing here is said first, with or without --force (a probe: nothing is created).
     if let Some(h) = Lock::holder(&lock_path) {
         return Err(locked(h));
     }
@@ -364,7 +364,7 @@ fn prepare_out(out: &Path, force: bool) -> Result<(StubState, crate::fsutil::Loc
         let mut names: Vec<String> = std::fs::read_dir(out)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-            // The lock a finished run leaves, and temporary files: ckptkit's, not content.
+            // The lock a finished run leaves, and temporary files: ckptpilot's, not content.
             .filter(|n| n != DIR_LOCK && !n.contains(crate::fsutil::TMP_MARK))
             .collect();
         if !names.is_empty() && !force {
@@ -386,8 +386,8 @@ fn prepare_out(out: &Path, force: bool) -> Result<(StubState, crate::fsutil::Loc
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(out).map_err(io)?,
         Err(e) => return Err(io(e)),
     }
-    let lock = Lock::try_acquire_as(&lock_path, true, "ckptkit stub").map_err(|e| match e {
-        LockError::Held { holder, .. } => locked(holder.unwrap_or_else(|| "a ckptkit process".into())),
+    let lock = Lock::try_acquire_as(&lock_path, true, "ckptpilot stub").map_err(|e| match e {
+        LockError::Held { holder, .. } => locked(holder.unwrap_or_else(|| "a ckptpilot process".into())),
         LockError::Io { path, source } => StubError::Io { path, source },
     })?;
     // Now that nobody else writes here, look again: that look is the one that counts.
@@ -399,7 +399,7 @@ fn prepare_out(out: &Path, force: bool) -> Result<(StubState, crate::fsutil::Loc
     Ok((state, lock))
 }
 
-/// The configuration the serve scripts run, and `ckptkit plan`'s verdict on it.
+/// The configuration the serve scripts run, and `ckptpilot plan`'s verdict on it.
 struct Choice {
     tp: u64,
     ep: bool,
@@ -412,7 +412,7 @@ struct Choice {
     feasible: Option<(u64, bool)>,
 }
 
-/// The TP (and EP) for the serve scripts, from `ckptkit plan` of the model as the scripts serve it:
+/// The TP (and EP) for the serve scripts, from `ckptpilot plan` of the model as the scripts serve it:
 /// with `dequant_at_load` the fp8 weights become bf16 at load and the scripts build the model
 /// unquantized, so the plan is of the unquantized model (its `target` rule then holds and memory is
 /// counted in bf16). Every TP up to 32 is planned (and `given`), with and without EP for an MoE
@@ -428,7 +428,7 @@ fn choose(
     given: Option<u64>,
     dequant_at_load: bool,
 ) -> Result<Choice, StubError> {
-    // As `ckptkit plan` reads it: a directory with only a config.json is planned from the config.
+    // As `ckptpilot plan` reads it: a directory with only a config.json is planned from the config.
     let mut input = if ck.tensor_count() == 0 {
         PlanInput::open(model, rules).or_else(|_| PlanInput::from_checkpoint(ck, model, rules))?
     } else {
@@ -484,18 +484,18 @@ fn choose(
     let rules_failed = c.failures.iter().map(|f| f.rule.to_string()).collect::<Vec<_>>().join(", ");
     let (reason, reason_zh) = match (given, c.feasible) {
         (Some(_), true) => (
-            format!("--tp {tp} given; `ckptkit plan --target {t}`{served} finds TP {tp}{with_ep} feasible on {dev}"),
-            format!("指定了 --tp {tp}；`ckptkit plan --target {t}`{served_zh}判定 TP {tp}{with_ep_zh} 在 {dev} 上可行"),
+            format!("--tp {tp} given; `ckptpilot plan --target {t}`{served} finds TP {tp}{with_ep} feasible on {dev}"),
+            format!("指定了 --tp {tp}；`ckptpilot plan --target {t}`{served_zh}判定 TP {tp}{with_ep_zh} 在 {dev} 上可行"),
         ),
         (None, true) => (
             format!(
-                "`ckptkit plan --target {t}`{served}: TP {tp}{with_ep} is the smallest feasible configuration on {dev} ({} of weights per rank, {} sequences of {} tokens)",
+                "`ckptpilot plan --target {t}`{served}: TP {tp}{with_ep} is the smallest feasible configuration on {dev} ({} of weights per rank, {} sequences of {} tokens)",
                 crate::ui::bytes(c.per_rank_weight_bytes),
                 c.max_seqs_at_max_model_len,
                 report.max_model_len
             ),
             format!(
-                "`ckptkit plan --target {t}`{served_zh}：TP {tp}{with_ep_zh} 是 {dev} 上最小的可行配置（每卡权重 {}，可容纳 {} 条 {} token 的序列）",
+                "`ckptpilot plan --target {t}`{served_zh}：TP {tp}{with_ep_zh} 是 {dev} 上最小的可行配置（每卡权重 {}，可容纳 {} 条 {} token 的序列）",
                 crate::ui::bytes(c.per_rank_weight_bytes),
                 c.max_seqs_at_max_model_len,
                 report.max_model_len
@@ -503,11 +503,11 @@ fn choose(
         ),
         (_, false) => (
             format!(
-                "{}; `ckptkit plan --target {t}`{served} predicts that vLLM fails at TP {tp}{with_ep} on {dev} ({rules_failed}); written with --allow-infeasible",
+                "{}; `ckptpilot plan --target {t}`{served} predicts that vLLM fails at TP {tp}{with_ep} on {dev} ({rules_failed}); written with --allow-infeasible",
                 if given.is_some() { format!("--tp {tp} given") } else { "no feasible configuration".into() }
             ),
             format!(
-                "{}；`ckptkit plan --target {t}`{served_zh}预测 vLLM 在 {dev} 上以 TP {tp}{with_ep_zh} 运行会失败（{rules_failed}）；因指定了 --allow-infeasible 仍生成",
+                "{}；`ckptpilot plan --target {t}`{served_zh}预测 vLLM 在 {dev} 上以 TP {tp}{with_ep_zh} 运行会失败（{rules_failed}）；因指定了 --allow-infeasible 仍生成",
                 if given.is_some() { format!("指定了 --tp {tp}") } else { "没有可行配置".into() }
             ),
         ),
@@ -559,13 +559,13 @@ fn refusal(
         let modelslim_on_gpu = target == Target::Vllm && ctx_quant.is_some_and(|q| q.modelslim.is_some());
         let help = if modelslim_on_gpu {
             format!(
-                "a ModelSlim checkpoint is served by vLLM-Ascend (`--quantization ascend`): `ckptkit stub {} --out DIR --target vllm-ascend`{}{allow}",
+                "a ModelSlim checkpoint is served by vLLM-Ascend (`--quantization ascend`): `ckptpilot stub {} --out DIR --target vllm-ascend`{}{allow}",
                 sh_quote(&model_shown),
                 fixes.first().map(|f| format!("; plan: {f}")).unwrap_or_default()
             )
         } else {
             format!(
-                "convert it first, then stub the copy: `ckptkit dequant {m} --out DIR` and `ckptkit stub DIR --target {}`{allow}",
+                "convert it first, then stub the copy: `ckptpilot dequant {m} --out DIR` and `ckptpilot stub DIR --target {}`{allow}",
                 target.as_str(),
                 m = sh_quote(&model_shown)
             )
@@ -583,11 +583,11 @@ fn refusal(
     );
     let head = if layout {
         format!(
-            "vLLM {} refuses to build {model_shown} at {at}, as `ckptkit plan` predicts",
+            "vLLM {} refuses to build {model_shown} at {at}, as `ckptpilot plan` predicts",
             crate::target::VLLM_REFERENCE
         )
     } else {
-        format!("`ckptkit plan` predicts that vLLM {} fails with {model_shown} at {at}", crate::target::VLLM_REFERENCE)
+        format!("`ckptpilot plan` predicts that vLLM {} fails with {model_shown} at {at}", crate::target::VLLM_REFERENCE)
     };
     let why: Vec<String> = ch
         .failures
@@ -603,7 +603,7 @@ fn refusal(
         help.push(format!("`--tp {t}` is feasible"));
     }
     help.push(format!(
-        "`ckptkit plan {} --target {}` shows every rule{allow}",
+        "`ckptpilot plan {} --target {}` shows every rule{allow}",
         sh_quote(&model_shown),
         target.as_str()
     ));
@@ -640,7 +640,7 @@ fn config_problem(ck: &Checkpoint) -> String {
 
 /// Generate everything into `opts.out`: new or empty, or with `force` a directory whose files a
 /// person changed are kept (the new versions beside them as `FILE.new`). Nothing is written when
-/// `ckptkit plan` predicts that vLLM fails at the configuration the kit would serve, unless
+/// `ckptpilot plan` predicts that vLLM fails at the configuration the kit would serve, unless
 /// `opts.allow_infeasible`.
 pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOptions) -> Result<Written, StubError> {
     if let Some(n) = &opts.name {
@@ -713,7 +713,7 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
     }
     let state_path = under(&opts.out, STATE_FILE)?;
     let (mut state, _lock) = prepare_out(&opts.out, opts.force)?;
-    state.schema = "ckptkit.stub-state/1".into();
+    state.schema = "ckptpilot.stub-state/1".into();
     let mut written = Written::default();
     for (rel, text) in &files {
         write(&opts.out, rel, text, &mut state, &mut written)?;
@@ -736,7 +736,7 @@ impl crate::ui::Help for StubError {
             }
             StubError::Io { .. } => "check that --out is writable and on a file system with free space".into(),
             StubError::Plan(e) => crate::ui::Help::help(e),
-            StubError::Unsupported(_) => "see `ckptkit remap MODEL` for what the rules cover".into(),
+            StubError::Unsupported(_) => "see `ckptpilot remap MODEL` for what the rules cover".into(),
             StubError::Config { .. } => {
                 "put the model's config.json (a regular file holding a JSON object) beside the weights".into()
             }
@@ -808,7 +808,7 @@ mod tests {
     fn every_path_written_stays_under_out() {
         let out = Path::new("/tmp/kit");
         assert_eq!(under(out, "a/b.py").unwrap(), Path::new("/tmp/kit/a/b.py"));
-        assert_eq!(under(out, STATE_FILE).unwrap(), Path::new("/tmp/kit/.ckptkit-stub.json"));
+        assert_eq!(under(out, STATE_FILE).unwrap(), Path::new("/tmp/kit/.ckptpilot-stub.json"));
         for bad in ["", "../x", "a/../../x", "/etc/passwd", "a//b", "./a", "a/./b", "a/..", "a\u{1b}b", "a\nb"] {
             assert!(matches!(under(out, bad), Err(StubError::OutsideOut { .. })), "{bad:?}");
         }

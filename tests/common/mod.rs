@@ -126,7 +126,7 @@ pub fn fix_total_size(dir: &Path) {
 }
 
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ckptkit")
+    env!("CARGO_BIN_EXE_ckptpilot")
 }
 
 pub struct Run {
@@ -143,7 +143,7 @@ pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut c = Command::new(bin());
     c.args(args);
     // The tests state their target; a developer's own default must not change them.
-    c.env_remove("CKPTKIT_TARGET");
+    c.env_remove("CKPTPILOT_TARGET");
     // No test touches the network: a repo id outside the cache is never read from the Hub here
     // (tests/remote.rs runs its own local Hub).
     c.env("HF_HUB_OFFLINE", "1");
@@ -158,12 +158,12 @@ pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     }
 }
 
-/// `ckptkit audit --json PATH` → (exit code, report).
+/// `ckptpilot audit --json PATH` → (exit code, report).
 pub fn audit_json(path: &Path) -> (i32, Value) {
     audit_json_for(path, "vllm")
 }
 
-/// `ckptkit audit --json PATH --target TARGET` → (exit code, report).
+/// `ckptpilot audit --json PATH --target TARGET` → (exit code, report).
 pub fn audit_json_for(path: &Path, target: &str) -> (i32, Value) {
     let r = run(&["audit", "--json", path.to_str().unwrap(), "--target", target]);
     assert!(r.stderr.is_empty() || r.code != 0, "stderr: {}", r.stderr);
@@ -284,13 +284,13 @@ pub fn edit_config(dir: &Path, f: impl FnOnce(&mut Value)) {
     edit_json(&dir.join("config.json"), f);
 }
 
-/// The files of a `dequant` output directory, ckptkit's own bookkeeping (state file, lock) left out.
+/// The files of a `dequant` output directory, ckptpilot's own bookkeeping (state file, lock) left out.
 pub fn outputs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-        .filter(|(n, _)| !n.starts_with(".ckptkit-"))
+        .filter(|(n, _)| !n.starts_with(".ckptpilot-"))
         .map(|(n, p)| (n, std::fs::read(p).unwrap()))
         .collect()
 }

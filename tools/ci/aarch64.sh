@@ -3,16 +3,16 @@
 #   - tests/kernels.rs, every test: the fp8 kernels bit-exact against PyTorch;
 #   - tests/dequant4.rs, the `in_process` tests: MXFP4 / NVFP4 / INT4 dequantized through the
 #     library in this process, bit-exact against the producers' references. Its other tests spawn
-#     the ckptkit binary, an aarch64 program the host cannot exec without binfmt_misc.
+#     the ckptpilot binary, an aarch64 program the host cannot exec without binfmt_misc.
 # Idempotent: the Debian cross toolchain, qemu and the rustup target are installed only when missing.
 # The release profile by default: the optimized code that ships, whose loops LLVM vectorizes with
-# NEON (CKPTKIT_AARCH64_PROFILE=dev builds faster and tests the unoptimized code instead).
-# Each test binary runs under `timeout` (CKPTKIT_AARCH64_TIMEOUT, seconds): a hang fails, never stalls.
+# NEON (CKPTPILOT_AARCH64_PROFILE=dev builds faster and tests the unoptimized code instead).
+# Each test binary runs under `timeout` (CKPTPILOT_AARCH64_TIMEOUT, seconds): a hang fails, never stalls.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target=aarch64-unknown-linux-gnu
-profile=${CKPTKIT_AARCH64_PROFILE:-release}
-limit=${CKPTKIT_AARCH64_TIMEOUT:-600}
+profile=${CKPTPILOT_AARCH64_PROFILE:-release}
+limit=${CKPTPILOT_AARCH64_TIMEOUT:-600}
 qemu=qemu-aarch64-static
 sysroot=/usr/aarch64-linux-gnu
 

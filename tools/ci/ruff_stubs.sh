@@ -3,7 +3,7 @@
 # `ruff check` on all the generated Python; exits non-zero on any finding (issue 11, item 7).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-bin=./target/debug/ckptkit
+bin=./target/debug/ckptpilot
 [ -x "$bin" ] || cargo build --locked
 # The ruff .ci/run installs for python3 first, then one on the PATH.
 ruff=(python3 -m ruff)
@@ -27,7 +27,7 @@ for dir in fixtures/*/ fixtures/configs/*/; do
                 fi
                 # Plan predicts that vLLM fails at every TP on this target (exit 1), or the target
                 # cannot serve the weight format: the kit written anyway is checked all the same.
-                if grep -q -e "\`ckptkit plan\`" -e "cannot serve .* as stored" "$tmp/err"; then
+                if grep -q -e "\`ckptpilot plan\`" -e "cannot serve .* as stored" "$tmp/err"; then
                     "$bin" stub "$dir" --out "$out" --target "$target" --layout "$layout" --allow-infeasible \
                         >/dev/null 2>"$tmp/err" || { cat "$tmp/err" >&2; exit 1; }
                     echo "ruff_stubs: $target kit for $dir written with --allow-infeasible (plan predicts it fails)"

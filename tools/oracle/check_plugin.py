@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Judge one vLLM oracle run of a `ckptkit stub --layout plugin` adapter (used by check_plugins.sh).
+"""Judge one vLLM oracle run of a `ckptpilot stub --layout plugin` adapter (used by check_plugins.sh).
 
     check_plugin.py PLUGIN_DIR RESULT.json TP
 

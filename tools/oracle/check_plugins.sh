@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Proof in vLLM (issue 11 item 8): the plugin `ckptkit stub --layout plugin` writes is the class vLLM
+# Proof in vLLM (issue 11 item 8): the plugin `ckptpilot stub --layout plugin` writes is the class vLLM
 # 0.33.0 builds, and its load_weights fills every parameter, for the family fixtures at TP 1 and 2.
 #
 #   tools/oracle/check_plugins.sh [NAME ...]        # default: every fixture below, TP 1 2
 #   TPS="1" tools/oracle/check_plugins.sh llama
 #
-# Per case: (1) ckptkit stub fixtures/NAME --out $WORK/NAME.tpN --tp N --layout plugin --force;
+# Per case: (1) ckptpilot stub fixtures/NAME --out $WORK/NAME.tpN --tp N --layout plugin --force;
 # (2) pip install --no-deps --no-build-isolation that package into ~/vllm-oracle-venv; (3) the oracle
 # on fixtures/NAME at TP N; (4) tools/oracle/check_plugin.py: every rank built the class the plugin
 # registers and every parameter was returned by load_weights and traced without error (vLLM's
 # strict check passes); (5) pip uninstall, always (trap). One oracle invocation at a time.
 # Prints `NAME tpN: PASS|FAIL|REFUSED <why>` per case, a summary, and a table in $WORK/results.tsv;
-# exits 1 if any case FAILs. REFUSED: ckptkit stub exited 1 saying vLLM refuses that TP.
+# exits 1 if any case FAILs. REFUSED: ckptpilot stub exited 1 saying vLLM refuses that TP.
 # Needs ~/vllm-oracle-venv with vllm==0.33.0 and ../shared/tools/vllm-oracle (see its README).
 set -u
 cd "$(dirname "$0")/../.."
@@ -19,12 +19,12 @@ PY=${PY:-$HOME/vllm-oracle-venv/bin/python}
 ORACLE=${ORACLE:-../shared/tools/vllm-oracle/oracle.py}
 WORK=${WORK:-/tmp/plugins}
 TPS=${TPS:-"1 2"}
-CKPTKIT=${CKPTKIT:-target/debug/ckptkit}
+CKPTPILOT=${CKPTPILOT:-target/debug/ckptpilot}
 # ISOLATE=1: install each plugin into its own directory ($WORK/NAME.tpN.site, put on PYTHONPATH for
 # the oracle) instead of the venv, so other oracle runs on this machine never see it.
 ISOLATE=${ISOLATE:-0}
 mkdir -p "$WORK"
-[ -x "$CKPTKIT" ] || cargo build || exit 2
+[ -x "$CKPTPILOT" ] || cargo build || exit 2
 NAMES=("$@")
 [ ${#NAMES[@]} -eq 0 ] && NAMES=(llama mistral qwen2 qwen3-dense qwen3-moe mixtral deepseek-v3-mla glm4-moe olmo2
   gpt-oss qwen3-next qwen2.5-vl-new qwen3-vl gemma3-tied gemma3-mm qwen3-dense-fp8 qwen3-moe-fp8 deepseek-fp8)
@@ -58,7 +58,7 @@ for name in "${NAMES[@]}"; do
     status="" cls="-" filled="-" secs="-" why=""
 
     # (1) generate the plugin
-    if "$CKPTKIT" stub "fixtures/$name" --out "$out" --tp "$tp" --layout plugin --force --color never \
+    if "$CKPTPILOT" stub "fixtures/$name" --out "$out" --tp "$tp" --layout plugin --force --color never \
       >"$WORK/$case_id.stub.log" 2>&1; then
       :
     else
@@ -68,7 +68,7 @@ for name in "${NAMES[@]}"; do
       else
         status=FAIL
       fi
-      why="ckptkit stub rc=$rc: $(grep -m1 -A1 -E 'refuses|error' "$WORK/$case_id.stub.log" | tr -s ' \t\n' ' ' | cut -c1-400)"
+      why="ckptpilot stub rc=$rc: $(grep -m1 -A1 -E 'refuses|error' "$WORK/$case_id.stub.log" | tr -s ' \t\n' ' ' | cut -c1-400)"
     fi
 
     # (2) install it

@@ -21,16 +21,16 @@ Steps, one architecture at a time (one oracle process chain at a time, under `ni
             each parameter's partition (from vLLM's weight_loader and its shapes across TP sizes),
             shapes written over config keys, layer sets, dtype, q/k norms. What it cannot infer goes
             under `_todo` for a person.
-  4. verify `ckptkit --rules DRAFT remap --json --tp N` row for row against the trace (param, shard id,
+  4. verify `ckptpilot --rules DRAFT remap --json --tp N` row for row against the trace (param, shard id,
             expert id; never-loaded tensors skip / unmapped), the parameter set, and
-            `ckptkit --rules DRAFT plan --json --tp N` per-rank weight bytes against the recorded
+            `ckptpilot --rules DRAFT plan --json --tp N` per-rank weight bytes against the recorded
             most loaded rank (a TP vLLM refused must be infeasible in plan).
   --apply   a verified existing family gets the architecture added to its `architectures`; a
             verified new draft is written to src/arch/families/NAME.json. A draft that fails
             verification goes to tools/oracle/drafts/NAME.json with the differences.
 Each run appends a row to tools/oracle/families.tsv (name, architecture, status, family, seconds, note).
 
-Environment: CKPTKIT (default /work/target-fam/debug/ckptkit), ORACLE, WORK (default /tmp/fam-oracle).
+Environment: CKPTPILOT (default /work/target-fam/debug/ckptpilot), ORACLE, WORK (default /tmp/fam-oracle).
 """
 import argparse
 import copy
@@ -45,7 +45,7 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 HERE = os.path.dirname(os.path.abspath(__file__))
 ORACLE = os.environ.get("ORACLE", os.path.join(ROOT, "..", "shared", "tools", "vllm-oracle", "oracle.py"))
-CKPTKIT = os.environ.get("CKPTKIT", "/work/target-fam/debug/ckptkit")
+CKPTPILOT = os.environ.get("CKPTPILOT", "/work/target-fam/debug/ckptpilot")
 WORK = os.environ.get("WORK", "/tmp/fam-oracle")
 FIX = os.path.join(ROOT, "fixtures", "families")
 REC = os.path.join(ROOT, "fixtures", "oracle", "families")
@@ -247,7 +247,7 @@ def shape_check(alt_dir, rules_file):
     """remap-shape findings of the rules on the second-size checkpoint (its shapes are the truth)."""
     if not alt_dir:
         return []
-    r = ckptkit((["--rules", rules_file] if rules_file else []) + ["remap", alt_dir, "--json"])
+    r = ckptpilot((["--rules", rules_file] if rules_file else []) + ["remap", alt_dir, "--json"])
     try:
         v = json.loads(r.stdout)
     except ValueError:
@@ -800,8 +800,8 @@ def draft_params(recs, cfg, view, todo, alt=None):
 # --------------------------------------------------------------------------------------------- 4. verify
 
 
-def ckptkit(args):
-    r = subprocess.run(["nice", "-n", "10", CKPTKIT] + args, capture_output=True, text=True)
+def ckptpilot(args):
+    r = subprocess.run(["nice", "-n", "10", CKPTPILOT] + args, capture_output=True, text=True)
     return r
 
 
@@ -810,7 +810,7 @@ def shard_s(v):
 
 
 def verify(fixture, rules_file, recs, quick=False):
-    """Differences between ckptkit (with `rules_file`) and the records; empty when equal. `quick`:
+    """Differences between ckptpilot (with `rules_file`) and the records; empty when equal. `quick`:
     stop at the first record that differs (to reject a candidate family fast)."""
     diffs = []
     for rec in recs:
@@ -818,7 +818,7 @@ def verify(fixture, rules_file, recs, quick=False):
             break
         tp = rec["tp"]
         extra = ["--rules", rules_file] if rules_file else []
-        plan = ckptkit(extra + ["plan", fixture, "--tp", str(tp), "--json"])
+        plan = ckptpilot(extra + ["plan", fixture, "--tp", str(tp), "--json"])
         try:
             c = json.loads(plan.stdout)["configs"][0]
         except (ValueError, KeyError, IndexError):
@@ -828,7 +828,7 @@ def verify(fixture, rules_file, recs, quick=False):
             if c.get("feasible"):
                 diffs.append(f"tp{tp}: vLLM refuses ({rec['build_errors'][0][:120]}), plan calls it feasible")
             continue
-        r = ckptkit(extra + ["remap", fixture, "--tp", str(tp), "--json"])
+        r = ckptpilot(extra + ["remap", fixture, "--tp", str(tp), "--json"])
         try:
             v = json.loads(r.stdout)
         except ValueError:

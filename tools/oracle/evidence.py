@@ -8,7 +8,7 @@ exists for a fixture of that architecture, the vLLM class that run built and the
 
 Every record is replayed by a test (tests/remap.rs: trace rows; tests/model_spec.rs: per-rank
 parameters; tests/families.rs: both for compiled families), and tests/families_table.rs checks this
-file against the records, so `ckptkit families` (which embeds it) lists only what was recorded.
+file against the records, so `ckptpilot families` (which embeds it) lists only what was recorded.
 Standard library only.
 """
 import glob

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Small checkpoints that probe vLLM's parallel-shape rules, for checking `ckptkit plan` against the
+"""Small checkpoints that probe vLLM's parallel-shape rules, for checking `ckptpilot plan` against the
 vLLM 0.33.0 oracle (../shared/tools/vllm-oracle). Not used by the tests; the outcomes are recorded in
 the plan issue's note and in tests/plan.rs where they became unit expectations.
 
     python3 tools/oracle/plan_cases.py OUT_DIR            # writes the checkpoints
-    python3 tools/oracle/plan_cases.py OUT_DIR --run ORACLE_PY VENV_PYTHON CKPTKIT
+    python3 tools/oracle/plan_cases.py OUT_DIR --run ORACLE_PY VENV_PYTHON CKPTPILOT
 
 Pins as fixtures/generate.py: torch 2.15.0, transformers 4.57.1, safetensors 0.6.2.
 """
@@ -91,7 +91,7 @@ def main():
     if "--run" not in sys.argv:
         return
     i = sys.argv.index("--run")
-    oracle, py, ckptkit = sys.argv[i + 1:i + 4]
+    oracle, py, ckptpilot = sys.argv[i + 1:i + 4]
     for case, tp, ep in RUNS:
         d = os.path.join(out, case)
         tag = f"{case}__tp{tp}{'__ep' if ep else ''}"
@@ -100,14 +100,14 @@ def main():
         if ep:
             cmd.append("--ep")
         subprocess.run(cmd, capture_output=True)
-        plan = subprocess.run([ckptkit, "plan", d, "--tp", str(tp), "--ep", "on" if ep else "off", "--json",
+        plan = subprocess.run([ckptpilot, "plan", d, "--tp", str(tp), "--ep", "on" if ep else "off", "--json",
                                "--max-model-len", "256"], capture_output=True, text=True)
         p = json.loads(plan.stdout)["configs"][0]
         rank0 = res if tp == 1 else res.replace(".json", "__rank0.json")
         r = json.load(open(rank0)) if os.path.exists(rank0) else {"stages": {}, "errors": []}
         build_errors = [f"{e['type']}: {e['message'][:200]}" for e in r["errors"] if e["phase"] in ("config", "build")]
         print(f"== {tag}: vLLM build={r['stages'].get('build')} errors={build_errors}")
-        print(f"   ckptkit verdict={p['verdict']} failures={[f['rule'] + ': ' + f['message'][:200] for f in p['failures']]}")
+        print(f"   ckptpilot verdict={p['verdict']} failures={[f['rule'] + ': ' + f['message'][:200] for f in p['failures']]}")
 
 
 if __name__ == "__main__":

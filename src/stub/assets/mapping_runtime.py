@@ -1,6 +1,6 @@
 
 
-# --- routing: the same rules, in the same order, as `ckptkit remap` -----------------------------
+# --- routing: the same rules, in the same order, as `ckptpilot remap` -----------------------------
 
 
 def _apply_mapper(name):
@@ -109,7 +109,7 @@ def _shard_key(shard):
 
 def remap(names, dtypes=None, dequantize_fp8=False):
     """The remap table for `names` (checkpoint tensor names): one dict per name with
-    checkpoint_name, param, shard_id, expert_id, action and reason, as `ckptkit remap --json` rows."""
+    checkpoint_name, param, shard_id, expert_id, action and reason, as `ckptpilot remap --json` rows."""
     rows = []
     for i, name in enumerate(names):
         row = {"checkpoint_name": name, "param": None, "shard_id": None, "expert_id": None, "action": "skip",

@@ -1,17 +1,17 @@
-"""ckptkit: pre-flight checks for Hugging Face checkpoints headed for vLLM / vLLM-Ascend.
+"""ckptpilot: pre-flight checks for Hugging Face checkpoints headed for vLLM / vLLM-Ascend.
 
-The same library as the ``ckptkit`` command, in-process:
+The same library as the ``ckptpilot`` command, in-process:
 
-    import ckptkit
-    report = ckptkit.audit("path/or/org/name")            # the dict `ckptkit audit --json` prints
-    plan = ckptkit.plan("org/name", tp=[8, 16], target="vllm-ascend")
-    table = ckptkit.remap("org/name", tp=8)
-    bf16 = ckptkit.dequantize(fp8_codes, scale, block_size=(128, 128))
+    import ckptpilot
+    report = ckptpilot.audit("path/or/org/name")            # the dict `ckptpilot audit --json` prints
+    plan = ckptpilot.plan("org/name", tp=[8, 16], target="vllm-ascend")
+    table = ckptpilot.remap("org/name", tp=8)
+    bf16 = ckptpilot.dequantize(fp8_codes, scale, block_size=(128, 128))
 
 ``audit``, ``plan`` and ``remap`` run the command itself and return its ``--json`` report, so they
 answer exactly as the command does (a repo id the local cache lacks is read from the Hub, headers
 only). A report with error findings or no feasible configuration is still returned (look at it); an
-input that cannot be read, a refused layout or a bad argument raises :class:`CkptkitError`.
+input that cannot be read, a refused layout or a bad argument raises :class:`CkptpilotError`.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Union
 
-from ._ckptkit import VLLM_REFERENCE, __version__, _dequantize_fp8, _run_captured
+from ._ckptpilot import VLLM_REFERENCE, __version__, _dequantize_fp8, _run_captured
 
-__all__ = ["VLLM_REFERENCE", "CkptkitError", "__version__", "audit", "dequantize", "plan", "remap"]
+__all__ = ["VLLM_REFERENCE", "CkptpilotError", "__version__", "audit", "dequantize", "plan", "remap"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class CkptkitError(Exception):
+class CkptpilotError(Exception):
     """A command that gave no report: ``status`` is its exit status (2 usage, 3 input, 1 refusal),
     ``help`` the fix it suggests."""
 
@@ -39,11 +39,11 @@ class CkptkitError(Exception):
 
 
 def _report(argv: Sequence[str]) -> dict[str, Any]:
-    status, out, errors = _run_captured(["ckptkit", *argv])
+    status, out, errors = _run_captured(["ckptpilot", *argv])
     if status in (0, 1) and out:
         return json.loads(out)
-    msg, hint = errors[0] if errors else (f"ckptkit {' '.join(argv)} exited {status} without a report", "")
-    raise CkptkitError(msg, status, hint)
+    msg, hint = errors[0] if errors else (f"ckptpilot {' '.join(argv)} exited {status} without a report", "")
+    raise CkptpilotError(msg, status, hint)
 
 
 def _common(target: str | None, rules: Iterable[PathLike], offline: bool) -> list[str]:
@@ -64,7 +64,7 @@ def _ints(xs: int | Iterable[int]) -> str:
 def audit(
     model: PathLike, *, target: str = "vllm", rules: Iterable[PathLike] = (), offline: bool = False
 ) -> dict[str, Any]:
-    """``ckptkit audit MODEL --json``: findings, shards, dtypes, the model summary."""
+    """``ckptpilot audit MODEL --json``: findings, shards, dtypes, the model summary."""
     return _report(["audit", os.fspath(model), "--json", *_common(target, rules, offline)])
 
 
@@ -85,7 +85,7 @@ def plan(
     rules: Iterable[PathLike] = (),
     offline: bool = False,
 ) -> dict[str, Any]:
-    """``ckptkit plan MODEL --json``: each parallel configuration, vLLM's verdict, per-rank memory.
+    """``ckptpilot plan MODEL --json``: each parallel configuration, vLLM's verdict, per-rank memory.
     ``ep``: True / False, or "both" to plan each TP with and without expert parallelism."""
     a = ["plan", os.fspath(model), "--json", *_common(target, rules, offline)]
     if tp is not None:
@@ -116,7 +116,7 @@ def remap(
     rules: Iterable[PathLike] = (),
     offline: bool = False,
 ) -> dict[str, Any]:
-    """``ckptkit remap MODEL --json``: every tensor's vLLM parameter, shard and expert id, TP slice."""
+    """``ckptpilot remap MODEL --json``: every tensor's vLLM parameter, shard and expert id, TP slice."""
     a = ["remap", os.fspath(model), "--json", "--tp", str(int(tp)), *_common(target, rules, offline)]
     if ep:
         a.append("--ep")
@@ -147,7 +147,7 @@ def dequantize(
 ) -> Any:
     """fp8 ``weight`` [..., N, K] (its codes as uint8, or an fp8 array) times its float32 ``scale``:
     block scales [ceil(N/bn), ceil(K/bk)] with ``block_size=(bn, bk)``, per-channel [N] / [N, 1], or
-    one per tensor. Bit-exact with ``ckptkit dequant``: exact decode, one f32 multiply, one rounding
+    one per tensor. Bit-exact with ``ckptpilot dequant``: exact decode, one f32 multiply, one rounding
     to nearest even. Returns a numpy array of ``shape`` (bfloat16 as its uint16 bits: view it with
     ``torch.from_numpy(a).view(torch.bfloat16)``), or a memoryview when numpy is absent."""
     fmt = _FP8.get(str(getattr(weight, "dtype", fmt)), fmt)

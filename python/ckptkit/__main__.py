@@ -1,5 +1,0 @@
-"""``python -m ckptkit ARGS``: the command line."""
-
-from ._cli import main
-
-main()
