@@ -142,6 +142,8 @@ def tiny_config(args, alt=False):
     tiny = dict(TINY, **ALT) if alt else TINY
     for k, v in tiny.items():
         own = amap.get(k, k)
+        if isinstance(getattr(cls, own, None), property):  # derived (FalconConfig.head_dim): not settable
+            continue
         present = own in base or hasattr(default, own) or k in base
         if present:
             kw[own] = v
@@ -1077,6 +1079,13 @@ def compile_one(args):
     return "drafted"
 
 
+def _json_or_text(v):
+    try:
+        return json.loads(v)
+    except ValueError:
+        return v
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("name", nargs="?")
@@ -1123,7 +1132,7 @@ def main():
         ns = argparse.Namespace(
             name=s["name"], arch=s["arch"], model_type=s.get("model_type"), config=s.get("config"),
             hf_class=s.get("hf_class"),
-            set={k: (json.loads(v) if isinstance(v, str) else v) for k, v in (s.get("set") or {}).items()},
+            set={k: (_json_or_text(v) if isinstance(v, str) else v) for k, v in (s.get("set") or {}).items()},
             tps=[int(x) for x in str(s.get("tps") or a.tps).split(",")], apply=a.apply, no_write=a.no_write,
             hf_overrides=s.get("hf_overrides"), post_write=s.get("post_write"))
         if ns.config and not os.path.isabs(ns.config):
