@@ -422,7 +422,8 @@ PREFERRED = [
     "kv_lora_rank+qk_rope_head_dim", "num_attention_heads*(qk_nope_head_dim+v_head_dim)",
     "num_attention_heads*(qk_nope_head_dim+qk_rope_head_dim)", "num_attention_heads*v_head_dim", "num_attention_heads*head_dim",
     "num_key_value_heads*head_dim", "head_dim", "num_experts", "(num_attention_heads+2*num_key_value_heads)*head_dim",
-    "2*intermediate_size", "2*moe_intermediate_size", "shared_expert_intermediate_size", "kv_lora_rank", "q_lora_rank",
+    "2*intermediate_size", "moe_num_shared_experts*moe_intermediate_size", "n_shared_experts*moe_intermediate_size",
+    "num_shared_experts*moe_intermediate_size", "2*moe_intermediate_size", "shared_expert_intermediate_size", "kv_lora_rank", "q_lora_rank",
     "num_attention_heads", "num_key_value_heads",
 ]
 
@@ -443,12 +444,19 @@ def dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
             return e
         if todo is not None:
             todo.append(f"{where}: dimension {value} (and {alt[1]} at the second size set) matches no config "
-                        "expression for both; the first size set's choice is kept")
+                        "expression for both; written as a literal")
+        if value == alt[1]:
+            return str(value)
     return _dim_expr(value, view, prefer, todo, where, None) or str(value)
 
 
 def _dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
-    cands = list(prefer) + PREFERRED + sorted(k for k in view if k not in PREFERRED and "." not in k)
+    if value == 1 and (alt is None or alt[1] == 1):  # a unit dimension, not whichever key holds 1
+        return "1"
+    cands = list(prefer) + PREFERRED + sorted(k for k in view if k not in PREFERRED and "." not in k
+                                              and not k.endswith("_token_id") and k not in (
+                                                  "pretraining_tp", "num_hidden_layers", "num_experts_per_tok",
+                                                  "first_k_dense_replace", "n_group", "topk_group"))
     if is_tower(where):
         vk = sorted(k for k in view if k.startswith("vision_config."))
         first = ["vision_config.hidden_size", "vision_config.intermediate_size", "vision_config.out_hidden_size"]
