@@ -5,8 +5,8 @@
 //! of the checkpoint, 2 usage error, 3 an input or output that cannot be read or written.
 //! Every error ckptpilot prints itself is an `error:` line and a `help:` line with the fix.
 
-use crate::plan::Target;
 use crate::arch::rules::RuleSet;
+use crate::plan::Target;
 use crate::ui::{self, ColorChoice, Help};
 use crate::{manifest, render, Checkpoint};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
@@ -445,9 +445,11 @@ fn emit_json<T: serde::Serialize>(value: &T) -> Result<(), Exit> {
 /// `plan`, `--ep both` (a value after a flag that may stand alone) as `--ep=both`.
 fn vllm_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let args: Vec<std::ffi::OsString> = args.collect();
-    let subcommand = args.iter().skip(1).map(|a| a.to_string_lossy()).find(|a| {
-        Cli::command().get_subcommands().any(|c| c.get_name() == a.as_ref())
-    });
+    let subcommand = args
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy())
+        .find(|a| Cli::command().get_subcommands().any(|c| c.get_name() == a.as_ref()));
     let is_plan = subcommand.as_deref() == Some("plan");
     let mut out = Vec::new();
     let mut rest = false;
@@ -773,7 +775,9 @@ fn check_threads(t: usize) -> Result<(), Exit> {
     if t == 0 || t > max {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         return Err(Exit::usage(
-            format!("--threads {t}: must be between 1 and {max} on this machine ({cores} cores, at most 4 workers each)"),
+            format!(
+                "--threads {t}: must be between 1 and {max} on this machine ({cores} cores, at most 4 workers each)"
+            ),
             format!("pass --threads {cores}, or leave it out to use every core"),
         ));
     }

@@ -7,12 +7,12 @@
 //! directory where there is none) that is removed when the call returns, so millions of executions
 //! do not touch the disk.
 
+use crate::arch::rules::RuleSet;
 use crate::checkpoint::{self, Checkpoint, ModelConfig};
 use crate::plan::device::Device;
 use crate::plan::{self, PlanInput, PlanOptions, Target};
 use crate::quant::fp8::OutDtype;
 use crate::quant::scheme::QuantScheme;
-use crate::arch::rules::RuleSet;
 use crate::remap::RemapOptions;
 use crate::render;
 use serde_json::Value;

@@ -256,7 +256,9 @@ impl crate::ui::Help for ManifestError {
     fn help(&self) -> String {
         match self {
             ManifestError::Io { .. } => "check the manifest path and that you may read (or write) it".into(),
-            ManifestError::Invalid { .. } => "pass a manifest written by `ckptpilot audit MODEL --checksum FILE`".into(),
+            ManifestError::Invalid { .. } => {
+                "pass a manifest written by `ckptpilot audit MODEL --checksum FILE`".into()
+            }
             ManifestError::Checkpoint(e) => crate::ui::Help::help(e),
         }
     }

@@ -649,15 +649,16 @@ pub fn families(c: &crate::arch::coverage::Coverage, markdown: bool) -> String {
                 }
             );
         }
-        let _ = writeln!(
-            o,
-            "\n{} architectures, {} verified by a recorded vLLM run.",
-            c.architectures.len(),
-            c.verified
-        );
+        let _ =
+            writeln!(o, "\n{} architectures, {} verified by a recorded vLLM run.", c.architectures.len(), c.verified);
         return o;
     }
-    let _ = writeln!(o, "ckptpilot families: {} architectures, {} verified by a recorded vLLM run", c.architectures.len(), c.verified);
+    let _ = writeln!(
+        o,
+        "ckptpilot families: {} architectures, {} verified by a recorded vLLM run",
+        c.architectures.len(),
+        c.verified
+    );
     let rows: Vec<[String; 5]> = c
         .architectures
         .iter()
@@ -675,7 +676,13 @@ pub fn families(c: &crate::arch::coverage::Coverage, markdown: bool) -> String {
     let w: Vec<usize> =
         (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).chain([head[i].len()]).max().unwrap_or(0)).collect();
     let line = |cells: &[String]| {
-        cells.iter().enumerate().map(|(i, x)| format!("{x:<w$}", w = w[i] + 2)).collect::<String>().trim_end().to_string()
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, x)| format!("{x:<w$}", w = w[i] + 2))
+            .collect::<String>()
+            .trim_end()
+            .to_string()
     };
     let _ = writeln!(o, "{}", line(&head.map(String::from)));
     for r in &rows {

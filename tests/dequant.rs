@@ -117,7 +117,9 @@ fn f32_output_rounds_to_the_bf16_reference() {
         assert_eq!(dt, "F32");
         let rounded: Vec<u8> = g
             .chunks_exact(4)
-            .flat_map(|c| ckptpilot::quant::fp8::f32_to_bf16(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes())
+            .flat_map(|c| {
+                ckptpilot::quant::fp8::f32_to_bf16(f32::from_le_bytes([c[0], c[1], c[2], c[3]])).to_le_bytes()
+            })
             .collect();
         assert!(bf16_nan_class_eq(&rounded, &bytes), "{k}");
     }

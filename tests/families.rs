@@ -71,7 +71,10 @@ fn compare(stem: &str, name: &str, tp: u64, oracle: &Value, rules: &RuleSet) -> 
     let r = run(&["remap", dir.to_str().unwrap(), "--tp", &tps, "--json"]);
     let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{stem}: remap: {e}: {}", r.stderr));
     if v["family"]["matched_by"] != "architecture" {
-        d.push(format!("{stem}: no family lists {} (matched_by {})", oracle["architecture"], v["family"]["matched_by"]));
+        d.push(format!(
+            "{stem}: no family lists {} (matched_by {})",
+            oracle["architecture"], v["family"]["matched_by"]
+        ));
     }
     let trace = oracle["trace"].as_object().unwrap();
     let rows = v["rows"].as_array().unwrap();

@@ -4,10 +4,10 @@
 //! names, and for each the same bytes (elements × the dtype vLLM allocates it in).
 
 mod common;
+use ckptpilot::arch::rules::RuleSet;
 use ckptpilot::model::ModelSpec;
 use ckptpilot::plan::Parallel;
 use ckptpilot::quant::scheme::QuantScheme;
-use ckptpilot::arch::rules::RuleSet;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;

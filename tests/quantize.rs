@@ -226,7 +226,11 @@ fn refusals_write_nothing() {
     for (model, scheme) in [(fixture("modelslim-llama-w8a8-dynamic"), "\"ascend\""), (mx.dir.clone(), "\"mxfp4\"")] {
         let r = quantize(&model, &out, &[]);
         assert_eq!(r.code, 1, "{}: {}", model.display(), r.stderr);
-        assert!(r.stderr.contains(scheme) && r.stderr.contains("not supported by `ckptpilot quantize`"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains(scheme) && r.stderr.contains("not supported by `ckptpilot quantize`"),
+            "{}",
+            r.stderr
+        );
         assert!(nothing(&out), "{}", model.display());
     }
     // A NaN in a weight: named with its row and column, no file left behind.

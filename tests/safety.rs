@@ -536,7 +536,10 @@ fn the_lock_names_the_part_runs_that_hold_it() {
         .unwrap();
     let pid = part.id();
     let t0 = Instant::now();
-    while !std::fs::read_dir(&out).unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains(".ckptpilot-tmp."))
+    while !std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains(".ckptpilot-tmp."))
     {
         assert!(t0.elapsed() < Duration::from_secs(30), "the part never started");
         std::thread::sleep(Duration::from_millis(10));

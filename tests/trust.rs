@@ -151,7 +151,10 @@ fn one_lock_per_output_directory_across_commands() {
     let out = tmp.path().join("out");
     let quantize_in = fixture("llama");
     let dequant_in = fixture("deepseek-fp8");
-    let first = paused(&["quantize", quantize_in.to_str().unwrap(), "--to", "w8a8-dynamic", "--out", out.to_str().unwrap()], 3000);
+    let first = paused(
+        &["quantize", quantize_in.to_str().unwrap(), "--to", "w8a8-dynamic", "--out", out.to_str().unwrap()],
+        3000,
+    );
     let pid = first.id();
     wait_for(Duration::from_secs(30), "quantize's temporary file", || !temp_files(&out).is_empty());
     for extra in [&["--force"][..], &[][..]] {
@@ -221,7 +224,10 @@ fn audit_and_plan_agree_on_what_the_target_serves() {
     let (code, v) = audit_json_for(&ms, "vllm");
     assert_eq!(code, 1);
     let f = expect(&v, "target-unsupported", "error");
-    assert!(f["message"].as_str().unwrap().contains("ValueError: Unknown quantization method: ascend. Must be one of ["));
+    assert!(f["message"]
+        .as_str()
+        .unwrap()
+        .contains("ValueError: Unknown quantization method: ascend. Must be one of ["));
     let p = run(&["plan", ms.to_str().unwrap(), "--tp", "1"]);
     assert_eq!(p.code, 1, "{}", p.stdout);
     assert!(p.stdout.contains("Unknown quantization method: ascend"), "{}", p.stdout);
@@ -275,11 +281,8 @@ fn no_config_is_refused_alike_and_says_what_is_wrong() {
     let cfg = c.dir.join("config.json");
     let dir = c.dir.to_str().unwrap();
     let out = c.tmp.path().join("kit");
-    for (setup, says) in [
-        (0, "no config.json in"),
-        (1, "not a JSON object"),
-        (2, "is a directory, not a regular file"),
-    ] {
+    for (setup, says) in [(0, "no config.json in"), (1, "not a JSON object"), (2, "is a directory, not a regular file")]
+    {
         let _ = std::fs::remove_file(&cfg);
         let _ = std::fs::remove_dir(&cfg);
         match setup {

@@ -5,10 +5,10 @@ pub mod structure;
 pub mod tree;
 
 use crate::arch::audit_rules;
+use crate::arch::rules::RuleSet;
 use crate::checkpoint::{Checkpoint, ModelConfig};
 use crate::findings::{Finding, Tally};
 use crate::quant::{pair_fp8, Pairing, QuantScheme};
-use crate::arch::rules::RuleSet;
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -192,7 +192,8 @@ pub fn render(rows: &[TreeRow], fmt_bytes: impl Fn(u64) -> String) -> String {
         // Children that are all leaves (weight, weight_scale_inv, bias, …) print on this line.
         let inline = node.children.len() > 1 && node.children.iter().all(|(_, c)| c.children.is_empty());
         if inline {
-            let names: Vec<std::borrow::Cow<'_, str>> = node.children.iter().map(|(k, _)| crate::ui::field(k)).collect();
+            let names: Vec<std::borrow::Cow<'_, str>> =
+                node.children.iter().map(|(k, _)| crate::ui::field(k)).collect();
             label = format!("{label}.{{{}}}", names.join(", "));
         }
         let names: Vec<&str> = order.iter().filter(|(_, m)| node.dtypes & m != 0).map(|(n, _)| *n).collect();

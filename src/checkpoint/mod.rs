@@ -158,8 +158,7 @@ impl Checkpoint {
         let mut findings = Vec::new();
         let root = source.root.clone();
         let (config_json, config) = read_config(&root, &mut findings);
-        let config_problem =
-            config.is_none().then(|| findings.last().map(|f| f.message.clone())).flatten();
+        let config_problem = config.is_none().then(|| findings.last().map(|f| f.message.clone())).flatten();
         let hf_quant_config = read_side_json(&root, "hf_quant_config.json", &mut findings);
         let modelslim = crate::quant::modelslim::Description::find(&root).and_then(|name| {
             let v = read_side_json(&root, &name, &mut findings)?;

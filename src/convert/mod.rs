@@ -122,7 +122,9 @@ impl Default for Options {
 pub enum ConvertError {
     #[error("refusing to convert (nothing was written):\n{}", reasons.iter().map(|r| format!("  - {r}")).collect::<Vec<_>>().join("\n"))]
     Refused { reasons: Vec<String> },
-    #[error("quantization scheme {scheme} is not supported by `ckptpilot {command}` ({accepted}); nothing was written")]
+    #[error(
+        "quantization scheme {scheme} is not supported by `ckptpilot {command}` ({accepted}); nothing was written"
+    )]
     Unsupported { scheme: String, command: &'static str, accepted: &'static str },
     #[error("the output directory is the input directory ({0}); choose another --out")]
     OutputIsInput(PathBuf),
@@ -752,7 +754,9 @@ fn held_parts(out: &Path) -> Vec<(String, String)> {
 /// The lock error, naming who holds it: the exclusive holder, or the `--part` runs holding it shared.
 fn locked(out: &Path, e: LockError) -> ConvertError {
     match e {
-        LockError::Held { holder: Some(h), .. } if !h.ends_with("a ckptpilot process") => ConvertError::Locked { holder: h },
+        LockError::Held { holder: Some(h), .. } if !h.ends_with("a ckptpilot process") => {
+            ConvertError::Locked { holder: h }
+        }
         LockError::Held { .. } => {
             let parts = held_parts(out);
             ConvertError::Locked {

@@ -465,4 +465,3 @@ fn stacked_shards(family: &Family, module: &str) -> Vec<String> {
         .map(|st| dotted.replacen(st.param.as_str(), &st.shard, 1).trim_end_matches('.').to_string())
         .collect()
 }
-

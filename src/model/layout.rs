@@ -44,4 +44,3 @@ pub struct RankWeights {
     /// With fp8 weights as bf16 and scales dropped.
     pub bf16: u64,
 }
-

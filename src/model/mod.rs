@@ -11,13 +11,13 @@ pub mod expected;
 pub mod layout;
 pub mod parallel;
 
+use crate::arch::rules::{Family, NoSplit, TpDim};
 use crate::arch::Partition;
 use crate::checkpoint::config::ModelConfig;
+use crate::quant::scheme::{QuantScheme, ScaleLayout};
+use expected::{expected_params, Expected, Role, Vars};
 use layout::{padded_vocab, pp_partition, stage_of, RankWeights};
 use parallel::Parallel;
-use crate::quant::scheme::{QuantScheme, ScaleLayout};
-use crate::arch::rules::{Family, NoSplit, TpDim};
-use expected::{expected_params, Expected, Role, Vars};
 use serde_json::Value;
 
 /// vLLM's parameters for one checkpoint (or a lone config) and one family.

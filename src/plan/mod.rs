@@ -10,11 +10,11 @@ pub mod rules;
 pub mod shape;
 
 use crate::arch::parallel_rules;
+use crate::arch::rules::RuleSet;
 use crate::checkpoint::config::ModelConfig;
 use crate::checkpoint::Checkpoint;
 use crate::error::CheckpointError;
 use crate::quant::scheme::QuantScheme;
-use crate::arch::rules::RuleSet;
 use device::Device;
 use memory::{KvCache, RankWeights};
 use serde::Serialize;
@@ -543,8 +543,14 @@ fn has_safetensors(dir: &Path) -> bool {
 
 fn max_len_check(cfg: &ModelConfig, requested: Option<u64>) -> (u64, Check) {
     let derived = cfg.derived_max_model_len;
-    let mut check =
-        Check { rule: Rule::MaxLen, status: Status::Pass, short: String::new(), message: String::new(), fix: None, remedies: Vec::new() };
+    let mut check = Check {
+        rule: Rule::MaxLen,
+        status: Status::Pass,
+        short: String::new(),
+        message: String::new(),
+        fix: None,
+        remedies: Vec::new(),
+    };
     let len = match (requested, derived) {
         (Some(r), Some((d, key))) if r > d => {
             check.status = Status::Fail;
@@ -979,7 +985,9 @@ impl crate::ui::Help for PlanError {
     fn help(&self) -> String {
         match self {
             PlanError::Checkpoint(e) => crate::ui::Help::help(e),
-            PlanError::ConfigJson { .. } => "fix the JSON at that line and column (or download config.json again)".into(),
+            PlanError::ConfigJson { .. } => {
+                "fix the JSON at that line and column (or download config.json again)".into()
+            }
         }
     }
 }

@@ -39,7 +39,14 @@ fn pass(rule: Rule, short: impl Into<String>) -> Check {
     Check { rule, status: Status::Pass, short: short.into(), message: String::new(), fix: None, remedies: Vec::new() }
 }
 fn na(rule: Rule, why: impl Into<String>) -> Check {
-    Check { rule, status: Status::NotApplicable, short: "-".into(), message: why.into(), fix: None, remedies: Vec::new() }
+    Check {
+        rule,
+        status: Status::NotApplicable,
+        short: "-".into(),
+        message: why.into(),
+        fix: None,
+        remedies: Vec::new(),
+    }
 }
 fn fail(rule: Rule, short: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) -> Check {
     let fix = fix.into();
@@ -54,7 +61,14 @@ fn fail(rule: Rule, short: impl Into<String>, message: impl Into<String>, fix: i
     }
 }
 fn caveat(rule: Rule, short: impl Into<String>, message: impl Into<String>) -> Check {
-    Check { rule, status: Status::Caveat, short: short.into(), message: message.into(), fix: None, remedies: Vec::new() }
+    Check {
+        rule,
+        status: Status::Caveat,
+        short: short.into(),
+        message: message.into(),
+        fix: None,
+        remedies: Vec::new(),
+    }
 }
 
 /// The TP sizes up to 64 at which `pred` holds, for fix suggestions.
@@ -138,7 +152,8 @@ fn heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                 "ValueError: Total number of attention heads ({n}) must be divisible by tensor parallel size ({tp})."
             ),
             format!("use a TP that divides {n}: {}", good_tps(|t| n % t == 0)),
-        ).with(vec![Remedy::layout()]);
+        )
+        .with(vec![Remedy::layout()]);
     }
     // Other attention in the model (vision towers) whose heads the family file names.
     if let Some((name, h)) = ctx.spec.and_then(|s| {
@@ -152,7 +167,8 @@ fn heads(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             format!("tower {h}%{tp}"),
             format!("AssertionError: {h} is not divisible by {tp} ({name}: {h} heads)"),
             format!("use a TP that divides {h} (and {n}): {}", good_tps(|t| n % t == 0 && h % t == 0)),
-        ).with(vec![Remedy::layout()]);
+        )
+        .with(vec![Remedy::layout()]);
     }
     pass(Rule::Heads, (n / tp).to_string())
 }
@@ -297,7 +313,8 @@ fn mlp(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             format!("{w}%{tp}"),
             format!("AssertionError: {w} is not divisible by {tp} ({m})"),
             format!("use a TP that divides {w}: {}", good_tps(|t| widths.iter().all(|(_, w)| w % t == 0))),
-        ).with(vec![Remedy::layout()]);
+        )
+        .with(vec![Remedy::layout()]);
     }
     let w = widths.iter().map(|(_, w)| *w).max().unwrap_or(0);
     pass(Rule::Mlp, (w / tp).to_string())
@@ -311,7 +328,8 @@ fn moe(ctx: &Ctx<'_>, par: &Parallel) -> Check {
                 "EP on dense",
                 "ValueError: Number of experts in the model must be greater than 0 when expert parallelism is enabled.",
                 "drop --enable-expert-parallel",
-            ).with(vec![Remedy::NoEp]);
+            )
+            .with(vec![Remedy::NoEp]);
         }
         return na(Rule::Moe, "dense model");
     };
@@ -323,7 +341,8 @@ fn moe(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             format!("TP {tp} > {e} experts"),
             format!("ValueError: Tensor parallel size {tp} is greater than the number of experts {e}."),
             format!("use TP ≤ {e}"),
-        ).with(vec![Remedy::layout()]);
+        )
+        .with(vec![Remedy::layout()]);
     }
     let im = m.moe_intermediate_size.or(ctx.cfg.intermediate_size).unwrap_or(0);
     if par.ep {
@@ -353,7 +372,8 @@ fn moe(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             format!("I {im}%{moe_tp}"),
             format!("AssertionError: {im} is not divisible by {moe_tp} (FusedMoE: moe_intermediate_size % (TP×DP))"),
             "enable expert parallelism (--enable-expert-parallel), or a TP×DP that divides moe_intermediate_size",
-        ).with(vec![Remedy::layout()]);
+        )
+        .with(vec![Remedy::layout()]);
     }
     pass(Rule::Moe, format!("I {}", im / moe_tp))
 }
@@ -493,7 +513,8 @@ fn vocab(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             format!("{padded}%{}", par.tp),
             format!("AssertionError: {padded} is not divisible by {} (vocab {v} padded to a multiple of 64)", par.tp),
             "use a power-of-two TP",
-        ).with(vec![Remedy::layout()]);
+        )
+        .with(vec![Remedy::layout()]);
     }
     pass(Rule::Vocab, (padded / par.tp).to_string())
 }
@@ -557,7 +578,8 @@ fn scale_load(ctx: &Ctx<'_>, par: &Parallel) -> Check {
             "expert scales",
             message,
             "a layout whose expert shards are whole blocks (more TP, or EP), or bf16 weights (`ckptpilot dequant`)",
-        ).with(vec![Remedy::layout(), Remedy::bf16("bf16 weights (`ckptpilot dequant`)")]);
+        )
+        .with(vec![Remedy::layout(), Remedy::bf16("bf16 weights (`ckptpilot dequant`)")]);
     }
     if let Some(o) = spec.merged_scale_overflow(par) {
         let module = crate::checkpoint::names::pattern(o.param.rsplit_once('.').map_or(o.param.as_str(), |(m, _)| m));

@@ -60,11 +60,8 @@ pub const VLLM_METHODS: &[&str] = &[
 /// Whether `target` (on a device with or without fp8 units) serves `q`.
 pub fn support(q: &QuantScheme, target: Target, fp8_device: bool) -> Support {
     let method = q.method.as_str();
-    let unsupported = |short: String, message: String, fix: &str| Support::Unsupported {
-        short,
-        message,
-        fix: fix.to_string(),
-    };
+    let unsupported =
+        |short: String, message: String, fix: &str| Support::Unsupported { short, message, fix: fix.to_string() };
     match target {
         Target::VllmAscend => {
             if q.method == QuantMethod::Fp8 && !fp8_device {

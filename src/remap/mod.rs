@@ -418,10 +418,9 @@ pub fn remap_with(
     let mut rows: Vec<Row> = Vec::with_capacity(ck.tensor_count());
     // Rules a recorded vLLM run verifies for this very architecture (chosen by it, not inferred).
     let recorded = matched_by == "architecture"
-        && cfg
-            .architecture
-            .as_deref()
-            .is_some_and(|a| family.architectures.iter().any(|x| x == a) && crate::arch::coverage::verified_tps(a).is_some());
+        && cfg.architecture.as_deref().is_some_and(|a| {
+            family.architectures.iter().any(|x| x == a) && crate::arch::coverage::verified_tps(a).is_some()
+        });
     let mut findings = Folder::default();
     // (parameter, shard, expert) → the row that filled it.
     // ModelSlim: the scheme of the first shard stacked into each fused parameter.

@@ -5,10 +5,10 @@
 mod delivery;
 mod python;
 
+use crate::arch::rules::RuleSet;
 use crate::checkpoint::Checkpoint;
 use crate::plan::{PlanInput, PlanOptions, Target};
 use crate::quant::scheme::QuantScheme;
-use crate::arch::rules::RuleSet;
 use crate::remap::{RemapOptions, RemapReport};
 use std::path::{Path, PathBuf};
 
@@ -587,7 +587,10 @@ fn refusal(
             crate::target::VLLM_REFERENCE
         )
     } else {
-        format!("`ckptpilot plan` predicts that vLLM {} fails with {model_shown} at {at}", crate::target::VLLM_REFERENCE)
+        format!(
+            "`ckptpilot plan` predicts that vLLM {} fails with {model_shown} at {at}",
+            crate::target::VLLM_REFERENCE
+        )
     };
     let why: Vec<String> = ch
         .failures
