@@ -278,6 +278,20 @@ pub fn remove_live_temp_files() -> usize {
 /// shell reports a process a signal ended. Locks go with the process. Call it first thing in
 /// `main`, before any other thread exists; the library never calls it (Python keeps its own
 /// handlers for the API).
+/// Set by the signal thread before it removes the temporary files: the command's own threads may
+/// then fail on files that just vanished, and must not exit (or report that) before it does.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// When a signal is being handled: block this thread until the signal thread ends the process with
+/// 128 + the signal (a failure caused by the cleanup is not the command's result). Otherwise return.
+pub fn wait_if_interrupted() {
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        loop {
+            std::thread::park();
+        }
+    }
+}
+
 pub fn exit_cleanly_on_signals() {
     // SAFETY: sigset manipulation on a set we own; pthread_sigmask on the calling thread.
     unsafe {
@@ -294,6 +308,7 @@ pub fn exit_cleanly_on_signals() {
             if libc::sigwait(&set, &mut sig) != 0 {
                 continue;
             }
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
             let n = remove_live_temp_files();
             let name = match sig {
                 libc::SIGINT => "SIGINT",

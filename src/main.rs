@@ -10,5 +10,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     ckptpilot::fsutil::exit_cleanly_on_signals();
-    ExitCode::from(ckptpilot::cli::main_with(std::env::args_os()))
+    let code = ckptpilot::cli::main_with(std::env::args_os());
+    // Interrupted: the signal thread exits with 128 + the signal once its cleanup is done.
+    ckptpilot::fsutil::wait_if_interrupted();
+    ExitCode::from(code)
 }

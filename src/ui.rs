@@ -92,6 +92,8 @@ pub fn text(s: &str) -> std::borrow::Cow<'_, str> {
 
 /// Print `error: MSG` and `help: FIX` to stderr, the way clap prints its own usage errors.
 pub fn report(color: bool, msg: &str, help: &str) {
+    // An error caused by the interrupt's own cleanup is not the command's to tell.
+    crate::fsutil::wait_if_interrupted();
     if with_capture(|c| c.errors.push((msg.to_string(), help.to_string()))).is_some() {
         return;
     }
