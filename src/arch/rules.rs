@@ -111,6 +111,11 @@ pub struct ParamRule {
     /// One checkpoint tensor carries every expert (gpt-oss, Qwen3-VL-MoE).
     #[serde(default)]
     pub fused_experts: bool,
+    /// For a fused expert tensor the loader cuts up itself, expert by expert: the shard ids it
+    /// passes for the slices, in order (`["w1", "w3"]` for a gate_up tensor, `["w2"]` for down;
+    /// Llama 4, GraniteMoe, Qwen3-VL-MoE). Empty: the tensor is loaded whole (gpt-oss).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fused_shards: Vec<String>,
     /// A quantized checkpoint carries a scale beside this weight.
     #[serde(default)]
     pub quantized: bool,

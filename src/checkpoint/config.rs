@@ -150,6 +150,34 @@ impl<'a> View<'a> {
     }
 }
 
+/// The config keys vLLM reads the total KV heads from, in its order
+/// (vllm/transformers_utils/config.py :: CONFIG_FIELD_ALIASES["total_num_kv_heads"]), then ours.
+const KV_HEAD_KEYS: &[&str] = &[
+    "n_head_kv",
+    "num_kv_heads",
+    "num_key_value_heads",
+    "multi_query_group_num",
+    "num_attention_groups",
+    "n_kv_heads",
+];
+
+/// Model types whose configs vLLM 0.33 reads through its Falcon convertor: `multi_query` means one KV
+/// head unless `new_decoder_architecture` (vllm/transformers_utils/model_arch_config_convertor.py ::
+/// FalconModelArchConfigConvertor.get_total_num_kv_heads, and falcon.py :: FalconAttention).
+const MULTI_QUERY_MODEL_TYPES: &[&str] = &["falcon", "RefinedWeb", "RefinedWebModel"];
+
+/// The total KV heads as vLLM 0.33 normalises them (None: the attention heads, its default).
+fn total_kv_heads(view: &View<'_>, top: &Value) -> Option<u64> {
+    let model_type = top.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let flag = |k: &str| view.get(k).and_then(Value::as_bool).unwrap_or(false);
+    if MULTI_QUERY_MODEL_TYPES.contains(&model_type) && flag("multi_query") && !flag("new_decoder_architecture") {
+        return Some(1);
+    }
+    // DbrxModelArchConfigConvertor: attn_config.kv_n_heads.
+    let nested = view.get("attn_config").and_then(|a| a.get("kv_n_heads")).and_then(as_count);
+    view.u64(KV_HEAD_KEYS).or(nested)
+}
+
 /// The keys vLLM takes a context limit from (the smallest present wins), in its order.
 pub const MAX_LEN_KEYS: &[&str] = &[
     "max_position_embeddings",
@@ -353,7 +381,7 @@ impl ModelConfig {
             model_type: v.get("model_type").and_then(Value::as_str).map(str::to_string),
             text_model_type: text.and_then(|t| t.get("model_type")).and_then(Value::as_str).map(str::to_string),
             num_layers: view.u64(&["num_hidden_layers", "n_layer", "num_layers", "n_layers"]),
-            num_kv_heads: view.u64(&["num_key_value_heads", "multi_query_group_num", "n_kv_heads"]).or(num_heads),
+            num_kv_heads: total_kv_heads(&view, v).or(num_heads),
             num_heads,
             head_dim: explicit_head_dim.or(derived),
             head_dim_derived: derived.is_some(),
@@ -412,6 +440,31 @@ mod tests {
         assert_eq!(c.num_kv_heads, Some(4));
         assert!(c.has_vision);
         assert_eq!(c.tie_word_embeddings, None);
+    }
+
+    /// vLLM 0.33's KV-head normalisation (config.py CONFIG_FIELD_ALIASES, the Falcon and Dbrx
+    /// convertors in model_arch_config_convertor.py).
+    #[test]
+    fn kv_heads_as_vllm_reads_them() {
+        let kv = |v: serde_json::Value| ModelConfig::from_value(&v).num_kv_heads;
+        // falcon-7b: multi-query, whatever num_kv_heads says.
+        assert_eq!(
+            kv(json!({"model_type": "falcon", "num_attention_heads": 71, "num_kv_heads": 71, "multi_query": true})),
+            Some(1)
+        );
+        // falcon-40b: the new decoder architecture ignores multi_query.
+        assert_eq!(
+            kv(json!({"model_type": "falcon", "num_attention_heads": 128, "num_kv_heads": 8, "multi_query": true,
+                      "new_decoder_architecture": true})),
+            Some(8)
+        );
+        // multi_query means nothing to other model types' convertor (GPTBigCode reads it in its model).
+        assert_eq!(kv(json!({"model_type": "gpt_bigcode", "n_head": 12, "multi_query": true})), Some(12));
+        // n_head_kv comes first, then num_kv_heads, num_key_value_heads, multi_query_group_num.
+        assert_eq!(kv(json!({"num_attention_heads": 8, "n_head_kv": 2, "num_key_value_heads": 4})), Some(2));
+        assert_eq!(kv(json!({"num_attention_heads": 32, "multi_query_group_num": 2})), Some(2));
+        assert_eq!(kv(json!({"num_attention_heads": 48, "attn_config": {"kv_n_heads": 8}})), Some(8));
+        assert_eq!(kv(json!({"num_attention_heads": 16})), Some(16));
     }
 
     #[test]

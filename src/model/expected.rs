@@ -124,6 +124,8 @@ pub struct Expected {
     pub shards: Vec<(String, Option<Vec<u64>>)>,
     pub experts: Option<u64>,
     pub fused_experts: bool,
+    /// The shard ids the loader gives the slices of a fused expert tensor (the rule's `fused_shards`).
+    pub fused_shards: Vec<String>,
     pub optional: bool,
     pub dtype: Option<crate::arch::rules::AllocDtype>,
     /// Where it sits (decoder layer, embedding, head, tower, MTP).
@@ -220,6 +222,7 @@ pub fn expected_params(family: &Family, vars: &Vars<'_>, quant: Option<&QuantSch
             shards,
             experts,
             fused_experts: rule.fused_experts,
+            fused_shards: rule.fused_shards.clone(),
             optional: rule.optional,
             dtype,
             role,

@@ -31,6 +31,9 @@ pub struct ModelSpec {
     pub elem: u64,
     /// Total KV heads of the text model (k/v shards of QKV layers split by min(TP, this)).
     pub kv_heads: u64,
+    /// Total attention heads and head size of the text model (a fused qkv tensor's rows).
+    pub heads: u64,
+    pub head_dim: u64,
     pub layers: u64,
     pub tied: bool,
     /// The family's TP behaviour beyond partitions (its file's `parallel`).
@@ -114,6 +117,8 @@ impl ModelSpec {
             family: family.family.clone(),
             elem: crate::checkpoint::dtype::model_dtype_bytes(cfg.torch_dtype.as_deref()),
             kv_heads: vars.get("num_key_value_heads").and_then(|v| u64::try_from(v).ok()).unwrap_or(1).max(1),
+            heads: cfg.num_heads.unwrap_or(0),
+            head_dim: cfg.head_dim.unwrap_or(0),
             layers: cfg.num_layers.unwrap_or(0),
             tied: vars.get("tie_word_embeddings") == Some(1),
             parallel: family.parallel.clone().unwrap_or_default(),
@@ -250,6 +255,19 @@ impl ModelSpec {
                 if let Some(rows) = dim.and_then(|d| s.get_mut(d)) {
                     let nkv = self.kv_heads;
                     *rows = (*rows / nkv).saturating_mul((nkv / tp).max(1));
+                }
+            }
+            Partition::Qkv => {
+                // One fused q|k|v tensor (QKVParallelLinear loaded whole): each rank holds heads / TP
+                // query heads and max(1, kv / TP) key and value heads (KV replicated when TP exceeds
+                // them); a tensor that is not (heads + 2 kv) × head_dim rows splits evenly.
+                let (nh, nkv, hd) = (self.heads, self.kv_heads, self.head_dim);
+                match dim.and_then(|d| s.get_mut(d)) {
+                    Some(rows) if matches!(p.role, Role::Layer(_)) && hd > 0 && *rows == (nh + 2 * nkv) * hd => {
+                        *rows = (nh / tp + 2 * (nkv / tp).max(1)) * hd;
+                    }
+                    Some(rows) => *rows = rows.div_ceil(tp),
+                    None => {}
                 }
             }
             Partition::Expert => {

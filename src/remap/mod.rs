@@ -332,7 +332,10 @@ fn tp_split(exp: &Expected, row: &Row, vars: &Vars<'_>, opts: &RemapOptions) -> 
     }
     match exp.partition {
         Partition::Replicated => TpSplit::Replicated,
-        Partition::Column | Partition::Merged | Partition::QkvQ | Partition::Qkv => even(0),
+        Partition::Column | Partition::Merged | Partition::QkvQ => even(0),
+        // q, k and v rows of one fused tensor: each rank's part is three ranges (and a replicated
+        // KV head when TP exceeds them), cut by QKVParallelLinear's loader.
+        Partition::Qkv => TpSplit::ByLoader,
         Partition::Row => {
             if shape.len() < 2 {
                 TpSplit::Replicated
@@ -578,7 +581,12 @@ pub fn remap_with(
                             row.routed_to = Some(name);
                         } else {
                             row.param = Some(name);
-                            row.shard_id = shard;
+                            row.shard_id = match exp.fused_shards.as_slice() {
+                                // The loader slices a fused expert tensor itself and passes these ids.
+                                [] => shard,
+                                [one] => Some(Value::String(one.clone())),
+                                many => Some(Value::Array(many.iter().cloned().map(Value::String).collect())),
+                            };
                             row.expert_id = expert;
                         }
                         if opts.rows {

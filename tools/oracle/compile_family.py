@@ -280,6 +280,38 @@ def rank_files(result, tp):
     return [f"{root}__rank{r}{ext}" for r in range(tp)]
 
 
+def multi_load_trace(rows, params):
+    """checkpoint name -> [param, shard id, expert id]. A fused expert tensor the loader passes on in
+    several loads -> [param, its shard ids in the order first loaded (a list when several), None]: None
+    when each load carries every expert (the loaded tensor has the parameter's expert dimension:
+    Llama 4) or the loads cover experts 0..n-1 exactly (one per expert and shard: GraniteMoe), else the
+    expert ids as a list. A tensor loaded once keeps its one load's ids."""
+    loads = {}
+    for t in rows:
+        loads.setdefault(t["ckpt_name"], []).append(t)
+
+    def all_experts(t):
+        p = (params or {}).get(t["param"]) or {}
+        shape = p.get("shape") or []
+        return t["expert_id"] is not None and len(shape) >= 3 and len(t.get("loaded_shape") or []) == len(shape)
+
+    trace = {}
+    for ck, ts in loads.items():
+        first = ts[0]
+        whole = all(all_experts(t) for t in ts)
+        if (len(ts) == 1 and not whole) or any(t["param"] != first["param"] for t in ts):
+            trace[ck] = [first["param"], first["shard_id"], first["expert_id"]]
+            continue
+        shards = []
+        for t in ts:
+            if t["shard_id"] not in shards:
+                shards.append(t["shard_id"])
+        experts = sorted({t["expert_id"] for t in ts if t["expert_id"] is not None})
+        every = whole or (experts == list(range(len(experts))) and len(ts) == len(shards) * max(len(experts), 1))
+        trace[ck] = [first["param"], shards[0] if len(shards) == 1 else shards, None if every else experts]
+    return trace
+
+
 def compact(result, tp, arch):
     """One record: the trace (rank 0) plus every rank's parameters."""
     runs = []
@@ -300,9 +332,7 @@ def compact(result, tp, arch):
                 s = f"{e['type']}: {e['message'][:160]}"
                 if s not in load_errors:
                     load_errors.append(s)
-    trace = {}
-    for t in r0.get("trace") or []:
-        trace.setdefault(t["ckpt_name"], [t["param"], t["shard_id"], t["expert_id"]])
+    trace = multi_load_trace(r0.get("trace") or [], r0.get("params"))
     aliases = r0.get("param_aliases") or {}
     summ = r0.get("summary") or {}
     built = all((o.get("stages") or {}).get("build") for o in runs)
@@ -400,8 +430,12 @@ def config_view(cfg):
                 flat[k] = v
     alias = {"hidden_size": ["n_embd", "d_model"], "num_attention_heads": ["n_head", "n_heads"],
              "num_hidden_layers": ["n_layer", "num_layers", "n_layers"], "intermediate_size": ["ffn_dim", "n_inner"],
-             "num_key_value_heads": ["multi_query_group_num", "n_kv_heads"],
+             # vLLM's CONFIG_FIELD_ALIASES["total_num_kv_heads"] order (src/checkpoint/config.rs KV_HEAD_KEYS)
+             "num_key_value_heads": ["n_head_kv", "num_kv_heads", "multi_query_group_num", "num_attention_groups", "n_kv_heads"],
              "num_experts": ["n_routed_experts", "num_experts", "num_local_experts", "moe_num_experts", "n_experts"]}
+    if cfg.get("model_type") in ("falcon", "RefinedWeb", "RefinedWebModel") and cfg.get("multi_query") \
+            and not cfg.get("new_decoder_architecture"):
+        flat["num_key_value_heads"] = 1  # FalconModelArchConfigConvertor: multi-query, one KV head
     for k, al in alias.items():
         if k not in flat:
             for a in al:
@@ -545,8 +579,20 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
     stacked, experts = [], {}
     exp_param = None
     notes = set()
+    fused_suffix = {}
     for ck, (param, shard, expert) in r1["trace"].items():
         n = apply_map(ck, prefix, substr)
+        if expert is None and isinstance(shard, (str, list)) and re.search(r"\.(w13|w2)_", param) \
+                and not re.search(r"experts\.\d+\.", n):
+            # One tensor holding every expert, cut up by the loader (multi_load_trace): a suffix rename
+            # from the last segment both names share, and a fused_experts parameter (draft_params).
+            a, b = n.split("."), param.split(".")
+            j = 0
+            while j < min(len(a), len(b)) and a[j] == b[j]:
+                j += 1
+            j = max(j - 1, 0)
+            fused_suffix["." + ".".join(a[j:])] = "." + ".".join(b[j:])
+            continue
         if expert is not None:
             m = re.search(r"experts\.(\d+)\.([A-Za-z0-9_]+)\.", n)
             if not m:
@@ -581,8 +627,10 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
                        f"{(r1.get('model_class') or '').rsplit('.', 1)[-1]}.load_weights (drafted by tools/oracle/compile_family.py from the oracle trace)",
         "verified": "",
     }
-    if prefix or substr:
+    if prefix or substr or fused_suffix:
         fam["mapper"] = {}
+        if fused_suffix:
+            fam["mapper"]["suffix"] = [[a, b] for a, b in sorted(fused_suffix.items(), key=lambda kv: -len(kv[0]))]
         if substr:
             fam["mapper"]["substr"] = [[a, b] for a, b in substr.items()]
         if prefix:
@@ -728,6 +776,7 @@ def draft_params(recs, cfg, view, todo, alt=None):
                 rule["repeat"] = {"L": "layers"}
                 todo.append(f"{pat}: only in layers {layers}; no layer set matched")
         loader = r1["_loaders"].get(repr_name) or ""
+        todo_mark = len(todo)
         part = None
         for key, pp in LOADER_PARTITION:
             if key in loader:
@@ -767,6 +816,29 @@ def draft_params(recs, cfg, view, todo, alt=None):
         if part in ("column", "merged", "row", "qkv-kv", "qkv", "vocab") and hi and not split_dims and tps[-1] > 1 and not row_bias:
             # vLLM says parallel but every rank holds all of it (e.g. a replicated kv at TP > kv heads).
             todo.append(f"{pat}: loader {loader} but not split at TP {tps[-1]}")
+        fused = [(ck, sh) for ck, sh, e in fed if e is None and isinstance(sh, (str, list)) and re.search(r"\.(w13|w2)_", pat)
+                 and not re.search(r"experts\.\d+\.", ck)]
+        if fused:
+            # A tensor holding every expert, cut up expert by expert by the loader (multi_load_trace).
+            ck, sh = fused[0]
+            shape = r1["_ckpt"][ck][0]
+            rule["partition"] = "expert"
+            rule["experts"] = "num_experts"
+            rule["fused_experts"] = True
+            rule["fused_shards"] = sh if isinstance(sh, list) else [sh]
+            fused_prefer = ["2*moe_intermediate_size", "2*intermediate_size", "hidden_size", "moe_intermediate_size", "intermediate_size"]
+            rule["shape"] = [dim_expr(d, view, ["num_experts"] if i == 0 else fused_prefer, todo, pat, av(ck, i))
+                             for i, d in enumerate(shape)]
+            del todo[todo_mark:]  # the partition guesses above do not apply to it
+            inter = [i for i, e in enumerate(rule["shape"]) if i > 0 and "intermediate" in e]
+            if len(inter) == 1:
+                rule["tp_dim"] = inter[0]
+            else:
+                todo.append(f"{pat}: which dimension of the fused expert tensor {shape} TP splits: not inferred")
+            if lo[1] != model_dtype:
+                rule["dtype"] = lo[1]
+            out.append(rule)
+            continue
         rule["partition"] = part
         if not fed:
             rule["optional"] = True
@@ -816,7 +888,7 @@ def ckptpilot(args):
 
 
 def shard_s(v):
-    return None if v is None else str(v)
+    return None if v is None else v if isinstance(v, list) else str(v)
 
 
 def verify(fixture, rules_file, recs, quick=False):
