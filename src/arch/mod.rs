@@ -3,6 +3,7 @@
 
 pub mod coverage;
 pub mod expr;
+pub mod registry;
 pub mod rules;
 
 use serde::Deserialize;

@@ -291,6 +291,9 @@ const BUILTIN: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/families.rs
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     pub families: Vec<Family>,
+    /// Architectures a user-supplied (`--rules`) family lists: the file stands for the plugin that
+    /// registers them with vLLM.
+    pub user_architectures: std::collections::BTreeSet<String>,
 }
 
 fn invalid(path: &str, message: impl Into<String>) -> RulesError {
@@ -396,12 +399,15 @@ impl RuleSet {
         for (path, text) in &BUILTIN[1..] {
             add(path, parse_family(path, text)?)?;
         }
+        let mut user_architectures = std::collections::BTreeSet::new();
         for p in extra {
             let text = crate::fsutil::read_bounded_string(p, crate::fsutil::JSON_CAP)?;
             let path = p.to_string_lossy().into_owned();
-            add(&path, parse_family(&path, &text)?)?;
+            let f = parse_family(&path, &text)?;
+            user_architectures.extend(f.architectures.iter().cloned());
+            add(&path, f)?;
         }
-        Ok(RuleSet { families })
+        Ok(RuleSet { families, user_architectures })
     }
 
     /// The built-in families, loaded once.

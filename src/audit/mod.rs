@@ -280,6 +280,30 @@ pub fn audit_for(
             );
         }
     }
+    if let Some(c) = cfg {
+        use crate::arch::registry::{refusal, serving, Serving};
+        use crate::findings::{Code, Finding};
+        if let Some((message, fix)) = refusal(family_rules, &c.architectures, c.model_type.as_deref(), c.remote_config)
+        {
+            findings.push(
+                Finding::new(Code::ArchitectureUnsupported, format!("{}: {message}", target.as_str())).hint(format!(
+                    "{}{}",
+                    fix[..1].to_uppercase(),
+                    &fix[1..]
+                )),
+            );
+        } else if let Serving::RemoteCode { model_type } =
+            serving(&c.architectures, c.model_type.as_deref(), c.remote_config)
+        {
+            findings.push(Finding::new(
+                Code::ArchitectureRemoteCode,
+                format!(
+                    "model type `{model_type}` is not in transformers {}; `auto_map` names the config's own code, which vLLM runs only with --trust-remote-code",
+                    crate::arch::registry::registry().transformers_version
+                ),
+            ));
+        }
+    }
     findings.extend(q_findings);
     findings.extend(fold_consequences(ck, rules, &findings, remap_findings));
 

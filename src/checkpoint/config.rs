@@ -12,6 +12,10 @@ pub struct ModelConfig {
     pub architecture: Option<String>,
     /// Where `architecture` was found: "architectures" or "text_config.architectures".
     pub architecture_source: Option<&'static str>,
+    /// Every name of `architectures` (where `architecture` came from), in order.
+    pub architectures: Vec<String>,
+    /// `auto_map` names an `AutoConfig`: the config has its own (remote) code.
+    pub remote_config: bool,
     pub model_type: Option<String>,
     pub text_model_type: Option<String>,
     pub num_layers: Option<u64>,
@@ -375,9 +379,21 @@ impl ModelConfig {
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
             .or_else(|| text.and_then(|t| t.get("tie_word_embeddings")).and_then(Value::as_bool));
+        let architectures = match architecture_source {
+            Some("text_config.architectures") => text,
+            _ => Some(v),
+        }
+        .and_then(|a| a.get("architectures"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default();
+        let remote_config =
+            v.get("auto_map").and_then(Value::as_object).is_some_and(|m| m.keys().any(|k| k.starts_with("AutoConfig")));
         ModelConfig {
             architecture,
             architecture_source,
+            architectures,
+            remote_config,
             model_type: v.get("model_type").and_then(Value::as_str).map(str::to_string),
             text_model_type: text.and_then(|t| t.get("model_type")).and_then(Value::as_str).map(str::to_string),
             num_layers: view.u64(&["num_hidden_layers", "n_layer", "num_layers", "n_layers"]),

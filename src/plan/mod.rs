@@ -337,6 +337,12 @@ pub struct PlanInput {
     pub spec: Option<crate::model::ModelSpec>,
     /// Which family the spec came from and whether a recorded vLLM run verifies it.
     pub family: FamilyUse,
+    /// vLLM's refusal of the architecture itself (message, fix): every configuration fails `target`.
+    pub refusal: Option<(String, String)>,
+}
+
+fn arch_refusal(c: &ModelConfig, rules: &RuleSet) -> Option<(String, String)> {
+    crate::arch::registry::refusal(rules, &c.architectures, c.model_type.as_deref(), c.remote_config)
 }
 
 /// Which family rules a plan used, how they were chosen, and whether a recorded vLLM oracle run
@@ -402,7 +408,8 @@ impl PlanInput {
             let quant = QuantScheme::detect(Some(&v), hf_quant.as_ref());
             let (spec, notes, family) = spec_for(&config, Some(&v), quant.as_ref(), rules);
             let shape = ModelShape::of(spec.as_ref(), "config", notes);
-            return Ok(PlanInput { model: input.to_string(), config, quant, shape, spec, family });
+            let refusal = arch_refusal(&config, rules);
+            return Ok(PlanInput { model: input.to_string(), config, quant, shape, spec, family, refusal });
         }
         let (ck, _findings) = Checkpoint::open(input)?;
         PlanInput::from_checkpoint(&ck, input, rules)
@@ -415,7 +422,8 @@ impl PlanInput {
         let quant = ck.quant_scheme().cloned();
         let (spec, notes, family) = spec_for(&config, ck.config_json.as_ref(), quant.as_ref(), rules);
         let shape = ModelShape::of(spec.as_ref(), "weights", notes);
-        Ok(PlanInput { model: model.to_string(), config, quant, shape, spec, family })
+        let refusal = arch_refusal(&config, rules);
+        Ok(PlanInput { model: model.to_string(), config, quant, shape, spec, family, refusal })
     }
 
     /// Plan the model as served without its quantization (fp8 dequantized at load or beforehand).
@@ -609,6 +617,7 @@ impl Planner<'_> {
             target: opts.target,
             fp8_device: self.device.fp8,
             spec: input.spec.as_ref(),
+            refusal: input.refusal.as_ref(),
         };
         let (max_model_len, len_check) = match v.max_model_len {
             Some(len) => max_len_check(cfg, Some(len)),

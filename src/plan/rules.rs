@@ -18,6 +18,8 @@ pub struct Ctx<'a> {
     pub fp8_device: bool,
     /// The parameters vLLM builds, where a family describes the architecture.
     pub spec: Option<&'a crate::model::ModelSpec>,
+    /// vLLM's refusal of the architecture (message, fix), from [`crate::arch::registry::refusal`].
+    pub refusal: Option<&'a (String, String)>,
 }
 
 /// Rule ids, in matrix column order (memory rules are added by the planner).
@@ -542,6 +544,11 @@ fn pp(ctx: &Ctx<'_>, par: &Parallel) -> Check {
 
 fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
     use crate::quant::serve::{support, Support};
+    // An architecture vLLM does not serve stops it before any layout matters (audit's
+    // `architecture-unsupported`, from the same resolution).
+    if let Some((message, fix)) = ctx.refusal {
+        return fail(Rule::Target, "no arch", message.clone(), fix.clone());
+    }
     let Some(q) = ctx.quant else { return pass(Rule::Target, "bf16") };
     match support(q, ctx.target, ctx.fp8_device) {
         Support::Native(label) => pass(Rule::Target, label),

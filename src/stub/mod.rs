@@ -437,6 +437,16 @@ fn choose(
     if dequant_at_load {
         input.without_quantization(ck.config_json.as_ref(), rules);
     }
+    // The kit's plugin registers the architecture, so vLLM's refusal of the name does not apply to
+    // it; a config vLLM cannot read (an unknown model type) still stops vLLM before the plugin matters.
+    let config_readable = input
+        .config
+        .model_type
+        .as_deref()
+        .is_some_and(|mt| crate::arch::registry::registry().knows_model_type(mt) || input.config.remote_config);
+    if config_readable {
+        input.refusal = None;
+    }
     let moe = input.config.moe.is_some();
     let mut tps = vec![1, 2, 4, 8, 16, 32];
     if let Some(t) = given.map(|t| t.max(1)).filter(|t| !tps.contains(t)) {
