@@ -2,7 +2,8 @@
 # Submit a split ckptpilot conversion to Slurm: a job array of N parts (`--part K/N`, one task per
 # part) and a `--finalize` job that runs only once every part has succeeded
 # (--dependency=afterok:ARRAY --kill-on-invalid-dep=yes: a failed part cancels it instead of leaving
-# it pending forever). Prints the job ids as `parts_job=ID` and `finalize_job=ID`.
+# it pending forever). Prints the job ids as `parts_job=ID` and `finalize_job=ID`. Submitting again
+# is safe: every part keeps the shards it finished and remakes the rest.
 #
 #   deploy/slurm/submit.sh [OPTIONS] dequant|quantize MODEL OUT [-- CKPTPILOT FLAGS...]
 #
@@ -10,6 +11,8 @@
 #                        shards: input shards for dequant, output files for quantize)
 #   --only LIST          resubmit only these parts (sbatch --array syntax: 3, 2,5, 1-4%2) and a new
 #                        finalize that waits for them; the other parts' shards are already there
+#   --finalize-only      submit only the finalize, without a dependency (the parts are done, or a
+#                        finalize failed and should run again)
 #   --max-parallel M     at most M parts running at once (--array=...%M)
 #   --ckptpilot PATH     the binary every node runs (default: $CKPTPILOT, else ckptpilot on PATH);
 #                        on the shared file system or installed at that path on every node
@@ -27,7 +30,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 die() { echo "submit.sh: $*" >&2; exit 2; }
 
-parts=4 only="" maxpar="" bin=${CKPTPILOT:-} logs=$PWD
+parts=4 only="" maxpar="" finalize_only=0 bin=${CKPTPILOT:-} logs=$PWD
 both=() part_opts=() fin_opts=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -35,6 +38,7 @@ while [ $# -gt 0 ]; do
         --parts=*) parts=${1#*=}; shift ;;
         --only) only=${2:?}; shift 2 ;;
         --only=*) only=${1#*=}; shift ;;
+        --finalize-only) finalize_only=1; shift ;;
         --max-parallel) maxpar=${2:?}; shift 2 ;;
         --max-parallel=*) maxpar=${1#*=}; shift ;;
         --ckptpilot) bin=${2:?}; shift 2 ;;
@@ -83,13 +87,17 @@ array="1-$parts"
 [ -z "$only" ] || array=$only
 [ -z "$maxpar" ] || array="$array%$maxpar"
 
-parts_job=$(sbatch --parsable --array="$array" --output="$logs/%x-%A_%a.out" \
-    ${both[@]+"${both[@]}"} ${part_opts[@]+"${part_opts[@]}"} \
-    "$here/convert-part.sbatch" "$bin" "$parts" "$cmd" "$model" "$out" ${flags[@]+"${flags[@]}"})
-parts_job=${parts_job%%;*}
-finalize_job=$(sbatch --parsable --dependency="afterok:$parts_job" --kill-on-invalid-dep=yes \
+deps=()
+if [ "$finalize_only" = 0 ]; then
+    parts_job=$(sbatch --parsable --array="$array" --output="$logs/%x-%A_%a.out" \
+        ${both[@]+"${both[@]}"} ${part_opts[@]+"${part_opts[@]}"} \
+        "$here/convert-part.sbatch" "$bin" "$parts" "$cmd" "$model" "$out" ${flags[@]+"${flags[@]}"})
+    parts_job=${parts_job%%;*}
+    echo "parts_job=$parts_job"
+    deps=(--dependency="afterok:$parts_job" --kill-on-invalid-dep=yes)
+fi
+finalize_job=$(sbatch --parsable ${deps[@]+"${deps[@]}"} \
     --output="$logs/%x-%j.out" ${both[@]+"${both[@]}"} ${fin_opts[@]+"${fin_opts[@]}"} \
     "$here/convert-finalize.sbatch" "$bin" "$cmd" "$model" "$out" ${flags[@]+"${flags[@]}"})
 finalize_job=${finalize_job%%;*}
-echo "parts_job=$parts_job"
 echo "finalize_job=$finalize_job"
