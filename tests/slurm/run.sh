@@ -52,11 +52,22 @@ T=$(mktemp -d /tmp/ckptpilot-slurm.XXXXXX)
 chmod 755 "$T"
 export SLURM_CONF=$T/slurm.conf
 started=()   # pid files of the daemons this test started, in start order
+child=""     # a long step run in the background (bg), so that a signal is handled at once
+
+bg() { # run "$@" and wait for it; a trapped signal interrupts the wait, stop_daemons ends the step
+    "$@" &
+    child=$!
+    local st=0
+    wait "$child" || st=$?
+    child=""
+    return "$st"
+}
 
 stop_daemons() {
     local rc=$? i pf pid n
     trap - EXIT INT TERM
     set +e
+    [ -z "$child" ] || { kill "$child" 2>/dev/null; wait "$child" 2>/dev/null; }
     if [ -e "$T/slurmctld.pid" ]; then
         # Nothing of ours keeps running after the test: cancel what is left, let the steps end.
         scancel --quiet --user=root 2>/dev/null
@@ -217,9 +228,9 @@ tmp_size_of() { # DIR PID -> the size of a temporary file process PID is writing
 # --- inputs and single-process references -----------------------------------------------------------
 deq_model=$repo/fixtures/deepseek-fp8
 q_model=$T/llama-bf16
-python3 tests/slurm/make_llama.py "$q_model" 8
-"$bin" dequant "$deq_model" --out "$T/dequant-whole" -q >/dev/null
-"$bin" quantize "$q_model" --to w8a8-dynamic --part-file-size 1 --out "$T/quantize-whole" -q >/dev/null
+bg python3 tests/slurm/make_llama.py "$q_model" 8
+bg "$bin" dequant "$deq_model" --out "$T/dequant-whole" -q >/dev/null
+bg "$bin" quantize "$q_model" --to w8a8-dynamic --part-file-size 1 --out "$T/quantize-whole" -q >/dev/null
 nfiles=$(ls "$T/quantize-whole"/quant_model_weights-*.safetensors | wc -l)
 [ "$nfiles" -ge 2 ] || { echo "slurm test: the quantize input makes $nfiles output file(s), 2 needed" >&2; exit 1; }
 echo "slurm test: inputs and single-process references ready ($((SECONDS - t0)) s)"
