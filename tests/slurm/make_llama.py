@@ -10,6 +10,7 @@ bf16 values (seeded: the same bytes on every run), repeated with an odd period s
 With the default 10 layers: 2.9 GB of bf16 in 3 shards, about 1.33 GiB once quantized to int8, so two
 output files at --part-file-size 1.
 """
+
 import json
 import os
 import random
