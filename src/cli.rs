@@ -282,6 +282,21 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         emit_rules: Option<PathBuf>,
     },
+    /// Which known family explains a checkpoint best (every family scored by the tensors it routes,
+    /// the parameters it fills and the shapes that agree), and exactly how it differs from the best.
+    Match {
+        /// A checkpoint directory, a single .safetensors file, or a cached repo id.
+        model: String,
+        /// How many candidates to print (--json has all).
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Print the versioned JSON (ckptpilot.match/1).
+        #[arg(long)]
+        json: bool,
+        /// Write the best family with the derived renames as a rule file (`--rules` reads it).
+        #[arg(long, value_name = "FILE")]
+        emit_rules: Option<PathBuf>,
+    },
     /// vLLM adapter code, its mapping module and the serve-validation kit, generated from the remap.
     Stub {
         /// A checkpoint directory, a single .safetensors file, or a cached repo id.
@@ -744,6 +759,7 @@ fn run(cli: Cli) -> Exit {
         Cmd::Bench { what: BenchCmd::Dequant { shape, tensor, threads, reps, dtype, format: None, json } } => {
             run_bench(shape, tensor, threads, reps, dtype, json)
         }
+        Cmd::Match { model, top, json, emit_rules } => run_match(&model, top, json, emit_rules, rules, hub),
         Cmd::Families { json, md } => {
             let c = crate::arch::coverage::coverage(rules);
             if json {
@@ -1103,6 +1119,38 @@ fn run_remap(
     std::mem::forget(report);
     std::mem::forget(ck);
     Ok(if errors { Exit::Findings } else { Exit::Ok })
+}
+
+fn run_match(
+    model: &str,
+    top: usize,
+    json: bool,
+    emit_rules: Option<PathBuf>,
+    rules: &RuleSet,
+    hub: &crate::hub::Settings,
+) -> Result<Exit, Exit> {
+    let ck = readable_checkpoint(model, hub)?;
+    ck.require_config().map_err(|e| Exit::input(&e))?;
+    let report = crate::matching::match_checkpoint(&ck, model, rules);
+    if let Some(path) = emit_rules {
+        let Some(d) = report.difference.as_ref().and_then(|d| d.derived.as_ref()) else {
+            return Err(Exit::Refused(
+                "no rule file written: the difference against the best family is not a rename".into(),
+                "read the difference `ckptpilot match` prints; `ckptpilot remap MODEL --emit-rules FILE` writes the family to complete by hand".into(),
+            ));
+        };
+        let text = serde_json::to_string_pretty(&d.rules).unwrap_or_default() + "\n";
+        crate::fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| {
+            Exit::Input(format!("{}: {e}", path.display()), "check that the directory exists and is writable".into())
+        })?;
+        note(&format!("wrote {}", path.display()));
+    }
+    if json {
+        emit_json(&report)?;
+    } else {
+        emit(&render::matching(&report, top))?;
+    }
+    Ok(Exit::Ok)
 }
 
 fn run_plan(

@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod fuzzing;
 pub mod hub;
 pub mod manifest;
+pub mod matching;
 pub mod model;
 pub mod plan;
 pub mod quant;

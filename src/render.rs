@@ -690,3 +690,81 @@ pub fn families(c: &crate::arch::coverage::Coverage, markdown: bool) -> String {
     }
     o
 }
+
+/// `ckptpilot match`: the candidates, then the difference against the best.
+pub fn matching(r: &crate::matching::MatchReport, top: usize) -> String {
+    use crate::ui::field;
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "ckptpilot match (rules of {})", crate::target::VLLM_REFERENCE);
+    let _ = writeln!(
+        o,
+        "model    {}  ({}, {})",
+        field(&r.model),
+        field(r.architecture.as_deref().unwrap_or("no architecture")),
+        field(r.model_type.as_deref().unwrap_or("no model_type"))
+    );
+    let _ = writeln!(o, "vLLM     {}", field(&r.vllm));
+    let _ = writeln!(o);
+    let _ = writeln!(o, "{:<22} {:>6}  {:>15}  {:>13}  {:>6}  vLLM class", "family", "score", "tensors routed", "params filled", "shapes");
+    for c in r.candidates.iter().take(top.max(1)) {
+        let _ = writeln!(
+            o,
+            "{:<22} {:>5.1}%  {:>15}  {:>13}  {:>6}  {}{}",
+            field(&c.family),
+            c.score * 100.0,
+            format!("{}/{}", c.routed, c.tensors),
+            format!("{}/{}", c.filled, c.params),
+            if c.shape_mismatches == 0 { "ok".to_string() } else { format!("{} off", c.shape_mismatches) },
+            field(&c.vllm_class),
+            if c.model_type_match { "  (lists this model_type)" } else { "" }
+        );
+    }
+    let Some(d) = &r.difference else { return o };
+    let _ = writeln!(o);
+    let _ = writeln!(o, "Against `{}`:", field(&d.family));
+    let list = |o: &mut String, title: &str, items: &[crate::matching::PatternCount]| {
+        if items.is_empty() {
+            return;
+        }
+        let _ = writeln!(o, "  {title}");
+        for p in items.iter().take(12) {
+            let _ = writeln!(o, "    {} ×{}", field(&p.pattern), p.count);
+        }
+        if items.len() > 12 {
+            let _ = writeln!(o, "    … and {} more (all are in --json)", items.len() - 12);
+        }
+    };
+    list(&mut o, "tensors no rule explains:", &d.unexplained);
+    list(&mut o, "parameters left empty:", &d.unfilled);
+    if !d.shape_differences.is_empty() {
+        let _ = writeln!(o, "  shapes that differ from the config:");
+        for s in d.shape_differences.iter().take(12) {
+            let _ = writeln!(o, "    {} ×{}: {:?}, expected {:?}", field(&s.pattern), s.count, s.checkpoint, s.expected);
+        }
+    }
+    if !d.config_keys_missing.is_empty() {
+        let _ = writeln!(o, "  config keys the family reads that config.json lacks: {}", field(&d.config_keys_missing.join(", ")));
+    }
+    if !d.renames.is_empty() {
+        let _ = writeln!(o, "  renames that would explain them:");
+        for n in &d.renames {
+            let _ = writeln!(o, "    {} `{}` → `{}` ({} tensors)", n.kind, field(&n.from), field(&n.to), n.tensors);
+        }
+    }
+    if let Some(x) = &d.derived {
+        if x.unexplained_after == 0 && x.unfilled_after == 0 && x.shape_mismatches_after == 0 {
+            let _ = writeln!(o, "  with them, every tensor is routed and every parameter filled (remap rerun): `--emit-rules FILE` writes the rule file");
+        } else {
+            let _ = writeln!(
+                o,
+                "  with them (remap rerun): {} tensors still unexplained, {} parameters still empty, {} shapes off",
+                x.unexplained_after, x.unfilled_after, x.shape_mismatches_after
+            );
+        }
+    }
+    if d.unexplained.is_empty() && d.unfilled.is_empty() && d.shape_differences.is_empty() {
+        let _ = writeln!(o, "  nothing: the family explains every tensor and fills every parameter");
+    }
+    o
+}

@@ -27,12 +27,14 @@ const LAYERS: &[(&str, u32)] = &[
     ("plan", 2),
     ("convert", 2),
     ("bench", 2),
-    ("audit", 3),
+    // Which family explains a checkpoint, and how it differs (asks remap).
+    ("matching", 3),
+    ("audit", 4),
     // What people read and what the tool writes for them.
-    ("render", 4),
-    ("stub", 4),
-    ("cli", 5),
-    ("fuzzing", 5),
+    ("render", 5),
+    ("stub", 5),
+    ("cli", 6),
+    ("fuzzing", 6),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -36,6 +36,19 @@ impl Expr {
     }
 
     /// Evaluate with `env` giving each identifier's value.
+    /// Every config key the expression reads.
+    pub fn vars(&self, out: &mut Vec<String>) {
+        match self {
+            Expr::Num(_) => {}
+            Expr::Var(v) | Expr::StrEq(v, _) => out.push(v.clone()),
+            Expr::Not(e) => e.vars(out),
+            Expr::Bin(a, _, b) => {
+                a.vars(out);
+                b.vars(out);
+            }
+        }
+    }
+
     pub fn eval(&self, env: &dyn Env) -> Option<i64> {
         let var = |v: &str| env.int(v);
         match self {

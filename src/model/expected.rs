@@ -69,7 +69,7 @@ impl<'a> Vars<'a> {
         v
     }
 
-    fn lookup(&self, name: &str) -> Option<&'a Value> {
+    pub fn lookup(&self, name: &str) -> Option<&'a Value> {
         let json = self.json?;
         let find = |root: &'a Value| -> Option<&'a Value> {
             let mut cur = root;

@@ -86,6 +86,9 @@ pub struct Row {
     /// decoder, or a family file with no evidence for this architecture): the rules' guess.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unverified: bool,
+    /// The shape the family expects from the config where this row's differs (a `remap-shape` finding).
+    #[serde(skip)]
+    pub expected_shape: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -449,6 +452,7 @@ pub fn remap_with(
             routed_to: None,
             tp: TpSplit::None,
             unverified: !recorded,
+            expected_shape: None,
         };
         let routed = match route(family, &vars, &e.name) {
             Route::KvScale { name } if !by_name.contains_key(name.as_str()) => Route::Skip(format!(
@@ -484,8 +488,12 @@ pub fn remap_with(
                         row.action = Action::Unmapped;
                         let first = name.split('.').next().unwrap_or("");
                         let (code, reason) = if !modules.contains(first) || family.unmapped == Unmapped::NoModule {
-                            let class =
-                                if family.class.is_empty() { family.architectures[0].as_str() } else { &family.class };
+                            // (the generic family lists no architecture: it names itself)
+                            let class = match (family.class.as_str(), family.architectures.first()) {
+                                ("", Some(a)) => a.as_str(),
+                                ("", None) => family.family.as_str(),
+                                (c, _) => c,
+                            };
                             // AutoWeightsLoader names the first path prefix no module has.
                             let prefix = unknown_prefix(&name, &modules);
                             (
@@ -547,6 +555,7 @@ pub fn remap_with(
                             Some((si, want)) => {
                                 if let Some(want) = want {
                                     if *want != e.shape {
+                                        row.expected_shape = Some(want.clone());
                                         findings.add(Code::RemapShape, &e.name, Some(&t.shard.name), || {
                                             format!(
                                                 "{} is {:?}; {name}{} expects {:?} from the config",

@@ -1,0 +1,406 @@
+//! Which known family explains a checkpoint best, and exactly how it differs from it (issue 24):
+//! `ckptpilot match`, and `audit`'s note when the architecture has no family of its own.
+//!
+//! Each family is tried with the remap it would do ([`crate::remap::remap_with`]): the share of
+//! tensors it routes (to a parameter, or to a skip it names), the share of its parameters the
+//! checkpoint fills, and the share of routed tensors whose shapes match what the family expects
+//! from the config. The difference against a family lists the tensor patterns no rule explains,
+//! the parameters left empty, the shapes that differ, the config keys the family reads that the
+//! config lacks, and — where the difference is only naming — the renames that make the family fit,
+//! verified by remapping again with them.
+
+use crate::arch::rules::{Family, RuleSet};
+use crate::checkpoint::names::pattern;
+use crate::checkpoint::Checkpoint;
+use crate::model::expected::Vars;
+use crate::remap::{remap_with, Action, RemapOptions, RemapReport};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+pub const SCHEMA: &str = "ckptpilot.match/1";
+
+/// How well one family explains the checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub family: String,
+    /// The vLLM class the family mirrors.
+    pub vllm_class: String,
+    /// routed share × filled share × shape share, in [0, 1].
+    pub score: f64,
+    pub tensors: usize,
+    /// Tensors a rule routes to a parameter or skips on purpose.
+    pub routed: usize,
+    /// Parameters the family builds that must be filled, and how many the checkpoint fills.
+    pub params: usize,
+    pub filled: usize,
+    /// Routed tensors whose shape differs from what the family expects from the config.
+    pub shape_mismatches: usize,
+    /// The family lists the config's model type.
+    pub model_type_match: bool,
+    /// The figures are with these renames applied (the difference is partly naming).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub renames: Vec<Rename>,
+}
+
+/// A pattern (digits as `*`) with how many names share it and one of them.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PatternCount {
+    pub pattern: String,
+    pub count: usize,
+    pub example: String,
+}
+
+/// A rename that would make unexplained tensors reach the family's empty parameters.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Rename {
+    /// `prefix` (the start of the name) or `substr` (one segment, inside the name).
+    pub kind: &'static str,
+    pub from: String,
+    pub to: String,
+    /// Unexplained tensors it sends to an empty parameter.
+    pub tensors: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ShapeDifference {
+    pub pattern: String,
+    pub count: usize,
+    pub example: String,
+    pub checkpoint: Vec<u64>,
+    pub expected: Vec<u64>,
+}
+
+/// The renames applied to the family, as a rule file `--rules` accepts, and what the remap says
+/// with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DerivedRules {
+    pub rules: serde_json::Value,
+    /// After the renames: tensors still unexplained and parameters still empty.
+    pub unexplained_after: usize,
+    pub unfilled_after: usize,
+    pub shape_mismatches_after: usize,
+}
+
+/// Exactly what separates the checkpoint from one family.
+#[derive(Debug, Clone, Serialize)]
+pub struct Difference {
+    pub family: String,
+    pub unexplained: Vec<PatternCount>,
+    pub unfilled: Vec<PatternCount>,
+    pub renames: Vec<Rename>,
+    pub shape_differences: Vec<ShapeDifference>,
+    /// Config keys the family's rules read that this config does not define.
+    pub config_keys_missing: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub derived: Option<DerivedRules>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MatchReport {
+    pub schema: &'static str,
+    pub vllm_reference: &'static str,
+    pub model: String,
+    pub architecture: Option<String>,
+    pub model_type: Option<String>,
+    /// How vLLM 0.33 itself resolves the architecture (registered class, Transformers backend, or
+    /// its refusal).
+    pub vllm: String,
+    /// Every family, best first.
+    pub candidates: Vec<Candidate>,
+    /// Against the best candidate.
+    pub difference: Option<Difference>,
+}
+
+fn opts() -> RemapOptions {
+    RemapOptions { tp: 1, ep: false, target: crate::target::Target::Vllm, rows: true }
+}
+
+/// Parameters (by name) the remap expects to be filled, and those some row fills.
+fn fill_sets(r: &RemapReport) -> (BTreeSet<&str>, BTreeSet<&str>) {
+    let expected: BTreeSet<&str> = r.params.iter().filter(|p| !p.optional).map(|p| p.name.as_str()).collect();
+    let filled: BTreeSet<&str> = r.rows.iter().filter_map(|row| row.param.as_deref()).collect();
+    (expected, filled)
+}
+
+fn candidate(ck: &Checkpoint, f: &Family, model_types: &[&str]) -> (Candidate, RemapReport) {
+    let r = remap_with(ck, "", f, "inferred", None, &opts());
+    let tensors = r.rows.len();
+    let routed = r.rows.iter().filter(|row| row.action != Action::Unmapped).count();
+    let (expected, filled) = fill_sets(&r);
+    let filled_n = expected.iter().filter(|p| filled.contains(*p)).count();
+    let shape_mismatches = r.rows.iter().filter(|row| row.expected_shape.is_some()).count();
+    let share = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let score = share(routed, tensors)
+        * (if expected.is_empty() { 0.0 } else { share(filled_n, expected.len()) })
+        * (1.0 - share(shape_mismatches, routed.max(1)));
+    let c = Candidate {
+        family: f.family.clone(),
+        vllm_class: f.class.clone(),
+        score,
+        tensors,
+        routed,
+        params: expected.len(),
+        filled: filled_n,
+        shape_mismatches,
+        model_type_match: model_types.iter().any(|t| f.model_types.iter().any(|m| m == t)),
+        renames: Vec::new(),
+    };
+    (c, r)
+}
+
+/// The renames a remap's unexplained rows and empty parameters suggest.
+fn suggested(r: &RemapReport) -> Vec<Rename> {
+    let (expected, filled) = fill_sets(r);
+    let unfilled: BTreeSet<&str> = expected.iter().copied().filter(|p| !filled.contains(p)).collect();
+    let routed_to: Vec<&str> = r
+        .rows
+        .iter()
+        .filter(|row| row.action == Action::Unmapped)
+        .map(|row| row.routed_to.as_deref().unwrap_or(&row.checkpoint_name))
+        .collect();
+    renames(&routed_to, &unfilled)
+}
+
+/// `f` scored as is, and with the renames its difference suggests when they explain more: a
+/// family that differs only in names is the closest one.
+fn best_candidate(ck: &Checkpoint, f: &Family, model_types: &[&str]) -> Candidate {
+    let (c, r) = candidate(ck, f, model_types);
+    let renames = suggested(&r);
+    if renames.is_empty() {
+        return c;
+    }
+    let g = renamed(ck, f, &renames);
+    let (mut c2, _) = candidate(ck, &g, model_types);
+    if c2.score > c.score {
+        c2.family = c.family;
+        c2.vllm_class = c.vllm_class;
+        c2.model_type_match = c.model_type_match;
+        c2.renames = renames;
+        c2
+    } else {
+        c
+    }
+}
+
+/// Every family, best first: by score, then the one listing the config's model type, then the
+/// fewest parameters left empty, then by name.
+pub fn rank(ck: &Checkpoint, rules: &RuleSet) -> Vec<Candidate> {
+    let cfg = ck.config.as_ref();
+    let types: Vec<&str> =
+        [cfg.and_then(|c| c.text_model_type.as_deref()), cfg.and_then(|c| c.model_type.as_deref())]
+            .into_iter()
+            .flatten()
+            .collect();
+    let mut out: Vec<Candidate> = rules.families.iter().map(|f| best_candidate(ck, f, &types)).collect();
+    out.sort_by(|a, b| {
+        b.score
+            .partial_cmp(&a.score)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(b.model_type_match.cmp(&a.model_type_match))
+            .then((a.params - a.filled).cmp(&(b.params - b.filled)))
+            .then(a.family.cmp(&b.family))
+    });
+    out
+}
+
+fn count_patterns<'a>(names: impl Iterator<Item = &'a str>) -> Vec<PatternCount> {
+    let mut m: BTreeMap<String, (usize, &str)> = BTreeMap::new();
+    for n in names {
+        let e = m.entry(pattern(n)).or_insert((0, n));
+        e.0 += 1;
+    }
+    m.into_iter().map(|(pattern, (count, example))| PatternCount { pattern, count, example: example.to_string() }).collect()
+}
+
+/// Renames (in parameter space) that send unexplained names to empty parameters: the differing
+/// leading segments where the rest is equal (`transformer.` → `model.`), or one differing segment
+/// inside (`.attention.` → `.self_attn.`). Most tensors first.
+fn renames(unexplained: &[&str], unfilled: &BTreeSet<&str>) -> Vec<Rename> {
+    // Every proper suffix (on segment boundaries) of every empty parameter → its prefix.
+    let mut by_suffix: HashMap<&str, &str> = HashMap::new();
+    let mut by_shape: HashMap<(usize, String), Vec<&str>> = HashMap::new();
+    for u in unfilled {
+        for (i, _) in u.match_indices('.') {
+            by_suffix.entry(&u[i + 1..]).or_insert(&u[..i + 1]);
+        }
+        by_shape.entry((u.matches('.').count(), pattern(u))).or_default().push(u);
+    }
+    let mut votes: BTreeMap<(&'static str, String, String), usize> = BTreeMap::new();
+    for r in unexplained {
+        // The longest common suffix first.
+        // (at least two segments in common: a bare `weight` says nothing)
+        let found = r
+            .match_indices('.')
+            .filter(|(i, _)| r[i + 1..].contains('.'))
+            .find_map(|(i, _)| by_suffix.get(&r[i + 1..]).map(|to| (&r[..i + 1], *to)));
+        if let Some((from, to)) = found {
+            if from != to {
+                *votes.entry(("prefix", from.to_string(), to.to_string())).or_default() += 1;
+                continue;
+            }
+        }
+        // One segment differs.
+        let segs: Vec<&str> = r.split('.').collect();
+        let mut hit = None;
+        for u in unfilled.iter().filter(|u| u.matches('.').count() == segs.len() - 1) {
+            let us: Vec<&str> = u.split('.').collect();
+            let diff: Vec<usize> = (0..segs.len()).filter(|&i| segs[i] != us[i]).collect();
+            if let [i] = diff[..] {
+                if !segs[i].bytes().all(|b| b.is_ascii_digit()) {
+                    hit = Some((format!(".{}.", segs[i]), format!(".{}.", us[i])));
+                    break;
+                }
+            }
+        }
+        if let Some((from, to)) = hit {
+            *votes.entry(("substr", from, to)).or_default() += 1;
+        }
+    }
+    let _ = by_shape;
+    let mut out: Vec<Rename> =
+        votes.into_iter().map(|((kind, from, to), tensors)| Rename { kind, from, to, tensors }).collect();
+    out.sort_by(|a, b| b.tensors.cmp(&a.tensors).then(a.from.cmp(&b.from)));
+    out
+}
+
+/// Config keys `f`'s rules read that the config does not define.
+fn missing_keys(ck: &Checkpoint, f: &Family) -> Vec<String> {
+    let cfg = ck.config.clone().unwrap_or_default();
+    let vars = Vars::new(&cfg, ck.config_json.as_ref());
+    let mut exprs: Vec<&str> = Vec::new();
+    // A parameter's sizes, where its condition holds here (a `when` over an absent key is the
+    // family saying the parameter does not exist, not a key the config lacks).
+    for p in f.params.iter().filter(|p| vars.truthy(&p.when)) {
+        exprs.extend(p.shape.iter().flatten().map(String::as_str));
+        exprs.extend(p.shards.values().flatten().map(String::as_str));
+        exprs.extend(p.experts.as_deref());
+        exprs.extend(p.heads.as_deref());
+        const SETS: &[&str] =
+            &["layers", "dense_layers", "moe_layers", "full_attention_layers", "linear_attention_layers", "mtp_layers"];
+        exprs.extend(p.repeat.values().map(String::as_str).filter(|v| !SETS.contains(v)));
+    }
+    let mut keys = Vec::new();
+    for e in exprs {
+        if let Ok(x) = crate::arch::expr::Expr::parse(e) {
+            x.vars(&mut keys);
+        }
+    }
+    let mut out: Vec<String> = keys
+        .into_iter()
+        .filter(|k| vars.get(k).is_none() && vars.lookup(k).is_none())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    out.retain(|k| k != "tie_word_embeddings");
+    out
+}
+
+/// The difference between the checkpoint and family `f`, with renames derived and verified.
+pub fn difference(ck: &Checkpoint, f: &Family) -> Difference {
+    let (_, r) = candidate(ck, f, &[]);
+    let (expected, filled) = fill_sets(&r);
+    let unfilled: BTreeSet<&str> = expected.iter().copied().filter(|p| !filled.contains(p)).collect();
+    let unexplained_rows: Vec<&crate::remap::Row> = r.rows.iter().filter(|row| row.action == Action::Unmapped).collect();
+    // In parameter space: what the family's own renames and stacking made of each name.
+    let renames = suggested(&r);
+    let mut shapes: BTreeMap<String, ShapeDifference> = BTreeMap::new();
+    for row in &r.rows {
+        if let Some(want) = &row.expected_shape {
+            let e = shapes.entry(pattern(&row.checkpoint_name)).or_insert_with(|| ShapeDifference {
+                pattern: pattern(&row.checkpoint_name),
+                count: 0,
+                example: row.checkpoint_name.clone(),
+                checkpoint: row.shape.clone(),
+                expected: want.clone(),
+            });
+            e.count += 1;
+        }
+    }
+    let derived = (!renames.is_empty()).then(|| derive(ck, f, &renames));
+    Difference {
+        family: f.family.clone(),
+        unexplained: count_patterns(unexplained_rows.iter().map(|row| row.checkpoint_name.as_str())),
+        unfilled: count_patterns(unfilled.iter().copied()),
+        renames,
+        shape_differences: shapes.into_values().collect(),
+        config_keys_missing: missing_keys(ck, f),
+        derived,
+    }
+}
+
+/// `f` with `renames` applied first (a rename's output is a parameter-space name), under the
+/// checkpoint's architecture, and the remap it gives.
+fn derive(ck: &Checkpoint, f: &Family, renames: &[Rename]) -> DerivedRules {
+    let g = renamed(ck, f, renames);
+    let after = remap_with(ck, "", &g, "architecture", None, &opts());
+    let (expected, filled) = fill_sets(&after);
+    DerivedRules {
+        rules: serde_json::to_value(&g).unwrap_or(serde_json::Value::Null),
+        unexplained_after: after.rows.iter().filter(|row| row.action == Action::Unmapped).count(),
+        unfilled_after: expected.iter().filter(|p| !filled.contains(*p)).count(),
+        shape_mismatches_after: after.rows.iter().filter(|row| row.expected_shape.is_some()).count(),
+    }
+}
+
+/// `f` under the checkpoint's architecture with `renames` applied before its own mapper.
+fn renamed(ck: &Checkpoint, f: &Family, renames: &[Rename]) -> Family {
+    let mut g = f.clone();
+    let arch = ck.config.as_ref().and_then(|c| c.architecture.clone()).unwrap_or_else(|| "UnknownForCausalLM".into());
+    g.family = format!("{}_from_{}", arch.to_lowercase(), f.family);
+    g.architectures = vec![arch.clone()];
+    if let Some(mt) = ck.config.as_ref().and_then(|c| c.model_type.clone()) {
+        g.model_types = vec![mt];
+    }
+    g.vllm_classes.clear();
+    g.verified = format!(
+        "derived by `ckptpilot match` from family `{}` ({}): renames only; check with the vLLM oracle",
+        f.family, f.verified
+    );
+    let mut prefix: Vec<(String, Option<String>)> = Vec::new();
+    let mut substr: Vec<(String, Option<String>)> = Vec::new();
+    for r in renames {
+        match r.kind {
+            "prefix" => prefix.push((r.from.clone(), Some(r.to.clone()))),
+            _ => substr.push((r.from.clone(), Some(r.to.clone()))),
+        }
+    }
+    prefix.append(&mut g.mapper.prefix);
+    substr.append(&mut g.mapper.substr);
+    g.mapper.prefix = prefix;
+    g.mapper.substr = substr;
+    g
+}
+
+/// Rank every family for the checkpoint and compare it with the best.
+pub fn match_checkpoint(ck: &Checkpoint, model: &str, rules: &RuleSet) -> MatchReport {
+    let candidates = rank(ck, rules);
+    let difference = candidates
+        .first()
+        .and_then(|c| rules.families.iter().find(|f| f.family == c.family))
+        .map(|f| difference(ck, f));
+    let cfg = ck.config.as_ref();
+    let vllm = match cfg {
+        Some(c) => {
+            use crate::arch::registry::{serving, Serving};
+            match serving(&c.architectures, c.model_type.as_deref(), c.remote_config) {
+                Serving::Native { class, .. } => format!("registered: {class}"),
+                Serving::AsBase { base, .. } => format!("resolved to the registered {base}"),
+                Serving::TransformersBackend { .. } => "served through vLLM's Transformers backend".into(),
+                Serving::RemoteCode { .. } => "the config's own code (--trust-remote-code)".into(),
+                Serving::Refused { message, .. } => format!("refused: {message}"),
+                Serving::NoArchitecture => "no architecture in config.json".into(),
+            }
+        }
+        None => "no config.json".into(),
+    };
+    MatchReport {
+        schema: SCHEMA,
+        vllm_reference: crate::target::VLLM_REFERENCE,
+        model: model.to_string(),
+        architecture: cfg.and_then(|c| c.architecture.clone()),
+        model_type: cfg.and_then(|c| c.model_type.clone()),
+        vllm,
+        candidates,
+        difference,
+    }
+}
