@@ -1102,7 +1102,7 @@ fn run_remap(
     // No config, no family and no shapes: a table guessed from tensor names would be made up.
     ck.require_config().map_err(|e| Exit::input(&e))?;
     refuse_layout(&ck, model, opts.tp, opts.ep, opts.target, rules)?;
-    let report = crate::remap::remap(&ck, model, rules, &opts);
+    let report = crate::matching::remap_closest(&ck, model, rules, &opts);
     if let Some(path) = emit_rules {
         let text = crate::remap::emit_rules(&report, rules, ck.config.as_ref());
         crate::fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| {

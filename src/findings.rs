@@ -102,6 +102,7 @@ codes! {
     ConfigField = "config-field", Warning, "A config field has an unexpected type or value; the derived checks use a fallback.";
     TieResolved = "tie-resolved", Info, "`tie_word_embeddings` is absent; it was resolved as shown. Write it explicitly into config.json.";
     ArchitectureUnsupported = "architecture-unsupported", Error, "vLLM 0.33 neither registers this architecture nor serves it through its Transformers backend (or cannot read the config's model type): `vllm serve` stops before building anything. Register it with a plugin (`ckptpilot stub`) or, where the weights fit a class vLLM has, serve as that class with --hf-overrides.";
+    FamilyClosest = "family-closest", Info, "No family names this architecture: the closest known one by the tensors it routes, the parameters it fills and the shapes that agree. `ckptpilot match` shows the candidates and the exact difference, and writes a rule file where the difference is only naming.";
     ArchitectureRemoteCode = "architecture-remote-code", Warning, "The config's model type is not in transformers and `auto_map` names its own code: vLLM reads it only with --trust-remote-code.";
     // --- structure --------------------------------------------------------------------------
     LayerMissing = "layer-missing", Error, "Decoder layers declared by num_hidden_layers have no weights: missing shards or a truncated export. vLLM would serve random weights for them.";

@@ -25,7 +25,8 @@ pub struct Candidate {
     pub family: String,
     /// The vLLM class the family mirrors.
     pub vllm_class: String,
-    /// routed share × filled share × shape share, in [0, 1].
+    /// (routed tensors of the expected shape ÷ tensors) × (parameters filled so ÷ parameters),
+    /// × 0.98 per rename it needs: in [0, 1].
     pub score: f64,
     pub tensors: usize,
     /// Tensors a rule routes to a parameter or skips on purpose.
@@ -37,6 +38,11 @@ pub struct Candidate {
     pub shape_mismatches: usize,
     /// The family lists the config's model type.
     pub model_type_match: bool,
+    /// The family lists the config's architecture (it is the family vLLM would use).
+    pub architecture_match: bool,
+    /// The family's parameter rules (ties go to the simpler family).
+    #[serde(skip)]
+    pub rule_count: usize,
     /// The figures are with these renames applied (the difference is partly naming).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub renames: Vec<Rename>,
@@ -115,10 +121,12 @@ fn opts() -> RemapOptions {
     RemapOptions { tp: 1, ep: false, target: crate::target::Target::Vllm, rows: true }
 }
 
-/// Parameters (by name) the remap expects to be filled, and those some row fills.
+/// Parameters (by name) the remap expects to be filled, and those some row fills with the shape
+/// the family expects (a tensor of another shape explains nothing).
 fn fill_sets(r: &RemapReport) -> (BTreeSet<&str>, BTreeSet<&str>) {
     let expected: BTreeSet<&str> = r.params.iter().filter(|p| !p.optional).map(|p| p.name.as_str()).collect();
-    let filled: BTreeSet<&str> = r.rows.iter().filter_map(|row| row.param.as_deref()).collect();
+    let filled: BTreeSet<&str> =
+        r.rows.iter().filter(|row| row.expected_shape.is_none()).filter_map(|row| row.param.as_deref()).collect();
     (expected, filled)
 }
 
@@ -130,9 +138,9 @@ fn candidate(ck: &Checkpoint, f: &Family, model_types: &[&str]) -> (Candidate, R
     let filled_n = expected.iter().filter(|p| filled.contains(*p)).count();
     let shape_mismatches = r.rows.iter().filter(|row| row.expected_shape.is_some()).count();
     let share = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    let score = share(routed, tensors)
-        * (if expected.is_empty() { 0.0 } else { share(filled_n, expected.len()) })
-        * (1.0 - share(shape_mismatches, routed.max(1)));
+    // A routed tensor of the wrong shape is not explained.
+    let score = share(routed - shape_mismatches, tensors)
+        * (if expected.is_empty() { 0.0 } else { share(filled_n, expected.len()) });
     let c = Candidate {
         family: f.family.clone(),
         vllm_class: f.class.clone(),
@@ -143,10 +151,18 @@ fn candidate(ck: &Checkpoint, f: &Family, model_types: &[&str]) -> (Candidate, R
         filled: filled_n,
         shape_mismatches,
         model_type_match: model_types.iter().any(|t| f.model_types.iter().any(|m| m == t)),
+        architecture_match: ck
+            .config
+            .as_ref()
+            .is_some_and(|c| c.architectures.iter().any(|a| f.architectures.iter().any(|x| x == a))),
+        rule_count: f.params.len() + usize::from(f.architectures.is_empty()) * 10_000,
         renames: Vec::new(),
     };
     (c, r)
 }
+
+/// The score kept per rename a family needs to explain the checkpoint.
+const RENAME_PENALTY: f64 = 0.98;
 
 /// The renames a remap's unexplained rows and empty parameters suggest.
 fn suggested(r: &RemapReport) -> Vec<Rename> {
@@ -171,10 +187,14 @@ fn best_candidate(ck: &Checkpoint, f: &Family, model_types: &[&str]) -> Candidat
     }
     let g = renamed(ck, f, &renames);
     let (mut c2, _) = candidate(ck, &g, model_types);
+    // Each rename is a guess about names: a family that needs fewer explains the checkpoint better.
+    c2.score *= RENAME_PENALTY.powi(renames.len() as i32);
     if c2.score > c.score {
         c2.family = c.family;
         c2.vllm_class = c.vllm_class;
         c2.model_type_match = c.model_type_match;
+        c2.architecture_match = c.architecture_match;
+        c2.rule_count = c.rule_count;
         c2.renames = renames;
         c2
     } else {
@@ -182,22 +202,25 @@ fn best_candidate(ck: &Checkpoint, f: &Family, model_types: &[&str]) -> Candidat
     }
 }
 
-/// Every family, best first: by score, then the one listing the config's model type, then the
-/// fewest parameters left empty, then by name.
+/// Every family, best first: by score; among equals, the one listing the config's architecture,
+/// then its model type, then the fewest parameters left empty, then the simplest (fewest parameter
+/// rules; the generic decoder last), then by name.
 pub fn rank(ck: &Checkpoint, rules: &RuleSet) -> Vec<Candidate> {
     let cfg = ck.config.as_ref();
-    let types: Vec<&str> =
-        [cfg.and_then(|c| c.text_model_type.as_deref()), cfg.and_then(|c| c.model_type.as_deref())]
-            .into_iter()
-            .flatten()
-            .collect();
+    let types: Vec<&str> = [cfg.and_then(|c| c.text_model_type.as_deref()), cfg.and_then(|c| c.model_type.as_deref())]
+        .into_iter()
+        .flatten()
+        .collect();
     let mut out: Vec<Candidate> = rules.families.iter().map(|f| best_candidate(ck, f, &types)).collect();
     out.sort_by(|a, b| {
         b.score
             .partial_cmp(&a.score)
             .unwrap_or(std::cmp::Ordering::Equal)
+            .then(b.architecture_match.cmp(&a.architecture_match))
             .then(b.model_type_match.cmp(&a.model_type_match))
             .then((a.params - a.filled).cmp(&(b.params - b.filled)))
+            .then(a.renames.len().cmp(&b.renames.len()))
+            .then(a.rule_count.cmp(&b.rule_count))
             .then(a.family.cmp(&b.family))
     });
     out
@@ -209,7 +232,9 @@ fn count_patterns<'a>(names: impl Iterator<Item = &'a str>) -> Vec<PatternCount>
         let e = m.entry(pattern(n)).or_insert((0, n));
         e.0 += 1;
     }
-    m.into_iter().map(|(pattern, (count, example))| PatternCount { pattern, count, example: example.to_string() }).collect()
+    m.into_iter()
+        .map(|(pattern, (count, example))| PatternCount { pattern, count, example: example.to_string() })
+        .collect()
 }
 
 /// Renames (in parameter space) that send unexplained names to empty parameters: the differing
@@ -300,7 +325,8 @@ pub fn difference(ck: &Checkpoint, f: &Family) -> Difference {
     let (_, r) = candidate(ck, f, &[]);
     let (expected, filled) = fill_sets(&r);
     let unfilled: BTreeSet<&str> = expected.iter().copied().filter(|p| !filled.contains(p)).collect();
-    let unexplained_rows: Vec<&crate::remap::Row> = r.rows.iter().filter(|row| row.action == Action::Unmapped).collect();
+    let unexplained_rows: Vec<&crate::remap::Row> =
+        r.rows.iter().filter(|row| row.action == Action::Unmapped).collect();
     // In parameter space: what the family's own renames and stacking made of each name.
     let renames = suggested(&r);
     let mut shapes: BTreeMap<String, ShapeDifference> = BTreeMap::new();
@@ -402,5 +428,19 @@ pub fn match_checkpoint(ck: &Checkpoint, model: &str, rules: &RuleSet) -> MatchR
         vllm,
         candidates,
         difference,
+    }
+}
+
+/// `remap` for any checkpoint: with the family that names its architecture, else with the closest
+/// family by [`rank`] (its score is the confidence the report states).
+pub fn remap_closest(ck: &Checkpoint, model: &str, rules: &RuleSet, opts: &RemapOptions) -> RemapReport {
+    let arch = ck.config.as_ref().and_then(|c| c.architecture.as_deref());
+    if let Some(f) = arch.and_then(|a| rules.for_architecture(a)) {
+        return remap_with(ck, model, f, "architecture", None, opts);
+    }
+    let best = rank(ck, rules).into_iter().next();
+    match best.as_ref().and_then(|b| rules.families.iter().find(|f| f.family == b.family).map(|f| (f, b.score))) {
+        Some((f, score)) => remap_with(ck, model, f, "inferred", Some(score), opts),
+        None => crate::remap::remap(ck, model, rules, opts),
     }
 }

@@ -514,7 +514,7 @@ pub fn remap(r: &crate::remap::RemapReport, format: TableFormat) -> String {
                     o,
                     "family   {}{}: {}",
                     f.family,
-                    f.confidence.map(|c| format!(" (inferred, {:.0}% of tensors map)", c * 100.0)).unwrap_or_default(),
+                    f.confidence.map(|c| format!(" (inferred, match {:.0}%)", c * 100.0)).unwrap_or_default(),
                     f.vllm_source
                 );
                 if !f.recorded {
@@ -706,7 +706,11 @@ pub fn matching(r: &crate::matching::MatchReport, top: usize) -> String {
     );
     let _ = writeln!(o, "vLLM     {}", field(&r.vllm));
     let _ = writeln!(o);
-    let _ = writeln!(o, "{:<22} {:>6}  {:>15}  {:>13}  {:>6}  vLLM class", "family", "score", "tensors routed", "params filled", "shapes");
+    let _ = writeln!(
+        o,
+        "{:<22} {:>6}  {:>15}  {:>13}  {:>6}  vLLM class",
+        "family", "score", "tensors routed", "params filled", "shapes"
+    );
     for c in r.candidates.iter().take(top.max(1)) {
         let _ = writeln!(
             o,
@@ -717,7 +721,15 @@ pub fn matching(r: &crate::matching::MatchReport, top: usize) -> String {
             format!("{}/{}", c.filled, c.params),
             if c.shape_mismatches == 0 { "ok".to_string() } else { format!("{} off", c.shape_mismatches) },
             field(&c.vllm_class),
-            if c.model_type_match { "  (lists this model_type)" } else { "" }
+            match (c.model_type_match, c.renames.len()) {
+                (true, 0) => "  (lists this model_type)".to_string(),
+                (false, 0) => String::new(),
+                (m, n) => format!(
+                    "  (after {n} rename{}{})",
+                    if n == 1 { "" } else { "s" },
+                    if m { "; lists this model_type" } else { "" }
+                ),
+            }
         );
     }
     let Some(d) = &r.difference else { return o };
@@ -740,11 +752,16 @@ pub fn matching(r: &crate::matching::MatchReport, top: usize) -> String {
     if !d.shape_differences.is_empty() {
         let _ = writeln!(o, "  shapes that differ from the config:");
         for s in d.shape_differences.iter().take(12) {
-            let _ = writeln!(o, "    {} ×{}: {:?}, expected {:?}", field(&s.pattern), s.count, s.checkpoint, s.expected);
+            let _ =
+                writeln!(o, "    {} ×{}: {:?}, expected {:?}", field(&s.pattern), s.count, s.checkpoint, s.expected);
         }
     }
     if !d.config_keys_missing.is_empty() {
-        let _ = writeln!(o, "  config keys the family reads that config.json lacks: {}", field(&d.config_keys_missing.join(", ")));
+        let _ = writeln!(
+            o,
+            "  config keys the family reads that config.json lacks: {}",
+            field(&d.config_keys_missing.join(", "))
+        );
     }
     if !d.renames.is_empty() {
         let _ = writeln!(o, "  renames that would explain them:");

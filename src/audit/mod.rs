@@ -304,6 +304,40 @@ pub fn audit_for(
             ));
         }
     }
+    // An architecture no family names: which known one it is closest to.
+    if let Some(c) =
+        cfg.filter(|c| c.architecture.as_deref().is_some_and(|a| family_rules.for_architecture(a).is_none()))
+    {
+        if let Some(best) = crate::matching::rank(ck, family_rules).into_iter().next().filter(|b| b.score > 0.0) {
+            use crate::arch::registry::{serving, Serving};
+            let vllm = match serving(&c.architectures, c.model_type.as_deref(), c.remote_config) {
+                Serving::Native { class, .. } => format!("; vLLM 0.33 registers it as {class}"),
+                Serving::AsBase { base, .. } => format!("; vLLM 0.33 serves it as {base}"),
+                Serving::TransformersBackend { .. } => "; vLLM 0.33 serves it through its Transformers backend".into(),
+                _ => String::new(),
+            };
+            let renames = best
+                .renames
+                .iter()
+                .map(|r| format!("{} `{}` → `{}`", r.kind, r.from, r.to))
+                .collect::<Vec<_>>()
+                .join(", ");
+            findings.push(crate::findings::Finding::new(
+                crate::findings::Code::FamilyClosest,
+                format!(
+                    "closest known family: `{}` ({}), {:.0}% ({}/{} tensors routed, {}/{} parameters filled{}){vllm}; `ckptpilot match` shows the difference",
+                    best.family,
+                    if best.vllm_class.is_empty() { "generic decoder" } else { best.vllm_class.as_str() },
+                    best.score * 100.0,
+                    best.routed - best.shape_mismatches,
+                    best.tensors,
+                    best.filled,
+                    best.params,
+                    if renames.is_empty() { String::new() } else { format!(", after {renames}") }
+                ),
+            ));
+        }
+    }
     findings.extend(q_findings);
     findings.extend(fold_consequences(ck, rules, &findings, remap_findings));
 

@@ -659,7 +659,7 @@ pub fn remap_with(
             if matched_by == "inferred" { Code::RemapFamilyInferred } else { Code::RemapFamily },
             match confidence {
                 Some(c) => format!(
-                    "family `{}` inferred from the tensor names ({:.0}% of tensors map); rules mirror {}",
+                    "family `{}` inferred from the tensors (match {:.0}%: `ckptpilot match` shows how); rules mirror {}",
                     family.family,
                     c * 100.0,
                     family.vllm_source
