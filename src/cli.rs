@@ -322,6 +322,10 @@ enum Cmd {
         /// Language of the report, the plugin README and the next steps (default: en for --target vllm, zh for vllm-ascend).
         #[arg(long, value_enum)]
         lang: Option<LangArg>,
+        /// For an architecture no family names: the family to start from (a name `ckptpilot match`
+        /// lists; default: the closest), or `none` for a module skeleton with the forward left to write.
+        #[arg(long, value_name = "FAMILY|none")]
+        like: Option<String>,
     },
     /// Check a checkpoint against a manifest written by `audit --checksum`.
     Verify {
@@ -564,7 +568,7 @@ fn run(cli: Cli) -> Exit {
     let r = match cli.cmd {
         Cmd::Audit { model, json, checksum } => run_audit(&model, target, json, checksum, rules, hub),
         Cmd::Verify { manifest, model, json } => run_verify(&manifest, model, json),
-        Cmd::Stub { model, out, force, name, layout, tp, allow_infeasible, lang } => {
+        Cmd::Stub { model, out, force, name, layout, tp, allow_infeasible, lang, like } => {
             use crate::stub::{Lang, Layout, StubOptions};
             if tp.is_some_and(|t| t == 0 || t > MAX_PARALLEL) {
                 return Exit::usage(
@@ -591,6 +595,7 @@ fn run(cli: Cli) -> Exit {
                 target,
                 force,
                 allow_infeasible,
+                like,
             };
             run_stub(&model, &opts, rules, hub)
         }

@@ -444,3 +444,42 @@ pub fn remap_closest(ck: &Checkpoint, model: &str, rules: &RuleSet, opts: &Remap
         None => crate::remap::remap(ck, model, rules, opts),
     }
 }
+
+/// For a checkpoint whose architecture no family names: the closest family (or `like`) made its own — under the
+/// checkpoint's architecture and model type, with the renames that make it fit applied first, and
+/// vLLM's class of the base family as the class to subclass — with the base family and its score.
+/// None when the architecture has a family, or nothing explains any of it.
+pub fn adapted_family(ck: &Checkpoint, rules: &RuleSet, like: Option<&str>) -> Option<(Family, Candidate)> {
+    let cfg = ck.config.as_ref()?;
+    let arch = cfg.architecture.as_deref()?;
+    if rules.for_architecture(arch).is_some() {
+        return None;
+    }
+    let best = match like {
+        Some(name) => {
+            let f = rules.families.iter().find(|f| f.family == name)?;
+            let types: Vec<&str> = cfg.model_type.as_deref().into_iter().collect();
+            best_candidate(ck, f, &types)
+        }
+        None => rank(ck, rules).into_iter().next().filter(|b| b.score > 0.0)?,
+    };
+    let base = rules.families.iter().find(|f| f.family == best.family)?;
+    // The class vLLM serves the base family's own architecture with.
+    let class = base
+        .architectures
+        .iter()
+        .find_map(|a| base.vllm_classes.get(a))
+        .or_else(|| base.vllm_classes.values().next())
+        .cloned();
+    let mut g = renamed(ck, base, &best.renames);
+    g.vllm_classes = class.map(|c| [(arch.to_string(), c)].into_iter().collect()).unwrap_or_default();
+    g.verified = String::new();
+    g.vllm_source = format!(
+        "adapted from family `{}` ({}) by `ckptpilot match`: {:.0}% match{}",
+        base.family,
+        base.vllm_source,
+        best.score * 100.0,
+        if best.renames.is_empty() { String::new() } else { format!(", {} rename(s)", best.renames.len()) }
+    );
+    Some((g, best))
+}

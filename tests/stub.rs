@@ -176,7 +176,9 @@ fn unknown_architecture_gets_a_skeleton_with_todo_forward() {
     let c = copy_fixture("qwen3-dense");
     edit_config(&c.dir, |cfg| cfg["architectures"] = serde_json::json!(["BrandNewForCausalLM"]));
     let out = c.tmp.path().join("out");
-    let r = run(&["stub", c.dir.to_str().unwrap(), "--out", out.to_str().unwrap(), "--name", "BrandNew"]);
+    // (`--like none`: the skeleton, not the closest family's class; see the test after this one)
+    let r =
+        run(&["stub", c.dir.to_str().unwrap(), "--out", out.to_str().unwrap(), "--name", "BrandNew", "--like", "none"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let adapter = std::fs::read_to_string(out.join("brand_new_vllm/brand_new.py")).unwrap();
     assert!(adapter.contains("class BrandNewDecoderLayer(nn.Module):"));
@@ -559,6 +561,56 @@ fn adapter_class_takes_the_architecture_name() {
     );
 }
 
+/// Issue 24 item 5: a known family under a new architecture name, model type and module prefix.
+/// The adapter subclasses the closest family's vLLM class, the mapping carries the rename that
+/// makes it fit, the plugin registers the architecture and the unknown model type's config; an
+/// extra tensor in every layer becomes a named TODO that load_weights raises on.
+#[test]
+fn an_unknown_architecture_starts_from_the_closest_family() {
+    let c = copy_fixture("llama");
+    edit_config(&c.dir, |cfg| {
+        cfg["architectures"] = serde_json::json!(["AcmeForCausalLM"]);
+        cfg["model_type"] = serde_json::json!("acme");
+    });
+    transform_tensors(&c.dir, |n, v, b| {
+        vec![(n.strip_prefix("model.").map_or(n.to_string(), |r| format!("transformer.{r}")), v.clone(), b.to_vec())]
+    });
+    let out = c.tmp.path().join("out");
+    let r = run(&["stub", c.dir.to_str().unwrap(), "--out", out.to_str().unwrap(), "--name", "Acme"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let adapter = read(&out.join("acme_vllm/acme.py"));
+    assert!(adapter.contains("from vllm.model_executor.models.llama import LlamaForCausalLM as _Base"), "{adapter}");
+    assert!(adapter.contains("class AcmeForCausalLM(_Base):"), "{adapter}");
+    let mapping = read(&out.join("acme_vllm/acme_mapping.py"));
+    assert!(mapping.contains(r#"MAPPER = {"prefix": [["transformer.", "model."]]"#), "{mapping}");
+    assert!(mapping.contains("TODO_UNEXPLAINED = []"), "{mapping}");
+    assert!(mapping.contains("family `llama`"), "{mapping}");
+    let init = read(&out.join("acme_vllm/__init__.py"));
+    assert!(init.contains(r#"MODEL_TYPE = "acme""#) && init.contains(r#"BASE_MODEL_TYPE = "llama""#), "{init}");
+    assert!(init.contains("_register_config()") && init.contains(r#"register_model("AcmeForCausalLM""#), "{init}");
+    assert!(!init.contains("Ckptpilot"), "nothing of vLLM's is replaced: {init}");
+    // --like names another family; --like with no such family is refused.
+    let out2 = c.tmp.path().join("out2");
+    let r = run(&["stub", c.dir.to_str().unwrap(), "--out", out2.to_str().unwrap(), "--like", "qwen2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(read(&adapter_of(&out2)).contains("Qwen2ForCausalLM as _Base"));
+    let r =
+        run(&["stub", c.dir.to_str().unwrap(), "--out", c.tmp.path().join("o3").to_str().unwrap(), "--like", "nope"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--like nope: no such family"), "{}", r.stderr);
+    // An extra tensor in every layer: a named TODO.
+    let shard =
+        index(&c.dir)["weight_map"]["transformer.layers.0.input_layernorm.weight"].as_str().unwrap().to_string();
+    for l in 0..2 {
+        add_f32_tensor(&c.dir, &shard, &format!("transformer.layers.{l}.acme_gate.weight"), &[1]);
+    }
+    let out4 = c.tmp.path().join("out4");
+    let r = run(&["stub", c.dir.to_str().unwrap(), "--out", out4.to_str().unwrap(), "--name", "Acme"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mapping = read(&out4.join("acme_vllm/acme_mapping.py"));
+    assert!(mapping.contains(r#"TODO_UNEXPLAINED = ["transformer.layers.*.acme_gate.weight"]"#), "{mapping}");
+}
+
 #[test]
 fn skeleton_builds_what_its_own_mapping_routes_to() {
     // Issue 11.4: the skeleton used undefined DEQUANTIZE_FP8 / BLOCK_SIZE and built q_proj while its
@@ -567,8 +619,18 @@ fn skeleton_builds_what_its_own_mapping_routes_to() {
         let c = copy_fixture(fixture_name);
         edit_config(&c.dir, |cfg| cfg["architectures"] = serde_json::json!(["BrandNewForCausalLM"]));
         let out = c.tmp.path().join("out");
-        let r =
-            run(&["stub", c.dir.to_str().unwrap(), "--out", out.to_str().unwrap(), "--target", target, "--tp", "1"]);
+        let r = run(&[
+            "stub",
+            c.dir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--target",
+            target,
+            "--tp",
+            "1",
+            "--like",
+            "none",
+        ]);
         assert_eq!(r.code, 0, "{}", r.stderr);
         let adapter = adapter_of(&out);
         let a = read(&adapter);

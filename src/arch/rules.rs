@@ -416,6 +416,16 @@ impl RuleSet {
         RULES.get_or_init(|| RuleSet::load(&[]).expect("the embedded rule files are valid (a unit test loads them)"))
     }
 
+    /// These families plus `extra`, whose architectures count as registered by a plugin (as a
+    /// `--rules` file's do).
+    pub fn with(&self, extra: Family) -> RuleSet {
+        let mut r = self.clone();
+        r.user_architectures.extend(extra.architectures.iter().cloned());
+        r.families.retain(|f| f.family != extra.family);
+        r.families.push(extra);
+        r
+    }
+
     /// The family whose `architectures` lists `arch`.
     pub fn for_architecture(&self, arch: &str) -> Option<&Family> {
         self.families.iter().rev().find(|f| f.architectures.iter().any(|a| a == arch))

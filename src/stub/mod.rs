@@ -41,7 +41,14 @@ pub struct StubOptions {
     /// Write the kit even where `ckptpilot plan` predicts that vLLM fails at its configuration (the
     /// kit then says so in every script and in the report).
     pub allow_infeasible: bool,
+    /// For an architecture no family names: the family to adapt (`none`: the module skeleton;
+    /// absent: the closest, when it explains at least [`ADAPT_MIN_SCORE`] of the checkpoint).
+    pub like: Option<String>,
 }
+
+/// Below this match score the closest family explains too little to start an adapter from: the
+/// stub writes the module skeleton instead (and says so).
+pub const ADAPT_MIN_SCORE: f64 = 0.5;
 
 /// What the distinct architecture name adds to the architecture's own (`DeepseekV3ForCausalLM` is
 /// also registered as `DeepseekV3ForCausalLM` + this): serving under it leaves vLLM's own class for
@@ -193,6 +200,12 @@ pub struct Context<'a> {
     /// vLLM has its own class for the architecture (the adapter subclasses it), so registering the
     /// adapter under the architecture's name replaces vLLM's class for every such model.
     pub replaces_vllm_class: bool,
+    /// An architecture no family names, adapted from the closest family (`ckptpilot match`): that
+    /// family's name and score.
+    pub adapted_from: Option<(String, f64)>,
+    /// The config's model type transformers does not know, and the known model type whose config
+    /// class the plugin registers it as (vLLM reads the config before any model code runs).
+    pub register_config: Option<(String, String)>,
     /// The distinct architecture name the adapter is also registered under (`<Arch>` + [`ALIAS_SUFFIX`]).
     pub alias: String,
 }
@@ -671,6 +684,39 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
             one_line(model)
         )));
     }
+    // An architecture no family names: the closest family, adapted (its renames applied), stands in.
+    let adapted = match opts.like.as_deref() {
+        Some("none") => None,
+        Some(family) => match crate::matching::adapted_family(ck, rules, Some(family)) {
+            Some(a) => Some(a),
+            None if rules.families.iter().any(|f| f.family == family) => None, // the architecture has its own
+            None => {
+                return Err(StubError::Unsupported(format!(
+                    "--like {}: no such family (`ckptpilot match MODEL` lists them)",
+                    one_line(family)
+                )))
+            }
+        },
+        None => crate::matching::adapted_family(ck, rules, None).filter(|(_, b)| b.score >= ADAPT_MIN_SCORE),
+    };
+    let adapted_rules;
+    let rules: &RuleSet = match &adapted {
+        Some((family, _)) => {
+            adapted_rules = rules.with(family.clone());
+            &adapted_rules
+        }
+        None => rules,
+    };
+    let register_config = adapted.as_ref().and_then(|(_, best)| {
+        let mt = cfg.model_type.clone()?;
+        let reg = crate::arch::registry::registry();
+        if reg.knows_model_type(&mt) || cfg.remote_config {
+            return None;
+        }
+        let base = rules.families.iter().find(|f| f.family == best.family)?;
+        let base_type = base.model_types.iter().find(|t| reg.knows_model_type(t))?.clone();
+        Some((mt, base_type))
+    });
     let quant = ck.quant_scheme().cloned();
     let fp8 = quant.as_ref().is_some_and(|q| q.fp8_scale.is_some());
     let dequant_at_load = fp8 && opts.target == Target::VllmAscend;
@@ -691,7 +737,9 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
     let module = free(snake.clone());
     let mapping_module = free(format!("{module}_mapping"));
     let mtp_present = remap.rows.iter().any(|r| r.reason.as_deref().is_some_and(|x| x.starts_with("MTP layer")));
-    let replaces_vllm_class = python::vllm_base(&remap, rules, &architecture).is_some();
+    // (an adapted family names a class to subclass, but vLLM registers nothing under this name)
+    let replaces_vllm_class = python::vllm_base(&remap, rules, &architecture).is_some()
+        && crate::arch::registry::registry().registered.contains_key(&architecture);
     let ctx = Context {
         model_path: model,
         ck,
@@ -718,6 +766,8 @@ pub fn generate(model: &str, ck: &Checkpoint, rules: &RuleSet, opts: &StubOption
         failures,
         feasible,
         replaces_vllm_class,
+        adapted_from: adapted.as_ref().map(|(_, b)| (b.family.clone(), b.score)),
+        register_config,
     };
     let files: Vec<(String, String)> = python::files(&ctx).into_iter().chain(delivery::files(&ctx)).collect();
     // Every destination is checked before the first byte is written.

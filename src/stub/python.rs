@@ -53,8 +53,32 @@ fn mapping_module(ctx: &Context<'_>) -> String {
         let _ = writeln!(o, "raise NotImplementedError('no family rules matched {}')", ctx.architecture);
         return o;
     };
-    let class = if f.class.is_empty() { f.architectures[0].clone() } else { f.class.clone() };
+    let class = match (f.class.as_str(), f.architectures.first()) {
+        ("", Some(a)) => a.clone(),
+        ("", None) => f.family.clone(),
+        (c, _) => c.to_string(),
+    };
     let _ = writeln!(o, "CLASS = {}", Value::from(class));
+    if let Some((base, score)) = &ctx.adapted_from {
+        let _ = writeln!(
+            o,
+            "# No family names {arch}: these rules are family `{base}`'s ({:.0}% match, `ckptpilot match`),\n# with the renames that make it fit applied first.",
+            score * 100.0,
+            arch = ctx.architecture
+        );
+    }
+    let todo: std::collections::BTreeSet<String> = ctx
+        .remap
+        .rows
+        .iter()
+        .filter(|r| r.action == crate::remap::Action::Unmapped)
+        .map(|r| crate::checkpoint::names::pattern(&r.checkpoint_name))
+        .collect();
+    let _ = writeln!(
+        o,
+        "# TODO, one per pattern: checkpoint tensors no rule explains. load_weights raises on each until the\n# mapping routes it (or a skip says why vLLM does not need it); the smoke test fails with them.\nTODO_UNEXPLAINED = {}",
+        py(&serde_json::to_value(&todo).unwrap_or(Value::Null))
+    );
     let _ = writeln!(
         o,
         "UNMAPPED = {}  # what the vLLM loader does with a name no parameter has",
@@ -758,8 +782,19 @@ fn plugin_init(ctx: &Context<'_>, target: &str) -> String {
     if !ctx.replaces_vllm_class {
         let _ = write!(
             o,
-            "\n\n# vLLM {} has no class of its own for {arch}: registering the adapter replaces nothing.\n\n\ndef register():\n    \"\"\"`vllm.general_plugins` entry point: serve {arch} with the adapter.\"\"\"\n    from vllm import ModelRegistry\n\n    ModelRegistry.register_model({arch:?}, {target:?})\n",
+            "\n\n# vLLM {} has no class of its own for {arch}: registering the adapter replaces nothing.\n",
             crate::target::VLLM_REFERENCE
+        );
+        if let Some((mt, base)) = &ctx.register_config {
+            let _ = write!(
+                o,
+                "# transformers has no config for model type {mt:?}, and vLLM reads the config before any\n# model code runs: it is registered as {base:?}'s config class under that name.\nMODEL_TYPE = {mt:?}\nBASE_MODEL_TYPE = {base:?}\n\n\ndef _register_config():\n    from transformers import AutoConfig\n\n    base = type(AutoConfig.for_model(BASE_MODEL_TYPE))\n    config = type(base.__name__.replace(\"Config\", \"\") + \"AdaptedConfig\", (base,), {{\"model_type\": MODEL_TYPE}})\n    try:\n        AutoConfig.register(MODEL_TYPE, config)\n    except ValueError:\n        pass  # already registered in this process\n"
+            );
+        }
+        let _ = write!(
+            o,
+            "\n\ndef register():\n    \"\"\"`vllm.general_plugins` entry point: serve {arch} with the adapter.\"\"\"\n    from vllm import ModelRegistry\n\n{}    ModelRegistry.register_model({arch:?}, {target:?})\n",
+            if ctx.register_config.is_some() { "    _register_config()\n" } else { "" }
         );
         return o;
     }
