@@ -1011,7 +1011,8 @@ mod tests {
         let quant = QuantScheme::detect(Some(&v), None);
         let (spec, notes, family) = spec_for(&config, Some(&v), quant.as_ref(), RuleSet::builtin());
         let shape = ModelShape::of(spec.as_ref(), "config", notes);
-        PlanInput { model: "test".into(), config, quant, shape, spec, family }
+        let refusal = arch_refusal(&config, RuleSet::builtin());
+        PlanInput { model: "test".into(), config, quant, shape, spec, family, refusal }
     }
 
     fn one(v: Value, tp: u64, ep: bool) -> ConfigPlan {
