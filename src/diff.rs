@@ -414,6 +414,15 @@ fn quant_difference(a: &Side, b: &Side, changed: &[Changed]) -> QuantDifference 
     QuantDifference { same, summary, fields, tensors }
 }
 
+/// `1 tensor`, `2 tensors`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 fn verdict(
     only_a: &[OnlyIn],
     only_b: &[OnlyIn],
@@ -427,7 +436,6 @@ fn verdict(
     }
     let tensors = |v: &[OnlyIn]| v.iter().map(|o| o.count).sum::<usize>();
     let mut parts = Vec::new();
-    let plural = |n: usize, one: &str, many: &str| if n == 1 { format!("1 {one}") } else { format!("{n} {many}") };
     if !only_a.is_empty() {
         parts.push(format!("{} only in A", plural(tensors(only_a), "tensor", "tensors")));
     }
@@ -512,7 +520,12 @@ pub fn render(r: &DiffReport) -> String {
             continue;
         }
         let n: usize = list.iter().map(|x| x.count).sum();
-        let _ = writeln!(o, "only in {tag}: {n} tensors, {} patterns", list.len());
+        let _ = writeln!(
+            o,
+            "only in {tag}: {}, {}",
+            plural(n, "tensor", "tensors"),
+            plural(list.len(), "pattern", "patterns")
+        );
         let w = list.iter().take(SHOWN).map(|x| f(&x.pattern).chars().count()).max().unwrap_or(0).min(64);
         for x in list.iter().take(SHOWN) {
             let mut line = format!("  {:<w$}  ×{}", f(&x.pattern), x.count);
@@ -531,7 +544,7 @@ pub fn render(r: &DiffReport) -> String {
         more(&mut o, list.len());
     }
     if !r.layers.is_empty() {
-        let _ = writeln!(o, "\nin both, in different layers: {} patterns", r.layers.len());
+        let _ = writeln!(o, "\nin both, in different layers: {}", plural(r.layers.len(), "pattern", "patterns"));
         let mut last: Option<(&str, &str)> = None;
         for d in r.layers.iter().take(SHOWN) {
             if last != Some((&d.a, &d.b)) {
@@ -547,7 +560,12 @@ pub fn render(r: &DiffReport) -> String {
         let _ = writeln!(o, "shape or dtype changed: none");
     } else {
         let n: usize = r.changed.iter().map(|c| c.count).sum();
-        let _ = writeln!(o, "shape or dtype changed: {n} tensors, {} patterns", r.changed.len());
+        let _ = writeln!(
+            o,
+            "shape or dtype changed: {}, {}",
+            plural(n, "tensor", "tensors"),
+            plural(r.changed.len(), "pattern", "patterns")
+        );
         let w = r.changed.iter().take(SHOWN).map(|x| f(&x.pattern).chars().count()).max().unwrap_or(0).min(64);
         for c in r.changed.iter().take(SHOWN) {
             let _ = writeln!(
@@ -570,7 +588,8 @@ pub fn render(r: &DiffReport) -> String {
         let _ = writeln!(o, "{}", key_line(k));
     }
     if q.tensors > 0 {
-        let _ = writeln!(o, "  {} tensors changed dtype to or from a quantized one", q.tensors);
+        let n = plural(q.tensors, "tensor", "tensors");
+        let _ = writeln!(o, "  {n} changed dtype to or from a quantized one");
     }
     let c = &r.config;
     match (c.a, c.b) {
@@ -584,13 +603,7 @@ pub fn render(r: &DiffReport) -> String {
             let _ = writeln!(o, "\nconfig.json: same");
         }
         _ => {
-            let n = c.changes.len();
-            let _ = writeln!(
-                o,
-                "\nconfig.json: {n} key{} differ{}",
-                if n == 1 { "" } else { "s" },
-                if n == 1 { "s" } else { "" }
-            );
+            let _ = writeln!(o, "\nconfig.json: {}", plural(c.changes.len(), "key differs", "keys differ"));
             for k in c.changes.iter().take(SHOWN) {
                 let _ = writeln!(o, "{}", key_line(k));
             }
