@@ -1011,8 +1011,7 @@ mod tests {
         let quant = QuantScheme::detect(Some(&v), None);
         let (spec, notes, family) = spec_for(&config, Some(&v), quant.as_ref(), RuleSet::builtin());
         let shape = ModelShape::of(spec.as_ref(), "config", notes);
-        let refusal = arch_refusal(&config, RuleSet::builtin());
-        PlanInput { model: "test".into(), config, quant, shape, spec, family, refusal }
+        PlanInput { model: "test".into(), config, quant, shape, spec, family, refusal: None }
     }
 
     fn one(v: Value, tp: u64, ep: bool) -> ConfigPlan {
