@@ -297,6 +297,19 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         emit_rules: Option<PathBuf>,
     },
+    /// What differs between two checkpoints, from their headers alone: tensors only in one (by
+    /// pattern, with the layers), shapes and dtypes, quantization and config.json.
+    ///
+    /// Exit status 0 when they are the same, 1 when they differ (as diff(1)).
+    Diff {
+        /// The first checkpoint (A): a directory, a single .safetensors file, or a repo id.
+        a: String,
+        /// The second checkpoint (B), the same kinds.
+        b: String,
+        /// Print the versioned JSON (ckptpilot.diff/1).
+        #[arg(long)]
+        json: bool,
+    },
     /// vLLM adapter code, its mapping module and the serve-validation kit, generated from the remap.
     Stub {
         /// A checkpoint directory, a single .safetensors file, or a cached repo id.
@@ -765,6 +778,7 @@ fn run(cli: Cli) -> Exit {
             run_bench(shape, tensor, threads, reps, dtype, json)
         }
         Cmd::Match { model, top, json, emit_rules } => run_match(&model, top, json, emit_rules, rules, hub),
+        Cmd::Diff { a, b, json } => run_diff(&a, &b, json, hub),
         Cmd::Families { json, md } => {
             let c = crate::arch::coverage::coverage(rules);
             if json {
@@ -1270,6 +1284,19 @@ fn run_man(out: Option<PathBuf>) -> Result<Exit, Exit> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// Both checkpoints opened as `remap` opens one (a repo id through the Hub, headers only); exit 1
+/// when they differ, as diff(1).
+fn run_diff(a: &str, b: &str, json: bool, hub: &crate::hub::Settings) -> Result<Exit, Exit> {
+    let (ca, cb) = (readable_checkpoint(a, hub)?, readable_checkpoint(b, hub)?);
+    let report = crate::diff::diff(&ca, a, &cb, b);
+    if json {
+        emit_json(&report)?;
+    } else {
+        emit(&crate::diff::render(&report))?;
+    }
+    Ok(if report.same { Exit::Ok } else { Exit::Findings })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod convert;
+pub mod diff;
 pub mod error;
 pub mod findings;
 pub mod fsutil;

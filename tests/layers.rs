@@ -27,8 +27,9 @@ const LAYERS: &[(&str, u32)] = &[
     ("plan", 2),
     ("convert", 2),
     ("bench", 2),
-    // Which family explains a checkpoint, and how it differs (asks remap).
+    // Which family explains a checkpoint, and how it differs (asks remap); how two checkpoints differ.
     ("matching", 3),
+    ("diff", 3),
     ("audit", 4),
     // What people read and what the tool writes for them.
     ("render", 5),

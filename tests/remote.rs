@@ -835,3 +835,37 @@ fn a_slow_remote_read_shows_progress_on_a_terminal() {
     assert!(tty.contains("remote: test-org/llama@main: waiting for the file list, 0 B, 2 s"), "{tty:?}");
     assert!(tty.contains("timed out after 4 s"), "{tty:?}");
 }
+
+#[test]
+fn diff_reads_two_remote_repos_by_their_headers_and_answers_as_on_local_copies() {
+    let h = hub(&["qwen3-dense", "qwen3-dense-fp8"], &[], &[]);
+    let (a, b) = (fixture("qwen3-dense"), fixture("qwen3-dense-fp8"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let l = h.run(&["diff", "--json", a, b], &[]);
+    h.stats(true);
+    let r = h.run(&["diff", "--json", "test-org/qwen3-dense", "test-org/qwen3-dense-fp8"], &[]);
+    assert_eq!((l.code, r.code), (1, 1), "{}\n{}", l.stderr, r.stderr);
+    let strip = |mut v: Value| {
+        for s in ["a", "b"] {
+            v[s].as_object_mut().unwrap().remove("model");
+        }
+        v
+    };
+    assert_eq!(strip(json(&l)), strip(json(&r)), "remote and local answers differ");
+    // Headers only: each shard gave 8 + its header, not one weight byte.
+    let s = h.stats(false);
+    let by_path = s["by_path"].as_object().unwrap();
+    for (repo, fx) in [("qwen3-dense", "qwen3-dense"), ("qwen3-dense-fp8", "qwen3-dense-fp8")] {
+        for (file, want) in header_lens(fx) {
+            let (path, v) = by_path
+                .iter()
+                .find(|(p, _)| p.contains(&format!("/test-org/{repo}/")) && p.ends_with(&format!("/{file}")))
+                .unwrap_or_else(|| panic!("{repo}/{file} never requested: {by_path:?}"));
+            assert_eq!(v["body_bytes"].as_u64(), Some(want), "{path}");
+        }
+    }
+    // Identical remote and local copies are the same (exit 0).
+    let r = h.run(&["diff", "test-org/qwen3-dense", a], &[]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("same tensors, same shapes and dtypes"), "{}", r.stdout);
+}
