@@ -85,3 +85,28 @@ fn registered_architectures_and_user_plugins_are_not_flagged() {
     assert!(findings_with(&report, "architecture-unsupported").is_empty(), "{report}");
     assert_eq!(findings_with(&report, "architecture-remote-code").len(), 1, "{report}");
 }
+
+/// vLLM 0.33's own words, recorded by the oracle on the disguised copies
+/// (fixtures/oracle/unregistered.json): audit's message starts as vLLM's does, up to the point
+/// where vLLM lists its 415 architectures or explains how to upgrade transformers.
+#[test]
+fn the_message_is_the_one_vllm_recorded() {
+    let recs: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("oracle/unregistered.json")).unwrap()).unwrap();
+    for case in recs["cases"].as_array().unwrap() {
+        let c = copy_fixture(case["fixture"].as_str().unwrap());
+        edit_json(&c.dir.join("config.json"), |v| {
+            v["architectures"] = case["architectures"].clone();
+            if let Some(mt) = case["model_type"].as_str() {
+                v["model_type"] = Value::from(mt);
+            }
+        });
+        let want = case["vllm_error"].as_str().unwrap();
+        // vLLM's text up to its list of architectures / its upgrade advice.
+        let head = want.split(" Supported architectures").next().unwrap().split(". This could be").next().unwrap();
+        let (_, report) = audit_json(&c.dir);
+        let f = findings_with(&report, "architecture-unsupported");
+        assert_eq!(f.len(), 1, "{case}");
+        assert!(f[0]["message"].as_str().unwrap().contains(head), "vLLM said {head:?}; audit: {}", f[0]["message"]);
+    }
+}

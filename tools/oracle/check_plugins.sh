@@ -20,6 +20,8 @@ ORACLE=${ORACLE:-../shared/tools/vllm-oracle/oracle.py}
 WORK=${WORK:-/tmp/plugins}
 TPS=${TPS:-"1 2"}
 CKPTPILOT=${CKPTPILOT:-target/debug/ckptpilot}
+# FIXTURES: where NAME is (default fixtures/; tools/oracle/disguise.py writes disguised copies elsewhere).
+FIXTURES=${FIXTURES:-fixtures}
 # ISOLATE=1: install each plugin into its own directory ($WORK/NAME.tpN.site, put on PYTHONPATH for
 # the oracle) instead of the venv, so other oracle runs on this machine never see it.
 ISOLATE=${ISOLATE:-0}
@@ -58,7 +60,7 @@ for name in "${NAMES[@]}"; do
     status="" cls="-" filled="-" secs="-" why=""
 
     # (1) generate the plugin
-    if "$CKPTPILOT" stub "fixtures/$name" --out "$out" --tp "$tp" --layout plugin --force --color never \
+    if "$CKPTPILOT" stub "$FIXTURES/$name" --out "$out" --tp "$tp" --layout plugin --force --color never \
       >"$WORK/$case_id.stub.log" 2>&1; then
       :
     else
@@ -98,7 +100,7 @@ for name in "${NAMES[@]}"; do
       pypath=${PYTHONPATH:-}
       [ -n "$site" ] && pypath="$site${pypath:+:$pypath}"
       PYTHONPATH="$pypath" \
-        "$PY" "$ORACLE" "fixtures/$name" --tp "$tp" --max-model-len 256 --force-cpu-kernels --timeout 420 \
+        "$PY" "$ORACLE" "$FIXTURES/$name" --tp "$tp" --max-model-len 256 --force-cpu-kernels --timeout 420 \
         --out "$res" >"$WORK/$case_id.oracle.log" 2>&1
       orc=$?
       secs=$(($(date +%s) - t0))
