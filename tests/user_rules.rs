@@ -135,7 +135,19 @@ fn a_user_family_is_treated_like_the_builtin_it_copies() {
     assert_eq!((u.code, b.code), (0, 0), "{}{}", u.stderr, b.stderr);
     let (fu, fb) = (files(&su), files(&sb));
     assert_eq!(fu.iter().map(|f| &f.0).collect::<Vec<_>>(), fb.iter().map(|f| &f.0).collect::<Vec<_>>());
+    // vLLM registers the built-in's architecture and not the user's: the built-in's plugin replaces
+    // vLLM's class (and adds a distinct name beside it), the user's replaces nothing. Every other
+    // file is the same.
+    let mut replacing = Vec::new();
     for ((name, tu), (_, tb)) in fu.iter().zip(&fb) {
+        if tb.contains(ckptpilot::stub::ALIAS_SUFFIX) {
+            assert!(!tu.contains(ckptpilot::stub::ALIAS_SUFFIX), "{name}: the user's plugin claims an alias: {tu}");
+            replacing.push(name.as_str());
+            continue;
+        }
         assert_eq!(normal(tu, &model, &original), *tb, "stub file {name} differs");
     }
+    assert!(replacing.iter().any(|n| n.ends_with("__init__.py")), "{replacing:?}");
+    let init = &fu.iter().find(|f| f.0.ends_with("__init__.py")).unwrap().1;
+    assert!(init.contains("registering the adapter replaces nothing"), "{init}");
 }
