@@ -172,9 +172,11 @@ enum Cmd {
         /// Output directory: new, empty, or an earlier run of this same conversion (resumed).
         #[arg(long)]
         out: PathBuf,
-        /// Size of each quant_model_weights part in GiB, as msModelSlim's part_file_size (0: one file, no index).
-        #[arg(long, value_name = "GIB", default_value_t = 4)]
-        part_file_size: u64,
+        /// Size of each quant_model_weights part: a whole number is GiB, as msModelSlim's
+        /// part_file_size (0: one file, no index); a size with a unit (e.g. 64MiB) makes parts
+        /// smaller than msModelSlim can (tests, and --part K/N on small models).
+        #[arg(long, value_name = "GIB|SIZE", default_value = "4")]
+        part_file_size: String,
         /// Worker threads for the kernels (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
@@ -752,10 +754,14 @@ fn run(cli: Cli) -> Exit {
                 Ok(p) => p,
                 Err(e) => return e,
             };
-            let Some(part_bytes) = part_file_size.checked_mul(1 << 30) else {
+            let part_bytes = match part_file_size.trim().parse::<u64>() {
+                Ok(gib) => gib.checked_mul(1 << 30),
+                Err(_) => crate::plan::device::parse_size(&part_file_size).filter(|&b| b > 0),
+            };
+            let Some(part_bytes) = part_bytes else {
                 return Exit::usage(
-                    format!("--part-file-size {part_file_size}: too large"),
-                    "pass a size in GiB, e.g. 4 (msModelSlim's default)",
+                    format!("--part-file-size {}: not a size", crate::ui::field(&part_file_size)),
+                    "pass whole GiB, e.g. 4 (msModelSlim's default), or a size with a unit, e.g. 64MiB",
                 );
             };
             let opts = crate::convert::Options {

@@ -274,3 +274,28 @@ fn verify_catches_a_corrupted_part() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("verification failed") && r.stderr.contains("differs"), "{}", r.stderr);
 }
+
+/// `--part-file-size` takes msModelSlim's whole GiB, or a size with a unit for parts smaller than
+/// msModelSlim writes (the Slurm test splits a fixture so); anything else is a usage error.
+#[test]
+fn part_file_size_takes_gib_or_a_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let count = |d: &Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+            .count()
+    };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    assert_eq!(quantize(&fixture("llama"), &a, &["--part-file-size", "1"]).code, 0);
+    assert_eq!(count(&a), 1, "a 300 KB model in 1 GiB parts is one file");
+    let r = quantize(&fixture("llama"), &b, &["--part-file-size", "16KiB"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(count(&b) >= 2, "16 KiB parts: {} file(s)", count(&b));
+    for bad in ["16 parsecs", "1.5", "0KiB"] {
+        let r = quantize(&fixture("llama"), &tmp.path().join("c"), &["--part-file-size", bad]);
+        assert_eq!(r.code, 2, "{bad}: {}", r.stderr);
+        assert!(r.stderr.contains("not a size"), "{}", r.stderr);
+    }
+}

@@ -7,9 +7,8 @@
 #   2. dequant in 2 parts, one task SIGKILLed half-way (one shard finished, the next one's temporary
 #      file on disk, as an OOM kill or a lost node leaves it): the finalize is cancelled
 #      (kill-on-invalid-dep), the task is resubmitted (submit.sh --only K) with a new finalize;
-#   3. quantize --to w8a8-dynamic in 2 parts of a generated 2.3 GB bf16 Llama (make_llama.py:
-#      quantize splits its output files, at least 1 GiB each, so no fixture has two), one task
-#      cancelled with `scancel JOB_K` mid-run, resubmitted, finalized.
+#   3. quantize --to w8a8-dynamic of fixtures/llama in 2 parts (--part-file-size 16KiB: several
+#      output files), one task cancelled with `scancel JOB_K` mid-run, resubmitted, finalized.
 #
 #   tests/slurm/run.sh          (as root; installs slurmctld slurmd slurm-client munge with apt if missing)
 #
@@ -227,10 +226,9 @@ tmp_size_of() { # DIR PID -> the size of a temporary file process PID is writing
 
 # --- inputs and single-process references -----------------------------------------------------------
 deq_model=$repo/fixtures/deepseek-fp8
-q_model=$T/llama-bf16
-bg python3 tests/slurm/make_llama.py "$q_model" 8
+q_model=$repo/fixtures/llama
 bg "$bin" dequant "$deq_model" --out "$T/dequant-whole" -q >/dev/null
-bg "$bin" quantize "$q_model" --to w8a8-dynamic --part-file-size 1 --out "$T/quantize-whole" -q >/dev/null
+bg "$bin" quantize "$q_model" --to w8a8-dynamic --part-file-size 16KiB --out "$T/quantize-whole" -q >/dev/null
 nfiles=$(ls "$T/quantize-whole"/quant_model_weights-*.safetensors | wc -l)
 [ "$nfiles" -ge 2 ] || { echo "slurm test: the quantize input makes $nfiles output file(s), 2 needed" >&2; exit 1; }
 echo "slurm test: inputs and single-process references ready ($((SECONDS - t0)) s)"
@@ -289,9 +287,9 @@ same_output "$T/dequant-whole" "$out"
 # --- 3. quantize, one task cancelled mid-run, resubmitted ------------------------------------------
 echo "3. quantize --to w8a8-dynamic in 2 parts, part 2 cancelled (scancel) mid-run, resubmitted"
 out=$T/quantize-cancelled
-# Part 1 writes the 1 GB file, part 2 the small one. The fault hook holds each file's temporary file
-# open 3 s first, so that part 2 is cancelled while it holds its lock and temporary file.
-CKPTPILOT_FAULT_PAUSE_MS=3000 submit -n 2 quantize "$q_model" "$out" -- --to w8a8-dynamic --part-file-size 1
+# The fault hook holds each file's temporary file open 3 s first, so that part 2 is cancelled while it
+# holds its lock and temporary file.
+CKPTPILOT_FAULT_PAUSE_MS=3000 submit -n 2 quantize "$q_model" "$out" -- --to w8a8-dynamic --part-file-size 16KiB
 first=$parts_job first_finalize=$finalize_job
 victim=""
 for _ in $(seq 600); do
@@ -312,7 +310,7 @@ expect_states "$first_finalize" CANCELLED
 scontrol -o show job "$first_finalize" | grep -q 'Reason=DependencyNeverSatisfied'
 [ ! -e "$out/quant_model_description.json" ] || { echo "slurm test: finalized without part 2" >&2; exit 1; }
 echo "    part 2 (PID $victim) cancelled: finalize CANCELLED (DependencyNeverSatisfied); part 1 COMPLETED"
-submit -n 2 --only 2 quantize "$q_model" "$out" -- --to w8a8-dynamic --part-file-size 1
+submit -n 2 --only 2 quantize "$q_model" "$out" -- --to w8a8-dynamic --part-file-size 16KiB
 wait_jobs "$parts_job" "$finalize_job"
 expect_states "$parts_job" COMPLETED
 expect_states "$finalize_job" COMPLETED
