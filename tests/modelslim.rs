@@ -219,3 +219,59 @@ fn w4a8_outside_the_experts_is_a_scheme_error() {
         v["findings"]
     );
 }
+
+/// vLLM-Ascend's W4A8_DYNAMIC experts keep w2_scale_bias as [E, hidden, 16 // tp] (w4a8.py ::
+/// get_dynamic_quant_param_modelslim; tp = 1 under EP): TP above 16 raises at build, a TP that does
+/// not divide 16 drops scale_bias columns with no error. (The fixture's config is widened so that
+/// heads, KV heads, experts and vocab all split at TP 3, 6 and 24: only this rule is left to fail.)
+#[test]
+fn w4a8_experts_split_scale_bias_sixteen_ways() {
+    let c = copy_fixture("modelslim-qwen3-moe-w4a8-dynamic");
+    edit_json(&c.dir.join("config.json"), |v| {
+        for (k, x) in [
+            ("num_attention_heads", 48),
+            ("num_key_value_heads", 6),
+            ("moe_intermediate_size", 48),
+            ("vocab_size", 576),
+            ("num_experts", 48),
+        ] {
+            v[k] = Value::from(x);
+        }
+    });
+    let r = run(&[
+        "plan",
+        c.dir.to_str().unwrap(),
+        "--target",
+        "vllm-ascend",
+        "--tp",
+        "2,3,6,24",
+        "--ep",
+        "both",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let mut seen = Vec::new();
+    for cfg in v["configs"].as_array().unwrap() {
+        let fails: Vec<&str> = cfg["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["status"] == "fail")
+            .map(|k| k["rule"].as_str().unwrap())
+            .collect();
+        let (tp, ep) = (cfg["tp"].as_u64().unwrap(), cfg["ep"].as_bool().unwrap_or(false));
+        let want: &[&str] = if ep || tp == 2 { &[] } else { &["scale-load"] };
+        assert_eq!(fails, want, "tp {tp} ep {ep}: {cfg}");
+        if !want.is_empty() {
+            let k = cfg["checks"].as_array().unwrap().iter().find(|k| k["rule"] == "scale-load").unwrap();
+            let m = k["message"].as_str().unwrap();
+            if tp > 16 {
+                assert!(m.contains("ValueError: The current weight does not support moe part tp>16."), "{m}");
+            } else {
+                assert!(m.contains(&format!("16 // {tp} = {}", 16 / tp)), "{m}");
+            }
+        }
+        seen.push((tp, ep));
+    }
+    assert_eq!(seen.len(), 8);
+}

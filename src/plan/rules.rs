@@ -562,7 +562,51 @@ fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
 
 /// vLLM builds the model, then cannot load a merged layer's block scales (see
 /// [`crate::model::ModelSpec::merged_scale_overflow`]).
+/// ModelSlim W4A8_DYNAMIC experts on vLLM-Ascend: the down projection's `scale_bias` is [H, 16] in
+/// the checkpoint and `w2_scale_bias` [E, H, 16 // tp] per rank (vllm_ascend/quantization/methods/
+/// w4a8.py :: AscendW4A8DynamicFusedMoEMethod.get_dynamic_quant_param_modelslim, tp = 1 under EP):
+/// more than 16 refuses to build, and a TP that does not divide 16 loads 16 // tp columns per rank
+/// and never the rest, with no error.
+fn w4a8_scale_bias(ctx: &Ctx<'_>, par: &Parallel) -> Option<Check> {
+    let d = ctx.quant.and_then(|q| q.modelslim.as_ref())?;
+    if ctx.target != Target::VllmAscend || !d.types.values().any(|s| s == "W4A8_DYNAMIC") {
+        return None;
+    }
+    let tp = if par.ep { 1 } else { par.tp.max(1) };
+    let fix = "TP 1, 2, 4, 8 or 16 for the experts, or EP (--enable-expert-parallel: the experts' TP is 1)";
+    if tp > 16 {
+        return Some(
+            fail(
+                Rule::ScaleLoad,
+                format!("w4a8 TP {tp} > 16"),
+                "ValueError: The current weight does not support moe part tp>16. (vllm_ascend/quantization/methods/w4a8.py :: AscendW4A8DynamicFusedMoEMethod.__init__: w2_scale_bias is [E, hidden, 16 // tp])",
+                fix,
+            )
+            .with(vec![Remedy::layout()]),
+        );
+    }
+    if 16 % tp != 0 {
+        return Some(
+            fail(
+                Rule::ScaleLoad,
+                format!("w4a8 16 % {tp}"),
+                format!(
+                    "no error, wrong output: each rank's w2_scale_bias holds 16 // {tp} = {} of the checkpoint's 16 down-projection scale_bias columns, so {} are never loaded (vllm_ascend/quantization/methods/w4a8.py :: get_dynamic_quant_param_modelslim allocates [E, hidden, 16 // tp])",
+                    16 / tp,
+                    16 - tp * (16 / tp)
+                ),
+                fix,
+            )
+            .with(vec![Remedy::layout()]),
+        );
+    }
+    None
+}
+
 fn scale_load(ctx: &Ctx<'_>, par: &Parallel) -> Check {
+    if let Some(c) = w4a8_scale_bias(ctx, par) {
+        return c;
+    }
     let Some(ScaleLayout::Block { n: bn, .. }) = ctx.quant.and_then(|q| q.fp8_scale) else {
         return na(Rule::ScaleLoad, "no block scales");
     };

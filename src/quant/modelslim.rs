@@ -268,3 +268,21 @@ pub fn check(ck: &Checkpoint, d: &Description, out: &mut Vec<Finding>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// vLLM-Ascend's W4A8 down projection scale_bias is [hidden, 16] in the checkpoint whatever the
+    /// intermediate size (w4a8.py :: AscendW4A8DynamicFusedMoEMethod); gate/up's are [N, 1]. A real
+    /// msModelSlim Qwen3-MoE with intermediate 48 writes [128, 16]: the old [N, K/2] contract
+    /// expected [128, 24].
+    #[test]
+    fn w4a8_down_scale_bias_is_sixteen_columns() {
+        let c = contract("W4A8_DYNAMIC").unwrap();
+        let sb = c.companions.iter().find(|x| x.suffix == "scale_bias").unwrap();
+        // down_proj weight [hidden / 2, intermediate] = [64, 48] (int4 packed along N).
+        assert_eq!(sb.shape_for(&[64, 48], true), vec![Some(128), Some(16)]);
+        assert_eq!(sb.shape_for(&[24, 128], false), vec![Some(48), Some(1)]);
+    }
+}
