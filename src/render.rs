@@ -424,6 +424,7 @@ fn action_str(a: crate::remap::Action) -> &'static str {
         Action::Expert => "expert",
         Action::DequantizeThenLoad => "dequantize-then-load",
         Action::Skip => "skip",
+        Action::Buffer => "buffer",
         Action::Unmapped => "unmapped",
     }
 }

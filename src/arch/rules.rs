@@ -246,6 +246,11 @@ pub struct Family {
     pub aliases: Vec<(String, String)>,
     #[serde(default)]
     pub skip: Vec<Skip>,
+    /// Names vLLM loads into a persistent buffer, not a parameter (AutoWeightsLoader's "Add
+    /// persistent registered buffers": XIELU's beta / eps, Gemma 4's layer_scalar, a router's
+    /// expert_bias under the Transformers backend). `reason` cites the vLLM source; `when` as skips.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub buffers: Vec<Skip>,
     /// KV-cache scale renames (suffix → suffix, first match wins). Built-in families get vLLM's
     /// `maybe_remap_kv_scale_name` table from `_blocks.json` unless they set their own.
     #[serde(default)]

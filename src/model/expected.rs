@@ -74,7 +74,11 @@ impl<'a> Vars<'a> {
         let find = |root: &'a Value| -> Option<&'a Value> {
             let mut cur = root;
             for seg in name.split('.') {
-                cur = cur.get(seg)?;
+                // A number indexes a list (`vision_config.image_size.0` of `[448, 448]`).
+                cur = match (cur, seg.parse::<usize>()) {
+                    (Value::Array(a), Ok(i)) => a.get(i)?,
+                    _ => cur.get(seg)?,
+                };
             }
             Some(cur)
         };
@@ -467,4 +471,25 @@ fn stacked_shards(family: &Family, module: &str) -> Vec<String> {
         .filter(|st| dotted.contains(st.param.as_str()))
         .map(|st| dotted.replacen(st.param.as_str(), &st.shard, 1).trim_end_matches('.').to_string())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Config values that are lists (`[height, width]`, InternVL's image_size / patch_size) are read
+    /// by index, as interns1_vit.py reads `image_size[0]`.
+    #[test]
+    fn a_list_value_is_read_by_index() {
+        let json = serde_json::json!({"vision_config": {"image_size": [448, 336], "patch_size": [14, 14]}});
+        let cfg = ModelConfig::from_value(&json);
+        let v = Vars::new(&cfg, Some(&json));
+        assert_eq!(v.get("vision_config.image_size.1"), Some(336));
+        assert_eq!(
+            v.eval("(vision_config.image_size.0/vision_config.patch_size.0)*(vision_config.image_size.1/vision_config.patch_size.1)+1"),
+            Some(32 * 24 + 1)
+        );
+        assert_eq!(v.get("vision_config.image_size.2"), None);
+        assert_eq!(v.get("vision_config.image_size"), None, "a list is no number");
+    }
 }

@@ -35,6 +35,8 @@ pub enum Action {
     Skip,
     /// Reaches no parameter (reason says what vLLM does).
     Unmapped,
+    /// Loaded into a persistent buffer of the module (not a parameter: no TP split, no weight bytes).
+    Buffer,
 }
 
 /// One rank's part of a checkpoint tensor: `[start, end)` along `dim`.
@@ -169,6 +171,8 @@ pub fn apply_mapper(m: &rules::Mapper, name: &str) -> Option<String> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Route {
     Skip(String),
+    /// Loaded into a persistent buffer (the family's `buffers`; the reason cites vLLM).
+    Buffer(String),
     /// A KV-cache scale, renamed the way vLLM renames it; dropped with a warning if the model has no
     /// such parameter.
     KvScale {
@@ -235,6 +239,14 @@ fn route_raw(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
             || s.suffix.as_deref().is_some_and(|p| n.ends_with(p));
         if hit && vars.truthy(&s.when) {
             return Route::Skip(s.reason.clone());
+        }
+    }
+    for b in &family.buffers {
+        let hit = b.prefix.as_deref().is_some_and(|p| n.starts_with(p))
+            || b.substr.as_deref().is_some_and(|p| n.contains(p))
+            || b.suffix.as_deref().is_some_and(|p| n.ends_with(p));
+        if hit && vars.truthy(&b.when) {
+            return Route::Buffer(b.reason.clone());
         }
     }
     if let Some(ex) = &family.experts {
@@ -467,6 +479,11 @@ pub fn remap_with(
         };
         match routed {
             Route::Skip(reason) => row.reason = Some(reason),
+            Route::Buffer(reason) => {
+                row.action = Action::Buffer;
+                row.reason = Some(reason);
+                row.routed_to = Some(apply_mapper(&family.mapper, &e.name).unwrap_or_else(|| e.name.clone()));
+            }
             Route::KvScale { .. } => unreachable!("resolved above"),
             Route::Param { name, shard, expert, stacked } => {
                 if let (true, Some(d)) = (stacked && e.name.ends_with(".weight"), &modelslim) {
@@ -755,7 +772,7 @@ fn coverage(ck: &Checkpoint, family: &Family) -> f64 {
         total += 1;
         match route(family, &vars, &t.entry.name) {
             Route::Param { name, .. } if names.contains(name.as_str()) => hit += 1,
-            Route::Skip(_) | Route::KvScale { .. } => hit += 1,
+            Route::Skip(_) | Route::KvScale { .. } | Route::Buffer(_) => hit += 1,
             _ => {}
         }
     }

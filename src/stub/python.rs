@@ -96,6 +96,14 @@ fn mapping_module(ctx: &Context<'_>) -> String {
         .map(|s| json!({"prefix": s.prefix, "substr": s.substr, "suffix": s.suffix, "reason": s.reason}))
         .collect();
     let _ = writeln!(o, "SKIP = {}", py(&Value::Array(skips)));
+    let buffers: Vec<Value> = f
+        .buffers
+        .iter()
+        .filter(|s| vars.truthy(&s.when))
+        .map(|s| json!({"prefix": s.prefix, "substr": s.substr, "suffix": s.suffix, "reason": s.reason}))
+        .collect();
+    let _ = writeln!(o, "# Loaded into persistent buffers of the module, not parameters (AutoWeightsLoader).");
+    let _ = writeln!(o, "BUFFERS = {}", py(&Value::Array(buffers)));
     let stacked: Vec<Value> = f
         .stacked
         .iter()
@@ -343,6 +351,14 @@ fn load_weights(ctx: &Context<'_>, fused_to_base: bool) -> String {
         for name, tensor in weights:
             route = M.route(name)
             if route[0] == "skip":
+                continue
+            if route[0] == "buffer":
+                buffer = dict(self.named_buffers()).get(route[1])
+                if buffer is None:
+                    unmapped.append(f"{name} -> buffer {route[1]} (not built in this model)")
+                else:
+                    default_weight_loader(buffer, tensor)
+                    loaded.add(route[1])
                 continue
             _, param_name, shard_id, expert_id, _stacked = route
             spec = M.PARAMS.get(param_name)

@@ -41,7 +41,7 @@ def _alias(name):
 
 
 def route(name):
-    """("skip", reason) or ("param", vllm_param, shard_id, expert_id, stacked)."""
+    """("skip", reason), ("buffer", vllm_buffer, reason) or ("param", vllm_param, shard_id, expert_id, stacked)."""
     n = _apply_mapper(name)
     if n is None:
         return ("skip", "dropped by hf_to_vllm_mapper")
@@ -64,6 +64,11 @@ def route(name):
             s.get("suffix") and n.endswith(s["suffix"])
         ):
             return ("skip", s["reason"])
+    for b in BUFFERS:
+        if (b.get("prefix") and n.startswith(b["prefix"])) or (b.get("substr") and b["substr"] in n) or (
+            b.get("suffix") and n.endswith(b["suffix"])
+        ):
+            return ("buffer", _alias(n), b["reason"])
     if EXPERTS is not None:
         pos = n.find("experts.")
         if pos >= 0:
@@ -117,6 +122,12 @@ def remap(names, dtypes=None, dequantize_fp8=False):
         r = route(name)
         if r[0] == "skip":
             row["reason"] = r[1]
+            rows.append(row)
+            continue
+        if r[0] == "buffer":
+            row["action"] = "buffer"
+            row["routed_to"] = r[1]
+            row["reason"] = r[2]
             rows.append(row)
             continue
         _, param, shard, expert, stacked = r
