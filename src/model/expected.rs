@@ -36,6 +36,8 @@ impl<'a> Vars<'a> {
             "num_attention_heads" => c.num_heads,
             "num_key_value_heads" => c.num_kv_heads,
             "hidden_size" => c.hidden_size,
+            // As config.rs normalises it (`ffn_dim` for OPT, `n_inner` for GPT-2 style configs).
+            "intermediate_size" => c.intermediate_size,
             "vocab_size" => c.vocab_size,
             "num_hidden_layers" => c.num_layers,
             "tie_word_embeddings" => Some(c.tie_word_embeddings.unwrap_or_else(|| {
