@@ -500,7 +500,9 @@ def infer_mapper(recs):
     prefix, substr = {}, {}
     t = recs[0]["trace"]
     for ck, (param, shard, expert) in t.items():
-        if shard is not None or expert is not None or ck == param:
+        # param None: vLLM loaded the tensor into a registered buffer, not a parameter (AutoWeightsLoader
+        # loads persistent buffers too: Apertus' xIELU act_fn.beta / .eps); no rename to learn from it.
+        if param is None or shard is not None or expert is not None or ck == param:
             continue
         a, b = ck.split("."), param.split(".")
         i = 0
@@ -546,6 +548,9 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
     exp_param = None
     notes = set()
     for ck, (param, shard, expert) in r1["trace"].items():
+        if param is None:
+            notes.add(f"{ck}: vLLM loads it into a buffer (not a parameter); the family format has no rule for that")
+            continue
         n = apply_map(ck, prefix, substr)
         if expert is not None:
             m = re.search(r"experts\.(\d+)\.([A-Za-z0-9_]+)\.", n)
