@@ -109,6 +109,9 @@ VISION_TINY = {
     "projector_output_dim": 48,
     "head_dim": 20,
     "image_size": 56,
+    # 56 = 4 x 14: towers whose default patch does not divide 56 (CLIP's 32, SigLIP's 16) fail vLLM's
+    # `image_size % patch_size == 0` assertion at build (clip.py CLIPVisionEmbeddings)
+    "patch_size": 14,
     "num_position_embeddings": 16,
 }
 
@@ -169,6 +172,18 @@ def tiny_config(args, alt=False):
         if table is None:
             continue
         skw = dict(base.get(sub) or {}) if args.config else {}
+        if not args.config:
+            # The composite's own sub-config defaults that are flags, not sizes (PaliGemma's
+            # `vision_use_head: False`): passing a sub-config dict replaces the composite's defaults
+            # with the sub-config class's own, which would add a tower the published checkpoints lack.
+            try:
+                own = type(sd)()
+                for k, v in sd.to_dict().items():
+                    if isinstance(v, (bool, str)) and k not in ("model_type", "dtype", "torch_dtype") \
+                            and getattr(own, k, None) != v:
+                        skw[k] = v
+            except Exception:
+                pass
         for k, v in table.items():
             own = sub_amap.get(k, k)
             if own in skw or hasattr(sd, own):

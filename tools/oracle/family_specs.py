@@ -87,6 +87,19 @@ def edit(drop=(), add=None):
     return lambda out: rewrite(out, fn)
 
 
+def rename_prefix(pairs):
+    """Rename tensors by prefix ({old: new}; a name already starting with `new` is left alone)."""
+
+    def fn(t):
+        for n in list(t):
+            for a, b in pairs.items():
+                if n.startswith(a) and not n.startswith(b):
+                    t[b + n[len(a):]] = t.pop(n)
+                    break
+
+    return lambda out: rewrite(out, fn)
+
+
 def _model_type_of(hf_class):
     from transformers.models.auto import modeling_auto as m
 
@@ -185,8 +198,14 @@ _RAW = [
     dict(name="longcat-flash", arch="LongcatFlashForCausalLM"),
     dict(name="openai-gpt", arch="OpenAIGPTLMHeadModel"),
     dict(name="gemma3n", arch="Gemma3nForConditionalGeneration"),
-    dict(name="paligemma", arch="PaliGemmaForConditionalGeneration"),
-    dict(name="llava", arch="LlavaForConditionalGeneration"),
+    # transformers 5 saves PaliGemma's SigLIP tower without its `vision_model.` level
+    # (`vision_tower.embeddings...`); the published checkpoints (google/paligemma-3b-pt-224,
+    # paligemma2) hold `vision_tower.vision_model.embeddings...`, which is what vLLM's paligemma.py loads.
+    dict(name="paligemma", arch="PaliGemmaForConditionalGeneration",
+         post_write=lambda out: rename_prefix({"vision_tower.": "vision_tower.vision_model."})(out)),
+    # CLIP's quick_gelu is a CUDA-wheel custom op with no CPU kernel (vLLM builds the activation with the
+    # tower: "'_C' object has no attribute 'gelu_quick'"): plain gelu instead, an activation, not a weight.
+    dict(name="llava", arch="LlavaForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}),
     dict(name="qwen2-vl", arch="Qwen2VLForConditionalGeneration"),
     dict(name="chameleon", arch="ChameleonForConditionalGeneration"),
     dict(name="aria", arch="AriaForConditionalGeneration"),
@@ -200,7 +219,7 @@ _RAW = [
     dict(name="qwen3_5-text", arch="Qwen3_5ForCausalLM"),
     dict(name="qwen3_5-moe-text", arch="Qwen3_5MoeForCausalLM"),
     dict(name="ministral3", arch="Ministral3ForCausalLM"),
-    dict(name="llava-next", arch="LlavaNextForConditionalGeneration"),
+    dict(name="llava-next", arch="LlavaNextForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}),
     dict(name="llava-onevision", arch="LlavaOnevisionForConditionalGeneration"),
     dict(name="internvl", arch="InternVLForConditionalGeneration"),
     dict(name="qwen2-audio", arch="Qwen2AudioForConditionalGeneration"),
@@ -230,7 +249,7 @@ _RAW = [
     dict(name="mellum", arch="MellumForCausalLM"),
     dict(name="olmo-hybrid", arch="OlmoHybridForCausalLM"),
     dict(name="blip2", arch="Blip2ForConditionalGeneration"),
-    dict(name="llava-next-video", arch="LlavaNextVideoForConditionalGeneration"),
+    dict(name="llava-next-video", arch="LlavaNextVideoForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}),
     dict(name="emu3", arch="Emu3ForConditionalGeneration"),
     dict(name="hunyuan-vl", arch="HunYuanVLForConditionalGeneration"),
     dict(name="qwen2_5-omni", arch="Qwen2_5OmniForConditionalGeneration"),
