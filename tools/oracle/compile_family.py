@@ -122,7 +122,7 @@ ALT = {"hidden_size": 96, "intermediate_size": 160, "num_attention_heads": 6, "n
        "vocab_size": 320, "moe_intermediate_size": 48, "shared_expert_intermediate_size": 80, "kv_lora_rank": 24,
        "q_lora_rank": 40, "qk_rope_head_dim": 8, "qk_nope_head_dim": 24, "v_head_dim": 20, "rotary_dim": 8,
        "linear_num_value_heads": 6, "linear_num_key_heads": 3, "linear_key_head_dim": 16, "linear_value_head_dim": 24}
-VISION_ALT = {"hidden_size": 56, "intermediate_size": 72, "num_attention_heads": 2, "num_heads": 2, "head_dim": 28,
+VISION_ALT = {"image_size": 42, "hidden_size": 56, "intermediate_size": 72, "num_attention_heads": 2, "num_heads": 2, "head_dim": 28,
               "out_hidden_size": 96, "vision_output_dim": 40, "projector_input_dim": 40, "projector_output_dim": 40}
 
 
@@ -475,7 +475,13 @@ def _dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
     if is_tower(where):
         vk = sorted(k for k in view if k.startswith("vision_config."))
         first = ["vision_config.hidden_size", "vision_config.intermediate_size", "vision_config.out_hidden_size"]
-        cands = list(prefer) + first + vk + [f"{m}*{k}" for m in (2, 3, 4) for k in first] + cands
+        # Idefics3 / SmolVLM's connector: pixel shuffle folds scale_factor^2 patches into one
+        # (vllm/model_executor/models/idefics3.py: Idefics3SimpleMLP, hidden_size * scale_factor**2)
+        shuffle = ["vision_config.hidden_size*scale_factor*scale_factor"]
+        # position embeddings: one per patch (CLIP adds the class token)
+        npatch = "(vision_config.image_size/vision_config.patch_size)*(vision_config.image_size/vision_config.patch_size)"
+        shuffle += [npatch, npatch + "+1"]
+        cands = list(prefer) + first + vk + shuffle + [f"{m}*{k}" for m in (2, 3, 4) for k in first] + cands
     cands += ["num_attention_heads*(qk_nope_head_dim+v_head_dim)", "num_attention_heads*(qk_nope_head_dim+qk_rope_head_dim)",
               "kv_lora_rank+qk_rope_head_dim", "num_attention_heads*v_head_dim", "qk_nope_head_dim+qk_rope_head_dim",
               "num_attention_heads*head_dim+2*num_key_value_heads*head_dim", "2*num_key_value_heads*head_dim",
@@ -497,7 +503,8 @@ def _dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
 
 
 def is_tower(name):
-    return any(k in name for k in ("vision", "visual", "audio", "mm_projector", "multi_modal", "patch_embed", "merger"))
+    return any(k in name for k in ("vision", "visual", "audio", "mm_projector", "multi_modal", "patch_embed", "merger",
+                                   "connector"))
 
 
 LAYER_RE = re.compile(r"\.(layers|h|blocks|layer)\.(\d+)\.")

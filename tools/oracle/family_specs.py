@@ -100,6 +100,14 @@ def rename_prefix(pairs):
     return lambda out: rewrite(out, fn)
 
 
+# transformers 5 saves a CLIP / SigLIP vision tower inside a composite model without its `vision_model.`
+# level (`vision_tower.embeddings...`); the published checkpoints (llava-hf/llava-1.5-7b-hf,
+# llava-hf/llava-v1.6-*, llava-hf/llava-onevision-*, google/paligemma-*) hold
+# `vision_tower.vision_model.embeddings...`, which is what vLLM's CLIPVisionModel / SiglipVisionModel load
+# (the other layout fails there: "There is no module or parameter named 'vision_tower.embeddings'").
+VISION_MODEL_LEVEL = rename_prefix({"vision_tower.": "vision_tower.vision_model."})
+
+
 def _model_type_of(hf_class):
     from transformers.models.auto import modeling_auto as m
 
@@ -198,14 +206,10 @@ _RAW = [
     dict(name="longcat-flash", arch="LongcatFlashForCausalLM"),
     dict(name="openai-gpt", arch="OpenAIGPTLMHeadModel"),
     dict(name="gemma3n", arch="Gemma3nForConditionalGeneration"),
-    # transformers 5 saves PaliGemma's SigLIP tower without its `vision_model.` level
-    # (`vision_tower.embeddings...`); the published checkpoints (google/paligemma-3b-pt-224,
-    # paligemma2) hold `vision_tower.vision_model.embeddings...`, which is what vLLM's paligemma.py loads.
-    dict(name="paligemma", arch="PaliGemmaForConditionalGeneration",
-         post_write=lambda out: rename_prefix({"vision_tower.": "vision_tower.vision_model."})(out)),
+    dict(name="paligemma", arch="PaliGemmaForConditionalGeneration", post_write=VISION_MODEL_LEVEL),
     # CLIP's quick_gelu is a CUDA-wheel custom op with no CPU kernel (vLLM builds the activation with the
     # tower: "'_C' object has no attribute 'gelu_quick'"): plain gelu instead, an activation, not a weight.
-    dict(name="llava", arch="LlavaForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}),
+    dict(name="llava", arch="LlavaForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}, post_write=VISION_MODEL_LEVEL),
     dict(name="qwen2-vl", arch="Qwen2VLForConditionalGeneration"),
     dict(name="chameleon", arch="ChameleonForConditionalGeneration"),
     dict(name="aria", arch="AriaForConditionalGeneration"),
@@ -219,8 +223,8 @@ _RAW = [
     dict(name="qwen3_5-text", arch="Qwen3_5ForCausalLM"),
     dict(name="qwen3_5-moe-text", arch="Qwen3_5MoeForCausalLM"),
     dict(name="ministral3", arch="Ministral3ForCausalLM"),
-    dict(name="llava-next", arch="LlavaNextForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}),
-    dict(name="llava-onevision", arch="LlavaOnevisionForConditionalGeneration"),
+    dict(name="llava-next", arch="LlavaNextForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}, post_write=VISION_MODEL_LEVEL),
+    dict(name="llava-onevision", arch="LlavaOnevisionForConditionalGeneration", post_write=VISION_MODEL_LEVEL),
     dict(name="internvl", arch="InternVLForConditionalGeneration"),
     dict(name="qwen2-audio", arch="Qwen2AudioForConditionalGeneration"),
     dict(name="glm4v", arch="Glm4vForConditionalGeneration"),
@@ -249,7 +253,7 @@ _RAW = [
     dict(name="mellum", arch="MellumForCausalLM"),
     dict(name="olmo-hybrid", arch="OlmoHybridForCausalLM"),
     dict(name="blip2", arch="Blip2ForConditionalGeneration"),
-    dict(name="llava-next-video", arch="LlavaNextVideoForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}),
+    dict(name="llava-next-video", arch="LlavaNextVideoForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}, post_write=VISION_MODEL_LEVEL),
     dict(name="emu3", arch="Emu3ForConditionalGeneration"),
     dict(name="hunyuan-vl", arch="HunYuanVLForConditionalGeneration"),
     dict(name="qwen2_5-omni", arch="Qwen2_5OmniForConditionalGeneration"),
