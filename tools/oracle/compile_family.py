@@ -90,6 +90,10 @@ TINY = {
     "linear_key_head_dim": 32,
     "linear_value_head_dim": 32,
     "rotary_dim": 16,
+    # Gemma 3n / 4's per-layer input embeddings ([vocab_per_layer, layers x hidden_per_layer]: 262144 x 8960
+    # in the published configs)
+    "vocab_size_per_layer_input": 256,
+    "hidden_size_per_layer_input": 16,
     "pad_token_id": 0,
     "bos_token_id": 1,
     "eos_token_id": 2,
@@ -126,6 +130,15 @@ VISION_ALT = {"image_size": 42, "hidden_size": 56, "intermediate_size": 72, "num
               "out_hidden_size": 96, "vision_output_dim": 40, "projector_input_dim": 40, "projector_output_dim": 40}
 
 
+def _has(obj, key):
+    """hasattr, where a per-layer attribute (transformers' heterogeneous configs, Gemma 4: reading the global
+    `head_dim` raises AmbiguousGlobalPerLayerAttributeError) counts as present."""
+    try:
+        return hasattr(obj, key)
+    except Exception as e:
+        return "PerLayer" in type(e).__name__
+
+
 def tiny_config(args, alt=False):
     """A transformers config object with small sizes (and the dict written to config.json)."""
     import transformers
@@ -147,7 +160,7 @@ def tiny_config(args, alt=False):
         own = amap.get(k, k)
         if isinstance(getattr(cls, own, None), property):  # derived (FalconConfig.head_dim): not settable
             continue
-        present = own in base or hasattr(default, own) or k in base
+        present = own in base or _has(default, own) or k in base
         if present:
             kw[own] = v
     if args.config:
@@ -186,7 +199,7 @@ def tiny_config(args, alt=False):
                 pass
         for k, v in table.items():
             own = sub_amap.get(k, k)
-            if own in skw or hasattr(sd, own):
+            if own in skw or _has(sd, own):
                 skw[own] = v
         for k, v in list(skw.items()):
             if isinstance(v, list) and k.endswith("_indexes"):

@@ -220,8 +220,9 @@ _RAW = [
     # with transformers' auto mappings), most used first
     dict(name="gemma4-text", arch="Gemma4ForCausalLM"),
     dict(name="gemma4", arch="Gemma4ForConditionalGeneration"),
-    dict(name="qwen3_5-text", arch="Qwen3_5ForCausalLM"),
-    dict(name="qwen3_5-moe-text", arch="Qwen3_5MoeForCausalLM"),
+    # the text-only classes take the text sub-config (the auto mapping names the composite's model type)
+    dict(name="qwen3_5-text", arch="Qwen3_5ForCausalLM", model_type="qwen3_5_text"),
+    dict(name="qwen3_5-moe-text", arch="Qwen3_5MoeForCausalLM", model_type="qwen3_5_moe_text"),
     dict(name="ministral3", arch="Ministral3ForCausalLM"),
     dict(name="llava-next", arch="LlavaNextForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}, post_write=VISION_MODEL_LEVEL),
     dict(name="llava-onevision", arch="LlavaOnevisionForConditionalGeneration", post_write=VISION_MODEL_LEVEL),
