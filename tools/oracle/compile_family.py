@@ -611,6 +611,33 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
             notes.add(f"{ck} -> {param} shard {shard}: stacked rename not inferred")
     # Longest shard names first (so `.q_proj` cannot shadow a longer one that contains it).
     stacked.sort(key=lambda s: -len(s["shard"]))
+    # A stacked rename that holds in one part of the model only (InternVL: the language model fuses
+    # q/k/v into qkv_proj, the InternViT tower loads q_proj / k_proj / v_proj as they are): `within`
+    # the shortest name prefix that every stacked use shares and no unstacked use has.
+    for ent in stacked:
+        used, unused = [], []
+        for ck, (param, shard, expert) in r1["trace"].items():
+            if param is None or expert is not None:
+                continue
+            n = apply_map(ck, prefix, substr)
+            if ent["shard"] not in n:
+                continue
+            (used if shard is not None and ent["param"] in param else unused).append(n)
+        if not unused or not used:
+            continue
+        segs = [u.split(".") for u in used]
+        common = []
+        for parts in zip(*segs):
+            if len(set(parts)) != 1:
+                break
+            common.append(parts[0])
+        for k in range(1, len(common) + 1):
+            w = ".".join(common[:k]) + "."
+            if not any(u.startswith(w) for u in unused):
+                ent["within"] = w
+                break
+        else:
+            notes.add(f"stacked {ent['shard']} -> {ent['param']}: also loaded unstacked, and no name prefix tells them apart")
     fam = {
         "family": name,
         "architectures": [arch],
