@@ -120,12 +120,24 @@ VISION_TINY = {
 }
 
 
+# Audio towers (Whisper-style encoders: Qwen2-Audio, Voxtral, Whisper itself), sizes distinct from the
+# text and vision tables so each dimension names one config key.
+AUDIO_TINY = {
+    "d_model": 72,
+    "encoder_layers": 2,
+    "encoder_attention_heads": 4,
+    "encoder_ffn_dim": 88,
+    "max_source_positions": 60,
+}
+
+
 # The second size set: a checkpoint written with these (never run through vLLM) tells which config
 # expression each dimension is, where the first set's values coincide (kv heads x head_dim = hidden, ...).
 ALT = {"hidden_size": 96, "intermediate_size": 160, "num_attention_heads": 6, "num_key_value_heads": 3, "head_dim": 16,
        "vocab_size": 320, "moe_intermediate_size": 48, "shared_expert_intermediate_size": 80, "kv_lora_rank": 24,
        "q_lora_rank": 40, "qk_rope_head_dim": 8, "qk_nope_head_dim": 24, "v_head_dim": 20, "rotary_dim": 8,
        "linear_num_value_heads": 6, "linear_num_key_heads": 3, "linear_key_head_dim": 16, "linear_value_head_dim": 24}
+AUDIO_ALT = {"d_model": 40, "encoder_attention_heads": 2, "encoder_ffn_dim": 56, "max_source_positions": 44}
 VISION_ALT = {"image_size": 42, "hidden_size": 56, "intermediate_size": 72, "num_attention_heads": 2, "num_heads": 2, "head_dim": 28,
               "out_hidden_size": 96, "vision_output_dim": 40, "projector_input_dim": 40, "projector_output_dim": 40}
 
@@ -181,7 +193,8 @@ def tiny_config(args, alt=False):
         if sd is None:
             continue
         sub_amap = getattr(type(sd), "attribute_map", {}) or {}
-        table = tiny if sub == "text_config" else dict(VISION_TINY, **(VISION_ALT if alt else {})) if "vision" in sub else None
+        table = tiny if sub == "text_config" else dict(VISION_TINY, **(VISION_ALT if alt else {})) if "vision" in sub else \
+            dict(AUDIO_TINY, **(AUDIO_ALT if alt else {})) if "audio" in sub else None
         if table is None:
             continue
         skw = dict(base.get(sub) or {}) if args.config else {}
@@ -486,8 +499,9 @@ def _dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
                                                   "pretraining_tp", "num_hidden_layers", "num_experts_per_tok",
                                                   "first_k_dense_replace", "n_group", "topk_group"))
     if is_tower(where):
-        vk = sorted(k for k in view if k.startswith("vision_config."))
-        first = ["vision_config.hidden_size", "vision_config.intermediate_size", "vision_config.out_hidden_size"]
+        vk = sorted(k for k in view if k.startswith("vision_config.") or k.startswith("audio_config."))
+        first = ["vision_config.hidden_size", "vision_config.intermediate_size", "vision_config.out_hidden_size",
+                 "audio_config.d_model", "audio_config.encoder_ffn_dim"]
         # Idefics3 / SmolVLM's connector: pixel shuffle folds scale_factor^2 patches into one
         # (vllm/model_executor/models/idefics3.py: Idefics3SimpleMLP, hidden_size * scale_factor**2)
         shuffle = ["vision_config.hidden_size*scale_factor*scale_factor"]
@@ -772,8 +786,15 @@ def draft_params(recs, cfg, view, todo, alt=None):
         rule = {"name": pat}
         if layers and is_tower(pat):
             cnt = max(layers) + 1
-            key = next((k for k in ("vision_config.depth", "vision_config.num_hidden_layers", "vision_config.num_layers")
-                        if view.get(k) == cnt), None)
+            towers = ("audio_config.encoder_layers", "audio_config.num_hidden_layers") if "audio" in pat else \
+                ("vision_config.depth", "vision_config.num_hidden_layers", "vision_config.num_layers")
+            key = next((k for k in towers if view.get(k) == cnt), None)
+            # LLaVA builds the tower only up to the feature layer it reads (vision_feature_layer -2: all
+            # but the last; vllm/model_executor/models/llava.py: _get_num_hidden_layers)
+            fl = view.get("vision_feature_layer")
+            if key is None and isinstance(fl, int) and fl < 0:
+                key = next((f"{k}+vision_feature_layer+1" for k in towers if view.get(k) is not None
+                            and view[k] + fl + 1 == cnt), None)
             if key and layers == list(range(cnt)):
                 rule["repeat"] = {"L": key}
             else:

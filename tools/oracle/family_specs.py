@@ -88,12 +88,13 @@ def edit(drop=(), add=None):
 
 
 def rename_prefix(pairs):
-    """Rename tensors by prefix ({old: new}; a name already starting with `new` is left alone)."""
+    """Rename tensors by prefix ({old: new}; where `new` extends `old`, a name already starting with `new`
+    is left alone)."""
 
     def fn(t):
         for n in list(t):
             for a, b in pairs.items():
-                if n.startswith(a) and not n.startswith(b):
+                if n.startswith(a) and not (b.startswith(a) and n.startswith(b)):
                     t[b + n[len(a):]] = t.pop(n)
                     break
 
@@ -227,7 +228,11 @@ _RAW = [
     dict(name="llava-next", arch="LlavaNextForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}, post_write=VISION_MODEL_LEVEL),
     dict(name="llava-onevision", arch="LlavaOnevisionForConditionalGeneration", post_write=VISION_MODEL_LEVEL),
     dict(name="internvl", arch="InternVLForConditionalGeneration"),
-    dict(name="qwen2-audio", arch="Qwen2AudioForConditionalGeneration"),
+    # transformers 5 saves Qwen2-Audio's language model as `language_model.model.model.*`; the published
+    # checkpoints (Qwen/Qwen2-Audio-7B-Instruct) hold `language_model.model.*` and `language_model.lm_head.*`,
+    # which is what vLLM's qwen2_audio.py loads.
+    dict(name="qwen2-audio", arch="Qwen2AudioForConditionalGeneration",
+         post_write=rename_prefix({"language_model.model.model.": "language_model.model."})),
     dict(name="glm4v", arch="Glm4vForConditionalGeneration"),
     dict(name="glm4v-moe", arch="Glm4vMoeForConditionalGeneration"),
     dict(name="gemma3n-text", arch="Gemma3nForCausalLM"),
