@@ -568,6 +568,13 @@ def infer_mapper(recs):
             prefix[ca + "."] = cb + "."
         else:
             sa, sb = "." + ".".join(a[j: len(a) - i]) + ".", "." + ".".join(b[j: len(b) - i]) + "."
+            if sa == ".." or sb == "..":
+                # a pure insertion / deletion inside the name (vLLM's Transformers MoE backend loads the
+                # router `mlp.gate.weight` into `mlp.experts.gate.weight`): anchor it on the segments
+                # either side, else on the next one only
+                sa, sb = "." + ".".join(a[j - 1: len(a) - i + 1]) + ".", "." + ".".join(b[j - 1: len(b) - i + 1]) + "."
+                if LAYER_RE.search("x" + sa + "x") is not None:
+                    sa, sb = "." + ".".join(a[j: len(a) - i + 1]) + ".", "." + ".".join(b[j: len(b) - i + 1]) + "."
             if LAYER_RE.search("x" + sa + "x") is None:
                 substr[sa] = sb
     return prefix, substr

@@ -257,6 +257,7 @@ _RAW = [
     dict(name="cwm", arch="CwmForCausalLM"),
     dict(name="jais2", arch="Jais2ForCausalLM"),
     dict(name="mellum", arch="MellumForCausalLM"),
+    dict(name="kolibri1", arch="Kolibri1ForCausalLM"),
     dict(name="olmo-hybrid", arch="OlmoHybridForCausalLM"),
     dict(name="blip2", arch="Blip2ForConditionalGeneration"),
     dict(name="llava-next-video", arch="LlavaNextVideoForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}, post_write=VISION_MODEL_LEVEL),
