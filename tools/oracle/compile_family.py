@@ -862,6 +862,10 @@ def draft_params(recs, cfg, view, todo, alt=None):
         if part in ("column", "merged", "row", "qkv-kv", "qkv", "vocab") and hi and not split_dims and tps[-1] > 1 and not row_bias:
             # vLLM says parallel but every rank holds all of it (e.g. a replicated kv at TP > kv heads).
             todo.append(f"{pat}: loader {loader} but not split at TP {tps[-1]}")
+            if part in ("column", "merged"):
+                # MergedReplicatedLinear (DeepSeek / GLM-4.7-Flash's fused_qkv_a_proj) keeps the merged
+                # loader with TP disabled: whole on every rank
+                part = "replicated"
         rule["partition"] = part
         if not fed:
             rule["optional"] = True

@@ -245,13 +245,18 @@ _RAW = [
     dict(name="cohere2-vision", arch="Cohere2VisionForConditionalGeneration"),
     dict(name="lfm2-vl", arch="Lfm2VlForConditionalGeneration"),
     dict(name="lfm2-moe", arch="Lfm2MoeForCausalLM"),
-    dict(name="glm4-moe-lite", arch="Glm4MoeLiteForCausalLM"),
+    # transformers 5's Glm4MoeLiteConfig has no first_k_dense_replace, which vLLM's glm4_moe_lite.py reads
+    # (the published zai-org/GLM-4.7-Flash config.json carries it): set as the published config does
+    dict(name="glm4-moe-lite", arch="Glm4MoeLiteForCausalLM", set={"first_k_dense_replace": 1}),
     dict(name="exaone-moe", arch="ExaoneMoeForCausalLM"),
     dict(name="cohere2-moe", arch="Cohere2MoeForCausalLM"),
     dict(name="granite-swa", arch="GraniteSWAForCausalLM"),
     dict(name="granitemoe-swa", arch="GraniteMoeSWAForCausalLM"),
     dict(name="kimi-linear", arch="KimiLinearForCausalLM"),
-    dict(name="afmoe", arch="AfmoeForCausalLM"),
+    # transformers 5's AfmoeConfig lacks routing keys vLLM's afmoe.py reads (the published arcee-ai Trinity
+    # configs carry them): score_func, route_norm, n_group, topk_group (routing only, not weights)
+    dict(name="afmoe", arch="AfmoeForCausalLM",
+         set={"score_func": "sigmoid", "route_norm": True, "n_group": 1, "topk_group": 1}),
     dict(name="vaultgemma", arch="VaultGemmaForCausalLM"),
     dict(name="flex-olmo", arch="FlexOlmoForCausalLM"),
     dict(name="cwm", arch="CwmForCausalLM"),
