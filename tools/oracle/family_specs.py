@@ -233,7 +233,10 @@ _RAW = [
     # which is what vLLM's qwen2_audio.py loads.
     dict(name="qwen2-audio", arch="Qwen2AudioForConditionalGeneration",
          post_write=rename_prefix({"language_model.model.model.": "language_model.model."})),
-    dict(name="glm4v", arch="Glm4vForConditionalGeneration"),
+    # transformers 5's Glm4vTextConfig has no attention_bias, yet its text model always writes q/k/v biases;
+    # vLLM reads getattr(text_config, "attention_bias", False), and the published GLM-4.1V / GLM-4.5V
+    # configs say true: set as published (without it vLLM silently drops the biases)
+    dict(name="glm4v", arch="Glm4vForConditionalGeneration", set={"text_config.attention_bias": True}),
     dict(name="glm4v-moe", arch="Glm4vMoeForConditionalGeneration"),
     dict(name="gemma3n-text", arch="Gemma3nForCausalLM"),
     dict(name="mamba", arch="MambaForCausalLM"),
