@@ -202,7 +202,7 @@ fn best_candidate(ck: &Checkpoint, f: &Family, model_types: &[&str]) -> Candidat
     }
 }
 
-/// Every family, best first: by score; among equals, the one listing the config's architecture,
+/// Every family, best first: by score; among equals (within 1% of the best), the one listing the config's architecture,
 /// then its model type, then the fewest parameters left empty, then the simplest (fewest parameter
 /// rules; the generic decoder last), then by name.
 pub fn rank(ck: &Checkpoint, rules: &RuleSet) -> Vec<Candidate> {
@@ -212,19 +212,26 @@ pub fn rank(ck: &Checkpoint, rules: &RuleSet) -> Vec<Candidate> {
         .flatten()
         .collect();
     let mut out: Vec<Candidate> = rules.families.iter().map(|f| best_candidate(ck, f, &types)).collect();
-    out.sort_by(|a, b| {
-        b.score
-            .partial_cmp(&a.score)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(b.architecture_match.cmp(&a.architecture_match))
+    let ties = |a: &Candidate, b: &Candidate| {
+        b.architecture_match
+            .cmp(&a.architecture_match)
             .then(b.model_type_match.cmp(&a.model_type_match))
             .then((a.params - a.filled).cmp(&(b.params - b.filled)))
             .then(a.renames.len().cmp(&b.renames.len()))
             .then(a.rule_count.cmp(&b.rule_count))
             .then(a.family.cmp(&b.family))
-    });
+    };
+    out.sort_by(|a, b| b.score.partial_cmp(&a.score).unwrap_or(std::cmp::Ordering::Equal).then(ties(a, b)));
+    // Within TIE_TOLERANCE of the best, the scores say nothing more (a family with one more
+    // parameter loses less to the same missing tensor): the tie-breaks decide the first place.
+    let best = out.first().map_or(0.0, |c| c.score);
+    let top = out.iter().take_while(|c| c.score >= best - TIE_TOLERANCE).count();
+    out[..top].sort_by(ties);
     out
 }
+
+/// Scores this close to the best count as a tie for the first place.
+const TIE_TOLERANCE: f64 = 0.01;
 
 fn count_patterns<'a>(names: impl Iterator<Item = &'a str>) -> Vec<PatternCount> {
     let mut m: BTreeMap<String, (usize, &str)> = BTreeMap::new();

@@ -90,6 +90,10 @@ TINY = {
     "linear_key_head_dim": 32,
     "linear_value_head_dim": 32,
     "rotary_dim": 16,
+    # Gemma 3n / 4's per-layer input embeddings ([vocab_per_layer, layers x hidden_per_layer]: 262144 x 8960
+    # in the published configs)
+    "vocab_size_per_layer_input": 256,
+    "hidden_size_per_layer_input": 16,
     "pad_token_id": 0,
     "bos_token_id": 1,
     "eos_token_id": 2,
@@ -109,7 +113,21 @@ VISION_TINY = {
     "projector_output_dim": 48,
     "head_dim": 20,
     "image_size": 56,
+    # 56 = 4 x 14: towers whose default patch does not divide 56 (CLIP's 32, SigLIP's 16) fail vLLM's
+    # `image_size % patch_size == 0` assertion at build (clip.py CLIPVisionEmbeddings)
+    "patch_size": 14,
     "num_position_embeddings": 16,
+}
+
+
+# Audio towers (Whisper-style encoders: Qwen2-Audio, Voxtral, Whisper itself), sizes distinct from the
+# text and vision tables so each dimension names one config key.
+AUDIO_TINY = {
+    "d_model": 72,
+    "encoder_layers": 2,
+    "encoder_attention_heads": 4,
+    "encoder_ffn_dim": 88,
+    "max_source_positions": 60,
 }
 
 
@@ -119,8 +137,18 @@ ALT = {"hidden_size": 96, "intermediate_size": 160, "num_attention_heads": 6, "n
        "vocab_size": 320, "moe_intermediate_size": 48, "shared_expert_intermediate_size": 80, "kv_lora_rank": 24,
        "q_lora_rank": 40, "qk_rope_head_dim": 8, "qk_nope_head_dim": 24, "v_head_dim": 20, "rotary_dim": 8,
        "linear_num_value_heads": 6, "linear_num_key_heads": 3, "linear_key_head_dim": 16, "linear_value_head_dim": 24}
-VISION_ALT = {"hidden_size": 56, "intermediate_size": 72, "num_attention_heads": 2, "num_heads": 2, "head_dim": 28,
+AUDIO_ALT = {"d_model": 40, "encoder_attention_heads": 2, "encoder_ffn_dim": 56, "max_source_positions": 44}
+VISION_ALT = {"image_size": 42, "hidden_size": 56, "intermediate_size": 72, "num_attention_heads": 2, "num_heads": 2, "head_dim": 28,
               "out_hidden_size": 96, "vision_output_dim": 40, "projector_input_dim": 40, "projector_output_dim": 40}
+
+
+def _has(obj, key):
+    """hasattr, where a per-layer attribute (transformers' heterogeneous configs, Gemma 4: reading the global
+    `head_dim` raises AmbiguousGlobalPerLayerAttributeError) counts as present."""
+    try:
+        return hasattr(obj, key)
+    except Exception as e:
+        return "PerLayer" in type(e).__name__
 
 
 def tiny_config(args, alt=False):
@@ -144,7 +172,7 @@ def tiny_config(args, alt=False):
         own = amap.get(k, k)
         if isinstance(getattr(cls, own, None), property):  # derived (FalconConfig.head_dim): not settable
             continue
-        present = own in base or hasattr(default, own) or k in base
+        present = own in base or _has(default, own) or k in base
         if present:
             kw[own] = v
     if args.config:
@@ -165,13 +193,26 @@ def tiny_config(args, alt=False):
         if sd is None:
             continue
         sub_amap = getattr(type(sd), "attribute_map", {}) or {}
-        table = tiny if sub == "text_config" else dict(VISION_TINY, **(VISION_ALT if alt else {})) if "vision" in sub else None
+        table = tiny if sub == "text_config" else dict(VISION_TINY, **(VISION_ALT if alt else {})) if "vision" in sub else \
+            dict(AUDIO_TINY, **(AUDIO_ALT if alt else {})) if "audio" in sub else None
         if table is None:
             continue
         skw = dict(base.get(sub) or {}) if args.config else {}
+        if not args.config:
+            # The composite's own sub-config defaults that are flags, not sizes (PaliGemma's
+            # `vision_use_head: False`): passing a sub-config dict replaces the composite's defaults
+            # with the sub-config class's own, which would add a tower the published checkpoints lack.
+            try:
+                own = type(sd)()
+                for k, v in sd.to_dict().items():
+                    if isinstance(v, (bool, str)) and k not in ("model_type", "dtype", "torch_dtype") \
+                            and getattr(own, k, None) != v:
+                        skw[k] = v
+            except Exception:
+                pass
         for k, v in table.items():
             own = sub_amap.get(k, k)
-            if own in skw or hasattr(sd, own):
+            if own in skw or _has(sd, own):
                 skw[own] = v
         for k, v in list(skw.items()):
             if isinstance(v, list) and k.endswith("_indexes"):
@@ -492,9 +533,16 @@ def _dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
                                                   "pretraining_tp", "num_hidden_layers", "num_experts_per_tok",
                                                   "first_k_dense_replace", "n_group", "topk_group"))
     if is_tower(where):
-        vk = sorted(k for k in view if k.startswith("vision_config."))
-        first = ["vision_config.hidden_size", "vision_config.intermediate_size", "vision_config.out_hidden_size"]
-        cands = list(prefer) + first + vk + [f"{m}*{k}" for m in (2, 3, 4) for k in first] + cands
+        vk = sorted(k for k in view if k.startswith("vision_config.") or k.startswith("audio_config."))
+        first = ["vision_config.hidden_size", "vision_config.intermediate_size", "vision_config.out_hidden_size",
+                 "audio_config.d_model", "audio_config.encoder_ffn_dim"]
+        # Idefics3 / SmolVLM's connector: pixel shuffle folds scale_factor^2 patches into one
+        # (vllm/model_executor/models/idefics3.py: Idefics3SimpleMLP, hidden_size * scale_factor**2)
+        shuffle = ["vision_config.hidden_size*scale_factor*scale_factor"]
+        # position embeddings: one per patch (CLIP adds the class token)
+        npatch = "(vision_config.image_size/vision_config.patch_size)*(vision_config.image_size/vision_config.patch_size)"
+        shuffle += [npatch, npatch + "+1"]
+        cands = list(prefer) + first + vk + shuffle + [f"{m}*{k}" for m in (2, 3, 4) for k in first] + cands
     cands += ["num_attention_heads*(qk_nope_head_dim+v_head_dim)", "num_attention_heads*(qk_nope_head_dim+qk_rope_head_dim)",
               "kv_lora_rank+qk_rope_head_dim", "num_attention_heads*v_head_dim", "qk_nope_head_dim+qk_rope_head_dim",
               "num_attention_heads*head_dim+2*num_key_value_heads*head_dim", "2*num_key_value_heads*head_dim",
@@ -516,7 +564,8 @@ def _dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
 
 
 def is_tower(name):
-    return any(k in name for k in ("vision", "visual", "audio", "mm_projector", "multi_modal", "patch_embed", "merger"))
+    return any(k in name for k in ("vision", "visual", "audio", "mm_projector", "multi_modal", "patch_embed", "merger",
+                                   "connector"))
 
 
 LAYER_RE = re.compile(r"\.(layers|h|blocks|layer)\.(\d+)\.")
@@ -534,7 +583,9 @@ def infer_mapper(recs):
     prefix, substr = {}, {}
     t = recs[0]["trace"]
     for ck, (param, shard, expert) in t.items():
-        if shard is not None or expert is not None or ck == param:
+        # param None: vLLM loaded the tensor into a registered buffer, not a parameter (AutoWeightsLoader
+        # loads persistent buffers too: Apertus' xIELU act_fn.beta / .eps); no rename to learn from it.
+        if param is None or shard is not None or expert is not None or ck == param:
             continue
         a, b = ck.split("."), param.split(".")
         i = 0
@@ -551,6 +602,13 @@ def infer_mapper(recs):
             prefix[ca + "."] = cb + "."
         else:
             sa, sb = "." + ".".join(a[j: len(a) - i]) + ".", "." + ".".join(b[j: len(b) - i]) + "."
+            if sa == ".." or sb == "..":
+                # a pure insertion / deletion inside the name (vLLM's Transformers MoE backend loads the
+                # router `mlp.gate.weight` into `mlp.experts.gate.weight`): anchor it on the segments
+                # either side, else on the next one only
+                sa, sb = "." + ".".join(a[j - 1: len(a) - i + 1]) + ".", "." + ".".join(b[j - 1: len(b) - i + 1]) + "."
+                if LAYER_RE.search("x" + sa + "x") is not None:
+                    sa, sb = "." + ".".join(a[j: len(a) - i + 1]) + ".", "." + ".".join(b[j: len(b) - i + 1]) + "."
             if LAYER_RE.search("x" + sa + "x") is None:
                 substr[sa] = sb
     return prefix, substr
@@ -581,6 +639,9 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
     notes = set()
     fused_suffix = {}
     for ck, (param, shard, expert) in r1["trace"].items():
+        if param is None:
+            notes.add(f"{ck}: vLLM loads it into a buffer (not a parameter); the family format has no rule for that")
+            continue
         n = apply_map(ck, prefix, substr)
         if expert is None and isinstance(shard, (str, list)) and re.search(r"\.(w13|w2)_", param) \
                 and not re.search(r"experts\.\d+\.", n):
@@ -617,6 +678,33 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
             notes.add(f"{ck} -> {param} shard {shard}: stacked rename not inferred")
     # Longest shard names first (so `.q_proj` cannot shadow a longer one that contains it).
     stacked.sort(key=lambda s: -len(s["shard"]))
+    # A stacked rename that holds in one part of the model only (InternVL: the language model fuses
+    # q/k/v into qkv_proj, the InternViT tower loads q_proj / k_proj / v_proj as they are): `within`
+    # the shortest name prefix that every stacked use shares and no unstacked use has.
+    for ent in stacked:
+        used, unused = [], []
+        for ck, (param, shard, expert) in r1["trace"].items():
+            if param is None or expert is not None:
+                continue
+            n = apply_map(ck, prefix, substr)
+            if ent["shard"] not in n:
+                continue
+            (used if shard is not None and ent["param"] in param else unused).append(n)
+        if not unused or not used:
+            continue
+        segs = [u.split(".") for u in used]
+        common = []
+        for parts in zip(*segs):
+            if len(set(parts)) != 1:
+                break
+            common.append(parts[0])
+        for k in range(1, len(common) + 1):
+            w = ".".join(common[:k]) + "."
+            if not any(u.startswith(w) for u in unused):
+                ent["within"] = w
+                break
+        else:
+            notes.add(f"stacked {ent['shard']} -> {ent['param']}: also loaded unstacked, and no name prefix tells them apart")
     fam = {
         "family": name,
         "architectures": [arch],
@@ -753,8 +841,15 @@ def draft_params(recs, cfg, view, todo, alt=None):
         rule = {"name": pat}
         if layers and is_tower(pat):
             cnt = max(layers) + 1
-            key = next((k for k in ("vision_config.depth", "vision_config.num_hidden_layers", "vision_config.num_layers")
-                        if view.get(k) == cnt), None)
+            towers = ("audio_config.encoder_layers", "audio_config.num_hidden_layers") if "audio" in pat else \
+                ("vision_config.depth", "vision_config.num_hidden_layers", "vision_config.num_layers")
+            key = next((k for k in towers if view.get(k) == cnt), None)
+            # LLaVA builds the tower only up to the feature layer it reads (vision_feature_layer -2: all
+            # but the last; vllm/model_executor/models/llava.py: _get_num_hidden_layers)
+            fl = view.get("vision_feature_layer")
+            if key is None and isinstance(fl, int) and fl < 0:
+                key = next((f"{k}+vision_feature_layer+1" for k in towers if view.get(k) is not None
+                            and view[k] + fl + 1 == cnt), None)
             if key and layers == list(range(cnt)):
                 rule["repeat"] = {"L": key}
             else:
@@ -816,6 +911,10 @@ def draft_params(recs, cfg, view, todo, alt=None):
         if part in ("column", "merged", "row", "qkv-kv", "qkv", "vocab") and hi and not split_dims and tps[-1] > 1 and not row_bias:
             # vLLM says parallel but every rank holds all of it (e.g. a replicated kv at TP > kv heads).
             todo.append(f"{pat}: loader {loader} but not split at TP {tps[-1]}")
+            if part in ("column", "merged"):
+                # MergedReplicatedLinear (DeepSeek / GLM-4.7-Flash's fused_qkv_a_proj) keeps the merged
+                # loader with TP disabled: whole on every rank
+                part = "replicated"
         fused = [(ck, sh) for ck, sh, e in fed if e is None and isinstance(sh, (str, list)) and re.search(r"\.(w13|w2)_", pat)
                  and not re.search(r"experts\.\d+\.", ck)]
         if fused:

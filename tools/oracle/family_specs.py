@@ -87,6 +87,28 @@ def edit(drop=(), add=None):
     return lambda out: rewrite(out, fn)
 
 
+def rename_prefix(pairs):
+    """Rename tensors by prefix ({old: new}; where `new` extends `old`, a name already starting with `new`
+    is left alone)."""
+
+    def fn(t):
+        for n in list(t):
+            for a, b in pairs.items():
+                if n.startswith(a) and not (b.startswith(a) and n.startswith(b)):
+                    t[b + n[len(a):]] = t.pop(n)
+                    break
+
+    return lambda out: rewrite(out, fn)
+
+
+# transformers 5 saves a CLIP / SigLIP vision tower inside a composite model without its `vision_model.`
+# level (`vision_tower.embeddings...`); the published checkpoints (llava-hf/llava-1.5-7b-hf,
+# llava-hf/llava-v1.6-*, llava-hf/llava-onevision-*, google/paligemma-*) hold
+# `vision_tower.vision_model.embeddings...`, which is what vLLM's CLIPVisionModel / SiglipVisionModel load
+# (the other layout fails there: "There is no module or parameter named 'vision_tower.embeddings'").
+VISION_MODEL_LEVEL = rename_prefix({"vision_tower.": "vision_tower.vision_model."})
+
+
 def _model_type_of(hf_class):
     from transformers.models.auto import modeling_auto as m
 
@@ -185,13 +207,79 @@ _RAW = [
     dict(name="longcat-flash", arch="LongcatFlashForCausalLM"),
     dict(name="openai-gpt", arch="OpenAIGPTLMHeadModel"),
     dict(name="gemma3n", arch="Gemma3nForConditionalGeneration"),
-    dict(name="paligemma", arch="PaliGemmaForConditionalGeneration"),
-    dict(name="llava", arch="LlavaForConditionalGeneration"),
+    dict(name="paligemma", arch="PaliGemmaForConditionalGeneration", post_write=VISION_MODEL_LEVEL),
+    # CLIP's quick_gelu is a CUDA-wheel custom op with no CPU kernel (vLLM builds the activation with the
+    # tower: "'_C' object has no attribute 'gelu_quick'"): plain gelu instead, an activation, not a weight.
+    dict(name="llava", arch="LlavaForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}, post_write=VISION_MODEL_LEVEL),
     dict(name="qwen2-vl", arch="Qwen2VLForConditionalGeneration"),
     dict(name="chameleon", arch="ChameleonForConditionalGeneration"),
     dict(name="aria", arch="AriaForConditionalGeneration"),
     dict(name="idefics3", arch="Idefics3ForConditionalGeneration"),
     dict(name="smolvlm", arch="SmolVLMForConditionalGeneration"),
+    # more generative architectures vLLM 0.33.0 registers and the venv's transformers can build
+    # (vLLM's _TEXT_GENERATION_MODELS / _MULTIMODAL_MODELS / _TRANSFORMERS_SUPPORTED_MODELS intersected
+    # with transformers' auto mappings), most used first
+    dict(name="gemma4-text", arch="Gemma4ForCausalLM"),
+    dict(name="gemma4", arch="Gemma4ForConditionalGeneration"),
+    # the text-only classes take the text sub-config (the auto mapping names the composite's model type)
+    dict(name="qwen3_5-text", arch="Qwen3_5ForCausalLM", model_type="qwen3_5_text"),
+    dict(name="qwen3_5-moe-text", arch="Qwen3_5MoeForCausalLM", model_type="qwen3_5_moe_text"),
+    dict(name="ministral3", arch="Ministral3ForCausalLM"),
+    dict(name="llava-next", arch="LlavaNextForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}, post_write=VISION_MODEL_LEVEL),
+    dict(name="llava-onevision", arch="LlavaOnevisionForConditionalGeneration", post_write=VISION_MODEL_LEVEL),
+    dict(name="internvl", arch="InternVLForConditionalGeneration"),
+    # transformers 5 saves Qwen2-Audio's language model as `language_model.model.model.*`; the published
+    # checkpoints (Qwen/Qwen2-Audio-7B-Instruct) hold `language_model.model.*` and `language_model.lm_head.*`,
+    # which is what vLLM's qwen2_audio.py loads.
+    dict(name="qwen2-audio", arch="Qwen2AudioForConditionalGeneration",
+         post_write=rename_prefix({"language_model.model.model.": "language_model.model."})),
+    # transformers 5's Glm4vTextConfig has no attention_bias, yet its text model always writes q/k/v biases;
+    # vLLM reads getattr(text_config, "attention_bias", False), and the published GLM-4.1V / GLM-4.5V
+    # configs say true: set as published (without it vLLM silently drops the biases)
+    dict(name="glm4v", arch="Glm4vForConditionalGeneration", set={"text_config.attention_bias": True}),
+    dict(name="glm4v-moe", arch="Glm4vMoeForConditionalGeneration"),
+    dict(name="gemma3n-text", arch="Gemma3nForCausalLM"),
+    dict(name="mamba", arch="MambaForCausalLM"),
+    dict(name="mamba2", arch="Mamba2ForCausalLM"),
+    dict(name="falcon-mamba", arch="FalconMambaForCausalLM"),
+    dict(name="nemotron-h", arch="NemotronHForCausalLM"),
+    dict(name="whisper", arch="WhisperForConditionalGeneration"),
+    dict(name="voxtral", arch="VoxtralForConditionalGeneration"),
+    dict(name="cohere2-vision", arch="Cohere2VisionForConditionalGeneration"),
+    dict(name="lfm2-vl", arch="Lfm2VlForConditionalGeneration"),
+    dict(name="lfm2-moe", arch="Lfm2MoeForCausalLM"),
+    # transformers 5's Glm4MoeLiteConfig has no first_k_dense_replace, which vLLM's glm4_moe_lite.py reads
+    # (the published zai-org/GLM-4.7-Flash config.json carries it): set as the published config does
+    dict(name="glm4-moe-lite", arch="Glm4MoeLiteForCausalLM", set={"first_k_dense_replace": 1}),
+    dict(name="exaone-moe", arch="ExaoneMoeForCausalLM"),
+    dict(name="cohere2-moe", arch="Cohere2MoeForCausalLM"),
+    dict(name="granite-swa", arch="GraniteSWAForCausalLM"),
+    dict(name="granitemoe-swa", arch="GraniteMoeSWAForCausalLM"),
+    dict(name="kimi-linear", arch="KimiLinearForCausalLM"),
+    # transformers 5's AfmoeConfig lacks routing keys vLLM's afmoe.py reads (the published arcee-ai Trinity
+    # configs carry them): score_func, route_norm, n_group, topk_group (routing only, not weights)
+    dict(name="afmoe", arch="AfmoeForCausalLM",
+         set={"score_func": "sigmoid", "route_norm": True, "n_group": 1, "topk_group": 1}),
+    dict(name="vaultgemma", arch="VaultGemmaForCausalLM"),
+    dict(name="flex-olmo", arch="FlexOlmoForCausalLM"),
+    dict(name="cwm", arch="CwmForCausalLM"),
+    dict(name="jais2", arch="Jais2ForCausalLM"),
+    dict(name="mellum", arch="MellumForCausalLM"),
+    dict(name="kolibri1", arch="Kolibri1ForCausalLM"),
+    dict(name="olmo-hybrid", arch="OlmoHybridForCausalLM"),
+    dict(name="blip2", arch="Blip2ForConditionalGeneration"),
+    dict(name="llava-next-video", arch="LlavaNextVideoForConditionalGeneration", set={"vision_config.hidden_act": "gelu"}, post_write=VISION_MODEL_LEVEL),
+    dict(name="emu3", arch="Emu3ForConditionalGeneration"),
+    dict(name="hunyuan-vl", arch="HunYuanVLForConditionalGeneration"),
+    dict(name="qwen2_5-omni", arch="Qwen2_5OmniForConditionalGeneration"),
+    dict(name="paddleocr-vl", arch="PaddleOCRVLForConditionalGeneration"),
+    dict(name="glm-ocr", arch="GlmOcrForConditionalGeneration"),
+    dict(name="granite-speech", arch="GraniteSpeechForConditionalGeneration"),
+    dict(name="audioflamingo3", arch="AudioFlamingo3ForConditionalGeneration"),
+    dict(name="ernie4_5-vl-moe", arch="Ernie4_5_VLMoeForConditionalGeneration"),
+    dict(name="hy-v3", arch="HYV3ForCausalLM"),
+    dict(name="laguna", arch="LagunaForCausalLM"),
+    dict(name="hyperclovax", arch="HyperCLOVAXForCausalLM"),
 ]
 
 
