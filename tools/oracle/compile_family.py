@@ -465,6 +465,9 @@ def config_view(cfg):
             for k, v in cfg[sub].items():
                 if isinstance(v, int) and not isinstance(v, bool):
                     flat[f"{sub}.{k}"] = v
+                elif isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+                    for i, x in enumerate(v):  # [h, w]: read by index (vision_config.image_size.0)
+                        flat[f"{sub}.{k}.{i}"] = x
     if isinstance(cfg.get("text_config"), dict):
         for k, v in cfg["text_config"].items():
             if isinstance(v, int) and not isinstance(v, bool):
@@ -541,13 +544,15 @@ def _dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
         shuffle = ["vision_config.hidden_size*scale_factor*scale_factor"]
         # position embeddings: one per patch (CLIP adds the class token)
         npatch = "(vision_config.image_size/vision_config.patch_size)*(vision_config.image_size/vision_config.patch_size)"
-        shuffle += [npatch, npatch + "+1"]
+        # [h, w] lists (InternVL, interns1_vit.py: (image_size[1] // patch_size[1]) * (image_size[0] // patch_size[0]))
+        npatch_hw = "(vision_config.image_size.0/vision_config.patch_size.0)*(vision_config.image_size.1/vision_config.patch_size.1)"
+        shuffle += [npatch, npatch + "+1", npatch_hw, npatch_hw + "+1"]
         cands = list(prefer) + first + vk + shuffle + [f"{m}*{k}" for m in (2, 3, 4) for k in first] + cands
     cands += ["num_attention_heads*(qk_nope_head_dim+v_head_dim)", "num_attention_heads*(qk_nope_head_dim+qk_rope_head_dim)",
               "kv_lora_rank+qk_rope_head_dim", "num_attention_heads*v_head_dim", "qk_nope_head_dim+qk_rope_head_dim",
               "num_attention_heads*head_dim+2*num_key_value_heads*head_dim", "2*num_key_value_heads*head_dim",
               "2*num_attention_heads*head_dim", "num_experts*moe_intermediate_size", "2*hidden_size", "4*hidden_size",
-              "3*hidden_size", "hidden_size/num_attention_heads",
+              "3*hidden_size", "hidden_size/num_attention_heads", "max_position_embeddings+2",
               "linear_num_value_heads*linear_value_head_dim", "linear_num_key_heads*linear_key_head_dim",
               "2*linear_num_key_heads*linear_key_head_dim+linear_num_value_heads*linear_value_head_dim",
               "linear_num_value_heads", "linear_conv_kernel_dim"]
@@ -638,9 +643,16 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
     exp_param = None
     notes = set()
     fused_suffix = {}
+    buffers = []
     for ck, (param, shard, expert) in r1["trace"].items():
         if param is None:
-            notes.add(f"{ck}: vLLM loads it into a buffer (not a parameter); the family format has no rule for that")
+            # Loaded into a registered buffer (AutoWeightsLoader's persistent buffers): the family's
+            # `buffers`, matched by the name's part after the layer index (or the whole name).
+            p, layer = pattern(ck)
+            b = {"substr": p.split("{L}", 1)[1]} if layer is not None else {"suffix": ck}
+            b["reason"] = "vLLM 0.33.0 loads it into a persistent buffer, not a parameter (oracle: traced with no parameter; AutoWeightsLoader._load_module)"
+            if b not in buffers:
+                buffers.append(b)
             continue
         n = apply_map(ck, prefix, substr)
         if expert is None and isinstance(shard, (str, list)) and re.search(r"\.(w13|w2)_", param) \
@@ -750,6 +762,8 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
         if s not in skips:
             skips.append(s)
     fam["skip"] = skips
+    if buffers:
+        fam["buffers"] = buffers
     if mtp:
         fam["mtp"] = {"style": "layers", "draft": "TODO: the MTP draft class"}
         todo.append("mtp: layers >= num_hidden_layers are skipped; name the draft model class")
