@@ -29,9 +29,9 @@ const SERVER_TEXT_CAP: usize = 300;
 /// Which of huggingface_hub's timeouts bounds a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// The API and the 8-byte probe of a shard: `HF_HUB_ETAG_TIMEOUT` (its metadata requests).
+    /// The API: `HF_HUB_ETAG_TIMEOUT` (its metadata requests).
     Meta,
-    /// A file read whole, a shard's header: `HF_HUB_DOWNLOAD_TIMEOUT`.
+    /// A file read whole, a shard's header (both its ranges): `HF_HUB_DOWNLOAD_TIMEOUT`.
     Download,
 }
 
@@ -296,9 +296,11 @@ impl Client {
                     }));
                 }
             }
-            let expect = match range {
-                Some(_) => skip.saturating_add(want),
-                None => declared.unwrap_or(0),
+            let expect = match (range, status) {
+                // A 206 says how much it sends: a file shorter than the range asked for sends less.
+                (Some(_), 206) => declared.map_or(want, |d| d.min(want)),
+                (Some(_), _) => skip.saturating_add(want),
+                (None, _) => declared.unwrap_or(0),
             };
             self.budget(expect, what).map_err(Retry::No)?;
             // A file read whole may be one byte longer than the cap: then it is refused.
