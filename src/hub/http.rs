@@ -23,6 +23,8 @@ const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
 const MAX_REDIRECTS: usize = 5;
+/// A redirect's body is read up to this many bytes (then its connection is dropped, not reused).
+const REDIRECT_BODY_CAP: u64 = 64 << 10;
 /// Server text (the Hub's `X-Error-Message`) kept for an error message, at most.
 const SERVER_TEXT_CAP: usize = 300;
 
@@ -260,6 +262,14 @@ impl Client {
                         url,
                         message: format!("redirected to {next}: only http and https redirects are followed"),
                     }));
+                }
+                // Read the redirect's body (a line of text) to its end: only then does ureq put the
+                // connection back in the pool, and the next shard's request to the Hub reuses it
+                // instead of a new connection (a TCP and TLS handshake, round trips) per shard.
+                let mut sink = std::io::sink();
+                let n = std::io::copy(&mut resp.into_reader().take(REDIRECT_BODY_CAP), &mut sink).unwrap_or(0);
+                if self.bytes.fetch_add(n, Ordering::Relaxed) + n > self.limits.max_bytes {
+                    return Err(Retry::No(self.too_much(what)));
                 }
                 url = next;
                 continue;
