@@ -10,16 +10,21 @@
 //! `get_safetensors_metadata` asks for), grown to 9/8 of the longest header read so far this run
 //! (rounded up to 4 KiB, at most 1 MiB) once one was longer. Why not the exact two-step read (the
 //! 8-byte length, then exactly the header)? Every shard then costs two round trips one after the
-//! other; on the DeepSeek-V3 layout (160 shards) behind a 100 ms round trip that was 323 requests and
-//! about 2 s, against one request per shard now. Why not learn a smaller first range from the first
-//! shard (its 8 + N plus a margin)? The other shards would wait for it, one round trip more, and
-//! shards of one checkpoint need not have similar headers: one cut by bytes (DeepSeek-V3's 4-5 GB
-//! shards) puts the embedding and the dense layers, few large tensors, in its first shard and
-//! hundreds of small experts' tensors in each of the others, so a range learned from the first would
-//! miss for nearly all the others and cost each a second round trip. What a fixed 100,000 costs
-//! instead is small: on the benchmark layout (`benches/make_layout.py`, headers of 73-75 kB) 25-27 kB
-//! past each header, 4.1 MB in all beside the 8.8 MB index, of a 0.7 TB checkpoint; a range learned
-//! from the first header (+1/8, 86 kB) would have saved 2.2 MB of it.
+//! other; on the DeepSeek-V3 layout (160 shards) behind a 100 ms round trip that was 323 requests
+//! and 1.65 s for the whole audit, against 163 requests and 1.05 s now (README, Speed). Why not
+//! learn a smaller first range from the first shard (its 8 + N plus a margin)? The other shards
+//! would wait for it, and shards of one checkpoint need not have similar headers: one cut by bytes
+//! (DeepSeek-V3's 4-5 GB shards) puts the embedding and the dense layers, few large tensors, in its
+//! first shard and hundreds of small experts' tensors in each of the others, so a range learned from
+//! the first would miss for nearly all the others and cost each a second round trip. What a fixed
+//! 100,000 costs instead is small: on the benchmark layout (`benches/make_layout.py`, headers of
+//! 73-75 kB) 25-27 kB past each header, 4.1 MB in all beside the 8.8 MB index, of a 0.7 TB
+//! checkpoint; a range learned from the first header (+1/8, 86 kB) would have saved 2.2 MB of it
+//! (computed from the layout's header lengths, not run).
+//!
+//! Requests run [`CONCURRENCY`] at a time on one ureq agent, whose pool keeps a connection per worker
+//! alive across the shards (a redirect's short body is read to its end so that its connection is kept
+//! too); `tests/remote.rs` counts the server's connections and checks that the round trips overlap.
 //!
 //! The server is not trusted: a file read whole is capped (a longer one is refused before its body
 //! when its length is announced, and never cached), the run's bytes are capped, every request has a
