@@ -833,10 +833,11 @@ mod tests {
 
     #[test]
     fn the_first_range_grows_only_past_huggingface_hubs_size_and_to_a_cap() {
-        // Headers that fit 100,000 bytes leave it as it is.
-        for longest in [0, 8, 74_680, 88_000] {
+        // Headers (8 + N) up to 87,382 bytes leave it as it is: 9/8 of them fits 100,000.
+        for longest in [0, 8, 74_680, 87_382] {
             assert_eq!(speculative_len(longest), 100_000, "{longest}");
         }
+        assert_eq!(speculative_len(87_383), 102_400);
         // A longer header: 9/8 of it, rounded up to 4 KiB, for the shards after it.
         assert_eq!(speculative_len(150_000), 172_032);
         assert!(speculative_len(150_000) >= 150_000 + 150_000 / 8);
