@@ -7,7 +7,8 @@
 
 Starts tools/hub_server.py on ROOT (make the repo with `benches/make_layout.py ROOT/bench-org/big-moe --size real`), then per run:
   ckptpilot  `ckptpilot audit REPO --json` with HF_ENDPOINT=the server and a fresh, empty HF_HOME (no cache),
-           HF_HUB_OFFLINE and tokens unset: wall time, exit code, the server's request / body-byte counts;
+           HF_HUB_OFFLINE and tokens unset: wall time, exit code, the server's request / body-byte counts and
+           the TCP connections that carried the requests;
   warm     the same command again with the SAME HF_HOME: what a warm cache still asks the server (expected: 0);
   python   `huggingface_hub.get_safetensors_metadata(REPO)` in PYTHON (a venv with huggingface_hub) with a
            fresh HF_HOME / HF_HUB_CACHE: process wall time (interpreter start and imports included) and the
@@ -128,7 +129,8 @@ def one_ckptpilot(server, args, hf_home):
     server.reset()
     wall, rc, out, err = run([args.ckptpilot, "audit", args.repo, "--json"], hub_env(server.url, hf_home), args.timeout)
     s = server.stats()
-    r = {"wall_s": wall, "rc": rc, "requests": s["requests"], "body_bytes": s["body_bytes"]}
+    r = {"wall_s": wall, "rc": rc, "requests": s["requests"], "body_bytes": s["body_bytes"],
+         "connections": s.get("connections")}
     if rc == 0:
         try:
             report = json.loads(out)
@@ -152,7 +154,8 @@ def one_python(server, args):
         s = server.stats()
     finally:
         shutil.rmtree(hf_home, ignore_errors=True)
-    r = {"wall_s": wall, "rc": rc, "requests": s["requests"], "body_bytes": s["body_bytes"]}
+    r = {"wall_s": wall, "rc": rc, "requests": s["requests"], "body_bytes": s["body_bytes"],
+         "connections": s.get("connections")}
     if rc == 0:
         r.update(json.loads(out.strip().splitlines()[-1]))
         r["startup_s"] = wall - r["call_s"]  # interpreter start, imports, everything but the call
@@ -172,7 +175,8 @@ def median(runs, key):
 def summarize(runs):
     ok = [r for r in runs if r["rc"] == 0]
     out = {"runs": len(runs), "ok": len(ok), "wall_s": median(runs, "wall_s"),
-           "requests": median(runs, "requests"), "body_bytes": median(runs, "body_bytes")}
+           "requests": median(runs, "requests"), "body_bytes": median(runs, "body_bytes"),
+           "connections": median(runs, "connections")}
     if len(ok) < len(runs):
         bad = next(r for r in runs if r["rc"] != 0)
         out["failure"] = {"rc": bad["rc"], "stderr_tail": bad.get("stderr_tail", ""),
@@ -238,15 +242,16 @@ def main():
     else:
         print(f"\nremote pre-flight of {args.repo}: median of {args.runs} runs, latency {args.latency_ms} ms/request"
               + (", CDN redirect" if args.redirect else ""))
-        rows = [("", "ok", "wall", "requests", "body bytes", "tensors"),
+        rows = [("", "ok", "wall", "requests", "connections", "body bytes", "tensors"),
                 ("ckptpilot audit (cold)", f"{result['ckptpilot']['ok']}/{args.runs}", fmt(ck, " s"),
-                 fmt(result["ckptpilot"]["requests"]), fmt(result["ckptpilot"]["body_bytes"]), fmt(result["ckptpilot_tensors"])),
+                 fmt(result["ckptpilot"]["requests"]), fmt(result["ckptpilot"]["connections"]),
+                 fmt(result["ckptpilot"]["body_bytes"]), fmt(result["ckptpilot_tensors"])),
                 ("ckptpilot audit (warm)", f"{result['ckptpilot_warm']['ok']}/{args.runs}",
                  fmt(result["ckptpilot_warm"]["wall_s"], " s"), fmt(result["ckptpilot_warm"]["requests"]),
-                 fmt(result["ckptpilot_warm"]["body_bytes"]), ""),
+                 fmt(result["ckptpilot_warm"]["connections"]), fmt(result["ckptpilot_warm"]["body_bytes"]), ""),
                 (f"huggingface_hub {result['python_version'] or '?'}", f"{result['python']['ok']}/{args.runs}",
-                 fmt(pt, " s"), fmt(result["python"]["requests"]), fmt(result["python"]["body_bytes"]),
-                 fmt(result["python_tensors"]))]
+                 fmt(pt, " s"), fmt(result["python"]["requests"]), fmt(result["python"]["connections"]),
+                 fmt(result["python"]["body_bytes"]), fmt(result["python_tensors"]))]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
             print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))

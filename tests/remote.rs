@@ -185,19 +185,36 @@ fn json(o: &Out) -> Value {
     serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}\nstderr: {}", o.stdout, o.stderr))
 }
 
-/// 8 + N of each shard of a local fixture: the bytes a header read may take, and no more.
-fn header_lens(name: &str) -> Vec<(String, u64)> {
+/// The first Range of a shard (`hub::SPECULATIVE`, huggingface_hub's 100,000 bytes): a header that
+/// fits comes in one request, with at most this many bytes in all.
+const SPECULATIVE: u64 = 100_000;
+
+/// (name, 8 + N, file length) of each shard of a local fixture.
+fn shard_lens(name: &str) -> Vec<(String, u64, u64)> {
     let mut v = Vec::new();
     for e in std::fs::read_dir(fixture(name)).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "safetensors") {
             let b = std::fs::read(&p).unwrap();
             let n = u64::from_le_bytes(b[..8].try_into().unwrap());
-            v.push((p.file_name().unwrap().to_string_lossy().into_owned(), 8 + n));
+            v.push((p.file_name().unwrap().to_string_lossy().into_owned(), 8 + n, b.len() as u64));
         }
     }
     v.sort();
     v
+}
+
+/// (name, bytes a read of its header takes) for each shard of a local fixture: every fixture header
+/// fits the first Range, so that is exactly the file's first [`SPECULATIVE`] bytes (all of a shorter
+/// file) — the header and at most `SPECULATIVE - (8 + N)` bytes past it, in one request.
+fn header_reads(name: &str) -> Vec<(String, u64)> {
+    shard_lens(name)
+        .into_iter()
+        .map(|(f, h, size)| {
+            assert!(h <= SPECULATIVE, "{name}/{f}: a fixture header longer than the first Range");
+            (f, size.min(SPECULATIVE))
+        })
+        .collect()
 }
 
 #[test]
@@ -236,7 +253,7 @@ fn audit_plan_remap_answer_as_on_the_local_copy() {
 }
 
 #[test]
-fn never_a_weight_byte_and_a_second_run_fetches_nothing() {
+fn one_request_per_shard_at_most_the_first_range_and_a_second_run_fetches_nothing() {
     let h = hub(&["llama"], &[], &[]);
     h.stats(true);
     let r = h.run(&["audit", "test-org/llama"], &[]);
@@ -244,15 +261,19 @@ fn never_a_weight_byte_and_a_second_run_fetches_nothing() {
     let s = h.stats(true);
     let by_path = s["by_path"].as_object().unwrap();
     let mut shard_requests = 0;
-    for (file, want) in header_lens("llama") {
+    for (file, want) in header_reads("llama") {
         let (path, v) = by_path
             .iter()
             .find(|(p, _)| p.ends_with(&format!("/{file}")))
             .unwrap_or_else(|| panic!("{file} never requested: {by_path:?}"));
-        assert_eq!(v["body_bytes"].as_u64(), Some(want), "{path}: exactly 8 + the header, not one weight byte");
+        assert_eq!(v["body_bytes"].as_u64(), Some(want), "{path}: the file's first {SPECULATIVE} bytes at most");
+        assert_eq!(v["requests"].as_u64(), Some(1), "{path}: the header fits the first Range");
         shard_requests += v["requests"].as_u64().unwrap();
     }
-    assert_eq!(shard_requests, 2 * header_lens("llama").len() as u64, "the length, then the header");
+    assert_eq!(shard_requests, header_reads("llama").len() as u64, "one request per shard");
+    // The requests share kept-alive connections: the API's, then at most one per worker.
+    let c = s["connections"].as_u64().unwrap();
+    assert!(c >= 1 && c < s["requests"].as_u64().unwrap(), "{s}");
     // Nothing else was read but the API and the small JSON files.
     for p in by_path.keys() {
         assert!(p.ends_with(".json") || p.ends_with(".safetensors") || p.contains("/api/models/"), "{p}");
@@ -380,8 +401,8 @@ fn redirects_to_a_cdn_are_followed_with_the_range() {
         .filter(|(p, _)| p.starts_with("/_blobs/"))
         .map(|(_, v)| v["body_bytes"].as_u64().unwrap())
         .sum();
-    let want: u64 = header_lens("qwen3-moe").iter().map(|(_, n)| n).sum();
-    assert_eq!(blobs, want, "exactly the headers, through the redirect");
+    let want: u64 = header_reads("qwen3-moe").iter().map(|(_, n)| n).sum();
+    assert_eq!(blobs, want, "each shard's first Range, through the redirect");
 
     // A gated repo whose CDN is another host: the token goes to the Hub, never to the CDN.
     let h = hub(
@@ -852,20 +873,113 @@ fn diff_reads_two_remote_repos_by_their_headers_and_answers_as_on_local_copies()
         v
     };
     assert_eq!(strip(json(&l)), strip(json(&r)), "remote and local answers differ");
-    // Headers only: each shard gave 8 + its header, not one weight byte.
+    // Headers only: each shard gave its first Range (the header and at most SPECULATIVE - (8 + N)
+    // bytes past it), in one request.
     let s = h.stats(false);
     let by_path = s["by_path"].as_object().unwrap();
     for (repo, fx) in [("qwen3-dense", "qwen3-dense"), ("qwen3-dense-fp8", "qwen3-dense-fp8")] {
-        for (file, want) in header_lens(fx) {
+        for (file, want) in header_reads(fx) {
             let (path, v) = by_path
                 .iter()
                 .find(|(p, _)| p.contains(&format!("/test-org/{repo}/")) && p.ends_with(&format!("/{file}")))
                 .unwrap_or_else(|| panic!("{repo}/{file} never requested: {by_path:?}"));
             assert_eq!(v["body_bytes"].as_u64(), Some(want), "{path}");
+            assert_eq!(v["requests"].as_u64(), Some(1), "{path}");
         }
     }
     // Identical remote and local copies are the same (exit 0).
     let r = h.run(&["diff", "test-org/qwen3-dense", a], &[]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("same tensors, same shapes and dtypes"), "{}", r.stdout);
+}
+
+/// A safetensors file of one-byte U8 tensors named `names`.
+fn write_shard(path: &Path, names: impl Iterator<Item = String>) {
+    let mut header = String::from("{");
+    let mut n = 0u64;
+    for name in names {
+        if n > 0 {
+            header.push(',');
+        }
+        header.push_str(&format!(r#""{name}":{{"dtype":"U8","shape":[1],"data_offsets":[{n},{}]}}"#, n + 1));
+        n += 1;
+    }
+    header.push('}');
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.resize(b.len() + n as usize, 7);
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn a_header_longer_than_the_first_range_takes_a_second_request_for_the_rest_only() {
+    let h = custom(
+        |org| {
+            let d = org.join("long");
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::copy(fixture("llama").join("config.json"), d.join("config.json")).unwrap();
+            // ~170 kB of header: longer than the first Range.
+            write_shard(
+                &d.join("model-00001-of-00002.safetensors"),
+                (0..2000).map(|e| format!("model.layers.0.mlp.experts.{e}.gate_up_proj.weight")),
+            );
+            write_shard(&d.join("model-00002-of-00002.safetensors"), std::iter::once("lm_head.weight".to_string()));
+        },
+        &[],
+    );
+    let local = h.home.parent().unwrap().join("root/test-org/long");
+    let local = local.to_str().unwrap();
+    let l = h.run(&["audit", "--json", local], &[]);
+    h.stats(true);
+    let r = h.run(&["audit", "--json", "test-org/long"], &[]);
+    assert_eq!(l.code, r.code, "{}\n{}", l.stderr, r.stderr);
+    assert_eq!(neutral(json(&l), &[local, "test-org/long"]), neutral(json(&r), &[local, "test-org/long"]));
+    let s = h.stats(false);
+    let dir = Path::new(local);
+    let head = |f: &str| {
+        let b = std::fs::read(dir.join(f)).unwrap();
+        (8 + u64::from_le_bytes(b[..8].try_into().unwrap()), b.len() as u64)
+    };
+    let (h1, _) = head("model-00001-of-00002.safetensors");
+    assert!(h1 > SPECULATIVE, "{h1}");
+    // The first Range, then exactly the rest of the header: not one byte past it.
+    assert_eq!(served(&s, "/model-00001-of-00002.safetensors"), (2, h1), "{s}");
+    // A short file: one request, all of it.
+    let (_, size2) = head("model-00002-of-00002.safetensors");
+    assert_eq!(served(&s, "/model-00002-of-00002.safetensors"), (1, size2), "{s}");
+}
+
+#[test]
+fn requests_overlap_on_kept_alive_connections() {
+    // 96 shards (3 per worker) behind a 100 ms round trip: one after another they would take 9.7 s
+    // (19.3 s through a redirect).
+    let shards = 96;
+    for (flags, per_shard) in [(&[][..], 1), (&["--redirect"][..], 2)] {
+        let h = custom(
+            |org| {
+                let d = org.join("many");
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::copy(fixture("llama").join("config.json"), d.join("config.json")).unwrap();
+                for i in 0..shards {
+                    write_shard(
+                        &d.join(format!("model-{:05}-of-{shards:05}.safetensors", i + 1)),
+                        std::iter::once(format!("model.layers.{i}.input_layernorm.weight")),
+                    );
+                }
+            },
+            &[&["--latency-ms", "100"][..], flags].concat(),
+        );
+        let r = h.run(&["audit", "--json", "test-org/many"], &[]);
+        assert!(r.code == 0 || r.code == 1, "{flags:?}: {}", r.stderr);
+        let s = h.stats(false);
+        let requests = s["requests"].as_u64().unwrap();
+        // The listing, config.json and one request per shard (the redirect and the CDN's answer).
+        assert_eq!(requests, 2 + per_shard * shards, "{flags:?}: {s}");
+        // At most one connection per worker (32), each carrying several requests: a redirect's
+        // connection goes back to the pool too.
+        let c = s["connections"].as_u64().unwrap();
+        assert!(c <= 33, "{flags:?}: {c} connections for {requests} requests: not kept alive");
+        // 1 round trip for the listing and 4 waves of 32: ~0.5 s (~0.9 s through the redirect).
+        assert!(r.elapsed < Duration::from_secs(5), "{flags:?}: {:?}: the round trips were not overlapped", r.elapsed);
+    }
 }

@@ -24,8 +24,10 @@ Endpoints (what the real Hub answers, as far as clients read it):
                                                    Accept-Ranges; .safetensors files also X-Linked-Etag and
                                                    X-Linked-Size. Range: bytes=a-b | a- | -n -> 206 / 416.
   GET|HEAD /_blobs/{org}/{name}/{path}             the "CDN" behind --redirect: bytes only, no auth
-  GET  /_stats[?reset=1]   {"requests", "body_bytes", "blob_requests_with_authorization",
+  GET  /_stats[?reset=1]   {"requests", "body_bytes", "connections", "blob_requests_with_authorization",
                             "by_path": {path: {"requests", "body_bytes"}}}
+                           ("connections": TCP connections that carried a counted request: fewer than
+                           "requests" when the client keeps them alive)
                            (reset=1 returns the counters, then zeroes them)
   POST /_stats/reset       zeroes the counters
 Requests to /_stats are neither counted, delayed nor failed.
@@ -92,8 +94,10 @@ class Stats:
             self._zero()
 
     def _zero(self):
+        self.generation = getattr(self, "generation", 0) + 1  # a connection counts again after a reset
         self.requests = 0
         self.body_bytes = 0
+        self.connections = 0
         self.blob_auth = 0  # /_blobs requests that carried an Authorization header (a token sent to the "CDN")
         self.by_path = {}
 
@@ -101,6 +105,13 @@ class Stats:
         with self.lock:
             self.requests += 1
             self.by_path.setdefault(path, {"requests": 0, "body_bytes": 0})["requests"] += 1
+
+    def connection(self, handler):
+        """Count the connection `handler` serves, once per reset."""
+        with self.lock:
+            if getattr(handler, "counted_generation", None) != self.generation:
+                handler.counted_generation = self.generation
+                self.connections += 1
 
     def body(self, path, n):
         with self.lock:
@@ -114,7 +125,7 @@ class Stats:
     def snapshot(self, reset=False):
         """The counters as JSON-ready dict; with reset, zeroed in the same critical section."""
         with self.lock:
-            snap = {"requests": self.requests, "body_bytes": self.body_bytes,
+            snap = {"requests": self.requests, "body_bytes": self.body_bytes, "connections": self.connections,
                     "blob_requests_with_authorization": self.blob_auth,
                     "by_path": {p: dict(v) for p, v in sorted(self.by_path.items())}}
             if reset:
@@ -277,6 +288,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         opts = self.server.opts
         self.server.stats.request(url.path)
+        self.server.stats.connection(self)
         self.decoded_path = unquote(url.path)
         self.slow = self.matches(opts.slow_bytes)
         if self.matches(opts.stall):

@@ -23,15 +23,17 @@ const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_CAP: Duration = Duration::from_secs(4);
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(30);
 const MAX_REDIRECTS: usize = 5;
+/// A redirect's body is read up to this many bytes (then its connection is dropped, not reused).
+const REDIRECT_BODY_CAP: u64 = 64 << 10;
 /// Server text (the Hub's `X-Error-Message`) kept for an error message, at most.
 const SERVER_TEXT_CAP: usize = 300;
 
 /// Which of huggingface_hub's timeouts bounds a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// The API and the 8-byte probe of a shard: `HF_HUB_ETAG_TIMEOUT` (its metadata requests).
+    /// The API: `HF_HUB_ETAG_TIMEOUT` (its metadata requests).
     Meta,
-    /// A file read whole, a shard's header: `HF_HUB_DOWNLOAD_TIMEOUT`.
+    /// A file read whole, a shard's header (both its ranges): `HF_HUB_DOWNLOAD_TIMEOUT`.
     Download,
 }
 
@@ -261,6 +263,14 @@ impl Client {
                         message: format!("redirected to {next}: only http and https redirects are followed"),
                     }));
                 }
+                // Read the redirect's body (a line of text) to its end: only then does ureq put the
+                // connection back in the pool, and the next shard's request to the Hub reuses it
+                // instead of a new connection (a TCP and TLS handshake, round trips) per shard.
+                let mut sink = std::io::sink();
+                let n = std::io::copy(&mut resp.into_reader().take(REDIRECT_BODY_CAP), &mut sink).unwrap_or(0);
+                if self.bytes.fetch_add(n, Ordering::Relaxed) + n > self.limits.max_bytes {
+                    return Err(Retry::No(self.too_much(what)));
+                }
                 url = next;
                 continue;
             }
@@ -296,9 +306,11 @@ impl Client {
                     }));
                 }
             }
-            let expect = match range {
-                Some(_) => skip.saturating_add(want),
-                None => declared.unwrap_or(0),
+            let expect = match (range, status) {
+                // A 206 says how much it sends: a file shorter than the range asked for sends less.
+                (Some(_), 206) => declared.map_or(want, |d| d.min(want)),
+                (Some(_), _) => skip.saturating_add(want),
+                (None, _) => declared.unwrap_or(0),
             };
             self.budget(expect, what).map_err(Retry::No)?;
             // A file read whole may be one byte longer than the cap: then it is refused.

@@ -1,8 +1,30 @@
 //! Remote pre-flight: a Hugging Face Hub repo read without downloading it. The file list and the
 //! commit come from the Hub API, the JSON files the checks read (config.json, the index,
 //! hf_quant_config.json, the ModelSlim description) whole, and each `.safetensors` shard's header by
-//! HTTP Range — its 8-byte length, then exactly the header. Never a weight byte: a server that
-//! ignores Range is cut off at the bytes asked for.
+//! HTTP Range: one request per shard whose header fits the first range, a second for the rest of a
+//! longer one. Weight bytes are never parsed or cached: what comes past a header is dropped as it is
+//! read, at most `first range − (8 + N)` bytes per shard (below), and a server that ignores Range is
+//! cut off at the bytes asked for.
+//!
+//! The first range is 100,000 bytes ([`SPECULATIVE`], what huggingface_hub's
+//! `get_safetensors_metadata` asks for), grown to 9/8 of the longest header read so far this run
+//! (rounded up to 4 KiB, at most 1 MiB) once one was longer. Why not the exact two-step read (the
+//! 8-byte length, then exactly the header)? Every shard then costs two round trips one after the
+//! other; on the DeepSeek-V3 layout (160 shards) behind a 100 ms round trip that was 323 requests
+//! and 1.65 s for the whole audit, against 163 requests and 1.05 s now (README, Speed). Why not
+//! learn a smaller first range from the first shard (its 8 + N plus a margin)? The other shards
+//! would wait for it, and shards of one checkpoint need not have similar headers: one cut by bytes
+//! (DeepSeek-V3's 4-5 GB shards) puts the embedding and the dense layers, few large tensors, in its
+//! first shard and hundreds of small experts' tensors in each of the others, so a range learned from
+//! the first would miss for nearly all the others and cost each a second round trip. What a fixed
+//! 100,000 costs instead is small: on the benchmark layout (`benches/make_layout.py`, headers of
+//! 73-75 kB) 25-27 kB past each header, 4.1 MB in all beside the 8.8 MB index, of a 0.7 TB
+//! checkpoint; a range learned from the first header (+1/8, 86 kB) would have saved 2.2 MB of it
+//! (computed from the layout's header lengths, not run).
+//!
+//! Requests run [`CONCURRENCY`] at a time on one ureq agent, whose pool keeps a connection per worker
+//! alive across the shards (a redirect's short body is read to its end so that its connection is kept
+//! too); `tests/remote.rs` counts the server's connections and checks that the round trips overlap.
 //!
 //! The server is not trusted: a file read whole is capped (a longer one is refused before its body
 //! when its length is announced, and never cached), the run's bytes are capped, every request has a
@@ -25,7 +47,7 @@ use crate::fsutil;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,6 +57,11 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 const SMALL_FILE_CAP: u64 = fsutil::JSON_CAP;
 /// Requests in flight at once.
 const CONCURRENCY: usize = 32;
+/// The first Range of a shard, bytes: huggingface_hub's size (`get_safetensors_metadata` asks for
+/// 100,000), which holds the header of a shard of a few hundred tensors (DeepSeek-V3's ~75 kB).
+const SPECULATIVE: u64 = 100_000;
+/// The most a first Range grows to after longer headers (see [`speculative_len`]).
+const SPECULATIVE_MAX: u64 = 1 << 20;
 const SNAPSHOT_SCHEMA: &str = "ckptpilot.remote-snapshot/1";
 
 /// huggingface_hub's timeouts (`constants.HF_HUB_ETAG_TIMEOUT`, `HF_HUB_DOWNLOAD_TIMEOUT`): whole
@@ -186,7 +213,7 @@ pub struct Settings {
 /// What one remote read may cost.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Each API request and shard-length probe, all of it (`HF_HUB_ETAG_TIMEOUT`).
+    /// Each API request, all of it (`HF_HUB_ETAG_TIMEOUT`).
     pub etag: Duration,
     /// Each file or header read, all of it (`HF_HUB_DOWNLOAD_TIMEOUT`).
     pub download: Duration,
@@ -602,6 +629,8 @@ fn fetch_with(
     progress.total.store(jobs.len(), Ordering::Relaxed);
     let file_url =
         |n: &str| format!("{}/{repo}/resolve/{}/{}", s.endpoint, encode_segment(&listing.commit), encode_segment(n));
+    // The longest 8 + N read so far: the first Range of the shards after it covers that much.
+    let longest = AtomicU64::new(0);
     let run = |i: usize| -> Result<(), HubError> {
         match &jobs[i] {
             Job::Whole(n) => {
@@ -612,8 +641,13 @@ fn fetch_with(
                 fsutil::write_atomic(&p, &body.bytes).map_err(cache_err(&p))
             }
             Job::Header(n) => {
-                let (prefix, size, etag) =
-                    read_header(client, &file_url(n), sizes.get(n).copied().flatten(), &format!("{repo}: {n}"))?;
+                let (prefix, size, etag) = read_header(
+                    client,
+                    &file_url(n),
+                    sizes.get(n).copied().flatten(),
+                    &format!("{repo}: {n}"),
+                    &longest,
+                )?;
                 let p = under(&headers, n)?;
                 fsutil::write_atomic(&p, &prefix).map_err(cache_err(&p))?;
                 let m = under(&headers, &format!("{n}.meta.json"))?;
@@ -734,35 +768,50 @@ fn listing(
     }
 }
 
-/// One shard's header by Range: its first 8 bytes (the header's length; the file's from
-/// `Content-Range`, else `listed`), then exactly the header, from where the first range was answered
-/// (the CDN after a redirect). A length that cannot be (over the cap, past the file) is not read
-/// further: the header checks say why from the 8 bytes. A header that would pass the run's byte cap
-/// is refused before it is asked for, and one cut short is an error, never cached. Returns (prefix,
-/// file length, ETag).
+/// How many bytes the first Range of a shard asks for: [`SPECULATIVE`], or more once a longer header
+/// was read this run (`longest`: the largest 8 + N so far) — 9/8 of it rounded up to 4 KiB, at most
+/// [`SPECULATIVE_MAX`] — so that the shards after it take one request each too.
+fn speculative_len(longest: u64) -> u64 {
+    let learned = longest.saturating_add(longest / 8).div_ceil(4096).saturating_mul(4096);
+    learned.min(SPECULATIVE_MAX).max(SPECULATIVE)
+}
+
+/// One shard's header by Range: its first [`speculative_len`] bytes (the header's length and, as a
+/// rule, the whole header; the file's length from `Content-Range`, else `listed`), then, only when
+/// the header is longer, the rest of it from where the first range was answered (the CDN after a
+/// redirect). The bytes past the header are dropped here, never parsed or cached. A length that
+/// cannot be (over the cap, past the file) is not read further: the header checks say why from the
+/// 8 bytes. A rest that would pass the run's byte cap is refused before it is asked for, and a
+/// header cut short is an error, never cached. `longest` is raised to this header's 8 + N.
+/// Returns (prefix, file length, ETag).
 fn read_header(
     client: &http::Client,
     url: &str,
     listed: Option<u64>,
     what: &str,
+    longest: &AtomicU64,
 ) -> Result<(Vec<u8>, u64, Option<String>), HubError> {
-    let first = client.get(url, Some((0, 8)), 8, what, http::Kind::Meta)?;
+    let ask = speculative_len(longest.load(Ordering::Relaxed));
+    let first = client.get(url, Some((0, ask)), ask, what, http::Kind::Download)?;
     let size = first.total.or(listed).ok_or_else(|| HubError::BadResponse {
         url: first.url.clone(),
         message: "no file length (Content-Range or the listing's size)".into(),
     })?;
     let mut prefix = first.bytes;
-    prefix.truncate(8);
+    prefix.truncate(ask.min(size) as usize);
     if (prefix.len() as u64) < size.min(8) {
         return Err(HubError::BadResponse {
             url: first.url,
             message: format!("{} bytes where the file's first {} were asked for", prefix.len(), size.min(8)),
         });
     }
-    let want = match <[u8; 8]>::try_from(prefix.as_slice()).map(u64::from_le_bytes) {
+    let want = match <[u8; 8]>::try_from(&prefix[..8.min(prefix.len())]).map(u64::from_le_bytes) {
         Ok(n) if n <= crate::checkpoint::header::MAX_HEADER_LEN && n.saturating_add(8) <= size => 8 + n,
-        _ => prefix.len() as u64,
+        _ => 8.min(prefix.len() as u64),
     };
+    longest.fetch_max(want, Ordering::Relaxed);
+    // What came past the header (weight bytes, as a rule) is dropped before anything reads it.
+    prefix.truncate(want.min(prefix.len() as u64) as usize);
     if want > prefix.len() as u64 {
         let have = prefix.len() as u64;
         client.budget(want - have, what)?;
@@ -781,6 +830,21 @@ fn read_header(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_range_grows_only_past_huggingface_hubs_size_and_to_a_cap() {
+        // Headers (8 + N) up to 87,382 bytes leave it as it is: 9/8 of them fits 100,000.
+        for longest in [0, 8, 74_680, 87_382] {
+            assert_eq!(speculative_len(longest), 100_000, "{longest}");
+        }
+        assert_eq!(speculative_len(87_383), 102_400);
+        // A longer header: 9/8 of it, rounded up to 4 KiB, for the shards after it.
+        assert_eq!(speculative_len(150_000), 172_032);
+        assert!(speculative_len(150_000) >= 150_000 + 150_000 / 8);
+        // A huge one is not fetched again and again past its own header.
+        assert_eq!(speculative_len(50 << 20), 1 << 20);
+        assert_eq!(speculative_len(u64::MAX), 1 << 20);
+    }
 
     #[test]
     fn revisions_are_one_path_segment() {
