@@ -211,7 +211,8 @@ pub fn rank(ck: &Checkpoint, rules: &RuleSet) -> Vec<Candidate> {
         .into_iter()
         .flatten()
         .collect();
-    let mut out: Vec<Candidate> = rules.families.iter().map(|f| best_candidate(ck, f, &types)).collect();
+    let families = shortlist(ck, rules, &types);
+    let mut out: Vec<Candidate> = families.into_iter().map(|f| best_candidate(ck, f, &types)).collect();
     let ties = |a: &Candidate, b: &Candidate| {
         b.architecture_match
             .cmp(&a.architecture_match)
@@ -228,6 +229,79 @@ pub fn rank(ck: &Checkpoint, rules: &RuleSet) -> Vec<Candidate> {
     let top = out.iter().take_while(|c| c.score >= best - TIE_TOLERANCE).count();
     out[..top].sort_by(ties);
     out
+}
+
+/// Checkpoints up to this many tensors are scored against every family; larger ones (a full remap
+/// per family costs ~0.2 s at 90k tensors) against a shortlist.
+const FULL_RANK_TENSORS: usize = 5_000;
+/// How many families the shortlist keeps (besides those naming the architecture or model type).
+const SHORTLIST: usize = 8;
+
+/// The families worth a full remap. Small checkpoints: all. Large ones: those naming the
+/// architecture or the model type, and the best [`SHORTLIST`] by the share of tensor-name patterns
+/// (digits as `*`, one representative each) whose routed name has the pattern of one of the
+/// family's parameter rules (`{L}` as `*`) or that the family skips or loads into a buffer.
+fn shortlist<'r>(ck: &Checkpoint, rules: &'r RuleSet, types: &[&str]) -> Vec<&'r Family> {
+    if ck.tensor_count() <= FULL_RANK_TENSORS {
+        return rules.families.iter().collect();
+    }
+    let scored = pattern_scores(ck, rules, types);
+    let named = scored.iter().filter(|s| s.1).count();
+    scored.into_iter().take(named + SHORTLIST).map(|s| s.2).collect()
+}
+
+/// Whether the checkpoint is small enough for [`rank`] to try every family (audit's note then
+/// comes from the full ranking, else from [`pattern_scores`]).
+pub fn fully_ranked(ck: &Checkpoint) -> bool {
+    ck.tensor_count() <= FULL_RANK_TENSORS
+}
+
+/// Every family with the share of the checkpoint's name patterns it routes (see [`shortlist`])
+/// and whether it names the architecture or model type; named first, then best share.
+pub fn pattern_scores<'r>(ck: &Checkpoint, rules: &'r RuleSet, types: &[&str]) -> Vec<(f64, bool, &'r Family)> {
+    let cfg = ck.config.clone().unwrap_or_default();
+    let vars = Vars::new(&cfg, ck.config_json.as_ref());
+    let mut reps: BTreeMap<String, &str> = BTreeMap::new();
+    // (quantization companions are parameters the scheme adds, not the family's rules)
+    for t in ck.tensors().filter(|t| !t.entry.name.rsplit('.').next().unwrap_or("").contains("scale")) {
+        reps.entry(pattern(&t.entry.name)).or_insert(t.entry.name.as_str());
+    }
+    let placeholder = |n: &str| -> String {
+        let mut out = String::with_capacity(n.len());
+        let mut inside = false;
+        for ch in n.chars() {
+            match ch {
+                '{' => {
+                    inside = true;
+                    out.push('*');
+                }
+                '}' => inside = false,
+                _ if inside => {}
+                _ => out.push(ch),
+            }
+        }
+        pattern(&out)
+    };
+    let arch = cfg.architecture.clone().unwrap_or_default();
+    let mut scored: Vec<(f64, bool, &Family)> = rules
+        .families
+        .iter()
+        .map(|f| {
+            let expected: std::collections::HashSet<String> = f.params.iter().map(|p| placeholder(&p.name)).collect();
+            let hit = reps
+                .values()
+                .filter(|n| match crate::remap::route(f, &vars, n) {
+                    crate::remap::Route::Param { name, .. } => expected.contains(&pattern(&name)),
+                    _ => true,
+                })
+                .count();
+            let named = f.architectures.iter().any(|a| *a == arch)
+                || types.iter().any(|t| f.model_types.iter().any(|m| m == t));
+            (hit as f64 / reps.len().max(1) as f64, named, f)
+        })
+        .collect();
+    scored.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal)));
+    scored
 }
 
 /// Scores this close to the best count as a tie for the first place.

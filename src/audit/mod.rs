@@ -308,7 +308,27 @@ pub fn audit_for(
     if let Some(c) =
         cfg.filter(|c| c.architecture.as_deref().is_some_and(|a| family_rules.for_architecture(a).is_none()))
     {
-        if let Some(best) = crate::matching::rank(ck, family_rules).into_iter().next().filter(|b| b.score > 0.0) {
+        // A large checkpoint: the name patterns only (a full ranking remaps it once per family,
+        // seconds at 90k tensors: `ckptpilot match` does that).
+        if !crate::matching::fully_ranked(ck) {
+            let types: Vec<&str> = c.model_type.as_deref().into_iter().collect();
+            if let Some((share, _, f)) = crate::matching::pattern_scores(ck, family_rules, &types)
+                .into_iter()
+                .max_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal))
+                .filter(|s| s.0 > 0.0)
+            {
+                findings.push(crate::findings::Finding::new(
+                    crate::findings::Code::FamilyClosest,
+                    format!(
+                        "closest known family by tensor-name patterns: `{}` ({}), {:.0}% of the patterns routed; `ckptpilot match` scores the candidates in full and shows the difference",
+                        f.family,
+                        if f.class.is_empty() { "generic decoder" } else { f.class.as_str() },
+                        share * 100.0
+                    ),
+                ));
+            }
+        } else if let Some(best) = crate::matching::rank(ck, family_rules).into_iter().next().filter(|b| b.score > 0.0)
+        {
             use crate::arch::registry::{serving, Serving};
             let vllm = match serving(&c.architectures, c.model_type.as_deref(), c.remote_config) {
                 Serving::Native { class, .. } => format!("; vLLM 0.33 registers it as {class}"),
