@@ -89,21 +89,16 @@ fn mapping_module(ctx: &Context<'_>) -> String {
     let _ = writeln!(o, "ALIASES = {}", py(&serde_json::to_value(&f.aliases).unwrap_or(Value::Null)));
     let _ = writeln!(o, "# KV-cache scale renames (maybe_remap_kv_scale_name): suffix -> suffix, first match wins.");
     let _ = writeln!(o, "KV_SCALE_RENAMES = {}", py(&serde_json::to_value(&f.kv_scale_renames).unwrap_or(Value::Null)));
-    let skips: Vec<Value> = f
-        .skip
-        .iter()
-        .filter(|s| vars.truthy(&s.when))
-        .map(|s| json!({"prefix": s.prefix, "substr": s.substr, "suffix": s.suffix, "reason": s.reason}))
-        .collect();
-    let _ = writeln!(o, "SKIP = {}", py(&Value::Array(skips)));
-    let buffers: Vec<Value> = f
-        .buffers
-        .iter()
-        .filter(|s| vars.truthy(&s.when))
-        .map(|s| json!({"prefix": s.prefix, "substr": s.substr, "suffix": s.suffix, "reason": s.reason}))
-        .collect();
+    // Name patterns whose `when` holds here (skips, buffers).
+    let patterns = |list: &[crate::arch::rules::Skip]| -> Value {
+        list.iter()
+            .filter(|s| vars.truthy(&s.when))
+            .map(|s| json!({"prefix": s.prefix, "substr": s.substr, "suffix": s.suffix, "reason": s.reason}))
+            .collect()
+    };
+    let _ = writeln!(o, "SKIP = {}", py(&patterns(&f.skip)));
     let _ = writeln!(o, "# Loaded into persistent buffers of the module, not parameters (AutoWeightsLoader).");
-    let _ = writeln!(o, "BUFFERS = {}", py(&Value::Array(buffers)));
+    let _ = writeln!(o, "BUFFERS = {}", py(&patterns(&f.buffers)));
     let stacked: Vec<Value> = f
         .stacked
         .iter()
