@@ -56,11 +56,29 @@ pub struct PatternCount {
     pub example: String,
 }
 
+/// Where a rename applies (the WeightsMapper list it joins).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum RenameKind {
+    /// The start of the name.
+    Prefix,
+    /// One segment inside the name.
+    Substr,
+}
+
+impl std::fmt::Display for RenameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RenameKind::Prefix => "prefix",
+            RenameKind::Substr => "substr",
+        })
+    }
+}
+
 /// A rename that would make unexplained tensors reach the family's empty parameters.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Rename {
-    /// `prefix` (the start of the name) or `substr` (one segment, inside the name).
-    pub kind: &'static str,
+    pub kind: RenameKind,
     pub from: String,
     pub to: String,
     /// Unexplained tensors it sends to an empty parameter.
@@ -324,14 +342,12 @@ fn count_patterns<'a>(names: impl Iterator<Item = &'a str>) -> Vec<PatternCount>
 fn renames(unexplained: &[&str], unfilled: &BTreeSet<&str>) -> Vec<Rename> {
     // Every proper suffix (on segment boundaries) of every empty parameter → its prefix.
     let mut by_suffix: HashMap<&str, &str> = HashMap::new();
-    let mut by_shape: HashMap<(usize, String), Vec<&str>> = HashMap::new();
     for u in unfilled {
         for (i, _) in u.match_indices('.') {
             by_suffix.entry(&u[i + 1..]).or_insert(&u[..i + 1]);
         }
-        by_shape.entry((u.matches('.').count(), pattern(u))).or_default().push(u);
     }
-    let mut votes: BTreeMap<(&'static str, String, String), usize> = BTreeMap::new();
+    let mut votes: BTreeMap<(RenameKind, String, String), usize> = BTreeMap::new();
     for r in unexplained {
         // The longest common suffix first.
         // (at least two segments in common: a bare `weight` says nothing)
@@ -341,7 +357,7 @@ fn renames(unexplained: &[&str], unfilled: &BTreeSet<&str>) -> Vec<Rename> {
             .find_map(|(i, _)| by_suffix.get(&r[i + 1..]).map(|to| (&r[..i + 1], *to)));
         if let Some((from, to)) = found {
             if from != to {
-                *votes.entry(("prefix", from.to_string(), to.to_string())).or_default() += 1;
+                *votes.entry((RenameKind::Prefix, from.to_string(), to.to_string())).or_default() += 1;
                 continue;
             }
         }
@@ -359,10 +375,9 @@ fn renames(unexplained: &[&str], unfilled: &BTreeSet<&str>) -> Vec<Rename> {
             }
         }
         if let Some((from, to)) = hit {
-            *votes.entry(("substr", from, to)).or_default() += 1;
+            *votes.entry((RenameKind::Substr, from, to)).or_default() += 1;
         }
     }
-    let _ = by_shape;
     let mut out: Vec<Rename> =
         votes.into_iter().map(|((kind, from, to), tensors)| Rename { kind, from, to, tensors }).collect();
     out.sort_by(|a, b| b.tensors.cmp(&a.tensors).then(a.from.cmp(&b.from)));
@@ -381,9 +396,7 @@ fn missing_keys(ck: &Checkpoint, f: &Family) -> Vec<String> {
         exprs.extend(p.shards.values().flatten().map(String::as_str));
         exprs.extend(p.experts.as_deref());
         exprs.extend(p.heads.as_deref());
-        const SETS: &[&str] =
-            &["layers", "dense_layers", "moe_layers", "full_attention_layers", "linear_attention_layers", "mtp_layers"];
-        exprs.extend(p.repeat.values().map(String::as_str).filter(|v| !SETS.contains(v)));
+        exprs.extend(p.repeat.values().map(String::as_str).filter(|v| !crate::model::expected::LAYER_SETS.contains(v)));
     }
     let mut keys = Vec::new();
     for e in exprs {
@@ -467,8 +480,8 @@ fn renamed(ck: &Checkpoint, f: &Family, renames: &[Rename]) -> Family {
     let mut substr: Vec<(String, Option<String>)> = Vec::new();
     for r in renames {
         match r.kind {
-            "prefix" => prefix.push((r.from.clone(), Some(r.to.clone()))),
-            _ => substr.push((r.from.clone(), Some(r.to.clone()))),
+            RenameKind::Prefix => prefix.push((r.from.clone(), Some(r.to.clone()))),
+            RenameKind::Substr => substr.push((r.from.clone(), Some(r.to.clone()))),
         }
     }
     prefix.append(&mut g.mapper.prefix);
@@ -487,17 +500,7 @@ pub fn match_checkpoint(ck: &Checkpoint, model: &str, rules: &RuleSet) -> MatchR
         .map(|f| difference(ck, f));
     let cfg = ck.config.as_ref();
     let vllm = match cfg {
-        Some(c) => {
-            use crate::arch::registry::{serving, Serving};
-            match serving(&c.architectures, c.model_type.as_deref(), c.remote_config) {
-                Serving::Native { class, .. } => format!("registered: {class}"),
-                Serving::AsBase { base, .. } => format!("resolved to the registered {base}"),
-                Serving::TransformersBackend { .. } => "served through vLLM's Transformers backend".into(),
-                Serving::RemoteCode { .. } => "the config's own code (--trust-remote-code)".into(),
-                Serving::Refused { message, .. } => format!("refused: {message}"),
-                Serving::NoArchitecture => "no architecture in config.json".into(),
-            }
-        }
+        Some(c) => crate::arch::registry::serving(&c.architectures, c.model_type.as_deref(), c.remote_config).summary(),
         None => "no config.json".into(),
     };
     MatchReport {

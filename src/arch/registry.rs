@@ -85,6 +85,18 @@ impl Serving {
     pub fn refused(&self) -> bool {
         matches!(self, Serving::Refused { .. })
     }
+
+    /// One line on how vLLM resolves the name (`match`'s header; audit's family-closest note).
+    pub fn summary(&self) -> String {
+        match self {
+            Serving::Native { class, .. } => format!("registered as {class}"),
+            Serving::AsBase { base, .. } => format!("served as the registered {base}"),
+            Serving::TransformersBackend { .. } => "served through vLLM's Transformers backend".into(),
+            Serving::RemoteCode { .. } => "the config's own code (--trust-remote-code)".into(),
+            Serving::Refused { message, .. } => format!("refused: {message}"),
+            Serving::NoArchitecture => "no architecture in config.json".into(),
+        }
+    }
 }
 
 /// Resolve `architectures` / `model_type` as vLLM 0.33.0 does.

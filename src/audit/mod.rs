@@ -331,9 +331,9 @@ pub fn audit_for(
         {
             use crate::arch::registry::{serving, Serving};
             let vllm = match serving(&c.architectures, c.model_type.as_deref(), c.remote_config) {
-                Serving::Native { class, .. } => format!("; vLLM 0.33 registers it as {class}"),
-                Serving::AsBase { base, .. } => format!("; vLLM 0.33 serves it as {base}"),
-                Serving::TransformersBackend { .. } => "; vLLM 0.33 serves it through its Transformers backend".into(),
+                s @ (Serving::Native { .. } | Serving::AsBase { .. } | Serving::TransformersBackend { .. }) => {
+                    format!("; vLLM 0.33 {}", s.summary())
+                }
                 _ => String::new(),
             };
             let renames = best

@@ -91,6 +91,8 @@ impl<'a> Vars<'a> {
         cond.as_ref().is_none_or(|c| self.eval(c).is_some_and(|v| v != 0))
     }
 
+    /// The named layer sets a rule's `repeat` may use ([`LAYER_SETS`]); anything else is a count
+    /// expression.
     fn layer_set(&self, set: &str) -> Vec<u64> {
         let c = self.cfg;
         let n = c.num_layers.unwrap_or(0);
@@ -111,6 +113,10 @@ impl<'a> Vars<'a> {
         }
     }
 }
+
+/// The layer sets `repeat` names (the arms of `Vars::layer_set`); any other value is a count expression.
+pub const LAYER_SETS: &[&str] =
+    &["layers", "dense_layers", "moe_layers", "full_attention_layers", "linear_attention_layers", "mtp_layers"];
 
 impl expr::Env for Vars<'_> {
     fn int(&self, name: &str) -> Option<i64> {
@@ -481,6 +487,23 @@ mod tests {
 
     /// Config values that are lists (`[height, width]`, InternVL's image_size / patch_size) are read
     /// by index, as interns1_vit.py reads `image_size[0]`.
+    /// Every LAYER_SETS name is an arm of layer_set: a config key of the same name (7) is never read
+    /// as a count instead.
+    #[test]
+    fn layer_sets_are_the_named_arms() {
+        let mut json = serde_json::json!({"num_hidden_layers": 3});
+        for s in LAYER_SETS {
+            json[*s] = serde_json::json!(7);
+        }
+        let cfg = ModelConfig::from_value(&json);
+        let v = Vars::new(&cfg, Some(&json));
+        assert_eq!(v.layer_set("layers"), vec![0, 1, 2]);
+        for s in LAYER_SETS {
+            assert_ne!(v.layer_set(s).len(), 7, "{s} was read as a count expression");
+        }
+        assert_eq!(v.layer_set("unknown_count").len(), 0);
+    }
+
     #[test]
     fn a_list_value_is_read_by_index() {
         let json = serde_json::json!({"vision_config": {"image_size": [448, 336], "patch_size": [14, 14]}});

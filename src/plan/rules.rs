@@ -560,40 +560,44 @@ fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
     }
 }
 
-/// vLLM builds the model, then cannot load a merged layer's block scales (see
-/// [`crate::model::ModelSpec::merged_scale_overflow`]).
-/// ModelSlim W4A8_DYNAMIC experts on vLLM-Ascend: the down projection's `scale_bias` is [H, 16] in
-/// the checkpoint and `w2_scale_bias` [E, H, 16 // tp] per rank (vllm_ascend/quantization/methods/
-/// w4a8.py :: AscendW4A8DynamicFusedMoEMethod.get_dynamic_quant_param_modelslim, tp = 1 under EP):
-/// more than 16 refuses to build, and a TP that does not divide 16 loads 16 // tp columns per rank
-/// and never the rest, with no error.
-fn w4a8_scale_bias(ctx: &Ctx<'_>, par: &Parallel) -> Option<Check> {
+/// A ModelSlim scheme whose experts' down-projection `scale_bias` columns are split by the experts'
+/// TP (the contract's `expert_tp_columns`, W4A8_DYNAMIC's 16): vLLM-Ascend refuses more TP than
+/// columns, and a TP that does not divide them loads columns // tp per rank and never the rest, with
+/// no error. The experts' TP is 1 under EP.
+fn expert_tp_columns(ctx: &Ctx<'_>, par: &Parallel) -> Option<Check> {
     let d = ctx.quant.and_then(|q| q.modelslim.as_ref())?;
-    if ctx.target != Target::VllmAscend || !d.types.values().any(|s| s == "W4A8_DYNAMIC") {
+    if ctx.target != Target::VllmAscend {
         return None;
     }
+    let schemes: std::collections::BTreeSet<&str> = d.types.values().map(String::as_str).collect();
+    let (scheme, k, source) = schemes.into_iter().find_map(|s| {
+        let c = crate::quant::modelslim::contract(s)?;
+        c.expert_tp_columns.map(|k| (s, k.max(1), c.expert_tp_source.as_str()))
+    })?;
     let tp = if par.ep { 1 } else { par.tp.max(1) };
-    let fix = "TP 1, 2, 4, 8 or 16 for the experts, or EP (--enable-expert-parallel: the experts' TP is 1)";
-    if tp > 16 {
+    let divisors: Vec<String> = (1..=k).filter(|t| k % t == 0).map(|t| t.to_string()).collect();
+    let fix =
+        format!("TP {} for the experts, or EP (--enable-expert-parallel: the experts' TP is 1)", divisors.join(", "));
+    if tp > k {
         return Some(
             fail(
                 Rule::ScaleLoad,
-                format!("w4a8 TP {tp} > 16"),
-                "ValueError: The current weight does not support moe part tp>16. (vllm_ascend/quantization/methods/w4a8.py :: AscendW4A8DynamicFusedMoEMethod.__init__: w2_scale_bias is [E, hidden, 16 // tp])",
+                format!("{} TP {tp} > {k}", scheme.to_lowercase()),
+                format!("ValueError: The current weight does not support moe part tp>{k}. ({source})"),
                 fix,
             )
             .with(vec![Remedy::layout()]),
         );
     }
-    if 16 % tp != 0 {
+    if k % tp != 0 {
         return Some(
             fail(
                 Rule::ScaleLoad,
-                format!("w4a8 16 % {tp}"),
+                format!("{} {k} % {tp}", scheme.to_lowercase()),
                 format!(
-                    "no error, wrong output: each rank's w2_scale_bias holds 16 // {tp} = {} of the checkpoint's 16 down-projection scale_bias columns, so {} are never loaded (vllm_ascend/quantization/methods/w4a8.py :: get_dynamic_quant_param_modelslim allocates [E, hidden, 16 // tp])",
-                    16 / tp,
-                    16 - tp * (16 / tp)
+                    "no error, wrong output: each rank's w2_scale_bias holds {k} // {tp} = {} of the checkpoint's {k} down-projection scale_bias columns ({scheme}), so {} are never loaded ({source})",
+                    k / tp,
+                    k - tp * (k / tp)
                 ),
                 fix,
             )
@@ -603,8 +607,10 @@ fn w4a8_scale_bias(ctx: &Ctx<'_>, par: &Parallel) -> Option<Check> {
     None
 }
 
+/// vLLM builds the model, then cannot load a merged layer's block scales (see
+/// [`crate::model::ModelSpec::merged_scale_overflow`]).
 fn scale_load(ctx: &Ctx<'_>, par: &Parallel) -> Check {
-    if let Some(c) = w4a8_scale_bias(ctx, par) {
+    if let Some(c) = expert_tp_columns(ctx, par) {
         return c;
     }
     let Some(ScaleLayout::Block { n: bn, .. }) = ctx.quant.and_then(|q| q.fp8_scale) else {

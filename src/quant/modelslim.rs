@@ -111,6 +111,13 @@ pub struct Contract {
     /// Weights packed this many values per byte along N (int4: 2); the checkpoint weight is [N / packed_n, K].
     #[serde(default = "one")]
     pub packed_n: u64,
+    /// The routed experts' down-projection `scale_bias` has this many columns, split by the experts'
+    /// TP (`w2_scale_bias` [E, hidden, columns // tp]): more TP than columns refuses to build, a TP
+    /// that does not divide them leaves columns unloaded. `expert_tp_source` cites vLLM-Ascend.
+    #[serde(default)]
+    pub expert_tp_columns: Option<u64>,
+    #[serde(default)]
+    pub expert_tp_source: String,
 }
 
 fn one() -> u64 {
