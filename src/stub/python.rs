@@ -342,7 +342,7 @@ fn load_weights(ctx: &Context<'_>, fused_to_base: bool) -> String {
         r#"        params = dict(self.named_parameters(remove_duplicate=False))
         loaded: set[str] = set()
         unmapped: list[str] = []
-        fused: list[tuple[str, torch.Tensor]] = []
+        to_base: list[tuple[str, torch.Tensor]] = []  # what only the base class's loader can place
         for name, tensor in weights:
             route = M.route(name)
             if route[0] == "skip":
@@ -350,7 +350,7 @@ fn load_weights(ctx: &Context<'_>, fused_to_base: bool) -> String {
             if route[0] == "buffer":
                 buffer = dict(self.named_buffers()).get(route[1])
                 if buffer is None:
-                    unmapped.append(f"{name} -> buffer {route[1]} (not built in this model)")
+                    to_base.append((name, tensor))  # a buffer under another module path
                 else:
                     default_weight_loader(buffer, tensor)
                     loaded.add(route[1])
@@ -363,7 +363,7 @@ fn load_weights(ctx: &Context<'_>, fused_to_base: bool) -> String {
             if is_pp_missing_parameter(param_name, self):
                 continue  # this pipeline stage does not hold it
             if spec["fused_experts"]:
-                fused.append((name, tensor))  # all experts in one tensor
+                to_base.append((name, tensor))  # all experts in one tensor
                 continue
             param = params.get(param_name)
             if param is None:
@@ -389,9 +389,9 @@ fn load_weights(ctx: &Context<'_>, fused_to_base: bool) -> String {
 "#,
     );
     if fused_to_base {
-        o.push_str("        if fused:\n            loaded |= set(super().load_weights(iter(fused)))\n");
+        o.push_str("        if to_base:\n            loaded |= set(super().load_weights(iter(to_base)))\n");
     } else {
-        o.push_str("        if fused:\n            raise NotImplementedError(\n                \"fused expert tensors need a loader for this new architecture: \"\n                + \", \".join(n for n, _ in fused)\n            )\n");
+        o.push_str("        if to_base:\n            raise NotImplementedError(\n                \"fused expert tensors and buffers need a loader for this new architecture: \"\n                + \", \".join(n for n, _ in to_base)\n            )\n");
     }
     o.push_str("        return loaded\n");
     o
