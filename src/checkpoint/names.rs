@@ -37,10 +37,50 @@ pub fn split_layer<'a>(name: &'a str, rules: &AuditRules) -> Option<LayerName<'a
 /// The name with every all-digit segment replaced by `*`: the pattern all layers / experts share
 /// (`model.layers.12.mlp.experts.7.w1` → `model.layers.*.mlp.experts.*.w1`).
 pub fn pattern(name: &str) -> String {
-    name.split('.')
-        .map(|s| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { "*" } else { s })
-        .collect::<Vec<_>>()
-        .join(".")
+    let mut out = String::with_capacity(name.len());
+    pattern_into(name, &mut out);
+    out
+}
+
+/// [`pattern`] into a buffer the caller reuses (no allocation once it is large enough).
+pub fn pattern_into(name: &str, out: &mut String) {
+    out.clear();
+    let b = name.as_bytes();
+    let mut start = 0;
+    while start <= b.len() {
+        let end = memchr::memchr(b'.', &b[start..]).map_or(b.len(), |p| start + p);
+        let seg = &b[start..end];
+        if !seg.is_empty() && seg.iter().all(u8::is_ascii_digit) {
+            out.push('*');
+        } else {
+            out.push_str(&name[start..end]);
+        }
+        if end < b.len() {
+            out.push('.');
+        }
+        start = end + 1;
+    }
+}
+
+/// The first byte offset of `needle` in `hay`, for the short strings tensor names are: a memchr
+/// for the needle's first byte, then a compare (no searcher to build per call, as `str::find` has).
+pub fn find(hay: &str, needle: &str) -> Option<usize> {
+    let (h, n) = (hay.as_bytes(), needle.as_bytes());
+    let Some((&first, rest)) = n.split_first() else { return Some(0) };
+    let mut i = 0;
+    while let Some(p) = memchr::memchr(first, &h[i..]) {
+        let at = i + p;
+        if h[at + 1..].starts_with(rest) {
+            return Some(at);
+        }
+        i = at + 1;
+    }
+    None
+}
+
+/// Whether `hay` contains `needle` ([`find`]).
+pub fn has(hay: &str, needle: &str) -> bool {
+    find(hay, needle).is_some()
 }
 
 /// Expert placement inside a layer's remainder.
@@ -123,5 +163,32 @@ mod tests {
         assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), "0..2,5,7..8");
         assert_eq!(ranges(&[4]), "4");
         assert_eq!(ranges(&[]), "");
+    }
+
+    #[test]
+    fn patterns_and_search_agree_with_std() {
+        for name in [
+            "model.layers.12.mlp.experts.7.w1",
+            "12",
+            "",
+            ".",
+            "a..b",
+            "layers.0.",
+            ".0.x",
+            "model.layers.01a.x",
+            "lm_head.weight",
+        ] {
+            let want = name
+                .split('.')
+                .map(|s| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { "*" } else { s })
+                .collect::<Vec<_>>()
+                .join(".");
+            assert_eq!(pattern(name), want, "{name:?}");
+            for needle in ["experts.", "e", ".", "", "w1", "xx", "model.layers.12.mlp.experts.7.w1x", "ee"] {
+                assert_eq!(find(name, needle), name.find(needle), "{name:?} {needle:?}");
+            }
+        }
+        assert_eq!(find("aab", "ab"), Some(1));
+        assert_eq!(find("mlp.eexperts.", "experts."), Some(5));
     }
 }

@@ -7,6 +7,7 @@ pub use crate::model::expected::{expected_params, Expected, Role, ScaleOf, Vars}
 
 use crate::arch::Partition;
 use crate::checkpoint::config::ModelConfig;
+use crate::checkpoint::names::{find, has};
 use crate::checkpoint::Checkpoint;
 use crate::findings::{Code, Finding};
 use crate::model::layout::padded_vocab;
@@ -150,7 +151,7 @@ pub fn apply_mapper(m: &rules::Mapper, name: &str) -> Option<String> {
     let mut n = String::with_capacity(name.len() + 16);
     n.push_str(name);
     for (from, to) in &m.substr {
-        if n.contains(from.as_str()) {
+        if has(&n, from) {
             n = n.replacen(from.as_str(), to.as_deref()?, 1);
         }
     }
@@ -201,7 +202,7 @@ pub fn route(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
     match route_raw(family, vars, name) {
         Route::Param { mut name, shard, expert, stacked } => {
             for (from, to) in &family.aliases {
-                if name.contains(from.as_str()) {
+                if has(&name, from) {
                     name = name.replacen(from.as_str(), to, 1);
                 }
             }
@@ -235,7 +236,7 @@ fn route_raw(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
     }
     for s in &family.skip {
         let hit = s.prefix.as_deref().is_some_and(|p| n.starts_with(p))
-            || s.substr.as_deref().is_some_and(|p| n.contains(p))
+            || s.substr.as_deref().is_some_and(|p| has(&n, p))
             || s.suffix.as_deref().is_some_and(|p| n.ends_with(p));
         if hit && vars.truthy(&s.when) {
             return Route::Skip(s.reason.clone());
@@ -243,14 +244,14 @@ fn route_raw(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
     }
     for b in &family.buffers {
         let hit = b.prefix.as_deref().is_some_and(|p| n.starts_with(p))
-            || b.substr.as_deref().is_some_and(|p| n.contains(p))
+            || b.substr.as_deref().is_some_and(|p| has(&n, p))
             || b.suffix.as_deref().is_some_and(|p| n.ends_with(p));
         if hit && vars.truthy(&b.when) {
             return Route::Buffer(b.reason.clone());
         }
     }
     if let Some(ex) = &family.experts {
-        if let Some(pos) = n.find("experts.") {
+        if let Some(pos) = find(&n, "experts.") {
             let rest = &n[pos + "experts.".len()..];
             let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
             if digits > 0 && rest.as_bytes().get(digits) == Some(&b'.') {
@@ -259,7 +260,10 @@ fn route_raw(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
                 for (ckpt, shard, param) in [(&ex.gate, "w1", "w13_"), (&ex.down, "w2", "w2_"), (&ex.up, "w3", "w13_")]
                 {
                     if let Some(tail) = after.strip_prefix(ckpt.as_str()).and_then(|t| t.strip_prefix('.')) {
-                        let name = format!("{}{}{param}{tail}", &n[..pos], ex.param);
+                        let mut name = String::with_capacity(pos + ex.param.len() + param.len() + tail.len());
+                        for part in [&n[..pos], ex.param.as_str(), param, tail] {
+                            name.push_str(part);
+                        }
                         return Route::Param { name, shard: Some(Value::from(shard)), expert: Some(e), stacked: false };
                     }
                 }
@@ -267,7 +271,7 @@ fn route_raw(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
         }
     }
     for s in &family.stacked {
-        if !n.contains(s.shard.as_str()) || s.within.as_deref().is_some_and(|w| !n.starts_with(w)) {
+        if !has(&n, &s.shard) || s.within.as_deref().is_some_and(|w| !n.starts_with(w)) {
             continue;
         }
         if vars.truthy(&s.when) {
@@ -584,12 +588,13 @@ pub fn remap_with(
                                         });
                                     }
                                 }
-                                let experts: Vec<u64> = match (expert, exp.fused_experts) {
-                                    (Some(x), _) => vec![x],
-                                    (None, true) => (0..exp.experts.unwrap_or(1)).collect(),
-                                    (None, false) => vec![u64::MAX],
+                                let experts = match (expert, exp.fused_experts) {
+                                    (Some(x), _) => x..x + 1,
+                                    (None, true) => 0..exp.experts.unwrap_or(1),
+                                    (None, false) => u64::MAX..u64::MAX,
                                 };
-                                for x in experts {
+                                let whole = (expert.is_none() && !exp.fused_experts).then_some(u64::MAX);
+                                for x in experts.chain(whole) {
                                     if let Some(prev) = filled.insert((pi, si, x), e.name.as_str()) {
                                         findings.add(Code::RemapDuplicate, &e.name, Some(&t.shard.name), || {
                                             format!(
@@ -726,22 +731,29 @@ pub fn remap_with(
 #[derive(Default)]
 struct Folder {
     groups: Vec<(Finding, String, usize)>,
-    index: FxHashMap<(Code, String), usize>,
+    /// pattern → (code, group) for each code seen with it (a handful at most).
+    index: FxHashMap<String, Vec<(Code, usize)>>,
+    /// The pattern of the tensor at hand, built in place (no allocation per tensor).
+    scratch: String,
 }
 
 impl Folder {
     fn add(&mut self, code: Code, tensor: &str, file: Option<&str>, message: impl FnOnce() -> String) {
-        let key = (code, crate::checkpoint::names::pattern(tensor));
-        if let Some(&i) = self.index.get(&key) {
+        crate::checkpoint::names::pattern_into(tensor, &mut self.scratch);
+        let codes = match self.index.get_mut(self.scratch.as_str()) {
+            Some(codes) => codes,
+            None => self.index.entry(self.scratch.clone()).or_default(),
+        };
+        if let Some(&(_, i)) = codes.iter().find(|(c, _)| *c == code) {
             self.groups[i].2 += 1;
             return;
         }
+        codes.push((code, self.groups.len()));
         let mut f = Finding::new(code, message()).tensor(tensor);
         if let Some(file) = file {
             f = f.file(file);
         }
-        self.index.insert(key.clone(), self.groups.len());
-        self.groups.push((f, key.1, 1));
+        self.groups.push((f, self.scratch.clone(), 1));
     }
 
     fn finish(self) -> Vec<Finding> {
