@@ -233,10 +233,10 @@ enum Cmd {
         /// Pipeline-parallel size.
         #[arg(long, visible_alias = "pipeline-parallel-size", default_value_t = 1)]
         pp: u64,
-        /// A device preset (h100, h200, a100, h20, ascend-a2, ascend-a2-32g, ascend-a3). Default: h100 for vllm, ascend-a2 for vllm-ascend.
-        #[arg(long, conflicts_with = "device_memory")]
+        /// A device preset (h100, h200, a100, h20, ascend-a2, ascend-a2-32g, ascend-a3, ascend-950pr, ascend-950dt). Default: h100 for vllm, ascend-a2 for vllm-ascend.
+        #[arg(long)]
         device: Option<String>,
-        /// Device memory instead of a preset, e.g. 64GiB.
+        /// Device memory instead of a preset's, e.g. 64GiB (with --device: that preset's kind with this memory).
         #[arg(long)]
         device_memory: Option<String>,
         /// The share of device memory vLLM may use, as vLLM's flag.
@@ -649,18 +649,28 @@ fn run(cli: Cli) -> Exit {
             json,
         } => {
             use crate::plan::{device::parse_size, device::Device, PlanOptions};
-            let device = match (device, device_memory) {
-                (Some(d), _) => match Device::preset(&d) {
-                    Some(d) => Some(d),
-                    None => {
-                        return Exit::usage(
-                            format!("--device {d}: unknown preset"),
-                            format!("use one of {}, or --device-memory SIZE", Device::preset_names()),
-                        )
-                    }
-                },
-                (None, Some(m)) => match parse_size(&m) {
-                    Some(b) if b > 0 => Some(Device::custom(b, target == Target::Vllm)),
+            let preset = match device.as_deref().map(|d| (d, Device::preset(d))) {
+                Some((_, Some(p))) => Some(p),
+                Some((d, None)) => {
+                    return Exit::usage(
+                        format!("--device {d}: unknown preset"),
+                        format!("use one of {}, or --device-memory SIZE", Device::preset_names()),
+                    )
+                }
+                None => None,
+            };
+            let device = match (preset, device_memory) {
+                (preset, Some(m)) => match parse_size(&m) {
+                    Some(b) if b > 0 => Some(match preset {
+                        // The preset's kind, with the total the user's npu-smi / nvidia-smi reports.
+                        Some(mut p) => {
+                            p.description =
+                                format!("{} — memory {} (--device-memory)", p.description, crate::ui::bytes(b));
+                            p.memory_bytes = b;
+                            p
+                        }
+                        None => Device::custom(b, target == Target::Vllm, None),
+                    }),
                     _ => {
                         let bare = m.trim().parse::<f64>().is_ok();
                         return Exit::usage(
@@ -673,7 +683,7 @@ fn run(cli: Cli) -> Exit {
                         );
                     }
                 },
-                (None, None) => None,
+                (preset, None) => preset,
             };
             let Some(reserve) = parse_size(&activation_reserve) else {
                 return Exit::usage(

@@ -26,3 +26,35 @@ impl Target {
         }
     }
 }
+
+/// vLLM-Ascend's hardware families (vllm_ascend/device/hardware.py :: AscendDeviceType, at
+/// vllm-ascend 182b75ea84: SOC 220–225 A2, 250–255 A3, 260 and every `ascend950*` SOC A5). Only
+/// A5 runs the MX and FP8 kernels the MX / FP8 ModelSlim schemes call (float8_e8m0fnu scales and
+/// float4_e2m1fn_x2 / float8_e4m3fn operands: vllm_ascend/quantization/utils.py, "operators like GMM
+/// in Ascend950").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Npu {
+    A2,
+    A3,
+    A5,
+}
+
+impl Npu {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Npu::A2 => "A2",
+            Npu::A3 => "A3",
+            Npu::A5 => "A5 (Ascend 950)",
+        }
+    }
+
+    /// Parse the family names scheme contracts use (`"A5"`).
+    pub fn parse(s: &str) -> Option<Npu> {
+        match s {
+            "A2" => Some(Npu::A2),
+            "A3" => Some(Npu::A3),
+            "A5" => Some(Npu::A5),
+            _ => None,
+        }
+    }
+}

@@ -143,7 +143,62 @@ fn fused_shards_must_share_one_scheme() {
     let f = findings_with(&v, "modelslim-scheme");
     assert_eq!(f.len(), 1, "{:#?}", v["findings"]);
     let msg = f[0]["message"].as_str().unwrap();
-    assert!(msg.contains("W8A16") && msg.contains("qkv_proj") && msg.contains("W8A8_DYNAMIC"), "{msg}");
+    assert!(
+        msg.contains("ValueError: Not all shards of model.layers.1.self_attn.qkv_proj are quantized with same quant type. Shard qkv_proj uses W8A16, but another shard uses W8A8_DYNAMIC."),
+        "{msg}"
+    );
+    // A FLOAT shard beside quantized ones: is_layer_skipped_ascend's ValueError.
+    edit_json(&c.dir.join("quant_model_description.json"), |d| {
+        d["model.layers.1.self_attn.k_proj.weight"] = Value::from("FLOAT");
+    });
+    let (_, v) = audit_ascend(&c.dir);
+    let f = findings_with(&v, "modelslim-scheme");
+    assert!(
+        f.iter().any(|f| f["message"].as_str().unwrap().contains(
+            "ValueError: Detected some but not all shards of model.layers.1.self_attn.qkv_proj are quantized. All shards of fused layers to have the same precision."
+        )),
+        "{f:#?}"
+    );
+}
+
+/// A layer weight the description does not list is vLLM-Ascend's KeyError when it builds the layer
+/// (lm_head.weight: vllm-ascend #8367); an MTP layer's only when speculative decoding builds the
+/// draft model (#5794): a warning.
+#[test]
+fn an_undescribed_layer_weight_is_vllm_ascends_keyerror() {
+    let c = copy_fixture("modelslim-llama-w8a8-dynamic");
+    edit_json(&c.dir.join("quant_model_description.json"), |d| {
+        d.as_object_mut().unwrap().remove("lm_head.weight");
+    });
+    let (_, v) = audit_ascend(&c.dir);
+    let f = findings_with(&v, "modelslim-undescribed");
+    assert!(
+        f.iter().any(|f| f["tensor"] == "lm_head.weight"
+            && f["message"].as_str().unwrap().contains("raises KeyError: 'lm_head.weight' when it builds the layer")),
+        "{f:#?}"
+    );
+    // An MTP layer (index num_hidden_layers = 2) the description leaves out.
+    let shard = std::fs::read_dir(&c.dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .unwrap();
+    let mut st = read_st(&shard);
+    let at = st.data.len() as u64;
+    st.data.extend_from_slice(&[0u8; 16 * 8 * 2]);
+    st.header.insert(
+        "model.layers.2.eh_proj.weight".into(),
+        serde_json::json!({"dtype": "BF16", "shape": [16, 8], "data_offsets": [at, at + 256]}),
+    );
+    write_st(&shard, &st);
+    edit_json(&index_path(&c.dir), |v| {
+        v["weight_map"]["model.layers.2.eh_proj.weight"] = Value::from(shard.file_name().unwrap().to_str().unwrap())
+    });
+    let (_, v) = audit_ascend(&c.dir);
+    let w = expect(&v, "modelslim-undescribed-mtp", "warning");
+    assert_eq!(w["tensor"], "model.layers.2.eh_proj.weight");
+    assert!(w["message"].as_str().unwrap().contains("with speculative decoding"), "{w}");
 }
 
 #[test]
@@ -214,7 +269,9 @@ fn w4a8_outside_the_experts_is_a_scheme_error() {
     let f = findings_with(&v, "modelslim-scheme");
     assert!(
         f.iter().any(|f| f["tensor"] == "model.layers.0.self_attn.o_proj.weight"
-            && f["message"].as_str().unwrap().contains("only for routed MoE experts")),
+            && f["message"].as_str().unwrap().contains(
+                "NotImplementedError: Currently, vLLM Ascend doesn't support quant_type=W4A8_DYNAMIC for layer_type=linear"
+            )),
         "{:#?}",
         v["findings"]
     );
@@ -274,4 +331,182 @@ fn w4a8_experts_split_scale_bias_sixteen_ways() {
         seen.push((tp, ep));
     }
     assert_eq!(seen.len(), 8);
+}
+
+/// W4A16 has a vLLM-Ascend method for MoE layers only (w4a16.py, `@register_scheme("W4A16", "moe")`):
+/// on a linear layer create_scheme_for_layer raises its NotImplementedError (vllm-ascend #6481).
+#[test]
+fn w4a16_on_a_linear_layer_is_vllm_ascends_notimplementederror() {
+    let c = copy_fixture("modelslim-llama-w8a8-dynamic");
+    edit_json(&c.dir.join("quant_model_description.json"), |d| {
+        d["model.layers.1.mlp.down_proj.weight"] = Value::from("W4A16");
+    });
+    let (_, v) = audit_ascend(&c.dir);
+    let f = findings_with(&v, "modelslim-scheme");
+    assert!(
+        f.iter().any(|f| f["tensor"] == "model.layers.1.mlp.down_proj.weight"
+            && f["message"].as_str().unwrap().contains(
+                "doesn't support quant_type=W4A16 for layer_type=linear. Please use a supported quantization format"
+            )),
+        "{:#?}",
+        v["findings"]
+    );
+}
+
+/// The llama W8A8_DYNAMIC fixture rewritten as W8A8_MXFP8 the way vLLM-Ascend's loader allocates it
+/// (w8a8_mxfp8.py: weight float8_e4m3fn [N, K], weight_scale uint8 [N, cdiv(K, 32)]; no offset).
+fn mxfp8_copy() -> Copy {
+    let c = copy_fixture("modelslim-llama-w8a8-dynamic");
+    let desc = c.dir.join("quant_model_description.json");
+    let d: Value = serde_json::from_slice(&std::fs::read(&desc).unwrap()).unwrap();
+    let quantized: std::collections::BTreeSet<String> = d
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, v)| v == &"W8A8_DYNAMIC" && k.ends_with(".weight"))
+        .map(|(k, _)| k.trim_end_matches(".weight").to_string())
+        .collect();
+    let mut shapes = std::collections::BTreeMap::new();
+    for p in std::fs::read_dir(&c.dir).unwrap().flatten().map(|e| e.path()) {
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            for (k, v) in read_st(&p).header {
+                if let Some(m) = k.strip_suffix(".weight").filter(|m| quantized.contains(*m)) {
+                    let shape: Vec<u64> = v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+                    shapes.insert(m.to_string(), shape);
+                }
+            }
+        }
+    }
+    transform_tensors(&c.dir, |n, v, b| {
+        let module = n.rsplit_once('.').map_or(n, |(m, _)| m);
+        if !quantized.contains(module) {
+            return vec![(n.to_string(), v.clone(), b.to_vec())];
+        }
+        if n.ends_with(".weight") {
+            let mut meta = v.clone();
+            meta["dtype"] = "F8_E4M3".into();
+            return vec![(n.to_string(), meta, b.to_vec())];
+        }
+        if n.ends_with(".weight_scale") {
+            let w = &shapes[module];
+            let cols = w[1].div_ceil(32);
+            let meta = serde_json::json!({"dtype": "U8", "shape": [w[0], cols]});
+            return vec![(n.to_string(), meta, vec![127u8; (w[0] * cols) as usize])];
+        }
+        Vec::new() // weight_offset: the MX method has none
+    });
+    edit_json(&desc, |d| {
+        let o = d.as_object_mut().unwrap();
+        o.retain(|k, _| !k.ends_with(".weight_offset") || !quantized.contains(k.trim_end_matches(".weight_offset")));
+        for (k, v) in o.iter_mut() {
+            if v == "W8A8_DYNAMIC" {
+                *v = Value::from("W8A8_MXFP8");
+            }
+            let _ = k;
+        }
+        o.insert("model_quant_type".into(), Value::from("W8A8_MXFP8"));
+    });
+    c
+}
+
+fn plan_ascend(dir: &Path, extra: &[&str]) -> Value {
+    let mut args = vec!["plan", dir.to_str().unwrap(), "--target", "vllm-ascend", "--tp", "1", "--json"];
+    args.extend_from_slice(extra);
+    let r = run(&args);
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", r.stdout, r.stderr))
+}
+
+fn check<'a>(cfg: &'a Value, rule: &str) -> &'a Value {
+    cfg["checks"].as_array().unwrap().iter().find(|k| k["rule"] == rule).unwrap()
+}
+
+/// The MX / FP8 ModelSlim schemes run only on Ascend 950 (vLLM-Ascend's A5): audit (whose
+/// vLLM-Ascend device is A2/A3) and plan on A2 refuse them with where the kernels are; plan on an
+/// `ascend-950pr` serves them and counts the stored bytes (fp8 weights, e8m0 scales).
+#[test]
+fn mx_schemes_need_an_ascend_950() {
+    let c = mxfp8_copy();
+    let (_, v) = audit_ascend(&c.dir);
+    assert!(findings_with(&v, "modelslim-companion").is_empty(), "the copy follows the loader: {:#?}", v["findings"]);
+    let t = expect(&v, "target-unsupported", "error");
+    let m = t["message"].as_str().unwrap();
+    assert!(m.contains("W8A8_MXFP8") && m.contains("Ascend A5") && m.contains("w8a8_mxfp8.py"), "{m}");
+
+    let a2 = plan_ascend(&c.dir, &[]);
+    let k = check(&a2["configs"][0], "target");
+    assert_eq!(k["status"], "fail", "{k}");
+    assert!(k["message"].as_str().unwrap().contains("this device is A2"), "{k}");
+
+    let a5 = plan_ascend(&c.dir, &["--device", "ascend-950pr"]);
+    let cfg = &a5["configs"][0];
+    assert_eq!(check(cfg, "target")["status"], "pass", "{cfg}");
+    let mut saved = 0u64;
+    for p in std::fs::read_dir(&c.dir).unwrap().flatten().map(|e| e.path()) {
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            saved += read_st(&p).data.len() as u64;
+        }
+    }
+    assert_eq!(cfg["per_rank_weight_bytes"].as_u64(), Some(saved));
+
+    // The preset's kind with the memory the user's npu-smi reports.
+    let own = plan_ascend(&c.dir, &["--device", "ascend-950dt", "--device-memory", "120GiB"]);
+    assert_eq!(own["device"]["memory_bytes"].as_u64(), Some(120 << 30), "{}", own["device"]);
+    assert_eq!(check(&own["configs"][0], "target")["status"], "pass");
+}
+
+/// W4A4_MXFP4_FLATQUANT refuses a TP above the description's `max_supported_tp` (default 4):
+/// w4a4_mxfp4_flatquant.py :: AscendW4A4MXFP4FlatQuantLinearMethod.__init__'s ValueError.
+#[test]
+fn flatquant_mxfp4_refuses_tp_above_max_supported_tp() {
+    let c = copy_fixture("modelslim-llama-w8a8-dynamic");
+    edit_json(&c.dir.join("quant_model_description.json"), |d| {
+        d["model.layers.0.self_attn.o_proj.weight"] = Value::from("W4A4_MXFP4_FLATQUANT");
+        d["max_supported_tp"] = Value::from(2);
+    });
+    let r = run(&[
+        "plan",
+        c.dir.to_str().unwrap(),
+        "--target",
+        "vllm-ascend",
+        "--device",
+        "ascend-950pr",
+        "--tp",
+        "2,4",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let by_tp = |tp: u64| v["configs"].as_array().unwrap().iter().find(|c| c["tp"] == tp).unwrap();
+    assert_eq!(check(by_tp(2), "target")["status"], "pass");
+    let k = check(by_tp(4), "target");
+    assert_eq!(k["status"], "fail");
+    assert!(
+        k["message"].as_str().unwrap().starts_with("ValueError: For W4A4_MXFP4_FLATQUANT, TP size (4) is not supported. Max supported TP size is 2, according to the max_supported_tp parameter in quant_description."),
+        "{k}"
+    );
+}
+
+/// ModelSlim C8 (`kv_cache_type: C8`): the attention layers whose `k_proj.kv_cache_scale` the
+/// description lists keep an int8 KV cache on vLLM-Ascend (kv_c8.py ::
+/// AscendC8KVCacheAttentionMethod.create_weights), half the bytes of a bf16 layer's.
+#[test]
+fn c8_layers_hold_an_int8_kv_cache() {
+    let c = copy_fixture("modelslim-llama-w8a8-dynamic");
+    let cfg: Value = serde_json::from_slice(&std::fs::read(c.dir.join("config.json")).unwrap()).unwrap();
+    let n = |k: &str| cfg[k].as_u64().unwrap();
+    let head_dim = cfg["head_dim"].as_u64().unwrap_or(n("hidden_size") / n("num_attention_heads"));
+    let bf16_layer = 2 * n("num_key_value_heads") * head_dim * 2;
+    let layers = n("num_hidden_layers");
+    let before = plan_ascend(&c.dir, &[]);
+    assert_eq!(before["configs"][0]["kv_bytes_per_token"].as_u64(), Some(layers * bf16_layer));
+    edit_json(&c.dir.join("quant_model_description.json"), |d| {
+        d["kv_cache_type"] = Value::from("C8");
+        d["model.layers.1.self_attn.k_proj.kv_cache_scale"] = Value::from("W8A8_DYNAMIC");
+        d["model.layers.1.self_attn.v_proj.kv_cache_scale"] = Value::from("W8A8_DYNAMIC");
+    });
+    let after = plan_ascend(&c.dir, &[]);
+    assert_eq!(after["configs"][0]["kv_bytes_per_token"].as_u64(), Some((layers - 1) * bf16_layer + bf16_layer / 2));
+    // vLLM on GPUs never reads the description.
+    let r = run(&["plan", c.dir.to_str().unwrap(), "--tp", "1", "--json"]);
+    let gpu: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(gpu["configs"][0]["kv_bytes_per_token"].as_u64(), Some(layers * bf16_layer));
 }

@@ -270,7 +270,12 @@ pub fn audit_for(
         use crate::quant::serve::{support, Support};
         // The target's default device: H100 (fp8 units) for vLLM, Ascend A2/A3 (none) for vLLM-Ascend.
         let fp8_device = target == crate::target::Target::Vllm;
-        if let Support::Unsupported { message, fix, .. } = support(s, target, fp8_device) {
+        if let Support::Unsupported { message, fix, .. } = support(
+            s,
+            target,
+            fp8_device,
+            (target == crate::target::Target::VllmAscend).then_some(crate::target::Npu::A2),
+        ) {
             findings.push(
                 crate::findings::Finding::new(
                     crate::findings::Code::TargetUnsupported,

@@ -424,6 +424,15 @@ fn modelslim_companions(
             }
         }
     }
+    // ... or [N, K / packed_k] (fp4 two per byte along K); companions read the logical K back.
+    if c.packed_k > 1 {
+        for (_, s) in shards.iter_mut() {
+            if let Some(k) = s.as_mut().and_then(|s| s.get_mut(1)) {
+                *k /= c.packed_k;
+            }
+        }
+    }
+    let (pk, g) = (c.packed_k, d.group());
     let stem = name.strip_suffix("weight").unwrap_or(name);
     let companions = c
         .companions
@@ -434,7 +443,7 @@ fn modelslim_companions(
             let comp_shards = shards
                 .iter()
                 .map(|(id, s)| {
-                    (id.clone(), s.as_ref().and_then(|s| comp.shape_for(s, id == "w2").into_iter().collect()))
+                    (id.clone(), s.as_ref().and_then(|s| comp.shape_for(s, id == "w2", pk, g).into_iter().collect()))
                 })
                 .collect();
             let dtype = comp.dtypes.first().and_then(|d| rules::AllocDtype::from_safetensors(d));
@@ -447,7 +456,9 @@ fn modelslim_companions(
         let part = if per_row && partition != Partition::Row { partition } else { Partition::Replicated };
         let comp_shards = shards
             .iter()
-            .map(|(id, s)| (id.clone(), s.as_ref().and_then(|s| comp.shape_for(s, id == "w2").into_iter().collect())))
+            .map(|(id, s)| {
+                (id.clone(), s.as_ref().and_then(|s| comp.shape_for(s, id == "w2", pk, g).into_iter().collect()))
+            })
             .collect();
         let dtype = comp.dtypes.first().and_then(|d| rules::AllocDtype::from_safetensors(d));
         let mut e = base(format!("{stem}{}", comp.suffix), part, comp_shards, role, dtype, None);

@@ -21,6 +21,8 @@ pub struct KvCache {
     pub linear_layers: u64,
     /// Latent (MLA) cache: one vector of kv_lora_rank + qk_rope_head_dim per token and layer, on every rank.
     pub mla: bool,
+    /// Layers whose cache is int8 (ModelSlim C8), counted at one byte per element.
+    pub int8_layers: u64,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -53,7 +55,16 @@ fn layer_kinds(cfg: &ModelConfig) -> Vec<LayerKind> {
     }
 }
 
-pub fn kv_cache(cfg: &ModelConfig, fam: &FamilyParallel, par: &Parallel, elem: u64, max_model_len: u64) -> KvCache {
+/// `int8_layers`: decoder layers whose KV cache is int8 whatever `elem` is (ModelSlim C8 on
+/// vLLM-Ascend: [`crate::quant::modelslim::Description::c8_layers`]).
+pub fn kv_cache(
+    cfg: &ModelConfig,
+    fam: &FamilyParallel,
+    par: &Parallel,
+    elem: u64,
+    max_model_len: u64,
+    int8_layers: &std::collections::BTreeSet<u64>,
+) -> KvCache {
     let tp = par.tp.max(1);
     let kinds = layer_kinds(cfg);
     let per_layer_token = if let Some(mla) = &cfg.mla {
@@ -79,8 +90,16 @@ pub fn kv_cache(cfg: &ModelConfig, fam: &FamilyParallel, par: &Parallel, elem: u
         ) / tp;
         ssm.saturating_add(conv).saturating_mul(elem)
     });
-    let mut kv = KvCache { mla: cfg.mla.is_some(), ..Default::default() };
-    for k in kinds {
+    let mut kv = KvCache { mla: cfg.mla.is_some(), int8_layers: 0, ..Default::default() };
+    // One element's bytes scale a layer's token: an int8 (C8) layer holds per_layer_token / elem * 1.
+    let int8_token = per_layer_token.checked_div(elem.max(1)).unwrap_or(0);
+    for (i, k) in kinds.into_iter().enumerate() {
+        let per_layer_token = if int8_layers.contains(&(i as u64)) && !matches!(k, LayerKind::Linear) {
+            kv.int8_layers += 1;
+            int8_token
+        } else {
+            per_layer_token
+        };
         match k {
             LayerKind::Full => {
                 kv.full_layers += 1;

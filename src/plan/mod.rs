@@ -616,6 +616,7 @@ impl Planner<'_> {
             quant,
             target: opts.target,
             fp8_device: self.device.fp8,
+            npu: self.device.npu,
             spec: input.spec.as_ref(),
             refusal: input.refusal.as_ref(),
         };
@@ -635,7 +636,12 @@ impl Planner<'_> {
         checks.push(len_check);
         let w = input.spec.as_ref().map(|spec| spec.rank_weights(par)).unwrap_or_default();
         let weights = if serves_bf16 { w.bf16 } else { w.stored };
-        let kv: KvCache = memory::kv_cache(cfg, &self.fam, par, kv_elem, max_model_len);
+        // ModelSlim C8: vLLM-Ascend keeps these layers' KV cache in int8, whatever --kv-cache-dtype says.
+        let c8 = match (opts.target, quant.and_then(|q| q.modelslim.as_ref())) {
+            (Target::VllmAscend, Some(d)) => d.c8_layers(),
+            _ => Default::default(),
+        };
+        let kv: KvCache = memory::kv_cache(cfg, &self.fam, par, kv_elem, max_model_len, &c8);
         let available = budget.saturating_sub(weights).saturating_sub(opts.activation_reserve_bytes);
         let max_seqs = available.checked_div(kv.bytes_per_seq).unwrap_or(0);
         checks.push(weights_check(weights, budget, opts, &self.device));

@@ -16,6 +16,8 @@ pub struct Ctx<'a> {
     pub quant: Option<&'a QuantScheme>,
     pub target: Target,
     pub fp8_device: bool,
+    /// The Ascend hardware family (None: a GPU).
+    pub npu: Option<crate::target::Npu>,
     /// The parameters vLLM builds, where a family describes the architecture.
     pub spec: Option<&'a crate::model::ModelSpec>,
     /// vLLM's refusal of the architecture (message, fix), from [`crate::arch::registry::refusal`].
@@ -542,7 +544,31 @@ fn pp(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     pass(Rule::Pp, if lo == hi { format!("{lo} layers") } else { format!("{lo}-{hi} layers") })
 }
 
-fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
+/// A ModelSlim scheme whose method refuses a TP above a description value (the contract's
+/// `tp_limit`: W4A4_MXFP4_FLATQUANT's `max_supported_tp`, default 4), with the method's own text.
+fn scheme_tp_limit(ctx: &Ctx<'_>, par: &Parallel) -> Option<Check> {
+    let d = ctx.quant.and_then(|q| q.modelslim.as_ref()).filter(|_| ctx.target == Target::VllmAscend)?;
+    let schemes: std::collections::BTreeSet<&str> = d.types.values().map(String::as_str).collect();
+    schemes.into_iter().find_map(|s| {
+        let c = crate::quant::modelslim::contract(s)?;
+        let lim = c.tp_limit.as_ref()?;
+        let max = d.numbers.get(&lim.key).copied().unwrap_or(lim.default);
+        (par.tp > max).then(|| {
+            fail(
+                Rule::Target,
+                format!("{s}: TP <= {max}"),
+                format!(
+                    "{} ({})",
+                    lim.error.replace("{tp}", &par.tp.to_string()).replace("{max}", &max.to_string()),
+                    c.source
+                ),
+                format!("TP {max} or less (more replicas with --dp), or a description with a larger `{}`", lim.key),
+            )
+        })
+    })
+}
+
+fn target(ctx: &Ctx<'_>, par: &Parallel) -> Check {
     use crate::quant::serve::{support, Support};
     // An architecture vLLM does not serve stops it before any layout matters (audit's
     // `architecture-unsupported`, from the same resolution).
@@ -550,8 +576,11 @@ fn target(ctx: &Ctx<'_>, _par: &Parallel) -> Check {
         return fail(Rule::Target, "no arch", message.clone(), fix.clone());
     }
     let Some(q) = ctx.quant else { return pass(Rule::Target, "bf16") };
-    match support(q, ctx.target, ctx.fp8_device) {
-        Support::Native(label) => pass(Rule::Target, label),
+    match support(q, ctx.target, ctx.fp8_device, ctx.npu) {
+        Support::Native(label) => match scheme_tp_limit(ctx, par) {
+            Some(limited) => limited,
+            None => pass(Rule::Target, label),
+        },
         Support::Caveat { short, message } => caveat(Rule::Target, short, message),
         Support::Unsupported { short, message, fix } => {
             let remedy = Remedy::bf16(fix.clone());

@@ -34,6 +34,14 @@ pub struct Description {
     pub model_quant_type: Option<String>,
     /// Tensor name → scheme (`FLOAT`, `W8A8_DYNAMIC`, …).
     pub types: HashMap<String, String>,
+    /// `group_size` (the MX methods' scale group along K; they default it to 32).
+    pub group_size: Option<u64>,
+    /// `kv_cache_type` (`C8`: an int8 KV cache on the attention layers that carry
+    /// `k_proj.kv_cache_scale`).
+    pub kv_cache_type: Option<String>,
+    /// Every other non-tensor key with a number (`max_supported_tp`, …), for the contracts'
+    /// `tp_limit`.
+    pub numbers: BTreeMap<String, u64>,
 }
 
 impl Description {
@@ -48,7 +56,50 @@ impl Description {
             file: file.to_string(),
             model_quant_type: obj.get("model_quant_type").and_then(Value::as_str).map(str::to_string),
             types,
+            group_size: obj.get("group_size").and_then(Value::as_u64),
+            kv_cache_type: obj.get("kv_cache_type").and_then(Value::as_str).map(str::to_string),
+            numbers: obj.iter().filter_map(|(k, v)| Some((k.clone(), v.as_u64()?))).collect(),
         })
+    }
+
+    /// The MX scale group along K (vLLM-Ascend's methods: `quant_description.get("group_size", 32)`).
+    pub fn group(&self) -> u64 {
+        self.group_size.filter(|&g| g > 0).unwrap_or(32)
+    }
+
+    /// The decoder layers whose KV cache vLLM-Ascend keeps in int8 (C8): with `kv_cache_type` C8,
+    /// those whose `…k_proj.kv_cache_scale` the description lists
+    /// (vllm_ascend/quantization/modelslim_config.py :: _add_kvcache_quant_metadata, and
+    /// methods/kv_c8.py :: AscendC8KVCacheAttentionMethod.create_weights: kv_cache_torch_dtype int8
+    /// unless the instance is a PD KV producer; vllm-ascend 182b75ea84). Empty without C8.
+    pub fn c8_layers(&self) -> std::collections::BTreeSet<u64> {
+        if self.kv_cache_type.as_deref() != Some("C8") {
+            return Default::default();
+        }
+        self.types
+            .keys()
+            .filter(|k| k.contains("k_proj.kv_cache_scale"))
+            .filter_map(|k| {
+                // vLLM-Ascend joins every `.N.` group of the name; one layer index is the case it handles.
+                let ids: String =
+                    k.split('.').filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).collect();
+                ids.parse().ok()
+            })
+            .collect()
+    }
+
+    /// The schemes the description uses whose methods need another hardware family than `npu`
+    /// (scheme, family, the contract's source), sorted.
+    pub fn needs_device(&self, npu: Option<crate::target::Npu>) -> Vec<(&str, crate::target::Npu, &'static str)> {
+        let schemes: std::collections::BTreeSet<&str> = self.types.values().map(String::as_str).collect();
+        schemes
+            .into_iter()
+            .filter_map(|s| {
+                let c = contract(s)?;
+                let want = crate::target::Npu::parse(c.device.as_deref()?)?;
+                (npu != Some(want)).then_some((s, want, c.source.as_str()))
+            })
+            .collect()
     }
 
     /// The description beside the weights: the current pipeline's name first, then the older API's
@@ -89,8 +140,9 @@ impl Description {
 pub struct Companion {
     pub suffix: String,
     pub dtypes: Vec<String>,
-    /// Over the checkpoint weight's [N, K]: `N`, `K`, `N2` (2N: int4 packed two per byte), `K/2`, a
-    /// number, or `*`.
+    /// Over the checkpoint weight's [N, K] (K logical: the contract's `packed_k` times the stored
+    /// K): `N`, `K`, `N2` (2N: int4 packed two per byte), `K/2`, `K/G` (cdiv by the description's
+    /// group size), a number, or `*`.
     pub shape: Vec<String>,
     /// The shape for an MoE down projection (FusedMoE shard `w2`), where it differs.
     #[serde(default)]
@@ -105,9 +157,23 @@ pub struct Contract {
     /// never required; dtype `model`: the model's dtype).
     #[serde(default)]
     pub allocated: Vec<Companion>,
-    /// vLLM-Ascend has a method for it on routed experts only.
+    /// The layer types vLLM-Ascend registers a method for (`linear`, `moe`).
+    pub layers: Vec<LayerType>,
+    /// The hardware family its kernels need (`A5`: Ascend 950); none: every A2 / A3 / A5.
     #[serde(default)]
-    pub experts_only: bool,
+    pub device: Option<String>,
+    /// Values per stored element along K (fp4: 2): the weight is [N, K / packed_k] on disk.
+    #[serde(default = "one")]
+    pub packed_k: u64,
+    /// A TP the method refuses above a description value.
+    #[serde(default)]
+    pub tp_limit: Option<TpLimit>,
+    /// The vLLM-Ascend source the contract mirrors.
+    #[serde(default)]
+    pub source: String,
+    /// The msModelSlim checkpoint that exercises it, or why there is none.
+    #[serde(default)]
+    pub fixture: String,
     /// Weights packed this many values per byte along N (int4: 2); the checkpoint weight is [N / packed_n, K].
     #[serde(default = "one")]
     pub packed_n: u64,
@@ -122,6 +188,45 @@ pub struct Contract {
 
 fn one() -> u64 {
     1
+}
+
+/// vLLM-Ascend's layer types for quantization methods (`@register_scheme(quant_type, layer_type)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerType {
+    Linear,
+    Moe,
+}
+
+impl LayerType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerType::Linear => "linear",
+            LayerType::Moe => "moe",
+        }
+    }
+}
+
+/// A TP limit read from the description (`key`, or `default` when absent); `error` is the method's
+/// text with `{tp}` and `{max}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TpLimit {
+    pub key: String,
+    pub default: u64,
+    pub error: String,
+}
+
+impl Contract {
+    /// Whether vLLM-Ascend has a method for this scheme on `layer`.
+    pub fn serves(&self, layer: LayerType) -> bool {
+        self.layers.contains(&layer)
+    }
+
+    /// The NotImplementedError vLLM-Ascend raises for a scheme on a layer type it has no method
+    /// for (vllm_ascend/quantization/modelslim_config.py :: create_scheme_for_layer, 182b75ea84).
+    pub fn unsupported_text(scheme: &str, layer: LayerType) -> String {
+        format!("NotImplementedError: Currently, vLLM Ascend doesn't support quant_type={scheme} for layer_type={}. Please use a supported quantization format or load the model with its original float weights.", layer.as_str())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,8 +253,9 @@ pub fn contract(scheme: &str) -> Option<&'static Contract> {
 impl Companion {
     /// The expected shape for a weight of checkpoint shape `[n, k]` (None for a `*` dimension);
     /// `down`: the weight is an MoE down projection.
-    pub fn shape_for(&self, weight: &[u64], down: bool) -> Vec<Option<u64>> {
+    pub fn shape_for(&self, weight: &[u64], down: bool, packed_k: u64, group: u64) -> Vec<Option<u64>> {
         let (n, k) = (weight.first().copied().unwrap_or(0), weight.get(1).copied().unwrap_or(1));
+        let k = k.saturating_mul(packed_k.max(1));
         let dims = match (&self.shape_down, down) {
             (Some(d), true) => d,
             _ => &self.shape,
@@ -160,6 +266,7 @@ impl Companion {
                 "N2" => Some(n.saturating_mul(2)),
                 "K" => Some(k),
                 "K/2" => Some(k / 2),
+                "K/G" => Some(k.div_ceil(group.max(1))),
                 "*" => None,
                 lit => lit.parse().ok(),
             })
@@ -180,20 +287,33 @@ pub fn check(ck: &Checkpoint, d: &Description, out: &mut Vec<Finding>) {
             .file(file),
         );
     }
+    let main_layers = ck.config.as_ref().and_then(|c| c.num_layers);
     for t in ck.tensors() {
-        if !d.types.contains_key(&t.entry.name) {
-            out.push(
-                Finding::new(
-                    Code::ModelslimUndescribed,
-                    format!(
-                        "{} is not in {file}: vLLM-Ascend decides every layer's scheme from that file",
-                        t.entry.name
-                    ),
-                )
-                .file(&t.shard.name)
-                .tensor(&t.entry.name),
-            );
+        let name = t.entry.name.as_str();
+        if d.types.contains_key(name) {
+            continue;
         }
+        // A linear / embedding weight: vLLM-Ascend looks its layer up by `<prefix>.weight` when it
+        // builds it (get_quant_method → create_scheme_for_layer → get_linear_quant_type, or
+        // is_layer_skipped_ascend for a fused layer: quant_description[key], 182b75ea84).
+        let layer_weight = name.ends_with(".weight") && t.entry.shape.len() == 2;
+        let layer = name.split('.').skip_while(|s| *s != "layers").nth(1).and_then(|n| n.parse::<u64>().ok());
+        let mtp = layer.zip(main_layers).is_some_and(|(l, n)| l >= n);
+        let (code, message) = match (layer_weight, mtp) {
+            (true, true) => (
+                Code::ModelslimUndescribedMtp,
+                format!("{name} (MTP layer {}) is not in {file}: with speculative decoding vLLM-Ascend raises KeyError: '{name}' building the draft model", layer.unwrap_or(0)),
+            ),
+            (true, false) => (
+                Code::ModelslimUndescribed,
+                format!("{name} is not in {file}: vLLM-Ascend raises KeyError: '{name}' when it builds the layer (modelslim_config.py :: get_linear_quant_type)"),
+            ),
+            _ => (
+                Code::ModelslimUndescribed,
+                format!("{name} is not in {file}: vLLM-Ascend decides every layer's scheme from that file"),
+            ),
+        };
+        out.push(Finding::new(code, message).file(&t.shard.name).tensor(name));
     }
     let mut names: Vec<(&String, &String)> = d.types.iter().collect();
     names.sort();
@@ -211,7 +331,10 @@ pub fn check(ck: &Checkpoint, d: &Description, out: &mut Vec<Finding>) {
             out.push(
                 Finding::new(
                     Code::ModelslimScheme,
-                    format!("{name} is {scheme} in {file}, a scheme vLLM-Ascend has no method for"),
+                    format!(
+                        "{name} is {scheme} in {file}, a scheme vLLM-Ascend registers no method for: {}",
+                        Contract::unsupported_text(scheme, LayerType::Linear)
+                    ),
                 )
                 .file(file)
                 .tensor(name),
@@ -251,8 +374,10 @@ pub fn check(ck: &Checkpoint, d: &Description, out: &mut Vec<Finding>) {
                 want.len() == ct.entry.shape.len()
                     && want.iter().zip(&ct.entry.shape).all(|(w, h)| w.is_none_or(|w| w == *h))
             };
-            let want = comp.shape_for(&t.entry.shape, false);
-            let shape_ok = fits(&want) || (comp.shape_down.is_some() && fits(&comp.shape_for(&t.entry.shape, true)));
+            let (pk, g) = (c.packed_k, d.group());
+            let want = comp.shape_for(&t.entry.shape, false, pk, g);
+            let shape_ok =
+                fits(&want) || (comp.shape_down.is_some() && fits(&comp.shape_for(&t.entry.shape, true, pk, g)));
             let dtype_ok = comp.dtypes.iter().any(|d| d == ct.entry.dtype.as_str());
             if !shape_ok || !dtype_ok {
                 let want: Vec<String> = want.iter().map(|d| d.map_or("*".into(), |d| d.to_string())).collect();
@@ -289,7 +414,70 @@ mod tests {
         let c = contract("W4A8_DYNAMIC").unwrap();
         let sb = c.companions.iter().find(|x| x.suffix == "scale_bias").unwrap();
         // down_proj weight [hidden / 2, intermediate] = [64, 48] (int4 packed along N).
-        assert_eq!(sb.shape_for(&[64, 48], true), vec![Some(128), Some(16)]);
-        assert_eq!(sb.shape_for(&[24, 128], false), vec![Some(48), Some(1)]);
+        assert_eq!(sb.shape_for(&[64, 48], true, 1, 32), vec![Some(128), Some(16)]);
+        assert_eq!(sb.shape_for(&[24, 128], false, 1, 32), vec![Some(48), Some(1)]);
+    }
+
+    /// Every scheme vLLM-Ascend 182b75ea84 registers with `@register_scheme(quant_type, layer_type)`
+    /// in vllm_ascend/quantization/methods/*.py (the 310P set and the attention schemes aside) has a
+    /// contract with exactly those layer types, a source and a fixture or the reason it has none.
+    #[test]
+    fn every_registered_scheme_has_a_contract() {
+        use LayerType::{Linear, Moe};
+        let registered: &[(&str, &[LayerType])] = &[
+            ("W8A8", &[Linear]),
+            ("W8A8_DYNAMIC", &[Linear, Moe]),
+            ("W8A8_MIX", &[Linear]),
+            ("W8A16", &[Linear]),
+            ("W4A16", &[Moe]),
+            ("W4A8_DYNAMIC", &[Moe]),
+            ("W4A4_DYNAMIC", &[Linear]),
+            ("W4A4_FLATQUANT_DYNAMIC", &[Linear]),
+            ("W4A4_MXFP4", &[Linear, Moe]),
+            ("W4A4_MXFP4_FLATQUANT", &[Linear]),
+            ("W4A8_MXFP", &[Linear, Moe]),
+            ("W4A16_MXFP4", &[Moe]),
+            ("W8A8_MXFP8", &[Linear, Moe]),
+            ("W8A8FP8_DYNAMIC", &[Linear, Moe]),
+        ];
+        for (scheme, layers) in registered {
+            let c = contract(scheme).unwrap_or_else(|| panic!("{scheme}: no contract"));
+            assert_eq!(&c.layers, layers, "{scheme}");
+            assert!(c.source.contains("vllm_ascend/"), "{scheme}: source");
+            assert!(!c.fixture.is_empty(), "{scheme}: fixture or reason");
+        }
+        let a5: Vec<&str> =
+            registered.iter().map(|r| r.0).filter(|s| contract(s).unwrap().device.as_deref() == Some("A5")).collect();
+        assert_eq!(
+            a5,
+            ["W4A4_MXFP4", "W4A4_MXFP4_FLATQUANT", "W4A8_MXFP", "W4A16_MXFP4", "W8A8_MXFP8", "W8A8FP8_DYNAMIC"]
+        );
+    }
+
+    /// MX scales: one e8m0 byte per group of 32 along the logical K; fp4 weights store K / 2.
+    #[test]
+    fn mx_scale_shapes_follow_the_group_and_the_packing() {
+        let fp4 = contract("W4A4_MXFP4").unwrap();
+        let s = &fp4.companions[0];
+        // weight [N=256, K/2=512]: logical K 1024, 32 groups.
+        assert_eq!(s.shape_for(&[256, 512], false, fp4.packed_k, 32), vec![Some(256), Some(32)]);
+        let fp8 = contract("W8A8_MXFP8").unwrap();
+        assert_eq!(fp8.companions[0].shape_for(&[256, 100], false, fp8.packed_k, 32), vec![Some(256), Some(4)]);
+    }
+
+    #[test]
+    fn c8_layers_come_from_the_kv_cache_scales() {
+        let v = serde_json::json!({
+            "kv_cache_type": "C8",
+            "model.layers.0.self_attn.k_proj.kv_cache_scale": "W8A8",
+            "model.layers.3.self_attn.k_proj.kv_cache_scale": "W8A8",
+            "model.layers.1.self_attn.v_proj.kv_cache_scale": "W8A8",
+            "model.layers.1.self_attn.q_proj.weight": "W8A8_DYNAMIC",
+        });
+        let d = Description::from_value(DESCRIPTION, &v).unwrap();
+        assert_eq!(d.c8_layers().into_iter().collect::<Vec<_>>(), vec![0, 3]);
+        let mut no = v.clone();
+        no["kv_cache_type"] = "".into();
+        assert!(Description::from_value(DESCRIPTION, &no).unwrap().c8_layers().is_empty());
     }
 }

@@ -3,6 +3,7 @@
 //! disagree. Each refusal is the error the target itself raises, with where it raises it.
 
 use super::scheme::{QuantMethod, QuantScheme};
+use crate::target::Npu;
 use crate::target::Target;
 
 /// What the target does with the scheme.
@@ -57,8 +58,8 @@ pub const VLLM_METHODS: &[&str] = &[
     "mxfp8",
 ];
 
-/// Whether `target` (on a device with or without fp8 units) serves `q`.
-pub fn support(q: &QuantScheme, target: Target, fp8_device: bool) -> Support {
+/// Whether `target` (on a device with or without fp8 units; for vLLM-Ascend, the NPU family) serves `q`.
+pub fn support(q: &QuantScheme, target: Target, fp8_device: bool, npu: Option<Npu>) -> Support {
     let method = q.method.as_str();
     let unsupported =
         |short: String, message: String, fix: &str| Support::Unsupported { short, message, fix: fix.to_string() };
@@ -67,7 +68,7 @@ pub fn support(q: &QuantScheme, target: Target, fp8_device: bool) -> Support {
             if q.method == QuantMethod::Fp8 && !fp8_device {
                 return unsupported(
                     "fp8 unsupported".into(),
-                    "NotImplementedError (vllm_ascend/quantization/fp8_config.py :: AscendFp8Config.get_quant_method): native fp8 checkpoints cannot be served on Ascend A2/A3, which have no fp8 units".into(),
+                    "NotImplementedError (vllm_ascend/quantization/fp8_config.py :: AscendFp8Config.get_quant_method raises it for every layer, vllm-ascend 182b75ea84): vLLM-Ascend serves no native fp8 checkpoint — A2/A3 have no fp8 units, and Ascend 950 runs fp8 only through the ModelSlim W8A8_MXFP8 / W8A8FP8_DYNAMIC schemes".into(),
                     &format!("convert to bf16 with `ckptpilot dequant MODEL --out DIR`, {LOAD_TIME_DEQUANT}, or use a ModelSlim W8A8 checkpoint with --quantization ascend"),
                 );
             }
@@ -77,6 +78,34 @@ pub fn support(q: &QuantScheme, target: Target, fp8_device: bool) -> Support {
                     format!("{method} fp8 weights need fp8 units, which Ascend A2/A3 do not have"),
                     &format!("convert to bf16 with `ckptpilot dequant`, {LOAD_TIME_DEQUANT}, or use a ModelSlim W8A8 checkpoint"),
                 );
+            }
+            // ModelSlim schemes whose kernels exist on one hardware family only (the contracts'
+            // `device`): vLLM-Ascend does not check it before loading.
+            if let Some(d) = q.modelslim.as_deref() {
+                let need = d.needs_device(npu);
+                if let Some(&(_, want, _)) = need.first() {
+                    let schemes: Vec<String> = need
+                        .iter()
+                        .map(|(s, _, _)| {
+                            let n = d.types.values().filter(|t| t == s).count();
+                            format!("{s} ({n} tensors)")
+                        })
+                        .collect();
+                    return unsupported(
+                        format!("needs {}", want.as_str()),
+                        format!(
+                            "{} run only on Ascend {}: their methods ({}) call MX / FP8 kernels that exist on A5 only; this device is {} — vLLM-Ascend does not check the device before loading, so it fails inside torch_npu's kernels, not with a message of its own",
+                            schemes.join(", "),
+                            want.as_str(),
+                            need.iter()
+                                .map(|(_, _, src)| src.split_once(".py").map_or(*src, |(f, _)| f).to_string() + ".py")
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            npu.map_or("a GPU", Npu::as_str)
+                        ),
+                        "plan for an Ascend 950 (`--device ascend-950pr` or `ascend-950dt`), or quantize the bf16 checkpoint to a scheme A2/A3 serve (`ckptpilot quantize --to w8a8-dynamic`)",
+                    );
+                }
             }
             // vllm_ascend/platform.py :: NPUPlatform.supported_quantization.
             let supported = matches!(

@@ -447,8 +447,8 @@ pub fn remap_with(
     // (parameter, shard, expert) → the row that filled it.
     // ModelSlim: the scheme of the first shard stacked into each fused parameter.
     let modelslim = quant.as_ref().and_then(|q| q.modelslim.clone());
-    let mut fused_scheme: FxHashMap<String, (String, String)> = FxHashMap::default();
-    let mut fused_mixed: HashSet<String> = HashSet::new();
+    // fused parameter → its shards' (order in the family's stacked rules, scheme, tensor, file).
+    let mut fused_scheme: BTreeMap<String, Vec<(usize, String, String, String)>> = BTreeMap::new();
     let mut filled: FxHashMap<(usize, usize, u64), &str> =
         FxHashMap::with_capacity_and_hasher(ck.tensor_count(), Default::default());
     for t in ck.tensors() {
@@ -492,17 +492,19 @@ pub fn remap_with(
             Route::Param { name, shard, expert, stacked } => {
                 if let (true, Some(d)) = (stacked && e.name.ends_with(".weight"), &modelslim) {
                     let scheme = d.types.get(&e.name).cloned().unwrap_or_default();
-                    match fused_scheme.get(&name) {
-                        Some((first, other)) if *first != scheme && fused_mixed.insert(name.clone()) => {
-                            findings.add(Code::ModelslimScheme, &e.name, Some(&t.shard.name), || {
-                                format!("{} is {scheme} but {other}, fused with it into {name}, is {first}: vLLM-Ascend requires the shards of a fused layer to share one scheme", e.name)
-                            });
-                        }
-                        Some(_) => {}
-                        None => {
-                            fused_scheme.insert(name.clone(), (scheme, e.name.clone()));
-                        }
-                    }
+                    // vLLM-Ascend walks a fused layer's shards in packed_modules_mapping order (the
+                    // family's stacked rules', by shard id).
+                    let order = family
+                        .stacked
+                        .iter()
+                        .position(|r| Some(&r.id) == shard.as_ref() && name.contains(r.param.as_str()))
+                        .unwrap_or(usize::MAX);
+                    fused_scheme.entry(name.clone()).or_default().push((
+                        order,
+                        scheme,
+                        e.name.clone(),
+                        t.shard.name.clone(),
+                    ));
                 }
                 match by_name.get(name.as_str()).map(|&i| (i, &expected[i])) {
                     None => {
@@ -553,11 +555,18 @@ pub fn remap_with(
                         }
                         // A ModelSlim scheme vLLM-Ascend serves only for routed experts, on another layer.
                         if let Some(scheme) = modelslim.as_ref().and_then(|d| d.types.get(&e.name)) {
-                            let experts_only =
-                                crate::quant::modelslim::contract(scheme).is_some_and(|c| c.experts_only);
-                            if experts_only && exp.partition != Partition::Expert && e.name.ends_with(".weight") {
+                            use crate::quant::modelslim::{Contract, LayerType};
+                            let layer =
+                                if exp.partition == Partition::Expert { LayerType::Moe } else { LayerType::Linear };
+                            let unserved = crate::quant::modelslim::contract(scheme).is_some_and(|c| !c.serves(layer));
+                            if unserved && e.name.ends_with(".weight") {
                                 findings.add(Code::ModelslimScheme, &e.name, Some(&t.shard.name), || {
-                                    format!("{} is {scheme}, which vLLM-Ascend serves only for routed MoE experts; {name} is not one", e.name)
+                                    format!(
+                                        "{} is {scheme}, and {name} is a {} layer: {}",
+                                        e.name,
+                                        layer.as_str(),
+                                        Contract::unsupported_text(scheme, layer)
+                                    )
                                 });
                             }
                         }
@@ -662,6 +671,26 @@ pub fn remap_with(
             format!(" ({})", slots.join(", "))
         };
         findings.add(Code::RemapUnfilled, &name, None, || format!("{name}{what}: no checkpoint tensor fills it"));
+    }
+    // Fused shards of different schemes: the first error vLLM-Ascend raises for the layer
+    // (vllm_ascend/quantization/modelslim_config.py, 182b75ea84): is_layer_skipped_ascend's when a
+    // FLOAT shard sits beside a quantized one, else get_linear_quant_type's.
+    for (name, mut shards) in fused_scheme {
+        shards.sort_by_key(|s| s.0);
+        let first = shards[0].1.clone();
+        let Some(odd) = shards.iter().find(|s| s.1 != first) else { continue };
+        let (_, scheme, tensor, file) = odd;
+        let prefix = name.strip_suffix(".weight").unwrap_or(&name);
+        let proj = prefix.rsplit('.').next().unwrap_or(prefix);
+        let vllm = if first == "FLOAT" || shards.iter().any(|s| s.1 == "FLOAT") {
+            format!("ValueError: Detected some but not all shards of {prefix} are quantized. All shards of fused layers to have the same precision.")
+        } else {
+            format!("ValueError: Not all shards of {prefix} are quantized with same quant type. Shard {proj} uses {scheme}, but another shard uses {first}. Please check quantization config.")
+        };
+        let other = &shards[0].2;
+        findings.add(Code::ModelslimScheme, tensor, Some(file), || {
+            format!("{tensor} is {scheme} but {other}, fused with it into {name}, is {first}: {vllm}")
+        });
     }
     let mut findings = findings.finish();
     if let Some(why) = &out_of_range {

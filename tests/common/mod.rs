@@ -70,8 +70,23 @@ pub fn edit_json(path: &Path, f: impl FnOnce(&mut Value)) {
     std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
 
+/// The checkpoint's index file: `model.safetensors.index.json`, else the one other
+/// `*.safetensors.index.json` (ModelSlim's `quant_model_weights.safetensors.index.json`).
+pub fn index_path(dir: &Path) -> PathBuf {
+    let main = dir.join("model.safetensors.index.json");
+    if main.exists() {
+        return main;
+    }
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_str().is_some_and(|n| n.ends_with(".safetensors.index.json")))
+        .unwrap_or(main)
+}
+
 pub fn index(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("model.safetensors.index.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(index_path(dir)).unwrap()).unwrap()
 }
 
 /// The shard holding `tensor`, per the index.
@@ -122,7 +137,7 @@ pub fn fix_total_size(dir: &Path) {
             }
         }
     }
-    edit_json(&dir.join("model.safetensors.index.json"), |v| v["metadata"]["total_size"] = json!(total));
+    edit_json(&index_path(dir), |v| v["metadata"]["total_size"] = json!(total));
 }
 
 pub fn bin() -> &'static str {
@@ -195,7 +210,7 @@ pub fn errors(report: &Value) -> u64 {
 /// Rebuild every shard (and the index) with `f` mapping each tensor `(name, header entry, bytes)` to
 /// zero or more tensors; shards stay valid and contiguous.
 pub fn transform_tensors(dir: &Path, f: impl Fn(&str, &Value, &[u8]) -> Vec<(String, Value, Vec<u8>)>) {
-    let has_index = dir.join("model.safetensors.index.json").exists();
+    let has_index = index_path(dir).exists();
     let shards: Vec<String> = if has_index {
         let idx = index(dir);
         let s: std::collections::BTreeSet<String> =
@@ -234,7 +249,7 @@ pub fn transform_tensors(dir: &Path, f: impl Fn(&str, &Value, &[u8]) -> Vec<(Str
         write_st(&p, &St { header, data });
     }
     if has_index {
-        edit_json(&dir.join("model.safetensors.index.json"), |v| v["weight_map"] = Value::Object(weight_map));
+        edit_json(&index_path(dir), |v| v["weight_map"] = Value::Object(weight_map));
         fix_total_size(dir);
     }
 }
