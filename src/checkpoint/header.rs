@@ -129,6 +129,178 @@ impl<'de> Deserialize<'de> for Fast {
     }
 }
 
+/// A direct scan of the header as safetensors writers emit it: one object of
+/// `"name": {"dtype": "…", "shape": [..], "data_offsets": [b, e]}` entries (keys in any order, JSON
+/// whitespace anywhere) and an optional string→string `__metadata__`. It accepts a strict subset of
+/// what the serde path ([`Fast`]) accepts and builds the same entries; on anything else (an escape
+/// in a string, a number with a sign, exponent or leading zero, a number past u64, an unknown or
+/// repeated field, an unknown dtype, trailing text) it returns None and the serde path decides.
+mod scan {
+    use super::{Dtype, Fast, TensorEntry};
+    use std::collections::BTreeMap;
+
+    struct Cur<'a> {
+        b: &'a [u8],
+        i: usize,
+        text: &'a str,
+    }
+
+    impl<'a> Cur<'a> {
+        fn ws(&mut self) {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+                self.i += 1;
+            }
+        }
+        fn eat(&mut self, c: u8) -> Option<()> {
+            self.ws();
+            (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
+        }
+        fn peek(&mut self) -> Option<u8> {
+            self.ws();
+            self.b.get(self.i).copied()
+        }
+        /// A string with no escape and no control character, borrowed.
+        fn string(&mut self) -> Option<&'a str> {
+            self.eat(b'"')?;
+            let start = self.i;
+            let len = memchr::memchr2(b'"', b'\\', &self.b[start..])?;
+            let end = start + len;
+            // An escape or a control character: the serde path decides.
+            if self.b[end] != b'"' || self.b[start..end].iter().any(|&c| c < 0x20) {
+                return None;
+            }
+            self.i = end + 1;
+            // Both ends sit on ASCII quotes of valid UTF-8 text: char boundaries.
+            Some(&self.text[start..end])
+        }
+        /// A JSON non-negative integer that fits u64 (no sign, fraction, exponent or leading zero).
+        fn uint(&mut self) -> Option<u64> {
+            self.ws();
+            let start = self.i;
+            let mut v: u64 = 0;
+            while let Some(&c) = self.b.get(self.i).filter(|c| c.is_ascii_digit()) {
+                v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+                self.i += 1;
+            }
+            let n = self.i - start;
+            if n == 0 || (n > 1 && self.b[start] == b'0') {
+                return None;
+            }
+            match self.b.get(self.i) {
+                Some(b'.' | b'e' | b'E') => None,
+                _ => Some(v),
+            }
+        }
+        fn uints(&mut self) -> Option<Vec<u64>> {
+            self.eat(b'[')?;
+            let mut v = Vec::with_capacity(4);
+            if self.peek()? == b']' {
+                self.i += 1;
+                return Some(v);
+            }
+            loop {
+                v.push(self.uint()?);
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b']' => {
+                        self.i += 1;
+                        return Some(v);
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        fn entry(&mut self, name: &str) -> Option<TensorEntry> {
+            self.eat(b'{')?;
+            let (mut dtype, mut shape, mut offsets) = (None, None, None);
+            loop {
+                match self.string()? {
+                    "dtype" if dtype.is_none() => dtype = Some(Dtype::parse(self.after_colon()?.string()?)?),
+                    "shape" if shape.is_none() => shape = Some(self.after_colon()?.uints()?),
+                    "data_offsets" if offsets.is_none() => {
+                        let o = self.after_colon()?.uints()?;
+                        offsets = Some(match o[..] {
+                            [b, e] => (b, e),
+                            _ => return None,
+                        });
+                    }
+                    _ => return None,
+                }
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+            let (begin, end) = offsets?;
+            Some(TensorEntry { name: name.to_string(), dtype: dtype?, shape: shape?, begin, end })
+        }
+        fn after_colon(&mut self) -> Option<&mut Self> {
+            self.eat(b':')?;
+            Some(self)
+        }
+        fn metadata(&mut self) -> Option<BTreeMap<String, String>> {
+            self.eat(b'{')?;
+            let mut m = BTreeMap::new();
+            if self.peek()? == b'}' {
+                self.i += 1;
+                return Some(m);
+            }
+            loop {
+                let k = self.string()?;
+                let v = self.after_colon()?.string()?;
+                if m.insert(k.to_string(), v.to_string()).is_some() {
+                    return None; // a repeated key: the serde path keeps the last; let it
+                }
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        return Some(m);
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    pub(super) fn header(text: &str) -> Option<Fast> {
+        let mut c = Cur { b: text.as_bytes(), i: 0, text };
+        c.eat(b'{')?;
+        let mut entries = Vec::with_capacity(text.len() / 100);
+        let mut metadata = None;
+        if c.peek()? == b'}' {
+            c.i += 1;
+        } else {
+            loop {
+                let name = c.string()?;
+                c.eat(b':')?;
+                if name == "__metadata__" {
+                    if metadata.is_some() {
+                        return None;
+                    }
+                    metadata = Some(c.metadata()?);
+                } else {
+                    entries.push(c.entry(name)?);
+                }
+                match c.peek()? {
+                    b',' => c.i += 1,
+                    b'}' => {
+                        c.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        c.ws();
+        (c.i == c.b.len()).then_some(Fast { entries, metadata })
+    }
+}
+
 /// Byte offset (0-based) in `text` of a serde_json error's line/column.
 pub(crate) fn error_offset(text: &str, e: &serde_json::Error) -> usize {
     let (line, col) = (e.line(), e.column());
@@ -243,7 +415,7 @@ pub fn validate_prefix(buf: &[u8], file_len: u64, file: &str, out: &mut Vec<Find
             return h;
         }
     };
-    if let Ok(Fast { entries, metadata }) = serde_json::from_str::<Fast>(text) {
+    if let Some(Fast { entries, metadata }) = scan::header(text).or_else(|| serde_json::from_str::<Fast>(text).ok()) {
         if let Some(h2) = validate_fast(entries, metadata, &h, len, file, out) {
             return h2;
         }
@@ -633,6 +805,53 @@ fn check_layout(ranged: &[TensorEntry], data_len: u64, data_start: u64, file: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn summary(f: &Fast) -> Vec<(String, &'static str, Vec<u64>, u64, u64)> {
+        f.entries.iter().map(|t| (t.name.clone(), t.dtype.as_str(), t.shape.clone(), t.begin, t.end)).collect()
+    }
+
+    /// The direct scan accepts only what the serde path accepts, and builds the same entries; what
+    /// it declines (escapes, odd numbers, unknown fields) the serde path still decides.
+    #[test]
+    fn the_scan_agrees_with_serde_or_declines() {
+        let e = r#""dtype":"F32","shape":[2,3],"data_offsets":[0,24]"#;
+        let cases = [
+            format!(r#"{{"a.weight":{{{e}}}}}"#),
+            format!(" {{ \"a\" : {{ {e} }} ,\n\t\"b\":{{\"data_offsets\":[24,24],\"shape\":[0],\"dtype\":\"BF16\"}} }} \r\n"),
+            format!(r#"{{"__metadata__":{{"format":"pt"}},"a":{{{e}}}}}"#),
+            format!(r#"{{"__metadata__":{{}},"a":{{{e}}}}}"#),
+            "{}".to_string(),
+            r#"{"a":{"dtype":"F32","shape":[],"data_offsets":[0,4]}}"#.to_string(),
+            // declined by the scan: escapes, leading zeros, signs, floats, extra or missing fields,
+            // repeated fields, trailing text, an unknown dtype, a big number
+            format!(r#"{{"a\u0041":{{{e}}}}}"#),
+            r#"{"a":{"dtype":"F32","shape":[02],"data_offsets":[0,8]}}"#.to_string(),
+            r#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#.to_string(),
+            r#"{"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}}"#.to_string(),
+            r#"{"a":{"dtype":"F32","shape":[2e0],"data_offsets":[0,8]}}"#.to_string(),
+            format!(r#"{{"a":{{{e},"x":1}}}}"#),
+            r#"{"a":{"dtype":"F32","shape":[2]}}"#.to_string(),
+            format!(r#"{{"a":{{{e},"dtype":"F32"}}}}"#),
+            format!(r#"{{"a":{{{e}}}}} x"#),
+            r#"{"a":{"dtype":"Q9","shape":[2],"data_offsets":[0,8]}}"#.to_string(),
+            r#"{"a":{"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,8]}}"#.to_string(),
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,9]}}"#.to_string(),
+            format!(r#"{{"__metadata__":{{"k":"v","k":"w"}},"a":{{{e}}}}}"#),
+            format!(r#"{{"a":{{{e}}},}}"#),
+            "{\"a\x01\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}".to_string(),
+        ];
+        let mut scanned = 0;
+        for text in &cases {
+            let serde = serde_json::from_str::<Fast>(text).ok();
+            if let Some(f) = scan::header(text) {
+                scanned += 1;
+                let s = serde.unwrap_or_else(|| panic!("the scan accepted what serde rejects: {text}"));
+                assert_eq!(summary(&f), summary(&s), "{text}");
+                assert_eq!(f.metadata, s.metadata, "{text}");
+            }
+        }
+        assert_eq!(scanned, 6, "the well-formed cases are scanned");
+    }
 
     fn file_with(header: &str, data_len: usize) -> Vec<u8> {
         let mut v = (header.len() as u64).to_le_bytes().to_vec();
