@@ -6,7 +6,6 @@ use crate::checkpoint::Checkpoint;
 use rayon::slice::ParallelSliceMut;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 #[derive(Debug, Clone, Serialize)]
@@ -21,11 +20,24 @@ pub struct TreeRow {
 struct Acc {
     count: usize,
     bytes: u64,
-    dtypes: BTreeSet<&'static str>,
-    indices: Vec<BTreeSet<u64>>,
+    /// Bit `i`: `Dtype::ALL[i]` occurs.
+    dtypes: u64,
+    /// Each index position's values as seen (consecutive repeats dropped); sorted and deduplicated
+    /// once at the end.
+    indices: Vec<Vec<u64>>,
+}
+
+/// A name segment that is a plain decimal index (`0`, `12`; not `012`, `+1` or `1e3`).
+fn index_segment(seg: &str) -> Option<u64> {
+    let b = seg.as_bytes();
+    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) || (b.len() > 1 && b[0] == b'0') {
+        return None;
+    }
+    seg.parse().ok()
 }
 
 pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
+    use crate::checkpoint::Dtype;
     let mut groups: FxHashMap<String, Acc> = FxHashMap::default();
     let mut key = String::new();
     let mut idx: Vec<u64> = Vec::new();
@@ -36,12 +48,12 @@ pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
             if i > 0 {
                 key.push('.');
             }
-            match seg.parse::<u64>() {
-                Ok(n) if !seg.is_empty() && (seg == "0" || !seg.starts_with('0')) && !seg.starts_with('+') => {
+            match index_segment(seg) {
+                Some(n) => {
                     key.push_str("{}");
                     idx.push(n);
                 }
-                _ => key.push_str(seg),
+                None => key.push_str(seg),
             }
         }
         let acc = match groups.get_mut(key.as_str()) {
@@ -50,38 +62,52 @@ pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
         };
         acc.count += 1;
         acc.bytes += t.entry.nbytes();
-        acc.dtypes.insert(t.entry.dtype.as_str());
+        acc.dtypes |= Dtype::ALL.iter().position(|&d| d == t.entry.dtype).map_or(0, |i| 1u64 << i);
         if acc.indices.len() < idx.len() {
-            acc.indices.resize_with(idx.len(), BTreeSet::new);
+            acc.indices.resize_with(idx.len(), Vec::new);
         }
-        for (slot, n) in acc.indices.iter_mut().zip(idx.iter()) {
-            slot.insert(*n);
+        for (slot, &n) in acc.indices.iter_mut().zip(idx.iter()) {
+            if slot.last() != Some(&n) {
+                slot.push(n);
+            }
         }
     }
     let mut rows: Vec<TreeRow> = groups
         .into_iter()
-        .map(|(key, acc)| {
+        .map(|(key, mut acc)| {
+            for slot in &mut acc.indices {
+                slot.sort_unstable();
+                slot.dedup();
+            }
             let mut pattern = String::with_capacity(key.len() + 16);
             let mut slots = acc.indices.iter();
             let mut rest = key.as_str();
             while let Some(p) = rest.find("{}") {
                 pattern.push_str(&rest[..p]);
-                let set: Vec<u64> = slots.next().map(|s| s.iter().copied().collect()).unwrap_or_default();
+                let set: &[u64] = slots.next().map_or(&[], Vec::as_slice);
                 if set.len() == 1 {
                     pattern.push_str(&set[0].to_string());
                 } else {
                     pattern.push('{');
-                    pattern.push_str(&ranges(&set));
+                    pattern.push_str(&ranges(set));
                     pattern.push('}');
                 }
                 rest = &rest[p + 2..];
             }
             pattern.push_str(rest);
+            // In name order, as the set of names this replaced gave them.
+            let mut dtypes: Vec<&str> = Dtype::ALL
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| acc.dtypes & (1 << i) != 0)
+                .map(|(_, d)| d.as_str())
+                .collect();
+            dtypes.sort_unstable();
             TreeRow {
                 pattern,
                 count: acc.count,
                 bytes: acc.bytes,
-                dtypes: acc.dtypes.into_iter().map(str::to_string).collect(),
+                dtypes: dtypes.into_iter().map(str::to_string).collect(),
             }
         })
         .collect();
