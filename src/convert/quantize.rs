@@ -116,14 +116,15 @@ fn scale_bias_chunks(module: &str, k: u64) -> Result<usize, String> {
             [&r.row_sum[..], &r.tp_chunks[..]].concat()
         ));
     }
-    let width = k / r.tp_num as u64;
-    if width == 0 || k % width != 0 {
+    // process_scale sums chunks of K // tp_num columns: tp_num of them only when tp_num divides K
+    // (else msModelSlim fails on a reshape or writes more columns than vLLM-Ascend's [N, 16]).
+    let tp = r.tp_num as u64;
+    if k == 0 || k % tp != 0 {
         return Err(format!(
-            "{module}: {k} input columns do not split into chunks of {k} // {} columns (msModelSlim's process_scale fails on a reshape)",
-            r.tp_num
+            "{module}: {k} input columns are not a multiple of {tp}: msModelSlim's scale_bias would not have the [N, {tp}] vLLM-Ascend loads"
         ));
     }
-    Ok((k / width) as usize)
+    Ok(r.tp_num)
 }
 
 fn rules() -> &'static WriterRules {
@@ -433,10 +434,10 @@ mod tests {
         assert_eq!(scale_bias_chunks("model.layers.0.mlp.experts.0.gate_proj", 64), Ok(1));
         assert_eq!(scale_bias_chunks("model.layers.0.mlp.experts.0.down_proj", 32), Ok(16));
         assert_eq!(scale_bias_chunks("model.layers.0.block_sparse_moe.experts.0.w2", 1536), Ok(16));
-        // K // 16 = 2 columns divides 40: 20 chunks (msModelSlim's reshape gives [N, 20]).
-        assert_eq!(scale_bias_chunks("m.experts.0.down_proj", 40), Ok(20));
-        assert!(scale_bias_chunks("m.experts.0.down_proj", 8).is_err(), "chunks of 0 columns");
-        assert!(scale_bias_chunks("m.experts.0.down_proj", 50).is_err(), "3 does not divide 50");
+        // msModelSlim would write [N, 20] for K = 40 (chunks of 40 // 16 = 2), fail for K = 8 or 50.
+        for k in [40, 8, 50, 0] {
+            assert!(scale_bias_chunks("m.experts.0.down_proj", k).is_err(), "{k}");
+        }
         assert!(scale_bias_chunks("m.experts.0.fc1", 64).is_err(), "no scale_bias vLLM-Ascend loads");
     }
 
