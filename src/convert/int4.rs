@@ -141,19 +141,24 @@ fn pairs_serial(
     let (mut qa, mut qb) = (vec![0i8; k], vec![0i8; k]);
     let cw = k / chunks;
     for (j, o) in out.chunks_exact_mut(k).enumerate() {
-        for (h, q) in [(0, &mut qa), (1, &mut qb)] {
-            let i = 2 * j + h;
+        let (a, b) = (2 * j, 2 * j + 1);
+        for (i, q) in [(a, &mut qa), (b, &mut qb)] {
             let r = row(rows, k, row0 + i);
             if !have {
                 scales[i] = r.scale().map_err(|col| NonFinite { row: row0 + i, col })?;
             }
             r.codes(scales[i], q);
-            for (c, s) in q.chunks_exact(cw).zip(&mut sums[i * chunks..(i + 1) * chunks]) {
-                *s = c.iter().map(|&x| x as i32).sum();
-            }
         }
-        for ((o, &a), &b) in o.iter_mut().zip(&qa).zip(&qb) {
-            *o = ((b as u8) << 4) | (a as u8 & 0x0F);
+        // Pack the pair and sum each row's chunks in one pass over the codes.
+        for (c, ((o, qa), qb)) in o.chunks_exact_mut(cw).zip(qa.chunks_exact(cw)).zip(qb.chunks_exact(cw)).enumerate() {
+            let (mut sa, mut sb) = (0i32, 0i32);
+            for ((o, &x), &y) in o.iter_mut().zip(qa).zip(qb) {
+                *o = ((y as u8) << 4) | (x as u8 & 0x0F);
+                sa += x as i32;
+                sb += y as i32;
+            }
+            sums[a * chunks + c] = sa;
+            sums[b * chunks + c] = sb;
         }
     }
     Ok(())

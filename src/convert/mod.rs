@@ -1149,6 +1149,15 @@ struct Bufs {
 }
 
 impl Bufs {
+    /// Before making `item`: a quantized weight's pass starts afresh, its predecessor's scales and
+    /// sums (used by the tensors made right after it) are dropped.
+    fn start(&mut self, item: &Item<'_>) {
+        if matches!(item, Item::Quant(..)) {
+            self.row_scales.clear();
+            self.code_sums.clear();
+        }
+    }
+
     fn new(dtype: OutDtype) -> Self {
         Bufs {
             band: BandBuf::new(dtype),
@@ -1434,12 +1443,28 @@ fn digest_file(path: &Path, sp: &ShardPlan<'_>) -> Result<String, ConvertError> 
     Ok(digest(header, &tensors))
 }
 
-/// The order items are made in: quantized weights first (each pass over a weight yields its
-/// row scales too, so its `weight_scale`, earlier in the file, needs no second read), then the
-/// rest in file order.
+/// The order items are made in: each quantized weight, then the tensors its pass yields (its
+/// `weight_scale` and `scale_bias`, earlier in the file, need no second read), then the rest in
+/// file order. One weight's scales and code sums are held at a time ([`Bufs::start`]).
 fn production_order(sp: &ShardPlan<'_>) -> Vec<usize> {
+    fn weight<'x>(it: &Item<'x>) -> Option<&'x str> {
+        match *it {
+            Item::Quant(s, _) | Item::Scale(s, _) | Item::ScaleBias(s, _) => Some(s.weight.entry.name.as_str()),
+            _ => None,
+        }
+    }
+    let quant_at: HashMap<&str, usize> = sp
+        .items
+        .iter()
+        .enumerate()
+        .filter(|(_, it)| matches!(it, Item::Quant(..)))
+        .filter_map(|(i, it)| Some((weight(it)?, i)))
+        .collect();
     let mut order: Vec<usize> = (0..sp.items.len()).collect();
-    order.sort_by_key(|&i| !matches!(sp.items[i], Item::Quant(..)));
+    order.sort_by_key(|&i| match weight(&sp.items[i]).and_then(|w| quant_at.get(w)) {
+        Some(&q) => (0, q, !matches!(sp.items[i], Item::Quant(..))),
+        None => (1, i, false),
+    });
     order
 }
 
@@ -1479,6 +1504,7 @@ fn write_shard(
     }
     let mut hashes = vec![0u128; sp.items.len()];
     for (done, i) in production_order(sp).into_iter().enumerate() {
+        b.start(&sp.items[i]);
         if fault && done * 2 >= sp.items.len() {
             // Test hook (CKPTPILOT_FAULT_ABORT_AFTER_SHARDS): die half-way through a shard, as a kill would.
             std::process::abort();
@@ -1535,7 +1561,10 @@ fn verify_shard(sp: &ShardPlan<'_>, path: &Path, b: &mut Bufs) -> Result<(), Con
     b.row_scales.clear();
     b.code_sums.clear();
     let mut got = Vec::new();
-    for ((e, plan), it) in out.tensors().iter().zip(&sp.out).zip(&sp.items) {
+    let tensors = out.tensors();
+    for i in production_order(sp) {
+        let (e, plan, it) = (&tensors[i], &sp.out[i], &sp.items[i]);
+        b.start(it);
         if e.name != plan.name || e.dtype != plan.dtype || e.shape != plan.shape {
             return Err(ConvertError::Verify { file: name, detail: format!("{} differs from the plan", e.name) });
         }
