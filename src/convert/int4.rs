@@ -18,7 +18,9 @@
 //! integer sums. (f16 scales: exact below 1024 columns; f32: torch's own rounding may differ in the
 //! last bit.)
 
-use crate::quant::fp8::{f32_to_bf16, f32_to_f16};
+#[cfg(test)]
+use crate::quant::fp8::f32_to_bf16;
+use crate::quant::fp8::f32_to_f16;
 use crate::quant::int8::{Compute, NonFinite, Rows};
 
 const QMAX: f32 = 7.0;
@@ -35,11 +37,17 @@ fn val(c: Compute, b: u16) -> f32 {
     }
 }
 
-/// `round_d(x)`: the f32 rounded to the compute dtype (exact as an f32).
+/// `round_d(x)`: the f32 rounded to the compute dtype (exact as an f32). bf16: round to nearest
+/// even on the bits, as [`crate::quant::fp8::f32_to_bf16`] without its NaN case: every value rounded here is finite
+/// (a finite weight over a scale of at least f32::EPSILON, or a finite maximum over 7), and the
+/// select it saves is a tenth of the loop.
 #[inline(always)]
 fn round_d(c: Compute, x: f32) -> f32 {
     match c {
-        Compute::BF16 => f32::from_bits((f32_to_bf16(x) as u32) << 16),
+        Compute::BF16 => {
+            let b = x.to_bits();
+            f32::from_bits(b.wrapping_add(0x7FFF + ((b >> 16) & 1)) & 0xFFFF_0000)
+        }
         Compute::F16 => half::f16::from_bits(f32_to_f16(x)).to_f32(),
         Compute::F32 => x,
     }
@@ -247,6 +255,16 @@ mod tests {
 
     fn bf(x: f32) -> u16 {
         f32_to_bf16(x)
+    }
+
+    #[test]
+    fn bf16_rounding_equals_the_shared_one_on_every_non_nan() {
+        for i in 0..1u32 << 20 {
+            let x = f32::from_bits(i.wrapping_mul(0x9E37_79B9) ^ (i >> 3));
+            if !x.is_nan() {
+                assert_eq!(round_d(Compute::BF16, x).to_bits() >> 16, f32_to_bf16(x) as u32, "{x:e}");
+            }
+        }
     }
 
     #[test]
