@@ -295,7 +295,7 @@ mod tests {
         let w = [bf(1.0), bf(-0.5), 0, 0x8000];
         let (mut s, mut m, mut o) = ([0f32; 2], [0i32; 2], [0u8; 2]);
         quantize_pack(Rows::Half(&w, Compute::BF16), 2, 1, false, &mut s, &mut m, &mut o).unwrap();
-        assert_eq!(s, [0.142578125, f32::EPSILON]);
+        assert_eq!(s, [73.0 / 512.0, f32::EPSILON], "0.142578125");
         // -0.5 / 0.142578125 = -3.5068… → -4; 1.0 / 0.142578125 = 7.0137… → 7.
         assert_eq!(o, [0x07, 0x0C]);
     }

@@ -1230,6 +1230,9 @@ fn non_finite(src: &Src<'_>, r0: usize, e: int8::NonFinite) -> ConvertError {
     }
 }
 
+/// Where an item's bytes go, in order.
+type Sink<'s> = dyn FnMut(&[u8]) -> Result<(), ConvertError> + 's;
+
 /// Quantize an int4 weight band by band: each packed band to `sink` (None: only the scales and
 /// sums, for a `weight_scale` or `scale_bias` written before its weight). Row scales and code sums
 /// are left in `b` for the weight's other tensors.
@@ -1238,7 +1241,7 @@ fn quant4(
     chunks: usize,
     open: &Opened<'_>,
     b: &mut Bufs,
-    mut sink: Option<&mut dyn FnMut(&[u8]) -> Result<(), ConvertError>>,
+    mut sink: Option<&mut Sink<'_>>,
 ) -> Result<(), ConvertError> {
     let name = &src.weight.entry.name;
     let (n, k) = (src.weight.entry.shape[0] as usize, src.weight.entry.shape[1] as usize);
