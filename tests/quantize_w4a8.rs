@@ -224,3 +224,22 @@ fn a_nan_in_an_expert_is_named_with_its_row_and_column() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains(name) && r.stderr.contains("[5, 7]"), "{}", r.stderr);
 }
+
+#[test]
+fn fp8_experts_are_dequantized_on_the_fly_exactly_as_dequant_does() {
+    // quantize(fp8) must equal quantize(dequant(fp8)): int4 bands are whole scale blocks and whole
+    // row pairs at once.
+    let tmp = tempfile::tempdir().unwrap();
+    let bf16 = tmp.path().join("bf16");
+    let r = run(&["dequant", fixture("qwen3-moe-fp8").to_str().unwrap(), "--out", bf16.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    assert_eq!(quantize(&fixture("qwen3-moe-fp8"), &a, &["--verify"]).code, 0);
+    assert_eq!(quantize(&bf16, &b, &[]).code, 0);
+    let (fa, fb) = (msmodelslim_files(&a), msmodelslim_files(&b));
+    let desc = String::from_utf8_lossy(&fa["quant_model_description.json"]).into_owned();
+    assert!(desc.contains("\"W4A8_DYNAMIC\""), "{desc}");
+    for name in fa.keys().filter(|n| n.starts_with("quant_model_")) {
+        assert!(fa[name] == fb[name], "{name}");
+    }
+}
