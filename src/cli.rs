@@ -42,12 +42,16 @@ struct Cli {
 enum QuantizeTo {
     /// ModelSlim W8A8_DYNAMIC (vLLM-Ascend `--quantization ascend`): int8 weights, per-channel f32 scales.
     W8a8Dynamic,
+    /// msModelSlim's MoE recipe: routed experts W4A8_DYNAMIC (int4 weights packed two rows to a byte,
+    /// with their scale_bias), the other linear layers W8A8_DYNAMIC.
+    W4a8Dynamic,
 }
 
 impl QuantizeTo {
     fn target(self) -> crate::convert::quantize::Target {
         match self {
             QuantizeTo::W8a8Dynamic => crate::convert::quantize::Target::W8A8Dynamic,
+            QuantizeTo::W4a8Dynamic => crate::convert::quantize::Target::W4A8Dynamic,
         }
     }
 }

@@ -5,6 +5,8 @@
 # msModelSlim runs with $MSM_WORK/run as its working directory (the old API drops a features.npy there).
 #
 #   bash tools/fixtures_modelslim.sh              # from the repo root; needs python3.11 + PyPI (~3 GB of wheels)
+#   bash tools/fixtures_modelslim.sh llama-w4a8-dynamic qwen3-moe-w4a8-dynamic    # only these (names below,
+#                                                  without modelslim-); the others are left as they are
 #
 # Env: MSM_WORK  scratch dir (default /tmp/msm/gen). Its venv/ is reused when its pinned versions match;
 #                run/ is wiped each time. Keep the default: msModelSlim records the calibration file's absolute
@@ -17,6 +19,8 @@
 #   fixtures/modelslim-llama-w8a8                W8A8 (static) modelslim_v1 CLI, --model_type default
 #   fixtures/modelslim-llama-w8a16               W8A16         modelslim_v1 CLI, --model_type default
 #   fixtures/modelslim-qwen3-moe-w4a8-dynamic    W4A8_DYNAMIC experts + W8A8_DYNAMIC attention, Qwen3-30B
+#   fixtures/modelslim-llama-w4a8-dynamic        the same MoE recipe on a dense Llama (no experts: every
+#        linear of the decoder W8A8_DYNAMIC), --model_type default
 #   fixtures/modelslim-qwen2-w8a8-dynamic        W8A8_DYNAMIC  modelslim_v1 CLI, --model_type default (q/k/v bias: F32)
 #   fixtures/modelslim-qwen3-dense-fp8-w8a8-dynamic  W8A8_DYNAMIC  CLI, Qwen3-8B, on qwen3-dense-fp8's bf16 reference
 #   fixtures/modelslim-llama-w8a8-dynamic-v0     W8A8_DYNAMIC  older Python API (msmodelslim.pytorch.llm_ptq),
@@ -175,7 +179,9 @@ spec:
       part_file_size: 4
 EOF
 
+ONLY=" $* "
 quant() {  # NAME MODEL CONFIG MODEL_TYPE
+    [ "$ONLY" = "  " ] || [[ "$ONLY" == *" $1 "* ]] || return 0
     echo "== modelslim-$1"
     (cd "$RUN" && "$VENV/bin/msmodelslim" quant --model_path "$RUN/$2" --save_path "$RUN/out/modelslim-$1" --device cpu \
         --config_path "$RUN/$3.yaml" --model_type "$4" --trust_remote_code False) > "$RUN/$1.log" 2>&1 \
@@ -188,11 +194,14 @@ quant llama-w8a16             llama     w8a16            default
 quant qwen3-moe-w4a8-dynamic  qwen3-moe w4a8_dynamic_moe Qwen3-30B
 quant qwen2-w8a8-dynamic      qwen2     w8a8_dynamic     default
 quant qwen3-dense-fp8-w8a8-dynamic qwen3-dense-fp8ref w8a8_dynamic Qwen3-8B
+quant llama-w4a8-dynamic      llama     w4a8_dynamic_moe default
 
+if [ "$ONLY" = "  " ] || [[ "$ONLY" == *" llama-w8a8-dynamic-v0 "* ]]; then
 echo "== modelslim-llama-w8a8-dynamic-v0"
 (cd "$RUN" && "$PY" "$TOOLS/fixtures_modelslim_v0.py" "$RUN/llama" "$RUN/calib.jsonl" "$RUN/out/modelslim-llama-w8a8-dynamic-v0") \
     > "$RUN/llama-w8a8-dynamic-v0.log" 2>&1 || { tail -30 "$RUN/llama-w8a8-dynamic-v0.log"; exit 1; }
 cp "$ROOT/fixtures/llama/config.json" "$RUN/out/modelslim-llama-w8a8-dynamic-v0/config.json"
+fi
 
 for d in "$RUN"/out/modelslim-*; do
     name=$(basename "$d")

@@ -3,8 +3,9 @@
 //! - `ckptpilot dequant`: every fp8 weight dequantized with its scale to bf16 (f16, f32), its scale
 //!   tensors (and `input_scale`) dropped; 4-bit checkpoints (MXFP4, NVFP4, INT4) to bf16
 //!   (`packed`); every other tensor copied bit for bit. The output mirrors the input's shards.
-//! - `ckptpilot quantize`: a ModelSlim W8A8_DYNAMIC checkpoint as msModelSlim writes it
-//!   ([`quantize`]); its output files are msModelSlim's parts, each made from any input shards.
+//! - `ckptpilot quantize`: a ModelSlim W8A8_DYNAMIC (or W4A8_DYNAMIC-experts) checkpoint as
+//!   msModelSlim writes it ([`quantize`]); its output files are msModelSlim's parts, each made from
+//!   any input shards.
 //!
 //! **Nothing lost.** `--out` must be empty, or hold an earlier run of the same conversion (its
 //! state file, [`state`]), unless `--force`. One process writes an output at a time (an `flock` on
@@ -21,6 +22,7 @@
 //! `--part K/N` converts a disjoint, byte-balanced share of the shards; `--finalize` then writes the
 //! index, config.json without `quantization_config`, and the other files.
 
+mod int4;
 mod packed;
 pub mod quantize;
 pub mod state;
@@ -34,6 +36,7 @@ use crate::fsutil::{self, LockError, TempFile};
 use crate::quant::fp8::{dequantize, scales_to_f32, Fp8Format, KernelError, OutDtype, Output, Scales};
 use crate::quant::int8::{self, Compute, Rows};
 use crate::quant::{pair_fp8, ScaleLayout};
+use quantize::Codes;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -255,11 +258,13 @@ enum Item<'a> {
     /// A bf16/f16 tensor widened to f32 (a quantized layer's bias, which msModelSlim saves in f32).
     Widen(TensorRef<'a>),
     /// The per-row scales of a weight to quantize, f32 [N, 1].
-    Scale(Src<'a>),
+    Scale(Src<'a>, Codes),
     /// `n` f32 zeros (the symmetric scheme's `weight_offset`).
     Zeros(u64),
-    /// A weight quantized to int8.
-    Quant(Src<'a>),
+    /// A weight quantized to int8, or to int4 packed two rows to a byte.
+    Quant(Src<'a>, Codes),
+    /// An int4 weight's `scale_bias`, f32 [N, chunks].
+    ScaleBias(Src<'a>, usize),
     /// 4-bit packed rows (NVFP4 U8 [N, K/2], INT4 I32 [N, K/8]) to bf16 [N, K]; `extra` is the
     /// NVFP4 global scale or the INT4 zero points.
     Packed4 {
@@ -283,7 +288,7 @@ impl<'a> Item<'a> {
         match *self {
             Item::Copy(t) | Item::Widen(t) => vec![t.shard],
             Item::Dequant { weight, scale, .. } => vec![weight.shard, scale.shard],
-            Item::Scale(s) | Item::Quant(s) => {
+            Item::Scale(s, _) | Item::Quant(s, _) | Item::ScaleBias(s, _) => {
                 let mut v = vec![s.weight.shard];
                 v.extend(s.fp8.map(|(sc, _, _)| sc.shard));
                 v
@@ -303,8 +308,8 @@ impl<'a> Item<'a> {
         match *self {
             Item::Copy(t) | Item::Widen(t) => t.entry.nbytes(),
             Item::Dequant { weight, .. } => weight.entry.nbytes(),
-            Item::Scale(_) | Item::Zeros(_) => 0,
-            Item::Quant(s) => s.weight.entry.nbytes(),
+            Item::Scale(..) | Item::Zeros(_) | Item::ScaleBias(..) => 0,
+            Item::Quant(s, _) => s.weight.entry.nbytes(),
             Item::Packed4 { packed, .. } => packed.entry.nbytes(),
             Item::Mx { blocks, .. } => blocks.entry.nbytes(),
         }
@@ -328,6 +333,8 @@ struct Plan<'a> {
     dropped: usize,
     /// `quantize`: the description's entries (tensor, scheme) in write order.
     description: Option<Vec<(String, &'static str)>>,
+    /// `quantize`: the description's `model_quant_type`.
+    quant_type: &'static str,
 }
 
 fn refuse_codes() -> [Code; 5] {
@@ -450,7 +457,7 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], task: Task) -> Result
         }
         shards.push(mirrored(s, items, out));
     }
-    Ok(Plan { shards, dropped, description: None })
+    Ok(Plan { shards, dropped, description: None, quant_type: "" })
 }
 
 /// The output shard that mirrors input shard `s` (same name, its metadata kept).
@@ -513,7 +520,7 @@ fn plan4<'a>(ck: &'a Checkpoint, task: Task, p4: packed::Plan4<'a>) -> Result<Pl
         }
         shards.push(mirrored(s, items, out));
     }
-    Ok(Plan { shards, dropped, description: None })
+    Ok(Plan { shards, dropped, description: None, quant_type: "" })
 }
 
 /// Shards of part `k` (1-based) of `n`: greedy by size, largest first, onto the lightest part.
@@ -876,8 +883,8 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
                 match it {
                     Item::Copy(_) | Item::Widen(_) => sum.tensors_copied += 1,
                     Item::Dequant { .. } | Item::Packed4 { .. } | Item::Mx { .. } => sum.tensors_dequantized += 1,
-                    Item::Quant(_) => sum.tensors_quantized += 1,
-                    Item::Scale(_) | Item::Zeros(_) => {}
+                    Item::Quant(..) => sum.tensors_quantized += 1,
+                    Item::Scale(..) | Item::Zeros(_) | Item::ScaleBias(..) => {}
                 }
             }
             if let Some(b) = &bar {
@@ -1046,8 +1053,13 @@ fn as_bytes_mut<T: Copy>(v: &mut [T]) -> &mut [u8] {
 }
 
 /// Row bands of a weight: (matrix, first row, rows), each at most BAND_BYTES at `out_bytes` per
-/// element and, for block scales, whole block rows.
-fn bands(weight: TensorRef<'_>, layout: Option<ScaleLayout>, out_bytes: usize) -> Vec<(usize, usize, usize)> {
+/// element and, for block scales, whole block rows; a multiple of `unit` rows but the last.
+fn bands(
+    weight: TensorRef<'_>,
+    layout: Option<ScaleLayout>,
+    out_bytes: usize,
+    unit: usize,
+) -> Vec<(usize, usize, usize)> {
     let shape = &weight.entry.shape;
     if shape.len() < 2 {
         return Vec::new();
@@ -1058,10 +1070,11 @@ fn bands(weight: TensorRef<'_>, layout: Option<ScaleLayout>, out_bytes: usize) -
     }
     let mats = weight.entry.numel() as usize / (n * k);
     let mut rows = (BAND_BYTES / (k * out_bytes)).max(1);
+    let mut unit = unit;
     if let Some(ScaleLayout::Block { n: bn, .. }) = layout {
-        let bn = bn as usize;
-        rows = (rows / bn).max(1) * bn;
+        unit = lcm(unit, bn as usize);
     }
+    rows = (rows / unit).max(1) * unit;
     let mut v = Vec::new();
     for m in 0..mats {
         let mut r = 0;
@@ -1072,6 +1085,16 @@ fn bands(weight: TensorRef<'_>, layout: Option<ScaleLayout>, out_bytes: usize) -
         }
     }
     v
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    a / gcd(a, b).max(1) * b
 }
 
 /// An fp8 weight's scales as f32, read from their shard.
@@ -1120,9 +1143,21 @@ struct Bufs {
     /// Row scales of the weights quantized in the current output shard (its scales come first in
     /// the file, its weights last).
     row_scales: HashMap<String, Vec<f32>>,
+    /// The int4 code sums of each row's chunks, for `scale_bias`, of the same weights.
+    code_sums: HashMap<String, Vec<i32>>,
+    packed: Vec<u8>,
 }
 
 impl Bufs {
+    /// Before making `item`: a quantized weight's pass starts afresh, its predecessor's scales and
+    /// sums (used by the tensors made right after it) are dropped.
+    fn start(&mut self, item: &Item<'_>) {
+        if matches!(item, Item::Quant(..)) {
+            self.row_scales.clear();
+            self.code_sums.clear();
+        }
+    }
+
     fn new(dtype: OutDtype) -> Self {
         Bufs {
             band: BandBuf::new(dtype),
@@ -1131,6 +1166,8 @@ impl Bufs {
             r32: Vec::new(),
             q: Vec::new(),
             row_scales: HashMap::new(),
+            code_sums: HashMap::new(),
+            packed: Vec::new(),
         }
     }
 }
@@ -1178,15 +1215,70 @@ fn load_rows<'b>(
     })
 }
 
-/// Rows per band when quantizing a weight with `k` columns (fp8 sources: whole scale blocks).
-fn quant_bands(src: &Src<'_>) -> Vec<(usize, usize, usize)> {
-    bands(src.weight, src.fp8.map(|(_, l, _)| l), 4)
+/// Rows per band when quantizing a weight with `k` columns (fp8 sources: whole scale blocks;
+/// int4: whole row pairs).
+fn quant_bands(src: &Src<'_>, codes: Codes) -> Vec<(usize, usize, usize)> {
+    let pair = if matches!(codes, Codes::I4 { .. }) { 2 } else { 1 };
+    bands(src.weight, src.fp8.map(|(_, l, _)| l), 4, pair)
+}
+
+fn non_finite(src: &Src<'_>, r0: usize, e: int8::NonFinite) -> ConvertError {
+    ConvertError::NonFinite {
+        file: src.weight.shard.name.clone(),
+        tensor: src.weight.entry.name.clone(),
+        source: int8::NonFinite { row: e.row + r0, col: e.col },
+    }
+}
+
+/// Where an item's bytes go, in order.
+type Sink<'s> = dyn FnMut(&[u8]) -> Result<(), ConvertError> + 's;
+
+/// Quantize an int4 weight band by band: each packed band to `sink` (None: only the scales and
+/// sums, for a `weight_scale` or `scale_bias` written before its weight). Row scales and code sums
+/// are left in `b` for the weight's other tensors.
+fn quant4(
+    src: &Src<'_>,
+    chunks: usize,
+    open: &Opened<'_>,
+    b: &mut Bufs,
+    mut sink: Option<&mut Sink<'_>>,
+) -> Result<(), ConvertError> {
+    let name = &src.weight.entry.name;
+    let (n, k) = (src.weight.entry.shape[0] as usize, src.weight.entry.shape[1] as usize);
+    let known = b.row_scales.remove(name);
+    let have = known.is_some();
+    let mut scales = known.unwrap_or_else(|| vec![0f32; n]);
+    let mut sums = vec![0i32; n * chunks];
+    let fp8 = match src.fp8 {
+        Some((scale, _, _)) => fp8_scales(scale, open)?,
+        None => Vec::new(),
+    };
+    for (_, r0, nr) in quant_bands(src, Codes::I4 { chunks }) {
+        let rows = load_rows(src, open, &fp8, &mut b.band, &mut b.r16, &mut b.r32, r0, nr)?;
+        grow(&mut b.packed, nr / 2 * k);
+        let out = &mut b.packed[..nr / 2 * k];
+        let (s, m) = (&mut scales[r0..r0 + nr], &mut sums[r0 * chunks..(r0 + nr) * chunks]);
+        int4::quantize_pack(rows, k, chunks, have, s, m, out).map_err(|e| non_finite(src, r0, e))?;
+        if let Some(sink) = sink.as_mut() {
+            sink(out)?;
+        }
+    }
+    if k == 0 && !have {
+        int8::row_scales(Rows::F32(&[]), 0, &mut scales).expect("no elements, nothing non-finite");
+    }
+    b.row_scales.insert(name.clone(), scales);
+    b.code_sums.insert(name.clone(), sums);
+    Ok(())
 }
 
 /// The per-row scales of a weight to quantize (computed once per output shard).
-fn row_scales_of(src: &Src<'_>, open: &Opened<'_>, b: &mut Bufs) -> Result<Vec<f32>, ConvertError> {
+fn row_scales_of(src: &Src<'_>, codes: Codes, open: &Opened<'_>, b: &mut Bufs) -> Result<Vec<f32>, ConvertError> {
     if let Some(s) = b.row_scales.get(&src.weight.entry.name) {
         return Ok(s.clone());
+    }
+    if let Codes::I4 { chunks } = codes {
+        quant4(src, chunks, open, b, None)?;
+        return Ok(b.row_scales[&src.weight.entry.name].clone());
     }
     let n = src.weight.entry.shape[0] as usize;
     let k = src.weight.entry.shape[1] as usize;
@@ -1195,13 +1287,9 @@ fn row_scales_of(src: &Src<'_>, open: &Opened<'_>, b: &mut Bufs) -> Result<Vec<f
         None => Vec::new(),
     };
     let mut out = vec![0f32; n];
-    for (_, r0, nr) in quant_bands(src) {
+    for (_, r0, nr) in quant_bands(src, codes) {
         let rows = load_rows(src, open, &fp8, &mut b.band, &mut b.r16, &mut b.r32, r0, nr)?;
-        int8::row_scales(rows, k, &mut out[r0..r0 + nr]).map_err(|e| ConvertError::NonFinite {
-            file: src.weight.shard.name.clone(),
-            tensor: src.weight.entry.name.clone(),
-            source: int8::NonFinite { row: e.row + r0, col: e.col },
-        })?;
+        int8::row_scales(rows, k, &mut out[r0..r0 + nr]).map_err(|e| non_finite(src, r0, e))?;
     }
     if k == 0 {
         int8::row_scales(Rows::F32(&[]), 0, &mut out).expect("no elements, nothing non-finite");
@@ -1242,7 +1330,7 @@ fn emit(
         Item::Dequant { weight, scale, layout, .. } => {
             let scales = fp8_scales(scale, open)?;
             let d = open.of(weight.shard);
-            for (m, r0, nr) in bands(weight, Some(layout), b.band.dtype.bytes()) {
+            for (m, r0, nr) in bands(weight, Some(layout), b.band.dtype.bytes(), 1) {
                 let bytes = b.band.band(item, d, &scales, m, r0, nr)?;
                 sink(bytes)?;
             }
@@ -1253,15 +1341,23 @@ fn emit(
                 sink(&zeros[..len])?;
             }
         }
-        Item::Scale(src) => {
-            let s = row_scales_of(&src, open, b)?;
+        Item::Scale(src, codes) => {
+            let s = row_scales_of(&src, codes, open, b)?;
             sink(as_bytes(&s))?;
         }
+        Item::ScaleBias(src, chunks) => {
+            let name = &src.weight.entry.name;
+            if !b.code_sums.contains_key(name) {
+                quant4(&src, chunks, open, b, None)?;
+            }
+            sink(as_bytes(&int4::scale_bias(&b.row_scales[name], &b.code_sums[name], chunks)))?;
+        }
+        Item::Quant(src, Codes::I4 { chunks }) => quant4(&src, chunks, open, b, Some(sink))?,
         Item::Packed4 { packed, scale, extra, kind, n, k } => {
             packed::emit_packed4(packed, scale, extra, kind, n, k, open, b, sink)?
         }
         Item::Mx { blocks, scales } => packed::emit_mx(blocks, scales, open, b, sink)?,
-        Item::Quant(src) => {
+        Item::Quant(src, Codes::I8) => {
             // One pass: each band's row scales are computed from the rows just read, then used.
             let name = &src.weight.entry.name;
             let (n, k) = (src.weight.entry.shape[0] as usize, src.weight.entry.shape[1] as usize);
@@ -1275,20 +1371,15 @@ fn emit(
                 Some((scale, _, _)) => fp8_scales(scale, open)?,
                 None => Vec::new(),
             };
-            for (_, r0, nr) in quant_bands(&src) {
+            for (_, r0, nr) in quant_bands(&src, Codes::I8) {
                 let rows = load_rows(&src, open, &fp8, &mut b.band, &mut b.r16, &mut b.r32, r0, nr)?;
                 grow(&mut b.q, nr * k);
                 let q = &mut b.q[..nr * k];
                 if have {
                     int8::quantize_rows(rows, k, &scales[r0..r0 + nr], q);
                 } else {
-                    int8::scale_and_quantize(rows, k, &mut scales[r0..r0 + nr], q).map_err(|e| {
-                        ConvertError::NonFinite {
-                            file: src.weight.shard.name.clone(),
-                            tensor: name.clone(),
-                            source: int8::NonFinite { row: e.row + r0, col: e.col },
-                        }
-                    })?;
+                    int8::scale_and_quantize(rows, k, &mut scales[r0..r0 + nr], q)
+                        .map_err(|e| non_finite(&src, r0, e))?;
                 }
                 sink(as_bytes(q))?;
             }
@@ -1355,12 +1446,28 @@ fn digest_file(path: &Path, sp: &ShardPlan<'_>) -> Result<String, ConvertError> 
     Ok(digest(header, &tensors))
 }
 
-/// The order items are made in: quantized weights first (each pass over a weight yields its
-/// row scales too, so its `weight_scale`, earlier in the file, needs no second read), then the
-/// rest in file order.
+/// The order items are made in: each quantized weight, then the tensors its pass yields (its
+/// `weight_scale` and `scale_bias`, earlier in the file, need no second read), then the rest in
+/// file order. One weight's scales and code sums are held at a time ([`Bufs::start`]).
 fn production_order(sp: &ShardPlan<'_>) -> Vec<usize> {
+    fn weight<'x>(it: &Item<'x>) -> Option<&'x str> {
+        match *it {
+            Item::Quant(s, _) | Item::Scale(s, _) | Item::ScaleBias(s, _) => Some(s.weight.entry.name.as_str()),
+            _ => None,
+        }
+    }
+    let quant_at: HashMap<&str, usize> = sp
+        .items
+        .iter()
+        .enumerate()
+        .filter(|(_, it)| matches!(it, Item::Quant(..)))
+        .filter_map(|(i, it)| Some((weight(it)?, i)))
+        .collect();
     let mut order: Vec<usize> = (0..sp.items.len()).collect();
-    order.sort_by_key(|&i| !matches!(sp.items[i], Item::Quant(_)));
+    order.sort_by_key(|&i| match weight(&sp.items[i]).and_then(|w| quant_at.get(w)) {
+        Some(&q) => (0, q, !matches!(sp.items[i], Item::Quant(..))),
+        None => (1, i, false),
+    });
     order
 }
 
@@ -1381,6 +1488,7 @@ fn write_shard(
     let tmp_path = tmp.path().to_path_buf();
     let open = Opened::open(sp)?;
     b.row_scales.clear();
+    b.code_sums.clear();
     if let Some(p) = std::env::var("CKPTPILOT_FAULT_PAUSE_MS").ok().and_then(|v| v.parse().ok()) {
         // Test hook: hold the lock, the open input and the temporary file while a test changes
         // the input under the reads or starts a second writer.
@@ -1399,6 +1507,7 @@ fn write_shard(
     }
     let mut hashes = vec![0u128; sp.items.len()];
     for (done, i) in production_order(sp).into_iter().enumerate() {
+        b.start(&sp.items[i]);
         if fault && done * 2 >= sp.items.len() {
             // Test hook (CKPTPILOT_FAULT_ABORT_AFTER_SHARDS): die half-way through a shard, as a kill would.
             std::process::abort();
@@ -1453,8 +1562,12 @@ fn verify_shard(sp: &ShardPlan<'_>, path: &Path, b: &mut Bufs) -> Result<(), Con
     let got_data = out.open_data()?;
     let open = Opened::open(sp)?;
     b.row_scales.clear();
+    b.code_sums.clear();
     let mut got = Vec::new();
-    for ((e, plan), it) in out.tensors().iter().zip(&sp.out).zip(&sp.items) {
+    let tensors = out.tensors();
+    for i in production_order(sp) {
+        let (e, plan, it) = (&tensors[i], &sp.out[i], &sp.items[i]);
+        b.start(it);
         if e.name != plan.name || e.dtype != plan.dtype || e.shape != plan.shape {
             return Err(ConvertError::Verify { file: name, detail: format!("{} differs from the plan", e.name) });
         }
@@ -1552,8 +1665,8 @@ fn finalize(
     let mut skipped = Vec::new();
     // config.json is copied as it is unless its quantization section has to go.
     let mut config_copied = false;
-    if let Task::Quantize { to, part_bytes } = opts.task {
-        let desc = quantize::description_json(plan.description.as_deref().unwrap_or_default(), to);
+    if let Task::Quantize { part_bytes, .. } = opts.task {
+        let desc = quantize::description_json(plan.description.as_deref().unwrap_or_default(), plan.quant_type);
         kept.extend(put_file(&opts.out, quantize::DESCRIPTION, &mut desc.as_bytes(), files, opts.force)?);
         if part_bytes > 0 {
             let index = quantize::index_json(plan);

@@ -1,8 +1,10 @@
-//! `ckptpilot quantize --to w8a8-dynamic`: the plan of a ModelSlim W8A8_DYNAMIC checkpoint as
-//! msModelSlim's min-max pipeline writes it (which tensors, in which order, in which part file),
-//! made from a bf16/f16/f32 checkpoint or from an fp8 one dequantized on the fly. What msModelSlim
-//! does is data: `modelslim_writer.json`, with the files it was read from. The arithmetic is
-//! [`crate::quant::int8`]; the streaming, atomic, resumable writing is the rest of [`super`].
+//! `ckptpilot quantize --to w8a8-dynamic | w4a8-dynamic`: the plan of a ModelSlim checkpoint as
+//! msModelSlim's min-max pipeline writes it (which tensors, in which scheme, in which order, in
+//! which part file), made from a bf16/f16/f32 checkpoint or from an fp8 one dequantized on the fly.
+//! What msModelSlim does is data: `modelslim_writer.json` (each target's recipe, the scale_bias
+//! rule, the description's fields), with the files it was read from. The arithmetic is
+//! [`crate::quant::int8`] and [`super::int4`]; the streaming, atomic, resumable writing is the rest
+//! of [`super`].
 
 use super::{writer, ConvertError, Item, Plan, ShardPlan, Src};
 use crate::checkpoint::{Checkpoint, Dtype, TensorRef};
@@ -20,21 +22,53 @@ use writer::OutTensor;
 pub enum Target {
     /// ModelSlim W8A8_DYNAMIC: int8 weights with a per-channel f32 scale, int8 activations per token.
     W8A8Dynamic,
+    /// msModelSlim's MoE recipe: routed experts W4A8_DYNAMIC (per-channel int4 weights, packed,
+    /// with their `scale_bias`), the other linear layers of the decoder W8A8_DYNAMIC.
+    W4A8Dynamic,
 }
 
 impl Target {
     pub fn as_str(self) -> &'static str {
         match self {
             Target::W8A8Dynamic => "w8a8-dynamic",
+            Target::W4A8Dynamic => "w4a8-dynamic",
         }
     }
 
-    /// The scheme name in `quant_model_description.json`.
-    pub fn scheme(self) -> &'static str {
+    /// Which scheme the recipe gives a linear module of a decoder layer (None: it stays FLOAT).
+    fn scheme_of(self, module: &str) -> Option<Scheme> {
+        let recipe = rules().recipes.get(self.as_str()).expect("every target has a recipe in modelslim_writer.json");
+        let hit = |ps: &[String]| ps.iter().any(|p| glob_match(p, module));
+        recipe.iter().find(|r| hit(&r.include) && !hit(&r.exclude)).map(|r| r.scheme)
+    }
+}
+
+/// A quantized layer's scheme, as the description names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum Scheme {
+    #[serde(rename = "W8A8_DYNAMIC")]
+    W8A8Dynamic,
+    #[serde(rename = "W4A8_DYNAMIC")]
+    W4A8Dynamic,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
         match self {
-            Target::W8A8Dynamic => "W8A8_DYNAMIC",
+            Scheme::W8A8Dynamic => "W8A8_DYNAMIC",
+            Scheme::W4A8Dynamic => "W4A8_DYNAMIC",
         }
     }
+}
+
+/// How a quantized weight's codes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Codes {
+    /// One int8 code per element.
+    I8,
+    /// int4 codes, two output rows to a byte; the code sums of `chunks` equal column chunks of each
+    /// row make its `scale_bias`.
+    I4 { chunks: usize },
 }
 
 pub const DESCRIPTION: &str = "quant_model_description.json";
@@ -45,10 +79,52 @@ const FLOAT: &str = "FLOAT";
 #[derive(Debug, Deserialize)]
 struct WriterRules {
     layer_prefixes: Vec<String>,
-    exclude_modules: Vec<String>,
+    recipes: HashMap<String, Vec<RecipeStep>>,
+    scale_bias: ScaleBiasRule,
+    model_quant_type_priority: Vec<String>,
     module_order: Vec<String>,
     part_file_size_gib: u64,
     version: String,
+}
+
+/// One `linear_quant` step of a recipe.
+#[derive(Debug, Deserialize)]
+struct RecipeStep {
+    scheme: Scheme,
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+/// msModelSlim's `process_scale`: which modules sum whole rows, which sum `tp_num` column chunks.
+#[derive(Debug, Deserialize)]
+struct ScaleBiasRule {
+    tp_num: usize,
+    row_sum: Vec<String>,
+    tp_chunks: Vec<String>,
+}
+
+/// The column chunks of an int4 weight's `scale_bias` (`k` columns), or why msModelSlim fails on it.
+fn scale_bias_chunks(module: &str, k: u64) -> Result<usize, String> {
+    let r = &rules().scale_bias;
+    let has = |subs: &[String]| subs.iter().any(|s| module.contains(s.as_str()));
+    if has(&r.row_sum) {
+        return Ok(1);
+    }
+    if !has(&r.tp_chunks) {
+        return Err(format!(
+            "{module}: an int4 expert whose name contains none of {:?}: msModelSlim would save its dequantized weight as scale_bias, which vLLM-Ascend does not load",
+            [&r.row_sum[..], &r.tp_chunks[..]].concat()
+        ));
+    }
+    // process_scale sums chunks of K // tp_num columns: tp_num of them only when tp_num divides K
+    // (else msModelSlim fails on a reshape or writes more columns than vLLM-Ascend's [N, 16]).
+    let tp = r.tp_num as u64;
+    if k == 0 || k % tp != 0 {
+        return Err(format!(
+            "{module}: {k} input columns are not a multiple of {tp}: msModelSlim's scale_bias would not have the [N, {tp}] vLLM-Ascend loads"
+        ));
+    }
+    Ok(r.tp_num)
 }
 
 fn rules() -> &'static WriterRules {
@@ -135,17 +211,16 @@ pub(super) fn plan<'a>(
         logical.push((name.clone(), l));
     }
     let by_name: HashMap<&str, Logical<'a>> = logical.iter().map(|(n, l)| (n.as_str(), *l)).collect();
-    let quantized = |name: &str, l: &Logical<'_>| -> bool {
-        let Some(module) = name.strip_suffix(".weight") else { return false };
-        l.src.weight.entry.shape.len() == 2
-            && Compute::of(l.dtype).is_some()
-            && layer_of(name, layers).is_some()
-            && !rules().exclude_modules.iter().any(|p| glob_match(p, module))
+    // The linear weights of the decoder layers, in the scheme the target's recipe gives them.
+    let scheme_of = |name: &str, l: &Logical<'_>| -> Option<Scheme> {
+        let module = name.strip_suffix(".weight")?;
+        let linear = l.src.weight.entry.shape.len() == 2 && Compute::of(l.dtype).is_some();
+        (linear && layer_of(name, layers).is_some()).then(|| target.scheme_of(module)).flatten()
     };
     // The biases of quantized layers are written with them (as FLOAT f32), not on their own.
     let mut bias_of: HashMap<&str, TensorRef<'a>> = HashMap::new();
     for (name, l) in &logical {
-        if quantized(name, l) {
+        if scheme_of(name, l).is_some() {
             let module = name.strip_suffix(".weight").expect("quantized names end in .weight");
             if let Some(b) = by_name.get(format!("{module}.bias").as_str()) {
                 bias_of.insert(name.as_str(), b.src.weight);
@@ -157,26 +232,51 @@ pub(super) fn plan<'a>(
     order.sort_by_cached_key(|(n, _)| order_key(n, layers));
 
     // (name, description scheme, layout, how it is made), in msModelSlim's write order.
-    let scheme = target.scheme();
     let mut seq: Vec<(OutTensor, &'static str, Item<'a>)> = Vec::new();
-    let mut n_quant = 0;
+    let mut schemes: HashSet<Scheme> = HashSet::new();
+    let mut reasons = Vec::new();
     for (name, l) in order {
         let shape = l.src.weight.entry.shape.clone();
         let bytes = |d: Dtype, numel: u64| numel.saturating_mul(d.bits()) / 8;
         let numel = l.src.weight.entry.numel();
-        if quantized(name, l) {
-            n_quant += 1;
+        if let Some(scheme) = scheme_of(name, l) {
+            schemes.insert(scheme);
             let module = name.strip_suffix(".weight").expect("quantized names end in .weight");
-            let n = shape[0];
+            let (n, k) = (shape[0], shape[1]);
             let t = |suffix: &str, dtype: Dtype, shape: Vec<u64>, numel: u64| OutTensor {
                 name: format!("{module}.{suffix}"),
                 dtype,
                 shape,
                 nbytes: bytes(dtype, numel),
             };
-            seq.push((t("weight", Dtype::I8, shape.clone(), numel), scheme, Item::Quant(l.src)));
-            seq.push((t("weight_scale", Dtype::F32, vec![n, 1], n), scheme, Item::Scale(l.src)));
-            seq.push((t("weight_offset", Dtype::F32, vec![n, 1], n), scheme, Item::Zeros(n)));
+            let codes = match scheme {
+                Scheme::W8A8Dynamic => Codes::I8,
+                Scheme::W4A8Dynamic => {
+                    if n % 2 != 0 {
+                        // msModelSlim: AssertionError("n dimension should be even") in _pack_int4.
+                        reasons.push(format!("{name}: {n} output rows do not pack two int4 rows to a byte"));
+                    }
+                    match scale_bias_chunks(module, k) {
+                        Ok(chunks) => Codes::I4 { chunks },
+                        Err(why) => {
+                            reasons.push(why);
+                            Codes::I4 { chunks: 1 }
+                        }
+                    }
+                }
+            };
+            let s = scheme.as_str();
+            let weight = match codes {
+                Codes::I8 => t("weight", Dtype::I8, shape.clone(), numel),
+                Codes::I4 { .. } => t("weight", Dtype::I8, vec![n / 2, k], n / 2 * k),
+            };
+            seq.push((weight, s, Item::Quant(l.src, codes)));
+            seq.push((t("weight_scale", Dtype::F32, vec![n, 1], n), s, Item::Scale(l.src, codes)));
+            seq.push((t("weight_offset", Dtype::F32, vec![n, 1], n), s, Item::Zeros(n)));
+            if let Codes::I4 { chunks } = codes {
+                let c = chunks as u64;
+                seq.push((t("scale_bias", Dtype::F32, vec![n, c], n * c), s, Item::ScaleBias(l.src, chunks)));
+            }
             if let Some(b) = bias_of.get(name.as_str()) {
                 let item = if b.entry.dtype == Dtype::F32 { Item::Copy(*b) } else { Item::Widen(*b) };
                 let bshape = b.entry.shape.clone();
@@ -191,13 +291,17 @@ pub(super) fn plan<'a>(
             seq.push((out, FLOAT, item));
         }
     }
-    if n_quant == 0 {
+    if schemes.is_empty() {
         return Err(ConvertError::Refused {
             reasons: vec![format!(
-                "no linear weight to quantize: none is a 2-D bf16/f16/f32/fp8 `.weight` in a decoder layer (under {}, layers 0..{layers})",
-                rules().layer_prefixes.join(" or ")
+                "no linear weight to quantize: none is a 2-D bf16/f16/f32/fp8 `.weight` in a decoder layer (under {}, layers 0..{layers}) that the {} recipe selects",
+                rules().layer_prefixes.join(" or "),
+                target.as_str()
             )],
         });
+    }
+    if !reasons.is_empty() {
+        return Err(ConvertError::Refused { reasons });
     }
     let mut seen = HashSet::new();
     for (t, _, _) in &seq {
@@ -250,7 +354,7 @@ pub(super) fn plan<'a>(
         shards.push(ShardPlan { name: part_name(pi), inputs, items, out, header, len, in_bytes });
     }
     let description = seq.iter().map(|(t, s, _)| (t.name.clone(), *s)).collect();
-    Ok(Plan { shards, dropped, description: Some(description) })
+    Ok(Plan { shards, dropped, description: Some(description), quant_type: model_quant_type(&schemes) })
 }
 
 /// safetensors orders a file's tensors by its Dtype enum, largest first (checked with
@@ -259,13 +363,22 @@ fn dtype_rank(d: Dtype) -> usize {
     Dtype::ALL.iter().position(|&x| x == d).unwrap_or(0)
 }
 
+/// The description's `model_quant_type`: the scheme of highest rank in msModelSlim's priority list
+/// among the layers written. W4A8_DYNAMIC is not in that list: a model whose only quantized layers
+/// are int4 experts gets FLOAT, from its router and lm_head (unquantized nn.Linear layers).
+fn model_quant_type(schemes: &HashSet<Scheme>) -> &'static str {
+    let prio = &rules().model_quant_type_priority;
+    let rank = |s: &str| prio.iter().position(|p| p == s);
+    schemes.iter().map(|s| s.as_str()).filter(|s| rank(s).is_some()).max_by_key(|s| rank(s)).unwrap_or(FLOAT)
+}
+
 /// `quant_model_description.json` as msModelSlim's JsonWriter writes it (Python's `json.dump`
 /// with indent 4): keys in write order, then the fixed fields.
-pub(super) fn description_json(entries: &[(String, &'static str)], target: Target) -> String {
+pub(super) fn description_json(entries: &[(String, &'static str)], quant_type: &str) -> String {
     let q = |s: &str| serde_json::to_string(s).expect("strings serialize");
     let mut lines: Vec<String> = entries.iter().map(|(n, s)| format!("    {}: {}", q(n), q(s))).collect();
     lines.push(format!("    \"version\": {}", q(&rules().version)));
-    lines.push(format!("    \"model_quant_type\": {}", q(target.scheme())));
+    lines.push(format!("    \"model_quant_type\": {}", q(quant_type)));
     lines.push("    \"metadata\": {}".into());
     lines.push("    \"group_size\": 0".into());
     lines.push("    \"optional\": {}".into());
@@ -302,6 +415,37 @@ mod tests {
         assert!(!glob_match("*mlp.gate", "model.layers.0.mlp.gate_proj"));
         assert!(glob_match("*mlp.experts.*", "model.layers.3.mlp.experts.7.up_proj"));
         assert!(!glob_match("*mlp.experts.*", "model.layers.3.mlp.shared_expert.up_proj"));
+    }
+
+    #[test]
+    fn the_w4a8_recipe_sends_routed_experts_to_int4_and_the_rest_to_int8() {
+        let t = Target::W4A8Dynamic;
+        assert_eq!(t.scheme_of("model.layers.0.self_attn.q_proj"), Some(Scheme::W8A8Dynamic));
+        assert_eq!(t.scheme_of("model.layers.0.mlp.experts.7.down_proj"), Some(Scheme::W4A8Dynamic));
+        assert_eq!(t.scheme_of("model.layers.0.mlp.shared_expert.up_proj"), Some(Scheme::W8A8Dynamic));
+        assert_eq!(t.scheme_of("model.layers.0.mlp.gate_proj"), Some(Scheme::W8A8Dynamic), "a dense MLP");
+        assert_eq!(t.scheme_of("model.layers.0.mlp.gate"), None, "the router stays FLOAT");
+        assert_eq!(Target::W8A8Dynamic.scheme_of("model.layers.0.mlp.experts.7.down_proj"), Some(Scheme::W8A8Dynamic));
+        assert_eq!(Target::W8A8Dynamic.scheme_of("model.layers.0.mlp.gate"), None);
+    }
+
+    #[test]
+    fn scale_bias_sums_rows_or_sixteen_chunks_by_name_like_process_scale() {
+        assert_eq!(scale_bias_chunks("model.layers.0.mlp.experts.0.gate_proj", 64), Ok(1));
+        assert_eq!(scale_bias_chunks("model.layers.0.mlp.experts.0.down_proj", 32), Ok(16));
+        assert_eq!(scale_bias_chunks("model.layers.0.block_sparse_moe.experts.0.w2", 1536), Ok(16));
+        // msModelSlim would write [N, 20] for K = 40 (chunks of 40 // 16 = 2), fail for K = 8 or 50.
+        for k in [40, 8, 50, 0] {
+            assert!(scale_bias_chunks("m.experts.0.down_proj", k).is_err(), "{k}");
+        }
+        assert!(scale_bias_chunks("m.experts.0.fc1", 64).is_err(), "no scale_bias vLLM-Ascend loads");
+    }
+
+    #[test]
+    fn model_quant_type_follows_msmodelslim_priority() {
+        let set = |v: &[Scheme]| v.iter().copied().collect::<HashSet<_>>();
+        assert_eq!(model_quant_type(&set(&[Scheme::W4A8Dynamic, Scheme::W8A8Dynamic])), "W8A8_DYNAMIC");
+        assert_eq!(model_quant_type(&set(&[Scheme::W4A8Dynamic])), "FLOAT");
     }
 
     #[test]

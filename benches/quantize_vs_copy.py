@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""`ckptpilot quantize --to TARGET` against a plain copy of the same bytes (read every input shard,
+write as many bytes as ckptpilot's output: benches/convert_compare.py's plain_copy), interleaved,
+warm page cache, median of --runs; ckptpilot's peak RSS from wait4's rusage.
+
+  python3 benches/quantize_vs_copy.py INPUT_DIR [--to w4a8-dynamic] [--runs 5] [--threads N] [--scratch DIR] [--bin CKPTPILOT]
+
+convert_compare.py measures `--quantize` as w8a8-dynamic; this takes any target.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from convert_compare import ROOT, du, plain_copy, warm  # noqa: E402
+
+
+def run(binary, src, dst, to, threads):
+    cmd = [binary, "quantize", src, "--to", to, "--out", dst, "--quiet"]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t
+    if status != 0:
+        sys.exit(f"ckptpilot failed: {p.stderr.read().decode()}")
+    return dt, ru.ru_maxrss * 1024
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("src")
+    ap.add_argument("--to", default="w4a8-dynamic")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--scratch", default=None, help="directory for outputs (default: next to the input)")
+    ap.add_argument("--bin", default=os.environ.get("CKPTPILOT", os.path.join(ROOT, "target", "release", "ckptpilot")))
+    a = ap.parse_args()
+    scratch = a.scratch or os.path.dirname(os.path.abspath(a.src))
+    in_bytes = du(a.src)
+    out = tempfile.mkdtemp(dir=scratch, prefix="ckptpilot-out-")
+    warm(a.src)
+    run(a.bin, a.src, out, a.to, a.threads)  # warm-up, and the output size
+    out_bytes = du(out)
+    tc, tp, rss = [], [], []
+    for _ in range(a.runs):
+        shutil.rmtree(out)
+        os.makedirs(out)
+        t = time.perf_counter()
+        plain_copy(a.src, out, out_bytes)
+        tp.append(time.perf_counter() - t)
+        shutil.rmtree(out)
+        dt, r = run(a.bin, a.src, out, a.to, a.threads)
+        tc.append(dt)
+        rss.append(r)
+    shutil.rmtree(out)
+    mc, mp = statistics.median(tc), statistics.median(tp)
+    print(f"input {in_bytes / 1e9:.2f} GB, output {out_bytes / 1e9:.2f} GB, warm page cache, {a.runs} interleaved runs")
+    print(f"plain copy   median {mp:6.2f} s  ({in_bytes / mp / 1e9:5.2f} GB/s of input)  runs {', '.join(f'{x:.2f}' for x in tp)}")
+    print(f"ckptpilot    median {mc:6.2f} s  ({in_bytes / mc / 1e9:5.2f} GB/s of input)  runs {', '.join(f'{x:.2f}' for x in tc)}")
+    print(f"ckptpilot speed / plain copy speed = {mp / mc:.3f}  (target >= 0.8)")
+    print(f"ckptpilot peak RSS {max(rss) / 2 ** 20:.0f} MiB")
+    print(f"command: quantize --to {a.to} ({a.bin})")
+
+
+if __name__ == "__main__":
+    main()
