@@ -19,6 +19,8 @@ const FIXTURES: &[(&str, &str, &str)] = &[
     // msModelSlim's data-free converter (`apiversion: modelslim_convert`, FLOAT -> W8A8_MXFP8).
     ("modelslim-llama-w8a8-mxfp8-convert", "W8A8_MXFP8", "w8a8_mxfp8.py"),
     ("modelslim-qwen3-moe-w8a8-mxfp8-convert", "W8A8_MXFP8", "w8a8_mxfp8.py"),
+    // The converter's FP8_BLOCK -> FLOAT -> W8A8_MXFP8 route, from a 128x128-block fp8 checkpoint.
+    ("modelslim-qwen3-dense-fp8-w8a8-mxfp8-convert", "W8A8_MXFP8", "w8a8_mxfp8.py"),
 ];
 
 /// The contract's own findings: any of them on a checkpoint msModelSlim wrote is a wrong contract.
@@ -178,6 +180,35 @@ fn the_converter_writes_what_linear_quant_writes() {
         };
         assert_eq!(idx(&q), idx(&c), "{model}");
     }
+}
+
+/// From an fp8 checkpoint the converter drops `weight_scale_inv` and the config's
+/// `quantization_config` (vLLM-Ascend would otherwise see `fp8`, not `ascend`), and quantizes the
+/// same linears as from bf16.
+#[test]
+fn the_converter_from_fp8_leaves_no_fp8_trace() {
+    let dir = fixture("modelslim-qwen3-dense-fp8-w8a8-mxfp8-convert");
+    let cfg: Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert!(cfg.get("quantization_config").is_none(), "{cfg}");
+    let st = read_st(&dir.join("quant_model_weights-00001-of-00001.safetensors"));
+    assert!(!st.header.keys().any(|k| k.contains("scale_inv")));
+    let d = description(&dir);
+    // Every fp8 weight of the source is a W8A8_MXFP8 weight here.
+    let mut fp8_source = Vec::new();
+    for p in std::fs::read_dir(fixture("qwen3-dense-fp8")).unwrap().flatten().map(|e| e.path()) {
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            let h = read_st(&p).header;
+            fp8_source.extend(h.iter().filter(|(_, m)| m["dtype"] == "F8_E4M3").map(|(k, _)| k.clone()));
+        }
+    }
+    assert_eq!(fp8_source.len(), 28);
+    for k in &fp8_source {
+        assert_eq!(d[k.as_str()], "W8A8_MXFP8", "{k}");
+        assert_eq!(st.header[k.as_str()]["dtype"], "F8_E4M3", "{k}");
+        assert_eq!(st.header[format!("{}_scale", k).as_str()]["dtype"], "U8", "{k}");
+    }
+    let (_, v) = audit_ascend(&dir);
+    assert_eq!(v["quantization"]["method"], "ascend");
 }
 
 /// msModelSlim names its fp8 (per-channel weight, per-token activation) scheme WFP8AFP8_DYNAMIC,

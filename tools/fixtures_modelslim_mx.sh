@@ -26,6 +26,9 @@
 #   data-free converter (`msmodelslim quant` with `apiversion: modelslim_convert`, no calibration, no runner):
 #   fixtures/modelslim-llama-w8a8-mxfp8-convert     FLOAT -> W8A8_MXFP8, the decoder layers' linears
 #   fixtures/modelslim-qwen3-moe-w8a8-mxfp8-convert FLOAT -> W8A8_MXFP8, attention + experts (router gate FLOAT)
+#   fixtures/modelslim-qwen3-dense-fp8-w8a8-mxfp8-convert  FP8_BLOCK -> FLOAT -> W8A8_MXFP8 (the converter's auto route)
+#        straight from fixtures/qwen3-dense-fp8 (128x128-block fp8 + weight_scale_inv, no tokenizer): weight_scale_inv
+#        dropped, quantization_config removed from config.json, --model_type Qwen3-8B
 # Not produced (the script checks that they still fail, with the error):
 #   W4A16_MXFP4 (weight-only mxfp4): "No implementation found for ABC AutoFakeQuantLinear with dispatch key:
 #        (QScheme(scope=per_tensor, dtype=float ...), QScheme(scope=per_block, dtype=mxfp4 ...))"; ascendv1 saver
@@ -95,6 +98,7 @@ rm -rf "$RUN"; mkdir -p "$RUN/out"
 "$PY" "$TOOLS/fixtures_modelslim_fp8ref.py" "$ROOT/fixtures/qwen3-dense-fp8" \
     "$ROOT/fixtures/qwen3-dense-fp8.reference/dequant_bf16.safetensors" "$RUN/qwen3-dense-bf16"
 "$PY" "$TOOLS/fixtures_modelslim_prep.py" "$RUN/qwen3-dense-bf16" "$RUN/qwen3-dense" "$RUN/calib.jsonl"
+cp -r "$ROOT/fixtures/qwen3-dense-fp8" "$RUN/qwen3-dense-fp8"   # the converter needs no tokenizer nor calibration
 
 v1() {  # NAME ACT_QCONFIG WEIGHT_QCONFIG [EXTRA_PROCESS]
     cat > "$RUN/$1.yaml" <<EOF
@@ -160,6 +164,7 @@ quant qwen3-moe-w4a8-mxfp           qwen3-moe w4a8_mxfp        Qwen3-30B
 quant llama-wfp8afp8-dynamic        llama     wfp8afp8_dynamic default
 quant llama-w8a8-mxfp8-convert      llama     convert_w8a8_mxfp8_dense default
 quant qwen3-moe-w8a8-mxfp8-convert  qwen3-moe convert_w8a8_mxfp8_moe   Qwen3-30B
+quant qwen3-dense-fp8-w8a8-mxfp8-convert qwen3-dense-fp8 convert_w8a8_mxfp8_dense Qwen3-8B
 fails llama-w4a16-mxfp4 llama w4a16_mxfp4 default \
     "No implementation found for ABC <class 'msmodelslim.ir.auto.AutoFakeQuantLinear'> with dispatch key: (QScheme(scope=per_tensor, dtype=float, symmetric=True), QScheme(scope=per_block, dtype=mxfp4, symmetric=True))"
 fails qwen3-dense-w4a4-mxfp4-flatquant qwen3-dense w4a4_mxfp4_flatquant Qwen3-8B \
