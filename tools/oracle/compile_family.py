@@ -221,6 +221,13 @@ def tiny_config(args, alt=False):
             skw["model_type"] = sd.model_type
         kw[sub] = skw
     for k, v in (args.set or {}).items():
+        # "@KEY" (or "@sub.KEY"): the value this tiny config already has for KEY, else the size table's
+        # (so both size sets keep a relation the published configs have, LFM2's block_dim == hidden_size)
+        if isinstance(v, str) and v.startswith("@"):
+            ref, cur = v[1:], kw
+            for seg in ref.split("."):
+                cur = cur.get(seg) if isinstance(cur, dict) else None
+            v = cur if cur is not None else tiny[ref.split(".")[-1]]
         if "." in k:
             a, b = k.split(".", 1)
             kw.setdefault(a, {})[b] = v
@@ -614,6 +621,10 @@ def infer_mapper(recs):
                 sa, sb = "." + ".".join(a[j - 1: len(a) - i + 1]) + ".", "." + ".".join(b[j - 1: len(b) - i + 1]) + "."
                 if LAYER_RE.search("x" + sa + "x") is not None:
                     sa, sb = "." + ".".join(a[j: len(a) - i + 1]) + ".", "." + ".".join(b[j: len(b) - i + 1]) + "."
+            if i == 0 and sa.endswith(".") and sb.endswith("."):
+                # the renamed segment ends the name (Mamba's `mixer.A_log` loaded into `mixer.A`:
+                # mamba.py load_weights, `name.replace("A_log", "A")`): no dot follows it
+                sa, sb = sa[:-1], sb[:-1]
             if LAYER_RE.search("x" + sa + "x") is None:
                 substr[sa] = sb
     return prefix, substr
@@ -782,10 +793,32 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
     if qk:
         fam["parallel"] = {"qk_norm": qk_norm_kind(recs, qk, view)}
         fam["parallel_source"] = "inferred from the q/k norm shapes across TP sizes (compile_family.py)"
+    free = attention_free_source(r1.get("model_class") or "")
+    if free:
+        fam.setdefault("parallel", {})["attention_free"] = True
+        fam["parallel_source"] = "; ".join(x for x in (fam.get("parallel_source"), free) if x)
     for n in sorted(notes):
         todo.append(n)
     fam["_todo"] = todo
     return fam
+
+
+def attention_free_source(model_class):
+    """Where vLLM says the model class has no attention: its class statement lists the IsAttentionFree
+    interface (vllm/model_executor/models/interfaces.py: `is_attention_free = True`). '' if not."""
+    import importlib.util
+    mod, _, cls = model_class.rpartition(".")
+    try:
+        spec = importlib.util.find_spec(mod)
+    except (ImportError, ValueError):
+        return ""
+    if not spec or not spec.origin:
+        return ""
+    m = re.search(r"^class " + re.escape(cls) + r"\((.*?)\):", open(spec.origin).read(), re.S | re.M)
+    if not m or "IsAttentionFree" not in m.group(1):
+        return ""
+    rel = "vllm/" + spec.origin.split("/vllm/", 1)[1]
+    return f"attention_free: {rel}: class {cls}(..., IsAttentionFree, ...) (no attention, no num_attention_heads)"
 
 
 def qk_norm_kind(recs, qk, view):
