@@ -562,7 +562,10 @@ def _dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
               "3*hidden_size", "hidden_size/num_attention_heads", "max_position_embeddings+2",
               "linear_num_value_heads*linear_value_head_dim", "linear_num_key_heads*linear_key_head_dim",
               "2*linear_num_key_heads*linear_key_head_dim+linear_num_value_heads*linear_value_head_dim",
-              "linear_num_value_heads", "linear_conv_kernel_dim"]
+              "linear_num_value_heads", "linear_conv_kernel_dim",
+              # Mamba's x_proj (vllm/model_executor/layers/mamba/mamba_mixer.py, MambaMixer.__init__:
+              # RowParallelLinear(intermediate_size, time_step_rank + ssm_state_size * 2))
+              "time_step_rank+2*state_size"]
     for c in cands:
         if eval_expr(c, view) == value and (alt is None or eval_expr(c, alt[0]) == alt[1]):
             return c

@@ -274,9 +274,13 @@ _RAW = [
     # vLLM's SiglipVisionModel loads (the other layout: "no module or parameter named 'vision_tower.embeddings'")
     dict(name="cohere2-vision", arch="Cohere2VisionForConditionalGeneration",
          post_write=rename_prefix({"model.vision_tower.": "model.vision_tower.vision_model."})),
-    # the text model is LFM2's: block_dim / conv_dim as published (see lfm2 above)
+    # the text model is LFM2's: block_dim / conv_dim as published (see lfm2 above). The SigLIP2 tower keeps its
+    # `vision_model.` level as in the published LiquidAI/LFM2-VL checkpoints (written by transformers 4's
+    # Siglip2VisionModel; transformers 5 saves `model.vision_tower.embeddings...`, which vLLM's Siglip2Model
+    # refuses: "no module or parameter named 'embeddings' in Siglip2Model")
     dict(name="lfm2-vl", arch="Lfm2VlForConditionalGeneration",
-         set={"text_config.block_dim": "@text_config.hidden_size", "text_config.conv_dim": "@text_config.hidden_size"}),
+         set={"text_config.block_dim": "@text_config.hidden_size", "text_config.conv_dim": "@text_config.hidden_size"},
+         post_write=rename_prefix({"model.vision_tower.": "model.vision_tower.vision_model."})),
     # transformers 5's Lfm2MoeConfig defaults layer_types to None and its decoder layers index it; the published
     # LiquidAI/LFM2-8B-A1B config.json lists one entry per layer ("conv" / "full_attention") and
     # num_dense_layers 2 of 24: here one conv and one attention layer, the first dense (so one MoE layer remains)
