@@ -913,8 +913,12 @@ def draft_params(recs, cfg, view, todo, alt=None):
                 rule["repeat"] = {"L": "moe_layers"}
             elif set(layers) == set(allset) - moe_layers:
                 rule["repeat"] = {"L": "dense_layers"}
-            elif layer_types and set(layers) == {i for i, t in enumerate(layer_types[:n_layers]) if "linear" not in t}:
+            elif layer_types and set(layers) == {i for i, t in enumerate(layer_types[:n_layers])
+                                                 if "linear" not in t and t != "conv"}:
                 rule["repeat"] = {"L": "full_attention_layers"}
+            elif layer_types and set(layers) == {i for i, t in enumerate(layer_types[:n_layers]) if t == "conv"}:
+                # LFM2's short-convolution blocks (vllm/model_executor/models/lfm2.py, Lfm2Model.__init__)
+                rule["repeat"] = {"L": "conv_layers"}
             elif layer_types and set(layers) == {i for i, t in enumerate(layer_types[:n_layers]) if "linear" in t}:
                 rule["repeat"] = {"L": "linear_attention_layers"}
             else:

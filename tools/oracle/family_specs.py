@@ -212,7 +212,11 @@ _RAW = [
     # and config.conv_dim (Lfm2ShortConv, Lfm2ShortConvDecoderLayer), which transformers 5's Lfm2Config does
     # not define; the published LiquidAI/LFM2-* config.json files carry both, equal to hidden_size
     # (LFM2-1.2B: block_dim 2048, conv_dim 2048, hidden_size 2048): set as published
-    dict(name="lfm2", arch="Lfm2ForCausalLM", set={"block_dim": "@hidden_size", "conv_dim": "@hidden_size"}),
+    # layer_types: the published configs mix short-convolution and attention blocks (LFM2-1.2B: 10 "conv", 6
+    # "full_attention"); transformers' default for 2 layers is attention only, which would leave the conv
+    # blocks untested: one of each
+    dict(name="lfm2", arch="Lfm2ForCausalLM", set={"block_dim": "@hidden_size", "conv_dim": "@hidden_size",
+                                                   "layer_types": ["conv", "full_attention"]}),
     dict(name="bailing-moe", arch="BailingMoeV2ForCausalLM"),
     # vLLM's longcat_flash.py reads config.mla_scale_q_lora / mla_scale_kv_lora (FlashDecoderLayer's MLA norm
     # scaling) and config.zero_expert_type (LongcatMoe: `assert config.zero_expert_type is not None`), which
@@ -279,7 +283,8 @@ _RAW = [
     # Siglip2VisionModel; transformers 5 saves `model.vision_tower.embeddings...`, which vLLM's Siglip2Model
     # refuses: "no module or parameter named 'embeddings' in Siglip2Model")
     dict(name="lfm2-vl", arch="Lfm2VlForConditionalGeneration",
-         set={"text_config.block_dim": "@text_config.hidden_size", "text_config.conv_dim": "@text_config.hidden_size"},
+         set={"text_config.block_dim": "@text_config.hidden_size", "text_config.conv_dim": "@text_config.hidden_size",
+              "text_config.layer_types": ["conv", "full_attention"]},
          post_write=rename_prefix({"model.vision_tower.": "model.vision_tower.vision_model."})),
     # transformers 5's Lfm2MoeConfig defaults layer_types to None and its decoder layers index it; the published
     # LiquidAI/LFM2-8B-A1B config.json lists one entry per layer ("conv" / "full_attention") and
