@@ -1020,9 +1020,11 @@ def draft_params(recs, cfg, view, todo, alt=None):
         elif "{L}" not in pat:
             rule["role"] = "head"
         leaf = base.rsplit(".", 1)[-1]
-        if leaf in ("q_norm", "q_layernorm", "query_layernorm") and "attn" in base:
+        # the decoder's q/k norms only (plan's qk-norm rule reads them against the text head_dim; a vision
+        # tower's own q/k norms, GLM-OCR's visual.blocks.N.attn.k_norm, have the tower's head size)
+        if leaf in ("q_norm", "q_layernorm", "query_layernorm") and "attn" in base and not is_tower(pat):
             rule["qk_norm"] = "q"
-        if leaf in ("k_norm", "k_layernorm", "key_layernorm") and "attn" in base:
+        if leaf in ("k_norm", "k_layernorm", "key_layernorm") and "attn" in base and not is_tower(pat):
             rule["qk_norm"] = "k"
         if part in ("column", "merged", "row", "qkv-kv", "qkv") and pat.endswith(".weight"):
             rule["quantized"] = True
