@@ -332,6 +332,10 @@ _RAW = [
     dict(name="gpt2-seqcls", arch="GPT2ForSequenceClassification", model_type="gpt2", set={"activation_function": "gelu"}),
     # Llama 4's text model alone (model_type llama4_text; fused experts as the published Llama 4 checkpoints hold them)
     dict(name="llama4-text", arch="Llama4ForCausalLM", model_type="llama4_text"),
+    # more text decoders vLLM 0.33.0 registers and transformers 5.20.2 has a class for
+    dict(name="qwen4-exp", arch="Qwen4ExpForCausalLM", model_type="qwen4_exp_text"),
+    dict(name="mimo-v2-flash", arch="MiMoV2FlashForCausalLM"),
+    dict(name="hy-v4", arch="HYV4ForCausalLM"),
 ]
 
 
