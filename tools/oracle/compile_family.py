@@ -579,8 +579,9 @@ def _dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
 
 
 def is_tower(name):
+    # mlp_AR: PaddleOCR-VL's projector (vllm/model_executor/models/paddleocr_vl.py: `self.mlp_AR = Projector(...)`)
     return any(k in name for k in ("vision", "visual", "audio", "mm_projector", "multi_modal", "patch_embed", "merger",
-                                   "connector"))
+                                   "connector", "mlp_AR"))
 
 
 LAYER_RE = re.compile(r"\.(layers|h|blocks|layer)\.(\d+)\.")
