@@ -772,7 +772,8 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
             if layer is not None:
                 s = {"substr": p.split("{L}", 1)[1], "reason": "vLLM 0.33.0 never loads it (oracle: not traced)"}
             else:
-                s = {"prefix": ck, "reason": "vLLM 0.33.0 never loads it (oracle: not traced)"}
+                # remap matches skips on the name the mapper rewrote (src/remap: apply_mapper, then skip)
+                s = {"prefix": apply_map(ck, prefix, substr), "reason": "vLLM 0.33.0 never loads it (oracle: not traced)"}
             todo.append(f"skip {s.get('substr') or s.get('prefix')}: vLLM never loaded it; say why (buffer? unused head?)")
         if s not in skips:
             skips.append(s)
