@@ -284,7 +284,11 @@ _RAW = [
     # refuses: "no module or parameter named 'embeddings' in Siglip2Model")
     dict(name="lfm2-vl", arch="Lfm2VlForConditionalGeneration",
          set={"text_config.block_dim": "@text_config.hidden_size", "text_config.conv_dim": "@text_config.hidden_size",
-              "text_config.layer_types": ["conv", "full_attention"]},
+              "text_config.layer_types": ["conv", "full_attention"],
+              # no SigLIP2 pooling head: vLLM's lfm2_vl.py builds Siglip2Model without one (a head tensor fails to
+              # load: "no module or parameter named 'vision_model.head' in Siglip2Model"), and it serves the
+              # published LFM2-VL checkpoints, whose vision_config says vision_use_head false
+              "vision_config.vision_use_head": False},
          post_write=rename_prefix({"model.vision_tower.": "model.vision_tower.vision_model."})),
     # transformers 5's Lfm2MoeConfig defaults layer_types to None and its decoder layers index it; the published
     # LiquidAI/LFM2-8B-A1B config.json lists one entry per layer ("conv" / "full_attention") and
@@ -319,7 +323,10 @@ _RAW = [
     dict(name="granite-speech", arch="GraniteSpeechForConditionalGeneration"),
     dict(name="audioflamingo3", arch="AudioFlamingo3ForConditionalGeneration"),
     dict(name="ernie4_5-vl-moe", arch="Ernie4_5_VLMoeForConditionalGeneration"),
-    dict(name="hy-v3", arch="HYV3ForCausalLM"),
+    # vLLM's hy_v3.py (HYV3DecoderLayer: `if not hasattr(config, "first_k_dense_replace"): raise`) reads
+    # first_k_dense_replace; transformers 5's HYV3Config says the same with mlp_layer_types (default: the first
+    # layer "dense", the rest "sparse"): first_k_dense_replace 1, the tiny checkpoint's one dense layer
+    dict(name="hy-v3", arch="HYV3ForCausalLM", set={"first_k_dense_replace": 1}),
     dict(name="laguna", arch="LagunaForCausalLM"),
     dict(name="hyperclovax", arch="HyperCLOVAXForCausalLM"),
     # pooling / classification variants of verified decoders, written as the published ones are: embedding
