@@ -103,10 +103,18 @@ impl<'a> Vars<'a> {
             _ => true,
         };
         let conv = |i: u64| c.layer_types.as_ref().is_some_and(|t| t.get(i as usize).is_some_and(|x| x == "conv"));
+        // A config listing each layer's MLP kind ("dense" / "sparse": transformers' mlp_layer_types) says
+        // which layers are MoE itself: vllm/model_executor/models/laguna.py, get_mlp_layer_types (a layer
+        // is MoE where its entry is "sparse").
+        let mlp_types = self.lookup("mlp_layer_types").and_then(Value::as_array);
+        let moe_layer = |i: u64| match mlp_types {
+            Some(t) => t.get(i as usize).and_then(Value::as_str) == Some("sparse"),
+            None => c.moe.as_ref().is_some_and(|m| m.is_moe_layer(i)),
+        };
         match set {
             "layers" => (0..n).collect(),
-            "dense_layers" => (0..n).filter(|&i| c.moe.as_ref().is_none_or(|m| !m.is_moe_layer(i))).collect(),
-            "moe_layers" => (0..n).filter(|&i| c.moe.as_ref().is_some_and(|m| m.is_moe_layer(i))).collect(),
+            "dense_layers" => (0..n).filter(|&i| !moe_layer(i)).collect(),
+            "moe_layers" => (0..n).filter(|&i| moe_layer(i)).collect(),
             "full_attention_layers" => (0..n).filter(|&i| full(i)).collect(),
             "linear_attention_layers" => (0..n).filter(|&i| !full(i) && !conv(i)).collect(),
             "mtp_layers" => (n..n + c.mtp_layers).collect(),
@@ -515,6 +523,17 @@ mod tests {
             assert_ne!(v.layer_set(s).len(), 7, "{s} was read as a count expression");
         }
         assert_eq!(v.layer_set("unknown_count").len(), 0);
+    }
+
+    /// mlp_layer_types (Laguna, HY-V3) names the MoE layers.
+    #[test]
+    fn mlp_layer_types_name_the_moe_layers() {
+        let json = serde_json::json!({"num_hidden_layers": 3, "num_experts": 4,
+                                      "mlp_layer_types": ["dense", "sparse", "sparse"]});
+        let cfg = ModelConfig::from_value(&json);
+        let v = Vars::new(&cfg, Some(&json));
+        assert_eq!(v.layer_set("dense_layers"), vec![0]);
+        assert_eq!(v.layer_set("moe_layers"), vec![1, 2]);
     }
 
     /// LFM2's layer_types: "conv" blocks are their own set, not attention layers.
