@@ -340,7 +340,10 @@ _RAW = [
     # Llama 4's text model alone (model_type llama4_text; fused experts as the published Llama 4 checkpoints hold them)
     dict(name="llama4-text", arch="Llama4ForCausalLM", model_type="llama4_text"),
     # more text decoders vLLM 0.33.0 registers and transformers 5.20.2 has a class for
-    dict(name="qwen4-exp", arch="Qwen4ExpForCausalLM", model_type="qwen4_exp_text"),
+    # vLLM's linear-attention output gate asserts an explicit output_gate_type ("unsupported output_gate_type=None");
+    # transformers 5's Qwen4ExpTextConfig documents "if unset, hidden_act is used" (silu): set to what transformers
+    # uses (an activation, not a weight)
+    dict(name="qwen4-exp", arch="Qwen4ExpForCausalLM", model_type="qwen4_exp_text", set={"output_gate_type": "silu"}),
     dict(name="mimo-v2-flash", arch="MiMoV2FlashForCausalLM"),
     dict(name="hy-v4", arch="HYV4ForCausalLM"),
 ]
