@@ -85,6 +85,12 @@ pub struct FamilyParallel {
     pub kv_replication: bool,
     #[serde(default)]
     pub tp_le_experts: bool,
+    /// The model has no attention layers (vLLM's `IsAttentionFree` interface,
+    /// vllm/model_executor/models/interfaces.py: `is_attention_free = True`; MambaForCausalLM in
+    /// mamba.py, Mamba2ForCausalLM in mamba2.py): its config has no `num_attention_heads`, and vLLM
+    /// builds it without one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attention_free: bool,
 }
 
 fn yes() -> bool {
@@ -93,7 +99,7 @@ fn yes() -> bool {
 
 impl Default for FamilyParallel {
     fn default() -> Self {
-        FamilyParallel { qk_norm: None, kv_replication: true, tp_le_experts: false }
+        FamilyParallel { qk_norm: None, kv_replication: true, tp_le_experts: false, attention_free: false }
     }
 }
 

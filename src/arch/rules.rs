@@ -356,8 +356,15 @@ fn validate(path: &str, f: &Family) -> Result<(), RulesError> {
 }
 
 /// The layer sets a `repeat` can name.
-pub const LAYER_SETS: &[&str] =
-    &["layers", "dense_layers", "moe_layers", "full_attention_layers", "linear_attention_layers", "mtp_layers"];
+pub const LAYER_SETS: &[&str] = &[
+    "layers",
+    "dense_layers",
+    "moe_layers",
+    "full_attention_layers",
+    "linear_attention_layers",
+    "conv_layers",
+    "mtp_layers",
+];
 
 #[derive(Deserialize)]
 struct Blocks {

@@ -97,17 +97,31 @@ impl<'a> Vars<'a> {
         let c = self.cfg;
         let n = c.num_layers.unwrap_or(0);
         let full = |i: u64| match (&c.layer_types, c.full_attention_interval) {
-            (Some(t), _) => t.get(i as usize).is_none_or(|x| !x.contains("linear")),
+            // LFM2's short-convolution blocks ("conv") are not attention either.
+            (Some(t), _) => t.get(i as usize).is_none_or(|x| !x.contains("linear") && x != "conv"),
             (None, Some(k)) if k > 0 && c.linear_attention.is_some() => (i + 1) % k == 0,
             _ => true,
         };
+        let conv = |i: u64| c.layer_types.as_ref().is_some_and(|t| t.get(i as usize).is_some_and(|x| x == "conv"));
+        // A config listing each layer's MLP kind ("dense" / "sparse": transformers' mlp_layer_types) says
+        // which layers are MoE itself: vllm/model_executor/models/laguna.py, get_mlp_layer_types (a layer
+        // is MoE where its entry is "sparse").
+        let mlp_types = self.lookup("mlp_layer_types").and_then(Value::as_array);
+        let moe_layer = |i: u64| match mlp_types {
+            Some(t) => t.get(i as usize).and_then(Value::as_str) == Some("sparse"),
+            None => c.moe.as_ref().is_some_and(|m| m.is_moe_layer(i)),
+        };
         match set {
             "layers" => (0..n).collect(),
-            "dense_layers" => (0..n).filter(|&i| c.moe.as_ref().is_none_or(|m| !m.is_moe_layer(i))).collect(),
-            "moe_layers" => (0..n).filter(|&i| c.moe.as_ref().is_some_and(|m| m.is_moe_layer(i))).collect(),
+            "dense_layers" => (0..n).filter(|&i| !moe_layer(i)).collect(),
+            "moe_layers" => (0..n).filter(|&i| moe_layer(i)).collect(),
             "full_attention_layers" => (0..n).filter(|&i| full(i)).collect(),
-            "linear_attention_layers" => (0..n).filter(|&i| !full(i)).collect(),
+            "linear_attention_layers" => (0..n).filter(|&i| !full(i) && !conv(i)).collect(),
             "mtp_layers" => (n..n + c.mtp_layers).collect(),
+            // LFM2's short-convolution blocks: vllm/model_executor/models/lfm2.py, Lfm2Model.__init__
+            // (`is_attn = self.config.layer_types[layer_idx] == "full_attention"`, else a
+            // Lfm2ShortConvDecoderLayer); lfm2_moe.py alike.
+            "conv_layers" => (0..n).filter(|&i| conv(i)).collect(),
             // Counts from expressions (vision depth, user rules) are bounded like config sizes.
             count => (0..(self.eval(count).unwrap_or(0).clamp(0, MAX_REPEAT) as u64)).collect(),
         }
@@ -115,8 +129,15 @@ impl<'a> Vars<'a> {
 }
 
 /// The layer sets `repeat` names (the arms of `Vars::layer_set`); any other value is a count expression.
-pub const LAYER_SETS: &[&str] =
-    &["layers", "dense_layers", "moe_layers", "full_attention_layers", "linear_attention_layers", "mtp_layers"];
+pub const LAYER_SETS: &[&str] = &[
+    "layers",
+    "dense_layers",
+    "moe_layers",
+    "full_attention_layers",
+    "linear_attention_layers",
+    "conv_layers",
+    "mtp_layers",
+];
 
 impl expr::Env for Vars<'_> {
     fn int(&self, name: &str) -> Option<i64> {
@@ -513,6 +534,29 @@ mod tests {
             assert_ne!(v.layer_set(s).len(), 7, "{s} was read as a count expression");
         }
         assert_eq!(v.layer_set("unknown_count").len(), 0);
+    }
+
+    /// mlp_layer_types (Laguna, HY-V3) names the MoE layers.
+    #[test]
+    fn mlp_layer_types_name_the_moe_layers() {
+        let json = serde_json::json!({"num_hidden_layers": 3, "num_experts": 4,
+                                      "mlp_layer_types": ["dense", "sparse", "sparse"]});
+        let cfg = ModelConfig::from_value(&json);
+        let v = Vars::new(&cfg, Some(&json));
+        assert_eq!(v.layer_set("dense_layers"), vec![0]);
+        assert_eq!(v.layer_set("moe_layers"), vec![1, 2]);
+    }
+
+    /// LFM2's layer_types: "conv" blocks are their own set, not attention layers.
+    #[test]
+    fn conv_layers_are_not_attention_layers() {
+        let json = serde_json::json!({"num_hidden_layers": 4,
+                                      "layer_types": ["conv", "conv", "full_attention", "conv"]});
+        let cfg = ModelConfig::from_value(&json);
+        let v = Vars::new(&cfg, Some(&json));
+        assert_eq!(v.layer_set("conv_layers"), vec![0, 1, 3]);
+        assert_eq!(v.layer_set("full_attention_layers"), vec![2]);
+        assert!(v.layer_set("linear_attention_layers").is_empty());
     }
 
     #[test]

@@ -1094,6 +1094,26 @@ mod tests {
     }
 
     #[test]
+    fn attention_free_family_needs_no_heads() {
+        // mamba.json's `parallel.attention_free` (vLLM's IsAttentionFree MambaForCausalLM): no
+        // num_attention_heads in the config, and vLLM builds it.
+        let v = json!({"architectures": ["MambaForCausalLM"], "model_type": "mamba", "hidden_size": 768,
+                       "intermediate_size": 1536, "state_size": 16, "conv_kernel": 4, "time_step_rank": 48,
+                       "num_hidden_layers": 2, "vocab_size": 50280, "tie_word_embeddings": true,
+                       "torch_dtype": "bfloat16"});
+        let c = one(v.clone(), 2, false);
+        assert_eq!(check(&c, "config").status, Status::Pass);
+        assert_eq!(check(&c, "heads").status, Status::NotApplicable);
+        // conv1d's [intermediate, 1, kernel] weight splits on dim 0 (1536 / 2), not on its unit dimension.
+        assert_eq!(check(&c, "mlp").status, Status::Pass, "{:?}", check(&c, "mlp"));
+        // The same config under a family with attention is not a model config vLLM can build.
+        let mut v = v;
+        v["architectures"] = json!(["LlamaForCausalLM"]);
+        v["model_type"] = json!("llama");
+        assert_eq!(check(&one(v, 2, false), "config").status, Status::Fail);
+    }
+
+    #[test]
     fn dense_mlp_intermediate_divides() {
         let mut v = dense(16, 16);
         v["intermediate_size"] = json!(1000);

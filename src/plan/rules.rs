@@ -117,7 +117,8 @@ pub fn evaluate(ctx: &Ctx<'_>, par: &Parallel) -> Vec<Check> {
 fn config(ctx: &Ctx<'_>) -> Check {
     let c = ctx.cfg;
     let missing: Vec<&str> = [
-        ("num_attention_heads", c.num_heads.is_none()),
+        // An attention-free family (Mamba) has no attention heads to need.
+        ("num_attention_heads", c.num_heads.is_none() && !ctx.fam.attention_free),
         ("hidden_size", c.hidden_size.is_none()),
         ("num_hidden_layers", c.num_layers.is_none()),
         ("vocab_size", c.vocab_size.is_none()),

@@ -80,7 +80,12 @@ impl ModelShape {
                     [] => (1, 1),
                     [n] => (*n, 1),
                     [n, k] => (*n, *k),
-                    [_, n, k, ..] => (*n, *k),
+                    // Routed experts: [experts, out, in].
+                    [_, n, k, ..] if p.partition == Partition::Expert => (*n, *k),
+                    // Any other 3-D+ weight splits on dim 0 like a linear layer's output (Mamba's conv1d,
+                    // [intermediate, 1, kernel]: vllm/model_executor/layers/mamba/mamba_mixer.py,
+                    // MambaMixer.__init__, a ColumnParallelLinear whose weight is unsqueezed to 3-D).
+                    [n, rest @ ..] => (*n, rest.iter().product()),
                 };
                 let partition = match (p.partition, id.as_str()) {
                     (Partition::QkvKv, "q") => Partition::QkvQ,

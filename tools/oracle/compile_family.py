@@ -221,6 +221,13 @@ def tiny_config(args, alt=False):
             skw["model_type"] = sd.model_type
         kw[sub] = skw
     for k, v in (args.set or {}).items():
+        # "@KEY" (or "@sub.KEY"): the value this tiny config already has for KEY, else the size table's
+        # (so both size sets keep a relation the published configs have, LFM2's block_dim == hidden_size)
+        if isinstance(v, str) and v.startswith("@"):
+            ref, cur = v[1:], kw
+            for seg in ref.split("."):
+                cur = cur.get(seg) if isinstance(cur, dict) else None
+            v = cur if cur is not None else tiny[ref.split(".")[-1]]
         if "." in k:
             a, b = k.split(".", 1)
             kw.setdefault(a, {})[b] = v
@@ -555,7 +562,10 @@ def _dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
               "3*hidden_size", "hidden_size/num_attention_heads", "max_position_embeddings+2",
               "linear_num_value_heads*linear_value_head_dim", "linear_num_key_heads*linear_key_head_dim",
               "2*linear_num_key_heads*linear_key_head_dim+linear_num_value_heads*linear_value_head_dim",
-              "linear_num_value_heads", "linear_conv_kernel_dim"]
+              "linear_num_value_heads", "linear_conv_kernel_dim",
+              # Mamba's x_proj (vllm/model_executor/layers/mamba/mamba_mixer.py, MambaMixer.__init__:
+              # RowParallelLinear(intermediate_size, time_step_rank + ssm_state_size * 2))
+              "time_step_rank+2*state_size"]
     for c in cands:
         if eval_expr(c, view) == value and (alt is None or eval_expr(c, alt[0]) == alt[1]):
             return c
@@ -569,8 +579,9 @@ def _dim_expr(value, view, prefer=(), todo=None, where="", alt=None):
 
 
 def is_tower(name):
+    # mlp_AR: PaddleOCR-VL's projector (vllm/model_executor/models/paddleocr_vl.py: `self.mlp_AR = Projector(...)`)
     return any(k in name for k in ("vision", "visual", "audio", "mm_projector", "multi_modal", "patch_embed", "merger",
-                                   "connector"))
+                                   "connector", "mlp_AR"))
 
 
 LAYER_RE = re.compile(r"\.(layers|h|blocks|layer)\.(\d+)\.")
@@ -614,6 +625,10 @@ def infer_mapper(recs):
                 sa, sb = "." + ".".join(a[j - 1: len(a) - i + 1]) + ".", "." + ".".join(b[j - 1: len(b) - i + 1]) + "."
                 if LAYER_RE.search("x" + sa + "x") is not None:
                     sa, sb = "." + ".".join(a[j: len(a) - i + 1]) + ".", "." + ".".join(b[j: len(b) - i + 1]) + "."
+            if i == 0 and sa.endswith(".") and sb.endswith("."):
+                # the renamed segment ends the name (Mamba's `mixer.A_log` loaded into `mixer.A`:
+                # mamba.py load_weights, `name.replace("A_log", "A")`): no dot follows it
+                sa, sb = sa[:-1], sb[:-1]
             if LAYER_RE.search("x" + sa + "x") is None:
                 substr[sa] = sb
     return prefix, substr
@@ -757,7 +772,8 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
             if layer is not None:
                 s = {"substr": p.split("{L}", 1)[1], "reason": "vLLM 0.33.0 never loads it (oracle: not traced)"}
             else:
-                s = {"prefix": ck, "reason": "vLLM 0.33.0 never loads it (oracle: not traced)"}
+                # remap matches skips on the name the mapper rewrote (src/remap: apply_mapper, then skip)
+                s = {"prefix": apply_map(ck, prefix, substr), "reason": "vLLM 0.33.0 never loads it (oracle: not traced)"}
             todo.append(f"skip {s.get('substr') or s.get('prefix')}: vLLM never loaded it; say why (buffer? unused head?)")
         if s not in skips:
             skips.append(s)
@@ -782,10 +798,32 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
     if qk:
         fam["parallel"] = {"qk_norm": qk_norm_kind(recs, qk, view)}
         fam["parallel_source"] = "inferred from the q/k norm shapes across TP sizes (compile_family.py)"
+    free = attention_free_source(r1.get("model_class") or "")
+    if free:
+        fam.setdefault("parallel", {})["attention_free"] = True
+        fam["parallel_source"] = "; ".join(x for x in (fam.get("parallel_source"), free) if x)
     for n in sorted(notes):
         todo.append(n)
     fam["_todo"] = todo
     return fam
+
+
+def attention_free_source(model_class):
+    """Where vLLM says the model class has no attention: its class statement lists the IsAttentionFree
+    interface (vllm/model_executor/models/interfaces.py: `is_attention_free = True`). '' if not."""
+    import importlib.util
+    mod, _, cls = model_class.rpartition(".")
+    try:
+        spec = importlib.util.find_spec(mod)
+    except (ImportError, ValueError):
+        return ""
+    if not spec or not spec.origin:
+        return ""
+    m = re.search(r"^class " + re.escape(cls) + r"\((.*?)\):", open(spec.origin).read(), re.S | re.M)
+    if not m or "IsAttentionFree" not in m.group(1):
+        return ""
+    rel = "vllm/" + spec.origin.split("/vllm/", 1)[1]
+    return f"attention_free: {rel}: class {cls}(..., IsAttentionFree, ...) (no attention, no num_attention_heads)"
 
 
 def qk_norm_kind(recs, qk, view):
@@ -877,8 +915,12 @@ def draft_params(recs, cfg, view, todo, alt=None):
                 rule["repeat"] = {"L": "moe_layers"}
             elif set(layers) == set(allset) - moe_layers:
                 rule["repeat"] = {"L": "dense_layers"}
-            elif layer_types and set(layers) == {i for i, t in enumerate(layer_types[:n_layers]) if "linear" not in t}:
+            elif layer_types and set(layers) == {i for i, t in enumerate(layer_types[:n_layers])
+                                                 if "linear" not in t and t != "conv"}:
                 rule["repeat"] = {"L": "full_attention_layers"}
+            elif layer_types and set(layers) == {i for i, t in enumerate(layer_types[:n_layers]) if t == "conv"}:
+                # LFM2's short-convolution blocks (vllm/model_executor/models/lfm2.py, Lfm2Model.__init__)
+                rule["repeat"] = {"L": "conv_layers"}
             elif layer_types and set(layers) == {i for i, t in enumerate(layer_types[:n_layers]) if "linear" in t}:
                 rule["repeat"] = {"L": "linear_attention_layers"}
             else:
@@ -980,9 +1022,11 @@ def draft_params(recs, cfg, view, todo, alt=None):
         elif "{L}" not in pat:
             rule["role"] = "head"
         leaf = base.rsplit(".", 1)[-1]
-        if leaf in ("q_norm", "q_layernorm", "query_layernorm") and "attn" in base:
+        # the decoder's q/k norms only (plan's qk-norm rule reads them against the text head_dim; a vision
+        # tower's own q/k norms, GLM-OCR's visual.blocks.N.attn.k_norm, have the tower's head size)
+        if leaf in ("q_norm", "q_layernorm", "query_layernorm") and "attn" in base and not is_tower(pat):
             rule["qk_norm"] = "q"
-        if leaf in ("k_norm", "k_layernorm", "key_layernorm") and "attn" in base:
+        if leaf in ("k_norm", "k_layernorm", "key_layernorm") and "attn" in base and not is_tower(pat):
             rule["qk_norm"] = "k"
         if part in ("column", "merged", "row", "qkv-kv", "qkv") and pat.endswith(".weight"):
             rule["quantized"] = True

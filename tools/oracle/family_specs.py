@@ -178,7 +178,13 @@ _RAW = [
     dict(name="bloom", arch="BloomForCausalLM"),
     dict(name="opt", arch="OPTForCausalLM"),
     dict(name="phimoe", arch="PhiMoEForCausalLM", hf_class="PhimoeForCausalLM"),
-    dict(name="dbrx", arch="DbrxForCausalLM"),
+    # transformers 5's DbrxAttentionConfig has no rope_theta default, yet its attention reads attn_config.rope_theta;
+    # the published databricks/dbrx-instruct config.json carries attn_config {clip_qkv 8, kv_n_heads 8,
+    # rope_theta 500000}: set as published (kv_n_heads 2 of the tiny 4 heads, clip_qkv 8)
+    dict(name="dbrx", arch="DbrxForCausalLM",
+         set={"attn_config.rope_theta": 500000, "attn_config.kv_n_heads": 2, "attn_config.clip_qkv": 8,
+              # ffn_config is DBRX's own sub-config (published: ffn_hidden_size 10752, 16 experts, top 4): shrunk
+              "ffn_config.ffn_hidden_size": 96, "ffn_config.moe_num_experts": 4, "ffn_config.moe_top_k": 2}),
     dict(name="nemotron", arch="NemotronForCausalLM"),
     dict(name="arcee", arch="ArceeForCausalLM"),
     dict(name="smollm3", arch="SmolLM3ForCausalLM"),
@@ -202,9 +208,23 @@ _RAW = [
     dict(name="hunyuan-v1", arch="HunYuanDenseV1ForCausalLM"),
     dict(name="zamba2", arch="Zamba2ForCausalLM"),
     dict(name="falcon-h1", arch="FalconH1ForCausalLM"),
-    dict(name="lfm2", arch="Lfm2ForCausalLM"),
+    # vLLM's lfm2.py reads config.block_dim (Lfm2MLP's dim, Lfm2DecoderLayer / Lfm2AttentionDecoderLayer)
+    # and config.conv_dim (Lfm2ShortConv, Lfm2ShortConvDecoderLayer), which transformers 5's Lfm2Config does
+    # not define; the published LiquidAI/LFM2-* config.json files carry both, equal to hidden_size
+    # (LFM2-1.2B: block_dim 2048, conv_dim 2048, hidden_size 2048): set as published
+    # layer_types: the published configs mix short-convolution and attention blocks (LFM2-1.2B: 10 "conv", 6
+    # "full_attention"); transformers' default for 2 layers is attention only, which would leave the conv
+    # blocks untested: one of each
+    dict(name="lfm2", arch="Lfm2ForCausalLM", set={"block_dim": "@hidden_size", "conv_dim": "@hidden_size",
+                                                   "layer_types": ["conv", "full_attention"]}),
     dict(name="bailing-moe", arch="BailingMoeV2ForCausalLM"),
-    dict(name="longcat-flash", arch="LongcatFlashForCausalLM"),
+    # vLLM's longcat_flash.py reads config.mla_scale_q_lora / mla_scale_kv_lora (FlashDecoderLayer's MLA norm
+    # scaling) and config.zero_expert_type (LongcatMoe: `assert config.zero_expert_type is not None`), which
+    # transformers 5's LongcatFlashConfig does not define; meituan-longcat/LongCat-Flash-Chat's own
+    # configuration_longcat_flash.py (its remote code, the published config's class) defaults them to
+    # True / True / "identity": set as published
+    dict(name="longcat-flash", arch="LongcatFlashForCausalLM",
+         set={"mla_scale_q_lora": True, "mla_scale_kv_lora": True, "zero_expert_type": "identity"}),
     dict(name="openai-gpt", arch="OpenAIGPTLMHeadModel"),
     dict(name="gemma3n", arch="Gemma3nForConditionalGeneration"),
     dict(name="paligemma", arch="PaliGemmaForConditionalGeneration", post_write=VISION_MODEL_LEVEL),
@@ -237,7 +257,13 @@ _RAW = [
     # vLLM reads getattr(text_config, "attention_bias", False), and the published GLM-4.1V / GLM-4.5V
     # configs say true: set as published (without it vLLM silently drops the biases)
     dict(name="glm4v", arch="Glm4vForConditionalGeneration", set={"text_config.attention_bias": True}),
-    dict(name="glm4v-moe", arch="Glm4vMoeForConditionalGeneration"),
+    # vLLM's glm4_moe.py (Glm4MoeDecoderLayer, the text model glm4_1v.py builds) reads config.head_dim and
+    # config.use_qk_norm, which transformers 5's Glm4vMoeTextConfig does not define. The published
+    # zai-org/GLM-4.5V text_config carries head_dim (128, not hidden_size / heads); transformers' text
+    # attention takes getattr(config, "head_dim", hidden // heads) and has no q/k norm, so the published
+    # checkpoints have none: head_dim as the size table's, use_qk_norm false
+    dict(name="glm4v-moe", arch="Glm4vMoeForConditionalGeneration",
+         set={"text_config.head_dim": "@head_dim", "text_config.use_qk_norm": False}),
     dict(name="gemma3n-text", arch="Gemma3nForCausalLM"),
     dict(name="mamba", arch="MambaForCausalLM"),
     dict(name="mamba2", arch="Mamba2ForCausalLM"),
@@ -245,9 +271,29 @@ _RAW = [
     dict(name="nemotron-h", arch="NemotronHForCausalLM"),
     dict(name="whisper", arch="WhisperForConditionalGeneration"),
     dict(name="voxtral", arch="VoxtralForConditionalGeneration"),
-    dict(name="cohere2-vision", arch="Cohere2VisionForConditionalGeneration"),
-    dict(name="lfm2-vl", arch="Lfm2VlForConditionalGeneration"),
-    dict(name="lfm2-moe", arch="Lfm2MoeForCausalLM"),
+    # the SigLIP tower's `vision_model.` level, as for llava / paligemma (VISION_MODEL_LEVEL): transformers 5 saves
+    # `model.vision_tower.embeddings...`; transformers 4's Cohere2Vision (AutoModel over the SigLIP config:
+    # SiglipVisionModel, whose weights live under `vision_model.`), which wrote the published
+    # CohereLabs/command-a-vision-07-2025 checkpoint, saved `model.vision_tower.vision_model...`, the names
+    # vLLM's SiglipVisionModel loads (the other layout: "no module or parameter named 'vision_tower.embeddings'")
+    dict(name="cohere2-vision", arch="Cohere2VisionForConditionalGeneration",
+         post_write=rename_prefix({"model.vision_tower.": "model.vision_tower.vision_model."})),
+    # the text model is LFM2's: block_dim / conv_dim as published (see lfm2 above). The SigLIP2 tower keeps its
+    # `vision_model.` level as in the published LiquidAI/LFM2-VL checkpoints (written by transformers 4's
+    # Siglip2VisionModel; transformers 5 saves `model.vision_tower.embeddings...`, which vLLM's Siglip2Model
+    # refuses: "no module or parameter named 'embeddings' in Siglip2Model")
+    dict(name="lfm2-vl", arch="Lfm2VlForConditionalGeneration",
+         set={"text_config.block_dim": "@text_config.hidden_size", "text_config.conv_dim": "@text_config.hidden_size",
+              "text_config.layer_types": ["conv", "full_attention"],
+              # no SigLIP2 pooling head: vLLM's lfm2_vl.py builds Siglip2Model without one (a head tensor fails to
+              # load: "no module or parameter named 'vision_model.head' in Siglip2Model"), and it serves the
+              # published LFM2-VL checkpoints, whose vision_config says vision_use_head false
+              "vision_config.vision_use_head": False},
+         post_write=rename_prefix({"model.vision_tower.": "model.vision_tower.vision_model."})),
+    # transformers 5's Lfm2MoeConfig defaults layer_types to None and its decoder layers index it; the published
+    # LiquidAI/LFM2-8B-A1B config.json lists one entry per layer ("conv" / "full_attention") and
+    # num_dense_layers 2 of 24: here one conv and one attention layer, the first dense (so one MoE layer remains)
+    dict(name="lfm2-moe", arch="Lfm2MoeForCausalLM", set={"layer_types": ["conv", "full_attention"], "num_dense_layers": 1}),
     # transformers 5's Glm4MoeLiteConfig has no first_k_dense_replace, which vLLM's glm4_moe_lite.py reads
     # (the published zai-org/GLM-4.7-Flash config.json carries it): set as the published config does
     dict(name="glm4-moe-lite", arch="Glm4MoeLiteForCausalLM", set={"first_k_dense_replace": 1}),
@@ -277,9 +323,29 @@ _RAW = [
     dict(name="granite-speech", arch="GraniteSpeechForConditionalGeneration"),
     dict(name="audioflamingo3", arch="AudioFlamingo3ForConditionalGeneration"),
     dict(name="ernie4_5-vl-moe", arch="Ernie4_5_VLMoeForConditionalGeneration"),
-    dict(name="hy-v3", arch="HYV3ForCausalLM"),
+    # vLLM's hy_v3.py (HYV3DecoderLayer: `if not hasattr(config, "first_k_dense_replace"): raise`) reads
+    # first_k_dense_replace; transformers 5's HYV3Config says the same with mlp_layer_types (default: the first
+    # layer "dense", the rest "sparse"): first_k_dense_replace 1, the tiny checkpoint's one dense layer
+    dict(name="hy-v3", arch="HYV3ForCausalLM", set={"first_k_dense_replace": 1}),
     dict(name="laguna", arch="LagunaForCausalLM"),
     dict(name="hyperclovax", arch="HyperCLOVAXForCausalLM"),
+    # pooling / classification variants of verified decoders, written as the published ones are: embedding
+    # checkpoints are the base model transformers' XModel saves, without the `model.` prefix
+    # (intfloat/e5-mistral-7b-instruct: MistralModel, `embed_tokens.weight`, `layers.N...`)
+    dict(name="llama-embed", arch="LlamaModel", hf_class="LlamaModel", model_type="llama"),
+    dict(name="mistral-embed", arch="MistralModel", hf_class="MistralModel", model_type="mistral"),
+    dict(name="gemma2-embed", arch="Gemma2Model", hf_class="Gemma2Model", model_type="gemma2"),
+    dict(name="gemma3-text-embed", arch="Gemma3TextModel", hf_class="Gemma3TextModel", model_type="gemma3_text"),
+    dict(name="gpt2-seqcls", arch="GPT2ForSequenceClassification", model_type="gpt2", set={"activation_function": "gelu"}),
+    # Llama 4's text model alone (model_type llama4_text; fused experts as the published Llama 4 checkpoints hold them)
+    dict(name="llama4-text", arch="Llama4ForCausalLM", model_type="llama4_text"),
+    # more text decoders vLLM 0.33.0 registers and transformers 5.20.2 has a class for
+    # vLLM's linear-attention output gate asserts an explicit output_gate_type ("unsupported output_gate_type=None");
+    # transformers 5's Qwen4ExpTextConfig documents "if unset, hidden_act is used" (silu): set to what transformers
+    # uses (an activation, not a weight)
+    dict(name="qwen4-exp", arch="Qwen4ExpForCausalLM", model_type="qwen4_exp_text", set={"output_gate_type": "silu"}),
+    dict(name="mimo-v2-flash", arch="MiMoV2FlashForCausalLM"),
+    dict(name="hy-v4", arch="HYV4ForCausalLM"),
 ]
 
 
