@@ -87,6 +87,10 @@ pub struct MoeConfig {
     pub moe_layer_start_index: Option<u64>,
     pub moe_layer_end_index: Option<u64>,
     pub moe_layer_interval: Option<u64>,
+    /// Jamba: layer i has experts when i % period == offset (transformers' JambaConfig
+    /// `layers_num_experts`, which vllm/model_executor/models/jamba.py reads per layer).
+    pub expert_layer_period: Option<u64>,
+    pub expert_layer_offset: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -123,6 +127,11 @@ impl MoeConfig {
         }
         if self.moe_layer_start_index.is_some_and(|s| i < s) || self.moe_layer_end_index.is_some_and(|e| i > e) {
             return false;
+        }
+        if let Some(p) = self.expert_layer_period.filter(|&p| p > 0) {
+            if i % p != self.expert_layer_offset.unwrap_or(0) {
+                return false;
+            }
         }
         if let Some(k) = self.moe_layer_interval.filter(|&k| k > 0) {
             if (i + 1) % k != 0 {
@@ -170,12 +179,24 @@ const KV_HEAD_KEYS: &[&str] = &[
 /// FalconModelArchConfigConvertor.get_total_num_kv_heads, and falcon.py :: FalconAttention).
 const MULTI_QUERY_MODEL_TYPES: &[&str] = &["falcon", "RefinedWeb", "RefinedWebModel"];
 
+/// Model types whose transformers config class sets `num_key_value_heads` from `multi_query` (the
+/// flag's class default when config.json lacks it), which vLLM then reads off the config object:
+/// transformers 5.20.2 models/gpt_bigcode/configuration_gpt_bigcode.py (`num_key_value_heads = 1 if
+/// self.multi_query else self.n_head`, multi_query defaulting to True). Recorded: GPTBigCode at TP 2
+/// (tools/oracle/families.tsv) holds c_attn as 2 query heads + 1 replicated KV head per rank.
+const MULTI_QUERY_CONFIG_CLASSES: &[(&str, bool)] = &[("gpt_bigcode", true)];
+
 /// The total KV heads as vLLM 0.33 normalises them (None: the attention heads, its default).
 fn total_kv_heads(view: &View<'_>, top: &Value) -> Option<u64> {
     let model_type = top.get("model_type").and_then(Value::as_str).unwrap_or("");
     let flag = |k: &str| view.get(k).and_then(Value::as_bool).unwrap_or(false);
     if MULTI_QUERY_MODEL_TYPES.contains(&model_type) && flag("multi_query") && !flag("new_decoder_architecture") {
         return Some(1);
+    }
+    if let Some(&(_, default)) = MULTI_QUERY_CONFIG_CLASSES.iter().find(|(t, _)| *t == model_type) {
+        if view.get("multi_query").and_then(Value::as_bool).unwrap_or(default) {
+            return Some(1);
+        }
     }
     // DbrxModelArchConfigConvertor: attn_config.kv_n_heads.
     let nested = view.get("attn_config").and_then(|a| a.get("kv_n_heads")).and_then(as_count);
@@ -352,7 +373,9 @@ impl ModelConfig {
                 moe_intermediate_size: view.u64(&["moe_intermediate_size"]),
                 shared_experts: view.u64(&["n_shared_experts", "num_shared_experts"]),
                 shared_expert_intermediate_size: view.u64(&["shared_expert_intermediate_size"]),
-                first_k_dense_replace: view.u64(&["first_k_dense_replace"]),
+                // AFMoE / LFM2-MoE name it num_dense_layers (afmoe.py: moe_enabled = layer_idx >=
+                // config.num_dense_layers).
+                first_k_dense_replace: view.u64(&["first_k_dense_replace", "num_dense_layers"]),
                 moe_layer_freq: view.u64(&["moe_layer_freq"]),
                 decoder_sparse_step: view.u64(&["decoder_sparse_step", "interleave_moe_layer_step"]),
                 mlp_only_layers: view
@@ -363,6 +386,8 @@ impl ModelConfig {
                 moe_layer_start_index: view.u64(&["moe_layer_start_index"]),
                 moe_layer_end_index: view.u64(&["moe_layer_end_index"]),
                 moe_layer_interval: view.u64(&["moe_layer_interval"]),
+                expert_layer_period: view.u64(&["expert_layer_period"]),
+                expert_layer_offset: view.u64(&["expert_layer_offset"]),
             });
         let mla = view.u64(&["kv_lora_rank"]).map(|kv_lora_rank| MlaConfig {
             q_lora_rank: view.u64(&["q_lora_rank"]),
@@ -474,8 +499,12 @@ mod tests {
                       "new_decoder_architecture": true})),
             Some(8)
         );
-        // multi_query means nothing to other model types' convertor (GPTBigCode reads it in its model).
-        assert_eq!(kv(json!({"model_type": "gpt_bigcode", "n_head": 12, "multi_query": true})), Some(12));
+        // GPTBigCode's config class derives num_key_value_heads from multi_query (default true).
+        assert_eq!(kv(json!({"model_type": "gpt_bigcode", "n_head": 12, "multi_query": true})), Some(1));
+        assert_eq!(kv(json!({"model_type": "gpt_bigcode", "n_head": 12})), Some(1));
+        assert_eq!(kv(json!({"model_type": "gpt_bigcode", "n_head": 12, "multi_query": false})), Some(12));
+        // Other model types' multi_query means nothing to vLLM.
+        assert_eq!(kv(json!({"model_type": "gpt2", "n_head": 12, "multi_query": true})), Some(12));
         // n_head_kv comes first, then num_kv_heads, num_key_value_heads, multi_query_group_num.
         assert_eq!(kv(json!({"num_attention_heads": 8, "n_head_kv": 2, "num_key_value_heads": 4})), Some(2));
         assert_eq!(kv(json!({"num_attention_heads": 32, "multi_query_group_num": 2})), Some(2));
@@ -491,6 +520,14 @@ mod tests {
         assert!(ds.is_moe_layer(3));
         let qw =
             MoeConfig { num_experts: 8, decoder_sparse_step: Some(2), mlp_only_layers: vec![3], ..Default::default() };
+        // Jamba's default period 2, offset 1: experts on the odd layers.
+        let jamba = MoeConfig {
+            num_experts: 16,
+            expert_layer_period: Some(2),
+            expert_layer_offset: Some(1),
+            ..Default::default()
+        };
+        assert_eq!((0..6).filter(|&i| jamba.is_moe_layer(i)).collect::<Vec<_>>(), vec![1, 3, 5]);
         assert!(!qw.is_moe_layer(0));
         assert!(qw.is_moe_layer(1));
         assert!(!qw.is_moe_layer(3));

@@ -93,7 +93,10 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
     p.fp8_weights = fp8.len();
     let layout = scheme.and_then(|s| s.fp8_scale);
 
-    if !fp8.is_empty() && layout.is_none() {
+    // A ModelSlim checkpoint's fp8 weights (W8A8_MXFP8, W8A8FP8_DYNAMIC) are its description's:
+    // their scales are checked against the scheme's contract (modelslim::check), not paired here.
+    let modelslim = scheme.is_some_and(|s| s.modelslim.is_some());
+    if !fp8.is_empty() && layout.is_none() && !modelslim {
         let what = match scheme {
             None => "no quantization_config".to_string(),
             Some(s) => format!("quant_method {:?}, which has no fp8 weight scales", s.method.as_str()),
