@@ -141,10 +141,27 @@ fn opts() -> RemapOptions {
 
 /// Parameters (by name) the remap expects to be filled, and those some row fills with the shape
 /// the family expects (a tensor of another shape explains nothing).
+/// A stacked parameter counts as filled only when every shard it lists is (a fused gate_up whose gate
+/// is missing is not filled by its up).
 fn fill_sets(r: &RemapReport) -> (BTreeSet<&str>, BTreeSet<&str>) {
     let expected: BTreeSet<&str> = r.params.iter().filter(|p| !p.optional).map(|p| p.name.as_str()).collect();
-    let filled: BTreeSet<&str> =
-        r.rows.iter().filter(|row| row.expected_shape.is_none()).filter_map(|row| row.param.as_deref()).collect();
+    let mut shards: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for row in r.rows.iter().filter(|row| row.expected_shape.is_none()) {
+        if let Some(p) = row.param.as_deref() {
+            let key = match &row.shard_id {
+                None => String::new(),
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+            };
+            shards.entry(p).or_default().insert(key);
+        }
+    }
+    let filled: BTreeSet<&str> = r
+        .params
+        .iter()
+        .filter(|p| shards.get(p.name.as_str()).is_some_and(|seen| p.shards.iter().all(|k| seen.contains(k))))
+        .map(|p| p.name.as_str())
+        .collect();
     (expected, filled)
 }
 

@@ -82,6 +82,19 @@ pub fn support(q: &QuantScheme, target: Target, fp8_device: bool, npu: Option<Np
             // ModelSlim schemes whose kernels exist on one hardware family only (the contracts'
             // `device`): vLLM-Ascend does not check it before loading.
             if let Some(d) = q.modelslim.as_deref() {
+                // A scheme vLLM-Ascend registers no method for (msModelSlim's WFP8AFP8_DYNAMIC, say):
+                // create_scheme_for_layer raises for the first layer that names it.
+                let mut unknown: Vec<&str> =
+                    d.types.values().map(String::as_str).filter(|s| super::modelslim::contract(s).is_none()).collect();
+                unknown.sort_unstable();
+                unknown.dedup();
+                if let Some(s) = unknown.first() {
+                    return unsupported(
+                        format!("{s} has no method"),
+                        super::modelslim::Contract::unsupported_text(s, super::modelslim::LayerType::Linear),
+                        "quantize the bf16 checkpoint to a scheme vLLM-Ascend registers (`ckptpilot quantize --to w8a8-dynamic`)",
+                    );
+                }
                 let need = d.needs_device(npu);
                 if let Some(&(_, want, _)) = need.first() {
                     let schemes: Vec<String> = need

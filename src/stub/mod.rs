@@ -579,8 +579,19 @@ fn refusal(
         // The target has no method for the checkpoint's weight format (NVFP4 or MXFP4 on
         // vLLM-Ascend, ModelSlim on vLLM): it raises while building the model at every TP, and
         // load-time dequantization covers fp8 only.
-        let modelslim_on_gpu = target == Target::Vllm && ctx_quant.is_some_and(|q| q.modelslim.is_some());
-        let help = if modelslim_on_gpu {
+        let modelslim = ctx_quant.is_some_and(|q| q.modelslim.is_some());
+        let modelslim_on_gpu = target == Target::Vllm && modelslim;
+        let help = if target == Target::VllmAscend && modelslim {
+            // A scheme vLLM-Ascend has no method for, or one whose kernels need an Ascend 950 (the
+            // kit's plan assumes A2/A3): dequant reads no ModelSlim format.
+            format!(
+                "{}; on an Ascend 950, --allow-infeasible writes the kit (its plan assumes an A2/A3)",
+                fixes
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("quantize the bf16 checkpoint to a scheme vLLM-Ascend serves")
+            )
+        } else if modelslim_on_gpu {
             format!(
                 "a ModelSlim checkpoint is served by vLLM-Ascend (`--quantization ascend`): `ckptpilot stub {} --out DIR --target vllm-ascend`{}{allow}",
                 sh_quote(&model_shown),
