@@ -25,6 +25,9 @@ pub enum Target {
     /// msModelSlim's MoE recipe: routed experts W4A8_DYNAMIC (per-channel int4 weights, packed,
     /// with their `scale_bias`), the other linear layers of the decoder W8A8_DYNAMIC.
     W4A8Dynamic,
+    /// msModelSlim's data-free converter (`modelslim_convert`, FLOAT → W8A8_MXFP8): the decoder's
+    /// attention and MLP / expert linears as e4m3 weights with an E8M0 scale per 32 columns.
+    W8A8Mxfp8,
 }
 
 impl Target {
@@ -32,6 +35,7 @@ impl Target {
         match self {
             Target::W8A8Dynamic => "w8a8-dynamic",
             Target::W4A8Dynamic => "w4a8-dynamic",
+            Target::W8A8Mxfp8 => "w8a8-mxfp8",
         }
     }
 
@@ -50,6 +54,8 @@ pub enum Scheme {
     W8A8Dynamic,
     #[serde(rename = "W4A8_DYNAMIC")]
     W4A8Dynamic,
+    #[serde(rename = "W8A8_MXFP8")]
+    W8A8Mxfp8,
 }
 
 impl Scheme {
@@ -57,6 +63,7 @@ impl Scheme {
         match self {
             Scheme::W8A8Dynamic => "W8A8_DYNAMIC",
             Scheme::W4A8Dynamic => "W4A8_DYNAMIC",
+            Scheme::W8A8Mxfp8 => "W8A8_MXFP8",
         }
     }
 }
@@ -69,6 +76,8 @@ pub(super) enum Codes {
     /// int4 codes, two output rows to a byte; the code sums of `chunks` equal column chunks of each
     /// row make its `scale_bias`.
     I4 { chunks: usize },
+    /// MXFP8: one float8_e4m3fn byte per element, an E8M0 (u8) scale per 32 columns.
+    Mx8,
 }
 
 pub const DESCRIPTION: &str = "quant_model_description.json";
@@ -251,6 +260,7 @@ pub(super) fn plan<'a>(
             };
             let codes = match scheme {
                 Scheme::W8A8Dynamic => Codes::I8,
+                Scheme::W8A8Mxfp8 => Codes::Mx8,
                 Scheme::W4A8Dynamic => {
                     if n % 2 != 0 {
                         // msModelSlim: AssertionError("n dimension should be even") in _pack_int4.
@@ -269,15 +279,31 @@ pub(super) fn plan<'a>(
             let weight = match codes {
                 Codes::I8 => t("weight", Dtype::I8, shape.clone(), numel),
                 Codes::I4 { .. } => t("weight", Dtype::I8, vec![n / 2, k], n / 2 * k),
+                Codes::Mx8 => t("weight", Dtype::F8_E4M3, shape.clone(), numel),
             };
             seq.push((weight, s, Item::Quant(l.src, codes)));
-            seq.push((t("weight_scale", Dtype::F32, vec![n, 1], n), s, Item::Scale(l.src, codes)));
-            seq.push((t("weight_offset", Dtype::F32, vec![n, 1], n), s, Item::Zeros(n)));
+            if codes == Codes::Mx8 {
+                // on_w8a8_mx_dynamic_per_block: weight, weight_scale (shared exponent + 127, u8
+                // [N, ceil(K/32)]), bias; no weight_offset.
+                let sc = super::mxfp8::scale_cols(k as usize) as u64;
+                seq.push((t("weight_scale", Dtype::U8, vec![n, sc], n * sc), s, Item::Scale(l.src, codes)));
+            } else {
+                seq.push((t("weight_scale", Dtype::F32, vec![n, 1], n), s, Item::Scale(l.src, codes)));
+                seq.push((t("weight_offset", Dtype::F32, vec![n, 1], n), s, Item::Zeros(n)));
+            }
             if let Codes::I4 { chunks } = codes {
                 let c = chunks as u64;
                 seq.push((t("scale_bias", Dtype::F32, vec![n, c], n * c), s, Item::ScaleBias(l.src, chunks)));
             }
             if let Some(b) = bias_of.get(name.as_str()) {
+                if codes == Codes::Mx8 && b.entry.dtype != Dtype::BF16 {
+                    // _materialize_linear rounds the bias to bf16 before saving it as f32.
+                    reasons.push(format!(
+                        "{}: a {} bias of an MXFP8 layer (msModelSlim rounds it through bf16; not implemented)",
+                        b.entry.name,
+                        b.entry.dtype.as_str()
+                    ));
+                }
                 let item = if b.entry.dtype == Dtype::F32 { Item::Copy(*b) } else { Item::Widen(*b) };
                 let bshape = b.entry.shape.clone();
                 seq.push((t("bias", Dtype::F32, bshape, b.entry.numel()), FLOAT, item));
@@ -380,7 +406,9 @@ pub(super) fn description_json(entries: &[(String, &'static str)], quant_type: &
     lines.push(format!("    \"version\": {}", q(&rules().version)));
     lines.push(format!("    \"model_quant_type\": {}", q(quant_type)));
     lines.push("    \"metadata\": {}".into());
-    lines.push("    \"group_size\": 0".into());
+    // ascendv1.py sets group_size 32 when it writes an MXFP8 layer.
+    let group = if entries.iter().any(|(_, s)| *s == Scheme::W8A8Mxfp8.as_str()) { 32 } else { 0 };
+    lines.push(format!("    \"group_size\": {group}"));
     lines.push("    \"optional\": {}".into());
     format!("{{\n{}\n}}", lines.join(",\n"))
 }
