@@ -1728,7 +1728,8 @@ fn finalize(
                         t.remove("quantization_config");
                     }
                 }
-                let text = serde_json::to_string_pretty(&cfg).expect("config serializes");
+                // ascendv1.py :: remove_quantization_config writes it back with json.dump(indent=2).
+                let text = quantize::python_json(&cfg, 2);
                 kept.extend(put_file(&opts.out, "config.json", &mut text.as_bytes(), files, opts.force)?);
             }
             _ => config_copied = true,

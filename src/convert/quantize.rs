@@ -413,6 +413,95 @@ pub(super) fn description_json(entries: &[(String, &'static str)], quant_type: &
     format!("{{\n{}\n}}", lines.join(",\n"))
 }
 
+/// `value` as Python's `json.dump(value, f, indent=indent)` writes it (msModelSlim's
+/// json_safe_dump of config.json): ensure_ascii escapes, `": "` after keys, floats as Python's
+/// repr (`1e-06`, `10000.0`), no final newline. Keys stay in the order serde_json holds them.
+pub(super) fn python_json(value: &serde_json::Value, indent: usize) -> String {
+    fn float(x: f64) -> String {
+        if x.is_nan() {
+            return "NaN".into();
+        }
+        if x.is_infinite() {
+            return if x > 0.0 { "Infinity" } else { "-Infinity" }.into();
+        }
+        let sci = format!("{x:e}");
+        let (mant, exp) = sci.split_once('e').expect("{:e} has an exponent");
+        let exp: i32 = exp.parse().expect("integer exponent");
+        if (-4..16).contains(&exp) {
+            let s = format!("{x}");
+            if s.contains('.') {
+                s
+            } else {
+                format!("{s}.0")
+            }
+        } else {
+            format!("{mant}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+        }
+    }
+    fn string(s: &str, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                c if (c as u32) < 0x20 || (c as u32) > 0x7E => {
+                    let mut buf = [0u16; 2];
+                    for u in c.encode_utf16(&mut buf) {
+                        out.push_str(&format!("\\u{u:04x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    fn go(v: &serde_json::Value, indent: usize, depth: usize, out: &mut String) {
+        use serde_json::Value as V;
+        let pad = |d: usize| " ".repeat(indent * d);
+        match v {
+            V::Null => out.push_str("null"),
+            V::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            V::Number(n) if n.is_f64() => out.push_str(&float(n.as_f64().expect("f64"))),
+            V::Number(n) => out.push_str(&n.to_string()),
+            V::String(s) => string(s, out),
+            V::Array(a) if a.is_empty() => out.push_str("[]"),
+            V::Object(o) if o.is_empty() => out.push_str("{}"),
+            V::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    out.push_str(if i == 0 { "\n" } else { ",\n" });
+                    out.push_str(&pad(depth + 1));
+                    go(x, indent, depth + 1, out);
+                }
+                out.push('\n');
+                out.push_str(&pad(depth));
+                out.push(']');
+            }
+            V::Object(o) => {
+                out.push('{');
+                for (i, (k, x)) in o.iter().enumerate() {
+                    out.push_str(if i == 0 { "\n" } else { ",\n" });
+                    out.push_str(&pad(depth + 1));
+                    string(k, out);
+                    out.push_str(": ");
+                    go(x, indent, depth + 1, out);
+                }
+                out.push('\n');
+                out.push_str(&pad(depth));
+                out.push('}');
+            }
+        }
+    }
+    let mut out = String::new();
+    go(value, indent, 0, &mut out);
+    out
+}
+
 /// The index, as msModelSlim writes it (indent 2, names in write order).
 pub(super) fn index_json(plan: &Plan<'_>) -> String {
     let q = |s: &str| serde_json::to_string(s).expect("strings serialize");
@@ -435,6 +524,18 @@ pub(super) fn index_json(plan: &Plan<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_json_writes_floats_and_escapes_like_json_dump() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"a": 1e-06, "b": 10000.0, "c": [1, 2.5, 1e16, 0.0001], "d": {}, "e": "\u00e9\"", "f": null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            python_json(&v, 2),
+            "{\n  \"a\": 1e-06,\n  \"b\": 10000.0,\n  \"c\": [\n    1,\n    2.5,\n    1e+16,\n    0.0001\n  ],\n  \"d\": {},\n  \"e\": \"\\u00e9\\\"\",\n  \"f\": null\n}"
+        );
+    }
 
     #[test]
     fn globs_match_like_the_recipe() {
