@@ -898,7 +898,7 @@ fn run_convert(model: &str, opts: &crate::convert::Options, threads: Option<usiz
         emit(&(serde_json::to_string_pretty(&s).expect("summary serializes") + "\n"))?;
     } else {
         let quantized = if s.tensors_quantized > 0 {
-            format!(", {} linear weights quantized (each with its weight_scale and weight_offset)", s.tensors_quantized)
+            format!(", {} linear weights quantized (each with its scale tensors)", s.tensors_quantized)
         } else {
             String::new()
         };
