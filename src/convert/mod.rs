@@ -25,6 +25,7 @@
 mod int4;
 mod mxfp8;
 mod packed;
+mod pyorder;
 pub mod quantize;
 pub mod state;
 pub mod writer;

@@ -239,6 +239,17 @@ pub(super) fn plan<'a>(
     let taken: HashSet<String> = bias_of.values().map(|b| b.entry.name.clone()).collect();
     let mut order: Vec<&(String, Logical<'a>)> = logical.iter().filter(|(n, _)| !taken.contains(n)).collect();
     order.sort_by_cached_key(|(n, _)| order_key(n, layers));
+    if target == Target::W8A8Mxfp8 {
+        // msModelSlim's converter writes in the order of its virtual tree, built from Python set
+        // iteration (see pyorder); its catalog is the weight_map, whose names transformers sorts.
+        let mut names: Vec<&str> = ck.tensors().map(|t| t.entry.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let recipe = rules().recipes.get(target.as_str()).expect("every target has a recipe");
+        let patterns: Vec<String> = recipe.iter().flat_map(|r| r.include.iter().cloned()).collect();
+        let pos = super::pyorder::convert_write_order(&names, &patterns);
+        order.sort_by_key(|(n, _)| pos.get(n.as_str()).copied().unwrap_or(usize::MAX));
+    }
 
     // (name, description scheme, layout, how it is made), in msModelSlim's write order.
     let mut seq: Vec<(OutTensor, &'static str, Item<'a>)> = Vec::new();
