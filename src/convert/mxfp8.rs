@@ -98,12 +98,31 @@ pub fn encode(w: u16, e: i32) -> u8 {
     sign | (((pc + 7) as u8) << 3) | (n - 8) as u8
 }
 
+/// `encode(w, 0)` for every bf16 pattern, and the weight_scale byte of every bf16 amax.
+struct Tables {
+    enc: Vec<u8>,
+    scale: Vec<u8>,
+}
+
+fn tables() -> &'static Tables {
+    static T: std::sync::OnceLock<Tables> = std::sync::OnceLock::new();
+    T.get_or_init(|| Tables {
+        enc: (0..=0xFFFFu16).map(|b| if b & 0x7FFF >= 0x7F80 { 0 } else { encode(b, 0) }).collect(),
+        scale: (0..0x8000u16).map(|b| if b >= 0x7F80 { 0 } else { (shared_exp(b) + 127) as u8 }).collect(),
+    })
+}
+
+/// [`encode`] through the table: w / 2^e is w with its exponent field lowered by e, exactly,
+/// when both are normal bf16; the rest (subnormal input, a quotient below bf16's normals, which
+/// rounds to ±0 with msModelSlim's f32 underflow rule) takes the bit-level path.
 #[inline(always)]
-fn to_bf16(c: Compute, b: u16) -> u16 {
-    match c {
-        Compute::BF16 => b,
-        Compute::F16 => f32_to_bf16(half::f16::from_bits(b).to_f32()),
-        Compute::F32 => unreachable!("f32 rows come as Rows::F32"),
+fn encode_fast(enc: &[u8], w: u16, e: i32) -> u8 {
+    let ef = ((w >> 7) & 0xFF) as i32;
+    let ef2 = ef - e;
+    if ef >= 1 && (1..=254).contains(&ef2) {
+        enc[((w as i32) - (e << 7)) as u16 as usize]
+    } else {
+        encode(w, e)
     }
 }
 
@@ -119,6 +138,7 @@ pub fn quantize_rows(rows: Rows<'_>, k: usize, out: &mut [u8], scales: &mut [u8]
         Rows::Half(r, _) => r.len() / k,
         Rows::F32(r) => r.len() / k,
     };
+    let t = tables();
     let sc = scale_cols(k);
     let per_task = (1usize << 16).div_ceil(k).max(1);
     out[..nrows * k]
@@ -126,43 +146,45 @@ pub fn quantize_rows(rows: Rows<'_>, k: usize, out: &mut [u8], scales: &mut [u8]
         .zip(scales[..nrows * sc].par_chunks_mut(per_task * sc))
         .enumerate()
         .try_for_each(|(ti, (o, s))| {
-            let mut buf = vec![0u16; k];
+            let mut buf = Vec::new();
             let r0 = ti * per_task;
             for (ri, (orow, srow)) in o.chunks_mut(k).zip(s.chunks_mut(sc)).enumerate() {
                 let row = r0 + ri;
-                match rows {
-                    Rows::Half(r, c) => {
-                        for (d, &x) in buf.iter_mut().zip(&r[row * k..(row + 1) * k]) {
-                            *d = to_bf16(c, x);
-                        }
+                let bf: &[u16] = match rows {
+                    Rows::Half(r, Compute::BF16) => &r[row * k..(row + 1) * k],
+                    Rows::Half(r, _) => {
+                        buf.clear();
+                        buf.extend(
+                            r[row * k..(row + 1) * k].iter().map(|&x| f32_to_bf16(half::f16::from_bits(x).to_f32())),
+                        );
+                        &buf
                     }
                     Rows::F32(r) => {
-                        for (d, &x) in buf.iter_mut().zip(&r[row * k..(row + 1) * k]) {
-                            *d = f32_to_bf16(x);
-                        }
+                        buf.clear();
+                        buf.extend(r[row * k..(row + 1) * k].iter().map(|&x| f32_to_bf16(x)));
+                        &buf
                     }
-                }
-                quantize_row(&buf, orow, srow).map_err(|col| NonFinite { row, col })?;
+                };
+                quantize_row(t, bf, orow, srow).map_err(|col| NonFinite { row, col })?;
             }
             Ok(())
         })
 }
 
 /// One bf16 row; Err(column) of its first non-finite value.
-fn quantize_row(row: &[u16], out: &mut [u8], scales: &mut [u8]) -> Result<(), usize> {
+fn quantize_row(t: &Tables, row: &[u16], out: &mut [u8], scales: &mut [u8]) -> Result<(), usize> {
     for (bi, (blk, o)) in row.chunks(BLOCK).zip(out.chunks_mut(BLOCK)).enumerate() {
-        let mut amax = 0u16;
-        for (j, &w) in blk.iter().enumerate() {
-            let a = w & 0x7FFF;
-            if a >= 0x7F80 {
-                return Err(bi * BLOCK + j);
-            }
-            amax = amax.max(a); // finite bf16 magnitudes order as their bits
+        // Finite bf16 magnitudes order as their bits; NaN and inf are the patterns >= 0x7F80.
+        let amax = blk.iter().fold(0u16, |m, &w| m.max(w & 0x7FFF));
+        if amax >= 0x7F80 {
+            let j = blk.iter().position(|&w| w & 0x7FFF >= 0x7F80).expect("a non-finite value");
+            return Err(bi * BLOCK + j);
         }
-        let e = shared_exp(amax);
-        scales[bi] = (e + 127) as u8;
+        let byte = t.scale[amax as usize];
+        scales[bi] = byte;
+        let e = byte as i32 - 127;
         for (d, &w) in o.iter_mut().zip(blk) {
-            *d = encode(w, e);
+            *d = encode_fast(&t.enc, w, e);
         }
     }
     Ok(())
@@ -213,6 +235,23 @@ mod tests {
         check_table(-127, include_bytes!("testdata/mxfp8_e4m3_e-127.bin"));
         check_table(119, include_bytes!("testdata/mxfp8_e4m3_e119.bin"));
         check_table(-20, include_bytes!("testdata/mxfp8_e4m3_e-20.bin"));
+    }
+
+    /// The table path equals the bit-level one for every bf16 pattern at every reachable shared
+    /// exponent (-127..=120; every 3rd, and the ends, to keep the debug build quick).
+    #[test]
+    fn the_table_path_equals_encode() {
+        let t = tables();
+        for e in (-127..=120).step_by(3).chain([-126, -1, 0, 1, 119, 120]) {
+            for w in 0..=0xFFFFu16 {
+                if w & 0x7FFF < 0x7F80 {
+                    assert_eq!(encode_fast(&t.enc, w, e), encode(w, e), "w={w:#x} e={e}");
+                }
+            }
+        }
+        for b in 0..0x7F80u16 {
+            assert_eq!(t.scale[b as usize] as i32 - 127, shared_exp(b));
+        }
     }
 
     #[test]
