@@ -241,10 +241,31 @@ pub(super) fn plan<'a>(
     order.sort_by_cached_key(|(n, _)| order_key(n, layers));
     if target == Target::W8A8Mxfp8 {
         // msModelSlim's converter writes in the order of its virtual tree, built from Python set
-        // iteration (see pyorder); its catalog is the weight_map, whose names transformers sorts.
-        let mut names: Vec<&str> = ck.tensors().map(|t| t.entry.name.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
+        // iteration (see pyorder), whose layout depends on the insertion order: its catalog is
+        // the index's weight_map in file order (json.load), or a single file's names sorted
+        // (safe_open().keys()).
+        let index_text = ck
+            .index
+            .as_ref()
+            .and_then(|_| std::fs::read_to_string(ck.source.root.join(crate::checkpoint::index::INDEX_NAME)).ok());
+        let mut names: Vec<String> =
+            match index_text.as_deref().and_then(|t| crate::checkpoint::index::parse(t, &mut Vec::new())) {
+                Some((_, entries)) => {
+                    let mut seen = HashSet::new();
+                    entries.into_iter().map(|(n, _)| n.into_owned()).filter(|n| seen.insert(n.clone())).collect()
+                }
+                None => {
+                    let mut v: Vec<String> = ck.tensors().map(|t| t.entry.name.clone()).collect();
+                    v.sort_unstable();
+                    v.dedup();
+                    v
+                }
+            };
+        // A name the index lacks but a shard has (audit's finding) would not be in msModelSlim's
+        // catalog at all; it is placed last here.
+        let known: HashSet<String> = names.iter().cloned().collect();
+        names.extend(ck.tensors().map(|t| t.entry.name.clone()).filter(|n| !known.contains(n)));
+        let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
         let recipe = rules().recipes.get(target.as_str()).expect("every target has a recipe");
         let patterns: Vec<String> = recipe.iter().flat_map(|r| r.include.iter().cloned()).collect();
         let pos = super::pyorder::convert_write_order(&names, &patterns);
