@@ -183,8 +183,19 @@ fn quantize_row(t: &Tables, row: &[u16], out: &mut [u8], scales: &mut [u8]) -> R
         let byte = t.scale[amax as usize];
         scales[bi] = byte;
         let e = byte as i32 - 127;
-        for (d, &w) in o.iter_mut().zip(blk) {
-            *d = encode_fast(&t.enc, w, e);
+        // Smallest exponent field in the block: when every value and its quotient are normal
+        // bf16 (the quotient's field is at most 8 + 127 above e's, never past 254), one lookup
+        // each, without the per-element test.
+        let min_ef = blk.iter().fold(0xFFu16, |m, &w| m.min((w >> 7) & 0xFF)) as i32;
+        if min_ef >= 1 && min_ef - e >= 1 {
+            let shift = (e << 7) as u16;
+            for (d, &w) in o.iter_mut().zip(blk) {
+                *d = t.enc[w.wrapping_sub(shift) as usize];
+            }
+        } else {
+            for (d, &w) in o.iter_mut().zip(blk) {
+                *d = encode_fast(&t.enc, w, e);
+            }
         }
     }
     Ok(())
