@@ -45,6 +45,10 @@ enum QuantizeTo {
     /// msModelSlim's MoE recipe: routed experts W4A8_DYNAMIC (int4 weights packed two rows to a byte,
     /// with their scale_bias), the other linear layers W8A8_DYNAMIC.
     W4a8Dynamic,
+    /// msModelSlim's data-free converter, FLOAT → W8A8_MXFP8 (Ascend 950): the decoder's attention
+    /// and MLP / expert linears as float8_e4m3 weights with an E8M0 scale per 32 input columns.
+    #[value(name = "w8a8-mxfp8")]
+    W8a8Mxfp8,
 }
 
 impl QuantizeTo {
@@ -52,6 +56,7 @@ impl QuantizeTo {
         match self {
             QuantizeTo::W8a8Dynamic => crate::convert::quantize::Target::W8A8Dynamic,
             QuantizeTo::W4a8Dynamic => crate::convert::quantize::Target::W4A8Dynamic,
+            QuantizeTo::W8a8Mxfp8 => crate::convert::quantize::Target::W8A8Mxfp8,
         }
     }
 }
@@ -893,7 +898,7 @@ fn run_convert(model: &str, opts: &crate::convert::Options, threads: Option<usiz
         emit(&(serde_json::to_string_pretty(&s).expect("summary serializes") + "\n"))?;
     } else {
         let quantized = if s.tensors_quantized > 0 {
-            format!(", {} linear weights quantized (each with its weight_scale and weight_offset)", s.tensors_quantized)
+            format!(", {} linear weights quantized (each with its scale tensors)", s.tensors_quantized)
         } else {
             String::new()
         };

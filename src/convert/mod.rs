@@ -23,7 +23,9 @@
 //! index, config.json without `quantization_config`, and the other files.
 
 mod int4;
+mod mxfp8;
 mod packed;
+mod pyorder;
 pub mod quantize;
 pub mod state;
 pub mod writer;
@@ -1145,6 +1147,8 @@ struct Bufs {
     row_scales: HashMap<String, Vec<f32>>,
     /// The int4 code sums of each row's chunks, for `scale_bias`, of the same weights.
     code_sums: HashMap<String, Vec<i32>>,
+    /// The E8M0 scales of the MXFP8 weights quantized in the current output shard.
+    mx_scales: HashMap<String, Vec<u8>>,
     packed: Vec<u8>,
 }
 
@@ -1155,6 +1159,7 @@ impl Bufs {
         if matches!(item, Item::Quant(..)) {
             self.row_scales.clear();
             self.code_sums.clear();
+            self.mx_scales.clear();
         }
     }
 
@@ -1167,6 +1172,7 @@ impl Bufs {
             q: Vec::new(),
             row_scales: HashMap::new(),
             code_sums: HashMap::new(),
+            mx_scales: HashMap::new(),
             packed: Vec::new(),
         }
     }
@@ -1271,6 +1277,35 @@ fn quant4(
     Ok(())
 }
 
+/// Quantize an MXFP8 weight band by band: each band's e4m3 bytes to `sink` (None: only the scales,
+/// for a `weight_scale` without its weight in this output shard). The scales are left in `b`.
+fn quant_mx8(
+    src: &Src<'_>,
+    open: &Opened<'_>,
+    b: &mut Bufs,
+    mut sink: Option<&mut Sink<'_>>,
+) -> Result<(), ConvertError> {
+    let name = &src.weight.entry.name;
+    let (n, k) = (src.weight.entry.shape[0] as usize, src.weight.entry.shape[1] as usize);
+    let sc = mxfp8::scale_cols(k);
+    let mut scales = vec![0u8; n * sc];
+    let fp8 = match src.fp8 {
+        Some((scale, _, _)) => fp8_scales(scale, open)?,
+        None => Vec::new(),
+    };
+    for (_, r0, nr) in quant_bands(src, Codes::Mx8) {
+        let rows = load_rows(src, open, &fp8, &mut b.band, &mut b.r16, &mut b.r32, r0, nr)?;
+        grow(&mut b.packed, nr * k);
+        let out = &mut b.packed[..nr * k];
+        mxfp8::quantize_rows(rows, k, out, &mut scales[r0 * sc..(r0 + nr) * sc]).map_err(|e| non_finite(src, r0, e))?;
+        if let Some(sink) = sink.as_mut() {
+            sink(out)?;
+        }
+    }
+    b.mx_scales.insert(name.clone(), scales);
+    Ok(())
+}
+
 /// The per-row scales of a weight to quantize (computed once per output shard).
 fn row_scales_of(src: &Src<'_>, codes: Codes, open: &Opened<'_>, b: &mut Bufs) -> Result<Vec<f32>, ConvertError> {
     if let Some(s) = b.row_scales.get(&src.weight.entry.name) {
@@ -1341,6 +1376,14 @@ fn emit(
                 sink(&zeros[..len])?;
             }
         }
+        Item::Scale(src, Codes::Mx8) => {
+            let name = &src.weight.entry.name;
+            if !b.mx_scales.contains_key(name) {
+                quant_mx8(&src, open, b, None)?;
+            }
+            sink(&b.mx_scales[name])?;
+        }
+        Item::Quant(src, Codes::Mx8) => quant_mx8(&src, open, b, Some(sink))?,
         Item::Scale(src, codes) => {
             let s = row_scales_of(&src, codes, open, b)?;
             sink(as_bytes(&s))?;
@@ -1686,7 +1729,8 @@ fn finalize(
                         t.remove("quantization_config");
                     }
                 }
-                let text = serde_json::to_string_pretty(&cfg).expect("config serializes");
+                // ascendv1.py :: remove_quantization_config writes it back with json.dump(indent=2).
+                let text = quantize::python_json(&cfg, 2);
                 kept.extend(put_file(&opts.out, "config.json", &mut text.as_bytes(), files, opts.force)?);
             }
             _ => config_copied = true,

@@ -25,6 +25,9 @@ pub enum Target {
     /// msModelSlim's MoE recipe: routed experts W4A8_DYNAMIC (per-channel int4 weights, packed,
     /// with their `scale_bias`), the other linear layers of the decoder W8A8_DYNAMIC.
     W4A8Dynamic,
+    /// msModelSlim's data-free converter (`modelslim_convert`, FLOAT → W8A8_MXFP8): the decoder's
+    /// attention and MLP / expert linears as e4m3 weights with an E8M0 scale per 32 columns.
+    W8A8Mxfp8,
 }
 
 impl Target {
@@ -32,6 +35,7 @@ impl Target {
         match self {
             Target::W8A8Dynamic => "w8a8-dynamic",
             Target::W4A8Dynamic => "w4a8-dynamic",
+            Target::W8A8Mxfp8 => "w8a8-mxfp8",
         }
     }
 
@@ -50,6 +54,8 @@ pub enum Scheme {
     W8A8Dynamic,
     #[serde(rename = "W4A8_DYNAMIC")]
     W4A8Dynamic,
+    #[serde(rename = "W8A8_MXFP8")]
+    W8A8Mxfp8,
 }
 
 impl Scheme {
@@ -57,6 +63,7 @@ impl Scheme {
         match self {
             Scheme::W8A8Dynamic => "W8A8_DYNAMIC",
             Scheme::W4A8Dynamic => "W4A8_DYNAMIC",
+            Scheme::W8A8Mxfp8 => "W8A8_MXFP8",
         }
     }
 }
@@ -69,6 +76,8 @@ pub(super) enum Codes {
     /// int4 codes, two output rows to a byte; the code sums of `chunks` equal column chunks of each
     /// row make its `scale_bias`.
     I4 { chunks: usize },
+    /// MXFP8: one float8_e4m3fn byte per element, an E8M0 (u8) scale per 32 columns.
+    Mx8,
 }
 
 pub const DESCRIPTION: &str = "quant_model_description.json";
@@ -230,6 +239,38 @@ pub(super) fn plan<'a>(
     let taken: HashSet<String> = bias_of.values().map(|b| b.entry.name.clone()).collect();
     let mut order: Vec<&(String, Logical<'a>)> = logical.iter().filter(|(n, _)| !taken.contains(n)).collect();
     order.sort_by_cached_key(|(n, _)| order_key(n, layers));
+    if target == Target::W8A8Mxfp8 {
+        // msModelSlim's converter writes in the order of its virtual tree, built from Python set
+        // iteration (see pyorder), whose layout depends on the insertion order: its catalog is
+        // the index's weight_map in file order (json.load), or a single file's names sorted
+        // (safe_open().keys()).
+        let index_text = ck
+            .index
+            .as_ref()
+            .and_then(|_| std::fs::read_to_string(ck.source.root.join(crate::checkpoint::index::INDEX_NAME)).ok());
+        let mut names: Vec<String> =
+            match index_text.as_deref().and_then(|t| crate::checkpoint::index::parse(t, &mut Vec::new())) {
+                Some((_, entries)) => {
+                    let mut seen = HashSet::new();
+                    entries.into_iter().map(|(n, _)| n.into_owned()).filter(|n| seen.insert(n.clone())).collect()
+                }
+                None => {
+                    let mut v: Vec<String> = ck.tensors().map(|t| t.entry.name.clone()).collect();
+                    v.sort_unstable();
+                    v.dedup();
+                    v
+                }
+            };
+        // A name the index lacks but a shard has (audit's finding) would not be in msModelSlim's
+        // catalog at all; it is placed last here.
+        let known: HashSet<String> = names.iter().cloned().collect();
+        names.extend(ck.tensors().map(|t| t.entry.name.clone()).filter(|n| !known.contains(n)));
+        let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        let recipe = rules().recipes.get(target.as_str()).expect("every target has a recipe");
+        let patterns: Vec<String> = recipe.iter().flat_map(|r| r.include.iter().cloned()).collect();
+        let pos = super::pyorder::convert_write_order(&names, &patterns);
+        order.sort_by_key(|(n, _)| pos.get(n.as_str()).copied().unwrap_or(usize::MAX));
+    }
 
     // (name, description scheme, layout, how it is made), in msModelSlim's write order.
     let mut seq: Vec<(OutTensor, &'static str, Item<'a>)> = Vec::new();
@@ -251,6 +292,7 @@ pub(super) fn plan<'a>(
             };
             let codes = match scheme {
                 Scheme::W8A8Dynamic => Codes::I8,
+                Scheme::W8A8Mxfp8 => Codes::Mx8,
                 Scheme::W4A8Dynamic => {
                     if n % 2 != 0 {
                         // msModelSlim: AssertionError("n dimension should be even") in _pack_int4.
@@ -269,15 +311,31 @@ pub(super) fn plan<'a>(
             let weight = match codes {
                 Codes::I8 => t("weight", Dtype::I8, shape.clone(), numel),
                 Codes::I4 { .. } => t("weight", Dtype::I8, vec![n / 2, k], n / 2 * k),
+                Codes::Mx8 => t("weight", Dtype::F8_E4M3, shape.clone(), numel),
             };
             seq.push((weight, s, Item::Quant(l.src, codes)));
-            seq.push((t("weight_scale", Dtype::F32, vec![n, 1], n), s, Item::Scale(l.src, codes)));
-            seq.push((t("weight_offset", Dtype::F32, vec![n, 1], n), s, Item::Zeros(n)));
+            if codes == Codes::Mx8 {
+                // on_w8a8_mx_dynamic_per_block: weight, weight_scale (shared exponent + 127, u8
+                // [N, ceil(K/32)]), bias; no weight_offset.
+                let sc = super::mxfp8::scale_cols(k as usize) as u64;
+                seq.push((t("weight_scale", Dtype::U8, vec![n, sc], n * sc), s, Item::Scale(l.src, codes)));
+            } else {
+                seq.push((t("weight_scale", Dtype::F32, vec![n, 1], n), s, Item::Scale(l.src, codes)));
+                seq.push((t("weight_offset", Dtype::F32, vec![n, 1], n), s, Item::Zeros(n)));
+            }
             if let Codes::I4 { chunks } = codes {
                 let c = chunks as u64;
                 seq.push((t("scale_bias", Dtype::F32, vec![n, c], n * c), s, Item::ScaleBias(l.src, chunks)));
             }
             if let Some(b) = bias_of.get(name.as_str()) {
+                if codes == Codes::Mx8 && b.entry.dtype != Dtype::BF16 {
+                    // _materialize_linear rounds the bias to bf16 before saving it as f32.
+                    reasons.push(format!(
+                        "{}: a {} bias of an MXFP8 layer (msModelSlim rounds it through bf16; not implemented)",
+                        b.entry.name,
+                        b.entry.dtype.as_str()
+                    ));
+                }
                 let item = if b.entry.dtype == Dtype::F32 { Item::Copy(*b) } else { Item::Widen(*b) };
                 let bshape = b.entry.shape.clone();
                 seq.push((t("bias", Dtype::F32, bshape, b.entry.numel()), FLOAT, item));
@@ -380,9 +438,100 @@ pub(super) fn description_json(entries: &[(String, &'static str)], quant_type: &
     lines.push(format!("    \"version\": {}", q(&rules().version)));
     lines.push(format!("    \"model_quant_type\": {}", q(quant_type)));
     lines.push("    \"metadata\": {}".into());
-    lines.push("    \"group_size\": 0".into());
+    // ascendv1.py sets group_size 32 when it writes an MXFP8 layer.
+    let group = if entries.iter().any(|(_, s)| *s == Scheme::W8A8Mxfp8.as_str()) { 32 } else { 0 };
+    lines.push(format!("    \"group_size\": {group}"));
     lines.push("    \"optional\": {}".into());
     format!("{{\n{}\n}}", lines.join(",\n"))
+}
+
+/// `value` as Python's `json.dump(value, f, indent=indent)` writes it (msModelSlim's
+/// json_safe_dump of config.json): ensure_ascii escapes, `": "` after keys, floats as Python's
+/// repr (`1e-06`, `10000.0`), no final newline. Keys stay in the order serde_json holds them.
+pub(super) fn python_json(value: &serde_json::Value, indent: usize) -> String {
+    fn float(x: f64) -> String {
+        if x.is_nan() {
+            return "NaN".into();
+        }
+        if x.is_infinite() {
+            return if x > 0.0 { "Infinity" } else { "-Infinity" }.into();
+        }
+        let sci = format!("{x:e}");
+        let (mant, exp) = sci.split_once('e').expect("{:e} has an exponent");
+        let exp: i32 = exp.parse().expect("integer exponent");
+        if (-4..16).contains(&exp) {
+            let s = format!("{x}");
+            if s.contains('.') {
+                s
+            } else {
+                format!("{s}.0")
+            }
+        } else {
+            format!("{mant}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+        }
+    }
+    fn string(s: &str, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                c if (c as u32) < 0x20 || (c as u32) > 0x7E => {
+                    let mut buf = [0u16; 2];
+                    for u in c.encode_utf16(&mut buf) {
+                        out.push_str(&format!("\\u{u:04x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    fn go(v: &serde_json::Value, indent: usize, depth: usize, out: &mut String) {
+        use serde_json::Value as V;
+        let pad = |d: usize| " ".repeat(indent * d);
+        match v {
+            V::Null => out.push_str("null"),
+            V::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            V::Number(n) if n.is_f64() => out.push_str(&float(n.as_f64().expect("f64"))),
+            V::Number(n) => out.push_str(&n.to_string()),
+            V::String(s) => string(s, out),
+            V::Array(a) if a.is_empty() => out.push_str("[]"),
+            V::Object(o) if o.is_empty() => out.push_str("{}"),
+            V::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    out.push_str(if i == 0 { "\n" } else { ",\n" });
+                    out.push_str(&pad(depth + 1));
+                    go(x, indent, depth + 1, out);
+                }
+                out.push('\n');
+                out.push_str(&pad(depth));
+                out.push(']');
+            }
+            V::Object(o) => {
+                out.push('{');
+                for (i, (k, x)) in o.iter().enumerate() {
+                    out.push_str(if i == 0 { "\n" } else { ",\n" });
+                    out.push_str(&pad(depth + 1));
+                    string(k, out);
+                    out.push_str(": ");
+                    go(x, indent, depth + 1, out);
+                }
+                out.push('\n');
+                out.push_str(&pad(depth));
+                out.push('}');
+            }
+        }
+    }
+    let mut out = String::new();
+    go(value, indent, 0, &mut out);
+    out
 }
 
 /// The index, as msModelSlim writes it (indent 2, names in write order).
@@ -407,6 +556,18 @@ pub(super) fn index_json(plan: &Plan<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_json_writes_floats_and_escapes_like_json_dump() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"a": 1e-06, "b": 10000.0, "c": [1, 2.5, 1e16, 0.0001], "d": {}, "e": "\u00e9\"", "f": null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            python_json(&v, 2),
+            "{\n  \"a\": 1e-06,\n  \"b\": 10000.0,\n  \"c\": [\n    1,\n    2.5,\n    1e+16,\n    0.0001\n  ],\n  \"d\": {},\n  \"e\": \"\\u00e9\\\"\",\n  \"f\": null\n}"
+        );
+    }
 
     #[test]
     fn globs_match_like_the_recipe() {
