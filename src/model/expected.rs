@@ -128,16 +128,9 @@ impl<'a> Vars<'a> {
     }
 }
 
-/// The layer sets `repeat` names (the arms of `Vars::layer_set`); any other value is a count expression.
-pub const LAYER_SETS: &[&str] = &[
-    "layers",
-    "dense_layers",
-    "moe_layers",
-    "full_attention_layers",
-    "linear_attention_layers",
-    "conv_layers",
-    "mtp_layers",
-];
+/// The layer sets `repeat` names (the arms of `Vars::layer_set`, tested below); the family format
+/// owns the list.
+pub use rules::LAYER_SETS;
 
 impl expr::Env for Vars<'_> {
     fn int(&self, name: &str) -> Option<i64> {
