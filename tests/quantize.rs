@@ -11,15 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 fn quantize(model: &Path, out: &Path, extra: &[&str]) -> Run {
-    let mut args = vec!["quantize", model.to_str().unwrap(), "--to", "w8a8-dynamic", "--out", out.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    run(&args)
-}
-
-/// The files msModelSlim derives from the weights and config (its tokenizer copies and the recipe
-/// YAML come from its own inputs, not from the checkpoint quantized).
-fn msmodelslim_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    outputs(dir).into_iter().filter(|(n, _)| n.starts_with("quant_model_") || n == "config.json").collect()
+    quantize_to("w8a8-dynamic", model, out, extra)
 }
 
 fn assert_equals_msmodelslim(input: &str, reference: &str) {
@@ -88,14 +80,7 @@ fn the_output_is_a_clean_modelslim_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     assert_eq!(quantize(&fixture("qwen3-moe"), &out, &[]).code, 0);
-    let (code, v) = audit_json_for(&out, "vllm-ascend");
-    assert_eq!(errors(&v), 0, "{:#?}", v["findings"]);
-    assert_eq!(code, 0);
-    assert_eq!(v["quantization"]["method"], "ascend");
-    let r = run(&["remap", out.to_str().unwrap(), "--target", "vllm-ascend", "--json"]);
-    let rv: Value = serde_json::from_str(&r.stdout).unwrap();
-    let unmapped: Vec<&Value> = rv["rows"].as_array().unwrap().iter().filter(|r| r["action"] == "unmapped").collect();
-    assert!(unmapped.is_empty(), "{unmapped:#?}");
+    assert_clean_for_vllm_ascend(&out);
 }
 
 #[test]

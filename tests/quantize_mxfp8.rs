@@ -23,23 +23,7 @@ fn testdata(name: &str) -> PathBuf {
 }
 
 fn quantize(model: &Path, out: &Path, extra: &[&str]) -> Run {
-    let mut args = vec!["quantize", model.to_str().unwrap(), "--to", "w8a8-mxfp8", "--out", out.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    run(&args)
-}
-
-/// Every tensor of a directory's safetensors files: name → (dtype, shape, bytes).
-fn tensors(dir: &Path) -> BTreeMap<String, (Value, Value, Vec<u8>)> {
-    let mut m = BTreeMap::new();
-    for (name, _) in outputs(dir).into_iter().filter(|(n, _)| n.ends_with(".safetensors")) {
-        let st = read_st(&dir.join(&name));
-        for (k, v) in st.header.iter().filter(|(k, _)| *k != "__metadata__") {
-            let o = v["data_offsets"].as_array().unwrap();
-            let bytes = st.data[o[0].as_u64().unwrap() as usize..o[1].as_u64().unwrap() as usize].to_vec();
-            m.insert(k.clone(), (v["dtype"].clone(), v["shape"].clone(), bytes));
-        }
-    }
-    m
+    quantize_to("w8a8-mxfp8", model, out, extra)
 }
 
 fn assert_equals_msmodelslim(input: &Path, reference: &Path) {
@@ -47,22 +31,7 @@ fn assert_equals_msmodelslim(input: &Path, reference: &Path) {
     let out = tmp.path().join("out");
     let r = quantize(input, &out, &["--verify"]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    let got = outputs(&out);
-    let want: BTreeMap<String, Vec<u8>> =
-        outputs(reference).into_iter().filter(|(n, _)| n.starts_with("quant_model_") || n == "config.json").collect();
-    let mine: Vec<&String> = got.keys().filter(|n| n.starts_with("quant_model_") || *n == "config.json").collect();
-    assert_eq!(mine, want.keys().collect::<Vec<_>>(), "{input:?}: file names");
-    for (name, bytes) in &want {
-        if got[name] != *bytes {
-            let detail = if name.ends_with(".safetensors") {
-                let (a, b) = (tensors(&out), tensors(reference));
-                format!("first differing tensor: {:?}", b.iter().find(|(k, v)| a.get(*k) != Some(v)).map(|(k, _)| k))
-            } else {
-                String::from_utf8_lossy(&got[name]).chars().take(400).collect()
-            };
-            panic!("{input:?}: {name} differs from msModelSlim's: {detail}");
-        }
-    }
+    assert_same_files_as_msmodelslim(&out, reference, &format!("{input:?}"));
 }
 
 #[test]

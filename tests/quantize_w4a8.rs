@@ -12,28 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 fn quantize(model: &Path, out: &Path, extra: &[&str]) -> Run {
-    let mut args = vec!["quantize", model.to_str().unwrap(), "--to", "w4a8-dynamic", "--out", out.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    run(&args)
-}
-
-/// The files msModelSlim derives from the weights and config (not its tokenizer copies or recipe echo).
-fn msmodelslim_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    outputs(dir).into_iter().filter(|(n, _)| n.starts_with("quant_model_") || n == "config.json").collect()
-}
-
-/// Every tensor of a directory's safetensors files: name → (dtype, shape, bytes).
-fn tensors(dir: &Path) -> BTreeMap<String, (Value, Value, Vec<u8>)> {
-    let mut m = BTreeMap::new();
-    for (name, _) in outputs(dir).into_iter().filter(|(n, _)| n.ends_with(".safetensors")) {
-        let st = read_st(&dir.join(&name));
-        for (k, v) in st.header.iter().filter(|(k, _)| *k != "__metadata__") {
-            let o = v["data_offsets"].as_array().unwrap();
-            let bytes = st.data[o[0].as_u64().unwrap() as usize..o[1].as_u64().unwrap() as usize].to_vec();
-            m.insert(k.clone(), (v["dtype"].clone(), v["shape"].clone(), bytes));
-        }
-    }
-    m
+    quantize_to("w4a8-dynamic", model, out, extra)
 }
 
 fn assert_equals_msmodelslim(input: &str, reference: &str, extra: &[&str]) {
@@ -41,20 +20,7 @@ fn assert_equals_msmodelslim(input: &str, reference: &str, extra: &[&str]) {
     let out = tmp.path().join("out");
     let r = quantize(&fixture(input), &out, extra);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    let want = msmodelslim_files(&fixture(reference));
-    let got = msmodelslim_files(&out);
-    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{input}: file names");
-    for (name, bytes) in &want {
-        if got[name] != *bytes {
-            let detail = if name.ends_with(".safetensors") {
-                let (a, b) = (tensors(&out), tensors(&fixture(reference)));
-                format!("first differing tensor: {:?}", b.iter().find(|(k, v)| a.get(*k) != Some(v)).map(|(k, _)| k))
-            } else {
-                String::from_utf8_lossy(&got[name]).chars().take(400).collect()
-            };
-            panic!("{input}: {name} differs from msModelSlim's: {detail}");
-        }
-    }
+    assert_same_files_as_msmodelslim(&out, &fixture(reference), input);
 }
 
 #[test]
@@ -88,14 +54,7 @@ fn the_output_is_a_clean_modelslim_checkpoint_for_vllm_ascend() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     assert_eq!(quantize(&fixture("qwen3-moe"), &out, &[]).code, 0);
-    let (code, v) = audit_json_for(&out, "vllm-ascend");
-    assert_eq!(errors(&v), 0, "{:#?}", v["findings"]);
-    assert_eq!(code, 0);
-    assert_eq!(v["quantization"]["method"], "ascend");
-    let r = run(&["remap", out.to_str().unwrap(), "--target", "vllm-ascend", "--json"]);
-    let rv: Value = serde_json::from_str(&r.stdout).unwrap();
-    let unmapped: Vec<&Value> = rv["rows"].as_array().unwrap().iter().filter(|r| r["action"] == "unmapped").collect();
-    assert!(unmapped.is_empty(), "{unmapped:#?}");
+    assert_clean_for_vllm_ascend(&out);
     // The audit does read the experts as W4A8_DYNAMIC: a scale_bias of the wrong shape is an error.
     let c = tmp.path().join("bad");
     std::fs::create_dir(&c).unwrap();

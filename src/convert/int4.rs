@@ -21,7 +21,7 @@
 #[cfg(test)]
 use crate::quant::fp8::f32_to_bf16;
 use crate::quant::fp8::f32_to_f16;
-use crate::quant::int8::{Compute, NonFinite, Rows};
+use crate::quant::int8::{has_avx2, Compute, NonFinite, Rows};
 
 const QMAX: f32 = 7.0;
 /// 1.5 · 2^23: `v + MAGIC` holds round_half_even(v) in its low mantissa bits for |v| < 2^22.
@@ -186,20 +186,6 @@ unsafe fn pairs_avx2(
     row0: usize,
 ) -> Result<(), NonFinite> {
     pairs_serial(rows, k, chunks, have, scales, sums, out, row0)
-}
-
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *OK.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// Quantize an even number of rows (`k` columns each) to int4 and pack them, in parallel:

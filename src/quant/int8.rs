@@ -25,7 +25,7 @@ pub enum Compute {
 
 /// A weight that cannot be quantized: the first non-finite element (row, column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("element [{row}, {col}] is not finite (NaN or infinity): a per-channel scale of that row would be meaningless")]
+#[error("element [{row}, {col}] is not finite (NaN or infinity): no scale over it (per row, or per 32-value block) would be meaningful")]
 pub struct NonFinite {
     pub row: usize,
     pub col: usize,
@@ -189,7 +189,8 @@ mod avx2 {
     }
 }
 
-fn has_avx2() -> bool {
+/// Whether this CPU runs the AVX2 + FMA + F16C kernels (checked once; the int4 packer shares it).
+pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

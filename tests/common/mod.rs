@@ -309,3 +309,63 @@ pub fn outputs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         .map(|(n, p)| (n, std::fs::read(p).unwrap()))
         .collect()
 }
+
+/// `ckptpilot quantize MODEL --to TARGET --out OUT EXTRA…`.
+pub fn quantize_to(target: &str, model: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["quantize", model.to_str().unwrap(), "--to", target, "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// The files msModelSlim derives from the weights and config (its tokenizer copies and the recipe
+/// YAML come from its own inputs, not from the checkpoint quantized).
+pub fn msmodelslim_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    outputs(dir).into_iter().filter(|(n, _)| n.starts_with("quant_model_") || n == "config.json").collect()
+}
+
+/// Every tensor of a directory's safetensors files: name → (dtype, shape, bytes).
+pub fn tensors(dir: &Path) -> std::collections::BTreeMap<String, (Value, Value, Vec<u8>)> {
+    let mut m = std::collections::BTreeMap::new();
+    for (name, _) in outputs(dir).into_iter().filter(|(n, _)| n.ends_with(".safetensors")) {
+        let st = read_st(&dir.join(&name));
+        for (k, v) in st.header.iter().filter(|(k, _)| *k != "__metadata__") {
+            let o = v["data_offsets"].as_array().unwrap();
+            let bytes = st.data[o[0].as_u64().unwrap() as usize..o[1].as_u64().unwrap() as usize].to_vec();
+            m.insert(k.clone(), (v["dtype"].clone(), v["shape"].clone(), bytes));
+        }
+    }
+    m
+}
+
+/// `out`'s msModelSlim-derived files equal `reference`'s byte for byte; a difference names the
+/// first differing tensor (or shows the text).
+pub fn assert_same_files_as_msmodelslim(out: &Path, reference: &Path, label: &str) {
+    let want = msmodelslim_files(reference);
+    let got = msmodelslim_files(out);
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{label}: file names");
+    for (name, bytes) in &want {
+        if got[name] != *bytes {
+            let detail = if name.ends_with(".safetensors") {
+                let (a, b) = (tensors(out), tensors(reference));
+                format!("first differing tensor: {:?}", b.iter().find(|(k, v)| a.get(*k) != Some(v)).map(|(k, _)| k))
+            } else {
+                String::from_utf8_lossy(&got[name]).chars().take(400).collect()
+            };
+            panic!("{label}: {name} differs from msModelSlim's: {detail}");
+        }
+    }
+}
+
+/// A quantized output is a clean ModelSlim checkpoint for vLLM-Ascend: audit without errors, the
+/// `ascend` method, no tensor remap leaves unmapped. Returns the audit report.
+pub fn assert_clean_for_vllm_ascend(out: &Path) -> Value {
+    let (code, v) = audit_json_for(out, "vllm-ascend");
+    assert_eq!(errors(&v), 0, "{:#?}", v["findings"]);
+    assert_eq!(code, 0);
+    assert_eq!(v["quantization"]["method"], "ascend");
+    let r = run(&["remap", out.to_str().unwrap(), "--target", "vllm-ascend", "--json"]);
+    let rv: Value = serde_json::from_str(&r.stdout).unwrap();
+    let unmapped: Vec<&Value> = rv["rows"].as_array().unwrap().iter().filter(|r| r["action"] == "unmapped").collect();
+    assert!(unmapped.is_empty(), "{unmapped:#?}");
+    v
+}
