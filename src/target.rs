@@ -37,6 +37,10 @@ pub enum Npu {
     A2,
     A3,
     A5,
+    /// Ascend 310P (SOCs `ascend310p*`, AscendDeviceType._310P, device/hardware.py lines 21, 41-48):
+    /// vLLM-Ascend registers a 310P ModelSlim config there (vllm_ascend/platform.py lines 276-277)
+    /// whose own scheme registry (W8A8, W8A8_DYNAMIC, W8A8S, W8A8SC) serves linear and MoE layers.
+    P310,
 }
 
 impl Npu {
@@ -45,6 +49,7 @@ impl Npu {
             Npu::A2 => "A2",
             Npu::A3 => "A3",
             Npu::A5 => "A5 (Ascend 950)",
+            Npu::P310 => "310P",
         }
     }
 
@@ -54,6 +59,7 @@ impl Npu {
             "A2" => Some(Npu::A2),
             "A3" => Some(Npu::A3),
             "A5" => Some(Npu::A5),
+            "310P" => Some(Npu::P310),
             _ => None,
         }
     }

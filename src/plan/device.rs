@@ -76,6 +76,16 @@ const PRESETS: &[Preset] = &[
         npu: Some(Npu::A3),
         description: "Ascend 910C die (Atlas 800T A3; each die is one device) 64 GB HBM; no fp8",
     },
+    // Ascend 310P (vLLM-Ascend's _310P: its own ModelSlim registry, W8A8S / W8A8SC only there). 24 GB
+    // LPDDR4X per 310P3 chip as announced (an Atlas 300I Duo card holds two): override with
+    // --device-memory with the total npu-smi reports.
+    Preset {
+        names: &["ascend-310p", "310p", "310p3", "atlas-300i-duo", "atlas-300i-pro"],
+        mib: 24_576,
+        fp8: false,
+        npu: Some(Npu::P310),
+        description: "Ascend 310P3 24 GB LPDDR4X per chip as announced (not an npu-smi total: override with --device-memory); no fp8; vLLM-Ascend's 310P ModelSlim registry (W8A8, W8A8_DYNAMIC, W8A8S, W8A8SC)",
+    },
     // Ascend 950 (vLLM-Ascend's A5). The capacities are Huawei's announced HBM per chip, not an
     // npu-smi total (none is on record here): pass --device-memory with the total npu-smi reports.
     // fp8: false, because vLLM-Ascend 182b75ea84 serves no native fp8 checkpoint on any NPU

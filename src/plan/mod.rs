@@ -339,6 +339,8 @@ pub struct PlanInput {
     pub family: FamilyUse,
     /// vLLM's refusal of the architecture itself (message, fix): every configuration fails `target`.
     pub refusal: Option<(String, String)>,
+    /// The config sizes ModelSlim attention methods allocate over (index_head_dim from the raw JSON).
+    pub attention: crate::quant::modelslim::AttentionDims,
 }
 
 fn arch_refusal(c: &ModelConfig, rules: &RuleSet) -> Option<(String, String)> {
@@ -409,7 +411,8 @@ impl PlanInput {
             let (spec, notes, family) = spec_for(&config, Some(&v), quant.as_ref(), rules);
             let shape = ModelShape::of(spec.as_ref(), "config", notes);
             let refusal = arch_refusal(&config, rules);
-            return Ok(PlanInput { model: input.to_string(), config, quant, shape, spec, family, refusal });
+            let attention = crate::quant::modelslim::AttentionDims::of(&config, Some(&v));
+            return Ok(PlanInput { model: input.to_string(), config, quant, shape, spec, family, refusal, attention });
         }
         let (ck, _findings) = Checkpoint::open(input)?;
         PlanInput::from_checkpoint(&ck, input, rules)
@@ -423,7 +426,8 @@ impl PlanInput {
         let (spec, notes, family) = spec_for(&config, ck.config_json.as_ref(), quant.as_ref(), rules);
         let shape = ModelShape::of(spec.as_ref(), "weights", notes);
         let refusal = arch_refusal(&config, rules);
-        Ok(PlanInput { model: model.to_string(), config, quant, shape, spec, family, refusal })
+        let attention = crate::quant::modelslim::AttentionDims::of(&config, ck.config_json.as_ref());
+        Ok(PlanInput { model: model.to_string(), config, quant, shape, spec, family, refusal, attention })
     }
 
     /// Plan the model as served without its quantization (fp8 dequantized at load or beforehand).
@@ -636,6 +640,29 @@ impl Planner<'_> {
         checks.push(len_check);
         let w = input.spec.as_ref().map(|spec| spec.rank_weights(par)).unwrap_or_default();
         let weights = if serves_bf16 { w.bf16 } else { w.stored };
+        // ModelSlim attention methods (FAKQuant, INT8_DYNAMIC) register parameters on the attention
+        // layers that no weight rule holds: the heaviest PP stage's share, per rank.
+        let weights = weights.saturating_add(match (opts.target, quant.and_then(|q| q.modelslim.as_ref())) {
+            (Target::VllmAscend, Some(d)) => {
+                let layers = cfg.num_layers.unwrap_or(0);
+                let parts = memory::pp_partition(layers, par.pp.max(1));
+                let mut lo = 0u64;
+                parts
+                    .iter()
+                    .map(|&n| {
+                        let r = lo..=lo.saturating_add(n).saturating_sub(1);
+                        lo = lo.saturating_add(n);
+                        if n == 0 {
+                            0
+                        } else {
+                            d.attention_rank_bytes(&input.attention, par.tp, Some(&r))
+                        }
+                    })
+                    .max()
+                    .unwrap_or(0)
+            }
+            _ => 0,
+        });
         // ModelSlim C8: vLLM-Ascend keeps these layers' KV cache in int8, whatever --kv-cache-dtype says.
         let c8 = match (opts.target, quant.and_then(|q| q.modelslim.as_ref())) {
             (Target::VllmAscend, Some(d)) => d.c8_layers(),
@@ -1017,7 +1044,8 @@ mod tests {
         let quant = QuantScheme::detect(Some(&v), None);
         let (spec, notes, family) = spec_for(&config, Some(&v), quant.as_ref(), RuleSet::builtin());
         let shape = ModelShape::of(spec.as_ref(), "config", notes);
-        PlanInput { model: "test".into(), config, quant, shape, spec, family, refusal: None }
+        let attention = crate::quant::modelslim::AttentionDims::of(&config, Some(&v));
+        PlanInput { model: "test".into(), config, quant, shape, spec, family, refusal: None, attention }
     }
 
     fn one(v: Value, tp: u64, ep: bool) -> ConfigPlan {

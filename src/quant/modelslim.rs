@@ -23,6 +23,8 @@ const META_KEYS: &[&str] = &[
     "optional",
     "kv_cache_type",
     "fa_quant_type",
+    "indexer_quant_type",
+    "kv_quant_type",
     "reduce_quant_type",
 ];
 
@@ -42,14 +44,51 @@ pub struct Description {
     /// Every other non-tensor key with a number (`max_supported_tp`, …), for the contracts'
     /// `tp_limit`.
     pub numbers: BTreeMap<String, u64>,
+    /// `fa_quant_type` and `indexer_quant_type` as written (JSON null included: the older API writes
+    /// `"fa_quant_type": null`, which vLLM-Ascend's `!= ""` test counts as enabled).
+    pub fa_quant_type: Option<Value>,
+    pub indexer_quant_type: Option<Value>,
+    /// Keys ending in `.quant_type` (msModelSlim's per-attention FA3 strings, `….indexer.quant_type`):
+    /// values, not tensors.
+    pub attention_keys: BTreeMap<String, String>,
+}
+
+/// An attention layer vLLM-Ascend builds with a ModelSlim attention method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttentionLayer {
+    /// The decoder layer index (modelslim_config.py joins every `.N.` group of the key).
+    pub layer: u64,
+    /// The checkpoint's attention prefix (`model.layers.0.self_attn`): the marker key's stem.
+    pub prefix: String,
+    /// The scheme get_quant_type_for_layer returns (None: the key holds null).
+    pub scheme: Option<String>,
+}
+
+/// The layer index vLLM-Ascend reads from a description key: `"".join(re.findall(r"\.(\d+)\.", key))`.
+fn layer_index(key: &str) -> Option<u64> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let n = parts.len();
+    let ids: String = parts
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| *i > 0 && *i + 1 < n && !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(_, s)| *s)
+        .collect();
+    ids.parse().ok()
 }
 
 impl Description {
     pub fn from_value(file: &str, v: &Value) -> Option<Description> {
         let obj = v.as_object()?;
+        let not_meta = |k: &&String| !META_KEYS.contains(&k.as_str());
         let types = obj
             .iter()
-            .filter(|(k, _)| !META_KEYS.contains(&k.as_str()))
+            .filter(|(k, _)| not_meta(k) && !k.ends_with(".quant_type"))
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        let attention_keys = obj
+            .iter()
+            .filter(|(k, _)| not_meta(k) && k.ends_with(".quant_type"))
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
             .collect();
         Some(Description {
@@ -59,7 +98,82 @@ impl Description {
             group_size: obj.get("group_size").and_then(Value::as_u64),
             kv_cache_type: obj.get("kv_cache_type").and_then(Value::as_str).map(str::to_string),
             numbers: obj.iter().filter_map(|(k, v)| Some((k.clone(), v.as_u64()?))).collect(),
+            fa_quant_type: obj.get("fa_quant_type").cloned(),
+            indexer_quant_type: obj.get("indexer_quant_type").cloned(),
+            attention_keys,
         })
+    }
+
+    /// The attention layers vLLM-Ascend builds with an attention method, by layer index
+    /// (modelslim_config.py :: _add_kvcache_quant_metadata lines 1034-1052: `fa_quant_type` /
+    /// `indexer_quant_type` other than "" enable the keys containing `fa_k.scale` /
+    /// `indexer.quant_type`; get_quant_method lines 741-746), each with the scheme
+    /// get_quant_type_for_layer gives it (lines 492-500: `fa_quant_type` when the key is present, else
+    /// `indexer_quant_type`), vllm-ascend 182b75ea84.
+    pub fn attention_layers(&self) -> Vec<AttentionLayer> {
+        let enabled = |v: &Option<Value>| v.as_ref().is_some_and(|v| v.as_str() != Some(""));
+        let scheme = match (&self.fa_quant_type, &self.indexer_quant_type) {
+            (Some(v), _) | (None, Some(v)) => v.as_str().map(str::to_string),
+            (None, None) => None,
+        };
+        let mut out: BTreeMap<u64, AttentionLayer> = BTreeMap::new();
+        let keys = self.types.keys().chain(self.attention_keys.keys());
+        for key in keys {
+            for (on, marker) in [
+                (enabled(&self.fa_quant_type), ".fa_k.scale"),
+                (enabled(&self.indexer_quant_type), ".indexer.quant_type"),
+            ] {
+                let Some(at) = key.find(marker).filter(|_| on) else { continue };
+                let Some(layer) = layer_index(key) else { continue };
+                // A layer that is both keeps its FAKQuant prefix (the first marker).
+                out.entry(layer).or_insert_with(|| AttentionLayer {
+                    layer,
+                    prefix: key[..at].to_string(),
+                    scheme: scheme.clone(),
+                });
+            }
+        }
+        out.into_values().collect()
+    }
+
+    /// Bytes one rank holds for the attention methods' parameters (the contracts' `attention.params`)
+    /// of the layers in `layers` (a PP stage; None: all), at TP `tp`: rows-split parameters hold
+    /// their heads / TP, replicated ones the whole tensor; `model_bytes` is the model dtype's size,
+    /// `index_head_dim` the config's (D). A scheme with no attention contract adds nothing (it does
+    /// not start).
+    pub fn attention_rank_bytes(
+        &self,
+        shape: &AttentionDims,
+        tp: u64,
+        layers: Option<&std::ops::RangeInclusive<u64>>,
+    ) -> u64 {
+        let tp = tp.max(1);
+        self.attention_layers()
+            .iter()
+            .filter(|l| layers.is_none_or(|r| r.contains(&l.layer)))
+            .filter_map(|l| attention_contract(l.scheme.as_deref()?))
+            .map(|a| {
+                a.params
+                    .iter()
+                    .map(|p| {
+                        let elems: u64 = p
+                            .shape
+                            .iter()
+                            .enumerate()
+                            .map(|(i, d)| {
+                                let v = shape.dim(d).unwrap_or(0);
+                                if i == 0 && p.split == Split::Rows {
+                                    shape.rank_rows(d, tp)
+                                } else {
+                                    v
+                                }
+                            })
+                            .product();
+                        elems.saturating_mul(p.alloc_bytes(shape.model_bytes))
+                    })
+                    .sum::<u64>()
+            })
+            .sum()
     }
 
     /// The MX scale group along K (vLLM-Ascend's methods: `quant_description.get("group_size", 32)`).
@@ -97,9 +211,36 @@ impl Description {
             .filter_map(|s| {
                 let c = contract(s)?;
                 let want = crate::target::Npu::parse(c.device.as_deref()?)?;
-                (npu != Some(want)).then_some((s, want, c.source.as_str()))
+                // 310P-only schemes are the 310P registry's question (device_refusal).
+                (want != crate::target::Npu::P310 && npu != Some(want)).then_some((s, want, c.source.as_str()))
             })
             .collect()
+    }
+
+    /// The first layer vLLM-Ascend refuses to build on `npu` because of which registry serves it
+    /// (scheme, layer type, the error text): on a 310P the 310P registry serves linear and MoE layers
+    /// and refuses the rest (vllm_ascend/_310p/quantization/modelslim_config.py lines 49-81); anywhere
+    /// else a 310P-only scheme has no method (modelslim_config.py lines 535-541). A weight under
+    /// `.experts.` is an MoE layer's. Attention layers use the main registry on every device
+    /// (_310p/quantization/modelslim_config.py line 144).
+    pub fn device_refusal(&self, npu: Option<crate::target::Npu>) -> Option<(String, LayerType, String)> {
+        let reg = registry_310p();
+        let mut weights: Vec<(&String, &String)> = self.types.iter().filter(|(k, _)| k.ends_with(".weight")).collect();
+        weights.sort();
+        for (name, scheme) in weights {
+            let layer = if name.contains(".experts.") { LayerType::Moe } else { LayerType::Linear };
+            let refused = if npu == Some(crate::target::Npu::P310) {
+                (!reg.serves(scheme, layer)).then(|| reg.refusal(scheme, layer))
+            } else {
+                contract(scheme)
+                    .filter(|c| c.device.as_deref() == Some("310P"))
+                    .map(|_| Contract::unsupported_text(scheme, layer))
+            };
+            if let Some(text) = refused {
+                return Some((scheme.clone(), layer, text));
+            }
+        }
+        None
     }
 
     /// The description beside the weights: the current pipeline's name first, then the older API's
@@ -184,10 +325,142 @@ pub struct Contract {
     pub expert_tp_columns: Option<u64>,
     #[serde(default)]
     pub expert_tp_source: String,
+    /// An attention method's parameters (the `attention` layer type).
+    #[serde(default)]
+    pub attention: Option<AttentionContract>,
 }
 
 fn one() -> u64 {
     1
+}
+
+/// What an attention scheme (`FAKQuant`, `INT8_DYNAMIC`) registers on the attention layer.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AttentionContract {
+    /// The description key that enables it (`fa_quant_type`).
+    pub enable_key: String,
+    /// The key fragment whose keys name its layers (`fa_k.scale`).
+    pub marker: String,
+    pub params: Vec<AttentionParam>,
+    /// The loader's assertion text (`{loaded}`, `{param}`, `{tp}`, `{rank}`).
+    pub load_error: String,
+    pub source_params: String,
+}
+
+/// How a parameter is split over TP ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Dim 0 narrowed to shape[0] // tp at rank * that.
+    Rows,
+    /// Whole on every rank.
+    Replicated,
+}
+
+/// One attention-method parameter, under the checkpoint's attention prefix.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AttentionParam {
+    pub suffix: String,
+    /// Checkpoint dtypes accepted (the loader copy_s, which casts).
+    pub dtypes: Vec<String>,
+    /// The parameter's dtype: `model`, `F32`, `I8`.
+    pub alloc: String,
+    /// Over `H`, `KVH`, `D` or numbers (whole model; per rank for `Rows`, dim 0 / TP).
+    pub shape: Vec<String>,
+    pub split: Split,
+    /// Read from the checkpoint (false: allocated only).
+    pub loaded: bool,
+}
+
+impl AttentionParam {
+    pub fn alloc_bytes(&self, model_bytes: u64) -> u64 {
+        match self.alloc.as_str() {
+            "model" => model_bytes,
+            "F32" | "I32" => 4,
+            "BF16" | "F16" => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The config sizes attention contracts are written over.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttentionDims {
+    /// num_attention_heads.
+    pub heads: Option<u64>,
+    /// The attention layer's KV heads: 1 for MLA, else num_key_value_heads.
+    pub kv_heads: Option<u64>,
+    /// index_head_dim (DeepSeek sparse attention's indexer).
+    pub index_head_dim: Option<u64>,
+    /// Bytes of the model dtype (the parameters torch.get_default_dtype() allocates).
+    pub model_bytes: u64,
+    /// MLA: one latent KV head on every rank.
+    pub mla: bool,
+}
+
+impl AttentionDims {
+    /// From a config and its raw JSON (for `index_head_dim`, which ModelConfig does not keep).
+    pub fn of(cfg: &crate::checkpoint::config::ModelConfig, json: Option<&Value>) -> AttentionDims {
+        let mla = cfg.mla.is_some();
+        AttentionDims {
+            heads: cfg.num_heads,
+            kv_heads: if mla { Some(1) } else { cfg.num_kv_heads.or(cfg.num_heads) },
+            index_head_dim: json.and_then(|j| j.get("index_head_dim")).and_then(Value::as_u64),
+            model_bytes: match cfg.torch_dtype.as_deref() {
+                Some("float32") => 4,
+                _ => 2,
+            },
+            mla,
+        }
+    }
+
+    pub fn dim(&self, d: &str) -> Option<u64> {
+        match d {
+            "H" => self.heads,
+            "KVH" => self.kv_heads,
+            "D" => self.index_head_dim,
+            n => n.parse().ok(),
+        }
+    }
+
+    /// A rows-split dimension on one rank: heads / TP; KV heads replicate below one per rank (vLLM's
+    /// Attention keeps max(1, kv_heads / tp)), and an MLA layer's single latent head is every rank's.
+    pub fn rank_rows(&self, d: &str, tp: u64) -> u64 {
+        let v = self.dim(d).unwrap_or(0);
+        match d {
+            "KVH" => (v / tp).max(1.min(v)),
+            _ => v / tp,
+        }
+    }
+}
+
+/// The attention contract of `scheme`, if vLLM-Ascend registers it for attention layers.
+pub fn attention_contract(scheme: &str) -> Option<&'static AttentionContract> {
+    contract(scheme).filter(|c| c.serves(LayerType::Attention))?.attention.as_ref()
+}
+
+/// The 310P registry (vllm_ascend/_310p/quantization): schemes → layer types, and its refusal.
+#[derive(Debug, Deserialize)]
+pub struct Registry310p {
+    pub schemes: BTreeMap<String, Vec<LayerType>>,
+    pub error: String,
+    pub source: String,
+}
+
+impl Registry310p {
+    /// Whether the 310P config builds `layer` with `scheme` (FLOAT layers are skipped before the
+    /// registry is asked: modelslim_config.py :: is_layer_skipped_ascend).
+    pub fn serves(&self, scheme: &str, layer: LayerType) -> bool {
+        scheme == "FLOAT" || self.schemes.get(scheme).is_some_and(|l| l.contains(&layer))
+    }
+
+    pub fn refusal(&self, scheme: &str, layer: LayerType) -> String {
+        self.error.replace("{scheme}", scheme).replace("{layer}", layer.as_str())
+    }
+}
+
+pub fn registry_310p() -> &'static Registry310p {
+    &all().registry_310p
 }
 
 /// vLLM-Ascend's layer types for quantization methods (`@register_scheme(quant_type, layer_type)`).
@@ -196,6 +469,7 @@ fn one() -> u64 {
 pub enum LayerType {
     Linear,
     Moe,
+    Attention,
 }
 
 impl LayerType {
@@ -203,6 +477,7 @@ impl LayerType {
         match self {
             LayerType::Linear => "linear",
             LayerType::Moe => "moe",
+            LayerType::Attention => "attention",
         }
     }
 }
@@ -232,12 +507,16 @@ impl Contract {
 #[derive(Debug, Deserialize)]
 struct Contracts {
     schemes: BTreeMap<String, Contract>,
+    registry_310p: Registry310p,
+}
+
+fn all() -> &'static Contracts {
+    static C: OnceLock<Contracts> = OnceLock::new();
+    C.get_or_init(|| serde_json::from_str(include_str!("modelslim.json")).expect("embedded modelslim.json is valid"))
 }
 
 fn contracts() -> &'static BTreeMap<String, Contract> {
-    static C: OnceLock<Contracts> = OnceLock::new();
-    &C.get_or_init(|| serde_json::from_str(include_str!("modelslim.json")).expect("embedded modelslim.json is valid"))
-        .schemes
+    &all().schemes
 }
 
 /// Every companion suffix any scheme loads (`weight_scale`, `quant_bias`, …).
@@ -399,6 +678,104 @@ pub fn check(ck: &Checkpoint, d: &Description, out: &mut Vec<Finding>) {
             }
         }
     }
+    check_attention(ck, d, out);
+}
+
+/// vLLM's `torch.Size([4, 1])`.
+fn torch_size(shape: &[u64]) -> String {
+    format!("torch.Size([{}])", shape.iter().map(u64::to_string).collect::<Vec<_>>().join(", "))
+}
+
+/// The attention layers' methods (FAKQuant, INT8_DYNAMIC): the scheme must be one vLLM-Ascend
+/// registers for attention, and each parameter its create_weights registers must be in the
+/// checkpoint with a shape its loader accepts at TP 1 (the per-rank split is plan's).
+fn check_attention(ck: &Checkpoint, d: &Description, out: &mut Vec<Finding>) {
+    let file = d.file.as_str();
+    let dims = ck.config.as_ref().map(|c| AttentionDims::of(c, ck.config_json.as_ref())).unwrap_or_default();
+    for l in d.attention_layers() {
+        let Some(scheme) = l.scheme.as_deref() else {
+            out.push(
+                Finding::new(
+                    Code::ModelslimScheme,
+                    format!("layer {} is an attention-quant layer of {file}, whose fa_quant_type / indexer_quant_type is null: vLLM-Ascend raises ValueError: Could not determine quantization type for layer {}.attn (layer_type=attention). (modelslim_config.py :: create_scheme_for_layer lines 525-528)", l.layer, l.prefix),
+                )
+                .file(file),
+            );
+            continue;
+        };
+        let Some(a) = attention_contract(scheme) else {
+            out.push(
+                Finding::new(
+                    Code::ModelslimScheme,
+                    format!(
+                        "layer {} ({}) is an attention-quant layer and {file} gives attention layers {scheme}, which vLLM-Ascend registers no attention method for: {}",
+                        l.layer,
+                        l.prefix,
+                        Contract::unsupported_text(scheme, LayerType::Attention)
+                    ),
+                )
+                .file(file),
+            );
+            continue;
+        };
+        for p in a.params.iter().filter(|p| p.loaded) {
+            let name = format!("{}.{}", l.prefix, p.suffix);
+            let Some(t) = ck.get(&name) else {
+                out.push(
+                    Finding::new(
+                        Code::ModelslimCompanion,
+                        format!("{name} is missing: vLLM-Ascend's {scheme} attention method registers it for layer {} and loads it from the checkpoint; vLLM does not report a quantized model's uninitialized parameters, so it keeps torch.empty's bytes ({})", l.layer, a.source_params.split_once(':').map_or("", |x| x.0)),
+                    )
+                    .tensor(&name),
+                );
+                continue;
+            };
+            let want: Vec<Option<u64>> = p.shape.iter().map(|s| dims.dim(s)).collect();
+            let have = &t.entry.shape;
+            let numel = |s: &[u64]| s.iter().product::<u64>();
+            let known = want.iter().all(Option::is_some);
+            let want_shape: Vec<u64> = want.iter().map(|w| w.unwrap_or(0)).collect();
+            // One element into one element is a fill; anything else must match the parameter (TP 1).
+            let fill = p.split == Split::Rows && known && numel(&want_shape) == 1 && numel(have) == 1;
+            let fits = if known {
+                fill || *have == want_shape
+            } else {
+                // A size the config does not give (index_head_dim): the rank and the known sizes.
+                have.len() == want.len() && want.iter().zip(have).all(|(w, h)| w.is_none_or(|w| w == *h))
+            };
+            let dtype_ok = p.dtypes.iter().any(|x| x == t.entry.dtype.as_str());
+            if !fits {
+                let param = torch_size(&want_shape);
+                let text = a
+                    .load_error
+                    .replace("{loaded}", &torch_size(have))
+                    .replace("{param}", &param)
+                    .replace("{tp}", "1")
+                    .replace("{rank}", "0");
+                out.push(
+                    Finding::new(
+                        Code::ModelslimCompanion,
+                        format!(
+                            "{name} is {:?}; vLLM-Ascend's {scheme} method registers [{}] = {param}: {text}",
+                            have,
+                            p.shape.join(", ")
+                        ),
+                    )
+                    .file(&t.shard.name)
+                    .tensor(&name),
+                );
+            } else if !dtype_ok {
+                out.push(
+                    Finding::new(
+                        Code::ModelslimCompanion,
+                        format!("{name} is {}; {scheme} expects {}", t.entry.dtype.as_str(), p.dtypes.join(" or ")),
+                    )
+                    .file(&t.shard.name)
+                    .tensor(&name),
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -419,11 +796,13 @@ mod tests {
     }
 
     /// Every scheme vLLM-Ascend 182b75ea84 registers with `@register_scheme(quant_type, layer_type)`
-    /// in vllm_ascend/quantization/methods/*.py (the 310P set and the attention schemes aside) has a
-    /// contract with exactly those layer types, a source and a fixture or the reason it has none.
+    /// in vllm_ascend/quantization/methods/*.py (FAKQuant and INT8_DYNAMIC for attention: kv_c8.py
+    /// lines 30, 75) and in the 310P registry (vllm_ascend/_310p/quantization/methods/*.py: W8A8S
+    /// w8a8s.py line 28, W8A8SC w8a8sc.py line 31) has a contract with exactly those layer types, a
+    /// source and a fixture or the reason it has none.
     #[test]
     fn every_registered_scheme_has_a_contract() {
-        use LayerType::{Linear, Moe};
+        use LayerType::{Attention, Linear, Moe};
         let registered: &[(&str, &[LayerType])] = &[
             ("W8A8", &[Linear]),
             ("W8A8_DYNAMIC", &[Linear, Moe]),
@@ -439,6 +818,10 @@ mod tests {
             ("W4A16_MXFP4", &[Moe]),
             ("W8A8_MXFP8", &[Linear, Moe]),
             ("W8A8FP8_DYNAMIC", &[Linear, Moe]),
+            ("FAKQuant", &[Attention]),
+            ("INT8_DYNAMIC", &[Attention]),
+            ("W8A8S", &[Linear]),
+            ("W8A8SC", &[Linear]),
         ];
         for (scheme, layers) in registered {
             let c = contract(scheme).unwrap_or_else(|| panic!("{scheme}: no contract"));
@@ -452,6 +835,114 @@ mod tests {
             a5,
             ["W4A4_MXFP4", "W4A4_MXFP4_FLATQUANT", "W4A8_MXFP", "W4A16_MXFP4", "W8A8_MXFP8", "W8A8FP8_DYNAMIC"]
         );
+        let p310: Vec<&str> =
+            registered.iter().map(|r| r.0).filter(|s| contract(s).unwrap().device.as_deref() == Some("310P")).collect();
+        assert_eq!(p310, ["W8A8S", "W8A8SC"]);
+        // Exactly the attention schemes carry an attention contract.
+        for (scheme, layers) in registered {
+            assert_eq!(contract(scheme).unwrap().attention.is_some(), layers.contains(&Attention), "{scheme}");
+        }
+        // The 310P registry: w8a8_static.py line 29, w8a8_dynamic.py lines 35 and 121, w8a8s.py line 28,
+        // w8a8sc.py line 31 (vllm_ascend/_310p/quantization/methods, 182b75ea84).
+        let reg: Vec<(&str, Vec<LayerType>)> =
+            registry_310p().schemes.iter().map(|(s, l)| (s.as_str(), l.clone())).collect();
+        assert_eq!(
+            reg,
+            vec![
+                ("W8A8", vec![Linear]),
+                ("W8A8S", vec![Linear]),
+                ("W8A8SC", vec![Linear]),
+                ("W8A8_DYNAMIC", vec![Linear, Moe])
+            ]
+        );
+    }
+
+    /// kv_c8.py's parameters (vllm-ascend 182b75ea84): FAKQuant lines 44-49, scale [heads, 1] in the
+    /// model dtype and offset int8 [heads, 1] for q, [kv heads, 1] for k and v, dim 0 split by TP
+    /// (lines 19-20); INT8_DYNAMIC lines 87-88, q_rot / k_rot float32 [index_head_dim]^2, unsplit.
+    #[test]
+    fn attention_parameters_per_rank() {
+        let v = serde_json::json!({
+            "fa_quant_type": "FAKQuant",
+            "model.layers.0.self_attn.fa_k.scale": "FAQuant",
+            "model.layers.2.self_attn.fa_k.scale": "FAQuant",
+        });
+        let d = Description::from_value(DESCRIPTION, &v).unwrap();
+        let layers = d.attention_layers();
+        assert_eq!(layers.iter().map(|l| l.layer).collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(layers[0].prefix, "model.layers.0.self_attn");
+        assert_eq!(layers[0].scheme.as_deref(), Some("FAKQuant"));
+        // MLA, 16 heads, bf16, TP 4: q 16/4 = 4 rows, k / v one latent head; scale 2 B + offset 1 B.
+        let mla = AttentionDims { heads: Some(16), kv_heads: Some(1), index_head_dim: None, model_bytes: 2, mla: true };
+        let per_layer = (4 + 1 + 1) * (2 + 1);
+        assert_eq!(d.attention_rank_bytes(&mla, 4, None), 2 * per_layer);
+        assert_eq!(d.attention_rank_bytes(&mla, 4, Some(&(1..=2))), per_layer);
+        // GQA, 8 heads and 2 KV heads at TP 4: 2 q rows, KV 2/4 -> 1 (replicated).
+        let gqa = AttentionDims { heads: Some(8), kv_heads: Some(2), index_head_dim: None, model_bytes: 2, mla: false };
+        assert_eq!(d.attention_rank_bytes(&gqa, 4, Some(&(0..=0))), (2 + 1 + 1) * 3);
+
+        let v = serde_json::json!({
+            "indexer_quant_type": "INT8_DYNAMIC",
+            "model.layers.1.self_attn.indexer.quant_type": "QK_INT8_DYNAMIC",
+            "model.layers.1.self_attn.indexer.q_rot": "FLOAT",
+        });
+        let d = Description::from_value(DESCRIPTION, &v).unwrap();
+        // The `.quant_type` key is a value, not a tensor.
+        assert!(!d.types.contains_key("model.layers.1.self_attn.indexer.quant_type"));
+        let l = d.attention_layers();
+        assert_eq!(
+            (l[0].layer, l[0].prefix.as_str(), l[0].scheme.as_deref()),
+            (1, "model.layers.1.self_attn", Some("INT8_DYNAMIC"))
+        );
+        let dsa =
+            AttentionDims { heads: Some(16), kv_heads: Some(1), index_head_dim: Some(128), model_bytes: 2, mla: true };
+        // Two float32 128 x 128 matrices on every rank, whatever the TP.
+        assert_eq!(d.attention_rank_bytes(&dsa, 8, None), 2 * 128 * 128 * 4);
+
+        // fa_quant_type "" enables nothing; present-but-other wins over indexer_quant_type.
+        let off = Description::from_value(
+            DESCRIPTION,
+            &serde_json::json!({"fa_quant_type": "", "model.layers.0.self_attn.fa_k.scale": "FAQuant"}),
+        )
+        .unwrap();
+        assert!(off.attention_layers().is_empty());
+        let both = Description::from_value(
+            DESCRIPTION,
+            &serde_json::json!({"fa_quant_type": "FAKQuant", "indexer_quant_type": "INT8_DYNAMIC", "model.layers.3.self_attn.indexer.quant_type": "INT8_DYNAMIC"}),
+        )
+        .unwrap();
+        assert_eq!(both.attention_layers()[0].scheme.as_deref(), Some("FAKQuant"));
+    }
+
+    /// On a 310P only the 310P registry's (scheme, layer) pairs build (its own text); elsewhere a
+    /// 310P-only scheme has none (the main registry's text).
+    #[test]
+    fn the_310p_registry_decides_on_a_310p() {
+        use crate::target::Npu;
+        let d = Description::from_value(
+            DESCRIPTION,
+            &serde_json::json!({"model.layers.0.mlp.down_proj.weight": "W8A8S", "lm_head.weight": "FLOAT"}),
+        )
+        .unwrap();
+        assert_eq!(d.device_refusal(Some(Npu::P310)), None);
+        let (s, l, text) = d.device_refusal(Some(Npu::A2)).unwrap();
+        assert_eq!((s.as_str(), l), ("W8A8S", LayerType::Linear));
+        assert!(
+            text.starts_with(
+                "NotImplementedError: Currently, vLLM Ascend doesn't support quant_type=W8A8S for layer_type=linear."
+            ),
+            "{text}"
+        );
+        let moe = Description::from_value(
+            DESCRIPTION,
+            &serde_json::json!({"model.layers.0.mlp.experts.0.up_proj.weight": "W4A8_DYNAMIC"}),
+        )
+        .unwrap();
+        assert_eq!(
+            moe.device_refusal(Some(Npu::P310)).unwrap().2,
+            "NotImplementedError: Unsupported quant_type=W4A8_DYNAMIC for layer_type=moe."
+        );
+        assert_eq!(moe.device_refusal(Some(Npu::A3)), None);
     }
 
     /// MX scales: one e8m0 byte per group of 32 along the logical K; fp4 weights store K / 2.

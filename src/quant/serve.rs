@@ -84,8 +84,46 @@ pub fn support(q: &QuantScheme, target: Target, fp8_device: bool, npu: Option<Np
             if let Some(d) = q.modelslim.as_deref() {
                 // A scheme vLLM-Ascend registers no method for (msModelSlim's WFP8AFP8_DYNAMIC, say):
                 // create_scheme_for_layer raises for the first layer that names it.
-                let mut unknown: Vec<&str> =
-                    d.types.values().map(String::as_str).filter(|s| super::modelslim::contract(s).is_none()).collect();
+                // The registry (310P or main) that serves each layer on this device.
+                if let Some((s, _, text)) = d.device_refusal(npu) {
+                    let on_310p = npu == Some(Npu::P310);
+                    return unsupported(
+                        format!("{s} not on {}", if on_310p { "310P" } else { "this NPU" }),
+                        format!(
+                            "{text} ({})",
+                            if on_310p {
+                                super::modelslim::registry_310p().source.as_str()
+                            } else {
+                                super::modelslim::contract(&s).map_or("", |c| c.source.as_str())
+                            }
+                        ),
+                        if on_310p {
+                            "quantize the bf16 checkpoint to a scheme the 310P registry serves (W8A8, W8A8_DYNAMIC, W8A8S, W8A8SC)"
+                        } else {
+                            "plan for an Ascend 310P (`--device ascend-310p`): vLLM-Ascend serves W8A8S / W8A8SC only there"
+                        },
+                    );
+                }
+                // The attention layers' scheme (fa_quant_type / indexer_quant_type).
+                if let Some(s) = d.attention_layers().iter().find_map(|l| {
+                    let s = l.scheme.as_deref()?;
+                    super::modelslim::attention_contract(s).is_none().then_some(s.to_string())
+                }) {
+                    return unsupported(
+                        format!("{s} has no attention method"),
+                        super::modelslim::Contract::unsupported_text(&s, super::modelslim::LayerType::Attention),
+                        "set fa_quant_type to FAKQuant (or indexer_quant_type to INT8_DYNAMIC) in quant_model_description.json, or remove it to serve the attention unquantized",
+                    );
+                }
+                // Only `<prefix>.weight` entries name a layer's scheme (C8 / FAQuant labels on scale
+                // tensors are never looked up).
+                let mut unknown: Vec<&str> = d
+                    .types
+                    .iter()
+                    .filter(|(k, _)| k.ends_with(".weight"))
+                    .map(|(_, s)| s.as_str())
+                    .filter(|s| super::modelslim::contract(s).is_none())
+                    .collect();
                 unknown.sort_unstable();
                 unknown.dedup();
                 if let Some(s) = unknown.first() {
