@@ -49,10 +49,10 @@ fn error_codes(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The errors other than remap's: remap does not route attention-method parameters yet (vLLM-Ascend
-/// maps `.fa_q.scale` to `.mla_attn.mla_attn.fa_q.scale` only on MLA models: modelslim_config.py ::
-/// get_cache_scale_mapper lines 622-655), so its `remap-unmapped` on exactly the added tensors is
-/// checked apart.
+/// The errors other than remap's: vLLM-Ascend's cache-scale mapper renames `.fa_q.scale` to
+/// `.mla_attn.mla_attn.fa_q.scale` (modelslim_config.py :: get_cache_scale_mapper lines 622-655), a
+/// module only MLA attention has, so on this Llama the renamed names are parameters the model lacks:
+/// its `remap-unmapped` on exactly the added tensors is checked apart.
 fn non_remap_errors(v: &Value) -> Vec<String> {
     error_codes(v).into_iter().filter(|c| c != "remap-unmapped").collect()
 }
@@ -70,7 +70,12 @@ fn messages(v: &Value, code: &str) -> Vec<String> {
 
 /// Append a tensor of `dtype` / `shape` (zero bytes) to the single shard and list it in the index.
 fn add_tensor(dir: &Path, name: &str, dtype: &str, shape: &[u64]) {
-    let p = dir.join(SHARD);
+    add_tensor_to(dir, SHARD, name, dtype, shape)
+}
+
+/// Append a tensor (zero bytes) to shard `shard` and list it in the index.
+fn add_tensor_to(dir: &Path, shard: &str, name: &str, dtype: &str, shape: &[u64]) {
+    let p = dir.join(shard);
     let mut st = read_st(&p);
     let size = match dtype {
         "F32" | "I32" => 4,
@@ -83,7 +88,7 @@ fn add_tensor(dir: &Path, name: &str, dtype: &str, shape: &[u64]) {
     st.data.extend(std::iter::repeat_n(0u8, n as usize));
     st.header.insert(name.into(), json!({"dtype": dtype, "shape": shape, "data_offsets": [at, at + n]}));
     write_st(&p, &st);
-    edit_json(&index_path(dir), |v| v["weight_map"][name] = json!(SHARD));
+    edit_json(&index_path(dir), |v| v["weight_map"][name] = json!(shard));
     fix_total_size(dir);
 }
 
@@ -295,4 +300,122 @@ fn w8a8s_serves_only_on_a_310p() {
     // W8A8_DYNAMIC has one.
     let dynamic = &plan(&fixture("modelslim-llama-w8a8-dynamic"), 1, "ascend-310p")["configs"][0];
     assert_eq!(check(dynamic, "target")["status"], "pass", "{dynamic}");
+}
+
+/// C8 KV-cache scales as msModelSlim saves them (`<attn>.k_proj.kv_cache_scale` / `_offset`, the
+/// same for v_proj) are renamed by vLLM-Ascend's cache-scale mapper to `<attn>.attn.k_cache_scale`
+/// … (modelslim_config.py :: get_cache_scale_mapper lines 622-655) and loaded into the parameters
+/// AscendC8KVCacheAttentionMethod.create_weights registers on the C8 layers (kv_c8.py, whose loader
+/// takes any shape): no remap error on them. Without `kv_cache_type: C8` the mapper does not rename
+/// them and the model has no such parameter.
+#[test]
+fn c8_kv_cache_scales_load_into_the_attention_method_parameters() {
+    let c = copy_fixture("modelslim-llama-w8a8-dynamic");
+    let mut added = Vec::new();
+    for l in 0..LAYERS {
+        for proj in ["k_proj", "v_proj"] {
+            for what in ["kv_cache_scale", "kv_cache_offset"] {
+                let name = format!("model.layers.{l}.self_attn.{proj}.{what}");
+                add_tensor(&c.dir, &name, "F32", &[KV_HEADS * 16]);
+                added.push(name);
+            }
+        }
+    }
+    added.sort();
+    describe(&c.dir, |d| {
+        for n in &added {
+            d.insert(n.clone(), json!("W8A8_DYNAMIC"));
+        }
+    });
+    // Not C8: the names reach the model unrenamed.
+    let (_, plain) = audit_ascend(&c.dir);
+    assert!(!unmapped_tensors(&plain).is_empty(), "{:#?}", plain["findings"]);
+    describe(&c.dir, |d| {
+        d.insert("kv_cache_type".into(), json!("C8"));
+    });
+    let (_, v) = audit_ascend(&c.dir);
+    assert!(unmapped_tensors(&v).is_empty(), "{:#?}", v["findings"]);
+    let r = run(&["remap", c.dir.to_str().unwrap(), "--target", "vllm-ascend", "--json"]);
+    let remap: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", r.stdout, r.stderr));
+    let mut params: Vec<(String, String, String)> = remap["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| added.iter().any(|a| row["checkpoint_name"] == a.as_str()))
+        .map(|row| {
+            (
+                row["checkpoint_name"].as_str().unwrap().to_string(),
+                row["param"].as_str().unwrap_or("").to_string(),
+                row["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    params.sort();
+    let want: Vec<(String, String, String)> = added
+        .iter()
+        .map(|n| {
+            let p = n.replace("k_proj.kv_cache_", "attn.k_cache_").replace("v_proj.kv_cache_", "attn.v_cache_");
+            (n.clone(), p, "load".to_string())
+        })
+        .collect();
+    assert_eq!(params, want);
+}
+
+/// FA3 alone on an MLA model (msModelSlim's FA3 processor takes only MLA adapters): the linear
+/// weights stay FLOAT, every attention layer gets fa_q / fa_k / fa_v scale and offset (q: the 4
+/// heads of fixtures/deepseek-v3-mla, k / v: MLA's one KV head). vLLM-Ascend's cache-scale mapper
+/// renames them to `<attn>.mla_attn.mla_attn.fa_*`, the parameters the FAKQuant method registers
+/// on MLA attention (modelslim_config.py :: get_cache_scale_mapper lines 622-655; kv_c8.py lines
+/// 44-49): loaded, no remap error. The base checkpoint is written by transformers (tools/fixtures).
+#[test]
+fn fakquant_on_mla_loads_into_the_mla_attention_parameters() {
+    let c = copy_fixture("deepseek-v3-mla");
+    let shard = "model-00001-of-00003.safetensors";
+    let names: Vec<String> =
+        read_st(&c.dir.join(shard)).header.keys().filter(|k| *k != "__metadata__").cloned().collect();
+    let index: Value = serde_json::from_str(&std::fs::read_to_string(index_path(&c.dir)).unwrap()).unwrap();
+    let mut added = Vec::new();
+    for l in 0..3 {
+        let attn = format!("model.layers.{l}.self_attn");
+        for (t, rows) in [("fa_q", 4), ("fa_k", 1), ("fa_v", 1)] {
+            for (what, dtype) in [("scale", "F32"), ("offset", "I8")] {
+                let name = format!("{attn}.{t}.{what}");
+                add_tensor_to(&c.dir, shard, &name, dtype, &[rows, 1]);
+                added.push(name);
+            }
+        }
+    }
+    added.sort();
+    let mut d = serde_json::Map::new();
+    d.insert("model_quant_type".into(), json!("FLOAT"));
+    for n in index["weight_map"].as_object().unwrap().keys().chain(names.iter()) {
+        d.insert(n.clone(), json!("FLOAT"));
+    }
+    for n in &added {
+        d.insert(n.clone(), json!("FAQuant"));
+    }
+    for l in 0..3 {
+        d.insert(format!("model.layers.{l}.self_attn.quant_type"), json!("INT8"));
+    }
+    d.insert("fa_quant_type".into(), json!("FAKQuant"));
+    std::fs::write(c.dir.join("quant_model_description.json"), serde_json::to_string_pretty(&d).unwrap()).unwrap();
+
+    let (_, v) = audit_ascend(&c.dir);
+    assert_eq!(error_codes(&v), Vec::<String>::new(), "{:#?}", v["findings"]);
+    let r = run(&["remap", c.dir.to_str().unwrap(), "--target", "vllm-ascend", "--json"]);
+    let remap: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", r.stdout, r.stderr));
+    let mut got: Vec<(String, String)> = remap["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| added.iter().any(|a| row["checkpoint_name"] == a.as_str()))
+        .map(|row| (row["param"].as_str().unwrap_or("").to_string(), row["action"].as_str().unwrap().to_string()))
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, String)> = added
+        .iter()
+        .map(|n| (n.replace(".self_attn.fa_", ".self_attn.mla_attn.mla_attn.fa_"), "load".to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
 }

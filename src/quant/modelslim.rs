@@ -77,7 +77,78 @@ fn layer_index(key: &str) -> Option<u64> {
     ids.parse().ok()
 }
 
+/// The attention-cache quantization a renamed tensor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheQuant {
+    /// `kv_cache_type: C8` (AscendC8KVCacheAttentionMethod on `<attn>.attn`).
+    C8,
+    /// `fa_quant_type` (the FAKQuant attention method on an MLA layer's `mla_attn.mla_attn`).
+    Fa,
+    /// `indexer_quant_type` (INT8_DYNAMIC's indexer rotations, same module).
+    Indexer,
+}
+
+/// vLLM-Ascend's cache-scale mapper: checkpoint suffix → parameter suffix, per feature
+/// (modelslim_config.py :: get_cache_scale_mapper lines 622-655, vllm-ascend 182b75ea84; vLLM 0.33.0's
+/// AutoWeightsLoader.load_weights applies it to every tensor before the model sees it,
+/// model_executor/models/utils.py).
+const CACHE_SCALE_RENAMES: &[(CacheQuant, &str, &str)] = &[
+    (CacheQuant::C8, ".k_proj.kv_cache_scale", ".attn.k_cache_scale"),
+    (CacheQuant::C8, ".k_proj.kv_cache_offset", ".attn.k_cache_offset"),
+    (CacheQuant::C8, ".v_proj.kv_cache_scale", ".attn.v_cache_scale"),
+    (CacheQuant::C8, ".v_proj.kv_cache_offset", ".attn.v_cache_offset"),
+    (CacheQuant::Fa, ".fa_q.scale", ".mla_attn.mla_attn.fa_q.scale"),
+    (CacheQuant::Fa, ".fa_k.scale", ".mla_attn.mla_attn.fa_k.scale"),
+    (CacheQuant::Fa, ".fa_v.scale", ".mla_attn.mla_attn.fa_v.scale"),
+    (CacheQuant::Fa, ".fa_q.offset", ".mla_attn.mla_attn.fa_q.offset"),
+    (CacheQuant::Fa, ".fa_k.offset", ".mla_attn.mla_attn.fa_k.offset"),
+    (CacheQuant::Fa, ".fa_v.offset", ".mla_attn.mla_attn.fa_v.offset"),
+    (CacheQuant::Indexer, ".indexer.q_rot", ".mla_attn.mla_attn.indexer.q_rot"),
+    (CacheQuant::Indexer, ".indexer.k_rot", ".mla_attn.mla_attn.indexer.k_rot"),
+];
+
+/// A checkpoint tensor vLLM-Ascend's cache-scale mapper renames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRename {
+    pub feature: CacheQuant,
+    /// The parameter name it is loaded as.
+    pub param: String,
+    /// Whether the attention method that registers that parameter runs on this layer: C8 on the
+    /// description's C8 layers of a non-MLA model (the parameters sit on `<attn>.attn`), FAKQuant /
+    /// the indexer on its attention layers of an MLA model (on `mla_attn.mla_attn`, which only MLA
+    /// attention has). Where it does not, the model has no such parameter and its loader refuses
+    /// the renamed name as it refuses any unknown one.
+    pub registered: bool,
+}
+
 impl Description {
+    /// How vLLM-Ascend renames `name` before loading (None: the mapper leaves it alone, because
+    /// no enabled feature's suffix ends it).
+    pub fn cache_rename(&self, name: &str, mla: bool) -> Option<CacheRename> {
+        let enabled = |v: &Option<Value>| v.as_ref().is_some_and(|v| v.as_str() != Some(""));
+        let (c8, fa, indexer) = (
+            self.kv_cache_type.as_deref() == Some("C8"),
+            enabled(&self.fa_quant_type),
+            enabled(&self.indexer_quant_type),
+        );
+        let &(feature, from, to) = CACHE_SCALE_RENAMES.iter().find(|(f, from, _)| {
+            name.ends_with(from)
+                && match f {
+                    CacheQuant::C8 => c8,
+                    CacheQuant::Fa => fa,
+                    CacheQuant::Indexer => indexer,
+                }
+        })?;
+        let param = format!("{}{to}", &name[..name.len() - from.len()]);
+        let layer = layer_index(name);
+        let registered = match feature {
+            CacheQuant::C8 => !mla && layer.is_some_and(|l| self.c8_layers().contains(&l)),
+            CacheQuant::Fa | CacheQuant::Indexer => {
+                mla && layer.is_some_and(|l| self.attention_layers().iter().any(|a| a.layer == l))
+            }
+        };
+        Some(CacheRename { feature, param, registered })
+    }
     pub fn from_value(file: &str, v: &Value) -> Option<Description> {
         let obj = v.as_object()?;
         let not_meta = |k: &&String| !META_KEYS.contains(&k.as_str());

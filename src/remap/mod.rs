@@ -419,6 +419,14 @@ fn tp_split(exp: &Expected, row: &Row, vars: &Vars<'_>, opts: &RemapOptions) -> 
     }
 }
 
+/// The ModelSlim description vLLM-Ascend reads, when that is the target.
+fn modelslim_for_ascend(
+    ck: &Checkpoint,
+    target: crate::target::Target,
+) -> Option<&crate::quant::modelslim::Description> {
+    (target == crate::target::Target::VllmAscend).then_some(ck.modelslim.as_ref()).flatten()
+}
+
 /// Remap every tensor of `ck` with `family`.
 pub fn remap_with(
     ck: &Checkpoint,
@@ -444,6 +452,8 @@ pub fn remap_with(
             family.architectures.iter().any(|x| x == a) && crate::arch::coverage::verified_tps(a).is_some()
         });
     let mut findings = Folder::default();
+    let ascend_description = modelslim_for_ascend(ck, opts.target);
+    let mla = cfg.mla.is_some();
     // (parameter, shard, expert) → the row that filled it.
     // ModelSlim: the scheme of the first shard stacked into each fused parameter.
     let modelslim = quant.as_ref().and_then(|q| q.modelslim.clone());
@@ -470,7 +480,28 @@ pub fn remap_with(
             unverified: !recorded,
             expected_shape: None,
         };
-        let routed = match route(family, &vars, &e.name) {
+        // vLLM-Ascend's cache-scale mapper renames attention-cache quantization tensors first; where
+        // the attention method registers the renamed parameter it is loaded there (it is no parameter
+        // of the family's own set), elsewhere the renamed name goes through the model's routing.
+        let renamed = ascend_description.and_then(|d| d.cache_rename(&e.name, mla));
+        if let Some(r) = renamed.as_ref().filter(|r| r.registered) {
+            row.action = Action::Load;
+            row.param = Some(r.param.clone());
+            row.reason = Some(format!(
+                "renamed by vLLM-Ascend's cache-scale mapper; registered by its {} attention method",
+                match r.feature {
+                    crate::quant::modelslim::CacheQuant::C8 => "C8 KV-cache",
+                    crate::quant::modelslim::CacheQuant::Fa => "FAKQuant",
+                    crate::quant::modelslim::CacheQuant::Indexer => "indexer (INT8_DYNAMIC)",
+                }
+            ));
+            if opts.rows {
+                rows.push(row);
+            }
+            continue;
+        }
+        let route_name = renamed.as_ref().map_or(e.name.as_str(), |r| r.param.as_str());
+        let routed = match route(family, &vars, route_name) {
             Route::KvScale { name } if !by_name.contains_key(name.as_str()) => Route::Skip(format!(
                 "KV-cache scale with no `{name}` parameter: vLLM warns \"Found kv scale in the checkpoint … not loaded\" and drops it"
             )),
