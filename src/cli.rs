@@ -133,6 +133,9 @@ enum Cmd {
         /// Also write a blake3 manifest of every file of the checkpoint to this path (check it later with `ckptpilot verify`).
         #[arg(long, value_name = "MANIFEST")]
         checksum: Option<PathBuf>,
+        /// The device it will serve on, as `plan --device` names presets (ascend-310p, ascend-950pr, h20, …): whether the target serves the quantization is judged there. Default: h100 for vllm, ascend-a2 for vllm-ascend.
+        #[arg(long, value_name = "PRESET")]
+        device: Option<String>,
     },
     /// Convert an fp8 checkpoint to bf16 (f16, f32): every fp8 weight dequantized with its scale,
     /// scales dropped, everything else copied bit for bit; streaming, resumable, splittable.
@@ -590,7 +593,31 @@ fn run(cli: Cli) -> Exit {
     };
     let hub = &hub;
     let r = match cli.cmd {
-        Cmd::Audit { model, json, checksum } => run_audit(&model, target, json, checksum, rules, hub),
+        Cmd::Audit { model, json, checksum, device } => {
+            let device = match device.as_deref() {
+                None => None,
+                Some(d) => match crate::plan::device::Device::preset(d) {
+                    Some(p) if p.npu.is_some() != (target == Target::VllmAscend) => {
+                        return Exit::Usage(
+                            format!("--device {d}: {} is not a device of --target {}", p.name, target.as_str()),
+                            format!(
+                                "name a {} preset, or set --target {}",
+                                if target == Target::VllmAscend { "Ascend" } else { "GPU" },
+                                if p.npu.is_some() { "vllm-ascend" } else { "vllm" }
+                            ),
+                        )
+                    }
+                    Some(p) => Some(crate::audit::Hardware { fp8: p.fp8, npu: p.npu }),
+                    None => {
+                        return Exit::Usage(
+                            format!("--device {d}: unknown preset"),
+                            format!("use one of {}", crate::plan::device::Device::preset_names()),
+                        )
+                    }
+                },
+            };
+            run_audit(&model, target, json, checksum, device, rules, hub)
+        }
         Cmd::Verify { manifest, model, json } => run_verify(&manifest, model, json),
         Cmd::Stub { model, out, force, name, layout, tp, allow_infeasible, lang, like } => {
             use crate::stub::{Lang, Layout, StubOptions};
@@ -1226,11 +1253,12 @@ fn run_audit(
     target: Target,
     json: bool,
     checksum: Option<PathBuf>,
+    device: Option<crate::audit::Hardware>,
     rules: &RuleSet,
     hub: &crate::hub::Settings,
 ) -> Result<Exit, Exit> {
     let (ck, findings) = open_checkpoint(model, hub)?;
-    let mut report = crate::audit::audit_for(model, &ck, findings, rules, target);
+    let mut report = crate::audit::audit_on(model, &ck, findings, rules, target, device);
     report.tool.target = target.as_str();
     if let (Some(_), Some(r)) = (&checksum, &ck.source.remote) {
         // A manifest hashes every byte of every file; only the headers were read.

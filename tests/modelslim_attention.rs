@@ -300,6 +300,23 @@ fn w8a8s_serves_only_on_a_310p() {
     // W8A8_DYNAMIC has one.
     let dynamic = &plan(&fixture("modelslim-llama-w8a8-dynamic"), 1, "ascend-310p")["configs"][0];
     assert_eq!(check(dynamic, "target")["status"], "pass", "{dynamic}");
+
+    // audit judges on the device it is told (`--device`), A2 by default.
+    let unsupported = |v: &Value| messages(v, "target-unsupported");
+    assert_eq!(unsupported(&v).len(), 1, "{:#?}", v["findings"]);
+    assert!(unsupported(&v)[0].contains("quant_type=W8A8S for layer_type=linear"), "{:?}", unsupported(&v));
+    let on = |dev: &str| {
+        let r = run(&["audit", c.dir.to_str().unwrap(), "--target", "vllm-ascend", "--device", dev, "--json"]);
+        (r.code, serde_json::from_str::<Value>(&r.stdout).unwrap_or(Value::Null), r.stderr)
+    };
+    let (_, v310, _) = on("ascend-310p");
+    assert!(unsupported(&v310).is_empty(), "{:#?}", v310["findings"]);
+    let (_, va3, _) = on("ascend-a3");
+    assert_eq!(unsupported(&va3).len(), 1, "{:#?}", va3["findings"]);
+    // A GPU is no device of vLLM-Ascend: a usage error, not a judgement.
+    let (code, _, err) = on("h100");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--device h100"), "{err}");
 }
 
 /// C8 KV-cache scales as msModelSlim saves them (`<attn>.k_proj.kv_cache_scale` / `_offset`, the

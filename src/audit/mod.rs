@@ -210,6 +210,26 @@ pub fn audit_for(
     family_rules: &RuleSet,
     target: crate::target::Target,
 ) -> AuditReport {
+    audit_on(input, ck, open_findings, family_rules, target, None)
+}
+
+/// The hardware `audit --device` names: whether it runs native fp8, and the Ascend NPU family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hardware {
+    pub fp8: bool,
+    pub npu: Option<crate::target::Npu>,
+}
+
+/// [`audit_for`] on a given device (None: the target's default, an H100 for vLLM and an Ascend
+/// A2 for vLLM-Ascend).
+pub fn audit_on(
+    input: &str,
+    ck: &Checkpoint,
+    open_findings: Vec<Finding>,
+    family_rules: &RuleSet,
+    target: crate::target::Target,
+    device: Option<Hardware>,
+) -> AuditReport {
     let rules = audit_rules();
     let mut findings = open_findings;
     let cfg: Option<&ModelConfig> = ck.config.as_ref();
@@ -269,13 +289,11 @@ pub fn audit_for(
     if let Some(s) = &scheme {
         use crate::quant::serve::{support, Support};
         // The target's default device: H100 (fp8 units) for vLLM, Ascend A2/A3 (none) for vLLM-Ascend.
-        let fp8_device = target == crate::target::Target::Vllm;
-        if let Support::Unsupported { message, fix, .. } = support(
-            s,
-            target,
-            fp8_device,
-            (target == crate::target::Target::VllmAscend).then_some(crate::target::Npu::A2),
-        ) {
+        let hw = device.unwrap_or(Hardware {
+            fp8: target == crate::target::Target::Vllm,
+            npu: (target == crate::target::Target::VllmAscend).then_some(crate::target::Npu::A2),
+        });
+        if let Support::Unsupported { message, fix, .. } = support(s, target, hw.fp8, hw.npu) {
             findings.push(
                 crate::findings::Finding::new(
                     crate::findings::Code::TargetUnsupported,
