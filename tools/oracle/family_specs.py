@@ -318,6 +318,14 @@ _RAW = [
     dict(name="emu3", arch="Emu3ForConditionalGeneration"),
     dict(name="hunyuan-vl", arch="HunYuanVLForConditionalGeneration"),
     dict(name="qwen2_5-omni", arch="Qwen2_5OmniForConditionalGeneration"),
+    # vLLM-Ascend's supported list, tried in session 2026-12-07 (third): transformers 5.20.2 has classes for these
+    # vLLM's deepseek_v4/compressor.py builds its fused quant+cache only for head_dim 512 or 128 (ValueError
+    # otherwise, as the first try with the shrunk head_dim 32 recorded): the published 512 and rope 64
+    dict(name="deepseek-v4", arch="DeepseekV4ForCausalLM", model_type="deepseek_v4",
+         set={"head_dim": 512, "qk_rope_head_dim": 64}),
+    dict(name="deepseek-ocr2", arch="DeepseekOCR2ForCausalLM", hf_class="DeepseekOcr2ForConditionalGeneration",
+         model_type="deepseek_ocr2"),
+    dict(name="qwen3-omni-moe", arch="Qwen3OmniMoeForConditionalGeneration", model_type="qwen3_omni_moe"),
     dict(name="paddleocr-vl", arch="PaddleOCRVLForConditionalGeneration"),
     dict(name="glm-ocr", arch="GlmOcrForConditionalGeneration"),
     dict(name="granite-speech", arch="GraniteSpeechForConditionalGeneration"),
