@@ -194,3 +194,106 @@ fn fixtures_records_and_the_table_agree() {
     }
     assert!(verified >= 1);
 }
+
+/// tools/oracle/ascend_supported.tsv (issue 22: every architecture of vLLM-Ascend's supported list that
+/// vLLM 0.33 registers is verified, or a line says why not) agrees with `ckptpilot families`, with
+/// tools/oracle/families.tsv and vLLM 0.33.0's recorded registry, and the README block is the table
+/// tools/oracle/ascend_table.py renders from it (rendered again here, so a hand edit to either side fails).
+#[test]
+fn ascend_supported_list_agrees_with_families_and_the_readme() {
+    const STATUSES: [&str; 6] =
+        ["verified", "failed", "drafted-needs-person", "not-registered", "not-attempted", "being-recorded"];
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &[&str]| std::fs::read_to_string(p.iter().fold(root.to_path_buf(), |a, s| a.join(s))).unwrap();
+
+    let tsv = read(&["tools", "oracle", "ascend_supported.tsv"]);
+    let mut lines = tsv.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#'));
+    assert_eq!(lines.next(), Some("vllm_ascend_model\tarchitecture\tstatus\treason_or_family"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
+    assert!(!rows.is_empty());
+
+    let out = run(&["families", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let fam: Value = serde_json::from_str(&out.stdout).unwrap();
+    let families: BTreeMap<String, (String, bool)> = fam["architectures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let name = a["architecture"].as_str().unwrap().to_string();
+            (name, (a["family"].as_str().unwrap().to_string(), a["verified"].as_bool().unwrap()))
+        })
+        .collect();
+
+    // families.tsv: name → (architecture, status)
+    let ftsv = read(&["tools", "oracle", "families.tsv"]);
+    let specs: BTreeMap<&str, (&str, &str)> = ftsv
+        .lines()
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            (c[0], (c[1], c[2]))
+        })
+        .collect();
+    let registry: Value = serde_json::from_str(&read(&["src", "arch", "vllm_registry.json"])).unwrap();
+
+    let mut status_of: BTreeMap<&str, &str> = BTreeMap::new();
+    for r in &rows {
+        assert_eq!(r.len(), 4, "ascend_supported.tsv: not four columns: {r:?}");
+        let (model, arch, status, reason) = (r[0], r[1], r[2], r[3]);
+        assert!(!model.trim().is_empty() && !arch.trim().is_empty(), "{r:?}");
+        assert!(STATUSES.contains(&status), "{model} / {arch}: unknown status {status}");
+        assert!(!reason.trim().is_empty(), "{model} / {arch}: {status} without a reason or family");
+        let prev = status_of.insert(arch, status);
+        assert!(prev.is_none() || prev == Some(status), "{arch}: two statuses, {prev:?} and {status}");
+        let known = families.get(arch);
+        if status == "verified" {
+            let (family, verified) =
+                known.unwrap_or_else(|| panic!("{model}: {arch} marked verified, unknown to families"));
+            assert!(*verified, "{model}: {arch} marked verified, `ckptpilot families` does not verify it");
+            let named = reason.split([' ', ';']).next().unwrap();
+            assert_eq!(named, family, "{model}: {arch} names family {named}, families says {family}");
+        } else {
+            assert!(
+                !known.is_some_and(|(_, v)| *v),
+                "{model}: {arch} is verified by `ckptpilot families` but marked {status} (stale row)"
+            );
+        }
+        if status == "failed" || status == "drafted-needs-person" {
+            let spec =
+                reason.strip_prefix("families.tsv ").and_then(|s| s.split_once(": ")).map(|(n, _)| n).unwrap_or_else(
+                    || panic!("{model}: {arch} {status}: the reason must quote `families.tsv NAME: note`"),
+                );
+            assert_eq!(specs.get(spec), Some(&(arch, status)), "{model}: families.tsv {spec} is not {arch} {status}");
+        }
+        if status == "not-registered" {
+            assert!(registry["registered"].get(arch).is_none(), "{model}: vLLM 0.33.0 registers {arch}");
+        }
+    }
+
+    // The README block is the table of the TSV.
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut table = String::from(
+        "| vLLM-Ascend model | architecture | status | family, or why not verified |\n|---|---|---|---|\n",
+    );
+    for r in &rows {
+        table += &format!("| {} | `{}` | {} | {} |\n", cell(r[0]), r[1], r[2], cell(r[3]));
+    }
+    let counts: Vec<String> = STATUSES
+        .iter()
+        .map(|st| (status_of.values().filter(|s| *s == st).count(), st))
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, st)| format!("{n} {st}"))
+        .collect();
+    table += &format!("\n{} rows, {} architectures: {}.\n", rows.len(), status_of.len(), counts.join(", "));
+    let readme = read(&["README.md"]);
+    let begin = "<!-- ascend:begin (python3 tools/oracle/ascend_table.py) -->\n";
+    let start = readme.find(begin).expect("README has no ascend:begin marker") + begin.len();
+    let end = start + readme[start..].find("<!-- ascend:end -->").expect("README has no ascend:end marker");
+    assert_eq!(
+        &readme[start..end],
+        table,
+        "README's vLLM-Ascend block differs from tools/oracle/ascend_supported.tsv (python3 tools/oracle/ascend_table.py --write)"
+    );
+}
