@@ -326,6 +326,8 @@ _RAW = [
     dict(name="deepseek-ocr2", arch="DeepseekOCR2ForCausalLM", hf_class="DeepseekOcr2ForConditionalGeneration",
          model_type="deepseek_ocr2"),
     dict(name="qwen3-omni-moe", arch="Qwen3OmniMoeForConditionalGeneration", model_type="qwen3_omni_moe"),
+    dict(name="kimi-k25", arch="KimiK25ForConditionalGeneration", hf_class="Kimi_K25ForConditionalGeneration",
+         model_type="kimi_k25"),
     dict(name="paddleocr-vl", arch="PaddleOCRVLForConditionalGeneration"),
     dict(name="glm-ocr", arch="GlmOcrForConditionalGeneration"),
     dict(name="granite-speech", arch="GraniteSpeechForConditionalGeneration"),
