@@ -39,16 +39,6 @@ fn check<'a>(cfg: &'a Value, rule: &str) -> &'a Value {
     cfg["checks"].as_array().unwrap().iter().find(|k| k["rule"] == rule).unwrap()
 }
 
-fn error_codes(v: &Value) -> Vec<String> {
-    v["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["severity"] == "error")
-        .map(|f| f["code"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// The errors other than remap's: vLLM-Ascend's cache-scale mapper renames `.fa_q.scale` to
 /// `.mla_attn.mla_attn.fa_q.scale` (modelslim_config.py :: get_cache_scale_mapper lines 622-655), a
 /// module only MLA attention has, so on this Llama the renamed names are parameters the model lacks:

@@ -59,16 +59,6 @@ fn stored_bytes(dir: &Path) -> u64 {
     saved
 }
 
-fn error_codes(v: &Value) -> Vec<String> {
-    v["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["severity"] == "error")
-        .map(|f| f["code"].as_str().unwrap().to_string())
-        .collect()
-}
-
 fn description(dir: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("quant_model_description.json")).unwrap()).unwrap()
 }

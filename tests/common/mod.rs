@@ -203,6 +203,17 @@ pub fn expect<'a>(report: &'a Value, code: &str, severity: &str) -> &'a Value {
     f[0]
 }
 
+/// The codes of a report's error findings, in report order.
+pub fn error_codes(v: &Value) -> Vec<String> {
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| f["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
 pub fn errors(report: &Value) -> u64 {
     report["summary"]["errors"].as_u64().unwrap()
 }
