@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`ckptpilot quantize --to TARGET` against a plain copy of the same bytes (read every input shard,
 write as many bytes as ckptpilot's output: benches/convert_compare.py's plain_copy), interleaved,
-warm page cache, median of --runs; ckptpilot's peak RSS from wait4's rusage.
+warm page cache, median of --runs; ckptpilot's peak RSS from /usr/bin/time (else wait4's rusage, which
+cannot read below this script's own RSS).
 
   python3 benches/quantize_vs_copy.py INPUT_DIR [--to w4a8-dynamic] [--runs 5] [--threads N] [--scratch DIR] [--bin CKPTPILOT]...
 
@@ -21,16 +22,31 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from convert_compare import ROOT, du, plain_copy, warm  # noqa: E402
 
 
+TIME = "/usr/bin/time"
+
+
 def run(binary, src, dst, to, threads):
     cmd = [binary, "quantize", src, "--to", to, "--out", dst, "--quiet"]
     if threads:
         cmd += ["--threads", str(threads)]
+    # A child's ru_maxrss starts at its parent's high-water mark (Linux keeps it across exec): from this
+    # script it never reads below the Python process's ~80 MiB. /usr/bin/time, small, reports its own child's.
+    rss_file = None
+    if os.access(TIME, os.X_OK):
+        fd, rss_file = tempfile.mkstemp(prefix="ckptpilot-rss-")
+        os.close(fd)
+        cmd = [TIME, "-f", "%M", "-o", rss_file] + cmd
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, ru = os.wait4(p.pid, 0)
     dt = time.perf_counter() - t
     if status != 0:
         sys.exit(f"ckptpilot failed: {p.stderr.read().decode()}")
+    if rss_file:
+        with open(rss_file) as f:
+            rss = int(f.read().split()[-1]) * 1024
+        os.unlink(rss_file)
+        return dt, rss
     return dt, ru.ru_maxrss * 1024
 
 
