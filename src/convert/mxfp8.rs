@@ -145,6 +145,15 @@ fn encode_normal(w: u16) -> u8 {
     (sign | if ef >= 121 { normal } else { sub }) as u8
 }
 
+/// [`encode_normal`] of a `w` whose exponent field is 121..=254 (|w| >= 2^-6: a normal e4m3 code or
+/// the 448 clamp): `(ef - 120) << 3` plus the rounded top 3 fraction bits minus 8 is
+/// `((|w| bits + 0x88) >> 4) - 968` (ef << 7 is a multiple of 16), all of it in 16 bits.
+#[inline(always)]
+fn encode_e4m3_normal(w: u16) -> u8 {
+    let code = (((w & 0x7FFF) + 0x88) >> 4).wrapping_sub(968).min(0x7E);
+    (((w >> 8) & 0x80) | code) as u8
+}
+
 /// Quantize `rows` (each `k` values) to e4m3 bytes `out` [rows·k] and E8M0 scales `scales`
 /// [rows·scale_cols(k)]. A NaN or infinity (also an f32 / f16 value that bf16 rounds to infinity)
 /// is refused: msModelSlim would write a NaN exponent and NaN codes.
@@ -225,7 +234,13 @@ fn quantize_row(t: &Tables, row: &[u16], out: &mut [u8], scales: &mut [u8]) -> R
         // bf16 (the quotient's field is at most 8 + 127 above e's, never past 254), one lookup
         // each, without the per-element test.
         let min_ef = blk.iter().fold(0xFFu16, |m, &w| m.min((w >> 7) & 0xFF)) as i32;
-        if min_ef >= 1 && min_ef - e >= 1 {
+        if min_ef >= 1 && min_ef - e >= 121 {
+            // Every quotient is a normal e4m3 value (at least 2^-6): 16-bit lanes, no select.
+            let shift = (e << 7) as u16;
+            for (d, &w) in o.iter_mut().zip(blk) {
+                *d = encode_e4m3_normal(w.wrapping_sub(shift));
+            }
+        } else if min_ef >= 1 && min_ef - e >= 1 {
             let shift = (e << 7) as u16;
             for (d, &w) in o.iter_mut().zip(blk) {
                 *d = encode_normal(w.wrapping_sub(shift));
@@ -293,6 +308,9 @@ mod tests {
             let ef = (w >> 7) & 0xFF;
             if (1..=254).contains(&ef) {
                 assert_eq!(encode_normal(w), encode(w, 0), "{w:#06x}");
+            }
+            if (121..=254).contains(&ef) {
+                assert_eq!(encode_e4m3_normal(w), encode(w, 0), "{w:#06x}");
             }
         }
     }
