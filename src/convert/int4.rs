@@ -66,7 +66,12 @@ fn scale_of(c: Compute, amax: f32) -> f32 {
 
 #[inline(always)]
 fn code(c: Compute, x: f32, s: f32) -> i8 {
-    let v = round_d(c, x / s);
+    code_of(round_d(c, x / s))
+}
+
+/// The clamped code of a quotient already rounded to the compute dtype.
+#[inline(always)]
+fn code_of(v: f32) -> i8 {
     let i = ((v + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     i.clamp(-8, 7) as i8
 }
@@ -107,8 +112,10 @@ impl Row<'_> {
     fn codes(self, s: f32, q: &mut [i8]) {
         match self {
             Row::Half(r, Compute::BF16) => {
+                // A multiply for the division: the same code (see crate::quant::int8's quant_16).
+                let inv = 1.0 / s;
                 for (o, &b) in q.iter_mut().zip(r) {
-                    *o = code(Compute::BF16, val(Compute::BF16, b), s);
+                    *o = code_of(round_d(Compute::BF16, val(Compute::BF16, b) * inv));
                 }
             }
             Row::Half(r, _) => {

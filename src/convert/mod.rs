@@ -17,7 +17,8 @@
 //!
 //! **Inputs that change.** Inputs are read with positional reads, never mapped: a shard truncated,
 //! rewritten or replaced during the run ends it with an error naming the shard, not a SIGBUS.
-//! Memory: one reused input band and one output band of at most [`BAND_BYTES`].
+//! Memory: one reused input band and one output band of at most [`BAND_BYTES`] (`quantize`: of
+//! [`QUANT_BAND_BYTES`] per worker thread, each making its own tensors).
 //!
 //! `--part K/N` converts a disjoint, byte-balanced share of the shards; `--finalize` then writes the
 //! index, config.json without `quantization_config`, and the other files.
@@ -51,6 +52,9 @@ compile_error!("ckptpilot writes little-endian tensor data straight from memory"
 
 /// The largest dequantized band held in memory at once.
 pub const BAND_BYTES: usize = 64 << 20;
+/// A quantized weight's bands, at 4 bytes an element: small enough that the rows read stay in
+/// the cache for the kernel and the codes for the write (bands do not change what is computed).
+const QUANT_BAND_BYTES: usize = 4 << 20;
 /// Copies go through a buffer of this size.
 const COPY_CHUNK: usize = 8 << 20;
 
@@ -860,7 +864,13 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
     if !opts.finalize_only {
         let total: u64 = mine.iter().map(|&i| plan.shards[i].in_bytes).sum();
         let bar = progress_bar(opts.progress, total);
-        let mut buf = Bufs::new(opts.task.dequant_dtype());
+        // Quantize runs its jobs on every worker thread, each with its own buffers; dequant one at a
+        // time, its kernels across the threads.
+        let workers = match opts.task {
+            Task::Quantize { .. } => rayon::current_num_threads().max(1),
+            Task::Dequant(_) => 1,
+        };
+        let mut bufs: Vec<Bufs> = (0..workers).map(|_| Bufs::new(opts.task.dequant_dtype())).collect();
         let abort_after: Option<usize> =
             std::env::var("CKPTPILOT_FAULT_ABORT_AFTER_SHARDS").ok().and_then(|v| v.parse().ok());
         let mut written = 0usize;
@@ -873,7 +883,7 @@ pub fn run(ck: &Checkpoint, open_findings: &[Finding], opts: &Options) -> Result
             } else {
                 out.state.shards.remove(&sp.name);
                 let fault = abort_after == Some(written);
-                let done = write_shard(sp, &opts.out, &dst, &mut buf, fault)?;
+                let done = write_shard(sp, &opts.out, &dst, &mut bufs, fault)?;
                 out.state.shards.insert(sp.name.clone(), done);
                 out.state.write(&out.state_path).map_err(io(&out.state_path))?;
                 written += 1;
@@ -1061,6 +1071,7 @@ fn bands(
     layout: Option<ScaleLayout>,
     out_bytes: usize,
     unit: usize,
+    limit: usize,
 ) -> Vec<(usize, usize, usize)> {
     let shape = &weight.entry.shape;
     if shape.len() < 2 {
@@ -1071,7 +1082,7 @@ fn bands(
         return Vec::new();
     }
     let mats = weight.entry.numel() as usize / (n * k);
-    let mut rows = (BAND_BYTES / (k * out_bytes)).max(1);
+    let mut rows = (limit / (k * out_bytes)).max(1);
     let mut unit = unit;
     if let Some(ScaleLayout::Block { n: bn, .. }) = layout {
         unit = lcm(unit, bn as usize);
@@ -1225,7 +1236,7 @@ fn load_rows<'b>(
 /// int4: whole row pairs).
 fn quant_bands(src: &Src<'_>, codes: Codes) -> Vec<(usize, usize, usize)> {
     let pair = if matches!(codes, Codes::I4 { .. }) { 2 } else { 1 };
-    bands(src.weight, src.fp8.map(|(_, l, _)| l), 4, pair)
+    bands(src.weight, src.fp8.map(|(_, l, _)| l), 4, pair, QUANT_BAND_BYTES)
 }
 
 fn non_finite(src: &Src<'_>, r0: usize, e: int8::NonFinite) -> ConvertError {
@@ -1365,7 +1376,7 @@ fn emit(
         Item::Dequant { weight, scale, layout, .. } => {
             let scales = fp8_scales(scale, open)?;
             let d = open.of(weight.shard);
-            for (m, r0, nr) in bands(weight, Some(layout), b.band.dtype.bytes(), 1) {
+            for (m, r0, nr) in bands(weight, Some(layout), b.band.dtype.bytes(), 1, BAND_BYTES) {
                 let bytes = b.band.band(item, d, &scales, m, r0, nr)?;
                 sink(bytes)?;
             }
@@ -1489,39 +1500,169 @@ fn digest_file(path: &Path, sp: &ShardPlan<'_>) -> Result<String, ConvertError> 
     Ok(digest(header, &tensors))
 }
 
+/// The weight a quantized item is made from (its weight, `weight_scale` or `scale_bias`).
+fn weight_of<'x>(it: &Item<'x>) -> Option<&'x str> {
+    match *it {
+        Item::Quant(s, _) | Item::Scale(s, _) | Item::ScaleBias(s, _) => Some(s.weight.entry.name.as_str()),
+        _ => None,
+    }
+}
+
 /// The order items are made in: each quantized weight, then the tensors its pass yields (its
 /// `weight_scale` and `scale_bias`, earlier in the file, need no second read), then the rest in
 /// file order. One weight's scales and code sums are held at a time ([`Bufs::start`]).
 fn production_order(sp: &ShardPlan<'_>) -> Vec<usize> {
-    fn weight<'x>(it: &Item<'x>) -> Option<&'x str> {
-        match *it {
-            Item::Quant(s, _) | Item::Scale(s, _) | Item::ScaleBias(s, _) => Some(s.weight.entry.name.as_str()),
-            _ => None,
-        }
-    }
     let quant_at: HashMap<&str, usize> = sp
         .items
         .iter()
         .enumerate()
         .filter(|(_, it)| matches!(it, Item::Quant(..)))
-        .filter_map(|(i, it)| Some((weight(it)?, i)))
+        .filter_map(|(i, it)| Some((weight_of(it)?, i)))
         .collect();
     let mut order: Vec<usize> = (0..sp.items.len()).collect();
-    order.sort_by_key(|&i| match weight(&sp.items[i]).and_then(|w| quant_at.get(w)) {
+    order.sort_by_key(|&i| match weight_of(&sp.items[i]).and_then(|w| quant_at.get(w)) {
         Some(&q) => (0, q, !matches!(sp.items[i], Item::Quant(..))),
         None => (1, i, false),
     });
     order
 }
 
+/// The jobs of a shard, in [`production_order`]: the items made from one weight to quantize
+/// (its pass, then the scales and sums it leaves in the job's buffers), any other item alone.
+/// Jobs share nothing but the input files and the output file, each tensor written at its own
+/// offset, so they run on several cores at once.
+fn jobs(sp: &ShardPlan<'_>) -> Vec<Vec<usize>> {
+    let mut jobs: Vec<Vec<usize>> = Vec::new();
+    let mut of_weight: HashMap<&str, usize> = HashMap::new();
+    for i in production_order(sp) {
+        match weight_of(&sp.items[i]) {
+            Some(w) => match of_weight.get(w) {
+                Some(&j) => jobs[j].push(i),
+                None => {
+                    of_weight.insert(w, jobs.len());
+                    jobs.push(vec![i]);
+                }
+            },
+            None => jobs.push(vec![i]),
+        }
+    }
+    jobs
+}
+
+/// What the jobs of one output shard share.
+struct ShardJobs<'s, 'a> {
+    sp: &'s ShardPlan<'a>,
+    open: &'s Opened<'a>,
+    file: &'s std::fs::File,
+    tmp_path: &'s Path,
+    offsets: &'s [u64],
+    /// Items started so far (the abort test hook).
+    started: std::sync::atomic::AtomicUsize,
+    fault: bool,
+}
+
+impl ShardJobs<'_, '_> {
+    /// Make one job's items into the file; their tensor hashes, by item.
+    fn run(&self, job: &[usize], b: &mut Bufs) -> Result<Vec<(usize, u128)>, ConvertError> {
+        use std::sync::atomic::Ordering;
+        let sp = self.sp;
+        b.row_scales.clear();
+        b.code_sums.clear();
+        b.mx_scales.clear();
+        let mut hashes = Vec::with_capacity(job.len());
+        for &i in job {
+            b.start(&sp.items[i]);
+            if self.fault && self.started.fetch_add(1, Ordering::SeqCst) * 2 >= sp.items.len() {
+                // Test hook (CKPTPILOT_FAULT_ABORT_AFTER_SHARDS): die half-way through a shard, as a kill would.
+                std::process::abort();
+            }
+            let mut h = TensorHash::new();
+            let mut at = self.offsets[i];
+            emit(&sp.items[i], self.open, b, &mut |bytes| {
+                put_at(self.file, &mut h, bytes, at).map_err(io(self.tmp_path))?;
+                at += bytes.len() as u64;
+                Ok(())
+            })?;
+            if at - self.offsets[i] != sp.out[i].nbytes {
+                return Err(ConvertError::Verify {
+                    file: sp.name.clone(),
+                    detail: format!(
+                        "{}: made {} bytes, planned {}",
+                        sp.out[i].name,
+                        at - self.offsets[i],
+                        sp.out[i].nbytes
+                    ),
+                });
+            }
+            hashes.push((i, h.digest128()));
+        }
+        Ok(hashes)
+    }
+
+    /// Run every job, on `bufs.len()` workers at once (each with its own buffers and a pool of one
+    /// thread, so a job's kernels and reads run on its worker); the hash of each item. Jobs start in
+    /// order and a failure stops new ones, so the error is the first job's in order, as one worker
+    /// would have met it.
+    fn run_all(&self, jobs: &[Vec<usize>], bufs: &mut [Bufs]) -> Result<Vec<u128>, ConvertError> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Mutex;
+        let mut hashes = vec![0u128; self.sp.items.len()];
+        if bufs.len() <= 1 || jobs.len() <= 1 {
+            for job in jobs {
+                for (i, h) in self.run(job, &mut bufs[0])? {
+                    hashes[i] = h;
+                }
+            }
+            return Ok(hashes);
+        }
+        let next = AtomicUsize::new(0);
+        let failed = AtomicUsize::new(usize::MAX);
+        let done: Mutex<Vec<(usize, u128)>> = Mutex::new(Vec::with_capacity(hashes.len()));
+        let errors: Mutex<Vec<(usize, ConvertError)>> = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for b in bufs.iter_mut() {
+                let (next, failed, done, errors) = (&next, &failed, &done, &errors);
+                s.spawn(move || {
+                    let mut work = || loop {
+                        let j = next.fetch_add(1, Ordering::SeqCst);
+                        if j >= jobs.len() || j > failed.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        match self.run(&jobs[j], b) {
+                            Ok(h) => done.lock().expect("no worker panics holding it").extend(h),
+                            Err(e) => {
+                                failed.fetch_min(j, Ordering::SeqCst);
+                                errors.lock().expect("no worker panics holding it").push((j, e));
+                            }
+                        }
+                    };
+                    match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+                        Ok(pool) => pool.install(work),
+                        Err(_) => work(),
+                    }
+                });
+            }
+        });
+        let mut errors = errors.into_inner().expect("no worker panicked");
+        if !errors.is_empty() {
+            errors.sort_by_key(|(j, _)| *j);
+            return Err(errors.swap_remove(0).1);
+        }
+        for (i, h) in done.into_inner().expect("no worker panicked") {
+            hashes[i] = h;
+        }
+        Ok(hashes)
+    }
+}
+
 /// Write one shard through a temporary file; returns what the state file records for it. Each
-/// tensor is written at its offset in the planned layout, so the items can be made in
-/// [`production_order`].
+/// tensor is written at its offset in the planned layout, so the items can be made in any order,
+/// by [`jobs`] on `bufs.len()` workers.
 fn write_shard(
     sp: &ShardPlan<'_>,
     out: &Path,
     dst: &Path,
-    b: &mut Bufs,
+    bufs: &mut [Bufs],
     fault: bool,
 ) -> Result<state::Done, ConvertError> {
     if let Some(parent) = Path::new(&sp.name).parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -1530,8 +1671,6 @@ fn write_shard(
     let mut tmp = TempFile::beside(dst).map_err(io(dst))?;
     let tmp_path = tmp.path().to_path_buf();
     let open = Opened::open(sp)?;
-    b.row_scales.clear();
-    b.code_sums.clear();
     if let Some(p) = std::env::var("CKPTPILOT_FAULT_PAUSE_MS").ok().and_then(|v| v.parse().ok()) {
         // Test hook: hold the lock, the open input and the temporary file while a test changes
         // the input under the reads or starts a second writer.
@@ -1548,28 +1687,9 @@ fn write_shard(
         offsets.push(pos);
         pos += t.nbytes;
     }
-    let mut hashes = vec![0u128; sp.items.len()];
-    for (done, i) in production_order(sp).into_iter().enumerate() {
-        b.start(&sp.items[i]);
-        if fault && done * 2 >= sp.items.len() {
-            // Test hook (CKPTPILOT_FAULT_ABORT_AFTER_SHARDS): die half-way through a shard, as a kill would.
-            std::process::abort();
-        }
-        let mut h = TensorHash::new();
-        let mut at = offsets[i];
-        emit(&sp.items[i], &open, b, &mut |bytes| {
-            put_at(file, &mut h, bytes, at).map_err(io(&tmp_path))?;
-            at += bytes.len() as u64;
-            Ok(())
-        })?;
-        if at - offsets[i] != sp.out[i].nbytes {
-            return Err(ConvertError::Verify {
-                file: sp.name.clone(),
-                detail: format!("{}: made {} bytes, planned {}", sp.out[i].name, at - offsets[i], sp.out[i].nbytes),
-            });
-        }
-        hashes[i] = h.digest128();
-    }
+    let shared =
+        ShardJobs { sp, open: &open, file, tmp_path: &tmp_path, offsets: &offsets, started: Default::default(), fault };
+    let hashes = shared.run_all(&jobs(sp), bufs)?;
     open.still_same()?;
     let len = file.metadata().map_err(io(&tmp_path))?.len();
     if len != sp.len {

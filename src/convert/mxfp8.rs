@@ -23,7 +23,7 @@
 //! (`testdata/mxfp8_e4m3_e*.bin`, tools: `testdata/mxfp8_tables.py`).
 
 use crate::quant::fp8::f32_to_bf16;
-use crate::quant::int8::{Compute, NonFinite, Rows};
+use crate::quant::int8::{has_avx2, Compute, NonFinite, Rows};
 
 /// Columns sharing one exponent.
 pub const BLOCK: usize = 32;
@@ -126,6 +126,34 @@ fn encode_fast(enc: &[u8], w: u16, e: i32) -> u8 {
     }
 }
 
+/// [`encode`]`(w, 0)` of a normal bf16 `w` (exponent field 1..=254) in integer arithmetic without
+/// branches or lookups, so a block compiles to vector code (the table's gather was most of an
+/// MXFP8 quantize). |w| = m · 2^(p-7), m = 0x80 | mantissa: e4m3 keeps 3 of m's 7 fraction bits,
+/// half away from zero (a carry into the exponent is the next code), clamped to 448 (0x7E); below
+/// 2^-6 it is a subnormal, n = round_half_away(m · 2^(p+2)) units of 2^-9 (0 from p = -15 down,
+/// with the sign kept: -0 is 0x80).
+#[inline(always)]
+fn encode_normal(w: u16) -> u8 {
+    let w = w as i32;
+    let sign = (w >> 8) & 0x80;
+    let ef = (w >> 7) & 0xFF;
+    let m = (w & 0x7F) | 0x80;
+    let normal = (((ef - 120) << 3) + ((m + 8) >> 4) - 8).min(0x7E);
+    // Shifts past 9 give 0 as 9 does (m < 2^8).
+    let s = (-2 - (ef - 127)).clamp(5, 9);
+    let sub = (m + (1 << (s - 1))) >> s;
+    (sign | if ef >= 121 { normal } else { sub }) as u8
+}
+
+/// [`encode_normal`] of a `w` whose exponent field is 121..=254 (|w| >= 2^-6: a normal e4m3 code or
+/// the 448 clamp): `(ef - 120) << 3` plus the rounded top 3 fraction bits minus 8 is
+/// `((|w| bits + 0x88) >> 4) - 968` (ef << 7 is a multiple of 16), all of it in 16 bits.
+#[inline(always)]
+fn encode_e4m3_normal(w: u16) -> u8 {
+    let code = (((w & 0x7FFF) + 0x88) >> 4).wrapping_sub(968).min(0x7E);
+    (((w >> 8) & 0x80) | code) as u8
+}
+
 /// Quantize `rows` (each `k` values) to e4m3 bytes `out` [rows·k] and E8M0 scales `scales`
 /// [rows·scale_cols(k)]. A NaN or infinity (also an f32 / f16 value that bf16 rounds to infinity)
 /// is refused: msModelSlim would write a NaN exponent and NaN codes.
@@ -165,13 +193,32 @@ pub fn quantize_rows(rows: Rows<'_>, k: usize, out: &mut [u8], scales: &mut [u8]
                         &buf
                     }
                 };
-                quantize_row(t, bf, orow, srow).map_err(|col| NonFinite { row, col })?;
+                let res = if has_avx2() {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU has the features (checked above).
+                    unsafe {
+                        quantize_row_avx2(t, bf, orow, srow)
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    unreachable!()
+                } else {
+                    quantize_row(t, bf, orow, srow)
+                };
+                res.map_err(|col| NonFinite { row, col })?;
             }
             Ok(())
         })
 }
 
+/// [`quantize_row`] compiled for AVX2 (its variable shifts and selects are single instructions).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_row_avx2(t: &Tables, row: &[u16], out: &mut [u8], scales: &mut [u8]) -> Result<(), usize> {
+    quantize_row(t, row, out, scales)
+}
+
 /// One bf16 row; Err(column) of its first non-finite value.
+#[inline(always)]
 fn quantize_row(t: &Tables, row: &[u16], out: &mut [u8], scales: &mut [u8]) -> Result<(), usize> {
     for (bi, (blk, o)) in row.chunks(BLOCK).zip(out.chunks_mut(BLOCK)).enumerate() {
         // Finite bf16 magnitudes order as their bits; NaN and inf are the patterns >= 0x7F80.
@@ -187,10 +234,16 @@ fn quantize_row(t: &Tables, row: &[u16], out: &mut [u8], scales: &mut [u8]) -> R
         // bf16 (the quotient's field is at most 8 + 127 above e's, never past 254), one lookup
         // each, without the per-element test.
         let min_ef = blk.iter().fold(0xFFu16, |m, &w| m.min((w >> 7) & 0xFF)) as i32;
-        if min_ef >= 1 && min_ef - e >= 1 {
+        if min_ef >= 1 && min_ef - e >= 121 {
+            // Every quotient is a normal e4m3 value (at least 2^-6): 16-bit lanes, no select.
             let shift = (e << 7) as u16;
             for (d, &w) in o.iter_mut().zip(blk) {
-                *d = t.enc[w.wrapping_sub(shift) as usize];
+                *d = encode_e4m3_normal(w.wrapping_sub(shift));
+            }
+        } else if min_ef >= 1 && min_ef - e >= 1 {
+            let shift = (e << 7) as u16;
+            for (d, &w) in o.iter_mut().zip(blk) {
+                *d = encode_normal(w.wrapping_sub(shift));
             }
         } else {
             for (d, &w) in o.iter_mut().zip(blk) {
@@ -246,6 +299,20 @@ mod tests {
         check_table(-127, include_bytes!("testdata/mxfp8_e4m3_e-127.bin"));
         check_table(119, include_bytes!("testdata/mxfp8_e4m3_e119.bin"));
         check_table(-20, include_bytes!("testdata/mxfp8_e4m3_e-20.bin"));
+    }
+
+    /// The branch-free encoding equals the bit-level one for every normal bf16 pattern.
+    #[test]
+    fn the_normal_encoding_equals_encode() {
+        for w in 0..=0xFFFFu16 {
+            let ef = (w >> 7) & 0xFF;
+            if (1..=254).contains(&ef) {
+                assert_eq!(encode_normal(w), encode(w, 0), "{w:#06x}");
+            }
+            if (121..=254).contains(&ef) {
+                assert_eq!(encode_e4m3_normal(w), encode(w, 0), "{w:#06x}");
+            }
+        }
     }
 
     /// The table path equals the bit-level one for every bf16 pattern at every reachable shared
