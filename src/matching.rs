@@ -330,8 +330,7 @@ pub fn pattern_scores<'r>(ck: &Checkpoint, rules: &'r RuleSet, types: &[&str]) -
                     _ => true,
                 })
                 .count();
-            let named = f.architectures.iter().any(|a| *a == arch)
-                || types.iter().any(|t| f.model_types.iter().any(|m| m == t));
+            let named = f.architectures.contains(&arch) || types.iter().any(|t| f.model_types.iter().any(|m| m == t));
             (hit as f64 / reps.len().max(1) as f64, named, f)
         })
         .collect();

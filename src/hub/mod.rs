@@ -773,7 +773,7 @@ fn listing(
 /// [`SPECULATIVE_MAX`] — so that the shards after it take one request each too.
 fn speculative_len(longest: u64) -> u64 {
     let learned = longest.saturating_add(longest / 8).div_ceil(4096).saturating_mul(4096);
-    learned.min(SPECULATIVE_MAX).max(SPECULATIVE)
+    learned.clamp(SPECULATIVE, SPECULATIVE_MAX)
 }
 
 /// One shard's header by Range: its first [`speculative_len`] bytes (the header's length and, as a

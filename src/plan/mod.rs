@@ -712,11 +712,14 @@ impl Planner<'_> {
     }
 }
 
+/// (TP, EP, PP) of one probed layout.
+type Layout = (u64, bool, u64);
+
 /// The layouts a remedy may name: TP 1..64 (and the sizes asked for), each without EP and, for an
 /// MoE model, with it; DP and PP as asked.
 /// (TP, EP, PP), the PP asked for first; then, for a model no such layout serves, the same with
 /// pipeline stages (2, 4, 8), which only a remedy that finds nothing else names.
-fn probe_layouts(p: &Planner<'_>) -> (Vec<(u64, bool, u64)>, Vec<(u64, bool, u64)>) {
+fn probe_layouts(p: &Planner<'_>) -> (Vec<Layout>, Vec<Layout>) {
     let mut tps: Vec<u64> = [1u64, 2, 4, 8, 16, 32, 64].into_iter().chain(p.opts.tp.iter().copied()).collect();
     tps.sort_unstable();
     tps.dedup();
