@@ -408,11 +408,12 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], task: Task) -> Result
 
     let mut pairs: BTreeMap<&str, (&str, ScaleLayout)> = BTreeMap::new();
     for p in &pairing.pairs {
-        pairs.insert(p.weight.as_str(), (p.scale.as_str(), p.layout));
+        pairs.insert(p.weight(ck), (p.scale(ck), p.layout));
     }
-    let mut to_drop: HashSet<String> = pairing.pairs.iter().map(|p| p.scale.clone()).collect();
+    let mut to_drop: HashSet<String> = pairing.pairs.iter().map(|p| p.scale(ck).to_string()).collect();
     for p in &pairing.pairs {
-        let module = p.weight.strip_suffix(".weight").unwrap_or(&p.weight);
+        let weight = p.weight(ck);
+        let module = weight.strip_suffix(".weight").unwrap_or(weight);
         let input_scale = format!("{module}.input_scale");
         if ck.get(&input_scale).is_some() {
             to_drop.insert(input_scale);
