@@ -366,10 +366,19 @@ pub fn audit_for(
     findings.extend(q_findings);
     findings.extend(fold_consequences(ck, rules, &findings, remap_findings));
 
-    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    // Counted per dtype, named once each (not a String per tensor).
+    let mut per_dtype = [0usize; crate::checkpoint::Dtype::ALL.len()];
     for t in ck.tensors() {
-        *dtypes.entry(t.entry.dtype.as_str().to_string()).or_default() += 1;
+        if let Some(i) = crate::checkpoint::Dtype::ALL.iter().position(|&d| d == t.entry.dtype) {
+            per_dtype[i] += 1;
+        }
     }
+    let dtypes: BTreeMap<String, usize> = crate::checkpoint::Dtype::ALL
+        .iter()
+        .zip(per_dtype)
+        .filter(|&(_, n)| n > 0)
+        .map(|(d, n)| (d.as_str().to_string(), n))
+        .collect();
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let summary = Tally::of(&findings);
     let c = cfg.cloned().unwrap_or_default();

@@ -11,7 +11,7 @@ pub mod shard;
 
 pub use config::ModelConfig;
 pub use dtype::Dtype;
-pub use header::TensorEntry;
+pub use header::{Shape, TensorEntry};
 pub use index::Index;
 pub use resolve::Source;
 pub use shard::Shard;

@@ -442,7 +442,7 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], task: Task) -> Result
                     out.push(OutTensor {
                         name: e.name.clone(),
                         dtype: dtype.dtype(),
-                        shape: e.shape.clone(),
+                        shape: e.shape.to_vec(),
                         nbytes: n,
                     });
                     items.push(Item::Dequant { weight: t, scale, layout, fmt });
@@ -451,7 +451,7 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], task: Task) -> Result
                     out.push(OutTensor {
                         name: e.name.clone(),
                         dtype: e.dtype,
-                        shape: e.shape.clone(),
+                        shape: e.shape.to_vec(),
                         nbytes: e.nbytes(),
                     });
                     items.push(Item::Copy(t));
@@ -514,7 +514,7 @@ fn plan4<'a>(ck: &'a Checkpoint, task: Task, p4: packed::Plan4<'a>) -> Result<Pl
                     out.push(OutTensor {
                         name: e.name.clone(),
                         dtype: e.dtype,
-                        shape: e.shape.clone(),
+                        shape: e.shape.to_vec(),
                         nbytes: e.nbytes(),
                     });
                     items.push(Item::Copy(TensorRef { shard: s, entry: e }));

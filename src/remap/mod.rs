@@ -220,8 +220,10 @@ fn layer_index(name: &str) -> Option<u64> {
 
 /// The routing of `name` by the family's rules, as the family's `load_weights` does it.
 pub fn route(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
-    let mut n = String::with_capacity(name.len() + 16);
-    match route_into(family, vars, name, &mut n) {
+    let mut buf = (String::with_capacity(name.len() + 16), String::new());
+    let r = route_into(family, vars, name, &mut buf);
+    let n = buf.0;
+    match r {
         Routed::Skip(reason) => Route::Skip(reason.into_owned()),
         Routed::Buffer(reason) => Route::Buffer(reason.to_string()),
         Routed::KvScale => Route::KvScale { name: n },
@@ -270,9 +272,11 @@ enum Routed<'f> {
     Param { shard: Option<ShardRef<'f>>, expert: Option<u64>, stacked: bool },
 }
 
-/// [`route`] into `n`, reused from name to name: no allocation per tensor once it is large enough.
-fn route_into<'f>(family: &'f Family, vars: &Vars<'_>, name: &str, n: &mut String) -> Routed<'f> {
-    let r = route_raw(family, vars, name, n);
+/// [`route`] into `buf.0`, reused from name to name (`buf.1` is scratch): no allocation per tensor
+/// once they are large enough.
+fn route_into<'f>(family: &'f Family, vars: &Vars<'_>, name: &str, buf: &mut (String, String)) -> Routed<'f> {
+    let (n, tmp) = (&mut buf.0, &mut buf.1);
+    let r = route_raw(family, vars, name, n, tmp);
     if let Routed::Param { .. } = r {
         for (from, to) in &family.aliases {
             replace_first(n, from, to);
@@ -281,7 +285,7 @@ fn route_into<'f>(family: &'f Family, vars: &Vars<'_>, name: &str, n: &mut Strin
     r
 }
 
-fn route_raw<'f>(family: &'f Family, vars: &Vars<'_>, name: &str, n: &mut String) -> Routed<'f> {
+fn route_raw<'f>(family: &'f Family, vars: &Vars<'_>, name: &str, n: &mut String, tmp: &mut String) -> Routed<'f> {
     use std::borrow::Cow;
     if !apply_mapper_into(&family.mapper, name, n) {
         return Routed::Skip(Cow::Borrowed("dropped by hf_to_vllm_mapper"));
@@ -331,10 +335,14 @@ fn route_raw<'f>(family: &'f Family, vars: &Vars<'_>, name: &str, n: &mut String
                 for (ckpt, shard, param) in [(&ex.gate, "w1", "w13_"), (&ex.down, "w2", "w2_"), (&ex.up, "w3", "w13_")]
                 {
                     if let Some(tail) = after.strip_prefix(ckpt.as_str()).and_then(|t| t.strip_prefix('.')) {
-                        // `{before}experts.{e}.{ckpt}.{tail}` → `{before}{ex.param}{param}{tail}`, in place.
+                        // `{before}experts.{e}.{ckpt}.{tail}` → `{before}{ex.param}{param}{tail}`,
+                        // through the second buffer (four copies; `replace_range` costs more).
                         let tail_at = n.len() - tail.len();
-                        n.replace_range(pos..tail_at, &ex.param);
-                        n.insert_str(pos + ex.param.len(), param);
+                        tmp.clear();
+                        for part in [&n[..pos], ex.param.as_str(), param, &n[tail_at..]] {
+                            tmp.push_str(part);
+                        }
+                        std::mem::swap(n, tmp);
                         return Routed::Param { shard: Some(ShardRef::Expert(shard)), expert: Some(e), stacked: false };
                     }
                 }
@@ -522,7 +530,7 @@ pub fn remap_with(
     let mut fused_scheme: BTreeMap<String, Vec<(usize, String, String, String)>> = BTreeMap::new();
     let mut filled = Filled::new(&expected);
     // The routed name of the tensor at hand (reused: no allocation per tensor).
-    let mut routed_name = String::new();
+    let mut route_buf = (String::new(), String::new());
     for (ti, t) in ck.tensors().enumerate() {
         let e = t.entry;
         let keep = opts.rows;
@@ -530,7 +538,7 @@ pub fn remap_with(
             checkpoint_name: if keep { e.name.clone() } else { String::new() },
             shard_file: if keep { t.shard.name.clone() } else { String::new() },
             dtype: e.dtype.as_str(),
-            shape: if keep { e.shape.clone() } else { Vec::new() },
+            shape: if keep { e.shape.to_vec() } else { Vec::new() },
             param: None,
             shard_id: None,
             expert_id: None,
@@ -544,9 +552,10 @@ pub fn remap_with(
         };
         let routed = match &out_of_range {
             Some(why) => Routed::Skip(format!("not checked: config.json {why}").into()),
-            None => match route_into(family, &vars, &e.name, &mut routed_name) {
-                Routed::KvScale if !by_name.contains_key(routed_name.as_str()) => Routed::Skip(format!(
-                    "KV-cache scale with no `{routed_name}` parameter: vLLM warns \"Found kv scale in the checkpoint … not loaded\" and drops it"
+            None => match route_into(family, &vars, &e.name, &mut route_buf) {
+                Routed::KvScale if !by_name.contains_key(route_buf.0.as_str()) => Routed::Skip(format!(
+                    "KV-cache scale with no `{}` parameter: vLLM warns \"Found kv scale in the checkpoint … not loaded\" and drops it",
+                    route_buf.0
                 ).into()),
                 Routed::KvScale => Routed::Param { shard: None, expert: None, stacked: false },
                 r => r,
@@ -565,7 +574,7 @@ pub fn remap_with(
             }
             Routed::KvScale => unreachable!("resolved above"),
             Routed::Param { shard, expert, stacked } => {
-                let name = routed_name.as_str();
+                let name = route_buf.0.as_str();
                 if let (true, Some(d)) = (stacked && e.name.ends_with(".weight"), &modelslim) {
                     let scheme = d.types.get(&e.name).cloned().unwrap_or_default();
                     // vLLM-Ascend walks a fused layer's shards in packed_modules_mapping order (the
@@ -661,7 +670,9 @@ pub fn remap_with(
                             Some((si, want)) => {
                                 if let Some(want) = want {
                                     if *want != e.shape {
-                                        row.expected_shape = Some(want.clone());
+                                        if keep {
+                                            row.expected_shape = Some(want.clone());
+                                        }
                                         findings.add(Code::RemapShape, &e.name, Some(&t.shard.name), || {
                                             format!(
                                                 "{} is {:?}; {name}{} expects {:?} from the config",
@@ -934,15 +945,15 @@ fn coverage(ck: &Checkpoint, family: &Family) -> f64 {
     let expected = expected_params(family, &vars, None);
     let names: std::collections::HashSet<&str> = expected.iter().map(|e| e.name.as_str()).collect();
     let (mut hit, mut total) = (0usize, 0usize);
-    let mut n = String::new();
+    let mut buf = (String::new(), String::new());
     for t in ck.tensors() {
         let leaf = t.entry.name.rsplit('.').next().unwrap_or("");
         if leaf.contains("scale") {
             continue;
         }
         total += 1;
-        match route_into(family, &vars, &t.entry.name, &mut n) {
-            Routed::Param { .. } if names.contains(n.as_str()) => hit += 1,
+        match route_into(family, &vars, &t.entry.name, &mut buf) {
+            Routed::Param { .. } if names.contains(buf.0.as_str()) => hit += 1,
             Routed::Skip(_) | Routed::KvScale | Routed::Buffer(_) => hit += 1,
             _ => {}
         }
