@@ -214,28 +214,30 @@ pub fn audit_for(
     let mut findings = open_findings;
     let cfg: Option<&ModelConfig> = ck.config.as_ref();
     let scheme = ck.quant_scheme().cloned();
-    // The passes read the checkpoint independently: run them side by side.
-    let (((st, st_findings), remap_findings), ((pairing, q_findings), tree)) = rayon::join(
+    // The passes read the checkpoint independently: run them side by side. The remap's reverse
+    // check is the longest (a routing per tensor): it starts at once on this thread, and the others
+    // are stolen as one job, so on two cores it runs beside the rest instead of after a part of it.
+    let (remap_findings, ((st, st_findings), ((pairing, q_findings), tree))) = rayon::join(
+        || remap_check(input, ck, family_rules, target),
         || {
             rayon::join(
                 || {
                     let mut f = Vec::new();
                     (structure::check(ck, cfg, rules, &mut f), f)
                 },
-                || remap_check(input, ck, family_rules, target),
-            )
-        },
-        || {
-            rayon::join(
                 || {
-                    let mut f = Vec::new();
-                    let pairing = pair_fp8(ck, scheme.as_ref(), rules, &mut f);
-                    if let Some(d) = &ck.modelslim {
-                        crate::quant::modelslim::check(ck, d, &mut f);
-                    }
-                    (pairing, f)
+                    rayon::join(
+                        || {
+                            let mut f = Vec::new();
+                            let pairing = pair_fp8(ck, scheme.as_ref(), rules, &mut f);
+                            if let Some(d) = &ck.modelslim {
+                                crate::quant::modelslim::check(ck, d, &mut f);
+                            }
+                            (pairing, f)
+                        },
+                        || tree::fold(ck),
+                    )
                 },
-                || tree::fold(ck),
             )
         },
     );

@@ -80,7 +80,17 @@ pub fn find(hay: &str, needle: &str) -> Option<usize> {
     let Some((&first, rest)) = n.split_first() else { return Some(0) };
     let last_start = h.len().checked_sub(n.len())?;
     let last = n[n.len() - 1];
-    (0..=last_start).find(|&at| h[at] == first && h[at + n.len() - 1] == last && h[at + 1..at + n.len()] == *rest)
+    // Candidate starts and the bytes where the needle would end, side by side: no bounds checks.
+    let (starts, ends) = (&h[..=last_start], &h[n.len() - 1..]);
+    let mut i = 0;
+    while let Some(p) = starts[i..].iter().zip(&ends[i..]).position(|(&a, &b)| a == first && b == last) {
+        let at = i + p;
+        if h[at + 1..at + n.len()] == *rest {
+            return Some(at);
+        }
+        i = at + 1;
+    }
+    None
 }
 
 /// Whether `hay` contains `needle` ([`find`]).
