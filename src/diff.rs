@@ -65,7 +65,7 @@ pub struct Signature {
 
 impl Signature {
     fn of(e: &TensorEntry) -> Signature {
-        Signature { dtype: e.dtype, shape: e.shape.clone() }
+        Signature { dtype: e.dtype, shape: e.shape.to_vec() }
     }
 }
 

@@ -19,7 +19,7 @@ fn tensors(dir: &Path) -> BTreeMap<String, (String, Vec<u64>, Vec<u8>)> {
     let (ck, f) = Checkpoint::open(dir.to_str().unwrap()).unwrap();
     assert!(f.iter().all(|f| f.severity != ckptpilot::Severity::Error), "{f:?}");
     ck.tensors()
-        .map(|t| (t.entry.name.clone(), (t.entry.dtype.to_string(), t.entry.shape.clone(), t.read().unwrap())))
+        .map(|t| (t.entry.name.clone(), (t.entry.dtype.to_string(), t.entry.shape.to_vec(), t.read().unwrap())))
         .collect()
 }
 

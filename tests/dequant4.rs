@@ -19,7 +19,7 @@ type Tensors = BTreeMap<String, (String, Vec<u64>, Vec<u8>)>;
 fn tensors(path: &Path) -> Tensors {
     let (ck, _) = Checkpoint::open(path.to_str().unwrap()).unwrap();
     ck.tensors()
-        .map(|t| (t.entry.name.clone(), (t.entry.dtype.to_string(), t.entry.shape.clone(), t.read().unwrap())))
+        .map(|t| (t.entry.name.clone(), (t.entry.dtype.to_string(), t.entry.shape.to_vec(), t.read().unwrap())))
         .collect()
 }
 

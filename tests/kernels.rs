@@ -23,7 +23,7 @@ impl Edge {
     }
     fn raw(&self, name: &str) -> (Vec<u8>, Dtype, Vec<u64>) {
         let t = self.ck.get(name).unwrap_or_else(|| panic!("{name} missing"));
-        (t.read().unwrap(), t.entry.dtype, t.entry.shape.clone())
+        (t.read().unwrap(), t.entry.dtype, t.entry.shape.to_vec())
     }
     fn u16s(&self, name: &str) -> Vec<u16> {
         self.raw(name).0.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()

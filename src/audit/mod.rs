@@ -234,28 +234,30 @@ pub fn audit_on(
     let mut findings = open_findings;
     let cfg: Option<&ModelConfig> = ck.config.as_ref();
     let scheme = ck.quant_scheme().cloned();
-    // The passes read the checkpoint independently: run them side by side.
-    let (((st, st_findings), remap_findings), ((pairing, q_findings), tree)) = rayon::join(
+    // The passes read the checkpoint independently: run them side by side. The remap's reverse
+    // check is the longest (a routing per tensor): it starts at once on this thread, and the others
+    // are stolen as one job, so on two cores it runs beside the rest instead of after a part of it.
+    let (remap_findings, ((st, st_findings), ((pairing, q_findings), tree))) = rayon::join(
+        || remap_check(input, ck, family_rules, target),
         || {
             rayon::join(
                 || {
                     let mut f = Vec::new();
                     (structure::check(ck, cfg, rules, &mut f), f)
                 },
-                || remap_check(input, ck, family_rules, target),
-            )
-        },
-        || {
-            rayon::join(
                 || {
-                    let mut f = Vec::new();
-                    let pairing = pair_fp8(ck, scheme.as_ref(), rules, &mut f);
-                    if let Some(d) = &ck.modelslim {
-                        crate::quant::modelslim::check(ck, d, &mut f);
-                    }
-                    (pairing, f)
+                    rayon::join(
+                        || {
+                            let mut f = Vec::new();
+                            let pairing = pair_fp8(ck, scheme.as_ref(), rules, &mut f);
+                            if let Some(d) = &ck.modelslim {
+                                crate::quant::modelslim::check(ck, d, &mut f);
+                            }
+                            (pairing, f)
+                        },
+                        || tree::fold(ck),
+                    )
                 },
-                || tree::fold(ck),
             )
         },
     );
@@ -384,10 +386,19 @@ pub fn audit_on(
     findings.extend(q_findings);
     findings.extend(fold_consequences(ck, rules, &findings, remap_findings));
 
-    let mut dtypes: BTreeMap<String, usize> = BTreeMap::new();
+    // Counted per dtype, named once each (not a String per tensor).
+    let mut per_dtype = [0usize; crate::checkpoint::Dtype::ALL.len()];
     for t in ck.tensors() {
-        *dtypes.entry(t.entry.dtype.as_str().to_string()).or_default() += 1;
+        if let Some(i) = crate::checkpoint::Dtype::ALL.iter().position(|&d| d == t.entry.dtype) {
+            per_dtype[i] += 1;
+        }
     }
+    let dtypes: BTreeMap<String, usize> = crate::checkpoint::Dtype::ALL
+        .iter()
+        .zip(per_dtype)
+        .filter(|&(_, n)| n > 0)
+        .map(|(d, n)| (d.as_str().to_string(), n))
+        .collect();
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let summary = Tally::of(&findings);
     let c = cfg.cloned().unwrap_or_default();

@@ -44,18 +44,31 @@ pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
     for t in ck.tensors() {
         key.clear();
         idx.clear();
-        for (i, seg) in t.entry.name.split('.').enumerate() {
-            if i > 0 {
-                key.push('.');
+        // The name with each index segment as `{}`: find the digit runs that are whole segments
+        // and copy the text between them (splitting on every dot costs more than the segments).
+        let name = t.entry.name.as_str();
+        let b = name.as_bytes();
+        let (mut copied, mut i) = (0, 0);
+        while i < b.len() {
+            if !b[i].is_ascii_digit() {
+                i += 1;
+                continue;
             }
-            match index_segment(seg) {
-                Some(n) => {
+            let mut j = i + 1;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            if (i == 0 || b[i - 1] == b'.') && (j == b.len() || b[j] == b'.') {
+                if let Some(n) = index_segment(&name[i..j]) {
+                    key.push_str(&name[copied..i]);
                     key.push_str("{}");
                     idx.push(n);
+                    copied = j;
                 }
-                None => key.push_str(seg),
             }
+            i = j;
         }
+        key.push_str(&name[copied..]);
         let acc = match groups.get_mut(key.as_str()) {
             Some(a) => a,
             None => groups.entry(key.clone()).or_default(),

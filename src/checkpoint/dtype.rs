@@ -56,8 +56,33 @@ impl Dtype {
         Dtype::U64,
     ];
 
+    /// The dtype named `s` exactly as [`Dtype::as_str`] spells it (one `match`: called per tensor).
     pub fn parse(s: &str) -> Option<Dtype> {
-        Dtype::ALL.iter().copied().find(|d| d.as_str() == s)
+        Some(match s {
+            "BOOL" => Dtype::BOOL,
+            "F4" => Dtype::F4,
+            "F6_E2M3" => Dtype::F6_E2M3,
+            "F6_E3M2" => Dtype::F6_E3M2,
+            "U8" => Dtype::U8,
+            "I8" => Dtype::I8,
+            "F8_E5M2" => Dtype::F8_E5M2,
+            "F8_E4M3" => Dtype::F8_E4M3,
+            "F8_E8M0" => Dtype::F8_E8M0,
+            "F8_E4M3FNUZ" => Dtype::F8_E4M3FNUZ,
+            "F8_E5M2FNUZ" => Dtype::F8_E5M2FNUZ,
+            "I16" => Dtype::I16,
+            "U16" => Dtype::U16,
+            "F16" => Dtype::F16,
+            "BF16" => Dtype::BF16,
+            "I32" => Dtype::I32,
+            "U32" => Dtype::U32,
+            "F32" => Dtype::F32,
+            "C64" => Dtype::C64,
+            "F64" => Dtype::F64,
+            "I64" => Dtype::I64,
+            "U64" => Dtype::U64,
+            _ => return None,
+        })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -127,5 +152,18 @@ pub fn model_dtype_bytes(torch_dtype: Option<&str>) -> u64 {
     match torch_dtype {
         Some("float32") | Some("fp32") => 4,
         _ => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parse_is_as_str_inverse() {
+        for d in super::Dtype::ALL {
+            assert_eq!(super::Dtype::parse(d.as_str()), Some(d));
+        }
+        for s in ["", "f32", "F8", "F32 ", "BF16x", "E8M0"] {
+            assert_eq!(super::Dtype::parse(s), None, "{s:?}");
+        }
     }
 }

@@ -24,9 +24,116 @@ pub const MAX_HEADER_LEN: u64 = 100_000_000;
 pub struct TensorEntry {
     pub name: String,
     pub dtype: Dtype,
-    pub shape: Vec<u64>,
+    pub shape: Shape,
     pub begin: u64,
     pub end: u64,
+}
+
+/// A tensor's dimensions: inline up to [`Shape::INLINE`] of them (every weight, scale and bias of
+/// a transformer checkpoint), on the heap beyond. Reads as a `[u64]`; prints as a list.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Shape(ShapeRepr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum ShapeRepr {
+    Inline { len: u8, dims: [u64; Shape::INLINE] },
+    Heap(Box<[u64]>),
+}
+
+impl Shape {
+    pub const INLINE: usize = 4;
+
+    pub fn new(dims: &[u64]) -> Shape {
+        if dims.len() <= Self::INLINE {
+            let mut inline = [0u64; Self::INLINE];
+            inline[..dims.len()].copy_from_slice(dims);
+            Shape(ShapeRepr::Inline { len: dims.len() as u8, dims: inline })
+        } else {
+            Shape(ShapeRepr::Heap(dims.into()))
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u64] {
+        match &self.0 {
+            ShapeRepr::Inline { len, dims } => &dims[..*len as usize],
+            ShapeRepr::Heap(d) => d,
+        }
+    }
+}
+
+impl Default for Shape {
+    fn default() -> Shape {
+        Shape::new(&[])
+    }
+}
+
+impl std::ops::Deref for Shape {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        self.as_slice()
+    }
+}
+
+impl fmt::Debug for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        fmt::Debug::fmt(self.as_slice(), f)
+    }
+}
+
+impl From<Vec<u64>> for Shape {
+    fn from(v: Vec<u64>) -> Shape {
+        Shape::new(&v)
+    }
+}
+
+impl From<&[u64]> for Shape {
+    fn from(v: &[u64]) -> Shape {
+        Shape::new(v)
+    }
+}
+
+impl From<Shape> for Vec<u64> {
+    fn from(s: Shape) -> Vec<u64> {
+        s.to_vec()
+    }
+}
+
+impl<'a> IntoIterator for &'a Shape {
+    type Item = &'a u64;
+    type IntoIter = std::slice::Iter<'a, u64>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
+    }
+}
+
+impl PartialEq<[u64]> for Shape {
+    fn eq(&self, o: &[u64]) -> bool {
+        self.as_slice() == o
+    }
+}
+
+impl<const N: usize> PartialEq<[u64; N]> for Shape {
+    fn eq(&self, o: &[u64; N]) -> bool {
+        self.as_slice() == o.as_slice()
+    }
+}
+
+impl PartialEq<Vec<u64>> for Shape {
+    fn eq(&self, o: &Vec<u64>) -> bool {
+        self.as_slice() == o.as_slice()
+    }
+}
+
+impl PartialEq<Shape> for Vec<u64> {
+    fn eq(&self, o: &Shape) -> bool {
+        self.as_slice() == o.as_slice()
+    }
+}
+
+impl PartialEq<Shape> for [u64] {
+    fn eq(&self, o: &Shape) -> bool {
+        self == o.as_slice()
+    }
 }
 
 impl TensorEntry {
@@ -120,7 +227,7 @@ impl<'de> Deserialize<'de> for Fast {
                     let e: FastEntry<'de> = m.next_value()?;
                     let dtype = Dtype::parse(&e.dtype).ok_or_else(|| serde::de::Error::custom("unknown dtype"))?;
                     let (begin, end) = e.data_offsets;
-                    entries.push(TensorEntry { name: k.into_owned(), dtype, shape: e.shape, begin, end });
+                    entries.push(TensorEntry { name: k.into_owned(), dtype, shape: e.shape.into(), begin, end });
                 }
                 Ok(Fast { entries, metadata })
             }
@@ -136,8 +243,41 @@ impl<'de> Deserialize<'de> for Fast {
 /// in a string, a number with a sign, exponent or leading zero, a number past u64, an unknown or
 /// repeated field, an unknown dtype, trailing text) it returns None and the serde path decides.
 mod scan {
-    use super::{Dtype, Fast, TensorEntry};
+    use super::{Dtype, Fast, Shape, TensorEntry};
     use std::collections::BTreeMap;
+
+    /// Dimensions as scanned: inline up to [`Shape::INLINE`], a vector beyond (rare).
+    #[derive(Default)]
+    struct SmallDims {
+        len: usize,
+        inline: [u64; Shape::INLINE],
+        spill: Vec<u64>,
+    }
+
+    impl SmallDims {
+        fn clear(&mut self) {
+            self.len = 0;
+            self.spill.clear();
+        }
+        fn push(&mut self, d: u64) {
+            if self.len < Shape::INLINE {
+                self.inline[self.len] = d;
+            } else {
+                if self.len == Shape::INLINE {
+                    self.spill.extend_from_slice(&self.inline);
+                }
+                self.spill.push(d);
+            }
+            self.len += 1;
+        }
+        fn as_slice(&self) -> &[u64] {
+            if self.len <= Shape::INLINE {
+                &self.inline[..self.len]
+            } else {
+                &self.spill
+            }
+        }
+    }
 
     struct Cur<'a> {
         b: &'a [u8],
@@ -166,7 +306,8 @@ mod scan {
             let len = memchr::memchr2(b'"', b'\\', &self.b[start..])?;
             let end = start + len;
             // An escape or a control character: the serde path decides.
-            if self.b[end] != b'"' || self.b[start..end].iter().any(|&c| c < 0x20) {
+            // (A fold, not `any`: no early exit, so it vectorizes.)
+            if self.b[end] != b'"' || self.b[start..end].iter().fold(false, |a, &c| a | (c < 0x20)) {
                 return None;
             }
             self.i = end + 1;
@@ -191,12 +332,14 @@ mod scan {
                 _ => Some(v),
             }
         }
-        fn uints(&mut self) -> Option<Vec<u64>> {
+        /// A JSON array of such integers into `v` (cleared first): no allocation for the usual
+        /// handful of dimensions.
+        fn uints(&mut self, v: &mut SmallDims) -> Option<()> {
             self.eat(b'[')?;
-            let mut v = Vec::with_capacity(4);
+            v.clear();
             if self.peek()? == b']' {
                 self.i += 1;
-                return Some(v);
+                return Some(());
             }
             loop {
                 v.push(self.uint()?);
@@ -204,22 +347,26 @@ mod scan {
                     b',' => self.i += 1,
                     b']' => {
                         self.i += 1;
-                        return Some(v);
+                        return Some(());
                     }
                     _ => return None,
                 }
             }
         }
         fn entry(&mut self, name: &str) -> Option<TensorEntry> {
+            let mut dims = SmallDims::default();
             self.eat(b'{')?;
             let (mut dtype, mut shape, mut offsets) = (None, None, None);
             loop {
                 match self.string()? {
                     "dtype" if dtype.is_none() => dtype = Some(Dtype::parse(self.after_colon()?.string()?)?),
-                    "shape" if shape.is_none() => shape = Some(self.after_colon()?.uints()?),
+                    "shape" if shape.is_none() => {
+                        self.after_colon()?.uints(&mut dims)?;
+                        shape = Some(Shape::new(dims.as_slice()));
+                    }
                     "data_offsets" if offsets.is_none() => {
-                        let o = self.after_colon()?.uints()?;
-                        offsets = Some(match o[..] {
+                        self.after_colon()?.uints(&mut dims)?;
+                        offsets = Some(match *dims.as_slice() {
                             [b, e] => (b, e),
                             _ => return None,
                         });
@@ -476,7 +623,7 @@ pub fn validate_prefix(buf: &[u8], file_len: u64, file: &str, out: &mut Vec<Find
                 Some(dtype) => check_sizes(name, dtype, &e.shape, e.data_offsets, file, out).then(|| TensorEntry {
                     name: name.to_string(),
                     dtype,
-                    shape: e.shape,
+                    shape: e.shape.into(),
                     begin: e.data_offsets.0,
                     end: e.data_offsets.1,
                 }),
@@ -672,7 +819,7 @@ fn check_entry(name: &str, v: &serde_json::Value, file: &str, out: &mut Vec<Find
         (Some(d), Some(s), Some(o)) if ok => check_sizes(name, d, &s, o, file, out).then(|| TensorEntry {
             name: name.to_string(),
             dtype: d,
-            shape: s,
+            shape: s.into(),
             begin: o.0,
             end: o.1,
         }),
@@ -807,7 +954,7 @@ mod tests {
     use super::*;
 
     fn summary(f: &Fast) -> Vec<(String, &'static str, Vec<u64>, u64, u64)> {
-        f.entries.iter().map(|t| (t.name.clone(), t.dtype.as_str(), t.shape.clone(), t.begin, t.end)).collect()
+        f.entries.iter().map(|t| (t.name.clone(), t.dtype.as_str(), t.shape.to_vec(), t.begin, t.end)).collect()
     }
 
     /// The direct scan accepts only what the serde path accepts, and builds the same entries; what

@@ -50,8 +50,12 @@ impl<'de: 'a, 'a, const STRICT: bool> serde::Deserialize<'de> for WeightMap<'a, 
                 f.write_str("an object mapping tensor names to shard file names")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<WeightMap<'a, S>, A::Error> {
-                let mut v = Vec::with_capacity(m.size_hint().unwrap_or(0).min(1 << 20));
-                while let Some(k) = m.next_key::<Cow<'de, str>>()? {
+                // serde_json gives no size hint: the caller's estimate from the text length avoids
+                // growing (and first-touching) the vector through every doubling.
+                let hint = m.size_hint().unwrap_or_else(|| CAPACITY_HINT.with(std::cell::Cell::get));
+                let mut v = Vec::with_capacity(hint.min(1 << 22));
+                // Keys through BorrowedStr: serde's own `Cow<str>` always copies.
+                while let Some(BorrowedStr(k)) = m.next_key::<BorrowedStr<'de>>()? {
                     let file = if S {
                         Ok(m.next_value::<BorrowedStr<'de>>()?.0)
                     } else {
@@ -67,6 +71,11 @@ impl<'de: 'a, 'a, const STRICT: bool> serde::Deserialize<'de> for WeightMap<'a, 
         }
         d.deserialize_map(V::<STRICT>(std::marker::PhantomData))
     }
+}
+
+thread_local! {
+    /// Entries the `weight_map` being parsed may hold (an upper estimate; 0 when unknown).
+    static CAPACITY_HINT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// A JSON string, borrowed from the input unless it has escapes.
@@ -121,7 +130,12 @@ fn weight_map_of<'a>(raw: &'a serde_json::value::RawValue, out: &mut Vec<Finding
 pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entries<'a>)> {
     // One scan when every weight_map value is a string; otherwise a second, raw reading of the
     // top level, so the problem can be named exactly.
-    let (metadata, wm) = match serde_json::from_str::<FastIndex>(text) {
+    // A weight_map entry takes at least ~24 bytes of text (`"a.b.weight": "m.safetensors"`, real
+    // ones ~90): reserving for that many touches no memory that is not used.
+    CAPACITY_HINT.with(|h| h.set(text.len() / 24));
+    let parsed = serde_json::from_str::<FastIndex>(text);
+    CAPACITY_HINT.with(|h| h.set(0));
+    let (metadata, wm) = match parsed {
         Ok(f) => (f.metadata, f.weight_map.map(|w| Some(w.0))),
         Err(_) => match serde_json::from_str::<RawIndex>(text) {
             Ok(r) => (r.metadata, r.weight_map.map(|raw| weight_map_of(raw, out))),

@@ -11,7 +11,7 @@ pub mod shard;
 
 pub use config::ModelConfig;
 pub use dtype::Dtype;
-pub use header::TensorEntry;
+pub use header::{Shape, TensorEntry};
 pub use index::Index;
 pub use resolve::Source;
 pub use shard::Shard;
@@ -46,6 +46,14 @@ pub struct Checkpoint {
     order: Vec<(u32, u32)>,
     /// The quantization scheme config.json (or hf_quant_config.json) declares, read once.
     quant: std::sync::OnceLock<Option<crate::quant::QuantScheme>>,
+}
+
+/// Where a tensor is in its checkpoint (shard, entry): a name's stand-in that copies nothing.
+/// Meaningful only for the checkpoint that gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TensorId {
+    shard: u32,
+    entry: u32,
 }
 
 /// A tensor and the shard it is in.
@@ -303,14 +311,35 @@ impl Checkpoint {
     }
 
     pub fn get(&self, name: &str) -> Option<TensorRef<'_>> {
+        self.id_of(name).map(|id| self.tensor_by_id(id))
+    }
+
+    /// Where the tensor a loader would see under `name` is.
+    pub fn id_of(&self, name: &str) -> Option<TensorId> {
         self.by_name
             .find(name_hash(name), |&(s, t)| self.shards[s as usize].tensors()[t as usize].name == name)
-            .map(|&(s, t)| self.at(s, t))
+            .map(|&(shard, entry)| TensorId { shard, entry })
+    }
+
+    /// The tensor at `id` (from this checkpoint).
+    pub fn tensor_by_id(&self, id: TensorId) -> TensorRef<'_> {
+        self.at(id.shard, id.entry)
+    }
+
+    /// [`Checkpoint::tensors`] with where each is.
+    pub fn tensors_with_ids(&self) -> impl Iterator<Item = (TensorId, TensorRef<'_>)> + '_ {
+        self.order.iter().map(|&(shard, entry)| (TensorId { shard, entry }, self.at(shard, entry)))
     }
 
     fn at(&self, s: u32, t: u32) -> TensorRef<'_> {
         let shard = &self.shards[s as usize];
         TensorRef { shard, entry: &shard.tensors()[t as usize] }
+    }
+
+    /// The tensor at position `i` of [`Checkpoint::tensors`].
+    pub fn tensor_at(&self, i: usize) -> TensorRef<'_> {
+        let (s, t) = self.order[i];
+        self.at(s, t)
     }
 
     /// Every tensor in load order.

@@ -13,25 +13,28 @@ pub struct LayerName<'a> {
 }
 
 pub fn split_layer<'a>(name: &'a str, rules: &AuditRules) -> Option<LayerName<'a>> {
-    let mut start = 0;
-    let mut prev: Option<(usize, usize)> = None; // (start, end) of the previous segment
-    for (i, c) in name.char_indices().chain(std::iter::once((name.len(), '.'))) {
-        if c != '.' {
-            continue;
+    // Segments by a byte loop ('.' is ASCII: never inside a multi-byte character).
+    let b = name.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    let mut prev_is_stack = false;
+    loop {
+        while i < b.len() && b[i] != b'.' {
+            i += 1;
         }
         let seg = &name[start..i];
-        if let Some((ps, pe)) = prev {
-            if rules.stack_segments.iter().any(|s| s == &name[ps..pe]) {
-                if let Ok(layer) = seg.parse::<u64>() {
-                    let rest = if i < name.len() { &name[i + 1..] } else { "" };
-                    return Some(LayerName { stack: &name[..pe], layer, rest });
-                }
+        if prev_is_stack {
+            if let Ok(layer) = seg.parse::<u64>() {
+                let rest = if i < name.len() { &name[i + 1..] } else { "" };
+                return Some(LayerName { stack: &name[..start - 1], layer, rest });
             }
         }
-        prev = Some((start, i));
+        if i >= b.len() {
+            return None;
+        }
+        prev_is_stack = rules.stack_segments.iter().any(|s| s == seg);
         start = i + 1;
+        i += 1;
     }
-    None
 }
 
 /// The name with every all-digit segment replaced by `*`: the pattern all layers / experts share
@@ -45,32 +48,44 @@ pub fn pattern(name: &str) -> String {
 /// [`pattern`] into a buffer the caller reuses (no allocation once it is large enough).
 pub fn pattern_into(name: &str, out: &mut String) {
     out.clear();
+    // Names hold a few digit runs among long words: find the runs that are whole segments and copy
+    // the text between them (a memchr per segment costs more than the segment).
     let b = name.as_bytes();
-    let mut start = 0;
-    while start <= b.len() {
-        let end = memchr::memchr(b'.', &b[start..]).map_or(b.len(), |p| start + p);
-        let seg = &b[start..end];
-        if !seg.is_empty() && seg.iter().all(u8::is_ascii_digit) {
+    let (mut copied, mut i) = (0, 0);
+    while i < b.len() {
+        if !b[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        if (i == 0 || b[i - 1] == b'.') && (j == b.len() || b[j] == b'.') {
+            out.push_str(&name[copied..i]);
             out.push('*');
-        } else {
-            out.push_str(&name[start..end]);
+            copied = j;
         }
-        if end < b.len() {
-            out.push('.');
-        }
-        start = end + 1;
+        i = j;
     }
+    out.push_str(&name[copied..]);
 }
 
-/// The first byte offset of `needle` in `hay`, for the short strings tensor names are: a memchr
-/// for the needle's first byte, then a compare (no searcher to build per call, as `str::find` has).
+/// The first byte offset of `needle` in `hay`, for the short strings tensor names are: each place
+/// it could start, tested on its first and last byte before a compare (no searcher to build per
+/// call, as `str::find` has; names repeat the letters needles start with, so a memchr per
+/// candidate and a memcmp per first-byte hit cost more than the plain loop).
 pub fn find(hay: &str, needle: &str) -> Option<usize> {
     let (h, n) = (hay.as_bytes(), needle.as_bytes());
     let Some((&first, rest)) = n.split_first() else { return Some(0) };
+    let last_start = h.len().checked_sub(n.len())?;
+    let last = n[n.len() - 1];
+    // Candidate starts and the bytes where the needle would end, side by side: no bounds checks.
+    let (starts, ends) = (&h[..=last_start], &h[n.len() - 1..]);
     let mut i = 0;
-    while let Some(p) = memchr::memchr(first, &h[i..]) {
+    while let Some(p) = starts[i..].iter().zip(&ends[i..]).position(|(&a, &b)| a == first && b == last) {
         let at = i + p;
-        if h[at + 1..].starts_with(rest) {
+        if h[at + 1..at + n.len()] == *rest {
             return Some(at);
         }
         i = at + 1;
@@ -93,9 +108,10 @@ pub enum ExpertName<'a> {
 }
 
 pub fn split_expert<'a>(rest: &'a str, rules: &AuditRules) -> Option<ExpertName<'a>> {
+    let b = rest.as_bytes();
     let mut start = 0;
     while start < rest.len() {
-        let end = rest[start..].find('.').map_or(rest.len(), |i| start + i);
+        let end = b[start..].iter().position(|&c| c == b'.').map_or(rest.len(), |i| start + i);
         let seg = &rest[start..end];
         if end < rest.len() && rules.expert_segments.iter().any(|s| s == seg) {
             let module = &rest[..end];

@@ -412,11 +412,12 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], task: Task) -> Result
 
     let mut pairs: BTreeMap<&str, (&str, ScaleLayout)> = BTreeMap::new();
     for p in &pairing.pairs {
-        pairs.insert(p.weight.as_str(), (p.scale.as_str(), p.layout));
+        pairs.insert(p.weight(ck), (p.scale(ck), p.layout));
     }
-    let mut to_drop: HashSet<String> = pairing.pairs.iter().map(|p| p.scale.clone()).collect();
+    let mut to_drop: HashSet<String> = pairing.pairs.iter().map(|p| p.scale(ck).to_string()).collect();
     for p in &pairing.pairs {
-        let module = p.weight.strip_suffix(".weight").unwrap_or(&p.weight);
+        let weight = p.weight(ck);
+        let module = weight.strip_suffix(".weight").unwrap_or(weight);
         let input_scale = format!("{module}.input_scale");
         if ck.get(&input_scale).is_some() {
             to_drop.insert(input_scale);
@@ -445,7 +446,7 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], task: Task) -> Result
                     out.push(OutTensor {
                         name: e.name.clone(),
                         dtype: dtype.dtype(),
-                        shape: e.shape.clone(),
+                        shape: e.shape.to_vec(),
                         nbytes: n,
                     });
                     items.push(Item::Dequant { weight: t, scale, layout, fmt });
@@ -454,7 +455,7 @@ fn plan<'a>(ck: &'a Checkpoint, open_findings: &[Finding], task: Task) -> Result
                     out.push(OutTensor {
                         name: e.name.clone(),
                         dtype: e.dtype,
-                        shape: e.shape.clone(),
+                        shape: e.shape.to_vec(),
                         nbytes: e.nbytes(),
                     });
                     items.push(Item::Copy(t));
@@ -517,7 +518,7 @@ fn plan4<'a>(ck: &'a Checkpoint, task: Task, p4: packed::Plan4<'a>) -> Result<Pl
                     out.push(OutTensor {
                         name: e.name.clone(),
                         dtype: e.dtype,
-                        shape: e.shape.clone(),
+                        shape: e.shape.to_vec(),
                         nbytes: e.nbytes(),
                     });
                     items.push(Item::Copy(TensorRef { shard: s, entry: e }));

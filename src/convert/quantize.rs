@@ -277,7 +277,7 @@ pub(super) fn plan<'a>(
     let mut schemes: HashSet<Scheme> = HashSet::new();
     let mut reasons = Vec::new();
     for (name, l) in order {
-        let shape = l.src.weight.entry.shape.clone();
+        let shape = l.src.weight.entry.shape.to_vec();
         let bytes = |d: Dtype, numel: u64| numel.saturating_mul(d.bits()) / 8;
         let numel = l.src.weight.entry.numel();
         if let Some(scheme) = scheme_of(name, l) {
@@ -337,7 +337,7 @@ pub(super) fn plan<'a>(
                     ));
                 }
                 let item = if b.entry.dtype == Dtype::F32 { Item::Copy(*b) } else { Item::Widen(*b) };
-                let bshape = b.entry.shape.clone();
+                let bshape = b.entry.shape.to_vec();
                 seq.push((t("bias", Dtype::F32, bshape, b.entry.numel()), FLOAT, item));
             }
         } else {

@@ -5,17 +5,28 @@
 use super::ceil_div;
 use super::scheme::{QuantMethod, QuantScheme, ScaleLayout};
 use crate::arch::AuditRules;
-use crate::checkpoint::{Checkpoint, Dtype};
+use crate::checkpoint::{Checkpoint, Dtype, TensorId};
 use crate::findings::{Code, Finding, Severity};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// One fp8 weight and its scale tensor.
+/// One fp8 weight and its scale tensor, as positions in the checkpoint paired (no name copied).
 #[derive(Debug, Clone)]
 pub struct Fp8Pair {
-    pub weight: String,
-    pub scale: String,
+    pub weight: TensorId,
+    pub scale: TensorId,
     pub layout: ScaleLayout,
+}
+
+impl Fp8Pair {
+    /// The weight's name in `ck` (the checkpoint that was paired).
+    pub fn weight<'c>(&self, ck: &'c Checkpoint) -> &'c str {
+        &ck.tensor_by_id(self.weight).entry.name
+    }
+    /// The scale's name in `ck` (the checkpoint that was paired).
+    pub fn scale<'c>(&self, ck: &'c Checkpoint) -> &'c str {
+        &ck.tensor_by_id(self.scale).entry.name
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -89,7 +100,8 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
     let mut p = Pairing::default();
     // fp8 tensors that are not a packed 4-bit weight's group scales (NVFP4 `weight_scale` is e4m3).
     let packed_scale = |name: &str| weight_of_scale(name).is_some_and(|w| ck.get(&format!("{w}_packed")).is_some());
-    let fp8: Vec<_> = ck.tensors().filter(|t| t.entry.dtype.is_fp8_weight() && !packed_scale(&t.entry.name)).collect();
+    let fp8: Vec<_> =
+        ck.tensors_with_ids().filter(|(_, t)| t.entry.dtype.is_fp8_weight() && !packed_scale(&t.entry.name)).collect();
     p.fp8_weights = fp8.len();
     let layout = scheme.and_then(|s| s.fp8_scale);
 
@@ -104,10 +116,10 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
         out.push(
             Finding::new(
                 Code::Fp8WithoutQuantConfig,
-                format!("{} fp8 tensors (e.g. {:?}) but {what}", fp8.len(), fp8[0].entry.name),
+                format!("{} fp8 tensors (e.g. {:?}) but {what}", fp8.len(), fp8[0].1.entry.name),
             )
-            .file(fp8[0].shard.name.clone())
-            .tensor(fp8[0].entry.name.clone())
+            .file(fp8[0].1.shard.name.clone())
+            .tensor(fp8[0].1.entry.name.clone())
             .severity(if scheme.is_some() { Severity::Warning } else { Severity::Error }),
         );
     }
@@ -115,7 +127,7 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
     let mut cand = String::new();
     if let (Some(layout), Some(scheme)) = (layout, scheme) {
         let want = scheme.scale_suffix.unwrap_or("weight_scale_inv");
-        for t in &fp8 {
+        for &(wid, t) in &fp8 {
             let name = &t.entry.name;
             let module = name.strip_suffix(".weight").unwrap_or(name);
             if scheme.is_not_converted(module) == Some(true) {
@@ -138,12 +150,12 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
                 cand.clear();
                 cand.push_str(name);
                 cand.push_str(sfx);
-                if let Some(s) = ck.get(&cand) {
-                    found = Some(s);
+                if let Some(id) = ck.id_of(&cand) {
+                    found = Some((id, ck.tensor_by_id(id)));
                     break;
                 }
             }
-            let Some(s) = found else {
+            let Some((sid, s)) = found else {
                 let [inv, plain] = scale_candidates(name);
                 out.push(
                     Finding::new(
@@ -210,7 +222,7 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
                 );
             }
             p.paired += 1;
-            p.pairs.push(Fp8Pair { weight: name.clone(), scale: scale_name.clone(), layout });
+            p.pairs.push(Fp8Pair { weight: wid, scale: sid, layout });
         }
     }
 
@@ -223,7 +235,10 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
         }
         // A packed 4-bit weight's group scale (compressed-tensors `weight_packed` + `weight_scale`),
         // not an fp8 one: its contract is checked with the packed weight.
-        if ck.get(&format!("{w}_packed")).is_some() {
+        cand.clear();
+        cand.push_str(w);
+        cand.push_str("_packed");
+        if ck.get(&cand).is_some() {
             continue;
         }
         p.scale_tensors += 1;

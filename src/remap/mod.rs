@@ -149,23 +149,44 @@ pub struct ParamOut {
 /// progressively rewritten name; a `null` target drops the tensor.
 pub fn apply_mapper(m: &rules::Mapper, name: &str) -> Option<String> {
     let mut n = String::with_capacity(name.len() + 16);
+    apply_mapper_into(m, name, &mut n).then_some(n)
+}
+
+/// [`apply_mapper`] into a buffer the caller reuses; false when the mapper drops the name.
+fn apply_mapper_into(m: &rules::Mapper, name: &str, n: &mut String) -> bool {
+    n.clear();
     n.push_str(name);
     for (from, to) in &m.substr {
-        if has(&n, from) {
-            n = n.replacen(from.as_str(), to.as_deref()?, 1);
+        if let Some(at) = find(n, from) {
+            let Some(to) = to.as_deref() else { return false };
+            n.replace_range(at..at + from.len(), to);
         }
     }
     for (from, to) in &m.prefix {
         if n.starts_with(from.as_str()) {
-            n = format!("{}{}", to.as_deref()?, &n[from.len()..]);
+            let Some(to) = to.as_deref() else { return false };
+            n.replace_range(..from.len(), to);
         }
     }
     for (from, to) in &m.suffix {
         if n.ends_with(from.as_str()) {
-            n = format!("{}{}", &n[..n.len() - from.len()], to.as_deref()?);
+            let Some(to) = to.as_deref() else { return false };
+            n.truncate(n.len() - from.len());
+            n.push_str(to);
         }
     }
-    Some(n)
+    true
+}
+
+/// `s.replacen(from, to, 1)` in place; whether `from` occurred.
+fn replace_first(n: &mut String, from: &str, to: &str) -> bool {
+    match find(n, from) {
+        Some(at) => {
+            n.replace_range(at..at + from.len(), to);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Where one checkpoint name goes, before the parameter set is consulted.
@@ -199,59 +220,113 @@ fn layer_index(name: &str) -> Option<u64> {
 
 /// The routing of `name` by the family's rules, as the family's `load_weights` does it.
 pub fn route(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
-    match route_raw(family, vars, name) {
-        Route::Param { mut name, shard, expert, stacked } => {
-            for (from, to) in &family.aliases {
-                if has(&name, from) {
-                    name = name.replacen(from.as_str(), to, 1);
-                }
-            }
-            Route::Param { name, shard, expert, stacked }
+    let mut buf = (String::with_capacity(name.len() + 16), String::new());
+    let r = route_into(family, vars, name, &mut buf);
+    let n = buf.0;
+    match r {
+        Routed::Skip(reason) => Route::Skip(reason.into_owned()),
+        Routed::Buffer(reason) => Route::Buffer(reason.to_string()),
+        Routed::KvScale => Route::KvScale { name: n },
+        Routed::Param { shard, expert, stacked } => {
+            Route::Param { name: n, shard: shard.map(ShardRef::to_value), expert, stacked }
         }
-        skip => skip,
     }
 }
 
-fn route_raw(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
-    let Some(mut n) = apply_mapper(&family.mapper, name) else {
-        return Route::Skip("dropped by hf_to_vllm_mapper".into());
-    };
+/// A shard id as routing finds it, borrowed: an expert projection's (`w1`, `w2`, `w3`) or a
+/// stacked rule's.
+#[derive(Debug, Clone, Copy)]
+enum ShardRef<'f> {
+    Expert(&'static str),
+    Rule(&'f Value),
+}
+
+impl<'f> ShardRef<'f> {
+    fn to_value(self) -> Value {
+        match self {
+            ShardRef::Expert(s) => Value::from(s),
+            ShardRef::Rule(v) => v.clone(),
+        }
+    }
+    /// As [`shard_key`] of its value.
+    fn key(self) -> std::borrow::Cow<'f, str> {
+        match self {
+            ShardRef::Expert(s) => std::borrow::Cow::Borrowed(s),
+            ShardRef::Rule(Value::String(s)) => std::borrow::Cow::Borrowed(s.as_str()),
+            ShardRef::Rule(other) => std::borrow::Cow::Owned(other.to_string()),
+        }
+    }
+    fn is(self, v: &Value) -> bool {
+        match self {
+            ShardRef::Expert(s) => v.as_str() == Some(s),
+            ShardRef::Rule(r) => r == v,
+        }
+    }
+}
+
+/// [`Route`] with nothing owned: a parameter or KV-scale name is left in the caller's buffer.
+enum Routed<'f> {
+    Skip(std::borrow::Cow<'f, str>),
+    Buffer(&'f str),
+    KvScale,
+    Param { shard: Option<ShardRef<'f>>, expert: Option<u64>, stacked: bool },
+}
+
+/// [`route`] into `buf.0`, reused from name to name (`buf.1` is scratch): no allocation per tensor
+/// once they are large enough.
+fn route_into<'f>(family: &'f Family, vars: &Vars<'_>, name: &str, buf: &mut (String, String)) -> Routed<'f> {
+    let (n, tmp) = (&mut buf.0, &mut buf.1);
+    let r = route_raw(family, vars, name, n, tmp);
+    if let Routed::Param { .. } = r {
+        for (from, to) in &family.aliases {
+            replace_first(n, from, to);
+        }
+    }
+    r
+}
+
+fn route_raw<'f>(family: &'f Family, vars: &Vars<'_>, name: &str, n: &mut String, tmp: &mut String) -> Routed<'f> {
+    use std::borrow::Cow;
+    if !apply_mapper_into(&family.mapper, name, n) {
+        return Routed::Skip(Cow::Borrowed("dropped by hf_to_vllm_mapper"));
+    }
     if let Some(mtp) = &family.mtp {
         let is_mtp = match mtp.style.as_str() {
             "prefix" => mtp.prefix.as_deref().is_some_and(|p| n.starts_with(p)),
-            _ => layer_index(&n).zip(vars.get("num_hidden_layers")).is_some_and(|(l, n)| l as i64 >= n),
+            _ => layer_index(n).zip(vars.get("num_hidden_layers")).is_some_and(|(l, n)| l as i64 >= n),
         };
         if is_mtp {
-            return Route::Skip(format!(
+            return Routed::Skip(Cow::Owned(format!(
                 "MTP layer: the main model skips it; {} loads it with --speculative-config",
                 mtp.draft
-            ));
+            )));
         }
     }
     for (from, to) in &family.kv_scale_renames {
-        if let Some(stem) = n.strip_suffix(from.as_str()) {
-            n = format!("{stem}{to}");
-            return Route::KvScale { name: n };
+        if n.ends_with(from.as_str()) {
+            n.truncate(n.len() - from.len());
+            n.push_str(to);
+            return Routed::KvScale;
         }
     }
     for s in &family.skip {
         let hit = s.prefix.as_deref().is_some_and(|p| n.starts_with(p))
-            || s.substr.as_deref().is_some_and(|p| has(&n, p))
+            || s.substr.as_deref().is_some_and(|p| has(n, p))
             || s.suffix.as_deref().is_some_and(|p| n.ends_with(p));
         if hit && vars.truthy(&s.when) {
-            return Route::Skip(s.reason.clone());
+            return Routed::Skip(Cow::Borrowed(s.reason.as_str()));
         }
     }
     for b in &family.buffers {
         let hit = b.prefix.as_deref().is_some_and(|p| n.starts_with(p))
-            || b.substr.as_deref().is_some_and(|p| has(&n, p))
+            || b.substr.as_deref().is_some_and(|p| has(n, p))
             || b.suffix.as_deref().is_some_and(|p| n.ends_with(p));
         if hit && vars.truthy(&b.when) {
-            return Route::Buffer(b.reason.clone());
+            return Routed::Buffer(b.reason.as_str());
         }
     }
     if let Some(ex) = &family.experts {
-        if let Some(pos) = find(&n, "experts.") {
+        if let Some(pos) = find(n, "experts.") {
             let rest = &n[pos + "experts.".len()..];
             let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
             if digits > 0 && rest.as_bytes().get(digits) == Some(&b'.') {
@@ -260,26 +335,30 @@ fn route_raw(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
                 for (ckpt, shard, param) in [(&ex.gate, "w1", "w13_"), (&ex.down, "w2", "w2_"), (&ex.up, "w3", "w13_")]
                 {
                     if let Some(tail) = after.strip_prefix(ckpt.as_str()).and_then(|t| t.strip_prefix('.')) {
-                        let mut name = String::with_capacity(pos + ex.param.len() + param.len() + tail.len());
-                        for part in [&n[..pos], ex.param.as_str(), param, tail] {
-                            name.push_str(part);
+                        // `{before}experts.{e}.{ckpt}.{tail}` → `{before}{ex.param}{param}{tail}`,
+                        // through the second buffer (four copies; `replace_range` costs more).
+                        let tail_at = n.len() - tail.len();
+                        tmp.clear();
+                        for part in [&n[..pos], ex.param.as_str(), param, &n[tail_at..]] {
+                            tmp.push_str(part);
                         }
-                        return Route::Param { name, shard: Some(Value::from(shard)), expert: Some(e), stacked: false };
+                        std::mem::swap(n, tmp);
+                        return Routed::Param { shard: Some(ShardRef::Expert(shard)), expert: Some(e), stacked: false };
                     }
                 }
             }
         }
     }
     for s in &family.stacked {
-        if !has(&n, &s.shard) || s.within.as_deref().is_some_and(|w| !n.starts_with(w)) {
+        if !has(n, &s.shard) || s.within.as_deref().is_some_and(|w| !n.starts_with(w)) {
             continue;
         }
         if vars.truthy(&s.when) {
-            n = n.replacen(s.shard.as_str(), &s.param, 1);
-            return Route::Param { name: n, shard: Some(s.id.clone()), expert: None, stacked: true };
+            replace_first(n, &s.shard, &s.param);
+            return Routed::Param { shard: Some(ShardRef::Rule(&s.id)), expert: None, stacked: true };
         }
     }
-    Route::Param { name: n, shard: None, expert: None, stacked: false }
+    Routed::Param { shard: None, expert: None, stacked: false }
 }
 
 /// Every dotted prefix of every expected parameter name (`model`, `model.layers`, …): the modules
@@ -459,16 +538,17 @@ pub fn remap_with(
     let modelslim = quant.as_ref().and_then(|q| q.modelslim.clone());
     // fused parameter → its shards' (order in the family's stacked rules, scheme, tensor, file).
     let mut fused_scheme: BTreeMap<String, Vec<(usize, String, String, String)>> = BTreeMap::new();
-    let mut filled: FxHashMap<(usize, usize, u64), &str> =
-        FxHashMap::with_capacity_and_hasher(ck.tensor_count(), Default::default());
-    for t in ck.tensors() {
+    let mut filled = Filled::new(&expected);
+    // The routed name of the tensor at hand (reused: no allocation per tensor).
+    let mut route_buf = (String::new(), String::new());
+    for (ti, t) in ck.tensors().enumerate() {
         let e = t.entry;
         let keep = opts.rows;
         let mut row = Row {
             checkpoint_name: if keep { e.name.clone() } else { String::new() },
             shard_file: if keep { t.shard.name.clone() } else { String::new() },
             dtype: e.dtype.as_str(),
-            shape: if keep { e.shape.clone() } else { Vec::new() },
+            shape: if keep { e.shape.to_vec() } else { Vec::new() },
             param: None,
             shard_id: None,
             expert_id: None,
@@ -501,26 +581,31 @@ pub fn remap_with(
             continue;
         }
         let route_name = renamed.as_ref().map_or(e.name.as_str(), |r| r.param.as_str());
-        let routed = match route(family, &vars, route_name) {
-            Route::KvScale { name } if !by_name.contains_key(name.as_str()) => Route::Skip(format!(
-                "KV-cache scale with no `{name}` parameter: vLLM warns \"Found kv scale in the checkpoint … not loaded\" and drops it"
-            )),
-            Route::KvScale { name } => Route::Param { name, shard: None, expert: None, stacked: false },
-            r => r,
-        };
         let routed = match &out_of_range {
-            Some(why) => Route::Skip(format!("not checked: config.json {why}")),
-            None => routed,
+            Some(why) => Routed::Skip(format!("not checked: config.json {why}").into()),
+            None => match route_into(family, &vars, route_name, &mut route_buf) {
+                Routed::KvScale if !by_name.contains_key(route_buf.0.as_str()) => Routed::Skip(format!(
+                    "KV-cache scale with no `{}` parameter: vLLM warns \"Found kv scale in the checkpoint … not loaded\" and drops it",
+                    route_buf.0
+                ).into()),
+                Routed::KvScale => Routed::Param { shard: None, expert: None, stacked: false },
+                r => r,
+            },
         };
         match routed {
-            Route::Skip(reason) => row.reason = Some(reason),
-            Route::Buffer(reason) => {
+            Routed::Skip(reason) => {
+                if keep {
+                    row.reason = Some(reason.into_owned());
+                }
+            }
+            Routed::Buffer(reason) => {
                 row.action = Action::Buffer;
-                row.reason = Some(reason);
+                row.reason = Some(reason.to_string());
                 row.routed_to = Some(apply_mapper(&family.mapper, &e.name).unwrap_or_else(|| e.name.clone()));
             }
-            Route::KvScale { .. } => unreachable!("resolved above"),
-            Route::Param { name, shard, expert, stacked } => {
+            Routed::KvScale => unreachable!("resolved above"),
+            Routed::Param { shard, expert, stacked } => {
+                let name = route_buf.0.as_str();
                 if let (true, Some(d)) = (stacked && e.name.ends_with(".weight"), &modelslim) {
                     let scheme = d.types.get(&e.name).cloned().unwrap_or_default();
                     // vLLM-Ascend walks a fused layer's shards in packed_modules_mapping order (the
@@ -528,16 +613,16 @@ pub fn remap_with(
                     let order = family
                         .stacked
                         .iter()
-                        .position(|r| Some(&r.id) == shard.as_ref() && name.contains(r.param.as_str()))
+                        .position(|r| shard.is_some_and(|s| s.is(&r.id)) && name.contains(r.param.as_str()))
                         .unwrap_or(usize::MAX);
-                    fused_scheme.entry(name.clone()).or_default().push((
+                    fused_scheme.entry(name.to_string()).or_default().push((
                         order,
                         scheme,
                         e.name.clone(),
                         t.shard.name.clone(),
                     ));
                 }
-                match by_name.get(name.as_str()).map(|&i| (i, &expected[i])) {
+                match by_name.get(name).map(|&i| (i, &expected[i])) {
                     None => {
                         row.action = Action::Unmapped;
                         let first = name.split('.').next().unwrap_or("");
@@ -549,7 +634,7 @@ pub fn remap_with(
                                 (c, _) => c,
                             };
                             // AutoWeightsLoader names the first path prefix no module has.
-                            let prefix = unknown_prefix(&name, &modules);
+                            let prefix = unknown_prefix(name, &modules);
                             (
                                 Code::RemapUnmapped,
                                 format!("ValueError: There is no module or parameter named '{prefix}' in {class}"),
@@ -566,7 +651,7 @@ pub fn remap_with(
                         };
                         findings.add(code, &e.name, Some(&t.shard.name), || format!("{} → {name}: {reason}", e.name));
                         row.reason = Some(reason);
-                        row.routed_to = Some(name);
+                        row.routed_to = Some(name.to_string());
                     }
                     Some((pi, exp)) => {
                         row.partition = Some(exp.partition);
@@ -601,7 +686,7 @@ pub fn remap_with(
                                 });
                             }
                         }
-                        let key = shard_key(&shard);
+                        let key = shard.map_or(std::borrow::Cow::Borrowed(""), ShardRef::key);
                         // The slot must exist for this shard id.
                         let slot = exp.shards.iter().position(|(k, _)| *k == key);
                         match slot.map(|si| (si, exp.shards[si].1.as_ref())) {
@@ -616,7 +701,9 @@ pub fn remap_with(
                             Some((si, want)) => {
                                 if let Some(want) = want {
                                     if *want != e.shape {
-                                        row.expected_shape = Some(want.clone());
+                                        if keep {
+                                            row.expected_shape = Some(want.clone());
+                                        }
                                         findings.add(Code::RemapShape, &e.name, Some(&t.shard.name), || {
                                             format!(
                                                 "{} is {:?}; {name}{} expects {:?} from the config",
@@ -635,7 +722,8 @@ pub fn remap_with(
                                 };
                                 let whole = (expert.is_none() && !exp.fused_experts).then_some(u64::MAX);
                                 for x in experts.chain(whole) {
-                                    if let Some(prev) = filled.insert((pi, si, x), e.name.as_str()) {
+                                    if let Some(prev) = filled.insert(&expected, (pi, si, x), ti as u32) {
+                                        let prev = &ck.tensor_at(prev as usize).entry.name;
                                         findings.add(Code::RemapDuplicate, &e.name, Some(&t.shard.name), || {
                                             format!(
                                                 "{} and {prev} both fill {name}{}{}",
@@ -648,13 +736,15 @@ pub fn remap_with(
                                 }
                             }
                         }
-                        if row.action == Action::Unmapped {
-                            row.routed_to = Some(name);
+                        if !keep {
+                            // Only the table reads what follows.
+                        } else if row.action == Action::Unmapped {
+                            row.routed_to = Some(name.to_string());
                         } else {
-                            row.param = Some(name);
+                            row.param = Some(name.to_string());
                             row.shard_id = match exp.fused_shards.as_slice() {
                                 // The loader slices a fused expert tensor itself and passes these ids.
-                                [] => shard,
+                                [] => shard.map(ShardRef::to_value),
                                 [one] => Some(Value::String(one.clone())),
                                 many => Some(Value::Array(many.iter().cloned().map(Value::String).collect())),
                             };
@@ -675,12 +765,9 @@ pub fn remap_with(
     let mut unfilled: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (pi, exp) in expected.iter().enumerate().filter(|(_, e)| !e.optional) {
         for (si, (key, _)) in exp.shards.iter().enumerate() {
-            let experts: Vec<u64> = match exp.experts {
-                Some(n) => (0..n).collect(),
-                None => vec![u64::MAX],
-            };
+            let experts = exp.experts.map_or(0..0, |n| 0..n).chain(exp.experts.is_none().then_some(u64::MAX));
             for x in experts {
-                if !filled.contains_key(&(pi, si, x)) {
+                if !filled.contains(&expected, (pi, si, x)) {
                     let mut what = String::new();
                     if !key.is_empty() {
                         what.push_str(&format!("shard {key}"));
@@ -785,6 +872,59 @@ pub fn remap_with(
     }
 }
 
+/// Which tensor filled each (parameter, shard, expert) slot: a flat array over the slots the
+/// parameter set has (expert ids within `experts`, or the one whole-parameter slot), the rare rest
+/// (an expert id past the config's count) in a map. Tensors by load-order position.
+struct Filled {
+    /// Each expected parameter's first slot.
+    base: Vec<usize>,
+    slots: Vec<u32>,
+    other: FxHashMap<(usize, usize, u64), u32>,
+}
+
+impl Filled {
+    const EMPTY: u32 = u32::MAX;
+
+    fn width(e: &Expected) -> usize {
+        e.experts.map_or(1, |n| n as usize)
+    }
+
+    fn new(expected: &[Expected]) -> Filled {
+        let mut base = Vec::with_capacity(expected.len());
+        let mut n = 0usize;
+        for e in expected {
+            base.push(n);
+            n += e.shards.len() * Self::width(e);
+        }
+        Filled { base, slots: vec![Self::EMPTY; n], other: FxHashMap::default() }
+    }
+
+    fn slot(&self, expected: &[Expected], (pi, si, x): (usize, usize, u64)) -> Option<usize> {
+        let e = &expected[pi];
+        let xi = match e.experts {
+            Some(n) if x < n => x as usize,
+            None if x == u64::MAX => 0,
+            _ => return None,
+        };
+        Some(self.base[pi] + si * Self::width(e) + xi)
+    }
+
+    /// Record `tensor` in the slot; the tensor that was there before, if any.
+    fn insert(&mut self, expected: &[Expected], key: (usize, usize, u64), tensor: u32) -> Option<u32> {
+        match self.slot(expected, key) {
+            Some(i) => Some(std::mem::replace(&mut self.slots[i], tensor)).filter(|&p| p != Self::EMPTY),
+            None => self.other.insert(key, tensor),
+        }
+    }
+
+    fn contains(&self, expected: &[Expected], key: (usize, usize, u64)) -> bool {
+        match self.slot(expected, key) {
+            Some(i) => self.slots[i] != Self::EMPTY,
+            None => self.other.contains_key(&key),
+        }
+    }
+}
+
 /// One finding per (code, tensor pattern): a problem repeated in every layer or expert is reported
 /// once, with the count and the pattern. The message is built for the first of each group only (a
 /// checkpoint whose every tensor disagrees with its config has ~90k of them).
@@ -836,15 +976,16 @@ fn coverage(ck: &Checkpoint, family: &Family) -> f64 {
     let expected = expected_params(family, &vars, None);
     let names: std::collections::HashSet<&str> = expected.iter().map(|e| e.name.as_str()).collect();
     let (mut hit, mut total) = (0usize, 0usize);
+    let mut buf = (String::new(), String::new());
     for t in ck.tensors() {
         let leaf = t.entry.name.rsplit('.').next().unwrap_or("");
         if leaf.contains("scale") {
             continue;
         }
         total += 1;
-        match route(family, &vars, &t.entry.name) {
-            Route::Param { name, .. } if names.contains(name.as_str()) => hit += 1,
-            Route::Skip(_) | Route::KvScale { .. } | Route::Buffer(_) => hit += 1,
+        match route_into(family, &vars, &t.entry.name, &mut buf) {
+            Routed::Param { .. } if names.contains(buf.0.as_str()) => hit += 1,
+            Routed::Skip(_) | Routed::KvScale | Routed::Buffer(_) => hit += 1,
             _ => {}
         }
     }
