@@ -44,29 +44,16 @@ pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
     for t in ck.tensors() {
         key.clear();
         idx.clear();
-        // The name with each index segment as `{}`: find the digit runs that are whole segments
-        // and copy the text between them (splitting on every dot costs more than the segments).
+        // The name with each index segment as `{}`.
         let name = t.entry.name.as_str();
-        let b = name.as_bytes();
-        let (mut copied, mut i) = (0, 0);
-        while i < b.len() {
-            if !b[i].is_ascii_digit() {
-                i += 1;
-                continue;
+        let mut copied = 0;
+        for (i, j) in crate::checkpoint::names::digit_segments(name) {
+            if let Some(n) = index_segment(&name[i..j]) {
+                key.push_str(&name[copied..i]);
+                key.push_str("{}");
+                idx.push(n);
+                copied = j;
             }
-            let mut j = i + 1;
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
-            }
-            if (i == 0 || b[i - 1] == b'.') && (j == b.len() || b[j] == b'.') {
-                if let Some(n) = index_segment(&name[i..j]) {
-                    key.push_str(&name[copied..i]);
-                    key.push_str("{}");
-                    idx.push(n);
-                    copied = j;
-                }
-            }
-            i = j;
         }
         key.push_str(&name[copied..]);
         let acc = match groups.get_mut(key.as_str()) {

@@ -48,27 +48,39 @@ pub fn pattern(name: &str) -> String {
 /// [`pattern`] into a buffer the caller reuses (no allocation once it is large enough).
 pub fn pattern_into(name: &str, out: &mut String) {
     out.clear();
-    // Names hold a few digit runs among long words: find the runs that are whole segments and copy
-    // the text between them (a memchr per segment costs more than the segment).
-    let b = name.as_bytes();
-    let (mut copied, mut i) = (0, 0);
-    while i < b.len() {
-        if !b[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let mut j = i + 1;
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
-        if (i == 0 || b[i - 1] == b'.') && (j == b.len() || b[j] == b'.') {
-            out.push_str(&name[copied..i]);
-            out.push('*');
-            copied = j;
-        }
-        i = j;
+    let mut copied = 0;
+    for (i, j) in digit_segments(name) {
+        out.push_str(&name[copied..i]);
+        out.push('*');
+        copied = j;
     }
     out.push_str(&name[copied..]);
+}
+
+/// The byte ranges of `name`'s all-digit segments (`model.layers.12.w1` → 13..15), in order. Names
+/// hold a few digit runs among long words: the runs are found byte by byte and kept when they are
+/// whole segments (a memchr or a split per segment costs more than the segment).
+pub fn digit_segments(name: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let b = name.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            if !b[i].is_ascii_digit() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            let mut j = i + 1;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            i = j;
+            if (start == 0 || b[start - 1] == b'.') && (j == b.len() || b[j] == b'.') {
+                return Some((start, j));
+            }
+        }
+        None
+    })
 }
 
 /// The first byte offset of `needle` in `hay`, for the short strings tensor names are: each place
