@@ -2,7 +2,7 @@
 //! on, recorded by the oracle (fixtures/oracle/mtp/):
 //!
 //! ```text
-//! ~/vllm-oracle-venv/bin/python ../shared/tools/vllm-oracle/oracle.py fixtures/deepseek-v3-mla --tp 1 \
+//! ~/vllm-oracle-venv/bin/python ../shared/tools/vllm-oracle/oracle.py fixtures/deepseek-v3-mla --tp 1|2 \
 //!   --max-model-len 128 \
 //!   --hf-overrides '{"architectures":["DeepSeekMTPModel"],"model_type":"deepseek_mtp","n_predict":1}' \
 //!   --engine-arg 'speculative_config={"method":"mtp","num_speculative_tokens":1}'
@@ -24,15 +24,20 @@ use std::collections::BTreeSet;
 
 #[test]
 fn the_tensors_remap_leaves_to_the_mtp_draft_are_those_the_draft_loads() {
-    let rec: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("oracle").join("mtp").join("deepseek-v3-mla.DeepSeekMTPModel.tp1.json"))
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(rec["model_class"], "vllm.model_executor.models.deepseek_mtp.DeepSeekMTP");
-    assert_eq!(rec["stages"]["load_weights"], true);
-    let draft: BTreeSet<String> =
-        rec["trace"].as_array().unwrap().iter().map(|t| t["ckpt_name"].as_str().unwrap().to_string()).collect();
+    // TP 1 and TP 2 (rank 0): the draft loads the same tensors at both.
+    let mut loads: Vec<BTreeSet<String>> = Vec::new();
+    for tp in [1, 2] {
+        let path = fixture("oracle").join("mtp").join(format!("deepseek-v3-mla.DeepSeekMTPModel.tp{tp}.json"));
+        let rec: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(rec["tp"], tp);
+        assert_eq!(rec["model_class"], "vllm.model_executor.models.deepseek_mtp.DeepSeekMTP");
+        assert_eq!(rec["stages"]["load_weights"], true);
+        loads.push(
+            rec["trace"].as_array().unwrap().iter().map(|t| t["ckpt_name"].as_str().unwrap().to_string()).collect(),
+        );
+    }
+    assert_eq!(loads[0], loads[1]);
+    let draft = loads.swap_remove(0);
 
     let r = run(&["remap", fixture("deepseek-v3-mla").to_str().unwrap(), "--json"]);
     let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", r.stdout, r.stderr));
