@@ -328,6 +328,9 @@ _RAW = [
     dict(name="qwen3-omni-moe", arch="Qwen3OmniMoeForConditionalGeneration", model_type="qwen3_omni_moe"),
     dict(name="kimi-k25", arch="KimiK25ForConditionalGeneration", hf_class="Kimi_K25ForConditionalGeneration",
          model_type="kimi_k25"),
+    # vLLM-Ascend's pooling list (Bert, XLM-RoBERTa-based)
+    dict(name="bert", arch="BertModel", model_type="bert"),
+    dict(name="xlm-roberta", arch="XLMRobertaModel", model_type="xlm-roberta"),
     dict(name="paddleocr-vl", arch="PaddleOCRVLForConditionalGeneration"),
     dict(name="glm-ocr", arch="GlmOcrForConditionalGeneration"),
     dict(name="granite-speech", arch="GraniteSpeechForConditionalGeneration"),
