@@ -109,6 +109,9 @@ codes! {
     LayerExtra = "layer-extra", Warning, "Layers beyond num_hidden_layers that are not declared MTP layers; vLLM raises `There is no module named …` or drops them.";
     MtpMissing = "mtp-missing", Warning, "The config declares MTP layers but the checkpoint has none: `--speculative-config` with method mtp will fail (`MTP speculative decoding layer … weights missing`). The main model still loads.";
     MtpUndeclared = "mtp-undeclared", Warning, "MTP weights are present but not declared; set num_nextn_predict_layers (or delete the weights) or vLLM may reject them (vllm#34888).";
+    MtpDraftUnmapped = "mtp-draft-unmapped", Warning, "A spec-layer tensor the MTP draft model cannot place: with `--speculative-config` (method mtp) its load raises KeyError. The main model still loads.";
+    MtpDraftShape = "mtp-draft-shape", Warning, "A spec-layer tensor's shape differs from the draft parameter the config implies: with `--speculative-config` (method mtp) the draft's weight loader asserts. The main model still loads.";
+    MtpDraftUnfilled = "mtp-draft-unfilled", Warning, "A parameter of the MTP draft model no checkpoint tensor fills: with `--speculative-config` vLLM raises `ValueError: Following weights were not initialized from checkpoint` (norms, eh_proj) or serves the draft uninitialised memory (linear, embedding and expert weights; default_loader.py track_weights_loading), and every drafted token is rejected.";
     ExpertMissing = "expert-missing", Error, "An MoE layer is missing whole experts; vLLM would leave them uninitialised with no error.";
     ExpertProjectionMissing = "expert-projection-missing", Error, "An expert is missing a projection the others have; vLLM would leave it uninitialised with no error.";
     MoeLayerMismatch = "moe-layer-mismatch", Warning, "Layer placement of MoE vs dense MLP disagrees with the config (first_k_dense_replace / decoder_sparse_step / mlp_only_layers).";

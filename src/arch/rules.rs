@@ -85,6 +85,34 @@ pub struct Mtp {
     pub prefix: Option<String>,
     /// The draft model class that loads them.
     pub draft: String,
+    /// The draft model as vLLM builds it from the same checkpoint with speculative decoding on
+    /// (absent: not described; audit and plan say the draft is not checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_model: Option<DraftModel>,
+}
+
+/// The MTP draft model (`layers` style): each spec layer `n..n+num_nextn_predict_layers` holds one
+/// decoder block of the main family's kind (its weights renamed under `block`), the layer's own
+/// modules (`own`, names unchanged, `params` below) and weights shared with the main model
+/// (`shared`: `model.layers.{n}.X` loads into `model.X`, from the first spec layer only). The
+/// main model's other weights are skipped, except the top-level shared ones (the embedding).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DraftModel {
+    /// The class vLLM builds (`DeepSeekMTP`).
+    pub class: String,
+    /// The vLLM source the rules below mirror.
+    pub source: String,
+    /// The recorded evidence that verified them.
+    pub verified: String,
+    /// Inserted after `layers.{n}.` in the names of the decoder block's weights (`mtp_block.`).
+    pub block: String,
+    /// Module names of the spec layer's own weights (a weight whose name contains one keeps it).
+    pub own: Vec<String>,
+    /// Module names shared with the main model (`embed_tokens`).
+    pub shared: Vec<String>,
+    /// The spec layer's own parameters (repeated over `mtp_layers`).
+    pub params: Vec<ParamRule>,
 }
 
 /// One parameter (or a family of them, one per layer / block) of the vLLM model.
@@ -325,7 +353,8 @@ fn validate(path: &str, f: &Family) -> Result<(), RulesError> {
             check("stacked.when", w)?;
         }
     }
-    for p in &f.params {
+    let draft = f.mtp.as_ref().and_then(|m| m.draft_model.as_ref()).map(|d| d.params.as_slice()).unwrap_or_default();
+    for p in f.params.iter().chain(draft) {
         for (var, spec) in &p.repeat {
             if !p.name.contains(&format!("{{{var}}}")) {
                 return Err(invalid(path, format!("param {}: repeat {{{var}}} does not appear in the name", p.name)));

@@ -129,7 +129,10 @@ fn remap_check(input: &str, ck: &Checkpoint, rules: &RuleSet, target: crate::tar
         return Vec::new();
     };
     let opts = crate::remap::RemapOptions { rows: false, target, ..Default::default() };
-    crate::remap::remap_with(ck, input, family, "architecture", None, &opts).findings
+    let mut findings = crate::remap::remap_with(ck, input, family, "architecture", None, &opts).findings;
+    // The MTP draft vLLM builds from the same checkpoint with speculative decoding on.
+    findings.extend(crate::remap::draft::check(ck, family));
+    findings
 }
 
 /// One defect, one error: the reverse check's findings that are consequences of a defect already

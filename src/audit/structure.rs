@@ -388,8 +388,14 @@ fn experts(
         }
         e => e,
     };
+    // Where the findings of the spec (MTP) layer just checked start.
+    let mut spec_from: Option<usize> = None;
     for (&i, l) in layers {
+        demote_spec_layer(out, spec_from.take());
         let is_mtp = n.is_some_and(|n| i >= n);
+        if is_mtp {
+            spec_from = Some(out.len());
+        }
         if let (Some(m), Some(nl)) = (moe, n) {
             if !is_mtp {
                 let expected = m.is_moe_layer(i);
@@ -470,6 +476,18 @@ fn experts(
                 );
             }
         }
+    }
+    demote_spec_layer(out, spec_from);
+}
+
+/// A spec (MTP) layer is loaded by the draft model only, with speculative decoding on
+/// (deepseek_mtp.py: DeepSeekMTP.load_weights): what it lacks breaks the draft, not the model, so
+/// its errors from `from` on are warnings.
+fn demote_spec_layer(out: &mut [Finding], from: Option<usize>) {
+    let Some(from) = from else { return };
+    for f in out.iter_mut().skip(from).filter(|f| f.severity == Severity::Error) {
+        f.severity = Severity::Warning;
+        f.message.push_str(" (an MTP layer: only the draft model loads it, with --speculative-config)");
     }
 }
 

@@ -21,11 +21,20 @@ pub struct Vars<'a> {
     json: Option<&'a Value>,
     /// Expression results: the config does not change during a remap.
     memo: std::cell::RefCell<HashMap<String, Option<i64>>>,
+    /// The MTP draft's view: the decoder-layer sets range over the spec layers
+    /// (`num_hidden_layers..num_hidden_layers + mtp_layers`), each of the kind the main model's
+    /// rules would give a layer of that index (vLLM builds a spec layer's block with its index).
+    draft: bool,
 }
 
 impl<'a> Vars<'a> {
     pub fn new(cfg: &'a ModelConfig, json: Option<&'a Value>) -> Self {
-        Vars { cfg, json, memo: Default::default() }
+        Vars { cfg, json, memo: Default::default(), draft: false }
+    }
+
+    /// The variables of the MTP draft model built from the same config.
+    pub fn for_draft(cfg: &'a ModelConfig, json: Option<&'a Value>) -> Self {
+        Vars { draft: true, ..Vars::new(cfg, json) }
     }
 
     pub fn get(&self, name: &str) -> Option<i64> {
@@ -111,17 +120,19 @@ impl<'a> Vars<'a> {
             Some(t) => t.get(i as usize).and_then(Value::as_str) == Some("sparse"),
             None => c.moe.as_ref().is_some_and(|m| m.is_moe_layer(i)),
         };
+        let mtp = n..n.saturating_add(c.mtp_layers.min(MAX_REPEAT as u64));
+        let layers = if self.draft { mtp.clone() } else { 0..n };
         match set {
-            "layers" => (0..n).collect(),
-            "dense_layers" => (0..n).filter(|&i| !moe_layer(i)).collect(),
-            "moe_layers" => (0..n).filter(|&i| moe_layer(i)).collect(),
-            "full_attention_layers" => (0..n).filter(|&i| full(i)).collect(),
-            "linear_attention_layers" => (0..n).filter(|&i| !full(i) && !conv(i)).collect(),
-            "mtp_layers" => (n..n + c.mtp_layers).collect(),
+            "layers" => layers.collect(),
+            "dense_layers" => layers.filter(|&i| !moe_layer(i)).collect(),
+            "moe_layers" => layers.filter(|&i| moe_layer(i)).collect(),
+            "full_attention_layers" => layers.filter(|&i| full(i)).collect(),
+            "linear_attention_layers" => layers.filter(|&i| !full(i) && !conv(i)).collect(),
+            "mtp_layers" => mtp.collect(),
             // LFM2's short-convolution blocks: vllm/model_executor/models/lfm2.py, Lfm2Model.__init__
             // (`is_attn = self.config.layer_types[layer_idx] == "full_attention"`, else a
             // Lfm2ShortConvDecoderLayer); lfm2_moe.py alike.
-            "conv_layers" => (0..n).filter(|&i| conv(i)).collect(),
+            "conv_layers" => layers.filter(|&i| conv(i)).collect(),
             // Counts from expressions (vision depth, user rules) are bounded like config sizes.
             count => (0..(self.eval(count).unwrap_or(0).clamp(0, MAX_REPEAT) as u64)).collect(),
         }

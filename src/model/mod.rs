@@ -46,6 +46,8 @@ pub struct ModelSpec {
     pub expert_bias: bool,
     /// Weights whose quantization companion is in `params` (stored as fp8).
     quantized: std::collections::HashSet<String>,
+    /// The MTP draft model, where the family describes it and the config declares spec layers.
+    pub draft: Option<Box<DraftSpec>>,
 }
 
 /// How vLLM 0.33.0 lays out the block-fp8 scales of routed experts whose per-rank intermediate
@@ -102,11 +104,76 @@ pub struct RankParam {
     pub role: Role,
 }
 
+/// The MTP draft model vLLM builds beside the main one with speculative decoding on.
+#[derive(Debug, Clone)]
+pub struct DraftSpec {
+    /// The draft class (`DeepSeekMTP`).
+    pub class: String,
+    /// The vLLM source and the recorded evidence its rules follow.
+    pub source: String,
+    pub verified: String,
+    /// Its parameters, named as vLLM names them (`model.layers.61.mtp_block.…`).
+    pub spec: ModelSpec,
+}
+
+impl DraftSpec {
+    /// Every draft parameter on the first rank at `par` (the draft is not pipeline-split).
+    pub fn rank_params(&self, par: &Parallel) -> Vec<RankParam> {
+        self.spec.params.iter().map(|p| self.spec.rank_param(p, par)).collect()
+    }
+}
+
 impl ModelSpec {
+    /// The MTP draft's parameters, where the family describes its draft model and the config
+    /// declares spec layers: each spec layer's decoder block from the main family's layer rules
+    /// (named under the draft's `block`), its own modules, and the shared embedding.
+    pub fn build_draft(
+        cfg: &ModelConfig,
+        json: Option<&Value>,
+        family: &Family,
+        quant: Option<&QuantScheme>,
+    ) -> Option<DraftSpec> {
+        let draft = family.mtp.as_ref()?.draft_model.as_ref()?;
+        if cfg.mtp_layers == 0 {
+            return None;
+        }
+        let mut fam = family.clone();
+        fam.params = family
+            .params
+            .iter()
+            .filter_map(|r| {
+                let body = r.repeat.iter().find(|(_, set)| crate::arch::rules::LAYER_SETS.contains(&set.as_str()));
+                match body {
+                    Some((_, set)) if set == "mtp_layers" => None,
+                    Some((var, _)) => {
+                        let mut r = r.clone();
+                        let at = format!("{{{var}}}.");
+                        r.name = r.name.replacen(&at, &format!("{at}{}", draft.block), 1);
+                        Some(r)
+                    }
+                    None => (r.role == Some(crate::arch::rules::ParamRole::Embed)).then(|| r.clone()),
+                }
+            })
+            .chain(draft.params.iter().cloned())
+            .collect();
+        let spec = ModelSpec::build_with(cfg, &Vars::for_draft(cfg, json), &fam, quant);
+        Some(DraftSpec {
+            class: draft.class.clone(),
+            source: draft.source.clone(),
+            verified: draft.verified.clone(),
+            spec,
+        })
+    }
+
     /// Build the parameter set from the config, its JSON and the family's rules.
     pub fn build(cfg: &ModelConfig, json: Option<&Value>, family: &Family, quant: Option<&QuantScheme>) -> ModelSpec {
-        let vars = Vars::new(cfg, json);
-        let params = if cfg.sizes_in_range().is_ok() { expected_params(family, &vars, quant) } else { Vec::new() };
+        let mut spec = ModelSpec::build_with(cfg, &Vars::new(cfg, json), family, quant);
+        spec.draft = ModelSpec::build_draft(cfg, json, family, quant).map(Box::new);
+        spec
+    }
+
+    fn build_with(cfg: &ModelConfig, vars: &Vars<'_>, family: &Family, quant: Option<&QuantScheme>) -> ModelSpec {
+        let params = if cfg.sizes_in_range().is_ok() { expected_params(family, vars, quant) } else { Vec::new() };
         let expert_bias = params.iter().any(|p| p.partition == Partition::Expert && p.name.ends_with("bias"));
         let quantized = params
             .iter()
@@ -130,6 +197,7 @@ impl ModelSpec {
             expert_bias,
             params,
             quantized,
+            draft: None,
         }
     }
 

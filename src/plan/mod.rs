@@ -245,6 +245,30 @@ pub struct ConfigPlan {
     /// [`FamilyUse`]): estimates, not vLLM's numbers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unverified: Vec<&'static str>,
+    /// The MTP draft model vLLM builds beside the main one with `--speculative-config` (method
+    /// mtp), on this configuration's first rank: not in the figures above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mtp_draft: Option<DraftPlan>,
+}
+
+/// The MTP draft on one rank.
+#[derive(Debug, Clone, Serialize)]
+pub struct DraftPlan {
+    /// The class vLLM builds (`DeepSeekMTP`).
+    pub class: String,
+    /// Its weight bytes, in the form the target serves.
+    pub weight_bytes: u64,
+    /// The recorded evidence its rules follow.
+    pub verified: String,
+    pub params: Vec<DraftParam>,
+}
+
+/// One draft parameter on the rank.
+#[derive(Debug, Clone, Serialize)]
+pub struct DraftParam {
+    pub name: String,
+    pub numel: u64,
+    pub bytes: u64,
 }
 
 /// What the user asked.
@@ -699,6 +723,23 @@ impl Planner<'_> {
             max_seqs_at_max_model_len: max_seqs,
             baseline_fits: max_seqs >= opts.max_num_seqs,
             unverified: if input.family.verified { Vec::new() } else { RULE_DERIVED_FIELDS.to_vec() },
+            mtp_draft: input.spec.as_ref().and_then(|s| s.draft.as_deref()).map(|d| {
+                let params: Vec<DraftParam> = d
+                    .rank_params(par)
+                    .into_iter()
+                    .map(|r| DraftParam {
+                        bytes: r.numel.saturating_mul(if serves_bf16 { r.bf16_elem } else { r.elem }),
+                        name: r.name,
+                        numel: r.numel,
+                    })
+                    .collect();
+                DraftPlan {
+                    class: d.class.clone(),
+                    weight_bytes: params.iter().map(|p| p.bytes).sum(),
+                    verified: d.verified.clone(),
+                    params,
+                }
+            }),
         }
     }
 
@@ -859,8 +900,21 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
     verify_remedies(&planner, &mut configs);
     let Planner { device, len_check, .. } = planner;
     let mut notes = input.shape.notes.clone();
-    if cfg.mtp_layers > 0 || input.shape.params.iter().any(|p| p.role == shape::Role::Mtp) {
-        notes.push("MTP / speculative layers are not counted in the main model's weights (vLLM loads them only with --speculative-config)".into());
+    if let Some(d) = input.spec.as_ref().and_then(|s| s.draft.as_deref()) {
+        let per_tp: Vec<String> = configs
+            .iter()
+            .filter_map(|c| c.mtp_draft.as_ref().map(|m| format!("TP {}: {}", c.tp, size(m.weight_bytes))))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        notes.push(format!(
+            "MTP: with --speculative-config (method mtp) vLLM also builds the draft model {}, {} more weight bytes per rank ({}; `mtp_draft` in --json); the figures above are the main model's",
+            d.class,
+            per_tp.join(", "),
+            d.verified
+        ));
+    } else if cfg.mtp_layers > 0 || input.shape.params.iter().any(|p| p.role == shape::Role::Mtp) {
+        notes.push("MTP / speculative layers are not counted in the main model's weights (vLLM loads them only with --speculative-config); the family does not describe its draft model, so the draft's memory is not counted".into());
     }
     if cfg.mla.is_some() {
         notes.push("MLA: the KV cache holds one latent vector (kv_lora_rank + qk_rope_head_dim) per token and layer on every rank, not split by TP".into());
@@ -908,6 +962,15 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
 
 fn gib(b: u64) -> String {
     format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+/// GiB, MiB or bytes, whichever reads.
+fn size(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => gib(b),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b => format!("{b} bytes"),
+    }
 }
 
 fn weights_check(weights: u64, budget: u64, opts: &PlanOptions, device: &Device) -> Check {

@@ -2,6 +2,8 @@
 //! slice), following a family's rule file, and the reverse check — parameters nothing fills, tensors
 //! that go nowhere, slots filled twice, shapes that disagree with the config.
 
+pub mod draft;
+
 pub use crate::arch::{expr, rules};
 pub use crate::model::expected::{expected_params, Expected, Role, ScaleOf, Vars};
 

@@ -1,0 +1,180 @@
+//! The MTP draft model's load, checked like the main model's: with `--speculative-config` (method
+//! mtp) vLLM builds a second model from the same checkpoint (`DeepSeekMTP` …) whose loader reads the
+//! spec layers the main model skips. A spec-layer tensor it cannot place, a shape it rejects or a
+//! parameter nothing fills breaks (or silently empties) the draft only; the main model still serves,
+//! so every finding here is a warning.
+//!
+//! The routing follows the family's `mtp.draft_model` (see [`crate::arch::rules::DraftModel`]): a
+//! spec layer's own modules keep their names, shared ones load into the top-level parameter from
+//! the first spec layer, and every other weight is the decoder block's, routed by the main family's
+//! rules and renamed under the draft's `block`.
+
+use super::rules;
+use super::{apply_mapper_into, route_into, Filled, Folder, Routed};
+use crate::checkpoint::names::has;
+use crate::checkpoint::Checkpoint;
+use crate::findings::{Code, Finding};
+use crate::model::expected::Vars;
+use crate::model::ModelSpec;
+use rules::Family;
+use rustc_hash::FxHashMap;
+
+/// The layer index of a (raw) checkpoint name: the number after its first `layers.`.
+fn layer_of(layers: &memchr::memmem::Finder<'_>, name: &str) -> Option<u64> {
+    let at = layers.find(name.as_bytes())?;
+    let rest = &name.as_bytes()[at + layers.needle().len()..];
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 9 || rest.get(digits) != Some(&b'.') {
+        return None;
+    }
+    Some(rest[..digits].iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// The draft's findings for `ck` under `family`; none when the family does not describe its draft,
+/// the config declares no spec layer, or the checkpoint has no tensor of any (`mtp-missing` says so).
+pub fn check(ck: &Checkpoint, family: &Family) -> Vec<Finding> {
+    let (Some(cfg), Some(dm)) = (ck.config.as_ref(), family.mtp.as_ref().and_then(|m| m.draft_model.as_ref())) else {
+        return Vec::new();
+    };
+    let Some(n) = cfg.num_layers else { return Vec::new() };
+    if cfg.sizes_in_range().is_err() {
+        return Vec::new();
+    }
+    let spec_layers = n..n.saturating_add(cfg.mtp_layers);
+    let quant = ck.quant_scheme();
+    let Some(draft) = ModelSpec::build_draft(cfg, ck.config_json.as_ref(), family, quant) else {
+        return Vec::new();
+    };
+    let expected = &draft.spec.params;
+    let by_name: FxHashMap<&str, usize> = expected.iter().enumerate().map(|(i, e)| (e.name.as_str(), i)).collect();
+    // The decoder block of a spec layer routes as a main-model layer would.
+    let mut main = family.clone();
+    main.mtp = None;
+    let vars = Vars::new(cfg, ck.config_json.as_ref());
+    let mut filled = Filled::new(expected);
+    let mut findings = Folder::default();
+    let (mut mapped, mut buf) = (String::new(), (String::new(), String::new()));
+    let mut seen_spec_layer = false;
+    let class = &draft.class;
+    let layers_at = memchr::memmem::Finder::new("layers.");
+    for (ti, t) in ck.tensors().enumerate() {
+        let e = t.entry;
+        // Only spec-layer tensors and top-level shared ones concern the draft: decided before any
+        // substring search, as most tensors are neither.
+        let layer = layer_of(&layers_at, &e.name);
+        let in_spec = layer.is_some_and(|l| spec_layers.contains(&l));
+        if layer.is_some() && !in_spec {
+            continue;
+        }
+        let shared = dm.shared.iter().any(|s| has(&e.name, s));
+        if !in_spec && !shared {
+            continue;
+        }
+        if !apply_mapper_into(&family.mapper, &e.name, &mut mapped) {
+            continue;
+        }
+        let (shard, expert) = match layer {
+            Some(l) if in_spec => {
+                seen_spec_layer = true;
+                if dm.own.iter().any(|o| has(&mapped, o)) {
+                    (None, None)
+                } else if shared {
+                    // vLLM loads the shared weight from the first spec layer only.
+                    if l != spec_layers.start {
+                        continue;
+                    }
+                    let at = format!("layers.{l}.");
+                    let Some(pos) = mapped.find(&at) else { continue };
+                    // `model.layers.{l}.X` → `model.X` (_rewrite_spec_layer_name).
+                    mapped.replace_range(pos..pos + at.len(), "");
+                    (None, None)
+                } else {
+                    match route_into(&main, &vars, &e.name, &mut buf) {
+                        Routed::Param { shard, expert, .. } => {
+                            let at = format!("layers.{l}.");
+                            let Some(pos) = buf.0.find(&at) else { continue };
+                            buf.0.insert_str(pos + at.len(), &dm.block);
+                            std::mem::swap(&mut mapped, &mut buf.0);
+                            (shard.map(|s| s.key().into_owned()), expert)
+                        }
+                        // Skipped, buffers and KV-cache scales as the main model's rules say.
+                        _ => continue,
+                    }
+                }
+            }
+            // A top-level shared weight (the embedding): the draft loads it too, where it has it.
+            _ if by_name.contains_key(mapped.as_str()) => (None, None),
+            _ => continue,
+        };
+        let Some(&pi) = by_name.get(mapped.as_str()) else {
+            findings.add(Code::MtpDraftUnmapped, &e.name, Some(&t.shard.name), || {
+                format!("{} → {mapped}: {class} has no such parameter (KeyError: '{mapped}' loading the draft)", e.name)
+            });
+            continue;
+        };
+        let exp = &expected[pi];
+        let key = shard.unwrap_or_default();
+        let Some(si) = exp.shards.iter().position(|(k, _)| *k == key) else {
+            findings.add(Code::MtpDraftUnmapped, &e.name, Some(&t.shard.name), || {
+                format!("{} → {mapped}: {class}'s parameter has no shard `{key}`", e.name)
+            });
+            continue;
+        };
+        if let Some(want) = exp.shards[si].1.as_ref().filter(|w| **w != e.shape) {
+            findings.add(Code::MtpDraftShape, &e.name, Some(&t.shard.name), || {
+                format!(
+                    "{} is {:?}; {class}'s {mapped}{} expects {:?} from the config",
+                    e.name,
+                    e.shape,
+                    if key.is_empty() { String::new() } else { format!(" shard {key}") },
+                    want
+                )
+            });
+        }
+        let experts = match (expert, exp.fused_experts) {
+            (Some(x), _) => x..x + 1,
+            (None, true) => 0..exp.experts.unwrap_or(1),
+            (None, false) => u64::MAX..u64::MAX,
+        };
+        let whole = (expert.is_none() && !exp.fused_experts).then_some(u64::MAX);
+        for x in experts.chain(whole) {
+            // Two tensors filling one slot is what the draft does with a shared embedding.
+            filled.insert(expected, (pi, si, x), ti as u32);
+        }
+    }
+    if !seen_spec_layer {
+        return Vec::new();
+    }
+    for (pi, exp) in expected.iter().enumerate().filter(|(_, e)| !e.optional) {
+        let mut missing = Vec::new();
+        for (si, (key, _)) in exp.shards.iter().enumerate() {
+            let experts = exp.experts.map_or(0..0, |n| 0..n).chain(exp.experts.is_none().then_some(u64::MAX));
+            for x in experts {
+                if !filled.contains(expected, (pi, si, x)) {
+                    let mut what = String::new();
+                    if !key.is_empty() {
+                        what.push_str(&format!("shard {key}"));
+                    }
+                    if x != u64::MAX {
+                        what.push_str(&format!("{}expert {x}", if what.is_empty() { "" } else { " " }));
+                    }
+                    missing.push(what);
+                }
+            }
+        }
+        if missing.is_empty() {
+            continue;
+        }
+        let what = if missing.iter().all(String::is_empty) {
+            String::new()
+        } else if missing.len() > 6 {
+            format!(" ({} slots: {}, …)", missing.len(), missing[..4].join(", "))
+        } else {
+            format!(" ({})", missing.join(", "))
+        };
+        findings.add(Code::MtpDraftUnfilled, &exp.name, None, || {
+            format!("{class}'s {}{what}: no checkpoint tensor fills it", exp.name)
+        });
+    }
+    findings.finish()
+}
