@@ -6,12 +6,17 @@
 //!   --max-model-len 128 \
 //!   --hf-overrides '{"architectures":["DeepSeekMTPModel"],"model_type":"deepseek_mtp","n_predict":1}' \
 //!   --engine-arg 'speculative_config={"method":"mtp","num_speculative_tokens":1}'
+//! ~/vllm-oracle-venv/bin/python ../shared/tools/vllm-oracle/oracle.py fixtures/glm4-moe --tp 1|2 \
+//!   --max-model-len 128 \
+//!   --hf-overrides '{"architectures":["Glm4MoeMTPModel"],"model_type":"glm4_moe_mtp","n_predict":1}' \
+//!   --engine-arg 'speculative_config={"method":"mtp","num_speculative_tokens":1}'
 //! ```
 //!
-//! (the overrides are what vllm/config/speculative.py :: hf_config_override makes of a deepseek_v3
-//! config; the speculative config is what DeepSeekMultiTokenPredictorLayer asserts). vLLM built
-//! `DeepSeekMTP` and loaded it (process_weights_after_loading then fails on this CPU build's missing
-//! MoE prepack op, after the load).
+//! (the overrides are what vllm/config/speculative.py :: hf_config_override makes of a deepseek_v3 /
+//! glm4_moe config; the speculative config is what the predictor layers assert). vLLM built
+//! `DeepSeekMTP` / `Glm4MoeMTP` and loaded them (process_weights_after_loading then fails on this CPU
+//! build's missing MoE prepack op, after the load). At TP 2 the records are rank 0's (both ranks built
+//! the same parameters and loaded the same tensors).
 //!
 //! What ckptpilot says of those tensors today: the main model skips them as MTP weights "loaded by
 //! the draft". That claim must name exactly the tensors the draft loads, no fewer (an MTP weight
@@ -22,52 +27,63 @@ use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
-#[test]
-fn the_tensors_remap_leaves_to_the_mtp_draft_are_those_the_draft_loads() {
-    // TP 1 and TP 2 (rank 0): the draft loads the same tensors at both.
-    let mut loads: Vec<BTreeSet<String>> = Vec::new();
-    for tp in [1, 2] {
-        let path = fixture("oracle").join("mtp").join(format!("deepseek-v3-mla.DeepSeekMTPModel.tp{tp}.json"));
-        let rec: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        assert_eq!(rec["tp"], tp);
-        assert_eq!(rec["model_class"], "vllm.model_executor.models.deepseek_mtp.DeepSeekMTP");
-        assert_eq!(rec["stages"]["load_weights"], true);
-        loads.push(
-            rec["trace"].as_array().unwrap().iter().map(|t| t["ckpt_name"].as_str().unwrap().to_string()).collect(),
-        );
-    }
-    assert_eq!(loads[0], loads[1]);
-    let draft = loads.swap_remove(0);
+/// (fixture, draft architecture, vLLM class) of each recorded draft.
+const DRAFTS: [(&str, &str, &str); 2] = [
+    ("deepseek-v3-mla", "DeepSeekMTPModel", "vllm.model_executor.models.deepseek_mtp.DeepSeekMTP"),
+    ("glm4-moe", "Glm4MoeMTPModel", "vllm.model_executor.models.glm4_moe_mtp.Glm4MoeMTP"),
+];
 
-    let r = run(&["remap", fixture("deepseek-v3-mla").to_str().unwrap(), "--json"]);
-    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", r.stdout, r.stderr));
-    let rows = v["rows"].as_array().unwrap();
-    let left_to_draft: BTreeSet<String> = rows
-        .iter()
-        .filter(|x| x["reason"].as_str().is_some_and(|s| s.starts_with("MTP layer")))
-        .map(|x| x["checkpoint_name"].as_str().unwrap().to_string())
-        .collect();
-    let main_loads: BTreeSet<String> = rows
-        .iter()
-        .filter(|x| x["param"].is_string())
-        .map(|x| x["checkpoint_name"].as_str().unwrap().to_string())
-        .collect();
-    assert!(!left_to_draft.is_empty());
-    // Every tensor the main model leaves to the draft, the draft loads.
-    let not_loaded: Vec<&String> = left_to_draft.difference(&draft).collect();
-    assert!(not_loaded.is_empty(), "left to the draft but not loaded by it: {not_loaded:?}");
-    // Every tensor the draft loads is either left to it or shared with the main model (the
-    // embedding, which DeepSeekMTP loads as well).
-    let unaccounted: Vec<&String> =
-        draft.iter().filter(|n| !left_to_draft.contains(*n) && !main_loads.contains(*n)).collect();
-    assert!(unaccounted.is_empty(), "the draft loads these, remap accounts for none: {unaccounted:?}");
-    assert!(draft.contains("model.embed_tokens.weight") && main_loads.contains("model.embed_tokens.weight"));
+fn record(fixture_name: &str, arch: &str, tp: u64) -> Value {
+    let path = fixture("oracle").join("mtp").join(format!("{fixture_name}.{arch}.tp{tp}.json"));
+    let rec: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(rec["tp"], tp);
+    assert_eq!(rec["stages"]["load_weights"], true);
+    rec
 }
 
-/// The recorded draft parameters at `tp`: name → (numel, bytes per element).
-fn recorded_params(tp: u64) -> BTreeMap<String, (u64, u64)> {
-    let path = fixture("oracle").join("mtp").join(format!("deepseek-v3-mla.DeepSeekMTPModel.tp{tp}.json"));
-    let rec: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+#[test]
+fn the_tensors_remap_leaves_to_the_mtp_draft_are_those_the_draft_loads() {
+    for (fx, arch, class) in DRAFTS {
+        // TP 1 and TP 2 (rank 0): the draft loads the same tensors at both.
+        let mut loads: Vec<BTreeSet<String>> = Vec::new();
+        for tp in [1, 2] {
+            let rec = record(fx, arch, tp);
+            assert_eq!(rec["model_class"], class);
+            loads.push(
+                rec["trace"].as_array().unwrap().iter().map(|t| t["ckpt_name"].as_str().unwrap().to_string()).collect(),
+            );
+        }
+        assert_eq!(loads[0], loads[1], "{fx}");
+        let draft = loads.swap_remove(0);
+
+        let r = run(&["remap", fixture(fx).to_str().unwrap(), "--json"]);
+        let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", r.stdout, r.stderr));
+        let rows = v["rows"].as_array().unwrap();
+        let left_to_draft: BTreeSet<String> = rows
+            .iter()
+            .filter(|x| x["reason"].as_str().is_some_and(|s| s.starts_with("MTP layer")))
+            .map(|x| x["checkpoint_name"].as_str().unwrap().to_string())
+            .collect();
+        let main_loads: BTreeSet<String> = rows
+            .iter()
+            .filter(|x| x["param"].is_string())
+            .map(|x| x["checkpoint_name"].as_str().unwrap().to_string())
+            .collect();
+        assert!(!left_to_draft.is_empty(), "{fx}");
+        // Every tensor the main model leaves to the draft, the draft loads.
+        let not_loaded: Vec<&String> = left_to_draft.difference(&draft).collect();
+        assert!(not_loaded.is_empty(), "{fx}: left to the draft but not loaded by it: {not_loaded:?}");
+        // Every tensor the draft loads is either left to it or shared with the main model (the
+        // embedding, which the draft loads as well).
+        let unaccounted: Vec<&String> =
+            draft.iter().filter(|n| !left_to_draft.contains(*n) && !main_loads.contains(*n)).collect();
+        assert!(unaccounted.is_empty(), "{fx}: the draft loads these, remap accounts for none: {unaccounted:?}");
+        assert!(draft.contains("model.embed_tokens.weight") && main_loads.contains("model.embed_tokens.weight"));
+    }
+}
+
+/// The recorded draft parameters: name → (numel, bytes per element).
+fn recorded_params(rec: &Value) -> BTreeMap<String, (u64, u64)> {
     rec["params"]
         .as_object()
         .unwrap()
@@ -86,30 +102,37 @@ fn recorded_params(tp: u64) -> BTreeMap<String, (u64, u64)> {
 
 #[test]
 fn plan_counts_the_draft_parameters_vllm_builds_at_each_tp() {
-    let r = run(&["plan", fixture("deepseek-v3-mla").to_str().unwrap(), "--tp", "1,2", "--json"]);
-    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", r.stdout, r.stderr));
-    for tp in [1u64, 2] {
-        let c = v["configs"].as_array().unwrap().iter().find(|c| c["tp"] == tp && c["ep"] == false).unwrap();
-        let d = &c["mtp_draft"];
-        assert_eq!(d["class"], "DeepSeekMTP");
-        let ours: BTreeMap<String, (u64, u64)> = d["params"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                let (numel, bytes) = (p["numel"].as_u64().unwrap(), p["bytes"].as_u64().unwrap());
-                (p["name"].as_str().unwrap().to_string(), (numel, bytes / numel.max(1)))
-            })
-            .collect();
-        let recorded = recorded_params(tp);
-        assert_eq!(ours, recorded, "TP {tp}: the draft's parameters and per-rank sizes");
-        let total: u64 = recorded.values().map(|(n, e)| n * e).sum();
-        assert_eq!(d["weight_bytes"].as_u64(), Some(total), "TP {tp}");
-        // The main model's figures do not include the draft.
-        assert!(c["per_rank_weight_bytes"].as_u64().unwrap() > 0);
+    for (fx, arch, class) in DRAFTS {
+        let r = run(&["plan", fixture(fx).to_str().unwrap(), "--tp", "1,2", "--json"]);
+        let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", r.stdout, r.stderr));
+        for tp in [1u64, 2] {
+            let c = v["configs"].as_array().unwrap().iter().find(|c| c["tp"] == tp && c["ep"] == false).unwrap();
+            let d = &c["mtp_draft"];
+            assert_eq!(d["class"], d_class(class));
+            let ours: BTreeMap<String, (u64, u64)> = d["params"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    let (numel, bytes) = (p["numel"].as_u64().unwrap(), p["bytes"].as_u64().unwrap());
+                    (p["name"].as_str().unwrap().to_string(), (numel, bytes / numel.max(1)))
+                })
+                .collect();
+            let recorded = recorded_params(&record(fx, arch, tp));
+            assert_eq!(ours, recorded, "{fx} TP {tp}: the draft's parameters and per-rank sizes");
+            let total: u64 = recorded.values().map(|(n, e)| n * e).sum();
+            assert_eq!(d["weight_bytes"].as_u64(), Some(total), "{fx} TP {tp}");
+            // The main model's figures do not include the draft.
+            assert!(c["per_rank_weight_bytes"].as_u64().unwrap() > 0);
+        }
+        let human = run(&["plan", fixture(fx).to_str().unwrap(), "--tp", "1"]);
+        assert!(human.stdout.contains(d_class(class)), "{}", human.stdout);
     }
-    let human = run(&["plan", fixture("deepseek-v3-mla").to_str().unwrap(), "--tp", "1"]);
-    assert!(human.stdout.contains("DeepSeekMTP"), "{}", human.stdout);
+}
+
+/// `DeepSeekMTP` of `vllm.model_executor.models.deepseek_mtp.DeepSeekMTP`.
+fn d_class(class: &str) -> &str {
+    class.rsplit('.').next().unwrap()
 }
 
 fn draft_warnings(dir: &std::path::Path) -> Vec<Value> {
