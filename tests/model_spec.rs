@@ -67,3 +67,27 @@ fn every_rank0_parameter_equals_what_vllm_allocates() {
     assert!(compared >= 30, "only {compared} recordings with parameters");
     assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
 }
+
+/// Audit's structural checks take their naming from the family's spec where the architecture has
+/// one: HunYuan's q / k norms are `query_layernorm` / `key_layernorm` (hunyuan_dense.json's params
+/// marked `qk_norm`), names the generic conventions (`q_norm`, `k_norm`) do not know, so the
+/// qk-norm check ran only because the spec said which tensors they are.
+#[test]
+fn audit_reads_the_qk_norms_the_family_spec_names() {
+    for fx in ["hunyuan-dense", "hunyuan-moe"] {
+        let (_, v) = audit_json(&fixture("families").join(fx));
+        let f = expect(&v, "qk-norm-shape", "info");
+        let msg = f["message"].as_str().unwrap();
+        assert!(msg.starts_with("per-head: q_norm and k_norm are [32] (head_dim)"), "{fx}: {msg}");
+        let cfg: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture("families").join(fx).join("config.json")).unwrap())
+                .unwrap();
+        let head_dim = cfg["head_dim"]
+            .as_u64()
+            .unwrap_or_else(|| cfg["hidden_size"].as_u64().unwrap() / cfg["num_attention_heads"].as_u64().unwrap());
+        assert_eq!(head_dim, 32, "{fx}: the fixture's head_dim the message names");
+        let names = all_tensor_names(&fixture("families").join(fx));
+        assert!(names.iter().any(|n| n.ends_with("self_attn.query_layernorm.weight")));
+        assert!(!names.iter().any(|n| n.ends_with("q_norm.weight")));
+    }
+}

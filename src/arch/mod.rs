@@ -10,7 +10,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct AuditRules {
     pub pretrained_tie_default: bool,
     pub tie_defaults: BTreeMap<String, bool>,
@@ -36,6 +36,71 @@ impl AuditRules {
             .find_map(|mt| self.tie_defaults.get(*mt).map(|d| (*d, Some(mt.to_string()))))
             .unwrap_or((self.pretrained_tie_default, None))
     }
+}
+
+impl AuditRules {
+    /// The naming conventions for a checkpoint of `family`: what the family's spec says where it says
+    /// it — its MTP layout (prefix-style stacks, the draft model's own modules as markers), its
+    /// q / k norms, embedding and lm_head parameters — and these generic conventions for the rest
+    /// (checkpoint names a family's mapper renames still match them).
+    pub fn for_family(&self, family: &rules::Family) -> AuditRules {
+        use rules::{ParamRole, QkSide};
+        let mut r = self.clone();
+        if let Some(mtp) = &family.mtp {
+            r.mtp_prefixes = mtp.prefix.iter().cloned().collect();
+            if let Some(d) = &mtp.draft_model {
+                r.mtp_markers = d.own.clone();
+            }
+        }
+        // A parameter's name after its layer index (`self_attn.q_norm.weight`), or its last two
+        // segments for one outside the layers (`embed_tokens.weight`), as the checkpoint names it
+        // (the family's hf_to_vllm_mapper undone: GPT-NeoX's `lm_head.weight` is `embed_out.weight`).
+        let tail = |name: &str| -> String {
+            let name = unmap(&family.mapper, name);
+            match name.split_once("}.") {
+                Some((_, t)) => t.to_string(),
+                None => name.rsplit('.').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("."),
+            }
+        };
+        let add = |list: &mut Vec<String>, name: &str| {
+            let t = tail(name);
+            if !list.contains(&t) {
+                list.insert(0, t);
+            }
+        };
+        for p in &family.params {
+            match (p.qk_norm, p.role) {
+                (Some(QkSide::Q), _) => add(&mut r.q_norm_suffixes, &p.name),
+                (Some(QkSide::K), _) => add(&mut r.k_norm_suffixes, &p.name),
+                (_, Some(ParamRole::Embed)) => add(&mut r.embedding_suffixes, &p.name),
+                (_, Some(ParamRole::Head)) if p.partition == Partition::Vocab => add(&mut r.lm_head_suffixes, &p.name),
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+/// A vLLM parameter name back to the checkpoint's, through `m`'s renames in reverse (suffix, prefix,
+/// then substring rules; a rule that drops names has nothing to undo).
+fn unmap(m: &rules::Mapper, name: &str) -> String {
+    let mut n = name.to_string();
+    for (from, to) in m.suffix.iter().rev() {
+        if let Some(stem) = to.as_deref().and_then(|to| n.strip_suffix(to)) {
+            n = format!("{stem}{from}");
+        }
+    }
+    for (from, to) in m.prefix.iter().rev() {
+        if let Some(rest) = to.as_deref().and_then(|to| n.strip_prefix(to)) {
+            n = format!("{from}{rest}");
+        }
+    }
+    for (from, to) in m.substr.iter().rev() {
+        if let Some(to) = to.as_deref().filter(|to| !to.is_empty()) {
+            n = n.replacen(to, from, 1);
+        }
+    }
+    n
 }
 
 pub fn audit_rules() -> &'static AuditRules {
@@ -139,5 +204,34 @@ mod tests {
         let r = super::audit_rules();
         assert_eq!(r.tie_defaults.get("gemma3"), Some(&true));
         assert_eq!(r.tie_defaults.get("qwen2_5_vl_text"), Some(&false));
+    }
+}
+
+#[cfg(test)]
+mod spec_naming_tests {
+    use super::*;
+
+    #[test]
+    fn spec_names_are_taken_back_through_the_mapper() {
+        let rules = rules::RuleSet::load(&[]).unwrap();
+        let neox = rules.for_architecture("GPTNeoXForCausalLM").unwrap();
+        // vLLM's `lm_head.weight` / `model.embed_in.weight` are GPT-NeoX's `embed_out.weight` /
+        // `gpt_neox.embed_in.weight` (gpt_neox.py's hf_to_vllm_mapper).
+        assert_eq!(unmap(&neox.mapper, "lm_head.weight"), "embed_out.weight");
+        assert_eq!(unmap(&neox.mapper, "model.embed_in.weight"), "gpt_neox.embed_in.weight");
+        let r = audit_rules().for_family(neox);
+        assert_eq!(r.lm_head_suffixes[0], "embed_out.weight");
+        assert_eq!(r.embedding_suffixes[0], "embed_in.weight");
+        // The generic conventions stay behind the family's.
+        assert!(r.lm_head_suffixes.contains(&"lm_head.weight".to_string()));
+        let hunyuan = rules.for_architecture("HunYuanDenseV1ForCausalLM").unwrap();
+        let r = audit_rules().for_family(hunyuan);
+        assert_eq!(r.q_norm_suffixes[0], "self_attn.query_layernorm.weight");
+        assert_eq!(r.k_norm_suffixes[0], "self_attn.key_layernorm.weight");
+        // MTP: a family with layers-style MTP has no prefix stack; its draft's own modules mark it.
+        let ds = rules.for_architecture("DeepseekV3ForCausalLM").unwrap();
+        let r = audit_rules().for_family(ds);
+        assert!(r.mtp_prefixes.is_empty());
+        assert_eq!(r.mtp_markers, ["enorm", "hnorm", "eh_proj", "shared_head"]);
     }
 }

@@ -233,9 +233,13 @@ pub fn audit_on(
     target: crate::target::Target,
     device: Option<Hardware>,
 ) -> AuditReport {
-    let rules = audit_rules();
     let mut findings = open_findings;
     let cfg: Option<&ModelConfig> = ck.config.as_ref();
+    // The structural checks read the family's spec where the architecture has one, the generic
+    // naming conventions otherwise.
+    let family = cfg.and_then(|c| c.architecture.as_deref()).and_then(|a| family_rules.for_architecture(a));
+    let spec_rules = family.map(|f| audit_rules().for_family(f));
+    let rules = spec_rules.as_ref().unwrap_or_else(|| audit_rules());
     let scheme = ck.quant_scheme().cloned();
     // The passes read the checkpoint independently: run them side by side. The remap's reverse
     // check is the longest (a routing per tensor): it starts at once on this thread, and the others
