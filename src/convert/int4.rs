@@ -157,6 +157,18 @@ fn pairs_serial(
     let cw = k / chunks;
     for (j, o) in out.chunks_exact_mut(k).enumerate() {
         let (a, b) = (2 * j, 2 * j + 1);
+        if let Rows::Half(r, Compute::BF16) = rows {
+            // bf16 (the usual weights): codes, packing and sums in one pass over the pair.
+            let (ra, rb) = (row(rows, k, row0 + a), row(rows, k, row0 + b));
+            if !have {
+                scales[a] = ra.scale().map_err(|col| NonFinite { row: row0 + a, col })?;
+                scales[b] = rb.scale().map_err(|col| NonFinite { row: row0 + b, col })?;
+            }
+            let (xa, xb) = (&r[(row0 + a) * k..(row0 + a + 1) * k], &r[(row0 + b) * k..(row0 + b + 1) * k]);
+            let (sa, sb) = sums[a * chunks..(b + 1) * chunks].split_at_mut(chunks);
+            pack_pair_bf16(xa, xb, 1.0 / scales[a], 1.0 / scales[b], cw, o, sa, sb);
+            continue;
+        }
         for (i, q) in [(a, &mut qa), (b, &mut qb)] {
             let r = row(rows, k, row0 + i);
             if !have {
@@ -177,6 +189,28 @@ fn pairs_serial(
         }
     }
     Ok(())
+}
+
+/// Two bf16 rows `xa`, `xb` (multiplied by their scales' reciprocals `ia`, `ib`: the same code as the
+/// division, see crate::quant::int8's quant_16) to packed int4 bytes, `xa` low, with each row's code
+/// sums per `cw`-column chunk. One loop per chunk, so it compiles to straight vector code.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pack_pair_bf16(xa: &[u16], xb: &[u16], ia: f32, ib: f32, cw: usize, o: &mut [u8], sa: &mut [i32], sb: &mut [i32]) {
+    let code = |x: u16, inv: f32| code_of(round_d(Compute::BF16, val(Compute::BF16, x) * inv)) as i32;
+    for ((((o, xa), xb), sa), sb) in
+        o.chunks_exact_mut(cw).zip(xa.chunks_exact(cw)).zip(xb.chunks_exact(cw)).zip(sa.iter_mut()).zip(sb.iter_mut())
+    {
+        let (mut ta, mut tb) = (0i32, 0i32);
+        for ((o, &x), &y) in o.iter_mut().zip(xa).zip(xb) {
+            let (qa, qb) = (code(x, ia), code(y, ib));
+            *o = ((qb << 4) | (qa & 0x0F)) as u8;
+            ta += qa;
+            tb += qb;
+        }
+        *sa = ta;
+        *sb = tb;
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -299,6 +333,52 @@ mod tests {
         let (mut s, mut m, mut o) = ([0f32; 2], [0i32; 2], [0u8; 2]);
         let e = quantize_pack(Rows::Half(&w, Compute::BF16), 2, 1, false, &mut s, &mut m, &mut o).unwrap_err();
         assert_eq!(e, NonFinite { row: 1, col: 1 });
+    }
+
+    /// The module doc's formulas one element at a time, in f32 division (no reciprocal, no fusion).
+    fn reference(w: &[u16], k: usize, chunks: usize) -> (Vec<f32>, Vec<i32>, Vec<u8>) {
+        let n = w.len() / k;
+        let scales: Vec<f32> = (0..n)
+            .map(|i| {
+                let amax = w[i * k..(i + 1) * k].iter().map(|&b| val(Compute::BF16, b).abs()).fold(0.0, f32::max);
+                scale_of(Compute::BF16, amax)
+            })
+            .collect();
+        let sc = scales.clone();
+        let q = move |i: usize, c: usize| code(Compute::BF16, val(Compute::BF16, w[i * k + c]), sc[i]);
+        let mut sums = vec![0i32; n * chunks];
+        for i in 0..n {
+            for c in 0..k {
+                sums[i * chunks + c / (k / chunks)] += q(i, c) as i32;
+            }
+        }
+        let out = (0..n / 2)
+            .flat_map(|j| (0..k).map(move |c| (j, c)))
+            .map(|(j, c)| ((q(2 * j + 1, c) as u8) << 4) | (q(2 * j, c) as u8 & 0x0F));
+        (scales, sums, out.collect())
+    }
+
+    #[test]
+    fn the_fused_bf16_pass_equals_the_formulas_element_by_element() {
+        // Values around the code boundaries and exact ties (w / s with .5 fractions), every sign.
+        for (k, chunks) in [(48, 16), (7, 1), (64, 4), (160, 16)] {
+            let n = 6;
+            let w: Vec<u16> = (0..n * k)
+                .map(|i| {
+                    let r = (i as u32).wrapping_mul(2654435761);
+                    let x = match r % 4 {
+                        0 => (r >> 8) as f32 / 1e7 - 0.8,
+                        1 => ((r >> 20) as f32 - 2048.0) / 128.0,
+                        2 => ((r >> 24) as f32 - 128.0) * 0.5,
+                        _ => -((r >> 16) as f32) / 3e3,
+                    };
+                    bf(x)
+                })
+                .collect();
+            let (mut s, mut m, mut o) = (vec![0f32; n], vec![0i32; n * chunks], vec![0u8; n / 2 * k]);
+            quantize_pack(Rows::Half(&w, Compute::BF16), k, chunks, false, &mut s, &mut m, &mut o).unwrap();
+            assert_eq!((s, m, o), reference(&w, k, chunks), "k {k}, chunks {chunks}");
+        }
     }
 
     #[test]

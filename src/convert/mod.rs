@@ -1609,12 +1609,16 @@ impl ShardJobs<'_, '_> {
         use std::sync::Mutex;
         let mut hashes = vec![0u128; self.sp.items.len()];
         if bufs.len() <= 1 || jobs.len() <= 1 {
-            for job in jobs {
-                for (i, h) in self.run(job, &mut bufs[0])? {
-                    hashes[i] = h;
+            // On a worker of the pool: the kernels' and reads' parallel loops then start there, not
+            // by handing each one over from this thread (with one thread, a context switch per band).
+            return rayon::scope(|_| {
+                for job in jobs {
+                    for (i, h) in self.run(job, &mut bufs[0])? {
+                        hashes[i] = h;
+                    }
                 }
-            }
-            return Ok(hashes);
+                Ok(hashes)
+            });
         }
         let next = AtomicUsize::new(0);
         let failed = AtomicUsize::new(usize::MAX);
