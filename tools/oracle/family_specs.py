@@ -330,7 +330,18 @@ _RAW = [
          model_type="kimi_k25"),
     # vLLM-Ascend's pooling list (Bert, XLM-RoBERTa-based)
     dict(name="bert", arch="BertModel", model_type="bert"),
-    dict(name="xlm-roberta", arch="XLMRobertaModel", model_type="xlm-roberta"),
+    # vLLM 0.33.0 reads config.position_embedding_type for XLMRobertaModel (model_executor/models/config.py ::
+    # JinaRobertaModelConfig, no getattr default); transformers 5's XLMRobertaConfig dropped the field; transformers
+    # 4's had it (default "absolute") and wrote it into every config it saved, as the published XLM-R configs are
+    dict(name="xlm-roberta", arch="XLMRobertaModel", model_type="xlm-roberta",
+         set={"position_embedding_type": "absolute"}),
+    dict(name="xlm-roberta-seqcls", arch="XLMRobertaForSequenceClassification", model_type="xlm-roberta",
+         set={"position_embedding_type": "absolute"}),
+    dict(name="bert-seqcls", arch="BertForSequenceClassification", model_type="bert"),
+    # vLLM 0.33.0 does not register Qwen2ForSequenceClassification by name: the suffix makes convert_type
+    # "classify" and the registry normalizes it to Qwen2ForCausalLM, wrapped by adapters.as_seq_cls_model
+    # (as Qwen3ForSequenceClassification, qwen3-seqcls)
+    dict(name="qwen2-seqcls", arch="Qwen2ForSequenceClassification", model_type="qwen2"),
     dict(name="paddleocr-vl", arch="PaddleOCRVLForConditionalGeneration"),
     dict(name="glm-ocr", arch="GlmOcrForConditionalGeneration"),
     dict(name="granite-speech", arch="GraniteSpeechForConditionalGeneration"),
