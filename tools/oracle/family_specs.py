@@ -342,6 +342,9 @@ _RAW = [
     # "classify" and the registry normalizes it to Qwen2ForCausalLM, wrapped by adapters.as_seq_cls_model
     # (as Qwen3ForSequenceClassification, qwen3-seqcls)
     dict(name="qwen2-seqcls", arch="Qwen2ForSequenceClassification", model_type="qwen2"),
+    # DeepSeek V3.2 from its published config (index_topk 2048: the DSA indexer), as glm-moe-dsa
+    dict(name="deepseek-v32", arch="DeepseekV32ForCausalLM",
+         config="../shared/corpus/configs/deepseek-ai--DeepSeek-V3.2/config.json"),
     dict(name="paddleocr-vl", arch="PaddleOCRVLForConditionalGeneration"),
     dict(name="glm-ocr", arch="GlmOcrForConditionalGeneration"),
     dict(name="granite-speech", arch="GraniteSpeechForConditionalGeneration"),
