@@ -342,6 +342,16 @@ _RAW = [
     # "classify" and the registry normalizes it to Qwen2ForCausalLM, wrapped by adapters.as_seq_cls_model
     # (as Qwen3ForSequenceClassification, qwen3-seqcls)
     dict(name="qwen2-seqcls", arch="Qwen2ForSequenceClassification", model_type="qwen2"),
+    # vLLM-Ascend's audio rows. The compiler shrinks only text_config / *vision* / *audio* sub-configs: Cohere ASR's
+    # encoder_config (a Parakeet encoder, 48 layers x 1280 by default) is shrunk here by hand
+    dict(name="cohere-asr", arch="CohereAsrForConditionalGeneration", model_type="cohere_asr",
+         set={"encoder_config.hidden_size": 80, "encoder_config.num_hidden_layers": 2,
+              "encoder_config.num_attention_heads": 4, "encoder_config.num_key_value_heads": 4,
+              "encoder_config.intermediate_size": 112, "encoder_config.subsampling_conv_channels": 16}),
+    # the audio tower's output (proj2, audio_config.output_dim) is what the text model embeds, so it is the text
+    # model's hidden size (transformers' defaults, 3584 and 2048, disagree)
+    dict(name="qwen3-asr", arch="Qwen3ASRForConditionalGeneration", model_type="qwen3_asr",
+         set={"audio_config.output_dim": "@text_config.hidden_size", "audio_config.downsample_hidden_size": 16}),
     # DeepSeek V3.2 from its published config (index_topk 2048: the DSA indexer), as glm-moe-dsa
     dict(name="deepseek-v32", arch="DeepseekV32ForCausalLM",
          config="../shared/corpus/configs/deepseek-ai--DeepSeek-V3.2/config.json"),
