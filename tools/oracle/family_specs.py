@@ -109,6 +109,46 @@ def rename_prefix(pairs):
 VISION_MODEL_LEVEL = rename_prefix({"vision_tower.": "vision_tower.vision_model."})
 
 
+def config_set(path, value):
+    """Set config.json's `path` (dotted) to `value` after transformers wrote it: for a value transformers
+    rewrites when it saves (a config class's __post_init__ normalizing what the published config declares)."""
+
+    def fn(out):
+        import json
+        import os
+
+        p = os.path.join(out, "config.json")
+        c = json.load(open(p))
+        *parents, last = path.split(".")
+        cur = c
+        for k in parents:
+            cur = cur.setdefault(k, {})
+        cur[last] = value
+        json.dump(c, open(p, "w"), indent=2, sort_keys=True)
+
+    return fn
+
+
+# transformers 5.20.2 loads MiniMax-M3 with `.block_sparse_moe.` -> `.mlp.` for every tensor
+# (conversion_mapping.py, "minimax_m3_vl") and reverses it on save for every `.mlp.`: the vision tower's own
+# `mlp.fc1` / `mlp.fc2` and a dense text layer's `mlp.gate_proj` / `up_proj` / `down_proj` come out as
+# `block_sparse_moe.` too. vLLM 0.33.0 reads the published naming ("Dense layers store the FFN under `mlp`;
+# MoE layers under `block_sparse_moe` -- matching the checkpoint's naming", minimax_m3/nvidia/model.py; its
+# mapper's `.mlp.fc1.` -> `.fc1.` for the vision tower; the third run: KeyError:
+# 'vision_model.encoder.layers.0.block_sparse_moe.fc1.bias'): those names are put back.
+def minimax_mlp_names(out):
+    import re
+
+    def fn(t):
+        for n in list(t):
+            m = n.replace(".block_sparse_moe.fc", ".mlp.fc") if n.startswith("vision_tower.") else \
+                re.sub(r"\.block_sparse_moe\.(gate_proj|up_proj|down_proj)\.", r".mlp.\1.", n)
+            if m != n:
+                t[m] = t.pop(n)
+
+    rewrite(out, fn)
+
+
 def _model_type_of(hf_class):
     from transformers.models.auto import modeling_auto as m
 
@@ -355,6 +395,26 @@ _RAW = [
     # DeepSeek V3.2 from its published config (index_topk 2048: the DSA indexer), as glm-moe-dsa
     dict(name="deepseek-v32", arch="DeepseekV32ForCausalLM",
          config="../shared/corpus/configs/deepseek-ai--DeepSeek-V3.2/config.json"),
+    # MiniMax-M3's sizes the compiler's tables do not name, shrunk as the published config relates them
+    # (projector_hidden_size = text hidden_size 6144; shared_intermediate_size = intermediate_size 3072).
+    # vLLM 0.33.0's vision tower reads vision_config.img_token_compression_config (a dict: spatial_merge_size,
+    # temporal_patch_size; minimax_m3/common/vision_tower.py), which transformers 5's MiniMaxM3VLVisionConfig
+    # keeps flat (the first run: AttributeError): the same two values, 2 and 2, under the key vLLM reads.
+    # text_config.hidden_act: the checkpoint declares "swigluoai" (transformers' own comment in
+    # MiniMaxM3VLTextConfig.__post_init__, which rewrites it to "silu" on save) and vLLM 0.33.0 reads the
+    # config with its own MiniMaxM3Config, whose MLP raises for anything else (the second run: "Unsupported
+    # activation: silu. Only swigluoai is supported."): written back after transformers saves.
+    # Dense and MoE layers: the published config has moe_layer_freq (first 3 dense, then MoE), which vLLM's
+    # MiniMaxM3Config reads (default [0] * 3 + [1] * 57) and transformers turns into mlp_layer_types without
+    # writing it back; the fourth run, without it, had vLLM build both tiny layers dense while transformers
+    # wrote both as MoE (every expert never loaded): one dense layer and one MoE layer, said to both
+    dict(name="minimax-m3", arch="MiniMaxM3SparseForConditionalGeneration", model_type="minimax_m3_vl",
+         set={"projector_hidden_size": "@text_config.hidden_size", "text_config.dense_intermediate_size": 160,
+              "text_config.shared_intermediate_size": "@text_config.intermediate_size", "text_config.index_head_dim": 32,
+              "vision_config.img_token_compression_config": {"spatial_merge_size": 2, "temporal_patch_size": 2},
+              "text_config.mlp_layer_types": ["dense", "sparse"]},
+         post_write=lambda out: (config_set("text_config.hidden_act", "swigluoai")(out),
+                                 config_set("text_config.moe_layer_freq", [0, 1])(out), minimax_mlp_names(out))),
     dict(name="paddleocr-vl", arch="PaddleOCRVLForConditionalGeneration"),
     dict(name="glm-ocr", arch="GlmOcrForConditionalGeneration"),
     dict(name="granite-speech", arch="GraniteSpeechForConditionalGeneration"),
