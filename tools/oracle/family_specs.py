@@ -365,7 +365,43 @@ _RAW = [
          set={"head_dim": 512, "qk_rope_head_dim": 64}),
     dict(name="deepseek-ocr2", arch="DeepseekOCR2ForCausalLM", hf_class="DeepseekOcr2ForConditionalGeneration",
          model_type="deepseek_ocr2"),
-    dict(name="qwen3-omni-moe", arch="Qwen3OmniMoeForConditionalGeneration", model_type="qwen3_omni_moe"),
+    # Qwen3-Omni nests thinker (text / vision / audio), talker (text / code predictor) and code2wav configs,
+    # which the compiler does not shrink (top-level sub-configs only; transformers building them at full size
+    # killed qwen2_5-omni for memory here): each given whole, small and with sizes distinct per tower. vLLM
+    # 0.33.0 builds the thinker only. talker_config.spatial_merge_size: transformers 5.20.2's talker reads it
+    # (AttributeError without it), as the vision tower's (2). vision_config.image_size and apply_vit_abs_pos_embed:
+    # vLLM 0.33.0's Qwen3Omni_VisionTransformer reads both (the first run: AttributeError: no attribute
+    # 'image_size'), transformers 5's vision config has neither: its pos_embed is an nn.Embedding of
+    # num_position_embeddings = (image_size / patch_size)^2 rows (its defaults: 2304 = (768 / 16)^2), so 32 = 4 x 8
+    # here and True (vLLM's nn.Embedding branch). thinker text_config.tie_word_embeddings: vLLM reads it there (the
+    # second run: AttributeError), transformers 5 keeps it on the thinker config (False): the same value
+    dict(name="qwen3-omni-moe", arch="Qwen3OmniMoeForConditionalGeneration", model_type="qwen3_omni_moe",
+         set={
+             "thinker_config": {
+                 "text_config": {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+                                 "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+                                 "moe_intermediate_size": 64, "num_experts": 4, "num_experts_per_tok": 2,
+                                 "max_position_embeddings": 256, "tie_word_embeddings": False},
+                 "vision_config": {"depth": 3, "hidden_size": 48, "intermediate_size": 56, "num_heads": 2, "patch_size": 8,
+                                   "out_hidden_size": 64, "num_position_embeddings": 16, "deepstack_visual_indexes": [1],
+                                   "image_size": 32, "apply_vit_abs_pos_embed": True},
+                 "audio_config": {"d_model": 72, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 88,
+                                  "output_dim": 64, "downsample_hidden_size": 16, "max_source_positions": 60},
+             },
+             "talker_config": {
+                 "text_config": {"vocab_size": 64, "hidden_size": 48, "intermediate_size": 80, "num_hidden_layers": 1,
+                                 "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 12,
+                                 "moe_intermediate_size": 40, "num_local_experts": 4, "num_experts_per_tok": 2,
+                                 "shared_expert_intermediate_size": 40, "max_position_embeddings": 256},
+                 "code_predictor_config": {"vocab_size": 64, "hidden_size": 48, "intermediate_size": 80, "num_hidden_layers": 1,
+                                           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 12,
+                                           "num_code_groups": 4, "max_position_embeddings": 256},
+                 "num_code_groups": 4, "thinker_hidden_size": 64, "accept_hidden_layer": 1, "spatial_merge_size": 2,
+             },
+             "code2wav_config": {"codebook_size": 64, "hidden_size": 48, "intermediate_size": 80, "num_hidden_layers": 1,
+                                 "num_attention_heads": 4, "num_key_value_heads": 4, "num_quantizers": 4, "decoder_dim": 32,
+                                 "max_position_embeddings": 256},
+         }),
     dict(name="kimi-k25", arch="KimiK25ForConditionalGeneration", hf_class="Kimi_K25ForConditionalGeneration",
          model_type="kimi_k25"),
     # vLLM-Ascend's pooling list (Bert, XLM-RoBERTa-based)
