@@ -171,6 +171,21 @@ fn adapter_subclasses_the_vllm_class_and_plugin_registers_it() {
         .contains("DEQUANTIZE_FP8 = False"));
 }
 
+/// An architecture vLLM 0.33.0 does not register by name but converts (Qwen2ForSequenceClassification:
+/// `adapters.as_seq_cls_model(Qwen2ForCausalLM)`, recorded as `as_seq_cls_model.<locals>`): the adapter
+/// wraps the registered base itself, since `<locals>` is no module to import from (the plugin check
+/// failed at vLLM's registry inspection with a SyntaxError before this).
+#[test]
+fn converted_architecture_adapter_wraps_the_registered_base() {
+    let (_tmp, out) = stub("families/qwen2-seqcls", &["--layout", "plugin", "--tp", "1"]);
+    let adapter = std::fs::read_to_string(out.join("qwen2_seqcls_vllm/qwen2_seqcls.py")).unwrap();
+    assert!(!adapter.contains("<locals>"), "{adapter}");
+    assert!(adapter.contains("from vllm.model_executor.models.adapters import as_seq_cls_model\n"), "{adapter}");
+    assert!(adapter.contains("from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM\n"), "{adapter}");
+    assert!(adapter
+        .contains("\n\n_Base = as_seq_cls_model(Qwen2ForCausalLM)\n\n\nclass Qwen2ForSequenceClassification(_Base):"));
+}
+
 #[test]
 fn unknown_architecture_gets_a_skeleton_with_todo_forward() {
     let c = copy_fixture("qwen3-dense");

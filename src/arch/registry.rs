@@ -63,6 +63,19 @@ pub fn registry() -> &'static VllmRegistry {
     })
 }
 
+/// The registered architecture vLLM 0.33.0 converts `arch` from when it does not register the name
+/// (`FooForSequenceClassification` → `FooForCausalLM`, wrapped by `adapters.as_seq_cls_model`:
+/// `_ModelRegistry._normalize_arch`), with its `module:Class`.
+pub fn converted_base(arch: &str) -> Option<(String, String)> {
+    let r = registry();
+    if r.registered.contains_key(arch) {
+        return None;
+    }
+    let suffix = r.suffixes.iter().find(|s| arch.ends_with(s.as_str()))?;
+    let stem = &arch[..arch.len() - suffix.len()];
+    r.suffixes.iter().map(|s| format!("{stem}{s}")).find_map(|b| r.registered.get(&b).map(|c| (b.clone(), c.clone())))
+}
+
 /// How vLLM 0.33.0 serves a config's architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Serving {

@@ -2,7 +2,9 @@
 //!
 //! Vision-language configs keep the language model's numbers in `text_config` (and some keep
 //! `architectures` only there); the text fields are read from `text_config` first, then the top
-//! level. Every field is optional: a config that lacks one simply skips the checks that need it.
+//! level. Omni configs (Qwen2.5-Omni, Qwen3-Omni) nest it one level deeper, in
+//! `thinker_config.text_config` (the thinker is what vLLM builds; transformers' `get_text_config` looks
+//! there too). Every field is optional: a config that lacks one simply skips the checks that need it.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -339,7 +341,10 @@ impl ModelConfig {
     }
 
     pub fn from_value(v: &Value) -> ModelConfig {
-        let text = v.get("text_config").filter(|t| t.is_object());
+        let text = v
+            .get("text_config")
+            .or_else(|| v.get("thinker_config").and_then(|t| t.get("text_config")))
+            .filter(|t| t.is_object());
         let view = View { text, top: v };
         let first_arch = |x: Option<&Value>| {
             x.and_then(|a| a.get("architectures"))
@@ -481,6 +486,18 @@ mod tests {
         assert_eq!(c.num_kv_heads, Some(4));
         assert!(c.has_vision);
         assert_eq!(c.tie_word_embeddings, None);
+    }
+
+    /// Qwen3-Omni: the language model's numbers are under `thinker_config.text_config`.
+    #[test]
+    fn omni_thinker_text_config() {
+        let v = json!({"model_type": "qwen3_omni_moe", "architectures": ["Qwen3OmniMoeForConditionalGeneration"],
+            "thinker_config": {"text_config": {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+                                               "head_dim": 32, "num_hidden_layers": 2, "vocab_size": 256}}});
+        let c = ModelConfig::from_value(&v);
+        assert_eq!(c.architecture.as_deref(), Some("Qwen3OmniMoeForConditionalGeneration"));
+        assert_eq!((c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim), (Some(64), Some(4), Some(2), Some(32)));
+        assert_eq!((c.num_layers, c.vocab_size), (Some(2), Some(256)));
     }
 
     /// vLLM 0.33's KV-head normalisation (config.py CONFIG_FIELD_ALIASES, the Falcon and Dbrx

@@ -241,7 +241,20 @@ fn adapter(ctx: &Context<'_>) -> String {
     let mut o =
         header(ctx, &format!("vLLM adapter for {}: weight loading that follows ckptpilot's remap table.", ctx.name));
     o.push('\n');
-    let (module, class) = vllm_base(ctx.remap, ctx.rules, &ctx.architecture).unwrap_or_default();
+    let (module, mut class) = vllm_base(ctx.remap, ctx.rules, &ctx.architecture).unwrap_or_default();
+    // A class vLLM builds by wrapping the registered base in an adapter factory when it does not register
+    // the name (`adapters.as_seq_cls_model.<locals>:ModelForSequenceClassification`): that module cannot be
+    // imported, so the adapter wraps the base itself, as vLLM's model loader does.
+    let mut wrap = None;
+    if let Some(factory) = module.strip_suffix(".<locals>") {
+        match (factory.rsplit_once('.'), crate::arch::registry::converted_base(&ctx.architecture)) {
+            (Some((fmod, f)), Some((_, base))) => {
+                let (bmod, bcls) = base.split_once(':').unwrap_or((base.as_str(), ""));
+                wrap = Some((fmod.to_string(), f.to_string(), bmod.to_string(), bcls.to_string()));
+            }
+            _ => class.clear(),
+        }
+    }
     let mut imp = vec![
         import("collections.abc", &["Iterable"]),
         import("torch", &[]),
@@ -258,7 +271,15 @@ fn adapter(ctx: &Context<'_>) -> String {
         return o;
     }
     let mut utils = vec!["is_pp_missing_parameter".to_string()];
-    imp.push(Import { module: module.clone(), names: vec![format!("{class} as _Base")] });
+    let mut body = String::new();
+    match &wrap {
+        Some((fmod, f, bmod, bcls)) => {
+            imp.push(Import { module: fmod.clone(), names: vec![f.clone()] });
+            imp.push(Import { module: bmod.clone(), names: vec![bcls.clone()] });
+            let _ = writeln!(body, "_Base = {f}({bcls})\n\n");
+        }
+        None => imp.push(Import { module: module.clone(), names: vec![format!("{class} as _Base")] }),
+    }
     // packed_modules_mapping from the stacked mapping.
     let mut packed: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
     if let Some(f) = family {
@@ -271,7 +292,6 @@ fn adapter(ctx: &Context<'_>) -> String {
             }
         }
     }
-    let mut body = String::new();
     let _ = writeln!(body, "class {}(_Base):", ctx.class);
     let _ = writeln!(body, "    \"\"\"vLLM's {class} with explicit, table-driven weight loading (ckptpilot).\"\"\"\n");
     if !packed.is_empty() {
@@ -307,7 +327,8 @@ fn adapter(ctx: &Context<'_>) -> String {
     imp.push(Import { module: "vllm.model_executor.models.utils".into(), names: utils });
     body.push_str(&load_weights(ctx, true));
     o.push_str(&imports(&imp));
-    o.push_str(&after_imports(&fp8));
+    // One blank line between the imports and a statement (ruff's isort), two before a class.
+    o.push_str(&if wrap.is_some() && fp8.is_empty() { "\n".to_string() } else { after_imports(&fp8) });
     o.push_str(&body);
     o
 }

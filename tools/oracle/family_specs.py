@@ -109,6 +109,46 @@ def rename_prefix(pairs):
 VISION_MODEL_LEVEL = rename_prefix({"vision_tower.": "vision_tower.vision_model."})
 
 
+def config_set(path, value):
+    """Set config.json's `path` (dotted) to `value` after transformers wrote it: for a value transformers
+    rewrites when it saves (a config class's __post_init__ normalizing what the published config declares)."""
+
+    def fn(out):
+        import json
+        import os
+
+        p = os.path.join(out, "config.json")
+        c = json.load(open(p))
+        *parents, last = path.split(".")
+        cur = c
+        for k in parents:
+            cur = cur.setdefault(k, {})
+        cur[last] = value
+        json.dump(c, open(p, "w"), indent=2, sort_keys=True)
+
+    return fn
+
+
+# transformers 5.20.2 loads MiniMax-M3 with `.block_sparse_moe.` -> `.mlp.` for every tensor
+# (conversion_mapping.py, "minimax_m3_vl") and reverses it on save for every `.mlp.`: the vision tower's own
+# `mlp.fc1` / `mlp.fc2` and a dense text layer's `mlp.gate_proj` / `up_proj` / `down_proj` come out as
+# `block_sparse_moe.` too. vLLM 0.33.0 reads the published naming ("Dense layers store the FFN under `mlp`;
+# MoE layers under `block_sparse_moe` -- matching the checkpoint's naming", minimax_m3/nvidia/model.py; its
+# mapper's `.mlp.fc1.` -> `.fc1.` for the vision tower; the third run: KeyError:
+# 'vision_model.encoder.layers.0.block_sparse_moe.fc1.bias'): those names are put back.
+def minimax_mlp_names(out):
+    import re
+
+    def fn(t):
+        for n in list(t):
+            m = n.replace(".block_sparse_moe.fc", ".mlp.fc") if n.startswith("vision_tower.") else \
+                re.sub(r"\.block_sparse_moe\.(gate_proj|up_proj|down_proj)\.", r".mlp.\1.", n)
+            if m != n:
+                t[m] = t.pop(n)
+
+    rewrite(out, fn)
+
+
 def _model_type_of(hf_class):
     from transformers.models.auto import modeling_auto as m
 
@@ -325,12 +365,92 @@ _RAW = [
          set={"head_dim": 512, "qk_rope_head_dim": 64}),
     dict(name="deepseek-ocr2", arch="DeepseekOCR2ForCausalLM", hf_class="DeepseekOcr2ForConditionalGeneration",
          model_type="deepseek_ocr2"),
-    dict(name="qwen3-omni-moe", arch="Qwen3OmniMoeForConditionalGeneration", model_type="qwen3_omni_moe"),
+    # Qwen3-Omni nests thinker (text / vision / audio), talker (text / code predictor) and code2wav configs,
+    # which the compiler does not shrink (top-level sub-configs only; transformers building them at full size
+    # killed qwen2_5-omni for memory here): each given whole, small and with sizes distinct per tower. vLLM
+    # 0.33.0 builds the thinker only. talker_config.spatial_merge_size: transformers 5.20.2's talker reads it
+    # (AttributeError without it), as the vision tower's (2). vision_config.image_size and apply_vit_abs_pos_embed:
+    # vLLM 0.33.0's Qwen3Omni_VisionTransformer reads both (the first run: AttributeError: no attribute
+    # 'image_size'), transformers 5's vision config has neither: its pos_embed is an nn.Embedding of
+    # num_position_embeddings = (image_size / patch_size)^2 rows (its defaults: 2304 = (768 / 16)^2), so 32 = 4 x 8
+    # here and True (vLLM's nn.Embedding branch). thinker text_config.tie_word_embeddings: vLLM reads it there (the
+    # second run: AttributeError), transformers 5 keeps it on the thinker config (False): the same value
+    dict(name="qwen3-omni-moe", arch="Qwen3OmniMoeForConditionalGeneration", model_type="qwen3_omni_moe",
+         set={
+             "thinker_config": {
+                 "text_config": {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+                                 "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32,
+                                 "moe_intermediate_size": 64, "num_experts": 4, "num_experts_per_tok": 2,
+                                 "max_position_embeddings": 256, "tie_word_embeddings": False},
+                 "vision_config": {"depth": 3, "hidden_size": 48, "intermediate_size": 56, "num_heads": 2, "patch_size": 8,
+                                   "out_hidden_size": 64, "num_position_embeddings": 16, "deepstack_visual_indexes": [1],
+                                   "image_size": 32, "apply_vit_abs_pos_embed": True},
+                 "audio_config": {"d_model": 72, "encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 88,
+                                  "output_dim": 64, "downsample_hidden_size": 16, "max_source_positions": 60},
+             },
+             "talker_config": {
+                 "text_config": {"vocab_size": 64, "hidden_size": 48, "intermediate_size": 80, "num_hidden_layers": 1,
+                                 "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 12,
+                                 "moe_intermediate_size": 40, "num_local_experts": 4, "num_experts_per_tok": 2,
+                                 "shared_expert_intermediate_size": 40, "max_position_embeddings": 256},
+                 "code_predictor_config": {"vocab_size": 64, "hidden_size": 48, "intermediate_size": 80, "num_hidden_layers": 1,
+                                           "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 12,
+                                           "num_code_groups": 4, "max_position_embeddings": 256},
+                 "num_code_groups": 4, "thinker_hidden_size": 64, "accept_hidden_layer": 1, "spatial_merge_size": 2,
+             },
+             "code2wav_config": {"codebook_size": 64, "hidden_size": 48, "intermediate_size": 80, "num_hidden_layers": 1,
+                                 "num_attention_heads": 4, "num_key_value_heads": 4, "num_quantizers": 4, "decoder_dim": 32,
+                                 "max_position_embeddings": 256},
+         }),
     dict(name="kimi-k25", arch="KimiK25ForConditionalGeneration", hf_class="Kimi_K25ForConditionalGeneration",
          model_type="kimi_k25"),
     # vLLM-Ascend's pooling list (Bert, XLM-RoBERTa-based)
     dict(name="bert", arch="BertModel", model_type="bert"),
-    dict(name="xlm-roberta", arch="XLMRobertaModel", model_type="xlm-roberta"),
+    # vLLM 0.33.0 reads config.position_embedding_type for XLMRobertaModel (model_executor/models/config.py ::
+    # JinaRobertaModelConfig, no getattr default); transformers 5's XLMRobertaConfig dropped the field; transformers
+    # 4's had it (default "absolute") and wrote it into every config it saved, as the published XLM-R configs are
+    dict(name="xlm-roberta", arch="XLMRobertaModel", model_type="xlm-roberta",
+         set={"position_embedding_type": "absolute"}),
+    dict(name="xlm-roberta-seqcls", arch="XLMRobertaForSequenceClassification", model_type="xlm-roberta",
+         set={"position_embedding_type": "absolute"}),
+    dict(name="bert-seqcls", arch="BertForSequenceClassification", model_type="bert"),
+    # vLLM 0.33.0 does not register Qwen2ForSequenceClassification by name: the suffix makes convert_type
+    # "classify" and the registry normalizes it to Qwen2ForCausalLM, wrapped by adapters.as_seq_cls_model
+    # (as Qwen3ForSequenceClassification, qwen3-seqcls)
+    dict(name="qwen2-seqcls", arch="Qwen2ForSequenceClassification", model_type="qwen2"),
+    # vLLM-Ascend's audio rows. The compiler shrinks only text_config / *vision* / *audio* sub-configs: Cohere ASR's
+    # encoder_config (a Parakeet encoder, 48 layers x 1280 by default) is shrunk here by hand
+    dict(name="cohere-asr", arch="CohereAsrForConditionalGeneration", model_type="cohere_asr",
+         set={"encoder_config.hidden_size": 80, "encoder_config.num_hidden_layers": 2,
+              "encoder_config.num_attention_heads": 4, "encoder_config.num_key_value_heads": 4,
+              "encoder_config.intermediate_size": 112, "encoder_config.subsampling_conv_channels": 16}),
+    # the audio tower's output (proj2, audio_config.output_dim) is what the text model embeds, so it is the text
+    # model's hidden size (transformers' defaults, 3584 and 2048, disagree)
+    dict(name="qwen3-asr", arch="Qwen3ASRForConditionalGeneration", model_type="qwen3_asr",
+         set={"audio_config.output_dim": "@text_config.hidden_size", "audio_config.downsample_hidden_size": 16}),
+    # DeepSeek V3.2 from its published config (index_topk 2048: the DSA indexer), as glm-moe-dsa
+    dict(name="deepseek-v32", arch="DeepseekV32ForCausalLM",
+         config="../shared/corpus/configs/deepseek-ai--DeepSeek-V3.2/config.json"),
+    # MiniMax-M3's sizes the compiler's tables do not name, shrunk as the published config relates them
+    # (projector_hidden_size = text hidden_size 6144; shared_intermediate_size = intermediate_size 3072).
+    # vLLM 0.33.0's vision tower reads vision_config.img_token_compression_config (a dict: spatial_merge_size,
+    # temporal_patch_size; minimax_m3/common/vision_tower.py), which transformers 5's MiniMaxM3VLVisionConfig
+    # keeps flat (the first run: AttributeError): the same two values, 2 and 2, under the key vLLM reads.
+    # text_config.hidden_act: the checkpoint declares "swigluoai" (transformers' own comment in
+    # MiniMaxM3VLTextConfig.__post_init__, which rewrites it to "silu" on save) and vLLM 0.33.0 reads the
+    # config with its own MiniMaxM3Config, whose MLP raises for anything else (the second run: "Unsupported
+    # activation: silu. Only swigluoai is supported."): written back after transformers saves.
+    # Dense and MoE layers: the published config has moe_layer_freq (first 3 dense, then MoE), which vLLM's
+    # MiniMaxM3Config reads (default [0] * 3 + [1] * 57) and transformers turns into mlp_layer_types without
+    # writing it back; the fourth run, without it, had vLLM build both tiny layers dense while transformers
+    # wrote both as MoE (every expert never loaded): one dense layer and one MoE layer, said to both
+    dict(name="minimax-m3", arch="MiniMaxM3SparseForConditionalGeneration", model_type="minimax_m3_vl",
+         set={"projector_hidden_size": "@text_config.hidden_size", "text_config.dense_intermediate_size": 160,
+              "text_config.shared_intermediate_size": "@text_config.intermediate_size", "text_config.index_head_dim": 32,
+              "vision_config.img_token_compression_config": {"spatial_merge_size": 2, "temporal_patch_size": 2},
+              "text_config.mlp_layer_types": ["dense", "sparse"]},
+         post_write=lambda out: (config_set("text_config.hidden_act", "swigluoai")(out),
+                                 config_set("text_config.moe_layer_freq", [0, 1])(out), minimax_mlp_names(out))),
     dict(name="paddleocr-vl", arch="PaddleOCRVLForConditionalGeneration"),
     dict(name="glm-ocr", arch="GlmOcrForConditionalGeneration"),
     dict(name="granite-speech", arch="GraniteSpeechForConditionalGeneration"),
