@@ -452,7 +452,7 @@ pub fn difference(ck: &Checkpoint, f: &Family) -> Difference {
             e.count += 1;
         }
     }
-    let derived = (!renames.is_empty()).then(|| derive(ck, f, &renames));
+    let (renames, derived) = best_renames(ck, f, &r, renames);
     Difference {
         family: f.family.clone(),
         unexplained: count_patterns(unexplained_rows.iter().map(|row| row.checkpoint_name.as_str())),
@@ -462,6 +462,42 @@ pub fn difference(ck: &Checkpoint, f: &Family) -> Difference {
         config_keys_missing: missing_keys(ck, f),
         derived,
     }
+}
+
+/// The renames that explain the most, with their verification: those derived in parameter space,
+/// or — where they leave tensors unexplained — one checkpoint-space rename of the unexplained names'
+/// leading segment to a leading segment the family's own mapper reads (`acmenet.` → `model.`, after
+/// which the mapper's `model.multi_modal_projector.linear_1.` → `audio_tower.proj1.` applies: a
+/// rename whose target no parameter name shares).
+fn best_renames(
+    ck: &Checkpoint,
+    f: &Family,
+    r: &crate::remap::RemapReport,
+    renames: Vec<Rename>,
+) -> (Vec<Rename>, Option<DerivedRules>) {
+    let derived = (!renames.is_empty()).then(|| derive(ck, f, &renames));
+    let left = |d: &DerivedRules| d.unexplained_after + d.unfilled_after + d.shape_mismatches_after;
+    if derived.as_ref().is_some_and(|d| left(d) == 0) {
+        return (renames, derived);
+    }
+    let lead = |n: &str| n.split_once('.').map(|(a, _)| format!("{a}."));
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for row in r.rows.iter().filter(|row| row.action == Action::Unmapped) {
+        if let Some(l) = lead(&row.checkpoint_name) {
+            *counts.entry(l).or_default() += 1;
+        }
+    }
+    let Some((from, tensors)) = counts.into_iter().max_by_key(|(_, n)| *n) else { return (renames, derived) };
+    let targets: BTreeSet<String> = f.mapper.prefix.iter().filter_map(|(src, _)| lead(src)).collect();
+    let mut best = (renames, derived);
+    for to in targets.into_iter().filter(|t| *t != from) {
+        let cand = vec![Rename { kind: RenameKind::Prefix, from: from.clone(), to, tensors }];
+        let d = derive(ck, f, &cand);
+        if best.1.as_ref().is_none_or(|b| left(&d) < left(b)) {
+            best = (cand, Some(d));
+        }
+    }
+    best
 }
 
 /// `f` with `renames` applied first (a rename's output is a parameter-space name), under the
