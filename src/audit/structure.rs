@@ -52,14 +52,39 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
     #[derive(Default)]
     struct Acc<'a> {
         suffixes: Vec<&'a str>,
-        experts: Vec<(u64, &'a str)>,
+        /// (expert, projection as its position in `projs`): sorted as integers, not strings.
+        experts: Vec<(u64, u32)>,
+        /// The layer's distinct expert projections (a handful), in first-seen order.
+        projs: Vec<&'a str>,
         expert_module: Option<&'a str>,
         fused: Vec<(&'a str, &'a [u64])>,
         tensors: usize,
     }
+    impl<'a> Acc<'a> {
+        /// `proj`'s position in `projs`, added when new. Tensors of one expert come in the same
+        /// order expert after expert, so the projection after the last one is tried first.
+        fn proj_id(&mut self, proj: &'a str, last: &mut usize) -> u32 {
+            let n = self.projs.len();
+            let next = if *last + 1 < n { *last + 1 } else { 0 };
+            let i = if n > 0 && self.projs[next] == proj {
+                next
+            } else {
+                match self.projs.iter().position(|&p| p == proj) {
+                    Some(i) => i,
+                    None => {
+                        self.projs.push(proj);
+                        n
+                    }
+                }
+            };
+            *last = i;
+            i as u32
+        }
+    }
     let mut slots: rustc_hash::FxHashMap<(&str, u64), usize> = Default::default();
     let mut accs: Vec<((&str, u64), Acc<'_>)> = Vec::new();
     let mut last: Option<((&str, u64), usize)> = None;
+    let mut last_proj = 0usize;
     let mut prefix_mtp: BTreeSet<String> = BTreeSet::new();
     let mut lm_head = None;
     let mut embed = None;
@@ -96,7 +121,8 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
         match split_expert(l.rest, rules) {
             Some(ExpertName::PerExpert { module, expert, proj }) => {
                 acc.expert_module.get_or_insert(module);
-                acc.experts.push((expert, proj));
+                let id = acc.proj_id(proj, &mut last_proj);
+                acc.experts.push((expert, id));
             }
             Some(ExpertName::Fused { module, proj }) => {
                 acc.expert_module.get_or_insert(module);
@@ -107,11 +133,22 @@ pub fn check(ck: &Checkpoint, cfg: Option<&ModelConfig>, rules: &AuditRules, out
     }
     let mut stacks: BTreeMap<&str, BTreeMap<u64, LayerInfo<'_>>> = BTreeMap::new();
     for ((stack, layer), mut a) in accs {
+        // Projection ids renumbered in string order: sorting (expert, id) pairs as integers then
+        // orders them as (expert, projection name) would, with no string compared.
+        let mut by_name: Vec<u32> = (0..a.projs.len() as u32).collect();
+        by_name.sort_unstable_by_key(|&i| a.projs[i as usize]);
+        let mut rank = vec![0u32; a.projs.len()];
+        for (r, &i) in by_name.iter().enumerate() {
+            rank[i as usize] = r as u32;
+        }
+        for x in &mut a.experts {
+            x.1 = rank[x.1 as usize];
+        }
         a.experts.sort_unstable();
         a.experts.dedup();
         let mut experts: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
-        for (e, p) in a.experts {
-            experts.entry(e).or_default().push(p);
+        for (e, r) in a.experts {
+            experts.entry(e).or_default().push(a.projs[by_name[r as usize] as usize]);
         }
         stacks.entry(stack).or_default().insert(
             layer,

@@ -22,18 +22,64 @@ struct Acc {
     bytes: u64,
     /// Bit `i`: `Dtype::ALL[i]` occurs.
     dtypes: u64,
-    /// Each index position's values as seen (consecutive repeats dropped); sorted and deduplicated
-    /// once at the end.
-    indices: Vec<Vec<u64>>,
+    /// The values each index position takes.
+    indices: Vec<IndexSet>,
+}
+
+/// The distinct values of one index position: a bitmap for the small numbers layer and expert
+/// indices are (no sort: a pattern folding 15k expert tensors sees each value ~58 times), a list
+/// for the rest, sorted and deduplicated at the end.
+#[derive(Default)]
+struct IndexSet {
+    bits: Vec<u64>,
+    /// Values from [`IndexSet::BITMAP_LIMIT`] up, as seen (consecutive repeats dropped).
+    large: Vec<u64>,
+}
+
+impl IndexSet {
+    /// At most 512 bytes of bitmap per index position, however large a name's number.
+    const BITMAP_LIMIT: u64 = 4096;
+
+    fn insert(&mut self, n: u64) {
+        if n < Self::BITMAP_LIMIT {
+            let w = (n / 64) as usize;
+            if w >= self.bits.len() {
+                self.bits.resize(w + 1, 0);
+            }
+            self.bits[w] |= 1 << (n % 64);
+        } else if self.large.last() != Some(&n) {
+            self.large.push(n);
+        }
+    }
+
+    /// Every value once, ascending.
+    fn into_sorted(mut self) -> Vec<u64> {
+        let mut out: Vec<u64> = Vec::new();
+        for (w, &word) in self.bits.iter().enumerate() {
+            let mut word = word;
+            while word != 0 {
+                out.push(w as u64 * 64 + u64::from(word.trailing_zeros()));
+                word &= word - 1;
+            }
+        }
+        self.large.sort_unstable();
+        self.large.dedup();
+        out.extend(self.large);
+        out
+    }
 }
 
 /// A name segment that is a plain decimal index (`0`, `12`; not `012`, `+1` or `1e3`).
 fn index_segment(seg: &str) -> Option<u64> {
     let b = seg.as_bytes();
-    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) || (b.len() > 1 && b[0] == b'0') {
+    if b.is_empty() || (b.len() > 1 && b[0] == b'0') {
         return None;
     }
-    seg.parse().ok()
+    // Digits only, read as they are checked (None past u64, as `parse` gives).
+    b.iter().try_fold(0u64, |v, &c| match c {
+        b'0'..=b'9' => v.checked_mul(10)?.checked_add(u64::from(c - b'0')),
+        _ => None,
+    })
 }
 
 pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
@@ -64,23 +110,18 @@ pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
         acc.bytes += t.entry.nbytes();
         acc.dtypes |= Dtype::ALL.iter().position(|&d| d == t.entry.dtype).map_or(0, |i| 1u64 << i);
         if acc.indices.len() < idx.len() {
-            acc.indices.resize_with(idx.len(), Vec::new);
+            acc.indices.resize_with(idx.len(), IndexSet::default);
         }
         for (slot, &n) in acc.indices.iter_mut().zip(idx.iter()) {
-            if slot.last() != Some(&n) {
-                slot.push(n);
-            }
+            slot.insert(n);
         }
     }
     let mut rows: Vec<TreeRow> = groups
         .into_iter()
-        .map(|(key, mut acc)| {
-            for slot in &mut acc.indices {
-                slot.sort_unstable();
-                slot.dedup();
-            }
+        .map(|(key, acc)| {
+            let indices: Vec<Vec<u64>> = acc.indices.into_iter().map(IndexSet::into_sorted).collect();
             let mut pattern = String::with_capacity(key.len() + 16);
-            let mut slots = acc.indices.iter();
+            let mut slots = indices.iter();
             let mut rest = key.as_str();
             while let Some(p) = rest.find("{}") {
                 pattern.push_str(&rest[..p]);
@@ -279,6 +320,41 @@ fn split_outside_braces(s: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The set gives what sorting and deduplicating the values gave, on both sides of the bitmap's
+    /// limit, in any order and with repeats.
+    #[test]
+    fn index_set_is_sort_and_dedup() {
+        let cases: [&[u64]; 5] = [
+            &[],
+            &[3, 1, 2, 1, 3, 0],
+            &[10, 2, 100, 1, 0, 63, 64, 65, 127, 128],
+            &[IndexSet::BITMAP_LIMIT + 5, 7, IndexSet::BITMAP_LIMIT - 1, u64::MAX, 7, IndexSet::BITMAP_LIMIT + 5],
+            &[u64::MAX, IndexSet::BITMAP_LIMIT, u64::MAX, IndexSet::BITMAP_LIMIT],
+        ];
+        for values in cases {
+            let mut set = IndexSet::default();
+            for &v in values {
+                set.insert(v);
+            }
+            let mut want = values.to_vec();
+            want.sort_unstable();
+            want.dedup();
+            assert_eq!(set.into_sorted(), want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn index_segments_as_parse() {
+        for seg in ["0", "7", "12", "012", "", "1a", "+1", "18446744073709551615", "18446744073709551616"] {
+            let want = (!seg.is_empty()
+                && seg.bytes().all(|b| b.is_ascii_digit())
+                && !(seg.len() > 1 && seg.starts_with('0')))
+            .then(|| seg.parse::<u64>().ok())
+            .flatten();
+            assert_eq!(index_segment(seg), want, "{seg:?}");
+        }
+    }
 
     #[test]
     fn braces_keep_their_dots() {

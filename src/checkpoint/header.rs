@@ -353,12 +353,26 @@ mod scan {
                 }
             }
         }
+        /// An entry's field name: the three a safetensors entry has are matched in place (no
+        /// search for the closing quote); anything else is read as [`Cur::string`] reads it.
+        fn field(&mut self) -> Option<&'a str> {
+            const FIELDS: [&str; 3] = ["\"dtype\"", "\"shape\"", "\"data_offsets\""];
+            self.ws();
+            let rest = &self.b[self.i..];
+            match FIELDS.iter().find(|f| rest.starts_with(f.as_bytes())) {
+                Some(f) => {
+                    self.i += f.len();
+                    Some(&f[1..f.len() - 1])
+                }
+                None => self.string(),
+            }
+        }
         fn entry(&mut self, name: &str) -> Option<TensorEntry> {
             let mut dims = SmallDims::default();
             self.eat(b'{')?;
             let (mut dtype, mut shape, mut offsets) = (None, None, None);
             loop {
-                match self.string()? {
+                match self.field()? {
                     "dtype" if dtype.is_none() => dtype = Some(Dtype::parse(self.after_colon()?.string()?)?),
                     "shape" if shape.is_none() => {
                         self.after_colon()?.uints(&mut dims)?;

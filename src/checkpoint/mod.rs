@@ -394,20 +394,30 @@ impl Checkpoint {
             n += s.tensors().len();
         }
         let mut indexed = vec![false; n];
+        // Each shard's entry after the last one the index named: an index listing a shard's tensors
+        // in its header's order finds each where the previous one left off, with no hash lookup.
+        let mut next = vec![0usize; shards.len()];
         for (name, id) in entries {
             let Some(si) = pos[*id as usize] else { continue }; // missing shard: reported once
             let s = &shards[si];
             if !s.header.parsed {
                 continue; // the header itself is broken: reported by the header checks
             }
-            let here = match self
-                .by_name
-                .find(name_hash(name), |&(a, b)| shards[a as usize].tensors()[b as usize].name == name.as_ref())
-            {
-                Some(&(a, b)) if a as usize == si => Some(b as usize),
-                // Stored in two shards: the copy in the one the index names.
-                _ => s.tensors().iter().position(|t| t.name == name.as_ref()),
+            // The name's position in the shard (names are unique within a header's tensors).
+            let here = match s.tensors().get(next[si]) {
+                Some(t) if t.name == name.as_ref() => Some(next[si]),
+                _ => match self
+                    .by_name
+                    .find(name_hash(name), |&(a, b)| shards[a as usize].tensors()[b as usize].name == name.as_ref())
+                {
+                    Some(&(a, b)) if a as usize == si => Some(b as usize),
+                    // Stored in two shards: the copy in the one the index names.
+                    _ => s.tensors().iter().position(|t| t.name == name.as_ref()),
+                },
             };
+            if let Some(ti) = here {
+                next[si] = ti + 1;
+            }
             match here {
                 Some(ti) if indexed[base[si] + ti] => out.push(
                     Finding::new(Code::IndexDuplicateKey, format!("the index lists {name:?} more than once"))

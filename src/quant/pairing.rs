@@ -99,7 +99,11 @@ fn scale_dtype_ok(scheme: &QuantScheme, d: Dtype) -> bool {
 pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRules, out: &mut Vec<Finding>) -> Pairing {
     let mut p = Pairing::default();
     // fp8 tensors that are not a packed 4-bit weight's group scales (NVFP4 `weight_scale` is e4m3).
-    let packed_scale = |name: &str| weight_of_scale(name).is_some_and(|w| ck.get(&format!("{w}_packed")).is_some());
+    // A packed 4-bit weight is named `…_packed`: when no tensor is, no scale is one's group scale
+    // and the lookups of `<weight>_packed` (one per scale tensor) are not made.
+    let any_packed = ck.tensors().any(|t| t.entry.name.ends_with("_packed"));
+    let packed_scale =
+        |name: &str| any_packed && weight_of_scale(name).is_some_and(|w| ck.get(&format!("{w}_packed")).is_some());
     let fp8: Vec<_> =
         ck.tensors_with_ids().filter(|(_, t)| t.entry.dtype.is_fp8_weight() && !packed_scale(&t.entry.name)).collect();
     p.fp8_weights = fp8.len();
@@ -235,11 +239,13 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
         }
         // A packed 4-bit weight's group scale (compressed-tensors `weight_packed` + `weight_scale`),
         // not an fp8 one: its contract is checked with the packed weight.
-        cand.clear();
-        cand.push_str(w);
-        cand.push_str("_packed");
-        if ck.get(&cand).is_some() {
-            continue;
+        if any_packed {
+            cand.clear();
+            cand.push_str(w);
+            cand.push_str("_packed");
+            if ck.get(&cand).is_some() {
+                continue;
+            }
         }
         p.scale_tensors += 1;
         match ck.get(w) {

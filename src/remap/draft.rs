@@ -10,7 +10,8 @@
 //! rules and renamed under the draft's `block`.
 
 use super::rules;
-use super::{apply_mapper_into, route_into, Filled, Folder, Routed};
+use super::router::Router;
+use super::{apply_mapper_into, Filled, Folder, Routed};
 use crate::checkpoint::names::has;
 use crate::checkpoint::Checkpoint;
 use crate::findings::{Code, Finding};
@@ -51,6 +52,7 @@ pub fn check(ck: &Checkpoint, family: &Family) -> Vec<Finding> {
     let mut main = family.clone();
     main.mtp = None;
     let vars = Vars::new(cfg, ck.config_json.as_ref());
+    let router = Router::new(&main, &vars);
     let mut filled = Filled::new(expected);
     let mut findings = Folder::default();
     let (mut mapped, mut buf) = (String::new(), (String::new(), String::new()));
@@ -89,7 +91,7 @@ pub fn check(ck: &Checkpoint, family: &Family) -> Vec<Finding> {
                     mapped.replace_range(pos..pos + at.len(), "");
                     (None, None)
                 } else {
-                    match route_into(&main, &vars, &e.name, &mut buf) {
+                    match router.route_into(&e.name, &mut buf) {
                         Routed::Param { shard, expert, .. } => {
                             let at = format!("layers.{l}.");
                             let Some(pos) = buf.0.find(&at) else { continue };

@@ -9,7 +9,7 @@ pub use crate::model::expected::{expected_params, Expected, Role, ScaleOf, Vars}
 
 use crate::arch::Partition;
 use crate::checkpoint::config::ModelConfig;
-use crate::checkpoint::names::{find, has};
+use crate::checkpoint::names::find;
 use crate::checkpoint::Checkpoint;
 use crate::findings::{Code, Finding};
 use crate::model::layout::padded_vocab;
@@ -18,6 +18,10 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
+
+mod router;
+
+use router::Router;
 
 pub const SCHEMA: &str = "ckptpilot.remap/1";
 
@@ -180,17 +184,6 @@ fn apply_mapper_into(m: &rules::Mapper, name: &str, n: &mut String) -> bool {
     true
 }
 
-/// `s.replacen(from, to, 1)` in place; whether `from` occurred.
-fn replace_first(n: &mut String, from: &str, to: &str) -> bool {
-    match find(n, from) {
-        Some(at) => {
-            n.replace_range(at..at + from.len(), to);
-            true
-        }
-        None => false,
-    }
-}
-
 /// Where one checkpoint name goes, before the parameter set is consulted.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Route {
@@ -210,20 +203,10 @@ pub enum Route {
     },
 }
 
-fn layer_index(name: &str) -> Option<u64> {
-    let mut segs = name.split('.');
-    while let Some(s) = segs.next() {
-        if s == "layers" {
-            return segs.next().and_then(|n| n.parse().ok());
-        }
-    }
-    None
-}
-
 /// The routing of `name` by the family's rules, as the family's `load_weights` does it.
 pub fn route(family: &Family, vars: &Vars<'_>, name: &str) -> Route {
     let mut buf = (String::with_capacity(name.len() + 16), String::new());
-    let r = route_into(family, vars, name, &mut buf);
+    let r = Router::new(family, vars).route_into(name, &mut buf);
     let n = buf.0;
     match r {
         Routed::Skip(reason) => Route::Skip(reason.into_owned()),
@@ -274,95 +257,6 @@ enum Routed<'f> {
     Param { shard: Option<ShardRef<'f>>, expert: Option<u64>, stacked: bool },
 }
 
-/// [`route`] into `buf.0`, reused from name to name (`buf.1` is scratch): no allocation per tensor
-/// once they are large enough.
-fn route_into<'f>(family: &'f Family, vars: &Vars<'_>, name: &str, buf: &mut (String, String)) -> Routed<'f> {
-    let (n, tmp) = (&mut buf.0, &mut buf.1);
-    let r = route_raw(family, vars, name, n, tmp);
-    if let Routed::Param { .. } = r {
-        for (from, to) in &family.aliases {
-            replace_first(n, from, to);
-        }
-    }
-    r
-}
-
-fn route_raw<'f>(family: &'f Family, vars: &Vars<'_>, name: &str, n: &mut String, tmp: &mut String) -> Routed<'f> {
-    use std::borrow::Cow;
-    if !apply_mapper_into(&family.mapper, name, n) {
-        return Routed::Skip(Cow::Borrowed("dropped by hf_to_vllm_mapper"));
-    }
-    if let Some(mtp) = &family.mtp {
-        let is_mtp = match mtp.style.as_str() {
-            "prefix" => mtp.prefix.as_deref().is_some_and(|p| n.starts_with(p)),
-            _ => layer_index(n).zip(vars.get("num_hidden_layers")).is_some_and(|(l, n)| l as i64 >= n),
-        };
-        if is_mtp {
-            return Routed::Skip(Cow::Owned(format!(
-                "MTP layer: the main model skips it; {} loads it with --speculative-config",
-                mtp.draft
-            )));
-        }
-    }
-    for (from, to) in &family.kv_scale_renames {
-        if n.ends_with(from.as_str()) {
-            n.truncate(n.len() - from.len());
-            n.push_str(to);
-            return Routed::KvScale;
-        }
-    }
-    for s in &family.skip {
-        let hit = s.prefix.as_deref().is_some_and(|p| n.starts_with(p))
-            || s.substr.as_deref().is_some_and(|p| has(n, p))
-            || s.suffix.as_deref().is_some_and(|p| n.ends_with(p));
-        if hit && vars.truthy(&s.when) {
-            return Routed::Skip(Cow::Borrowed(s.reason.as_str()));
-        }
-    }
-    for b in &family.buffers {
-        let hit = b.prefix.as_deref().is_some_and(|p| n.starts_with(p))
-            || b.substr.as_deref().is_some_and(|p| has(n, p))
-            || b.suffix.as_deref().is_some_and(|p| n.ends_with(p));
-        if hit && vars.truthy(&b.when) {
-            return Routed::Buffer(b.reason.as_str());
-        }
-    }
-    if let Some(ex) = &family.experts {
-        if let Some(pos) = find(n, "experts.") {
-            let rest = &n[pos + "experts.".len()..];
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            if digits > 0 && rest.as_bytes().get(digits) == Some(&b'.') {
-                let e: u64 = rest[..digits].parse().unwrap_or(0);
-                let after = &rest[digits + 1..];
-                for (ckpt, shard, param) in [(&ex.gate, "w1", "w13_"), (&ex.down, "w2", "w2_"), (&ex.up, "w3", "w13_")]
-                {
-                    if let Some(tail) = after.strip_prefix(ckpt.as_str()).and_then(|t| t.strip_prefix('.')) {
-                        // `{before}experts.{e}.{ckpt}.{tail}` → `{before}{ex.param}{param}{tail}`,
-                        // through the second buffer (four copies; `replace_range` costs more).
-                        let tail_at = n.len() - tail.len();
-                        tmp.clear();
-                        for part in [&n[..pos], ex.param.as_str(), param, &n[tail_at..]] {
-                            tmp.push_str(part);
-                        }
-                        std::mem::swap(n, tmp);
-                        return Routed::Param { shard: Some(ShardRef::Expert(shard)), expert: Some(e), stacked: false };
-                    }
-                }
-            }
-        }
-    }
-    for s in &family.stacked {
-        if !has(n, &s.shard) || s.within.as_deref().is_some_and(|w| !n.starts_with(w)) {
-            continue;
-        }
-        if vars.truthy(&s.when) {
-            replace_first(n, &s.shard, &s.param);
-            return Routed::Param { shard: Some(ShardRef::Rule(&s.id)), expert: None, stacked: true };
-        }
-    }
-    Routed::Param { shard: None, expert: None, stacked: false }
-}
-
 /// Every dotted prefix of every expected parameter name (`model`, `model.layers`, …): the modules
 /// the vLLM model has, so an unmapped name is placed in one hash lookup per segment.
 fn module_prefixes(expected: &[Expected]) -> HashSet<&str> {
@@ -409,11 +303,16 @@ fn shard_key(v: &Option<Value>) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Whether the last dotted segment of `name` names a scale (`weight_scale_inv`, `k_scale`, …).
+fn leaf_is_scale(name: &str) -> bool {
+    let leaf = name.rfind('.').map_or(name, |i| &name[i + 1..]);
+    crate::checkpoint::names::has(leaf, "scale")
+}
+
 /// The TP split of one checkpoint tensor filling `exp` (shard `shard`).
 fn tp_split(exp: &Expected, row: &Row, vars: &Vars<'_>, opts: &RemapOptions) -> TpSplit {
     let tp = opts.tp.max(1);
-    let leaf = row.checkpoint_name.rsplit('.').next().unwrap_or("");
-    if leaf.contains("scale") {
+    if leaf_is_scale(&row.checkpoint_name) {
         return if exp.partition == Partition::Replicated { TpSplit::Replicated } else { TpSplit::ByLoader };
     }
     if exp.fused_experts {
@@ -541,6 +440,7 @@ pub fn remap_with(
     // fused parameter → its shards' (order in the family's stacked rules, scheme, tensor, file).
     let mut fused_scheme: BTreeMap<String, Vec<(usize, String, String, String)>> = BTreeMap::new();
     let mut filled = Filled::new(&expected);
+    let router = Router::new(family, &vars);
     // The routed name of the tensor at hand (reused: no allocation per tensor).
     let mut route_buf = (String::new(), String::new());
     for (ti, t) in ck.tensors().enumerate() {
@@ -585,7 +485,7 @@ pub fn remap_with(
         let route_name = renamed.as_ref().map_or(e.name.as_str(), |r| r.param.as_str());
         let routed = match &out_of_range {
             Some(why) => Routed::Skip(format!("not checked: config.json {why}").into()),
-            None => match route_into(family, &vars, route_name, &mut route_buf) {
+            None => match router.route_into(route_name, &mut route_buf) {
                 Routed::KvScale if !by_name.contains_key(route_buf.0.as_str()) => Routed::Skip(format!(
                     "KV-cache scale with no `{}` parameter: vLLM warns \"Found kv scale in the checkpoint … not loaded\" and drops it",
                     route_buf.0
@@ -664,7 +564,7 @@ pub fn remap_with(
                         } else {
                             Action::Load
                         };
-                        let is_scale = e.name.rsplit('.').next().is_some_and(|l| l.contains("scale"));
+                        let is_scale = leaf_is_scale(&e.name);
                         if no_fp8 && e.dtype.is_fp8_weight() {
                             row.action = Action::DequantizeThenLoad;
                         } else if no_fp8 && is_scale && quant.as_ref().is_some_and(|q| q.fp8_scale.is_some()) {
@@ -978,14 +878,14 @@ fn coverage(ck: &Checkpoint, family: &Family) -> f64 {
     let expected = expected_params(family, &vars, None);
     let names: std::collections::HashSet<&str> = expected.iter().map(|e| e.name.as_str()).collect();
     let (mut hit, mut total) = (0usize, 0usize);
+    let router = Router::new(family, &vars);
     let mut buf = (String::new(), String::new());
     for t in ck.tensors() {
-        let leaf = t.entry.name.rsplit('.').next().unwrap_or("");
-        if leaf.contains("scale") {
+        if leaf_is_scale(&t.entry.name) {
             continue;
         }
         total += 1;
-        match route_into(family, &vars, &t.entry.name, &mut buf) {
+        match router.route_into(&t.entry.name, &mut buf) {
             Routed::Param { .. } if names.contains(buf.0.as_str()) => hit += 1,
             Routed::Skip(_) | Routed::KvScale | Routed::Buffer(_) => hit += 1,
             _ => {}
