@@ -9,8 +9,8 @@
 //! the first spec layer, and every other weight is the decoder block's, routed by the main family's
 //! rules and renamed under the draft's `block`.
 
-use super::rules;
 use super::router::Router;
+use super::rules;
 use super::{apply_mapper_into, Filled, Folder, Routed};
 use crate::checkpoint::names::has;
 use crate::checkpoint::Checkpoint;
@@ -133,13 +133,7 @@ pub fn check(ck: &Checkpoint, family: &Family) -> Vec<Finding> {
                 )
             });
         }
-        let experts = match (expert, exp.fused_experts) {
-            (Some(x), _) => x..x + 1,
-            (None, true) => 0..exp.experts.unwrap_or(1),
-            (None, false) => u64::MAX..u64::MAX,
-        };
-        let whole = (expert.is_none() && !exp.fused_experts).then_some(u64::MAX);
-        for x in experts.chain(whole) {
+        for x in Filled::slots_of(exp, expert) {
             // Two tensors filling one slot is what the draft does with a shared embedding.
             filled.insert(expected, (pi, si, x), ti as u32);
         }
@@ -147,35 +141,9 @@ pub fn check(ck: &Checkpoint, family: &Family) -> Vec<Finding> {
     if !seen_spec_layer {
         return Vec::new();
     }
-    for (pi, exp) in expected.iter().enumerate().filter(|(_, e)| !e.optional) {
-        let mut missing = Vec::new();
-        for (si, (key, _)) in exp.shards.iter().enumerate() {
-            let experts = exp.experts.map_or(0..0, |n| 0..n).chain(exp.experts.is_none().then_some(u64::MAX));
-            for x in experts {
-                if !filled.contains(expected, (pi, si, x)) {
-                    let mut what = String::new();
-                    if !key.is_empty() {
-                        what.push_str(&format!("shard {key}"));
-                    }
-                    if x != u64::MAX {
-                        what.push_str(&format!("{}expert {x}", if what.is_empty() { "" } else { " " }));
-                    }
-                    missing.push(what);
-                }
-            }
-        }
-        if missing.is_empty() {
-            continue;
-        }
-        let what = if missing.iter().all(String::is_empty) {
-            String::new()
-        } else if missing.len() > 6 {
-            format!(" ({} slots: {}, …)", missing.len(), missing[..4].join(", "))
-        } else {
-            format!(" ({})", missing.join(", "))
-        };
-        findings.add(Code::MtpDraftUnfilled, &exp.name, None, || {
-            format!("{class}'s {}{what}: no checkpoint tensor fills it", exp.name)
+    for (name, what) in filled.unfilled(expected) {
+        findings.add(Code::MtpDraftUnfilled, name, None, || {
+            format!("{class}'s {name}{what}: no checkpoint tensor fills it")
         });
     }
     findings.finish()

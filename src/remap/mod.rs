@@ -617,13 +617,7 @@ pub fn remap_with(
                                         });
                                     }
                                 }
-                                let experts = match (expert, exp.fused_experts) {
-                                    (Some(x), _) => x..x + 1,
-                                    (None, true) => 0..exp.experts.unwrap_or(1),
-                                    (None, false) => u64::MAX..u64::MAX,
-                                };
-                                let whole = (expert.is_none() && !exp.fused_experts).then_some(u64::MAX);
-                                for x in experts.chain(whole) {
+                                for x in Filled::slots_of(exp, expert) {
                                     if let Some(prev) = filled.insert(&expected, (pi, si, x), ti as u32) {
                                         let prev = &ck.tensor_at(prev as usize).entry.name;
                                         findings.add(Code::RemapDuplicate, &e.name, Some(&t.shard.name), || {
@@ -664,33 +658,9 @@ pub fn remap_with(
         }
     }
     // Parameters (and each shard / expert slot) no tensor fills.
-    let mut unfilled: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (pi, exp) in expected.iter().enumerate().filter(|(_, e)| !e.optional) {
-        for (si, (key, _)) in exp.shards.iter().enumerate() {
-            let experts = exp.experts.map_or(0..0, |n| 0..n).chain(exp.experts.is_none().then_some(u64::MAX));
-            for x in experts {
-                if !filled.contains(&expected, (pi, si, x)) {
-                    let mut what = String::new();
-                    if !key.is_empty() {
-                        what.push_str(&format!("shard {key}"));
-                    }
-                    if x != u64::MAX {
-                        what.push_str(&format!("{}expert {x}", if what.is_empty() { "" } else { " " }));
-                    }
-                    unfilled.entry(exp.name.clone()).or_default().push(what);
-                }
-            }
-        }
-    }
-    for (name, slots) in unfilled {
-        let what = if slots.iter().all(String::is_empty) {
-            String::new()
-        } else if slots.len() > 6 {
-            format!(" ({} slots: {}, …)", slots.len(), slots[..4].join(", "))
-        } else {
-            format!(" ({})", slots.join(", "))
-        };
-        findings.add(Code::RemapUnfilled, &name, None, || format!("{name}{what}: no checkpoint tensor fills it"));
+    let unfilled: BTreeMap<&str, String> = filled.unfilled(&expected).collect();
+    for (name, what) in unfilled {
+        findings.add(Code::RemapUnfilled, name, None, || format!("{name}{what}: no checkpoint tensor fills it"));
     }
     // Fused shards of different schemes: the first error vLLM-Ascend raises for the layer
     // (vllm_ascend/quantization/modelslim_config.py, 182b75ea84): is_layer_skipped_ascend's when a
@@ -786,6 +756,48 @@ struct Filled {
 
 impl Filled {
     const EMPTY: u32 = u32::MAX;
+
+    /// The slots of `exp` one tensor fills: its expert's, every expert's for a fused expert tensor,
+    /// else the whole parameter's.
+    fn slots_of(exp: &Expected, expert: Option<u64>) -> impl Iterator<Item = u64> {
+        let experts = match (expert, exp.fused_experts) {
+            (Some(x), _) => x..x + 1,
+            (None, true) => 0..exp.experts.unwrap_or(1),
+            (None, false) => u64::MAX..u64::MAX,
+        };
+        experts.chain((expert.is_none() && !exp.fused_experts).then_some(u64::MAX))
+    }
+
+    /// Each required parameter with slots no tensor fills, and which (` (shard w3 expert 5)`, or
+    /// nothing when the parameter is one slot), in parameter order.
+    fn unfilled<'e>(&'e self, expected: &'e [Expected]) -> impl Iterator<Item = (&'e str, String)> + 'e {
+        expected.iter().enumerate().filter(|(_, e)| !e.optional).filter_map(move |(pi, exp)| {
+            let mut slots = Vec::new();
+            for (si, (key, _)) in exp.shards.iter().enumerate() {
+                let experts = exp.experts.map_or(0..0, |n| 0..n).chain(exp.experts.is_none().then_some(u64::MAX));
+                for x in experts.filter(|&x| !self.contains(expected, (pi, si, x))) {
+                    let mut what = String::new();
+                    if !key.is_empty() {
+                        what.push_str(&format!("shard {key}"));
+                    }
+                    if x != u64::MAX {
+                        what.push_str(&format!("{}expert {x}", if what.is_empty() { "" } else { " " }));
+                    }
+                    slots.push(what);
+                }
+            }
+            let what = if slots.is_empty() {
+                return None;
+            } else if slots.iter().all(String::is_empty) {
+                String::new()
+            } else if slots.len() > 6 {
+                format!(" ({} slots: {}, …)", slots.len(), slots[..4].join(", "))
+            } else {
+                format!(" ({})", slots.join(", "))
+            };
+            Some((exp.name.as_str(), what))
+        })
+    }
 
     fn width(e: &Expected) -> usize {
         e.experts.map_or(1, |n| n as usize)
