@@ -217,3 +217,21 @@ fn without_any_spec_layer_only_mtp_missing_is_said() {
     let (_, v) = audit_json(&c.dir);
     assert!(codes(&v).contains(&"mtp-missing".to_string()), "{v}");
 }
+
+#[test]
+fn a_draft_under_rules_no_run_verifies_for_the_architecture_is_marked_unverified() {
+    // The same checkpoint under an architecture name vLLM's records do not cover: the family is
+    // chosen by model_type, and the draft's figures are estimates like the main model's.
+    let c = copy_fixture("deepseek-v3-mla");
+    edit_config(&c.dir, |v| v["architectures"] = serde_json::json!(["AcmeForCausalLM"]));
+    let r = run(&["plan", c.dir.to_str().unwrap(), "--tp", "2", "--json"]);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", r.stdout, r.stderr));
+    assert_eq!(v["family"]["verified"], false);
+    assert_eq!(v["configs"][0]["mtp_draft"]["unverified"], true);
+    let note = v["notes"].as_array().unwrap().iter().filter_map(Value::as_str).find(|n| n.starts_with("MTP:")).unwrap();
+    assert!(note.contains("UNVERIFIED for this architecture"), "{note}");
+    // The recorded architecture: no mark.
+    let r = run(&["plan", fixture("deepseek-v3-mla").to_str().unwrap(), "--tp", "2", "--json"]);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(v["configs"][0]["mtp_draft"].get("unverified").is_none());
+}

@@ -57,9 +57,10 @@ impl AuditRules {
         // (the family's hf_to_vllm_mapper undone: GPT-NeoX's `lm_head.weight` is `embed_out.weight`).
         let tail = |name: &str| -> String {
             let name = unmap(&family.mapper, name);
-            match name.split_once("}.") {
-                Some((_, t)) => t.to_string(),
-                None => name.rsplit('.').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("."),
+            match (name.split_once("}."), name.rmatch_indices('.').nth(1)) {
+                (Some((_, t)), _) => t.to_string(),
+                (None, Some((i, _))) => name[i + 1..].to_string(),
+                (None, None) => name,
             }
         };
         let add = |list: &mut Vec<String>, name: &str| {

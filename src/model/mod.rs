@@ -109,8 +109,7 @@ pub struct RankParam {
 pub struct DraftSpec {
     /// The draft class (`DeepSeekMTP`).
     pub class: String,
-    /// The vLLM source and the recorded evidence its rules follow.
-    pub source: String,
+    /// The recorded evidence its rules follow.
     pub verified: String,
     /// Its parameters, named as vLLM names them (`model.layers.61.mtp_block.…`).
     pub spec: ModelSpec,
@@ -157,12 +156,7 @@ impl ModelSpec {
             .chain(draft.params.iter().cloned())
             .collect();
         let spec = ModelSpec::build_with(cfg, &Vars::for_draft(cfg, json), &fam, quant);
-        Some(DraftSpec {
-            class: draft.class.clone(),
-            source: draft.source.clone(),
-            verified: draft.verified.clone(),
-            spec,
-        })
+        Some(DraftSpec { class: draft.class.clone(), verified: draft.verified.clone(), spec })
     }
 
     /// Build the parameter set from the config, its JSON and the family's rules.

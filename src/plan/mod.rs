@@ -260,6 +260,10 @@ pub struct DraftPlan {
     pub weight_bytes: u64,
     /// The recorded evidence its rules follow.
     pub verified: String,
+    /// No recorded run backs the family's rules for this architecture (see [`FamilyUse`]): the
+    /// draft's figures are estimates too.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
     pub params: Vec<DraftParam>,
 }
 
@@ -737,6 +741,7 @@ impl Planner<'_> {
                     class: d.class.clone(),
                     weight_bytes: params.iter().map(|p| p.bytes).sum(),
                     verified: d.verified.clone(),
+                    unverified: !input.family.verified,
                     params,
                 }
             }),
@@ -903,15 +908,19 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
     if let Some(d) = input.spec.as_ref().and_then(|s| s.draft.as_deref()) {
         let per_tp: Vec<String> = configs
             .iter()
-            .filter_map(|c| c.mtp_draft.as_ref().map(|m| format!("TP {}: {}", c.tp, size(m.weight_bytes))))
+            .filter_map(|c| c.mtp_draft.as_ref().map(|m| format!("TP {}: {}", c.tp, crate::ui::bytes(m.weight_bytes))))
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
+        let evidence = if input.family.verified {
+            d.verified.clone()
+        } else {
+            "UNVERIFIED for this architecture: an estimate from the family's rules".to_string()
+        };
         notes.push(format!(
-            "MTP: with --speculative-config (method mtp) vLLM also builds the draft model {}, {} more weight bytes per rank ({}; `mtp_draft` in --json); the figures above are the main model's",
+            "MTP: with --speculative-config (method mtp) vLLM also builds the draft model {}, weights per rank {} ({evidence}; `mtp_draft` in --json); the figures above are the main model's",
             d.class,
             per_tp.join(", "),
-            d.verified
         ));
     } else if cfg.mtp_layers > 0 || input.shape.params.iter().any(|p| p.role == shape::Role::Mtp) {
         notes.push("MTP / speculative layers are not counted in the main model's weights (vLLM loads them only with --speculative-config); the family does not describe its draft model, so the draft's memory is not counted".into());
@@ -962,15 +971,6 @@ pub fn plan(input: &PlanInput, opts: &PlanOptions) -> PlanReport {
 
 fn gib(b: u64) -> String {
     format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
-}
-
-/// GiB, MiB or bytes, whichever reads.
-fn size(b: u64) -> String {
-    match b {
-        b if b >= 1 << 30 => gib(b),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b => format!("{b} bytes"),
-    }
 }
 
 fn weights_check(weights: u64, budget: u64, opts: &PlanOptions, device: &Device) -> Check {

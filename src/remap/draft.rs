@@ -9,7 +9,7 @@
 //! the first spec layer, and every other weight is the decoder block's, routed by the main family's
 //! rules and renamed under the draft's `block`.
 
-use super::router::Router;
+use super::router::{layer_index, Router};
 use super::rules;
 use super::{apply_mapper_into, Filled, Folder, Routed};
 use crate::checkpoint::names::has;
@@ -19,17 +19,6 @@ use crate::model::expected::Vars;
 use crate::model::ModelSpec;
 use rules::Family;
 use rustc_hash::FxHashMap;
-
-/// The layer index of a (raw) checkpoint name: the number after its first `layers.`.
-fn layer_of(layers: &memchr::memmem::Finder<'_>, name: &str) -> Option<u64> {
-    let at = layers.find(name.as_bytes())?;
-    let rest = &name.as_bytes()[at + layers.needle().len()..];
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 9 || rest.get(digits) != Some(&b'.') {
-        return None;
-    }
-    Some(rest[..digits].iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-}
 
 /// The draft's findings for `ck` under `family`; none when the family does not describe its draft,
 /// the config declares no spec layer, or the checkpoint has no tensor of any (`mtp-missing` says so).
@@ -58,12 +47,11 @@ pub fn check(ck: &Checkpoint, family: &Family) -> Vec<Finding> {
     let (mut mapped, mut buf) = (String::new(), (String::new(), String::new()));
     let mut seen_spec_layer = false;
     let class = &draft.class;
-    let layers_at = memchr::memmem::Finder::new("layers.");
     for (ti, t) in ck.tensors().enumerate() {
         let e = t.entry;
         // Only spec-layer tensors and top-level shared ones concern the draft: decided before any
         // substring search, as most tensors are neither.
-        let layer = layer_of(&layers_at, &e.name);
+        let layer = layer_index(&e.name);
         let in_spec = layer.is_some_and(|l| spec_layers.contains(&l));
         if layer.is_some() && !in_spec {
             continue;
@@ -78,6 +66,7 @@ pub fn check(ck: &Checkpoint, family: &Family) -> Vec<Finding> {
         let (shard, expert) = match layer {
             Some(l) if in_spec => {
                 seen_spec_layer = true;
+                let at = format!("layers.{l}.");
                 if dm.own.iter().any(|o| has(&mapped, o)) {
                     (None, None)
                 } else if shared {
@@ -85,7 +74,6 @@ pub fn check(ck: &Checkpoint, family: &Family) -> Vec<Finding> {
                     if l != spec_layers.start {
                         continue;
                     }
-                    let at = format!("layers.{l}.");
                     let Some(pos) = mapped.find(&at) else { continue };
                     // `model.layers.{l}.X` → `model.X` (_rewrite_spec_layer_name).
                     mapped.replace_range(pos..pos + at.len(), "");
@@ -93,7 +81,6 @@ pub fn check(ck: &Checkpoint, family: &Family) -> Vec<Finding> {
                 } else {
                     match router.route_into(&e.name, &mut buf) {
                         Routed::Param { shard, expert, .. } => {
-                            let at = format!("layers.{l}.");
                             let Some(pos) = buf.0.find(&at) else { continue };
                             buf.0.insert_str(pos + at.len(), &dm.block);
                             std::mem::swap(&mut mapped, &mut buf.0);

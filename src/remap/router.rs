@@ -188,7 +188,7 @@ fn replace_first(n: &mut String, from: &Finder<'_>, to: &str) -> bool {
 }
 
 /// The index after the first `layers` segment, when it is a number (`model.layers.61.x` → 61).
-fn layer_index(name: &str) -> Option<u64> {
+pub(super) fn layer_index(name: &str) -> Option<u64> {
     // Segments by a byte split ('.' is ASCII: never inside a multi-byte character).
     let mut segs = name.as_bytes().split(|&b| b == b'.');
     while let Some(s) = segs.next() {

@@ -648,6 +648,17 @@ def cfg_tied(cfg):
     return bool(cfg.get("tie_word_embeddings", (cfg.get("text_config") or {}).get("tie_word_embeddings")))
 
 
+def source_of(model_class):
+    """`path.py :: Class.load_weights` for vLLM's recorded model class; a class built inside a function
+    (`adapters.as_seq_cls_model.<locals>.ModelForSequenceClassification`) is cited by that function."""
+    if ".<locals>." in model_class:
+        outer, cls = model_class.split(".<locals>.", 1)
+        module, fn = outer.rsplit(".", 1)
+        return f"{module.replace('.', '/')}.py :: {fn} → {cls}.load_weights"
+    module, cls = model_class.rsplit(".", 1) if "." in model_class else ("", model_class)
+    return f"{module.replace('.', '/')}.py :: {cls}.load_weights"
+
+
 def draft_family(name, arch, cfg, recs, todo, alt=None):
     """A family file from the records (TP ascending, recs[0] the smallest TP)."""
     r1 = recs[0]
@@ -738,8 +749,7 @@ def draft_family(name, arch, cfg, recs, todo, alt=None):
         "class": (r1.get("model_class") or "").rsplit(".", 1)[-1],
         "vllm_classes": {arch: ":".join((r1.get("model_class") or "").rsplit(".", 1))},
         "model_types": [cfg.get("model_type")] if cfg.get("model_type") else [],
-        "vllm_source": f"vllm/model_executor/models/{(r1.get('model_class') or '').split('.')[-2]}.py :: "
-                       f"{(r1.get('model_class') or '').rsplit('.', 1)[-1]}.load_weights (drafted by tools/oracle/compile_family.py from the oracle trace)",
+        "vllm_source": f"{source_of(r1.get('model_class') or '')} (drafted by tools/oracle/compile_family.py from the oracle trace)",
         "verified": "",
     }
     if prefix or substr or fused_suffix:
