@@ -177,6 +177,14 @@ def main():
         p = os.path.join(ROOT, "fixtures", fx, "model.safetensors.index.json")
         if os.path.exists(p):
             out("index", fx, open(p, "rb").read())
+    # The hand-written index pass's edges: metadata after weight_map, a key it skips, an escape
+    # and a non-string value (both handed to serde), a path that escapes.
+    out("index", "scan-edges", json.dumps({
+        "weight_map": {"a.weight": "m-1.safetensors", "b\\u0041": "m-2.safetensors", "c": "../x.safetensors"},
+        "format": [1, {"k": "}"}],
+        "metadata": {"total_size": 12.0},
+    }).encode() + b"\n")
+    out("index", "scan-non-string", b'{"weight_map": {"a": "m.safetensors", "b": 3}, "metadata": {"total_size": 1}}')
     for p in sorted(glob.glob(os.path.join(ROOT, "fixtures", "*", "config.json")) +
                     glob.glob(os.path.join(ROOT, "fixtures", "configs", "*", "config.json"))):
         name = os.path.relpath(os.path.dirname(p), os.path.join(ROOT, "fixtures")).replace("/", "-")

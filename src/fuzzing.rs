@@ -53,6 +53,11 @@ pub fn index(data: &[u8]) {
         std::hint::black_box((idx, entries));
     }
     touch_findings(&findings);
+    // The hand-written pass and serde agree wherever the first accepts.
+    let mut serde_findings = Vec::new();
+    let by_serde = checkpoint::index::parse_serde(&text, &mut serde_findings);
+    assert_eq!(format!("{parsed:?}"), format!("{by_serde:?}"), "index scan and serde disagree");
+    assert_eq!(format!("{findings:?}"), format!("{serde_findings:?}"), "index scan and serde disagree");
 }
 
 /// config.json bytes through the config reader and the quantization detector, then through

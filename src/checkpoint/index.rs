@@ -128,6 +128,18 @@ fn weight_map_of<'a>(raw: &'a serde_json::value::RawValue, out: &mut Vec<Finding
 }
 
 pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entries<'a>)> {
+    // The usual index (string names and file names, no escapes) in one hand-written pass straight
+    // into the entries; anything else through serde, which names the problem exactly. Both give
+    // the same result where the first accepts (the index fuzz target checks it).
+    match scan::index(text) {
+        Some((meta, wm)) => Some(finish(meta, Some(Some(wm)), out)),
+        None => parse_serde(text, out),
+    }
+}
+
+/// [`parse`] through serde alone (public for the fuzz target's comparison).
+#[doc(hidden)]
+pub fn parse_serde<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entries<'a>)> {
     // One scan when every weight_map value is a string; otherwise a second, raw reading of the
     // top level, so the problem can be named exactly.
     // A weight_map entry takes at least ~24 bytes of text (`"a.b.weight": "m.safetensors"`, real
@@ -150,9 +162,24 @@ pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entrie
             }
         },
     };
+    let wm = wm.map(|w| {
+        w.map(|w| {
+            let mut b = Builder::with_capacity(w.len());
+            for (name, file) in w {
+                b.push(name, file);
+            }
+            b
+        })
+    });
+    Some(finish(metadata.map(serde_json::value::RawValue::get), wm, out))
+}
+
+/// The index from its `metadata` text and its `weight_map` (None: absent; Some(None): present
+/// but not an object, already reported).
+fn finish<'a>(metadata: Option<&str>, wm: Option<Option<Builder<'a>>>, out: &mut Vec<Finding>) -> (Index, Entries<'a>) {
     let mut idx = Index::default();
     if let Some(meta) = metadata {
-        let meta: Value = serde_json::from_str(meta.get()).unwrap_or(Value::Null);
+        let meta: Value = serde_json::from_str(meta).unwrap_or(Value::Null);
         if let Some(ts) = meta.get("total_size") {
             match ts.as_u64().or_else(|| ts.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64)) {
                 Some(n) => idx.total_size = Some(n),
@@ -164,38 +191,65 @@ pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entrie
             }
         }
     }
-    let wm = match wm {
+    let b = match wm {
         None => {
             out.push(Finding::new(Code::IndexInvalid, "the index has no `weight_map`").file(INDEX_NAME));
-            return Some((idx, Vec::new()));
+            return (idx, Vec::new());
         }
-        Some(None) => return Some((idx, Vec::new())),
-        Some(Some(wm)) => wm,
+        Some(None) => return (idx, Vec::new()),
+        Some(Some(b)) => b,
     };
-    let mut shard_ids: FxHashMap<Cow<str>, u32> = FxHashMap::default();
-    let mut entries: Entries<'a> = Vec::with_capacity(wm.len());
-    // Shard names repeat in runs: compare with the previous one before hashing.
-    let mut last: Option<(Cow<'a, str>, u32)> = None;
-    for (name, file) in wm {
+    out.extend(b.found);
+    idx.shards = b.shards;
+    idx.tensors_per_shard = b.tensors_per_shard;
+    // Duplicate names are found by the cross-check, which visits every entry anyway.
+    idx.tensors = b.entries.len();
+    (idx, b.entries)
+}
+
+/// `weight_map` entries in document order, each shard file named once.
+struct Builder<'a> {
+    shards: Vec<String>,
+    tensors_per_shard: Vec<usize>,
+    shard_ids: FxHashMap<Cow<'a, str>, u32>,
+    /// Shard names repeat in runs: compare with the previous one before hashing.
+    last: Option<(Cow<'a, str>, u32)>,
+    entries: Entries<'a>,
+    found: Vec<Finding>,
+}
+
+impl<'a> Builder<'a> {
+    fn with_capacity(n: usize) -> Builder<'a> {
+        Builder {
+            shards: Vec::new(),
+            tensors_per_shard: Vec::new(),
+            shard_ids: FxHashMap::default(),
+            last: None,
+            entries: Vec::with_capacity(n),
+            found: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, name: Cow<'a, str>, file: Result<Cow<'a, str>, String>) {
         let file = match file {
             Ok(f) => f,
             Err(v) => {
-                out.push(
+                self.found.push(
                     Finding::new(Code::IndexInvalid, format!("`weight_map[{name:?}]` is {v}, not a file name"))
                         .file(INDEX_NAME)
                         .tensor(name.into_owned()),
                 );
-                continue;
+                return;
             }
         };
-        let id = match &last {
+        let id = match &self.last {
             Some((f, id)) if *f == file => *id,
             _ => {
-                let id = match shard_ids.get(&file) {
+                let id = match self.shard_ids.get(&file) {
                     Some(&id) => id,
                     None => {
                         if !is_safe_relative(&file) {
-                            out.push(
+                            self.found.push(
                                 Finding::new(
                                     Code::IndexPathEscape,
                                     format!("shard path {file:?} for {name:?} escapes the checkpoint directory"),
@@ -203,25 +257,152 @@ pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entrie
                                 .file(INDEX_NAME)
                                 .tensor(name.into_owned()),
                             );
-                            continue;
+                            return;
                         }
-                        let id = idx.shards.len() as u32;
-                        idx.shards.push(file.to_string());
-                        idx.tensors_per_shard.push(0);
-                        shard_ids.insert(file.clone(), id);
+                        let id = self.shards.len() as u32;
+                        self.shards.push(file.to_string());
+                        self.tensors_per_shard.push(0);
+                        self.shard_ids.insert(file.clone(), id);
                         id
                     }
                 };
-                last = Some((file, id));
+                self.last = Some((file, id));
                 id
             }
         };
-        idx.tensors_per_shard[id as usize] += 1;
-        entries.push((name, id));
+        self.tensors_per_shard[id as usize] += 1;
+        self.entries.push((name, id));
     }
-    // Duplicate names are found by the cross-check, which visits every entry anyway.
-    idx.tensors = entries.len();
-    Some((idx, entries))
+}
+
+/// The hand-written pass: strict JSON for the shape every index has (an object whose
+/// `weight_map` maps names to file names, strings with no escape), None for anything else.
+mod scan {
+    use super::Builder;
+    use std::borrow::Cow;
+
+    struct Cur<'a> {
+        text: &'a str,
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl<'a> Cur<'a> {
+        fn ws(&mut self) {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+                self.i += 1;
+            }
+        }
+        fn eat(&mut self, c: u8) -> Option<()> {
+            self.ws();
+            (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
+        }
+        fn peek(&mut self) -> Option<u8> {
+            self.ws();
+            self.b.get(self.i).copied()
+        }
+        /// A string with no escape and no control character, borrowed.
+        fn string(&mut self) -> Option<&'a str> {
+            self.eat(b'"')?;
+            let start = self.i;
+            // An escape or a control character: the serde path decides.
+            let end = super::super::json::plain_string_end(self.b, start)?;
+            self.i = end + 1;
+            // Both ends sit on ASCII quotes of valid UTF-8 text: char boundaries.
+            Some(&self.text[start..end])
+        }
+        /// Any JSON value, skipped: its text, which serde then checks (it is kept or ignored,
+        /// never trusted unread).
+        fn value(&mut self) -> Option<&'a str> {
+            self.ws();
+            let start = self.i;
+            let mut depth = 0usize;
+            loop {
+                match *self.b.get(self.i)? {
+                    b'"' => {
+                        self.i += 1;
+                        loop {
+                            let at = self.i + memchr::memchr2(b'"', b'\\', &self.b[self.i..])?;
+                            self.i = at + 1;
+                            if self.b[at] == b'"' {
+                                break;
+                            }
+                            self.i += 1; // the escaped character
+                        }
+                    }
+                    b'{' | b'[' => {
+                        depth += 1;
+                        self.i += 1;
+                    }
+                    b'}' | b']' if depth > 0 => {
+                        depth -= 1;
+                        self.i += 1;
+                    }
+                    b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r' if depth == 0 => break,
+                    _ => self.i += 1,
+                }
+            }
+            let v = self.text.get(start..self.i)?;
+            serde_json::from_str::<serde::de::IgnoredAny>(v).ok()?;
+            Some(v)
+        }
+        fn weight_map(&mut self) -> Option<Builder<'a>> {
+            self.eat(b'{')?;
+            // Real entries take ~90 bytes of text: reserved for one per 48 (untouched capacity
+            // costs no page), so the vector never grows by copying.
+            let mut b = Builder::with_capacity((self.b.len() - self.i) / 48);
+            if self.peek()? == b'}' {
+                self.i += 1;
+                return Some(b);
+            }
+            loop {
+                let name = self.string()?;
+                self.eat(b':')?;
+                let file = self.string()?;
+                b.push(Cow::Borrowed(name), Ok(Cow::Borrowed(file)));
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        return Some(b);
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    /// (`metadata`'s text, `weight_map`) of an index in the usual shape; None otherwise.
+    pub(super) fn index(text: &str) -> Option<(Option<&str>, Builder<'_>)> {
+        let mut c = Cur { text, b: text.as_bytes(), i: 0 };
+        c.eat(b'{')?;
+        let (mut metadata, mut wm) = (None, None);
+        if c.peek()? != b'}' {
+            loop {
+                let key = c.string()?;
+                c.eat(b':')?;
+                match key {
+                    "weight_map" if wm.is_none() => wm = Some(c.weight_map()?),
+                    "metadata" if metadata.is_none() => metadata = Some(c.value()?),
+                    // A repeated field is serde's error to word.
+                    "weight_map" | "metadata" => return None,
+                    _ => {
+                        c.value()?;
+                    }
+                }
+                match c.peek()? {
+                    b',' => c.i += 1,
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        c.i += 1;
+        c.ws();
+        // No weight_map: serde's path reports it.
+        (c.i == c.b.len()).then_some(())?;
+        Some((metadata, wm?))
+    }
 }
 
 /// A relative path with no `..`, root or prefix component.
@@ -234,6 +415,45 @@ pub fn is_safe_relative(p: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The hand-written pass gives exactly what serde gives (result and findings), on the usual
+    /// shape and on every shape it hands over to serde.
+    #[test]
+    fn scan_agrees_with_serde() {
+        let cases = [
+            r#"{"metadata": {"total_size": 12}, "weight_map": {"a.weight": "m1.safetensors", "b.weight": "m2.safetensors", "c": "m1.safetensors"}}"#,
+            r#"{"weight_map": {"a": "m.safetensors"}, "metadata": {"total_size": 3.0, "x": [1, {"y": "}"}]}}"#,
+            r#"{"metadata": {"total_size": "big"}, "weight_map": {}}"#,
+            r#"{"metadata": null, "format": "pt", "weight_map": {"a": "m.safetensors"}}"#,
+            r#"{"weight_map": {"a\u0041": "m.safetensors"}}"#,
+            r#"{"weight_map": {"a": "m\"x.safetensors"}}"#,
+            r#"{"weight_map": {"a": 3, "b": "m.safetensors"}}"#,
+            r#"{"weight_map": {"a": "../up.safetensors", "b": "m.safetensors", "a": "m.safetensors"}}"#,
+            r#"{"weight_map": {"a": "m.safetensors"}, "weight_map": {}}"#,
+            r#"{"metadata": {}, "metadata": {}, "weight_map": {}}"#,
+            r#"{"metadata": {"total_size": 1}}"#,
+            r#"{}"#,
+            r#"{"weight_map": []}"#,
+            r#"{"weight_map": {"a": "m.safetensors"}} x"#,
+            r#"{"weight_map": {"a": "m.safetensors",}}"#,
+            r#"{"extra": tru, "weight_map": {}}"#,
+            r#"{"extra": {"unclosed": [1, 2}, "weight_map": {}}"#,
+            "{\"weight_map\": {\"a\tb\": \"m.safetensors\"}}",
+            " \n{ \"weight_map\" :{ \"a\" : \"m.safetensors\" } } \n",
+            r#"[1]"#,
+            "",
+        ];
+        for text in cases {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let fast = parse(text, &mut a);
+            let slow = parse_serde(text, &mut b);
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{text}");
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{text}");
+        }
+        // The usual shape is the hand-written pass's (not handed over).
+        assert!(scan::index(cases[0]).is_some() && scan::index(cases[1]).is_some() && scan::index(cases[3]).is_some());
+        assert!(scan::index(cases[4]).is_none() && scan::index(cases[6]).is_none() && scan::index(cases[8]).is_none());
+    }
 
     #[test]
     fn path_safety() {

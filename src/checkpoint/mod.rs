@@ -5,6 +5,7 @@ pub mod config;
 pub mod dtype;
 pub mod header;
 pub mod index;
+pub(crate) mod json;
 pub mod names;
 pub mod resolve;
 pub mod shard;
@@ -54,6 +55,13 @@ pub struct Checkpoint {
 pub struct TensorId {
     shard: u32,
     entry: u32,
+}
+
+impl TensorId {
+    /// The position of the tensor's shard in [`Checkpoint::shards`].
+    pub fn shard_index(self) -> usize {
+        self.shard as usize
+    }
 }
 
 /// A tensor and the shard it is in.
@@ -194,52 +202,26 @@ impl Checkpoint {
         };
         let place = source.place();
         let index_path = root.join(index::INDEX_NAME);
-        // Read whole (bounded): DeepSeek-size indexes are several megabytes.
-        let index_bytes: Option<Vec<u8>> = match &source.single_file {
-            None => match crate::fsutil::read_bounded(&index_path, crate::fsutil::INDEX_CAP) {
-                Ok(b) => Some(b),
-                Err(e) if e.is_not_found() => None,
-                Err(e) => {
-                    findings.push(read_finding(&e, index::INDEX_NAME));
-                    None
-                }
-            },
-            _ => None,
-        };
-        let index_text: Option<&str> = match &index_bytes {
-            Some(m) => match std::str::from_utf8(m) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    findings.push(
-                        Finding::new(Code::IndexNotJson, format!("byte {} is not valid UTF-8", e.valid_up_to()))
-                            .file(index::INDEX_NAME),
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
-        let had_index_file = index_bytes.is_some() || std::fs::symlink_metadata(&index_path).is_ok();
-        // Parse the index while the shard headers are parsed: every listed shard is opened on
-        // speculation; the index then decides which of them vLLM would read.
-        let (parsed_index, opened) = rayon::join(
-            || {
-                index_text.map(|t| {
-                    let mut f = Vec::new();
-                    (index::parse(t, &mut f), f)
-                })
-            },
+        // Read whole (bounded; DeepSeek-size indexes are several megabytes) and parsed while the
+        // shard headers are: every listed shard is opened on speculation; the index then decides
+        // which of them vLLM would read. Its entries borrow the text, which lives in `index_text`.
+        let mut index_text: Option<String> = None;
+        let text_slot = &mut index_text;
+        let single = source.single_file.is_some();
+        let (index_read, opened) = rayon::join(
+            || (!single).then(|| read_index(&index_path, text_slot)),
             || listing.safetensors.par_iter().map(open_shard).collect::<Vec<(Shard, Vec<Finding>)>>(),
         );
-        let (index, entries) = match parsed_index {
-            Some((parsed, f)) => {
+        let (had_index_file, index, entries) = match index_read {
+            Some(IndexRead { present, parsed, findings: f }) => {
                 findings.extend(f);
                 match parsed {
-                    Some((i, e)) => (Some(i), e),
-                    None => (None, Vec::new()),
+                    Some((i, e)) => (present, Some(i), e),
+                    None => (present, None, Vec::new()),
                 }
             }
-            None => (None, Vec::new()),
+            // One file named on the command line: an index beside it still counts as there.
+            None => (std::fs::symlink_metadata(&index_path).is_ok(), None, Vec::new()),
         };
         let selected = select(&present, &place, &listing, index.as_ref(), had_index_file, &mut findings);
 
@@ -481,6 +463,41 @@ fn read_finding(e: &crate::fsutil::ReadError, file: &str) -> Finding {
         ReadError::Io { .. } => Code::ConfigInvalid,
     };
     Finding::new(code, e.to_string()).file(file)
+}
+
+/// The index as read: whether a file (or link) is there, what parsed, and the problems in order.
+struct IndexRead<'a> {
+    present: bool,
+    parsed: Option<(Index, index::Entries<'a>)>,
+    findings: Vec<Finding>,
+}
+
+/// Read and parse `model.safetensors.index.json`; its text is kept in `slot`, which the entries
+/// borrow.
+fn read_index<'a>(path: &Path, slot: &'a mut Option<String>) -> IndexRead<'a> {
+    let mut findings = Vec::new();
+    let bytes = match crate::fsutil::read_bounded(path, crate::fsutil::INDEX_CAP) {
+        Ok(b) => Some(b),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => {
+            findings.push(read_finding(&e, index::INDEX_NAME));
+            None
+        }
+    };
+    let present = bytes.is_some() || std::fs::symlink_metadata(path).is_ok();
+    let text = match bytes.map(String::from_utf8) {
+        Some(Ok(t)) => Some(&*slot.insert(t)),
+        Some(Err(e)) => {
+            let at = e.utf8_error().valid_up_to();
+            findings.push(
+                Finding::new(Code::IndexNotJson, format!("byte {at} is not valid UTF-8")).file(index::INDEX_NAME),
+            );
+            None
+        }
+        None => None,
+    };
+    let parsed = text.and_then(|t| index::parse(t, &mut findings));
+    IndexRead { present, parsed, findings }
 }
 
 /// An optional JSON side file (hf_quant_config.json): absent is fine; present but unreadable,
