@@ -10,7 +10,6 @@ use crate::plan::Target;
 use crate::ui::{self, ColorChoice, Help};
 use crate::{manifest, render, Checkpoint};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use std::borrow::Cow;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -580,7 +579,7 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
 
 fn run(cli: Cli) -> Exit {
     let target = cli.target;
-    let rules = match load_rules(&cli.rules) {
+    let rules = match Rules::load(&cli.rules) {
         Ok(r) => r,
         Err(e) => return e,
     };
@@ -1060,12 +1059,33 @@ fn run_bench(
 }
 
 /// The built-in families plus the `--rules` files (a user family replaces a built-in of its name).
-fn load_rules(files: &[PathBuf]) -> Result<Cow<'static, RuleSet>, Exit> {
-    let paths: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
-    if paths.is_empty() {
-        return Ok(Cow::Borrowed(RuleSet::builtin()));
+/// The families a command reads: the built-in ones are parsed on a thread of their own while the
+/// command opens its checkpoint (the first use waits for them); `--rules` files are read at once,
+/// so an error in one is reported before anything else is done.
+enum Rules {
+    Builtin,
+    With(RuleSet),
+}
+
+impl Rules {
+    fn load(files: &[PathBuf]) -> Result<Rules, Exit> {
+        if files.is_empty() {
+            std::thread::spawn(RuleSet::builtin);
+            return Ok(Rules::Builtin);
+        }
+        let paths: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+        RuleSet::load(&paths).map(Rules::With).map_err(|e| Exit::input(&e))
     }
-    RuleSet::load(&paths).map(Cow::Owned).map_err(|e| Exit::input(&e))
+}
+
+impl std::ops::Deref for Rules {
+    type Target = RuleSet;
+    fn deref(&self) -> &RuleSet {
+        match self {
+            Rules::Builtin => RuleSet::builtin(),
+            Rules::With(r) => r,
+        }
+    }
 }
 
 /// The opened checkpoint, which must be readable throughout.
@@ -1182,7 +1202,11 @@ fn run_remap(
         note(&format!("wrote {}", path.display()));
     }
     match format {
-        render::TableFormat::Json => emit_json(&report)?,
+        render::TableFormat::Json => {
+            ui::emit_json_with(|w| crate::remap::json::write_report(&report, w)).map_err(|e| {
+                Exit::Input(format!("cannot write to stdout: {e}"), "check where the output goes".into())
+            })?;
+        }
         _ => emit(&render::remap(&report, format))?,
     }
     let errors = report.findings.iter().any(|f| f.severity == crate::Severity::Error);
@@ -1254,9 +1278,10 @@ fn run_audit(
     json: bool,
     checksum: Option<PathBuf>,
     device: Option<crate::audit::Hardware>,
-    rules: &RuleSet,
+    rules: &Rules,
     hub: &crate::hub::Settings,
 ) -> Result<Exit, Exit> {
+    // (the built-in families are parsed meanwhile)
     let (ck, findings) = open_checkpoint(model, hub)?;
     let mut report = crate::audit::audit_on(model, &ck, findings, rules, target, device);
     report.tool.target = target.as_str();

@@ -125,18 +125,22 @@ pub fn emit(text: &str) -> std::io::Result<bool> {
 /// [`emit`] for a JSON document, streamed (pretty, then a newline) instead of built in memory: a
 /// remap of ~90k tensors is ~90 MB of JSON.
 pub fn emit_json<T: serde::Serialize>(value: &T) -> std::io::Result<bool> {
+    emit_json_with(|w| serde_json::to_writer_pretty(w, value).map_err(std::io::Error::from))
+}
+
+/// [`emit_json`] for a document `write` writes itself (pretty JSON, no final newline).
+pub fn emit_json_with(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<bool> {
+    let mut write = Some(write);
     if let Some(r) = with_capture(|c| {
-        serde_json::to_writer_pretty(&mut c.stdout, value).map_err(std::io::Error::from)?;
+        (write.take().expect("once"))(&mut c.stdout)?;
         c.stdout.push(b'\n');
         Ok(true)
     }) {
         return r;
     }
+    let write = write.take().expect("not captured");
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let written = serde_json::to_writer_pretty(&mut out, value)
-        .map_err(std::io::Error::from)
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush());
+    let written = write(&mut out).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush());
     match written {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),

@@ -3,6 +3,7 @@
 //! that go nowhere, slots filled twice, shapes that disagree with the config.
 
 pub mod draft;
+pub mod json;
 
 pub use crate::arch::{expr, rules};
 pub use crate::model::expected::{expected_params, Expected, Role, ScaleOf, Vars};
@@ -77,10 +78,12 @@ pub enum TpSplit {
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub checkpoint_name: String,
-    pub shard_file: String,
+    /// Shared by every row of the shard (one allocation per shard, not per row).
+    pub shard_file: std::sync::Arc<str>,
     pub dtype: &'static str,
     pub shape: Vec<u64>,
-    pub param: Option<String>,
+    /// Shared by every row that fills the parameter.
+    pub param: Option<std::sync::Arc<str>>,
     pub shard_id: Option<Value>,
     pub expert_id: Option<u64>,
     pub partition: Option<Partition>,
@@ -425,7 +428,7 @@ pub fn remap_with(
     let by_name: FxHashMap<&str, usize> = expected.iter().enumerate().map(|(i, e)| (e.name.as_str(), i)).collect();
     let modules = module_prefixes(&expected);
     let no_fp8 = opts.target == crate::target::Target::VllmAscend;
-    let mut rows: Vec<Row> = Vec::with_capacity(ck.tensor_count());
+    let mut rows: Vec<Row> = Vec::with_capacity(if opts.rows { ck.tensor_count() } else { 0 });
     // Rules a recorded vLLM run verifies for this very architecture (chosen by it, not inferred).
     let recorded = matched_by == "architecture"
         && cfg.architecture.as_deref().is_some_and(|a| {
@@ -441,14 +444,18 @@ pub fn remap_with(
     let mut fused_scheme: BTreeMap<String, Vec<(usize, String, String, String)>> = BTreeMap::new();
     let mut filled = Filled::new(&expected);
     let router = Router::new(family, &vars);
+    // Rows share their shard's name and their parameter's name.
+    let shard_names: Vec<std::sync::Arc<str>> =
+        if opts.rows { ck.shards.iter().map(|s| std::sync::Arc::from(s.name.as_str())).collect() } else { Vec::new() };
+    let mut param_names: Vec<Option<std::sync::Arc<str>>> = vec![None; if opts.rows { expected.len() } else { 0 }];
     // The routed name of the tensor at hand (reused: no allocation per tensor).
     let mut route_buf = (String::new(), String::new());
-    for (ti, t) in ck.tensors().enumerate() {
+    for (ti, (id, t)) in ck.tensors_with_ids().enumerate() {
         let e = t.entry;
         let keep = opts.rows;
         let mut row = Row {
             checkpoint_name: if keep { e.name.clone() } else { String::new() },
-            shard_file: if keep { t.shard.name.clone() } else { String::new() },
+            shard_file: if keep { shard_names[id.shard_index()].clone() } else { std::sync::Arc::from("") },
             dtype: e.dtype.as_str(),
             shape: if keep { e.shape.to_vec() } else { Vec::new() },
             param: None,
@@ -468,7 +475,7 @@ pub fn remap_with(
         let renamed = ascend_description.and_then(|d| d.cache_rename(&e.name, mla));
         if let Some(r) = renamed.as_ref().filter(|r| r.registered) {
             row.action = Action::Load;
-            row.param = Some(r.param.clone());
+            row.param = Some(r.param.as_str().into());
             row.reason = Some(format!(
                 "renamed by vLLM-Ascend's cache-scale mapper; registered by its {} attention method",
                 match r.feature {
@@ -637,7 +644,7 @@ pub fn remap_with(
                         } else if row.action == Action::Unmapped {
                             row.routed_to = Some(name.to_string());
                         } else {
-                            row.param = Some(name.to_string());
+                            row.param = Some(param_names[pi].get_or_insert_with(|| name.into()).clone());
                             row.shard_id = match exp.fused_shards.as_slice() {
                                 // The loader slices a fused expert tensor itself and passes these ids.
                                 [] => shard.map(ShardRef::to_value),
