@@ -322,7 +322,8 @@ mod scan {
                     b'"' => {
                         self.i += 1;
                         loop {
-                            let at = self.i + memchr::memchr2(b'"', b'\\', &self.b[self.i..])?;
+                            // (past the end after a final backslash: the text ends inside a string)
+                            let at = self.i + memchr::memchr2(b'"', b'\\', self.b.get(self.i..)?)?;
                             self.i = at + 1;
                             if self.b[at] == b'"' {
                                 break;
@@ -442,6 +443,8 @@ mod tests {
             " \n{ \"weight_map\" :{ \"a\" : \"m.safetensors\" } } \n",
             r#"[1]"#,
             "",
+            // (the fuzzer's: a skipped value whose text ends on a backslash inside a string)
+            r#"{"x": ["\"#,
         ];
         for text in cases {
             let (mut a, mut b) = (Vec::new(), Vec::new());
