@@ -244,6 +244,7 @@ impl<'de> Deserialize<'de> for Fast {
 /// repeated field, an unknown dtype, trailing text) it returns None and the serde path decides.
 mod scan {
     use super::{Dtype, Fast, Shape, TensorEntry};
+    use crate::checkpoint::json::Cur;
     use std::collections::BTreeMap;
 
     /// Dimensions as scanned: inline up to [`Shape::INLINE`], a vector beyond (rare).
@@ -279,36 +280,7 @@ mod scan {
         }
     }
 
-    struct Cur<'a> {
-        b: &'a [u8],
-        i: usize,
-        text: &'a str,
-    }
-
     impl<'a> Cur<'a> {
-        fn ws(&mut self) {
-            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
-                self.i += 1;
-            }
-        }
-        fn eat(&mut self, c: u8) -> Option<()> {
-            self.ws();
-            (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
-        }
-        fn peek(&mut self) -> Option<u8> {
-            self.ws();
-            self.b.get(self.i).copied()
-        }
-        /// A string with no escape and no control character, borrowed.
-        fn string(&mut self) -> Option<&'a str> {
-            self.eat(b'"')?;
-            let start = self.i;
-            // An escape or a control character: the serde path decides.
-            let end = super::super::json::plain_string_end(self.b, start)?;
-            self.i = end + 1;
-            // Both ends sit on ASCII quotes of valid UTF-8 text: char boundaries.
-            Some(&self.text[start..end])
-        }
         /// A JSON non-negative integer that fits u64 (no sign, fraction, exponent or leading zero).
         fn uint(&mut self) -> Option<u64> {
             self.ws();
@@ -424,7 +396,7 @@ mod scan {
     }
 
     pub(super) fn header(text: &str) -> Option<Fast> {
-        let mut c = Cur { b: text.as_bytes(), i: 0, text };
+        let mut c = Cur::new(text);
         c.eat(b'{')?;
         let mut entries = Vec::with_capacity(text.len() / 100);
         let mut metadata = None;

@@ -279,38 +279,10 @@ impl<'a> Builder<'a> {
 /// `weight_map` maps names to file names, strings with no escape), None for anything else.
 mod scan {
     use super::Builder;
+    use crate::checkpoint::json::Cur;
     use std::borrow::Cow;
 
-    struct Cur<'a> {
-        text: &'a str,
-        b: &'a [u8],
-        i: usize,
-    }
-
     impl<'a> Cur<'a> {
-        fn ws(&mut self) {
-            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
-                self.i += 1;
-            }
-        }
-        fn eat(&mut self, c: u8) -> Option<()> {
-            self.ws();
-            (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
-        }
-        fn peek(&mut self) -> Option<u8> {
-            self.ws();
-            self.b.get(self.i).copied()
-        }
-        /// A string with no escape and no control character, borrowed.
-        fn string(&mut self) -> Option<&'a str> {
-            self.eat(b'"')?;
-            let start = self.i;
-            // An escape or a control character: the serde path decides.
-            let end = super::super::json::plain_string_end(self.b, start)?;
-            self.i = end + 1;
-            // Both ends sit on ASCII quotes of valid UTF-8 text: char boundaries.
-            Some(&self.text[start..end])
-        }
         /// Any JSON value, skipped: its text, which serde then checks (it is kept or ignored,
         /// never trusted unread).
         fn value(&mut self) -> Option<&'a str> {
@@ -375,7 +347,7 @@ mod scan {
 
     /// (`metadata`'s text, `weight_map`) of an index in the usual shape; None otherwise.
     pub(super) fn index(text: &str) -> Option<(Option<&str>, Builder<'_>)> {
-        let mut c = Cur { text, b: text.as_bytes(), i: 0 };
+        let mut c = Cur::new(text);
         c.eat(b'{')?;
         let (mut metadata, mut wm) = (None, None);
         if c.peek()? != b'}' {

@@ -56,6 +56,43 @@ pub(crate) fn plain(b: &[u8]) -> bool {
     chunks.remainder().iter().all(|&c| c != b'"' && c != b'\\' && c >= 0x20)
 }
 
+/// A cursor over JSON text for the hand-written passes: what both read the same way. Each pass
+/// adds the readers of its own shapes in its own module.
+pub(crate) struct Cur<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) b: &'a [u8],
+    pub(crate) i: usize,
+}
+
+impl<'a> Cur<'a> {
+    pub(crate) fn new(text: &'a str) -> Cur<'a> {
+        Cur { text, b: text.as_bytes(), i: 0 }
+    }
+    pub(crate) fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+    pub(crate) fn eat(&mut self, c: u8) -> Option<()> {
+        self.ws();
+        (self.b.get(self.i) == Some(&c)).then(|| self.i += 1)
+    }
+    pub(crate) fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.b.get(self.i).copied()
+    }
+    /// A string with no escape and no control character, borrowed (None for any other: the
+    /// serde path decides).
+    pub(crate) fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let end = plain_string_end(self.b, start)?;
+        self.i = end + 1;
+        // Both ends sit on ASCII quotes of valid UTF-8 text: char boundaries.
+        Some(&self.text[start..end])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{plain, plain_string_end};
