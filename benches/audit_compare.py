@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Whole-process timing of `ckptpilot audit --json` against the Python safetensors audit on the same
-layout, interleaved (A B A B …) after one warm-up each, warm page cache. Prints medians and the ratio.
+layout, interleaved (each round in a shuffled order) after one warm-up each, warm page cache. Prints medians and the ratio.
 
   python3 benches/audit_compare.py DIR [--runs 7] [--no-python] [--python /path/to/venv/bin/python]
                                         [--command remap] [--base OLD_BUILD/ckptpilot]
@@ -10,6 +10,7 @@ build of ckptpilot to the same interleaved runs (before / after on the same load
 """
 import argparse
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -48,9 +49,15 @@ def main():
     times = {k: [] for k in cmds}
     for k, c in cmds.items():
         timed(c)  # warm-up
+    # Each round in a new order: a process that starts right after the Python one (which frees
+    # hundreds of megabytes) can stall while the kernel reclaims; a fixed order would charge
+    # that to one contender only.
+    order = list(cmds)
+    rng = random.Random(1)
     for _ in range(a.runs):
-        for k, c in cmds.items():
-            times[k].append(timed(c))
+        rng.shuffle(order)
+        for k in order:
+            times[k].append(timed(cmds[k]))
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in times.items():
         print(f"{k:20s} median {med[k] * 1000:8.1f} ms  (runs: {', '.join(f'{x * 1000:.0f}' for x in v)})")

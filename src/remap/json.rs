@@ -30,21 +30,23 @@ pub fn write_report(report: &RemapReport, w: &mut dyn Write) -> io::Result<()> {
     } else {
         w.write_all(b"[")?;
         let wave = BAND * 2 * rayon::current_num_threads().max(1);
-        for (wi, wave) in report.rows.chunks(wave).enumerate() {
-            let bands: Vec<Vec<u8>> = wave
-                .par_chunks(BAND)
-                .enumerate()
-                .map(|(bi, band)| {
-                    let (mut out, mut scratch) = (Vec::with_capacity(band.len() * 768), Vec::new());
+        // One buffer per band of a wave, reused wave after wave (freed and allocated again on
+        // other threads, they would not come back to the allocator in time to be reused).
+        let mut bufs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (wi, rows) in report.rows.chunks(wave).enumerate() {
+            let bands = rows.len().div_ceil(BAND);
+            bufs.resize_with(bufs.len().max(bands), || (Vec::with_capacity(BAND * 1024), Vec::new()));
+            bufs[..bands].par_iter_mut().zip(rows.par_chunks(BAND)).enumerate().for_each(
+                |(bi, ((out, scratch), band))| {
+                    out.clear();
                     for (i, row) in band.iter().enumerate() {
                         out.extend_from_slice(if wi + bi + i == 0 { b"\n    " } else { b",\n    " });
-                        write_row(&mut out, &mut scratch, row);
+                        write_row(out, scratch, row);
                     }
-                    out
-                })
-                .collect();
-            for b in bands {
-                w.write_all(&b)?;
+                },
+            );
+            for (out, _) in &bufs[..bands] {
+                w.write_all(out)?;
             }
         }
         w.write_all(b"\n  ]")?;
