@@ -446,8 +446,8 @@ pub fn difference(ck: &Checkpoint, f: &Family) -> Difference {
                 pattern: pattern(&row.checkpoint_name),
                 count: 0,
                 example: row.checkpoint_name.clone(),
-                checkpoint: row.shape.clone(),
-                expected: want.clone(),
+                checkpoint: row.shape.to_vec(),
+                expected: want.to_vec(),
             });
             e.count += 1;
         }

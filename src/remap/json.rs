@@ -217,7 +217,7 @@ mod tests {
             checkpoint_name: "model.layers.0.mlp.experts.3.w1.weight".into(),
             shard_file: "model-00001-of-00002.safetensors".into(),
             dtype: "BF16",
-            shape: vec![16, 8],
+            shape: vec![16, 8].into(),
             param: Some("model.layers.0.mlp.experts.w13_weight".into()),
             shard_id: Some(serde_json::json!("w1")),
             expert_id: Some(3),
@@ -237,7 +237,7 @@ mod tests {
         let mut rows = vec![row()];
         let mut r = row();
         r.checkpoint_name = "odd \"name\"\\ with\ttab and é".into();
-        r.shape = vec![];
+        r.shape = Box::default();
         r.param = None;
         r.shard_id = Some(serde_json::json!(["w1", "w3"]));
         r.expert_id = None;

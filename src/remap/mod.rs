@@ -81,7 +81,7 @@ pub struct Row {
     /// Shared by every row of the shard (one allocation per shard, not per row).
     pub shard_file: std::sync::Arc<str>,
     pub dtype: &'static str,
-    pub shape: Vec<u64>,
+    pub shape: Box<[u64]>,
     /// Shared by every row that fills the parameter.
     pub param: Option<std::sync::Arc<str>>,
     pub shard_id: Option<Value>,
@@ -89,10 +89,10 @@ pub struct Row {
     pub partition: Option<Partition>,
     pub action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<Box<str>>,
     /// For an unmapped tensor: the parameter name its routing reached (which the model lacks).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub routed_to: Option<String>,
+    pub routed_to: Option<Box<str>>,
     pub tp: TpSplit,
     /// No recorded vLLM run backs the rule that placed this row (an inferred family, the generic
     /// decoder, or a family file with no evidence for this architecture): the rules' guess.
@@ -100,7 +100,7 @@ pub struct Row {
     pub unverified: bool,
     /// The shape the family expects from the config where this row's differs (a `remap-shape` finding).
     #[serde(skip)]
-    pub expected_shape: Option<Vec<u64>>,
+    pub expected_shape: Option<Box<[u64]>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -457,7 +457,7 @@ pub fn remap_with(
             checkpoint_name: if keep { e.name.clone() } else { String::new() },
             shard_file: if keep { shard_names[id.shard_index()].clone() } else { std::sync::Arc::from("") },
             dtype: e.dtype.as_str(),
-            shape: if keep { e.shape.to_vec() } else { Vec::new() },
+            shape: if keep { e.shape.as_slice().into() } else { Box::default() },
             param: None,
             shard_id: None,
             expert_id: None,
@@ -476,14 +476,17 @@ pub fn remap_with(
         if let Some(r) = renamed.as_ref().filter(|r| r.registered) {
             row.action = Action::Load;
             row.param = Some(r.param.as_str().into());
-            row.reason = Some(format!(
-                "renamed by vLLM-Ascend's cache-scale mapper; registered by its {} attention method",
-                match r.feature {
-                    crate::quant::modelslim::CacheQuant::C8 => "C8 KV-cache",
-                    crate::quant::modelslim::CacheQuant::Fa => "FAKQuant",
-                    crate::quant::modelslim::CacheQuant::Indexer => "indexer (INT8_DYNAMIC)",
-                }
-            ));
+            row.reason = Some(
+                format!(
+                    "renamed by vLLM-Ascend's cache-scale mapper; registered by its {} attention method",
+                    match r.feature {
+                        crate::quant::modelslim::CacheQuant::C8 => "C8 KV-cache",
+                        crate::quant::modelslim::CacheQuant::Fa => "FAKQuant",
+                        crate::quant::modelslim::CacheQuant::Indexer => "indexer (INT8_DYNAMIC)",
+                    }
+                )
+                .into(),
+            );
             if opts.rows {
                 rows.push(row);
             }
@@ -504,13 +507,13 @@ pub fn remap_with(
         match routed {
             Routed::Skip(reason) => {
                 if keep {
-                    row.reason = Some(reason.into_owned());
+                    row.reason = Some(reason.into());
                 }
             }
             Routed::Buffer(reason) => {
                 row.action = Action::Buffer;
-                row.reason = Some(reason.to_string());
-                row.routed_to = Some(apply_mapper(&family.mapper, &e.name).unwrap_or_else(|| e.name.clone()));
+                row.reason = Some(reason.into());
+                row.routed_to = Some(apply_mapper(&family.mapper, &e.name).unwrap_or_else(|| e.name.clone()).into());
             }
             Routed::KvScale => unreachable!("resolved above"),
             Routed::Param { shard, expert, stacked } => {
@@ -559,8 +562,8 @@ pub fn remap_with(
                             }
                         };
                         findings.add(code, &e.name, Some(&t.shard.name), || format!("{} → {name}: {reason}", e.name));
-                        row.reason = Some(reason);
-                        row.routed_to = Some(name.to_string());
+                        row.reason = Some(reason.into());
+                        row.routed_to = Some(name.into());
                     }
                     Some((pi, exp)) => {
                         row.partition = Some(exp.partition);
@@ -605,13 +608,13 @@ pub fn remap_with(
                                 findings.add(Code::RemapUnmapped, &e.name, Some(&t.shard.name), || {
                                     format!("{}: {reason}", e.name)
                                 });
-                                row.reason = Some(reason);
+                                row.reason = Some(reason.into());
                             }
                             Some((si, want)) => {
                                 if let Some(want) = want {
                                     if *want != e.shape {
                                         if keep {
-                                            row.expected_shape = Some(want.clone());
+                                            row.expected_shape = Some(want.as_slice().into());
                                         }
                                         findings.add(Code::RemapShape, &e.name, Some(&t.shard.name), || {
                                             format!(
@@ -642,7 +645,7 @@ pub fn remap_with(
                         if !keep {
                             // Only the table reads what follows.
                         } else if row.action == Action::Unmapped {
-                            row.routed_to = Some(name.to_string());
+                            row.routed_to = Some(name.into());
                         } else {
                             row.param = Some(param_names[pi].get_or_insert_with(|| name.into()).clone());
                             row.shard_id = match exp.fused_shards.as_slice() {
