@@ -579,7 +579,12 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
 
 fn run(cli: Cli) -> Exit {
     let target = cli.target;
-    let rules = match Rules::load(&cli.rules) {
+    // Commands that open a checkpoint before they read the families have them parsed meanwhile.
+    let early = matches!(
+        cli.cmd,
+        Cmd::Audit { .. } | Cmd::Plan { .. } | Cmd::Remap { .. } | Cmd::Match { .. } | Cmd::Stub { .. }
+    );
+    let rules = match Rules::load(&cli.rules, early) {
         Ok(r) => r,
         Err(e) => return e,
     };
@@ -1059,18 +1064,20 @@ fn run_bench(
 }
 
 /// The built-in families plus the `--rules` files (a user family replaces a built-in of its name).
-/// The families a command reads: the built-in ones are parsed on a thread of their own while the
-/// command opens its checkpoint (the first use waits for them); `--rules` files are read at once,
-/// so an error in one is reported before anything else is done.
+/// The families a command reads: the built-in ones on first use (with `early`, parsed on a thread
+/// of their own from the start, while the command opens its checkpoint); `--rules` files are read
+/// at once, so an error in one is reported before anything else is done.
 enum Rules {
     Builtin,
     With(RuleSet),
 }
 
 impl Rules {
-    fn load(files: &[PathBuf]) -> Result<Rules, Exit> {
+    fn load(files: &[PathBuf], early: bool) -> Result<Rules, Exit> {
         if files.is_empty() {
-            std::thread::spawn(RuleSet::builtin);
+            if early {
+                std::thread::spawn(RuleSet::builtin);
+            }
             return Ok(Rules::Builtin);
         }
         let paths: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
