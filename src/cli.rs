@@ -472,18 +472,16 @@ fn note(msg: &str) {
 /// Write a report to stdout; a closed pipe stops the output quietly with the status the command
 /// would have had anyway.
 fn emit(text: &str) -> Result<(), Exit> {
-    match ui::emit(text) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(Exit::Input(format!("cannot write to stdout: {e}"), "check where the output goes".into())),
-    }
+    ui::emit(text).map(drop).map_err(stdout_error)
 }
 
 /// [`emit`] for a JSON report, streamed to stdout.
 fn emit_json<T: serde::Serialize>(value: &T) -> Result<(), Exit> {
-    match ui::emit_json(value) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(Exit::Input(format!("cannot write to stdout: {e}"), "check where the output goes".into())),
-    }
+    ui::emit_json(value).map(drop).map_err(stdout_error)
+}
+
+fn stdout_error(e: std::io::Error) -> Exit {
+    Exit::Input(format!("cannot write to stdout: {e}"), "check where the output goes".into())
 }
 
 /// vLLM's single-dash spellings (`-tp 8`, `-pp=2`, `-ep`) as the long flags clap knows; and for
@@ -1210,9 +1208,7 @@ fn run_remap(
     }
     match format {
         render::TableFormat::Json => {
-            ui::emit_json_with(|w| crate::remap::json::write_report(&report, w)).map_err(|e| {
-                Exit::Input(format!("cannot write to stdout: {e}"), "check where the output goes".into())
-            })?;
+            ui::emit_json_with(|w| crate::remap::json::write_report(&report, w)).map_err(stdout_error)?;
         }
         _ => emit(&render::remap(&report, format))?,
     }

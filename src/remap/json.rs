@@ -57,31 +57,31 @@ pub fn write_report(report: &RemapReport, w: &mut dyn Write) -> io::Result<()> {
     w.write_all(b"\n}")
 }
 
-/// The top-level object's fields, each value rendered by serde_json and indented one level.
+/// The top-level object's fields (names of ours: nothing to escape), each value rendered by
+/// serde_json and indented one level.
 struct Fields {
     first: bool,
+    out: Vec<u8>,
     scratch: Vec<u8>,
 }
 
 impl Fields {
     fn new() -> Fields {
-        Fields { first: true, scratch: Vec::new() }
+        Fields { first: true, out: Vec::new(), scratch: Vec::new() }
     }
 
     fn key(&mut self, w: &mut dyn Write, key: &str) -> io::Result<()> {
-        w.write_all(if std::mem::take(&mut self.first) { b"{\n  " } else { b",\n  " })?;
-        let mut k = Vec::new();
-        string(&mut k, key);
-        w.write_all(&k)?;
-        w.write_all(b": ")
+        let sep: &[u8] = if std::mem::take(&mut self.first) { b"{\n  \"" } else { b",\n  \"" };
+        w.write_all(sep)?;
+        w.write_all(key.as_bytes())?;
+        w.write_all(b"\": ")
     }
 
     fn field<T: Serialize + ?Sized>(&mut self, w: &mut dyn Write, key: &str, value: &T) -> io::Result<()> {
         self.key(w, key)?;
-        self.scratch.clear();
-        let mut out = Vec::new();
-        serde_value(&mut out, &mut self.scratch, value, 2);
-        w.write_all(&out)
+        self.out.clear();
+        serde_value(&mut self.out, &mut self.scratch, value, 2);
+        w.write_all(&self.out)
     }
 }
 
