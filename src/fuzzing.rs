@@ -58,6 +58,23 @@ pub fn index(data: &[u8]) {
     let by_serde = checkpoint::index::parse_serde(&text, &mut serde_findings);
     assert_eq!(format!("{parsed:?}"), format!("{by_serde:?}"), "index scan and serde disagree");
     assert_eq!(format!("{findings:?}"), format!("{serde_findings:?}"), "index scan and serde disagree");
+    // Streamed from the raw bytes in small pieces (the size from the input): where the stream
+    // gives a result it is the whole text's; where it gives none, the text is not UTF-8 or the
+    // whole-text scan hands it to serde too.
+    let chunk = 1 + data.first().map_or(0, |&b| usize::from(b % 13));
+    let mut streamed_findings = Vec::new();
+    let len = data.len() as u64;
+    match checkpoint::index::stream(data, len, len, chunk, &mut streamed_findings) {
+        Some(s) => {
+            assert!(std::str::from_utf8(data).is_ok(), "index stream accepted bytes that are not UTF-8");
+            assert_eq!(format!("{:?}", Some(s)), format!("{parsed:?}"), "index stream and scan disagree");
+            assert_eq!(format!("{streamed_findings:?}"), format!("{findings:?}"), "index stream and scan disagree");
+        }
+        None => assert!(
+            std::str::from_utf8(data).is_err() || !checkpoint::index::scans(&text),
+            "index stream refused what the scan reads"
+        ),
+    }
 }
 
 /// config.json bytes through the config reader and the quantization detector, then through

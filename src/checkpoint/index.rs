@@ -20,9 +20,38 @@ pub struct Index {
     pub tensors: usize,
 }
 
-/// `weight_map` as parsed: (tensor name, position of its shard in [`Index::shards`]), names
-/// borrowed from the index text where JSON allows. Transient: it lives for the cross-check.
-pub type Entries<'a> = Vec<(Cow<'a, str>, u32)>;
+/// `weight_map` as parsed, in document order: each tensor name with the position of its shard in
+/// [`Index::shards`]. The names share one buffer (no allocation per name), so the index text need
+/// not be kept, nor read whole (see [`read`]). Transient: it lives for the cross-check.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Entries {
+    names: String,
+    /// Where each name ends in `names`.
+    ends: Vec<usize>,
+    shards: Vec<u32>,
+}
+
+impl Entries {
+    fn with_capacity(n: usize, names: usize) -> Entries {
+        Entries { names: String::with_capacity(names), ends: Vec::with_capacity(n), shards: Vec::with_capacity(n) }
+    }
+    fn push(&mut self, name: &str, shard: u32) {
+        self.names.push_str(name);
+        self.ends.push(self.names.len());
+        self.shards.push(shard);
+    }
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    /// (name, shard position) in document order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u32)> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).zip(&self.shards).map(|((a, &b), &s)| (&self.names[a..b], s))
+    }
+}
 
 /// The top level of an index: only `metadata` and `weight_map` matter; values stay raw.
 #[derive(serde::Deserialize)]
@@ -127,19 +156,47 @@ fn weight_map_of<'a>(raw: &'a serde_json::value::RawValue, out: &mut Vec<Finding
     }
 }
 
-pub fn parse<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entries<'a>)> {
+pub fn parse(text: &str, out: &mut Vec<Finding>) -> Option<(Index, Entries)> {
     // The usual index (string names and file names, no escapes) in one hand-written pass straight
     // into the entries; anything else through serde, which names the problem exactly. Both give
     // the same result where the first accepts (the index fuzz target checks it).
-    match scan::index(text) {
-        Some((meta, wm)) => Some(finish(meta, Some(Some(wm)), out)),
-        None => parse_serde(text, out),
+    match scan::index(&mut scan::Whole(text), text.len()) {
+        Ok(Some((meta, b))) => Some(finish(meta.as_deref(), Some(Some(b)), out)),
+        _ => parse_serde(text, out),
+    }
+}
+
+/// Whether `text` has the usual shape the hand-written pass reads (for the fuzz target).
+#[doc(hidden)]
+pub fn scans(text: &str) -> bool {
+    matches!(scan::index(&mut scan::Whole(text), text.len()), Ok(Some(_)))
+}
+
+/// Bytes read at a time by [`stream`].
+pub const STREAM_CHUNK: usize = 1 << 18;
+
+/// The index from `reader` (`len` bytes as far as known, at most `cap`) a piece of `chunk` bytes
+/// at a time, never held whole, when it has the usual shape; None for anything else (the caller
+/// reads it whole for [`parse`], which words the problem) and when the reader fails, gives more
+/// than `cap` bytes, or the text is not UTF-8. Where it gives a result, it is [`parse`]'s on the
+/// same text (the fuzz target checks it).
+pub fn stream(
+    reader: impl std::io::Read,
+    len: u64,
+    cap: u64,
+    chunk: usize,
+    out: &mut Vec<Finding>,
+) -> Option<(Index, Entries)> {
+    let mut w = scan::Stream::new(reader, chunk, cap);
+    match scan::index(&mut w, usize::try_from(len).unwrap_or(usize::MAX)) {
+        Ok(Some((meta, b))) => Some(finish(meta.as_deref(), Some(Some(b)), out)),
+        Ok(None) | Err(scan::Stop) => None,
     }
 }
 
 /// [`parse`] through serde alone (public for the fuzz target's comparison).
 #[doc(hidden)]
-pub fn parse_serde<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, Entries<'a>)> {
+pub fn parse_serde(text: &str, out: &mut Vec<Finding>) -> Option<(Index, Entries)> {
     // One scan when every weight_map value is a string; otherwise a second, raw reading of the
     // top level, so the problem can be named exactly.
     // A weight_map entry takes at least ~24 bytes of text (`"a.b.weight": "m.safetensors"`, real
@@ -164,9 +221,9 @@ pub fn parse_serde<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, 
     };
     let wm = wm.map(|w| {
         w.map(|w| {
-            let mut b = Builder::with_capacity(w.len());
+            let mut b = Builder::with_capacity(w.len(), w.iter().map(|e| e.0.len()).sum());
             for (name, file) in w {
-                b.push(name, file);
+                b.push(&name, file.as_deref().map_err(String::clone));
             }
             b
         })
@@ -176,7 +233,7 @@ pub fn parse_serde<'a>(text: &'a str, out: &mut Vec<Finding>) -> Option<(Index, 
 
 /// The index from its `metadata` text and its `weight_map` (None: absent; Some(None): present
 /// but not an object, already reported).
-fn finish<'a>(metadata: Option<&str>, wm: Option<Option<Builder<'a>>>, out: &mut Vec<Finding>) -> (Index, Entries<'a>) {
+fn finish(metadata: Option<&str>, wm: Option<Option<Builder>>, out: &mut Vec<Finding>) -> (Index, Entries) {
     let mut idx = Index::default();
     if let Some(meta) = metadata {
         let meta: Value = serde_json::from_str(meta).unwrap_or(Value::Null);
@@ -194,9 +251,9 @@ fn finish<'a>(metadata: Option<&str>, wm: Option<Option<Builder<'a>>>, out: &mut
     let b = match wm {
         None => {
             out.push(Finding::new(Code::IndexInvalid, "the index has no `weight_map`").file(INDEX_NAME));
-            return (idx, Vec::new());
+            return (idx, Entries::default());
         }
-        Some(None) => return (idx, Vec::new()),
+        Some(None) => return (idx, Entries::default()),
         Some(Some(b)) => b,
     };
     out.extend(b.found);
@@ -208,84 +265,231 @@ fn finish<'a>(metadata: Option<&str>, wm: Option<Option<Builder<'a>>>, out: &mut
 }
 
 /// `weight_map` entries in document order, each shard file named once.
-struct Builder<'a> {
+struct Builder {
     shards: Vec<String>,
     tensors_per_shard: Vec<usize>,
-    shard_ids: FxHashMap<Cow<'a, str>, u32>,
+    shard_ids: FxHashMap<String, u32>,
     /// Shard names repeat in runs: compare with the previous one before hashing.
-    last: Option<(Cow<'a, str>, u32)>,
-    entries: Entries<'a>,
+    last: Option<u32>,
+    entries: Entries,
     found: Vec<Finding>,
 }
 
-impl<'a> Builder<'a> {
-    fn with_capacity(n: usize) -> Builder<'a> {
+impl Builder {
+    /// Room for `n` entries whose names take `names` bytes.
+    fn with_capacity(n: usize, names: usize) -> Builder {
         Builder {
             shards: Vec::new(),
             tensors_per_shard: Vec::new(),
             shard_ids: FxHashMap::default(),
             last: None,
-            entries: Vec::with_capacity(n),
+            entries: Entries::with_capacity(n, names),
             found: Vec::new(),
         }
     }
 
-    fn push(&mut self, name: Cow<'a, str>, file: Result<Cow<'a, str>, String>) {
+    fn push(&mut self, name: &str, file: Result<&str, String>) {
         let file = match file {
             Ok(f) => f,
             Err(v) => {
                 self.found.push(
                     Finding::new(Code::IndexInvalid, format!("`weight_map[{name:?}]` is {v}, not a file name"))
                         .file(INDEX_NAME)
-                        .tensor(name.into_owned()),
+                        .tensor(name),
                 );
                 return;
             }
         };
-        let id = match &self.last {
-            Some((f, id)) if *f == file => *id,
+        let id = match self.last {
+            Some(id) if self.shards[id as usize] == file => id,
             _ => {
-                let id = match self.shard_ids.get(&file) {
+                let id = match self.shard_ids.get(file) {
                     Some(&id) => id,
                     None => {
-                        if !is_safe_relative(&file) {
+                        if !is_safe_relative(file) {
                             self.found.push(
                                 Finding::new(
                                     Code::IndexPathEscape,
                                     format!("shard path {file:?} for {name:?} escapes the checkpoint directory"),
                                 )
                                 .file(INDEX_NAME)
-                                .tensor(name.into_owned()),
+                                .tensor(name),
                             );
                             return;
                         }
                         let id = self.shards.len() as u32;
                         self.shards.push(file.to_string());
                         self.tensors_per_shard.push(0);
-                        self.shard_ids.insert(file.clone(), id);
+                        self.shard_ids.insert(file.to_string(), id);
                         id
                     }
                 };
-                self.last = Some((file, id));
+                self.last = Some(id);
                 id
             }
         };
         self.tensors_per_shard[id as usize] += 1;
-        self.entries.push((name, id));
+        self.entries.push(name, id);
     }
 }
 
 /// The hand-written pass: strict JSON for the shape every index has (an object whose
-/// `weight_map` maps names to file names, strings with no escape), None for anything else.
+/// `weight_map` maps names to file names, strings with no escape), None for anything else. It
+/// reads the text a piece at a time (see [`scan::Window`]): a file need not be held whole.
 mod scan {
     use super::Builder;
     use crate::checkpoint::json::Cur;
-    use std::borrow::Cow;
 
-    impl<'a> Cur<'a> {
+    /// A read that failed, or text that is not UTF-8: the whole-text path names the problem.
+    pub(super) struct Stop;
+
+    /// Text the pass reads from the front, arriving in pieces.
+    pub(super) trait Window {
+        /// The text not consumed yet, as far as it has arrived.
+        fn rest(&self) -> &str;
+        fn consume(&mut self, n: usize);
+        /// Append more text; false when there is none.
+        fn more(&mut self) -> Result<bool, Stop>;
+    }
+
+    /// A whole text, there from the start.
+    pub(super) struct Whole<'t>(pub(super) &'t str);
+
+    impl Window for Whole<'_> {
+        fn rest(&self) -> &str {
+            self.0
+        }
+        fn consume(&mut self, n: usize) {
+            self.0 = &self.0[n..];
+        }
+        fn more(&mut self) -> Result<bool, Stop> {
+            Ok(false)
+        }
+    }
+
+    /// A reader's bytes as they arrive, `chunk` at a time, checked as UTF-8 once each; the consumed
+    /// front is dropped as more is appended, so only what one step spans is ever held.
+    pub(super) struct Stream<R> {
+        reader: R,
+        chunk: usize,
+        /// Bytes the reader may give; one more is an error (the file grew past its cap).
+        cap: u64,
+        read: u64,
+        text: String,
+        start: usize,
+        /// Where the reader's bytes land (zeroed once, reused); its first `carry` bytes are a
+        /// character the last read cut in two.
+        raw: Vec<u8>,
+        carry: usize,
+    }
+
+    impl<R: std::io::Read> Stream<R> {
+        pub(super) fn new(reader: R, chunk: usize, cap: u64) -> Stream<R> {
+            Stream {
+                reader,
+                chunk: chunk.max(1),
+                cap,
+                read: 0,
+                text: String::new(),
+                start: 0,
+                raw: Vec::new(),
+                carry: 0,
+            }
+        }
+    }
+
+    impl<R: std::io::Read> Window for Stream<R> {
+        fn rest(&self) -> &str {
+            &self.text[self.start..]
+        }
+        fn consume(&mut self, n: usize) {
+            self.start += n;
+        }
+        fn more(&mut self) -> Result<bool, Stop> {
+            if self.start > 0 {
+                self.text.drain(..self.start);
+                self.start = 0;
+            }
+            // At least what is held already: a value longer than a piece is rescanned from its
+            // start each time, so the window doubles (linear time, not quadratic).
+            let want = self.carry + self.chunk.max(self.text.len());
+            if self.raw.len() < want {
+                self.raw.resize(want, 0);
+            }
+            let n = loop {
+                match self.reader.read(&mut self.raw[self.carry..want]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Err(Stop),
+                }
+            };
+            self.read += n as u64;
+            if self.read > self.cap {
+                return Err(Stop);
+            }
+            let got = &self.raw[..self.carry + n];
+            if n == 0 {
+                // A character cut off by the end of the file is not UTF-8.
+                return if got.is_empty() { Ok(false) } else { Err(Stop) };
+            }
+            let (valid, cut) = match std::str::from_utf8(got) {
+                Ok(t) => (t, 0),
+                // Cut at the end of this piece: the rest of the character comes with the next.
+                Err(e) if e.error_len().is_none() => {
+                    let t = std::str::from_utf8(&got[..e.valid_up_to()]).map_err(|_| Stop)?;
+                    (t, got.len() - e.valid_up_to())
+                }
+                Err(_) => return Err(Stop),
+            };
+            self.text.push_str(valid);
+            let end = got.len();
+            self.raw.copy_within(end - cut..end, 0);
+            self.carry = cut;
+            Ok(true)
+        }
+    }
+
+    /// Run `f` on the text from the front until it succeeds, with more text each time it runs
+    /// out; consume what it read. None when it fails on the whole rest of the text: not the usual
+    /// shape. `f` must change nothing outside itself until it succeeds (it is rerun).
+    fn step<W: Window, T>(w: &mut W, mut f: impl FnMut(&mut Cur<'_>) -> Option<T>) -> Result<Option<T>, Stop> {
+        loop {
+            let mut c = Cur::new(w.rest());
+            if let Some(v) = f(&mut c) {
+                let n = c.i;
+                w.consume(n);
+                return Ok(Some(v));
+            }
+            if !w.more()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// What follows a member or an entry.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Next {
+        More,
+        End,
+    }
+
+    impl Cur<'_> {
+        fn next(&mut self) -> Option<Next> {
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    Some(Next::More)
+                }
+                b'}' => {
+                    self.i += 1;
+                    Some(Next::End)
+                }
+                _ => None,
+            }
+        }
         /// Any JSON value, skipped: its text, which serde then checks (it is kept or ignored,
         /// never trusted unread).
-        fn value(&mut self) -> Option<&'a str> {
+        fn value(&mut self) -> Option<&str> {
             self.ws();
             let start = self.i;
             let mut depth = 0usize;
@@ -319,62 +523,123 @@ mod scan {
             serde_json::from_str::<serde::de::IgnoredAny>(v).ok()?;
             Some(v)
         }
-        fn weight_map(&mut self) -> Option<Builder<'a>> {
-            self.eat(b'{')?;
-            // Real entries take ~90 bytes of text: reserved for one per 48 (untouched capacity
-            // costs no page), so the vector never grows by copying.
-            let mut b = Builder::with_capacity((self.b.len() - self.i) / 48);
-            if self.peek()? == b'}' {
-                self.i += 1;
-                return Some(b);
+    }
+
+    /// `weight_map`'s entries, from just past its `{` to just past its `}`, into `b`.
+    fn weight_map<W: Window>(w: &mut W, b: &mut Builder) -> Result<Option<()>, Stop> {
+        let empty = step(w, |c| {
+            let close = c.peek()? == b'}';
+            if close {
+                c.i += 1;
             }
-            loop {
-                let name = self.string()?;
-                self.eat(b':')?;
-                let file = self.string()?;
-                b.push(Cow::Borrowed(name), Ok(Cow::Borrowed(file)));
-                match self.peek()? {
-                    b',' => self.i += 1,
-                    b'}' => {
-                        self.i += 1;
-                        return Some(b);
-                    }
-                    _ => return None,
-                }
+            Some(close)
+        })?;
+        match empty {
+            None => return Ok(None),
+            Some(true) => return Ok(Some(())),
+            Some(false) => {}
+        }
+        loop {
+            // One entry and what follows it, pushed only once all of it has been read.
+            let next = step(w, |c| {
+                let name = c.string()?;
+                c.eat(b':')?;
+                let file = c.string()?;
+                let next = c.next()?;
+                b.push(name, Ok(file));
+                Some(next)
+            })?;
+            match next {
+                None => return Ok(None),
+                Some(Next::End) => return Ok(Some(())),
+                Some(Next::More) => {}
             }
         }
     }
 
-    /// (`metadata`'s text, `weight_map`) of an index in the usual shape; None otherwise.
-    pub(super) fn index(text: &str) -> Option<(Option<&str>, Builder<'_>)> {
-        let mut c = Cur::new(text);
-        c.eat(b'{')?;
-        let (mut metadata, mut wm) = (None, None);
-        if c.peek()? != b'}' {
+    /// The usual index from `w`: (`metadata`'s text, `weight_map`), None for any other shape;
+    /// `len` is the text's length as far as known (for reserving).
+    pub(super) fn index<W: Window>(w: &mut W, len: usize) -> Result<Option<(Option<String>, Builder)>, Stop> {
+        // Real entries take ~90 bytes of text: reserved for one per 64, and the names for the
+        // whole text (they are part of it). Capacity never written costs no page; growing by
+        // copying would touch twice the memory.
+        let mut b = Builder::with_capacity(len / 64, len);
+        let Some(empty) = step(w, |c| {
+            c.eat(b'{')?;
+            let close = c.peek()? == b'}';
+            if close {
+                c.i += 1;
+            }
+            Some(close)
+        })?
+        else {
+            return Ok(None);
+        };
+        let (mut metadata, mut wm) = (None, false);
+        if !empty {
             loop {
-                let key = c.string()?;
-                c.eat(b':')?;
-                match key {
-                    "weight_map" if wm.is_none() => wm = Some(c.weight_map()?),
-                    "metadata" if metadata.is_none() => metadata = Some(c.value()?),
-                    // A repeated field is serde's error to word.
-                    "weight_map" | "metadata" => return None,
-                    _ => {
-                        c.value()?;
-                    }
+                #[derive(Clone, Copy)]
+                enum Key {
+                    WeightMap,
+                    Metadata,
+                    Other,
                 }
-                match c.peek()? {
-                    b',' => c.i += 1,
-                    b'}' => break,
-                    _ => return None,
+                let Some(key) = step(w, |c| {
+                    let key = match c.string()? {
+                        "weight_map" => Key::WeightMap,
+                        "metadata" => Key::Metadata,
+                        _ => Key::Other,
+                    };
+                    c.eat(b':')?;
+                    Some(key)
+                })?
+                else {
+                    return Ok(None);
+                };
+                let read = match key {
+                    // A repeated field is serde's error to word.
+                    Key::WeightMap if wm => None,
+                    Key::Metadata if metadata.is_some() => None,
+                    Key::WeightMap => {
+                        wm = true;
+                        let open = step(w, |c| c.eat(b'{'))?;
+                        match open {
+                            Some(()) => weight_map(w, &mut b)?,
+                            None => None,
+                        }
+                    }
+                    Key::Metadata => step(w, |c| c.value().map(str::to_string))?.map(|m| metadata = Some(m)),
+                    Key::Other => step(w, |c| c.value().map(drop))?,
+                };
+                if read.is_none() {
+                    return Ok(None);
+                }
+                match step(w, |c| c.next())? {
+                    Some(Next::More) => {}
+                    Some(Next::End) => break,
+                    None => return Ok(None),
                 }
             }
         }
-        c.i += 1;
-        c.ws();
+        // Nothing but white space after the object, to the end of the text.
+        loop {
+            let at_end = {
+                let mut c = Cur::new(w.rest());
+                c.ws();
+                let n = c.i;
+                let rest_is_ws = n == w.rest().len();
+                w.consume(n);
+                rest_is_ws
+            };
+            if !at_end {
+                return Ok(None);
+            }
+            if !w.more()? {
+                break;
+            }
+        }
         // No weight_map: serde's path reports it.
-        (c.i == c.b.len()).then_some(())?;
-        Some((metadata, wm?))
+        Ok(wm.then_some((metadata, b)))
     }
 }
 
@@ -418,16 +683,57 @@ mod tests {
             // (the fuzzer's: a skipped value whose text ends on a backslash inside a string)
             r#"{"x": ["\"#,
         ];
+        let usual = |t: &str| matches!(scan::index(&mut scan::Whole(t), t.len()), Ok(Some(_)));
         for text in cases {
             let (mut a, mut b) = (Vec::new(), Vec::new());
             let fast = parse(text, &mut a);
             let slow = parse_serde(text, &mut b);
             assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{text}");
             assert_eq!(format!("{a:?}"), format!("{b:?}"), "{text}");
+            // Streamed in pieces of every small size: the whole-text result where the shape is
+            // the usual one, none otherwise (the caller then reads it whole).
+            for chunk in [1, 2, 3, 5, 8, 1 << 18] {
+                let mut c = Vec::new();
+                let streamed = stream(text.as_bytes(), text.len() as u64, text.len() as u64, chunk, &mut c);
+                match usual(text) {
+                    true => {
+                        assert_eq!(format!("{streamed:?}"), format!("{fast:?}"), "{text} by {chunk}");
+                        assert_eq!(format!("{c:?}"), format!("{a:?}"), "{text} by {chunk}");
+                    }
+                    false => assert!(streamed.is_none() && c.is_empty(), "{text} by {chunk}"),
+                }
+            }
         }
         // The usual shape is the hand-written pass's (not handed over).
-        assert!(scan::index(cases[0]).is_some() && scan::index(cases[1]).is_some() && scan::index(cases[3]).is_some());
-        assert!(scan::index(cases[4]).is_none() && scan::index(cases[6]).is_none() && scan::index(cases[8]).is_none());
+        assert!(usual(cases[0]) && usual(cases[1]) && usual(cases[3]));
+        assert!(!usual(cases[4]) && !usual(cases[6]) && !usual(cases[8]));
+    }
+
+    /// A stream gives up (and the whole-text path takes over) on text that is not UTF-8, also when
+    /// a piece ends inside a character, and on a reader that gives more than its cap; a character
+    /// cut by a piece's end is joined with the next.
+    #[test]
+    fn stream_edges() {
+        let text = "{\"weight_map\": {\"caf\u{e9}.weight\": \"m\u{e9}.safetensors\"}}";
+        let whole = parse(text, &mut Vec::new());
+        assert!(whole.is_some());
+        for chunk in 1..8 {
+            let s = stream(text.as_bytes(), 0, 1 << 20, chunk, &mut Vec::new());
+            assert_eq!(format!("{s:?}"), format!("{whole:?}"), "by {chunk}");
+        }
+        let mut bad = text.as_bytes().to_vec();
+        let at = text.find('\u{e9}').unwrap();
+        bad[at + 1] = b'x'; // a lead byte with no continuation
+        let mut cut = text.as_bytes().to_vec();
+        cut.truncate(text.len() - 1);
+        cut.extend_from_slice(b"}\xc3"); // the whole object, then a character cut off by the end
+        for chunk in 1..8 {
+            assert!(stream(&bad[..], 0, 1 << 20, chunk, &mut Vec::new()).is_none());
+            assert!(stream(&cut[..], 0, 1 << 20, chunk, &mut Vec::new()).is_none());
+        }
+        // One byte past the cap: refused, as a bounded read refuses it.
+        assert!(stream(text.as_bytes(), 0, text.len() as u64 - 1, 4, &mut Vec::new()).is_none());
+        assert!(stream(text.as_bytes(), 0, text.len() as u64, 4, &mut Vec::new()).is_some());
     }
 
     #[test]

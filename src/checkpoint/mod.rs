@@ -202,14 +202,11 @@ impl Checkpoint {
         };
         let place = source.place();
         let index_path = root.join(index::INDEX_NAME);
-        // Read whole (bounded; DeepSeek-size indexes are several megabytes) and parsed while the
-        // shard headers are: every listed shard is opened on speculation; the index then decides
-        // which of them vLLM would read. Its entries borrow the text, which lives in `index_text`.
-        let mut index_text: Option<String> = None;
-        let text_slot = &mut index_text;
+        // Read while the shard headers are: every listed shard is opened on speculation; the index
+        // then decides which of them vLLM would read.
         let single = source.single_file.is_some();
         let (index_read, opened) = rayon::join(
-            || (!single).then(|| read_index(&index_path, text_slot)),
+            || (!single).then(|| read_index(&index_path)),
             || listing.safetensors.par_iter().map(open_shard).collect::<Vec<(Shard, Vec<Finding>)>>(),
         );
         let (had_index_file, index, entries) = match index_read {
@@ -217,11 +214,11 @@ impl Checkpoint {
                 findings.extend(f);
                 match parsed {
                     Some((i, e)) => (present, Some(i), e),
-                    None => (present, None, Vec::new()),
+                    None => (present, None, index::Entries::default()),
                 }
             }
             // One file named on the command line: an index beside it still counts as there.
-            None => (std::fs::symlink_metadata(&index_path).is_ok(), None, Vec::new()),
+            None => (std::fs::symlink_metadata(&index_path).is_ok(), None, index::Entries::default()),
         };
         let selected = select(&present, &place, &listing, index.as_ref(), had_index_file, &mut findings);
 
@@ -365,7 +362,7 @@ impl Checkpoint {
     }
 
     /// The index against the headers, both ways.
-    fn cross_check_index(&self, idx: &Index, entries: &index::Entries<'_>, out: &mut Vec<Finding>) {
+    fn cross_check_index(&self, idx: &Index, entries: &index::Entries, out: &mut Vec<Finding>) {
         let shards = &self.shards;
         // Index shard id → opened shard position.
         let pos: Vec<Option<usize>> = idx.shards.iter().map(|f| shards.iter().position(|s| &s.name == f)).collect();
@@ -379,22 +376,22 @@ impl Checkpoint {
         // Each shard's entry after the last one the index named: an index listing a shard's tensors
         // in its header's order finds each where the previous one left off, with no hash lookup.
         let mut next = vec![0usize; shards.len()];
-        for (name, id) in entries {
-            let Some(si) = pos[*id as usize] else { continue }; // missing shard: reported once
+        for (name, id) in entries.iter() {
+            let Some(si) = pos[id as usize] else { continue }; // missing shard: reported once
             let s = &shards[si];
             if !s.header.parsed {
                 continue; // the header itself is broken: reported by the header checks
             }
             // The name's position in the shard (names are unique within a header's tensors).
             let here = match s.tensors().get(next[si]) {
-                Some(t) if t.name == name.as_ref() => Some(next[si]),
+                Some(t) if t.name == name => Some(next[si]),
                 _ => match self
                     .by_name
-                    .find(name_hash(name), |&(a, b)| shards[a as usize].tensors()[b as usize].name == name.as_ref())
+                    .find(name_hash(name), |&(a, b)| shards[a as usize].tensors()[b as usize].name == name)
                 {
                     Some(&(a, b)) if a as usize == si => Some(b as usize),
                     // Stored in two shards: the copy in the one the index names.
-                    _ => s.tensors().iter().position(|t| t.name == name.as_ref()),
+                    _ => s.tensors().iter().position(|t| t.name == name),
                 },
             };
             if let Some(ti) = here {
@@ -466,16 +463,29 @@ fn read_finding(e: &crate::fsutil::ReadError, file: &str) -> Finding {
 }
 
 /// The index as read: whether a file (or link) is there, what parsed, and the problems in order.
-struct IndexRead<'a> {
+struct IndexRead {
     present: bool,
-    parsed: Option<(Index, index::Entries<'a>)>,
+    parsed: Option<(Index, index::Entries)>,
     findings: Vec<Finding>,
 }
 
-/// Read and parse `model.safetensors.index.json`; its text is kept in `slot`, which the entries
-/// borrow.
-fn read_index<'a>(path: &Path, slot: &'a mut Option<String>) -> IndexRead<'a> {
+/// Read and parse `model.safetensors.index.json`. The usual index is streamed through the
+/// hand-written pass, a piece at a time: never held whole (DeepSeek-size indexes are several
+/// megabytes). Anything else, or a read that fails, is read again whole (bounded) for the serde
+/// path, which names the problem.
+fn read_index(path: &Path) -> IndexRead {
     let mut findings = Vec::new();
+    if let Ok((f, md)) = crate::fsutil::open_regular(path) {
+        if md.len() <= crate::fsutil::INDEX_CAP {
+            // (one that grows past the cap while read fails the stream; read_bounded refuses it)
+            let (cap, chunk) = (crate::fsutil::INDEX_CAP, index::STREAM_CHUNK);
+            let reader = std::io::Read::take(f, cap + 1);
+            let streamed = index::stream(reader, md.len(), cap, chunk, &mut findings);
+            if streamed.is_some() {
+                return IndexRead { present: true, parsed: streamed, findings };
+            }
+        }
+    }
     let bytes = match crate::fsutil::read_bounded(path, crate::fsutil::INDEX_CAP) {
         Ok(b) => Some(b),
         Err(e) if e.is_not_found() => None,
@@ -486,7 +496,7 @@ fn read_index<'a>(path: &Path, slot: &'a mut Option<String>) -> IndexRead<'a> {
     };
     let present = bytes.is_some() || std::fs::symlink_metadata(path).is_ok();
     let text = match bytes.map(String::from_utf8) {
-        Some(Ok(t)) => Some(&*slot.insert(t)),
+        Some(Ok(t)) => Some(t),
         Some(Err(e)) => {
             let at = e.utf8_error().valid_up_to();
             findings.push(
@@ -496,7 +506,7 @@ fn read_index<'a>(path: &Path, slot: &'a mut Option<String>) -> IndexRead<'a> {
         }
         None => None,
     };
-    let parsed = text.and_then(|t| index::parse(t, &mut findings));
+    let parsed = text.and_then(|t| index::parse(&t, &mut findings));
     IndexRead { present, parsed, findings }
 }
 

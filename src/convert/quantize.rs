@@ -252,7 +252,7 @@ pub(super) fn plan<'a>(
             match index_text.as_deref().and_then(|t| crate::checkpoint::index::parse(t, &mut Vec::new())) {
                 Some((_, entries)) => {
                     let mut seen = HashSet::new();
-                    entries.into_iter().map(|(n, _)| n.into_owned()).filter(|n| seen.insert(n.clone())).collect()
+                    entries.iter().map(|(n, _)| n.to_string()).filter(|n| seen.insert(n.clone())).collect()
                 }
                 None => {
                     let mut v: Vec<String> = ck.tensors().map(|t| t.entry.name.clone()).collect();
