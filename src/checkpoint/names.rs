@@ -58,29 +58,42 @@ pub fn pattern_into(name: &str, out: &mut String) {
 }
 
 /// The byte ranges of `name`'s all-digit segments (`model.layers.12.w1` → 13..15), in order. Names
-/// hold a few digit runs among long words: the runs are found byte by byte and kept when they are
-/// whole segments (a memchr or a split per segment costs more than the segment).
+/// hold a few digit runs among long words: the runs are found eight bytes a step and kept when
+/// they are whole segments (a memchr or a split per segment costs more than the segment).
 pub fn digit_segments(name: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
     let b = name.as_bytes();
     let mut i = 0;
-    std::iter::from_fn(move || {
-        while i < b.len() {
-            if !b[i].is_ascii_digit() {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            let mut j = i + 1;
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
-            }
-            i = j;
-            if (start == 0 || b[start - 1] == b'.') && (j == b.len() || b[j] == b'.') {
-                return Some((start, j));
-            }
+    std::iter::from_fn(move || loop {
+        i = next_digit(b, i)?;
+        let start = i;
+        let mut j = i + 1;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
         }
-        None
+        i = j;
+        if (start == 0 || b[start - 1] == b'.') && (j == b.len() || b[j] == b'.') {
+            return Some((start, j));
+        }
     })
+}
+
+/// The position of the first ASCII digit in `b` at or after `from`.
+fn next_digit(b: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = ONES * 0x7f;
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let v = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        // The high bit of each byte in b'0'..=b'9': below 0x3a, at least 0x30, and ASCII. The
+        // seven-bit sums never carry into the next byte, so every byte is tested exactly.
+        let x = v & LOW7;
+        let hit = (ONES * (0x7f + 0x3a) - x) & !v & (x + ONES * (0x7f - 0x2f)) & (ONES * 0x80);
+        if hit != 0 {
+            return Some(i + (hit.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b.get(i..)?.iter().position(u8::is_ascii_digit).map(|p| i + p)
 }
 
 /// The first byte offset of `needle` in `hay`, for the short strings tensor names are: each place
@@ -217,6 +230,44 @@ mod tests {
             }
         }
         assert_eq!(find("aab", "ab"), Some(1));
+    }
+
+    /// The eight-bytes-a-step digit search against the byte loop: every byte value at every
+    /// position of short and long names, and digit runs at every offset around the steps.
+    #[test]
+    fn digit_search_as_byte_loop() {
+        let slow =
+            |b: &[u8], from: usize| b.iter().enumerate().skip(from).find(|(_, c)| c.is_ascii_digit()).map(|x| x.0);
+        for len in 0..20 {
+            for at in 0..len {
+                for c in 0..=255u8 {
+                    let mut b = vec![b'a'; len];
+                    b[at] = c;
+                    for from in [0, 1, at, at + 1] {
+                        assert_eq!(next_digit(&b, from), slow(&b, from), "{b:?} from {from}");
+                    }
+                }
+            }
+        }
+        let slow_segments = |n: &str| -> Vec<(usize, usize)> {
+            let mut out = Vec::new();
+            let mut start = 0;
+            for seg in n.split('.') {
+                if !seg.is_empty() && seg.bytes().all(|c| c.is_ascii_digit()) {
+                    out.push((start, start + seg.len()));
+                }
+                start += seg.len() + 1;
+            }
+            out
+        };
+        for pre in 0..18 {
+            for name in ["{}.x", "x.{}", "x.{}.y.{}", "{}", "a{}.b", "x.{}b.y", "é.{}.ü9", "x.{}{}.9"] {
+                for digits in ["0", "12", "123456789012"] {
+                    let n = format!("{}{}", "m".repeat(pre), name.replace("{}", digits));
+                    assert_eq!(digit_segments(&n).collect::<Vec<_>>(), slow_segments(&n), "{n:?}");
+                }
+            }
+        }
         assert_eq!(find("mlp.eexperts.", "experts."), Some(5));
     }
 }
