@@ -13,28 +13,32 @@ pub struct LayerName<'a> {
 }
 
 pub fn split_layer<'a>(name: &'a str, rules: &AuditRules) -> Option<LayerName<'a>> {
-    // Segments by a byte loop ('.' is ASCII: never inside a multi-byte character).
+    // The layer is the first segment after a stack segment that reads as a u64: one that starts
+    // with a digit or a `+` (which `parse` takes too). Only the segments before such a byte are
+    // compared with the stack names.
     let b = name.as_bytes();
-    let (mut start, mut i) = (0, 0);
-    let mut prev_is_stack = false;
-    loop {
-        while i < b.len() && b[i] != b'.' {
-            i += 1;
-        }
-        let seg = &name[start..i];
-        if prev_is_stack {
-            if let Ok(layer) = seg.parse::<u64>() {
-                let rest = if i < name.len() { &name[i + 1..] } else { "" };
-                return Some(LayerName { stack: &name[..start - 1], layer, rest });
+    let mut from = 0;
+    while let Some(d) = next_digit::<true>(b, from) {
+        if d > 0 && b[d - 1] == b'.' {
+            let mut p = d - 1;
+            while p > 0 && b[p - 1] != b'.' {
+                p -= 1;
+            }
+            if rules.stack_segments.iter().any(|s| s.as_bytes() == &b[p..d - 1]) {
+                let mut end = d + 1;
+                while end < b.len() && b[end] != b'.' {
+                    end += 1;
+                }
+                // (`.` and the digits and `+` are ASCII: character boundaries)
+                if let Ok(layer) = name[d..end].parse::<u64>() {
+                    let rest = if end < name.len() { &name[end + 1..] } else { "" };
+                    return Some(LayerName { stack: &name[..d - 1], layer, rest });
+                }
             }
         }
-        if i >= b.len() {
-            return None;
-        }
-        prev_is_stack = rules.stack_segments.iter().any(|s| s == seg);
-        start = i + 1;
-        i += 1;
+        from = d + 1;
     }
+    None
 }
 
 /// The name with every all-digit segment replaced by `*`: the pattern all layers / experts share
@@ -64,7 +68,7 @@ pub fn digit_segments(name: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
     let b = name.as_bytes();
     let mut i = 0;
     std::iter::from_fn(move || loop {
-        i = next_digit(b, i)?;
+        i = next_digit::<false>(b, i)?;
         let start = i;
         let mut j = i + 1;
         while j < b.len() && b[j].is_ascii_digit() {
@@ -77,8 +81,8 @@ pub fn digit_segments(name: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
     })
 }
 
-/// The position of the first ASCII digit in `b` at or after `from`.
-fn next_digit(b: &[u8], from: usize) -> Option<usize> {
+/// The position of the first ASCII digit (or `+` too, with `PLUS`) in `b` at or after `from`.
+fn next_digit<const PLUS: bool>(b: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const LOW7: u64 = ONES * 0x7f;
     let mut i = from;
@@ -87,13 +91,18 @@ fn next_digit(b: &[u8], from: usize) -> Option<usize> {
         // The high bit of each byte in b'0'..=b'9': below 0x3a, at least 0x30, and ASCII. The
         // seven-bit sums never carry into the next byte, so every byte is tested exactly.
         let x = v & LOW7;
-        let hit = (ONES * (0x7f + 0x3a) - x) & !v & (x + ONES * (0x7f - 0x2f)) & (ONES * 0x80);
+        let mut hit = (ONES * (0x7f + 0x3a) - x) & !v & (x + ONES * (0x7f - 0x2f)) & (ONES * 0x80);
+        if PLUS {
+            // Bytes equal to `+`: zero after the xor, and only those have bit 7 set below.
+            let y = v ^ (ONES * u64::from(b'+'));
+            hit |= y.wrapping_sub(ONES) & !y & (ONES * 0x80);
+        }
         if hit != 0 {
             return Some(i + (hit.trailing_zeros() / 8) as usize);
         }
         i += 8;
     }
-    b.get(i..)?.iter().position(u8::is_ascii_digit).map(|p| i + p)
+    b.get(i..)?.iter().position(|&c| c.is_ascii_digit() || (PLUS && c == b'+')).map(|p| i + p)
 }
 
 /// The first byte offset of `needle` in `hay`, for the short strings tensor names are: each place
@@ -133,24 +142,33 @@ pub enum ExpertName<'a> {
 }
 
 pub fn split_expert<'a>(rest: &'a str, rules: &AuditRules) -> Option<ExpertName<'a>> {
+    // The first segment (not the last) that is an expert segment: each expert name searched for
+    // as a whole segment, the earliest kept.
     let b = rest.as_bytes();
-    let mut start = 0;
-    while start < rest.len() {
-        let end = b[start..].iter().position(|&c| c == b'.').map_or(rest.len(), |i| start + i);
-        let seg = &rest[start..end];
-        if end < rest.len() && rules.expert_segments.iter().any(|s| s == seg) {
-            let module = &rest[..end];
-            let after = &rest[end + 1..];
-            let id_end = after.find('.').unwrap_or(after.len());
-            if let Ok(expert) = after[..id_end].parse::<u64>() {
-                let proj = if id_end < after.len() { &after[id_end + 1..] } else { "" };
-                return Some(ExpertName::PerExpert { module, expert, proj });
+    let mut first: Option<(usize, usize)> = None;
+    for s in &rules.expert_segments {
+        let mut from = 0;
+        while let Some(p) = rest.get(from..).and_then(|h| find(h, s)) {
+            let (start, end) = (from + p, from + p + s.len());
+            if first.is_some_and(|(f, _)| f <= start) {
+                break;
             }
-            return Some(ExpertName::Fused { module, proj: after });
+            if (start == 0 || b[start - 1] == b'.') && end < b.len() && b[end] == b'.' {
+                first = Some((start, end));
+                break;
+            }
+            from = start + 1;
         }
-        start = end + 1;
     }
-    None
+    let (_, end) = first?;
+    let module = &rest[..end];
+    let after = &rest[end + 1..];
+    let id_end = memchr::memchr(b'.', after.as_bytes()).unwrap_or(after.len());
+    if let Ok(expert) = after[..id_end].parse::<u64>() {
+        let proj = if id_end < after.len() { &after[id_end + 1..] } else { "" };
+        return Some(ExpertName::PerExpert { module, expert, proj });
+    }
+    Some(ExpertName::Fused { module, proj: after })
 }
 
 /// Compact ranges: [0,1,2,5,7,8] → "0..2,5,7..8".
@@ -199,6 +217,83 @@ mod tests {
         assert_eq!(v.stack, "model.visual.blocks");
     }
 
+    /// [`split_layer`] segment by segment, as it was written first: the reference.
+    fn split_layer_by_segments<'a>(name: &'a str, rules: &AuditRules) -> Option<LayerName<'a>> {
+        // Segments by a byte loop ('.' is ASCII: never inside a multi-byte character).
+        let b = name.as_bytes();
+        let (mut start, mut i) = (0, 0);
+        let mut prev_is_stack = false;
+        loop {
+            while i < b.len() && b[i] != b'.' {
+                i += 1;
+            }
+            let seg = &name[start..i];
+            if prev_is_stack {
+                if let Ok(layer) = seg.parse::<u64>() {
+                    let rest = if i < name.len() { &name[i + 1..] } else { "" };
+                    return Some(LayerName { stack: &name[..start - 1], layer, rest });
+                }
+            }
+            if i >= b.len() {
+                return None;
+            }
+            prev_is_stack = rules.stack_segments.iter().any(|s| s == seg);
+            start = i + 1;
+            i += 1;
+        }
+    }
+
+    /// [`split_expert`] segment by segment, as it was written first: the reference.
+    fn split_expert_by_segments<'a>(rest: &'a str, rules: &AuditRules) -> Option<ExpertName<'a>> {
+        let b = rest.as_bytes();
+        let mut start = 0;
+        while start < rest.len() {
+            let end = b[start..].iter().position(|&c| c == b'.').map_or(rest.len(), |i| start + i);
+            let seg = &rest[start..end];
+            if end < rest.len() && rules.expert_segments.iter().any(|s| s == seg) {
+                let module = &rest[..end];
+                let after = &rest[end + 1..];
+                let id_end = after.find('.').unwrap_or(after.len());
+                if let Ok(expert) = after[..id_end].parse::<u64>() {
+                    let proj = if id_end < after.len() { &after[id_end + 1..] } else { "" };
+                    return Some(ExpertName::PerExpert { module, expert, proj });
+                }
+                return Some(ExpertName::Fused { module, proj: after });
+            }
+            start = end + 1;
+        }
+        None
+    }
+
+    /// The layer and expert readers against their segment-by-segment definitions, on names built
+    /// from every kind of segment around the stack and expert names (digits, `+`, leading zeros,
+    /// overflow, empty segments, near misses), and with two expert names that overlap.
+    #[test]
+    fn layer_and_expert_as_segments() {
+        let mut rules = audit_rules().clone();
+        let parts = [
+            "model", "layers", "layer", "h", "blocks", "3", "012", "+4", "99999999999999999999", "", "x1", "1x",
+            "experts", "shared_experts", "experts_x", "7", "w1", "layersx", "é",
+        ];
+        let check = |rules: &AuditRules| {
+            for a in parts {
+                for b2 in parts {
+                    for c in parts {
+                        for d in ["", "5", "experts", "layers"] {
+                            let n = format!("{a}.{b2}.{c}.{d}");
+                            let n = n.trim_end_matches('.');
+                            assert_eq!(split_layer(n, rules), split_layer_by_segments(n, rules), "{n:?}");
+                            assert_eq!(split_expert(n, rules), split_expert_by_segments(n, rules), "{n:?}");
+                        }
+                    }
+                }
+            }
+        };
+        check(&rules);
+        rules.expert_segments = vec!["shared_experts".into(), "experts".into(), "x1".into()];
+        check(&rules);
+    }
+
     #[test]
     fn range_folding() {
         assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), "0..2,5,7..8");
@@ -244,7 +339,10 @@ mod tests {
                     let mut b = vec![b'a'; len];
                     b[at] = c;
                     for from in [0, 1, at, at + 1] {
-                        assert_eq!(next_digit(&b, from), slow(&b, from), "{b:?} from {from}");
+                        assert_eq!(next_digit::<false>(&b, from), slow(&b, from), "{b:?} from {from}");
+                        let with_plus =
+                            b.iter().enumerate().skip(from).find(|(_, &x)| x.is_ascii_digit() || x == b'+').map(|x| x.0);
+                        assert_eq!(next_digit::<true>(&b, from), with_plus, "{b:?} from {from}");
                     }
                 }
             }
