@@ -542,6 +542,15 @@ pub fn run_captured(args: impl IntoIterator<Item = std::ffi::OsString>) -> (u8, 
 }
 
 /// Run the command line `args` (the program name first) and return the exit status.
+/// Set by the binary, which owns its process: the header-only commands may then change settings
+/// of the whole process (see [`crate::fsutil::no_huge_pages`]). The Python module leaves it unset.
+static OWN_PROCESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called by the binary before [`main_with`].
+pub fn own_process() {
+    OWN_PROCESS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     let args = vllm_spellings(args.into_iter());
     // --color decides clap's colours too, so look for it before clap parses.
@@ -582,6 +591,9 @@ fn run(cli: Cli) -> Exit {
         cli.cmd,
         Cmd::Audit { .. } | Cmd::Plan { .. } | Cmd::Remap { .. } | Cmd::Match { .. } | Cmd::Stub { .. }
     );
+    if early && OWN_PROCESS.load(std::sync::atomic::Ordering::Relaxed) {
+        crate::fsutil::no_huge_pages();
+    }
     let rules = match Rules::load(&cli.rules, early) {
         Ok(r) => r,
         Err(e) => return e,

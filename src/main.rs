@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     ckptpilot::fsutil::exit_cleanly_on_signals();
+    ckptpilot::cli::own_process();
     let code = ckptpilot::cli::main_with(std::env::args_os());
     // Interrupted: the signal thread exits with 128 + the signal once its cleanup is done.
     ckptpilot::fsutil::wait_if_interrupted();
