@@ -104,9 +104,12 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
     let any_packed = ck.tensors().any(|t| t.entry.name.ends_with("_packed"));
     let packed_scale =
         |name: &str| any_packed && weight_of_scale(name).is_some_and(|w| ck.get(&format!("{w}_packed")).is_some());
-    let fp8: Vec<_> =
-        ck.tensors_with_ids().filter(|(_, t)| t.entry.dtype.is_fp8_weight() && !packed_scale(&t.entry.name)).collect();
+    // Room for every tensor: capacity never written costs no page, where growing by doubling
+    // would write each element up to twice (the same for `pairs`).
+    let mut fp8 = Vec::with_capacity(ck.tensor_count());
+    fp8.extend(ck.tensors_with_ids().filter(|(_, t)| t.entry.dtype.is_fp8_weight() && !packed_scale(&t.entry.name)));
     p.fp8_weights = fp8.len();
+    p.pairs.reserve_exact(fp8.len());
     let layout = scheme.and_then(|s| s.fp8_scale);
 
     // A ModelSlim checkpoint's fp8 weights (W8A8_MXFP8, W8A8FP8_DYNAMIC) are its description's:
