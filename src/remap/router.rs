@@ -189,14 +189,24 @@ fn replace_first(n: &mut String, from: &Finder<'_>, to: &str) -> bool {
 
 /// The index after the first `layers` segment, when it is a number (`model.layers.61.x` → 61).
 pub(super) fn layer_index(name: &str) -> Option<u64> {
-    // Segments by a byte split ('.' is ASCII: never inside a multi-byte character).
-    let mut segs = name.as_bytes().split(|&b| b == b'.');
-    while let Some(s) = segs.next() {
-        if s == b"layers" {
-            return segs.next().and_then(|n| std::str::from_utf8(n).ok()).and_then(|n| n.parse().ok());
+    // Segments by a byte loop; '.' is ASCII, so the segments are str slices as they are.
+    let b = name.as_bytes();
+    let mut start = 0;
+    loop {
+        let mut end = start;
+        while end < b.len() && b[end] != b'.' {
+            end += 1;
         }
+        if &b[start..end] == b"layers" {
+            let next = name.get(end + 1..)?;
+            let seg_end = next.bytes().position(|c| c == b'.').unwrap_or(next.len());
+            return next[..seg_end].parse().ok();
+        }
+        if end == b.len() {
+            return None;
+        }
+        start = end + 1;
     }
-    None
 }
 
 #[cfg(test)]
@@ -224,6 +234,12 @@ mod tests {
             "a.layers.é.w",
             "",
             "layers.18446744073709551616",
+            "xlayers.3.layers.4",
+            "model.layersx.1.layers.2",
+            "model.mylayers.layers.5",
+            "layers.",
+            "a.layers",
+            "layerslayers.layers.7.x",
         ] {
             assert_eq!(layer_index(n), reference(n), "{n:?}");
         }
