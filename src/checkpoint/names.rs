@@ -127,6 +127,18 @@ pub fn find(hay: &str, needle: &str) -> Option<usize> {
     None
 }
 
+/// `str::ends_with`, the suffix's last and first bytes compared first: a name mostly differs from
+/// the suffixes of a rule list there, and then no compare call is made.
+pub fn ends_with(n: &str, suffix: &str) -> bool {
+    let (n, s) = (n.as_bytes(), suffix.as_bytes());
+    match (s.first(), s.last()) {
+        (Some(&first), Some(&last)) => {
+            n.len() >= s.len() && n[n.len() - 1] == last && n[n.len() - s.len()] == first && n.ends_with(s)
+        }
+        _ => true,
+    }
+}
+
 /// Whether `hay` contains `needle` ([`find`]).
 pub fn has(hay: &str, needle: &str) -> bool {
     find(hay, needle).is_some()
@@ -272,8 +284,25 @@ mod tests {
     fn layer_and_expert_as_segments() {
         let mut rules = audit_rules().clone();
         let parts = [
-            "model", "layers", "layer", "h", "blocks", "3", "012", "+4", "99999999999999999999", "", "x1", "1x",
-            "experts", "shared_experts", "experts_x", "7", "w1", "layersx", "é",
+            "model",
+            "layers",
+            "layer",
+            "h",
+            "blocks",
+            "3",
+            "012",
+            "+4",
+            "99999999999999999999",
+            "",
+            "x1",
+            "1x",
+            "experts",
+            "shared_experts",
+            "experts_x",
+            "7",
+            "w1",
+            "layersx",
+            "é",
         ];
         let check = |rules: &AuditRules| {
             for a in parts {
@@ -292,6 +321,17 @@ mod tests {
         check(&rules);
         rules.expert_segments = vec!["shared_experts".into(), "experts".into(), "x1".into()];
         check(&rules);
+    }
+
+    #[test]
+    fn ends_with_as_std() {
+        let names = ["a.k_scale", "a.weight", "", "x", "é", "ké", "xé", "a.v_scale", "k_proj.output_scale", "ab"];
+        let suffixes = [".k_scale", "", "x", "é", "é", "_scale", "a.k_scale", "b", "ab", "kab"];
+        for n in names {
+            for s in suffixes {
+                assert_eq!(ends_with(n, s), n.ends_with(s), "{n:?} {s:?}");
+            }
+        }
     }
 
     #[test]
@@ -340,8 +380,12 @@ mod tests {
                     b[at] = c;
                     for from in [0, 1, at, at + 1] {
                         assert_eq!(next_digit::<false>(&b, from), slow(&b, from), "{b:?} from {from}");
-                        let with_plus =
-                            b.iter().enumerate().skip(from).find(|(_, &x)| x.is_ascii_digit() || x == b'+').map(|x| x.0);
+                        let with_plus = b
+                            .iter()
+                            .enumerate()
+                            .skip(from)
+                            .find(|(_, &x)| x.is_ascii_digit() || x == b'+')
+                            .map(|x| x.0);
                         assert_eq!(next_digit::<true>(&b, from), with_plus, "{b:?} from {from}");
                     }
                 }

@@ -237,7 +237,7 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
     for t in ck.tensors() {
         let name = &t.entry.name;
         let Some(w) = weight_of_scale(name) else { continue };
-        if rules.kv_scale_suffixes.iter().any(|s| name.ends_with(s.as_str())) {
+        if rules.kv_scale_suffixes.iter().any(|s| crate::checkpoint::names::ends_with(name, s)) {
             continue;
         }
         // A packed 4-bit weight's group scale (compressed-tensors `weight_packed` + `weight_scale`),
@@ -281,7 +281,9 @@ fn kv_scales(ck: &Checkpoint, rules: &AuditRules, p: &mut Pairing, out: &mut Vec
         if !name.ends_with("scale") {
             continue; // every KV-scale suffix ends so; skip the rest cheaply
         }
-        let Some(sfx) = rules.kv_scale_suffixes.iter().find(|s| name.ends_with(s.as_str())) else { continue };
+        let Some(sfx) = rules.kv_scale_suffixes.iter().find(|s| crate::checkpoint::names::ends_with(name, s)) else {
+            continue;
+        };
         *p.kv_scales.entry(sfx.trim_start_matches('.').to_string()).or_default() += 1;
         // Group k/v by attention module: strip the suffix and any k_proj / v_proj / qkv_proj leaf.
         let base = &name[..name.len() - sfx.len()];

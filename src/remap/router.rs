@@ -5,6 +5,7 @@
 
 use super::{apply_mapper_into, Routed, ShardRef, Vars};
 use crate::arch::rules::{Experts, Family, Skip, Stacked};
+use crate::checkpoint::names::ends_with;
 use memchr::memmem::Finder;
 use std::borrow::Cow;
 
@@ -166,15 +167,6 @@ impl<'f> Router<'f> {
     }
 }
 
-/// `str::ends_with`, the last bytes compared first: most names end in a byte no suffix of a rule
-/// list ends in, and then no compare call is made.
-fn ends_with(n: &str, suffix: &str) -> bool {
-    match suffix.as_bytes().last() {
-        None => true,
-        Some(last) => n.as_bytes().last() == Some(last) && n.ends_with(suffix),
-    }
-}
-
 /// `s.replacen(from, to, 1)` in place; whether `from` occurred.
 fn replace_first(n: &mut String, from: &Finder<'_>, to: &str) -> bool {
     // A match of a UTF-8 needle in UTF-8 text starts and ends on character boundaries.
@@ -211,7 +203,7 @@ pub(super) fn layer_index(name: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ends_with, layer_index};
+    use super::layer_index;
 
     #[test]
     fn layer_index_as_split() {
@@ -242,14 +234,6 @@ mod tests {
             "layerslayers.layers.7.x",
         ] {
             assert_eq!(layer_index(n), reference(n), "{n:?}");
-        }
-    }
-
-    #[test]
-    fn ends_with_as_std() {
-        for (n, s) in [("a.k_scale", ".k_scale"), ("a.weight", ".k_scale"), ("", ""), ("x", ""), ("", "x"), ("é", "é")]
-        {
-            assert_eq!(ends_with(n, s), n.ends_with(s), "{n:?} {s:?}");
         }
     }
 }
