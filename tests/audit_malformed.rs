@@ -297,6 +297,48 @@ fn one_tensor_in_two_shards() {
 }
 
 #[test]
+fn one_tensor_in_three_shards_in_load_order() {
+    // Two copies of shard 2, each named by the index for one tensor (so vLLM reads both): every
+    // tensor is stored three times, and each copy after the first is reported against the one
+    // before it, copy after copy, tensor after tensor in header order.
+    let r = broken(|d| {
+        std::fs::copy(shard(d), d.join("model-extra.safetensors")).unwrap();
+        std::fs::copy(shard(d), d.join("model-extra2.safetensors")).unwrap();
+        edit_json(&d.join("model.safetensors.index.json"), |v| {
+            let other = v["weight_map"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .find(|(k, f)| k.as_str() != T && f.as_str() == Some(SHARD))
+                .map(|(k, _)| k.clone())
+                .unwrap();
+            v["weight_map"][T] = json!("model-extra.safetensors");
+            v["weight_map"][other] = json!("model-extra2.safetensors");
+        });
+    });
+    let f = findings_with(&r, "tensor-in-two-shards");
+    assert_eq!(f.len(), 34);
+    // The copies in load order (as the report lists the shards).
+    let loaded: Vec<&str> = r["shards"].as_array().unwrap().iter().map(|s| s["file"].as_str().unwrap()).collect();
+    let at = |n: &str| loaded.iter().position(|&f| f == n).unwrap();
+    let (a, b) = if at("model-extra.safetensors") < at("model-extra2.safetensors") {
+        ("model-extra.safetensors", "model-extra2.safetensors")
+    } else {
+        ("model-extra2.safetensors", "model-extra.safetensors")
+    };
+    assert!(at(SHARD) < at(a));
+    let (first, second) = f.split_at(17);
+    for x in first {
+        assert!(msg(x).ends_with(&format!("stored in {SHARD} and again in {a}")), "{}", msg(x));
+    }
+    for x in second {
+        assert!(msg(x).ends_with(&format!("stored in {a} and again in {b}")), "{}", msg(x));
+    }
+    let names = |xs: &[&Value]| xs.iter().map(|x| x["tensor"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(names(first), names(second), "both copies in the shard's own order");
+}
+
+#[test]
 fn shard_path_escaping_the_directory() {
     let r = broken(|d| {
         edit_json(&d.join("model.safetensors.index.json"), |v| v["weight_map"][T] = json!("../evil.safetensors"))

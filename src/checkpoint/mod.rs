@@ -42,7 +42,7 @@ pub struct Checkpoint {
     pub modelslim: Option<crate::quant::modelslim::Description>,
     /// Every tensor a loader would see, by name: (shard, entry) positions, so no name is copied.
     /// When a name is in two shards (itself a finding), the later shard in load order wins, as in vLLM.
-    by_name: HashTable<(u32, u32)>,
+    by_name: NameTable,
     /// Tensors in load order (shards in natural order, header order within a shard).
     order: Vec<(u32, u32)>,
     /// The quantization scheme config.json (or hf_quant_config.json) declares, read once.
@@ -83,6 +83,62 @@ impl TensorRef<'_> {
 
 fn name_hash(name: &str) -> u64 {
     FxBuildHasher.hash_one(name)
+}
+
+/// Tensor positions by name, in two tables split by the top bit of the name's hash: each is built
+/// on its own thread (a table of ~90k entries is built by cache misses more than by work, and the
+/// build sits between reading the headers and everything else).
+#[derive(Debug)]
+struct NameTable([HashTable<(u32, u32)>; 2]);
+
+/// A name stored twice: its load-order position, and where the copy the loader kept until then is.
+type Twice = (usize, (u32, u32));
+
+impl NameTable {
+    fn half(h: u64) -> usize {
+        (h >> 63) as usize
+    }
+
+    fn find(&self, h: u64, eq: impl FnMut(&(u32, u32)) -> bool) -> Option<&(u32, u32)> {
+        self.0[Self::half(h)].find(h, eq)
+    }
+
+    /// The table of `shards`' tensors, and the names stored twice: (load-order position, where
+    /// the copy the loader keeps was stored before), in load order. The later copy wins.
+    fn build(shards: &[Shard]) -> (NameTable, Vec<Twice>) {
+        let count: usize = shards.iter().map(|s| s.tensors().len()).sum();
+        let half = |which: usize| {
+            // A hash's top bit splits the names about evenly: room for a little more than half.
+            let mut table: HashTable<(u32, u32)> = HashTable::with_capacity(count / 2 + count / 32 + 16);
+            let mut twice = Vec::new();
+            let mut pos = 0usize;
+            for (si, s) in shards.iter().enumerate() {
+                for (ti, t) in s.tensors().iter().enumerate() {
+                    let h = name_hash(&t.name);
+                    if Self::half(h) == which {
+                        let slot = (si as u32, ti as u32);
+                        match table.find_mut(h, |&(a, b)| shards[a as usize].tensors()[b as usize].name == t.name) {
+                            Some(prev) => {
+                                twice.push((pos, *prev));
+                                *prev = slot;
+                            }
+                            None => {
+                                table.insert_unique(h, slot, |&(a, b)| {
+                                    name_hash(&shards[a as usize].tensors()[b as usize].name)
+                                });
+                            }
+                        }
+                    }
+                    pos += 1;
+                }
+            }
+            (table, twice)
+        };
+        let ((t0, mut twice), (t1, twice1)) = rayon::join(|| half(0), || half(1));
+        twice.extend(twice1);
+        twice.sort_unstable_by_key(|&(pos, _)| pos);
+        (NameTable([t0, t1]), twice)
+    }
 }
 
 /// What is in a checkpoint directory, sorted as vLLM sorts it.
@@ -238,35 +294,22 @@ impl Checkpoint {
         }
 
         let count: usize = shards.iter().map(|s| s.tensors().len()).sum();
-        let mut by_name: HashTable<(u32, u32)> = HashTable::with_capacity(count);
         let mut order = Vec::with_capacity(count);
         for (si, s) in shards.iter().enumerate() {
-            for (ti, t) in s.tensors().iter().enumerate() {
-                let h = name_hash(&t.name);
-                let slot = (si as u32, ti as u32);
-                match by_name.find_mut(h, |&(a, b)| shards[a as usize].tensors()[b as usize].name == t.name) {
-                    Some(prev) => {
-                        findings.push(
-                            Finding::new(
-                                Code::TensorInTwoShards,
-                                format!(
-                                    "{:?} is stored in {} and again in {}",
-                                    t.name, shards[prev.0 as usize].name, s.name
-                                ),
-                            )
-                            .file(s.name.clone())
-                            .tensor(t.name.clone()),
-                        );
-                        *prev = slot;
-                    }
-                    None => {
-                        by_name.insert_unique(h, slot, |&(a, b)| {
-                            name_hash(&shards[a as usize].tensors()[b as usize].name)
-                        });
-                    }
-                }
-                order.push(slot);
-            }
+            order.extend((0..s.tensors().len() as u32).map(|ti| (si as u32, ti)));
+        }
+        let (by_name, twice) = NameTable::build(&shards);
+        for (pos, prev) in twice {
+            let (si, ti) = order[pos];
+            let (s, t) = (&shards[si as usize], &shards[si as usize].tensors()[ti as usize]);
+            findings.push(
+                Finding::new(
+                    Code::TensorInTwoShards,
+                    format!("{:?} is stored in {} and again in {}", t.name, shards[prev.0 as usize].name, s.name),
+                )
+                .file(s.name.clone())
+                .tensor(t.name.clone()),
+            );
         }
         let mut ck = Checkpoint {
             source,
