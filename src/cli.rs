@@ -541,7 +541,6 @@ pub fn run_captured(args: impl IntoIterator<Item = std::ffi::OsString>) -> (u8, 
     ui::capture(|| main_with(args))
 }
 
-/// Run the command line `args` (the program name first) and return the exit status.
 /// Set by the binary, which owns its process: the header-only commands may then change settings
 /// of the whole process (see [`crate::fsutil::no_huge_pages`]). The Python module leaves it unset.
 static OWN_PROCESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -551,6 +550,7 @@ pub fn own_process() {
     OWN_PROCESS.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Run the command line `args` (the program name first) and return the exit status.
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     let args = vllm_spellings(args.into_iter());
     // --color decides clap's colours too, so look for it before clap parses.

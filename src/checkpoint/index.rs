@@ -22,7 +22,7 @@ pub struct Index {
 
 /// `weight_map` as parsed, in document order: each tensor name with the position of its shard in
 /// [`Index::shards`]. The names share one buffer (no allocation per name), so the index text need
-/// not be kept, nor read whole (see [`read`]). Transient: it lives for the cross-check.
+/// not be kept, nor read whole (see [`stream`]). Transient: it lives for the cross-check.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Entries {
     names: String,
@@ -474,6 +474,15 @@ mod scan {
     }
 
     impl Cur<'_> {
+        /// An object's `{`, and whether its `}` follows at once (also consumed then).
+        fn open(&mut self) -> Option<bool> {
+            self.eat(b'{')?;
+            let empty = self.peek()? == b'}';
+            if empty {
+                self.i += 1;
+            }
+            Some(empty)
+        }
         fn next(&mut self) -> Option<Next> {
             match self.peek()? {
                 b',' => {
@@ -525,16 +534,9 @@ mod scan {
         }
     }
 
-    /// `weight_map`'s entries, from just past its `{` to just past its `}`, into `b`.
+    /// `weight_map`'s object, its `{` to its `}`, into `b`.
     fn weight_map<W: Window>(w: &mut W, b: &mut Builder) -> Result<Option<()>, Stop> {
-        let empty = step(w, |c| {
-            let close = c.peek()? == b'}';
-            if close {
-                c.i += 1;
-            }
-            Some(close)
-        })?;
-        match empty {
+        match step(w, |c| c.open())? {
             None => return Ok(None),
             Some(true) => return Ok(Some(())),
             Some(false) => {}
@@ -564,15 +566,7 @@ mod scan {
         // whole text (they are part of it). Capacity never written costs no page; growing by
         // copying would touch twice the memory.
         let mut b = Builder::with_capacity(len / 64, len);
-        let Some(empty) = step(w, |c| {
-            c.eat(b'{')?;
-            let close = c.peek()? == b'}';
-            if close {
-                c.i += 1;
-            }
-            Some(close)
-        })?
-        else {
+        let Some(empty) = step(w, |c| c.open())? else {
             return Ok(None);
         };
         let (mut metadata, mut wm) = (None, false);
@@ -602,11 +596,7 @@ mod scan {
                     Key::Metadata if metadata.is_some() => None,
                     Key::WeightMap => {
                         wm = true;
-                        let open = step(w, |c| c.eat(b'{'))?;
-                        match open {
-                            Some(()) => weight_map(w, &mut b)?,
-                            None => None,
-                        }
+                        weight_map(w, &mut b)?
                     }
                     Key::Metadata => step(w, |c| c.value().map(str::to_string))?.map(|m| metadata = Some(m)),
                     Key::Other => step(w, |c| c.value().map(drop))?,
@@ -623,17 +613,13 @@ mod scan {
         }
         // Nothing but white space after the object, to the end of the text.
         loop {
-            let at_end = {
-                let mut c = Cur::new(w.rest());
-                c.ws();
-                let n = c.i;
-                let rest_is_ws = n == w.rest().len();
-                w.consume(n);
-                rest_is_ws
-            };
-            if !at_end {
+            let mut c = Cur::new(w.rest());
+            c.ws();
+            let (n, all) = (c.i, c.i == c.b.len());
+            if !all {
                 return Ok(None);
             }
+            w.consume(n);
             if !w.more()? {
                 break;
             }

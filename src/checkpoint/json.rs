@@ -1,8 +1,8 @@
 //! The one byte scan both hand-written JSON passes (shard headers, the index) spend most of their
 //! time in: where a string with no escape ends.
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
+pub(crate) const ONES: u64 = 0x0101_0101_0101_0101;
+pub(crate) const HIGH: u64 = 0x8080_8080_8080_8080;
 
 /// The high bit of each byte of `v` below `n` (n ≤ 128), exact up to the first such byte: the
 /// borrow of a subtraction only ever marks bytes above one already marked.
@@ -13,7 +13,7 @@ fn below(v: u64, n: u8) -> u64 {
 
 /// The high bit of each byte of `v` equal to `c`, exact up to the first one.
 #[inline]
-fn equal(v: u64, c: u8) -> u64 {
+pub(crate) fn equal(v: u64, c: u8) -> u64 {
     below(v ^ (ONES * u64::from(c)), 1)
 }
 

@@ -83,7 +83,7 @@ pub fn digit_segments(name: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
 
 /// The position of the first ASCII digit (or `+` too, with `PLUS`) in `b` at or after `from`.
 fn next_digit<const PLUS: bool>(b: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
+    use super::json::{equal, HIGH, ONES};
     const LOW7: u64 = ONES * 0x7f;
     let mut i = from;
     while let Some(chunk) = b.get(i..i + 8) {
@@ -91,11 +91,10 @@ fn next_digit<const PLUS: bool>(b: &[u8], from: usize) -> Option<usize> {
         // The high bit of each byte in b'0'..=b'9': below 0x3a, at least 0x30, and ASCII. The
         // seven-bit sums never carry into the next byte, so every byte is tested exactly.
         let x = v & LOW7;
-        let mut hit = (ONES * (0x7f + 0x3a) - x) & !v & (x + ONES * (0x7f - 0x2f)) & (ONES * 0x80);
+        let mut hit = (ONES * (0x7f + 0x3a) - x) & !v & (x + ONES * (0x7f - 0x2f)) & HIGH;
         if PLUS {
-            // Bytes equal to `+`: zero after the xor, and only those have bit 7 set below.
-            let y = v ^ (ONES * u64::from(b'+'));
-            hit |= y.wrapping_sub(ONES) & !y & (ONES * 0x80);
+            // (exact up to the first `+`: only the lowest hit is used)
+            hit |= equal(v, b'+');
         }
         if hit != 0 {
             return Some(i + (hit.trailing_zeros() / 8) as usize);
