@@ -6,6 +6,7 @@ pub mod dtype;
 pub mod header;
 pub mod index;
 pub(crate) mod json;
+mod lookup;
 pub mod names;
 pub mod resolve;
 pub mod shard;
@@ -19,11 +20,9 @@ pub use shard::Shard;
 
 use crate::error::CheckpointError;
 use crate::findings::{Code, Finding};
-use hashbrown::HashTable;
+use lookup::{name_hash, Local, NameTable, ShardNames};
 use rayon::prelude::*;
-use rustc_hash::FxBuildHasher;
 use serde_json::Value;
-use std::hash::BuildHasher;
 use std::path::Path;
 
 /// A checkpoint with every shard's header read and validated.
@@ -43,6 +42,10 @@ pub struct Checkpoint {
     /// Every tensor a loader would see, by name: (shard, entry) positions, so no name is copied.
     /// When a name is in two shards (itself a finding), the later shard in load order wins, as in vLLM.
     by_name: NameTable,
+    /// Each shard's names (hashed, and by name where the shard is small), as `shards` is ordered.
+    names: Vec<ShardNames>,
+    /// No name is stored in two shards: a name found in a shard is the copy a loader keeps.
+    unique: bool,
     /// Tensors in load order (shards in natural order, header order within a shard).
     order: Vec<(u32, u32)>,
     /// The quantization scheme config.json (or hf_quant_config.json) declares, read once.
@@ -78,66 +81,6 @@ impl TensorRef<'_> {
         let v = d.read_all(self.entry)?;
         d.still_same()?;
         Ok(v)
-    }
-}
-
-fn name_hash(name: &str) -> u64 {
-    FxBuildHasher.hash_one(name)
-}
-
-/// Tensor positions by name, in two tables split by the top bit of the name's hash: each is built
-/// on its own thread (a table of ~90k entries is built by cache misses more than by work, and the
-/// build sits between reading the headers and everything else).
-#[derive(Debug)]
-struct NameTable([HashTable<(u32, u32)>; 2]);
-
-/// A name stored twice: its load-order position, and where the copy the loader kept until then is.
-type Twice = (usize, (u32, u32));
-
-impl NameTable {
-    fn half(h: u64) -> usize {
-        (h >> 63) as usize
-    }
-
-    fn find(&self, h: u64, eq: impl FnMut(&(u32, u32)) -> bool) -> Option<&(u32, u32)> {
-        self.0[Self::half(h)].find(h, eq)
-    }
-
-    /// The table of `shards`' tensors, and the names stored twice: (load-order position, where
-    /// the copy the loader keeps was stored before), in load order. The later copy wins.
-    fn build(shards: &[Shard]) -> (NameTable, Vec<Twice>) {
-        let count: usize = shards.iter().map(|s| s.tensors().len()).sum();
-        let half = |which: usize| {
-            // A hash's top bit splits the names about evenly: room for a little more than half.
-            let mut table: HashTable<(u32, u32)> = HashTable::with_capacity(count / 2 + count / 32 + 16);
-            let mut twice = Vec::new();
-            let mut pos = 0usize;
-            for (si, s) in shards.iter().enumerate() {
-                for (ti, t) in s.tensors().iter().enumerate() {
-                    let h = name_hash(&t.name);
-                    if Self::half(h) == which {
-                        let slot = (si as u32, ti as u32);
-                        match table.find_mut(h, |&(a, b)| shards[a as usize].tensors()[b as usize].name == t.name) {
-                            Some(prev) => {
-                                twice.push((pos, *prev));
-                                *prev = slot;
-                            }
-                            None => {
-                                table.insert_unique(h, slot, |&(a, b)| {
-                                    name_hash(&shards[a as usize].tensors()[b as usize].name)
-                                });
-                            }
-                        }
-                    }
-                    pos += 1;
-                }
-            }
-            (table, twice)
-        };
-        let ((t0, mut twice), (t1, twice1)) = rayon::join(|| half(0), || half(1));
-        twice.extend(twice1);
-        twice.sort_unstable_by_key(|&(pos, _)| pos);
-        (NameTable([t0, t1]), twice)
     }
 }
 
@@ -245,12 +188,17 @@ impl Checkpoint {
         // A shard on the Hub is its cached header; a local one is the file.
         let remote_shards: Option<std::collections::HashMap<&str, &crate::hub::RemoteShard>> =
             source.remote.as_ref().map(|r| r.shards.iter().map(|s| (s.name.as_str(), s)).collect());
-        let open_shard = |name: &String| match &remote_shards {
-            Some(m) => match m.get(name.as_str()) {
-                Some(r) => Shard::open_remote(&r.header_path, name.clone(), r.size),
+        // Each shard's names are hashed on the thread that read its header, while they are in cache.
+        let open_shard = |name: &String| {
+            let (shard, findings) = match &remote_shards {
+                Some(m) => match m.get(name.as_str()) {
+                    Some(r) => Shard::open_remote(&r.header_path, name.clone(), r.size),
+                    None => Shard::open(&root.join(name), name.clone()),
+                },
                 None => Shard::open(&root.join(name), name.clone()),
-            },
-            None => Shard::open(&root.join(name), name.clone()),
+            };
+            let names = ShardNames::of(&shard);
+            (shard, findings, names)
         };
         let present = |f: &str| match &source.remote {
             Some(r) => r.files.iter().any(|n| n == f),
@@ -263,7 +211,7 @@ impl Checkpoint {
         let single = source.single_file.is_some();
         let (index_read, opened) = rayon::join(
             || (!single).then(|| read_index(&index_path)),
-            || listing.safetensors.par_iter().map(open_shard).collect::<Vec<(Shard, Vec<Finding>)>>(),
+            || listing.safetensors.par_iter().map(open_shard).collect::<Vec<(Shard, Vec<Finding>, ShardNames)>>(),
         );
         let (had_index_file, index, entries) = match index_read {
             Some(IndexRead { present, parsed, findings: f }) => {
@@ -278,18 +226,20 @@ impl Checkpoint {
         };
         let selected = select(&present, &place, &listing, index.as_ref(), had_index_file, &mut findings);
 
-        let mut by_file: std::collections::HashMap<String, (Shard, Vec<Finding>)> =
-            opened.into_iter().map(|(s, f)| (s.name.clone(), (s, f))).collect();
-        let late: Vec<(Shard, Vec<Finding>)> =
+        let mut by_file: std::collections::HashMap<String, (Shard, Vec<Finding>, ShardNames)> =
+            opened.into_iter().map(|(s, f, n)| (s.name.clone(), (s, f, n))).collect();
+        let late: Vec<(Shard, Vec<Finding>, ShardNames)> =
             selected.par_iter().filter(|n| !by_file.contains_key(n.as_str())).map(open_shard).collect();
-        for (s, f) in late {
-            by_file.insert(s.name.clone(), (s, f));
+        for (s, f, n) in late {
+            by_file.insert(s.name.clone(), (s, f, n));
         }
         let mut shards = Vec::with_capacity(selected.len());
+        let mut names = Vec::with_capacity(selected.len());
         for n in &selected {
-            if let Some((s, f)) = by_file.remove(n) {
+            if let Some((s, f, sn)) = by_file.remove(n) {
                 findings.extend(f);
                 shards.push(s);
+                names.push(sn);
             }
         }
 
@@ -298,7 +248,8 @@ impl Checkpoint {
         for (si, s) in shards.iter().enumerate() {
             order.extend((0..s.tensors().len() as u32).map(|ti| (si as u32, ti)));
         }
-        let (by_name, twice) = NameTable::build(&shards);
+        let (by_name, twice) = NameTable::build(&shards, &names);
+        let unique = twice.is_empty();
         for (pos, prev) in twice {
             let (si, ti) = order[pos];
             let (s, t) = (&shards[si as usize], &shards[si as usize].tensors()[ti as usize]);
@@ -321,6 +272,8 @@ impl Checkpoint {
             hf_quant_config,
             modelslim,
             by_name,
+            names,
+            unique,
             order,
             quant: std::sync::OnceLock::new(),
         };
@@ -338,9 +291,27 @@ impl Checkpoint {
 
     /// Where the tensor a loader would see under `name` is.
     pub fn id_of(&self, name: &str) -> Option<TensorId> {
+        self.id_hashed(name_hash(name), name)
+    }
+
+    fn id_hashed(&self, h: u64, name: &str) -> Option<TensorId> {
         self.by_name
-            .find(name_hash(name), |&(s, t)| self.shards[s as usize].tensors()[t as usize].name == name)
+            .find(h, |&(s, t)| self.shards[s as usize].tensors()[t as usize].name == name)
             .map(|&(shard, entry)| TensorId { shard, entry })
+    }
+
+    /// [`Checkpoint::id_of`] for a name likely stored in the same shard as `near` (a weight's
+    /// scale, a scale's weight): that shard's own table is asked first. The same answer, found
+    /// without a cache miss when the guess is right.
+    pub fn id_near(&self, name: &str, near: TensorId) -> Option<TensorId> {
+        let h = name_hash(name);
+        if self.unique {
+            let s = near.shard as usize;
+            if let Local::At(entry) = self.names[s].find(self.shards[s].tensors(), h, name) {
+                return Some(TensorId { shard: near.shard, entry });
+            }
+        }
+        self.id_hashed(h, name)
     }
 
     /// The tensor at `id` (from this checkpoint).
@@ -428,14 +399,21 @@ impl Checkpoint {
             // The name's position in the shard (names are unique within a header's tensors).
             let here = match s.tensors().get(next[si]) {
                 Some(t) if t.name == name => Some(next[si]),
-                _ => match self
-                    .by_name
-                    .find(name_hash(name), |&(a, b)| shards[a as usize].tensors()[b as usize].name == name)
-                {
-                    Some(&(a, b)) if a as usize == si => Some(b as usize),
-                    // Stored in two shards: the copy in the one the index names.
-                    _ => s.tensors().iter().position(|t| t.name == name),
-                },
+                _ => {
+                    let h = name_hash(name);
+                    match self.names[si].find(s.tensors(), h, name) {
+                        Local::At(ti) => Some(ti as usize),
+                        Local::Absent => None,
+                        Local::Unknown => {
+                            match self.by_name.find(h, |&(a, b)| shards[a as usize].tensors()[b as usize].name == name)
+                            {
+                                Some(&(a, b)) if a as usize == si => Some(b as usize),
+                                // Stored in two shards: the copy in the one the index names.
+                                _ => s.tensors().iter().position(|t| t.name == name),
+                            }
+                        }
+                    }
+                }
             };
             if let Some(ti) = here {
                 next[si] = ti + 1;

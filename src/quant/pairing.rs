@@ -157,7 +157,7 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
                 cand.clear();
                 cand.push_str(name);
                 cand.push_str(sfx);
-                if let Some(id) = ck.id_of(&cand) {
+                if let Some(id) = ck.id_near(&cand, wid) {
                     found = Some((id, ck.tensor_by_id(id)));
                     break;
                 }
@@ -234,7 +234,7 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
     }
 
     // Every weight scale has its weight.
-    for t in ck.tensors() {
+    for (id, t) in ck.tensors_with_ids() {
         let name = &t.entry.name;
         let Some(w) = weight_of_scale(name) else { continue };
         if rules.kv_scale_suffixes.iter().any(|s| crate::checkpoint::names::ends_with(name, s)) {
@@ -246,12 +246,12 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
             cand.clear();
             cand.push_str(w);
             cand.push_str("_packed");
-            if ck.get(&cand).is_some() {
+            if ck.id_near(&cand, id).is_some() {
                 continue;
             }
         }
         p.scale_tensors += 1;
-        match ck.get(w) {
+        match ck.id_near(w, id).map(|w| ck.tensor_by_id(w)) {
             None => out.push(
                 Finding::new(Code::Fp8ScaleOrphan, format!("{name} ({}) has no weight {w}", t.shard.name))
                     .file(t.shard.name.clone())

@@ -447,6 +447,8 @@ pub fn remap_with(
     // Rows share their shard's name and their parameter's name.
     let shard_names: Vec<std::sync::Arc<str>> =
         if opts.rows { ck.shards.iter().map(|s| std::sync::Arc::from(s.name.as_str())).collect() } else { Vec::new() };
+    // The shard of a row nobody keeps: one empty name for all (not an allocation per tensor).
+    let no_shard: std::sync::Arc<str> = std::sync::Arc::from("");
     let mut param_names: Vec<Option<std::sync::Arc<str>>> = vec![None; if opts.rows { expected.len() } else { 0 }];
     // The routed name of the tensor at hand (reused: no allocation per tensor).
     let mut route_buf = (String::new(), String::new());
@@ -455,7 +457,7 @@ pub fn remap_with(
         let keep = opts.rows;
         let mut row = Row {
             checkpoint_name: if keep { e.name.clone() } else { String::new() },
-            shard_file: if keep { shard_names[id.shard_index()].clone() } else { std::sync::Arc::from("") },
+            shard_file: if keep { shard_names[id.shard_index()].clone() } else { no_shard.clone() },
             dtype: e.dtype.as_str(),
             shape: if keep { e.shape.as_slice().into() } else { Box::default() },
             param: None,
