@@ -5,7 +5,7 @@
 use super::ceil_div;
 use super::scheme::{QuantMethod, QuantScheme, ScaleLayout};
 use crate::arch::AuditRules;
-use crate::checkpoint::{Checkpoint, Dtype, TensorId};
+use crate::checkpoint::{Checkpoint, Dtype, TensorId, TensorRef};
 use crate::findings::{Code, Finding, Severity};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -98,16 +98,33 @@ fn scale_dtype_ok(scheme: &QuantScheme, d: Dtype) -> bool {
 
 pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRules, out: &mut Vec<Finding>) -> Pairing {
     let mut p = Pairing::default();
+    // One walk over every tensor gathers what the checks below read, each in load order: the fp8
+    // tensors, the weight-scale names (with their weight's name) and the KV-scale candidates
+    // (every KV-scale suffix ends with `scale`). Room for every tensor in each: capacity never
+    // written costs no page, where growing by doubling would write each element up to twice (the
+    // same for `pairs`).
+    let n = ck.tensor_count();
+    let (mut fp8, mut scales, mut kv) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut any_packed = false;
+    for (id, t) in ck.tensors_with_ids() {
+        let name = t.entry.name.as_str();
+        any_packed |= name.ends_with("_packed");
+        if t.entry.dtype.is_fp8_weight() {
+            fp8.push((id, t));
+        }
+        if name.ends_with("scale") {
+            kv.push(t);
+        }
+        if let Some(w) = weight_of_scale(name) {
+            scales.push((id, t, w));
+        }
+    }
     // fp8 tensors that are not a packed 4-bit weight's group scales (NVFP4 `weight_scale` is e4m3).
     // A packed 4-bit weight is named `…_packed`: when no tensor is, no scale is one's group scale
     // and the lookups of `<weight>_packed` (one per scale tensor) are not made.
-    let any_packed = ck.tensors().any(|t| t.entry.name.ends_with("_packed"));
-    let packed_scale =
-        |name: &str| any_packed && weight_of_scale(name).is_some_and(|w| ck.get(&format!("{w}_packed")).is_some());
-    // Room for every tensor: capacity never written costs no page, where growing by doubling
-    // would write each element up to twice (the same for `pairs`).
-    let mut fp8 = Vec::with_capacity(ck.tensor_count());
-    fp8.extend(ck.tensors_with_ids().filter(|(_, t)| t.entry.dtype.is_fp8_weight() && !packed_scale(&t.entry.name)));
+    if any_packed {
+        fp8.retain(|(_, t)| weight_of_scale(&t.entry.name).is_none_or(|w| ck.get(&format!("{w}_packed")).is_none()));
+    }
     p.fp8_weights = fp8.len();
     p.pairs.reserve_exact(fp8.len());
     let layout = scheme.and_then(|s| s.fp8_scale);
@@ -234,9 +251,8 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
     }
 
     // Every weight scale has its weight.
-    for (id, t) in ck.tensors_with_ids() {
+    for &(id, t, w) in &scales {
         let name = &t.entry.name;
-        let Some(w) = weight_of_scale(name) else { continue };
         if rules.kv_scale_suffixes.iter().any(|s| crate::checkpoint::names::ends_with(name, s)) {
             continue;
         }
@@ -269,18 +285,16 @@ pub fn pair_fp8(ck: &Checkpoint, scheme: Option<&QuantScheme>, rules: &AuditRule
         }
     }
 
-    kv_scales(ck, rules, &mut p, out);
+    kv_scales(&kv, rules, &mut p, out);
     companions(ck, scheme, out);
     p
 }
 
-fn kv_scales(ck: &Checkpoint, rules: &AuditRules, p: &mut Pairing, out: &mut Vec<Finding>) {
+/// KV-cache scales among `candidates` (the tensors whose names end with `scale`, in load order).
+fn kv_scales(candidates: &[TensorRef<'_>], rules: &AuditRules, p: &mut Pairing, out: &mut Vec<Finding>) {
     let mut per_module: BTreeMap<String, (bool, bool)> = BTreeMap::new();
-    for t in ck.tensors() {
+    for t in candidates {
         let name = &t.entry.name;
-        if !name.ends_with("scale") {
-            continue; // every KV-scale suffix ends so; skip the rest cheaply
-        }
         let Some(sfx) = rules.kv_scale_suffixes.iter().find(|s| crate::checkpoint::names::ends_with(name, s)) else {
             continue;
         };
