@@ -46,8 +46,10 @@ pub struct Checkpoint {
     names: Vec<ShardNames>,
     /// No name is stored in two shards: a name found in a shard is the copy a loader keeps.
     unique: bool,
-    /// Tensors in load order (shards in natural order, header order within a shard).
-    order: Vec<(u32, u32)>,
+    /// Tensors are in load order: shards in natural order, header order within a shard. This is
+    /// the load-order position of each shard's first tensor (no list of all ~90k positions).
+    starts: Vec<usize>,
+    count: usize,
     /// The quantization scheme config.json (or hf_quant_config.json) declares, read once.
     quant: std::sync::OnceLock<Option<crate::quant::QuantScheme>>,
 }
@@ -82,6 +84,14 @@ impl TensorRef<'_> {
         d.still_same()?;
         Ok(v)
     }
+}
+
+/// The (shard, entry) of load-order position `i`, given each shard's first position: the last
+/// shard that starts at or before `i` (an empty shard starts where the next one does, and comes
+/// before it).
+fn position(starts: &[usize], i: usize) -> (u32, u32) {
+    let s = starts.partition_point(|&b| b <= i) - 1;
+    (s as u32, (i - starts[s]) as u32)
 }
 
 /// What is in a checkpoint directory, sorted as vLLM sorts it.
@@ -243,15 +253,16 @@ impl Checkpoint {
             }
         }
 
-        let count: usize = shards.iter().map(|s| s.tensors().len()).sum();
-        let mut order = Vec::with_capacity(count);
-        for (si, s) in shards.iter().enumerate() {
-            order.extend((0..s.tensors().len() as u32).map(|ti| (si as u32, ti)));
+        let mut starts = Vec::with_capacity(shards.len());
+        let mut count = 0usize;
+        for s in &shards {
+            starts.push(count);
+            count += s.tensors().len();
         }
         let (by_name, twice) = NameTable::build(&shards, &names);
         let unique = twice.is_empty();
         for (pos, prev) in twice {
-            let (si, ti) = order[pos];
+            let (si, ti) = position(&starts, pos);
             let (s, t) = (&shards[si as usize], &shards[si as usize].tensors()[ti as usize]);
             findings.push(
                 Finding::new(
@@ -274,7 +285,8 @@ impl Checkpoint {
             by_name,
             names,
             unique,
-            order,
+            starts,
+            count,
             quant: std::sync::OnceLock::new(),
         };
         if let Some(idx) = &index {
@@ -321,7 +333,13 @@ impl Checkpoint {
 
     /// [`Checkpoint::tensors`] with where each is.
     pub fn tensors_with_ids(&self) -> impl Iterator<Item = (TensorId, TensorRef<'_>)> + '_ {
-        self.order.iter().map(|&(shard, entry)| (TensorId { shard, entry }, self.at(shard, entry)))
+        self.shards.iter().enumerate().flat_map(|(s, shard)| {
+            shard
+                .tensors()
+                .iter()
+                .enumerate()
+                .map(move |(t, entry)| (TensorId { shard: s as u32, entry: t as u32 }, TensorRef { shard, entry }))
+        })
     }
 
     fn at(&self, s: u32, t: u32) -> TensorRef<'_> {
@@ -331,13 +349,13 @@ impl Checkpoint {
 
     /// The tensor at position `i` of [`Checkpoint::tensors`].
     pub fn tensor_at(&self, i: usize) -> TensorRef<'_> {
-        let (s, t) = self.order[i];
+        let (s, t) = position(&self.starts, i);
         self.at(s, t)
     }
 
     /// Every tensor in load order.
     pub fn tensors(&self) -> impl Iterator<Item = TensorRef<'_>> + '_ {
-        self.order.iter().map(|&(s, t)| self.at(s, t))
+        self.shards.iter().flat_map(|shard| shard.tensors().iter().map(move |entry| TensorRef { shard, entry }))
     }
 
     /// The shards whose header could not be read at all, with why: such a checkpoint cannot be
@@ -368,7 +386,7 @@ impl Checkpoint {
     }
 
     pub fn tensor_count(&self) -> usize {
-        self.order.len()
+        self.count
     }
 
     pub fn tensor_bytes(&self) -> u64 {
@@ -390,11 +408,11 @@ impl Checkpoint {
         // Each shard's entry after the last one the index named: an index listing a shard's tensors
         // in its header's order finds each where the previous one left off, with no hash lookup.
         let mut next = vec![0usize; shards.len()];
-        for (name, id) in entries.iter() {
-            let Some(si) = pos[id as usize] else { continue }; // missing shard: reported once
+        entries.for_each(|name, id| {
+            let Some(si) = pos[id as usize] else { return }; // missing shard: reported once
             let s = &shards[si];
             if !s.header.parsed {
-                continue; // the header itself is broken: reported by the header checks
+                return; // the header itself is broken: reported by the header checks
             }
             // The name's position in the shard (names are unique within a header's tensors).
             let here = match s.tensors().get(next[si]) {
@@ -437,7 +455,7 @@ impl Checkpoint {
                     );
                 }
             }
-        }
+        });
         for (si, s) in shards.iter().enumerate() {
             for (ti, t) in s.tensors().iter().enumerate() {
                 if !indexed[base[si] + ti] {
@@ -731,7 +749,23 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 
 #[cfg(test)]
 mod tests {
-    use super::natural_cmp;
+    use super::{natural_cmp, position};
+    #[test]
+    fn load_order_position_skips_empty_shards() {
+        // Shards of 0, 3, 0, 0, 2 and 1 tensors.
+        let lens = [0usize, 3, 0, 0, 2, 1];
+        let mut starts = Vec::new();
+        let mut expect = Vec::new();
+        let mut n = 0;
+        for (s, &len) in lens.iter().enumerate() {
+            starts.push(n);
+            n += len;
+            expect.extend((0..len).map(|t| (s as u32, t as u32)));
+        }
+        let got: Vec<(u32, u32)> = (0..n).map(|i| position(&starts, i)).collect();
+        assert_eq!(got, expect);
+    }
+
     #[test]
     fn natural_order() {
         let mut v = vec!["m-10.safetensors", "m-2.safetensors", "m-1.safetensors"];

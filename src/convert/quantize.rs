@@ -252,7 +252,13 @@ pub(super) fn plan<'a>(
             match index_text.as_deref().and_then(|t| crate::checkpoint::index::parse(t, &mut Vec::new())) {
                 Some((_, entries)) => {
                     let mut seen = HashSet::new();
-                    entries.iter().map(|(n, _)| n.to_string()).filter(|n| seen.insert(n.clone())).collect()
+                    let mut names = Vec::with_capacity(entries.len());
+                    entries.for_each(|n, _| {
+                        if seen.insert(n.to_string()) {
+                            names.push(n.to_string());
+                        }
+                    });
+                    names
                 }
                 None => {
                     let mut v: Vec<String> = ck.tensors().map(|t| t.entry.name.clone()).collect();
