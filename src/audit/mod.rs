@@ -129,9 +129,13 @@ fn remap_check(input: &str, ck: &Checkpoint, rules: &RuleSet, target: crate::tar
         return Vec::new();
     };
     let opts = crate::remap::RemapOptions { rows: false, target, ..Default::default() };
-    let mut findings = crate::remap::remap_with(ck, input, family, "architecture", None, &opts).findings;
-    // The MTP draft vLLM builds from the same checkpoint with speculative decoding on.
-    findings.extend(crate::remap::draft::check(ck, family));
+    // The MTP draft vLLM builds from the same checkpoint with speculative decoding on: a pass of
+    // its own, which a core done with the other passes takes up.
+    let (mut findings, draft) = rayon::join(
+        || crate::remap::remap_with(ck, input, family, "architecture", None, &opts).findings,
+        || crate::remap::draft::check(ck, family),
+    );
+    findings.extend(draft);
     findings
 }
 

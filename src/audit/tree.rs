@@ -82,16 +82,71 @@ fn index_segment(seg: &str) -> Option<u64> {
     })
 }
 
+impl IndexSet {
+    /// The values of both.
+    fn merge(&mut self, other: IndexSet) {
+        if other.bits.len() > self.bits.len() {
+            self.bits.resize(other.bits.len(), 0);
+        }
+        for (a, b) in self.bits.iter_mut().zip(&other.bits) {
+            *a |= b;
+        }
+        self.large.extend(other.large);
+    }
+}
+
+impl Acc {
+    /// Both groups of one pattern as one.
+    fn merge(&mut self, other: Acc) {
+        self.count += other.count;
+        self.bytes += other.bytes;
+        self.dtypes |= other.dtypes;
+        if other.indices.len() > self.indices.len() {
+            self.indices.resize_with(other.indices.len(), IndexSet::default);
+        }
+        for (a, b) in self.indices.iter_mut().zip(other.indices) {
+            a.merge(b);
+        }
+    }
+}
+
 pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
+    // The shards in two halves of about as many tensors, folded side by side and merged (the
+    // rows are sorted at the end, so the groups' order does not matter): the fold is one of the
+    // audit's passes, and a pass that cannot be split is what the other core waits for at the end.
+    let half = ck.tensor_count() / 2;
+    let mut seen = 0;
+    let split = ck
+        .shards
+        .iter()
+        .position(|s| {
+            seen += s.tensors().len();
+            seen > half
+        })
+        .map_or(ck.shards.len(), |i| i + 1);
+    let (mut groups, other) = rayon::join(|| fold_shards(&ck.shards[..split]), || fold_shards(&ck.shards[split..]));
+    for (key, acc) in other {
+        match groups.get_mut(key.as_str()) {
+            Some(a) => a.merge(acc),
+            None => {
+                groups.insert(key, acc);
+            }
+        }
+    }
+    rows(groups)
+}
+
+/// Each pattern's tensors in `shards`.
+fn fold_shards(shards: &[crate::checkpoint::Shard]) -> FxHashMap<String, Acc> {
     use crate::checkpoint::Dtype;
     let mut groups: FxHashMap<String, Acc> = FxHashMap::default();
     let mut key = String::new();
     let mut idx: Vec<u64> = Vec::new();
-    for t in ck.tensors() {
+    for t in shards.iter().flat_map(|s| s.tensors()) {
         key.clear();
         idx.clear();
         // The name with each index segment as `{}`.
-        let name = t.entry.name.as_str();
+        let name = t.name.as_str();
         let mut copied = 0;
         for (i, j) in crate::checkpoint::names::digit_segments(name) {
             if let Some(n) = index_segment(&name[i..j]) {
@@ -107,8 +162,8 @@ pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
             None => groups.entry(key.clone()).or_default(),
         };
         acc.count += 1;
-        acc.bytes += t.entry.nbytes();
-        acc.dtypes |= Dtype::ALL.iter().position(|&d| d == t.entry.dtype).map_or(0, |i| 1u64 << i);
+        acc.bytes += t.nbytes();
+        acc.dtypes |= Dtype::ALL.iter().position(|&d| d == t.dtype).map_or(0, |i| 1u64 << i);
         if acc.indices.len() < idx.len() {
             acc.indices.resize_with(idx.len(), IndexSet::default);
         }
@@ -116,6 +171,12 @@ pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
             slot.insert(n);
         }
     }
+    groups
+}
+
+/// The rows of the folded groups, in natural order of their patterns.
+fn rows(groups: FxHashMap<String, Acc>) -> Vec<TreeRow> {
+    use crate::checkpoint::Dtype;
     let mut rows: Vec<TreeRow> = groups
         .into_iter()
         .map(|(key, acc)| {
@@ -320,6 +381,32 @@ fn split_outside_braces(s: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Folded in two halves and merged, or in one go: the same rows (counts, bytes, dtypes and
+    /// every index range), on checkpoints whose patterns span both halves.
+    #[test]
+    fn halves_merge_to_the_whole() {
+        for name in ["deepseek-fp8", "qwen3-moe", "qwen3-moe-fp8-experts", "gemma3-mm"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+            let (ck, _) = Checkpoint::open(dir.to_str().unwrap()).unwrap();
+            assert!(ck.shards.len() > 1, "{name}");
+            let whole = rows(fold_shards(&ck.shards));
+            assert_eq!(format!("{:?}", fold(&ck)), format!("{whole:?}"), "{name}");
+            // And at every split point, not only the middle one.
+            for at in 0..=ck.shards.len() {
+                let mut g = fold_shards(&ck.shards[..at]);
+                for (k, a) in fold_shards(&ck.shards[at..]) {
+                    match g.get_mut(k.as_str()) {
+                        Some(x) => x.merge(a),
+                        None => {
+                            g.insert(k, a);
+                        }
+                    }
+                }
+                assert_eq!(format!("{:?}", rows(g)), format!("{whole:?}"), "{name} split at {at}");
+            }
+        }
+    }
 
     /// The set gives what sorting and deduplicating the values gave, on both sides of the bitmap's
     /// limit, in any order and with repeats.
