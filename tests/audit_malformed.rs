@@ -268,6 +268,22 @@ fn index_key_absent_from_its_shard() {
     });
     let f = expect(&r, "index-key-not-in-shard", "error");
     assert_eq!(f["tensor"], "model.layers.9.mlp.gate_proj.weight");
+    // In no shard at all: the message names none.
+    assert_eq!(
+        msg(f),
+        format!("the index puts \"model.layers.9.mlp.gate_proj.weight\" in {SHARD}, whose header does not have it")
+    );
+}
+
+#[test]
+fn index_key_in_another_shard() {
+    // Where the tensor really is is found once every header is in (the index is checked while
+    // the checkpoint's name table is built).
+    let other = "model-00001-of-00004.safetensors";
+    let r = broken(|d| edit_json(&d.join("model.safetensors.index.json"), |v| v["weight_map"][T] = json!(other)));
+    let f = expect(&r, "index-key-not-in-shard", "error");
+    assert_eq!(f["file"], other);
+    assert_eq!(msg(f), format!("the index puts \"{T}\" in {other}, whose header does not have it (it is in {SHARD})"));
 }
 
 #[test]

@@ -67,6 +67,11 @@ impl ShardNames {
         ShardNames { hashes, table }
     }
 
+    /// Whether [`ShardNames::find`] ever answers [`Local::Unknown`] (it does not when this holds).
+    pub fn has_table(&self) -> bool {
+        self.table.is_some()
+    }
+
     /// The hash of the name at `i` in the shard's header.
     pub fn hash(&self, i: usize) -> u64 {
         self.hashes[i]

@@ -86,6 +86,119 @@ impl TensorRef<'_> {
     }
 }
 
+/// The index against the headers, both ways. `by_name` is the checkpoint's table; without it
+/// (every shard has a table of its own) a finding that a name is not in the shard the index
+/// names does not say where else it is yet: its position in `out` and the shard's are returned.
+fn cross_check_index(
+    shards: &[Shard],
+    names: &[ShardNames],
+    by_name: Option<&NameTable>,
+    idx: &Index,
+    entries: &index::Entries,
+    out: &mut Vec<Finding>,
+) -> Vec<(usize, usize)> {
+    let mut later = Vec::new();
+    // Index shard id → opened shard position.
+    let pos: Vec<Option<usize>> = idx.shards.iter().map(|f| shards.iter().position(|s| &s.name == f)).collect();
+    let mut base = Vec::with_capacity(shards.len());
+    let mut n = 0usize;
+    for s in shards {
+        base.push(n);
+        n += s.tensors().len();
+    }
+    let mut indexed = vec![false; n];
+    // Each shard's entry after the last one the index named: an index listing a shard's tensors
+    // in its header's order finds each where the previous one left off, with no hash lookup.
+    let mut next = vec![0usize; shards.len()];
+    entries.for_each(|name, id| {
+        let Some(si) = pos[id as usize] else { return }; // missing shard: reported once
+        let s = &shards[si];
+        if !s.header.parsed {
+            return; // the header itself is broken: reported by the header checks
+        }
+        // The name's position in the shard (names are unique within a header's tensors).
+        let here = match s.tensors().get(next[si]) {
+            Some(t) if t.name == name => Some(next[si]),
+            _ => {
+                let h = name_hash(name);
+                match names[si].find(s.tensors(), h, name) {
+                    Local::At(ti) => Some(ti as usize),
+                    Local::Absent => None,
+                    Local::Unknown => match by_name
+                        .and_then(|t| t.find(h, |&(a, b)| shards[a as usize].tensors()[b as usize].name == name))
+                    {
+                        Some(&(a, b)) if a as usize == si => Some(b as usize),
+                        // Stored in two shards: the copy in the one the index names.
+                        _ => s.tensors().iter().position(|t| t.name == name),
+                    },
+                }
+            }
+        };
+        if let Some(ti) = here {
+            next[si] = ti + 1;
+        }
+        match here {
+            Some(ti) if indexed[base[si] + ti] => out.push(
+                Finding::new(Code::IndexDuplicateKey, format!("the index lists {name:?} more than once"))
+                    .file(index::INDEX_NAME)
+                    .tensor(name.to_string()),
+            ),
+            Some(ti) => indexed[base[si] + ti] = true,
+            None => match by_name {
+                Some(t) => {
+                    let there =
+                        t.find(name_hash(name), |&(a, b)| shards[a as usize].tensors()[b as usize].name == name);
+                    out.push(not_in_shard(name, s, there.map(|&(a, _)| shards[a as usize].name.as_str())));
+                }
+                None => {
+                    later.push((out.len(), si));
+                    out.push(not_in_shard(name, s, None));
+                }
+            },
+        }
+    });
+    for (si, s) in shards.iter().enumerate() {
+        for (ti, t) in s.tensors().iter().enumerate() {
+            if !indexed[base[si] + ti] {
+                out.push(
+                    Finding::new(Code::TensorNotInIndex, format!("{:?} is in {} but not in the index", t.name, s.name))
+                        .file(s.name.clone())
+                        .tensor(t.name.clone()),
+                );
+            }
+        }
+    }
+    if let Some(total) = idx.total_size {
+        let all_parsed = shards.iter().all(|s| s.header.parsed) && shards.len() == idx.shards.len();
+        let sum: u64 = shards.iter().map(Shard::tensor_bytes).sum();
+        if all_parsed && sum != total {
+            out.push(
+                Finding::new(
+                    Code::TotalSizeMismatch,
+                    format!(
+                        "metadata.total_size is {total} but the shards hold {sum} bytes of tensor data (difference {})",
+                        sum as i128 - total as i128
+                    ),
+                )
+                .file(index::INDEX_NAME),
+            );
+        }
+    }
+    later
+}
+
+/// A name the index puts in shard `s`, whose header does not have it; `elsewhere` is the shard
+/// that does, if one does.
+fn not_in_shard(name: &str, s: &Shard, elsewhere: Option<&str>) -> Finding {
+    let elsewhere = elsewhere.map(|e| format!(" (it is in {e})")).unwrap_or_default();
+    Finding::new(
+        Code::IndexKeyNotInShard,
+        format!("the index puts {name:?} in {}, whose header does not have it{elsewhere}", s.name),
+    )
+    .file(s.name.clone())
+    .tensor(name.to_string())
+}
+
 /// The (shard, entry) of load-order position `i`, given each shard's first position: the last
 /// shard that starts at or before `i` (an empty shard starts where the next one does, and comes
 /// before it).
@@ -259,7 +372,27 @@ impl Checkpoint {
             starts.push(count);
             count += s.tensors().len();
         }
-        let (by_name, twice) = NameTable::build(&shards, &names);
+        // The index is checked against the headers while the checkpoint's table is built, when
+        // every shard has a table of its own (then no position needs the checkpoint's; where else
+        // a misplaced name is, is added to its finding once the table is there).
+        let overlap = names.iter().all(ShardNames::has_table);
+        let mut index_findings = Vec::new();
+        let ((by_name, twice), later) = rayon::join(
+            || NameTable::build(&shards, &names),
+            || match &index {
+                Some(idx) if overlap => cross_check_index(&shards, &names, None, idx, &entries, &mut index_findings),
+                _ => Vec::new(),
+            },
+        );
+        if let (Some(idx), false) = (&index, overlap) {
+            cross_check_index(&shards, &names, Some(&by_name), idx, &entries, &mut index_findings);
+        }
+        for (at, si) in later {
+            let name = index_findings[at].tensor.as_deref().unwrap_or_default();
+            let there = by_name.find(name_hash(name), |&(a, b)| shards[a as usize].tensors()[b as usize].name == name);
+            index_findings[at] = not_in_shard(name, &shards[si], there.map(|&(a, _)| shards[a as usize].name.as_str()));
+        }
+        drop(entries);
         let unique = twice.is_empty();
         for (pos, prev) in twice {
             let (si, ti) = position(&starts, pos);
@@ -273,28 +406,26 @@ impl Checkpoint {
                 .tensor(t.name.clone()),
             );
         }
-        let mut ck = Checkpoint {
-            source,
-            shards,
-            index: None,
-            config_json,
-            config,
-            config_problem,
-            hf_quant_config,
-            modelslim,
-            by_name,
-            names,
-            unique,
-            starts,
-            count,
-            quant: std::sync::OnceLock::new(),
-        };
-        if let Some(idx) = &index {
-            ck.cross_check_index(idx, &entries, &mut findings);
-        }
-        drop(entries);
-        ck.index = index;
-        Ok((ck, findings))
+        findings.extend(index_findings);
+        Ok((
+            Checkpoint {
+                source,
+                shards,
+                index,
+                config_json,
+                config,
+                config_problem,
+                hf_quant_config,
+                modelslim,
+                by_name,
+                names,
+                unique,
+                starts,
+                count,
+                quant: std::sync::OnceLock::new(),
+            },
+            findings,
+        ))
     }
 
     pub fn get(&self, name: &str) -> Option<TensorRef<'_>> {
@@ -391,101 +522,6 @@ impl Checkpoint {
 
     pub fn tensor_bytes(&self) -> u64 {
         self.tensors().map(|t| t.entry.nbytes()).sum()
-    }
-
-    /// The index against the headers, both ways.
-    fn cross_check_index(&self, idx: &Index, entries: &index::Entries, out: &mut Vec<Finding>) {
-        let shards = &self.shards;
-        // Index shard id → opened shard position.
-        let pos: Vec<Option<usize>> = idx.shards.iter().map(|f| shards.iter().position(|s| &s.name == f)).collect();
-        let mut base = Vec::with_capacity(shards.len());
-        let mut n = 0usize;
-        for s in shards {
-            base.push(n);
-            n += s.tensors().len();
-        }
-        let mut indexed = vec![false; n];
-        // Each shard's entry after the last one the index named: an index listing a shard's tensors
-        // in its header's order finds each where the previous one left off, with no hash lookup.
-        let mut next = vec![0usize; shards.len()];
-        entries.for_each(|name, id| {
-            let Some(si) = pos[id as usize] else { return }; // missing shard: reported once
-            let s = &shards[si];
-            if !s.header.parsed {
-                return; // the header itself is broken: reported by the header checks
-            }
-            // The name's position in the shard (names are unique within a header's tensors).
-            let here = match s.tensors().get(next[si]) {
-                Some(t) if t.name == name => Some(next[si]),
-                _ => {
-                    let h = name_hash(name);
-                    match self.names[si].find(s.tensors(), h, name) {
-                        Local::At(ti) => Some(ti as usize),
-                        Local::Absent => None,
-                        Local::Unknown => {
-                            match self.by_name.find(h, |&(a, b)| shards[a as usize].tensors()[b as usize].name == name)
-                            {
-                                Some(&(a, b)) if a as usize == si => Some(b as usize),
-                                // Stored in two shards: the copy in the one the index names.
-                                _ => s.tensors().iter().position(|t| t.name == name),
-                            }
-                        }
-                    }
-                }
-            };
-            if let Some(ti) = here {
-                next[si] = ti + 1;
-            }
-            match here {
-                Some(ti) if indexed[base[si] + ti] => out.push(
-                    Finding::new(Code::IndexDuplicateKey, format!("the index lists {name:?} more than once"))
-                        .file(index::INDEX_NAME)
-                        .tensor(name.to_string()),
-                ),
-                Some(ti) => indexed[base[si] + ti] = true,
-                None => {
-                    let elsewhere = self.get(name).map(|t| format!(" (it is in {})", t.shard.name)).unwrap_or_default();
-                    out.push(
-                        Finding::new(
-                            Code::IndexKeyNotInShard,
-                            format!("the index puts {name:?} in {}, whose header does not have it{elsewhere}", s.name),
-                        )
-                        .file(s.name.clone())
-                        .tensor(name.to_string()),
-                    );
-                }
-            }
-        });
-        for (si, s) in shards.iter().enumerate() {
-            for (ti, t) in s.tensors().iter().enumerate() {
-                if !indexed[base[si] + ti] {
-                    out.push(
-                        Finding::new(
-                            Code::TensorNotInIndex,
-                            format!("{:?} is in {} but not in the index", t.name, s.name),
-                        )
-                        .file(s.name.clone())
-                        .tensor(t.name.clone()),
-                    );
-                }
-            }
-        }
-        if let Some(total) = idx.total_size {
-            let all_parsed = shards.iter().all(|s| s.header.parsed) && shards.len() == idx.shards.len();
-            let sum: u64 = shards.iter().map(Shard::tensor_bytes).sum();
-            if all_parsed && sum != total {
-                out.push(
-                    Finding::new(
-                        Code::TotalSizeMismatch,
-                        format!(
-                            "metadata.total_size is {total} but the shards hold {sum} bytes of tensor data (difference {})",
-                            sum as i128 - total as i128
-                        ),
-                    )
-                    .file(index::INDEX_NAME),
-                );
-            }
-        }
     }
 }
 
