@@ -119,6 +119,33 @@ impl AuditReport {
     }
 }
 
+/// The report's totals, counted in one walk over the tensors beside the checks (not after them,
+/// with both cores but one idle): tensors per dtype (named once each, not a String per tensor)
+/// and each shard's tensor bytes.
+struct Counts {
+    per_dtype: [usize; crate::checkpoint::Dtype::ALL.len()],
+    shard_bytes: Vec<u64>,
+}
+
+impl Counts {
+    fn of(ck: &Checkpoint) -> Counts {
+        let mut per_dtype = [0usize; crate::checkpoint::Dtype::ALL.len()];
+        let shard_bytes = ck
+            .shards
+            .iter()
+            .map(|s| {
+                for t in s.tensors() {
+                    if let Some(i) = crate::checkpoint::Dtype::ALL.iter().position(|&d| d == t.dtype) {
+                        per_dtype[i] += 1;
+                    }
+                }
+                s.tensor_bytes()
+            })
+            .collect();
+        Counts { per_dtype, shard_bytes }
+    }
+}
+
 /// Run every check over an opened checkpoint. `open_findings` are those the reader produced.
 /// The remap's reverse check, when the architecture has built-in rules (unknown architectures are
 /// left to `ckptpilot remap`, which infers a family and says how sure it is).
@@ -248,7 +275,7 @@ pub fn audit_on(
     // The passes read the checkpoint independently: run them side by side. The remap's reverse
     // check is the longest (a routing per tensor): it starts at once on this thread, and the others
     // are stolen as one job, so on two cores it runs beside the rest instead of after a part of it.
-    let (remap_findings, ((st, st_findings), ((pairing, q_findings), tree))) = rayon::join(
+    let (remap_findings, ((st, st_findings), ((pairing, q_findings), (tree, counts)))) = rayon::join(
         || remap_check(input, ck, family_rules, target),
         || {
             rayon::join(
@@ -266,7 +293,7 @@ pub fn audit_on(
                             }
                             (pairing, f)
                         },
-                        || tree::fold(ck),
+                        || rayon::join(|| tree::fold(ck), || Counts::of(ck)),
                     )
                 },
             )
@@ -397,16 +424,9 @@ pub fn audit_on(
     findings.extend(q_findings);
     findings.extend(fold_consequences(ck, rules, &findings, remap_findings));
 
-    // Counted per dtype, named once each (not a String per tensor).
-    let mut per_dtype = [0usize; crate::checkpoint::Dtype::ALL.len()];
-    for t in ck.tensors() {
-        if let Some(i) = crate::checkpoint::Dtype::ALL.iter().position(|&d| d == t.entry.dtype) {
-            per_dtype[i] += 1;
-        }
-    }
     let dtypes: BTreeMap<String, usize> = crate::checkpoint::Dtype::ALL
         .iter()
-        .zip(per_dtype)
+        .zip(counts.per_dtype)
         .filter(|&(_, n)| n > 0)
         .map(|(d, n)| (d.as_str().to_string(), n))
         .collect();
@@ -424,15 +444,16 @@ pub fn audit_on(
             remote: ck.source.remote.as_deref().cloned(),
         },
         tensors: ck.tensor_count(),
-        tensor_bytes: ck.tensor_bytes(),
+        tensor_bytes: counts.shard_bytes.iter().sum(),
         dtypes,
         shards: ck
             .shards
             .iter()
-            .map(|s| ShardSummary {
+            .zip(&counts.shard_bytes)
+            .map(|(s, &bytes)| ShardSummary {
                 file: s.name.clone(),
                 tensors: s.tensors().len(),
-                bytes: s.tensor_bytes(),
+                bytes,
                 file_bytes: s.file_len,
             })
             .collect(),
