@@ -486,13 +486,13 @@ fn stdout_error(e: std::io::Error) -> Exit {
 
 /// vLLM's single-dash spellings (`-tp 8`, `-pp=2`, `-ep`) as the long flags clap knows; and for
 /// `plan`, `--ep both` (a value after a flag that may stand alone) as `--ep=both`.
-fn vllm_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+fn vllm_spellings(args: impl Iterator<Item = std::ffi::OsString>, cmd: &clap::Command) -> Vec<std::ffi::OsString> {
     let args: Vec<std::ffi::OsString> = args.collect();
     let subcommand = args
         .iter()
         .skip(1)
         .map(|a| a.to_string_lossy())
-        .find(|a| Cli::command().get_subcommands().any(|c| c.get_name() == a.as_ref()));
+        .find(|a| cmd.get_subcommands().any(|c| c.get_name() == a.as_ref()));
     let is_plan = subcommand.as_deref() == Some("plan");
     let mut out = Vec::new();
     let mut rest = false;
@@ -552,7 +552,9 @@ pub fn own_process() {
 
 /// Run the command line `args` (the program name first) and return the exit status.
 pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
-    let args = vllm_spellings(args.into_iter());
+    // The command tree is built once (building it is most of the start-up before the work).
+    let cmd = Cli::command();
+    let args = vllm_spellings(args.into_iter(), &cmd);
     // --color decides clap's colours too, so look for it before clap parses.
     let color = args
         .iter()
@@ -566,7 +568,7 @@ pub fn main_with(args: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
             (w[0] == "--color").then(|| ColorChoice::from_str(&w[1], true).ok()).flatten()
         })
         .unwrap_or_default();
-    let cmd = Cli::command().color(color.clap());
+    let cmd = cmd.color(color.clap());
     let cli = match cmd.try_get_matches_from(&args).and_then(|m| Cli::from_arg_matches(&m)) {
         Ok(c) => c,
         Err(e) => {
@@ -1426,7 +1428,8 @@ mod tests {
     fn vllm_single_dash_flags_become_long_flags() {
         let a: Vec<std::ffi::OsString> =
             ["ckptpilot", "plan", "-tp", "8", "-pp=2", "-ep", "-dp", "1", "--", "-tp"].iter().map(Into::into).collect();
-        let got: Vec<String> = vllm_spellings(a.into_iter()).iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        let got: Vec<String> =
+            vllm_spellings(a.into_iter(), &Cli::command()).iter().map(|s| s.to_string_lossy().into_owned()).collect();
         assert_eq!(
             got,
             [
