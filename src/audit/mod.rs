@@ -134,12 +134,14 @@ impl Counts {
             .shards
             .iter()
             .map(|s| {
+                let mut bytes = 0u64;
                 for t in s.tensors() {
                     if let Some(i) = crate::checkpoint::Dtype::ALL.iter().position(|&d| d == t.dtype) {
                         per_dtype[i] += 1;
                     }
+                    bytes += t.nbytes();
                 }
-                s.tensor_bytes()
+                bytes
             })
             .collect();
         Counts { per_dtype, shard_bytes }

@@ -125,6 +125,12 @@ pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
         })
         .map_or(ck.shards.len(), |i| i + 1);
     let (mut groups, other) = rayon::join(|| fold_shards(&ck.shards[..split]), || fold_shards(&ck.shards[split..]));
+    merge(&mut groups, other);
+    rows(groups)
+}
+
+/// `other`'s groups into `groups`.
+fn merge(groups: &mut FxHashMap<String, Acc>, other: FxHashMap<String, Acc>) {
     for (key, acc) in other {
         match groups.get_mut(key.as_str()) {
             Some(a) => a.merge(acc),
@@ -133,7 +139,6 @@ pub fn fold(ck: &Checkpoint) -> Vec<TreeRow> {
             }
         }
     }
-    rows(groups)
 }
 
 /// Each pattern's tensors in `shards`.
@@ -395,14 +400,7 @@ mod tests {
             // And at every split point, not only the middle one.
             for at in 0..=ck.shards.len() {
                 let mut g = fold_shards(&ck.shards[..at]);
-                for (k, a) in fold_shards(&ck.shards[at..]) {
-                    match g.get_mut(k.as_str()) {
-                        Some(x) => x.merge(a),
-                        None => {
-                            g.insert(k, a);
-                        }
-                    }
-                }
+                merge(&mut g, fold_shards(&ck.shards[at..]));
                 assert_eq!(format!("{:?}", rows(g)), format!("{whole:?}"), "{name} split at {at}");
             }
         }

@@ -103,8 +103,9 @@ impl NameTable {
         (h >> 63) as usize
     }
 
-    pub fn find(&self, h: u64, eq: impl FnMut(&(u32, u32)) -> bool) -> Option<&(u32, u32)> {
-        self.0[Self::half(h)].find(h, eq)
+    /// Where the copy a loader keeps of `name` (whose hash is `h`) is in `shards`: (shard, entry).
+    pub fn get(&self, shards: &[Shard], h: u64, name: &str) -> Option<(u32, u32)> {
+        self.0[Self::half(h)].find(h, |&(a, b)| shards[a as usize].tensors()[b as usize].name == name).copied()
     }
 
     /// The table of `shards`' tensors (`names` holds their hashes), and the names stored twice:

@@ -91,6 +91,7 @@ impl TensorRef<'_> {
 /// names does not say where else it is yet: its position in `out` and the shard's are returned.
 fn cross_check_index(
     shards: &[Shard],
+    starts: &[usize],
     names: &[ShardNames],
     by_name: Option<&NameTable>,
     idx: &Index,
@@ -100,13 +101,7 @@ fn cross_check_index(
     let mut later = Vec::new();
     // Index shard id → opened shard position.
     let pos: Vec<Option<usize>> = idx.shards.iter().map(|f| shards.iter().position(|s| &s.name == f)).collect();
-    let mut base = Vec::with_capacity(shards.len());
-    let mut n = 0usize;
-    for s in shards {
-        base.push(n);
-        n += s.tensors().len();
-    }
-    let mut indexed = vec![false; n];
+    let mut indexed = vec![false; shards.iter().map(|s| s.tensors().len()).sum()];
     // Each shard's entry after the last one the index named: an index listing a shard's tensors
     // in its header's order finds each where the previous one left off, with no hash lookup.
     let mut next = vec![0usize; shards.len()];
@@ -124,10 +119,8 @@ fn cross_check_index(
                 match names[si].find(s.tensors(), h, name) {
                     Local::At(ti) => Some(ti as usize),
                     Local::Absent => None,
-                    Local::Unknown => match by_name
-                        .and_then(|t| t.find(h, |&(a, b)| shards[a as usize].tensors()[b as usize].name == name))
-                    {
-                        Some(&(a, b)) if a as usize == si => Some(b as usize),
+                    Local::Unknown => match by_name.and_then(|t| t.get(shards, h, name)) {
+                        Some((a, b)) if a as usize == si => Some(b as usize),
                         // Stored in two shards: the copy in the one the index names.
                         _ => s.tensors().iter().position(|t| t.name == name),
                     },
@@ -138,17 +131,16 @@ fn cross_check_index(
             next[si] = ti + 1;
         }
         match here {
-            Some(ti) if indexed[base[si] + ti] => out.push(
+            Some(ti) if indexed[starts[si] + ti] => out.push(
                 Finding::new(Code::IndexDuplicateKey, format!("the index lists {name:?} more than once"))
                     .file(index::INDEX_NAME)
                     .tensor(name.to_string()),
             ),
-            Some(ti) => indexed[base[si] + ti] = true,
+            Some(ti) => indexed[starts[si] + ti] = true,
             None => match by_name {
                 Some(t) => {
-                    let there =
-                        t.find(name_hash(name), |&(a, b)| shards[a as usize].tensors()[b as usize].name == name);
-                    out.push(not_in_shard(name, s, there.map(|&(a, _)| shards[a as usize].name.as_str())));
+                    let there = t.get(shards, name_hash(name), name);
+                    out.push(not_in_shard(name, s, there.map(|(a, _)| shards[a as usize].name.as_str())));
                 }
                 None => {
                     later.push((out.len(), si));
@@ -159,7 +151,7 @@ fn cross_check_index(
     });
     for (si, s) in shards.iter().enumerate() {
         for (ti, t) in s.tensors().iter().enumerate() {
-            if !indexed[base[si] + ti] {
+            if !indexed[starts[si] + ti] {
                 out.push(
                     Finding::new(Code::TensorNotInIndex, format!("{:?} is in {} but not in the index", t.name, s.name))
                         .file(s.name.clone())
@@ -380,17 +372,19 @@ impl Checkpoint {
         let ((by_name, twice), later) = rayon::join(
             || NameTable::build(&shards, &names),
             || match &index {
-                Some(idx) if overlap => cross_check_index(&shards, &names, None, idx, &entries, &mut index_findings),
+                Some(idx) if overlap => {
+                    cross_check_index(&shards, &starts, &names, None, idx, &entries, &mut index_findings)
+                }
                 _ => Vec::new(),
             },
         );
         if let (Some(idx), false) = (&index, overlap) {
-            cross_check_index(&shards, &names, Some(&by_name), idx, &entries, &mut index_findings);
+            cross_check_index(&shards, &starts, &names, Some(&by_name), idx, &entries, &mut index_findings);
         }
         for (at, si) in later {
             let name = index_findings[at].tensor.as_deref().unwrap_or_default();
-            let there = by_name.find(name_hash(name), |&(a, b)| shards[a as usize].tensors()[b as usize].name == name);
-            index_findings[at] = not_in_shard(name, &shards[si], there.map(|&(a, _)| shards[a as usize].name.as_str()));
+            let there = by_name.get(&shards, name_hash(name), name);
+            index_findings[at] = not_in_shard(name, &shards[si], there.map(|(a, _)| shards[a as usize].name.as_str()));
         }
         drop(entries);
         let unique = twice.is_empty();
@@ -438,9 +432,7 @@ impl Checkpoint {
     }
 
     fn id_hashed(&self, h: u64, name: &str) -> Option<TensorId> {
-        self.by_name
-            .find(h, |&(s, t)| self.shards[s as usize].tensors()[t as usize].name == name)
-            .map(|&(shard, entry)| TensorId { shard, entry })
+        self.by_name.get(&self.shards, h, name).map(|(shard, entry)| TensorId { shard, entry })
     }
 
     /// [`Checkpoint::id_of`] for a name likely stored in the same shard as `near` (a weight's
